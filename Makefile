@@ -1,0 +1,43 @@
+# `make run` and `make test` set everything up on a fresh machine.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+BROKER  ?=
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBS    := mosquitto socat
+
+.PHONY: run test lint bench sysdeps venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# Debian packages the tests drive for real (the mosquitto broker, socat for virtual serial boards).
+sysdeps:
+	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# the packaged service is not wanted: tests start their own broker on a free port
+	@-$(SUDO) systemctl disable --now mosquitto >/dev/null 2>&1 || true
+
+test: $(STAMP) sysdeps
+	$(VENV)/bin/ruff check shared gateway tools tests bench
+	$(VENV)/bin/pytest
+
+run: $(STAMP)
+	$(VENV)/bin/thingledger run $(if $(BROKER),--broker $(BROKER))
+
+bench: $(STAMP) sysdeps
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check shared gateway tools tests bench
+
+clean:
+	rm -rf $(VENV) var

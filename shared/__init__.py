@@ -1,0 +1,1 @@
+"""Wire protocol shared by the firmware (MicroPython) and the gateway (CPython)."""

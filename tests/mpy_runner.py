@@ -1,0 +1,53 @@
+"""Runs dual test modules under the MicroPython Unix port.
+
+Usage: micropython -X heapsize=64k tests/mpy_runner.py tests/shared/test_cbor.py [...]
+
+Each `test_*` function of each named module runs once; a summary line
+'N passed, N failed' closes the output and the exit code is 1 on failure.
+The same modules are collected by pytest under CPython.
+"""
+import gc
+import sys
+
+
+def _setup_path(module_path):
+    tests_dir = module_path.rsplit("/", 2)[0] if module_path.count("/") >= 2 else "tests"
+    root = tests_dir.rsplit("/", 1)[0] if "/" in tests_dir else "."
+    folder = module_path.rsplit("/", 1)[0]
+    for p in (folder, tests_dir, root):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    return module_path.rsplit("/", 1)[-1][:-3]
+
+
+def main(paths):
+    passed = failed = 0
+    for path in paths:
+        name = _setup_path(path)
+        try:
+            mod = __import__(name)
+        except Exception as e:
+            print("ERROR importing", path)
+            sys.print_exception(e)
+            failed += 1
+            continue
+        names = sorted(n for n in dir(mod) if n.startswith("test_"))
+        for n in names:
+            fn = getattr(mod, n)
+            gc.collect()
+            try:
+                fn()
+                passed += 1
+                print("PASS", name + "." + n)
+            except Exception as e:
+                failed += 1
+                print("FAIL", name + "." + n)
+                sys.print_exception(e)
+        del sys.modules[name]
+        gc.collect()
+    print("%d passed, %d failed" % (passed, failed))
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(1 if main(sys.argv[1:]) else 0)

@@ -1,0 +1,17 @@
+"""Every dual test module (tests/shared, tests/firmware) also runs under
+`micropython -X heapsize=64k`, through tests/mpy_runner.py."""
+
+import pytest
+from mpyrun import ROOT, run_dual_module
+
+DUAL = sorted(
+    str(p.relative_to(ROOT))
+    for d in ("tests/shared", "tests/firmware")
+    for p in (ROOT / d).glob("test_*.py")
+)
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("module", DUAL)
+def test_module_under_micropython(module):
+    run_dual_module(module)
