@@ -1,0 +1,135 @@
+"""COSE_Sign1 (RFC 9052, CBOR tag 18) with ES256 (ECDSA P-256 / SHA-256).
+
+Message layout (see docs/PROTOCOL.md):
+    18([protected: bstr .cbor {1: -7, 4: kid}, unprotected: {}, payload: bstr,
+        signature: bstr(64) r||s])
+The kid (device id) sits in the *protected* header, so it is covered by the
+signature and names the sender; any COSE library verifies these messages.
+
+Backends, probed at import: on CPython with the `cryptography` package,
+verification uses it (fast, constant-time); otherwise (MicroPython, boards)
+shared/p256.py. Signing always uses shared/p256.py: RFC 6979 deterministic
+nonces on every side.
+"""
+from shared import cbor, errors
+
+TAG_SIGN1 = 18
+ALG_ES256 = -7
+HDR_ALG = 1
+HDR_KID = 4
+MAX_KID = 32
+_CONTEXT = "Signature1"
+
+try:  # CPython gateway path
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    _KEYS = {}
+    _ECDSA = ec.ECDSA(hashes.SHA256())
+
+    def _load(public_key):
+        key = _KEYS.get(public_key)
+        if key is None:
+            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(public_key))
+            if len(_KEYS) >= 65536:
+                _KEYS.clear()
+            _KEYS[bytes(public_key)] = key
+        return key
+
+    def _verify(public_key, message, signature):
+        try:
+            key = _load(public_key)
+            r = int.from_bytes(signature[:32], "big")
+            s = int.from_bytes(signature[32:], "big")
+            key.verify(encode_dss_signature(r, s), message, _ECDSA)
+            return True
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+
+    BACKEND = "cryptography"
+except ImportError:
+    _verify = None
+    BACKEND = "p256"
+
+
+class Sign1:
+    """A parsed (not yet verified) COSE_Sign1."""
+
+    __slots__ = ("protected", "kid", "payload", "signature")
+
+    def __init__(self, protected, kid, payload, signature):
+        self.protected = protected
+        self.kid = kid
+        self.payload = payload
+        self.signature = signature
+
+    def to_be_signed(self):
+        return sig_structure(self.protected, self.payload)
+
+
+def sig_structure(protected, payload):
+    """The bytes ES256 signs: Sig_structure of RFC 9052 §4.4, no external aad."""
+    return cbor.dumps([_CONTEXT, protected, b"", payload])
+
+
+def protected_header(kid):
+    return cbor.dumps({HDR_ALG: ALG_ES256, HDR_KID: kid})
+
+
+def sign1(private_key, payload, kid):
+    """COSE_Sign1 bytes of `payload` signed with `private_key`, naming `kid`."""
+    from shared import p256
+
+    prot = protected_header(kid)
+    sig = p256.sign(private_key, sig_structure(prot, payload))
+    return cbor.dumps(cbor.Tag(TAG_SIGN1, [prot, {}, payload, sig]))
+
+
+def parse1(message):
+    """Check the structure of a COSE_Sign1 and return a Sign1 (unverified).
+    Raises errors.DecodeError/TooLarge for bad CBOR, errors.CoseError otherwise."""
+    obj = cbor.loads(message)
+    if not isinstance(obj, cbor.Tag) or obj.tag != TAG_SIGN1:
+        raise errors.CoseError("not-sign1")
+    v = obj.value
+    if not isinstance(v, list) or len(v) != 4:
+        raise errors.CoseError("bad-structure")
+    prot, unprot, payload, sig = v
+    if not isinstance(prot, bytes) or not isinstance(unprot, dict) or unprot:
+        raise errors.CoseError("bad-headers")
+    if not isinstance(payload, bytes):
+        raise errors.CoseError("bad-payload")
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        raise errors.CoseError("bad-signature-size")
+    hdr = cbor.loads(prot)
+    if not isinstance(hdr, dict) or len(hdr) != 2:
+        raise errors.CoseError("bad-headers")
+    alg = hdr.get(HDR_ALG)
+    if isinstance(alg, bool) or alg != ALG_ES256:
+        raise errors.CoseError("bad-alg")
+    kid = hdr.get(HDR_KID)
+    if not isinstance(kid, bytes) or not 0 < len(kid) <= MAX_KID:
+        raise errors.CoseError("bad-kid")
+    return Sign1(prot, kid, payload, sig)
+
+
+def check1(public_key, parsed):
+    """Verify a parsed Sign1 against `public_key` (SEC1 bytes); raises SignatureError."""
+    data = parsed.to_be_signed()
+    if _verify is not None:
+        ok = _verify(public_key, data, parsed.signature)
+    else:
+        from shared import p256
+
+        ok = p256.verify(public_key, data, parsed.signature)
+    if not ok:
+        raise errors.SignatureError("bad-signature")
+    return parsed.payload
+
+
+def verify1(public_key, message):
+    """Payload of `message` if it is a well-formed COSE_Sign1 signed by
+    `public_key`; raises a typed error (CoseError, SignatureError, DecodeError)."""
+    return check1(public_key, parse1(message))

@@ -1,0 +1,57 @@
+"""Block headers: canonical CBOR map signed by the proposer as a COSE_Sign1.
+
+Fields (text keys): version, domain, height, prev_hash, time (unix seconds),
+tx_root, receipts_root, state_root, proposer (authority device id).
+The block hash is SHA-256 of the header's CBOR bytes (the COSE payload).
+Light nodes check receipts against `receipts_root` of a header whose signature
+they verified with the domain authority's public key.
+"""
+from hashlib import sha256
+
+from shared import cbor, cose, errors
+
+VERSION = 1
+HASH_FIELDS = ("prev_hash", "tx_root", "receipts_root", "state_root")
+INT_FIELDS = ("version", "height", "time")
+FIELDS = ("version", "domain", "height", "prev_hash", "time", "tx_root", "receipts_root",
+          "state_root", "proposer")
+
+
+def encode(fields):
+    return cbor.dumps(fields)
+
+
+def block_hash(header_bytes):
+    return sha256(header_bytes).digest()
+
+
+def sign(private_key, proposer_id, fields):
+    """COSE_Sign1 of the header, signed by the proposer (the domain authority)."""
+    return cose.sign1(private_key, encode(fields), proposer_id)
+
+
+def decode(header_bytes):
+    """Header fields from CBOR bytes, schema-checked (raises ProofError)."""
+    h = cbor.loads(header_bytes)
+    if not isinstance(h, dict) or len(h) != len(FIELDS):
+        raise errors.ProofError("bad-header")
+    for k in FIELDS:
+        if k not in h:
+            raise errors.ProofError("bad-header")
+    for k in INT_FIELDS:
+        v = h[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise errors.ProofError("bad-header")
+    for k in HASH_FIELDS:
+        if not isinstance(h[k], bytes) or len(h[k]) != 32:
+            raise errors.ProofError("bad-header")
+    if not isinstance(h["domain"], str) or not isinstance(h["proposer"], bytes):
+        raise errors.ProofError("bad-header")
+    return h
+
+
+def open_signed(authority_public_key, signed):
+    """(fields, header_bytes) of a signed header after checking its signature.
+    Raises SignatureError / CoseError / DecodeError / ProofError."""
+    header_bytes = cose.verify1(authority_public_key, signed)
+    return decode(header_bytes), header_bytes
