@@ -1,6 +1,10 @@
 """Runs dual test modules under the MicroPython Unix port.
 
-Usage: micropython -X heapsize=64k tests/mpy_runner.py tests/shared/test_cbor.py [...]
+Usage: micropython -X heapsize=64k tests/mpy_runner.py [-p BUILD] tests/shared/test_cbor.py [...]
+
+-p BUILD puts a folder of mpy-cross compiled firmware (tools/build.py) first on
+sys.path, as on a board: modules then load as bytecode instead of being
+compiled inside the small heap.
 
 Each `test_*` function of each named module runs once; a summary line
 'N passed, N failed' closes the output and the exit code is 1 on failure.
@@ -50,4 +54,12 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    sys.exit(1 if main(sys.argv[1:]) else 0)
+    args = sys.argv[1:]
+    build = None
+    if args and args[0] == "-p":
+        build = args[1]
+        args = args[2:]
+    if build:
+        _setup_path(args[0])
+        sys.path.insert(0, build)
+    sys.exit(1 if main(args) else 0)

@@ -32,10 +32,20 @@ def run_micropython(args: list[str], heap: str = HEAP, timeout: float = 120,
                           timeout=timeout)
 
 
+def firmware_build() -> Path:
+    """shared/, firmware/ and boards/ compiled by mpy-cross (cached per source mtime)."""
+    from tools.build import build
+
+    out = ROOT / "build" / "test-fw"
+    build(out, "unix")
+    return out
+
+
 def run_dual_module(rel_path: str, heap: str = HEAP, optimize: bool = False) -> str:
-    """Run a dual test module under MicroPython; fail the pytest test if any test failed."""
-    proc = run_micropython([str(TESTS / "mpy_runner.py"), str(ROOT / rel_path)], heap=heap,
-                           optimize=optimize)
+    """Run a dual test module under MicroPython, with the firmware compiled as
+    on a board; fail the pytest test if any test failed."""
+    proc = run_micropython([str(TESTS / "mpy_runner.py"), "-p", str(firmware_build()),
+                            str(ROOT / rel_path)], heap=heap, optimize=optimize)
     out = proc.stdout + proc.stderr
     last = [ln for ln in out.splitlines() if ln.endswith(" failed")]
     assert proc.returncode == 0 and last and last[-1].split()[2] == "0", out
