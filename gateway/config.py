@@ -1,0 +1,132 @@
+"""Gateway configuration: the `GatewayConfig` dataclass and its TOML file.
+
+A config file is flat TOML; every key is optional except `domain`:
+
+    domain = "demo"                      # chain id, 1-32 chars [a-z0-9-]
+    data_dir = "var/gateway"             # relative to the config file's folder
+    broker_url = "mqtt://127.0.0.1:1883"
+    block_interval_s = 1.0               # cut a block every N seconds ...
+    block_max_txs = 2000                 # ... or at M transactions
+    mempool_capacity = 100000
+    genesis_path = "genesis.toml"        # default <data_dir>/genesis.toml
+    authority_key_path = "authority.key" # default <data_dir>/authority.key
+
+Unknown keys and wrong types raise `ConfigError`, whose `key` attribute (and
+message) names the offending key. The data directory holds the files named by
+GENESIS_FILE, KEY_FILE and DB_FILE.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared import topics
+
+GENESIS_FILE = "genesis.toml"
+KEY_FILE = "authority.key"
+DB_FILE = "chain.db"
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_DATA_DIR = "var/gateway"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; `key` names it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"config key {key!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    domain: str
+    data_dir: Path
+    broker_url: str = DEFAULT_BROKER
+    block_interval_s: float = 1.0
+    block_max_txs: int = 2000
+    genesis_path: Path | None = None
+    mempool_capacity: int = 100_000
+    authority_key_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def genesis_file(self) -> Path:
+        return self.genesis_path or self.data_dir / GENESIS_FILE
+
+    @property
+    def key_file(self) -> Path:
+        return self.authority_key_path or self.data_dir / KEY_FILE
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "domain": (str,),
+    "data_dir": (str,),
+    "broker_url": (str,),
+    "block_interval_s": (int, float),
+    "block_max_txs": (int,),
+    "genesis_path": (str,),
+    "mempool_capacity": (int,),
+    "authority_key_path": (str,),
+}
+_PATHS = ("data_dir", "genesis_path", "authority_key_path")
+
+
+def _check(c: GatewayConfig) -> None:
+    if not topics.is_domain_name(c.domain):
+        raise ConfigError("domain", "must be 1-32 characters of a-z, 0-9 and '-'")
+    if not c.broker_url.startswith("mqtt://"):
+        raise ConfigError("broker_url", "must look like mqtt://host:port")
+    if not c.block_interval_s > 0:
+        raise ConfigError("block_interval_s", "must be > 0")
+    if c.block_max_txs < 1:
+        raise ConfigError("block_max_txs", "must be >= 1")
+    if c.mempool_capacity < 1:
+        raise ConfigError("mempool_capacity", "must be >= 1")
+
+
+def from_dict(values: dict[str, Any], base_dir: Path | None = None) -> GatewayConfig:
+    """GatewayConfig from a mapping (e.g. parsed TOML). Relative paths are
+    resolved against `base_dir` (default: current directory)."""
+    base = base_dir or Path.cwd()
+    kw: dict[str, Any] = {}
+    for key, value in values.items():
+        types = _TYPES.get(key)
+        if types is None:
+            raise ConfigError(key, "unknown key")
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ConfigError(key, f"must be {names}, got {type(value).__name__}")
+        if key in _PATHS:
+            p = Path(value).expanduser()
+            value = p if p.is_absolute() else base / p
+        elif key == "block_interval_s":
+            value = float(value)
+        kw[key] = value
+    if "domain" not in kw:
+        raise ConfigError("domain", "missing")
+    kw.setdefault("data_dir", base / DEFAULT_DATA_DIR)
+    return GatewayConfig(**kw)
+
+
+def load(path: Path | str) -> GatewayConfig:
+    """Read a TOML config file. Raises ConfigError (key "<file>" when the
+    file itself cannot be read or parsed)."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            values = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("<file>", f"cannot read {p}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("<file>", f"{p} is not valid TOML: {e}") from e
+    return from_dict(values, p.resolve().parent)

@@ -1,0 +1,268 @@
+"""Genesis: the domain's founding file, the authority key, the genesis header.
+
+Genesis file (TOML, like the gateway config: comments allowed, hand-editable):
+
+    domain = "demo"              # chain id, 1-32 chars [a-z0-9-]
+    authority = "02ab..."        # authority public key, SEC1 compressed, hex
+    admission = "open"           # "open": devices self-register (TYPE_REGISTER
+                                 #  signed by the key it registers, sender id =
+                                 #  SHA-256(pubkey)[:16]); "closed": only the
+                                 #  accounts below exist
+    time = 1700000000            # chain time of genesis (unix seconds)
+    min_fee = 0                  # smallest fee a tx may carry (0: fee-less)
+
+    [accounts.<device id hex>]   # the one mint: balances that exist at genesis
+    pubkey = "03cd..."           # must hash to the id
+    balance = 1000
+
+The authority account (id = SHA-256(authority)[:16]) always exists in the
+genesis state (balance 0 unless listed); fees are paid to it. The total supply
+is at most 2^63-1, so no balance can overflow SQLite's INTEGER.
+
+The genesis block is height 0, prev_hash = 32 zero bytes, empty tx/receipts
+roots, the genesis state root, proposer = authority id, signed by the
+authority key. ES256 with RFC 6979 nonces is deterministic, so the genesis
+header is a pure function of the file and the key.
+
+The authority private key is stored as 64 hex characters in a file created
+with mode 0600 (`write_key`); `load_authority_key` refuses a key that does
+not match the genesis `authority`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time as _time
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from gateway.config import GENESIS_FILE, KEY_FILE
+from gateway.state import ADMISSIONS, DeviceRecord, Rules, State
+from gateway.validate import valid_public_key
+from shared import cbor, header, merkle, p256, topics
+from shared import tx as txm
+
+ZERO_HASH = bytes(32)
+
+
+class GenesisError(ValueError):
+    """The genesis file (or authority key) is wrong; `key` names the field."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"genesis {key!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class Account:
+    pubkey: bytes
+    balance: int
+
+
+@dataclass(frozen=True)
+class Genesis:
+    domain: str
+    authority: bytes
+    time: int
+    admission: str = "open"
+    min_fee: int = 0
+    accounts: Mapping[bytes, Account] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def authority_id(self) -> bytes:
+        return txm.device_id(self.authority)
+
+    def rules(self) -> Rules:
+        return Rules(authority_id=self.authority_id, admission=self.admission,
+                     min_fee=self.min_fee)
+
+    def state(self) -> State:
+        """The genesis state (accounts + the authority account)."""
+        devices = {i: DeviceRecord(a.pubkey, 0, a.balance) for i, a in self.accounts.items()}
+        devices.setdefault(self.authority_id, DeviceRecord(self.authority, 0, 0))
+        return State(devices)
+
+    def supply(self) -> int:
+        return sum(a.balance for a in self.accounts.values())
+
+    def header_fields(self) -> dict[str, Any]:
+        return {
+            "version": header.VERSION, "domain": self.domain, "height": 0,
+            "prev_hash": ZERO_HASH, "time": self.time, "tx_root": merkle.EMPTY_ROOT,
+            "receipts_root": merkle.EMPTY_ROOT, "state_root": self.state().root(),
+            "proposer": self.authority_id,
+        }
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical CBOR of every genesis field (stored in the
+        chain database so a data dir is never opened with another genesis)."""
+        accounts = [[i, a.pubkey, a.balance] for i, a in sorted(self.accounts.items())]
+        return sha256(cbor.dumps([self.domain, self.authority, self.time, self.admission,
+                                  self.min_fee, accounts])).digest()
+
+
+def _int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(g: Genesis) -> None:
+    if not topics.is_domain_name(g.domain):
+        raise GenesisError("domain", "must be 1-32 characters of a-z, 0-9 and '-'")
+    if not valid_public_key(g.authority):
+        raise GenesisError("authority", "not a SEC1 compressed P-256 public key")
+    if not _int(g.time) or g.time < 0:
+        raise GenesisError("time", "must be an integer >= 0")
+    if g.admission not in ADMISSIONS:
+        raise GenesisError("admission", "must be one of " + ", ".join(ADMISSIONS))
+    if not _int(g.min_fee) or not 0 <= g.min_fee <= txm.MAX_AMOUNT:
+        raise GenesisError("min_fee", "must be an integer >= 0")
+    for i, a in g.accounts.items():
+        where = "accounts." + i.hex()
+        if not valid_public_key(a.pubkey):
+            raise GenesisError(where + ".pubkey", "not a SEC1 compressed P-256 public key")
+        if txm.device_id(a.pubkey) != i:
+            raise GenesisError(where, "id is not SHA-256(pubkey)[:16]")
+        if not _int(a.balance) or a.balance < 0:
+            raise GenesisError(where + ".balance", "must be an integer >= 0")
+    if g.supply() > txm.MAX_AMOUNT:
+        raise GenesisError("accounts", "total balance over 2^63-1")
+
+
+def _hex(values: Mapping[str, Any], key: str, where: str) -> bytes:
+    v = values.get(key)
+    if not isinstance(v, str):
+        raise GenesisError(where, "missing or not a hex string")
+    try:
+        return bytes.fromhex(v)
+    except ValueError:
+        raise GenesisError(where, "not a hex string") from None
+
+
+def from_dict(d: Mapping[str, Any]) -> Genesis:
+    """Genesis from parsed TOML; GenesisError names the wrong key."""
+    known = {"domain", "authority", "admission", "time", "min_fee", "accounts"}
+    for k in d:
+        if k not in known:
+            raise GenesisError(k, "unknown key")
+    for k in ("domain", "authority", "time"):
+        if k not in d:
+            raise GenesisError(k, "missing")
+    if not isinstance(d["domain"], str):
+        raise GenesisError("domain", "must be a string")
+    if not isinstance(d.get("admission", "open"), str):
+        raise GenesisError("admission", "must be a string")
+    accounts: dict[bytes, Account] = {}
+    raw = d.get("accounts", {})
+    if not isinstance(raw, dict):
+        raise GenesisError("accounts", "must be a table")
+    for id_hex, a in raw.items():
+        where = "accounts." + id_hex
+        try:
+            i = bytes.fromhex(id_hex)
+        except ValueError:
+            raise GenesisError(where, "id is not hex") from None
+        if len(i) != txm.ID_LEN:
+            raise GenesisError(where, "id must be 16 bytes (32 hex chars)")
+        if not isinstance(a, dict):
+            raise GenesisError(where, "must be a table {pubkey, balance}")
+        for k in a:
+            if k not in ("pubkey", "balance"):
+                raise GenesisError(where + "." + k, "unknown key")
+        if "balance" not in a:
+            raise GenesisError(where + ".balance", "missing")
+        accounts[i] = Account(_hex(a, "pubkey", where + ".pubkey"), a["balance"])
+    return Genesis(domain=d["domain"], authority=_hex(d, "authority", "authority"),
+                   time=d["time"], admission=d.get("admission", "open"),
+                   min_fee=d.get("min_fee", 0), accounts=accounts)
+
+
+def load(path: Path | str) -> Genesis:
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            d = tomllib.load(f)
+    except OSError as e:
+        raise GenesisError("<file>", f"cannot read {p}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise GenesisError("<file>", f"{p} is not valid TOML: {e}") from e
+    return from_dict(d)
+
+
+def dumps(g: Genesis) -> str:
+    """TOML text of a genesis (what `load` reads back)."""
+    lines = [
+        "# ThingLedger genesis: the founding file of domain " + json.dumps(g.domain),
+        "domain = " + json.dumps(g.domain),
+        "authority = " + json.dumps(g.authority.hex()),
+        "admission = " + json.dumps(g.admission),
+        "time = %d" % g.time,
+        "min_fee = %d" % g.min_fee,
+    ]
+    for i, a in sorted(g.accounts.items()):
+        lines += ["", "[accounts.%s]" % i.hex(), "pubkey = " + json.dumps(a.pubkey.hex()),
+                  "balance = %d" % a.balance]
+    return "\n".join(lines) + "\n"
+
+
+def genesis_header(g: Genesis, authority_priv: bytes) -> tuple[dict[str, Any], bytes, bytes]:
+    """(fields, header_bytes, signed_header) of block 0; deterministic."""
+    fields = g.header_fields()
+    return fields, header.encode(fields), header.sign(authority_priv, g.authority_id, fields)
+
+
+def write_key(path: Path, priv: bytes) -> None:
+    """Create `path` (mode 0600, never overwriting) holding the key as hex."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(priv.hex() + "\n")
+
+
+def load_authority_key(path: Path | str, g: Genesis | None = None) -> bytes:
+    """The authority private key; checked against `g.authority` if given."""
+    p = Path(path)
+    try:
+        priv = bytes.fromhex(p.read_text().strip())
+    except OSError as e:
+        raise GenesisError("<authority key>", f"cannot read {p}: {e.strerror}") from e
+    except ValueError:
+        raise GenesisError("<authority key>", f"{p} is not hex") from None
+    if len(priv) != 32:
+        raise GenesisError("<authority key>", f"{p} must hold 32 bytes")
+    if g is not None and p256.public_key(priv) != g.authority:
+        raise GenesisError("authority", f"does not match the key in {p}")
+    return priv
+
+
+def create_domain(data_dir: Path | str, domain: str,
+                  accounts: Mapping[bytes, int] | Iterable[tuple[bytes, int]] = (),
+                  *, time: int | None = None, admission: str = "open",
+                  min_fee: int = 0) -> tuple[Path, Path]:
+    """New domain in `data_dir`: a fresh authority key pair (p256.keygen,
+    file mode 0600) and a genesis file. `accounts` maps device public keys
+    (33 bytes) to genesis balances. Refuses to overwrite either file.
+    Returns (genesis_path, authority_key_path)."""
+    d = Path(data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    gpath, kpath = d / GENESIS_FILE, d / KEY_FILE
+    if gpath.exists():
+        raise FileExistsError(str(gpath))
+    items = accounts.items() if isinstance(accounts, Mapping) else accounts
+    accts = {txm.device_id(pub): Account(pub, bal) for pub, bal in items}
+    priv, pub = p256.keygen()
+    g = Genesis(domain=domain, authority=pub,
+                time=int(_time.time()) if time is None else time,
+                admission=admission, min_fee=min_fee, accounts=accts)
+    write_key(kpath, priv)
+    tmp = gpath.with_suffix(".tmp")
+    tmp.write_text(dumps(g))
+    os.replace(tmp, gpath)
+    return gpath, kpath

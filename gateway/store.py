@@ -1,0 +1,342 @@
+"""Chain storage in SQLite: blocks, transactions with receipts, device state.
+
+Schema (SCHEMA below):
+    meta(key TEXT PK, value BLOB)      schema, domain, genesis digest, authority
+    blocks(height PK, hash UNIQUE, time, n_txs, header, signed)
+    txs(rowid, id UNIQUE, height, idx, sender, seq, type, status, reason,
+        events (CBOR), message (COSE bytes)), UNIQUE(height, idx)
+    devices(id PK, pubkey, last_seq, balance)   the state after the head block
+
+Durability: WAL mode, `synchronous=FULL`. `commit_block` writes a block, its
+txs + receipts and its state diff in ONE transaction (BEGIN IMMEDIATE ...
+COMMIT), so after a crash the database is at the last whole block. FULL
+fsyncs the WAL at each commit: receipts are published only after the commit,
+and a receipt must survive a power cut, not only a process crash (NORMAL
+may lose the last commits on power loss). The cost is one fsync per block,
+not per transaction. Transactions are appended with executemany, the diff is
+one upsert executemany: no per-tx round trips.
+
+Readers (the CLI, also while the gateway runs) open with `readonly=True`: a
+`mode=ro` URI connection; WAL lets them read the last committed block while
+the writer appends. One Store object is used by one thread at a time
+(check_same_thread is off so the service may commit from a worker thread);
+if the service answers resends (`get_receipt`) on another thread while a
+commit runs, it opens a second, read-only Store for that.
+
+`get_receipt(tx_id)` rebuilds a committed tx's receipt reply with its proof
+(for a device re-sending a tx that is already in the chain); the receipts
+trees of the last LEVELS_CACHE blocks committed or looked up are cached, so
+a burst of resends after a reconnect costs one indexed lookup each.
+
+`open_ledger(config)` is the node's start-up: genesis file + authority key,
+create the database with block 0 on first start (or check that it belongs to
+this genesis), load the state and the head block.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from gateway import genesis as gen
+from gateway.blocks import Block, genesis_block, receipts_levels
+from gateway.config import GatewayConfig
+from gateway.state import DeviceRecord, Rules, State
+from shared import cbor, header, merkle, messages
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    time INTEGER NOT NULL,
+    n_txs INTEGER NOT NULL,
+    header BLOB NOT NULL,
+    signed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txs (
+    id BLOB NOT NULL UNIQUE,
+    height INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    sender BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    events BLOB NOT NULL,
+    message BLOB NOT NULL,
+    UNIQUE (height, idx)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id BLOB PRIMARY KEY,
+    pubkey BLOB NOT NULL,
+    last_seq INTEGER NOT NULL,
+    balance INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+_NO_EVENTS = cbor.dumps([])
+_UPSERT = ("INSERT INTO devices (id, pubkey, last_seq, balance) VALUES (?, ?, ?, ?) "
+           "ON CONFLICT (id) DO UPDATE SET pubkey = excluded.pubkey, "
+           "last_seq = excluded.last_seq, balance = excluded.balance")
+LEVELS_CACHE = 16  # receipts trees of recent blocks kept for get_receipt (resends)
+_TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
+
+
+class StoreError(Exception):
+    """The database refuses an operation; `reason` is a stable code
+    (not-next, bad-prev, genesis-mismatch, not-initialized, read-only)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(reason + (": " + detail if detail else ""))
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    height: int
+    hash: bytes
+    time: int
+    n_txs: int
+    header_bytes: bytes
+    signed_header: bytes
+
+    @cached_property
+    def fields(self) -> dict[str, Any]:
+        return header.decode(self.header_bytes)
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    id: bytes
+    height: int
+    idx: int
+    sender: bytes
+    seq: int
+    type: int
+    status: int
+    reason: str
+    events: list[Any]
+    message: bytes
+
+
+def _tx_record(row: tuple[Any, ...]) -> TxRecord:
+    r = list(row)
+    r[8] = cbor.loads(r[8])
+    return TxRecord(*r)
+
+
+class Store:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._levels: OrderedDict[int, list[list[bytes]]] = OrderedDict()
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(str(self.path))
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+        else:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writing -------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise StoreError("read-only")
+
+    def init_chain(self, g: gen.Genesis, block0: Block) -> None:
+        """Write meta + block 0 into an empty database, in one transaction."""
+        self._check_writable()
+        meta = {"schema": SCHEMA_VERSION, "domain": g.domain, "genesis": g.digest(),
+                "authority": g.authority}
+        self.commit_block(block0, meta)
+
+    def commit_block(self, block: Block, meta: dict[str, Any] | None = None) -> None:
+        """Write the block, its txs/receipts and its state diff atomically.
+        Raises StoreError(not-next / bad-prev) if it does not extend the head."""
+        self._check_writable()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            head = self.head()
+            if head is None:
+                if block.height != 0:
+                    raise StoreError("not-initialized", "block 0 must come first")
+            elif block.height != head.height + 1:
+                raise StoreError("not-next", "height %d after head %d" % (block.height,
+                                                                          head.height))
+            elif block.fields["prev_hash"] != head.hash:
+                raise StoreError("bad-prev", "height %d" % block.height)
+            if meta:
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                               list(meta.items()))
+            db.execute("INSERT INTO blocks (height, hash, time, n_txs, header, signed) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (block.height, block.hash, block.time, len(block.txs),
+                        block.header_bytes, block.signed_header))
+            self._write_txs(block)
+            self._write_diff(block.diff)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if block.levels and block.levels[0]:
+            self._remember_levels(block.height, block.levels)
+
+    def _remember_levels(self, height: int, levels: list[list[bytes]]) -> None:
+        cache = self._levels
+        cache[height] = levels
+        cache.move_to_end(height)
+        while len(cache) > LEVELS_CACHE:
+            cache.popitem(last=False)
+
+    def _write_txs(self, block: Block) -> None:
+        h = block.height
+        rows = [(t.id, h, i, t.sender, t.seq, t.type, r.status, r.reason,
+                 cbor.dumps(r.events) if r.events else _NO_EVENTS, t.message)
+                for i, (t, r) in enumerate(zip(block.txs, block.receipts, strict=True))]
+        self._db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                             % _TX_COLS, rows)
+
+    def _write_diff(self, diff: dict[bytes, DeviceRecord]) -> None:
+        self._db.executemany(_UPSERT, [(i, r.pubkey, r.last_seq, r.balance)
+                                       for i, r in diff.items()])
+
+    # ---- reading -------------------------------------------------------------
+
+    def meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def head(self) -> BlockRecord | None:
+        row = self._db.execute("SELECT height, hash, time, n_txs, header, signed FROM blocks "
+                               "ORDER BY height DESC LIMIT 1").fetchone()
+        return BlockRecord(*row) if row else None
+
+    def get_block(self, height: int) -> BlockRecord | None:
+        row = self._db.execute("SELECT height, hash, time, n_txs, header, signed FROM blocks "
+                               "WHERE height = ?", (height,)).fetchone()
+        return BlockRecord(*row) if row else None
+
+    def iter_blocks(self, start: int = 0) -> Iterator[BlockRecord]:
+        """Blocks in height order from `start`."""
+        cur = self._db.execute("SELECT height, hash, time, n_txs, header, signed FROM blocks "
+                               "WHERE height >= ? ORDER BY height", (start,))
+        for row in cur:
+            yield BlockRecord(*row)
+
+    def block_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
+
+    def tx_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
+
+    def block_txs(self, height: int) -> list[TxRecord]:
+        cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % _TX_COLS,
+                               (height,))
+        return [_tx_record(r) for r in cur]
+
+    def get_tx(self, tx_id: bytes) -> TxRecord | None:
+        row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % _TX_COLS,
+                               (tx_id,)).fetchone()
+        return _tx_record(row) if row else None
+
+    def find_tx(self, prefix: bytes) -> list[TxRecord]:
+        """Txs whose id starts with `prefix` (at most 2: enough to tell unique)."""
+        hi = prefix + b"\xff" * (32 - len(prefix))
+        cur = self._db.execute("SELECT %s FROM txs WHERE id >= ? AND id <= ? LIMIT 2"
+                               % _TX_COLS, (prefix, hi))
+        return [_tx_record(r) for r in cur]
+
+    def get_receipt(self, tx_id: bytes) -> bytes | None:
+        """The receipt reply (messages.receipt) of a committed tx, proof
+        recomputed from the stored block, or None if not in the chain."""
+        t = self.get_tx(tx_id)
+        if t is None:
+            return None
+        levels = self._levels.get(t.height)
+        if levels is None:
+            rows = self._db.execute("SELECT id, status, reason, events FROM txs "
+                                    "WHERE height = ? ORDER BY idx", (t.height,)).fetchall()
+            levels = receipts_levels([messages.receipt_leaf(i, s, r, cbor.loads(e))
+                                      for i, s, r, e in rows])
+            self._remember_levels(t.height, levels)
+        blk = self.get_block(t.height)
+        assert blk is not None
+        return messages.receipt(t.id, t.seq, t.status, t.reason, t.events, t.height,
+                                blk.signed_header, t.idx, len(levels[0]),
+                                merkle.proof(levels, t.idx))
+
+    def devices(self) -> list[tuple[bytes, DeviceRecord]]:
+        """(id, record) sorted by id."""
+        cur = self._db.execute("SELECT id, pubkey, last_seq, balance FROM devices ORDER BY id")
+        return [(r[0], DeviceRecord(r[1], r[2], r[3])) for r in cur]
+
+    def load_state(self) -> State:
+        return State(dict(self.devices()))
+
+
+@dataclass
+class Ledger:
+    """What a running node needs at start-up (see open_ledger)."""
+
+    store: Store
+    genesis: gen.Genesis
+    authority_priv: bytes
+    state: State
+    head: BlockRecord
+
+    @property
+    def rules(self) -> Rules:
+        return self.genesis.rules()
+
+
+def open_ledger(cfg: GatewayConfig, *, create: bool = True) -> Ledger:
+    """Open (and on first start create) the node's chain in cfg.data_dir.
+    With `create`, a data dir without genesis gets a new domain
+    (genesis.create_domain, no accounts). Raises GenesisError / StoreError."""
+    gpath = cfg.genesis_file
+    if create and not gpath.exists() and cfg.genesis_path is None:
+        gen.create_domain(cfg.data_dir, cfg.domain)
+    g = gen.load(gpath)
+    if g.domain != cfg.domain:
+        raise gen.GenesisError("domain", "genesis names %r, config %r" % (g.domain, cfg.domain))
+    priv = gen.load_authority_key(cfg.key_file, g)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.db_path)
+    try:
+        if store.head() is None:
+            store.init_chain(g, genesis_block(g, priv))
+        elif store.meta("genesis") != g.digest():
+            raise StoreError("genesis-mismatch", str(cfg.db_path))
+        head = store.head()
+        assert head is not None
+        return Ledger(store, g, priv, store.load_state(), head)
+    except BaseException:
+        store.close()
+        raise

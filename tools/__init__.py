@@ -1,0 +1,1 @@
+"""The `thingledger` command line (tools/cli.py) and developer tools."""
