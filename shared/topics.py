@@ -45,3 +45,8 @@ def is_domain_name(domain):
         if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
             return False
     return True
+
+
+def rejects(domain):
+    """Rejections of messages whose sender cannot be read (garbage, too large)."""
+    return PREFIX + domain + "/rejects"

@@ -113,14 +113,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        from gateway import service
-    except ModuleNotFoundError as e:
-        if e.name != "gateway.service":
-            raise
-        raise UsageError("gateway.service is not available in this build") from None
-    rc = service.main(args)
-    return int(rc or 0)
+    from tools import run
+
+    return run.main(args)
 
 
 def _positive_int(s: str) -> int:
@@ -176,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--domain", default="demo", help="domain (chain id), default demo")
     r.add_argument("--block-interval", type=_positive_float, default=1.0, metavar="S",
                    help="seconds between blocks (default 1.0)")
+    r.add_argument("--boards-dir", metavar="DIR", default=None,
+                   help="flash folders of the virtual boards (default: DATA_DIR/../boards)")
+    r.add_argument("--interval-ms", type=_positive_int, default=3000, metavar="MS",
+                   help="virtual boards' reading interval (default 3000)")
+    r.add_argument("--seconds", type=_positive_float, default=None, metavar="S",
+                   help="stop by itself after S seconds (default: run until Ctrl-C)")
     r.set_defaults(func=cmd_run)
     return p
 

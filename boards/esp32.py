@@ -1,0 +1,47 @@
+"""ESP32 / ESP32-S3 adapter: Wi-Fi station bring-up and the profile's sensor.
+Imported only on those boards (machine, network, onewire exist there)."""
+import time
+
+import machine
+import network
+
+
+class Board:
+    name = "esp32"
+
+    def __init__(self, profile, config):
+        self.profile = profile
+        self.config = config
+        self.sensor = profile["sensors"][0]
+        self._ds = None
+
+    def network_up(self, timeout_ms=20000):
+        wifi = self.config.get("wifi") or {}
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        if not wlan.isconnected():
+            wlan.connect(wifi.get("ssid", ""), wifi.get("password", ""))
+            t0 = time.ticks_ms()
+            while not wlan.isconnected():
+                if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
+                    raise OSError("wifi: no connection to '%s'" % wifi.get("ssid", ""))
+                time.sleep_ms(200)
+        return wlan.ifconfig()[0]
+
+    def read_sensor(self):
+        s = self.sensor
+        if s["kind"] == "ds18x20":
+            import ds18x20
+            import onewire
+
+            if self._ds is None:
+                self._ds = ds18x20.DS18X20(onewire.OneWire(machine.Pin(s["pin"])))
+                self._roms = self._ds.scan()
+            self._ds.convert_temp()
+            time.sleep_ms(750)
+            centi = int(self._ds.read_temp(self._roms[0]) * 100)
+        else:
+            import esp32
+
+            centi = (esp32.raw_temperature() - 32) * 500 // 9  # reported in Fahrenheit
+        return centi, s["scale"], s["channel"]

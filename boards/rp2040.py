@@ -1,0 +1,36 @@
+"""Raspberry Pi Pico W / Pico 2 W adapter: CYW43 Wi-Fi bring-up and the
+on-chip temperature sensor (ADC 4). Imported only on rp2 boards."""
+import time
+
+import machine
+import network
+
+
+class Board:
+    name = "rp2040"
+
+    def __init__(self, profile, config):
+        self.profile = profile
+        self.config = config
+        self.sensor = profile["sensors"][0]
+        self._adc = machine.ADC(self.sensor.get("adc", 4))
+
+    def network_up(self, timeout_ms=20000):
+        wifi = self.config.get("wifi") or {}
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        wlan.connect(wifi.get("ssid", ""), wifi.get("password", ""))
+        t0 = time.ticks_ms()
+        while not wlan.isconnected():
+            if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
+                raise OSError("wifi: no connection to '%s'" % wifi.get("ssid", ""))
+            time.sleep_ms(200)
+        return wlan.ifconfig()[0]
+
+    def read_sensor(self):
+        # RP2040 datasheet 4.9.5: T = 27 - (V - 0.706) / 0.001721, integer maths in
+        # hundredths of a degree so single-precision floats never touch the value.
+        raw = self._adc.read_u16()
+        microvolts = raw * 3300000 // 65535
+        centi = 2700 - (microvolts - 706000) * 100 // 1721
+        return centi, self.sensor["scale"], self.sensor["channel"]

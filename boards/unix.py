@@ -1,0 +1,22 @@
+"""The unix virtual board: MicroPython Unix port, no network bring-up, a
+simulated temperature sensor (a bounded random walk around 21.50 C), and the
+current directory as its flash."""
+import os
+
+
+class Board:
+    name = "unix"
+
+    def __init__(self, profile, config):
+        self.profile = profile
+        self.sensor = profile["sensors"][0]
+        self._value = int(config.get("sim_start", 2150))
+
+    def network_up(self):
+        pass
+
+    def read_sensor(self):
+        """(value, scale, channel) of the primary sensor."""
+        step = os.urandom(1)[0] % 21 - 10  # -0.10 .. +0.10 C
+        self._value = min(4000, max(-1000, self._value + step))
+        return self._value, self.sensor["scale"], self.sensor["channel"]

@@ -1,0 +1,1 @@
+"""ThingLedger light-node firmware (MicroPython): wallet, MQTT client, node loop."""

@@ -1,0 +1,38 @@
+"""Firmware entry point: wire the board, config, wallet and MQTT client into a
+Node and run it. On a board, main.py at the flash root does
+`from firmware.main import main; main()`; the unix virtual board is started
+the same way with the board's flash folder as working directory and the
+firmware build on sys.path (see tools/vboard.py)."""
+import json
+
+from boards import load_board
+from firmware import wallet as wallet_mod
+from firmware.mqtt_robust import RobustClient
+from firmware.node import Node
+
+CONFIG_FILE = "config.json"
+
+
+def load_config(path=CONFIG_FILE):
+    with open(path) as f:
+        cfg = json.load(f)
+    for key in ("domain", "authority", "broker_host", "broker_port"):
+        if key not in cfg:
+            raise ValueError("config.json: missing key '%s'" % key)
+    return cfg
+
+
+def make_node(cfg, log):
+    board = load_board(cfg)
+    board.network_up()
+    w = wallet_mod.load_or_create()
+    client = RobustClient(w.hex.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
+                          keepalive=int(cfg.get("keepalive", 30)))
+    return Node(board, cfg, w, client, log=log)
+
+
+def main(steps=None):
+    cfg = load_config()
+    node = make_node(cfg, print)
+    node.run(steps)
+

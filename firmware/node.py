@@ -1,0 +1,125 @@
+"""The light node loop: read a sensor through the board, sign a transaction,
+publish it, and check the gateway's receipt against a signed block header.
+
+Parts are injected (board, wallet, MQTT client, config), so the loop runs the
+same on the unix virtual board, an ESP32 or a Pico W. Log lines go through
+`log` and have the form `<event> key=value ...`; `make run` shows them live.
+"""
+import time
+
+from micropython import const
+
+from shared import errors, messages, topics, tx
+from firmware import flash
+from firmware.outbox import Outbox
+from firmware.seqstore import SeqStore
+
+REGISTERED_FILE = "registered"
+RESEND_MS = const(5000)
+
+
+class Node:
+    def __init__(self, board, config, wallet, client, log=print):
+        self.board = board
+        self.wallet = wallet
+        self.client = client
+        self.log = log
+        self.domain = config["domain"]
+        self.authority = bytes.fromhex(config["authority"])
+        self.interval_ms = int(config.get("interval_ms", 2000))
+        self.fee = int(config.get("fee", 0))
+        self.seq = SeqStore()
+        self.outbox = Outbox()
+        self.registered = flash.exists(REGISTERED_FILE)
+        self.tx_topic = topics.tx(self.domain)
+        self.rx_topic = topics.rx(self.domain, wallet.hex)
+        self.status_topic = topics.status(self.domain, wallet.hex)
+        self.receipts = 0
+        self.rejections = 0
+        self._next_reading = time.ticks_ms()
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self):
+        c = self.client
+        c.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
+        c.set_callback(self._on_message)
+        c.connect()
+        c.subscribe(self.rx_topic, 1)
+        c.publish(self.status_topic, b"online", retain=True, qos=1)
+        self.log("online id=%s pending=%d" % (self.wallet.hex, len(self.outbox)))
+        if not self.registered and not self.outbox.full() and not len(self.outbox):
+            self.submit(tx.TYPE_REGISTER, {1: self.wallet.public_key})
+
+    def step(self):
+        """One pass: handle incoming messages, take a reading when due,
+        resend what is unconfirmed. Returns quickly."""
+        self.client.check_msg()
+        now = time.ticks_ms()
+        if self.registered and time.ticks_diff(now, self._next_reading) >= 0:
+            self._next_reading = time.ticks_add(now, self.interval_ms)
+            self.take_reading()
+        for seq in self.outbox.due(now, RESEND_MS, time.ticks_diff):
+            msg = self.outbox.get(seq)
+            if msg is None:
+                self.outbox.remove(seq)
+                continue
+            self.client.publish(self.tx_topic, msg, qos=1)
+            self.outbox.mark_sent(seq, now)
+
+    def run(self, steps=None, pause_ms=20):
+        self.start()
+        n = 0
+        while steps is None or n < steps:
+            self.step()
+            time.sleep_ms(pause_ms)
+            n += 1
+
+    # -- transactions ----------------------------------------------------
+    def submit(self, type_, body):
+        if self.outbox.full():
+            self.log("outbox-full dropped type=%d" % type_)
+            return None
+        seq = self.seq.next()
+        msg = self.wallet.sign_tx(type_, self.domain, seq, self.fee, body)
+        self.outbox.put(seq, msg)
+        self.client.publish(self.tx_topic, msg, qos=1)
+        self.outbox.mark_sent(seq, time.ticks_ms())
+        return seq
+
+    def take_reading(self):
+        value, scale, channel = self.board.read_sensor()
+        seq = self.submit(tx.TYPE_READING, {1: value, 2: scale, 3: channel})
+        if seq is not None:
+            self.log("reading seq=%d value=%d scale=%d" % (seq, value, scale))
+
+    # -- replies from the gateway ----------------------------------------
+    def _on_message(self, topic, msg, retained):
+        try:
+            m = messages.parse(msg)
+            seq = m.get(messages.M_SEQ)
+            stored = self.outbox.get(seq) if isinstance(seq, int) else None
+            if stored is None or tx.tx_id(stored) != m[messages.M_TX]:
+                return  # not one of ours (or already confirmed)
+            if m[messages.M_KIND] == messages.KIND_RECEIPT:
+                fields = messages.check_receipt(m, self.authority)
+                self.receipts += 1
+                self._confirmed(seq, stored)
+                self.log("receipt-verified seq=%d height=%d status=%d" % (
+                    seq, fields["height"], m[messages.M_STATUS]))
+            else:
+                reason = m[messages.M_REASON]
+                self.rejections += 1
+                self.log("rejected seq=%d reason=%s" % (seq, reason))
+                if reason == errors.ALREADY_REGISTERED:
+                    self._confirmed(seq, stored)
+                else:
+                    self.outbox.remove(seq)
+        except errors.TLError as e:
+            self.log("bad-reply reason=%s detail=%s" % (e.reason, e.detail))
+
+    def _confirmed(self, seq, stored):
+        if not self.registered and tx.decode(stored).type == tx.TYPE_REGISTER:
+            self.registered = True
+            flash.write(REGISTERED_FILE, b"1")
+            self._next_reading = time.ticks_ms()
+        self.outbox.remove(seq)

@@ -1,0 +1,40 @@
+"""The light node's wallet: an ES256 key pair born on the board.
+
+The private key is generated from os.urandom on first boot, written to the
+board's flash and never published: nothing here returns it. The device id is
+SHA-256(birth public key)[:16], stored beside the key so it survives a later
+key rotation. Flash layout of `wallet.key`: id (16 bytes) || private key (32).
+"""
+from shared import p256, tx
+from firmware import flash
+
+KEY_FILE = "wallet.key"
+
+
+class WalletError(Exception):
+    pass
+
+
+class Wallet:
+    def __init__(self, device_id, private_key):
+        self._priv = private_key
+        self.public_key = p256.public_key(private_key)
+        self.device_id = device_id
+        self.hex = device_id.hex()
+
+    def sign_tx(self, type_, domain, seq, fee, body):
+        """COSE_Sign1 transaction bytes signed by this device."""
+        return tx.make(self._priv, self.device_id, type_, domain, seq, fee, body)
+
+
+def load_or_create(path=KEY_FILE):
+    """The board's wallet; generates and stores a key pair on first boot."""
+    data = flash.read(path)
+    if data is None:
+        priv, pub = p256.keygen()
+        data = tx.device_id(pub) + priv
+        flash.write(path, data)
+        del priv
+    if len(data) != 48:
+        raise WalletError("corrupt wallet file")
+    return Wallet(data[:16], data[16:])

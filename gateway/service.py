@@ -1,0 +1,195 @@
+"""The gateway full node as an asyncio service.
+
+Pipeline, one stage per method:
+
+    ingress   MqttLink (paho, persistent session, QoS 1) -> batches of payloads
+    validate  check_stateless + Mempool.admit (stateful, signature)  -> reject()
+    mempool   pending txs, per-sender seq
+    block     _produce(): every block_interval_s, or at block_max_txs
+    store     commit in a worker thread (one SQLite transaction per block)
+    notify    receipts (with Merkle proof) to each sender, header on tl/<d>/blocks
+
+Rejections go to the sender's rx topic when its id can be read from the
+message, otherwise to tl/<domain>/rejects. A resend of a committed
+transaction is answered with its receipt again (nothing is applied twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from gateway import blocks
+from gateway.config import GatewayConfig
+from gateway.mempool import Mempool
+from gateway.mqtt_link import MqttLink
+from gateway.store import Store, open_ledger
+from gateway.validate import check_stateless
+from shared import cose, errors, messages, topics
+from shared import tx as txm
+
+EventSink = Callable[[str], None]
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    admitted: int = 0
+    rejected: int = 0
+    resent_receipts: int = 0
+    committed: int = 0
+    blocks: int = 0
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, on_event: EventSink | None = None,
+                 log_txs: bool = True) -> None:
+        self.cfg = cfg
+        self.on_event = on_event or (lambda line: None)
+        self.log_txs = log_txs
+        self.counters = Counters()
+        self.led = open_ledger(cfg)
+        self.reader = Store(cfg.db_path, readonly=True)
+        self.pool = Mempool(cfg.mempool_capacity)
+        self.committed = asyncio.Event()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._full = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task] = []
+        self.link: MqttLink | None = None
+        d = cfg.domain
+        self._topic_blocks = topics.blocks(d)
+        self._topic_rejects = topics.rejects(d)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self, connect_timeout: float = 15.0) -> None:
+        loop = asyncio.get_running_loop()
+        self.link = MqttLink(self.cfg.broker_url, f"thingledger-gateway-{self.cfg.domain}",
+                             [topics.tx(self.cfg.domain)], loop)
+        self.link.start()
+        await self.link.wait_connected(connect_timeout)
+        h = self.led.head
+        self.on_event(f"chain {self.cfg.domain} at height {h.height} hash {h.hash.hex()[:16]} "
+                      f"({len(self.led.state.devices)} devices) broker {self.cfg.broker_url}")
+        self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
+                       asyncio.create_task(self._produce(), name="produce")]
+
+    async def stop(self) -> None:
+        """Stop taking messages, commit what is pending, close the store."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while len(self.pool):
+            await self._cut_block()
+        if self.link:
+            self.link.stop()
+        self._writer.shutdown(wait=True)
+        self.reader.close()
+        self.led.store.close()
+
+    # -- ingress -> validate -> mempool ---------------------------------------
+    async def _ingest(self) -> None:
+        assert self.link is not None
+        while True:
+            for _topic, payload in await self.link.receive():
+                self.handle(payload)
+            if len(self.pool) >= self.cfg.block_max_txs:
+                self._full.set()
+
+    def handle(self, payload: bytes) -> None:
+        """Validate one incoming transaction; admit it or answer with a reason."""
+        self.counters.received += 1
+        t: txm.Tx | None = None
+        try:
+            t = check_stateless(payload, self.cfg.domain)
+            if self.pool.admit(t, self.led.state, self.led.rules):
+                self.counters.admitted += 1
+                if self.log_txs:
+                    self.on_event(f"accepted {_describe(t)}")
+        except errors.TLError as e:
+            if t is not None and e.reason == errors.REPLAY:
+                receipt = self.reader.get_receipt(t.id)
+                if receipt is not None:
+                    self.counters.resent_receipts += 1
+                    self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
+                    return
+            self.reject(payload, t, e)
+
+    def reject(self, payload: bytes, t: txm.Tx | None, e: errors.TLError) -> None:
+        self.counters.rejected += 1
+        sender = t.sender if t is not None else _readable_sender(payload)
+        tx_id = hashlib.sha256(payload).digest() if e.reason != errors.TOO_LARGE else b""
+        msg = messages.rejection(tx_id, t.seq if t is not None else 0, e.reason, e.detail)
+        if sender is not None:
+            topic = topics.rx(self.cfg.domain, sender.hex())
+        else:
+            topic = self._topic_rejects
+        self._publish(topic, msg)
+        if self.log_txs:
+            who = sender.hex()[:8] if sender else "?"
+            self.on_event(f"rejected from={who} reason={e.reason} detail={e.detail}")
+
+    # -- block -> store -> notify ----------------------------------------------
+    async def _produce(self) -> None:
+        interval = self.cfg.block_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._full.wait(), interval)
+            except TimeoutError:
+                pass
+            self._full.clear()
+            if len(self.pool):
+                await self._cut_block()
+
+    async def _cut_block(self) -> None:
+        led = self.led
+        txs = self.pool.take(self.cfg.block_max_txs)
+        b = blocks.build_block(led.head, txs, led.state, int(time.time()), led.authority_priv,
+                               led.genesis.authority_id, domain=self.cfg.domain, rules=led.rules)
+        await asyncio.get_running_loop().run_in_executor(self._writer, led.store.commit_block, b)
+        led.state.apply_diff(b.diff)
+        led.head = b
+        self.pool.done(txs)
+        self.counters.blocks += 1
+        self.counters.committed += len(b.txs)
+        self._notify(b)
+        self.committed.set()
+        self.committed.clear()
+
+    def _notify(self, b: blocks.Block) -> None:
+        d = self.cfg.domain
+        for i, t in enumerate(b.txs):
+            self._publish(topics.rx(d, t.sender.hex()), b.receipt_message(i))
+        for t, e in b.dropped:
+            self.reject(t.message, t, e)
+        self._publish(self._topic_blocks, b.signed_header)
+        self.on_event(f"block height={b.height} txs={len(b.txs)} hash={b.hash.hex()[:16]}")
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        if self.link is not None:
+            self.link.publish(topic, payload, qos=1)
+
+
+def _readable_sender(payload: bytes) -> bytes | None:
+    """The kid of a message that failed validation, if its structure shows one."""
+    if len(payload) > 4096:
+        return None
+    try:
+        kid = cose.parse1(payload).kid
+    except errors.TLError:
+        return None
+    return kid if len(kid) == txm.ID_LEN else None
+
+
+def _describe(t: txm.Tx) -> str:
+    kind = txm.TYPE_NAMES.get(t.type, str(t.type))
+    text = f"{kind} from={t.sender.hex()[:8]} seq={t.seq}"
+    if t.type == txm.TYPE_READING:
+        v, s = t.body[1], t.body[2]
+        text += f" value={v}e{s}"
+    return text

@@ -1,0 +1,123 @@
+"""`thingledger run` (and `make run`): the whole system on one machine.
+
+ESPHome-style chain, each step stopping the run on failure:
+  1. compile   the firmware with mpy-cross (tools/build.py)
+  2. provision a flash folder per virtual board (config.json; wallet on first boot)
+  3. start     the embedded amqtt broker (unless --broker), the gateway, and the
+               boards: real firmware under `micropython -X heapsize=64k`
+  4. show      what happens, as it happens, until Ctrl-C (or --seconds)
+Ctrl-C stops the boards, commits what the gateway holds, and closes the store:
+the chain on disk stays whole and the next run continues it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+from gateway.broker import DEFAULT_URL, EmbeddedBroker, parse_url
+from gateway.config import GatewayConfig
+from gateway.service import Gateway
+from tools.build import BuildError, build
+from tools.console import Console
+from tools.vboard import VirtualBoard
+
+
+class RunError(RuntimeError):
+    pass
+
+
+async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -> None:
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        console.line(name, raw.decode(errors="replace").rstrip())
+    rc = await proc.wait()
+    if rc not in (0, -signal.SIGTERM, -signal.SIGKILL):
+        console.line(name, f"exited with code {rc}")
+
+
+async def run(args: argparse.Namespace, console: Console) -> int:
+    data_dir = Path(args.data_dir)
+    boards_dir = Path(args.boards_dir) if args.boards_dir else data_dir.parent / "boards"
+    build_dir = data_dir.parent / "build" / "unix"
+    n_boards = 0 if args.no_boards else args.boards
+    url = args.broker or DEFAULT_URL
+    host, port = parse_url(url)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    if n_boards:
+        console.line("run", f"compiling firmware with mpy-cross into {build_dir}")
+        try:
+            files = build(build_dir, "unix")
+        except BuildError as e:
+            raise RunError(str(e)) from None
+        console.line("run", f"{len(files)} modules compiled")
+
+    broker = None
+    if args.broker is None:
+        broker = EmbeddedBroker(host, port)
+        try:
+            await broker.start()
+        except OSError as e:
+            raise RunError(f"cannot start the embedded broker on {host}:{port}: {e}; "
+                           "is another broker running? use --broker mqtt://host:port") from None
+        console.line("broker", f"embedded amqtt broker on {url}")
+
+    cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
+                        block_interval_s=args.block_interval)
+    gw = Gateway(cfg, on_event=lambda line: console.line("gateway", line))
+    procs: list[asyncio.subprocess.Process] = []
+    pumps: list[asyncio.Task] = []
+    try:
+        try:
+            await gw.start()
+        except TimeoutError:
+            raise RunError(f"gateway could not connect to the broker at {url}") from None
+        authority = gw.led.genesis.authority.hex()
+        for i in range(1, n_boards + 1):
+            vb = VirtualBoard(f"board-{i}", boards_dir / f"board-{i}")
+            vb.configure(domain=args.domain, authority_hex=authority, host=host, port=port,
+                         interval_ms=args.interval_ms, sim_start=2000 + 75 * i)
+            proc = await asyncio.create_subprocess_exec(
+                *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            procs.append(proc)
+            pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))
+        if n_boards:
+            console.line("run", f"{n_boards} virtual boards started (Ctrl-C to stop)")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.seconds)
+        console.line("run", "stopping")
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 5)
+            except TimeoutError:
+                p.kill()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        await gw.stop()
+        h = gw.led.head
+        console.line("gateway", f"stopped at height {h.height} hash {h.hash.hex()[:16]}; "
+                     f"{gw.counters.committed} txs committed, {gw.counters.rejected} rejected "
+                     "this run")
+        if broker is not None:
+            await broker.stop()
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        return asyncio.run(run(args, console))
+    except RunError as e:
+        console.line("run", f"error: {e}")
+        return 1
