@@ -19,10 +19,10 @@ ThingLedger wire; one code base for CPython and MicroPython."""
 # loads(data): accepts exactly what dumps produces, so dumps(loads(b)) == b.
 # errors.TooLarge("too-large"): input longer than max_size, refused unread.
 # errors.DecodeError details:
-#   truncated      input ends inside a head or before a container is complete
-#   too-large      declared byte/text length or item count larger than the
-#                  input that remains (checked before anything is allocated;
-#                  reason stays bad-cbor: the input itself is small)
+#   truncated      input ends inside a head or before a container is
+#                  complete, or a declared byte/text length or item count is
+#                  larger than the input that remains (checked before
+#                  anything is allocated)
 #   trailing       bytes after the top-level item
 #   non-canonical  non-shortest head; map keys not strictly increasing
 #   indefinite     additional info 31 (indefinite length, stray break)
@@ -295,7 +295,7 @@ def _item(mv, i, end, depth):
         return -1 - n, i
     if mt == _MT_BYTES or mt == _MT_TEXT:
         if n > end - i:
-            raise _fail("too-large")
+            raise _fail("truncated")
         j = i + n
         if mt == _MT_BYTES:
             return bytes(mv[i:j]), j
@@ -312,14 +312,14 @@ def _item(mv, i, end, depth):
     depth -= 1
     if mt == _MT_ARRAY:
         if n > end - i:  # each item takes at least one byte
-            raise _fail("too-large")
+            raise _fail("truncated")
         out = [None] * n  # one allocation, no regrowth; n <= len(data)
         for k in range(n):
             out[k], i = _item(mv, i, end, depth)
         return out, i
     if mt == _MT_MAP:
         if n > (end - i) >> 1:  # each pair takes at least two bytes
-            raise _fail("too-large")
+            raise _fail("truncated")
         out = {}
         ps = pe = -1
         for _ in range(n):

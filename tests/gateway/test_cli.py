@@ -6,7 +6,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -113,25 +112,21 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
 
 
-def test_run_hands_over_to_service(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_hands_over_to_orchestrator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen = {}
-    fake = types.ModuleType("gateway.service")
+    from tools import run
 
     def main(args: object) -> int:
         seen["args"] = args
         return 0
 
-    fake.main = main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gateway.service", fake)
-    import gateway
-
-    monkeypatch.setattr(gateway, "service", fake, raising=False)
+    monkeypatch.setattr(run, "main", main)
     assert cli.main(["run", "--broker", "mqtt://127.0.0.1:1999", "--boards", "5",
                      "--domain", "lab", "--block-interval", "0.5", "--no-boards",
-                     "--data-dir", "/tmp/x"]) == 0
+                     "--data-dir", str(tmp_path)]) == 0
     a = seen["args"]
     assert (a.broker, a.boards, a.domain, a.block_interval, a.no_boards, a.data_dir) == (
-        "mqtt://127.0.0.1:1999", 5, "lab", 0.5, True, "/tmp/x")
+        "mqtt://127.0.0.1:1999", 5, "lab", 0.5, True, str(tmp_path))
     assert cli.main(["run"]) == 0
     a = seen["args"]
     assert (a.broker, a.boards, a.domain, a.block_interval, a.no_boards) == (

@@ -149,7 +149,7 @@ def test_refuse_declared_length_beyond_input():
     for h in ("5affffffff00", "5bffffffffffffffff", "7a00010000", "6261",
               "9affffffff", "9b000000010000000000", "83 01 02",
               "baffffffff", "a2 01 02 03"):
-        e = refused(h, "too-large")
+        e = refused(h, "truncated")
         assert e.reason == errors.BAD_CBOR  # the input itself was small
 
 
