@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.crypto` times ES256 signing and verification."""

@@ -1,0 +1,284 @@
+"""ECDSA over NIST P-256 with SHA-256 (COSE ES256), pure Python that runs
+unchanged on CPython and MicroPython. Notes on the choices are in comments."""
+
+# API: keygen, public_key, compress, decompress, sign, sign_digest, verify,
+# verify_digest.
+# - Private key: 32-byte big-endian scalar in [1, n-1]. Public key: SEC1,
+#   compressed (33 bytes, the wire form) or uncompressed (65 bytes).
+# - Signature: raw r||s (64 bytes, COSE). k is RFC 6979 deterministic
+#   (HMAC-SHA-256 DRBG), so a weak board RNG cannot leak the key.
+# - No low-s normalisation: RFC 6979's own vectors have s > n/2 and COSE
+#   does not ask for low s; sign returns s as computed, verify accepts s and
+#   n - s alike (plain ECDSA).
+# - verify/verify_digest return False, never raise, on any malformed input.
+#   public_key, compress, decompress and sign raise errors.KeyFormatError
+#   with detail "type", "length", "prefix", "range" or "not-on-curve".
+# - Not constant-time (Python big ints never are): the threat model is a
+#   network attacker, not one on the board's power rail.
+#
+# Memory and speed (MicroPython, 64 KiB heap): each big int is a 40-60 byte
+# heap object, so precomputed points live in ONE bytearray (64 bytes per
+# affine point) and are turned into ints on use. Points are Jacobian (a = -3
+# doubling). k*G is a Lim-Lee comb (_W teeth, _D columns, 2**_W - 1 points,
+# 4 KiB) built at import; verify's u2*Q is the same comb over a 3-point
+# table of Q built per call (2 teeth, 128 columns: 256 doublings, ~96
+# additions). A 4-tooth table (15 points) measured no faster here and needs a
+# 960-byte block, which a fragmented 64 KiB heap may not have. Inverses use
+# extended Euclid: ~6x faster than pow(a, p - 2, p) on MicroPython. Larger _W
+# signs faster but costs 64 * 2**_W bytes of heap and a slower import.
+
+import os
+from hashlib import sha256
+
+from shared import errors
+from shared.hmacsha256 import hmac_sha256
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_P = const(0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF)
+_N = const(0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551)
+_B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
+_GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
+_GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
+_SQRT = const(0x3FFFFFFFC0000000400000000000000000000000400000000000000000000000)  # (p+1)/4
+_W = const(6)
+_D = const(43)  # _W * _D >= 256
+
+_BYTES = (bytes, bytearray)
+
+
+def _inv(a, m):
+    r0, r1, s0, s1 = a % m, m, 1, 0
+    while r1:
+        q, r = divmod(r0, r1)
+        r0, r1, s0, s1 = r1, r, s1, s0 - q * s1
+    return s0 % m
+
+
+# Jacobian (X, Y, Z) is the affine point (X/Z^2, Y/Z^3); Z == 0 is infinity.
+
+def _dbl(x, y, z):
+    if not z:
+        return 0, 0, 0
+    d = z * z % _P
+    g = y * y % _P
+    b = x * g % _P
+    a = 3 * (x - d) * (x + d) % _P
+    x3 = (a * a - 8 * b) % _P
+    return x3, (a * (4 * b - x3) - 8 * g * g) % _P, 2 * y * z % _P
+
+
+def _madd(x1, y1, z1, x2, y2):
+    # (x1, y1, z1) + affine (x2, y2)
+    if not z1:
+        return x2, y2, 1
+    zz = z1 * z1 % _P
+    h = (x2 * zz - x1) % _P
+    r = (y2 * zz % _P * z1 - y1) % _P
+    if not h:
+        return (0, 0, 0) if r else _dbl(x1, y1, z1)
+    hh = h * h % _P
+    hhh = h * hh % _P
+    v = x1 * hh % _P
+    x3 = (r * r - hhh - 2 * v) % _P
+    return x3, (r * (v - x3) - y1 * hhh) % _P, z1 * h % _P
+
+
+def _affine(x, y, z):
+    zi = _inv(z, _P)
+    zi2 = zi * zi % _P
+    return x * zi2 % _P, y * zi2 % _P * zi % _P
+
+
+def _get(tbl, i):
+    o = 64 * i - 64
+    return int.from_bytes(tbl[o:o + 32], "big"), int.from_bytes(tbl[o + 32:o + 64], "big")
+
+
+def _put(tbl, i, x, y):
+    tbl[64 * i - 64:64 * i] = x.to_bytes(32, "big") + y.to_bytes(32, "big")
+
+
+def _table(x, y, w, d):
+    # Comb table: entry i (1 <= i < 2**w, at 64*(i-1)) is the sum of 2**(t*d) * (x, y)
+    # over the set bits t of i, affine. Level t adds B_t = 2**(t*d) * (x, y) to the
+    # entries below it with affine additions that share one inversion (Montgomery's
+    # trick; the prefix products wait in the still-empty slots, not in a list).
+    # No addend is +-B_t: the scalars involved are distinct and below n/2.
+    tbl = bytearray(64 * ((1 << w) - 1))
+    for t in range(w):
+        top = 1 << t
+        _put(tbl, top, x, y)
+        acc = 1
+        for i in range(1, top):
+            acc = acc * (x - _get(tbl, i)[0]) % _P
+            _put(tbl, top + i, acc, 0)
+        inv = _inv(acc, _P)
+        for i in range(top - 1, 0, -1):
+            xi, yi = _get(tbl, i)
+            lam = (y - yi) * inv * (_get(tbl, top + i - 1)[0] if i > 1 else 1) % _P
+            inv = inv * (x - xi) % _P
+            x3 = (lam * lam - x - xi) % _P
+            _put(tbl, top + i, x3, (lam * (xi - x3) - yi) % _P)
+        if t < w - 1:
+            z = 1
+            for _ in range(d):
+                x, y, z = _dbl(x, y, z)
+            x, y = _affine(x, y, z)
+    return tbl
+
+
+def _comb(k, tbl, w, d):
+    # k * P (Jacobian) for 0 <= k < 2**(w*d) and tbl = _table(P, w, d).
+    kb = k.to_bytes(33, "big")
+    x = y = z = 0
+    for j in range(d - 1, -1, -1):
+        x, y, z = _dbl(x, y, z)
+        i = 0
+        b = j + (w - 1) * d
+        while b >= 0:
+            i = (i << 1) | ((kb[32 - (b >> 3)] >> (b & 7)) & 1)
+            b -= d
+        if i:
+            x, y, z = _madd(x, y, z, *_get(tbl, i))
+    return x, y, z
+
+
+_TABLE = _table(_GX, _GY, _W, _D)
+
+
+def _scalar(key):
+    if not isinstance(key, _BYTES):
+        raise errors.KeyFormatError("type")
+    if len(key) != 32:
+        raise errors.KeyFormatError("length")
+    d = int.from_bytes(key, "big")
+    if not 0 < d < _N:
+        raise errors.KeyFormatError("range")
+    return d
+
+
+def _point(pub):
+    # SEC1 public key (33 or 65 bytes) -> affine (x, y) on the curve.
+    if not isinstance(pub, _BYTES):
+        raise errors.KeyFormatError("type")
+    n = len(pub)
+    if n != 33 and n != 65:
+        raise errors.KeyFormatError("length")
+    if pub[0] != (4 if n == 65 else (pub[0] & 1) | 2):
+        raise errors.KeyFormatError("prefix")
+    x = int.from_bytes(pub[1:33], "big")
+    y = int.from_bytes(pub[33:], "big") if n == 65 else 0
+    if x >= _P or y >= _P:
+        raise errors.KeyFormatError("range")
+    rhs = (x * x * x - 3 * x + _B) % _P
+    if n == 33:
+        y = pow(rhs, _SQRT, _P)
+        if (y ^ pub[0]) & 1:
+            y = _P - y
+    if y * y % _P != rhs:
+        raise errors.KeyFormatError("not-on-curve")
+    return x, y
+
+
+def _encode(x, y, compressed):
+    if compressed:
+        return bytes((2 | (y & 1),)) + x.to_bytes(32, "big")
+    return b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
+
+
+def compress(pub):
+    """Any SEC1 public key -> 33-byte compressed form (KeyFormatError if bad)."""
+    return _encode(*_point(pub), True)
+
+
+def decompress(pub):
+    """Any SEC1 public key -> 65-byte uncompressed form (KeyFormatError if bad)."""
+    return _encode(*_point(pub), False)
+
+
+def public_key(private_key, compressed=True):
+    """SEC1 public key (33 bytes, or 65 if not compressed) of a private key."""
+    return _encode(*_affine(*_comb(_scalar(private_key), _TABLE, _W, _D)), compressed)
+
+
+def keygen():
+    """New key pair from os.urandom: (32-byte private, 33-byte compressed public)."""
+    while True:
+        priv = os.urandom(32)
+        if 0 < int.from_bytes(priv, "big") < _N:
+            return priv, public_key(priv)
+
+
+def _nonces(x, h):
+    # RFC 6979 section 3.2 candidates k; qlen = hlen = 256, x and h as 32 bytes.
+    v = b"\x01" * 32
+    k = hmac_sha256(bytes(32), v + b"\x00" + x + h)
+    v = hmac_sha256(k, v)
+    k = hmac_sha256(k, v + b"\x01" + x + h)
+    v = hmac_sha256(k, v)
+    while True:
+        v = hmac_sha256(k, v)
+        t = int.from_bytes(v, "big")
+        if 0 < t < _N:
+            yield t
+        k = hmac_sha256(k, v + b"\x00")
+        v = hmac_sha256(k, v)
+
+
+def sign_digest(private_key, digest):
+    """r||s (64 bytes) over a 32-byte SHA-256 digest, RFC 6979 k."""
+    d = _scalar(private_key)
+    if not isinstance(digest, _BYTES) or len(digest) != 32:
+        raise ValueError("digest must be 32 bytes")
+    e = int.from_bytes(digest, "big")
+    for k in _nonces(d.to_bytes(32, "big"), (e % _N).to_bytes(32, "big")):
+        x, _, z = _comb(k, _TABLE, _W, _D)
+        zi = _inv(z, _P)
+        r = x * zi * zi % _P % _N
+        s = _inv(k, _N) * (e + r * d) % _N
+        if r and s:
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def sign(private_key, message):
+    """ES256 signature r||s (64 bytes) of message (hashed here with SHA-256)."""
+    return sign_digest(private_key, sha256(message).digest())
+
+
+def verify_digest(public_key, digest, signature):
+    """True iff signature (64-byte r||s) is valid for the 32-byte digest."""
+    if not (isinstance(signature, _BYTES) and len(signature) == 64
+            and isinstance(digest, _BYTES) and len(digest) == 32):
+        return False
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:], "big")
+    if not (0 < r < _N and 0 < s < _N):
+        return False
+    try:
+        qx, qy = _point(public_key)
+    except errors.KeyFormatError:
+        return False
+    w = _inv(s, _N)
+    x, y, z = _comb(r * w % _N, _table(qx, qy, 2, 128), 2, 128)
+    u1 = int.from_bytes(digest, "big") * w % _N
+    if u1:
+        x, y, z = _madd(x, y, z, *_affine(*_comb(u1, _TABLE, _W, _D)))
+    if not z:
+        return False
+    # x(R) mod n == r, without inverting Z: X == r' * Z^2 for r' in {r, r + n} below p.
+    zz = z * z % _P
+    return x == r * zz % _P or (r + _N < _P and x == (r + _N) * zz % _P)
+
+
+def verify(public_key, message, signature):
+    """True iff signature (64-byte r||s) is a valid ES256 signature of message
+    under the SEC1 public key (33 or 65 bytes); False for any malformed input."""
+    return isinstance(message, _BYTES) and verify_digest(
+        public_key, sha256(message).digest(), signature)
