@@ -166,7 +166,7 @@ def main(argv=None):
         print("%-42s" % ("smallest -X heapsize: " + what) + "".join("%13dk" % k[i] for _, _, k in mp))
     print("(the same probe script with no import at all needs -X heapsize=%dk)" % base)
     print()
-    print("'literal' = the 4 KiB comb table as a bytes literal instead of computed at import.")
+    print("'literal' = the comb table as a bytes literal instead of computed at import.")
     print("'free heap needed' = smallest free heap in which one call ran (ballast search, so")
     print("fragmentation counts). A .py import includes compiling the source on the device.")
     print("ESP32 line is an ESTIMATE, not a measurement: it assumes ESP32 MicroPython (240 MHz,")

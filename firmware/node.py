@@ -9,13 +9,15 @@ import time
 
 from micropython import const
 
-from shared import errors, messages, topics, tx
+from shared import cbor, cose, errors, messages, topics, tx
 from firmware import flash
+from firmware.mqtt import MQTTError
 from firmware.outbox import Outbox
 from firmware.seqstore import SeqStore
 
 REGISTERED_FILE = "registered"
 RESEND_MS = const(5000)
+CONNECT_WAIT_MS = const(10000)
 
 
 class Node:
@@ -37,34 +39,43 @@ class Node:
         self.receipts = 0
         self.rejections = 0
         self._next_reading = time.ticks_ms()
+        self._announced = False
 
     # -- lifecycle -------------------------------------------------------
     def start(self):
         c = self.client
         c.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
         c.set_callback(self._on_message)
-        c.connect()
-        c.subscribe(self.rx_topic, 1)
-        c.publish(self.status_topic, b"online", retain=True, qos=1)
+        while not c.ensure_connected(CONNECT_WAIT_MS):
+            self.log("broker unreachable, retrying")
+        c.subscribe(self.rx_topic, 1)  # the client re-subscribes after a reconnect
         self.log("online id=%s pending=%d" % (self.wallet.hex, len(self.outbox)))
-        if not self.registered and not self.outbox.full() and not len(self.outbox):
+        if not self.registered and not len(self.outbox):
             self.submit(tx.TYPE_REGISTER, {1: self.wallet.public_key})
 
     def step(self):
-        """One pass: handle incoming messages, take a reading when due,
-        resend what is unconfirmed. Returns quickly."""
-        self.client.check_msg()
+        """One pass: handle incoming messages, announce ourselves after a
+        (re)connect, take a reading when due, resend what is unconfirmed.
+        Returns quickly; never blocks on a dead broker."""
+        c = self.client
+        c.check_msg()
+        if not c.is_connected():
+            self._announced = False
+        elif not self._announced:
+            self._announced = self._send(self.status_topic, b"online", True)
         now = time.ticks_ms()
         if self.registered and time.ticks_diff(now, self._next_reading) >= 0:
             self._next_reading = time.ticks_add(now, self.interval_ms)
             self.take_reading()
-        for seq in self.outbox.due(now, RESEND_MS, time.ticks_diff):
-            msg = self.outbox.get(seq)
-            if msg is None:
-                self.outbox.remove(seq)
-                continue
-            self.client.publish(self.tx_topic, msg, qos=1)
-            self.outbox.mark_sent(seq, now)
+        if c.is_connected():
+            for seq in self.outbox.due(now, RESEND_MS, time.ticks_diff):
+                msg = self.outbox.get(seq)
+                if msg is None:
+                    self.outbox.remove(seq)
+                elif self._send(self.tx_topic, msg, False):
+                    self.outbox.mark_sent(seq, now)
+                else:
+                    break
 
     def run(self, steps=None, pause_ms=20):
         self.start()
@@ -75,15 +86,27 @@ class Node:
             n += 1
 
     # -- transactions ----------------------------------------------------
+    def _send(self, topic, msg, retain):
+        """Publish at QoS 1 if the link can take it now; False leaves the
+        message to a later pass (the outbox keeps transactions in flash)."""
+        if not self.client.is_connected():
+            return False
+        try:
+            self.client.publish(topic, msg, qos=1, retain=retain)
+            return True
+        except (OSError, MQTTError):
+            return False
+
     def submit(self, type_, body):
+        """Sign a transaction, keep it in the outbox, send it if online."""
         if self.outbox.full():
-            self.log("outbox-full dropped type=%d" % type_)
+            self.log("outbox-full skipped type=%d" % type_)
             return None
         seq = self.seq.next()
         msg = self.wallet.sign_tx(type_, self.domain, seq, self.fee, body)
         self.outbox.put(seq, msg)
-        self.client.publish(self.tx_topic, msg, qos=1)
-        self.outbox.mark_sent(seq, time.ticks_ms())
+        if self._send(self.tx_topic, msg, False):
+            self.outbox.mark_sent(seq, time.ticks_ms())
         return seq
 
     def take_reading(self):
@@ -91,6 +114,12 @@ class Node:
         seq = self.submit(tx.TYPE_READING, {1: value, 2: scale, 3: channel})
         if seq is not None:
             self.log("reading seq=%d value=%d scale=%d" % (seq, value, scale))
+
+    def _register_seq(self, stored):
+        """seq of `stored` if it is our register transaction, else None."""
+        p = cose.parse1(stored)
+        fields = cbor.loads(p.payload)
+        return fields[tx.K_SEQ] if fields[tx.K_TYPE] == tx.TYPE_REGISTER else None
 
     # -- replies from the gateway ----------------------------------------
     def _on_message(self, topic, msg, retained):
@@ -118,7 +147,7 @@ class Node:
             self.log("bad-reply reason=%s detail=%s" % (e.reason, e.detail))
 
     def _confirmed(self, seq, stored):
-        if not self.registered and tx.decode(stored).type == tx.TYPE_REGISTER:
+        if not self.registered and seq == self._register_seq(stored):
             self.registered = True
             flash.write(REGISTERED_FILE, b"1")
             self._next_reading = time.ticks_ms()

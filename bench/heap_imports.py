@@ -1,0 +1,28 @@
+"""Heap cost of each firmware module under `micropython -X heapsize=64k`.
+
+Run by bench/firmware.py under MicroPython with the mpy-cross build on
+sys.path: prints `module <name> <bytes>` lines, then `total` and `free`."""
+import gc
+import sys
+
+MODULES = ("shared.errors", "shared.cbor", "shared.p256", "shared.cose", "shared.topics",
+           "shared.tx", "shared.merkle", "shared.header", "shared.messages", "firmware.flash",
+           "firmware.outbox", "firmware.seqstore", "firmware.wallet", "firmware.mqtt",
+           "firmware.mqtt_robust", "firmware.node", "boards", "boards.profile", "boards.unix")
+
+
+def main(build):
+    sys.path.insert(0, build)
+    gc.collect()
+    start = f0 = gc.mem_free()
+    for m in MODULES:
+        __import__(m)
+        gc.collect()
+        f1 = gc.mem_free()
+        print("module %s %d" % (m, f0 - f1))
+        f0 = f1
+    print("total %d" % (start - f0))
+    print("free %d" % f0)
+
+
+main(sys.argv[1])
