@@ -25,6 +25,16 @@ from shared import errors
 from shared import tx as txm
 from shared.messages import STATUS_OK
 
+# Display names of transaction types (presentation only: not shipped to boards).
+TYPE_NAMES = {
+    txm.TYPE_REGISTER: "register", txm.TYPE_READING: "reading", txm.TYPE_TRANSFER: "transfer",
+    txm.TYPE_CLAIM: "claim", txm.TYPE_OWNER_TRANSFER: "owner-transfer", txm.TYPE_GRANT: "grant",
+    txm.TYPE_REVOKE_RIGHT: "revoke-right", txm.TYPE_ROTATE_KEY: "rotate-key",
+    txm.TYPE_RETIRE: "retire", txm.TYPE_RECOVER: "recover", txm.TYPE_NODE_JOIN: "node-join",
+    txm.TYPE_NODE_ASSIGN: "node-assign", txm.TYPE_MFR_REGISTER: "mfr-register",
+    txm.TYPE_DEVICE_RECORD: "device-record",
+}
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned text columns, numbers right-aligned."""
@@ -48,8 +58,8 @@ def _status(status: int, reason: str) -> str:
     return "ok" if status == STATUS_OK else "failed:" + reason
 
 
-def _type(type_: int) -> str:
-    return txm.TYPE_NAMES.get(type_, str(type_))
+def type_name(type_: int) -> str:
+    return TYPE_NAMES.get(type_, str(type_))
 
 
 def _fmt(v: Any) -> str:
@@ -110,7 +120,7 @@ def block_detail(block: BlockRecord, txs: Sequence[TxRecord]) -> str:
         "txs            %d" % len(txs),
     ]
     if txs:
-        rows = [(t.idx, t.id.hex(), t.sender.hex(), t.seq, _type(t.type),
+        rows = [(t.idx, t.id.hex(), t.sender.hex(), t.seq, type_name(t.type),
                  _status(t.status, t.reason)) for t in txs]
         lines += ["", table(("idx", "tx id", "sender", "seq", "type", "status"), rows)]
     return "\n".join(lines)
@@ -129,7 +139,7 @@ def tx_detail(t: TxRecord, block: BlockRecord | None) -> str:
         "block     %s" % (block.hash.hex() if block else "?"),
         "sender    %s" % t.sender.hex(),
         "seq       %d" % t.seq,
-        "type      %s" % _type(t.type),
+        "type      %s" % type_name(t.type),
         "fee       %s" % fee,
         "body      %s" % body,
         "status    %s" % _status(t.status, t.reason),

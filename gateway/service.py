@@ -12,6 +12,10 @@ Pipeline, one stage per method:
 Rejections go to the sender's rx topic when its id can be read from the
 message, otherwise to tl/<domain>/rejects. A resend of a committed
 transaction is answered with its receipt again (nothing is applied twice).
+
+Each message is acknowledged to the broker (PUBACK) in arrival order once it
+is settled: refused, answered, or committed in a block on disk. Until then the
+persistent session keeps it, so a crash loses nothing the broker accepted.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gateway import blocks
 from gateway.config import GatewayConfig
+from gateway.inspect import type_name
 from gateway.mempool import Mempool
-from gateway.mqtt_link import MqttLink
+from gateway.mqtt_link import Incoming, MqttLink
 from gateway.store import Store, open_ledger
 from gateway.validate import check_stateless
 from shared import cose, errors, messages, topics
@@ -61,6 +67,9 @@ class Gateway:
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
         self.link: MqttLink | None = None
+        # received messages in arrival order, with the id of the pending tx
+        # that settles them (None: settled already); PUBACKed from the left
+        self._unacked: deque[tuple[Incoming, bytes | None]] = deque()
         d = cfg.domain
         self._topic_blocks = topics.blocks(d)
         self._topic_rejects = topics.rejects(d)
@@ -86,6 +95,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         while len(self.pool):
             await self._cut_block()
+        self._ack_settled()
         if self.link:
             self.link.stop()
         self._writer.shutdown(wait=True)
@@ -96,13 +106,25 @@ class Gateway:
     async def _ingest(self) -> None:
         assert self.link is not None
         while True:
-            for _topic, payload in await self.link.receive():
-                self.handle(payload)
+            for m in await self.link.receive():
+                self._unacked.append((m, self.handle(m.payload)))
+            self._ack_settled()
             if len(self.pool) >= self.cfg.block_max_txs:
                 self._full.set()
 
-    def handle(self, payload: bytes) -> None:
-        """Validate one incoming transaction; admit it or answer with a reason."""
+    def _ack_settled(self) -> None:
+        """PUBACK, in arrival order, every message settled so far: refused or
+        answered at once, or its transaction out of the mempool (committed)."""
+        q, pool, link = self._unacked, self.pool, self.link
+        while q and (q[0][1] is None or q[0][1] not in pool):
+            m = q.popleft()[0]
+            if link is not None:
+                link.ack(m)
+
+    def handle(self, payload: bytes) -> bytes | None:
+        """Validate one incoming transaction; admit it or answer with a reason.
+        Returns the tx id while the tx is pending in the mempool (admitted now
+        or earlier), None when the message is settled (refused, answered)."""
         self.counters.received += 1
         t: txm.Tx | None = None
         try:
@@ -111,14 +133,16 @@ class Gateway:
                 self.counters.admitted += 1
                 if self.log_txs:
                     self.on_event(f"accepted {_describe(t)}")
+            return t.id  # admitted, or the same tx already pending
         except errors.TLError as e:
             if t is not None and e.reason == errors.REPLAY:
                 receipt = self.reader.get_receipt(t.id)
                 if receipt is not None:
                     self.counters.resent_receipts += 1
                     self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
-                    return
+                    return None
             self.reject(payload, t, e)
+            return None
 
     def reject(self, payload: bytes, t: txm.Tx | None, e: errors.TLError) -> None:
         self.counters.rejected += 1
@@ -158,6 +182,7 @@ class Gateway:
         self.counters.blocks += 1
         self.counters.committed += len(b.txs)
         self._notify(b)
+        self._ack_settled()
         self.committed.set()
         self.committed.clear()
 
@@ -187,7 +212,7 @@ def _readable_sender(payload: bytes) -> bytes | None:
 
 
 def _describe(t: txm.Tx) -> str:
-    kind = txm.TYPE_NAMES.get(t.type, str(t.type))
+    kind = type_name(t.type)
     text = f"{kind} from={t.sender.hex()[:8]} seq={t.seq}"
     if t.type == txm.TYPE_READING:
         v, s = t.body[1], t.body[2]

@@ -27,7 +27,20 @@ TYPE_REGISTER = 1  # body {1: pubkey (SEC1 compressed, 33 bytes)}
 TYPE_READING = 2  # body {1: value int, 2: decimal scale int, 3: channel int (optional)}
 TYPE_TRANSFER = 3  # body {1: to device id (16 bytes), 2: amount int > 0}
 
-TYPE_NAMES = {TYPE_REGISTER: "register", TYPE_READING: "reading", TYPE_TRANSFER: "transfer"}
+# Identity lifecycle (docs/IDENTITY.md): domain chain
+TYPE_CLAIM = 4
+TYPE_OWNER_TRANSFER = 5
+TYPE_GRANT = 6
+TYPE_REVOKE_RIGHT = 7
+TYPE_ROTATE_KEY = 8
+TYPE_RETIRE = 9
+TYPE_RECOVER = 10
+TYPE_NODE_JOIN = 11
+TYPE_NODE_ASSIGN = 12
+# public registry chain
+TYPE_MFR_REGISTER = 20
+TYPE_DEVICE_RECORD = 21
+
 
 ID_LEN = 16
 MAX_SEQ = (1 << 63) - 1
