@@ -1,0 +1,81 @@
+"""Submit a signed transaction from the command line and wait for its answer:
+publish on tl/<domain>/tx (QoS 1), wait on the sender's rx topic for the
+receipt (checked against the authority key) or the rejection."""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from gateway.broker import parse_url
+from shared import errors, messages, topics, tx
+
+
+@dataclass
+class Reply:
+    ok: bool
+    reason: str
+    detail: str
+    height: int | None
+    status: int | None
+
+    def describe(self) -> str:
+        if self.ok:
+            state = "ok" if self.status == messages.STATUS_OK else f"failed: {self.reason}"
+            return f"committed at height {self.height} ({state})"
+        return f"rejected: {self.reason} ({self.detail})"
+
+
+class SubmitError(RuntimeError):
+    pass
+
+
+def next_seq() -> int:
+    """A fresh seq for a person's transaction: milliseconds since the epoch
+    (strictly increasing for one person using one machine; seqs need not be
+    consecutive)."""
+    return time.time_ns() // 1_000_000
+
+
+def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
+           timeout: float = 15.0, client_id: str | None = None) -> Reply:
+    t = tx.decode(message)
+    host, port = parse_url(broker_url)
+    replies: queue.Queue[bytes] = queue.Queue()
+    subscribed = queue.Queue()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                    client_id=client_id or f"cli-{t.sender.hex()[:8]}-{time.time_ns() % 10**6}",
+                    protocol=mqtt.MQTTv311)
+    c.on_message = lambda _c, _u, m: replies.put(m.payload)
+    c.on_subscribe = lambda *a: subscribed.put(True)
+    try:
+        c.connect(host, port, keepalive=30)
+    except OSError as e:
+        raise SubmitError(f"cannot reach the broker at {broker_url}: {e}") from None
+    c.loop_start()
+    try:
+        c.subscribe(topics.rx(domain, t.sender.hex()), qos=1)
+        subscribed.get(timeout=timeout)
+        c.publish(topics.tx(domain), message, qos=1).wait_for_publish(timeout)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                m = messages.parse(replies.get(timeout=left))
+            except queue.Empty:
+                break
+            except errors.TLError:
+                continue
+            if m[messages.M_TX] not in (t.id, tx.tx_id(message)) and m[messages.M_SEQ] != t.seq:
+                continue
+            if m[messages.M_KIND] == messages.KIND_RECEIPT:
+                fields = messages.check_receipt(m, authority)
+                return Reply(True, m[messages.M_REASON], "", fields["height"],
+                             m[messages.M_STATUS])
+            return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None)
+        raise SubmitError(f"no answer from the gateway within {timeout:.0f} s")
+    finally:
+        c.loop_stop()
+        c.disconnect()
