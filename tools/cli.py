@@ -178,7 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seconds", type=_positive_float, default=None, metavar="S",
                    help="stop by itself after S seconds (default: run until Ctrl-C)")
     r.set_defaults(func=cmd_run)
+    for area in _AREAS:
+        _area_module(area).register(sub, data)
     return p
+
+
+# Command groups that live in their own modules (tools/cli_<area>.py), each
+# exposing register(subparsers, data_parent).
+_AREAS: tuple[str, ...] = ("registry", "board", "identity", "broker")
+
+
+def _area_module(area: str):  # -> module
+    import importlib
+
+    return importlib.import_module(f"tools.cli_{area}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
