@@ -6,11 +6,10 @@ import time
 from fwenv import elapsed, env
 
 host, port, prefix, cid, args = env()
-from firmware.mqtt import MQTTError  # noqa: E402
 from firmware.mqtt_robust import RobustClient  # noqa: E402
 
 c = RobustClient(cid, host, port, keepalive=30, timeout=2, backoff_base_ms=50,
-                 backoff_max_ms=100, jitter=False)
+                 backoff_max_ms=100)
 downs = []
 
 
@@ -21,8 +20,7 @@ def on_connect(sp):
 
 def on_disconnect(e):
     downs.append(e)
-    code = e.code if isinstance(e, MQTTError) else e.args[0]
-    print("DOWN %s %d pending=%d" % (type(e).__name__, code, c.pending()))
+    print("DOWN %s %d pending=%d" % (type(e).__name__, e.args[0], c.pending()))
 
 
 c.on_connect = on_connect
