@@ -4,6 +4,8 @@ The private key is generated from os.urandom on first boot, written to the
 board's flash and never published: nothing here returns it. The device id is
 SHA-256(birth public key)[:16], stored beside the key so it survives a later
 key rotation. Flash layout of `wallet.key`: id (16 bytes) || private key (32).
+Provisioning (statements, key rotation) lives in firmware/provision.py, loaded
+only when the host asks: it costs the node loop no heap.
 """
 from shared import p256, tx
 from firmware import flash
@@ -25,6 +27,13 @@ class Wallet:
     def sign_tx(self, type_, domain, seq, fee, body):
         """COSE_Sign1 transaction bytes signed by this device."""
         return tx.make(self._priv, self.device_id, type_, domain, seq, fee, body)
+
+    def mqtt_password(self, domain):
+        """Broker password (docs/IDENTITY.md §3): hex of the deterministic ES256
+        signature r||s over cbor(["mqtt", domain, device id]); never stored."""
+        from shared import cbor
+
+        return p256.sign(self._priv, cbor.dumps(["mqtt", domain, self.device_id])).hex()
 
 
 def load_or_create(path=KEY_FILE):

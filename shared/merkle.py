@@ -4,9 +4,10 @@ Leaf hash SHA-256(0x00 || leaf), node hash SHA-256(0x01 || left || right),
 split at the largest power of two below n, no duplicated last node; the empty
 tree's root is SHA-256(""). Inclusion proofs are the RFC's audit paths.
 
-Building a tree level by level (pair left to right, carry an odd last node up
-unchanged) gives exactly the RFC's left-complete tree, so the gateway builds all
-proofs of a block in O(n log n). The firmware only needs `verify`.
+Light nodes need only the hashes and `verify` (this module). Building trees
+and proofs is the full node's work, in shared/merkletree.py; its names
+(levels, root_of, root, proof) are also reachable here, loaded on first use,
+so a board never pays heap for them.
 """
 from hashlib import sha256
 
@@ -24,40 +25,6 @@ def node_hash(left, right):
     h.update(left)
     h.update(right)
     return h.digest()
-
-
-def levels(leaf_hashes):
-    """All levels of the tree over `leaf_hashes`, leaves first, root last."""
-    out = [list(leaf_hashes)]
-    while len(out[-1]) > 1:
-        cur = out[-1]
-        nxt = [node_hash(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)]
-        if len(cur) & 1:
-            nxt.append(cur[-1])
-        out.append(nxt)
-    return out
-
-
-def root_of(levels_):
-    return levels_[-1][0] if levels_[0] else EMPTY_ROOT
-
-
-def root(leaves):
-    """Root over raw leaf data."""
-    return root_of(levels([leaf_hash(x) for x in leaves]))
-
-
-def proof(levels_, index):
-    """Audit path for leaf `index` (RFC 6962 PATH), from levels()."""
-    if not 0 <= index < len(levels_[0]):
-        raise IndexError("leaf index out of range")
-    path = []
-    for level in levels_[:-1]:
-        sib = index ^ 1
-        if sib < len(level):
-            path.append(level[sib])
-        index >>= 1
-    return path
 
 
 def verify(leaf, index, size, path, root_hash):
@@ -84,3 +51,11 @@ def verify(leaf, index, size, path, root_hash):
         fn >>= 1
         sn >>= 1
     return sn == 0 and r == root_hash
+
+
+def __getattr__(name):
+    if name in ("levels", "root_of", "root", "proof"):
+        from shared import merkletree
+
+        return getattr(merkletree, name)
+    raise AttributeError(name)
