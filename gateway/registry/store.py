@@ -1,0 +1,390 @@
+"""Registry storage: its own SQLite file (`<data dir>/registry.db`, WAL).
+
+Schema (SCHEMA below):
+    meta(key PK, value)             schema, domain, genesis digest
+    blocks(height PK, hash UNIQUE, time, n_txs, header)
+    txs(id UNIQUE, height, idx, sender, seq, type, status, reason, events, message)
+    manufacturers(id PK, pubkey, name, last_seq, height, tx_id)      } state after
+    devices(id PK, pubkey UNIQUE, manufacturer, model, serial UNIQUE, } the head
+            manufactured, warranty_end, height, tx_id)                 } block
+    attempts(tx_id PK, height, idx, manufacturer, device_id, device_pubkey,
+             model, serial, conflict_id, conflict, reason)   refused duplicates
+    mempool(n PK AUTOINCREMENT, id UNIQUE, sender, seq, type, message, received)
+
+`target` and `nonce` are only in the header bytes: they reach 2^64-1, over
+SQLite's signed 64-bit INTEGER.
+
+`commit_block` writes a block, its txs and receipts, its state diff and
+attempts, and removes its txs (and the dropped ones) from the mempool, in
+ONE transaction (BEGIN IMMEDIATE, synchronous=FULL): after a crash the
+registry is at the last whole block. It checks that the block extends the
+stored head inside that transaction, so several processes may mine on one
+data dir: the loser gets RegistryError(stale) and mines again on the new head.
+
+Readers open with `readonly=True` (a mode=ro URI); WAL lets them read the
+last committed block while a writer appends. Every lookup is one SELECT
+(joins included), so it always sees one consistent block.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from gateway.mempool import MempoolFull
+from gateway.registry.chain import (
+    Attempt,
+    Block,
+    DeviceEntry,
+    Manufacturer,
+    RegistryRecord,
+    RegistryState,
+    decode_header,
+)
+from gateway.registry.params import RegistryError
+from shared import cbor
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    time INTEGER NOT NULL,
+    n_txs INTEGER NOT NULL,
+    header BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txs (
+    id BLOB NOT NULL UNIQUE,
+    height INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    sender BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    events BLOB NOT NULL,
+    message BLOB NOT NULL,
+    UNIQUE (height, idx)
+);
+CREATE TABLE IF NOT EXISTS manufacturers (
+    id BLOB PRIMARY KEY,
+    pubkey BLOB NOT NULL,
+    name TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    tx_id BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    id BLOB PRIMARY KEY,
+    pubkey BLOB NOT NULL UNIQUE,
+    manufacturer BLOB NOT NULL,
+    model TEXT NOT NULL,
+    serial TEXT NOT NULL UNIQUE,
+    manufactured INTEGER NOT NULL,
+    warranty_end INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    tx_id BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (
+    tx_id BLOB PRIMARY KEY,
+    height INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    manufacturer BLOB NOT NULL,
+    device_id BLOB NOT NULL,
+    device_pubkey BLOB NOT NULL,
+    model TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    conflict_id BLOB NOT NULL,
+    conflict TEXT NOT NULL,
+    reason TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attempts_device ON attempts (device_id);
+CREATE INDEX IF NOT EXISTS attempts_conflict ON attempts (conflict_id);
+CREATE TABLE IF NOT EXISTS mempool (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id BLOB NOT NULL UNIQUE,
+    sender BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    message BLOB NOT NULL,
+    received INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mempool_sender ON mempool (sender, seq);
+"""
+_MFR_UPSERT = ("INSERT INTO manufacturers (id, pubkey, name, last_seq, height, tx_id) "
+               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+               "last_seq = excluded.last_seq")
+_TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
+_REC_SELECT = ("SELECT d.id, d.pubkey, d.manufacturer, m.name, d.model, d.serial, "
+               "d.manufactured, d.warranty_end, d.height, d.tx_id "
+               "FROM devices d JOIN manufacturers m ON m.id = d.manufacturer ")
+_ATT_SELECT = ("SELECT a.tx_id, a.height, a.idx, a.manufacturer, m.name, a.device_id, "
+               "a.device_pubkey, a.model, a.serial, a.conflict_id, a.conflict, a.reason "
+               "FROM attempts a JOIN manufacturers m ON m.id = a.manufacturer ")
+STALE = "stale"
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    height: int
+    hash: bytes
+    time: int
+    n_txs: int
+    header_bytes: bytes
+
+    @cached_property
+    def fields(self) -> dict[str, Any]:
+        return decode_header(self.header_bytes)
+
+    @property
+    def target(self) -> int:
+        return self.fields["target"]
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    id: bytes
+    height: int
+    idx: int
+    sender: bytes
+    seq: int
+    type: int
+    status: int
+    reason: str
+    events: list[Any]
+    message: bytes
+
+
+def _tx(row: tuple[Any, ...]) -> TxRecord:
+    r = list(row)
+    r[8] = cbor.loads(r[8])
+    return TxRecord(*r)
+
+
+class RegistryStore:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            if not self.path.exists():
+                raise RegistryError("not-initialized", f"no registry database at {self.path}")
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+        else:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RegistryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writing ---------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise RegistryError("read-only")
+
+    def commit_block(self, b: Block, remove: Iterable[bytes] = (),
+                     meta: dict[str, Any] | None = None) -> None:
+        """Write block `b` (extending the head) and drop `remove` from the
+        mempool, atomically. RegistryError(stale) if the head moved."""
+        self._writable()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            head = self.head()
+            if head is None:
+                if b.height != 0:
+                    raise RegistryError("not-initialized", "block 0 must come first")
+            elif b.height != head.height + 1 or b.fields["prev_hash"] != head.hash:
+                raise RegistryError(STALE, "height %d does not extend head %d"
+                                    % (b.height, head.height))
+            if meta:
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                               list(meta.items()))
+            ex = b.ex
+            db.execute("INSERT INTO blocks (height, hash, time, n_txs, header) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (b.height, b.hash, b.time, len(ex.txs), b.header_bytes))
+            db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                           % _TX_COLS,
+                           [(t.id, b.height, i, t.sender, t.seq, t.type, r.status, r.reason,
+                             cbor.dumps(r.events), t.message)
+                            for i, (t, r) in enumerate(zip(ex.txs, ex.receipts, strict=True))])
+            db.executemany(_MFR_UPSERT, [(i, m.pubkey, m.name, m.last_seq, m.height, m.tx_id)
+                                         for i, m in ex.overlay.mfrs.items()])
+            db.executemany("INSERT INTO devices (id, pubkey, manufacturer, model, serial, "
+                           "manufactured, warranty_end, height, tx_id) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(i, d.pubkey, d.manufacturer, d.model, d.serial, d.manufactured,
+                             d.warranty_end, d.height, d.tx_id)
+                            for i, d in ex.overlay.devices.items()])
+            db.executemany("INSERT INTO attempts (tx_id, height, idx, manufacturer, device_id, "
+                           "device_pubkey, model, serial, conflict_id, conflict, reason) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(a.tx_id, a.height, a.idx, a.manufacturer_id, a.device_id,
+                             a.device_pubkey, a.model, a.serial, a.conflict_id, a.conflict,
+                             a.reason) for a in ex.attempts])
+            db.executemany("DELETE FROM mempool WHERE id = ?", [(i,) for i in remove])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def add_pending(self, tx_id: bytes, sender: bytes, seq: int, type_: int, message: bytes,
+                    received: int, capacity: int) -> bool:
+        """Queue a validated tx; False if it is already queued. Raises
+        MempoolFull (reason mempool-full) at `capacity`."""
+        self._writable()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM mempool WHERE id = ?", (tx_id,)).fetchone():
+                db.execute("COMMIT")
+                return False
+            if self.pending_count() >= capacity:
+                raise MempoolFull("%d transactions pending" % capacity)
+            db.execute("INSERT INTO mempool (id, sender, seq, type, message, received) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (tx_id, sender, seq, type_, message,
+                                                     received))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
+
+    def drop_pending(self, ids: Iterable[bytes]) -> None:
+        self._writable()
+        with self._db:
+            self._db.executemany("DELETE FROM mempool WHERE id = ?", [(i,) for i in ids])
+
+    # ---- mempool reads -----------------------------------------------------------
+
+    def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """(tx id, message) in arrival order."""
+        cur = self._db.execute("SELECT id, message FROM mempool ORDER BY n LIMIT ?", (limit,))
+        return [(r[0], r[1]) for r in cur]
+
+    def pending_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM mempool").fetchone()[0]
+
+    def is_pending(self, tx_id: bytes) -> bool:
+        return self._db.execute("SELECT 1 FROM mempool WHERE id = ?",
+                                (tx_id,)).fetchone() is not None
+
+    def pending_seq(self, sender: bytes) -> int | None:
+        return self._db.execute("SELECT MAX(seq) FROM mempool WHERE sender = ?",
+                                (sender,)).fetchone()[0]
+
+    def pending_messages(self, sender: bytes, type_: int) -> list[bytes]:
+        cur = self._db.execute("SELECT message FROM mempool WHERE sender = ? AND type = ? "
+                               "ORDER BY n", (sender, type_))
+        return [r[0] for r in cur]
+
+    # ---- chain reads -------------------------------------------------------------
+
+    def meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def head(self) -> BlockRecord | None:
+        row = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
+                               "ORDER BY height DESC LIMIT 1").fetchone()
+        return BlockRecord(*row) if row else None
+
+    def get_block(self, height: int) -> BlockRecord | None:
+        row = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
+                               "WHERE height = ?", (height,)).fetchone()
+        return BlockRecord(*row) if row else None
+
+    def block_time(self, height: int) -> int:
+        row = self._db.execute("SELECT time FROM blocks WHERE height = ?", (height,)).fetchone()
+        if row is None:
+            raise RegistryError("missing-block", "height %d" % height)
+        return row[0]
+
+    def iter_blocks(self, start: int = 0) -> Iterator[BlockRecord]:
+        cur = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
+                               "WHERE height >= ? ORDER BY height", (start,))
+        for row in cur:
+            yield BlockRecord(*row)
+
+    def block_txs(self, height: int) -> list[TxRecord]:
+        cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % _TX_COLS,
+                               (height,))
+        return [_tx(r) for r in cur]
+
+    def get_tx(self, tx_id: bytes) -> TxRecord | None:
+        row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % _TX_COLS,
+                               (tx_id,)).fetchone()
+        return _tx(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        q = self._db.execute
+        return {t: q("SELECT COUNT(*) FROM %s" % t).fetchone()[0]
+                for t in ("blocks", "txs", "manufacturers", "devices", "attempts", "mempool")}
+
+    # ---- state -------------------------------------------------------------------
+
+    def manufacturers(self) -> dict[bytes, Manufacturer]:
+        cur = self._db.execute("SELECT id, pubkey, name, last_seq, height, tx_id "
+                               "FROM manufacturers")
+        return {r[0]: Manufacturer(*r[1:]) for r in cur}
+
+    def devices(self) -> dict[bytes, DeviceEntry]:
+        cur = self._db.execute("SELECT id, pubkey, manufacturer, model, serial, manufactured, "
+                               "warranty_end, height, tx_id FROM devices")
+        return {r[0]: DeviceEntry(*r[1:]) for r in cur}
+
+    def all_attempts(self) -> list[Attempt]:
+        cur = self._db.execute(_ATT_SELECT + "ORDER BY a.height, a.idx")
+        return [Attempt(*r) for r in cur]
+
+    def load(self) -> tuple[BlockRecord | None, RegistryState]:
+        """The head block and the state after it, read in one snapshot."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            head = self.head()
+            state = RegistryState(self.manufacturers(), self.devices())
+        finally:
+            db.execute("COMMIT")
+        return head, state
+
+    # ---- lookups -----------------------------------------------------------------
+
+    def record_by_id(self, device_id: bytes) -> RegistryRecord | None:
+        row = self._db.execute(_REC_SELECT + "WHERE d.id = ?", (device_id,)).fetchone()
+        return RegistryRecord(*row) if row else None
+
+    def record_by_pubkey(self, pubkey: bytes) -> RegistryRecord | None:
+        row = self._db.execute(_REC_SELECT + "WHERE d.pubkey = ?", (pubkey,)).fetchone()
+        return RegistryRecord(*row) if row else None
+
+    def attempts(self, device_id: bytes) -> list[Attempt]:
+        cur = self._db.execute(_ATT_SELECT + "WHERE a.device_id = ? OR a.conflict_id = ? "
+                               "ORDER BY a.height, a.idx", (device_id, device_id))
+        return [Attempt(*r) for r in cur]
+
+    def manufacturer(self, mfr_id: bytes) -> Manufacturer | None:
+        row = self._db.execute("SELECT pubkey, name, last_seq, height, tx_id "
+                               "FROM manufacturers WHERE id = ?", (mfr_id,)).fetchone()
+        return Manufacturer(*row) if row else None
