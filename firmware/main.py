@@ -7,7 +7,7 @@ import json
 
 from boards import load_board
 from firmware import wallet as wallet_mod
-from firmware.mqtt_robust import RobustClient
+from firmware.mqtt import MQTTClient
 from firmware.node import Node
 
 CONFIG_FILE = "config.json"
@@ -26,8 +26,12 @@ def make_node(cfg, log):
     board = load_board(cfg)
     board.network_up()
     w = wallet_mod.load_or_create()
-    client = RobustClient(w.hex.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
-                          keepalive=int(cfg.get("keepalive", 30)))
+    # broker login (docs/IDENTITY.md §3): user = device id, password = the
+    # wallet's deterministic signature over ["mqtt", domain, id]; an anonymous
+    # broker ignores both
+    client = MQTTClient(w.hex.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
+                         user=w.hex, password=w.mqtt_password(cfg["domain"]),
+                         keepalive=int(cfg.get("keepalive", 30)))
     return Node(board, cfg, w, client, log=log)
 
 

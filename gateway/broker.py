@@ -1,17 +1,33 @@
 """The embedded MQTT broker (amqtt) that `thingledger run` starts by default.
 
 A gateway operator with a real broker (Debian's mosquitto on the Raspberry Pi)
-passes `--broker mqtt://host:port` instead; see docs/mosquitto.conf."""
+passes `--broker mqtt://host:port` instead; see docs/mosquitto.conf.
+
+Two modes (docs/IDENTITY.md §3):
+- anonymous (no `access`): anyone may connect and use any topic. For open
+  domains (devices self-register) and `make run`'s demo.
+- enforcing (`access` = a provider of the domain's gateway.access.Access, plus
+  `domain` and the `authority` public key): CONNECT credentials and topic
+  rights are checked against the chain by gateway.broker_auth, in a
+  GuardedBroker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 from amqtt.broker import Broker
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+from gateway.broker_auth import NOT_AUTHORIZED, Guard, Verdict, amqtt_plugins
 
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
 
@@ -24,30 +40,142 @@ def parse_url(url: str) -> tuple[str, int]:
     return u.hostname, u.port or 1883
 
 
-def amqtt_config(host: str, port: int) -> dict:
+def amqtt_config(host: str, port: int, guard: Guard | None = None) -> dict:
+    plugins = amqtt_plugins(guard) if guard is not None else {
+        "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
         # no $SYS publishing, no packet logging: quiet and fast
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": plugins,
     }
+
+
+class GuardedBroker(Broker):
+    """amqtt 0.12 Broker that authenticates a CONNECT before it touches any
+    session, and frees the principal's one connection when it ends.
+
+    Plain amqtt 0.12 first deletes the session of the presented client id
+    (clean session) or takes the connected client with that id over
+    (persistent session), and only then sends the plugins' verdict: a refused
+    impostor would still knock the real device off. Here the auth plugins run
+    right after the CONNECT is read; a refused client gets its CONNACK code
+    (4 bad credentials, 5 not authorized, 2 client id) and is closed; the
+    session handling that follows is amqtt 0.12.1's own
+    (Broker._initialize_client_session)."""
+
+    def __init__(self, config: dict, guard: Guard, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        self.guard = guard
+
+    async def _initialize_client_session(self, reader, writer, remote_address, remote_port):
+        try:
+            handler, client_session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager)
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except (AMQTTError, NoDataError) as exc:
+            raise AMQTTError(exc) from exc
+
+        authorized = await super()._authenticate(client_session, None)
+        verdict: Verdict | None = getattr(client_session, "tl_verdict", None)
+        if not authorized:
+            self.guard.release(verdict)
+            code = verdict.code if verdict is not None and verdict.code else NOT_AUTHORIZED
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await ConnackPacket.build(0, code).to_stream(writer)
+                await writer.close()
+            reason = verdict.reason if verdict is not None else "refused"
+            raise MQTTError(f"CONNECT from {remote_address}:{remote_port} refused: {reason}")
+        try:
+            client_session = await self._resolve_session(client_session)
+        except BaseException:
+            self.guard.release(verdict)
+            raise
+        client_session.tl_preauth = True  # _handle_client_session's own check passes
+        handler.tl_verdict = verdict
+        return handler, client_session
+
+    async def _resolve_session(self, client_session):
+        # amqtt 0.12.1 Broker._initialize_client_session, after the CONNECT is read
+        from amqtt.utils import gen_client_id
+
+        if client_session.clean_session:
+            if client_session.client_id is not None and client_session.client_id != "":
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing, _ = self._sessions[client_session.client_id]
+            existing.will_flag = client_session.will_flag
+            existing.will_message = client_session.will_message
+            existing.will_topic = client_session.will_topic
+            existing.will_qos = client_session.will_qos
+            existing.keep_alive = client_session.keep_alive
+            existing.username = client_session.username
+            existing.password = client_session.password
+            client_session = existing
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(delay, int):
+            client_session.keep_alive += delay
+        return client_session
+
+    async def _authenticate(self, session, listener) -> bool:
+        if getattr(session, "tl_preauth", False):
+            session.tl_preauth = False
+            return True
+        return await super()._authenticate(session, listener)
+
+    async def _handle_client_session(self, reader, writer, client_session, handler, server,
+                                     listener_name) -> None:
+        try:
+            await super()._handle_client_session(reader, writer, client_session, handler,
+                                                 server, listener_name)
+        finally:
+            self.guard.release(getattr(handler, "tl_verdict", None))
+
+
+AccessFactory = Callable[[], Any]  # () -> gateway.access.Access
 
 
 @dataclass
 class EmbeddedBroker:
-    """amqtt running in the caller's asyncio loop."""
+    """amqtt running in the caller's asyncio loop; enforcing when `access` is given."""
 
     host: str = "127.0.0.1"
     port: int = 1883
+    access: AccessFactory | None = None
+    domain: str | None = None
+    authority: bytes | Callable[[], bytes | None] | None = None  # the gateway's login key
+    guard: Guard | None = field(default=None, repr=False)
     _broker: Broker | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.access is not None and self.guard is None:
+            if not self.domain:
+                raise ValueError("an enforcing broker needs the domain name")
+            self.guard = Guard(self.domain, self.access, self.authority)
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def enforcing(self) -> bool:
+        return self.guard is not None
+
     async def start(self) -> None:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        self._broker = Broker(amqtt_config(self.host, self.port))
+        config = amqtt_config(self.host, self.port, self.guard)
+        if self.guard is not None:
+            self._broker = GuardedBroker(config, self.guard)
+        else:
+            self._broker = Broker(config)
         await self._broker.start()
 
     async def stop(self) -> None:
@@ -58,10 +186,11 @@ class EmbeddedBroker:
 
 class ThreadedBroker:
     """An EmbeddedBroker with its own event loop in a background thread
-    (tests and tools that are not asyncio themselves)."""
+    (tests and tools that are not asyncio themselves). Keyword arguments go
+    to EmbeddedBroker (access, domain, authority)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
-        self.broker = EmbeddedBroker(host, port)
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883, **kw: Any) -> None:
+        self.broker = EmbeddedBroker(host, port, **kw)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 

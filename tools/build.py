@@ -11,6 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILY_ADAPTER = {"unix": "unix", "esp32": "esp32", "rp2": "rp2040"}
+# CPython-only backends: never shipped (a failed import on a board would still
+# intern every name of the module in its heap).
+HOST_ONLY = {"es256_cryptography.py"}
 
 
 class BuildError(RuntimeError):
@@ -41,7 +44,8 @@ def board_profile(board: str) -> dict:
 def sources(board: str) -> list[Path]:
     """Firmware source files for `board`, relative to the project root."""
     family = board_profile(board)["family"]
-    files = sorted((ROOT / "shared").glob("*.py")) + sorted((ROOT / "firmware").glob("*.py"))
+    files = [f for f in sorted((ROOT / "shared").glob("*.py")) if f.name not in HOST_ONLY]
+    files += sorted((ROOT / "firmware").glob("*.py"))
     files += [ROOT / "boards" / n for n in ("__init__.py", FAMILY_ADAPTER[family] + ".py")]
     return [f.relative_to(ROOT) for f in files]
 

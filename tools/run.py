@@ -15,8 +15,10 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
+from gateway import broker_auth, genesis
 from gateway.broker import DEFAULT_URL, EmbeddedBroker, parse_url
 from gateway.config import GatewayConfig
 from gateway.service import Gateway
@@ -59,18 +61,20 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             raise RunError(str(e)) from None
         console.line("run", f"{len(files)} modules compiled")
 
+    cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
+                        block_interval_s=args.block_interval)
+    gw: Gateway | None = None  # the enforcing broker reads the chain through it, lazily
     broker = None
     if args.broker is None:
-        broker = EmbeddedBroker(host, port)
+        broker = embedded_broker(cfg, host, port, lambda: gw)
         try:
             await broker.start()
         except OSError as e:
             raise RunError(f"cannot start the embedded broker on {host}:{port}: {e}; "
                            "is another broker running? use --broker mqtt://host:port") from None
-        console.line("broker", f"embedded amqtt broker on {url}")
+        mode = "enforcing the chain's identities" if broker.enforcing else "anonymous"
+        console.line("broker", f"embedded amqtt broker on {url} ({mode})")
 
-    cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
-                        block_interval_s=args.block_interval)
     gw = Gateway(cfg, on_event=lambda line: console.line("gateway", line))
     procs: list[asyncio.subprocess.Process] = []
     pumps: list[asyncio.Task] = []
@@ -112,6 +116,29 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         if broker is not None:
             await broker.stop()
     return 0
+
+
+def embedded_broker(cfg: GatewayConfig, host: str, port: int,
+                    gateway: Callable[[], Gateway | None]) -> EmbeddedBroker:
+    """The embedded broker for this domain: anonymous for open domains; for
+    claimed ones enforcing the chain's identities (docs/IDENTITY.md §3), read
+    from the gateway's committed state once `gateway()` returns it (until
+    then logins are refused with CONNACK 3)."""
+    if not broker_auth.enforced(_admission(cfg)):
+        return EmbeddedBroker(host, port)
+    return EmbeddedBroker(
+        host, port, domain=cfg.domain,
+        access=broker_auth.chain_access(cfg.domain, lambda: gateway().led.state,
+                                        lambda: gateway().led.head.hash),
+        authority=lambda: gateway().led.genesis.authority)
+
+
+def _admission(cfg: GatewayConfig) -> str:
+    """The domain's genesis admission ("open" if the gateway will create it)."""
+    try:
+        return genesis.load(cfg.genesis_file).admission
+    except (OSError, genesis.GenesisError):
+        return "open"
 
 
 def main(args: argparse.Namespace) -> int:

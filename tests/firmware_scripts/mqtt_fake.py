@@ -1,4 +1,4 @@
-# RobustClient against the test's scripted fake broker: publishes "a" (QoS 1)
+# MQTTClient against the test's scripted fake broker: publishes "a" (QoS 1)
 # once connected, then only reports connection events until STOP events are seen.
 # ARGS: N_DOWN (stop after that many lost connections)
 import time
@@ -6,9 +6,9 @@ import time
 from fwenv import elapsed, env
 
 host, port, prefix, cid, args = env()
-from firmware.mqtt_robust import RobustClient  # noqa: E402
+from firmware.mqtt import MQTTClient  # noqa: E402
 
-c = RobustClient(cid, host, port, keepalive=30, timeout=2, backoff_base_ms=50,
+c = MQTTClient(cid, host, port, keepalive=30, timeout=2, backoff_base_ms=50,
                  backoff_max_ms=100)
 downs = []
 

@@ -1,4 +1,4 @@
-# RobustClient through a broker restart.  Publishes "hb-N" (QoS 1) on PREFIX/up
+# MQTTClient through a broker restart.  Publishes "hb-N" (QoS 1) on PREFIX/up
 # every 250 ms whatever the connection state, subscribes PREFIX/down and
 # PREFIX/up (echo: proves the re-subscription and the delivery of the resent
 # messages), stops on the message "stop" on PREFIX/down.
@@ -7,9 +7,9 @@ import time
 from fwenv import elapsed, env
 
 host, port, prefix, cid, args = env()
-from firmware.mqtt_robust import RobustClient  # noqa: E402
+from firmware.mqtt import MQTTClient  # noqa: E402
 
-c = RobustClient(cid, host, port, keepalive=5, timeout=2, backoff_base_ms=200,
+c = MQTTClient(cid, host, port, keepalive=5, timeout=2, backoff_base_ms=200,
                  backoff_max_ms=800, max_unacked=32)
 state = {"stop": False}
 

@@ -1,0 +1,99 @@
+"""The pure parts of broker enforcement: credentials, topic filter coverage,
+the credential store, mosquitto hashes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ba_world import DOMAIN, FakeAccess, Principal
+
+from gateway import broker_auth
+from gateway.broker_auth import filter_within
+
+
+def test_credential_is_deterministic_and_verifies():
+    a = Principal("device-a")
+    pw = a.password()
+    assert pw == a.password() and len(pw) == 128 and pw == pw.lower()
+    assert broker_auth.verify_password(a.pub, DOMAIN, a.id, pw)
+    assert not broker_auth.verify_password(a.pub, "other", a.id, pw)
+    assert not broker_auth.verify_password(a.pub, DOMAIN, Principal("b").id, pw)
+    assert not broker_auth.verify_password(Principal("b").pub, DOMAIN, a.id, pw)
+    assert not broker_auth.verify_password(a.pub, DOMAIN, a.id, pw.upper())
+    assert not broker_auth.verify_password(a.pub, DOMAIN, a.id, pw.encode() + b"00")
+    assert not broker_auth.verify_password(b"", DOMAIN, a.id, pw)
+    # the signed bytes: canonical CBOR ["mqtt", domain, id]
+    assert broker_auth.credential_message(DOMAIN, a.id) == (
+        b"\x83\x64mqtt\x64demo\x50" + a.id)
+
+
+@pytest.mark.parametrize("requested,allowed,ok", [
+    ("tl/d/tx", "tl/d/tx", True),
+    ("tl/d/tx", "tl/d/#", True),
+    ("tl/d", "tl/d/#", True),  # '#' matches the parent level too
+    ("tl/d/dev/x/rx", "tl/d/dev/x/#", True),
+    ("tl/d/dev/x/#", "tl/d/dev/x/#", True),
+    ("tl/d/dev/x/+", "tl/d/dev/x/#", True),
+    ("tl/d/dev/+/rx", "tl/d/dev/x/#", False),
+    ("tl/d/dev/#", "tl/d/dev/x/#", False),
+    ("tl/d/#", "tl/d/tx", False),
+    ("tl/d/+", "tl/d/tx", False),
+    ("tl/d/tx/more", "tl/d/tx", False),
+    ("tl/d", "tl/d/tx", False),
+    ("tl/d/x", "tl/d/+", True),
+    ("tl/d/+", "tl/d/+", True),
+    ("tl/d/#", "tl/d/+", False),
+    ("tl/d/x/y", "tl/d/+", False),
+    ("#", "tl/#", False),
+    ("tl/other/tx", "tl/d/#", False),
+])
+def test_filter_within(requested, allowed, ok):
+    assert filter_within(requested, allowed) is ok
+
+
+def test_guard_rules_without_a_broker():
+    gw, a, b = Principal("gw"), Principal("a"), Principal("b")
+    acc = FakeAccess.of(gw, a, b)
+    acc.grant_read(a, b)
+    g = broker_auth.Guard(DOMAIN, lambda: acc, gw.pub)
+    v = g.admit(a.hex, a.password(), a.hex, a.topic("status"))
+    assert v.ok and g.online() == {a.id}
+    assert g.admit(a.hex, a.password(), a.hex).reason == "already-connected"
+    g.release(v)
+    assert g.online() == set()
+    assert g.admit(gw.hex, gw.password(), "anything").gateway
+    assert g.online() == set()  # the gateway holds no exclusive claim
+    assert g.may(gw.hex, f"tl/{DOMAIN}/dev/{a.hex}/rx", "publish")
+    assert not g.may(gw.hex, "tl/other/tx", "publish")
+    assert g.may(a.hex, f"tl/{DOMAIN}/data/{b.hex}/t", "receive")
+    assert not g.may(b.hex, f"tl/{DOMAIN}/data/{a.hex}/t", "receive")
+    assert not g.may("nobody", f"tl/{DOMAIN}/tx", "publish")
+    assert g.dropped["receive"] == 1 and g.dropped["publish"] == 2
+
+
+def test_credential_store(tmp_path):
+    a, b = Principal("a"), Principal("b")
+    path = tmp_path / "credentials.json"
+    assert broker_auth.load_credentials(path) == {}
+    broker_auth.add_credential(path, a.id, a.password())
+    broker_auth.add_credential(path, b.id, b.password())
+    broker_auth.add_credential(path, a.id, a.password("other"))
+    assert json.loads(path.read_text()) == {a.hex: a.password("other"), b.hex: b.password()}
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert broker_auth.load_credentials(path) == {a.id: a.password("other"), b.id: b.password()}
+    with pytest.raises(ValueError):
+        broker_auth.add_credential(path, a.id, "short")
+    path.write_text("[]")
+    with pytest.raises(ValueError):
+        broker_auth.load_credentials(path)
+
+
+def test_mosquitto_hash_vector():
+    # mosquitto_passwd -b f alice secret wrote this line (mosquitto 2.0.11)
+    line = ("$7$101$3AKeY2MuAE57nIcN$6w85JnBI7P/Z1+8dw28i3bUnUjJMriYGjBEAhp4yETcsYhvzx"
+            "mej8aKHeFhuxObhT0KOLN6zP/0z4j47JmNE8g==")
+    assert broker_auth.mosquitto_check("secret", line)
+    salt = bytes.fromhex("dc029e63632e004e7b9c870d")
+    assert broker_auth.mosquitto_hash("secret", salt) == line
+    assert not broker_auth.mosquitto_check("secret", "$6$abc$def")
