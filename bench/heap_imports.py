@@ -7,8 +7,8 @@ import sys
 
 MODULES = ("shared.errors", "shared.cbor", "shared.p256", "shared.cose", "shared.topics",
            "shared.tx", "shared.merkle", "shared.header", "shared.messages", "firmware.flash",
-           "firmware.outbox", "firmware.seqstore", "firmware.wallet", "firmware.mqtt",
-           "firmware.mqtt_robust", "firmware.node", "boards", "boards.profile", "boards.unix")
+           "firmware.wallet", "firmware.mqtt",
+           "firmware.node", "boards", "boards.profile", "boards.unix")
 
 
 def main(build):

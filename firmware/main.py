@@ -5,7 +5,6 @@ the same way with the board's flash folder as working directory and the
 firmware build on sys.path (see tools/vboard.py)."""
 import json
 
-from boards import load_board
 from firmware import wallet as wallet_mod
 from firmware.mqtt import MQTTClient
 from firmware.node import Node
@@ -20,6 +19,13 @@ def load_config(path=CONFIG_FILE):
         if key not in cfg:
             raise ValueError("config.json: missing key '%s'" % key)
     return cfg
+
+
+def load_board(cfg):
+    """The adapter of the board this firmware was built for, with its profile."""
+    from boards.profile import ADAPTER, PROFILE
+
+    return __import__(ADAPTER, None, None, ["Board"]).Board(PROFILE, cfg)
 
 
 def make_node(cfg, log):

@@ -57,7 +57,7 @@ def rotate_tx(domain, approval_hex, fee=0):
     the owner's approval (COSE_Sign1 over {1: "rotate", 2: id, 3: new pubkey});
     the board checks what the approval names, the ledger the owner's signature."""
     from shared import tx
-    from firmware.seqstore import SeqStore
+    from firmware.flash import SeqStore
 
     w = _w.load_or_create()
     new = _pending()

@@ -92,9 +92,6 @@ class Tag:
     def __eq__(self, other):
         return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
 
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
     __hash__ = None
 
     def __repr__(self):

@@ -7,8 +7,8 @@ The kid (device id) sits in the *protected* header, so it is covered by the
 signature and names the sender; any COSE library verifies these messages.
 
 Backends, probed at import: on CPython with the `cryptography` package,
-verification uses it (fast, constant-time); otherwise (MicroPython, boards)
-shared/p256.py. Signing always uses shared/p256.py: RFC 6979 deterministic
+verification uses it (shared/es256_cryptography.py: fast, constant-time);
+otherwise (MicroPython, boards) shared/p256.py. Signing always uses shared/p256.py: RFC 6979 deterministic
 nonces on every side.
 """
 from shared import cbor, errors
@@ -20,36 +20,11 @@ HDR_KID = 4
 MAX_KID = 32
 _CONTEXT = "Signature1"
 
-try:  # CPython gateway path
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
-    _KEYS = {}
-    _ECDSA = ec.ECDSA(hashes.SHA256())
-
-    def _load(public_key):
-        key = _KEYS.get(public_key)
-        if key is None:
-            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(public_key))
-            if len(_KEYS) >= 65536:
-                _KEYS.clear()
-            _KEYS[bytes(public_key)] = key
-        return key
-
-    def _verify(public_key, message, signature):
-        try:
-            key = _load(public_key)
-            r = int.from_bytes(signature[:32], "big")
-            s = int.from_bytes(signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), message, _ECDSA)
-            return True
-        except (InvalidSignature, ValueError, TypeError):
-            return False
+try:  # CPython gateway: fast verification (shared/es256_cryptography.py)
+    from shared.es256_cryptography import verify as _verify
 
     BACKEND = "cryptography"
-except ImportError:
+except ImportError:  # MicroPython, boards: shared/p256.py
     _verify = None
     BACKEND = "p256"
 

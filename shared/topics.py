@@ -29,12 +29,6 @@ def data(domain, service_id):
     return PREFIX + domain + "/data/" + service_id
 
 
-def device_of_status(topic):
-    """device hex from a status topic, or None."""
-    parts = topic.split("/")
-    if len(parts) == 5 and parts[0] == "tl" and parts[2] == "dev" and parts[4] == "status":
-        return parts[3]
-    return None
 
 
 def is_domain_name(domain):

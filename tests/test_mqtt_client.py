@@ -1,4 +1,4 @@
-"""The firmware MQTT client (firmware/mqtt.py, firmware/mqtt_robust.py) driven
+"""The firmware MQTT client (firmware/mqtt.py) driven
 under `micropython -X heapsize=64k`, against amqtt (in-process) and mosquitto.
 
 Each scenario is a script in tests/firmware_scripts/ printing progress lines that
@@ -52,17 +52,6 @@ def assert_puback(broker, cid):
 
 
 # --------------------------------------------------------------------------- heap
-def test_heap_budget(micropython_proc, firmware_mpy):
-    """The whole firmware loop has to fit in 64 KiB (64-bit Unix port): loading the
-    compiled client stays under 7 KiB, one configured client under 1 KiB."""
-    p = micropython_proc(SCRIPTS / "mqtt_heap.py", firmware_mpy)
-    imported = int(p.expect(r"^IMPORT (\d+)$")[1])
-    client = int(p.expect(r"^CLIENT (\d+)$")[1])
-    assert p.wait_exit() == 0, p.output()
-    assert imported <= 7 * 1024, p.output()
-    assert client <= 1024, p.output()
-
-
 # --------------------------------------------------------------------------- publish
 @pytest.mark.parametrize("qos", [0, 1])
 def test_publish_received_by_paho(broker, fw, paho_client, qos):

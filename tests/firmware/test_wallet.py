@@ -1,7 +1,7 @@
 """Wallet, seq reservation and outbox on the board's flash (MicroPython only)."""
 from fwtmp import Flash
 
-from firmware import flash, outbox, seqstore, wallet
+from firmware import flash, wallet
 from shared import p256, tx
 
 
@@ -39,13 +39,13 @@ def test_corrupt_wallet_refused():
 
 def test_seq_never_repeats_across_reboots():
     with Flash("seq"):
-        s = seqstore.SeqStore()
+        s = flash.SeqStore()
         first = [s.next() for _ in range(5)]
         assert first == [1, 2, 3, 4, 5]
-        rebooted = seqstore.SeqStore()  # a reboot: the reservation is skipped
+        rebooted = flash.SeqStore()  # a reboot: the reservation is skipped
         n = rebooted.next()
-        assert n > first[-1] and n == seqstore.RESERVE + 1
-        for _ in range(seqstore.RESERVE + 3):
+        assert n > first[-1] and n == flash.RESERVE + 1
+        for _ in range(flash.RESERVE + 3):
             m = rebooted.next()
             assert m > n
             n = m
@@ -53,15 +53,15 @@ def test_seq_never_repeats_across_reboots():
 
 def test_outbox_survives_reboot_and_removes():
     with Flash("outbox"):
-        ob = outbox.Outbox()
+        ob = flash.Outbox()
         ob.put(3, b"three")
         ob.put(9, b"nine")
         ob.mark_sent(3, 1000)
-        again = outbox.Outbox()  # reboot: both pending, neither sent since boot
+        again = flash.Outbox()  # reboot: both pending, neither sent since boot
         assert len(again) == 2 and again.get(9) == b"nine"
         assert again.due(0, 5000, lambda a, b: a - b) == [3, 9]
         again.mark_sent(3, 1000)
         again.mark_sent(9, 4000)
         assert again.due(6000, 5000, lambda a, b: a - b) == [3]
         again.remove(3)
-        assert outbox.Outbox().get(3) is None and len(outbox.Outbox()) == 1
+        assert flash.Outbox().get(3) is None and len(flash.Outbox()) == 1

@@ -1,0 +1,116 @@
+"""Firmware budget on the MicroPython Unix port (`python -m bench.firmware`).
+
+Measures, in one run:
+- size of a signed one-value reading (the bytes the firmware publishes);
+- heap taken by importing every firmware module (mpy-cross build) and what is
+  left of a 64 KiB heap;
+- the whole firmware loop (connect, register, sign, publish, receive a
+  receipt, verify the header signature and the Merkle proof) running on a
+  virtual board with `-X heapsize=64k` against the embedded broker and a
+  gateway process: receipts verified, lowest free heap seen after a receipt;
+- one sign's time and peak heap come from `python -m bench.crypto`.
+Targets (issue #2): reading <= 120 bytes; the loop fits in 64 KiB."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.broker import ThreadedBroker
+from gateway.genesis import load as load_genesis
+from shared import p256, tx
+from tools.build import ROOT, build, tool
+from tools.vboard import VirtualBoard
+
+HEAP = os.environ.get("BENCH_HEAP", "64k")
+RUN_SECONDS = 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reading_size() -> int:
+    priv, pub = p256.keygen()
+    return len(tx.make(priv, tx.device_id(pub), tx.TYPE_READING, "demo", 123456, 0,
+                       {1: 2150, 2: -2, 3: 0}))
+
+
+def import_heap(build_dir: Path) -> tuple[int, int, list[tuple[str, int]]]:
+    out = subprocess.run([tool("micropython"), "-X", "heapsize=256k",
+                          str(ROOT / "bench" / "heap_imports.py"), str(build_dir)],
+                         capture_output=True, text=True, check=True).stdout
+    mods = [(m, int(n)) for m, n in re.findall(r"module (\S+) (\d+)", out)]
+    total = int(re.search(r"total (\d+)", out).group(1))
+    return total, 64 * 1024 - total, mods
+
+
+def loop_run(build_dir: Path, work: Path, port: int) -> tuple[int, int, str]:
+    """(receipts verified, lowest free heap after a receipt, last lines)."""
+    broker = ThreadedBroker("127.0.0.1", port)
+    broker.start()
+    gw = subprocess.Popen([tool("thingledger"), "run", "--no-boards", "--broker", broker.url,
+                           "--data-dir", str(work / "gateway"), "--block-interval", "0.5"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        genesis = work / "gateway" / "genesis.toml"
+        for line in gw.stdout:  # the gateway reports its chain once subscribed
+            if " chain demo at height" in line:
+                break
+        vb = VirtualBoard("bench", work / "board")
+        vb.configure(domain="demo", authority_hex=load_genesis(genesis).authority.hex(),
+                     host="127.0.0.1", port=port, interval_ms=500)
+        board = vb.start(build_dir, heap=HEAP)
+        lines: list[str] = []
+        end = time.monotonic() + RUN_SECONDS
+        while time.monotonic() < end and board.poll() is None:
+            line = board.stdout.readline()
+            if line:
+                lines.append(line.rstrip())
+        board.terminate()
+        board.wait(5)
+        frees = [int(f) for f in re.findall(r"receipt-verified .* free=(\d+)", "\n".join(lines))]
+        return len(frees), min(frees) if frees else -1, "\n".join(lines[-25:])
+    finally:
+        gw.terminate()
+        gw.wait(10)
+        broker.stop()
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        build_dir = work / "fw"
+        build(build_dir, "unix")
+        size = reading_size()
+        total, left, mods = import_heap(build_dir)
+        receipts, low, tail = loop_run(build_dir, work, free_port())
+    rows = [
+        ("signed one-value reading", f"{size} B", "<= 120 B", size <= 120),
+        ("firmware modules imported (mpy)", f"{total} B", "", True),
+        ("heap left after imports", f"{left} B", "> 0", left > 0),
+        (f"loop on a {HEAP} heap: receipts verified", str(receipts), ">= 3", receipts >= 3),
+        ("lowest free heap after a receipt", f"{low} B", "> 0", low > 0),
+    ]
+    print(f"{'measure':<42} {'value':>10}  {'target':<9} verdict")
+    for name, value, target, ok in rows:
+        print(f"{name:<42} {value:>10}  {target:<9} {'ok' if ok else 'MISSED'}")
+    print()
+    print("per module (bytes of heap after import, 64-bit Unix port):")
+    for m, n in mods:
+        print(f"  {m:<24} {n:>6}")
+    if receipts < 3:
+        print("last board lines:\n" + tail)
+    return 0 if all(r[3] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
