@@ -1,0 +1,20 @@
+"""Run every benchmark in turn (`make bench`); exit 1 if any missed its target."""
+
+import sys
+
+from bench import crypto, firmware, gateway
+
+
+def main() -> int:
+    failed = 0
+    for name, run in (("crypto", crypto.main), ("firmware", firmware.main),
+                      ("gateway", gateway.main)):
+        print(f"== bench.{name}")
+        rc = run() if name == "firmware" else run([])
+        failed += bool(rc)
+        print()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
