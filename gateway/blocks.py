@@ -18,7 +18,10 @@ Roots: tx_root over the txs' COSE bytes, receipts_root over receipt leaves
 from the overlay (cached leaf hashes: re-encodes only changed devices).
 
 Signatures are NOT verified here: txs must have passed validate.check_stateful
-at ingress. Block time is max(time, prev.time): times never go backwards.
+at ingress (state.apply re-verifies only senders whose key was rotated or
+recovered, and the statements inside identity txs, so a key or owner change
+between ingress and execution drops the tx instead of including it).
+Identity rules and the registry lookup come with `rules` (state.Rules). Block time is max(time, prev.time): times never go backwards.
 A block with no transactions is valid; whether to cut empty blocks is the
 service's choice.
 """

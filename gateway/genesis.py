@@ -7,7 +7,12 @@ Genesis file (TOML, like the gateway config: comments allowed, hand-editable):
     admission = "open"           # "open": devices self-register (TYPE_REGISTER
                                  #  signed by the key it registers, sender id =
                                  #  SHA-256(pubkey)[:16]); "closed": only the
-                                 #  accounts below exist
+                                 #  accounts below exist; "claimed": devices
+                                 #  enter only by CLAIM from the owner
+                                 #  (docs/IDENTITY.md), register refused
+    owner = "02ef..."            # optional (required for "claimed"): the
+                                 #  domain owner, a person's public key; may
+                                 #  claim devices and certify full nodes
     time = 1700000000            # chain time of genesis (unix seconds)
     min_fee = 0                  # smallest fee a tx may carry (0: fee-less)
 
@@ -16,7 +21,10 @@ Genesis file (TOML, like the gateway config: comments allowed, hand-editable):
     balance = 1000
 
 The authority account (id = SHA-256(authority)[:16]) always exists in the
-genesis state (balance 0 unless listed); fees are paid to it. The total supply
+genesis state (kind authority, balance 0 unless listed); fees are paid to it.
+The owner, if named, is a person record (kind person, claimant; balance from
+`accounts` if listed there too); it must not be the authority key.
+Accounts are ownerless devices (kind device, no rights restriction). The total supply
 is at most 2^63-1, so no balance can overflow SQLite's INTEGER.
 
 The genesis block is height 0, prev_hash = 32 zero bytes, empty tx/receipts
@@ -42,7 +50,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import GENESIS_FILE, KEY_FILE
-from gateway.state import ADMISSIONS, DeviceRecord, Rules, State
+from gateway.state import (
+    ADMISSION_CLAIMED,
+    ADMISSIONS,
+    KIND_AUTHORITY,
+    DeviceRecord,
+    Registry,
+    Rules,
+    State,
+    person,
+)
 from gateway.validate import valid_public_key
 from shared import cbor, header, merkle, p256, topics
 from shared import tx as txm
@@ -73,6 +90,7 @@ class Genesis:
     admission: str = "open"
     min_fee: int = 0
     accounts: Mapping[bytes, Account] = field(default_factory=dict)
+    owner: bytes = b""  # the domain owner's public key (a person), b"" if none
 
     def __post_init__(self) -> None:
         _check(self)
@@ -81,14 +99,25 @@ class Genesis:
     def authority_id(self) -> bytes:
         return txm.device_id(self.authority)
 
-    def rules(self) -> Rules:
+    @property
+    def owner_id(self) -> bytes:
+        return txm.device_id(self.owner) if self.owner else b""
+
+    def rules(self, registry: Registry | None = None) -> Rules:
+        """Domain rules; `registry` is the node's registry lookup (claims)."""
         return Rules(authority_id=self.authority_id, admission=self.admission,
-                     min_fee=self.min_fee)
+                     min_fee=self.min_fee, owner_id=self.owner_id, registry=registry)
 
     def state(self) -> State:
-        """The genesis state (accounts + the authority account)."""
+        """The genesis state (accounts, the authority account, the owner)."""
         devices = {i: DeviceRecord(a.pubkey, 0, a.balance) for i, a in self.accounts.items()}
-        devices.setdefault(self.authority_id, DeviceRecord(self.authority, 0, 0))
+        aid = self.authority_id
+        a = devices.get(aid)
+        devices[aid] = DeviceRecord(self.authority, 0, a.balance if a else 0, KIND_AUTHORITY)
+        if self.owner:
+            o = devices.get(self.owner_id)
+            devices[self.owner_id] = person(self.owner, claimant=True,
+                                            balance=o.balance if o else 0)
         return State(devices)
 
     def supply(self) -> int:
@@ -106,8 +135,10 @@ class Genesis:
         """SHA-256 of the canonical CBOR of every genesis field (stored in the
         chain database so a data dir is never opened with another genesis)."""
         accounts = [[i, a.pubkey, a.balance] for i, a in sorted(self.accounts.items())]
-        return sha256(cbor.dumps([self.domain, self.authority, self.time, self.admission,
-                                  self.min_fee, accounts])).digest()
+        fields = [self.domain, self.authority, self.time, self.admission, self.min_fee, accounts]
+        if self.owner:  # appended only when set: owner-less digests are unchanged
+            fields.append(self.owner)
+        return sha256(cbor.dumps(fields)).digest()
 
 
 def _int(v: object) -> bool:
@@ -123,6 +154,13 @@ def _check(g: Genesis) -> None:
         raise GenesisError("time", "must be an integer >= 0")
     if g.admission not in ADMISSIONS:
         raise GenesisError("admission", "must be one of " + ", ".join(ADMISSIONS))
+    if g.owner:
+        if not valid_public_key(g.owner):
+            raise GenesisError("owner", "not a SEC1 compressed P-256 public key")
+        if g.owner == g.authority:
+            raise GenesisError("owner", "must be a person's key, not the authority key")
+    elif g.admission == ADMISSION_CLAIMED:
+        raise GenesisError("owner", "admission \"claimed\" needs an owner")
     if not _int(g.min_fee) or not 0 <= g.min_fee <= txm.MAX_AMOUNT:
         raise GenesisError("min_fee", "must be an integer >= 0")
     for i, a in g.accounts.items():
@@ -149,7 +187,7 @@ def _hex(values: Mapping[str, Any], key: str, where: str) -> bytes:
 
 def from_dict(d: Mapping[str, Any]) -> Genesis:
     """Genesis from parsed TOML; GenesisError names the wrong key."""
-    known = {"domain", "authority", "admission", "time", "min_fee", "accounts"}
+    known = {"domain", "authority", "admission", "time", "min_fee", "accounts", "owner"}
     for k in d:
         if k not in known:
             raise GenesisError(k, "unknown key")
@@ -180,9 +218,10 @@ def from_dict(d: Mapping[str, Any]) -> Genesis:
         if "balance" not in a:
             raise GenesisError(where + ".balance", "missing")
         accounts[i] = Account(_hex(a, "pubkey", where + ".pubkey"), a["balance"])
+    owner = _hex(d, "owner", "owner") if "owner" in d else b""
     return Genesis(domain=d["domain"], authority=_hex(d, "authority", "authority"),
                    time=d["time"], admission=d.get("admission", "open"),
-                   min_fee=d.get("min_fee", 0), accounts=accounts)
+                   min_fee=d.get("min_fee", 0), accounts=accounts, owner=owner)
 
 
 def load(path: Path | str) -> Genesis:
@@ -207,6 +246,8 @@ def dumps(g: Genesis) -> str:
         "time = %d" % g.time,
         "min_fee = %d" % g.min_fee,
     ]
+    if g.owner:
+        lines.append("owner = " + json.dumps(g.owner.hex()))
     for i, a in sorted(g.accounts.items()):
         lines += ["", "[accounts.%s]" % i.hex(), "pubkey = " + json.dumps(a.pubkey.hex()),
                   "balance = %d" % a.balance]
@@ -245,10 +286,11 @@ def load_authority_key(path: Path | str, g: Genesis | None = None) -> bytes:
 def create_domain(data_dir: Path | str, domain: str,
                   accounts: Mapping[bytes, int] | Iterable[tuple[bytes, int]] = (),
                   *, time: int | None = None, admission: str = "open",
-                  min_fee: int = 0) -> tuple[Path, Path]:
+                  min_fee: int = 0, owner: bytes = b"") -> tuple[Path, Path]:
     """New domain in `data_dir`: a fresh authority key pair (p256.keygen,
     file mode 0600) and a genesis file. `accounts` maps device public keys
-    (33 bytes) to genesis balances. Refuses to overwrite either file.
+    (33 bytes) to genesis balances; `owner` is the owner's public key
+    (required for admission "claimed"). Refuses to overwrite either file.
     Returns (genesis_path, authority_key_path)."""
     d = Path(data_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -260,7 +302,7 @@ def create_domain(data_dir: Path | str, domain: str,
     priv, pub = p256.keygen()
     g = Genesis(domain=domain, authority=pub,
                 time=int(_time.time()) if time is None else time,
-                admission=admission, min_fee=min_fee, accounts=accts)
+                admission=admission, min_fee=min_fee, accounts=accts, owner=owner)
     write_key(kpath, priv)
     tmp = gpath.with_suffix(".tmp")
     tmp.write_text(dumps(g))

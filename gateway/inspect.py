@@ -8,6 +8,8 @@ returns aligned text; nothing here writes to the database.
     block_detail(block, txs) -> str           one header + its transactions
     tx_detail(tx, block) -> str               one transaction with its receipt
     devices_table(devices) -> str             id, public key, last seq, balance
+    principals_table(devices) -> str          id, kind, status, owner, rights
+    nodes_table(devices) -> str               joined nodes: id, label, assigned full node
     report_text(report) -> str                result of replay.verify_chain
 """
 
@@ -70,6 +72,38 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _short(v: Any) -> str:
+    return v.hex() if isinstance(v, bytes) else str(v)
+
+
+def _identity_text(type_: int, b: dict[Any, Any]) -> str | None:
+    g = b.get
+    if type_ == txm.TYPE_CLAIM:
+        pub = g(1)
+        dev = txm.device_id(pub) if isinstance(pub, bytes) else "?"
+        return "device=%s pubkey=%s" % (_short(dev), _short(pub))
+    if type_ == txm.TYPE_OWNER_TRANSFER:
+        pub = g(2)
+        new = txm.device_id(pub) if isinstance(pub, bytes) else "?"
+        return "device=%s new_owner=%s" % (_short(g(1)), _short(new))
+    if type_ in (txm.TYPE_GRANT, txm.TYPE_REVOKE_RIGHT):
+        return "principal=%s right=%s device=%s" % (_short(g(1)), g(2), _short(g(3)))
+    if type_ == txm.TYPE_ROTATE_KEY:
+        return "new_pubkey=%s" % _short(g(1))
+    if type_ == txm.TYPE_RETIRE:
+        return "device=%s mode=%s" % (_short(g(1)), g(2))
+    if type_ == txm.TYPE_RECOVER:
+        return "device=%s new_pubkey=%s" % (_short(g(1)), _short(g(2)))
+    if type_ == txm.TYPE_NODE_JOIN:
+        hw = g(2)
+        hw_text = " ".join("%s=%s" % kv for kv in sorted(hw.items())) if isinstance(hw, dict) \
+            else _fmt(hw)
+        return "label=%s %s%s" % (g(1), hw_text, " certified" if 3 in b else "")
+    if type_ == txm.TYPE_NODE_ASSIGN:
+        return "light=%s full=%s" % (_short(g(1)), _short(g(2)))
+    return None
+
+
 def body_text(type_: int, body: dict[Any, Any]) -> str:
     if type_ == txm.TYPE_READING:
         v, s = body.get(1), body.get(2)
@@ -83,7 +117,8 @@ def body_text(type_: int, body: dict[Any, Any]) -> str:
         return "to=%s amount=%s" % (_fmt(body.get(1)), body.get(2))
     if type_ == txm.TYPE_REGISTER:
         return "pubkey=%s" % _fmt(body.get(1))
-    return _fmt(body)
+    text = _identity_text(type_, body)
+    return text if text is not None else _fmt(body)
 
 
 def chain_summary(store: Store, last: int = 20) -> str:
@@ -152,6 +187,26 @@ def tx_detail(t: TxRecord, block: BlockRecord | None) -> str:
 def devices_table(devices: Sequence[tuple[bytes, DeviceRecord]]) -> str:
     rows = [(i.hex(), r.pubkey.hex(), r.last_seq, r.balance) for i, r in devices]
     return table(("id", "public key", "last seq", "balance"), rows)
+
+
+def principals_table(devices: Sequence[tuple[bytes, DeviceRecord]]) -> str:
+    """Who is who: kind, status, owner and the rights others hold on it."""
+    rows = []
+    for i, r in devices:
+        kind = r.kind + (" (claimant)" if r.claimant else "")
+        rights = "; ".join("%s:%s" % (p.hex()[:8], ",".join(rs)) for p, rs in r.acl)
+        rows.append((i.hex(), kind, r.status, r.owner.hex() if r.owner else "-",
+                     rights or "-"))
+    return table(("id", "kind", "status", "owner", "rights (principal:rights)"), rows)
+
+
+def nodes_table(devices: Sequence[tuple[bytes, DeviceRecord]]) -> str:
+    """Nodes that joined (NODE_JOIN): id, label, status, assigned full node."""
+    rows = [(i.hex(), r.node, r.status, r.assigned.hex() if r.assigned else "-")
+            for i, r in devices if r.node]
+    if not rows:
+        return "no nodes have joined"
+    return table(("id", "label", "status", "assigned full node"), rows)
 
 
 def report_text(rep: Report) -> str:

@@ -7,8 +7,13 @@ While pending it
   the caller answers it when the block commits, or re-sends a stored receipt;
 - raises the sender's seq floor (`pending_seq`), so a replay of a pending seq
   is refused before it reaches a block;
-- makes a pending register visible to `view()`, so a device may publish
-  readings right after its register, before the register's block commits.
+- makes a principal created by a pending tx visible to `view()`: a register
+  (or a node introducing itself) makes its sender known, a claim makes the
+  claimed device known (owned, with `submit`), so a device may publish
+  readings right after its register / claim, before that block commits, and
+  a second claim of the same device is refused (already-owned) at once.
+  Other identity changes (rotation, rights, retirement) take effect for
+  admission only once their block is committed.
 Call `done(txs)` once the block holding them is committed *and* the state has
 absorbed its diff (also for dropped txs), never earlier.
 
@@ -21,7 +26,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from gateway.state import DeviceRecord, Rules, StateView
+from gateway.state import DeviceRecord, Rules, StateView, claimed_device, introduces_sender
 from gateway.validate import check_stateful
 from shared import errors
 from shared import tx as txm
@@ -35,21 +40,33 @@ class MempoolFull(errors.TLError):
 
 
 class PendingView:
-    """Committed state plus the devices whose register is pending."""
+    """Committed state plus the principals created by pending txs."""
 
-    __slots__ = ("_state", "_keys")
+    __slots__ = ("_state", "_created")
 
-    def __init__(self, state: StateView, keys: dict[bytes, bytes]) -> None:
+    def __init__(self, state: StateView,
+                 created: dict[bytes, tuple[DeviceRecord, bytes]]) -> None:
         self._state = state
-        self._keys = keys
+        self._created = created
 
     def get(self, device_id: bytes) -> DeviceRecord | None:
         rec = self._state.get(device_id)
         if rec is None:
-            pub = self._keys.get(device_id)
-            if pub is not None:
-                rec = DeviceRecord(pub, 0, 0)
+            c = self._created.get(device_id)
+            if c is not None:
+                rec = c[0]
         return rec
+
+
+def _creates(t: txm.Tx) -> tuple[bytes, DeviceRecord] | None:
+    """(id, record as seen while pending) of the principal `t` creates."""
+    if introduces_sender(t):
+        pub = t.body[1] if t.type == txm.TYPE_REGISTER else t.body[4]
+        return t.sender, DeviceRecord(pub, 0, 0)
+    if t.type == txm.TYPE_CLAIM:
+        pub = t.body[1]
+        return txm.device_id(pub), claimed_device(pub, t.sender)
+    return None
 
 
 class Mempool:
@@ -58,7 +75,8 @@ class Mempool:
         self._queue: deque[txm.Tx] = deque()
         self._ids: set[bytes] = set()
         self._seq: dict[bytes, int] = {}
-        self._keys: dict[bytes, bytes] = {}
+        # id -> (record, id of the pending tx that creates it)
+        self._created: dict[bytes, tuple[DeviceRecord, bytes]] = {}
 
     def __len__(self) -> int:
         """Queued (not yet taken) transactions."""
@@ -77,7 +95,7 @@ class Mempool:
         return self._seq.get(sender)
 
     def view(self, state: StateView) -> PendingView:
-        return PendingView(state, self._keys)
+        return PendingView(state, self._created)
 
     def add(self, t: txm.Tx) -> bool:
         """Queue a transaction that passed validate.check_stateful. False if
@@ -89,8 +107,9 @@ class Mempool:
         self._queue.append(t)
         self._ids.add(t.id)
         self._seq[t.sender] = t.seq
-        if t.type == txm.TYPE_REGISTER:
-            self._keys[t.sender] = t.body[1]
+        c = _creates(t)
+        if c is not None:
+            self._created.setdefault(c[0], (c[1], t.id))
         return True
 
     def admit(self, t: txm.Tx, state: StateView, rules: Rules | None = None) -> bool:
@@ -115,6 +134,8 @@ class Mempool:
             s = self._seq.get(t.sender)
             if s is not None and s <= t.seq:
                 del self._seq[t.sender]
-                self._keys.pop(t.sender, None)
-            elif t.type == txm.TYPE_REGISTER:
-                self._keys.pop(t.sender, None)
+            c = _creates(t)
+            if c is not None:
+                got = self._created.get(c[0])
+                if got is not None and got[1] == t.id:
+                    del self._created[c[0]]

@@ -15,7 +15,13 @@ block `height`, a stable `reason` (constants below) and a `detail`:
   state.apply; stored sender/seq/type and receipt (status, reason, events)
   equal the recomputed ones;
 - per block: tx_root, receipts_root and state_root recomputed and compared;
-- at the end, the recomputed state equals the stored `devices` table.
+- at the end, the recomputed state equals the stored `devices` and
+  `rights` tables (keys, balances, owners, statuses, kinds, rights, nodes).
+
+Claims depend on the public registry: pass the same `registry` lookup the
+node uses (state.Rules.registry). Without one (None) every claim in the
+chain fails to replay (bad-tx ... not-in-registry/no-registry): a chain with
+claims can only be verified next to its registry.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from hashlib import sha256
 
 from gateway.blocks import tx_root
 from gateway.genesis import Genesis
-from gateway.state import State, StateOverlay, apply
+from gateway.state import Registry, State, StateOverlay, apply
 from gateway.store import Store
 from gateway.validate import check_stateful, check_stateless
 from shared import errors, header, merkle, messages
@@ -73,12 +79,12 @@ class Report:
     error: ChainError | None = None
 
 
-def verify_chain(store: Store, g: Genesis) -> Report:
+def verify_chain(store: Store, g: Genesis, registry: Registry | None = None) -> Report:
     """Replay and check the whole chain; never raises ChainError (it is in
-    the Report)."""
+    the Report). `registry`: the registry lookup for claims."""
     rep = Report(ok=False)
     try:
-        state = _replay(store, g, rep)
+        state = _replay(store, g, rep, registry)
         _compare_state(store, state, rep.head_height or 0)
     except ChainError as e:
         rep.error = e
@@ -89,8 +95,8 @@ def verify_chain(store: Store, g: Genesis) -> Report:
     return rep
 
 
-def _replay(store: Store, g: Genesis, rep: Report) -> State:
-    authority, aid, rules, domain = g.authority, g.authority_id, g.rules(), g.domain
+def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) -> State:
+    authority, aid, rules, domain = g.authority, g.authority_id, g.rules(registry), g.domain
     stored_digest = store.meta("genesis")
     if stored_digest is not None and stored_digest != g.digest():
         raise ChainError(0, GENESIS_MISMATCH, "genesis file differs from the one in the store")

@@ -67,6 +67,7 @@ class Gateway:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._full = asyncio.Event()
         self._stopping = False
+        self.failed: BaseException | None = None  # set if a pipeline stage died
         self._tasks: list[asyncio.Task] = []
         self.link: MqttLink | None = None
         # received messages in arrival order, with the id of the pending tx
@@ -96,12 +97,30 @@ class Gateway:
             gc.freeze()
         self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
                        asyncio.create_task(self._produce(), name="produce")]
+        for t in self._tasks:
+            t.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A pipeline stage died (an exception): report it and keep it in
+        `failed`. The node then commits nothing more (what it took stays
+        unacknowledged at the broker); whoever runs it should stop it."""
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        self.failed = exc or RuntimeError(f"{task.get_name()} stopped")
+        self.on_event(f"error: {task.get_name()} stopped: {self.failed!r}")
 
     async def stop(self) -> None:
         """Stop taking messages, commit what is pending, close the store."""
         self._stopping = True
+        # Ingest is cancelled; the producer is woken and returns once a block
+        # it is cutting is committed and answered (cancelling it while the
+        # writer thread commits would skip the state update and the receipts,
+        # and the next cut would clash with the block just written).
         for t in self._tasks:
-            t.cancel()
+            if t.get_name() != "produce":
+                t.cancel()
+        self._full.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         while len(self.pool):
             await self._cut_block()
@@ -177,13 +196,15 @@ class Gateway:
         interval = self.cfg.block_interval_s
         loop = asyncio.get_running_loop()
         next_cut = loop.time() + interval
-        while True:
+        while not self._stopping:
             delay = next_cut - loop.time()
             if delay > 0:
                 try:
                     await asyncio.wait_for(self._full.wait(), delay)
                 except TimeoutError:
                     pass
+            if self._stopping:
+                return  # stop() commits what is left
             self._full.clear()
             now = loop.time()
             if now >= next_cut:
@@ -196,21 +217,24 @@ class Gateway:
         txs = self.pool.take(self.cfg.block_max_txs)
         b = blocks.build_block(led.head, txs, led.state, int(time.time()), led.authority_priv,
                                led.genesis.authority_id, domain=self.cfg.domain, rules=led.rules)
-        await asyncio.get_running_loop().run_in_executor(self._writer, led.store.commit_block, b)
+        commit = asyncio.get_running_loop().run_in_executor(self._writer, led.store.commit_block, b)
+        # encode the receipts while the writer thread waits on fsync (published after it)
+        receipts = [b.receipt_message(i) for i in range(len(b.txs))]
+        await commit
         led.state.apply_diff(b.diff)
         led.head = b
         self.pool.done(txs)
         self.counters.blocks += 1
         self.counters.committed += len(b.txs)
-        self._notify(b)
+        self._notify(b, receipts)
         self._ack_settled()
         self.committed.set()
         self.committed.clear()
 
-    def _notify(self, b: blocks.Block) -> None:
+    def _notify(self, b: blocks.Block, receipts: list[bytes]) -> None:
         d = self.cfg.domain
-        for i, t in enumerate(b.txs):
-            self._publish(topics.rx(d, t.sender.hex()), b.receipt_message(i))
+        for t, r in zip(b.txs, receipts, strict=True):
+            self._publish(topics.rx(d, t.sender.hex()), r)
         for t, e in b.dropped:
             self.reject(t.message, t, e)
         self._publish(self._topic_blocks, b.signed_header)

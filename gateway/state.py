@@ -1,17 +1,19 @@
 """Ledger state and the pure state-transition function.
 
-State = device registry keyed by 16-byte device id -> DeviceRecord(pubkey,
-last_seq, balance). `apply()` executes one (already signature-checked)
-transaction on a copy-on-write `StateOverlay`; the overlay's `changed` dict is
-the block's state diff, which the store writes and `State.apply_diff()` folds
-into the committed state once the block is on disk.
+State = principals keyed by 16-byte id -> DeviceRecord (a device, a person, a
+node, or the domain authority): current public key, last_seq, balance, and
+the identity fields (kind, status, owner, rights on it, node role).
+`apply()` executes one (already signature-checked) transaction on a
+copy-on-write `StateOverlay`; the overlay's `changed` dict is the block's
+state diff, which the store writes and `State.apply_diff()` folds into the
+committed state once the block is on disk.
 
-Rules:
+Value rules:
 - register: adds the sender with the body's pubkey, last_seq = tx seq,
   balance 0. Only devices listed in genesis start with a balance (the one mint).
   Proof of possession: the sender id is SHA-256(pubkey)[:16] and the message is
   signed by that key (checked by gateway/validate.py). Admission "closed"
-  refuses every register with not-authorized.
+  and "claimed" refuse every register with not-authorized.
 - reading: updates last_seq only (and pays the fee).
 - transfer {1: to, 2: amount}: moves `amount` from sender to `to`. If the
   sender cannot cover it, or `to` is unknown, the tx is still included with
@@ -19,50 +21,196 @@ Rules:
   consumed and its fee charged, like Ethereum, so a resend of the same signed
   tx stays idempotent and the failure is on the chain for the device to see.
 - fee: every tx pays `fee` (>= Rules.min_fee, 0 by default: fee-less domains
-  are allowed) from the sender to the authority account (the device id of the
+  are allowed) from the sender to the authority account (the id of the
   authority key, always present in the state). A tx whose sender cannot pay
   its fee is *not* includable (refused with insufficient-funds, seq not
   consumed).
 - Conservation: the sum of all balances is fixed at genesis; fees and
   transfers only move value.
 
+Identity rules (docs/IDENTITY.md §2, §4; statement formats in
+gateway/identity_tx.py). Every check below is an includability check: a
+refused tx changes nothing (RuleError with the reason in parentheses).
+- Every sender must be known (unknown-device) and active: a revoked or
+  decommissioned device's txs are refused (revoked, detail = its status).
+- An *owned* device (one that was claimed) needs the `submit` right on
+  itself for every tx except ROTATE_KEY (not-authorized, no-submit-right).
+  Ownerless principals (genesis accounts, devices self-registered under
+  admission "open", people, nodes, the authority) are not restricted.
+- CLAIM (4) {1: device pubkey, 2: statement}: admission not "closed"
+  (not-authorized); the sender is a claimant person (not-authorized,
+  not-claimant): the genesis owner, or anyone who became the owner of a
+  device by OWNER_TRANSFER; the device id is new (already-owned if owned,
+  revoked if decommissioned, already-registered if known otherwise); the
+  statement {1:"claim", 2: domain, 3: sender} verifies under the device key
+  (bad-signature, statement / bad-tx, statement-mismatch); the registry
+  knows the key (not-in-registry; no registry configured: not-in-registry,
+  no-registry). Creates the device: owner = sender, status active,
+  last_seq 0, balance 0, rights {device: submit}.
+- OWNER_TRANSFER (5) {1: device, 2: new owner pubkey}: by the device's owner
+  (unknown-device / not-owner / revoked if decommissioned); the new owner is
+  another person (bad-tx same-owner; not-authorized new-owner-not-a-person).
+  The new owner becomes a claimant person (created if unknown). The
+  device's rights are reset to those of a fresh claim: the previous owner
+  loses everything and every grant made on the device is dropped.
+- GRANT (6) {1: principal, 2: right, 3: device, 4?: principal pubkey} /
+  REVOKE_RIGHT (7) {1, 2, 3}: by the device's owner; rights submit, read,
+  buy. The principal must be known, or introduced by key 4 (a new person);
+  the owner always holds every right (bad-tx principal-is-owner). Granting
+  a held right or revoking a missing one is accepted and changes nothing.
+- ROTATE_KEY (8) {1: new pubkey, 2: approval}: sent by an owned device,
+  signed by its current key; approval {1:"rotate", 2: device, 3: new key}
+  signed by the current owner (bad-signature owner-approval / bad-tx
+  approval-mismatch). Only the new key verifies afterwards; seq continues.
+- RETIRE (9) {1: device, 2: "revoke" | "decommission"}: by the owner; sets
+  the status. A decommissioned device is gone for good (later identity txs
+  on it: revoked).
+- RECOVER (10) {1: device, 2: new pubkey, 3: statement by the new key
+  {1:"recover", 2: domain, 3: device}}: by the owner; new key, status
+  active, last_seq 0 (a re-provisioned board starts its seqs again; old
+  messages cannot verify under the new key).
+- A rotated or recovered key can never be the device's birth key
+  (bad-tx reused-key) and must differ from the current one (bad-tx
+  same-key): see "signatures at execution" below.
+- NODE_JOIN (11) {1: label, 2: hardware, 3?: certificate, 4?: pubkey}: the
+  label must be roles.label_of(hardware) (checked statelessly); a full node
+  needs the genesis owner's certificate {1:"full-node", 2: domain, 3: node}
+  (not-authorized no-owner; bad-signature certificate / bad-tx
+  certificate-mismatch). The sender is a known principal, or (full nodes
+  only) introduces itself with key 4 (a new principal of kind node). Sets
+  the node label; joining again updates it (an assignment survives only if
+  the label stays light).
+- NODE_ASSIGN (12) {1: light, 2: full}: sent by an active coordination node
+  (not-authorized not-coordination); light/full must have joined with those
+  labels (unknown-device light-node / full-node) and be active (revoked).
+  Reassigning is allowed at any time: the coordination node watches the
+  full nodes' MQTT status and decides; the chain only records it.
+
+Signatures at execution: blocks trust ingress (gateway/validate.py) for the
+sender's signature, except when the sender's current key is not its birth
+key (a rotated or recovered device): then apply() verifies again, so a tx
+admitted under a key that was replaced before its block is dropped
+(bad-signature). Statements are verified in precheck, so again at execution.
+
 Not-includable transactions make `precheck()` / `apply()` raise `RuleError`
-(reason unknown-device, replay, already-registered, insufficient-funds,
-not-authorized, or bad-tx/fee-too-low) before anything is written.
+before anything is written.
 
 Events in receipts (canonical CBOR arrays): ["fee", amount] when fee > 0,
-["transfer", to_id, amount] for a successful transfer.
+["transfer", to_id, amount] for a successful transfer, and ["claim", device,
+owner], ["owner", device, new owner], ["grant", principal, right, device],
+["revoke-right", principal, right, device], ["rotate", device], ["retire",
+device, mode], ["recover", device], ["node", id, label], ["assign", light,
+full].
 
-state_root: RFC 6962 Merkle root over leaves cbor([id, pubkey, last_seq,
-balance]) sorted by id (empty state: merkle.EMPTY_ROOT).
+state_root: RFC 6962 Merkle root over leaves (see `leaf`) sorted by id
+(empty state: merkle.EMPTY_ROOT).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from gateway import identity_tx as itx
+from gateway import roles
 from shared import cbor, errors, merkle
 from shared import tx as txm
 from shared.messages import STATUS_FAILED, STATUS_OK
 
 ADMISSION_OPEN = "open"
 ADMISSION_CLOSED = "closed"
-ADMISSIONS = (ADMISSION_OPEN, ADMISSION_CLOSED)
+ADMISSION_CLAIMED = "claimed"
+ADMISSIONS = (ADMISSION_OPEN, ADMISSION_CLOSED, ADMISSION_CLAIMED)
 FEE_TOO_LOW = "fee-too-low"
+
+KIND_DEVICE = "device"
+KIND_PERSON = "person"
+KIND_NODE = "node"
+KIND_AUTHORITY = "authority"
+KINDS = (KIND_AUTHORITY, KIND_DEVICE, KIND_NODE, KIND_PERSON)
+
+ACTIVE = "active"
+REVOKED = "revoked"
+DECOMMISSIONED = "decommissioned"
+STATUSES = (ACTIVE, DECOMMISSIONED, REVOKED)
+
+RIGHT_SUBMIT = "submit"
+RIGHT_READ = "read"
+RIGHT_BUY = "buy"
+RIGHTS = (RIGHT_BUY, RIGHT_READ, RIGHT_SUBMIT)
+
+RETIRE_REVOKE = "revoke"
+RETIRE_DECOMMISSION = "decommission"
+RETIRE_MODES = (RETIRE_DECOMMISSION, RETIRE_REVOKE)
+
+# rights held on one device: ((principal id, (right, ...)), ...) sorted, no empties
+Acl = tuple[tuple[bytes, tuple[str, ...]], ...]
+# registry lookup: device pubkey -> its registry record, or None
+Registry = Callable[[bytes], object]
+
+
+def acl_get(acl: Acl, principal: bytes) -> tuple[str, ...]:
+    for p, r in acl:
+        if p == principal:
+            return r
+    return ()
+
+
+def acl_set(acl: Acl, principal: bytes, rights: Any) -> Acl:
+    """`acl` with `principal`'s rights replaced by `rights` (removed if empty)."""
+    d = dict(acl)
+    rs = tuple(sorted(set(rights)))
+    if rs:
+        d[principal] = rs
+    else:
+        d.pop(principal, None)
+    return tuple(sorted(d.items()))
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:
-    pubkey: bytes
+    """One principal. The first three fields are the value ledger; the rest
+    is identity (defaults = a plain ownerless device)."""
+
+    pubkey: bytes  # current key (the id is SHA-256 of the birth key)
     last_seq: int
     balance: int
+    kind: str = KIND_DEVICE
+    status: str = ACTIVE
+    owner: bytes = b""  # owning person's id (devices claimed into the domain)
+    acl: Acl = ()  # rights other principals hold on this device (owner: implicit, all)
+    claimant: bool = False  # a person who may CLAIM devices
+    node: str = ""  # node label after NODE_JOIN (roles.LABELS), "" if none
+    assigned: bytes = b""  # light nodes: the full node assigned by NODE_ASSIGN
+
+    def rights_of(self, principal: bytes) -> tuple[str, ...]:
+        return acl_get(self.acl, principal)
+
+    def may_submit(self, sender: bytes) -> bool:
+        """An owned device needs `submit` on itself; ownerless ones are free."""
+        return not self.owner or RIGHT_SUBMIT in acl_get(self.acl, sender)
+
+    def with_seq_balance(self, last_seq: int, balance: int) -> DeviceRecord:
+        return DeviceRecord(self.pubkey, last_seq, balance, self.kind, self.status, self.owner,
+                            self.acl, self.claimant, self.node, self.assigned)
+
+
+Principal = DeviceRecord
+
+
+def person(pubkey: bytes, *, claimant: bool = False, balance: int = 0) -> DeviceRecord:
+    return DeviceRecord(pubkey, 0, balance, KIND_PERSON, claimant=claimant)
+
+
+def claimed_device(pubkey: bytes, owner: bytes) -> DeviceRecord:
+    dev = txm.device_id(pubkey)
+    return DeviceRecord(pubkey, 0, 0, KIND_DEVICE, ACTIVE, owner, ((dev, (RIGHT_SUBMIT,)),))
 
 
 class StateView(Protocol):
-    """Anything that maps a device id to its record (State, StateOverlay,
+    """Anything that maps an id to its record (State, StateOverlay,
     mempool.PendingView)."""
 
     def get(self, device_id: bytes) -> DeviceRecord | None: ...
@@ -70,11 +218,14 @@ class StateView(Protocol):
 
 @dataclass(frozen=True)
 class Rules:
-    """Domain policy from genesis."""
+    """Domain policy from genesis, plus the registry lookup the node uses
+    for claims (None: no registry configured, every claim is refused)."""
 
     authority_id: bytes
     admission: str = ADMISSION_OPEN
     min_fee: int = 0
+    owner_id: bytes = b""  # genesis owner (person) id, b"" if none
+    registry: Registry | None = field(default=None, compare=False)
 
 
 class RuleError(errors.TLError):
@@ -94,8 +245,12 @@ class Outcome:
 
 
 def leaf(device_id: bytes, rec: DeviceRecord) -> bytes:
-    """State tree leaf of one device."""
-    return cbor.dumps([device_id, rec.pubkey, rec.last_seq, rec.balance])
+    """State tree leaf of one principal: cbor([id, pubkey, last_seq, balance,
+    kind, status, owner, [[principal, [rights]]...], claimant 0/1, node,
+    assigned])."""
+    return cbor.dumps([device_id, rec.pubkey, rec.last_seq, rec.balance, rec.kind, rec.status,
+                       rec.owner, [[p, list(r)] for p, r in rec.acl], int(rec.claimant),
+                       rec.node, rec.assigned])
 
 
 def state_root(devices: Mapping[bytes, DeviceRecord]) -> bytes:
@@ -214,21 +369,166 @@ class StateOverlay:
         return self.base.root_with(self.changed)
 
 
+# ---- identity checks (raise RuleError; write nothing) ---------------------------
+
+def _statement(stmt: bytes, key: bytes, expected: bytes, what: str) -> None:
+    r = itx.check_statement(stmt, key, expected)
+    if r == itx.STATEMENT_BAD_SIGNATURE:
+        raise RuleError(errors.BAD_SIGNATURE, what)
+    if r:
+        raise RuleError(errors.BAD_TX, what + "-mismatch")
+
+
+def _owned_device(view: StateView, device_id: bytes, sender: bytes) -> DeviceRecord:
+    """The device `sender` owns and may still manage."""
+    d = view.get(device_id)
+    if d is None or d.kind != KIND_DEVICE:
+        raise RuleError(errors.UNKNOWN_DEVICE, "device")
+    if d.owner != sender:
+        raise RuleError(errors.NOT_OWNER)
+    if d.status == DECOMMISSIONED:
+        raise RuleError(errors.REVOKED, DECOMMISSIONED)
+    return d
+
+
+def _new_key(device_id: bytes, d: DeviceRecord, new: bytes) -> None:
+    if new == d.pubkey:
+        raise RuleError(errors.BAD_TX, "same-key")
+    if txm.device_id(new) == device_id:
+        raise RuleError(errors.BAD_TX, "reused-key")
+
+
+def _check_claim(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
+    if rules.admission == ADMISSION_CLOSED:
+        raise RuleError(errors.NOT_AUTHORIZED, "admission-closed")
+    if rec.kind != KIND_PERSON or not rec.claimant:
+        raise RuleError(errors.NOT_AUTHORIZED, "not-claimant")
+    pub, stmt = t.body[1], t.body[2]
+    d = view.get(txm.device_id(pub))
+    if d is not None:
+        if d.status == DECOMMISSIONED:
+            raise RuleError(errors.REVOKED, DECOMMISSIONED)
+        if d.owner:
+            raise RuleError(errors.ALREADY_OWNED)
+        raise RuleError(errors.ALREADY_REGISTERED)
+    _statement(stmt, pub, itx.claim_payload(t.domain, t.sender), "statement")
+    if rules.registry is None:
+        raise RuleError(errors.NOT_IN_REGISTRY, "no-registry")
+    try:
+        found = rules.registry(pub)
+    except Exception:  # a registry that cannot answer admits nothing
+        raise RuleError(errors.NOT_IN_REGISTRY, "registry-unavailable") from None
+    if found is None:
+        raise RuleError(errors.NOT_IN_REGISTRY)
+
+
+def _check_owner_transfer(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
+    _owned_device(view, t.body[1], t.sender)
+    new_id = txm.device_id(t.body[2])
+    if new_id == t.sender:
+        raise RuleError(errors.BAD_TX, "same-owner")
+    r = view.get(new_id)
+    if r is not None and r.kind != KIND_PERSON:
+        raise RuleError(errors.NOT_AUTHORIZED, "new-owner-not-a-person")
+
+
+def _check_grant(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
+    _owned_device(view, t.body[3], t.sender)
+    principal = t.body[1]
+    if principal == t.sender:
+        raise RuleError(errors.BAD_TX, "principal-is-owner")
+    if t.type == txm.TYPE_GRANT and 4 not in t.body and view.get(principal) is None:
+        raise RuleError(errors.UNKNOWN_DEVICE, "principal")
+
+
+def _check_rotate(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
+    if rec.kind != KIND_DEVICE or not rec.owner:
+        raise RuleError(errors.NOT_AUTHORIZED, "not-owned")
+    new = t.body[1]
+    _new_key(t.sender, rec, new)
+    owner = view.get(rec.owner)
+    if owner is None:
+        raise RuleError(errors.UNKNOWN_DEVICE, "owner")
+    _statement(t.body[2], owner.pubkey, itx.rotate_payload(t.sender, new), "owner-approval")
+
+
+def _check_retire(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
+    _owned_device(view, t.body[1], t.sender)
+
+
+def _check_recover(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
+    dev_id, new = t.body[1], t.body[2]
+    d = _owned_device(view, dev_id, t.sender)
+    _new_key(dev_id, d, new)
+    _statement(t.body[3], new, itx.recover_payload(t.domain, dev_id), "statement")
+
+
+def _check_node_join(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
+    if t.body[1] != roles.FULL:
+        return
+    if not rules.owner_id:
+        raise RuleError(errors.NOT_AUTHORIZED, "no-owner")
+    owner = view.get(rules.owner_id)
+    if owner is None:
+        raise RuleError(errors.UNKNOWN_DEVICE, "owner")
+    _statement(t.body[3], owner.pubkey, itx.certificate_payload(t.domain, t.sender),
+               "certificate")
+
+
+def _check_node_assign(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
+    if rec.node != roles.COORDINATION:
+        raise RuleError(errors.NOT_AUTHORIZED, "not-coordination")
+    for i, label, what in ((t.body[1], roles.LIGHT, "light-node"),
+                           (t.body[2], roles.FULL, "full-node")):
+        r = view.get(i)
+        if r is None or r.node != label:
+            raise RuleError(errors.UNKNOWN_DEVICE, what)
+        if r.status != ACTIVE:
+            raise RuleError(errors.REVOKED, what)
+
+
+_CHECKS: dict[int, Callable[[StateView, txm.Tx, Rules, DeviceRecord], None]] = {
+    txm.TYPE_CLAIM: _check_claim,
+    txm.TYPE_OWNER_TRANSFER: _check_owner_transfer,
+    txm.TYPE_GRANT: _check_grant,
+    txm.TYPE_REVOKE_RIGHT: _check_grant,
+    txm.TYPE_ROTATE_KEY: _check_rotate,
+    txm.TYPE_RETIRE: _check_retire,
+    txm.TYPE_RECOVER: _check_recover,
+    txm.TYPE_NODE_JOIN: _check_node_join,
+    txm.TYPE_NODE_ASSIGN: _check_node_assign,
+}
+
+
+def introduces_sender(t: txm.Tx) -> bool:
+    """True for the txs that create their own sender (register, a node
+    introducing itself with its key)."""
+    return t.type == txm.TYPE_REGISTER or (t.type == txm.TYPE_NODE_JOIN and 4 in t.body)
+
+
 def precheck(view: StateView, tx: txm.Tx, rules: Rules,
              pending_seq: int | None = None) -> DeviceRecord | None:
-    """Stateful admission rules except the signature; returns the sender's
-    current record (None for a register). `pending_seq` is the sender's
-    highest seq still in the mempool. Raises RuleError.
+    """Stateful admission rules except the sender's signature (statements
+    inside identity txs are verified here); returns the sender's current
+    record (None when the tx creates its sender). `pending_seq` is the
+    sender's highest seq still in the mempool. Raises RuleError.
     A seq at or below the floor is always `replay` (also for a register of a
     known device), so a resend of a committed tx is recognised by one reason."""
     rec = view.get(tx.sender)
     floor = rec.last_seq if rec is not None else 0
     if pending_seq is not None and pending_seq > floor:
         floor = pending_seq
-    if tx.type == txm.TYPE_REGISTER:
+    type_ = tx.type
+    if type_ == txm.TYPE_REGISTER:
         if rules.admission != ADMISSION_OPEN:
-            raise RuleError(errors.NOT_AUTHORIZED, "admission-closed")
+            raise RuleError(errors.NOT_AUTHORIZED, "admission-" + rules.admission)
         if rec is not None or pending_seq is not None:
+            if tx.seq <= floor:
+                raise RuleError(errors.REPLAY)
+            raise RuleError(errors.ALREADY_REGISTERED)
+        balance = 0
+    elif rec is None and introduces_sender(tx):  # a full node introducing itself
+        if pending_seq is not None:
             if tx.seq <= floor:
                 raise RuleError(errors.REPLAY)
             raise RuleError(errors.ALREADY_REGISTERED)
@@ -238,35 +538,124 @@ def precheck(view: StateView, tx: txm.Tx, rules: Rules,
             raise RuleError(errors.UNKNOWN_DEVICE)
         if tx.seq <= floor:
             raise RuleError(errors.REPLAY)
+        if rec.status != ACTIVE:
+            raise RuleError(errors.REVOKED, rec.status)
+        if rec.owner and type_ != txm.TYPE_ROTATE_KEY and not rec.may_submit(tx.sender):
+            raise RuleError(errors.NOT_AUTHORIZED, "no-submit-right")
         balance = rec.balance
     if tx.fee < rules.min_fee:
         raise RuleError(errors.BAD_TX, FEE_TOO_LOW)
     if tx.fee > balance:
         raise RuleError(errors.INSUFFICIENT_FUNDS, "fee")
+    check = _CHECKS.get(type_)
+    if check is not None:
+        check(view, tx, rules, rec if rec is not None else _new_sender(tx))
     return rec
 
+
+def _new_sender(t: txm.Tx) -> DeviceRecord:
+    """The record a self-introducing tx creates for its sender."""
+    if t.type == txm.TYPE_REGISTER:
+        return DeviceRecord(t.body[1], 0, 0)
+    return DeviceRecord(t.body[4], 0, 0, KIND_NODE)
+
+
+# ---- effects (after precheck, on the overlay) -----------------------------------
 
 def _credit(view: StateOverlay, device_id: bytes, amount: int) -> None:
     r = view.get(device_id)
     if r is None:
         raise RuntimeError("credit to a missing account")
-    view.put(device_id, DeviceRecord(r.pubkey, r.last_seq, r.balance + amount))
+    view.put(device_id, r.with_seq_balance(r.last_seq, r.balance + amount))
+
+
+def _get(view: StateOverlay, i: bytes) -> DeviceRecord:
+    r = view.get(i)
+    if r is None:
+        raise RuntimeError("identity effect on a missing record")
+    return r
+
+
+def _effects(view: StateOverlay, t: txm.Tx) -> list[Any]:
+    """Write an identity tx's effects (already checked); returns its events."""
+    b, sender, type_ = t.body, t.sender, t.type
+    if type_ == txm.TYPE_CLAIM:
+        dev = txm.device_id(b[1])
+        view.put(dev, claimed_device(b[1], sender))
+        return [["claim", dev, sender]]
+    if type_ == txm.TYPE_OWNER_TRANSFER:
+        dev, new_pub = b[1], b[2]
+        new_id = txm.device_id(new_pub)
+        p = view.get(new_id)
+        if p is None:
+            view.put(new_id, person(new_pub, claimant=True))
+        elif not p.claimant:
+            view.put(new_id, replace(p, claimant=True))
+        d = _get(view, dev)
+        view.put(dev, replace(d, owner=new_id, acl=((dev, (RIGHT_SUBMIT,)),)))
+        return [["owner", dev, new_id]]
+    if type_ in (txm.TYPE_GRANT, txm.TYPE_REVOKE_RIGHT):
+        principal, right, dev = b[1], b[2], b[3]
+        if type_ == txm.TYPE_GRANT and view.get(principal) is None:
+            view.put(principal, person(b[4]))
+        d = _get(view, dev)
+        held = set(d.rights_of(principal))
+        if type_ == txm.TYPE_GRANT:
+            held.add(right)
+            name = "grant"
+        else:
+            held.discard(right)
+            name = "revoke-right"
+        view.put(dev, replace(d, acl=acl_set(d.acl, principal, held)))
+        return [[name, principal, right, dev]]
+    if type_ == txm.TYPE_ROTATE_KEY:
+        view.put(sender, replace(_get(view, sender), pubkey=b[1]))
+        return [["rotate", sender]]
+    if type_ == txm.TYPE_RETIRE:
+        dev, mode = b[1], b[2]
+        status = REVOKED if mode == RETIRE_REVOKE else DECOMMISSIONED
+        view.put(dev, replace(_get(view, dev), status=status))
+        return [["retire", dev, mode]]
+    if type_ == txm.TYPE_RECOVER:
+        dev = b[1]
+        view.put(dev, replace(_get(view, dev), pubkey=b[2], status=ACTIVE, last_seq=0))
+        return [["recover", dev]]
+    if type_ == txm.TYPE_NODE_JOIN:
+        r = _get(view, sender)
+        label = b[1]
+        assigned = r.assigned if label == roles.LIGHT else b""
+        view.put(sender, replace(r, node=label, assigned=assigned))
+        return [["node", sender, label]]
+    if type_ == txm.TYPE_NODE_ASSIGN:
+        light, full = b[1], b[2]
+        view.put(light, replace(_get(view, light), assigned=full))
+        return [["assign", light, full]]
+    return []
 
 
 def apply(view: StateOverlay, tx: txm.Tx, rules: Rules) -> Outcome:
-    """Execute one transaction whose signature was already verified.
+    """Execute one transaction whose signature was already verified at
+    ingress (verified again here if the sender's key is not its birth key).
     Raises RuleError (nothing written) if it is not includable; otherwise
     writes its effects to `view` and returns the receipt outcome."""
     rec = precheck(view, tx, rules)
     sender = tx.sender
     body = tx.body
-    if rec is None:  # register (precheck allows rec None only for register)
-        rec = DeviceRecord(body[1], 0, 0)
-    view.put(sender, DeviceRecord(rec.pubkey, tx.seq, rec.balance - tx.fee))
+    if rec is None:  # the tx creates its sender (register, node introducing itself)
+        rec = _new_sender(tx)
+    elif txm.device_id(rec.pubkey) != sender:
+        try:
+            tx.verify(rec.pubkey)
+        except errors.TLError:
+            raise RuleError(errors.BAD_SIGNATURE, "key-changed") from None
+    view.put(sender, rec.with_seq_balance(tx.seq, rec.balance - tx.fee))
     events: list[Any] = []
     if tx.fee:
         _credit(view, rules.authority_id, tx.fee)
         events.append(["fee", tx.fee])
+    if tx.type in _CHECKS:
+        events.extend(_effects(view, tx))
+        return Outcome(STATUS_OK, "", events)
     if tx.type != txm.TYPE_TRANSFER:
         return Outcome(STATUS_OK, "", events)
     to, amount = body[1], body[2]
@@ -278,7 +667,7 @@ def apply(view: StateOverlay, tx: txm.Tx, rules: Rules) -> Outcome:
         return Outcome(STATUS_FAILED, errors.UNKNOWN_DEVICE, events)
     view.savepoint()
     try:
-        view.put(sender, DeviceRecord(src.pubkey, src.last_seq, src.balance - amount))
+        view.put(sender, src.with_seq_balance(src.last_seq, src.balance - amount))
         _credit(view, to, amount)
     except BaseException:
         view.rollback()

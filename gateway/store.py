@@ -5,7 +5,12 @@ Schema (SCHEMA below):
     blocks(height PK, hash UNIQUE, time, n_txs, header, signed)
     txs(rowid, id UNIQUE, height, idx, sender, seq, type, status, reason,
         events (CBOR), message (COSE bytes)), UNIQUE(height, idx)
-    devices(id PK, pubkey, last_seq, balance)   the state after the head block
+    devices(id PK, pubkey, last_seq, balance, kind, status, owner, claimant,
+            node, assigned)            the state after the head block: every
+                                       principal (state.DeviceRecord)
+    rights(device, principal, right) PK(all three)
+                                       rights held on owned devices (the
+                                       owner's own rights are implicit)
 
 Durability: WAL mode, `synchronous=FULL`. `commit_block` writes a block, its
 txs + receipts and its state diff in ONE transaction (BEGIN IMMEDIATE ...
@@ -28,9 +33,12 @@ commit runs, it opens a second, read-only Store for that.
 trees of the last LEVELS_CACHE blocks committed or looked up are cached, so
 a burst of resends after a reconnect costs one indexed lookup each.
 
-`open_ledger(config)` is the node's start-up: genesis file + authority key,
-create the database with block 0 on first start (or check that it belongs to
-this genesis), load the state and the head block.
+`open_ledger(config, registry=)` is the node's start-up: genesis file +
+authority key, create the database with block 0 on first start (or check
+that it belongs to this genesis and has this schema version: a database of
+an older schema is refused with schema-mismatch, start a new chain), load the
+state and the head block. `registry` is the registry lookup used for claims
+(Ledger.registry, settable later; None: claims refused).
 """
 
 from __future__ import annotations
@@ -46,10 +54,10 @@ from typing import Any
 from gateway import genesis as gen
 from gateway.blocks import Block, genesis_block, receipts_levels
 from gateway.config import GatewayConfig
-from gateway.state import DeviceRecord, Rules, State
+from gateway.state import DeviceRecord, Registry, Rules, State
 from shared import cbor, header, merkle, messages
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -80,13 +88,29 @@ CREATE TABLE IF NOT EXISTS devices (
     id BLOB PRIMARY KEY,
     pubkey BLOB NOT NULL,
     last_seq INTEGER NOT NULL,
-    balance INTEGER NOT NULL
+    balance INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner BLOB NOT NULL,
+    claimant INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    assigned BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rights (
+    device BLOB NOT NULL,
+    principal BLOB NOT NULL,
+    "right" TEXT NOT NULL,
+    PRIMARY KEY (device, principal, "right")
 ) WITHOUT ROWID;
 """
 _NO_EVENTS = cbor.dumps([])
-_UPSERT = ("INSERT INTO devices (id, pubkey, last_seq, balance) VALUES (?, ?, ?, ?) "
+_DEV_COLS = "id, pubkey, last_seq, balance, kind, status, owner, claimant, node, assigned"
+_UPSERT = ("INSERT INTO devices (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
            "ON CONFLICT (id) DO UPDATE SET pubkey = excluded.pubkey, "
-           "last_seq = excluded.last_seq, balance = excluded.balance")
+           "last_seq = excluded.last_seq, balance = excluded.balance, "
+           "kind = excluded.kind, status = excluded.status, owner = excluded.owner, "
+           "claimant = excluded.claimant, node = excluded.node, "
+           "assigned = excluded.assigned" % _DEV_COLS)
 LEVELS_CACHE = 16  # receipts trees of recent blocks kept for get_receipt (resends)
 _TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
 
@@ -224,8 +248,17 @@ class Store:
                              % _TX_COLS, rows)
 
     def _write_diff(self, diff: dict[bytes, DeviceRecord]) -> None:
-        self._db.executemany(_UPSERT, [(i, r.pubkey, r.last_seq, r.balance)
-                                       for i, r in diff.items()])
+        db = self._db
+        db.executemany(_UPSERT, [(i, r.pubkey, r.last_seq, r.balance, r.kind, r.status,
+                                  r.owner, int(r.claimant), r.node, r.assigned)
+                                 for i, r in diff.items()])
+        # rights exist only on owned devices (and an owner is never removed),
+        # so ownerless records (all of an open domain's readings) cost nothing
+        owned = [(i, r) for i, r in diff.items() if r.owner]
+        if owned:
+            db.executemany("DELETE FROM rights WHERE device = ?", [(i,) for i, _ in owned])
+            db.executemany('INSERT INTO rights (device, principal, "right") VALUES (?, ?, ?)',
+                           [(i, p, right) for i, r in owned for p, rs in r.acl for right in rs])
 
     # ---- reading -------------------------------------------------------------
 
@@ -293,9 +326,22 @@ class Store:
                                 merkle.proof(levels, t.idx))
 
     def devices(self) -> list[tuple[bytes, DeviceRecord]]:
-        """(id, record) sorted by id."""
-        cur = self._db.execute("SELECT id, pubkey, last_seq, balance FROM devices ORDER BY id")
-        return [(r[0], DeviceRecord(r[1], r[2], r[3])) for r in cur]
+        """(id, record) sorted by id: every principal, rights included."""
+        acl: dict[bytes, dict[bytes, list[str]]] = {}
+        for dev, p, right in self._db.execute(
+                'SELECT device, principal, "right" FROM rights '
+                'ORDER BY device, principal, "right"'):
+            acl.setdefault(dev, {}).setdefault(p, []).append(right)
+        cur = self._db.execute("SELECT %s FROM devices ORDER BY id" % _DEV_COLS)
+        out = []
+        for i, pub, seq, bal, kind, status, owner, claimant, node, assigned in cur:
+            a = tuple((p, tuple(rs)) for p, rs in acl.pop(i, {}).items())
+            out.append((i, DeviceRecord(pub, seq, bal, kind, status, owner, a, bool(claimant),
+                                        node, assigned)))
+        if acl:  # rights on a device that has no row: keep them visible to verify
+            out.append((min(acl), DeviceRecord(b"", -1, -1, "orphan-rights")))
+            out.sort(key=lambda x: x[0])
+        return out
 
     def load_state(self) -> State:
         return State(dict(self.devices()))
@@ -310,16 +356,20 @@ class Ledger:
     authority_priv: bytes
     state: State
     head: BlockRecord
+    registry: Registry | None = None
 
     @property
     def rules(self) -> Rules:
-        return self.genesis.rules()
+        return self.genesis.rules(self.registry)
 
 
-def open_ledger(cfg: GatewayConfig, *, create: bool = True) -> Ledger:
+def open_ledger(cfg: GatewayConfig, *, create: bool = True,
+                registry: Registry | None = None) -> Ledger:
     """Open (and on first start create) the node's chain in cfg.data_dir.
     With `create`, a data dir without genesis gets a new domain
-    (genesis.create_domain, no accounts). Raises GenesisError / StoreError."""
+    (genesis.create_domain, no accounts). `registry` is the registry lookup
+    for claims (device pubkey -> record or None). Raises GenesisError /
+    StoreError."""
     gpath = cfg.genesis_file
     if create and not gpath.exists() and cfg.genesis_path is None:
         gen.create_domain(cfg.data_dir, cfg.domain)
@@ -332,11 +382,15 @@ def open_ledger(cfg: GatewayConfig, *, create: bool = True) -> Ledger:
     try:
         if store.head() is None:
             store.init_chain(g, genesis_block(g, priv))
+        elif store.meta("schema") != SCHEMA_VERSION:
+            raise StoreError("schema-mismatch", "%s has schema %s, this node writes %d: "
+                             "start a new chain" % (cfg.db_path, store.meta("schema"),
+                                                    SCHEMA_VERSION))
         elif store.meta("genesis") != g.digest():
             raise StoreError("genesis-mismatch", str(cfg.db_path))
         head = store.head()
         assert head is not None
-        return Ledger(store, g, priv, store.load_state(), head)
+        return Ledger(store, g, priv, store.load_state(), head, registry)
     except BaseException:
         store.close()
         raise

@@ -18,15 +18,38 @@ check_stateless(message, domain) -> Tx        no state needed, cheap
                                    (bad-channel)
     transfer {1: to, 2: amount}    to 16 bytes (bad-to), 1 <= amount <= 2^63-1
                                    (bad-amount)
+    claim    {1: device pubkey, 2: statement}            (bad-pubkey, bad-statement)
+    owner-transfer {1: device, 2: new owner pubkey}      (bad-device, bad-pubkey)
+    grant    {1: principal, 2: right, 3: device, 4?: principal pubkey}
+                                   (bad-principal, bad-right, bad-device,
+                                   bad-pubkey; key 4 must hash to the
+                                   principal: pubkey-mismatch)
+    revoke-right {1: principal, 2: right, 3: device}
+    rotate-key {1: new pubkey, 2: owner approval}        (bad-pubkey, bad-statement)
+    retire   {1: device, 2: "revoke" | "decommission"}   (bad-device, bad-mode)
+    recover  {1: device, 2: new pubkey, 3: statement}
+    node-join {1: label, 2: hardware, 3?: certificate, 4?: pubkey}
+                                   label in light/full/coordination (bad-label);
+                                   hardware per gateway/roles.py (bad-hardware);
+                                   label == roles.label_of(hardware)
+                                   (label-mismatch); full needs 3
+                                   (certificate-required), others must not
+                                   carry 3 or 4 (bad-body); 4 hashes to the
+                                   sender (sender-mismatch)
+    node-assign {1: light id, 2: full id}                (bad-node)
+    statements/certificates: bytes of a well-formed COSE_Sign1 (bad-statement)
     other types: bad-type; missing or extra body keys: bad-body
 
 check_stateful(tx, view, pending_seq, rules) -> None
-    unknown-device      RuleError: sender unknown and the tx is not a register
+    unknown-device      RuleError: sender unknown and the tx does not
+                        introduce it (register, node-join with key 4)
     bad-signature       SignatureError: not signed by the sender's current key
-                        (for a register: by the key it registers)
+                        (for a register / introducing node-join: by the key
+                        it introduces)
     then state.precheck() (RuleError): replay (seq <= max(last committed seq, pending seq)),
-    already-registered, insufficient-funds (fee), not-authorized (closed
-    admission), bad-tx/fee-too-low.
+    revoked, already-registered, insufficient-funds (fee), not-authorized
+    (admission, missing right), bad-tx/fee-too-low, and the identity rules
+    of gateway/state.py (statements verified there).
   This is the only place signatures are verified on the ingress path; the
   block builder trusts transactions that passed it. A `replay` may be a resend
   of a committed transaction: the service looks up store.get_receipt(tx.id)
@@ -37,7 +60,16 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.state import RuleError, Rules, StateView, precheck
+from gateway import identity_tx, roles
+from gateway.state import (
+    RETIRE_MODES,
+    RIGHTS,
+    RuleError,
+    Rules,
+    StateView,
+    introduces_sender,
+    precheck,
+)
 from shared import cbor, errors
 from shared import tx as txm
 
@@ -71,6 +103,91 @@ def _int_in(v: object, lo: int, hi: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
+def _keys(b: dict, required: tuple[int, ...], optional: tuple[int, ...] = ()) -> None:
+    for k in required:
+        if k not in b:
+            raise errors.TxError("bad-body")
+    for k in b:
+        if k not in required and k not in optional:
+            raise errors.TxError("bad-body")
+
+
+def _id(v: object, detail: str) -> None:
+    if not isinstance(v, bytes) or len(v) != txm.ID_LEN:
+        raise errors.TxError(detail)
+
+
+def _pubkey(v: object) -> None:
+    if not valid_public_key(v):
+        raise errors.TxError("bad-pubkey")
+
+
+def _stmt(v: object) -> None:
+    if not identity_tx.is_statement(v):
+        raise errors.TxError("bad-statement")
+
+
+def _check_identity_body(t: txm.Tx) -> None:
+    b, type_ = t.body, t.type
+    if type_ == txm.TYPE_CLAIM:
+        _keys(b, (1, 2))
+        _pubkey(b[1])
+        _stmt(b[2])
+    elif type_ == txm.TYPE_OWNER_TRANSFER:
+        _keys(b, (1, 2))
+        _id(b[1], "bad-device")
+        _pubkey(b[2])
+    elif type_ in (txm.TYPE_GRANT, txm.TYPE_REVOKE_RIGHT):
+        _keys(b, (1, 2, 3), (4,) if type_ == txm.TYPE_GRANT else ())
+        _id(b[1], "bad-principal")
+        if b[2] not in RIGHTS:
+            raise errors.TxError("bad-right")
+        _id(b[3], "bad-device")
+        if 4 in b:
+            _pubkey(b[4])
+            if txm.device_id(b[4]) != b[1]:
+                raise errors.TxError("pubkey-mismatch")
+    elif type_ == txm.TYPE_ROTATE_KEY:
+        _keys(b, (1, 2))
+        _pubkey(b[1])
+        _stmt(b[2])
+    elif type_ == txm.TYPE_RETIRE:
+        _keys(b, (1, 2))
+        _id(b[1], "bad-device")
+        if b[2] not in RETIRE_MODES:
+            raise errors.TxError("bad-mode")
+    elif type_ == txm.TYPE_RECOVER:
+        _keys(b, (1, 2, 3))
+        _id(b[1], "bad-device")
+        _pubkey(b[2])
+        _stmt(b[3])
+    elif type_ == txm.TYPE_NODE_JOIN:
+        _keys(b, (1, 2), (3, 4))
+        if b[1] not in roles.LABELS:
+            raise errors.TxError("bad-label")
+        detail = roles.check_hardware(b[2])
+        if detail:
+            raise errors.TxError(detail)
+        if roles.label_of(b[2]) != b[1]:
+            raise errors.TxError("label-mismatch")
+        if b[1] == roles.FULL:
+            if 3 not in b:
+                raise errors.TxError("certificate-required")
+            _stmt(b[3])
+        elif 3 in b or 4 in b:
+            raise errors.TxError("bad-body")
+        if 4 in b:
+            _pubkey(b[4])
+            if txm.device_id(b[4]) != t.sender:
+                raise errors.TxError("sender-mismatch")
+    elif type_ == txm.TYPE_NODE_ASSIGN:
+        _keys(b, (1, 2))
+        _id(b[1], "bad-node")
+        _id(b[2], "bad-node")
+    else:
+        raise errors.TxError("bad-type")
+
+
 def check_body(t: txm.Tx) -> None:
     """Schema of the type-specific body; raises TxError."""
     b = t.body
@@ -99,7 +216,7 @@ def check_body(t: txm.Tx) -> None:
         if not _int_in(b[2], 1, txm.MAX_AMOUNT):
             raise errors.TxError("bad-amount")
     else:
-        raise errors.TxError("bad-type")
+        _check_identity_body(t)
 
 
 def check_stateless(message: bytes | bytearray | memoryview, domain: str) -> txm.Tx:
@@ -125,8 +242,11 @@ def check_stateful(t: txm.Tx, view: StateView, pending_seq: int | None = None,
         key = t.body[1]
     else:
         rec = view.get(t.sender)
-        if rec is None:
+        if rec is not None:
+            key = rec.pubkey
+        elif introduces_sender(t):
+            key = t.body[4]
+        else:
             raise RuleError(errors.UNKNOWN_DEVICE)
-        key = rec.pubkey
     t.verify(key)
     precheck(view, t, rules, pending_seq)

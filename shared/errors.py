@@ -21,6 +21,11 @@ ALREADY_REGISTERED = "already-registered"
 NOT_AUTHORIZED = "not-authorized"
 BAD_PROOF = "bad-proof"
 BAD_KEY = "bad-key"
+# Identity lifecycle (docs/IDENTITY.md)
+REVOKED = "revoked"
+NOT_OWNER = "not-owner"
+NOT_IN_REGISTRY = "not-in-registry"
+ALREADY_OWNED = "already-owned"
 
 
 class TLError(Exception):

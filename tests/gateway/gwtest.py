@@ -62,13 +62,14 @@ class Node:
     """Ledger core wired like the service, minus MQTT."""
 
     def __init__(self, data_dir: Path, accounts: dict[bytes, int] | None = None, *,
-                 min_fee: int = 0, admission: str = "open", create: bool = True) -> None:
+                 min_fee: int = 0, admission: str = "open", create: bool = True,
+                 owner: bytes = b"", registry: Any = None) -> None:
         self.data_dir = Path(data_dir)
         if create:
             create_domain(self.data_dir, DOMAIN, accounts or {}, time=T0, min_fee=min_fee,
-                          admission=admission)
+                          admission=admission, owner=owner)
         self.cfg = config.GatewayConfig(domain=DOMAIN, data_dir=self.data_dir)
-        self.ledger = store.open_ledger(self.cfg, create=False)
+        self.ledger = store.open_ledger(self.cfg, create=False, registry=registry)
         self.pool = mempool.Mempool()
         self.time = T0
 

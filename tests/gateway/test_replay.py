@@ -79,7 +79,8 @@ def test_seq_edited(chain: Node, bob: Device) -> None:
 
 def test_device_inserted(chain: Node) -> None:
     mallory = Device("mallory")
-    tamper(chain, "INSERT INTO devices VALUES (?, ?, 0, 1000000)", mallory.id, mallory.pub)
+    tamper(chain, "INSERT INTO devices VALUES (?, ?, 0, 1000000, 'device', 'active', x'', 0, "
+           "'', x'')", mallory.id, mallory.pub)
     failed(chain, 4, replay.STATE_MISMATCH)
 
 
