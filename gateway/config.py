@@ -51,6 +51,8 @@ class GatewayConfig:
     genesis_path: Path | None = None
     mempool_capacity: int = 100_000
     authority_key_path: Path | None = None
+    # public registry checked by claims (docs/IDENTITY.md); None: claims refused
+    registry_dir: Path | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -77,8 +79,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "genesis_path": (str,),
     "mempool_capacity": (int,),
     "authority_key_path": (str,),
+    "registry_dir": (str,),
 }
-_PATHS = ("data_dir", "genesis_path", "authority_key_path")
+_PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir")
 
 
 def _check(c: GatewayConfig) -> None:

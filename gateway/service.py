@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from gateway import blocks, broker_auth
 from gateway.config import GatewayConfig
+from gateway.identity_tx import registry_lookup
 from gateway.inspect import type_name
 from gateway.mempool import Mempool
 from gateway.mqtt_link import Incoming, MqttLink
@@ -60,7 +61,8 @@ class Gateway:
         self.log_txs = log_txs
         self.freeze_gc = freeze_gc
         self.counters = Counters()
-        self.led = open_ledger(cfg)
+        registry = registry_lookup(cfg.registry_dir) if cfg.registry_dir else None
+        self.led = open_ledger(cfg, registry=registry)
         self.reader = Store(cfg.db_path, readonly=True)
         self.pool = Mempool(cfg.mempool_capacity)
         self.committed = asyncio.Event()

@@ -61,10 +61,42 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
         g = genesis.load(gpath)
     except genesis.GenesisError as e:
         raise UsageError(str(e)) from None
+    from gateway.identity_tx import registry_lookup
+
+    registry = registry_lookup(args.registry) if args.registry else None
     with _open_store(args) as store:
-        rep = replay.verify_chain(store, g)
+        rep = replay.verify_chain(store, g, registry)
     print(inspect.report_text(rep))
     return EXIT_OK if rep.ok else EXIT_FAILED
+
+
+def cmd_domain_init(args: argparse.Namespace) -> int:
+    """Create a domain: a new authority key and genesis file in the data dir."""
+    from gateway import genesis
+
+    owner = b""
+    if args.owner_key:
+        from tools.keys import KeyFileError, load_key
+
+        try:
+            owner = load_key(Path(args.owner_key)).public
+        except KeyFileError as e:
+            raise UsageError(str(e)) from None
+    elif args.owner_pubkey:
+        try:
+            owner = bytes.fromhex(args.owner_pubkey)
+        except ValueError:
+            raise UsageError("--owner-pubkey must be hex") from None
+    try:
+        gpath, kpath = genesis.create_domain(_data_dir(args), args.domain,
+                                             admission=args.admission, owner=owner,
+                                             min_fee=args.min_fee)
+    except (genesis.GenesisError, FileExistsError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    g = genesis.load(gpath)
+    print(f"domain {g.domain} created: genesis {gpath}, authority key {kpath} (mode 0600)")
+    print(f"authority public key {g.authority.hex()}  admission {g.admission}")
+    return EXIT_OK
 
 
 def cmd_chain_show(args: argparse.Namespace) -> int:
@@ -141,11 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="ThingLedger: IoT ledger gateway and tools")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    dom = sub.add_parser("domain", help="create a domain (genesis and authority key)")
+    dom_sub = dom.add_subparsers(dest="domain_command", required=True, metavar="ACTION")
+    di = dom_sub.add_parser("init", parents=[data], help="new genesis and authority key")
+    di.add_argument("--domain", required=True, help="domain name (chain id), [a-z0-9-]")
+    di.add_argument("--admission", choices=("open", "closed", "claimed"), default="open",
+                    help="open: devices self-register; claimed: only devices the owner claims")
+    own = di.add_mutually_exclusive_group()
+    own.add_argument("--owner-key", metavar="FILE", help="the owner's key file")
+    own.add_argument("--owner-pubkey", metavar="HEX", help="the owner's public key")
+    di.add_argument("--min-fee", type=_positive_int, default=0, help="smallest fee (default 0)")
+    di.set_defaults(func=cmd_domain_init)
+
     chain = sub.add_parser("chain", help="inspect and verify the stored chain")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION")
     v = chain_sub.add_parser("verify", parents=[data],
                              help="re-validate every block from genesis")
     v.add_argument("--genesis", metavar="FILE", help="genesis file (default DIR/genesis.toml)")
+    v.add_argument("--registry", metavar="DIR", default=os.environ.get("THINGLEDGER_REGISTRY"),
+                   help="public registry the domain's claims were checked against")
     v.set_defaults(func=cmd_chain_verify)
     s = chain_sub.add_parser("show", parents=[data], help="show the chain or one block")
     s.add_argument("--height", type=_positive_int, metavar="H", help="show block H in full")
@@ -171,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--domain", default="demo", help="domain (chain id), default demo")
     r.add_argument("--block-interval", type=_positive_float, default=1.0, metavar="S",
                    help="seconds between blocks (default 1.0)")
+    r.add_argument("--registry-dir", metavar="DIR",
+                   default=os.environ.get("THINGLEDGER_REGISTRY"),
+                   help="public registry that claims are checked against")
     r.add_argument("--boards-dir", metavar="DIR", default=None,
                    help="flash folders of the virtual boards (default: DATA_DIR/../boards)")
     r.add_argument("--interval-ms", type=_positive_int, default=3000, metavar="MS",

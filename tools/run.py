@@ -62,7 +62,8 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         console.line("run", f"{len(files)} modules compiled")
 
     cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
-                        block_interval_s=args.block_interval)
+                        block_interval_s=args.block_interval,
+                        registry_dir=Path(args.registry_dir) if args.registry_dir else None)
     gw: Gateway | None = None  # the enforcing broker reads the chain through it, lazily
     broker = None
     if args.broker is None:
