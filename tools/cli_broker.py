@@ -46,6 +46,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         creds = broker_auth.load_credentials(creds_path)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    for path in args.key or ():  # people's own logins (owner CLI, dashboards)
+        from tools.keys import KeyFileError, load_key
+        from tools.submit import login_for
+
+        try:
+            user, pw = login_for(load_key(Path(path)), g.domain)
+        except KeyFileError as e:
+            raise UsageError(str(e)) from None
+        creds[bytes.fromhex(user)] = pw
     with Store(db, readonly=True) as store:
         state = store.load_state()
         head = store.head()
@@ -71,6 +80,8 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
     e = bsub.add_parser("export", parents=[data],
                         help="write mosquitto passwd and acl files from the chain")
     e.add_argument("--out", required=True, metavar="DIR", help="folder for passwd and acl")
+    e.add_argument("--key", action="append", metavar="FILE",
+                   help="a person's key file whose login to include (repeatable)")
     e.add_argument("--credentials", metavar="FILE",
                    help="owner's credential store (default DATA_DIR/credentials.json)")
     e.add_argument("--authority-key", metavar="FILE",

@@ -126,11 +126,14 @@ def _seq(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace, what: str, message: bytes) -> int:
     from tools.cli import EXIT_FAILED, EXIT_OK
-    from tools.submit import SubmitError, submit
+    from tools.submit import SubmitError, login_for, submit
 
     authority = _authority(args)
+    domain = _domain(args)
+    login = login_for(_key(args.key), domain, txm.decode(message).sender)
     try:
-        reply = submit(args.broker, _domain(args), message, authority, timeout=args.timeout)
+        reply = submit(args.broker, domain, message, authority, timeout=args.timeout,
+                       login=login)
     except SubmitError as e:
         print("%s: %s" % (what, e), file=sys.stderr)
         return EXIT_FAILED

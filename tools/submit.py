@@ -40,15 +40,30 @@ def next_seq() -> int:
     return time.time_ns() // 1_000_000
 
 
+def login_for(key, domain: str, principal: bytes | None = None) -> tuple[str, str]:
+    """(username, password) of the principal whose current key `key` is
+    (docs/IDENTITY.md §3); `principal` defaults to the key's own id. Anonymous
+    brokers ignore both."""
+    from gateway.broker_auth import mqtt_password
+
+    pid = principal or key.id
+    return pid.hex(), mqtt_password(key.private, domain, pid)
+
+
 def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
-           timeout: float = 15.0, client_id: str | None = None) -> Reply:
+           timeout: float = 15.0, login: tuple[str, str] | None = None) -> Reply:
+    """Publish `message` and wait for its receipt or rejection on the sender's
+    rx topic. `login` (login_for) authenticates on an enforcing broker: the
+    sender itself, or the owner of the sending device."""
     t = tx.decode(message)
     host, port = parse_url(broker_url)
     replies: queue.Queue[bytes] = queue.Queue()
     subscribed = queue.Queue()
+    user = login[0] if login else t.sender.hex()
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                    client_id=client_id or f"cli-{t.sender.hex()[:8]}-{time.time_ns() % 10**6}",
-                    protocol=mqtt.MQTTv311)
+                    client_id=f"{user}-cli-{time.time_ns() % 10**9}", protocol=mqtt.MQTTv311)
+    if login:
+        c.username_pw_set(*login)
     c.on_message = lambda _c, _u, m: replies.put(m.payload)
     c.on_subscribe = lambda *a: subscribed.put(True)
     try:
