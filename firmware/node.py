@@ -32,7 +32,8 @@ class Node:
         self.fee = int(config.get("fee", 0))
         self.seq = SeqStore()
         self.outbox = Outbox()
-        self.registered = flash.exists(REGISTERED_FILE)
+        # claimed domains admit devices by the owner's claim: no self-registration
+        self.registered = flash.exists(REGISTERED_FILE) or not config.get("self_register", True)
         self.tx_topic = topics.tx(self.domain)
         self.rx_topic = topics.rx(self.domain, wallet.hex)
         self.status_topic = topics.status(self.domain, wallet.hex)

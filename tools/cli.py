@@ -93,6 +93,11 @@ def cmd_domain_init(args: argparse.Namespace) -> int:
                                              min_fee=args.min_fee)
     except (genesis.GenesisError, FileExistsError, ValueError) as e:
         raise UsageError(str(e)) from None
+    from gateway.config import GatewayConfig
+    from gateway.store import open_ledger
+
+    open_ledger(GatewayConfig(domain=args.domain, data_dir=_data_dir(args)),
+                create=False).store.close()  # block 0 on disk: broker export works now
     g = genesis.load(gpath)
     print(f"domain {g.domain} created: genesis {gpath}, authority key {kpath} (mode 0600)")
     print(f"authority public key {g.authority.hex()}  admission {g.admission}")
@@ -209,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", parents=[data],
                        help="run the gateway (embedded broker and virtual boards by default)")
+    r.add_argument("--listen", metavar="URL", default=None,
+                   help="address of the embedded broker (default mqtt://127.0.0.1:1883)")
     r.add_argument("--broker", metavar="URL", default=None,
                    help="external broker mqtt://host:port (default: start an embedded one)")
     r.add_argument("--boards", type=_positive_int, default=3, metavar="N",

@@ -45,6 +45,19 @@ def _date(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
+def _admission_settings(data_dir: Path, domain: str) -> dict:
+    """Devices self-register only in open domains; a claimed domain admits a
+    device by its owner's claim (docs/IDENTITY.md)."""
+    from gateway import genesis
+    from gateway.config import GENESIS_FILE
+
+    try:
+        g = genesis.load(data_dir / GENESIS_FILE)
+    except genesis.GenesisError:
+        return {}
+    return {"self_register": g.admission == "open"} if g.domain == domain else {}
+
+
 def cmd_flash(args: argparse.Namespace) -> int:
     settings = tb.parse_config(args.config or [])
     for key, value in (("domain", args.domain), ("broker_host", args.broker_host),
@@ -58,6 +71,8 @@ def cmd_flash(args: argparse.Namespace) -> int:
             print(f"authority key from {args.data_dir} (domain {settings['domain']})")
         except tb.BoardError:
             pass
+    if "self_register" not in settings and settings.get("domain"):
+        settings.update(_admission_settings(Path(args.data_dir), settings["domain"]))
     if "authority" in settings:
         try:
             tb._pubkey(str(settings["authority"]))

@@ -45,7 +45,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
     boards_dir = Path(args.boards_dir) if args.boards_dir else data_dir.parent / "boards"
     build_dir = data_dir.parent / "build" / "unix"
     n_boards = 0 if args.no_boards else args.boards
-    url = args.broker or DEFAULT_URL
+    url = args.broker or getattr(args, "listen", None) or DEFAULT_URL
     host, port = parse_url(url)
 
     stop = asyncio.Event()
