@@ -88,5 +88,7 @@ def build(out_dir: Path, board: str = "unix", debug: bool = False) -> list[Path]
         if proc.returncode != 0:
             raise BuildError(f"mpy-cross failed on {rel}:\n{proc.stderr.strip()}")
         out.append(target)
+    for stale in set(out_dir.rglob("*.mpy")) - set(out):  # a module since removed
+        stale.unlink()
     stamp.write_text(" ".join(flags or ["debug"]))
     return out

@@ -262,7 +262,7 @@ def test_claim_stores_the_mqtt_password(board_copy, tmp_path, capsys, monkeypatc
     owner = new_key(tmp_path / "owner.key")
     sent: list[bytes] = []
 
-    def fake_submit(url, domain, message, authority, timeout=15.0, client_id=None):
+    def fake_submit(url, domain, message, authority, timeout=15.0, login=None):
         sent.append(message)
         return submit_mod.Reply(True, "", "", 7, 0)
 
@@ -299,7 +299,7 @@ def test_rotate_command(board_copy, tmp_path, capsys, monkeypatch):
     sent: list[bytes] = []
     answer = [submit_mod.Reply(False, "not-owner", "test", None, None)]
 
-    def fake_submit(url, domain, message, authority, timeout=15.0, client_id=None):
+    def fake_submit(url, domain, message, authority, timeout=15.0, login=None):
         sent.append(message)
         return answer[0]
 
