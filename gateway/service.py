@@ -70,6 +70,7 @@ class Gateway:
         self._full = asyncio.Event()
         self._stopping = False
         self.failed: BaseException | None = None  # set if a pipeline stage died
+        self.dead = asyncio.Event()  # set with `failed`: whoever runs the node stops it
         self._tasks: list[asyncio.Task] = []
         self.link: MqttLink | None = None
         # received messages in arrival order, with the id of the pending tx
@@ -111,6 +112,7 @@ class Gateway:
         exc = task.exception()
         self.failed = exc or RuntimeError(f"{task.get_name()} stopped")
         self.on_event(f"error: {task.get_name()} stopped: {self.failed!r}")
+        self.dead.set()
 
     async def stop(self) -> None:
         """Stop taking messages, commit what is pending, close the store."""

@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", parents=[data],
                        help="run the gateway (embedded broker and virtual boards by default)")
+    r.add_argument("--quiet", action="store_true",
+                   help="no line per transaction (blocks and errors only)")
     r.add_argument("--listen", metavar="URL", default=None,
                    help="address of the embedded broker (default mqtt://127.0.0.1:1883)")
     r.add_argument("--broker", metavar="URL", default=None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -76,7 +75,8 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         mode = "enforcing the chain's identities" if broker.enforcing else "anonymous"
         console.line("broker", f"embedded amqtt broker on {url} ({mode})")
 
-    gw = Gateway(cfg, on_event=lambda line: console.line("gateway", line))
+    gw = Gateway(cfg, on_event=lambda line: console.line("gateway", line),
+                 log_txs=not getattr(args, "quiet", False))
     procs: list[asyncio.subprocess.Process] = []
     pumps: list[asyncio.Task] = []
     try:
@@ -96,9 +96,11 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))
         if n_boards:
             console.line("run", f"{n_boards} virtual boards started (Ctrl-C to stop)")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), args.seconds)
-        console.line("run", "stopping")
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(gw.dead.wait())]
+        await asyncio.wait(waits, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        console.line("run", "stopping" if gw.failed is None else "stopping: the gateway failed")
     finally:
         for p in procs:
             if p.returncode is None:
@@ -116,7 +118,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
                      "this run")
         if broker is not None:
             await broker.stop()
-    return 0
+    return 1 if gw.failed is not None else 0
 
 
 def embedded_broker(cfg: GatewayConfig, host: str, port: int,
