@@ -43,7 +43,6 @@ state and the head block. `registry` is the registry lookup used for claims
 
 from __future__ import annotations
 
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import genesis as gen
+from gateway import sqlite_db
 from gateway.blocks import Block, genesis_block, receipts_levels
 from gateway.config import GatewayConfig
 from gateway.state import DeviceRecord, Registry, Rules, State
@@ -164,19 +164,7 @@ class Store:
         self.path = Path(path)
         self.readonly = readonly
         self._levels: OrderedDict[int, list[list[bytes]]] = OrderedDict()
-        if readonly:
-            if not self.path.exists():
-                raise FileNotFoundError(str(self.path))
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 5000")
-        else:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(SCHEMA)
+        self._db = sqlite_db.connect(self.path, SCHEMA, readonly=readonly)
 
     def close(self) -> None:
         self._db.close()

@@ -28,13 +28,13 @@ last committed block while a writer appends. Every lookup is one SELECT
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from gateway import sqlite_db
 from gateway.mempool import MempoolFull
 from gateway.registry.chain import (
     Attempt,
@@ -173,19 +173,13 @@ class RegistryStore:
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        if readonly:
-            if not self.path.exists():
-                raise RegistryError("not-initialized", f"no registry database at {self.path}")
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 5000")
-        else:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(SCHEMA)
+        try:
+            # several miners may share one data dir: writers wait longer for the lock
+            self._db = sqlite_db.connect(self.path, SCHEMA, readonly=readonly,
+                                         busy_ms=5000 if readonly else 10000)
+        except FileNotFoundError:
+            raise RegistryError("not-initialized",
+                                f"no registry database at {self.path}") from None
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,28 @@
+"""Opening the node's SQLite databases (domain chain, public registry) the
+same way: WAL journal, FULL sync (a receipt is only sent after its block
+survives a power cut), a busy timeout, and read-only connections through a
+`mode=ro` URI so inspection tools read while the node writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def connect(path: Path, schema: str, *, readonly: bool = False,
+            busy_ms: int = 5000) -> sqlite3.Connection:
+    """An autocommit connection (the caller opens its own transactions).
+    Read-only: the file must exist (FileNotFoundError otherwise)."""
+    if readonly:
+        if not path.exists():
+            raise FileNotFoundError(str(path))
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
+                             isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        return db
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.executescript(schema)
+    return db
