@@ -362,7 +362,7 @@ def run(args: argparse.Namespace) -> dict:
     base = [str(exe)] if exe.exists() and not args.profile else \
         [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
          "-m", "tools.cli"]
-    cmd = [*base, "run", "--no-boards", "--broker", f"mqtt://{HOST}:{port}", "--data-dir",
+    cmd = [*base, "run", "--no-boards", "--quiet", "--broker", f"mqtt://{HOST}:{port}", "--data-dir",
            str(data), "--domain", DOMAIN, "--block-interval", str(args.block_interval)]
     log = open(tmp / "gateway.log", "w")  # noqa: SIM115 - closed below
     gw = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -488,7 +488,7 @@ def context(res: dict) -> str:
         f"{a['devices']} devices, {b['n']:,} readings in the burst from {a['publishers']} "
         f"publisher processes (broker took {b['publish_tps']:,.0f} msg/s), block interval "
         f"{a['block_interval']} s, {res['blocks']} blocks (largest {res['max_block']} txs); "
-        f"gateway: `thingledger run --no-boards --broker ...` (every tx logged); "
+        f"gateway: `thingledger run --no-boards --quiet --broker ...`; "
         f"chain verify {'ok' if res['verify_ok'] else 'FAILED'} in {res['verify_s']:.1f} s",
         f"CPU per committed tx in the burst: gateway process {b['gw_cpu_us']:.0f} us "
         f"({b['gw_cores']:.2f} cores busy), mosquitto {b['broker_cpu_us']:.0f} us",
