@@ -1,14 +1,18 @@
 """Heap cost of each firmware module under `micropython -X heapsize=64k`.
 
 Run by bench/firmware.py under MicroPython with the mpy-cross build on
-sys.path: prints `module <name> <bytes>` lines, then `total` and `free`."""
+sys.path: prints `module <name> <bytes>` lines for the modules the node loop
+keeps, then `total` and `free`, then `startup <name> <bytes>` for the
+modules firmware/main.py loads for start-up only and drops before the loop
+(their heap comes back)."""
 import gc
 import sys
 
 MODULES = ("shared.errors", "shared.cbor", "shared.p256", "shared.cose", "shared.topics",
            "shared.tx", "shared.merkle", "shared.header", "shared.messages", "firmware.flash",
-           "firmware.wallet", "firmware.mqtt",
-           "firmware.node", "boards", "boards.profile", "boards.unix")
+           "firmware.wallet", "firmware.mqtt", "firmware.node", "boards", "boards.unix",
+           "firmware.main")
+STARTUP = ("boards.profile", "firmware.startup")
 
 
 def main(build):
@@ -23,6 +27,12 @@ def main(build):
         f0 = f1
     print("total %d" % (start - f0))
     print("free %d" % f0)
+    for m in STARTUP:
+        __import__(m)
+        gc.collect()
+        f1 = gc.mem_free()
+        print("startup %s %d" % (m, f0 - f1))
+        f0 = f1
 
 
 main(sys.argv[1])

@@ -8,8 +8,7 @@ class Board:
     name = "unix"
 
     def __init__(self, profile, config):
-        self.profile = profile
-        self.sensor = profile["sensors"][0]
+        self.sensor = profile["sensors"][0]  # not the whole profile: RAM is scarce
         self._value = int(config.get("sim_start", 2150))
 
     def network_up(self):

@@ -2,47 +2,51 @@
 Node and run it. On a board, main.py at the flash root does
 `from firmware.main import main; main()`; the unix virtual board is started
 the same way with the board's flash folder as working directory and the
-firmware build on sys.path (see tools/vboard.py)."""
-import json
+firmware build on sys.path (see tools/vboard.py).
 
-from firmware import wallet as wallet_mod
-from firmware.mqtt import MQTTClient
-from firmware.node import Node
+Heap frugality (64 KiB): the loop's transient buffers (a received message,
+its decoded copies, the signature check's big ints) need free runs of a few
+hundred bytes, so the long-lived objects must sit packed at the bottom of the
+heap. MicroPython only collects when the heap is full: while modules load,
+their code would land between thousands of dead temporaries (the p256 comb
+table build, the wallet's first signatures) and, once those are freed, leave
+the free heap cut into holes too small for a 340-byte message (seen: 10 KB
+free, no 250-byte run). So start-up runs with gc.threshold (a collection
+every 2 KiB allocated), which keeps what it allocates packed low;
+the loop then runs without it. The wiring itself is firmware/startup.py,
+used once and then forgotten (see _forget): its code, the board profile and
+the parsed config.json are worth more as free heap for the receipt checks."""
+import gc
+import sys
 
-CONFIG_FILE = "config.json"
+from micropython import const
 
-
-def load_config(path=CONFIG_FILE):
-    with open(path) as f:
-        cfg = json.load(f)
-    for key in ("domain", "authority", "broker_host", "broker_port"):
-        if key not in cfg:
-            raise ValueError("config.json: missing key '%s'" % key)
-    return cfg
-
-
-def load_board(cfg):
-    """The adapter of the board this firmware was built for, with its profile."""
-    from boards.profile import ADAPTER, PROFILE
-
-    return __import__(ADAPTER, None, None, ["Board"]).Board(PROFILE, cfg)
+_START_GC_BYTES = const(2048)  # collect every 2 KiB allocated during start-up
 
 
-def make_node(cfg, log):
-    board = load_board(cfg)
-    board.network_up()
-    w = wallet_mod.load_or_create()
-    # broker login (docs/IDENTITY.md §3): user = device id, password = the
-    # wallet's deterministic signature over ["mqtt", domain, id]; an anonymous
-    # broker ignores both
-    client = MQTTClient(w.hex.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
-                         user=w.hex, password=w.mqtt_password(cfg["domain"]),
-                         keepalive=int(cfg.get("keepalive", 30)))
-    return Node(board, cfg, w, client, log=log)
+def _forget(name):
+    # Drop a module used only at start-up: out of sys.modules and off its
+    # package, so nothing refers to it and the GC frees its code.
+    pkg, _, attr = name.rpartition(".")
+    if sys.modules.pop(name, None) is not None and pkg in sys.modules:
+        try:
+            delattr(sys.modules[pkg], attr)
+        except AttributeError:
+            pass
+
+
+def _start():
+    # In its own frame: once it returns, no stale slot still holds startup.
+    from firmware import startup
+
+    return startup.make_node(print)
 
 
 def main(steps=None):
-    cfg = load_config()
-    node = make_node(cfg, print)
+    gc.threshold(_START_GC_BYTES)
+    node = _start()
+    gc.threshold(-1)
+    _forget("firmware.startup")
+    _forget("boards.profile")
+    gc.collect()
     node.run(steps)
-

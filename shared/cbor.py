@@ -37,6 +37,11 @@ ThingLedger wire; one code base for CPython and MicroPython."""
 #
 # The decoder walks a memoryview by index; only the bytes/str values it
 # returns are copied. Recursion is bounded by max_depth.
+#
+# Frugality (light nodes load this module; see shared/__init__.py): few
+# module-level names and few distinct argument names (each one is interned
+# in the board's heap for good): private helpers take ROM-interned names
+# (buf, pos, end, key, v, n), constants are `_X = const(...)` or inline.
 
 try:
     from micropython import const
@@ -63,23 +68,20 @@ _TRUE = const(0xF5)
 _NULL = const(0xF6)
 _TAG_COSE_SIGN1 = const(18)
 
-# Smallest argument allowed after additional info 24, 25, 26, 27.
-_MIN_ARG = (24, 0x100, 0x10000, 0x100000000)
-
-
 # True when the interpreter's UTF-8 decoder refuses overlongs, surrogates
-# and code points above U+10FFFF (CPython yes, MicroPython no).
-def _strict_utf8():
-    for bad in (b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"):
+# and code points above U+10FFFF (CPython yes, MicroPython no). The probe is
+# replaced by its answer (one name, and the function's heap goes back).
+def _STRICT_UTF8():
+    for v in (b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"):
         try:
-            str(bad, "utf-8")
+            str(v, "utf-8")
         except UnicodeError:
             continue
         return False
     return True
 
 
-_STRICT_UTF8 = _strict_utf8()
+_STRICT_UTF8 = _STRICT_UTF8()
 
 
 class Tag:
@@ -98,13 +100,13 @@ class Tag:
         return "Tag(%r, %r)" % (self.tag, self.value)
 
 
-# True when buf[i:end] is strict UTF-8 (RFC 3629): no overlongs, surrogates,
+# True when buf[pos:end] is strict UTF-8 (RFC 3629): no overlongs, surrogates,
 # code points above U+10FFFF or cut sequences.
-def utf8_ok(buf, i, end):
-    while i < end:
-        c = buf[i]
+def utf8_ok(buf, pos, end):
+    while pos < end:
+        c = buf[pos]
         if c < 0x80:
-            i += 1
+            pos += 1
             continue
         if c < 0xC2 or c > 0xF4:
             return False
@@ -118,57 +120,61 @@ def utf8_ok(buf, i, end):
             n = 3
             lo = 0x90 if c == 0xF0 else 0x80
             hi = 0x8F if c == 0xF4 else 0xBF
-        if end - i <= n:
+        if end - pos <= n:
             return False
-        c = buf[i + 1]
+        c = buf[pos + 1]
         if c < lo or c > hi:
             return False
-        for j in range(i + 2, i + n + 1):
+        for j in range(pos + 2, pos + n + 1):
             if buf[j] & 0xC0 != 0x80:
                 return False
-        i += n + 1
+        pos += n + 1
     return True
 
 
 # ---------------------------------------------------------------- encoding
 
 
-def _head(buf, mt, n):
+def _head(buf, t, n):
+    # t: major type (high 3 bits)
     if n < 24:
-        buf.append(mt | n)
+        buf.append(t | n)
     elif n < 0x100:
-        buf.append(mt | 24)
+        buf.append(t | 24)
         buf.append(n)
     elif n < 0x10000:
-        buf.append(mt | 25)
+        buf.append(t | 25)
         buf.extend(n.to_bytes(2, "big"))
     elif n < 0x100000000:
-        buf.append(mt | 26)
+        buf.append(t | 26)
         buf.extend(n.to_bytes(4, "big"))
     elif not n >> 64:
-        buf.append(mt | 27)
+        buf.append(t | 27)
         buf.extend(n.to_bytes(8, "big"))
     else:
         raise errors.EncodeError("int-range")
 
 
-# x with len() counting bytes: CPython views of other formats are cast.
-def _byte_view(x):
-    if isinstance(x, memoryview) and getattr(x, "format", "B") != "B":
-        x = x.cast("B")
-    return x
+def bstr_head(n):
+    """The head of a byte string of length n (to hash CBOR piecewise)."""
+    buf = bytearray()
+    _head(buf, _MT_BYTES, n)
+    return buf
 
 
-def _enc_key(k):
-    if isinstance(k, bool) or not isinstance(k, (int, str, bytes)):
+# v with len() counting bytes: CPython views of other formats are cast.
+def _byte_view(v):
+    if isinstance(v, memoryview) and getattr(v, "format", "B") != "B":
+        v = v.cast("B")
+    return v
+
+
+def _enc_key(key):
+    if isinstance(key, bool) or not isinstance(key, (int, str, bytes)):
         raise errors.EncodeError("bad-key")
     kb = bytearray()
-    _enc(kb, k, 0)
+    _enc(kb, key, 0)
     return bytes(kb)
-
-
-def _first(pair):
-    return pair[0]
 
 
 def _enc(buf, x, depth):
@@ -206,7 +212,7 @@ def _enc(buf, x, depth):
         if depth <= 0:
             raise errors.EncodeError("too-deep")
         pairs = [(_enc_key(k), v) for k, v in x.items()]
-        pairs.sort(key=_first)
+        pairs.sort()  # by encoded key: distinct keys encode differently, values never compared
         _head(buf, _MT_MAP, len(pairs))
         for kb, v in pairs:
             buf.extend(kb)
@@ -235,121 +241,103 @@ def dumps(obj, max_depth=MAX_DEPTH):
 # ---------------------------------------------------------------- decoding
 
 
-def _fail(detail):
-    return errors.DecodeError(detail)
-
-
-# True when mv[a:ae] sorts strictly before mv[b:be] (bytewise).
-def _before(mv, a, ae, b, be):
-    while a < ae and b < be:
-        x = mv[a]
-        y = mv[b]
-        if x != y:
-            return x < y
-        a += 1
-        b += 1
-    return a == ae and b < be
-
-
-# Decode one item at mv[i]; returns (value, index after it).
-def _item(mv, i, end, depth):
-    if i >= end:
-        raise _fail("truncated")
-    ib = mv[i]
-    i += 1
+# Decode one item at buf[pos]; returns (value, index after it). copy: byte
+# strings as bytes, else as memoryview slices of buf (map keys are always bytes).
+def _item(buf, pos, end, depth, copy):
+    if pos >= end:
+        raise errors.DecodeError("truncated")
+    ib = buf[pos]
+    pos += 1
     mt = ib & 0xE0
     ai = ib & 0x1F
     if mt == 0xE0:
         if ai == 20:
-            return False, i
+            return False, pos
         if ai == 21:
-            return True, i
+            return True, pos
         if ai == 22:
-            return None, i
-        if ai == 31:
-            raise _fail("indefinite")
-        raise _fail("unsupported")
+            return None, pos
+        raise errors.DecodeError("indefinite" if ai == 31 else "unsupported")
     if ai < 24:
         n = ai
     elif ai < 28:
         k = 1 << (ai - 24)
-        if end - i < k:
-            raise _fail("truncated")
+        if end - pos < k:
+            raise errors.DecodeError("truncated")
         n = 0
-        for j in range(i, i + k):
-            n = (n << 8) | mv[j]
-        i += k
-        if n < _MIN_ARG[ai - 24]:
-            raise _fail("non-canonical")
-    elif ai == 31:
-        raise _fail("indefinite")
+        for j in range(pos, pos + k):
+            n = (n << 8) | buf[j]
+        pos += k
+        # smallest argument allowed after additional info 24, 25, 26, 27
+        if n < (24, 0x100, 0x10000, 0x100000000)[ai - 24]:
+            raise errors.DecodeError("non-canonical")
     else:
-        raise _fail("unsupported")
+        raise errors.DecodeError("indefinite" if ai == 31 else "unsupported")
 
     if mt == _MT_UINT:
-        return n, i
+        return n, pos
     if mt == _MT_NINT:
-        return -1 - n, i
+        return -1 - n, pos
     if mt == _MT_BYTES or mt == _MT_TEXT:
-        if n > end - i:
-            raise _fail("truncated")
-        j = i + n
+        if n > end - pos:
+            raise errors.DecodeError("truncated")
+        j = pos + n
         if mt == _MT_BYTES:
-            return bytes(mv[i:j]), j
-        if not _STRICT_UTF8 and not utf8_ok(mv, i, j):
-            raise _fail("bad-utf8")
+            return (bytes(buf[pos:j]) if copy else buf[pos:j]), j
+        if not _STRICT_UTF8 and not utf8_ok(buf, pos, j):
+            raise errors.DecodeError("bad-utf8")
         try:
-            return str(mv[i:j], "utf-8"), j
+            return str(buf[pos:j], "utf-8"), j
         except UnicodeError:
-            raise _fail("bad-utf8") from None
+            raise errors.DecodeError("bad-utf8") from None
     if mt == _MT_TAG and n != _TAG_COSE_SIGN1:
-        raise _fail("unsupported")
+        raise errors.DecodeError("unsupported")
     if depth <= 0:
-        raise _fail("too-deep")
+        raise errors.DecodeError("too-deep")
     depth -= 1
     if mt == _MT_ARRAY:
-        if n > end - i:  # each item takes at least one byte
-            raise _fail("truncated")
+        if n > end - pos:  # each item takes at least one byte
+            raise errors.DecodeError("truncated")
         out = [None] * n  # one allocation, no regrowth; n <= len(data)
         for k in range(n):
-            out[k], i = _item(mv, i, end, depth)
-        return out, i
+            out[k], pos = _item(buf, pos, end, depth, copy)
+        return out, pos
     if mt == _MT_MAP:
-        if n > (end - i) >> 1:  # each pair takes at least two bytes
-            raise _fail("truncated")
+        if n > (end - pos) >> 1:  # each pair takes at least two bytes
+            raise errors.DecodeError("truncated")
         out = {}
-        ps = pe = -1
+        prev = None  # encoding of the previous key: keys must strictly increase
         for _ in range(n):
-            if i < end and mv[i] >= _MT_ARRAY:
-                raise _fail("unsupported")  # key is not int/str/bytes
-            ks = i
-            k, i = _item(mv, i, end, depth)
-            if ps >= 0 and not _before(mv, ps, pe, ks, i):
-                if k in out:
-                    raise _fail("duplicate-key")
-                raise _fail("non-canonical")
-            ps = ks
-            pe = i
-            v, i = _item(mv, i, end, depth)
+            if pos < end and buf[pos] >= _MT_ARRAY:
+                raise errors.DecodeError("unsupported")  # key is not int/str/bytes
+            j = pos
+            k, pos = _item(buf, pos, end, depth, True)
+            j = bytes(buf[j:pos])
+            if prev is not None and not prev < j:
+                raise errors.DecodeError("duplicate-key" if k in out else "non-canonical")
+            prev = j
+            v, pos = _item(buf, pos, end, depth, copy)
             out[k] = v
-        return out, i
+        return out, pos
     # tag 18
-    v, i = _item(mv, i, end, depth)
-    return Tag(_TAG_COSE_SIGN1, v), i
+    v, pos = _item(buf, pos, end, depth, copy)
+    return Tag(_TAG_COSE_SIGN1, v), pos
 
 
-def loads(data, max_size=MAX_SIZE, max_depth=MAX_DEPTH):
-    """The one canonical CBOR item in data (bytes, bytearray, memoryview)."""
+def loads(data, max_size=MAX_SIZE, max_depth=MAX_DEPTH, copy=True):
+    """The one canonical CBOR item in data (bytes, bytearray, memoryview).
+    copy=False: byte strings come back as memoryview slices of data, valid
+    while data is unchanged (no copy: cose.verify1 checks a signature in place)."""
     if isinstance(data, (bytes, bytearray)):
         mv = memoryview(data)
     elif isinstance(data, memoryview):
         mv = _byte_view(data)
     else:
-        raise _fail("bad-type")
+        raise errors.DecodeError("bad-type")
     end = len(mv)
     if end > max_size:
         raise errors.TooLarge("too-large")
-    v, i = _item(mv, 0, end, max_depth)
-    if i != end:
-        raise _fail("trailing")
+    v, pos = _item(mv, 0, end, max_depth, copy)
+    if pos != end:
+        raise errors.DecodeError("trailing")
     return v

@@ -11,14 +11,23 @@ verification uses it (shared/es256_cryptography.py: fast, constant-time);
 otherwise (MicroPython, boards) shared/p256.py. Signing always uses shared/p256.py: RFC 6979 deterministic
 nonces on every side.
 """
+from hashlib import sha256
+
 from shared import cbor, errors
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 TAG_SIGN1 = 18
-ALG_ES256 = -7
-HDR_ALG = 1
-HDR_KID = 4
-MAX_KID = 32
-_CONTEXT = "Signature1"
+_ALG_ES256 = const(-7)
+_HDR_ALG = const(1)
+_HDR_KID = const(4)
+_MAX_KID = const(32)
 
 try:  # CPython gateway: fast verification (shared/es256_cryptography.py)
     from shared.es256_cryptography import verify as _verify
@@ -46,11 +55,24 @@ class Sign1:
 
 def sig_structure(protected, payload):
     """The bytes ES256 signs: Sig_structure of RFC 9052 §4.4, no external aad."""
-    return cbor.dumps([_CONTEXT, protected, b"", payload])
+    return cbor.dumps(["Signature1", protected, b"", payload])
+
+
+def sig_digest(protected, payload):
+    """SHA-256 of sig_structure(protected, payload), hashed piecewise: a board
+    never holds a second copy of the payload (tests check it equals hashing
+    sig_structure)."""
+    h = sha256(b"\x84\x6aSignature1")  # array(4), text(10) "Signature1"
+    h.update(cbor.bstr_head(len(protected)))
+    h.update(protected)
+    h.update(b"\x40")
+    h.update(cbor.bstr_head(len(payload)))
+    h.update(payload)
+    return h.digest()
 
 
 def protected_header(kid):
-    return cbor.dumps({HDR_ALG: ALG_ES256, HDR_KID: kid})
+    return cbor.dumps({_HDR_ALG: _ALG_ES256, _HDR_KID: kid})
 
 
 def sign1(private_key, payload, kid):
@@ -58,53 +80,59 @@ def sign1(private_key, payload, kid):
     from shared import p256
 
     prot = protected_header(kid)
-    sig = p256.sign(private_key, sig_structure(prot, payload))
+    sig = p256.sign_digest(private_key, sig_digest(prot, payload))
     return cbor.dumps(cbor.Tag(TAG_SIGN1, [prot, {}, payload, sig]))
 
 
-def parse1(message):
+def parse1(message, copy=True):
     """Check the structure of a COSE_Sign1 and return a Sign1 (unverified).
-    Raises errors.DecodeError/TooLarge for bad CBOR, errors.CoseError otherwise."""
-    obj = cbor.loads(message)
+    copy=False: its protected, payload and signature are memoryview slices of
+    `message` (see verify1). Raises errors.DecodeError/TooLarge for bad CBOR,
+    errors.CoseError otherwise."""
+    obj = cbor.loads(message, copy=copy)
     if not isinstance(obj, cbor.Tag) or obj.tag != TAG_SIGN1:
         raise errors.CoseError("not-sign1")
     v = obj.value
     if not isinstance(v, list) or len(v) != 4:
         raise errors.CoseError("bad-structure")
     prot, unprot, payload, sig = v
-    if not isinstance(prot, bytes) or not isinstance(unprot, dict) or unprot:
+    bstr = (bytes, memoryview)  # memoryview: only what loads(copy=False) returns
+    if not isinstance(prot, bstr) or not isinstance(unprot, dict) or unprot:
         raise errors.CoseError("bad-headers")
-    if not isinstance(payload, bytes):
+    if not isinstance(payload, bstr):
         raise errors.CoseError("bad-payload")
-    if not isinstance(sig, bytes) or len(sig) != 64:
+    if not isinstance(sig, bstr) or len(sig) != 64:
         raise errors.CoseError("bad-signature-size")
     hdr = cbor.loads(prot)
     if not isinstance(hdr, dict) or len(hdr) != 2:
         raise errors.CoseError("bad-headers")
-    alg = hdr.get(HDR_ALG)
-    if isinstance(alg, bool) or alg != ALG_ES256:
+    alg = hdr.get(_HDR_ALG)
+    if isinstance(alg, bool) or alg != _ALG_ES256:
         raise errors.CoseError("bad-alg")
-    kid = hdr.get(HDR_KID)
-    if not isinstance(kid, bytes) or not 0 < len(kid) <= MAX_KID:
+    kid = hdr.get(_HDR_KID)
+    if not isinstance(kid, bytes) or not 0 < len(kid) <= _MAX_KID:
         raise errors.CoseError("bad-kid")
     return Sign1(prot, kid, payload, sig)
 
 
 def check1(public_key, parsed):
-    """Verify a parsed Sign1 against `public_key` (SEC1 bytes); raises SignatureError."""
-    data = parsed.to_be_signed()
+    """Verify a parsed Sign1 against `public_key` (SEC1 bytes); raises
+    SignatureError. Returns parsed.payload."""
     if _verify is not None:
-        ok = _verify(public_key, data, parsed.signature)
+        ok = _verify(public_key, parsed.to_be_signed(), parsed.signature)
     else:
         from shared import p256
 
-        ok = p256.verify(public_key, data, parsed.signature)
+        ok = p256.verify_digest(public_key, sig_digest(parsed.protected, parsed.payload),
+                                bytes(parsed.signature))
     if not ok:
         raise errors.SignatureError("bad-signature")
     return parsed.payload
 
 
 def verify1(public_key, message):
-    """Payload of `message` if it is a well-formed COSE_Sign1 signed by
-    `public_key`; raises a typed error (CoseError, SignatureError, DecodeError)."""
-    return check1(public_key, parse1(message))
+    """Payload (bytes) of `message` if it is a well-formed COSE_Sign1 signed by
+    `public_key`; raises a typed error (CoseError, SignatureError, DecodeError).
+    The signature is checked on views into `message`: on a board no copy of
+    the payload exists until it has been verified (the heap's peak)."""
+    return bytes(check1(public_key, parse1(message, False)))

@@ -5,29 +5,18 @@ tx_root, receipts_root, state_root, proposer (authority device id).
 The block hash is SHA-256 of the header's CBOR bytes (the COSE payload).
 Light nodes check receipts against `receipts_root` of a header whose signature
 they verified with the domain authority's public key.
+
+Frugality: a light node loads this module, so it holds what the node needs
+(decode, open_signed). Making headers (VERSION, encode, block_hash, sign) is
+the gateway's work, in shared/header_gateway.py; those names are still
+reachable here (header.sign, ...), loaded on first use.
 """
-from hashlib import sha256
+from shared import cbor, cose, errors, lazy
 
-from shared import cbor, cose, errors
-
-VERSION = 1
 HASH_FIELDS = ("prev_hash", "tx_root", "receipts_root", "state_root")
 INT_FIELDS = ("version", "height", "time")
 FIELDS = ("version", "domain", "height", "prev_hash", "time", "tx_root", "receipts_root",
           "state_root", "proposer")
-
-
-def encode(fields):
-    return cbor.dumps(fields)
-
-
-def block_hash(header_bytes):
-    return sha256(header_bytes).digest()
-
-
-def sign(private_key, proposer_id, fields):
-    """COSE_Sign1 of the header, signed by the proposer (the domain authority)."""
-    return cose.sign1(private_key, encode(fields), proposer_id)
 
 
 def decode(header_bytes):
@@ -55,3 +44,6 @@ def open_signed(authority_public_key, signed):
     Raises SignatureError / CoseError / DecodeError / ProofError."""
     header_bytes = cose.verify1(authority_public_key, signed)
     return decode(header_bytes), header_bytes
+
+
+__getattr__ = lazy("shared.header_gateway", globals())

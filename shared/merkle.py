@@ -11,6 +11,8 @@ so a board never pays heap for them.
 """
 from hashlib import sha256
 
+from shared import lazy
+
 EMPTY_ROOT = sha256(b"").digest()
 
 
@@ -38,7 +40,7 @@ def verify(leaf, index, size, path, root_hash):
     sn = size - 1
     r = leaf_hash(leaf)
     for p in path:
-        if sn == 0 or not isinstance(p, (bytes, bytearray)) or len(p) != 32:
+        if sn == 0 or not isinstance(p, (bytes, bytearray, memoryview)) or len(p) != 32:
             return False
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
@@ -53,9 +55,4 @@ def verify(leaf, index, size, path, root_hash):
     return sn == 0 and r == root_hash
 
 
-def __getattr__(name):
-    if name in ("levels", "root_of", "root", "proof"):
-        from shared import merkletree
-
-        return getattr(merkletree, name)
-    raise AttributeError(name)
+__getattr__ = lazy("shared.merkletree", globals())

@@ -4,8 +4,13 @@ A receipt carries the block height, the signed header and the RFC 6962 audit
 path of the receipt leaf in the block's receipts tree, so a light node checks
 its receipt against the header without the block. A rejection carries a wire
 reason code from shared/errors.py and a finer detail.
+
+Frugality (see shared/__init__.py): a light node loads this module to read and
+check replies; building them (receipt, rejection, STATUS_OK/FAILED, M_DETAIL)
+is the gateway's work, in shared/messages_gateway.py, still reachable here
+(messages.receipt, ...) and loaded on first use.
 """
-from shared import cbor, errors, header, merkle
+from shared import cbor, errors, header, lazy, merkle
 
 KIND_RECEIPT = 1
 KIND_REJECT = 2
@@ -21,10 +26,7 @@ M_HEADER = 7
 M_INDEX = 8
 M_SIZE = 9
 M_PROOF = 10
-M_DETAIL = 11
-
-STATUS_OK = 0
-STATUS_FAILED = 1
+# M_DETAIL = 11 (rejections only): shared/messages_gateway.py
 
 
 def receipt_leaf(tx_id, status, reason, events):
@@ -32,25 +34,14 @@ def receipt_leaf(tx_id, status, reason, events):
     return cbor.dumps({1: tx_id, 2: status, 3: reason, 4: events})
 
 
-def receipt(tx_id, seq, status, reason, events, height, signed_header, index, size, proof):
-    return cbor.dumps({
-        M_KIND: KIND_RECEIPT, M_TX: tx_id, M_SEQ: seq, M_STATUS: status, M_REASON: reason,
-        M_EVENTS: events, M_HEIGHT: height, M_HEADER: signed_header, M_INDEX: index,
-        M_SIZE: size, M_PROOF: proof,
-    })
-
-
-def rejection(tx_id, seq, reason, detail):
-    return cbor.dumps({M_KIND: KIND_REJECT, M_TX: tx_id, M_SEQ: seq, M_REASON: reason,
-                       M_DETAIL: detail})
-
-
-def parse(data):
-    """Decode a reply; returns the map (raises DecodeError / ProofError)."""
-    m = cbor.loads(data)
+def parse(data, copy=True):
+    """Decode a reply; returns the map (raises DecodeError / ProofError).
+    copy=False (a board): its byte strings are memoryview slices of `data`
+    (no copy of the signed header; check_receipt takes either)."""
+    m = cbor.loads(data, copy=copy)
     if not isinstance(m, dict) or m.get(M_KIND) not in (KIND_RECEIPT, KIND_REJECT):
         raise errors.ProofError("bad-reply")
-    if not isinstance(m.get(M_TX), bytes) or not isinstance(m.get(M_REASON), str):
+    if not isinstance(m.get(M_TX), (bytes, memoryview)) or not isinstance(m.get(M_REASON), str):
         raise errors.ProofError("bad-reply")
     return m
 
@@ -69,3 +60,6 @@ def check_receipt(m, authority_public_key):
                          fields["receipts_root"]):
         raise errors.ProofError("bad-proof")
     return fields
+
+
+__getattr__ = lazy("shared.messages_gateway", globals())

@@ -16,22 +16,26 @@ unchanged on CPython and MicroPython. Notes on the choices are in comments."""
 # - Not constant-time (Python big ints never are): the threat model is a
 #   network attacker, not one on the board's power rail.
 #
-# Memory and speed (MicroPython, 64 KiB heap): each big int is a 40-60 byte
+# Memory and speed (MicroPython, 64 KiB heap): each big int is a 40-110 byte
 # heap object, so precomputed points live in ONE bytearray (64 bytes per
 # affine point) and are turned into ints on use. Points are Jacobian (a = -3
 # doubling). k*G is a Lim-Lee comb (_W teeth, _D columns, 2**_W - 1 points,
-# 960 bytes) built at import; verify's u2*Q is the same comb over a 3-point
-# table of Q built per call (2 teeth, 128 columns: 256 doublings, ~96
-# additions). A 4-tooth table (15 points) measured no faster here and needs a
-# 960-byte block, which a fragmented 64 KiB heap may not have. Inverses use
-# extended Euclid: ~6x faster than pow(a, p - 2, p) on MicroPython. Larger _W
-# signs faster but costs 64 * 2**_W bytes of heap and a slower import.
+# 960 bytes) built at import. verify's u1*G + u2*Q is Shamir's trick as the
+# same comb walk: 2 teeth, 256 columns, over the 3-point table (G, Q, G+Q)
+# (192 bytes, one inversion), i.e. the 512-bit scalar u2 * 2**256 + u1: 256
+# doublings and ~192 additions, no other table. The walk (_comb) does its
+# doublings and additions inline: MicroPython puts the frame of a call with
+# more than ~10 locals and stack slots on the heap, and a helper per step also
+# costs a tuple; about ten big ints are alive at once. RFC 6979 nonces are a plain loop, not a generator
+# (a generator's frame lives on the heap). Inverses use extended Euclid: ~6x
+# faster than pow(a, p - 2, p) on MicroPython. Larger _W signs faster but
+# costs 64 * 2**_W bytes of heap and a slower import. The module holds few
+# names (each costs a board heap for good): the HMAC it needs lives here too.
 
 import os
 from hashlib import sha256
 
 from shared import errors
-from shared.hmacsha256 import hmac_sha256
 
 try:
     from micropython import const
@@ -53,12 +57,12 @@ _D = const(64)  # _W * _D >= 256; W=4 costs 1 KiB of table (W=6: 4 KiB) for ~0.5
 _BYTES = (bytes, bytearray)
 
 
-def _inv(a, m):
-    r0, r1, s0, s1 = a % m, m, 1, 0
+def _inv(v, n):
+    r0, r1, s0, s1 = v % n, n, 1, 0
     while r1:
         q, r = divmod(r0, r1)
         r0, r1, s0, s1 = r1, r, s1, s0 - q * s1
-    return s0 % m
+    return s0 % n
 
 
 # Jacobian (X, Y, Z) is the affine point (X/Z^2, Y/Z^3); Z == 0 is infinity.
@@ -72,22 +76,6 @@ def _dbl(x, y, z):
     a = 3 * (x - d) * (x + d) % _P
     x3 = (a * a - 8 * b) % _P
     return x3, (a * (4 * b - x3) - 8 * g * g) % _P, 2 * y * z % _P
-
-
-def _madd(x1, y1, z1, x2, y2):
-    # (x1, y1, z1) + affine (x2, y2)
-    if not z1:
-        return x2, y2, 1
-    zz = z1 * z1 % _P
-    h = (x2 * zz - x1) % _P
-    r = (y2 * zz % _P * z1 - y1) % _P
-    if not h:
-        return (0, 0, 0) if r else _dbl(x1, y1, z1)
-    hh = h * h % _P
-    hhh = h * hh % _P
-    v = x1 * hh % _P
-    x3 = (r * r - hhh - 2 * v) % _P
-    return x3, (r * (v - x3) - y1 * hhh) % _P, z1 * h % _P
 
 
 def _affine(x, y, z):
@@ -134,19 +122,48 @@ def _table(x, y, w, d):
     return tbl
 
 
-def _comb(k, tbl, w, d):
-    # k * P (Jacobian) for 0 <= k < 2**(w*d) and tbl = _table(P, w, d).
-    kb = k.to_bytes(33, "big")
+def _comb(kb, tbl, w, d):
+    # The comb walk: Jacobian sum of kb * P for tbl = the comb table of P (w teeth,
+    # d columns) and kb the scalar as big-endian bytes (8 * len(kb) >= w * d).
+    # Column j (d - 1 down to 0): double, then add entry i made of the bits
+    # j + t * d, t = w - 1 .. 0. Doubling (a = -3) and mixed addition are inline:
+    # no call frames (MicroPython puts large ones on the heap), no tuple per step,
+    # about ten big ints alive at once.
     x = y = z = 0
+    top = len(kb) - 1
     for j in range(d - 1, -1, -1):
-        x, y, z = _dbl(x, y, z)
+        if z:
+            t = z * z % _P
+            a = y * y % _P
+            c = x * a % _P
+            t = 3 * (x - t) * (x + t) % _P
+            z = 2 * y * z % _P
+            x = (t * t - 8 * c) % _P
+            y = (t * (4 * c - x) - 8 * a * a) % _P
         i = 0
         b = j + (w - 1) * d
         while b >= 0:
-            i = (i << 1) | ((kb[32 - (b >> 3)] >> (b & 7)) & 1)
+            i = (i << 1) | ((kb[top - (b >> 3)] >> (b & 7)) & 1)
             b -= d
-        if i:
-            x, y, z = _madd(x, y, z, *_get(tbl, i))
+        if not i:
+            continue
+        a, c = _get(tbl, i)
+        if not z:
+            x, y, z = a, c, 1
+            continue
+        t = z * z % _P
+        a = (a * t - x) % _P  # h
+        c = (c * t % _P * z - y) % _P  # r
+        if not a:  # the entry is +-(x, y, z): a doubling or infinity (only by adversarial input)
+            x, y, z = _dbl(x, y, z) if not c else (0, 0, 0)
+            continue
+        t = a * a % _P  # h^2
+        x = x * t % _P  # v = x1 * h^2
+        t = a * t % _P  # h^3
+        z = z * a % _P
+        a = (c * c - t - 2 * x) % _P  # x3
+        y = (c * (x - a) - y * t) % _P
+        x = a
     return x, y, z
 
 
@@ -164,23 +181,23 @@ def _scalar(key):
     return d
 
 
-def _point(pub):
+def _point(key):
     # SEC1 public key (33 or 65 bytes) -> affine (x, y) on the curve.
-    if not isinstance(pub, _BYTES):
+    if not isinstance(key, _BYTES):
         raise errors.KeyFormatError("type")
-    n = len(pub)
+    n = len(key)
     if n != 33 and n != 65:
         raise errors.KeyFormatError("length")
-    if pub[0] != (4 if n == 65 else (pub[0] & 1) | 2):
+    if key[0] != (4 if n == 65 else (key[0] & 1) | 2):
         raise errors.KeyFormatError("prefix")
-    x = int.from_bytes(pub[1:33], "big")
-    y = int.from_bytes(pub[33:], "big") if n == 65 else 0
+    x = int.from_bytes(key[1:33], "big")
+    y = int.from_bytes(key[33:], "big") if n == 65 else 0
     if x >= _P or y >= _P:
         raise errors.KeyFormatError("range")
     rhs = (x * x * x - 3 * x + _B) % _P
     if n == 33:
         y = pow(rhs, _SQRT, _P)
-        if (y ^ pub[0]) & 1:
+        if (y ^ key[0]) & 1:
             y = _P - y
     if y * y % _P != rhs:
         raise errors.KeyFormatError("not-on-curve")
@@ -193,19 +210,42 @@ def _encode(x, y, compressed):
     return b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
 
 
-def compress(pub):
+def compress(key):
     """Any SEC1 public key -> 33-byte compressed form (KeyFormatError if bad)."""
-    return _encode(*_point(pub), True)
+    return _encode(*_point(key), True)
 
 
-def decompress(pub):
+def decompress(key):
     """Any SEC1 public key -> 65-byte uncompressed form (KeyFormatError if bad)."""
-    return _encode(*_point(pub), False)
+    return _encode(*_point(key), False)
+
+
+# HMAC-SHA-256 (RFC 2104) on hashlib.sha256, for the RFC 6979 nonces
+# (MicroPython has no hmac module; shared/hmacsha256.py re-exports it). The
+# pads are XORed as one 512-bit integer: on MicroPython much cheaper than a
+# 64-step byte loop.
+_ONES = const(0x0101010101010101010101010101010101010101010101010101010101010101
+              * ((1 << 256) + 1))  # 64 bytes of 0x01
+_IPAD = const(0x36 * _ONES)
+_OPAD = const(0x5C * _ONES)
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA-256 of `msg` under `key` (both bytes-like); 32 bytes."""
+    if len(key) > 64:
+        key = sha256(key).digest()
+    k = int.from_bytes(bytes(key) + bytes(64 - len(key)), "big")
+    inner = sha256((k ^ _IPAD).to_bytes(64, "big"))
+    inner.update(msg)
+    outer = sha256((k ^ _OPAD).to_bytes(64, "big"))
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def public_key(private_key, compressed=True):
     """SEC1 public key (33 bytes, or 65 if not compressed) of a private key."""
-    return _encode(*_affine(*_comb(_scalar(private_key), _TABLE, _W, _D)), compressed)
+    _scalar(private_key)
+    return _encode(*_affine(*_comb(private_key, _TABLE, _W, _D)), compressed)
 
 
 def keygen():
@@ -216,35 +256,32 @@ def keygen():
             return priv, public_key(priv)
 
 
-def _nonces(x, h):
-    # RFC 6979 section 3.2 candidates k; qlen = hlen = 256, x and h as 32 bytes.
-    v = b"\x01" * 32
-    k = hmac_sha256(bytes(32), v + b"\x00" + x + h)
-    v = hmac_sha256(k, v)
-    k = hmac_sha256(k, v + b"\x01" + x + h)
-    v = hmac_sha256(k, v)
-    while True:
-        v = hmac_sha256(k, v)
-        t = int.from_bytes(v, "big")
-        if 0 < t < _N:
-            yield t
-        k = hmac_sha256(k, v + b"\x00")
-        v = hmac_sha256(k, v)
-
-
 def sign_digest(private_key, digest):
     """r||s (64 bytes) over a 32-byte SHA-256 digest, RFC 6979 k."""
     d = _scalar(private_key)
     if not isinstance(digest, _BYTES) or len(digest) != 32:
         raise ValueError("digest must be 32 bytes")
     e = int.from_bytes(digest, "big")
-    for k in _nonces(d.to_bytes(32, "big"), (e % _N).to_bytes(32, "big")):
-        x, _, z = _comb(k, _TABLE, _W, _D)
-        zi = _inv(z, _P)
-        r = x * zi * zi % _P % _N
-        s = _inv(k, _N) * (e + r * d) % _N
-        if r and s:
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    # RFC 6979 section 3.2 (qlen = hlen = 256): each candidate k is a fresh V.
+    # Inline rather than a generator: a generator's frame lives on the heap.
+    xh = d.to_bytes(32, "big") + (e % _N).to_bytes(32, "big")
+    v = b"\x01" * 32
+    k = hmac_sha256(bytes(32), v + b"\x00" + xh)
+    v = hmac_sha256(k, v)
+    k = hmac_sha256(k, v + b"\x01" + xh)
+    v = hmac_sha256(k, v)
+    while True:
+        v = hmac_sha256(k, v)
+        t = int.from_bytes(v, "big")
+        if 0 < t < _N:
+            x, _, z = _comb(v, _TABLE, _W, _D)
+            z = _inv(z, _P)
+            r = x * z * z % _P % _N
+            s = _inv(t, _N) * (e + r * d) % _N
+            if r and s:
+                return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        k = hmac_sha256(k, v + b"\x00")
+        v = hmac_sha256(k, v)
 
 
 def sign(private_key, message):
@@ -265,11 +302,23 @@ def verify_digest(public_key, digest, signature):
         qx, qy = _point(public_key)
     except errors.KeyFormatError:
         return False
-    w = _inv(s, _N)
-    x, y, z = _comb(r * w % _N, _table(qx, qy, 2, 128), 2, 128)
-    u1 = int.from_bytes(digest, "big") * w % _N
-    if u1:
-        x, y, z = _madd(x, y, z, *_affine(*_comb(u1, _TABLE, _W, _D)))
+    s = _inv(s, _N)
+    e = int.from_bytes(digest, "big") * s % _N  # u1
+    s = r * s % _N  # u2
+    if qx == _GX:  # Q = +-G (private key 1 or n - 1): u1*G + u2*Q = (u1 +- u2)*G
+        kb = ((e + s if qy == _GY else e - s) % _N).to_bytes(32, "big")
+        tbl, w, d = _TABLE, _W, _D
+    else:  # Shamir's trick: the comb walk of u2 * 2**256 + u1 over (G, Q, G + Q)
+        kb = s.to_bytes(32, "big") + e.to_bytes(32, "big")
+        tbl = bytearray(192)
+        _put(tbl, 1, _GX, _GY)
+        _put(tbl, 2, qx, qy)
+        e = (qy - _GY) * _inv(qx - _GX, _P) % _P
+        s = (e * e - _GX - qx) % _P
+        _put(tbl, 3, s, (e * (_GX - s) - _GY) % _P)
+        w, d = 2, 256
+    qx = qy = e = s = 0  # not needed by the walk: on a board each is ~100 bytes of heap
+    x, y, z = _comb(kb, tbl, w, d)
     if not z:
         return False
     # x(R) mod n == r, without inverting Z: X == r' * Z^2 for r' in {r, r + n} below p.

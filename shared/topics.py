@@ -1,6 +1,14 @@
 """MQTT topic names (MQTT 3.1.1) shared by firmware and gateway.
 
-device_hex is the device id as 32 lowercase hex characters."""
+device_hex is the device id as 32 lowercase hex characters.
+
+Frugality: a light node loads this module, so it holds only the three topics a
+device uses. The gateway's topics (blocks, rejects, offers, data) and
+is_domain_name live in shared/topics_gateway.py and are still reachable here
+(topics.blocks, ...), loaded on first use so a board never pays heap for them.
+"""
+
+from shared import lazy
 
 PREFIX = "tl/"
 
@@ -17,30 +25,4 @@ def status(domain, device_hex):
     return PREFIX + domain + "/dev/" + device_hex + "/status"
 
 
-def blocks(domain):
-    return PREFIX + domain + "/blocks"
-
-
-def offers(domain):
-    return PREFIX + domain + "/offers"
-
-
-def data(domain, service_id):
-    return PREFIX + domain + "/data/" + service_id
-
-
-
-
-def is_domain_name(domain):
-    """Domain names travel in topics: 1-32 chars of a-z, 0-9 and '-'."""
-    if not isinstance(domain, str) or not 0 < len(domain) <= 32:
-        return False
-    for c in domain:
-        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
-            return False
-    return True
-
-
-def rejects(domain):
-    """Rejections of messages whose sender cannot be read (garbage, too large)."""
-    return PREFIX + domain + "/rejects"
+__getattr__ = lazy("shared.topics_gateway", globals())

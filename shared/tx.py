@@ -12,11 +12,14 @@ sender's device id and whose payload is a canonical CBOR map with integer keys
 
 `from` is the protected kid (16 bytes = SHA-256(birth pubkey)[:16]).
 The transaction id is SHA-256 of the whole COSE_Sign1 bytes. Parsing and
-schema checks: shared/txdecode.py (also reachable as tx.decode / tx.Tx).
+schema checks: shared/txdecode.py. Frugality (see shared/__init__.py): a board
+only builds transactions, so this module holds just that; every name of
+txdecode (decode, Tx, the TYPE_* codes a board never sends, ...) is still
+reachable here (tx.decode, tx.TYPE_CLAIM), loaded on first use.
 """
 from hashlib import sha256
 
-from shared import cbor, cose
+from shared import cbor, cose, lazy
 
 K_TYPE = 1
 K_DOMAIN = 2
@@ -26,22 +29,8 @@ K_BODY = 5
 
 TYPE_REGISTER = 1  # body {1: pubkey (SEC1 compressed, 33 bytes)}
 TYPE_READING = 2  # body {1: value int, 2: decimal scale int, 3: channel int (optional)}
-TYPE_TRANSFER = 3  # body {1: to device id (16 bytes), 2: amount int > 0}
-
-# Identity lifecycle (docs/IDENTITY.md): domain chain
-TYPE_CLAIM = 4
-TYPE_OWNER_TRANSFER = 5
-TYPE_GRANT = 6
-TYPE_REVOKE_RIGHT = 7
-TYPE_ROTATE_KEY = 8
-TYPE_RETIRE = 9
-TYPE_RECOVER = 10
-TYPE_NODE_JOIN = 11
-TYPE_NODE_ASSIGN = 12
-# public registry chain
-TYPE_MFR_REGISTER = 20
-TYPE_DEVICE_RECORD = 21
-
+# The other type codes (transfer, identity lifecycle, registry) are sent by
+# people's tools and checked by the gateway: shared/txdecode.py lists them all.
 
 ID_LEN = 16
 
@@ -64,11 +53,4 @@ def make(private_key, sender, type_, domain, seq, fee, body):
     return cose.sign1(private_key, payload(type_, domain, seq, fee, body), sender)
 
 
-def __getattr__(name):
-    # Parsing is the gateway's side (shared/txdecode.py), loaded on first use so
-    # light nodes, which only build transactions, never pay heap for it.
-    if name in ("Tx", "decode", "MAX_SEQ", "MAX_AMOUNT"):
-        from shared import txdecode
-
-        return getattr(txdecode, name)
-    raise AttributeError(name)
+__getattr__ = lazy("shared.txdecode", globals())

@@ -3,8 +3,29 @@ shared/tx.py; also usable on a board, e.g. in tests).
 
 `decode(message)` returns a structurally valid `Tx` or raises a typed error
 with a reason code; it never verifies the signature (`Tx.verify` does)."""
-from shared import cbor, cose, errors, topics
+from shared import cbor, cose, errors
+from shared import tx as _tx
+from shared.topics_gateway import is_domain_name
 from shared.tx import ID_LEN, K_BODY, K_DOMAIN, K_FEE, K_SEQ, K_TYPE, tx_id
+
+# Every transaction type code (the body of each is checked by the gateway's
+# validator). The two a board sends are defined in shared/tx.py.
+TYPE_REGISTER = _tx.TYPE_REGISTER  # 1
+TYPE_READING = _tx.TYPE_READING  # 2
+TYPE_TRANSFER = 3  # body {1: to device id (16 bytes), 2: amount int > 0}
+# Identity lifecycle (docs/IDENTITY.md): domain chain
+TYPE_CLAIM = 4
+TYPE_OWNER_TRANSFER = 5
+TYPE_GRANT = 6
+TYPE_REVOKE_RIGHT = 7
+TYPE_ROTATE_KEY = 8
+TYPE_RETIRE = 9
+TYPE_RECOVER = 10
+TYPE_NODE_JOIN = 11
+TYPE_NODE_ASSIGN = 12
+# public registry chain
+TYPE_MFR_REGISTER = 20
+TYPE_DEVICE_RECORD = 21
 
 MAX_SEQ = (1 << 63) - 1
 MAX_AMOUNT = (1 << 63) - 1
@@ -57,7 +78,7 @@ def decode(message):
             raise errors.TxError("missing-field")
     if not _int_in(fields[K_TYPE], 0, 0xFFFF):
         raise errors.TxError("bad-type")
-    if not topics.is_domain_name(fields[K_DOMAIN]):
+    if not is_domain_name(fields[K_DOMAIN]):
         raise errors.TxError("bad-domain")
     if not _int_in(fields[K_SEQ], 1, MAX_SEQ):
         raise errors.TxError("bad-seq")

