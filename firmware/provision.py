@@ -6,7 +6,11 @@ signatures), never the content of wallet.key.
 Key rotation keeps the next private key (32 bytes) in `wallet.new` beside the
 current one until the ledger has the ROTATE_KEY: rotate_begin makes it,
 rotate_tx signs the announcement with the current key, rotate_commit switches
-wallet.key to it (same id)."""
+wallet.key to it (same id).
+
+Recovery (the owner re-provisions a board whose key was lost or revoked):
+recover(id) makes a new key pair under the device's OLD id, then
+statement("recover", domain, id) signs with it for the owner's RECOVER."""
 from shared import cbor, cose, p256
 from firmware import flash, wallet as _w
 
@@ -79,3 +83,25 @@ def rotate_commit():
     flash.write(_w.KEY_FILE, w.device_id + new)
     flash.remove(NEW_KEY_FILE)
     _out(pubkey=p256.public_key(new).hex(), id=w.hex)
+
+
+def recover(id_hex, force=False):
+    """A new key pair born here, stored under the device's original id
+    (wallet.key = id || new private key). A wallet holding another id is
+    replaced only with force=True (a board mistaken for another loses its
+    identity otherwise). A pending rotation key and the outbox (signed by the
+    old key, they could never verify again) are dropped. Prints the new
+    public key only."""
+    dev = bytes.fromhex(id_hex)
+    if len(dev) != 16:
+        raise ValueError("device id must be 16 bytes")
+    old = flash.read(_w.KEY_FILE)
+    if old is not None and old[:16] != dev and not force:
+        raise ValueError("wallet.key holds device %s, not %s (force=True replaces it)"
+                         % (old[:16].hex(), id_hex))
+    priv = p256.keygen()[0]
+    flash.write(_w.KEY_FILE, dev + priv)
+    flash.remove(NEW_KEY_FILE)
+    for name in flash.listdir(flash.OUTBOX_DIR):
+        flash.remove(flash.OUTBOX_DIR + "/" + name)
+    _out(pubkey=p256.public_key(priv).hex())

@@ -21,6 +21,9 @@ wire (`Board.call` refuses any other output).
   password goes to the owner's credential store (`credentials.json`, 0600).
 - `rotate`: a new key made on the board, approved by the owner, announced by
   a ROTATE_KEY signed with the old key, then switched to on the board.
+- `recover`: a board whose key was lost (or revoked) gets a new key under its
+  original id, signs the recover statement with it, and the owner's RECOVER
+  gives the chain the new key; the credential store gets its new password.
 """
 
 from __future__ import annotations
@@ -588,3 +591,72 @@ def rotate(b: Board, owner, domain: str, broker_url: str, data_dir: Path,
     if has_credential(data_dir, old.device_id):  # the password changes with the key
         creds = store_credential(data_dir, new.device_id, mqtt_password(b, new, domain))
     return Rotated(new, old.public_key, t.id, reply, True, creds)
+
+
+@dataclass
+class Recovered:
+    key: DeviceKey  # the board's new key under the device's original id
+    tx_id: bytes
+    reply: object  # tools.submit.Reply
+    committed: bool
+    credentials: Path | None
+
+
+def chain_record(data_dir: Path, device_id: bytes):  # -> DeviceRecord | None | False
+    """The device's committed record from the chain in `data_dir` (read-only),
+    None if the chain does not know it, False if there is no chain there."""
+    from gateway.config import DB_FILE
+    from gateway.store import Store
+
+    db = Path(data_dir) / DB_FILE
+    if not db.exists():
+        return False
+    with Store(db, readonly=True) as s:
+        return s.load_state().get(device_id)
+
+
+def recover(b: Board, owner, device_id: bytes, domain: str, broker_url: str, data_dir: Path,
+            timeout: float = 15.0, force: bool = False) -> Recovered:
+    """Re-provision a board whose key was lost (or revoked): a new key pair is
+    born on the board under the device's original id, the board signs the
+    recover statement with it, the owner signs and submits RECOVER; once
+    committed ok the owner's credential store gets the new MQTT password.
+
+    When the chain is at hand (DATA_DIR/chain.db) the device must be known,
+    owned by `owner` and not decommissioned, checked before the board's key is
+    touched. A refused RECOVER leaves the board on its new key: run it again
+    (another key is made)."""
+    from gateway.state import DECOMMISSIONED
+    from shared import messages
+    from tools.submit import login_for, next_seq, submit
+
+    ident = _identity_builders()
+    if ident is None or not hasattr(ident, "build_recover"):
+        raise BoardError("the identity transactions (identity_tx.build_recover) are not "
+                         "available in this build")
+    if len(device_id) != tx.ID_LEN:
+        raise BoardError(f"a device id is {tx.ID_LEN} bytes ({2 * tx.ID_LEN} hex characters)")
+    authority = authority_of(data_dir, domain)
+    rec = chain_record(data_dir, device_id)
+    if rec is None:
+        raise BoardError(f"device {device_id.hex()} is not in the chain at {data_dir}")
+    if rec is not False:
+        if rec.owner != owner.id:
+            raise BoardError(f"device {device_id.hex()} is not owned by {owner.id.hex()} "
+                             "(only its owner may recover it)")
+        if rec.status == DECOMMISSIONED:
+            raise BoardError(f"device {device_id.hex()} is decommissioned: it cannot be "
+                             "recovered")
+    r = b.call("recover", device_id.hex(), *((True,) if force else ()))
+    key = DeviceKey(_pubkey(r.get("pubkey", "")), device_id)
+    st = statement(b, key, "recover", domain, device_id)
+    if cose.parse1(st).kid != device_id:
+        raise BoardError("the board signs under another id than the one recovered")
+    msg = ident.build_recover(owner, domain, device_id, key.public_key, st, next_seq())
+    reply = submit(broker_url, domain, msg, authority, timeout=timeout,
+                   login=login_for(owner, domain))
+    ok = bool(reply.ok and reply.status == messages.STATUS_OK)
+    creds = None
+    if ok:
+        creds = store_credential(data_dir, device_id, mqtt_password(b, key, domain))
+    return Recovered(key, tx.tx_id(msg), reply, ok, creds)

@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Command groups that live in their own modules (tools/cli_<area>.py), each
 # exposing register(subparsers, data_parent).
-_AREAS: tuple[str, ...] = ("registry", "board", "identity", "broker")
+_AREAS: tuple[str, ...] = ("registry", "board", "identity", "broker", "coordinator")
 
 
 def _area_module(area: str):  # -> module

@@ -8,6 +8,8 @@
                              [--warranty-years N] [--registry-dir DIR]
     thingledger board claim  --port PORT --owner-key K --domain D [--broker URL] [--data-dir D]
     thingledger board rotate --port PORT --owner-key K --domain D [--broker URL] [--data-dir D]
+    thingledger board recover --port PORT --owner-key K --device ID [--domain D] [--broker URL]
+                             [--data-dir D] [--force]
 
 Every command takes -v/--verbose (show each mpremote call and its output on
 stderr). Exit codes: 0 done, 1 refused by the chain or the board, 2 usage or
@@ -138,6 +140,38 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    owner = _key(args.owner_key, "owner")
+    try:
+        dev = bytes.fromhex(args.device.strip())
+    except ValueError:
+        raise tb.BoardError("--device must be the device id in hex") from None
+    data_dir = Path(args.data_dir)
+    domain = args.domain or _genesis_domain(data_dir)
+    r = tb.recover(_board(args), owner, dev, domain, args.broker, data_dir, force=args.force)
+    print(f"RECOVER of device {dev.hex()} by owner {owner.id.hex()} in {domain}: "
+          f"tx {r.tx_id.hex()} {r.reply.describe()}")
+    print(f"the board holds a new key under id {dev.hex()}: public key "
+          f"{r.key.public_key.hex()}")
+    if not r.committed:
+        print("the chain still has the device's previous key: run board recover again "
+              "(the board makes another key)")
+        return 1
+    print(f"new MQTT password of {dev.hex()} stored in {r.credentials}")
+    return 0
+
+
+def _genesis_domain(data_dir: Path) -> str:
+    from gateway import genesis
+    from gateway.config import GENESIS_FILE
+
+    try:
+        return genesis.load(data_dir / GENESIS_FILE).domain
+    except genesis.GenesisError as e:
+        raise tb.BoardError(f"--domain is needed (no domain genesis in {data_dir}: {e})"
+                            ) from None
+
+
 def _run(func):
     def wrapped(args: argparse.Namespace) -> int:
         try:
@@ -165,7 +199,8 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
     port.add_argument("-v", "--verbose", action="store_true",
                       help="show each mpremote call and its output on stderr")
 
-    b = sub.add_parser("board", help="provision a board: flash, keygen, register, claim, rotate")
+    b = sub.add_parser("board", help="provision a board: flash, keygen, register, claim, rotate, "
+                                     "recover")
     bs = b.add_subparsers(dest="board_command", required=True, metavar="ACTION")
 
     f = bs.add_parser("flash", parents=[port, data],
@@ -208,3 +243,15 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
         c.add_argument("--broker", default=DEFAULT_BROKER, metavar="URL",
                        help=f"broker of the domain's gateway (default {DEFAULT_BROKER})")
         c.set_defaults(func=_run(func))
+
+    rc = bs.add_parser("recover", parents=[port, data],
+                       help="owner: re-provision a board whose key was lost or revoked "
+                            "(new key, same id)")
+    rc.add_argument("--owner-key", required=True, metavar="FILE", help="owner key file")
+    rc.add_argument("--device", required=True, metavar="ID", help="the device's id (hex)")
+    rc.add_argument("--domain", help="domain (default: from the genesis in --data-dir)")
+    rc.add_argument("--broker", default=DEFAULT_BROKER, metavar="URL",
+                    help=f"broker of the domain's gateway (default {DEFAULT_BROKER})")
+    rc.add_argument("--force", action="store_true",
+                    help="replace a wallet on the board that holds another device id")
+    rc.set_defaults(func=_run(cmd_recover))

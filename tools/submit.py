@@ -73,7 +73,11 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
     c.loop_start()
     try:
         c.subscribe(topics.rx(domain, t.sender.hex()), qos=1)
-        subscribed.get(timeout=timeout)
+        try:
+            subscribed.get(timeout=timeout)
+        except queue.Empty:
+            raise SubmitError(f"the broker at {broker_url} did not confirm the subscription "
+                              f"within {timeout:.0f} s") from None
         c.publish(topics.tx(domain), message, qos=1).wait_for_publish(timeout)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
@@ -92,5 +96,5 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
             return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None)
         raise SubmitError(f"no answer from the gateway within {timeout:.0f} s")
     finally:
-        c.loop_stop()
-        c.disconnect()
+        c.disconnect()  # first: it wakes the network thread, which loop_stop joins
+        c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)

@@ -1,0 +1,89 @@
+"""`thingledger coordinator`: run a coordination node (docs/IDENTITY.md §4,
+tools/coordinator.py).
+
+    thingledger coordinator --key coord.key [--broker URL] [--data-dir D] [--domain D]
+                            [--node ID] [--seconds S]
+
+It reads the committed chain in --data-dir (read-only), follows the retained
+`tl/<d>/dev/+/status` topics, and submits a NODE_ASSIGN for every light node
+that has no online full node; one line per assignment. Runs until Ctrl-C /
+SIGTERM (or --seconds). Exit codes: 0 stopped, 2 cannot start (no chain, no
+broker, bad key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from tools import coordinator as co
+    from tools.cli import EXIT_OK, EXIT_USAGE, UsageError
+    from tools.keys import KeyFileError, load_key
+
+    try:
+        key = load_key(Path(args.key))
+    except KeyFileError as e:
+        raise UsageError(str(e)) from None
+    node = None
+    if args.node:
+        try:
+            node = bytes.fromhex(args.node)
+        except ValueError:
+            node = b""
+        if len(node) != 16:
+            raise UsageError("--node must be a principal id (32 hex chars)")
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        c = co.Coordinator(key, args.broker, args.data_dir, args.domain, node_id=node,
+                           timeout=args.timeout, out=say)
+        c.start()
+    except co.CoordinatorError as e:
+        print(f"thingledger coordinator: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    old = {s: signal.signal(s, lambda *_: c.request_stop())
+           for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        lights, fulls = c.view()
+        say(f"coordinator {c.id.hex()} on {args.broker}, domain {c.domain}: "
+            f"{len(lights)} light node(s), {len(fulls)} full node(s)")
+        c.run(seconds=args.seconds)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        c.close()
+    say(f"coordinator stopped ({len([r for r in c.assignments if r.ok])} assignment(s) "
+        "committed)")
+    return EXIT_OK
+
+
+def _seconds(s: str) -> float:
+    v = float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+    """Add this area's subcommands; `data` is the parent parser with --data-dir."""
+    c = sub.add_parser("coordinator", parents=[data],
+                       help="run a coordination node: assign full nodes to light nodes")
+    c.add_argument("--key", required=True, metavar="FILE",
+                   help="the coordination node's key file")
+    c.add_argument("--broker", metavar="URL", default=DEFAULT_BROKER,
+                   help="MQTT broker (default %s)" % DEFAULT_BROKER)
+    c.add_argument("--domain", metavar="NAME", help="domain (default: from DIR/genesis.toml)")
+    c.add_argument("--node", metavar="ID", help="its principal id (default: id of --key)")
+    c.add_argument("--timeout", type=_seconds, default=15.0, metavar="S",
+                   help="seconds to wait for each assignment's receipt (default 15)")
+    c.add_argument("--seconds", type=_seconds, default=None, metavar="S",
+                   help="stop by itself after S seconds (default: until Ctrl-C)")
+    c.set_defaults(func=cmd_coordinator)

@@ -1,0 +1,401 @@
+"""The coordination node (docs/IDENTITY.md §4, issue 4 item 5): a long-lived,
+low-compute process that assigns a full node to every light node of the
+domain and reassigns a light node when its full node goes offline.
+
+What it knows:
+- the committed state (read-only, from the gateway's data dir:
+  `Store(readonly=True).load_state()` -> `Access`): which principals joined as
+  `light` / `full` / `coordination`, their status, and each light node's
+  assigned full node (the last committed NODE_ASSIGN);
+- who is online: the retained `tl/<d>/dev/+/status` topics ("online" /
+  "offline"; a node sets a last will "offline", so a crashed full node turns
+  offline when the broker drops its connection). A full node whose status it
+  has never seen counts as offline.
+
+What it does (`Coordinator.step`, also the unit the tests drive):
+- a light node keeps its assignment while that node is an active full node
+  and online;
+- every other committed, active light node (never assigned, or assigned to a
+  full node that is offline, revoked or no longer full) gets the online full
+  node serving the fewest light nodes, ties broken by the lowest id
+  (`plan`, a pure function); light nodes are taken in id order, so two
+  coordinators with the same view decide the same;
+- each assignment is a NODE_ASSIGN signed with the coordinator's key and
+  submitted with tools.submit (logged in as the coordinator); one printed
+  line per assignment, with the gateway's answer. A refused or unanswered
+  assignment is retried after `retry_s`.
+- nothing moves back when a full node returns (no churn); with no full node
+  online the light nodes wait (one line says so).
+
+The coordinator itself announces `tl/<d>/dev/<its id>/status` retained
+"online", with the last will "offline", and publishes "offline" on a clean
+stop.
+
+Limits: on an enforcing broker (claimed domains, docs/IDENTITY.md §3) a
+principal may subscribe only to its own status topic, and may hold one
+connection at a time while tools.submit opens a second one; a coordinator
+there needs a broker rule letting coordination nodes read
+`tl/<d>/dev/+/status` and a submit over its own connection. Open
+(anonymous-broker) domains work as is.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway import roles
+from gateway.access import Access
+from gateway.state import ACTIVE
+from shared import messages, topics
+from shared import tx as txm
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+RETRY_S = 5.0
+POLL_S = 0.5
+
+Out = Callable[[str], None]
+
+
+class CoordinatorError(RuntimeError):
+    """The coordinator cannot start (no chain, no broker, bad key); the
+    message says what to do."""
+
+
+# --------------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class Assignment:
+    light: bytes
+    full: bytes
+    previous: bytes  # the full node it had (b"" if none)
+    why: str  # "unassigned" | "offline" | "not-full"
+
+    def describe(self) -> str:
+        if not self.previous:
+            return "light node %s -> full node %s (unassigned)" % (self.light.hex(),
+                                                                   self.full.hex())
+        return "light node %s -> full node %s (was %s: %s)" % (
+            self.light.hex(), self.full.hex(), self.previous.hex(), self.why)
+
+
+def plan(lights: Mapping[bytes, bytes], fulls: Iterable[bytes],
+         online: Iterable[bytes]) -> tuple[list[Assignment], list[bytes]]:
+    """Assignments to make, and the light nodes left waiting (no full node online).
+
+    `lights`: active light node id -> assigned full node id (b"" if none);
+    `fulls`: ids of the active full nodes; `online`: ids whose status is online.
+    A light node keeps a full node that is active and online; the others go,
+    in id order, to the online full node with the fewest light nodes
+    (counting this plan's assignments), ties to the lowest id."""
+    full_set = set(fulls)
+    up = sorted(full_set & set(online))
+    load = {f: 0 for f in up}
+    todo: list[tuple[bytes, bytes, str]] = []
+    for light in sorted(lights):
+        cur = lights[light]
+        if cur in load:
+            load[cur] += 1
+        elif not cur:
+            todo.append((light, cur, "unassigned"))
+        else:
+            todo.append((light, cur, "offline" if cur in full_set else "not-full"))
+    if not up:
+        return [], [light for light, _, _ in todo]
+    out = []
+    for light, cur, why in todo:
+        best = min(up, key=lambda f: (load[f], f))
+        load[best] += 1
+        out.append(Assignment(light, best, cur, why))
+    return out, []
+
+
+# --------------------------------------------------------------------------- the process
+@dataclass
+class Result:
+    assignment: Assignment
+    ok: bool
+    text: str  # the gateway's answer (Reply.describe()) or the error
+
+
+class Coordinator:
+    """One coordination node. `start()` connects to the broker, `step()`
+    makes the assignments the current view calls for, `run(stop)` loops
+    until `stop` is set (or `request_stop()`), `close()` disconnects.
+
+    `key`: the coordinator's signer (tools.keys.KeyPair); `node_id`: its
+    principal id when that is not the key's own id (a device whose key was
+    rotated). `submit_fn` defaults to tools.submit.submit."""
+
+    def __init__(self, key: Any, broker_url: str, data_dir: Path | str,
+                 domain: str | None = None, *, authority: bytes | None = None,
+                 node_id: bytes | None = None, timeout: float = 15.0,
+                 retry_s: float = RETRY_S, out: Out = print,
+                 submit_fn: Callable[..., Any] | None = None) -> None:
+        from gateway import genesis
+        from gateway.config import DB_FILE, GENESIS_FILE
+
+        self.key = key
+        self.id = node_id or txm.device_id(key.public)
+        self.broker_url = broker_url
+        self.data_dir = Path(data_dir)
+        self.db = self.data_dir / DB_FILE
+        g = None
+        if domain is None or authority is None:
+            try:
+                g = genesis.load(self.data_dir / GENESIS_FILE)
+            except genesis.GenesisError as e:
+                raise CoordinatorError(f"{self.data_dir}: no domain genesis here ({e})") from None
+            if domain is not None and g.domain != domain:
+                raise CoordinatorError(f"{self.data_dir} holds domain {g.domain!r}, "
+                                       f"not {domain!r}")
+        self.domain = domain or g.domain
+        self.authority = authority or g.authority
+        self.timeout = timeout
+        self.retry_s = retry_s
+        self.out = out
+        if submit_fn is None:
+            from tools.submit import submit as submit_fn
+        self._submit = submit_fn
+        self._lock = threading.Lock()
+        self._status: dict[bytes, bool] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._client = None
+        self._connected = threading.Event()
+        self._synced = threading.Event()
+        self._sync_mid = -1
+        self._store = None
+        self._head = -1
+        self._access: Access | None = None
+        self._seq = 0
+        # light -> (full, height): committed by our NODE_ASSIGN, maybe not read yet
+        self._recent: dict[bytes, tuple[bytes, int]] = {}
+        self._retry_at: dict[bytes, float] = {}  # light -> monotonic time
+        self._said = ""  # last "waiting"/"not coordination" line, said once
+        self.assignments: list[Result] = []
+
+    # ---- status (paho's thread) ---------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            return
+        me = topics.status(self.domain, self.id.hex())
+        client.subscribe(topics.status(self.domain, "+"), qos=1)
+        client.publish(me, ONLINE, qos=1, retain=True)
+        # A broker answers SUBSCRIBEs in order and sends a subscription's retained
+        # messages before it handles the next one (mosquitto; amqtt awaits them):
+        # the SUBACK of this second SUBSCRIBE says every retained status is in.
+        self._sync_mid = client.subscribe(me, qos=1)[1]
+        self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid == self._sync_mid:
+            self._synced.set()
+
+    def _on_message(self, client, userdata, m) -> None:
+        parts = m.topic.split("/")  # tl/<d>/dev/<id>/status
+        if len(parts) != 5 or parts[2] != "dev" or parts[4] != "status":
+            return
+        try:
+            node = bytes.fromhex(parts[3])
+        except ValueError:
+            return
+        state = bytes(m.payload).strip().lower()
+        if len(node) != txm.ID_LEN or state not in (ONLINE, OFFLINE, b""):
+            return  # b"": the retained status was cleared (unknown: offline)
+        if node == self.id:
+            return
+        with self._lock:
+            changed = self._status.get(node) != (state == ONLINE)
+            self._status[node] = state == ONLINE
+        if changed:
+            self._wake.set()
+
+    def online(self) -> set[bytes]:
+        with self._lock:
+            return {n for n, up in self._status.items() if up}
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def start(self, connect_timeout: float = 10.0) -> Coordinator:
+        import paho.mqtt.client as mqtt
+
+        from gateway.broker import parse_url
+        from gateway.store import Store
+        from tools.submit import login_for
+
+        if not self.db.exists():
+            raise CoordinatorError(f"no chain database at {self.db} (use --data-dir)")
+        self._store = Store(self.db, readonly=True)
+        try:
+            host, port = parse_url(self.broker_url)
+        except ValueError as e:
+            raise CoordinatorError(str(e)) from None
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                        client_id=f"{self.id.hex()}-coordinator", protocol=mqtt.MQTTv311)
+        c.username_pw_set(*login_for(self.key, self.domain, self.id))
+        c.will_set(topics.status(self.domain, self.id.hex()), OFFLINE, qos=1, retain=True)
+        c.reconnect_delay_set(min_delay=0.2, max_delay=5)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        try:
+            c.connect(host, port, keepalive=30)
+        except OSError as e:
+            raise CoordinatorError(f"cannot reach the broker at {self.broker_url}: {e}") from None
+        c.loop_start()
+        self._client = c
+        if not self._connected.wait(connect_timeout):
+            self.close()
+            raise CoordinatorError(f"the broker at {self.broker_url} did not accept the "
+                                   f"coordinator {self.id.hex()} within {connect_timeout:.0f} s")
+        # Decide only once the retained statuses are in: a partial view would put
+        # every light node on the first full node heard of.
+        self._synced.wait(connect_timeout)
+        self.refresh()
+        return self
+
+    def close(self) -> None:
+        c, self._client = self._client, None
+        if c is not None:
+            if self._connected.is_set():  # a clean DISCONNECT sends no will: say it
+                try:
+                    c.publish(topics.status(self.domain, self.id.hex()), OFFLINE, qos=1,
+                              retain=True).wait_for_publish(2)
+                except (RuntimeError, ValueError):  # not connected right now
+                    pass
+            c.disconnect()
+            c.loop_stop()
+        s, self._store = self._store, None
+        if s is not None:
+            s.close()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def __enter__(self) -> Coordinator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the chain ------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Re-read the committed state if the head moved; True if it did."""
+        assert self._store is not None, "start() first"
+        head = self._store.head()
+        h = head.height if head is not None else -1
+        if h == self._head and self._access is not None:
+            return False
+        self._access = Access.from_state(self._store.load_state(), self.domain)
+        self._head = h
+        self._recent = {k: v for k, v in self._recent.items() if v[1] > h}
+        return True
+
+    def view(self) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """(active light node -> assigned full node, active full nodes), our
+        committed assignments included even if not read from the store yet."""
+        assert self._access is not None
+        lights: dict[bytes, bytes] = {}
+        fulls: list[bytes] = []
+        for i, r in self._access.nodes():
+            if r.status != ACTIVE:
+                continue
+            if r.node == roles.LIGHT:
+                lights[i] = self._recent.get(i, (r.assigned, 0))[0]
+            elif r.node == roles.FULL:
+                fulls.append(i)
+        return lights, fulls
+
+    def _is_coordination(self) -> bool:
+        assert self._access is not None
+        r = self._access.record(self.id)
+        return r is not None and r.node == roles.COORDINATION and r.status == ACTIVE
+
+    def _say_once(self, line: str) -> None:
+        if line != self._said:
+            self._said = line
+            self.out(line)
+
+    def _next_seq(self) -> int:
+        from tools.submit import next_seq
+
+        assert self._access is not None
+        r = self._access.record(self.id)
+        self._seq = max(next_seq(), self._seq + 1, (r.last_seq + 1) if r else 0)
+        return self._seq
+
+    # ---- one round ------------------------------------------------------------------
+    def step(self) -> list[Result]:
+        """Make the assignments the current chain + status view calls for."""
+        from gateway import identity_tx as itx
+        from tools.submit import SubmitError
+
+        self.refresh()
+        if not self._is_coordination():
+            self._say_once(f"waiting: {self.id.hex()} is not an active coordination node "
+                           f"of {self.domain} (thingledger node join)")
+            return []
+        lights, fulls = self.view()
+        todo, waiting = plan(lights, fulls, self.online())
+        if waiting:
+            self._say_once("waiting: no full node online for %d light node(s)" % len(waiting))
+        elif not todo:
+            self._said = ""
+        now = time.monotonic()
+        done: list[Result] = []
+        for a in todo:
+            if self._stop.is_set():
+                break
+            if self._retry_at.get(a.light, 0) > now:
+                continue
+            self._said = ""
+            m = itx.build_node_assign(self.key, self.domain, a.light, a.full, self._next_seq(),
+                                      sender=self.id)
+            login = _login(self.key, self.domain, self.id)
+            try:
+                reply = self._submit(self.broker_url, self.domain, m, self.authority,
+                                     timeout=self.timeout, login=login)
+            except (SubmitError, OSError, RuntimeError, queue.Empty) as e:
+                res = Result(a, False, str(e) or type(e).__name__)
+            else:
+                ok = reply.ok and reply.status == messages.STATUS_OK
+                res = Result(a, ok, reply.describe())
+                if ok:
+                    self._recent[a.light] = (a.full, reply.height)
+            if res.ok:
+                self._retry_at.pop(a.light, None)
+            else:
+                self._retry_at[a.light] = time.monotonic() + self.retry_s
+            self.out("assign %s: %s" % (a.describe(), res.text))
+            done.append(res)
+            self.assignments.append(res)
+        return done
+
+    def run(self, stop: threading.Event | None = None, poll_s: float = POLL_S,
+            seconds: float | None = None) -> None:
+        """step() whenever a status changes or every `poll_s` (new blocks),
+        until request_stop(), `stop` is set, or `seconds` have passed."""
+        end = time.monotonic() + seconds if seconds is not None else None
+        while not self._stop.is_set() and not (stop is not None and stop.is_set()):
+            if end is not None and time.monotonic() >= end:
+                break
+            self._wake.clear()
+            try:
+                self.step()
+            except sqlite3.Error as e:  # e.g. the gateway's database busy: next round
+                self._say_once(f"error reading the chain: {e}")
+            wait = poll_s if end is None else max(0.0, min(poll_s, end - time.monotonic()))
+            self._wake.wait(wait)
+
+
+def _login(key: Any, domain: str, node_id: bytes) -> tuple[str, str]:
+    from tools.submit import login_for
+
+    return login_for(key, domain, node_id)
