@@ -21,6 +21,7 @@ before a reconnect, the broker delivers again, and it is answered again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -46,9 +47,13 @@ class Incoming:
 class MqttLink:
     def __init__(self, url: str, client_id: str, subscriptions: Iterable[str],
                  loop: asyncio.AbstractEventLoop, username: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, status_topic: str | None = None) -> None:
         """username/password: the gateway's broker login on an enforcing broker
-        (gateway.broker_auth.gateway_credentials: the authority's credential)."""
+        (gateway.broker_auth.gateway_credentials: the authority's credential).
+        status_topic: where the node says it is up (retained "online" on every
+        connect, "offline" as its last will and on a clean stop), as devices do:
+        coordination nodes follow it to reassign light nodes."""
+        self.status_topic = status_topic
         self.host, self.port = parse_url(url)
         self.subscriptions = list(subscriptions)
         self._loop = loop
@@ -70,6 +75,8 @@ class MqttLink:
         c.max_inflight_messages_set(0)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(min_delay=1, max_delay=8)
+        if status_topic:
+            c.will_set(status_topic, b"offline", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -81,6 +88,8 @@ class MqttLink:
         if reason_code.is_failure:
             return
         self._epoch += 1
+        if self.status_topic:
+            client.publish(self.status_topic, b"online", qos=1, retain=True)
         # again on every reconnect; `connected` is set once the broker SUBACKs
         client.subscribe([(topic, 1) for topic in self.subscriptions])
 
@@ -126,5 +135,10 @@ class MqttLink:
         self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def stop(self) -> None:
+        if self.status_topic and self.client.is_connected():
+            # a clean disconnect sends no last will: say it ourselves
+            info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()

@@ -86,7 +86,8 @@ class Gateway:
         # logs in with the authority key; anonymous brokers ignore it (docs/IDENTITY.md §3)
         user, password = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)
         self.link = MqttLink(self.cfg.broker_url, f"{user}-gateway", [topics.tx(self.cfg.domain)],
-                             loop, username=user, password=password)
+                             loop, username=user, password=password,
+                             status_topic=topics.status(self.cfg.domain, user))
         self.link.start()
         await self.link.wait_connected(connect_timeout)
         h = self.led.head

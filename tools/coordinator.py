@@ -31,12 +31,11 @@ The coordinator itself announces `tl/<d>/dev/<its id>/status` retained
 "online", with the last will "offline", and publishes "offline" on a clean
 stop.
 
-Limits: on an enforcing broker (claimed domains, docs/IDENTITY.md §3) a
-principal may subscribe only to its own status topic, and may hold one
-connection at a time while tools.submit opens a second one; a coordinator
-there needs a broker rule letting coordination nodes read
-`tl/<d>/dev/+/status` and a submit over its own connection. Open
-(anonymous-broker) domains work as is.
+On an enforcing broker (claimed domains, docs/IDENTITY.md §3) coordination
+nodes may read every `tl/<d>/dev/+/status` and, unlike devices, hold more
+than one connection (its status subscription and tools.submit's), each under
+its own `<id>-...` client id. Gateways announce their own status under their
+authority id, so a gateway that joined as a full node is followed too.
 """
 
 from __future__ import annotations

@@ -101,3 +101,33 @@ def test_export_with_the_real_access(chain, tmp_path):
     for d in (chain.a, chain.b):
         assert f"topic read tl/{DOMAIN}/data/{d.hex}/#" in owner_block
     assert f"user {chain.r.hex}" not in acl  # revoked: no login (its owner may still read)
+
+
+def test_sessions_and_status_by_role(chain):
+    """Devices hold one connection (the fake-id case); people and coordination
+    nodes may hold several, each with its own client id; only coordination
+    nodes (and the gateway) read every node's status."""
+    from dataclasses import replace
+
+    from gateway import roles
+
+    st = state_mod
+    coord = Principal("coordinator")
+    chain.records[coord.id] = replace(st.person(coord.pub), kind=st.KIND_NODE,
+                                      node=roles.COORDINATION)
+    chain.state = st.State(chain.records)
+    chain.version += 1
+    guard = broker_auth.Guard(DOMAIN, chain.provider(), chain.gw.pub)
+
+    def admit(p: Principal, suffix: str):
+        return guard.admit(p.hex, p.password(), f"{p.hex}-{suffix}")
+
+    assert admit(chain.a, "1").ok and not admit(chain.a, "2").ok  # a device: one at a time
+    assert admit(chain.owner, "cli").ok and admit(chain.owner, "dash").ok
+    assert admit(coord, "status").ok and admit(coord, "submit").ok
+    status = f"tl/{DOMAIN}/dev/{chain.b.hex}/status"
+    assert guard.may(coord.hex, f"tl/{DOMAIN}/dev/+/status", "subscribe")
+    assert guard.may(coord.hex, status, "receive")
+    assert not guard.may(coord.hex, status, "publish")
+    assert not guard.may(chain.owner.hex, f"tl/{DOMAIN}/dev/+/status", "subscribe")
+    assert not guard.may(chain.a.hex, status, "receive")
