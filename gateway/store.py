@@ -153,7 +153,8 @@ class TxRecord:
     message: bytes
 
 
-def _tx_record(row: tuple[Any, ...]) -> TxRecord:
+def tx_record(row: tuple[Any, ...]) -> TxRecord:
+    """A TxRecord from a `txs` row (the same columns in the registry's store)."""
     r = list(row)
     r[8] = cbor.loads(r[8])
     return TxRecord(*r)
@@ -280,19 +281,19 @@ class Store:
     def block_txs(self, height: int) -> list[TxRecord]:
         cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % _TX_COLS,
                                (height,))
-        return [_tx_record(r) for r in cur]
+        return [tx_record(r) for r in cur]
 
     def get_tx(self, tx_id: bytes) -> TxRecord | None:
         row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % _TX_COLS,
                                (tx_id,)).fetchone()
-        return _tx_record(row) if row else None
+        return tx_record(row) if row else None
 
     def find_tx(self, prefix: bytes) -> list[TxRecord]:
         """Txs whose id starts with `prefix` (at most 2: enough to tell unique)."""
         hi = prefix + b"\xff" * (32 - len(prefix))
         cur = self._db.execute("SELECT %s FROM txs WHERE id >= ? AND id <= ? LIMIT 2"
                                % _TX_COLS, (prefix, hi))
-        return [_tx_record(r) for r in cur]
+        return [tx_record(r) for r in cur]
 
     def get_receipt(self, tx_id: bytes) -> bytes | None:
         """The receipt reply (messages.receipt) of a committed tx, proof

@@ -7,33 +7,20 @@ checks each receipt against the signed header with its Merkle proof."""
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
 
 import pytest
 from gateway_e2e.e2e_devices import GatewayThread
 from mpyrun import firmware_build
 from pycose.messages import Sign1Message
 from test_cose_interop import _pycose_key
+from waits import lines, wait_line
 
 from gateway.store import Store
 from shared import topics, tx
 from tools.vboard import VirtualBoard
 
 RECEIPTS = 4
-
-
-def _lines(proc) -> queue.Queue[str]:
-    q: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            q.put(line.rstrip())
-        q.put("<exit>")
-
-    threading.Thread(target=pump, daemon=True).start()
-    return q
 
 
 @pytest.mark.micropython
@@ -46,16 +33,11 @@ def test_firmware_loop_on_64k_heap(request, broker_name, tmp_path, paho_client):
     board.configure(domain="demo", authority_hex=gw.gw.led.genesis.authority.hex(),
                     host=broker.host, port=broker.port, interval_ms=250)
     proc = board.start(firmware_build(), heap="64k")
-    lines = _lines(proc)
-    seen: list[str] = []
+    q, seen = lines(proc), []
     try:
-        receipts = 0
-        while receipts < RECEIPTS:
-            line = lines.get(timeout=30)
-            seen.append(line)
-            assert line != "<exit>" and "Error" not in line, "\n".join(seen)
-            if line.startswith("receipt-verified"):
-                receipts += 1
+        for _ in range(RECEIPTS):
+            wait_line(q, r"^receipt-verified", 30, seen)
+        assert not [ln for ln in seen if "Error" in ln], "\n".join(seen)
     finally:
         proc.terminate()
         proc.wait(10)

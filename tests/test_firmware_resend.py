@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from brokers import free_port
-from lifecycle.test_device_life import _lines, wait_line
 from mpyrun import firmware_build
+from waits import lines, wait_line
 
 from gateway.genesis import load as load_genesis
 from tools.build import tool
@@ -28,7 +28,7 @@ def start_gateway(data: Path, url: str) -> tuple[subprocess.Popen, object, list[
     gw = subprocess.Popen([tool("thingledger"), "run", "--no-boards", "--quiet", "--listen", url,
                            "--data-dir", str(data), "--block-interval", "0.3"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    q, seen = _lines(gw), []
+    q, seen = lines(gw), []
     wait_line(q, r"chain demo at height", 30, seen)
     return gw, q, seen
 
@@ -42,7 +42,7 @@ def test_board_resends_after_gateway_crash(tmp_path):
     board.configure(domain="demo", authority_hex=load_genesis(data / "genesis.toml").authority.hex(),
                     host="127.0.0.1", port=int(url.rsplit(":", 1)[1]), interval_ms=300)
     proc = board.start(firmware_build(), heap="64k")
-    q, seen = _lines(proc), []
+    q, seen = lines(proc), []
     try:
         for _ in range(3):
             wait_line(q, r"^receipt-verified", 30, seen)

@@ -46,6 +46,7 @@ from gateway.registry.chain import (
     decode_header,
 )
 from gateway.registry.params import RegistryError
+from gateway.store import TxRecord, tx_record
 from shared import cbor
 
 SCHEMA_VERSION = 1
@@ -147,26 +148,6 @@ class BlockRecord:
     @property
     def target(self) -> int:
         return self.fields["target"]
-
-
-@dataclass(frozen=True)
-class TxRecord:
-    id: bytes
-    height: int
-    idx: int
-    sender: bytes
-    seq: int
-    type: int
-    status: int
-    reason: str
-    events: list[Any]
-    message: bytes
-
-
-def _tx(row: tuple[Any, ...]) -> TxRecord:
-    r = list(row)
-    r[8] = cbor.loads(r[8])
-    return TxRecord(*r)
 
 
 class RegistryStore:
@@ -324,12 +305,12 @@ class RegistryStore:
     def block_txs(self, height: int) -> list[TxRecord]:
         cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % _TX_COLS,
                                (height,))
-        return [_tx(r) for r in cur]
+        return [tx_record(r) for r in cur]
 
     def get_tx(self, tx_id: bytes) -> TxRecord | None:
         row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % _TX_COLS,
                                (tx_id,)).fetchone()
-        return _tx(row) if row else None
+        return tx_record(row) if row else None
 
     def counts(self) -> dict[str, int]:
         q = self._db.execute

@@ -7,18 +7,18 @@ full node that drops off. Every wait is bounded."""
 
 from __future__ import annotations
 
-import queue
 import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from brokers import unique, wait_until
 from gateway_e2e.e2e_devices import GatewayThread
+from waits import lines as output_lines
+from waits import retained, wait_line
 
 from gateway import genesis
 from gateway.config import DB_FILE
@@ -91,52 +91,6 @@ def assigned(data: Path) -> dict[str, str]:
         return {i.hex(): r.assigned.hex() for i, r in s.devices() if r.node == "light"}
 
 
-def status_of(broker, topic: str, timeout: float = 5.0) -> bytes:
-    """The retained payload of a topic (bounded)."""
-    got: queue.Queue[bytes] = queue.Queue()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique("peek"),
-                    protocol=mqtt.MQTTv311)
-    c.on_message = lambda _c, _u, m: got.put(bytes(m.payload))
-    c.on_connect = lambda cl, *a: cl.subscribe(topic, qos=1)
-    c.connect(broker.host, broker.port, keepalive=30)
-    c.loop_start()
-    try:
-        return got.get(timeout=timeout)
-    finally:
-        c.loop_stop()
-        c.disconnect()
-
-
-def _lines(proc: subprocess.Popen) -> queue.Queue[str]:
-    q: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            q.put(line.rstrip())
-        q.put("<exit>")
-
-    threading.Thread(target=pump, daemon=True).start()
-    return q
-
-
-def wait_line(q: queue.Queue[str], pattern: str, timeout: float, seen: list[str]) -> str:
-    rx = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = q.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            raise AssertionError(f"no line matching {pattern!r} in {timeout} s:\n"
-                                 + "\n".join(seen)) from None
-        seen.append(line)
-        if rx.search(line):
-            return line
-        if line == "<exit>":
-            raise AssertionError("the coordinator ended:\n" + "\n".join(seen))
-
-
-# --------------------------------------------------------------------------- end to end
 def test_coordinator_assigns_and_reassigns(tmp_path: Path, amqtt_broker, capsys) -> None:
     keys, data = tmp_path / "keys", tmp_path / "gw"
     keys.mkdir()
@@ -188,7 +142,7 @@ def test_coordinator_assigns_and_reassigns(tmp_path: Path, amqtt_broker, capsys)
         t.start()
         wait_until(lambda: len(assigns()) >= 2 and assigned(data) == {lo: full_a, hi: full_b},
                    15, what=f"both light nodes assigned: {lines}")
-        assert status_of(amqtt_broker, topics.status(DOMAIN, ids["coord"])) == b"online"
+        assert retained(amqtt_broker, topics.status(DOMAIN, ids["coord"])) == b"online"
         assert [ln.split(":")[0] for ln in assigns()] == [
             f"assign light node {lo} -> full node {full_a} (unassigned)",
             f"assign light node {hi} -> full node {full_b} (unassigned)"]
@@ -205,7 +159,7 @@ def test_coordinator_assigns_and_reassigns(tmp_path: Path, amqtt_broker, capsys)
         assert not t.is_alive()
         coord.close()
         # amqtt acknowledges a PUBLISH before its retained store has it: wait (bounded)
-        wait_until(lambda: status_of(amqtt_broker, topics.status(DOMAIN, ids["coord"]))
+        wait_until(lambda: retained(amqtt_broker, topics.status(DOMAIN, ids["coord"]))
                    == b"offline", 10, what="coordinator's retained status offline")
         assert len(assigns()) == 3  # nothing moved twice
         rc, out = run(capsys, "nodes", "--data-dir", str(data))
@@ -219,7 +173,7 @@ def test_coordinator_assigns_and_reassigns(tmp_path: Path, amqtt_broker, capsys)
         proc = subprocess.Popen([tool("thingledger"), "coordinator", "--key",
                                  str(keys / "coord.key"), *net], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        q, seen = _lines(proc), []
+        q, seen = output_lines(proc), []
         wait_line(q, r"^coordinator [0-9a-f]{32} on .*: 2 light node\(s\), 2 full node\(s\)",
                   20, seen)
         join("light-3", "--power", "battery", "--ram-kib", "264", "--lifetime", "short")

@@ -4,30 +4,11 @@ when it stops; coordination nodes follow it to reassign light nodes."""
 
 from __future__ import annotations
 
-import queue
-
-import paho.mqtt.client as mqtt
-from brokers import unique, wait_until
+from brokers import wait_until
 from e2e_devices import GatewayThread, authority_of
+from waits import retained
 
 from shared import topics, tx
-
-
-def retained(broker, topic: str, timeout: float = 5.0) -> bytes | None:
-    got: queue.Queue[bytes] = queue.Queue()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique("peek"),
-                    protocol=mqtt.MQTTv311)
-    c.on_message = lambda _c, _u, m: got.put(bytes(m.payload))
-    c.on_connect = lambda cl, *a: cl.subscribe(topic, qos=1)
-    c.connect(broker.host, broker.port, keepalive=30)
-    c.loop_start()
-    try:
-        return got.get(timeout=timeout)
-    except queue.Empty:
-        return None
-    finally:
-        c.loop_stop()
-        c.disconnect()
 
 
 def test_gateway_status_online_then_offline(tmp_path, mosquitto_broker):

@@ -12,16 +12,15 @@ with mpremote (`board flash|keygen|register|claim|rotate`), and run as
 
 from __future__ import annotations
 
-import queue
 import re
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from brokers import free_port
 from provision.vboard_pty import PtyBoard
+from waits import lines, wait_line
 
 from tools.build import tool
 
@@ -45,39 +44,12 @@ def refused(*args: str) -> str:
     return p.stdout + p.stderr
 
 
-def _lines(proc: subprocess.Popen) -> queue.Queue[str]:
-    q: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            q.put(line.rstrip())
-        q.put("<exit>")
-
-    threading.Thread(target=pump, daemon=True).start()
-    return q
-
-
-def wait_line(q: queue.Queue[str], pattern: str, timeout: float, seen: list[str]) -> str:
-    rx = re.compile(pattern)
-    while True:
-        try:
-            line = q.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no line matching {pattern!r} in {timeout} s:\n"
-                                 + "\n".join(seen[-30:])) from None
-        seen.append(line)
-        if rx.search(line):
-            return line
-        if line == "<exit>" or "Traceback" in line:
-            raise AssertionError("process ended:\n" + "\n".join(seen[-30:]))
-
-
 def run_board(flash: Path, pattern: str, count: int, timeout: float = 40) -> list[str]:
     """Boot the flashed firmware on a 64 KiB heap until `count` lines match."""
     proc = subprocess.Popen([tool("micropython"), "-X", "heapsize=64k", "-c",
                              "from firmware.main import main\nmain()\n"], cwd=flash,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    q, seen = _lines(proc), []
+    q, seen = lines(proc), []
     try:
         for _ in range(count):
             wait_line(q, pattern, timeout, seen)
@@ -137,7 +109,7 @@ def test_device_whole_life(broker_kind, tmp_path, mosquitto_factory):
                            str(data), "--domain", DOMAIN, "--registry-dir", str(reg),
                            "--block-interval", "0.2"], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    gq, gseen = _lines(gw), []
+    gq, gseen = lines(gw), []
     board = PtyBoard(tmp_path / "flash", tmp_path / "ttyVB")
     try:
         wait_line(gq, rf"chain {DOMAIN} at height", 30, gseen)
