@@ -40,7 +40,7 @@ async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -
 
 
 async def run(args: argparse.Namespace, console: Console) -> int:
-    data_dir = Path(args.data_dir)
+    data_dir = Path(args.data_dir).resolve()
     boards_dir = Path(args.boards_dir) if args.boards_dir else data_dir.parent / "boards"
     build_dir = data_dir.parent / "build" / "unix"
     n_boards = 0 if args.no_boards else args.boards

@@ -29,7 +29,8 @@ class VirtualBoard:
         (self.flash / "config.json").write_text(json.dumps(cfg, indent=1))
 
     def command(self, build_dir: Path, steps: int | None = None, heap: str = BOARD_HEAP) -> list[str]:
-        boot = (f"import sys\nsys.path[:0] = [{str(build_dir)!r}]\n"
+        # the board runs in its flash folder: the build must be an absolute path
+        boot = (f"import sys\nsys.path[:0] = [{str(Path(build_dir).resolve())!r}]\n"
                 f"from firmware.main import main\nmain({steps!r})\n")
         return [tool("micropython"), "-X", f"heapsize={heap}", "-c", boot]
 
