@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.build import build, tool
+from tools.build import tool
 
 BOARD_HEAP = "64k"
 
@@ -39,8 +39,3 @@ class VirtualBoard:
         return subprocess.Popen(self.command(build_dir, steps, heap), cwd=self.flash,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1, **popen)
-
-
-def compile_firmware(build_dir: Path) -> Path:
-    build(build_dir, "unix")
-    return build_dir
