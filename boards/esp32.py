@@ -3,7 +3,6 @@ Imported only on those boards (machine, network, onewire exist there)."""
 import time
 
 import machine
-import network
 
 
 class Board:
@@ -16,17 +15,9 @@ class Board:
         self._ds = None
 
     def network_up(self, timeout_ms=20000):
-        wifi = self.config.get("wifi") or {}
-        wlan = network.WLAN(network.STA_IF)
-        wlan.active(True)
-        if not wlan.isconnected():
-            wlan.connect(wifi.get("ssid", ""), wifi.get("password", ""))
-            t0 = time.ticks_ms()
-            while not wlan.isconnected():
-                if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
-                    raise OSError("wifi: no connection to '%s'" % wifi.get("ssid", ""))
-                time.sleep_ms(200)
-        return wlan.ifconfig()[0]
+        from boards.wlan import connect
+
+        return connect(self.config, timeout_ms)
 
     def read_sensor(self):
         s = self.sensor

@@ -1,9 +1,6 @@
 """Raspberry Pi Pico W / Pico 2 W adapter: CYW43 Wi-Fi bring-up and the
 on-chip temperature sensor (ADC 4). Imported only on rp2 boards."""
-import time
-
 import machine
-import network
 
 
 class Board:
@@ -16,16 +13,9 @@ class Board:
         self._adc = machine.ADC(self.sensor.get("adc", 4))
 
     def network_up(self, timeout_ms=20000):
-        wifi = self.config.get("wifi") or {}
-        wlan = network.WLAN(network.STA_IF)
-        wlan.active(True)
-        wlan.connect(wifi.get("ssid", ""), wifi.get("password", ""))
-        t0 = time.ticks_ms()
-        while not wlan.isconnected():
-            if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
-                raise OSError("wifi: no connection to '%s'" % wifi.get("ssid", ""))
-            time.sleep_ms(200)
-        return wlan.ifconfig()[0]
+        from boards.wlan import connect
+
+        return connect(self.config, timeout_ms)
 
     def read_sensor(self):
         # RP2040 datasheet 4.9.5: T = 27 - (V - 0.706) / 0.001721, integer maths in

@@ -43,10 +43,12 @@ def board_profile(board: str) -> dict:
 
 def sources(board: str) -> list[Path]:
     """Firmware source files for `board`, relative to the project root."""
-    family = board_profile(board)["family"]
+    prof = board_profile(board)
     files = [f for f in sorted((ROOT / "shared").glob("*.py")) if f.name not in HOST_ONLY]
     files += sorted((ROOT / "firmware").glob("*.py"))
-    files += [ROOT / "boards" / n for n in ("__init__.py", FAMILY_ADAPTER[family] + ".py")]
+    files += [ROOT / "boards" / n for n in ("__init__.py", FAMILY_ADAPTER[prof["family"]] + ".py")]
+    if prof["network"] == "wlan":
+        files.append(ROOT / "boards" / "wlan.py")
     return [f.relative_to(ROOT) for f in files]
 
 
