@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from waits import wait_on
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -504,17 +505,9 @@ class PahoClient:
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
         """Wait until predicate(self) is true; returns its value. Fails with the
         collected messages on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                v = predicate(self)
-                if v:
-                    return v
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timeout ({timeout} s) waiting for {what}; "
-                                         f"messages: {self.messages}")
-                self._cond.wait(min(left, 0.5))
+        return wait_on(self._cond, lambda: predicate(self), timeout,
+                       lambda: f"timeout ({timeout} s) waiting for {what}; "
+                               f"messages: {self.messages}", poll=0.5)
 
     def payloads(self, topic: str | None = None) -> list[bytes]:
         with self._cond:

@@ -9,11 +9,30 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
-from brokers import unique
 
 EXIT = "<exit>"
+T = TypeVar("T")
+
+
+def wait_on(cond: threading.Condition, predicate: Callable[[], T], timeout: float,
+            failure: Callable[[], str], poll: float = 0.2) -> T:
+    """Wait under `cond` (notified by whoever changes the state) until
+    predicate() is truthy and return it; AssertionError(failure()) at the
+    timeout. `poll` only bounds a missed notification."""
+    deadline = time.monotonic() + timeout
+    with cond:
+        while True:
+            v = predicate()
+            if v:
+                return v
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(failure())
+            cond.wait(min(left, poll))
 
 
 def lines(proc: subprocess.Popen) -> queue.Queue[str]:
@@ -50,6 +69,8 @@ def wait_line(q: queue.Queue[str], pattern: str, timeout: float, seen: list[str]
 
 def retained(broker, topic: str, timeout: float = 5.0) -> bytes | None:
     """The retained payload of `topic` on `broker` (None if none came in time)."""
+    from brokers import unique  # brokers imports this module
+
     got: queue.Queue[bytes] = queue.Queue()
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique("peek"),
                     protocol=mqtt.MQTTv311)

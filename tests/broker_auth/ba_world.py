@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from hashlib import sha256
 
 import paho.mqtt.client as mqtt
+from waits import wait_on
 
 from gateway import broker_auth
 from shared import p256
@@ -188,17 +188,9 @@ class AuthClient:
             self._cond.notify_all()
 
     def wait(self, predicate, timeout: float = 10.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                v = predicate(self)
-                if v:
-                    return v
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timeout ({timeout} s) waiting for {what}; "
-                                         f"rc={self.rc} messages={self.messages}")
-                self._cond.wait(min(left, 0.2))
+        return wait_on(self._cond, lambda: predicate(self), timeout,
+                       lambda: f"timeout ({timeout} s) waiting for {what}; "
+                               f"rc={self.rc} messages={self.messages}")
 
     def connected(self, timeout: float = 10.0) -> AuthClient:
         self.wait(lambda c: c.rc is not None, timeout, "CONNACK")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from waits import wait_on
 
 from gateway import genesis
 from gateway.config import DB_FILE, GENESIS_FILE, GatewayConfig
@@ -295,19 +296,10 @@ class SimDevice:
 
     # -- waiting -------------------------------------------------------------
     def wait(self, predicate, timeout: float = 10.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                v = predicate()
-                if v:
-                    return v
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"{self.name}: timeout ({timeout} s) waiting for {what}; "
-                        f"{len(self.receipts)} receipts, outbox {len(self.outbox)}, "
-                        f"rejections {self.rejections[-5:]}, bad {self.bad_replies[:3]}")
-                self._cond.wait(min(left, 0.2))
+        return wait_on(self._cond, predicate, timeout, lambda: (
+            f"{self.name}: timeout ({timeout} s) waiting for {what}; "
+            f"{len(self.receipts)} receipts, outbox {len(self.outbox)}, "
+            f"rejections {self.rejections[-5:]}, bad {self.bad_replies[:3]}"))
 
     def wait_confirmed(self, timeout: float = 15.0, resend_after: float | None = None) -> None:
         """Wait until every tracked tx has a receipt or a rejection; with
@@ -426,18 +418,10 @@ class GatewayThread:
 
     def wait_event(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match:
         rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.events[start:]:
-                    m = rx.search(line)
-                    if m:
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no gateway event matching {pattern!r} in {timeout} s; "
-                                         f"last events: {self.events[-10:]}")
-                self._cond.wait(min(left, 0.2))
+        return wait_on(self._cond,
+                       lambda: next(filter(None, map(rx.search, self.events[start:])), None),
+                       timeout, lambda: f"no gateway event matching {pattern!r} in {timeout} s; "
+                                        f"last events: {self.events[-10:]}")
 
 
 class GatewayProcess:
