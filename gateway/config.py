@@ -32,13 +32,22 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DATA_DIR = "var/gateway"
 
 
-class ConfigError(ValueError):
-    """A configuration value is wrong; `key` names it."""
+class FieldError(ValueError):
+    """A value in a hand-edited file is wrong; `key` names the field and
+    `problem` says what is wrong with it."""
+
+    label = "field"
 
     def __init__(self, key: str, problem: str) -> None:
         self.key = key
         self.problem = problem
-        super().__init__(f"config key {key!r}: {problem}")
+        super().__init__(f"{self.label} {key!r}: {problem}")
+
+
+class ConfigError(FieldError):
+    """A configuration value is wrong."""
+
+    label = "config key"
 
 
 @dataclass(frozen=True)

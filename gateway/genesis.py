@@ -49,7 +49,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from gateway.config import GENESIS_FILE, KEY_FILE
+from gateway.config import GENESIS_FILE, KEY_FILE, FieldError
 from gateway.state import (
     ADMISSION_CLAIMED,
     ADMISSIONS,
@@ -67,13 +67,10 @@ from shared import tx as txm
 ZERO_HASH = bytes(32)
 
 
-class GenesisError(ValueError):
-    """The genesis file (or authority key) is wrong; `key` names the field."""
+class GenesisError(FieldError):
+    """The genesis file (or authority key) is wrong."""
 
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(f"genesis {key!r}: {problem}")
+    label = "genesis"
 
 
 @dataclass(frozen=True)
