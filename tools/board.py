@@ -70,6 +70,23 @@ def build_dir(board: str) -> Path:
 
 
 # --------------------------------------------------------------------------- links
+def _run_logged(argv: list[str], timeout: float, log: Log | None,
+                timeout_message: str) -> subprocess.CompletedProcess:
+    """Run a board tool (mpremote, ampy); with `log`, show the call and what it
+    printed. BoardError(timeout_message) if it does not finish in time."""
+    if log:
+        log("$ " + " ".join(argv[1:]))
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BoardError(timeout_message) from None
+    if log:
+        for line in (p.stdout + p.stderr).splitlines():
+            log("  " + line)
+    return p
+
+
 class MpremoteLink:
     """`mpremote connect PORT resume CMD [+ CMD ...]`, one process per call."""
 
@@ -84,18 +101,9 @@ class MpremoteLink:
         argv = [self.exe, "connect", self.port, "resume"]
         for i, c in enumerate(commands):
             argv += (["+"] if i else []) + list(c)
-        if self.log:
-            self.log("$ " + " ".join(argv[1:]))
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise BoardError(f"{self.port}: no answer from the board within {timeout:.0f} s "
-                             "(is another program using the port? is MicroPython running?)"
-                             ) from None
-        if self.log:
-            for line in (p.stdout + p.stderr).splitlines():
-                self.log("  " + line)
+        p = _run_logged(argv, timeout, self.log,
+                        f"{self.port}: no answer from the board within {timeout:.0f} s "
+                        "(is another program using the port? is MicroPython running?)")
         if p.returncode != 0:
             err = (p.stderr.strip() or p.stdout.strip() or f"exit code {p.returncode}")
             if any(s in err.lower() for s in _NO_CONNECTION):
@@ -136,16 +144,8 @@ class AmpyLink:
 
     def _ampy(self, args: list[str], timeout: float) -> str:
         argv = [self.exe, "--port", self.port, *args]
-        if self.log:
-            self.log("$ " + " ".join(argv[1:]))
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise BoardError(f"{self.port}: ampy got no answer within {timeout:.0f} s") from None
-        if self.log:
-            for line in (p.stdout + p.stderr).splitlines():
-                self.log("  " + line)
+        p = _run_logged(argv, timeout, self.log,
+                        f"{self.port}: ampy got no answer within {timeout:.0f} s")
         if p.returncode != 0:
             raise BoardError(f"ampy on {self.port}: {(p.stderr or p.stdout).strip()}")
         return p.stdout
