@@ -236,20 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seconds", type=_positive_float, default=None, metavar="S",
                    help="stop by itself after S seconds (default: run until Ctrl-C)")
     r.set_defaults(func=cmd_run)
-    for area in _AREAS:
-        _area_module(area).register(sub, data)
+    for group in _command_groups():
+        group.register(sub, data)
     return p
 
 
-# Command groups that live in their own modules (tools/cli_<area>.py), each
-# exposing register(subparsers, data_parent).
-_AREAS: tuple[str, ...] = ("registry", "board", "identity", "broker", "coordinator")
+def _command_groups() -> tuple:
+    """Command groups that live in their own modules, each exposing
+    register(subparsers, data_parent). Imported here, not at the top: they
+    import this module for its exit codes and errors."""
+    from tools import cli_board, cli_broker, cli_coordinator, cli_identity, cli_registry
 
-
-def _area_module(area: str):  # -> module
-    import importlib
-
-    return importlib.import_module(f"tools.cli_{area}")
+    return (cli_registry, cli_board, cli_identity, cli_broker, cli_coordinator)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
