@@ -2,20 +2,14 @@
 with `cryptography`; what pycose signs verifies with ours."""
 
 import cbor2
-from cryptography.hazmat.primitives.asymmetric import ec
 from pycose.algorithms import Es256
 from pycose.headers import KID, Algorithm
 from pycose.keys import EC2Key
 from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
+from pycose_keys import pycose_key
 
 from shared import cose, errors, p256, tx
-
-
-def _pycose_key(pub33: bytes) -> EC2Key:
-    point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub33)
-    nums = point.public_numbers()
-    return EC2Key(crv=P256, x=nums.x.to_bytes(32, "big"), y=nums.y.to_bytes(32, "big"))
 
 
 def test_pycose_verifies_our_transactions():
@@ -23,7 +17,7 @@ def test_pycose_verifies_our_transactions():
         priv, pub = p256.keygen()
         msg = tx.make(priv, tx.device_id(pub), tx.TYPE_READING, "demo", 9, 0, {1: -40, 2: 0})
         decoded = Sign1Message.decode(msg)
-        decoded.key = _pycose_key(pub)
+        decoded.key = pycose_key(pub)
         assert decoded.verify_signature()
         assert decoded.phdr[KID] == tx.device_id(pub)
         assert cbor2.loads(decoded.payload)[3] == 9
@@ -34,7 +28,7 @@ def test_pycose_rejects_tampered_signature():
     msg = bytearray(tx.make(priv, tx.device_id(pub), tx.TYPE_READING, "demo", 1, 0, {1: 1, 2: 0}))
     msg[-1] ^= 1
     decoded = Sign1Message.decode(bytes(msg))
-    decoded.key = _pycose_key(pub)
+    decoded.key = pycose_key(pub)
     assert not decoded.verify_signature()
 
 

@@ -13,7 +13,7 @@ import pytest
 from gateway_e2e.e2e_devices import GatewayThread
 from mpyrun import firmware_build
 from pycose.messages import Sign1Message
-from test_cose_interop import _pycose_key
+from pycose_keys import pycose_key
 from waits import lines, wait_line
 
 from gateway.store import Store
@@ -56,7 +56,7 @@ def test_firmware_loop_on_64k_heap(request, broker_name, tmp_path, paho_client):
             pub = state.get(t.sender).pubkey
             t.verify(pub)  # cryptography backend
             msg = Sign1Message.decode(m)
-            msg.key = _pycose_key(pub)
+            msg.key = pycose_key(pub)
             assert msg.verify_signature()
         committed = [store.get_tx(tx.tx_id(m)) for m in published]
     assert sum(1 for c in committed if c is not None) >= RECEIPTS
