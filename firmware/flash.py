@@ -112,6 +112,11 @@ class Outbox:
     def get(self, seq):
         return read(self._path(seq))
 
+    def unsend(self):
+        """Make every entry due now (after a reconnect)."""
+        for seq in self._sent:
+            self._sent[seq] = None
+
     def mark_sent(self, seq, now_ms):
         if seq in self._sent:
             self._sent[seq] = now_ms

@@ -61,14 +61,22 @@ class Node:
 
     def step(self):
         """One pass: handle incoming messages, announce ourselves after a
-        (re)connect, take a reading when due, resend what is unconfirmed.
-        Returns quickly; never blocks on a dead broker."""
+        (re)connect, take a reading when due, send what is unconfirmed.
+        Returns quickly; never blocks on a dead broker.
+
+        Transactions go out only from the outbox, oldest seq first: the
+        gateway refuses a seq below one it has committed (replay), so a newer
+        transaction must never overtake an unconfirmed older one. After a
+        reconnect everything unconfirmed is due at once (what was in flight
+        may have died with the gateway)."""
         c = self.client
         c.check_msg()
         if not c.is_connected():
             self._announced = False
         elif not self._announced:
             self._announced = self._send(self.status_topic, b"online", True)
+            if self._announced:
+                self.outbox.unsend()
         now = time.ticks_ms()
         if self.registered and time.ticks_diff(now, self._next_reading) >= 0:
             self._next_reading = time.ticks_add(now, self.interval_ms)
@@ -104,15 +112,12 @@ class Node:
             return False
 
     def submit(self, type_, body):
-        """Sign a transaction, keep it in the outbox, send it if online."""
+        """Sign a transaction and queue it in the outbox; step() sends it."""
         if self.outbox.full():
             self.log("outbox-full skipped type=%d" % type_)
             return None
         seq = self.seq.next()
-        msg = self.wallet.sign_tx(type_, self.domain, seq, self.fee, body)
-        self.outbox.put(seq, msg)
-        if self._send(self.tx_topic, msg, False):
-            self.outbox.mark_sent(seq, time.ticks_ms())
+        self.outbox.put(seq, self.wallet.sign_tx(type_, self.domain, seq, self.fee, body))
         return seq
 
     def take_reading(self):

@@ -65,3 +65,14 @@ def test_outbox_survives_reboot_and_removes():
         assert again.due(6000, 5000, lambda a, b: a - b) == [3]
         again.remove(3)
         assert flash.Outbox().get(3) is None and len(flash.Outbox()) == 1
+
+
+def test_outbox_unsend_makes_everything_due_oldest_first():
+    with Flash("unsend"):
+        ob = flash.Outbox()
+        for seq in (9, 4, 7):
+            ob.put(seq, b"tx%d" % seq)
+            ob.mark_sent(seq, 1000)
+        assert ob.due(2000, 5000, lambda a, b: a - b) == []  # all in flight
+        ob.unsend()  # reconnected: what was in flight may be lost
+        assert ob.due(2000, 5000, lambda a, b: a - b) == [4, 7, 9]
