@@ -32,7 +32,7 @@ Pipeline the service drives (gateway/service.py):
                            led.authority_priv, led.genesis.authority_id,
                            domain=cfg.domain, rules=led.rules)
     led.store.commit_block(b)             # one SQLite transaction (may run in a thread)
-    led.state.apply_diff(b.diff); led.head = b
+    led.state.apply_diff(b.diff, b.kv_diff); led.head = b
     pool.done(txs)                        # only after the state moved on
     for i, t in enumerate(b.txs): publish(rx(t.sender), b.receipt_message(i))
     for t, e in b.dropped: publish(rx(t.sender), rejection(e.reason, e.detail))

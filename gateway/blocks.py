@@ -8,8 +8,9 @@ rules=)` runs `txs` in order through state.apply on a StateOverlay over
 - `dropped`: (tx, RuleError) for txs that turned out not includable at
   execution time (e.g. a fee no longer covered): the service sends
   rejections for them; they are not in the block,
-- `diff`: device id -> new DeviceRecord (what the store writes and what
-  State.apply_diff folds in after the commit),
+- `diff`: device id -> new DeviceRecord, and `kv_diff`: stored key -> new
+  value or None (deleted) (what the store writes and what State.apply_diff
+  folds in after the commit),
 - header fields, header bytes, the authority-signed header, the block hash,
 - `proof(i)` / `receipt_message(i)`: the RFC 6962 audit path of receipt i
   and the ready-to-publish receipt reply (shared/messages.receipt).
@@ -34,7 +35,7 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from gateway.genesis import Genesis, genesis_header
-from gateway.state import DeviceRecord, RuleError, Rules, State, StateOverlay, apply
+from gateway.state import BlockInfo, DeviceRecord, RuleError, Rules, State, StateOverlay, apply
 from shared import errors, header, merkle, messages
 from shared import tx as txm
 
@@ -72,6 +73,7 @@ class Block:
     diff: dict[bytes, DeviceRecord]
     dropped: list[tuple[txm.Tx, errors.TLError]] = field(default_factory=list)
     levels: list[list[bytes]] = field(default_factory=list)
+    kv_diff: dict[bytes, bytes | None] = field(default_factory=dict)
 
     @property
     def height(self) -> int:
@@ -104,18 +106,22 @@ def receipts_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
     return merkle.levels([merkle.leaf_hash(x) for x in leaves])
 
 
-def execute(txs: Sequence[txm.Tx], state: State, rules: Rules
+def execute(txs: Sequence[txm.Tx], state: State, rules: Rules,
+            block: BlockInfo | None = None
             ) -> tuple[list[txm.Tx], list[Receipt], StateOverlay,
                        list[tuple[txm.Tx, errors.TLError]]]:
-    """Run txs in order on an overlay: (included, receipts, overlay, dropped)."""
+    """Run txs in order on an overlay: (included, receipts, overlay, dropped).
+    `block` gives the height and time the txs execute at."""
     view = StateOverlay(state)
     included: list[txm.Tx] = []
     receipts: list[Receipt] = []
     dropped: list[tuple[txm.Tx, errors.TLError]] = []
     leaf = messages.receipt_leaf
+    info = block or BlockInfo(0, 0)
     for t in txs:
+        info.index = len(included)
         try:
-            out = apply(view, t, rules)
+            out = apply(view, t, rules, info)
         except RuleError as e:
             dropped.append((t, e))
             continue
@@ -131,17 +137,18 @@ def build_block(prev: Tip, txs: Sequence[txm.Tx], state: State, time: int,
                 rules: Rules | None = None) -> Block:
     """Execute `txs` on top of `state` (left unchanged) and sign block prev+1."""
     rules = rules or Rules(authority_id=authority_id)
-    included, receipts, view, dropped = execute(txs, state, rules)
+    height, time = prev.height + 1, max(int(time), prev.time)
+    included, receipts, view, dropped = execute(txs, state, rules, BlockInfo(height, time))
     levels = receipts_levels([r.leaf for r in receipts])
     fields = {
-        "version": header.VERSION, "domain": domain, "height": prev.height + 1,
-        "prev_hash": prev.hash, "time": max(int(time), prev.time),
+        "version": header.VERSION, "domain": domain, "height": height,
+        "prev_hash": prev.hash, "time": time,
         "tx_root": tx_root([t.message for t in included]),
         "receipts_root": merkle.root_of(levels), "state_root": view.root(),
         "proposer": authority_id,
     }
     return Block(fields, header.encode(fields), header.sign(authority_priv, authority_id, fields),
-                 included, receipts, view.changed, dropped, levels)
+                 included, receipts, view.changed, dropped, levels, view.kv_changed)
 
 
 def genesis_block(g: Genesis, authority_priv: bytes) -> Block:

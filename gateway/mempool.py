@@ -57,6 +57,9 @@ class PendingView:
                 rec = c[0]
         return rec
 
+    def kv_get(self, key: bytes) -> bytes | None:
+        return self._state.kv_get(key)
+
 
 def _creates(t: txm.Tx) -> tuple[bytes, DeviceRecord] | None:
     """(id, record as seen while pending) of the principal `t` creates."""

@@ -15,8 +15,9 @@ block `height`, a stable `reason` (constants below) and a `detail`:
   state.apply; stored sender/seq/type and receipt (status, reason, events)
   equal the recomputed ones;
 - per block: tx_root, receipts_root and state_root recomputed and compared;
-- at the end, the recomputed state equals the stored `devices` and
-  `rights` tables (keys, balances, owners, statuses, kinds, rights, nodes).
+- at the end, the recomputed state equals the stored `devices`, `rights`
+  and `kv` tables (keys, balances, owners, statuses, kinds, rights, nodes;
+  offers, demands, contract deployments and storage).
 
 Claims depend on the public registry: pass the same `registry` lookup the
 node uses (state.Rules.registry). Without one (None) every claim in the
@@ -31,7 +32,7 @@ from hashlib import sha256
 
 from gateway.blocks import tx_root
 from gateway.genesis import Genesis
-from gateway.state import Registry, State, StateOverlay, apply
+from gateway.state import BlockInfo, Registry, State, StateOverlay, apply
 from gateway.store import Store
 from gateway.validate import check_stateful, check_stateless
 from shared import errors, header, merkle, messages
@@ -137,15 +138,17 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
             if fields["time"] < prev_time:
                 raise ChainError(h, TIME_BACKWARDS)
             view = StateOverlay(state)
+            info = BlockInfo(h, fields["time"])
             leaves = []
             for r in rows:
+                info.index = r.idx
                 where = "tx %d %s" % (r.idx, r.id.hex())
                 if sha256(r.message).digest() != r.id:
                     raise ChainError(h, TX_ID_MISMATCH, where)
                 try:
                     t = check_stateless(r.message, domain)
                     check_stateful(t, view, None, rules)
-                    out = apply(view, t, rules)
+                    out = apply(view, t, rules, info)
                 except errors.TLError as e:
                     raise ChainError(h, BAD_TX, "%s: %s/%s" % (where, e.reason, e.detail)
                                      ) from None
@@ -160,7 +163,7 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
                 raise ChainError(h, RECEIPTS_ROOT_MISMATCH)
             if view.root() != fields["state_root"]:
                 raise ChainError(h, STATE_ROOT_MISMATCH)
-            state.apply_diff(view.changed)
+            state.apply_diff(view.changed, view.kv_changed)
         prev_hash, prev_time = blk.hash, fields["time"]
         expected += 1
         rep.blocks += 1
@@ -172,6 +175,11 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
 
 
 def _compare_state(store: Store, state: State, height: int) -> None:
+    kv = store.kv()
+    if kv != state.kv:
+        for k in sorted(set(kv) | set(state.kv)):
+            if kv.get(k) != state.kv.get(k):
+                raise ChainError(height, STATE_MISMATCH, "stored value %s differs" % k.hex())
     stored = dict(store.devices())
     if stored == state.devices:
         return

@@ -226,7 +226,7 @@ class Gateway:
         # encode the receipts while the writer thread waits on fsync (published after it)
         receipts = [b.receipt_message(i) for i in range(len(b.txs))]
         await commit
-        led.state.apply_diff(b.diff)
+        led.state.apply_diff(b.diff, b.kv_diff)
         led.head = b
         self.pool.done(txs)
         self.counters.blocks += 1

@@ -129,7 +129,8 @@ KIND_DEVICE = "device"
 KIND_PERSON = "person"
 KIND_NODE = "node"
 KIND_AUTHORITY = "authority"
-KINDS = (KIND_AUTHORITY, KIND_DEVICE, KIND_NODE, KIND_PERSON)
+KIND_CONTRACT = "contract"  # a contract's or the market escrow's account (no key)
+KINDS = (KIND_AUTHORITY, KIND_CONTRACT, KIND_DEVICE, KIND_NODE, KIND_PERSON)
 
 ACTIVE = "active"
 REVOKED = "revoked"
@@ -210,10 +211,23 @@ def claimed_device(pubkey: bytes, owner: bytes) -> DeviceRecord:
 
 
 class StateView(Protocol):
-    """Anything that maps an id to its record (State, StateOverlay,
-    mempool.PendingView)."""
+    """Anything that maps an id to its record and a key to its stored value
+    (State, StateOverlay, mempool.PendingView)."""
 
     def get(self, device_id: bytes) -> DeviceRecord | None: ...
+
+    def kv_get(self, key: bytes) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class BlockInfo:
+    """The block a transaction executes in: the only clock the market and the
+    contracts see. `index` is the tx's position among the block's included
+    txs (set by the block builder and by replay)."""
+
+    height: int
+    time: int
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -253,24 +267,60 @@ def leaf(device_id: bytes, rec: DeviceRecord) -> bytes:
                        rec.node, rec.assigned])
 
 
-def state_root(devices: Mapping[bytes, DeviceRecord]) -> bytes:
-    """Merkle root of a device mapping, computed from scratch (reference)."""
-    return merkle.root([leaf(i, devices[i]) for i in sorted(devices)])
+def kv_leaf(key: bytes, value: bytes) -> bytes:
+    """State tree leaf of one stored value (offers, demands, contract
+    deployments and storage): cbor([key, value]), a 2-element array where a
+    principal's leaf has 11, so the two kinds never collide."""
+    return cbor.dumps([key, value])
+
+
+def state_root(devices: Mapping[bytes, DeviceRecord],
+               kv: Mapping[bytes, bytes] | None = None) -> bytes:
+    """Merkle root computed from scratch (reference): the principals' leaves
+    sorted by id, then the stored values' leaves sorted by key. A state with
+    no stored values has the root of its principals alone."""
+    kv = kv or {}
+    return merkle.root([leaf(i, devices[i]) for i in sorted(devices)]
+                       + [kv_leaf(k, kv[k]) for k in sorted(kv)])
 
 
 class State:
-    """Committed state: devices by id, with cached leaf hashes so the root of
-    a block's state costs one leaf encode per *changed* device."""
+    """Committed state: principals by id, stored values by key (`kv`:
+    canonical-CBOR values of the market and the contracts, keys built by
+    gateway/market/keys.py), with cached leaf hashes so the root of a block's
+    state costs one leaf encode per *changed* entry."""
 
-    __slots__ = ("devices", "_hashes", "_ids")
+    __slots__ = ("devices", "kv", "_hashes", "_ids", "_kv_hashes", "_keys")
 
-    def __init__(self, devices: Mapping[bytes, DeviceRecord] | None = None) -> None:
+    def __init__(self, devices: Mapping[bytes, DeviceRecord] | None = None,
+                 kv: Mapping[bytes, bytes] | None = None) -> None:
         self.devices: dict[bytes, DeviceRecord] = dict(devices or {})
+        self.kv: dict[bytes, bytes] = dict(kv or {})
         self._hashes: dict[bytes, bytes] = {}
         self._ids: list[bytes] | None = None
+        self._kv_hashes: dict[bytes, bytes] = {}
+        self._keys: list[bytes] | None = None
 
     def get(self, device_id: bytes) -> DeviceRecord | None:
         return self.devices.get(device_id)
+
+    def kv_get(self, key: bytes) -> bytes | None:
+        return self.kv.get(key)
+
+    def kv_range(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of the stored values whose key starts with `prefix`,
+        in key order."""
+        keys = self.sorted_keys()
+        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+            k = keys[i]
+            if not k.startswith(prefix):
+                break
+            yield k, self.kv[k]
+
+    def sorted_keys(self) -> list[bytes]:
+        if self._keys is None:
+            self._keys = sorted(self.kv)
+        return self._keys
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -298,46 +348,79 @@ class State:
             self._hashes[device_id] = h
         return h
 
+    def _kv_hash(self, key: bytes) -> bytes:
+        h = self._kv_hashes.get(key)
+        if h is None:
+            h = merkle.leaf_hash(kv_leaf(key, self.kv[key]))
+            self._kv_hashes[key] = h
+        return h
+
     def root(self) -> bytes:
         return self.root_with({})
 
-    def root_with(self, changes: Mapping[bytes, DeviceRecord]) -> bytes:
-        """State root of this state with `changes` applied (not stored)."""
+    def root_with(self, changes: Mapping[bytes, DeviceRecord],
+                  kv_changes: Mapping[bytes, bytes | None] | None = None) -> bytes:
+        """State root of this state with `changes` (principals) and
+        `kv_changes` (stored values, None = deleted) applied (not stored)."""
         ids = self.sorted_ids()
         new = [i for i in changes if i not in self.devices]
         if new:
             ids = sorted([*ids, *new])
         hashes = [merkle.leaf_hash(leaf(i, changes[i])) if i in changes else self._hash(i)
                   for i in ids]
+        kvc = kv_changes or {}
+        keys = self.sorted_keys()
+        if kvc:
+            keys = sorted((set(keys) | set(kvc)) - {k for k, v in kvc.items() if v is None})
+        for k in keys:
+            v = kvc.get(k)
+            hashes.append(merkle.leaf_hash(kv_leaf(k, v)) if v is not None else self._kv_hash(k))
         return merkle.root_of(merkle.levels(hashes))
 
-    def apply_diff(self, diff: Mapping[bytes, DeviceRecord]) -> None:
+    def apply_diff(self, diff: Mapping[bytes, DeviceRecord],
+                   kv_diff: Mapping[bytes, bytes | None] | None = None) -> None:
         """Fold a committed block's diff into the state."""
         for i, rec in diff.items():
             if i not in self.devices and self._ids is not None:
                 bisect.insort(self._ids, i)
             self.devices[i] = rec
             self._hashes.pop(i, None)
+        for k, v in (kv_diff or {}).items():
+            self._kv_hashes.pop(k, None)
+            if v is None:
+                if self.kv.pop(k, None) is not None and self._keys is not None:
+                    del self._keys[bisect.bisect_left(self._keys, k)]
+            else:
+                if k not in self.kv and self._keys is not None:
+                    bisect.insort(self._keys, k)
+                self.kv[k] = v
 
     def copy(self) -> State:
-        s = State(self.devices)
+        s = State(self.devices, self.kv)
         s._hashes = dict(self._hashes)
+        s._kv_hashes = dict(self._kv_hashes)
         return s
 
 
 _MISSING = DeviceRecord(b"", -1, -1)
 
 
-class StateOverlay:
-    """Copy-on-write view over a State. `changed` is the diff (id -> new
-    record). savepoint()/rollback()/release() undo a failed tx body."""
+_UNSET: Any = object()  # journal: the key had no entry in kv_changed
 
-    __slots__ = ("base", "changed", "_journal")
+
+class StateOverlay:
+    """Copy-on-write view over a State. `changed` is the principals' diff (id
+    -> new record), `kv_changed` the stored values' diff (key -> value, None
+    = deleted). savepoint()/rollback()/release() nest: each savepoint undoes
+    a failed part of a tx (a tx body, a market step)."""
+
+    __slots__ = ("base", "changed", "kv_changed", "_journals")
 
     def __init__(self, base: State) -> None:
         self.base = base
         self.changed: dict[bytes, DeviceRecord] = {}
-        self._journal: dict[bytes, DeviceRecord] | None = None
+        self.kv_changed: dict[bytes, bytes | None] = {}
+        self._journals: list[tuple[dict[bytes, DeviceRecord], dict[bytes, Any]]] = []
 
     def get(self, device_id: bytes) -> DeviceRecord | None:
         rec = self.changed.get(device_id)
@@ -346,27 +429,68 @@ class StateOverlay:
         return rec
 
     def put(self, device_id: bytes, rec: DeviceRecord) -> None:
-        j = self._journal
-        if j is not None and device_id not in j:
-            j[device_id] = self.changed.get(device_id, _MISSING)
+        if self._journals:
+            j = self._journals[-1][0]
+            if device_id not in j:
+                j[device_id] = self.changed.get(device_id, _MISSING)
         self.changed[device_id] = rec
 
+    def kv_get(self, key: bytes) -> bytes | None:
+        if key in self.kv_changed:
+            return self.kv_changed[key]
+        return self.base.kv.get(key)
+
+    def kv_put(self, key: bytes, value: bytes | None) -> None:
+        """Store `value` under `key` (None deletes it)."""
+        if self._journals:
+            j = self._journals[-1][1]
+            if key not in j:
+                j[key] = self.kv_changed.get(key, _UNSET)
+        if value is None and key not in self.base.kv:
+            if key in self.kv_changed:
+                del self.kv_changed[key]
+            return
+        self.kv_changed[key] = value
+
+    def kv_range(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, value) whose key starts with `prefix`, in key order."""
+        merged = dict(self.base.kv_range(prefix))
+        for k, v in self.kv_changed.items():
+            if k.startswith(prefix):
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+        for k in sorted(merged):
+            yield k, merged[k]
+
     def savepoint(self) -> None:
-        self._journal = {}
+        self._journals.append(({}, {}))
 
     def rollback(self) -> None:
-        for i, old in (self._journal or {}).items():
+        devs, kv = self._journals.pop()
+        for i, old in devs.items():
             if old is _MISSING:
                 del self.changed[i]
             else:
                 self.changed[i] = old
-        self._journal = None
+        for k, oldv in kv.items():
+            if oldv is _UNSET:
+                self.kv_changed.pop(k, None)
+            else:
+                self.kv_changed[k] = oldv
 
     def release(self) -> None:
-        self._journal = None
+        devs, kv = self._journals.pop()
+        if self._journals:
+            pdevs, pkv = self._journals[-1]
+            for i, old in devs.items():
+                pdevs.setdefault(i, old)
+            for k, oldv in kv.items():
+                pkv.setdefault(k, oldv)
 
     def root(self) -> bytes:
-        return self.base.root_with(self.changed)
+        return self.base.root_with(self.changed, self.kv_changed)
 
 
 # ---- identity checks (raise RuleError; write nothing) ---------------------------
@@ -550,7 +674,23 @@ def precheck(view: StateView, tx: txm.Tx, rules: Rules,
     check = _CHECKS.get(type_)
     if check is not None:
         check(view, tx, rules, rec if rec is not None else _new_sender(tx))
+    elif type_ in _market().MARKET_TYPES:
+        assert rec is not None
+        _market().precheck(view, tx, rules, rec)
     return rec
+
+
+_MARKET: Any = None
+
+
+def _market() -> Any:
+    """gateway/market/ledger.py (imported on first use: it imports this module)."""
+    global _MARKET
+    if _MARKET is None:
+        from gateway.market import ledger
+
+        _MARKET = ledger
+    return _MARKET
 
 
 def _new_sender(t: txm.Tx) -> DeviceRecord:
@@ -633,11 +773,15 @@ def _effects(view: StateOverlay, t: txm.Tx) -> list[Any]:
     return []
 
 
-def apply(view: StateOverlay, tx: txm.Tx, rules: Rules) -> Outcome:
+NO_BLOCK = BlockInfo(0, 0)
+
+
+def apply(view: StateOverlay, tx: txm.Tx, rules: Rules, block: BlockInfo = NO_BLOCK) -> Outcome:
     """Execute one transaction whose signature was already verified at
-    ingress (verified again here if the sender's key is not its birth key).
-    Raises RuleError (nothing written) if it is not includable; otherwise
-    writes its effects to `view` and returns the receipt outcome."""
+    ingress (verified again here if the sender's key is not its birth key)
+    in `block` (its time and height are the market's and the contracts'
+    clock). Raises RuleError (nothing written) if it is not includable;
+    otherwise writes its effects to `view` and returns the receipt outcome."""
     rec = precheck(view, tx, rules)
     sender = tx.sender
     body = tx.body
@@ -656,6 +800,16 @@ def apply(view: StateOverlay, tx: txm.Tx, rules: Rules) -> Outcome:
     if tx.type in _CHECKS:
         events.extend(_effects(view, tx))
         return Outcome(STATUS_OK, "", events)
+    if tx.type in _market().MARKET_TYPES:
+        view.savepoint()
+        try:
+            status, reason, more = _market().apply(view, tx, rules, block)
+        except BaseException:
+            view.rollback()
+            raise
+        view.release()
+        events.extend(more)
+        return Outcome(status, reason, events)
     if tx.type != txm.TYPE_TRANSFER:
         return Outcome(STATUS_OK, "", events)
     to, amount = body[1], body[2]

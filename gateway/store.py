@@ -11,6 +11,9 @@ Schema (SCHEMA below):
     rights(device, principal, right) PK(all three)
                                        rights held on owned devices (the
                                        owner's own rights are implicit)
+    kv(key BLOB PK, value BLOB)        the stored values of the state tree
+                                       (market offers and demands, contract
+                                       deployments and storage: State.kv)
 
 Durability: WAL mode, `synchronous=FULL`. `commit_block` writes a block, its
 txs + receipts and its state diff in ONE transaction (BEGIN IMMEDIATE ...
@@ -95,6 +98,10 @@ CREATE TABLE IF NOT EXISTS devices (
     claimant INTEGER NOT NULL,
     node TEXT NOT NULL,
     assigned BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    key BLOB PRIMARY KEY,
+    value BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rights (
     device BLOB NOT NULL,
@@ -214,6 +221,7 @@ class Store:
                         block.header_bytes, block.signed_header))
             self._write_txs(block)
             self._write_diff(block.diff)
+            self._write_kv(block.kv_diff)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -248,6 +256,14 @@ class Store:
             db.executemany("DELETE FROM rights WHERE device = ?", [(i,) for i, _ in owned])
             db.executemany('INSERT INTO rights (device, principal, "right") VALUES (?, ?, ?)',
                            [(i, p, right) for i, r in owned for p, rs in r.acl for right in rs])
+
+    def _write_kv(self, kv_diff: dict[bytes, bytes | None]) -> None:
+        if not kv_diff:
+            return
+        self._db.executemany("DELETE FROM kv WHERE key = ?",
+                             [(k,) for k, v in kv_diff.items() if v is None])
+        self._db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                             [(k, v) for k, v in kv_diff.items() if v is not None])
 
     # ---- reading -------------------------------------------------------------
 
@@ -332,8 +348,12 @@ class Store:
             out.sort(key=lambda x: x[0])
         return out
 
+    def kv(self) -> dict[bytes, bytes]:
+        """Every stored value of the state tree (State.kv)."""
+        return dict(self._db.execute("SELECT key, value FROM kv"))
+
     def load_state(self) -> State:
-        return State(dict(self.devices()))
+        return State(dict(self.devices()), self.kv())
 
 
 @dataclass

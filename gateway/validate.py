@@ -37,6 +37,8 @@ check_stateless(message, domain) -> Tx        no state needed, cheap
                                    carry 3 or 4 (bad-body); 4 hashes to the
                                    sender (sender-mismatch)
     node-assign {1: light id, 2: full id}                (bad-node)
+    offer, withdraw, demand, close, contract-call, contract-admin (13-18):
+                                   gateway/market/schema.py (docs/MARKET.md)
     statements/certificates: bytes of a well-formed COSE_Sign1 (bad-statement)
     other types: bad-type; missing or extra body keys: bad-body
 
@@ -61,6 +63,8 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway import identity_tx, roles
+from gateway.market import schema as market_schema
+from gateway.market.ledger import MARKET_TYPES
 from gateway.state import (
     RETIRE_MODES,
     RIGHTS,
@@ -215,6 +219,8 @@ def check_body(t: txm.Tx) -> None:
             raise errors.TxError("bad-to")
         if not _int_in(b[2], 1, txm.MAX_AMOUNT):
             raise errors.TxError("bad-amount")
+    elif t.type in MARKET_TYPES:
+        market_schema.check(t)
     else:
         _check_identity_body(t)
 

@@ -14,6 +14,10 @@ from shared import cbor, errors, header, lazy, merkle
 
 KIND_RECEIPT = 1
 KIND_REJECT = 2
+# market notices (docs/MARKET.md); their keys are in shared/messages_gateway.py
+KIND_MATCH = 3
+KIND_ACCOUNT = 4
+KIND_ENDED = 5
 
 M_KIND = 0
 M_TX = 1
@@ -35,12 +39,17 @@ def receipt_leaf(tx_id, status, reason, events):
 
 
 def parse(data, copy=True):
-    """Decode a reply; returns the map (raises DecodeError / ProofError).
+    """Decode a reply (a receipt, a rejection or a market notice); returns
+    the map (raises DecodeError / ProofError).
     copy=False (a board): its byte strings are memoryview slices of `data`
     (no copy of the signed header; check_receipt takes either)."""
     m = cbor.loads(data, copy=copy)
-    if not isinstance(m, dict) or m.get(M_KIND) not in (KIND_RECEIPT, KIND_REJECT):
+    if not isinstance(m, dict) or not isinstance(m.get(M_KIND), int):
         raise errors.ProofError("bad-reply")
+    if m[M_KIND] > KIND_REJECT:
+        if m[M_KIND] > KIND_ENDED:
+            raise errors.ProofError("bad-reply")
+        return m  # a market notice: its reader checks the fields it uses
     if not isinstance(m.get(M_TX), (bytes, memoryview)) or not isinstance(m.get(M_REASON), str):
         raise errors.ProofError("bad-reply")
     return m

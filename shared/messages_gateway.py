@@ -2,6 +2,9 @@
 shared/messages.py, also reachable as messages.receipt, messages.STATUS_OK, ...)."""
 from shared import cbor
 from shared.messages import (
+    KIND_ACCOUNT,
+    KIND_ENDED,
+    KIND_MATCH,
     KIND_RECEIPT,
     KIND_REJECT,
     M_EVENTS,
@@ -18,6 +21,20 @@ from shared.messages import (
 )
 
 M_DETAIL = 11
+# market notices (docs/MARKET.md)
+M_AGREEMENT = 20
+M_BUYER = 21
+M_SUPPLIER = 22
+M_SUPPLIER_KEY = 23
+M_SERVICE = 24
+M_PRICE = 25
+M_QUANTITY = 26
+M_INTERVAL = 27
+M_EXPIRY = 28
+M_CONTRACT = 29
+M_ROLE = 30
+M_BALANCE = 31
+M_REFUND = 32
 
 STATUS_OK = 0
 STATUS_FAILED = 1
@@ -34,3 +51,21 @@ def receipt(tx_id, seq, status, reason, events, height, signed_header, index, si
 def rejection(tx_id, seq, reason, detail):
     return cbor.dumps({M_KIND: KIND_REJECT, M_TX: tx_id, M_SEQ: seq, M_REASON: reason,
                        M_DETAIL: detail})
+
+
+def match(agreement, buyer, supplier, supplier_key, service, price, quantity, interval, expiry,
+          contract, role):
+    return cbor.dumps({
+        M_KIND: KIND_MATCH, M_AGREEMENT: agreement, M_BUYER: buyer, M_SUPPLIER: supplier,
+        M_SUPPLIER_KEY: supplier_key, M_SERVICE: service, M_PRICE: price,
+        M_QUANTITY: quantity, M_INTERVAL: interval, M_EXPIRY: expiry, M_CONTRACT: contract,
+        M_ROLE: role,
+    })
+
+
+def account(balance, height):
+    return cbor.dumps({M_KIND: KIND_ACCOUNT, M_BALANCE: balance, M_HEIGHT: height})
+
+
+def ended(agreement, refund):
+    return cbor.dumps({M_KIND: KIND_ENDED, M_AGREEMENT: agreement, M_REFUND: refund})

@@ -8,16 +8,22 @@ its own ids (escrow id, agreement id, oracle round).
   release(eid) by the buyer pays the supplier; refund(eid) returns the
   funds to the buyer: by the supplier at any time, by the buyer at/after
   expiry. get(eid) -> record or None.
-- agreement v1 (params {"operator": id, "fee_bps": 0..10000}):
-  open(aid, supplier, price, quantity, expiry) +value == price*quantity by
-  the buyer; deliver(aid, seq, count, commitment) by the supplier: seq must
-  be the next one (replay / gap refused), the host hook "verify-delivery"
-  (aid, seq, count, commitment) -> bool decides; verified: pays
-  min(price*count, remaining), operator gets fee_bps/10000 of it (floor),
-  supplier the rest; not verified: nothing paid, the failure is recorded
-  (failed += 1, event "delivery-failed") and the seq consumed: the call
-  succeeds so the record stays on chain. close(aid): by the supplier at
-  any time or by the buyer at/after expiry: unspent escrow back to the buyer.
+- agreement v1 (params {"operator": id, "fee_bps": 0..10000, "verifier"?:
+  id (default the operator), "plausibility"?: {service: [oracle address,
+  tolerance]}}): open(aid, supplier, price, quantity, expiry, service)
+  +value == price*quantity by the buyer (the market opens it on a match);
+  commit(aid, batch, first, count, root) by the supplier: batch must be the
+  next one (replay / gap refused), first the next reading index, count
+  within the quantity; verdict(aid, batch, ok, mean, round) by the
+  verifier: paid (ok, and plausible where the service has an oracle:
+  |mean - oracle result(round)| <= tolerance) moves min(price*count,
+  remaining), the operator's fee_bps/10000 of it (floor) to the operator and
+  the rest to the supplier; otherwise nothing is paid and the failure is
+  counted in the agreement and in the supplier's record (record(supplier)
+  -> {"paid", "failed"} batches): the call succeeds so the failure stays on
+  chain. When every reading is committed and judged the agreement closes
+  itself; close(aid): by the supplier at any time, by the buyer or the
+  operator at/after expiry. Closing returns unspent escrow to the buyer.
 - oracle v1 (params {"attestors": [id...], "m": int, "tolerance": int >= 0}):
   attest(round, value) by an attestor (others: not-authorized), once per
   round; the round is final as soon as m attestations lie within
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.contracts.errors import BadValue, NotAuthorized
+from gateway.contracts.errors import BadValue, ContractError, NotAuthorized
 from gateway.contracts.runtime import Context, Contract, Registry, entry
 
 REGISTRY = Registry()
@@ -43,6 +49,7 @@ RELEASED = "released"
 REFUNDED = "refunded"
 CLOSED = "closed"
 BPS = 10000
+MAX_PENDING = 16  # committed batches awaiting a verdict, per agreement
 
 
 @register
@@ -108,6 +115,15 @@ class Agreement(Contract):
         op, fee = params.get("operator"), params.get("fee_bps")
         ctx.require(type(op) is bytes and len(op) == 16, "operator", BadValue)
         ctx.require(type(fee) is int and 0 <= fee <= BPS, "fee_bps", BadValue)
+        ver = params.get("verifier", op)
+        ctx.require(type(ver) is bytes and len(ver) == 16, "verifier", BadValue)
+        checks = params.get("plausibility", {})
+        ctx.require(type(checks) is dict, "plausibility", BadValue)
+        for service in ctx.iter(sorted(checks)):
+            c = checks[service]
+            ctx.require(type(service) is str and type(c) is list and len(c) == 2
+                        and type(c[0]) is bytes and len(c[0]) == 16
+                        and type(c[1]) is int and c[1] >= 0, "plausibility", BadValue)
 
     @staticmethod
     def _id(ctx: Context, x: Any) -> bytes:
@@ -116,18 +132,20 @@ class Agreement(Contract):
 
     @entry
     def open(self, ctx: Context, aid: bytes, supplier: bytes, price: int, quantity: int,
-             expiry: int) -> None:
+             expiry: int, service: str) -> None:
         k = self._id(ctx, aid)
         ctx.require(type(supplier) is bytes and len(supplier) == 16, "supplier", BadValue)
         ctx.require(supplier != ctx.caller, "self-dealing", BadValue)
         ctx.require(type(price) is int and price > 0, "price", BadValue)
         ctx.require(type(quantity) is int and quantity > 0, "quantity", BadValue)
         ctx.require(type(expiry) is int and expiry > ctx.time, "expiry", BadValue)
+        ctx.require(type(service) is str and 0 < len(service) <= 24, "service", BadValue)
         ctx.require(ctx.value == price * quantity, "escrow-amount", BadValue)
         ctx.require(ctx.get(k) is None, "exists")
         ctx.put(k, {"buyer": ctx.caller, "supplier": supplier, "price": price,
-                    "remaining": ctx.value, "expiry": expiry, "next_seq": 0,
-                    "delivered": 0, "failed": 0, "state": OPEN})
+                    "quantity": quantity, "service": service, "remaining": ctx.value,
+                    "expiry": expiry, "next_batch": 0, "next_index": 0, "pending": {},
+                    "paid": 0, "failed": 0, "state": OPEN})
         ctx.emit("agreement-open", aid, ctx.caller, supplier, price, quantity)
 
     def _load(self, ctx: Context, aid: bytes) -> dict:
@@ -137,52 +155,110 @@ class Agreement(Contract):
         return a
 
     @entry
-    def deliver(self, ctx: Context, aid: bytes, seq: int, count: int, commitment: bytes) -> bool:
+    def commit(self, ctx: Context, aid: bytes, batch: int, first: int, count: int,
+               root: bytes) -> None:
+        """The supplier commits readings first..first+count-1 (batch `batch`,
+        counted from 0) by their RFC 6962 root; paid only after a verdict."""
         a = self._load(ctx, aid)
         ctx.require(ctx.caller == a["supplier"], "not-supplier", NotAuthorized)
         ctx.require(ctx.time < a["expiry"], "expired")
-        ctx.require(type(seq) is int and type(count) is int and count > 0, "delivery", BadValue)
-        ctx.require(type(commitment) is bytes and len(commitment) == 32, "commitment", BadValue)
-        ctx.require(seq >= a["next_seq"], "replay")
-        ctx.require(seq == a["next_seq"], "gap")
-        a["next_seq"] = seq + 1
-        if ctx.host("verify-delivery", aid, seq, count, commitment) is not True:
-            a["failed"] += 1
-            ctx.put(self._id(ctx, aid), a)
-            ctx.emit("delivery-failed", aid, seq, a["supplier"])
-            return False
-        pay = min(a["price"] * count, a["remaining"])
-        ctx.require(pay > 0, "escrow-spent")
-        fee = pay * ctx.params["fee_bps"] // BPS
-        if fee:
-            ctx.transfer(ctx.params["operator"], fee)
-        if pay - fee:
-            ctx.transfer(a["supplier"], pay - fee)
-        a["remaining"] -= pay
-        a["delivered"] += count
+        ctx.require(type(batch) is int and type(first) is int and type(count) is int,
+                    "delivery", BadValue)
+        ctx.require(type(root) is bytes and len(root) == 32, "root", BadValue)
+        ctx.require(batch >= a["next_batch"], "replay")
+        ctx.require(batch == a["next_batch"], "gap")
+        ctx.require(first == a["next_index"], "first")
+        ctx.require(0 < count <= a["quantity"] - first, "count", BadValue)
+        ctx.require(len(a["pending"]) < MAX_PENDING, "too-many-pending")
+        a["pending"][batch] = [first, count, root]
+        a["next_batch"] = batch + 1
+        a["next_index"] = first + count
         ctx.put(self._id(ctx, aid), a)
-        ctx.emit("delivery-paid", aid, seq, pay - fee, fee)
-        return True
+        ctx.emit("delivery-committed", aid, batch, first, count, root)
 
     @entry
-    def close(self, ctx: Context, aid: bytes) -> int:
+    def verdict(self, ctx: Context, aid: bytes, batch: int, ok: bool, mean: int,
+                rnd: Any) -> bool:
+        """The verifier's check of a committed batch against the stream it
+        holds (`ok`: all readings present, signed, hashing to the root;
+        `mean`: their integer mean). Where the service has a plausibility
+        oracle, `mean` must also lie within its tolerance of the oracle's
+        result for round `rnd`. Paid: price * count from the escrow (the
+        operator's fee first). Not paid: the failure is counted in the
+        agreement and in the supplier's record. Returns whether it paid."""
         a = self._load(ctx, aid)
-        if ctx.caller == a["buyer"]:
-            ctx.require(ctx.time >= a["expiry"], "not-expired")
+        ctx.require(ctx.caller == ctx.params.get("verifier", ctx.params["operator"]),
+                    "not-verifier", NotAuthorized)
+        ctx.require(type(ok) is bool and type(mean) is int, "verdict", BadValue)
+        p = a["pending"].get(batch)
+        ctx.require(p is not None, "unknown-batch")
+        del a["pending"][batch]
+        why = "" if ok else "stream"
+        check = ctx.params.get("plausibility", {}).get(a["service"])
+        if ok and check is not None:
+            try:
+                ref = ctx.call(check[0], "result", rnd)
+            except ContractError:
+                ref = None
+            if ref is None:
+                why = "no-attestation"
+            elif mean - ref > check[1] or ref - mean > check[1]:
+                why = "implausible"
+        rk = b"r" + a["supplier"]
+        rec = ctx.get(rk) or {"paid": 0, "failed": 0}
+        if why:
+            a["failed"] += 1
+            rec["failed"] += 1
+            ctx.emit("delivery-failed", aid, batch, a["supplier"], why)
         else:
-            ctx.require(ctx.caller == a["supplier"], "not-party", NotAuthorized)
+            pay = min(a["price"] * p[1], a["remaining"])
+            fee = pay * ctx.params["fee_bps"] // BPS
+            if fee:
+                ctx.transfer(ctx.params["operator"], fee)
+            if pay - fee:
+                ctx.transfer(a["supplier"], pay - fee)
+            a["remaining"] -= pay
+            a["paid"] += p[1]
+            rec["paid"] += 1
+            ctx.emit("delivery-paid", aid, batch, a["supplier"], pay - fee, fee)
+        ctx.put(rk, rec)
+        if a["next_index"] == a["quantity"] and not a["pending"]:
+            self._end(ctx, aid, a, CLOSED)
+        else:
+            ctx.put(self._id(ctx, aid), a)
+        return not why
+
+    def _end(self, ctx: Context, aid: bytes, a: dict, state: str) -> int:
         back = a["remaining"]
         if back:
             ctx.transfer(a["buyer"], back)
         a["remaining"] = 0
-        a["state"] = CLOSED
+        a["state"] = state
+        a["pending"] = {}
         ctx.put(self._id(ctx, aid), a)
-        ctx.emit("agreement-closed", aid, back)
+        ctx.emit("agreement-closed", aid, a["buyer"], a["supplier"], back)
         return back
+
+    @entry
+    def close(self, ctx: Context, aid: bytes) -> int:
+        """By the supplier at any time; by the buyer or the operator once
+        expired. Unspent escrow goes back to the buyer."""
+        a = self._load(ctx, aid)
+        if ctx.caller != a["supplier"]:
+            ctx.require(ctx.caller == a["buyer"] or ctx.caller == ctx.params["operator"],
+                        "not-party", NotAuthorized)
+            ctx.require(ctx.time >= a["expiry"], "not-expired")
+        return self._end(ctx, aid, a, CLOSED)
 
     @entry
     def get(self, ctx: Context, aid: bytes) -> Any:
         return ctx.get(self._id(ctx, aid))
+
+    @entry
+    def record(self, ctx: Context, supplier: bytes) -> Any:
+        """The supplier's delivery record: {"paid": batches, "failed": batches}."""
+        ctx.require(type(supplier) is bytes and len(supplier) == 16, "supplier", BadValue)
+        return ctx.get(b"r" + supplier) or {"paid": 0, "failed": 0}
 
 
 @register

@@ -101,7 +101,7 @@ class Node:
         b = blocks.build_block(led.head, txs, led.state, self.time, led.authority_priv,
                                led.genesis.authority_id, domain=DOMAIN, rules=led.rules)
         self.store.commit_block(b)
-        led.state.apply_diff(b.diff)
+        led.state.apply_diff(b.diff, b.kv_diff)
         led.head = self.store.head()  # type: ignore[assignment]
         self.pool.done(txs)
         return b

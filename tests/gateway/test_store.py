@@ -141,7 +141,7 @@ for k in range(start * per, len(msgs), per):
                            led.genesis.authority_id, domain=DOMAIN, rules=led.rules)
     assert not b.dropped, b.dropped
     node.store.commit_block(b)
-    led.state.apply_diff(b.diff)
+    led.state.apply_diff(b.diff, b.kv_diff)
     led.head = b
     print(b.height, flush=True)
 print("end", flush=True)

@@ -1,0 +1,135 @@
+"""The market on the chain: offers, demands, agreements, deliveries and
+verdicts through real signed transactions, blocks, the store and replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mktest import FEE_BPS, Market, event
+
+from gateway import replay
+from gateway.contracts import runtime as crt
+from gateway.market import ledger
+from shared import errors, merkle, messages
+
+OK, FAILED = messages.STATUS_OK, messages.STATUS_FAILED
+
+
+@pytest.fixture
+def mk(tmp_path: Path) -> Market:
+    m = Market(tmp_path / "gw", {"sup": 100, "buyer": 1000, "other": 100})
+    yield m
+    m.node.close()
+
+
+def test_only_the_admin_deploys(tmp_path: Path) -> None:
+    m = Market(tmp_path / "gw", {"sup": 10}, deploy=False)
+    e = m.refused(m.admin("deploy", "agreement", "agreement", 1,
+                          {"operator": m.op.id, "fee_bps": 0}, sender=m["sup"]))
+    assert (e.reason, e.detail) == (errors.NOT_AUTHORIZED, "not-admin")
+    r = m.run(m.admin("deploy", "agreement", "agreement", 1, {"operator": m.op.id,
+                                                               "fee_bps": 0}))
+    assert r.status == OK and m.deployment()["name"] == "agreement"
+    assert m.node.state.get(ledger.AGREEMENT).kind == "contract"
+    # a second deploy under the same label is a failed (included) call
+    r = m.run(m.admin("deploy", "agreement", "agreement", 1, {"operator": m.op.id,
+                                                               "fee_bps": 0}))
+    assert (r.status, r.reason) == (FAILED, "unknown-contract")
+    r = m.run(m.admin("disable", ledger.AGREEMENT))
+    assert r.status == OK
+    e = m.refused(m.demand("sup"))
+    assert (e.reason, e.detail) == ("unknown-contract", "agreement")
+
+
+def test_offer_demand_delivery_payment_and_replay(mk: Market) -> None:
+    total = mk.total()
+    r = mk.run(mk.offer("sup", price=5))
+    assert r.status == OK and event(r, "offer")[1:3] == ["temperature", 5]
+    r = mk.run(mk.demand("buyer", max_price=8, quantity=4))
+    m = event(r, "match")
+    aid = m[1]
+    assert aid == r.tx_id[:16] and m[2:6] == [mk["buyer"].id, mk["sup"].id, 5, 4]
+    assert mk.balance("buyer") == 1000 - 20 and mk.balance(ledger.AGREEMENT) == 20
+    leaves = [b"reading-%d" % i for i in range(4)]
+    r = mk.run(mk.call("sup", "commit", aid, 0, 0, 4, merkle.root(leaves)))
+    assert r.status == OK and event(r, "delivery-committed")
+    r = mk.run(mk.call(mk.op, "verdict", aid, 0, True, 2150, 0))
+    assert r.status == OK, r
+    fee = 20 * FEE_BPS // 10000
+    assert mk.balance("sup") == 100 + 20 - fee and mk.balance(mk.op.id) == fee
+    assert event(r, "agreement-closed")[-1] == 0  # nothing left to refund
+    assert mk.agreement(aid)["state"] == "closed"
+    assert mk.total() == total
+    rep = replay.verify_chain(mk.node.store, mk.node.genesis)
+    assert rep.head_height == mk.node.store.head().height
+
+
+def test_failures_are_recorded_and_refunded_at_expiry(mk: Market) -> None:
+    mk.run(mk.offer("sup", price=5, interval=10))
+    r = mk.run(mk.demand("buyer", max_price=5, quantity=8))
+    aid, expiry = event(r, "match")[1], event(r, "match")[6]
+    # a delivery from a party not in the agreement
+    r = mk.run(mk.call("other", "commit", aid, 0, 0, 4, bytes(32)))
+    assert (r.status, r.reason, r.events[-1][:2]) == (FAILED, "not-authorized",
+                                                       ["revert", "not-supplier"])
+    mk.run(mk.call("sup", "commit", aid, 0, 0, 4, bytes(32)))
+    # a replayed delivery (same batch again)
+    r = mk.run(mk.call("sup", "commit", aid, 0, 0, 4, bytes(32)))
+    assert (r.status, r.events[-1][1]) == (FAILED, "replay")
+    r = mk.run(mk.call(mk.op, "verdict", aid, 0, False, 0, 0))
+    assert r.status == OK and event(r, "delivery-failed")[-1] == "stream"
+    assert ledger.supplier_record(mk.node.state, mk["sup"].id) == {"paid": 0, "failed": 1}
+    assert mk.balance("sup") == 100
+    # the buyer cannot close before expiry; the operator can after it
+    r = mk.run(mk.close("buyer", aid))
+    assert (r.status, r.events[-1][1]) == (FAILED, "not-expired")
+    mk.node.time = expiry
+    r = mk.run(mk.close(mk.op, aid))
+    assert r.status == OK and event(r, "agreement-closed")[-1] == 40
+    assert mk.balance("buyer") == 1000
+
+
+def test_demand_refused_without_funds_and_waiting_demand(mk: Market) -> None:
+    e = mk.refused(mk.demand("buyer", max_price=300, quantity=4))
+    assert (e.reason, e.detail) == (errors.INSUFFICIENT_FUNDS, "escrow")
+    mk["buyer"].seq -= 1  # the refused tx consumed nothing
+    r = mk.run(mk.demand("buyer", max_price=10, quantity=5))
+    did = event(r, "wait")[1]
+    assert mk.balance("buyer") == 950 and mk.balance(ledger.ESCROW) == 50
+    # a too expensive offer does not match; a fitting one does
+    r = mk.run(mk.offer("other", price=11))
+    assert not [e for e in r.events if e[0] == "match"]
+    r = mk.run(mk.offer("sup", price=7))
+    m = event(r, "match")
+    assert m[1] == did and m[3] == mk["sup"].id
+    assert mk.balance("buyer") == 1000 - 35 and mk.balance(ledger.ESCROW) == 0
+    # closing an unknown id is refused; a second waiting demand can be cancelled
+    e = mk.refused(mk.close("buyer", bytes(16)))
+    assert e.reason == ledger.UNKNOWN_AGREEMENT
+    mk["buyer"].seq -= 1
+    r = mk.run(mk.demand("buyer", service="humidity", max_price=2, quantity=3))
+    did2 = event(r, "wait")[1]
+    r = mk.run(mk.close("other", did2))
+    assert (r.status, r.reason) == (FAILED, errors.NOT_AUTHORIZED)
+    r = mk.run(mk.close("buyer", did2))
+    assert r.status == OK and event(r, "demand-closed")[-1] == 6
+    assert mk.balance("buyer") == 965
+
+
+def test_contract_calls_revert_and_charge_fuel(mk: Market) -> None:
+    before = mk.total()
+    # unknown method, out of fuel and value it cannot cover
+    r = mk.run(mk.call("buyer", "nope"))
+    assert (r.status, r.reason) == (FAILED, "unknown-contract")
+    r = mk.run(mk.call("buyer", "record", mk["sup"].id, fuel=5))
+    assert (r.status, r.reason) == (FAILED, "out-of-fuel")
+    e = mk.refused(mk.call("buyer", "record", mk["sup"].id, value=10_000))
+    assert (e.reason, e.detail) == (errors.INSUFFICIENT_FUNDS, "value")
+    mk["buyer"].seq -= 1
+    r = mk.run(mk.call("buyer", "record", mk["sup"].id))
+    assert r.status == OK and r.events[0][:4] == ["call", ledger.AGREEMENT, "record",
+                                                   {"paid": 0, "failed": 0}]
+    assert mk.total() == before
+    r = mk.run(mk.call("buyer", "record", address=crt.contract_address("nothing-here")))
+    assert (r.status, r.events[-1][1]) == (FAILED, "address")
