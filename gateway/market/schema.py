@@ -12,15 +12,15 @@ from typing import Any
 
 from gateway.contracts import chain
 from gateway.contracts import runtime as crt
+from gateway.market.directory import valid_location, valid_service, valid_unit
 from gateway.market.matching import POLICIES
 from shared import errors
 from shared import tx as txm
 
-MAX_PRICE = 1 << 32
+MAX_PRICE = 1 << 32  # the field checks shared with the directory: gateway/market/directory.py
 MAX_QUANTITY = 10_000
 MAX_INTERVAL_S = 86_400
 MAX_VALID_S = 30 * 86_400
-GEOHASH = "0123456789bcdefghjkmnpqrstuvwxyz"
 ADMIN_OPS = ("deploy", "upgrade", "disable", "enable")
 
 
@@ -38,15 +38,6 @@ def _need(ok: bool, detail: str) -> None:
         raise errors.TxError(detail)
 
 
-def is_service(v: Any) -> bool:
-    return (isinstance(v, str) and 0 < len(v) <= 24
-            and all("a" <= c <= "z" or "0" <= c <= "9" or c == "-" for c in v))
-
-
-def is_location(v: Any) -> bool:
-    return isinstance(v, str) and len(v) <= 12 and all(c in GEOHASH for c in v)
-
-
 def _bytes16(v: Any) -> bool:
     return isinstance(v, bytes) and len(v) == 16
 
@@ -56,25 +47,24 @@ def check(t: txm.Tx) -> None:
     b, type_ = t.body, t.type
     if type_ == txm.TYPE_OFFER:
         _keys(b, (1, 2, 3, 4, 5, 6, 7))
-        _need(is_service(b[1]), "bad-service")
-        _need(isinstance(b[2], str) and len(b[2]) <= 12
-              and all(" " <= c <= "~" for c in b[2]), "bad-unit")
+        _need(valid_service(b[1]), "bad-service")
+        _need(valid_unit(b[2]), "bad-unit")
         _need(_int_in(b[3], 1, MAX_PRICE), "bad-price")
         _need(_int_in(b[4], 1, MAX_INTERVAL_S), "bad-interval")
-        _need(is_location(b[5]), "bad-location")
+        _need(valid_location(b[5]), "bad-location")
         _need(_int_in(b[6], 1, MAX_VALID_S), "bad-valid")
         _need(_int_in(b[7], 1, 0xFFFF), "bad-schema")
     elif type_ == txm.TYPE_WITHDRAW:
         _keys(b, (1,))
-        _need(is_service(b[1]), "bad-service")
+        _need(valid_service(b[1]), "bad-service")
     elif type_ == txm.TYPE_DEMAND:
         _keys(b, (1, 2, 3, 4, 5), (6,))
-        _need(is_service(b[1]), "bad-service")
+        _need(valid_service(b[1]), "bad-service")
         _need(_int_in(b[2], 1, MAX_PRICE), "bad-price")
         _need(_int_in(b[3], 1, MAX_QUANTITY), "bad-quantity")
         _need(_int_in(b[4], 1, MAX_VALID_S), "bad-wait")
         _need(b[5] in POLICIES, "bad-policy")
-        _need(6 not in b or is_location(b[6]), "bad-location")
+        _need(6 not in b or valid_location(b[6]), "bad-location")
     elif type_ == txm.TYPE_CLOSE:
         _keys(b, (1,))
         _need(_bytes16(b[1]), "bad-id")
