@@ -10,6 +10,17 @@ A config file is flat TOML; every key is optional except `domain`:
     mempool_capacity = 100000
     genesis_path = "genesis.toml"        # default <data_dir>/genesis.toml
     authority_key_path = "authority.key" # default <data_dir>/authority.key
+    genesis_supply = 0                   # the authority's balance in a domain this node creates
+    market_fee_bps = 200                 # deploy the agreement contract at start with this
+                                         # operator fee (absent: the admin deploys it)
+    market_grant = 0                     # the operator gives each newly registered device this
+    [[derived]]                          # edge analytics: a derived service (docs/MARKET.md)
+    name = "temperature-mean"
+    source = "temperature"
+    window = 8                           # readings of the bought source stream
+    unit = "cC"
+    price = 3
+    interval_s = 10
 
 Unknown keys and wrong types raise `ConfigError`, whose `key` attribute (and
 message) names the offending key. The data directory holds the files named by
@@ -21,9 +32,12 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import topics
+
+if TYPE_CHECKING:
+    from gateway.market.analytics import DerivedService
 
 GENESIS_FILE = "genesis.toml"
 KEY_FILE = "authority.key"
@@ -62,6 +76,10 @@ class GatewayConfig:
     authority_key_path: Path | None = None
     # public registry checked by claims (docs/IDENTITY.md); None: claims refused
     registry_dir: Path | None = None
+    genesis_supply: int = 0
+    market_fee_bps: int | None = None
+    market_grant: int = 0
+    derived: tuple[DerivedService, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self)
@@ -89,6 +107,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "mempool_capacity": (int,),
     "authority_key_path": (str,),
     "registry_dir": (str,),
+    "genesis_supply": (int,),
+    "market_fee_bps": (int,),
+    "market_grant": (int,),
+    "derived": (list,),
 }
 _PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir")
 
@@ -104,6 +126,11 @@ def _check(c: GatewayConfig) -> None:
         raise ConfigError("block_max_txs", "must be >= 1")
     if c.mempool_capacity < 1:
         raise ConfigError("mempool_capacity", "must be >= 1")
+    if c.genesis_supply < 0 or c.market_grant < 0:
+        raise ConfigError("genesis_supply" if c.genesis_supply < 0 else "market_grant",
+                          "must be >= 0")
+    if c.market_fee_bps is not None and not 0 <= c.market_fee_bps <= 10_000:
+        raise ConfigError("market_fee_bps", "must be 0 .. 10000")
 
 
 def from_dict(values: dict[str, Any], base_dir: Path | None = None) -> GatewayConfig:
@@ -123,11 +150,29 @@ def from_dict(values: dict[str, Any], base_dir: Path | None = None) -> GatewayCo
             value = p if p.is_absolute() else base / p
         elif key == "block_interval_s":
             value = float(value)
+        elif key == "derived":
+            value = _derived(value)
         kw[key] = value
     if "domain" not in kw:
         raise ConfigError("domain", "missing")
     kw.setdefault("data_dir", base / DEFAULT_DATA_DIR)
     return GatewayConfig(**kw)
+
+
+def _derived(items: list[Any]) -> tuple[DerivedService, ...]:
+    from gateway.market.analytics import DerivedService  # it imports this module
+
+    out = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(f"derived[{n}]", "must be a table")
+        try:
+            out.append(DerivedService(**item))
+        except TypeError as e:
+            raise ConfigError(f"derived[{n}]", str(e)) from None
+        except FieldError as e:
+            raise ConfigError(f"derived[{n}].{e.key}", e.problem) from None
+    return tuple(out)
 
 
 def load(path: Path | str) -> GatewayConfig:

@@ -283,11 +283,14 @@ def load_authority_key(path: Path | str, g: Genesis | None = None) -> bytes:
 def create_domain(data_dir: Path | str, domain: str,
                   accounts: Mapping[bytes, int] | Iterable[tuple[bytes, int]] = (),
                   *, time: int | None = None, admission: str = "open",
-                  min_fee: int = 0, owner: bytes = b"") -> tuple[Path, Path]:
+                  min_fee: int = 0, owner: bytes = b"",
+                  authority_balance: int = 0) -> tuple[Path, Path]:
     """New domain in `data_dir`: a fresh authority key pair (p256.keygen,
     file mode 0600) and a genesis file. `accounts` maps device public keys
     (33 bytes) to genesis balances; `owner` is the owner's public key
-    (required for admission "claimed"). Refuses to overwrite either file.
+    (required for admission "claimed"); `authority_balance` gives the new
+    authority account (the operator) a genesis balance. Refuses to
+    overwrite either file.
     Returns (genesis_path, authority_key_path)."""
     d = Path(data_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -297,6 +300,8 @@ def create_domain(data_dir: Path | str, domain: str,
     items = accounts.items() if isinstance(accounts, Mapping) else accounts
     accts = {txm.device_id(pub): Account(pub, bal) for pub, bal in items}
     priv, pub = p256.keygen()
+    if authority_balance:
+        accts[txm.device_id(pub)] = Account(pub, authority_balance)
     g = Genesis(domain=domain, authority=pub,
                 time=int(_time.time()) if time is None else time,
                 admission=admission, min_fee=min_fee, accounts=accts, owner=owner)

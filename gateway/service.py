@@ -7,7 +7,10 @@ Pipeline, one stage per method:
     mempool   pending txs, per-sender seq
     block     _produce(): every block_interval_s (fixed schedule), or at block_max_txs
     store     commit in a worker thread (one SQLite transaction per block)
-    notify    receipts (with Merkle proof) to each sender, header on tl/<d>/blocks
+    notify    receipts (with Merkle proof) to each sender, header on tl/<d>/blocks;
+              the market's notices, directory, verdicts and keeper
+              (gateway/market/node.py), which also takes the off-chain
+              readings on tl/<d>/data/+
 
 Rejections go to the sender's rx topic when its id can be read from the
 message, otherwise to tl/<domain>/rejects. A resend of a committed
@@ -33,6 +36,7 @@ from gateway import blocks, broker_auth
 from gateway.config import GatewayConfig
 from gateway.identity_tx import registry_lookup
 from gateway.inspect import type_name
+from gateway.market.node import MarketNode
 from gateway.mempool import Mempool
 from gateway.mqtt_link import Incoming, MqttLink
 from gateway.store import Store, open_ledger
@@ -79,13 +83,17 @@ class Gateway:
         d = cfg.domain
         self._topic_blocks = topics.blocks(d)
         self._topic_rejects = topics.rejects(d)
+        self.market = MarketNode(d, cfg.data_dir, self.led.authority_priv, self._publish,
+                                 self.handle, self.on_event, grant=cfg.market_grant,
+                                 fee_bps=cfg.market_fee_bps, derived=cfg.derived)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, connect_timeout: float = 15.0) -> None:
         loop = asyncio.get_running_loop()
         # logs in with the authority key; anonymous brokers ignore it (docs/IDENTITY.md §3)
         user, password = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)
-        self.link = MqttLink(self.cfg.broker_url, f"{user}-gateway", [topics.tx(self.cfg.domain)],
+        subs = [topics.tx(self.cfg.domain), *self.market.subscriptions]
+        self.link = MqttLink(self.cfg.broker_url, f"{user}-gateway", subs,
                              loop, username=user, password=password,
                              status_topic=topics.status(self.cfg.domain, user))
         self.link.start()
@@ -99,8 +107,10 @@ class Gateway:
             # which otherwise pause the loop for tens of ms under load (bench:
             # 37 ms -> 2 ms; a latency spike for a whole block of receipts).
             gc.freeze()
+        self.market.start(self.led.state)
         self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
-                       asyncio.create_task(self._produce(), name="produce")]
+                       asyncio.create_task(self._produce(), name="produce"),
+                       asyncio.create_task(self._market_clock(), name="market")]
         for t in self._tasks:
             t.add_done_callback(self._task_done)
 
@@ -133,15 +143,21 @@ class Gateway:
         if self.link:
             self.link.stop()
         self._writer.shutdown(wait=True)
+        self.market.close()
         self.reader.close()
         self.led.store.close()
 
     # -- ingress -> validate -> mempool ---------------------------------------
     async def _ingest(self) -> None:
         assert self.link is not None
+        data = self.market.data_prefix
         while True:
             for m in await self.link.receive():
-                self._unacked.append((m, self.handle(m.payload)))
+                if m.topic.startswith(data):  # off-chain readings: kept or dropped at once
+                    self.market.on_data(m.topic, m.payload, self.led.state)
+                    self._unacked.append((m, None))
+                else:
+                    self._unacked.append((m, self.handle(m.payload)))
             self._ack_settled()
             if len(self.pool) >= self.cfg.block_max_txs:
                 self._full.set()
@@ -226,12 +242,14 @@ class Gateway:
         # encode the receipts while the writer thread waits on fsync (published after it)
         receipts = [b.receipt_message(i) for i in range(len(b.txs))]
         await commit
+        accounts = self.market.account_notices(b, led.state)
         led.state.apply_diff(b.diff, b.kv_diff)
         led.head = b
         self.pool.done(txs)
         self.counters.blocks += 1
         self.counters.committed += len(b.txs)
         self._notify(b, receipts)
+        self.market.on_block(b, led.state, accounts)
         self._ack_settled()
         self.committed.set()
         self.committed.clear()
@@ -245,9 +263,15 @@ class Gateway:
         self._publish(self._topic_blocks, b.signed_header)
         self.on_event(f"block height={b.height} txs={len(b.txs)} hash={b.hash.hex()[:16]}")
 
-    def _publish(self, topic: str, payload: bytes) -> None:
+    def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         if self.link is not None:
-            self.link.publish(topic, payload, qos=1)
+            self.link.publish(topic, payload, qos=1, retain=retain)
+
+    async def _market_clock(self) -> None:
+        """The market's clock-driven work (verdicts, derived streams), each second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.market.tick(self.led.state, time.time())
 
 
 def _readable_sender(payload: bytes) -> bytes | None:

@@ -62,6 +62,8 @@ from shared.messages_gateway import STATUS_FAILED, STATUS_OK
 
 AGREEMENT_LABEL = "agreement"
 AGREEMENT = crt.contract_address(AGREEMENT_LABEL)
+# key prefix of every agreement record: storage key cbor(b"a" + 16-byte id)
+AGREEMENTS = keys.storage(AGREEMENT, cbor.dumps(b"a" + bytes(16))[:2])
 ESCROW_LABEL = "market-escrow"
 ESCROW = crt.contract_address(ESCROW_LABEL)  # account of waiting demands' funds
 MATCH_SCAN = 16
@@ -77,7 +79,7 @@ MARKET_TYPES = (txm.TYPE_OFFER, txm.TYPE_WITHDRAW, txm.TYPE_DEMAND, txm.TYPE_CLO
                 txm.TYPE_CONTRACT_CALL, txm.TYPE_CONTRACT_ADMIN)
 
 # demand record fields
-D_BUYER, D_SERVICE, D_MAX, D_QTY, D_UNTIL, D_POLICY, D_LOCATION, D_LOCKED, D_KEY = range(1, 10)
+D_BUYER, D_SERVICE, D_MAX, D_QTY, D_UNTIL, D_POLICY, D_LOCATION, D_LOCKED = range(1, 9)
 
 
 def demand_id(t: txm.Tx) -> bytes:
@@ -89,7 +91,7 @@ def _load(view: StateView, key: bytes) -> Any:
     return None if b is None else cbor.loads(b)
 
 
-def _agreement_active(view: StateView) -> bool:
+def agreement_active(view: StateView) -> bool:
     dep = chain.deployment(view, AGREEMENT)
     return dep is not None and dep["status"] == crt.ACTIVE
 
@@ -117,7 +119,7 @@ def precheck(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> Non
         if view.kv_get(keys.offer(b[1], t.sender)) is None:
             raise RuleError(UNKNOWN_OFFER)
     elif t.type == txm.TYPE_DEMAND:
-        if not _agreement_active(view):
+        if not agreement_active(view):
             raise RuleError(UNKNOWN_CONTRACT, AGREEMENT_LABEL)
         if spendable < b[2] * b[3]:
             raise RuleError(errors.INSUFFICIENT_FUNDS, "escrow")

@@ -121,6 +121,7 @@ class Receipt:
     status: int
     reason: str
     arrived: float
+    events: list = field(default_factory=list)
 
 
 @dataclass
@@ -148,6 +149,7 @@ class SimDevice:
     receipts: dict[bytes, Receipt] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     bad_replies: list[str] = field(default_factory=list)
+    notices: list[dict] = field(default_factory=list)  # market notices (kinds 3-5)
     duplicate_receipts: int = 0
     outbox: dict[bytes, Pending] = field(default_factory=dict)
     sent: dict[bytes, bytes] = field(default_factory=dict)  # every tracked tx id -> bytes
@@ -219,6 +221,11 @@ class SimDevice:
                 self.bad_replies.append(f"unparseable reply {e.reason}/{getattr(e, 'detail', '')}")
                 self._cond.notify_all()
             return
+        if m[messages.M_KIND] > messages.KIND_REJECT:  # a market notice
+            with self._cond:
+                self.notices.append(m)
+                self._cond.notify_all()
+            return
         tx_id = m[messages.M_TX]
         with self._cond:
             if m[messages.M_KIND] == messages.KIND_RECEIPT:
@@ -232,7 +239,7 @@ class SimDevice:
                     else:
                         self.receipts[tx_id] = Receipt(tx_id, m[messages.M_SEQ], fields["height"],
                                                        m[messages.M_STATUS], m[messages.M_REASON],
-                                                       now)
+                                                       now, m[messages.M_EVENTS])
                     self.outbox.pop(tx_id, None)
             else:
                 self.rejections.append(Rejection(tx_id, m[messages.M_SEQ], m[messages.M_REASON],

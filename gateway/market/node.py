@@ -1,0 +1,330 @@
+"""The market side of a running gateway: everything the full node does for
+the service economy beyond executing transactions (docs/MARKET.md).
+
+- notices: MATCH to both parties, ACCOUNT to devices whose balance a block
+  changed, ENDED when an agreement or a waiting demand closes (rx topics);
+- the retained offers directory on tl/<d>/offers, republished when offers
+  change or one expires;
+- streams: every reading on tl/<d>/data/<agreement> is verified under the
+  agreement's supplier key and kept in the StreamStore;
+- the operator (the authority key) acts through ordinary signed txs:
+  verdicts on committed batches (checked against the stream store, after a
+  grace period for readings still in flight), CLOSE of expired agreements
+  and demands, an optional grant to newly registered devices, and the
+  optional deployment of the agreement contract at start;
+- edge analytics: each configured DerivedService buys its source stream,
+  keeps a rolling mean of it, offers the derived service and, once matched,
+  streams and commits the derived readings like any supplier.
+The pure rules live in ledger.py / matching.py; this module only reacts to
+committed blocks and to the clock, so a restart rebuilds it from the state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.blocks import Block
+from gateway.market import directory, keys, ledger
+from gateway.market.analytics import DerivedService, RollingMean
+from gateway.market.matching import Offer
+from gateway.market.streams import StreamStore
+from gateway.state import KIND_CONTRACT, State
+from shared import cbor, errors, messages, p256, stream, topics
+from shared import tx as txm
+
+VERDICT_GRACE_S = 3.0  # wait this long for readings still in flight
+RETRY_S = 10.0  # resend a keeper tx that did not land
+BATCH = 4  # derived readings per commitment
+PLAUSIBILITY_ROUND_S = 60  # oracle rounds are minutes of block time
+FUEL = 50_000
+
+Publish = Callable[[str, bytes, bool], None]
+
+
+@dataclass
+class _Pending:
+    aid: bytes
+    batch: int
+    first: int
+    count: int
+    root: bytes
+    deadline: float
+
+
+@dataclass
+class _Supply:
+    """A derived stream the operator supplies under one agreement."""
+
+    aid: bytes
+    service: DerivedService
+    quantity: int
+    interval_s: int
+    next_at: float
+    index: int = 0
+    batch_no: int = 0
+    batch: stream.Batch = field(default_factory=stream.Batch)
+    first: int = 0
+
+
+class Operator:
+    """The gateway's own account: signs txs with the authority key and hands
+    them to the ingress path (`submit`)."""
+
+    def __init__(self, priv: bytes, domain: str, submit: Callable[[bytes], Any]) -> None:
+        self.priv = priv
+        self.id = txm.device_id(p256.public_key(priv))
+        self.domain = domain
+        self.submit = submit
+        self.seq = 0
+
+    def send(self, state: State, type_: int, body: dict[int, Any]) -> bytes:
+        rec = state.get(self.id)
+        self.seq = max(self.seq, rec.last_seq if rec else 0) + 1
+        msg = txm.make(self.priv, self.id, type_, self.domain, self.seq, 0, body)
+        self.submit(msg)
+        return msg
+
+    def call(self, state: State, method: str, *args: Any) -> bytes:
+        return self.send(state, txm.TYPE_CONTRACT_CALL,
+                         {1: ledger.AGREEMENT, 2: method, 3: list(args), 4: 0, 5: FUEL})
+
+
+class MarketNode:
+    def __init__(self, domain: str, data_dir: Path, authority_priv: bytes,
+                 publish: Publish, submit: Callable[[bytes], Any],
+                 log: Callable[[str], None], *, grant: int = 0, fee_bps: int | None = None,
+                 derived: tuple[DerivedService, ...] = ()) -> None:
+        self.domain = domain
+        self.publish = publish
+        self.log = log
+        self.op = Operator(authority_priv, domain, submit)
+        self.streams = StreamStore(data_dir / "streams.db")
+        self.grant = grant
+        self.fee_bps = fee_bps
+        self.derived = derived
+        self.data_prefix = topics.data(domain, "")
+        self._pending: dict[tuple[bytes, int], _Pending] = {}
+        self._closing: dict[bytes, float] = {}  # id -> when a CLOSE was sent
+        self._open: dict[bytes, int] = {}  # agreement / waiting demand id -> expiry
+        self._next_expiry: int | None = None
+        self._rolling: dict[str, RollingMean] = {}  # source service -> mean
+        self._buying: dict[str, bytes] = {}  # source service -> agreement id (or demand)
+        self._supplies: dict[bytes, _Supply] = {}
+        self._offered: dict[str, float] = {}
+        self._started = False
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [self.data_prefix + "+"]
+
+    def close(self) -> None:
+        self.streams.close()
+
+    # -- start: rebuild what is open from the state -------------------------------------
+    def start(self, state: State) -> None:
+        for k, v in state.kv_range(ledger.AGREEMENTS):
+            a = cbor.loads(v)
+            if a["state"] == "open":
+                aid = k[-16:]
+                self._open[aid] = a["expiry"]
+                if a["buyer"] == self.op.id:
+                    self._buying[a["service"]] = aid
+        for k, v in state.kv_range(keys.DEMANDS):
+            d = cbor.loads(v)
+            self._open[k[-16:]] = d[ledger.D_UNTIL]
+            if d[ledger.D_BUYER] == self.op.id:
+                self._buying[d[ledger.D_SERVICE]] = k[-16:]
+        self._publish_directory(state, int(time.time()))
+        if self.fee_bps is not None and not ledger.agreement_active(state):
+            self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {
+                1: "deploy", 2: ledger.AGREEMENT_LABEL, 3: "agreement", 4: 1,
+                5: {"operator": self.op.id, "fee_bps": self.fee_bps}})
+            self.log(f"market deploying the agreement contract (fee {self.fee_bps} bps)")
+        self._started = True
+
+    # -- streams ----------------------------------------------------------------------
+    def on_data(self, topic: str, payload: bytes, state: State) -> None:
+        """A reading on tl/<d>/data/<agreement hex>: keep it if it verifies."""
+        try:
+            aid = bytes.fromhex(topic[len(self.data_prefix):])
+        except ValueError:
+            return
+        a = ledger.agreement(state, aid)
+        if a is None:
+            return
+        s = state.get(a["supplier"])
+        if s is None:
+            return
+        try:
+            idx = self.streams.add(aid, s.pubkey, payload, time.time())
+        except errors.TLError as e:
+            self.log(f"market reading refused agreement={aid.hex()[:8]} reason={e.reason} "
+                     f"detail={e.detail}")
+            return
+        if a["buyer"] == self.op.id:  # a stream we bought: feed the analytics
+            for _, value, scale in self.streams.readings(aid, idx, 1):
+                r = self._rolling.setdefault(a["service"], self._window(a["service"]))
+                try:
+                    r.add(value, scale)
+                except ValueError:
+                    pass
+
+    def _window(self, source: str) -> RollingMean:
+        for d in self.derived:
+            if d.source == source:
+                return d.rolling()
+        return RollingMean(1)
+
+    # -- after each committed block -----------------------------------------------------
+    def account_notices(self, b: Block, before: State) -> list[tuple[bytes, int]]:
+        """(device, new balance) for devices whose balance the block changed;
+        `before` is the state the block was built on."""
+        out = []
+        for i, rec in b.diff.items():
+            old = before.get(i)
+            if rec.kind == KIND_CONTRACT or i == self.op.id:
+                continue
+            if (old.balance if old else 0) != rec.balance:
+                out.append((i, rec.balance))
+        return out
+
+    def on_block(self, b: Block, state: State, accounts: list[tuple[bytes, int]]) -> None:
+        now = time.time()
+        offers_changed = False
+        for t, r in zip(b.txs, b.receipts, strict=True):
+            if t.type == txm.TYPE_REGISTER and self.grant and r.status == messages.STATUS_OK:
+                me = state.get(self.op.id)
+                if me is not None and me.balance >= self.grant:
+                    self.op.send(state, txm.TYPE_TRANSFER, {1: t.sender, 2: self.grant})
+                    self.log(f"market grant {self.grant} to {t.sender.hex()[:8]}")
+            for e in r.events:
+                offers_changed |= self._event(e, state, now)
+        for dev, bal in accounts:
+            self._rx(dev, messages.account(bal, b.height))
+        if offers_changed or (self._next_expiry is not None and b.time >= self._next_expiry):
+            self._publish_directory(state, b.time)
+        self._keeper(state, b.time, now)
+        self.tick(state, now)
+
+    def _event(self, e: list[Any], state: State, now: float) -> bool:
+        name = e[0] if isinstance(e[0], str) else e[1]
+        if name in ("offer", "withdraw"):
+            return True
+        if name == "match":
+            _, aid, buyer, supplier, price, qty, expiry, service, interval, policy = e
+            s = state.get(supplier)
+            for who, role in ((buyer, "buyer"), (supplier, "supplier")):
+                self._rx(who, messages.match(aid, buyer, supplier, s.pubkey if s else b"",
+                                             service, price, qty, interval, expiry,
+                                             ledger.AGREEMENT, role))
+            self._open[aid] = expiry
+            self._closing.pop(aid, None)
+            self.log(f"market match {service} agreement={aid.hex()[:8]} buyer={buyer.hex()[:8]}"
+                     f" supplier={supplier.hex()[:8]} price={price} quantity={qty}"
+                     f" policy={policy}")
+            if buyer == self.op.id:
+                self._buying[service] = aid
+            if supplier == self.op.id:
+                d = next((d for d in self.derived if d.name == service), None)
+                if d is not None:
+                    self._supplies[aid] = _Supply(aid, d, qty, interval, now)
+            return True
+        if name == "wait":
+            self._open[e[1]] = e[2]
+        elif name == "delivery-committed":
+            _, _, aid, batch, first, count, root = e
+            self._pending[(aid, batch)] = _Pending(aid, batch, first, count, root,
+                                                   now + VERDICT_GRACE_S)
+        elif name == "delivery-paid":
+            _, _, aid, batch, supplier, paid, fee = e
+            self.log(f"market paid agreement={aid.hex()[:8]} batch={batch} "
+                     f"supplier={supplier.hex()[:8]} amount={paid} fee={fee}")
+        elif name == "delivery-failed":
+            _, _, aid, batch, supplier, why = e
+            self.log(f"market delivery-failed agreement={aid.hex()[:8]} batch={batch} "
+                     f"supplier={supplier.hex()[:8]} reason={why}")
+        elif name in ("agreement-closed", "demand-closed"):
+            if name == "agreement-closed":
+                _, _, aid, buyer, supplier, back = e
+                parties = (buyer, supplier)
+            else:
+                _, aid, buyer, back = e
+                parties = (buyer,)
+            for who in parties:
+                self._rx(who, messages.ended(aid, back))
+            self._open.pop(aid, None)
+            self._closing.pop(aid, None)
+            self._supplies.pop(aid, None)
+            for svc, bought in list(self._buying.items()):
+                if bought == aid:
+                    del self._buying[svc]
+            self.log(f"market closed {aid.hex()[:8]} refund={back}")
+        return False
+
+    def _rx(self, device: bytes, payload: bytes) -> None:
+        self.publish(topics.rx(self.domain, device.hex()), payload, False)
+
+    def _publish_directory(self, state: State, now: int) -> None:
+        live = [Offer.from_map(cbor.loads(v)) for _, v in state.kv_range(keys.OFFERS)]
+        live = [o for o in live if o.expires > now]
+        self._next_expiry = min((o.expires for o in live), default=None)
+        self.publish(topics.offers(self.domain),
+                     directory.encode([o.to_map() for o in live]), True)
+
+    # -- the operator's keeper ----------------------------------------------------------
+    def _keeper(self, state: State, block_time: int, now: float) -> None:
+        for i, expiry in list(self._open.items()):
+            if block_time >= expiry and now - self._closing.get(i, -RETRY_S) >= RETRY_S:
+                self._closing[i] = now
+                self.op.send(state, txm.TYPE_CLOSE, {1: i})
+
+    def tick(self, state: State, now: float) -> None:
+        """Clock-driven work: verdicts whose readings are in (or whose grace
+        ran out), the derived services' buying, offering and streaming."""
+        for key, p in list(self._pending.items()):
+            v = self.streams.check_batch(p.aid, p.first, p.count, p.root)
+            if v.ok or now >= p.deadline:
+                del self._pending[key]
+                self.op.call(state, "verdict", p.aid, p.batch, v.ok, v.mean,
+                             int(now) // PLAUSIBILITY_ROUND_S)
+        for d in self.derived:
+            self._derive(d, state, now)
+        for s in list(self._supplies.values()):
+            if now >= s.next_at and s.index < s.quantity:
+                self._supply(s, state, now)
+
+    def _derive(self, d: DerivedService, state: State, now: float) -> None:
+        me = state.get(self.op.id)
+        if me is None or not ledger.agreement_active(state):
+            return
+        qty = d.window
+        if d.source not in self._buying and me.balance >= d.price * qty:
+            self.op.send(state, txm.TYPE_DEMAND, {1: d.source, 2: d.price, 3: qty,
+                                                  4: 600, 5: "cheapest"})
+            self._buying[d.source] = b""  # until its match or wait event
+        if now - self._offered.get(d.name, -1e9) >= 1800:
+            self._offered[d.name] = now
+            self.op.send(state, txm.TYPE_OFFER, {1: d.name, 2: d.unit, 3: d.price,
+                                                 4: d.interval_s, 5: "", 6: 3600, 7: 1})
+
+    def _supply(self, s: _Supply, state: State, now: float) -> None:
+        r = self._rolling.get(s.service.source)
+        mean = r.mean() if r is not None else None
+        s.next_at = now + s.interval_s
+        if mean is None or r is None or r.scale is None:
+            return
+        msg = stream.reading(self.op.priv, self.op.id, s.aid, s.index, mean, r.scale)
+        self.streams.add(s.aid, p256.public_key(self.op.priv), msg, now)
+        self.publish(self.data_prefix + s.aid.hex(), msg, False)
+        s.batch.add(msg)
+        s.index += 1
+        if s.batch.count == BATCH or s.index == s.quantity:
+            self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count,
+                         s.batch.root())
+            s.batch_no += 1
+            s.first = s.index
+            s.batch = stream.Batch()

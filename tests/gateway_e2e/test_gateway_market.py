@@ -1,0 +1,168 @@
+"""The market through a running gateway and a real broker (issue 5): offers
+in the retained directory, a demand matched, MATCH notices to both devices,
+signed readings streamed off-chain, batch commitments judged by the
+operator against the stream it holds (a tampered reading refused, a batch
+with a missing reading not paid and recorded against the supplier),
+ACCOUNT and ENDED notices, value conserved, and the chain replays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from e2e_devices import DOMAIN, GatewayThread, SimDevice, authority_of
+from waits import retained
+
+from gateway import genesis, replay
+from gateway.config import DB_FILE, GENESIS_FILE
+from gateway.market import directory, ledger
+from gateway.market.analytics import DerivedService
+from gateway.store import Store
+from shared import merkle, messages, stream, topics
+from shared import tx as txm
+from shared.messages_gateway import (
+    M_AGREEMENT,
+    M_BALANCE,
+    M_CONTRACT,
+    M_PRICE,
+    M_REFUND,
+    M_ROLE,
+    M_SUPPLIER,
+    M_SUPPLIER_KEY,
+)
+
+SUPPLY, GRANT, FEE_BPS = 100_000, 1_000, 500
+
+
+def notice(dev: SimDevice, kind: int, pred=lambda m: True, timeout: float = 10.0) -> dict:
+    return dev.wait(lambda: next((m for m in dev.notices
+                                  if m[messages.M_KIND] == kind and pred(m)), None),
+                    timeout, f"notice kind {kind}")
+
+
+def ok(dev: SimDevice, msg: bytes) -> list:
+    r = dev.receipt_for(dev.submit(msg), 10)
+    assert r.status == messages.STATUS_OK, (r.reason, r.events)
+    return r.events
+
+
+@pytest.fixture
+def market(amqtt_broker, tmp_path: Path):
+    data = tmp_path / "gw"
+    genesis.create_domain(data, DOMAIN, authority_balance=SUPPLY)
+    gws: list[GatewayThread] = []
+    devs = []
+
+    def gateway(*derived: DerivedService) -> GatewayThread:
+        gw = GatewayThread(data, amqtt_broker.url, market_fee_bps=FEE_BPS,
+                           market_grant=GRANT, derived=derived)
+        gws.append(gw)
+        return gw.start()
+
+    def device(name: str) -> SimDevice:
+        d = SimDevice(amqtt_broker.host, amqtt_broker.port, authority_of(data),
+                      name=name).connect()
+        devs.append(d)
+        ok(d, d.register_tx())
+        assert notice(d, messages.KIND_ACCOUNT)[M_BALANCE] == GRANT
+        return d
+
+    yield gateway, device, data, amqtt_broker
+    for d in devs:
+        d.close()
+    for gw in gws:
+        if gw.running:
+            gw.stop()
+
+
+def test_a_purchase_end_to_end(market) -> None:
+    gateway, device, data, broker = market
+    gw = gateway()
+    sup, buyer = device("supplier"), device("buyer")
+    ok(sup, sup.sign(txm.TYPE_OFFER, {1: "temperature", 2: "cC", 3: 5, 4: 1, 5: "u4pruy",
+                                      6: 600, 7: 1}))
+    listed = directory.decode(retained(broker, topics.offers(DOMAIN)))
+    assert [(o[1], o[2], o[4]) for o in listed] == [(sup.id, "temperature", 5)]
+
+    ev = ok(buyer, buyer.sign(txm.TYPE_DEMAND, {1: "temperature", 2: 6, 3: 8, 4: 60,
+                                                5: "cheapest"}))
+    aid = next(e for e in ev if e[0] == "match")[1]
+    for d, role in ((sup, "supplier"), (buyer, "buyer")):
+        m = notice(d, messages.KIND_MATCH, lambda m: m[M_AGREEMENT] == aid)
+        assert (m[M_ROLE], m[M_SUPPLIER], m[M_SUPPLIER_KEY], m[M_PRICE]) == (
+            role, sup.id, sup.pub, 5)
+        assert m[M_CONTRACT] == ledger.AGREEMENT
+
+    data_topic = topics.data(DOMAIN, aid.hex())
+    readings = [stream.reading(sup.priv, sup.id, aid, i, 2100 + i, -2) for i in range(8)]
+    for r in readings[:4]:
+        sup.client.publish(data_topic, r, qos=1).wait_for_publish(5)
+    # a tampered reading and one signed by another key are refused, not stored
+    bad = bytearray(readings[4])
+    bad[-1] ^= 1
+    sup.client.publish(data_topic, bytes(bad), qos=1).wait_for_publish(5)
+    gw.wait_event(r"market reading refused .* reason=bad-signature")
+    forged = stream.reading(buyer.priv, sup.id, aid, 4, 9999, -2)
+    sup.client.publish(data_topic, forged, qos=1).wait_for_publish(5)
+    gw.wait_event(r"market reading refused .* reason=bad-signature", start=1)
+
+    def commit(batch: int, first: int, leaves: list[bytes]) -> None:
+        ok(sup, sup.sign(txm.TYPE_CONTRACT_CALL, {
+            1: ledger.AGREEMENT, 2: "commit", 3: [aid, batch, first, len(leaves),
+                                                  merkle.root(leaves)], 4: 0, 5: 50_000}))
+
+    commit(0, 0, readings[:4])
+    gw.wait_event(r"market paid agreement=%s batch=0 .* amount=19 fee=1" % aid.hex()[:8])
+    # batch 1 commits readings 4..7 but reading 6 never reaches the gateway
+    for r in (readings[4], readings[5], readings[7]):
+        sup.client.publish(data_topic, r, qos=1).wait_for_publish(5)
+    commit(1, 4, readings[4:8])
+    gw.wait_event(r"market delivery-failed agreement=%s batch=1 .* reason=stream"
+                  % aid.hex()[:8], timeout=15)
+    ended = notice(buyer, messages.KIND_ENDED, lambda m: m[M_AGREEMENT] == aid)
+    assert ended[M_REFUND] == 20  # the unpaid batch goes back
+    notice(sup, messages.KIND_ENDED, lambda m: m[M_AGREEMENT] == aid)
+    balances = {d.name: notice(d, messages.KIND_ACCOUNT,
+                               lambda m, b=b: m[M_BALANCE] == b)[M_BALANCE]
+                for d, b in ((sup, GRANT + 19), (buyer, GRANT - 20))}
+    assert balances == {"supplier": GRANT + 19, "buyer": GRANT - 20}
+    gw.stop()
+
+    with Store(data / DB_FILE, readonly=True) as st:
+        g = genesis.load(data / GENESIS_FILE)
+        state = st.load_state()
+        assert state.total_balance() == SUPPLY
+        assert ledger.supplier_record(state, sup.id) == {"paid": 1, "failed": 1}
+        assert replay.verify_chain(st, g).head_height == st.head().height
+
+
+def test_edge_analytics_sells_a_rolling_mean(market) -> None:
+    """The gateway buys the temperature stream, keeps a rolling mean of the
+    last 2 readings and sells it as temperature-mean, signed by its key."""
+    gateway, device, data, broker = market
+    gateway(DerivedService("temperature-mean", "temperature", 2, "cC", 1, 1))
+    sup, buyer = device("supplier"), device("buyer")
+    ok(sup, sup.sign(txm.TYPE_OFFER, {1: "temperature", 2: "cC", 3: 1, 4: 1, 5: "",
+                                      6: 600, 7: 1}))
+    # the operator's demand for its source is matched with the supplier
+    m = notice(sup, messages.KIND_MATCH, timeout=15)
+    aid = m[M_AGREEMENT]
+    topic = topics.data(DOMAIN, aid.hex())
+    for i, v in enumerate((2000, 2010, 2030)):
+        sup.client.publish(topic, stream.reading(sup.priv, sup.id, aid, i, v, -2),
+                           qos=1).wait_for_publish(5)
+    ev = ok(buyer, buyer.sign(txm.TYPE_DEMAND, {1: "temperature-mean", 2: 1, 3: 2, 4: 60,
+                                                5: "latest"}))
+    match = next(e for e in ev if e[0] == "match")
+    authority = authority_of(data)
+    assert match[3] == txm.device_id(authority)
+    got = notice(buyer, messages.KIND_MATCH, lambda m: m[M_AGREEMENT] == match[1])
+    assert got[M_SUPPLIER_KEY] == authority
+    sub = buyer.client
+    seen: list[bytes] = []
+    sub.message_callback_add(topics.data(DOMAIN, match[1].hex()),
+                             lambda c, u, msg: seen.append(bytes(msg.payload)))
+    sub.subscribe(topics.data(DOMAIN, match[1].hex()), qos=1)
+    buyer.wait(lambda: len(seen) >= 1, 10, "a derived reading")
+    a, index, value, scale = stream.open_reading(seen[0], authority)
+    assert (a, scale) == (match[1], -2) and value == (2010 + 2030) // 2
