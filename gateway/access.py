@@ -20,22 +20,29 @@ Semantics (the same as the gateway's rules in gateway/state.py):
   else holds rights on it. Rights: "submit", "read", "buy".
 - readable(p): ids of the devices p can "read".
 - owner_of(device): the owning person's id, None if not owned / unknown.
+- bought(p): (supplier, agreement id) of every open agreement p buys
+  (docs/MARKET.md): p may read that agreement's data topic.
 - principals(): every known id, sorted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.state import ACTIVE, DECOMMISSIONED, KIND_DEVICE, RIGHT_READ, RIGHTS, DeviceRecord
 
 
 class Access:
-    __slots__ = ("domain", "_recs", "_ids", "_read")
+    __slots__ = ("domain", "_recs", "_ids", "_read", "_bought")
 
-    def __init__(self, records: Mapping[bytes, DeviceRecord], domain: str) -> None:
+    def __init__(self, records: Mapping[bytes, DeviceRecord], domain: str,
+                 agreements: Iterable[Mapping[str, Any]] = ()) -> None:
         self.domain = domain
+        self._bought: dict[bytes, set[tuple[bytes, bytes]]] = {}
+        for a in agreements:
+            if a["state"] == "open":
+                self._bought.setdefault(a["buyer"], set()).add((a["supplier"], a["id"]))
         self._recs: dict[bytes, DeviceRecord] = dict(records)
         self._ids = sorted(self._recs)
         read: dict[bytes, set[bytes]] = {}
@@ -53,9 +60,18 @@ class Access:
 
     @classmethod
     def from_state(cls, state: Any, domain: str) -> Access:
-        """From a state.State (its `devices`), or any id -> record mapping."""
-        records = state.devices if hasattr(state, "devices") else state
-        return cls(records, domain)
+        """From a state.State (its `devices` and open agreements), or any id
+        -> record mapping."""
+        if not hasattr(state, "devices"):
+            return cls(state, domain)
+        from gateway.market.ledger import open_agreements
+
+        return cls(state.devices, domain, open_agreements(state))
+
+    def bought(self, principal_id: bytes) -> set[tuple[bytes, bytes]]:
+        if not self.is_active(principal_id):
+            return set()
+        return set(self._bought.get(principal_id, ()))
 
     def record(self, principal_id: bytes) -> DeviceRecord | None:
         return self._recs.get(principal_id)

@@ -101,6 +101,17 @@ def agreement(view: StateView, aid: bytes) -> dict | None:
     return chain.storage(view, AGREEMENT, b"a" + aid)
 
 
+def open_agreements(state: Any) -> list[dict]:
+    """Every open agreement record of a State (with its "id")."""
+    out = []
+    for k, v in state.kv_range(AGREEMENTS):
+        a = cbor.loads(v)
+        if a["state"] == "open":
+            a["id"] = k[-16:]
+            out.append(a)
+    return out
+
+
 def supplier_record(view: StateView, supplier: bytes) -> dict | None:
     return chain.storage(view, AGREEMENT, b"r" + supplier)
 

@@ -5,8 +5,8 @@ the service economy beyond executing transactions (docs/MARKET.md).
   changed, ENDED when an agreement or a waiting demand closes (rx topics);
 - the retained offers directory on tl/<d>/offers, republished when offers
   change or one expires;
-- streams: every reading on tl/<d>/data/<agreement> is verified under the
-  agreement's supplier key and kept in the StreamStore;
+- streams: every reading on tl/<d>/data/<supplier>/<agreement> is verified
+  under the agreement's supplier key and kept in the StreamStore;
 - the operator (the authority key) acts through ordinary signed txs:
   verdicts on committed batches (checked against the stream store, after a
   grace period for readings still in flight), CLOSE of expired agreements
@@ -119,7 +119,7 @@ class MarketNode:
 
     @property
     def subscriptions(self) -> list[str]:
-        return [self.data_prefix + "+"]
+        return [self.data_prefix + "+/+"]
 
     def close(self) -> None:
         self.streams.close()
@@ -148,13 +148,14 @@ class MarketNode:
 
     # -- streams ----------------------------------------------------------------------
     def on_data(self, topic: str, payload: bytes, state: State) -> None:
-        """A reading on tl/<d>/data/<agreement hex>: keep it if it verifies."""
+        """A reading on tl/<d>/data/<supplier hex>/<agreement hex>: keep it
+        if it verifies under the agreement's supplier key."""
         try:
-            aid = bytes.fromhex(topic[len(self.data_prefix):])
+            supplier, aid = (bytes.fromhex(x) for x in topic[len(self.data_prefix):].split("/"))
         except ValueError:
             return
         a = ledger.agreement(state, aid)
-        if a is None:
+        if a is None or a["supplier"] != supplier:
             return
         s = state.get(a["supplier"])
         if s is None:
@@ -319,7 +320,7 @@ class MarketNode:
             return
         msg = stream.reading(self.op.priv, self.op.id, s.aid, s.index, mean, r.scale)
         self.streams.add(s.aid, p256.public_key(self.op.priv), msg, now)
-        self.publish(self.data_prefix + s.aid.hex(), msg, False)
+        self.publish(topics.data(self.domain, self.op.id.hex() + "/" + s.aid.hex()), msg, False)
         s.batch.add(msg)
         s.index += 1
         if s.batch.count == BATCH or s.index == s.quantity:

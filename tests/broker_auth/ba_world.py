@@ -53,6 +53,7 @@ class FakeAccess:
     inactive: set[bytes] = field(default_factory=set)
     reads: dict[bytes, set[bytes]] = field(default_factory=dict)  # principal -> device ids
     owners: dict[bytes, bytes] = field(default_factory=dict)  # device -> owner
+    purchases: dict[bytes, set[tuple[bytes, bytes]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, *principals: Principal) -> FakeAccess:
@@ -79,6 +80,11 @@ class FakeAccess:
 
     def readable(self, principal_id: bytes) -> set[bytes]:
         return set(self.reads.get(principal_id, set())) if self.is_active(principal_id) else set()
+
+    def bought(self, principal_id: bytes) -> set[tuple[bytes, bytes]]:
+        if not self.is_active(principal_id):
+            return set()
+        return set(self.purchases.get(principal_id, set()))
 
     def owner_of(self, device_id: bytes) -> bytes | None:
         return self.owners.get(device_id)

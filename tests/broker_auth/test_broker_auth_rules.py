@@ -97,3 +97,23 @@ def test_mosquitto_hash_vector():
     salt = bytes.fromhex("dc029e63632e004e7b9c870d")
     assert broker_auth.mosquitto_hash("secret", salt) == line
     assert not broker_auth.mosquitto_check("secret", "$6$abc$def")
+
+
+def test_a_buyer_reads_the_stream_it_bought_and_nothing_else():
+    gw, sup, buyer, other = (Principal(n) for n in ("gw", "sup", "buyer", "other"))
+    acc = FakeAccess.of(gw, sup, buyer, other)
+    aid, aid2 = bytes(range(16)), bytes(range(1, 17))
+    acc.purchases[buyer.id] = {(sup.id, aid)}
+    g = broker_auth.Guard(DOMAIN, lambda: acc, gw.pub)
+    topic = f"tl/{DOMAIN}/data/{sup.hex}/{aid.hex()}"
+    assert g.may(sup.hex, topic, "publish")  # under its own id
+    assert not g.may(buyer.hex, topic, "publish")
+    assert g.may(buyer.hex, topic, "subscribe") and g.may(buyer.hex, topic, "receive")
+    assert not g.may(buyer.hex, f"tl/{DOMAIN}/data/{sup.hex}/{aid2.hex()}", "subscribe")
+    assert not g.may(buyer.hex, f"tl/{DOMAIN}/data/{sup.hex}/#", "subscribe")
+    assert not g.may(other.hex, topic, "subscribe")
+    acc.purchases.clear()  # the agreement closed: the stream is no longer theirs
+    assert not g.may(buyer.hex, topic, "receive")
+    text = broker_auth.mosquitto_acl(DOMAIN, gw.hex, {buyer.hex: ([], [], False)},
+                                     {buyer.hex: [topic]})
+    assert f"topic read {topic}" in text.split(f"user {buyer.hex}")[1]

@@ -93,7 +93,7 @@ def test_a_purchase_end_to_end(market) -> None:
             role, sup.id, sup.pub, 5)
         assert m[M_CONTRACT] == ledger.AGREEMENT
 
-    data_topic = topics.data(DOMAIN, aid.hex())
+    data_topic = topics.data(DOMAIN, sup.hex + "/" + aid.hex())
     readings = [stream.reading(sup.priv, sup.id, aid, i, 2100 + i, -2) for i in range(8)]
     for r in readings[:4]:
         sup.client.publish(data_topic, r, qos=1).wait_for_publish(5)
@@ -147,7 +147,7 @@ def test_edge_analytics_sells_a_rolling_mean(market) -> None:
     # the operator's demand for its source is matched with the supplier
     m = notice(sup, messages.KIND_MATCH, timeout=15)
     aid = m[M_AGREEMENT]
-    topic = topics.data(DOMAIN, aid.hex())
+    topic = topics.data(DOMAIN, sup.hex + "/" + aid.hex())
     for i, v in enumerate((2000, 2010, 2030)):
         sup.client.publish(topic, stream.reading(sup.priv, sup.id, aid, i, v, -2),
                            qos=1).wait_for_publish(5)
@@ -160,9 +160,9 @@ def test_edge_analytics_sells_a_rolling_mean(market) -> None:
     assert got[M_SUPPLIER_KEY] == authority
     sub = buyer.client
     seen: list[bytes] = []
-    sub.message_callback_add(topics.data(DOMAIN, match[1].hex()),
-                             lambda c, u, msg: seen.append(bytes(msg.payload)))
-    sub.subscribe(topics.data(DOMAIN, match[1].hex()), qos=1)
+    derived_topic = topics.data(DOMAIN, match[3].hex() + "/" + match[1].hex())
+    sub.message_callback_add(derived_topic, lambda c, u, msg: seen.append(bytes(msg.payload)))
+    sub.subscribe(derived_topic, qos=1)
     buyer.wait(lambda: len(seen) >= 1, 10, "a derived reading")
     a, index, value, scale = stream.open_reading(seen[0], authority)
     assert (a, scale) == (match[1], -2) and value == (2010 + 2030) // 2

@@ -9,6 +9,7 @@ import pytest
 from mktest import FEE_BPS, Market, event
 
 from gateway import replay
+from gateway.access import Access
 from gateway.contracts import runtime as crt
 from gateway.market import ledger
 from shared import errors, merkle, messages
@@ -51,6 +52,9 @@ def test_offer_demand_delivery_payment_and_replay(mk: Market) -> None:
     aid = m[1]
     assert aid == r.tx_id[:16] and m[2:6] == [mk["buyer"].id, mk["sup"].id, 5, 4]
     assert mk.balance("buyer") == 1000 - 20 and mk.balance(ledger.AGREEMENT) == 20
+    # while it is open the buyer may read the agreement's stream (broker rules)
+    acc = Access.from_state(mk.node.state, "demo")
+    assert acc.bought(mk["buyer"].id) == {(mk["sup"].id, aid)} and not acc.bought(mk["sup"].id)
     leaves = [b"reading-%d" % i for i in range(4)]
     r = mk.run(mk.call("sup", "commit", aid, 0, 0, 4, merkle.root(leaves)))
     assert r.status == OK and event(r, "delivery-committed")
@@ -60,6 +64,7 @@ def test_offer_demand_delivery_payment_and_replay(mk: Market) -> None:
     assert mk.balance("sup") == 100 + 20 - fee and mk.balance(mk.op.id) == fee
     assert event(r, "agreement-closed")[-1] == 0  # nothing left to refund
     assert mk.agreement(aid)["state"] == "closed"
+    assert not Access.from_state(mk.node.state, "demo").bought(mk["buyer"].id)
     assert mk.total() == total
     rep = replay.verify_chain(mk.node.store, mk.node.genesis)
     assert rep.head_height == mk.node.store.head().height
