@@ -138,3 +138,32 @@ def test_contract_calls_revert_and_charge_fuel(mk: Market) -> None:
     assert mk.total() == before
     r = mk.run(mk.call("buyer", "record", address=crt.contract_address("nothing-here")))
     assert (r.status, r.events[-1][1]) == (FAILED, "address")
+
+
+def test_plausibility_attested_by_neighbours(tmp_path: Path) -> None:
+    """Two neighbours attest their own temperature through the oracle
+    contract; a batch whose mean is far from theirs is not paid."""
+    m = Market(tmp_path / "gw", {"sup": 0, "buyer": 1000, "n1": 10, "n2": 10}, deploy=False)
+    r = m.run(m.admin("deploy", "neighbours", "oracle", 1,
+                      {"attestors": [m["n1"].id, m["n2"].id], "m": 2, "tolerance": 30}))
+    oracle = r.events[0][3]
+    r = m.run(m.admin("deploy", "agreement", "agreement", 1, {
+        "operator": m.op.id, "fee_bps": 0, "plausibility": {"temperature": [oracle, 100]}}))
+    assert r.status == OK
+    m.run(m.offer("sup", price=10))
+    aid = event(m.run(m.demand("buyer", max_price=10, quantity=2)), "match")[1]
+    m.run(m.call("sup", "commit", aid, 0, 0, 1, bytes(32)),
+          m.call("sup", "commit", aid, 1, 1, 1, bytes(32)))
+    r = m.run(m.call("n1", "attest", 42, 2100, address=oracle),
+              m.call("n2", "attest", 42, 2120, address=oracle))
+    assert event(r, "oracle-result")[-1] == 2100
+    r = m.run(m.call(m.op, "verdict", aid, 0, True, 2150, 42))  # within 100 of 2100
+    assert event(r, "delivery-paid")
+    r = m.run(m.call(m.op, "verdict", aid, 1, True, 2500, 42))  # 400 off
+    assert event(r, "delivery-failed")[-1] == "implausible"
+    assert m.balance("sup") == 10 and m.balance("buyer") == 990
+    assert ledger.supplier_record(m.node.state, m["sup"].id) == {"paid": 1, "failed": 1}
+    # a neighbour that is not an attestor cannot sway the oracle
+    r = m.run(m.call("buyer", "attest", 43, 0, address=oracle))
+    assert (r.status, r.reason) == (FAILED, "not-authorized")
+    m.node.close()
