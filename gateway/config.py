@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 GENESIS_FILE = "genesis.toml"
 KEY_FILE = "authority.key"
 DB_FILE = "chain.db"
+STREAMS_FILE = "streams.db"  # the market's off-chain readings (gateway/market/streams.py)
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DATA_DIR = "var/gateway"
 

@@ -299,6 +299,13 @@ class Store:
                                (height,))
         return [tx_record(r) for r in cur]
 
+    def txs_of_type(self, type_: int, since_height: int = 0) -> Iterator[TxRecord]:
+        """Committed txs of one type in chain order (e.g. the market's calls)."""
+        cur = self._db.execute("SELECT %s FROM txs WHERE type = ? AND height >= ? "
+                               "ORDER BY height, idx" % _TX_COLS, (type_, since_height))
+        for r in cur:
+            yield tx_record(r)
+
     def get_tx(self, tx_id: bytes) -> TxRecord | None:
         row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % _TX_COLS,
                                (tx_id,)).fetchone()

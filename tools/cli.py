@@ -245,9 +245,16 @@ def _command_groups() -> tuple:
     """Command groups that live in their own modules, each exposing
     register(subparsers, data_parent). Imported here, not at the top: they
     import this module for its exit codes and errors."""
-    from tools import cli_board, cli_broker, cli_coordinator, cli_identity, cli_registry
+    from tools import (
+        cli_board,
+        cli_broker,
+        cli_coordinator,
+        cli_identity,
+        cli_market,
+        cli_registry,
+    )
 
-    return (cli_registry, cli_board, cli_identity, cli_broker, cli_coordinator)
+    return (cli_registry, cli_board, cli_identity, cli_broker, cli_coordinator, cli_market)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -294,8 +294,8 @@ def _positive(s: str) -> int:
     return v
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
-    """Add this area's subcommands; `data` is the parent parser with --data-dir."""
+def network_parent(data: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every submitting command takes (also tools/cli_market.py)."""
     net = argparse.ArgumentParser(add_help=False, parents=[data])
     net.add_argument("--broker", metavar="URL", default=DEFAULT_BROKER,
                      help="MQTT broker (default %s)" % DEFAULT_BROKER)
@@ -305,10 +305,21 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
     net.add_argument("--timeout", type=float, default=15.0, metavar="S",
                      help="seconds to wait for the receipt (default 15)")
     net.add_argument("--seq", type=_positive, default=0, help=argparse.SUPPRESS)
-    stmt = argparse.ArgumentParser(add_help=False, parents=[data])
-    stmt.add_argument("--domain", metavar="NAME", help="domain (default: from DIR/genesis.toml)")
+    return net
+
+
+def key_parent() -> argparse.ArgumentParser:
     key = argparse.ArgumentParser(add_help=False)
     key.add_argument("--key", required=True, metavar="FILE", help="key file (64 hex chars)")
+    return key
+
+
+def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+    """Add this area's subcommands; `data` is the parent parser with --data-dir."""
+    net = network_parent(data)
+    stmt = argparse.ArgumentParser(add_help=False, parents=[data])
+    stmt.add_argument("--domain", metavar="NAME", help="domain (default: from DIR/genesis.toml)")
+    key = key_parent()
 
     k = sub.add_parser("key", help="people's key files")
     ks = k.add_subparsers(dest="key_command", required=True, metavar="ACTION")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.blocks import Block
+from gateway.config import STREAMS_FILE
 from gateway.market import directory, keys, ledger
 from gateway.market.analytics import DerivedService, RollingMean
 from gateway.market.matching import Offer
@@ -102,7 +103,7 @@ class MarketNode:
         self.publish = publish
         self.log = log
         self.op = Operator(authority_priv, domain, submit)
-        self.streams = StreamStore(data_dir / "streams.db")
+        self.streams = StreamStore(data_dir / STREAMS_FILE)
         self.grant = grant
         self.fee_bps = fee_bps
         self.derived = derived

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e_devices import DOMAIN, GatewayThread, SimDevice, authority_of
+from e2e_devices import DOMAIN, GatewayThread, SimDevice, authority_of, thingledger
 from waits import retained
 
 from gateway import genesis, replay
@@ -135,6 +135,17 @@ def test_a_purchase_end_to_end(market) -> None:
         assert ledger.supplier_record(state, sup.id) == {"paid": 1, "failed": 1}
         assert replay.verify_chain(st, g).head_height == st.head().height
 
+    # the command line: agreements, the supplier's record, a buyer's check of
+    # readings against the on-chain commitment (reading 6 never arrived)
+    dd = ["--data-dir", str(data)]
+    out = thingledger("market", "agreements", "--all", *dd)
+    assert out.returncode == 0 and f"{aid.hex()}  closed temperature" in out.stdout
+    assert "paid=1 failed=1" in thingledger("market", "record", sup.hex, *dd).stdout
+    out = thingledger("market", "check", "--agreement", aid.hex(), "--index", "2", *dd)
+    assert out.returncode == 0 and "value=2102e-2 verified" in out.stdout, out
+    out = thingledger("market", "check", "--agreement", aid.hex(), "--index", "5", *dd)
+    assert out.returncode == 1 and "missing-reading" in out.stdout
+
 
 def test_edge_analytics_sells_a_rolling_mean(market) -> None:
     """The gateway buys the temperature stream, keeps a rolling mean of the
@@ -142,8 +153,13 @@ def test_edge_analytics_sells_a_rolling_mean(market) -> None:
     gateway, device, data, broker = market
     gateway(DerivedService("temperature-mean", "temperature", 2, "cC", 1, 1))
     sup, buyer = device("supplier"), device("buyer")
-    ok(sup, sup.sign(txm.TYPE_OFFER, {1: "temperature", 2: "cC", 3: 1, 4: 1, 5: "",
-                                      6: 600, 7: 1}))
+    key = data.parent / "supplier.key"
+    key.write_text(sup.priv.hex())
+    key.chmod(0o600)
+    out = thingledger("market", "offer", "--key", str(key), "--service", "temperature",
+                      "--price", "1", "--unit", "cC", "--interval", "1",
+                      "--broker", broker.url, "--data-dir", str(data))
+    assert out.returncode == 0 and "committed" in out.stdout, out
     # the operator's demand for its source is matched with the supplier
     m = notice(sup, messages.KIND_MATCH, timeout=15)
     aid = m[M_AGREEMENT]
