@@ -2,13 +2,13 @@
 
 import sys
 
-from bench import crypto, firmware, gateway
+from bench import crypto, firmware, gateway, market
 
 
 def main() -> int:
     failed = 0
     for name, run in (("crypto", crypto.main), ("firmware", firmware.main),
-                      ("gateway", gateway.main)):
+                      ("gateway", gateway.main), ("market", market.main)):
         print(f"== bench.{name}")
         rc = run() if name == "firmware" else run([])
         failed += bool(rc)

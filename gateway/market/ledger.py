@@ -39,6 +39,7 @@ method, result, fuel], then the contract's own events ([address, name, ...]).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from gateway.contracts import chain
@@ -221,12 +222,18 @@ def _may_take(view: StateView, buyer: bytes, supplier: DeviceRecord) -> bool:
     return b is not None and b.owner == supplier.owner
 
 
+@lru_cache(maxsize=8192)
+def offer_of(stored: bytes) -> Offer:
+    """A stored offer, decoded (immutable, so decoded once per distinct value)."""
+    return Offer.from_map(cbor.loads(stored))
+
+
 def candidates(view: StateView, service: str, buyer: bytes, max_price: int, now: int
                ) -> list[Offer]:
     """Live offers a buyer may take at `now` for at most `max_price`."""
     out = []
     for _, v in view.kv_range(keys.offers_of(service)):
-        o = Offer.from_map(cbor.loads(v))
+        o = offer_of(v)
         if o.expires <= now or o.price > max_price or o.supplier == buyer:
             continue
         s = view.get(o.supplier)

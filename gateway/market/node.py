@@ -31,7 +31,6 @@ from gateway.blocks import Block
 from gateway.config import STREAMS_FILE
 from gateway.market import directory, keys, ledger
 from gateway.market.analytics import DerivedService, RollingMean
-from gateway.market.matching import Offer
 from gateway.market.streams import StreamStore
 from gateway.state import KIND_CONTRACT, State
 from shared import cbor, errors, messages, p256, stream, topics
@@ -271,7 +270,7 @@ class MarketNode:
         self.publish(topics.rx(self.domain, device.hex()), payload, False)
 
     def _publish_directory(self, state: State, now: int) -> None:
-        live = [Offer.from_map(cbor.loads(v)) for _, v in state.kv_range(keys.OFFERS)]
+        live = [ledger.offer_of(v) for _, v in state.kv_range(keys.OFFERS)]
         live = [o for o in live if o.expires > now]
         self._next_expiry = min((o.expires for o in live), default=None)
         self.publish(topics.offers(self.domain),
