@@ -145,6 +145,9 @@ def test_a_purchase_end_to_end(market) -> None:
     assert out.returncode == 0 and "value=2102e-2 verified" in out.stdout, out
     out = thingledger("market", "check", "--agreement", aid.hex(), "--index", "5", *dd)
     assert out.returncode == 1 and "missing-reading" in out.stdout
+    out = thingledger("contract", "list", *dd)
+    assert f"{ledger.AGREEMENT.hex()}  agreement agreement v1 active" in out.stdout
+    assert "fee_bps: %d" % FEE_BPS in out.stdout
 
 
 def test_edge_analytics_sells_a_rolling_mean(market) -> None:
