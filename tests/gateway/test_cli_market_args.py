@@ -4,6 +4,7 @@ floats are refused (they cannot cross the contract boundary)."""
 import pytest
 
 from tools import cli_market
+from tools.cli import UsageError
 
 
 def test_json_hex_strings_become_bytes():
@@ -13,6 +14,6 @@ def test_json_hex_strings_become_bytes():
 
 @pytest.mark.parametrize("text", ['[1.5]', '["0xzz"]', '[1,'])
 def test_bad_json_arguments_are_usage_errors(text):
-    with pytest.raises(Exception) as e:
+    with pytest.raises(UsageError) as e:
         cli_market._json(text, "--args")
     assert "--args" in str(e.value)
