@@ -70,6 +70,12 @@ class _Supply:
     first: int = 0
 
 
+def _brief(e: list[Any]) -> str:
+    if e[0] == "offer":
+        return f"{e[1]} price={e[2]}"
+    return f"{e[2]} max_price={e[3]} quantity={e[4]}"
+
+
 class Operator:
     """The gateway's own account: signs txs with the authority key and hands
     them to the ingress path (`submit`)."""
@@ -203,6 +209,8 @@ class MarketNode:
                     self.op.send(state, txm.TYPE_TRANSFER, {1: t.sender, 2: self.grant})
                     self.log(f"market grant {self.grant} to {t.sender.hex()[:8]}")
             for e in r.events:
+                if e[0] in ("offer", "demand"):
+                    self.log(f"market {e[0]} {_brief(e)} from={t.sender.hex()[:8]}")
                 offers_changed |= self._event(e, state, now)
         for dev, bal in accounts:
             self._rx(dev, messages.account(bal, b.height))
