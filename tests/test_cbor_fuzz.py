@@ -12,6 +12,7 @@ and otherwise our decoder must refuse cbor2's output as "non-canonical".
 import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mutations import mutate
 
 from shared import cbor, errors
 
@@ -88,23 +89,7 @@ def orders_agree(v):
 
 @st.composite
 def mutated(draw):
-    b = bytearray(cbor.dumps(draw(values)))
-    for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(("flip", "truncate", "insert", "delete", "set")))
-        if op == "truncate":
-            b = b[:draw(st.integers(0, len(b)))]
-        elif op == "insert":
-            pos = draw(st.integers(0, len(b)))
-            b[pos:pos] = draw(st.binary(min_size=1, max_size=4))
-        elif b:
-            pos = draw(st.integers(0, len(b) - 1))
-            if op == "flip":
-                b[pos] ^= 1 << draw(st.integers(0, 7))
-            elif op == "delete":
-                del b[pos]
-            else:
-                b[pos] = draw(st.integers(0, 255))
-    return bytes(b)
+    return mutate(draw, cbor.dumps(draw(values)))
 
 
 # Token soup: heads that open containers, tags, breaks, strings, ints, so that

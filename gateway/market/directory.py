@@ -77,35 +77,31 @@ def valid_location(s: object) -> bool:
             and all(c in _GEOHASH_CHARS for c in s))
 
 
-def _int_in(x: object, lo: int, hi: int) -> bool:
+def int_in(x: object, lo: int, hi: int) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def need(ok: bool, detail: str) -> None:
+    """Raise errors.TxError(detail) unless ok (the field checks' one refusal)."""
+    if not ok:
+        raise errors.TxError(detail)
 
 
 def check_offer(m: Any) -> None:
     """Raise errors.TxError (detail: the field) unless `m` is an offer map."""
     if not isinstance(m, dict) or any(type(k) is not int for k in m) or sorted(m) != _KEYS:
         raise errors.TxError("bad-offer")
-    s = m[O_SUPPLIER]
-    if not isinstance(s, bytes) or len(s) != ID_LEN:
-        raise errors.TxError("bad-supplier")
-    if not valid_service(m[O_SERVICE]):
-        raise errors.TxError("bad-service")
-    if not valid_unit(m[O_UNIT]):
-        raise errors.TxError("bad-unit")
-    if not _int_in(m[O_PRICE], 1, MAX_PRICE):
-        raise errors.TxError("bad-price")
-    if not _int_in(m[O_INTERVAL], 1, MAX_INTERVAL):
-        raise errors.TxError("bad-interval")
-    if not valid_location(m[O_LOCATION]):
-        raise errors.TxError("bad-location")
-    if not _int_in(m[O_EXPIRES], 0, _UINT_MAX):
-        raise errors.TxError("bad-expires")
-    if not _int_in(m[O_SCHEMA], 1, MAX_SCHEMA):
-        raise errors.TxError("bad-schema")
-    p = m[O_PUBLISHED]
-    if not (isinstance(p, list) and len(p) == 2
-            and all(_int_in(x, 0, _UINT_MAX) for x in p)):
-        raise errors.TxError("bad-published")
+    s, p = m[O_SUPPLIER], m[O_PUBLISHED]
+    need(isinstance(s, bytes) and len(s) == ID_LEN, "bad-supplier")
+    need(valid_service(m[O_SERVICE]), "bad-service")
+    need(valid_unit(m[O_UNIT]), "bad-unit")
+    need(int_in(m[O_PRICE], 1, MAX_PRICE), "bad-price")
+    need(int_in(m[O_INTERVAL], 1, MAX_INTERVAL), "bad-interval")
+    need(valid_location(m[O_LOCATION]), "bad-location")
+    need(int_in(m[O_EXPIRES], 0, _UINT_MAX), "bad-expires")
+    need(int_in(m[O_SCHEMA], 1, MAX_SCHEMA), "bad-schema")
+    need(isinstance(p, list) and len(p) == 2 and all(int_in(x, 0, _UINT_MAX) for x in p),
+         "bad-published")
 
 
 def _order_key(m: dict) -> tuple[str, bytes]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.contracts import chain
 from gateway.contracts import runtime as crt
-from gateway.market.directory import valid_location, valid_service, valid_unit
+from gateway.market.directory import int_in, need, valid_location, valid_service, valid_unit
 from gateway.market.matching import POLICIES
 from shared import errors
 from shared import tx as txm
@@ -24,18 +24,9 @@ MAX_VALID_S = 30 * 86_400
 ADMIN_OPS = ("deploy", "upgrade", "disable", "enable")
 
 
-def _int_in(v: object, lo: int, hi: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
 def _keys(b: dict, required: tuple[int, ...], optional: tuple[int, ...] = ()) -> None:
     if any(k not in b for k in required) or any(k not in required + optional for k in b):
         raise errors.TxError("bad-body")
-
-
-def _need(ok: bool, detail: str) -> None:
-    if not ok:
-        raise errors.TxError(detail)
 
 
 def _bytes16(v: Any) -> bool:
@@ -47,35 +38,35 @@ def check(t: txm.Tx) -> None:
     b, type_ = t.body, t.type
     if type_ == txm.TYPE_OFFER:
         _keys(b, (1, 2, 3, 4, 5, 6, 7))
-        _need(valid_service(b[1]), "bad-service")
-        _need(valid_unit(b[2]), "bad-unit")
-        _need(_int_in(b[3], 1, MAX_PRICE), "bad-price")
-        _need(_int_in(b[4], 1, MAX_INTERVAL_S), "bad-interval")
-        _need(valid_location(b[5]), "bad-location")
-        _need(_int_in(b[6], 1, MAX_VALID_S), "bad-valid")
-        _need(_int_in(b[7], 1, 0xFFFF), "bad-schema")
+        need(valid_service(b[1]), "bad-service")
+        need(valid_unit(b[2]), "bad-unit")
+        need(int_in(b[3], 1, MAX_PRICE), "bad-price")
+        need(int_in(b[4], 1, MAX_INTERVAL_S), "bad-interval")
+        need(valid_location(b[5]), "bad-location")
+        need(int_in(b[6], 1, MAX_VALID_S), "bad-valid")
+        need(int_in(b[7], 1, 0xFFFF), "bad-schema")
     elif type_ == txm.TYPE_WITHDRAW:
         _keys(b, (1,))
-        _need(valid_service(b[1]), "bad-service")
+        need(valid_service(b[1]), "bad-service")
     elif type_ == txm.TYPE_DEMAND:
         _keys(b, (1, 2, 3, 4, 5), (6,))
-        _need(valid_service(b[1]), "bad-service")
-        _need(_int_in(b[2], 1, MAX_PRICE), "bad-price")
-        _need(_int_in(b[3], 1, MAX_QUANTITY), "bad-quantity")
-        _need(_int_in(b[4], 1, MAX_VALID_S), "bad-wait")
-        _need(b[5] in POLICIES, "bad-policy")
-        _need(6 not in b or valid_location(b[6]), "bad-location")
+        need(valid_service(b[1]), "bad-service")
+        need(int_in(b[2], 1, MAX_PRICE), "bad-price")
+        need(int_in(b[3], 1, MAX_QUANTITY), "bad-quantity")
+        need(int_in(b[4], 1, MAX_VALID_S), "bad-wait")
+        need(b[5] in POLICIES, "bad-policy")
+        need(6 not in b or valid_location(b[6]), "bad-location")
     elif type_ == txm.TYPE_CLOSE:
         _keys(b, (1,))
-        _need(_bytes16(b[1]), "bad-id")
+        need(_bytes16(b[1]), "bad-id")
     elif type_ == txm.TYPE_CONTRACT_CALL:
         _keys(b, (1, 2, 3, 4, 5))
-        _need(_bytes16(b[1]), "bad-address")
-        _need(isinstance(b[2], str) and 0 < len(b[2]) <= 32 and not b[2].startswith("_"),
+        need(_bytes16(b[1]), "bad-address")
+        need(isinstance(b[2], str) and 0 < len(b[2]) <= 32 and not b[2].startswith("_"),
               "bad-method")
-        _need(isinstance(b[3], list), "bad-args")
-        _need(_int_in(b[4], 0, txm.MAX_AMOUNT), "bad-value")
-        _need(_int_in(b[5], 1, chain.MAX_FUEL), "bad-fuel")
+        need(isinstance(b[3], list), "bad-args")
+        need(int_in(b[4], 0, txm.MAX_AMOUNT), "bad-value")
+        need(int_in(b[5], 1, chain.MAX_FUEL), "bad-fuel")
     elif type_ == txm.TYPE_CONTRACT_ADMIN:
         _check_admin(b)
     else:
@@ -84,12 +75,12 @@ def check(t: txm.Tx) -> None:
 
 def _check_admin(b: dict) -> None:
     op = b.get(1)
-    _need(op in ADMIN_OPS, "bad-op")
+    need(op in ADMIN_OPS, "bad-op")
     if op == "deploy":
         _keys(b, (1, 2, 3, 4), (5,))
-        _need(isinstance(b[2], str) and 0 < len(b[2]) <= 32, "bad-label")
-        _need(isinstance(b[3], str) and 0 < len(b[3]) <= 32, "bad-name")
-        _need(_int_in(b[4], 1, 0xFFFF), "bad-version")
+        need(isinstance(b[2], str) and 0 < len(b[2]) <= 32, "bad-label")
+        need(isinstance(b[3], str) and 0 < len(b[3]) <= 32, "bad-name")
+        need(int_in(b[4], 1, 0xFFFF), "bad-version")
         if 5 in b:
             try:
                 crt.encode(b[5], "params")
@@ -97,8 +88,8 @@ def _check_admin(b: dict) -> None:
                 raise errors.TxError("bad-params") from None
     elif op == "upgrade":
         _keys(b, (1, 2, 3))
-        _need(_bytes16(b[2]), "bad-address")
-        _need(_int_in(b[3], 1, 0xFFFF), "bad-version")
+        need(_bytes16(b[2]), "bad-address")
+        need(int_in(b[3], 1, 0xFFFF), "bad-version")
     else:
         _keys(b, (1, 2))
-        _need(_bytes16(b[2]), "bad-address")
+        need(_bytes16(b[2]), "bad-address")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mutations import mutate
 
 from gateway.market import directory as d
 from shared import cbor, errors
@@ -177,21 +178,7 @@ def check_decode(b: bytes) -> list[dict] | None:
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    b = bytearray(cbor.dumps(draw(directories)))
-    for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(("flip", "truncate", "insert", "delete")))
-        if op == "truncate":
-            b = b[:draw(st.integers(0, len(b)))]
-        elif op == "insert":
-            pos = draw(st.integers(0, len(b)))
-            b[pos:pos] = draw(st.binary(min_size=1, max_size=4))
-        elif b:
-            pos = draw(st.integers(0, len(b) - 1))
-            if op == "flip":
-                b[pos] ^= 1 << draw(st.integers(0, 7))
-            else:
-                del b[pos]
-    return bytes(b)
+    return mutate(draw, cbor.dumps(draw(directories)), ("flip", "truncate", "insert", "delete"))
 
 
 @FUZZ
