@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from amqtt.broker import Broker
+from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -50,7 +51,33 @@ def amqtt_config(host: str, port: int, guard: Guard | None = None) -> dict:
     }
 
 
-class GuardedBroker(Broker):
+class RetainSafeBroker(Broker):
+    """amqtt 0.12.1 Broker whose retained messages go only where they belong.
+
+    amqtt 0.12.1 sends, to every client that connects, the retained messages
+    of every topic filter *any* session subscribed to (Broker._handle_client_session
+    loops over the broker-wide `_subscriptions`), without the receive check:
+    a board got the retained offers directory and other devices' retained
+    ACCOUNT notices on connect. Here a retained message is delivered only for
+    a filter the session itself holds, and (enforcing mode) only if the
+    session may receive that topic."""
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                          session: Any) -> None:
+        topic_filter, qos = subscription
+        if not any(s is session for s, _ in self._subscriptions.get(topic_filter, ())):
+            return  # the connect-time loop over every session's filters
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and await self._topic_filtering(
+                    session, topic=topic, action=Action.RECEIVE):
+                await handler.mqtt_publish(retained.topic, retained.data,
+                                           min(qos, retained.qos or qos), retain=True)
+
+
+class GuardedBroker(RetainSafeBroker):
     """amqtt 0.12 Broker that authenticates a CONNECT before it touches any
     session, and frees the principal's one connection when it ends.
 
@@ -175,7 +202,7 @@ class EmbeddedBroker:
         if self.guard is not None:
             self._broker = GuardedBroker(config, self.guard)
         else:
-            self._broker = Broker(config)
+            self._broker = RetainSafeBroker(config)
         await self._broker.start()
 
     async def stop(self) -> None:

@@ -128,9 +128,11 @@ class AmqttBroker:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     async def _start(self) -> None:
-        from amqtt.broker import Broker
+        # the shipped embedded broker's class: amqtt 0.12.1 with its retained
+        # messages kept to the sessions that subscribed (gateway/broker.py)
+        from gateway.broker import RetainSafeBroker
 
-        self.broker = Broker(self.config)  # needs the running loop
+        self.broker = RetainSafeBroker(self.config)  # needs the running loop
         await self.broker.start()
 
     async def _stop(self) -> None:

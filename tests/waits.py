@@ -74,7 +74,7 @@ def retained(broker, topic: str, timeout: float = 5.0) -> bytes | None:
     got: queue.Queue[bytes] = queue.Queue()
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique("peek"),
                     protocol=mqtt.MQTTv311)
-    c.on_message = lambda _c, _u, m: got.put(bytes(m.payload))
+    c.on_message = lambda _c, _u, m: got.put(bytes(m.payload)) if m.topic == topic else None
     c.on_connect = lambda cl, *a: cl.subscribe(topic, qos=1)
     c.connect(broker.host, broker.port, keepalive=30)
     c.loop_start()
