@@ -87,6 +87,8 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
                 break
             except errors.TLError:
                 continue
+            if m[messages.M_KIND] > messages.KIND_REJECT:
+                continue  # a market notice (e.g. the retained balance), not an answer
             if m[messages.M_TX] not in (t.id, tx.tx_id(message)) and m[messages.M_SEQ] != t.seq:
                 continue
             if m[messages.M_KIND] == messages.KIND_RECEIPT:

@@ -1,8 +1,8 @@
 """The market side of a running gateway: everything the full node does for
 the service economy beyond executing transactions (docs/MARKET.md).
 
-- notices: MATCH to both parties, ACCOUNT to devices whose balance a block
-  changed, ENDED when an agreement or a waiting demand closes (rx topics);
+- notices: MATCH to both parties, ACCOUNT (retained) to devices whose
+  balance a block changed, ENDED when an agreement or a waiting demand closes (rx topics);
 - the retained offers directory on tl/<d>/offers, republished when offers
   change or one expires;
 - streams: every reading on tl/<d>/data/<supplier>/<agreement> is verified
@@ -212,8 +212,8 @@ class MarketNode:
                 if e[0] in ("offer", "demand"):
                     self.log(f"market {e[0]} {_brief(e)} from={t.sender.hex()[:8]}")
                 offers_changed |= self._event(e, state, now)
-        for dev, bal in accounts:
-            self._rx(dev, messages.account(bal, b.height))
+        for dev, bal in accounts:  # retained: a board that was away reads it on return
+            self._rx(dev, messages.account(bal, b.height), retain=True)
         if offers_changed or (self._next_expiry is not None and b.time >= self._next_expiry):
             self._publish_directory(state, b.time)
         self._keeper(state, b.time, now)
@@ -274,8 +274,8 @@ class MarketNode:
             self.log(f"market closed {aid.hex()[:8]} refund={back}")
         return False
 
-    def _rx(self, device: bytes, payload: bytes) -> None:
-        self.publish(topics.rx(self.domain, device.hex()), payload, False)
+    def _rx(self, device: bytes, payload: bytes, retain: bool = False) -> None:
+        self.publish(topics.rx(self.domain, device.hex()), payload, retain)
 
     def _publish_directory(self, state: State, now: int) -> None:
         live = [ledger.offer_of(v) for _, v in state.kv_range(keys.OFFERS)]
