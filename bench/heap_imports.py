@@ -4,7 +4,8 @@ Run by bench/firmware.py under MicroPython with the mpy-cross build on
 sys.path: prints `module <name> <bytes>` lines for the modules the node loop
 keeps, then `total` and `free`, then `startup <name> <bytes>` for the
 modules firmware/main.py loads for start-up only and drops before the loop
-(their heap comes back)."""
+(their heap comes back), then `market <name> <bytes>` for the modules only a
+board with an "offer" or a "need" loads (docs/MARKET.md)."""
 import gc
 import sys
 
@@ -13,6 +14,7 @@ MODULES = ("shared.errors", "shared.cbor", "shared.p256", "shared.cose", "shared
            "firmware.wallet", "firmware.mqtt", "firmware.node", "boards", "boards.unix",
            "firmware.main")
 STARTUP = ("boards.profile", "firmware.startup")
+MARKET = ("shared.stream", "firmware.market")
 
 
 def main(build):
@@ -27,12 +29,13 @@ def main(build):
         f0 = f1
     print("total %d" % (start - f0))
     print("free %d" % f0)
-    for m in STARTUP:
-        __import__(m)
-        gc.collect()
-        f1 = gc.mem_free()
-        print("startup %s %d" % (m, f0 - f1))
-        f0 = f1
+    for kind, names in (("startup", STARTUP), ("market", MARKET)):
+        for m in names:
+            __import__(m)
+            gc.collect()
+            f1 = gc.mem_free()
+            print("%s %s %d" % (kind, m, f0 - f1))
+            f0 = f1
 
 
 main(sys.argv[1])

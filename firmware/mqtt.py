@@ -26,8 +26,10 @@ and every distinct name costs heap once the module is loaded).
   wait in the table; QoS 0 publishes are dropped.
 - subscribe() remembers the filter, and when online sends it and waits (bounded)
   for its SUBACK: it returns the SUBACK code (granted QoS, or 0x80: refused, then
-  forgotten), None when offline. SUBSCRIBE always uses packet id 0xFFFF (one at a
-  time); PUBLISH uses 1..0xFFFE.
+  forgotten), None when offline. unsubscribe() forgets the filter at once (a
+  reconnect no longer restores it) and when online sends UNSUBSCRIBE and waits
+  (bounded) for its UNSUBACK. SUBSCRIBE and UNSUBSCRIBE always use packet id
+  0xFFFF (one at a time); PUBLISH uses 1..0xFFFE.
 - check_msg(ms=0) (alias wait_msg) handles the packets already there, or waits up
   to ms for some; the callback runs inside it. disconnect() sends DISCONNECT (the
   broker discards the will); a later check_msg() would connect again.
@@ -234,9 +236,13 @@ class MQTTClient:
         return pid
 
     def _sub(self, t, qos):
-        # SUBSCRIBE one filter (MQTT string), wait (bounded) for the SUBACK
+        # SUBSCRIBE one filter (MQTT string), or UNSUBSCRIBE it (qos None); wait
+        # (bounded) for the SUBACK / UNSUBACK
         self._suback = None
-        self._send(0x82, b"\xff\xff" + t + bytes((qos,)))
+        if qos is None:
+            self._send(0xA2, b"\xff\xff" + t)
+        else:
+            self._send(0x82, b"\xff\xff" + t + bytes((qos,)))
         d = ticks_add(ticks_ms(), self.timeout * 1000)
         while self._suback is None:
             w = ticks_diff(d, ticks_ms())
@@ -257,6 +263,16 @@ class MQTTClient:
         if self.sock:
             try:
                 return self._sub(t, qos)
+            except OSError as e:
+                self._lost(e)
+
+    def unsubscribe(self, topic):
+        # Forgotten at once (no longer restored on reconnect); sent now if online
+        t = _s(topic)
+        self._subs.pop(t, None)
+        if self.sock:
+            try:
+                self._sub(t, None)
             except OSError as e:
                 self._lost(e)
 
@@ -311,6 +327,9 @@ class MQTTClient:
                 self._unacked.pop(int.from_bytes(self._rd(2), "big"), None)
             elif b0 == 0x90 and rl == 3:  # SUBACK (one filter per SUBSCRIBE)
                 self._suback = self._rd(3)[2]
+            elif b0 == 0xB0 and rl == 2:  # UNSUBACK
+                self._rd(2)
+                self._suback = 0
             elif b0 == 0xD0 and not rl:  # PINGRESP
                 self._ping = 0
                 self.pongs += 1

@@ -5,6 +5,13 @@ Parts are injected (board, wallet, MQTT client, config), so the loop runs the
 same on the unix virtual board, an ESP32 or a Pico W. Log lines go through
 `log` and have the form `<event> key=value ...`; `make run` shows them live.
 
+A board whose config has an "offer" or a "need" also gets a `market` part
+(firmware/market.py, built by firmware/startup.py; a plain board never loads
+it): it sells or buys readings off-chain (docs/MARKET.md) instead of putting
+its own readings on chain. The node shows it every message first (it keeps
+the data-topic readings and the market notices, and watches for a rejected
+DEMAND) and runs its step every pass.
+
 Heap (64 KiB): a reply is decoded as views into the received message (no copy
 of the signed header), and the heap is collected just before the signature
 check, so its big ints fill the small free holes first and the larger
@@ -15,10 +22,10 @@ import time
 
 from micropython import const
 
-from shared import errors, messages, topics, tx
 from firmware import flash
 from firmware.flash import Outbox, SeqStore
 from firmware.mqtt import MQTTError
+from shared import errors, messages, topics, tx
 
 REGISTERED_FILE = "registered"
 RESEND_MS = const(5000)
@@ -41,11 +48,13 @@ class Node:
         self.registered = flash.exists(REGISTERED_FILE) or not config.get("self_register", True)
         self.tx_topic = topics.tx(self.domain)
         self.rx_topic = topics.rx(self.domain, wallet.hex)
+        self._rx = self.rx_topic.encode()  # as the client hands topics over
         self.status_topic = topics.status(self.domain, wallet.hex)
         self.receipts = 0
         self.rejections = 0
         self._next_reading = time.ticks_ms()
         self._announced = False
+        self.market = None  # firmware/market.py on a board with an offer or a need
 
     # -- lifecycle -------------------------------------------------------
     def start(self):
@@ -78,7 +87,9 @@ class Node:
             if self._announced:
                 self.outbox.unsend()
         now = time.ticks_ms()
-        if self.registered and time.ticks_diff(now, self._next_reading) >= 0:
+        if self.market:
+            self.market.step(now)
+        elif self.registered and time.ticks_diff(now, self._next_reading) >= 0:
             self._next_reading = time.ticks_add(now, self.interval_ms)
             self.take_reading()
         if c.is_connected():
@@ -129,7 +140,13 @@ class Node:
     # -- replies from the gateway ----------------------------------------
     def _on_message(self, topic, msg, retained):
         try:
+            if topic != self._rx:  # not a reply to us: a market board's data topic, or
+                if self.market:   # a broker's stray retained message (never trusted)
+                    self.market.data(topic, msg)
+                return
             m = messages.parse(msg, False)  # views into msg: no copy of the header
+            if self.market and self.market.notice(m):
+                return  # a market notice (a plain board finds no seq in one: ignored)
             seq = m.get(messages.M_SEQ)
             stored = self.outbox.get(seq) if isinstance(seq, int) else None
             if stored is None or tx.tx_id(stored) != m[messages.M_TX]:

@@ -11,8 +11,9 @@ wallet.key to it (same id).
 Recovery (the owner re-provisions a board whose key was lost or revoked):
 recover(id) makes a new key pair under the device's OLD id, then
 statement("recover", domain, id) signs with it for the owner's RECOVER."""
+from firmware import flash
+from firmware import wallet as _w
 from shared import cbor, cose, p256
-from firmware import flash, wallet as _w
 
 NEW_KEY_FILE = "wallet.new"
 
@@ -60,8 +61,8 @@ def rotate_tx(domain, approval_hex, fee=0):
     """ROTATE_KEY tx signed by the current key for the pending key, carrying
     the owner's approval (COSE_Sign1 over {1: "rotate", 2: id, 3: new pubkey});
     the board checks what the approval names, the ledger the owner's signature."""
-    from shared import tx
     from firmware.flash import SeqStore
+    from shared import tx
 
     w = _w.load_or_create()
     new = _pending()

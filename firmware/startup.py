@@ -1,6 +1,7 @@
 """Start-up of the light node, run once by firmware/main.py: read config.json,
 load the board adapter with its profile, open the wallet and the MQTT client,
-and wire them into a Node.
+and wire them into a Node (with its market part when the config has an
+"offer" or a "need": docs/MARKET.md).
 
 main() drops this module (and boards.profile) from sys.modules once the Node
 exists, so their code and data go back to the heap before the loop starts:
@@ -40,4 +41,26 @@ def make_node(log):
     client = MQTTClient(w.hex.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
                         user=w.hex, password=w.mqtt_password(cfg["domain"]),
                         keepalive=int(cfg.get("keepalive", 30)))
-    return Node(board, cfg, w, client, log=log)
+    node = Node(board, cfg, w, client, log=log)
+    if "offer" in cfg or "need" in cfg:  # a plain board never loads the market
+        from firmware.market import Market
+
+        # the OFFER and DEMAND bodies ({1: value of the first key, ...}, for the
+        # keys given; the gateway refuses a bad field with a bad-tx naming it),
+        # built here so the loop keeps only them. The keys in one string each:
+        # as names they would stay interned on every board.
+        # The numbers the board computes with must be integers (ValueError
+        # otherwise, like a missing key in load_config).
+        b = []
+        for k, keys, ints in (
+                ("offer", "service unit price interval_s location valid_s schema", (3, 4, 6)),
+                ("need", "service max_price quantity wait_s policy location", (2, 3, 4))):
+            c = cfg.get(k)
+            keys = keys.split()
+            d = c and {i + 1: c[n] for i, n in enumerate(keys) if c.get(n) is not None}
+            for i in ints if c else ():
+                if not isinstance(d.get(i), int):
+                    raise ValueError("config.json: %s.%s must be an integer" % (k, keys[i - 1]))
+            b.append(d)
+        node.market = Market(node, b[0], b[1])
+    return node

@@ -7,8 +7,8 @@ key rotation. Flash layout of `wallet.key`: id (16 bytes) || private key (32).
 Provisioning (statements, key rotation) lives in firmware/provision.py, loaded
 only when the host asks: it costs the node loop no heap.
 """
-from shared import p256, tx
 from firmware import flash
+from shared import p256, tx
 
 KEY_FILE = "wallet.key"
 
@@ -27,6 +27,13 @@ class Wallet:
     def sign_tx(self, type_, domain, seq, fee, body):
         """COSE_Sign1 transaction bytes signed by this device."""
         return tx.make(self._priv, self.device_id, type_, domain, seq, fee, body)
+
+    def sign_reading(self, agreement, index, value, scale):
+        """A reading sold under an agreement (docs/MARKET.md, shared/stream.py),
+        signed by this device; only market boards call it."""
+        from shared import stream
+
+        return stream.reading(self._priv, self.device_id, agreement, index, value, scale)
 
     def mqtt_password(self, domain):
         """Broker password (docs/IDENTITY.md §3): hex of the deterministic ES256

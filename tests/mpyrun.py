@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -41,11 +42,44 @@ def firmware_build() -> Path:
     return out
 
 
+def compiled_tests(folder: Path) -> Path:
+    """The modules of a test folder (tests and helpers, not conftest.py)
+    compiled by mpy-cross into build/test-mpy/<folder>, without -O (asserts
+    kept), cached per source mtime. A firmware test imports most of the
+    firmware: what is left of 64 KiB is too fragmented to compile a test
+    module from source on the device."""
+    from tools.build import tool
+
+    out = ROOT / "build" / "test-mpy" / folder.relative_to(ROOT)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {src.stem: src for src in folder.glob("*.py") if src.name != "conftest.py"}
+    for stale in out.glob("*.mpy"):  # a module since removed
+        if stale.stem not in sources:
+            stale.unlink()
+    for stem, src in sources.items():
+        target = out / (stem + ".mpy")
+        if target.exists() and target.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        tmp = target.with_name(f"{stem}.{os.getpid()}.tmp")  # a concurrent run reads whole files
+        proc = subprocess.run([tool("mpy-cross"), "-o", str(tmp), "-s", src.name, str(src)],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode:
+            raise RuntimeError(f"mpy-cross failed on {src}:\n{proc.stderr}")
+        os.replace(tmp, target)
+    return out
+
+
 def run_dual_module(rel_path: str, heap: str = HEAP, optimize: bool = False) -> str:
     """Run a dual test module under MicroPython, with the firmware compiled as
-    on a board; fail the pytest test if any test failed."""
+    on a board; fail the pytest test if any test failed. Modules of
+    tests/firmware run compiled too (compiled_tests)."""
+    module = ROOT / rel_path
+    if module.parent == TESTS / "firmware":
+        # the runner imports the module by name from the module path's folder:
+        # name it in the compiled folder, which holds only .mpy files
+        module = compiled_tests(module.parent) / module.name
     proc = run_micropython([str(TESTS / "mpy_runner.py"), "-p", str(firmware_build()),
-                            str(ROOT / rel_path)], heap=heap, optimize=optimize)
+                            str(module)], heap=heap, optimize=optimize)
     out = proc.stdout + proc.stderr
     last = [ln for ln in out.splitlines() if ln.endswith(" failed")]
     assert proc.returncode == 0 and last and last[-1].split()[2] == "0", out

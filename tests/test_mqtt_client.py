@@ -103,6 +103,36 @@ def test_puback_sent_for_inbound_qos1(broker, fw, paho_client):
     assert p.wait_exit() == 0, p.output()
 
 
+def test_unsubscribe_stops_delivery_and_is_not_restored(broker, fw, paho_client):
+    """After UNSUBSCRIBE (its UNSUBACK awaited) nothing more comes on that
+    topic, and a reconnect (broker restart) restores only the other one.
+    paho waits for each PUBACK before the next publish, so the broker handles
+    them in order: "b" arriving with no "a" before it means "a" was dropped."""
+    prefix, cid = unique("tl"), unique("dev")
+    p = fw("mqtt_unsub.py", broker, prefix, cid)
+    p.expect(r"^READY$")
+    pub = paho_client(broker)
+    pub.publish(f"{prefix}/a", "a1", qos=1)
+    p.expect(r"^GOT a a1$")
+    pub.publish(f"{prefix}/b", "unsub", qos=1)
+    p.expect(r"^GOT b unsub$")
+    p.expect(r"^UNSUB connected=1$")
+    pub.publish(f"{prefix}/a", "a2", qos=1)
+    pub.publish(f"{prefix}/b", "b2", qos=1)
+    p.expect(r"^GOT b b2$")
+    broker.stop()
+    p.expect(r"^DOWN$", timeout=10)
+    broker.start()
+    p.expect(r"^UP reconnects=1$", timeout=10)
+    pub.wait_for(lambda c: c.connects >= 2, 10, what="paho back")
+    pub.publish(f"{prefix}/a", "a3", qos=1)
+    pub.publish(f"{prefix}/b", "stop", qos=1)
+    p.expect(r"^GOT b stop$", timeout=10)
+    p.expect(r"^DONE$")
+    assert p.wait_exit() == 0, p.output()
+    assert [ln for ln in p.lines if ln.startswith("GOT a")] == ["GOT a a1"], p.output()
+
+
 # --------------------------------------------------------------------------- keepalive
 def test_keepalive_pings_keep_connection(broker, fw, paho_client):
     """keepalive=2 s and 5.5 s idle: PINGREQ/PINGRESP keep the connection (a broker
@@ -298,6 +328,37 @@ def test_resend_dup_same_pid_and_malformed_input(fw):
     (b0a, first), (b0b, again) = fb.seen
     assert b0a == 0x32 and b0b == 0x3A  # QoS 1, then QoS 1 + DUP
     assert first == again  # same topic, same packet id, same payload
+
+
+def test_unsubscribe_encoding(fw):
+    """UNSUBSCRIBE is packet type 0xA2 (flags 0010) with packet id 0xFFFF and
+    the topic filter; the client waits for the UNSUBACK (0xB0) and goes on."""
+
+    def step(fb, conn):
+        conn.sendall(b"\x20\x02\x00\x00")
+        for _ in range(2):  # SUBSCRIBE a and b (in either order)
+            fb.seen.append(_read_packet(conn))
+            conn.sendall(b"\x90\x03\xff\xff\x01")
+        conn.sendall(b"\x30\x0b" + struct.pack("!H", 4) + b"tl/b" + b"unsub")
+        fb.seen.append(_read_packet(conn))  # UNSUBSCRIBE
+        conn.sendall(b"\xb0\x02\xff\xff")
+        conn.sendall(b"\x30\x0a" + struct.pack("!H", 4) + b"tl/b" + b"stop")
+        fb.seen.append(_read_packet(conn))  # DISCONNECT
+        _wait_closed(conn)
+
+    fb = FakeBroker([step])
+    fb.start()
+    p = fw("mqtt_unsub.py", ("127.0.0.1", fb.port), "tl", unique("dev"))
+    p.expect(r"^READY$")
+    p.expect(r"^UNSUB connected=1$")
+    p.expect(r"^GOT b stop$")
+    p.expect(r"^DONE$")
+    assert p.wait_exit() == 0, p.output()
+    fb.join(5)
+    assert fb.error is None, repr(fb.error)
+    subs = sorted(fb.seen[:2])
+    assert subs == [(0x82, b"\xff\xff\x00\x04tl/a\x01"), (0x82, b"\xff\xff\x00\x04tl/b\x01")]
+    assert fb.seen[2:] == [(0xA2, b"\xff\xff\x00\x04tl/a"), (0xE0, b"")]
 
 
 def test_connect_encoding_user_password_will(fw):

@@ -1,0 +1,132 @@
+"""A fake Node around firmware/market.py for the market tests (MicroPython
+only): records log lines, transactions (signed by a real wallet, as the
+outbox holds them), publishes, subscriptions; time is driven by the test.
+Its imports load most of the firmware: like firmware/main.py at start-up,
+they run with gc.threshold, so what they keep is packed low in the 64 KiB
+heap and the tests still find free runs for their signatures."""
+import gc
+import time
+from hashlib import sha256
+
+gc.threshold(2048)
+from firmware import wallet  # noqa: E402
+from firmware.market import Market  # noqa: E402
+from shared import cbor, cose, merkle, messages, p256, stream, topics, tx  # noqa: E402, F401
+
+gc.threshold(-1)
+
+DOMAIN = "demo"
+CONTRACT = b"\xcc" * 16
+
+
+# notices as shared/messages_gateway.py builds them (not imported: it would
+# cost the tests the heap the signatures need)
+def match(agreement, quantity, interval=2, role="supplier", supplier_key=b"\x02" + b"\x01" * 32):
+    return cbor.dumps({0: 3, 20: agreement, 21: b"\xbb" * 16, 22: b"\xaa" * 16,
+                       23: supplier_key, 24: "temperature", 25: 5, 26: quantity,
+                       27: interval, 28: 1000, 29: CONTRACT, 30: role})
+
+
+def account(balance, height):
+    return cbor.dumps({0: 4, 31: balance, 6: height})
+
+
+def ended(agreement, refund):
+    return cbor.dumps({0: 5, 20: agreement, 32: refund})
+
+
+def key(name):
+    """A fixed key pair (private, public) named by `name`."""
+    priv = sha256(name.encode()).digest()
+    return priv, p256.public_key(priv)
+
+
+def make_wallet(name):
+    priv, pub = key(name)
+    return wallet.Wallet(tx.device_id(pub), priv)
+
+
+class Client:
+    def __init__(self):
+        self.up = True
+        self.subs = []
+        self.unsubs = []
+
+    def is_connected(self):
+        return self.up
+
+    def subscribe(self, topic, qos):
+        self.subs.append(topic)
+        return qos
+
+    def unsubscribe(self, topic):
+        self.unsubs.append(topic)
+
+
+class Board:
+    def __init__(self):
+        self.value = 2150
+        self.reads = 0
+
+    def read_sensor(self):
+        self.reads += 1
+        self.value += 1
+        return self.value, -2, 0
+
+
+class Node:
+    """What Market uses of firmware/node.py's Node."""
+
+    def __init__(self, offer=None, need=None, name="board", fee=0):
+        self.domain = DOMAIN
+        self.fee = fee
+        self.registered = True
+        self.wallet = make_wallet(name)
+        self.client = Client()
+        self.board = Board()
+        self.lines = []
+        self.txs = []  # (seq, type, body)
+        self.published = []  # (topic, message)
+        self.link_ok = True
+        self.outbox = self
+        self.full = False
+        # the bodies firmware/startup.py builds from config.json (checked by
+        # tests/test_firmware_market.py)
+        self.market = Market(self, offer, need)
+        self.t0 = self.market.tk
+
+    # Node
+    def log(self, line):
+        self.lines.append(line)
+
+    def submit(self, type_, body):
+        if self.full:
+            return None
+        seq = len(self.txs) + 1
+        self.txs.append((seq, type_, body))
+        return seq
+
+    def _send(self, topic, msg, retain):
+        if self.link_ok:
+            self.published.append((topic, msg))
+        return self.link_ok
+
+    # Outbox
+    def get(self, seq):  # signed when asked: the tests keep only the bodies
+        seq, type_, body = self.txs[seq - 1]
+        return self.wallet.sign_tx(type_, DOMAIN, seq, self.fee, body)
+
+    # test helpers
+    def at(self, second):
+        """One market step at `second` seconds after the market was built."""
+        self.market.step(time.ticks_add(self.t0, second * 1000))
+
+    def notice(self, raw):
+        """A notice as the node hands it over: parsed with views into the bytes."""
+        self.market.notice(messages.parse(raw, False))
+
+    def of_type(self, type_):
+        return [body for _, t, body in self.txs if t == type_]
+
+    def logged(self, prefix):
+        return [ln for ln in self.lines if ln.startswith(prefix)]

@@ -1,0 +1,97 @@
+"""The buyer role of firmware/market.py: demands paced by the balance, and
+the check of every bought reading, against a fake node (MicroPython only;
+tests/test_under_micropython.py runs it under a 64 KiB heap)."""
+from marketfakes import Node, account, ended, key, match, messages, stream, tx
+
+NEED = {1: "temperature", 2: 5, 3: 4, 4: 600, 5: "cheapest", 6: "u4pr"}
+A1 = b"\x11" * 16
+
+
+def buyer():
+    return Node(need=NEED, name="buyer", fee=1)  # a DEMAND needs 5 x 4 + 1
+
+
+def test_demands_once_the_balance_covers_it_and_again_when_free():
+    n = buyer()
+    n.at(0)
+    assert n.txs == []  # no balance known yet
+    n.notice(account(20, 3))
+    n.at(1)
+    assert n.lines == ["balance=20 height=3"] and n.txs == []
+    n.notice(account(21, 4))
+    n.at(2)
+    assert n.of_type(15) == [NEED]
+    demand = tx.tx_id(n.get(1))[:16]  # the agreement id to come
+    assert n.market.dem == (demand, 1) and n.market.bal == 0
+    assert n.logged("demand service=temperature agreement=%s quantity=4 seq=1"
+                    % demand.hex()[:8])
+    n.notice(account(100, 5))
+    n.at(3)
+    assert len(n.of_type(15)) == 1  # one open demand at a time
+    n.notice(ended(demand, 21))  # it waited in vain: ready again
+    assert n.logged("ended agreement=%s refund=21" % demand.hex()[:8])
+    n.at(4)
+    assert len(n.of_type(15)) == 2 and n.market.bal == 79
+    n.market.notice({0: 2, 2: 2, 4: "insufficient-funds"})  # the gateway refused it
+    assert n.market.dem is None
+    n.at(5)
+    assert len(n.of_type(15)) == 3
+    n.notice(account(3, 6))
+    n.notice(match(n.market.dem[0], 4, role="buyer"))  # matched: no demand open now
+    assert n.market.dem is None
+    n.notice(account(1000, 7))
+    n.at(6)
+    assert len(n.of_type(15)) == 3  # buying already
+
+
+def test_buys_verified_readings_and_refuses_the_rest():
+    priv, pub = key("supplier")
+    sid = tx.device_id(pub)
+    n = buyer()
+    n.notice(match(A1, 3, role="buyer", supplier_key=pub))
+    assert n.logged("match role=buyer agreement=11111111 price=5 quantity=3")
+    topic = ("tl/demo/data/" + "aa" * 16 + "/" + A1.hex()).encode()  # supplier/agreement
+    assert n.market.data(b"tl/demo/dev/" + b"ab" * 16 + b"/rx", b"") is False  # the node's
+    assert n.market.notice({0: 1, 2: 7}) is False  # a receipt: the node's
+    n.market.data(topic, stream.reading(priv, sid, A1, 0, 2150, -2))
+    assert not n.logged("bought")  # not subscribed yet: step() subscribes
+    n.at(0)
+    assert n.client.subs == [topic] and n.logged("listen agreement=11111111 granted=1")
+
+    def give(m, where=topic):
+        n.lines.clear()
+        n.market.data(where, m)
+        return n.lines
+
+    good = stream.reading(priv, sid, A1, 0, 2150, -2)
+    assert give(good) == ["bought agreement=11111111 index=0 value=2150 scale=-2"]
+    bad = bytearray(stream.reading(priv, sid, A1, 1, 2151, -2))
+    bad[-1] ^= 1
+    assert give(bytes(bad)) == ["bad-reading agreement=11111111 reason=bad-signature"]
+    other, _ = key("someone else")
+    assert give(stream.reading(other, sid, A1, 1, 2151, -2)) == [
+        "bad-reading agreement=11111111 reason=bad-signature"]
+    assert give(stream.reading(priv, sid, b"\x22" * 16, 1, 1, -2)) == [
+        "bad-reading agreement=11111111 reason=agreement"]
+    assert give(good) == ["bad-reading agreement=11111111 reason=index"]  # again
+    assert give(stream.reading(priv, sid, A1, 3, 1, -2)) == [
+        "bad-reading agreement=11111111 reason=index"]  # beyond the quantity
+    assert give(b"\xd2\x84garbage") == ["bad-reading agreement=11111111 reason=bad-cbor"]
+    assert give(good, b"tl/demo/data/" + b"aa" * 16 + b"/" + b"22" * 16) == []  # not ours
+    assert give(stream.reading(priv, sid, A1, 2, 2152, -2)) == [
+        "bought agreement=11111111 index=2 value=2152 scale=-2"]  # 1 was lost: a gap
+    assert n.client.unsubs == []
+    n.at(1)
+    assert n.client.unsubs == [topic] and n.market.slots == [None, None]
+    assert n.lines[-1].startswith("done agreement=11111111 readings=3 free=")
+
+
+def test_ended_agreement_unsubscribes():
+    _, pub = key("supplier")
+    n = buyer()
+    n.notice(match(A1, 3, role="buyer", supplier_key=pub))
+    n.at(0)
+    n.notice(ended(A1, 15))
+    n.at(1)
+    assert n.client.unsubs == n.client.subs and n.market.slots == [None, None]
+    assert messages.KIND_ENDED == 5 and n.logged("done agreement=11111111 readings=0")
