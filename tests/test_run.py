@@ -41,3 +41,35 @@ def test_run_twice_continues_the_chain(tmp_path):
     v = subprocess.run([tool("thingledger"), "chain", "verify"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+@pytest.mark.micropython
+def test_run_shows_the_market_live(tmp_path):
+    """`make run`'s default: two suppliers, a buyer that wants the nearest one,
+    a buyer of the gateway's derived mean; offers, matches, purchases checked
+    on the boards, payments with the operator's fee, balances."""
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    p = subprocess.run([tool("thingledger"), "run", "--listen", url, "--block-interval", "0.5",
+                        "--seconds", "40"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=150)
+    out = p.stdout
+    assert p.returncode == 0, out + p.stderr
+    ids = dict(re.findall(r"(board-\d) +online id=(\w{32})", out))
+    assert sorted(ids) == ["board-1", "board-2", "board-3", "board-4"], out
+    for board, price in (("board-1", 20), ("board-2", 30)):
+        assert re.search(rf"{board} +offer service=temperature price={price}", out), out
+    # board-3 wants the nearest supplier: board-2, although board-1 is cheaper
+    m = re.search(r"market match temperature agreement=(\w+) buyer=(\w+) supplier=(\w+) "
+                  r"price=30 quantity=8 policy=nearest", out)
+    assert m and ids["board-3"].startswith(m[2]) and ids["board-2"].startswith(m[3]), out
+    assert re.search(rf"board-3 +bought agreement={m[1]} index=\d+ value=\d+ scale=-2", out)
+    assert re.search(rf"market paid agreement={m[1]} batch=0 supplier={m[3]} amount=114 fee=6",
+                     out), out
+    # the gateway sells its rolling mean; board-4 buys and checks it
+    assert re.search(r"market match temperature-mean agreement=(\w+) buyer=(\w+) ", out), out
+    assert re.search(r"board-4 +bought agreement=\w+ index=\d+ value=\d+ scale=-2", out), out
+    assert re.search(r"board-3 +balance=\d+ height=\d+", out), out
+    assert "bad-reading" not in out and "Traceback" not in out, out
+    v = subprocess.run([tool("thingledger"), "chain", "verify"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0, v.stdout + v.stderr

@@ -5,7 +5,7 @@
     thingledger tx <id-hex or unique prefix> [--data-dir D]
     thingledger devices [--data-dir D]
     thingledger run [--broker URL] [--boards N] [--data-dir D] [--domain NAME]
-                    [--block-interval S] [--no-boards]
+                    [--block-interval S] [--no-boards] [--no-market]
 
 --data-dir defaults to $THINGLEDGER_DATA, else var/gateway (relative to the
 current directory). Readers open the database read-only and work while the
@@ -220,8 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address of the embedded broker (default mqtt://127.0.0.1:1883)")
     r.add_argument("--broker", metavar="URL", default=None,
                    help="external broker mqtt://host:port (default: start an embedded one)")
-    r.add_argument("--boards", type=_positive_int, default=3, metavar="N",
-                   help="virtual boards to start (default 3)")
+    r.add_argument("--boards", type=_positive_int, default=4, metavar="N",
+                   help="virtual boards to start (default 4: the market's roles)")
+    r.add_argument("--no-market", action="store_true",
+                   help="plain boards only: no offers, demands or market set-up")
     r.add_argument("--no-boards", action="store_true", help="start no virtual boards")
     r.add_argument("--domain", default="demo", help="domain (chain id), default demo")
     r.add_argument("--block-interval", type=_positive_float, default=1.0, metavar="S",

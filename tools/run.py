@@ -5,7 +5,16 @@ ESPHome-style chain, each step stopping the run on failure:
   2. provision a flash folder per virtual board (config.json; wallet on first boot)
   3. start     the embedded amqtt broker (unless --broker), the gateway, and the
                boards: real firmware under `micropython -X heapsize=64k`
+               (market boards: tools/vboard.MARKET_HEAP)
   4. show      what happens, as it happens, until Ctrl-C (or --seconds)
+
+The market (docs/MARKET.md; --no-market for plain boards only): the gateway
+deploys the agreement contract with an operator fee, grants each newly
+registered board some value from its genesis supply, and sells a rolling
+mean of the temperature it buys (edge analytics); the first boards take the
+roles in MARKET_ROLES: two temperature suppliers at different prices and
+places, a buyer that wants the nearest one, and a buyer of the gateway's
+derived mean. Further boards send plain readings.
 Ctrl-C stops the boards, commits what the gateway holds, and closes the store:
 the chain on disk stays whole and the next run continues it."""
 
@@ -20,6 +29,7 @@ from pathlib import Path
 from gateway import broker_auth, genesis
 from gateway.broker import DEFAULT_URL, EmbeddedBroker, parse_url
 from gateway.config import GatewayConfig
+from gateway.market.analytics import DerivedService
 from gateway.service import Gateway
 from tools.build import BuildError, build
 from tools.console import Console
@@ -28,6 +38,24 @@ from tools.vboard import VirtualBoard
 
 class RunError(RuntimeError):
     pass
+
+
+# the virtual boards' market roles, in board order (vboard.configure offer= / need=)
+MARKET_ROLES: list[dict[str, dict]] = [
+    {"offer": {"service": "temperature", "unit": "cC", "price": 20, "interval_s": 2,
+               "location": "u4pruydq", "valid_s": 600, "schema": 1}},
+    {"offer": {"service": "temperature", "unit": "cC", "price": 30, "interval_s": 2,
+               "location": "u0yjjd6j", "valid_s": 600, "schema": 1}},
+    {"need": {"service": "temperature", "max_price": 30, "quantity": 8, "policy": "nearest",
+              "wait_s": 120, "location": "u0yjjd"}},
+    {"need": {"service": "temperature-mean", "max_price": 25, "quantity": 4,
+              "policy": "latest", "wait_s": 120}},
+]
+MARKET_FEE_BPS = 500
+MARKET_GRANT = 2_000
+GENESIS_SUPPLY = 1_000_000
+DERIVED = DerivedService("temperature-mean", "temperature", window=4, unit="cC", price=20,
+                         interval_s=3)
 
 
 async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -> None:
@@ -60,9 +88,14 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             raise RunError(str(e)) from None
         console.line("run", f"{len(files)} modules compiled")
 
+    market = not getattr(args, "no_market", False)
     cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
                         block_interval_s=args.block_interval,
-                        registry_dir=Path(args.registry_dir) if args.registry_dir else None)
+                        registry_dir=Path(args.registry_dir) if args.registry_dir else None,
+                        genesis_supply=GENESIS_SUPPLY if market else 0,
+                        market_fee_bps=MARKET_FEE_BPS if market else None,
+                        market_grant=MARKET_GRANT if market else 0,
+                        derived=(DERIVED,) if market else ())
     gw: Gateway | None = None  # the enforcing broker reads the chain through it, lazily
     broker = None
     if args.broker is None:
@@ -87,15 +120,18 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         authority = gw.led.genesis.authority.hex()
         for i in range(1, n_boards + 1):
             vb = VirtualBoard(f"board-{i}", boards_dir / f"board-{i}")
+            role = MARKET_ROLES[i - 1] if market and i <= len(MARKET_ROLES) else {}
             vb.configure(domain=args.domain, authority_hex=authority, host=host, port=port,
-                         interval_ms=args.interval_ms, sim_start=2000 + 75 * i)
+                         interval_ms=args.interval_ms, sim_start=2000 + 75 * i, **role)
             proc = await asyncio.create_subprocess_exec(
                 *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True)
             procs.append(proc)
             pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))
         if n_boards:
-            console.line("run", f"{n_boards} virtual boards started (Ctrl-C to stop)")
+            roles = sum(1 for i in range(n_boards) if market and i < len(MARKET_ROLES))
+            console.line("run", f"{n_boards} virtual boards started, {roles} in the market "
+                         "(Ctrl-C to stop)")
         waits = [asyncio.create_task(stop.wait()), asyncio.create_task(gw.dead.wait())]
         await asyncio.wait(waits, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:

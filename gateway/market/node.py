@@ -208,6 +208,9 @@ class MarketNode:
                 if me is not None and me.balance >= self.grant:
                     self.op.send(state, txm.TYPE_TRANSFER, {1: t.sender, 2: self.grant})
                     self.log(f"market grant {self.grant} to {t.sender.hex()[:8]}")
+                else:
+                    self.log(f"market no grant for {t.sender.hex()[:8]}: the operator holds "
+                             f"{me.balance if me else 0}")
             for e in r.events:
                 if e[0] in ("offer", "demand"):
                     self.log(f"market {e[0]} {_brief(e)} from={t.sender.hex()[:8]}")
@@ -239,8 +242,8 @@ class MarketNode:
                 self._buying[service] = aid
             if supplier == self.op.id:
                 d = next((d for d in self.derived if d.name == service), None)
-                if d is not None:
-                    self._supplies[aid] = _Supply(aid, d, qty, interval, now)
+                if d is not None:  # first reading once the buyer has subscribed
+                    self._supplies[aid] = _Supply(aid, d, qty, interval, now + interval + 1)
             return True
         if name == "wait":
             self._open[e[1]] = e[2]
