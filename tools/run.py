@@ -8,7 +8,7 @@ ESPHome-style chain, each step stopping the run on failure:
                (market boards: tools/vboard.MARKET_HEAP)
   4. show      what happens, as it happens, until Ctrl-C (or --seconds)
 
-The market (docs/MARKET.md; --no-market for plain boards only): the gateway
+The market (docs/MARKET.md), with the virtual boards unless --no-market: the gateway
 deploys the agreement contract with an operator fee, grants each newly
 registered board some value from its genesis supply, and sells a rolling
 mean of the temperature it buys (edge analytics); the first boards take the
@@ -88,7 +88,9 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             raise RunError(str(e)) from None
         console.line("run", f"{len(files)} modules compiled")
 
-    market = not getattr(args, "no_market", False)
+    # the demo market comes with the virtual boards; a bare gateway (--no-boards)
+    # sets nothing up: its admin deploys contracts with `thingledger contract deploy`
+    market = n_boards > 0 and not getattr(args, "no_market", False)
     cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
                         block_interval_s=args.block_interval,
                         registry_dir=Path(args.registry_dir) if args.registry_dir else None,

@@ -296,7 +296,10 @@ class MarketNode:
 
     def tick(self, state: State, now: float) -> None:
         """Clock-driven work: verdicts whose readings are in (or whose grace
-        ran out), the derived services' buying, offering and streaming."""
+        ran out), closing what expired (blocks are cut only when txs wait,
+        so the keeper cannot wait for one), the derived services' buying,
+        offering and streaming."""
+        self._keeper(state, int(now), now)
         for key, p in list(self._pending.items()):
             v = self.streams.check_batch(p.aid, p.first, p.count, p.root)
             if v.ok or now >= p.deadline:

@@ -130,7 +130,7 @@ def test_run_hands_over_to_orchestrator(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert cli.main(["run"]) == 0
     a = seen["args"]
     assert (a.broker, a.boards, a.domain, a.block_interval, a.no_boards) == (
-        None, 3, "demo", 1.0, False)
+        None, 4, "demo", 1.0, False)
 
 
 def test_console_script_subprocess(data: Node) -> None:

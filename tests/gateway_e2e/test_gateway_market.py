@@ -185,3 +185,19 @@ def test_edge_analytics_sells_a_rolling_mean(market) -> None:
     buyer.wait(lambda: len(seen) >= 1, 10, "a derived reading")
     a, index, value, scale = stream.open_reading(seen[0], authority)
     assert (a, scale) == (match[1], -2) and value == (2010 + 2030) // 2
+
+
+def test_the_keeper_returns_a_waiting_demands_funds(market) -> None:
+    """Nothing is offered: the demand waits, its funds locked; once it stops
+    waiting the operator closes it and the buyer gets everything back."""
+    gateway, device, data, broker = market
+    gateway()
+    buyer = device("buyer")
+    ev = ok(buyer, buyer.sign(txm.TYPE_DEMAND, {1: "humidity", 2: 10, 3: 5, 4: 2,
+                                                5: "latest"}))
+    did = next(e for e in ev if e[0] == "wait")[1]
+    assert notice(buyer, messages.KIND_ACCOUNT,
+                  lambda m: m[M_BALANCE] == GRANT - 50)[M_BALANCE] == GRANT - 50
+    ended = notice(buyer, messages.KIND_ENDED, lambda m: m[M_AGREEMENT] == did, timeout=15)
+    assert ended[M_REFUND] == 50
+    notice(buyer, messages.KIND_ACCOUNT, lambda m: m[M_BALANCE] == GRANT)
