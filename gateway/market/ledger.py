@@ -8,7 +8,10 @@ and returns (status, reason, events) for its receipt.
 
 - OFFER stores/replaces ("offer", service, supplier) with expiry block time +
   valid_s, then matches the service's waiting demands against the live
-  offers, oldest demand first (at most MATCH_SCAN of them per OFFER).
+  offers, oldest demand first: it looks at up to SCAN_LIMIT of them, skips
+  those it cannot serve (too low a price, no longer waiting) and opens at
+  most MATCH_SCAN agreements, so old unservable demands cannot starve the
+  newer ones.
 - DEMAND: refused (insufficient-funds, escrow) unless the sender holds
   max_price * quantity after its fee, or (unknown-contract, agreement) when
   the domain has no active agreement contract. Matched at once if a live
@@ -67,7 +70,8 @@ AGREEMENT = crt.contract_address(AGREEMENT_LABEL)
 AGREEMENTS = keys.storage(AGREEMENT, cbor.dumps(b"a" + bytes(16))[:2])
 ESCROW_LABEL = "market-escrow"
 ESCROW = crt.contract_address(ESCROW_LABEL)  # account of waiting demands' funds
-MATCH_SCAN = 16
+MATCH_SCAN = 16  # agreements one OFFER may open
+SCAN_LIMIT = 1024  # waiting demands one OFFER looks at (oldest first)
 EXPIRY_FACTOR = 2
 EXPIRY_GRACE_S = 120
 MARKET_FUEL = 50_000
@@ -179,14 +183,18 @@ def _offer(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo
               (block.height, block.index))
     view.kv_put(keys.offer(o.service, o.supplier), cbor.dumps(o.to_map()))
     events: list[Any] = [["offer", o.service, o.price, o.expires]]
-    waiting = list(view.kv_range(keys.demands_of(o.service)))[:MATCH_SCAN]
+    waiting = list(view.kv_range(keys.demands_of(o.service)))[:SCAN_LIMIT]
+    matched = 0
     for k, v in waiting:
         d = cbor.loads(v)
         if d[D_UNTIL] <= block.time or d[D_MAX] < o.price:
-            continue
+            continue  # demands this offer cannot serve do not use up the match budget
         m = _match(view, rules, block, k[-16:], d, locked=True)
         if m is not None:
             events.append(m)
+            matched += 1
+            if matched == MATCH_SCAN:
+                break
     return STATUS_OK, "", events
 
 

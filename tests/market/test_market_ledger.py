@@ -167,3 +167,14 @@ def test_plausibility_attested_by_neighbours(tmp_path: Path) -> None:
     r = m.run(m.call("buyer", "attest", 43, 0, address=oracle))
     assert (r.status, r.reason) == (FAILED, "not-authorized")
     m.node.close()
+
+
+def test_unservable_old_demands_do_not_starve_a_new_one(tmp_path: Path) -> None:
+    m = Market(tmp_path / "gw", {"sup": 0, "cheap": 10_000, "buyer": 1000})
+    cheap = [m.demand("cheap", max_price=1, quantity=1) for _ in range(ledger.MATCH_SCAN + 4)]
+    m.run(*cheap)
+    r = m.run(m.demand("buyer", max_price=9, quantity=2))
+    assert event(r, "wait")
+    r = m.run(m.offer("sup", price=5))
+    assert event(r, "match")[2] == m["buyer"].id
+    m.node.close()
