@@ -33,8 +33,9 @@ and returns (status, reason, events) for its receipt.
   is included with status failed and reason the contract error; its events
   then are [["revert", detail, fuel used]].
 
-Receipt events: ["offer", service, price, expires], ["withdraw", service],
-["demand", id, service, max_price, quantity], ["wait", id, until],
+Receipt events (a DEMAND's say only what the tx does not: a board checks
+its receipt in a small heap): ["offer", service, price, expires],
+["withdraw", service], ["wait", id, until],
 ["match", agreement, buyer, supplier, price, quantity, expiry, service,
 interval_s, policy], ["demand-closed", id, buyer, refund], ["call", address,
 method, result, fuel], then the contract's own events ([address, name, ...]).
@@ -205,7 +206,7 @@ def _demand(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo
     d = {D_BUYER: t.sender, D_SERVICE: b[1], D_MAX: b[2], D_QTY: b[3],
          D_UNTIL: block.time + b[4], D_POLICY: b[5], D_LOCATION: b.get(6, ""),
          D_LOCKED: b[2] * b[3]}
-    events: list[Any] = [["demand", did, b[1], b[2], b[3]]]
+    events: list[Any] = []
     m = _match(view, rules, block, did, d, locked=False)
     if m is not None:
         events.append(m)

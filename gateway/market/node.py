@@ -70,10 +70,11 @@ class _Supply:
     first: int = 0
 
 
-def _brief(e: list[Any]) -> str:
-    if e[0] == "offer":
-        return f"{e[1]} price={e[2]}"
-    return f"{e[2]} max_price={e[3]} quantity={e[4]}"
+def _brief(t: txm.Tx) -> str:
+    b = t.body
+    if t.type == txm.TYPE_OFFER:
+        return f"offer {b[1]} price={b[3]}"
+    return f"demand {b[1]} max_price={b[2]} quantity={b[3]} policy={b[5]}"
 
 
 class Operator:
@@ -211,9 +212,9 @@ class MarketNode:
                 else:
                     self.log(f"market no grant for {t.sender.hex()[:8]}: the operator holds "
                              f"{me.balance if me else 0}")
+            if t.type in (txm.TYPE_OFFER, txm.TYPE_DEMAND) and r.status == messages.STATUS_OK:
+                self.log(f"market {_brief(t)} from={t.sender.hex()[:8]}")
             for e in r.events:
-                if e[0] in ("offer", "demand"):
-                    self.log(f"market {e[0]} {_brief(e)} from={t.sender.hex()[:8]}")
                 offers_changed |= self._event(e, state, now)
         for dev, bal in accounts:  # retained: a board that was away reads it on return
             self._rx(dev, messages.account(bal, b.height), retain=True)
