@@ -25,3 +25,11 @@ REVOKED = "revoked"
 NOT_OWNER = "not-owner"
 NOT_IN_REGISTRY = "not-in-registry"
 ALREADY_OWNED = "already-owned"
+# Service economy (docs/MARKET.md): market refusals, and contract failures,
+# which travel as the reason of a failed call's receipt
+UNKNOWN_OFFER = "unknown-offer"
+UNKNOWN_AGREEMENT = "unknown-agreement"
+UNKNOWN_CONTRACT = "unknown-contract"
+OUT_OF_FUEL = "out-of-fuel"
+REVERTED = "reverted"
+BAD_VALUE = "bad-value"

@@ -3,13 +3,14 @@ reason code, `.detail` a finer stable sub-code). Tests compare attributes,
 never messages."""
 
 from shared.errors import TLError
-
-UNKNOWN_CONTRACT = "unknown-contract"
-OUT_OF_FUEL = "out-of-fuel"
-REVERTED = "reverted"
-NOT_AUTHORIZED = "not-authorized"
-INSUFFICIENT_FUNDS = "insufficient-funds"
-BAD_VALUE = "bad-value"
+from shared.reasons import (  # the wire table: every reason code is written once
+    BAD_VALUE,
+    INSUFFICIENT_FUNDS,
+    NOT_AUTHORIZED,
+    OUT_OF_FUEL,
+    REVERTED,
+    UNKNOWN_CONTRACT,
+)
 
 
 class ContractError(TLError):

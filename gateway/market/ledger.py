@@ -77,9 +77,8 @@ EXPIRY_FACTOR = 2
 EXPIRY_GRACE_S = 120
 MARKET_FUEL = 50_000
 
-UNKNOWN_OFFER = "unknown-offer"
-UNKNOWN_AGREEMENT = "unknown-agreement"
-UNKNOWN_CONTRACT = "unknown-contract"
+UNKNOWN_OFFER = errors.UNKNOWN_OFFER
+UNKNOWN_AGREEMENT = errors.UNKNOWN_AGREEMENT
 
 MARKET_TYPES = (txm.TYPE_OFFER, txm.TYPE_WITHDRAW, txm.TYPE_DEMAND, txm.TYPE_CLOSE,
                 txm.TYPE_CONTRACT_CALL, txm.TYPE_CONTRACT_ADMIN)
@@ -137,7 +136,7 @@ def precheck(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> Non
             raise RuleError(UNKNOWN_OFFER)
     elif t.type == txm.TYPE_DEMAND:
         if not agreement_active(view):
-            raise RuleError(UNKNOWN_CONTRACT, AGREEMENT_LABEL)
+            raise RuleError(errors.UNKNOWN_CONTRACT, AGREEMENT_LABEL)
         if spendable < b[2] * b[3]:
             raise RuleError(errors.INSUFFICIENT_FUNDS, "escrow")
     elif t.type == txm.TYPE_CLOSE:
