@@ -674,12 +674,15 @@ def precheck(view: StateView, tx: txm.Tx, rules: Rules,
     check = _CHECKS.get(type_)
     if check is not None:
         check(view, tx, rules, rec if rec is not None else _new_sender(tx))
-    elif type_ in _market().MARKET_TYPES:
+    elif type_ in MARKET_TYPES:
         assert rec is not None
         _market().precheck(view, tx, rules, rec)
     return rec
 
 
+# the market's and the contracts' tx types (gateway/market/ledger.py runs them)
+MARKET_TYPES = frozenset((txm.TYPE_OFFER, txm.TYPE_WITHDRAW, txm.TYPE_DEMAND, txm.TYPE_CLOSE,
+                          txm.TYPE_CONTRACT_CALL, txm.TYPE_CONTRACT_ADMIN))
 _MARKET: Any = None
 
 
@@ -800,7 +803,7 @@ def apply(view: StateOverlay, tx: txm.Tx, rules: Rules, block: BlockInfo = NO_BL
     if tx.type in _CHECKS:
         events.extend(_effects(view, tx))
         return Outcome(STATUS_OK, "", events)
-    if tx.type in _market().MARKET_TYPES:
+    if tx.type in MARKET_TYPES:
         view.savepoint()
         try:
             status, reason, more = _market().apply(view, tx, rules, block)

@@ -64,8 +64,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway import identity_tx, roles
 from gateway.market import schema as market_schema
-from gateway.market.ledger import MARKET_TYPES
 from gateway.state import (
+    MARKET_TYPES,
     RETIRE_MODES,
     RIGHTS,
     RuleError,
