@@ -810,7 +810,10 @@ def apply(view: StateOverlay, tx: txm.Tx, rules: Rules, block: BlockInfo = NO_BL
         except BaseException:
             view.rollback()
             raise
-        view.release()
+        if status == STATUS_OK:
+            view.release()
+        else:  # a failed market tx or call keeps nothing but its fee and seq
+            view.rollback()
         events.extend(more)
         return Outcome(status, reason, events)
     if tx.type != txm.TYPE_TRANSFER:

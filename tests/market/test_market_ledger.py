@@ -29,6 +29,11 @@ def test_only_the_admin_deploys(tmp_path: Path) -> None:
     e = m.refused(m.admin("deploy", "agreement", "agreement", 1,
                           {"operator": m.op.id, "fee_bps": 0}, sender=m["sup"]))
     assert (e.reason, e.detail) == (errors.NOT_AUTHORIZED, "not-admin")
+    # a deploy whose init refuses its params keeps nothing, not even the account
+    r = m.run(m.admin("deploy", "agreement", "agreement", 1, {"operator": m.op.id,
+                                                               "fee_bps": 10_001}))
+    assert (r.status, r.reason, r.events[-1][1]) == (FAILED, "bad-value", "fee_bps")
+    assert m.node.state.get(ledger.AGREEMENT) is None and m.deployment() is None
     r = m.run(m.admin("deploy", "agreement", "agreement", 1, {"operator": m.op.id,
                                                                "fee_bps": 0}))
     assert r.status == OK and m.deployment()["name"] == "agreement"
