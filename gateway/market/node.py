@@ -83,7 +83,8 @@ class Operator:
 
     def __init__(self, priv: bytes, domain: str, submit: Callable[[bytes], Any]) -> None:
         self.priv = priv
-        self.id = txm.device_id(p256.public_key(priv))
+        self.pub = p256.public_key(priv)
+        self.id = txm.device_id(self.pub)
         self.domain = domain
         self.submit = submit
         self.seq = 0
@@ -161,6 +162,8 @@ class MarketNode:
             supplier, aid = (bytes.fromhex(x) for x in topic[len(self.data_prefix):].split("/"))
         except ValueError:
             return
+        if supplier == self.op.id:
+            return  # a derived stream of ours, stored as it was made (_supply)
         a = ledger.agreement(state, aid)
         if a is None or a["supplier"] != supplier:
             return
@@ -334,7 +337,7 @@ class MarketNode:
         if mean is None or r is None or r.scale is None:
             return
         msg = stream.reading(self.op.priv, self.op.id, s.aid, s.index, mean, r.scale)
-        self.streams.add(s.aid, p256.public_key(self.op.priv), msg, now)
+        self.streams.add(s.aid, self.op.pub, msg, now)  # kept here: on_data skips our own
         self.publish(topics.data(self.domain, self.op.id.hex() + "/" + s.aid.hex()), msg, False)
         s.batch.add(msg)
         s.index += 1
