@@ -134,10 +134,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     aid = ci._id(args.agreement, "--agreement")
     with _open(args) as st:
-        a = ledger.agreement(st.load_state(), aid)
+        state = st.load_state()
+        a = ledger.agreement(state, aid)
         if a is None:
             raise ci._usage("no agreement %s in the chain" % aid.hex())
-        key = st.load_state().get(a["supplier"]).pubkey
+        key = state.get(a["supplier"]).pubkey
         streams = StreamStore(Path(_data_dir(args)) / STREAMS_FILE)
         try:
             c = check_reading(st, streams, key, aid, args.index)
