@@ -39,7 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.contracts.errors import BadValue, ContractError, NotAuthorized
-from gateway.contracts.runtime import Context, Contract, Registry, entry
+from gateway.contracts.runtime import Context, Contract, Registry, entry, lint
 
 REGISTRY = Registry()
 register = REGISTRY.register
@@ -52,15 +52,33 @@ BPS = 10000
 MAX_PENDING = 16  # committed batches awaiting a verdict, per agreement
 
 
+class _Records(Contract):
+    """Base of the contracts that keep one record per caller-chosen id (1-32
+    bytes) in storage under PREFIX + id; an open record has state OPEN."""
+
+    PREFIX = b""
+    MISSING = ""  # the revert detail of an unknown id
+
+    def _id(self, ctx: Context, x: Any) -> bytes:
+        ctx.require(type(x) is bytes and 0 < len(x) <= 32, "id", BadValue)
+        return self.PREFIX + x
+
+    def _load(self, ctx: Context, x: bytes) -> dict:
+        r = ctx.get(self._id(ctx, x))
+        ctx.require(r is not None, self.MISSING)
+        ctx.require(r["state"] == OPEN, "not-open")
+        return r
+
+
+lint(_Records)  # registration lints the registered classes, not their base
+
+
 @register
-class Escrow(Contract):
+class Escrow(_Records):
     NAME = "escrow"
     VERSION = 1
-
-    @staticmethod
-    def _id(ctx: Context, x: Any) -> bytes:
-        ctx.require(type(x) is bytes and 0 < len(x) <= 32, "id", BadValue)
-        return b"e" + x
+    PREFIX = b"e"
+    MISSING = "unknown-escrow"
 
     @entry
     def open(self, ctx: Context, eid: bytes, supplier: bytes, expiry: int) -> None:
@@ -72,12 +90,6 @@ class Escrow(Contract):
         ctx.put(k, {"buyer": ctx.caller, "supplier": supplier, "amount": ctx.value,
                     "expiry": expiry, "state": OPEN})
         ctx.emit("escrow-open", eid, ctx.caller, supplier, ctx.value)
-
-    def _load(self, ctx: Context, eid: bytes) -> dict:
-        e = ctx.get(self._id(ctx, eid))
-        ctx.require(e is not None, "unknown-escrow")
-        ctx.require(e["state"] == OPEN, "not-open")
-        return e
 
     @entry
     def release(self, ctx: Context, eid: bytes) -> None:
@@ -106,9 +118,11 @@ class Escrow(Contract):
 
 
 @register
-class Agreement(Contract):
+class Agreement(_Records):
     NAME = "agreement"
     VERSION = 1
+    PREFIX = b"a"
+    MISSING = "unknown-agreement"
 
     def init(self, ctx: Context, params: Any) -> None:
         ctx.require(type(params) is dict, "params", BadValue)
@@ -124,11 +138,6 @@ class Agreement(Contract):
             ctx.require(type(service) is str and type(c) is list and len(c) == 2
                         and type(c[0]) is bytes and len(c[0]) == 16
                         and type(c[1]) is int and c[1] >= 0, "plausibility", BadValue)
-
-    @staticmethod
-    def _id(ctx: Context, x: Any) -> bytes:
-        ctx.require(type(x) is bytes and 0 < len(x) <= 32, "id", BadValue)
-        return b"a" + x
 
     @entry
     def open(self, ctx: Context, aid: bytes, supplier: bytes, price: int, quantity: int,
@@ -147,12 +156,6 @@ class Agreement(Contract):
                     "expiry": expiry, "next_batch": 0, "next_index": 0, "pending": {},
                     "paid": 0, "failed": 0, "state": OPEN})
         ctx.emit("agreement-open", aid, ctx.caller, supplier, price, quantity)
-
-    def _load(self, ctx: Context, aid: bytes) -> dict:
-        a = ctx.get(self._id(ctx, aid))
-        ctx.require(a is not None, "unknown-agreement")
-        ctx.require(a["state"] == OPEN, "not-open")
-        return a
 
     @entry
     def commit(self, ctx: Context, aid: bytes, batch: int, first: int, count: int,
