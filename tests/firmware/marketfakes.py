@@ -2,7 +2,7 @@
 only): records log lines, transactions (signed by a real wallet, as the
 outbox holds them), publishes, subscriptions; time is driven by the test.
 Its imports load most of the firmware: like firmware/main.py at start-up,
-they run with gc.threshold, so what they keep is packed low in the 64 KiB
+they run with gc.threshold, so what they keep is packed low in the small
 heap and the tests still find free runs for their signatures."""
 import gc
 import time

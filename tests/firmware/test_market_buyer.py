@@ -1,6 +1,6 @@
 """The buyer role of firmware/market.py: demands paced by the balance, and
 the check of every bought reading, against a fake node (MicroPython only;
-tests/test_under_micropython.py runs it under a 64 KiB heap)."""
+tests/test_under_micropython.py runs it under a market board's heap)."""
 from marketfakes import Node, account, ended, key, match, messages, stream, tx
 
 NEED = {1: "temperature", 2: 5, 3: 4, 4: 600, 5: "cheapest", 6: "u4pr"}

@@ -1,6 +1,6 @@
 """The supplier's offers and the reading of notices in firmware/market.py,
 against a fake node (MicroPython only; tests/test_under_micropython.py runs
-it under a 64 KiB heap)."""
+it under a market board's heap)."""
 from marketfakes import Node, account, cbor, match
 
 OFFER = {1: "temperature", 2: "cC", 3: 5, 4: 2, 5: "u4pruyd", 6: 100, 7: 1}

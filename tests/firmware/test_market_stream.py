@@ -1,6 +1,6 @@
 """The supplier's streams in firmware/market.py: signed readings, batch
 commitments, concurrent agreements, against a fake node (MicroPython only;
-tests/test_under_micropython.py runs it under a 64 KiB heap)."""
+tests/test_under_micropython.py runs it under a market board's heap)."""
 from marketfakes import CONTRACT, Node, cbor, cose, ended, match, merkle, stream
 
 OFFER = {1: "temperature", 2: "cC", 3: 5, 4: 2, 5: "", 6: 100, 7: 1}
