@@ -1,5 +1,5 @@
 """Off-chain service data (docs/MARKET.md): the signed readings a supplier
-streams on tl/<domain>/data/<agreement hex> and the Merkle commitment of a
+streams on tl/<domain>/data/<supplier hex>/<agreement hex> and the Merkle commitment of a
 batch of them.
 
 A reading is a COSE_Sign1 by the supplier (kid = supplier id) whose payload
