@@ -26,6 +26,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import ConnackPacket
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
 from gateway.broker_auth import NOT_AUTHORIZED, Guard, Verdict, amqtt_plugins
@@ -52,15 +53,47 @@ def amqtt_config(host: str, port: int, guard: Guard | None = None) -> dict:
 
 
 class RetainSafeBroker(Broker):
-    """amqtt 0.12.1 Broker whose retained messages go only where they belong.
+    """amqtt 0.12.1 Broker whose messages go only where they belong, to every
+    subscriber they belong to.
 
-    amqtt 0.12.1 sends, to every client that connects, the retained messages
-    of every topic filter *any* session subscribed to (Broker._handle_client_session
-    loops over the broker-wide `_subscriptions`), without the receive check:
-    a board got the retained offers directory and other devices' retained
-    ACCOUNT notices on connect. Here a retained message is delivered only for
-    a filter the session itself holds, and (enforcing mode) only if the
-    session may receive that topic."""
+    Retained messages: amqtt 0.12.1 sends, to every client that connects, the
+    retained messages of every topic filter *any* session subscribed to
+    (Broker._handle_client_session loops over the broker-wide `_subscriptions`),
+    without the receive check: a board got the retained offers directory and
+    other devices' retained ACCOUNT notices on connect. Here a retained message
+    is delivered only for a filter the session itself holds, and (enforcing
+    mode) only if the session may receive that topic.
+
+    Broadcast: amqtt 0.12.1 walks the live subscription table and, with topic
+    plugins (enforcing mode), awaits each subscriber's receive check inside
+    the walk. A client that unsubscribes or disconnects meanwhile is popped
+    from the list being walked, so the next subscriber is skipped: a receipt
+    never reached the owner's CLI when the device's own connection ended at
+    that moment (tests/test_broker_broadcast.py). Here the walk is over copies,
+    and a subscription gone during the check is not served."""
+
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        # amqtt 0.12.1's Broker._run_broadcast, walking copies of the table
+        broadcast = await self._broadcast_queue.get()
+        topic = broadcast["topic"]
+        for topic_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            for session, sub_qos in list(subscriptions):
+                qos = broadcast.get("qos", sub_qos)
+                if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
+                    continue
+                if not any(s is session for s, _ in self._subscriptions.get(topic_filter, ())):
+                    continue  # unsubscribed, or its session ended, during the check
+                connected = session.transitions.state == "connected"
+                if (not connected and not session.clean_session and qos in (QOS_1, QOS_2)
+                        and not session.is_anonymous):  # kept for its return [MQTT 3.1.2.4]
+                    await self._retain_broadcast_message(broadcast, qos, session)
+                    continue
+                handler = self._get_handler(session) if connected else None
+                if handler:
+                    running_tasks.append(asyncio.ensure_future(
+                        handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)))
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Any) -> None:

@@ -67,6 +67,19 @@ def wait_line(q: queue.Queue[str], pattern: str, timeout: float, seen: list[str]
             raise AssertionError("process ended:\n" + "\n".join(seen[-30:]))
 
 
+def drain(q: queue.Queue[str], seen: list[str], timeout: float = 5.0) -> list[str]:
+    """Append to `seen` the rest of an ended process's output, up to EXIT or
+    `timeout` s without a line (for a failure's report); `seen` returned."""
+    while True:
+        try:
+            line = q.get(timeout=timeout)
+        except queue.Empty:
+            return seen
+        seen.append(line)
+        if line == EXIT:
+            return seen
+
+
 def retained(broker, topic: str, timeout: float = 5.0) -> bytes | None:
     """The retained payload of `topic` on `broker` (None if none came in time)."""
     from brokers import unique  # brokers imports this module

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from brokers import free_port
 from provision.vboard_pty import PtyBoard
-from waits import lines, wait_line
+from waits import drain, lines, wait_line
 
 from tools.build import tool
 
@@ -111,6 +111,7 @@ def test_device_whole_life(broker_kind, tmp_path, mosquitto_factory):
                           stderr=subprocess.STDOUT, text=True)
     gq, gseen = lines(gw), []
     board = PtyBoard(tmp_path / "flash", tmp_path / "ttyVB")
+    failure = None
     try:
         wait_line(gq, rf"chain {DOMAIN} at height", 30, gseen)
         # made: flashed, key born on the board, registered by its manufacturer
@@ -158,10 +159,15 @@ def test_device_whole_life(broker_kind, tmp_path, mosquitto_factory):
             run_board(tmp_path / "flash", r"^rejected .*reason=revoked", 1)
             export()
             mosq.reload()
+    except AssertionError as e:
+        failure = e
+        raise
     finally:
         board.stop()
         gw.send_signal(signal.SIGINT)
         gw.wait(30)
+        if failure is not None:  # what the gateway said, for the report
+            failure.args = (f"{failure}\n-- gateway:\n" + "\n".join(drain(gq, gseen)[-40:]),)
 
     assert gw.returncode == 0, "\n".join(gseen[-20:])
     ok("chain", "verify", "--data-dir", str(data), "--registry", str(reg))
