@@ -499,6 +499,9 @@ def _write_private(path: Path, text: str) -> None:
 class Export:
     users: list[str] = field(default_factory=list)  # id hex, gateway first
     skipped: dict[str, str] = field(default_factory=dict)  # id hex -> reason
+    # what mosquitto would enforce: the acl text and every user's password
+    # (the passwd file itself differs on each export: fresh salts)
+    digest: str = ""
 
 
 def mosquitto_acl(domain: str, gateway_user: str | None,
@@ -563,8 +566,13 @@ def export_mosquitto(out_dir: Path | str, domain: str, access: AccessView,
     for pid in sorted(set(credentials) - known):
         if pid.hex() != gw_id:
             ex.skipped[pid.hex()] = "not a principal of the domain"
+    acl_text = mosquitto_acl(domain, gw_id, acl, bought)
     _write_private(out / PASSWD_FILE, "\n".join(pw_lines) + "\n")
-    _write_private(out / ACL_FILE, mosquitto_acl(domain, gw_id, acl, bought))
+    _write_private(out / ACL_FILE, acl_text)
+    d = hashlib.sha256(acl_text.encode())
+    for me in ex.users:
+        d.update(f"\n{me}:{gateway[1] if me == gw_id else credentials[bytes.fromhex(me)]}".encode())
+    ex.digest = d.hexdigest()
     return ex
 
 

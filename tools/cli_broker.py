@@ -1,20 +1,26 @@
 """`thingledger` commands for the broker area (docs/IDENTITY.md §3).
 
     thingledger broker export --out DIR [--data-dir D] [--credentials FILE]
-                              [--authority-key FILE]
+                              [--authority-key FILE] [--key FILE ...]
+                              [--watch [--reload-pid-file FILE] [--poll S]]
 
 writes DIR/passwd (mosquitto 2 `$7$` PBKDF2-SHA512 hashes) and DIR/acl from the
 chain (the domain's identities in the stored state) and the owner's local
 credential store (default DATA_DIR/credentials.json, written by `board claim`).
 The gateway's own user comes from the authority key. Revoked and
 decommissioned principals are left out; the operator then reloads mosquitto
-(`kill -HUP <pid>` or `systemctl reload mosquitto`).
+(`kill -HUP <pid>` or `systemctl reload mosquitto`). An export is a snapshot;
+`--watch` keeps the files in step with the chain and reloads mosquitto
+itself (tools/broker_sync.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,50 +32,122 @@ def access_from_state(state: Any, domain: str) -> Any:
     return Access.from_state(state, domain)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from gateway import broker_auth, genesis
-    from gateway.config import DB_FILE, GENESIS_FILE, KEY_FILE
-    from gateway.store import Store
-    from tools.cli import EXIT_OK, UsageError
+@dataclass
+class Exporter:
+    """One export of the domain's mosquitto files, repeatable (--watch): the
+    chain and the credential store are read again on every call."""
 
-    data = Path(args.data_dir)
-    db = data / DB_FILE
-    if not db.exists():
-        raise UsageError(f"no chain database at {db} (use --data-dir)")
-    try:
-        g = genesis.load(data / GENESIS_FILE)
-        priv = genesis.load_authority_key(Path(args.authority_key or data / KEY_FILE), g)
-    except genesis.GenesisError as e:
-        raise UsageError(str(e)) from None
-    creds_path = Path(args.credentials) if args.credentials else data / broker_auth.CREDENTIALS_FILE
-    try:
-        creds = broker_auth.load_credentials(creds_path)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    for path in args.key or ():  # people's own logins (owner CLI, dashboards)
-        from tools.keys import KeyFileError, load_key
-        from tools.submit import login_for
+    data: Path
+    out: Path
+    domain: str
+    gateway: tuple[str, str]  # the gateway's user and password
+    creds_path: Path
+    persons: dict[bytes, str]  # people's logins from --key
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Exporter:
+        from gateway import broker_auth, genesis
+        from gateway.config import DB_FILE, GENESIS_FILE, KEY_FILE
+        from tools.cli import UsageError
+
+        data = Path(args.data_dir)
+        if not (data / DB_FILE).exists():
+            raise UsageError(f"no chain database at {data / DB_FILE} (use --data-dir)")
+        try:
+            g = genesis.load(data / GENESIS_FILE)
+            priv = genesis.load_authority_key(Path(args.authority_key or data / KEY_FILE), g)
+        except genesis.GenesisError as e:
+            raise UsageError(str(e)) from None
+        persons: dict[bytes, str] = {}
+        for path in args.key or ():  # people's own logins (owner CLI, dashboards)
+            from tools.keys import KeyFileError, load_key
+            from tools.submit import login_for
+
+            try:
+                user, pw = login_for(load_key(Path(path)), g.domain)
+            except KeyFileError as e:
+                raise UsageError(str(e)) from None
+            persons[bytes.fromhex(user)] = pw
+        creds = Path(args.credentials) if args.credentials else data / broker_auth.CREDENTIALS_FILE
+        ex = cls(data, Path(args.out), g.domain, broker_auth.gateway_credentials(priv, g.domain),
+                 creds, persons)
+        ex.credentials()  # a broken store is a usage error now, not in the watch
+        return ex
+
+    def credentials(self) -> dict[bytes, str]:
+        from gateway import broker_auth
+        from tools.cli import UsageError
 
         try:
-            user, pw = login_for(load_key(Path(path)), g.domain)
-        except KeyFileError as e:
+            creds = broker_auth.load_credentials(self.creds_path)
+        except ValueError as e:
             raise UsageError(str(e)) from None
-        creds[bytes.fromhex(user)] = pw
-    with Store(db, readonly=True) as store:
-        state = store.load_state()
-        head = store.head()
-    access = access_from_state(state, g.domain)
-    out = Path(args.out)
-    ex = broker_auth.export_mosquitto(out, g.domain, access, creds,
-                                      broker_auth.gateway_credentials(priv, g.domain))
-    height = head.height if head is not None else 0
-    print(f"domain {g.domain} at height {height}: {len(ex.users)} users "
-          f"(gateway {ex.users[0]}) -> {out / broker_auth.PASSWD_FILE}, "
-          f"{out / broker_auth.ACL_FILE}")
+        return {**creds, **self.persons}
+
+    def head(self) -> bytes | None:
+        from gateway.config import DB_FILE
+        from gateway.store import Store
+
+        with Store(self.data / DB_FILE, readonly=True) as store:
+            h = store.head()
+        return h.hash if h is not None else None
+
+    def __call__(self) -> tuple[Any, int]:
+        """Write passwd and acl: (broker_auth.Export, the chain's height)."""
+        from gateway import broker_auth
+        from gateway.config import DB_FILE
+        from gateway.store import Store
+
+        creds = self.credentials()
+        with Store(self.data / DB_FILE, readonly=True) as store:
+            state = store.load_state()
+            head = store.head()
+        access = access_from_state(state, self.domain)
+        ex = broker_auth.export_mosquitto(self.out, self.domain, access, creds, self.gateway)
+        return ex, head.height if head is not None else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gateway import broker_auth
+    from tools.cli import EXIT_OK
+
+    job = Exporter.from_args(args)
+    if args.watch:
+        return watch(job, args)
+    ex, height = job()
+    print(f"domain {job.domain} at height {height}: {len(ex.users)} users "
+          f"(gateway {ex.users[0]}) -> {job.out / broker_auth.PASSWD_FILE}, "
+          f"{job.out / broker_auth.ACL_FILE}")
     for pid, why in sorted(ex.skipped.items()):
         print(f"skipped {pid}: {why}", file=sys.stderr)
     print("mosquitto needs: password_file, acl_file, allow_anonymous false, "
           "use_username_as_clientid true; reload it with SIGHUP")
+    return EXIT_OK
+
+
+def watch(job: Exporter, args: argparse.Namespace) -> int:
+    """--watch: export on every new block, SIGHUP mosquitto when what it
+    enforces changed (tools/broker_sync.py); stops on Ctrl-C or SIGTERM."""
+    from tools.broker_sync import Watch, reload_by_pid_file
+    from tools.cli import EXIT_OK, UsageError
+
+    if args.poll <= 0:
+        raise UsageError("--poll must be a positive number of seconds")
+    pid_file = Path(args.reload_pid_file) if args.reload_pid_file else None
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log(f"watching the chain of {job.domain} in {job.data}: exports to {job.out}"
+        + (f", reloads the pid in {pid_file}" if pid_file else " (no --reload-pid-file)"))
+    try:
+        Watch(job, job.head, (lambda: reload_by_pid_file(pid_file)) if pid_file else
+              (lambda: None), log).run(stop, args.poll)
+    except KeyboardInterrupt:
+        pass
+    log("stopped")
     return EXIT_OK
 
 
@@ -86,4 +164,11 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
                    help="owner's credential store (default DATA_DIR/credentials.json)")
     e.add_argument("--authority-key", metavar="FILE",
                    help="authority key for the gateway's user (default DATA_DIR/authority.key)")
+    e.add_argument("--watch", action="store_true",
+                   help="keep running: export again on every new block and reload mosquitto "
+                        "when its rules changed (Ctrl-C stops)")
+    e.add_argument("--reload-pid-file", metavar="FILE",
+                   help="with --watch: mosquitto's pid_file, to send it SIGHUP")
+    e.add_argument("--poll", type=float, default=1.0, metavar="S",
+                   help="with --watch: seconds between looks at the chain's head (default 1)")
     e.set_defaults(func=cmd_export)

@@ -4,18 +4,20 @@ revocation picked up on SIGHUP (docs/IDENTITY.md §3)."""
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import stat
 import subprocess
+import threading
 
 import pytest
 from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, wait_until
 
-from gateway import broker_auth, genesis
+from gateway import blocks, broker_auth, genesis
 from gateway.config import GatewayConfig
 from gateway.store import open_ledger
-from tools import cli, cli_broker
+from tools import broker_sync, cli, cli_broker
 
 pytestmark = pytest.mark.mosquitto
 
@@ -184,3 +186,69 @@ def test_mosquitto_accepts_our_hash_and_mosquitto_passwd_agrees(tmp_path):
     parts, theirs = mine.split("$"), hashed.split("$")
     assert [len(x) for x in parts] == [len(x) for x in theirs]
     assert parts[:3] == theirs[:3] == ["", "7", "101"]
+
+
+def _empty_block(data) -> None:
+    """Commit one more block (no transactions) to the chain in `data`: a new head."""
+    led = open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data), create=False)
+    try:
+        b = blocks.build_block(led.head, [], led.state, 0, led.authority_priv,
+                               led.genesis.authority_id, domain=DOMAIN)
+        led.store.commit_block(b)
+    finally:
+        led.store.close()
+
+
+def test_watch_lets_a_buyer_read_the_stream_it_bought_after_the_export(
+        chain, world, tmp_path, mosquitto_factory, clients):
+    """`broker export --watch`: a stream bought after mosquitto was started
+    becomes readable once the chain has a new block, with no manual export;
+    a revocation drops the login the same way."""
+    out = tmp_path / "mq"
+    assert export(chain, out) == 0
+    mq = start_mosquitto(mosquitto_factory, out)
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(f"{mq.proc.pid}\n")
+    args = cli.build_parser().parse_args(
+        ["broker", "export", "--out", str(out), "--data-dir", str(chain), "--watch",
+         "--reload-pid-file", str(pid_file)])
+    job = cli_broker.Exporter.from_args(args)
+    logged: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+    watch = broker_sync.Watch(job, job.head, lambda: broker_sync.reload_by_pid_file(pid_file),
+                              logged.put)
+    t = threading.Thread(target=watch.run, args=(stop, 0.1), daemon=True)
+    t.start()
+    # b buys a's readings (the world lets a read b's data, not b a's)
+    supplier, buyer, gwp = world.a, world.b, world.gw
+    agreement = b"\xa1" * 16
+    stream = f"tl/{DOMAIN}/data/{supplier.hex}/{agreement.hex()}"
+    try:
+        assert "reloaded mosquitto" in logged.get(timeout=10)  # the first export
+        gw = clients(mq, gwp, client_id="thingledger-gateway-demo").connected()
+        sup = clients(mq, supplier).connected()
+        buy = clients(mq, buyer).connected()
+        assert buy.subscribe(stream) in (0x80, 1)  # not bought yet: never delivered
+        assert buy.subscribe(buyer.topic("rx")) == 1
+        sup.publish(stream, b"r0")
+        gw.publish(buyer.topic("rx"), b"barrier")  # the buyer's deliveries keep their order
+        buy.wait_message(buyer.topic("rx"), b"barrier")
+        assert not buy.got(stream)
+
+        world.access.purchases[buyer.id] = {(supplier.id, agreement)}  # its DEMAND matched
+        _empty_block(chain)
+        line = logged.get(timeout=10)
+        assert "reloaded mosquitto" in line and stream in (out / "acl").read_text()
+        assert buy.subscribe(stream) == 1  # a fresh subscription, under the new rules
+        sup.publish(stream, b"r1")
+        buy.wait_message(stream, b"r1")
+
+        world.access.inactive.add(buyer.id)  # revoked by its owner
+        _empty_block(chain)
+        assert "reloaded mosquitto" in logged.get(timeout=10)
+        wait_until(lambda: connack(HOST, mq.port, buyer.hex, buyer.hex, buyer.password())
+                   not in (0, None), 10, interval=0.1, what="mosquitto to refuse the revoked one")
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive() and mq.proc.poll() is None, mq.log_text()

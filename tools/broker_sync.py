@@ -1,0 +1,61 @@
+"""Keep a mosquitto's passwd and acl in step with the chain
+(`thingledger broker export --watch`, docs/IDENTITY.md §3).
+
+mosquitto reads its files only at start and on SIGHUP, so an export is a
+snapshot: a device claimed, a right granted or revoked, a stream bought
+(docs/MARKET.md) after it is not enforced until the next export. The watch
+exports again whenever the chain's head changes and, when what mosquitto
+would enforce changed (broker_auth.Export.digest), sends SIGHUP to the pid
+in mosquitto's pid_file. It reads the chain read-only, next to the running
+gateway: polling the store's head once per `poll` seconds costs one SQLite
+read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def reload_by_pid_file(pid_file: Path) -> str:
+    """SIGHUP the process whose pid `pid_file` holds (mosquitto's pid_file,
+    read each time: a restarted mosquitto has a new pid); what was done, or
+    why not, as a log line."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError, IndexError) as e:
+        return f"mosquitto not reloaded ({pid_file}: {e})"
+    return f"reloaded mosquitto (pid {pid})"
+
+
+@dataclass
+class Watch:
+    """export() writes the files and returns (Export, height); head() is the
+    chain head's hash (None before genesis); reload() signals the broker
+    and returns a log line (None: nobody to tell)."""
+
+    export: Callable[[], tuple[Any, int]]
+    head: Callable[[], bytes | None]
+    reload: Callable[[], str | None]
+    log: Callable[[str], None]
+
+    def run(self, stop: threading.Event, poll: float = 1.0) -> None:
+        """Until `stop` is set: export on every new head, reload on a change."""
+        head: bytes | None = None
+        digest = None
+        first = True
+        while not stop.is_set():
+            h = self.head()
+            if first or h != head:
+                ex, height = self.export()
+                if ex.digest != digest:
+                    done = self.reload()
+                    self.log(f"height {height}: {len(ex.users)} users exported"
+                             + (f"; {done}" if done else ""))
+                head, digest, first = h, ex.digest, False
+            stop.wait(poll)
