@@ -29,8 +29,9 @@ An ENDED or a rejection of its DEMAND ends a waiting demand.
 Agreements (at most _SLOTS at a time, either role) live in a fixed table of
 small lists indexed by the consts below. Times are whole seconds of a local
 clock kept from ticks_ms (a ticks delay cannot hold a 15-day re-offer).
-Notices are read defensively: a malformed one is logged (`bad-notice`),
-never raised into the MQTT loop.
+Notices are acted on only once sealed by the domain authority
+(shared/notice.py), and read defensively: a malformed or unsealed one is
+logged (`bad-notice`), never raised into the MQTT loop.
 
 Frugal (64 KiB heap; the qstr pool is nearly full): one class, const
 literals instead of the names of shared/messages_gateway.py (which a board
@@ -44,7 +45,7 @@ import time
 
 from micropython import const
 
-from shared import errors, stream, topics, tx
+from shared import errors, notice, stream, topics, tx
 
 _OFFER = const(13)  # transaction types (shared/txdecode.py)
 _DEMAND = const(15)
@@ -113,6 +114,17 @@ class Market:
         self.node.log(ev)
 
     # -- from the node's MQTT callback -----------------------------------
+    def sealed(self, msg):
+        """A market notice as received: handled (notice) only if the domain
+        authority sealed it (shared/notice.py); else logged as bad-notice."""
+        gc.collect()  # the check's big ints fill the small holes first
+        try:
+            m = notice.open_notice(msg, self.node.authority, False)
+        except errors.TLError as e:
+            self._log("bad-notice", "reason", e.reason)
+            return
+        self.notice(m)
+
     def notice(self, m):
         """Every reply the gateway sends this device: True for a market
         notice (MATCH, ACCOUNT, ENDED), handled here; a rejection of the

@@ -30,6 +30,7 @@ from shared import errors, messages, topics, tx
 REGISTERED_FILE = "registered"
 RESEND_MS = const(5000)
 CONNECT_WAIT_MS = const(10000)
+_NOTICE_BYTE = const(0xD2)  # shared/notice.py NOTICE_BYTE: a sealed market notice
 
 
 class Node:
@@ -144,9 +145,15 @@ class Node:
                 if self.market:   # a broker's stray retained message (never trusted)
                     self.market.data(topic, msg)
                 return
+            if msg[0] == _NOTICE_BYTE:  # a market notice, sealed by the authority
+                if self.market:  # (a plain board has no use for one)
+                    self.market.sealed(msg)
+                return
             m = messages.parse(msg, False)  # views into msg: no copy of the header
-            if self.market and self.market.notice(m):
-                return  # a market notice (a plain board finds no seq in one: ignored)
+            if m[messages.M_KIND] > messages.KIND_REJECT:
+                raise errors.ProofError("unsealed-notice")  # not the authority's: ignored
+            if self.market:  # a rejection of its open DEMAND frees the buyer
+                self.market.notice(m)
             seq = m.get(messages.M_SEQ)
             stored = self.outbox.get(seq) if isinstance(seq, int) else None
             if stored is None or tx.tx_id(stored) != m[messages.M_TX]:

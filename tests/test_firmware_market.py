@@ -9,7 +9,8 @@ built with shared.messages_gateway) on the board's rx topic.
 Supplier: its readings verify under the board's key (cryptography and
 pycose), their indices run 0..n-1, its commit CONTRACT_CALLs carry the RFC
 6962 roots of the readings it actually published, and ENDED stops a stream.
-Buyer: it demands only once its balance covers max_price x quantity + fee,
+Buyer: it acts only on notices the authority sealed (shared/notice.py), and
+demands only once its balance covers max_price x quantity + fee,
 buys readings signed by the MATCH's supplier key in order, refuses a
 tampered one and one signed by another key, and demands again when free.
 
@@ -34,6 +35,7 @@ from waits import lines, wait_line
 
 from shared import cose, header, merkle, messages, p256, stream, topics, tx, txdecode
 from shared import messages_gateway as notices
+from shared.notice import seal as seal_notice
 from tools.vboard import MARKET_HEAP, VirtualBoard
 
 DOMAIN = "demo"
@@ -89,8 +91,11 @@ class FakeGateway(PahoClient):
                       what=f"{n} transactions of type {type_}")
         return self.of_type(type_)
 
-    def tell(self, device, notice):
-        self.publish(topics.rx(DOMAIN, device.hex()), notice)
+    def tell(self, device, notice, sealed=True):
+        """A market notice to `device`, sealed by this authority as the
+        gateway seals them (shared/notice.py), unless told not to."""
+        self.publish(topics.rx(DOMAIN, device.hex()),
+                     seal_notice(self.priv, self.id, notice) if sealed else notice)
 
 
 def start_board(tmp_path, broker, gw, name, **market):
@@ -192,6 +197,14 @@ def test_buyer_board_demands_and_checks_readings(request, broker_name, tmp_path)
     body = {1: "temperature", 2: 5, 3: 4, 4: 600, 5: "cheapest"}
     try:
         wait_line(q, r"^receipt-verified seq=1 ", 30, seen)  # registered
+        # a notice the authority did not seal changes nothing: one unsealed,
+        # one sealed by another key (each would have paid for a DEMAND)
+        gw.tell(dev, notices.account(10**6, 2), sealed=False)
+        wait_line(q, r"^bad-reply reason=bad-proof detail=unsealed-notice$", 30, seen)
+        forger, _ = p256.keygen()
+        gw.publish(topics.rx(DOMAIN, dev.hex()),
+                   seal_notice(forger, gw.id, notices.account(10**6, 2)))
+        wait_line(q, r"^bad-notice reason=bad-signature$", 30, seen)
         gw.tell(dev, notices.account(20, 2))  # 5 x 4 + 1 needed
         wait_line(q, r"^balance=20 height=2$", 30, seen)
         gw.tell(dev, notices.account(21, 3))
@@ -240,6 +253,7 @@ def test_buyer_board_demands_and_checks_readings(request, broker_name, tmp_path)
     # no DEMAND while the balance (20) did not cover 5 x 4 + 1
     text = "\n".join(seen)
     assert text.index("balance=21") < text.index("demand service=")
-    assert not [ln for ln in seen if "Error" in ln or ln.startswith("bad-notice")], text
+    assert not [ln for ln in seen if "Error" in ln or ln.startswith("balance=1000000")], text
+    assert len([ln for ln in seen if ln.startswith("bad-notice")]) == 1  # the forged one
     assert len([ln for ln in seen if ln.startswith("bad-reading")]) == 2
     report_heap("buyer", seen)

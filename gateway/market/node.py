@@ -2,7 +2,8 @@
 the service economy beyond executing transactions (docs/MARKET.md).
 
 - notices: MATCH to both parties, ACCOUNT (retained) to devices whose
-  balance a block changed, ENDED when an agreement or a waiting demand closes (rx topics);
+  balance a block changed, ENDED when an agreement or a waiting demand closes (rx topics),
+  each sealed by the authority (shared/notice.py);
 - the retained offers directory on tl/<d>/offers, republished when offers
   change or one expires;
 - streams: every reading on tl/<d>/data/<supplier>/<agreement> is verified
@@ -35,6 +36,7 @@ from gateway.market.streams import StreamStore
 from gateway.state import KIND_CONTRACT, State
 from shared import cbor, errors, messages, p256, stream, topics
 from shared import tx as txm
+from shared.notice import seal as seal_notice
 
 VERDICT_GRACE_S = 3.0  # wait this long for readings still in flight
 RETRY_S = 10.0  # resend a keeper tx that did not land
@@ -281,8 +283,10 @@ class MarketNode:
             self.log(f"market closed {aid.hex()[:8]} refund={back}")
         return False
 
-    def _rx(self, device: bytes, payload: bytes, retain: bool = False) -> None:
-        self.publish(topics.rx(self.domain, device.hex()), payload, retain)
+    def _rx(self, device: bytes, notice: bytes, retain: bool = False) -> None:
+        """A market notice to `device`, sealed by the authority (shared/notice.py)."""
+        self.publish(topics.rx(self.domain, device.hex()),
+                     seal_notice(self.op.priv, self.op.id, notice), retain)
 
     def _publish_directory(self, state: State, now: int) -> None:
         live = [ledger.offer_of(v) for _, v in state.kv_range(keys.OFFERS)]
