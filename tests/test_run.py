@@ -69,7 +69,22 @@ def test_run_shows_the_market_live(tmp_path):
     assert re.search(r"market match temperature-mean agreement=(\w+) buyer=(\w+) ", out), out
     assert re.search(r"board-4 +bought agreement=\w+ index=\d+ value=\d+ scale=-2", out), out
     assert re.search(r"board-3 +balance=\d+ height=\d+", out), out
-    assert "bad-reading" not in out and "Traceback" not in out, out
+    assert "bad-reading" not in out and "Traceback" not in out and "warning" not in out, out
     v = subprocess.run([tool("thingledger"), "chain", "verify"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+@pytest.mark.micropython
+def test_run_warns_when_the_chain_cannot_fund_the_market(tmp_path):
+    """A chain made without the market's supply (here by a bare gateway, as
+    by an older version) leaves the operator nothing to grant: `run` says
+    so, and where the chain is, instead of a market where nothing happens."""
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    bare = subprocess.run([tool("thingledger"), "run", "--listen", url, "--no-boards",
+                           "--seconds", "1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert bare.returncode == 0 and "warning" not in bare.stdout, bare.stdout + bare.stderr
+    out = run_once(tmp_path, url, 2)
+    assert re.search(r"run +warning: the operator holds 0, too little to grant the market "
+                     r"boards 2000 each .* remove \S*var/gateway$", out, re.M), out

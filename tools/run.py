@@ -120,6 +120,8 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         except TimeoutError:
             raise RunError(f"gateway could not connect to the broker at {url}") from None
         authority = gw.led.genesis.authority.hex()
+        if market:
+            _warn_if_the_operator_cannot_grant(gw, cfg, console)
         for i in range(1, n_boards + 1):
             vb = VirtualBoard(f"board-{i}", boards_dir / f"board-{i}")
             role = MARKET_ROLES[i - 1] if market and i <= len(MARKET_ROLES) else {}
@@ -157,6 +159,20 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         if broker is not None:
             await broker.stop()
     return 1 if gw.failed is not None else 0
+
+
+def _warn_if_the_operator_cannot_grant(gw: Gateway, cfg: GatewayConfig,
+                                       console: Console) -> None:
+    """A chain made without the market's genesis supply (by an older version,
+    or by `--no-market`) leaves the operator nothing to grant the market
+    boards: buyers never buy. Say so once, and how to start afresh."""
+    me = gw.led.state.get(gw.led.genesis.authority_id)
+    held = me.balance if me is not None else 0
+    if held < MARKET_GRANT * len(MARKET_ROLES):
+        console.line("run", f"warning: the operator holds {held}, too little to grant the "
+                     f"market boards {MARKET_GRANT} each (this chain was made without the "
+                     f"market's supply): buyers cannot buy. For a fresh demo chain, stop "
+                     f"and remove {cfg.data_dir}")
 
 
 def embedded_broker(cfg: GatewayConfig, host: str, port: int,
