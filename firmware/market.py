@@ -27,7 +27,8 @@ After `quantity` readings or on ENDED it unsubscribes and may demand again.
 An ENDED or a rejection of its DEMAND ends a waiting demand.
 
 Agreements (at most _SLOTS at a time, either role) live in a fixed table of
-small lists indexed by the consts below. Times are whole seconds of a local
+small lists indexed by the consts below; a supplier closes (CLOSE) a MATCH
+it has no room for, so its buyer is refunded at once. Times are whole seconds of a local
 clock kept from ticks_ms (a ticks delay cannot hold a 15-day re-offer).
 Notices are acted on only once sealed by the domain authority
 (shared/notice.py), and read defensively: a malformed or unsealed one is
@@ -49,6 +50,7 @@ from shared import errors, notice, stream, topics, tx
 
 _OFFER = const(13)  # transaction types (shared/txdecode.py)
 _DEMAND = const(15)
+_CLOSE = const(16)
 _CALL = const(17)  # CONTRACT_CALL
 _BATCH = const(4)  # readings per commitment
 _FUEL = const(20000)
@@ -167,8 +169,9 @@ class Market:
                     free = i
                 elif s[_A] == a:
                     return True  # told twice
-            if free < 0:
-                self._log("match-refused", "agreement", h[:8], "reason", "busy")
+            if free < 0:  # busy: a supplier closes it, so the buyer's escrow comes back now
+                seq = self.node.submit(_CLOSE, {1: a}) if r == "supplier" else None
+                self._log("match-refused", "agreement", h[:8], "reason", "busy", "close", seq)
                 return True
             # tl/<domain>/data/<supplier hex>/<agreement hex>: a device publishes
             # data only under its own id

@@ -65,12 +65,14 @@ def test_commit_waits_for_room_in_the_outbox():
     assert [c[3][1:4] for c in n.of_type(17)] == [[0, 0, 4], [1, 4, 4]]
 
 
-def test_two_agreements_at_once_a_third_refused_and_ended_stops_one():
+def test_two_agreements_at_once_a_third_refused_and_closed_and_ended_stops_one():
     n = supplier()
     n.notice(match(A1, 4, interval=1))
     n.notice(match(A2, 100, interval=1))
     n.notice(match(b"\x33" * 16, 5, interval=1))
-    assert n.logged("match-refused agreement=33333333 reason=busy")
+    assert n.of_type(16) == [{1: b"\x33" * 16}]  # closed: the buyer's escrow back at once
+    seq = next(q for q, t, _ in n.txs if t == 16)
+    assert n.logged("match-refused agreement=33333333 reason=busy close=%d" % seq)
     n.notice(match(A1, 4, interval=1))  # told twice: one stream
     for s in range(2, 4):
         n.at(s)

@@ -100,6 +100,21 @@ def test_failures_are_recorded_and_refunded_at_expiry(mk: Market) -> None:
     assert mk.balance("buyer") == 1000
 
 
+def test_a_busy_supplier_closes_a_fresh_agreement_and_the_buyer_is_refunded(mk: Market
+                                                                            ) -> None:
+    """What a supplier board does with a MATCH it has no room for
+    (firmware/market.py): the supplier may close at any time, before expiry."""
+    mk.run(mk.offer("sup", price=5, interval=10))
+    r = mk.run(mk.demand("buyer", max_price=5, quantity=8))
+    aid = event(r, "match")[1]
+    assert mk.balance("buyer") == 1000 - 40
+    r = mk.run(mk.close("sup", aid))
+    assert r.status == OK and event(r, "agreement-closed")[-1] == 40
+    assert mk.balance("buyer") == 1000 and mk.agreement(aid)["state"] == "closed"
+    r = mk.run(mk.close("sup", aid))  # a second close (a replayed MATCH) changes nothing
+    assert r.status == FAILED and mk.balance("buyer") == 1000
+
+
 def test_demand_refused_without_funds_and_waiting_demand(mk: Market) -> None:
     e = mk.refused(mk.demand("buyer", max_price=300, quantity=4))
     assert (e.reason, e.detail) == (errors.INSUFFICIENT_FUNDS, "escrow")
