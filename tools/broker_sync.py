@@ -50,12 +50,17 @@ class Watch:
         digest = None
         first = True
         while not stop.is_set():
-            h = self.head()
-            if first or h != head:
-                ex, height = self.export()
-                if ex.digest != digest:
-                    done = self.reload()
-                    self.log(f"height {height}: {len(ex.users)} users exported"
-                             + (f"; {done}" if done else ""))
-                head, digest, first = h, ex.digest, False
+            try:
+                h = self.head()
+                if first or h != head:
+                    ex, height = self.export()
+                    if ex.digest != digest:
+                        done = self.reload()
+                        self.log(f"height {height}: {len(ex.users)} users exported"
+                                 + (f"; {done}" if done else ""))
+                    head, digest, first = h, ex.digest, False
+            except Exception as e:  # noqa: BLE001 - a daemon: say it, try again next poll
+                # (a credential store being rewritten, a chain database being
+                # replaced); mosquitto keeps the files of the last export
+                self.log(f"export failed: {e!r}; trying again in {poll:g} s")
             stop.wait(poll)

@@ -87,6 +87,28 @@ def test_exports_on_each_new_head_and_reloads_only_on_a_change():
                            "height 3: 2 users exported; reloaded"]
 
 
+def test_a_failed_export_is_logged_and_tried_again():
+    chain = FakeChain()
+    export, failures = chain.export, [OSError("credentials.json: being rewritten")]
+
+    def flaky() -> tuple[Ex, int]:
+        if failures:
+            raise failures.pop()
+        return export()
+
+    stop = threading.Event()
+    t = threading.Thread(target=Watch(flaky, chain.head, chain.reload, chain.log).run,
+                         args=(stop, 0.01), daemon=True)
+    t.start()
+    try:
+        chain.wait_exports(1)
+    finally:
+        stop.set()
+        t.join(10)
+    assert chain.lines[0].startswith("export failed: OSError(") and chain.reloads == 1
+    assert chain.lines[1] == "height 1: 2 users exported; reloaded"
+
+
 def test_reload_by_pid_file_says_why_it_could_not(tmp_path):
     missing = tmp_path / "mosquitto.pid"
     assert "not reloaded" in reload_by_pid_file(missing)
