@@ -55,6 +55,7 @@ _CALL = const(17)  # CONTRACT_CALL
 _BATCH = const(4)  # readings per commitment
 _FUEL = const(20000)
 _SLOTS = const(2)  # agreements at a time
+_GONE = const(4)  # ended agreements remembered, so a replayed MATCH starts nothing
 # notice kinds and keys (shared/messages.py, shared/messages_gateway.py)
 _REJECT = const(2)
 _MATCH = const(3)
@@ -107,6 +108,8 @@ class Market:
         self.tk = time.ticks_ms()  # ticks of second self.t
         self.due = 0  # second of the next OFFER
         self.bal = None  # balance of the last ACCOUNT (None: none seen yet)
+        self.hgt = -1  # height of the last ACCOUNT: an older one is a replay
+        self.gone = []  # ids of the last _GONE agreements ended here
         self.dem = None  # the open DEMAND: (id, seq)
 
     def _log(self, ev, *kv):
@@ -138,9 +141,12 @@ class Market:
             return False
         try:
             if k == _ACCOUNT:
-                b = m[_BALANCE]
-                self._log("balance=%d" % b, "height", m[_HEIGHT] + 0)
-                self.bal = b
+                b, g = m[_BALANCE], m[_HEIGHT] + 0
+                if g < self.hgt:  # sealed, but older than one already read
+                    self._log("bad-notice", "reason", "stale", "height", g)
+                    return True
+                self._log("balance=%d" % b, "height", g)
+                self.bal, self.hgt = b, g
                 return True
             a = _b(m[_AGREEMENT], 16)
             h = a.hex()
@@ -153,13 +159,16 @@ class Market:
                     if s and s[_A] == a:
                         s[_Q] = 0  # the supplier stops, the buyer unsubscribes
                         if s[_R] == _SUPPLY:
-                            self.slots[i] = None
+                            self._end(i)
                 return True
             r = m[_ROLE]
             key = _b(m[_CONTRACT], 16) if r == "supplier" else _b(m[_SUPPLIER_KEY], 33)
             q, iv = m[_QUANTITY], m[_INTERVAL]
             if q < 1 or iv < 1 or r not in ("supplier", "buyer"):
                 raise ValueError("match")
+            if a in self.gone:  # sealed, but for an agreement already ended here
+                self._log("match-refused", "agreement", h[:8], "reason", "ended")
+                return True
             self._log("match", "role", r, "agreement", h[:8], "price", m[_PRICE] + 0,
                       "quantity", q)
             free = -1
@@ -210,6 +219,11 @@ class Market:
             self._log("bought", "agreement", s[_H], "index", i, "value", v, "scale", sc)
         return True
 
+    def _end(self, i):
+        # free slot i; its agreement joins the ended ones a MATCH may not restart
+        self.gone = self.gone[1 - _GONE:] + [self.slots[i][_A]]
+        self.slots[i] = None
+
     # -- every pass of the node loop -------------------------------------
     def step(self, now):
         nd = self.node
@@ -252,7 +266,7 @@ class Market:
             else:
                 nd.client.unsubscribe(s[_T])
             if n >= s[_Q]:  # delivered, bought, or ended
-                self.slots[i] = None
+                self._end(i)
                 gc.collect()
                 self._log("done", "agreement", s[_H], "readings", n, "free", gc.mem_free())
         if not nd.registered:

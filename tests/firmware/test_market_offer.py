@@ -38,3 +38,12 @@ def test_malformed_notices_are_logged_not_raised():
     assert n.market.slots == [None, None] and n.market.bal is None
     n.notice(account(7, 3))
     assert n.lines[-1] == "balance=7 height=3" and n.market.bal == 7, n.lines
+
+
+def test_an_older_account_notice_is_a_replay():
+    n = Node(OFFER, name="supplier")
+    n.notice(account(7, 3))
+    n.notice(account(100, 2))  # sealed once, but older than the one read
+    assert n.lines[-1] == "bad-notice reason=stale height=2" and n.market.bal == 7
+    n.notice(account(8, 3))  # the same height again (the retained notice): read
+    assert n.lines[-1] == "balance=8 height=3" and n.market.bal == 8

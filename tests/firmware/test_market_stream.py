@@ -87,3 +87,20 @@ def test_two_agreements_at_once_a_third_refused_and_closed_and_ended_stops_one()
     assert by == {A1: [0, 1, 2, 3], A2: [0, 1]}
     assert [c[3][:4] for c in n.of_type(17)] == [[A1, 0, 0, 4]]  # none for the ended one
     assert n.market.slots == [None, None]
+
+
+def test_a_replayed_match_for_an_ended_agreement_starts_nothing():
+    n = supplier()
+    n.notice(match(A1, 1, interval=1))
+    for s in range(2, 4):
+        n.at(s)
+    assert n.logged("done agreement=11111111 readings=1")
+    n.notice(match(A2, 5, interval=1))
+    n.notice(ended(A2, 25))  # ended before its first reading
+    for m in (match(A1, 1, interval=1), match(A2, 5, interval=1)):  # replayed
+        n.notice(m)
+    assert n.logged("match-refused agreement=11111111 reason=ended")
+    assert n.logged("match-refused agreement=22222222 reason=ended")
+    for s in range(4, 9):
+        n.at(s)
+    assert len(n.published) == 1 and n.market.slots == [None, None]
