@@ -28,8 +28,9 @@ An ENDED or a rejection of its DEMAND ends a waiting demand.
 
 Agreements (at most _SLOTS at a time, either role) live in a fixed table of
 small lists indexed by the consts below; a supplier closes (CLOSE) a MATCH
-it has no room for, so its buyer is refunded at once. Times are whole seconds of a local
-clock kept from ticks_ms (a ticks delay cannot hold a 15-day re-offer).
+it has no room for, so its buyer is refunded at once. Times are whole
+seconds of a local clock kept from ticks_ms (a ticks delay cannot hold a
+15-day re-offer).
 Notices are acted on only once sealed by the domain authority
 (shared/notice.py), and read defensively: a malformed or unsealed one is
 logged (`bad-notice`), never raised into the MQTT loop.
