@@ -9,11 +9,11 @@ board with an "offer" or a "need" loads (docs/MARKET.md)."""
 import gc
 import sys
 
-MODULES = ("shared.errors", "shared.cbor", "shared.p256", "shared.cose", "shared.topics",
-           "shared.tx", "shared.merkle", "shared.header", "shared.messages", "firmware.flash",
+MODULES = ("shared.errors", "shared.cbor", "shared.p256", "shared.cose", "shared.tx",
+           "shared.merkle", "shared.header", "shared.messages", "firmware.flash",
            "firmware.wallet", "firmware.mqtt", "firmware.node", "boards", "boards.unix",
            "firmware.main")
-STARTUP = ("boards.profile", "firmware.startup")
+STARTUP = ("shared.topics", "boards.profile", "firmware.startup")
 MARKET = ("shared.stream", "firmware.market")
 
 

@@ -14,8 +14,9 @@ the free heap cut into holes too small for a 340-byte message (seen: 10 KB
 free, no 250-byte run). So start-up runs with gc.threshold (a collection
 every 2 KiB allocated), which keeps what it allocates packed low;
 the loop then runs without it. The wiring itself is firmware/startup.py,
-used once and then forgotten (see _forget): its code, the board profile and
-the parsed config.json are worth more as free heap for the receipt checks."""
+used once and then forgotten (see _forget): its code, the board profile,
+shared/topics.py (the node keeps its topics as strings) and the parsed
+config.json are worth more as free heap for the receipt checks."""
 import gc
 import sys
 
@@ -48,5 +49,6 @@ def main(steps=None):
     gc.threshold(-1)
     _forget("firmware.startup")
     _forget("boards.profile")
+    _forget("shared.topics")  # the node keeps its topics as strings
     gc.collect()
     node.run(steps)

@@ -47,7 +47,7 @@ import time
 
 from micropython import const
 
-from shared import errors, notice, stream, topics, tx
+from shared import errors, notice, stream, tx
 
 _OFFER = const(13)  # transaction types (shared/txdecode.py)
 _DEMAND = const(15)
@@ -183,10 +183,11 @@ class Market:
                 seq = self.node.submit(_CLOSE, {1: a}) if r == "supplier" else None
                 self._log("match-refused", "agreement", h[:8], "reason", "busy", "close", seq)
                 return True
-            # tl/<domain>/data/<supplier hex>/<agreement hex>: a device publishes
-            # data only under its own id
+            # tl/<domain>/data/<supplier hex>/<agreement hex> (shared/topics.py,
+            # dropped after start-up: tl/<domain>/ from the node's tl/<domain>/tx);
+            # a device publishes data only under its own id
             sup = self.node.wallet.hex if r == "supplier" else _b(m[_SUPPLIER], 16).hex()
-            s = [a, (topics.PREFIX + self.node.domain + "/data/" + sup + "/" + h).encode(),
+            s = [a, (self.node.tx_topic[:-2] + "data/" + sup + "/" + h).encode(),
                  h[:8], q, 0, key, _BUY]
             if r == "supplier":
                 s[_R] = _SUPPLY

@@ -25,7 +25,7 @@ from micropython import const
 from firmware import flash
 from firmware.flash import Outbox, SeqStore
 from firmware.mqtt import MQTTError
-from shared import errors, messages, topics, tx
+from shared import errors, messages, tx
 
 REGISTERED_FILE = "registered"
 RESEND_MS = const(5000)
@@ -47,6 +47,8 @@ class Node:
         self.outbox = Outbox()
         # claimed domains admit devices by the owner's claim: no self-registration
         self.registered = flash.exists(REGISTERED_FILE) or not config.get("self_register", True)
+        from shared import topics  # here only: firmware/main.py drops it after start-up
+
         self.tx_topic = topics.tx(self.domain)
         self.rx_topic = topics.rx(self.domain, wallet.hex)
         self._rx = self.rx_topic.encode()  # as the client hands topics over

@@ -79,6 +79,7 @@ class Node:
 
     def __init__(self, offer=None, need=None, name="board", fee=0):
         self.domain = DOMAIN
+        self.tx_topic = "tl/" + DOMAIN + "/tx"  # as firmware/node.py builds it
         self.fee = fee
         self.registered = True
         self.wallet = make_wallet(name)
