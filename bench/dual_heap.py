@@ -16,34 +16,30 @@ Target: a margin of at least MARGIN_KIB per module."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from tools.build import ROOT
 
 sys.path.insert(0, str(ROOT / "tests"))
-from mpyrun import compiled_tests, firmware_build, run_micropython  # noqa: E402
+from mpyrun import dual_module_run  # noqa: E402
 from test_under_micropython import DUAL, heap_for  # noqa: E402
 
 MARGIN_KIB = 4
 LOWEST_KIB = 16
 
 
-def passes(module: Path, build: Path, kib: int) -> bool:
-    proc = run_micropython([str(ROOT / "tests" / "mpy_runner.py"), "-p", str(build), str(module)],
-                           heap=f"{kib}k", timeout=300)
-    last = [ln for ln in proc.stdout.splitlines() if ln.endswith(" failed")]
-    return proc.returncode == 0 and bool(last) and last[-1].split()[2] == "0"
+def passes(rel: str, kib: int) -> bool:
+    return dual_module_run(rel, f"{kib}k")[0]
 
 
-def smallest_heap(module: Path, build: Path, given: int) -> int | None:
+def smallest_heap(rel: str, given: int) -> int | None:
     """The smallest heap in KiB (LOWEST_KIB..given) the module passes at, or
     None if it fails at the heap it is given."""
-    if not passes(module, build, given):
+    if not passes(rel, given):
         return None
     lo, hi = LOWEST_KIB - 1, given  # fails at lo (or below the range), passes at hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if passes(module, build, mid):
+        if passes(rel, mid):
             hi = mid
         else:
             lo = mid
@@ -51,16 +47,12 @@ def smallest_heap(module: Path, build: Path, given: int) -> int | None:
 
 
 def main(argv: list[str]) -> int:
-    build = firmware_build()
     print(f"{'dual test module':<42} {'given':>6} {'smallest':>9} {'margin':>7}  "
           f"{'target':<8} verdict")
     failed = 0
     for rel in DUAL:
-        module = ROOT / rel
-        if module.parent.name == "firmware":  # run compiled, as make test does
-            module = compiled_tests(module.parent) / module.name
         given = int(heap_for(rel).rstrip("k"))
-        low = smallest_heap(module, build, given)
+        low = smallest_heap(rel, given)  # run as make test runs it (tests/mpyrun.py)
         margin = None if low is None else given - low
         ok = margin is not None and margin >= MARGIN_KIB
         failed += not ok

@@ -60,10 +60,11 @@ def compiled_tests(folder: Path) -> Path:
     return out
 
 
-def run_dual_module(rel_path: str, heap: str = HEAP, optimize: bool = False) -> str:
+def dual_module_run(rel_path: str, heap: str = HEAP,
+                    optimize: bool = False) -> tuple[bool, int, str]:
     """Run a dual test module under MicroPython, with the firmware compiled as
-    on a board; fail the pytest test if any test failed. Modules of
-    tests/firmware run compiled too (compiled_tests)."""
+    on a board: (it exited 0 with no test failed, the tests that passed, the
+    output). Modules of tests/firmware run compiled too (compiled_tests)."""
     module = ROOT / rel_path
     if module.parent == TESTS / "firmware":
         # the runner imports the module by name from the module path's folder:
@@ -72,7 +73,15 @@ def run_dual_module(rel_path: str, heap: str = HEAP, optimize: bool = False) -> 
     proc = run_micropython([str(TESTS / "mpy_runner.py"), "-p", str(firmware_build()),
                             str(module)], heap=heap, optimize=optimize)
     out = proc.stdout + proc.stderr
-    last = [ln for ln in out.splitlines() if ln.endswith(" failed")]
-    assert proc.returncode == 0 and last and last[-1].split()[2] == "0", out
-    assert int(last[-1].split()[0]) > 0, "no test ran under MicroPython:\n" + out
+    last = [ln.split() for ln in out.splitlines() if ln.endswith(" failed")]  # "N passed, N failed"
+    if not last:
+        return False, 0, out
+    return proc.returncode == 0 and last[-1][2] == "0", int(last[-1][0]), out
+
+
+def run_dual_module(rel_path: str, heap: str = HEAP, optimize: bool = False) -> str:
+    """dual_module_run, failing the pytest test if a test failed or none ran."""
+    ok, passed, out = dual_module_run(rel_path, heap, optimize)
+    assert ok, out
+    assert passed > 0, "no test ran under MicroPython:\n" + out
     return out
