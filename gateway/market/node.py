@@ -225,8 +225,7 @@ class MarketNode:
             self._rx(dev, messages.account(bal, b.height), retain=True)
         if offers_changed or (self._next_expiry is not None and b.time >= self._next_expiry):
             self._publish_directory(state, b.time)
-        self._keeper(state, b.time, now)
-        self.tick(state, now)
+        self.tick(state, now)  # the keeper among it
 
     def _event(self, e: list[Any], state: State, now: float) -> bool:
         name = e[0] if isinstance(e[0], str) else e[1]
@@ -296,9 +295,11 @@ class MarketNode:
                      directory.encode([o.to_map() for o in live]), True)
 
     # -- the operator's keeper ----------------------------------------------------------
-    def _keeper(self, state: State, block_time: int, now: float) -> None:
+    def _keeper(self, state: State, now: float) -> None:
+        """CLOSE what expired (expiry: block time, whole seconds of the same
+        clock), again after RETRY_S if the close has not landed."""
         for i, expiry in list(self._open.items()):
-            if block_time >= expiry and now - self._closing.get(i, -RETRY_S) >= RETRY_S:
+            if now >= expiry and now - self._closing.get(i, -RETRY_S) >= RETRY_S:
                 self._closing[i] = now
                 self.op.send(state, txm.TYPE_CLOSE, {1: i})
 
@@ -307,7 +308,7 @@ class MarketNode:
         ran out), closing what expired (blocks are cut only when txs wait,
         so the keeper cannot wait for one), the derived services' buying,
         offering and streaming."""
-        self._keeper(state, int(now), now)
+        self._keeper(state, now)
         for key, p in list(self._pending.items()):
             v = self.streams.check_batch(p.aid, p.first, p.count, p.root)
             if v.ok or now >= p.deadline:
