@@ -72,6 +72,10 @@ class RetainSafeBroker(Broker):
     that moment (tests/test_broker_broadcast.py). Here the walk is over copies,
     and a subscription gone during the check is not served."""
 
+    def _holds(self, session: Any, topic_filter: str) -> bool:
+        """Does `session` (itself, not another with its client id) hold `topic_filter`?"""
+        return any(s is session for s, _ in self._subscriptions.get(topic_filter, ()))
+
     async def _run_broadcast(self, running_tasks: Any) -> None:
         # amqtt 0.12.1's Broker._run_broadcast, walking copies of the table
         broadcast = await self._broadcast_queue.get()
@@ -83,7 +87,7 @@ class RetainSafeBroker(Broker):
                 qos = broadcast.get("qos", sub_qos)
                 if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
                     continue
-                if not any(s is session for s, _ in self._subscriptions.get(topic_filter, ())):
+                if not self._holds(session, topic_filter):
                     continue  # unsubscribed, or its session ended, during the check
                 connected = session.transitions.state == "connected"
                 if (not connected and not session.clean_session and qos in (QOS_1, QOS_2)
@@ -98,7 +102,7 @@ class RetainSafeBroker(Broker):
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Any) -> None:
         topic_filter, qos = subscription
-        if not any(s is session for s, _ in self._subscriptions.get(topic_filter, ())):
+        if not self._holds(session, topic_filter):
             return  # the connect-time loop over every session's filters
         handler = self._get_handler(session)
         if handler is None:
