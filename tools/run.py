@@ -91,6 +91,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
     # the demo market comes with the virtual boards; a bare gateway (--no-boards)
     # sets nothing up: its admin deploys contracts with `thingledger contract deploy`
     market = n_boards > 0 and not getattr(args, "no_market", False)
+    roles = MARKET_ROLES[:n_boards] if market else []  # board i+1 takes roles[i]
     cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
                         block_interval_s=args.block_interval,
                         registry_dir=Path(args.registry_dir) if args.registry_dir else None,
@@ -120,11 +121,11 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         except TimeoutError:
             raise RunError(f"gateway could not connect to the broker at {url}") from None
         authority = gw.led.genesis.authority.hex()
-        if market:
-            _warn_if_the_operator_cannot_grant(gw, cfg, console)
+        if roles:
+            _warn_if_the_operator_cannot_grant(gw, cfg, len(roles), console)
         for i in range(1, n_boards + 1):
             vb = VirtualBoard(f"board-{i}", boards_dir / f"board-{i}")
-            role = MARKET_ROLES[i - 1] if market and i <= len(MARKET_ROLES) else {}
+            role = roles[i - 1] if i <= len(roles) else {}
             vb.configure(domain=args.domain, authority_hex=authority, host=host, port=port,
                          interval_ms=args.interval_ms, sim_start=2000 + 75 * i, **role)
             proc = await asyncio.create_subprocess_exec(
@@ -133,8 +134,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             procs.append(proc)
             pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))
         if n_boards:
-            roles = sum(1 for i in range(n_boards) if market and i < len(MARKET_ROLES))
-            console.line("run", f"{n_boards} virtual boards started, {roles} in the market "
+            console.line("run", f"{n_boards} virtual boards started, {len(roles)} in the market "
                          "(Ctrl-C to stop)")
         waits = [asyncio.create_task(stop.wait()), asyncio.create_task(gw.dead.wait())]
         await asyncio.wait(waits, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -161,14 +161,14 @@ async def run(args: argparse.Namespace, console: Console) -> int:
     return 1 if gw.failed is not None else 0
 
 
-def _warn_if_the_operator_cannot_grant(gw: Gateway, cfg: GatewayConfig,
+def _warn_if_the_operator_cannot_grant(gw: Gateway, cfg: GatewayConfig, boards: int,
                                        console: Console) -> None:
     """A chain made without the market's genesis supply (by an older version,
     or by `--no-market`) leaves the operator nothing to grant the market
     boards: buyers never buy. Say so once, and how to start afresh."""
     me = gw.led.state.get(gw.led.genesis.authority_id)
     held = me.balance if me is not None else 0
-    if held < MARKET_GRANT * len(MARKET_ROLES):
+    if held < MARKET_GRANT * boards:
         console.line("run", f"warning: the operator holds {held}, too little to grant the "
                      f"market boards {MARKET_GRANT} each (this chain was made without the "
                      f"market's supply): buyers cannot buy. For a fresh demo chain, stop "
