@@ -44,6 +44,7 @@ method, result, fuel], then the contract's own events ([address, name, ...]).
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
 from gateway.contracts import chain
@@ -181,7 +182,8 @@ def _offer(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo
               (block.height, block.index))
     view.kv_put(keys.offer(o.service, o.supplier), cbor.dumps(o.to_map()))
     events: list[Any] = [["offer", o.service, o.price, o.expires]]
-    waiting = list(view.kv_range(keys.demands_of(o.service)))[:SCAN_LIMIT]
+    # a list: matching changes the demands under the range
+    waiting = list(islice(view.kv_range(keys.demands_of(o.service)), SCAN_LIMIT))
     matched = 0
     for k, v in waiting:
         d = cbor.loads(v)
