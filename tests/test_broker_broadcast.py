@@ -12,11 +12,9 @@ it has unsubscribed, which makes that moment happen every time."""
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
 import pytest
 from amqtt.contexts import Action
 from amqtt.plugins.base import BaseTopicPlugin
@@ -63,48 +61,18 @@ def holding_broker():
         broker.close()
 
 
-def _client(broker, prefix: str, *topics: str) -> tuple[mqtt.Client, queue.Queue]:
-    got: queue.Queue = queue.Queue()
-    acks: queue.Queue = queue.Queue()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique(prefix),
-                    protocol=mqtt.MQTTv311)
-    c.on_message = lambda _c, _u, m: got.put((m.topic, bytes(m.payload)))
-    c.on_subscribe = lambda *a: acks.put(True)
-    c.on_unsubscribe = lambda *a: acks.put(True)
-    c.connect(broker.host, broker.port, keepalive=30)
-    c.loop_start()
-    for t in topics:  # one at a time, in order: the leaver's subscription comes first
-        c.subscribe(t, qos=1)
-        acks.get(timeout=5)
-    c.acks = acks
-    return c, got
-
-
-def _next(q: queue.Queue, timeout: float = 5.0):
-    """The next message received, or None if none came in time."""
-    try:
-        return q.get(timeout=timeout)
-    except queue.Empty:
-        return None
-
-
 def test_a_subscriber_leaving_mid_delivery_does_not_cost_the_next_one_the_message(
-        holding_broker):
-    leaver, got_leaver = _client(holding_broker, "leaver-", TOPIC, MARKER)
-    stayer, got_stayer = _client(holding_broker, "stayer-", TOPIC)
-    pub, _ = _client(holding_broker, "pub-")
-    try:
-        pub.publish(TOPIC, b"RECEIPT", qos=1).wait_for_publish(5)
-        assert HoldingTopicPlugin.reached.wait(5), "the broker never checked the leaver"
-        leaver.unsubscribe(TOPIC)  # while its receive check is held
-        leaver.acks.get(timeout=5)
-        assert _next(got_stayer) == (TOPIC, b"RECEIPT"), "the next subscriber was skipped"
-        # the leaver had unsubscribed before the message was sent to it: a
-        # marker published afterwards bounds the wait for anything else
-        pub.publish(MARKER, b"MARK", qos=1).wait_for_publish(5)
-        assert _next(got_leaver) == (MARKER, b"MARK")
-        assert got_leaver.empty() and got_stayer.empty()
-    finally:
-        for c in (leaver, stayer, pub):
-            c.loop_stop()
-            c.disconnect()
+        holding_broker, paho_client):
+    # subscribed in this order: the leaver's subscription comes first in the list
+    leaver = paho_client(holding_broker, [TOPIC, MARKER], client_id=unique("leaver"))
+    stayer = paho_client(holding_broker, [TOPIC], client_id=unique("stayer"))
+    pub = paho_client(holding_broker)
+    pub.publish(TOPIC, b"RECEIPT")
+    assert HoldingTopicPlugin.reached.wait(5), "the broker never checked the leaver"
+    leaver.client.unsubscribe(TOPIC)  # while its receive check is held
+    assert stayer.wait_count(1, TOPIC, 5)[0].payload == b"RECEIPT", "the next one was skipped"
+    # the leaver had unsubscribed before the message was sent to it: a
+    # marker published afterwards bounds the wait for anything else
+    pub.publish(MARKER, b"MARK")
+    leaver.wait_count(1, MARKER, 5)
+    assert leaver.payloads() == [b"MARK"] and stayer.payloads() == [b"RECEIPT"]
