@@ -284,6 +284,12 @@ class FakeBroker(threading.Thread):
         finally:
             self.srv.close()
 
+    def finished(self, p) -> None:
+        """The script `p` exited 0 and every step ran without error."""
+        assert p.wait_exit() == 0, p.output()
+        self.join(5)
+        assert self.error is None, repr(self.error)
+
 
 def test_resend_dup_same_pid_and_malformed_input(fw):
     """Unacked QoS 1 resent with DUP and the same packet id after a reconnect; a
@@ -322,9 +328,7 @@ def test_resend_dup_same_pid_and_malformed_input(fw):
     p.expect(r"^UP reconnects=2 failures=1 resent=1 pending=0$")  # after the refusal
     p.expect(r"^DOWN MQTTError 257 pending=0$")
     p.expect(r"^DONE downs=3 pending=0 failures=1$")
-    assert p.wait_exit() == 0, p.output()
-    fb.join(5)
-    assert fb.error is None, repr(fb.error)
+    fb.finished(p)
     (b0a, first), (b0b, again) = fb.seen
     assert b0a == 0x32 and b0b == 0x3A  # QoS 1, then QoS 1 + DUP
     assert first == again  # same topic, same packet id, same payload
@@ -353,9 +357,7 @@ def test_unsubscribe_encoding(fw):
     p.expect(r"^UNSUB connected=1$")
     p.expect(r"^GOT b stop$")
     p.expect(r"^DONE$")
-    assert p.wait_exit() == 0, p.output()
-    fb.join(5)
-    assert fb.error is None, repr(fb.error)
+    fb.finished(p)
     subs = sorted(fb.seen[:2])
     assert subs == [(0x82, b"\xff\xff\x00\x04tl/a\x01"), (0x82, b"\xff\xff\x00\x04tl/b\x01")]
     assert fb.seen[2:] == [(0xA2, b"\xff\xff\x00\x04tl/a"), (0xE0, b"")]
@@ -379,9 +381,7 @@ def test_connect_encoding_user_password_will(fw):
     p.expect(r"^CONNECTED sp=0$")
     p.expect(r"^PUB pid=0$")
     p.expect(r"^DONE connected=0$")
-    assert p.wait_exit() == 0, p.output()
-    fb.join(5)
-    assert fb.error is None, repr(fb.error)
+    fb.finished(p)
 
     def s(b: bytes) -> bytes:
         return struct.pack("!H", len(b)) + b

@@ -21,6 +21,13 @@ def elapsed(t0):
     return time.ticks_diff(time.ticks_ms(), t0)
 
 
+def connected(client, ms=5000):
+    """Connect (the filters subscribed so far go with it), or print FAIL and exit 1."""
+    if not client.ensure_connected(ms):
+        print("FAIL no connection")
+        raise SystemExit(1)
+
+
 def loop_until(client, cond, ms, step=100):
     """Call client.wait_msg(step) until cond() or ms elapsed. Returns cond()."""
     t0 = time.ticks_ms()

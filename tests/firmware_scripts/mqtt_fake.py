@@ -3,7 +3,7 @@
 # ARGS: N_DOWN (stop after that many lost connections)
 import time
 
-from fwenv import elapsed, env
+from fwenv import connected, elapsed, env
 
 host, port, prefix, cid, args = env()
 from firmware.mqtt import MQTTClient  # noqa: E402
@@ -26,9 +26,7 @@ def on_disconnect(e):
 c.on_connect = on_connect
 c.on_disconnect = on_disconnect
 c.set_callback(lambda t, m, r: print("GOT %s" % m.decode()))
-if not c.ensure_connected(5000):
-    print("FAIL no connection")
-    raise SystemExit(1)
+connected(c)
 print("PUB pid=%d" % c.publish(prefix + "/up", b"a", qos=1))
 t0 = time.ticks_ms()
 while len(downs) < int(args[0]) and elapsed(t0) < 15000:

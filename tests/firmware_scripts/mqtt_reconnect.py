@@ -4,7 +4,7 @@
 # messages), stops on the message "stop" on PREFIX/down.
 import time
 
-from fwenv import elapsed, env
+from fwenv import connected, elapsed, env
 
 host, port, prefix, cid, args = env()
 from firmware.mqtt import MQTTClient  # noqa: E402
@@ -34,9 +34,7 @@ c.on_connect = on_connect
 c.on_disconnect = on_disconnect
 c.subscribe(prefix + "/down", 1)
 c.subscribe(prefix + "/up", 1)
-if not c.ensure_connected(5000):
-    print("FAIL no connection")
-    raise SystemExit(1)
+connected(c)
 print("READY")
 t0 = time.ticks_ms()
 last = t0 - 1000

@@ -3,7 +3,7 @@
 # printed (the test restarts the broker: only PREFIX/b must come back).
 import time
 
-from fwenv import elapsed, env
+from fwenv import connected, elapsed, env
 
 host, port, prefix, cid, args = env()
 from firmware.mqtt import MQTTClient  # noqa: E402
@@ -26,9 +26,7 @@ c.on_connect = lambda sp: print("UP reconnects=%d" % c.reconnects)
 c.on_disconnect = lambda e: print("DOWN")
 c.subscribe(prefix + "/a", 1)
 c.subscribe(prefix + "/b", 1)
-if not c.ensure_connected(5000):
-    print("FAIL no connection")
-    raise SystemExit(1)
+connected(c)
 print("READY")
 t0 = time.ticks_ms()
 while not state["stop"] and elapsed(t0) < 30000:
