@@ -31,8 +31,7 @@ def test_a_sealed_notice_opens_under_the_authority_key():
 def test_a_notice_sealed_by_another_key_or_altered_is_refused():
     pub, aid = _auth()
     forged = notice.seal(OTHER, aid, _account())  # names the authority, signed by another
-    assert expect_error(errors.SignatureError, notice.open_notice, forged, pub).reason == \
-        errors.SignatureError.reason
+    expect_error(errors.SignatureError, notice.open_notice, forged, pub)
     altered = bytearray(notice.seal(AUTH, aid, _account()))
     altered[-70] ^= 1  # inside the payload: the balance (64-byte signature and its 2-byte head after)
     expect_error(errors.SignatureError, notice.open_notice, bytes(altered), pub)
