@@ -30,8 +30,8 @@ from gateway.state import DeviceRecord, Rules, StateView, claimed_device, introd
 from gateway.validate import check_stateful
 from shared import errors
 from shared import tx as txm
+from shared.reasons import MEMPOOL_FULL
 
-MEMPOOL_FULL = "mempool-full"
 DEFAULT_CAPACITY = 100_000
 
 

@@ -33,3 +33,9 @@ UNKNOWN_CONTRACT = "unknown-contract"
 OUT_OF_FUEL = "out-of-fuel"
 REVERTED = "reverted"
 BAD_VALUE = "bad-value"
+# Retryable refusals (docs/PROTOCOL.md): the gateway is busy, the message is
+# good. The device keeps the same signed message and sends it again later;
+# every other code is final for that message.
+MEMPOOL_FULL = "mempool-full"
+RATE_LIMITED = "rate-limited"
+RETRYABLE = (MEMPOOL_FULL, RATE_LIMITED)
