@@ -24,6 +24,12 @@ its own ids (escrow id, agreement id, oracle round).
   chain. When every reading is committed and judged the agreement closes
   itself; close(aid): by the supplier at any time, by the buyer or the
   operator at/after expiry. Closing returns unspent escrow to the buyer.
+- agreement v2: v1 whose open is the market's alone: only the ledger's
+  matching step may open an agreement (ctx.by_ledger); a CONTRACT_CALL
+  open, by anyone, fails with not-authorized / market-only. In v1 anyone
+  could open an agreement under a waiting demand's id (the first 16 bytes
+  of its public tx id) for 1 unit, and that demand could never match.
+  Everything else is v1's; upgrading a v1 deployment keeps its storage.
 - oracle v1 (params {"attestors": [id...], "m": int, "tolerance": int >= 0}):
   attest(round, value) by an attestor (others: not-authorized), once per
   round; the round is final as soon as m attestations lie within
@@ -262,6 +268,19 @@ class Agreement(_Records):
         """The supplier's delivery record: {"paid": batches, "failed": batches}."""
         ctx.require(type(supplier) is bytes and len(supplier) == 16, "supplier", BadValue)
         return ctx.get(b"r" + supplier) or {"paid": 0, "failed": 0}
+
+
+@register
+class AgreementV2(Agreement):
+    VERSION = 2
+
+    @entry
+    def open(self, ctx: Context, aid: bytes, supplier: bytes, price: int, quantity: int,
+             expiry: int, service: str) -> None:
+        """Only the ledger's matching step opens an agreement (its id is the
+        demand's, which anyone can read): v1's open otherwise."""
+        ctx.require(ctx.by_ledger, "market-only", NotAuthorized)
+        Agreement.open(self, ctx, aid, supplier, price, quantity, expiry, service)
 
 
 @register

@@ -102,11 +102,15 @@ def storage(view: StateView, address: bytes, key: Any) -> Any:
 
 
 def call(view: StateOverlay, block: BlockInfo, *, caller: bytes, address: bytes, method: str,
-         args: list[Any], value: int = 0, fuel: int = runtime.DEFAULT_FUEL) -> runtime.Result:
-    """One contract call on the ledger; folded into `view` only if it succeeds."""
+         args: list[Any], value: int = 0, fuel: int = runtime.DEFAULT_FUEL,
+         by_ledger: bool = False) -> runtime.Result:
+    """One contract call on the ledger; folded into `view` only if it succeeds.
+    `by_ledger`: made by the ledger itself (the market's matching step), not
+    by a CONTRACT_CALL (see Context.by_ledger)."""
     w = ChainWorld(view)
     r = RUNTIME.call(w, caller=caller, address=address, method=method, args=args, value=value,
-                     fuel=fuel, block=runtime.Block(block.time, block.height))
+                     fuel=fuel, block=runtime.Block(block.time, block.height),
+                     by_ledger=by_ledger)
     if r.ok:
         w.fold()
     return r

@@ -316,6 +316,13 @@ class Context:
         return self._rt.origin
 
     @property
+    def by_ledger(self) -> bool:
+        """True in the frame the ledger itself entered (the market's matching
+        step, `Runtime.call(..., by_ledger=True)`); False in a transaction's
+        call and in every nested call."""
+        return self._rt.by_ledger and self._frame.depth == 1
+
+    @property
     def address(self) -> bytes:
         return self._frame.address
 
@@ -439,7 +446,7 @@ class _Call:
     """State of one top-level call: world, fuel, block, tracer."""
 
     def __init__(self, runtime: Runtime, world: World, fuel: Fuel, block: Block,
-                 origin: bytes) -> None:
+                 origin: bytes, by_ledger: bool = False) -> None:
         self.registry = runtime.registry
         self.hooks = runtime.hooks
         self.max_depth = runtime.max_depth
@@ -447,6 +454,7 @@ class _Call:
         self.fuel = fuel
         self.block = block
         self.origin = origin
+        self.by_ledger = by_ledger
         files = self.registry.code_files
         charge = fuel.charge
 
@@ -549,15 +557,17 @@ class Runtime:
 
     def call(self, world: World, *, caller: bytes, address: bytes, method: str,
              args: list[Any] | None = None, value: int = 0, fuel: int = DEFAULT_FUEL,
-             block: Block) -> Result:
-        """One top-level call (a transaction's body). All or nothing."""
+             block: Block, by_ledger: bool = False) -> Result:
+        """One top-level call (a transaction's body). All or nothing.
+        `by_ledger`: the ledger makes this call on its own (the market's
+        matching step), not a transaction (the callee sees ctx.by_ledger)."""
         return self._top(world, caller, fuel, block, lambda c, ev: c.run(
-            caller, address, method, list(args or []), value, None, 1, ev))
+            caller, address, method, list(args or []), value, None, 1, ev), by_ledger)
 
     def _top(self, world: World, origin: bytes, limit: int, block: Block,
-             action: Callable[[_Call, list[Any]], Any]) -> Result:
+             action: Callable[[_Call, list[Any]], Any], by_ledger: bool = False) -> Result:
         fuel = Fuel(limit)
-        c = _Call(self, world, fuel, block, origin)
+        c = _Call(self, world, fuel, block, origin, by_ledger)
         events: list[Any] = []
         world.begin()
         prev = sys.gettrace()

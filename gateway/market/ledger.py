@@ -19,9 +19,11 @@ and returns (status, reason, events) for its receipt.
   amount is locked in the market escrow account and the demand waits until
   block time + wait_s.
 - A match opens the agreement (contract "agreement" at AGREEMENT) as the
-  buyer with value price * quantity; agreement id = demand id = first 16
-  bytes of the DEMAND's tx id; expiry = block time + quantity * interval_s *
-  EXPIRY_FACTOR + EXPIRY_GRACE_S.
+  buyer with value price * quantity, a call the ledger makes itself
+  (by_ledger: agreement v2 refuses an open from a CONTRACT_CALL);
+  agreement id = demand id = first 16 bytes of the DEMAND's tx id;
+  expiry = block time + quantity * interval_s * EXPIRY_FACTOR +
+  EXPIRY_GRACE_S.
 - Who may take an offer: anyone, unless the supplier is an owned device:
   then its owner, devices of the same owner, and principals holding `buy`
   on it.
@@ -67,6 +69,9 @@ from shared import tx as txm
 from shared.messages_gateway import STATUS_FAILED, STATUS_OK
 
 AGREEMENT_LABEL = "agreement"
+# the version the operator deploys (and upgrades a v1 deployment to): in v2
+# only the matching step below may open an agreement (contracts/builtin.py)
+AGREEMENT_VERSION = 2
 AGREEMENT = crt.contract_address(AGREEMENT_LABEL)
 # key prefix of every agreement record: storage key cbor(b"a" + 16-byte id)
 AGREEMENTS = keys.storage(AGREEMENT, cbor.dumps(b"a" + bytes(16))[:2])
@@ -268,7 +273,7 @@ def _match(view: StateOverlay, rules: Rules, block: BlockInfo, did: bytes, d: di
         _drop_demand(view, did)
     r = chain.call(view, block, caller=buyer, address=AGREEMENT, method="open",
                    args=[did, o.supplier, o.price, qty, expiry, o.service],
-                   value=o.price * qty, fuel=MARKET_FUEL)
+                   value=o.price * qty, fuel=MARKET_FUEL, by_ledger=True)
     if not r.ok:  # e.g. the contract was disabled meanwhile: the demand stays as it was
         view.rollback()
         return None

@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.blocks import Block
 from gateway.config import STREAMS_FILE
+from gateway.contracts import chain
 from gateway.market import directory, keys, ledger
 from gateway.market.analytics import DerivedService, RollingMean
 from gateway.market.streams import StreamStore
@@ -151,10 +152,27 @@ class MarketNode:
         self._publish_directory(state, int(time.time()))
         if self.fee_bps is not None and not ledger.agreement_active(state):
             self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {
-                1: "deploy", 2: ledger.AGREEMENT_LABEL, 3: "agreement", 4: 1,
+                1: "deploy", 2: ledger.AGREEMENT_LABEL, 3: "agreement",
+                4: ledger.AGREEMENT_VERSION,
                 5: {"operator": self.op.id, "fee_bps": self.fee_bps}})
             self.log(f"market deploying the agreement contract (fee {self.fee_bps} bps)")
+        self._upgrade_agreement(state)
         self._started = True
+
+    def _upgrade_agreement(self, state: State) -> None:
+        """An agreement deployment older than AGREEMENT_VERSION (v1: anyone
+        could open an agreement under a waiting demand's id) is upgraded
+        when the operator is the domain admin; otherwise the admin is told."""
+        dep = chain.deployment(state, ledger.AGREEMENT)
+        if dep is None or dep["version"] >= ledger.AGREEMENT_VERSION:
+            return
+        if dep["admin"] != self.op.id:
+            self.log(f"market the agreement contract is v{dep['version']}: its admin should "
+                     f"upgrade it to v{ledger.AGREEMENT_VERSION} (thingledger contract upgrade)")
+            return
+        self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {1: "upgrade", 2: ledger.AGREEMENT,
+                                                     3: ledger.AGREEMENT_VERSION})
+        self.log(f"market upgrading the agreement contract to v{ledger.AGREEMENT_VERSION}")
 
     # -- streams ----------------------------------------------------------------------
     def on_data(self, topic: str, payload: bytes, state: State) -> None:

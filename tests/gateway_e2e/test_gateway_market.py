@@ -145,7 +145,7 @@ def test_a_purchase_end_to_end(market) -> None:
     out = thingledger("market", "check", "--agreement", aid.hex(), "--index", "5", *dd)
     assert out.returncode == 1 and "missing-reading" in out.stdout
     out = thingledger("contract", "list", *dd)
-    assert f"{ledger.AGREEMENT.hex()}  agreement agreement v1 active" in out.stdout
+    assert f"{ledger.AGREEMENT.hex()}  agreement agreement v{ledger.AGREEMENT_VERSION} active" in out.stdout
     assert "fee_bps: %d" % FEE_BPS in out.stdout
 
 

@@ -35,7 +35,8 @@ class Market:
         self.block: Any = None
         if deploy:
             p = {"operator": self.op.id, "fee_bps": FEE_BPS, **(params or {})}
-            r = self.run(self.admin("deploy", "agreement", "agreement", 1, p))
+            r = self.run(self.admin("deploy", "agreement", "agreement",
+                                    ledger.AGREEMENT_VERSION, p))
             assert r.status == messages.STATUS_OK, r
 
     def __getitem__(self, name: str) -> Device:
