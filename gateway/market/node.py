@@ -10,7 +10,8 @@ the service economy beyond executing transactions (docs/MARKET.md).
   under the agreement's supplier key and kept in the StreamStore;
 - the operator (the authority key) acts through ordinary signed txs:
   verdicts on committed batches (checked against the stream store, after a
-  grace period for readings still in flight), CLOSE of expired agreements
+  grace period for readings still in flight; each kept pending and sent
+  again with backoff until the chain shows the batch judged), CLOSE of expired agreements
   and demands, an optional grant to newly registered devices, and the
   optional deployment of the agreement contract at start;
 - edge analytics: each configured DerivedService buys its source stream,
@@ -40,6 +41,10 @@ from shared import tx as txm
 from shared.notice import seal as seal_notice
 
 VERDICT_GRACE_S = 3.0  # wait this long for readings still in flight
+# a verdict stays pending until the chain shows the batch judged (or the
+# agreement gone): sent again after VERDICT_RETRY_S, doubling up to the max
+VERDICT_RETRY_S = 2.0
+VERDICT_RETRY_MAX_S = 120.0
 RETRY_S = 10.0  # resend a keeper tx that did not land
 BATCH = 4  # derived readings per commitment
 PLAUSIBILITY_ROUND_S = 60  # oracle rounds are minutes of block time
@@ -50,12 +55,18 @@ Publish = Callable[[str, bytes, bool], None]
 
 @dataclass
 class _Pending:
+    """A committed batch awaiting the operator's verdict on chain."""
+
     aid: bytes
     batch: int
     first: int
     count: int
     root: bytes
     deadline: float
+    verdict: tuple[bool, int, int] | None = None  # (ok, mean, round) once decided
+    tx: bytes = b""  # the last verdict tx signed for it
+    tries: int = 0
+    next_try: float = 0.0
 
 
 @dataclass
@@ -71,6 +82,12 @@ class _Supply:
     batch_no: int = 0
     batch: stream.Batch = field(default_factory=stream.Batch)
     first: int = 0
+
+
+def _awaits_verdict(state: State, p: _Pending) -> bool:
+    """The batch is committed and not yet judged in an open agreement."""
+    a = ledger.agreement(state, p.aid)
+    return a is not None and a["state"] == "open" and p.batch in a["pending"]
 
 
 def _brief(t: txm.Tx) -> str:
@@ -157,6 +174,7 @@ class MarketNode:
                 5: {"operator": self.op.id, "fee_bps": self.fee_bps}})
             self.log(f"market deploying the agreement contract (fee {self.fee_bps} bps)")
         self._upgrade_agreement(state)
+        self.resume_verdicts(state, time.time())
         self._started = True
 
     def _upgrade_agreement(self, state: State) -> None:
@@ -327,17 +345,50 @@ class MarketNode:
         so the keeper cannot wait for one), the derived services' buying,
         offering and streaming."""
         self._keeper(state, now)
-        for key, p in list(self._pending.items()):
-            v = self.streams.check_batch(p.aid, p.first, p.count, p.root)
-            if v.ok or now >= p.deadline:
-                del self._pending[key]
-                self.op.call(state, "verdict", p.aid, p.batch, v.ok, v.mean,
-                             int(now) // PLAUSIBILITY_ROUND_S)
+        self._verdicts(state, now)
         for d in self.derived:
             self._derive(d, state, now)
         for s in list(self._supplies.values()):
             if now >= s.next_at and s.index < s.quantity:
                 self._supply(s, state, now)
+
+    def _verdicts(self, state: State, now: float) -> None:
+        """Judge each committed batch once its readings are in (or its grace
+        ran out), then keep that verdict pending until the chain shows the
+        batch judged or the agreement gone: a verdict refused at ingress
+        (mempool-full, rate-limited) or dropped from a block is sent again,
+        with backoff. The contract judges a batch once (a second verdict
+        fails with unknown-batch), so a resend can never pay twice."""
+        for key, p in list(self._pending.items()):
+            if not _awaits_verdict(state, p):
+                del self._pending[key]  # judged on chain, or the agreement is gone
+            elif p.verdict is None:
+                v = self.streams.check_batch(p.aid, p.first, p.count, p.root)
+                if v.ok or now >= p.deadline:
+                    p.verdict = (v.ok, v.mean, int(now) // PLAUSIBILITY_ROUND_S)
+                    self._send_verdict(p, state, now)
+            elif now >= p.next_try:
+                self.log(f"market verdict again agreement={p.aid.hex()[:8]} batch={p.batch} "
+                         f"try={p.tries + 1}")
+                self._send_verdict(p, state, now)
+
+    def _send_verdict(self, p: _Pending, state: State, now: float) -> None:
+        """The same signed verdict while it can still land (pending, or
+        admitted now); a fresh one (next seq) once that one was refused."""
+        assert p.verdict is not None
+        p.next_try = now + min(VERDICT_RETRY_S * 2 ** p.tries, VERDICT_RETRY_MAX_S)
+        p.tries += 1
+        if p.tx and self.op.submit(p.tx) is not None:
+            return
+        p.tx = self.op.call(state, "verdict", p.aid, p.batch, *p.verdict)
+
+    def resume_verdicts(self, state: State, now: float) -> None:
+        """After a restart: every batch committed on chain but not yet judged
+        is pending again (the stream store kept its readings)."""
+        for a in ledger.open_agreements(state):
+            for batch, (first, count, root) in a["pending"].items():
+                self._pending.setdefault((a["id"], batch), _Pending(
+                    a["id"], batch, first, count, root, now + VERDICT_GRACE_S))
 
     def _derive(self, d: DerivedService, state: State, now: float) -> None:
         me = state.get(self.op.id)
