@@ -17,7 +17,7 @@ tools/cli_identity.py: --key, --broker, --domain, --authority, --timeout):
                               [--location GEOHASH]
     thingledger market withdraw --service S
     thingledger market close --id ID             an agreement or a waiting demand
-    thingledger contract deploy --label L --name N [--version V] [--params JSON]
+    thingledger contract deploy --label L --name N [--version V (newest)] [--params JSON]
     thingledger contract upgrade --address ID --version V
     thingledger contract disable|enable --address ID
     thingledger contract call (--address ID | --label L) --method M [--args JSON]
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.contracts import runtime as crt
-from gateway.contracts.chain import MAX_FUEL, deployment
+from gateway.contracts.chain import MAX_FUEL, RUNTIME, deployment
 from gateway.market import keys, ledger
 from gateway.market.matching import POLICIES, Offer
 from shared import cbor
@@ -186,7 +186,8 @@ def cmd_close(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    body: dict[int, Any] = {1: "deploy", 2: args.label, 3: args.name, 4: args.version}
+    version = args.version or max(RUNTIME.registry.versions(args.name), default=1)
+    body: dict[int, Any] = {1: "deploy", 2: args.label, 3: args.name, 4: version}
     if args.params:
         body[5] = _json(args.params, "--params")
     print("address %s" % crt.contract_address(args.label).hex())
@@ -276,7 +277,7 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
     p = cs.add_parser("deploy", parents=[net, key], help="deploy (the domain admin)")
     p.add_argument("--label", required=True)
     p.add_argument("--name", required=True, help="registered implementation")
-    p.add_argument("--version", type=pos, default=1)
+    p.add_argument("--version", type=pos, help="default: the newest registered")
     p.add_argument("--params", metavar="JSON")
     p.set_defaults(func=cmd_deploy)
     p = cs.add_parser("upgrade", parents=[net, key], help="move to a newer version")
