@@ -16,7 +16,9 @@ introspection, try/finally, with, bare except or BaseException handlers,
 floats; loops must iterate ctx.range()/ctx.iter() or call ctx.step().
 
 Determinism: a call sees only ctx.time / ctx.height (the block's), its
-caller, origin, value, params and storage. No clock, randomness or I/O is
+caller, origin, value, params and storage, and whether the ledger itself
+made the call (ctx.by_ledger: the market's matching step, never a
+transaction or a nested call). No clock, randomness or I/O is
 reachable through the API, and only canonical-CBOR values cross the
 boundary (ints within 64 bits, bytes, str, bool, None, lists, dicts with
 int/str/bytes keys; floats, tuples, sets, objects: bad-value). Arguments,
