@@ -9,9 +9,9 @@ roles do not fit in 64 KiB (bench/README.md, "Market boards").
 
 Lifetime: a board process dies with the process that starts it (Linux
 parent-death signal, `die_with_parent`), so a runner killed without warning
-(SIGKILL, a power cut) leaves no board running on; and one flash folder holds
-one board process at a time (`FlashLock`): two processes on one folder would
-sign with one key from one seq store."""
+(SIGKILL to it or to its process group) leaves no board running on; and one
+flash folder holds one board process at a time (`FlashLock`): two processes
+on one folder would sign with one key from one seq store."""
 
 from __future__ import annotations
 
