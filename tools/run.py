@@ -16,7 +16,10 @@ roles in MARKET_ROLES: two temperature suppliers at different prices and
 places, a buyer that wants the nearest one, and a buyer of the gateway's
 derived mean. Further boards send plain readings.
 Ctrl-C stops the boards, commits what the gateway holds, and closes the store:
-the chain on disk stays whole and the next run continues it."""
+the chain on disk stays whole and the next run continues it. A run killed
+outright (SIGKILL, a power cut) takes its boards with it (tools/vboard.py,
+die_with_parent), and a run refuses to start while a board process of another
+run still holds one of its flash folders (vboard.FlashLock)."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from gateway.market.analytics import DerivedService
 from gateway.service import Gateway
 from tools.build import BuildError, build
 from tools.console import Console
-from tools.vboard import VirtualBoard
+from tools.vboard import FlashInUse, FlashLock, VirtualBoard
 
 
 class RunError(RuntimeError):
@@ -70,8 +73,27 @@ async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -
 async def run(args: argparse.Namespace, console: Console) -> int:
     data_dir = Path(args.data_dir).resolve()
     boards_dir = Path(args.boards_dir) if args.boards_dir else data_dir.parent / "boards"
+    n = 0 if args.no_boards else args.boards
+    boards = [VirtualBoard(f"board-{i}", boards_dir / f"board-{i}") for i in range(1, n + 1)]
+    # every board's flash folder is locked before anything starts: while a board
+    # process (of another run, or one it left) holds a folder, this run is refused
+    locks: list[FlashLock] = []
+    try:
+        try:
+            for vb in boards:
+                locks.append(vb.lock())
+        except FlashInUse as e:
+            raise RunError(f"{e.flash.name}: {e}") from None
+        return await _run(args, console, data_dir, boards, locks)
+    finally:
+        for lock in locks:
+            lock.release()  # those not handed over to a board process
+
+
+async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
+               boards: list[VirtualBoard], locks: list[FlashLock]) -> int:
     build_dir = data_dir.parent / "build" / "unix"
-    n_boards = 0 if args.no_boards else args.boards
+    n_boards = len(boards)
     url = args.broker or getattr(args, "listen", None) or DEFAULT_URL
     host, port = parse_url(url)
 
@@ -123,14 +145,17 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         authority = gw.led.genesis.authority.hex()
         if roles:
             _warn_if_the_operator_cannot_grant(gw, cfg, len(roles), console)
-        for i in range(1, n_boards + 1):
-            vb = VirtualBoard(f"board-{i}", boards_dir / f"board-{i}")
+        for i, (vb, lock) in enumerate(zip(boards, locks, strict=True), 1):
             role = roles[i - 1] if i <= len(roles) else {}
             vb.configure(domain=args.domain, authority_hex=authority, host=host, port=port,
                          interval_ms=args.interval_ms, sim_start=2000 + 75 * i, **role)
+            # in its own session (the terminal's Ctrl-C reaches this process, which
+            # stops the boards in order below), holding its folder's lock, dying
+            # with this process however it dies
             proc = await asyncio.create_subprocess_exec(
                 *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                stderr=asyncio.subprocess.STDOUT, **lock.popen_options())
+            lock.handed_over(proc.pid)
             procs.append(proc)
             pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))
         if n_boards:

@@ -5,12 +5,24 @@ config.json live there) and a `micropython -X heapsize=64k` process started in
 it with the compiled firmware (tools/build.py) on sys.path. A board given an
 "offer" or a "need" (docs/MARKET.md) also runs firmware/market.py and starts
 with MARKET_HEAP unless told otherwise: on the 64-bit Unix port the market
-roles do not fit in 64 KiB (bench/README.md, "Market boards")."""
+roles do not fit in 64 KiB (bench/README.md, "Market boards").
+
+Lifetime: a board process dies with the process that starts it (Linux
+parent-death signal, `die_with_parent`), so a runner killed without warning
+(SIGKILL to it or to its process group) leaves no board running on; and one
+flash folder holds one board process at a time (`FlashLock`): two processes
+on one folder would sign with one key from one seq store."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
+import os
+import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +33,97 @@ BOARD_HEAP = "64k"
 # but a `make run` market board once ran out at 68 KiB checking a DEMAND's receipt
 # (larger than a reading's): the virtual boards keep a wide margin
 MARKET_HEAP = "80k"
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+LOCK_FILE = ".board.lock"  # in the flash folder; the firmware never lists the folder's root
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A Popen preexec_fn that has the kernel send the child `sig` when the
+    thread that starts it dies, however it dies (PR_SET_PDEATHSIG; kept across
+    exec). If that parent is already gone when the child gets there, the child
+    sends itself `sig`. None where prctl is missing (not Linux): the child then
+    outlives a killed parent, but FlashLock still keeps a second board off its
+    folder. Start boards from a thread that lives as long as they should (the
+    main thread, or the event loop's)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child between fork and exec: keep it small
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+class FlashInUse(RuntimeError):
+    """A board process already runs on this flash folder."""
+
+    def __init__(self, flash: Path, holder: str) -> None:
+        self.flash = flash
+        self.holder = holder
+        super().__init__(f"flash folder {flash} is in use by another board process"
+                         f"{f' ({holder})' if holder else ''}: stop it first")
+
+
+class FlashLock:
+    """An exclusive flock on the flash folder's LOCK_FILE. The host process
+    that launches a board takes it before the start and hands it to the board
+    process (an inherited descriptor: the MicroPython Unix port has no fcntl,
+    it only keeps the descriptor open), so the lock lasts exactly as long as
+    the board process (and any wrapper, e.g. socat, and its children) lives.
+    The kernel drops it when they die, however they die: no stale lock. The
+    file itself only notes who holds it, for the refusal's message."""
+
+    def __init__(self, flash: Path) -> None:
+        self.flash = Path(flash)
+        self.path = self.flash / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> FlashLock:
+        """Take the lock, or FlashInUse while a board process holds it."""
+        self.flash.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise FlashInUse(self.flash, holder) from None
+            raise
+        self.fd = fd
+        self.note(f"launcher pid {os.getpid()}")
+        return self
+
+    def note(self, holder: str) -> None:
+        """Record who holds the lock (shown to whoever is refused)."""
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, holder.encode() + b"\n", 0)
+
+    def handed_over(self, pid: int) -> None:
+        """The board process `pid` now holds the lock: note it and close this
+        process's descriptor, so the lock ends with the board."""
+        self.note(f"board pid {pid}, started by pid {os.getpid()}")
+        self.release()
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def popen_options(self, sig: int = signal.SIGKILL) -> dict:
+        """Popen/create_subprocess_exec keywords that start a board holding
+        this lock, in its own session (the terminal's Ctrl-C reaches the
+        launcher, which stops its boards in order), dying with its launcher."""
+        assert self.fd is not None, "acquire() first"
+        return {"pass_fds": (self.fd,), "start_new_session": True,
+                "preexec_fn": die_with_parent(sig)}
 
 
 @dataclass
@@ -60,8 +163,22 @@ class VirtualBoard:
                 f"from firmware.main import main\nmain({steps!r})\n")
         return [tool("micropython"), "-X", f"heapsize={heap}", "-c", boot]
 
+    def lock(self) -> FlashLock:
+        """This board's flash folder, locked (FlashInUse if a board runs on it)."""
+        return FlashLock(self.flash).acquire()
+
     def start(self, build_dir: Path, steps: int | None = None, heap: str | None = None,
               **popen: object) -> subprocess.Popen:
-        return subprocess.Popen(self.command(build_dir, steps, heap), cwd=self.flash,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, **popen)
+        """Start the board (its output on the returned process's stdout unless
+        `popen` says otherwise): FlashInUse if a board process already runs on
+        its flash folder; the board dies with the calling thread."""
+        lock = self.lock()
+        opts = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True,
+                "bufsize": 1, **lock.popen_options(), **popen}
+        try:
+            proc = subprocess.Popen(self.command(build_dir, steps, heap), cwd=self.flash, **opts)
+        except BaseException:
+            lock.release()
+            raise
+        lock.handed_over(proc.pid)
+        return proc

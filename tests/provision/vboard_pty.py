@@ -6,8 +6,10 @@ board and its files land in that folder.
     socat PTY,link=<tmp>/ttyVB,raw,echo=0 EXEC:"micropython -i -X heapsize=256k",pty,raw,echo=0,stderr
 
 `pty_board` (fixture) yields a started PtyBoard; teardown stops socat (and with
-it the MicroPython it runs: both live in their own process group). Skips when
-socat is not installed (Debian package `socat`)."""
+it the MicroPython it runs: both live in their own process group). socat gets
+SIGTERM if the process that started it dies (tools/vboard.py die_with_parent),
+and takes its MicroPython with it: a killed test run leaves no board behind.
+Skips when socat is not installed (Debian package `socat`)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tools.build import tool
+from tools.vboard import die_with_parent
 
 START_TIMEOUT = 10.0
 
@@ -51,7 +54,7 @@ class PtyBoard:
             [socat, f"PTY,link={self.tty},raw,echo=0",
              f"EXEC:{mp} -i -X heapsize={self.heap},pty,raw,echo=0,stderr"],
             cwd=self.flash, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
         deadline = time.monotonic() + START_TIMEOUT
         while not self.tty.exists():
             if self.proc.poll() is not None:
