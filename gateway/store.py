@@ -238,14 +238,7 @@ class Store:
             self._write_kv(block.kv_diff)
             db.execute("COMMIT")
         except BaseException as e:
-            # SQLite may have rolled back already (disk full, I/O error): a
-            # second ROLLBACK would raise "no transaction is active" over the
-            # real cause, which is what the operator must see
-            if db.in_transaction:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error as r:
-                    e.add_note(f"rollback failed too: {r}")
+            sqlite_db.rollback(db, e)  # keeps SQLite's own error (disk full, I/O) visible
             if isinstance(e, sqlite3.Error):
                 raise StoreError(COMMIT_FAILED, "block %d not written: %s"
                                  % (block.height, e)) from e
