@@ -284,7 +284,8 @@ class Gateway:
             if t.get_name() == "ingest":
                 t.cancel()
         h = self.led.head.height
-        self.on_event(f"error: block {b.height} ({len(b.txs)} txs) not committed: {e.detail}; "
+        cause = e.__cause__ or e.detail  # SQLite's own message
+        self.on_event(f"error: block {b.height} ({len(b.txs)} txs) not committed: {cause}; "
                       f"the chain stays at height {h}, nothing after it is acknowledged; "
                       "stopping (free space and start again: the rest is delivered again)")
         self.dead.set()
