@@ -222,4 +222,6 @@ def report_text(rep: Report) -> str:
         ])
     e = rep.error
     assert e is not None
+    if e.height < 0:  # the database file itself (replay.FILE): no block was replayed
+        return "chain verification FAILED at %s" % e
     return "chain verification FAILED at %s\n(%d blocks verified before it)" % (e, rep.blocks)
