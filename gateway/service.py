@@ -19,6 +19,9 @@ transaction is answered with its receipt again (nothing is applied twice).
 Each message is acknowledged to the broker (PUBACK) in arrival order once it
 is settled: refused, answered, or committed in a block on disk. Until then the
 persistent session keeps it, so a crash loses nothing the broker accepted.
+A block SQLite cannot write (disk full, I/O error) halts the node
+(_commit_failed): nothing of it or behind it is answered, acknowledged or
+built upon, and the next start gets it all again from the broker.
 """
 
 from __future__ import annotations
