@@ -222,5 +222,6 @@ def report_text(rep: Report) -> str:
         ])
     e = rep.error
     assert e is not None
-    return "chain verification FAILED at height %d: %s%s\n(%d blocks verified before it)" % (
-        e.height, e.reason, " (%s)" % e.detail if e.detail else "", rep.blocks)
+    if e.height < 0:  # the database file itself (replay.FILE): no block was replayed
+        return "chain verification FAILED at %s" % e
+    return "chain verification FAILED at %s\n(%d blocks verified before it)" % (e, rep.blocks)

@@ -1,8 +1,12 @@
 """Chain verification: replay the stored chain from genesis.
 
-`verify_chain(store, genesis) -> Report` re-validates every block in height
-order and stops at the first problem, reported as a `ChainError` with the
-block `height`, a stable `reason` (constants below) and a `detail`:
+`verify_chain(store, genesis) -> Report` first runs SQLite's own
+`PRAGMA integrity_check` on the file (every page, every index against its
+table: one flipped byte in the tx-id index would otherwise leave the replay,
+which reads the tables, saying "chain OK" while lookups by id fail), reported
+as DATABASE_CORRUPT with SQLite's messages; then it re-validates every block
+in height order and stops at the first problem, reported as a `ChainError`
+with the block `height`, a stable `reason` (constants below) and a `detail`:
 - block 0 equals the header computed from the genesis file (and the stored
   genesis digest matches the file);
 - every header: signed by the authority key, stored header bytes / hash /
@@ -27,6 +31,7 @@ claims can only be verified next to its registry.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -54,6 +59,8 @@ TX_ROOT_MISMATCH = "tx-root-mismatch"
 RECEIPTS_ROOT_MISMATCH = "receipts-root-mismatch"
 STATE_ROOT_MISMATCH = "state-root-mismatch"
 STATE_MISMATCH = "state-mismatch"
+DATABASE_CORRUPT = "database-corrupt"
+FILE = -1  # ChainError.height of a problem of the database file, not of a block
 
 
 class ChainError(errors.TLError):
@@ -64,7 +71,8 @@ class ChainError(errors.TLError):
         super().__init__(detail, reason)
 
     def __str__(self) -> str:
-        return "height %d: %s%s" % (self.height, self.reason,
+        where = "database file" if self.height == FILE else "height %d" % self.height
+        return "%s: %s%s" % (where, self.reason,
                                      " (%s)" % self.detail if self.detail else "")
 
 
@@ -85,8 +93,15 @@ def verify_chain(store: Store, g: Genesis, registry: Registry | None = None) -> 
     the Report). `registry`: the registry lookup for claims."""
     rep = Report(ok=False)
     try:
-        state = _replay(store, g, rep, registry)
-        _compare_state(store, state, rep.head_height or 0)
+        problems = store.integrity_problems()
+        if problems:
+            raise ChainError(FILE, DATABASE_CORRUPT, "SQLite integrity_check: "
+                             + "; ".join(problems))
+        try:
+            state = _replay(store, g, rep, registry)
+            _compare_state(store, state, rep.head_height or 0)
+        except sqlite3.DatabaseError as e:
+            raise ChainError(rep.blocks, DATABASE_CORRUPT, str(e)) from None
     except ChainError as e:
         rep.error = e
         return rep

@@ -19,6 +19,9 @@ transaction is answered with its receipt again (nothing is applied twice).
 Each message is acknowledged to the broker (PUBACK) in arrival order once it
 is settled: refused, answered, or committed in a block on disk. Until then the
 persistent session keeps it, so a crash loses nothing the broker accepted.
+A block SQLite cannot write (disk full, I/O error) halts the node
+(_commit_failed): nothing of it or behind it is answered, acknowledged or
+built upon, and the next start gets it all again from the broker.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from gateway.inspect import type_name
 from gateway.market.node import MarketNode
 from gateway.mempool import Mempool
 from gateway.mqtt_link import Incoming, MqttLink
-from gateway.store import Store, open_ledger
+from gateway.store import Store, StoreError, open_ledger
 from gateway.validate import check_stateless
 from shared import cose, errors, messages, topics
 from shared import tx as txm
@@ -75,6 +78,7 @@ class Gateway:
         self._stopping = False
         self.failed: BaseException | None = None  # set if a pipeline stage died
         self.dead = asyncio.Event()  # set with `failed`: whoever runs the node stops it
+        self._halted = False  # a block was not committed: no block may follow it
         self._tasks: list[asyncio.Task] = []
         self.link: MqttLink | None = None
         # received messages in arrival order, with the id of the pending tx
@@ -118,15 +122,22 @@ class Gateway:
         """A pipeline stage died (an exception): report it and keep it in
         `failed`. The node then commits nothing more (what it took stays
         unacknowledged at the broker); whoever runs it should stop it."""
-        if task.cancelled() or self._stopping:
+        if task.cancelled():
             return
         exc = task.exception()
+        if exc is not None and task.get_name() == "produce":
+            self._halted = True  # txs it took may be in no block: build nothing after them
+        if self._stopping or self.failed is not None:  # (a failed commit is reported already)
+            return
         self.failed = exc or RuntimeError(f"{task.get_name()} stopped")
         self.on_event(f"error: {task.get_name()} stopped: {self.failed!r}")
         self.dead.set()
 
     async def stop(self) -> None:
-        """Stop taking messages, commit what is pending, close the store."""
+        """Stop taking messages, commit what is pending, close the store.
+        After a failed commit (`_halted`) nothing more is committed: what is
+        pending stays unacknowledged at the broker, delivered again to the
+        next start, in order."""
         self._stopping = True
         # Ingest is cancelled; the producer is woken and returns once a block
         # it is cutting is committed and answered (cancelling it while the
@@ -137,8 +148,11 @@ class Gateway:
                 t.cancel()
         self._full.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        while len(self.pool):
-            await self._cut_block()
+        while len(self.pool) and not self._halted:
+            try:
+                await self._cut_block()
+            except StoreError:
+                break  # reported by _cut_block; nothing more is committed
         self._ack_settled()
         if self.link:
             self.link.stop()
@@ -235,13 +249,19 @@ class Gateway:
 
     async def _cut_block(self) -> None:
         led = self.led
+        if self._halted:
+            raise RuntimeError("a block was not committed: no block may follow it")
         txs = self.pool.take(self.cfg.block_max_txs)
         b = blocks.build_block(led.head, txs, led.state, int(time.time()), led.authority_priv,
                                led.genesis.authority_id, domain=self.cfg.domain, rules=led.rules)
         commit = asyncio.get_running_loop().run_in_executor(self._writer, led.store.commit_block, b)
         # encode the receipts while the writer thread waits on fsync (published after it)
         receipts = [b.receipt_message(i) for i in range(len(b.txs))]
-        await commit
+        try:
+            await commit
+        except StoreError as e:
+            self._commit_failed(b, e)
+            raise
         accounts = self.market.account_notices(b, led.state)
         led.state.apply_diff(b.diff, b.kv_diff)
         led.head = b
@@ -253,6 +273,25 @@ class Gateway:
         self._ack_settled()
         self.committed.set()
         self.committed.clear()
+
+    def _commit_failed(self, b: blocks.Block, e: StoreError) -> None:
+        """Block `b` is not on disk (disk full, I/O error; SQLite rolled it
+        back). Its txs stay pending: no receipt, no PUBACK, no state change,
+        and no later block (it would commit the senders' later seqs and turn
+        these into replays). Ingest pauses and the node reports the real
+        error and is `dead`: whoever runs it stops it; the next start gets
+        everything unacknowledged again from the broker (devices resend)."""
+        self._halted = True
+        self.failed = e
+        for t in self._tasks:
+            if t.get_name() == "ingest":
+                t.cancel()
+        h = self.led.head.height
+        cause = e.__cause__ or e.detail  # SQLite's own message
+        self.on_event(f"error: block {b.height} ({len(b.txs)} txs) not committed: {cause}; "
+                      f"the chain stays at height {h}, nothing after it is acknowledged; "
+                      "stopping (free space and start again: the rest is delivered again)")
+        self.dead.set()
 
     def _notify(self, b: blocks.Block, receipts: list[bytes]) -> None:
         d = self.cfg.domain

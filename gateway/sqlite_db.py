@@ -1,7 +1,9 @@
 """Opening the node's SQLite databases (domain chain, public registry) the
 same way: WAL journal, FULL sync (a receipt is only sent after its block
 survives a power cut), a busy timeout, and read-only connections through a
-`mode=ro` URI so inspection tools read while the node writes."""
+`mode=ro` URI so inspection tools read while the node writes.
+`rollback(db, error)` ends a failed write transaction without hiding its
+cause."""
 
 from __future__ import annotations
 
@@ -26,3 +28,16 @@ def connect(path: Path, schema: str, *, readonly: bool = False,
     db.execute("PRAGMA synchronous = FULL")
     db.executescript(schema)
     return db
+
+
+def rollback(db: sqlite3.Connection, error: BaseException) -> None:
+    """Roll back the open transaction after `error`, if SQLite has not done
+    so itself (it rolls back on a full disk or an I/O error: a second
+    ROLLBACK would raise "no transaction is active" over the real cause). A
+    ROLLBACK that fails is noted on `error`, which the caller re-raises."""
+    if not db.in_transaction:
+        return
+    try:
+        db.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        error.add_note(f"rollback failed too: {e}")

@@ -22,7 +22,9 @@ fsyncs the WAL at each commit: receipts are published only after the commit,
 and a receipt must survive a power cut, not only a process crash (NORMAL
 may lose the last commits on power loss). The cost is one fsync per block,
 not per transaction. Transactions are appended with executemany, the diff is
-one upsert executemany: no per-tx round trips.
+one upsert executemany: no per-tx round trips. A commit SQLite cannot
+write (disk full, I/O error) is rolled back whole and raised as
+StoreError(commit-failed) with SQLite's own message.
 
 Readers (the CLI, also while the gateway runs) open with `readonly=True`: a
 `mode=ro` URI connection; WAL lets them read the last committed block while
@@ -40,12 +42,16 @@ a burst of resends after a reconnect costs one indexed lookup each.
 authority key, create the database with block 0 on first start (or check
 that it belongs to this genesis and has this schema version: a database of
 an older schema is refused with schema-mismatch, start a new chain), load the
-state and the head block. `registry` is the registry lookup used for claims
+state and the head block, and check that state against the head's
+state_root (a state changed outside the node is refused with
+state-root-mismatch, naming the height; the cost is one leaf hash per
+principal and stored value, hashes the first block would compute anyway). `registry` is the registry lookup used for claims
 (Ledger.registry, settable later; None: claims refused).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,9 +128,17 @@ LEVELS_CACHE = 16  # receipts trees of recent blocks kept for get_receipt (resen
 _TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
 
 
+COMMIT_FAILED = "commit-failed"
+STATE_ROOT_MISMATCH = "state-root-mismatch"
+
+
 class StoreError(Exception):
     """The database refuses an operation; `reason` is a stable code
-    (not-next, bad-prev, genesis-mismatch, not-initialized, read-only)."""
+    (not-next, bad-prev, genesis-mismatch, not-initialized, read-only,
+    schema-mismatch; COMMIT_FAILED: SQLite could not write a block, e.g.
+    disk full or an I/O error, the detail carries SQLite's own message;
+    STATE_ROOT_MISMATCH: at start-up the stored state is not the head
+    block's)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
@@ -223,8 +237,11 @@ class Store:
             self._write_diff(block.diff)
             self._write_kv(block.kv_diff)
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            sqlite_db.rollback(db, e)  # keeps SQLite's own error (disk full, I/O) visible
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(COMMIT_FAILED, "block %d not written: %s"
+                                 % (block.height, e)) from e
             raise
         if block.levels and block.levels[0]:
             self._remember_levels(block.height, block.levels)
@@ -362,6 +379,36 @@ class Store:
     def load_state(self) -> State:
         return State(dict(self.devices()), self.kv())
 
+    def integrity_problems(self, limit: int = 10) -> list[str]:
+        """SQLite's own check of the file (PRAGMA integrity_check: every
+        page, every index against its table): [] when sound, else up to
+        `limit` of SQLite's messages."""
+        try:
+            rows = self._db.execute("PRAGMA integrity_check(%d)" % int(limit)).fetchall()
+        except sqlite3.DatabaseError as e:  # too damaged to check
+            return [str(e)]
+        msgs = [r[0] for r in rows]
+        return [] if msgs == ["ok"] else msgs
+
+
+def check_state(state: State, head: BlockRecord, where: Path | str = "") -> None:
+    """Refuse a stored state that is not the one the head block commits to
+    (its state_root): the devices/rights/kv tables were changed outside the
+    node (a balance raised by hand, a row deleted). Raises StoreError
+    (STATE_ROOT_MISMATCH) naming the height. The leaf hashes computed here
+    stay cached in `state`, so the first block after start-up does not
+    compute them again."""
+    root = state.root()
+    want = head.fields["state_root"]
+    if root != want:
+        raise StoreError(STATE_ROOT_MISMATCH,
+                         "%sthe stored state (%d principals, %d stored values) does not match "
+                         "the state root of the head block at height %d (%s, stored state %s): "
+                         "the database was changed outside the node; `thingledger chain verify` "
+                         "names the first difference" % ("%s: " % where if where else "",
+                                                         len(state), len(state.kv), head.height,
+                                                         want.hex()[:16], root.hex()[:16]))
+
 
 @dataclass
 class Ledger:
@@ -406,7 +453,9 @@ def open_ledger(cfg: GatewayConfig, *, create: bool = True,
             raise StoreError("genesis-mismatch", str(cfg.db_path))
         head = store.head()
         assert head is not None
-        return Ledger(store, g, priv, store.load_state(), head, registry)
+        state = store.load_state()
+        check_state(state, head, cfg.db_path)
+        return Ledger(store, g, priv, state, head, registry)
     except BaseException:
         store.close()
         raise

@@ -34,6 +34,7 @@ from gateway.broker import DEFAULT_URL, EmbeddedBroker, parse_url
 from gateway.config import GatewayConfig
 from gateway.market.analytics import DerivedService
 from gateway.service import Gateway
+from gateway.store import StoreError
 from tools.build import BuildError, build
 from tools.console import Console
 from tools.vboard import FlashInUse, FlashLock, VirtualBoard
@@ -133,8 +134,13 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         mode = "enforcing the chain's identities" if broker.enforcing else "anonymous"
         console.line("broker", f"embedded amqtt broker on {url} ({mode})")
 
-    gw = Gateway(cfg, on_event=lambda line: console.line("gateway", line),
-                 log_txs=not getattr(args, "quiet", False))
+    try:
+        gw = Gateway(cfg, on_event=lambda line: console.line("gateway", line),
+                     log_txs=not getattr(args, "quiet", False))
+    except StoreError as e:  # e.g. a state changed outside the node: refuse to start
+        if broker is not None:
+            await broker.stop()
+        raise RunError(f"the gateway refuses to start: {e}") from None
     procs: list[asyncio.subprocess.Process] = []
     pumps: list[asyncio.Task] = []
     try:
@@ -165,7 +171,8 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         await asyncio.wait(waits, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
-        console.line("run", "stopping" if gw.failed is None else "stopping: the gateway failed")
+        console.line("run", "stopping" if gw.failed is None
+                     else f"stopping: the gateway failed: {gw.failed}")
     finally:
         for p in procs:
             if p.returncode is None:

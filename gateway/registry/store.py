@@ -220,8 +220,8 @@ class RegistryStore:
                              a.reason) for a in ex.attempts])
             db.executemany("DELETE FROM mempool WHERE id = ?", [(i,) for i in remove])
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            sqlite_db.rollback(db, e)
             raise
 
     def add_pending(self, tx_id: bytes, sender: bytes, seq: int, type_: int, message: bytes,
@@ -241,8 +241,8 @@ class RegistryStore:
                        "VALUES (?, ?, ?, ?, ?, ?)", (tx_id, sender, seq, type_, message,
                                                      received))
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            sqlite_db.rollback(db, e)
             raise
         return True
 

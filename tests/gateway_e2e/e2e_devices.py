@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -439,7 +440,10 @@ class GatewayProcess:
     """`thingledger run --no-boards` against an external broker, as a subprocess."""
 
     def __init__(self, data_dir: Path, broker_url: str, domain: str = DOMAIN,
-                 block_interval: float = 0.2, extra: tuple[str, ...] = ()) -> None:
+                 block_interval: float = 0.2, extra: tuple[str, ...] = (),
+                 preexec_fn: Callable[[], None] | None = None) -> None:
+        """preexec_fn: run in the child before exec (e.g. resource limits)."""
+        self.preexec_fn = preexec_fn
         exe = Path(sys.executable).with_name("thingledger")
         base = [str(exe)] if exe.exists() else [sys.executable, "-m", "tools.cli"]
         self.cmd = [*base, "run", "--no-boards", "--broker", broker_url, "--data-dir",
@@ -455,7 +459,8 @@ class GatewayProcess:
         self._q = queue.Queue()
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     text=True, bufsize=1, start_new_session=True)
+                                     text=True, bufsize=1, start_new_session=True,
+                                     preexec_fn=self.preexec_fn)
         self._reader = threading.Thread(target=self._read, args=(self.proc, self._q),
                                         daemon=True)
         self._reader.start()
