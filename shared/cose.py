@@ -10,6 +10,10 @@ Backends, probed at import: on CPython with the `cryptography` package,
 verification uses it (shared/es256_cryptography.py: fast, constant-time);
 otherwise (MicroPython, boards) shared/p256.py. Signing always uses shared/p256.py: RFC 6979 deterministic
 nonces on every side.
+
+Low s: a signature is accepted only with s <= n/2 (check1, before any curve
+arithmetic, whatever the backend); (r, n - s) would verify too and give the
+same message another id. Signers here produce low s (shared/p256.py).
 """
 from hashlib import sha256
 
@@ -28,6 +32,7 @@ _ALG_ES256 = const(-7)
 _HDR_ALG = const(1)
 _HDR_KID = const(4)
 _MAX_KID = const(32)
+_HALF_N = const(0x7FFFFFFF800000007FFFFFFFFFFFFFFFDE737D56D38BCF4279DCE5617E3192A8)  # P-256 n // 2
 
 try:  # CPython gateway: fast verification (shared/es256_cryptography.py)
     from shared.es256_cryptography import verify as _verify
@@ -117,7 +122,10 @@ def parse1(message, copy=True):
 
 def check1(public_key, parsed):
     """Verify a parsed Sign1 against `public_key` (SEC1 bytes); raises
-    SignatureError. Returns parsed.payload."""
+    SignatureError (detail "high-s" for s > n/2, refused unverified). Returns
+    parsed.payload."""
+    if int.from_bytes(parsed.signature[32:], "big") > _HALF_N:
+        raise errors.SignatureError("high-s")
     if _verify is not None:
         ok = _verify(public_key, parsed.to_be_signed(), parsed.signature)
     else:

@@ -7,9 +7,13 @@ unchanged on CPython and MicroPython. Notes on the choices are in comments."""
 #   compressed (33 bytes, the wire form) or uncompressed (65 bytes).
 # - Signature: raw r||s (64 bytes, COSE). k is RFC 6979 deterministic
 #   (HMAC-SHA-256 DRBG), so a weak board RNG cannot leak the key.
-# - No low-s normalisation: RFC 6979's own vectors have s > n/2 and COSE
-#   does not ask for low s; sign returns s as computed, verify accepts s and
-#   n - s alike (plain ECDSA).
+# - Low s: sign returns s <= n/2 (if the RFC 6979 computation gives s > n/2,
+#   it returns n - s, which signs the same message: RFC 6979's own "sample"
+#   vector is such a case). (r, s) and (r, n - s) both verify in plain ECDSA,
+#   so a third party could turn one signed message into another with a
+#   different transaction id; the wire takes only the low-s one
+#   (docs/PROTOCOL.md). verify here is plain ECDSA and accepts both: the
+#   wire's rule is checked by shared/cose.py (check1), for every backend.
 # - verify/verify_digest return False, never raise, on any malformed input.
 #   public_key, compress, decompress and sign raise errors.KeyFormatError
 #   with detail "type", "length", "prefix", "range" or "not-on-curve".
@@ -50,6 +54,7 @@ _N = const(0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551)
 _B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
 _GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
 _GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
+_HALF_N = const(0x7FFFFFFF800000007FFFFFFFFFFFFFFFDE737D56D38BCF4279DCE5617E3192A8)  # n // 2
 _SQRT = const(0x3FFFFFFFC0000000400000000000000000000000400000000000000000000000)  # (p+1)/4
 _W = const(4)
 _D = const(64)  # _W * _D >= 256; W=4 costs 1 KiB of table (W=6: 4 KiB) for ~0.5 ms more per sign
@@ -257,7 +262,7 @@ def keygen():
 
 
 def sign_digest(private_key, digest):
-    """r||s (64 bytes) over a 32-byte SHA-256 digest, RFC 6979 k."""
+    """r||s (64 bytes, s <= n/2) over a 32-byte SHA-256 digest, RFC 6979 k."""
     d = _scalar(private_key)
     if not isinstance(digest, _BYTES) or len(digest) != 32:
         raise ValueError("digest must be 32 bytes")
@@ -279,13 +284,15 @@ def sign_digest(private_key, digest):
             r = x * z * z % _P % _N
             s = _inv(t, _N) * (e + r * d) % _N
             if r and s:
+                if s > _HALF_N:  # low s (see the notes at the top)
+                    s = _N - s
                 return r.to_bytes(32, "big") + s.to_bytes(32, "big")
         k = hmac_sha256(k, v + b"\x00")
         v = hmac_sha256(k, v)
 
 
 def sign(private_key, message):
-    """ES256 signature r||s (64 bytes) of message (hashed here with SHA-256)."""
+    """ES256 signature r||s (64 bytes, s <= n/2) of message (hashed here with SHA-256)."""
     return sign_digest(private_key, sha256(message).digest())
 
 
