@@ -33,7 +33,7 @@ from gateway.market.analytics import DerivedService
 from gateway.service import Gateway
 from tools.build import BuildError, build
 from tools.console import Console
-from tools.vboard import VirtualBoard
+from tools.vboard import BOARD_UMASK, VirtualBoard
 
 
 class RunError(RuntimeError):
@@ -130,7 +130,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
                          interval_ms=args.interval_ms, sim_start=2000 + 75 * i, **role)
             proc = await asyncio.create_subprocess_exec(
                 *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True, umask=BOARD_UMASK)
             procs.append(proc)
             pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))
         if n_boards:
