@@ -32,7 +32,6 @@ _ALG_ES256 = const(-7)
 _HDR_ALG = const(1)
 _HDR_KID = const(4)
 _MAX_KID = const(32)
-_HALF_N = const(0x7FFFFFFF800000007FFFFFFFFFFFFFFFDE737D56D38BCF4279DCE5617E3192A8)  # P-256 n // 2
 
 try:  # CPython gateway: fast verification (shared/es256_cryptography.py)
     from shared.es256_cryptography import verify as _verify
@@ -124,7 +123,11 @@ def check1(public_key, parsed):
     """Verify a parsed Sign1 against `public_key` (SEC1 bytes); raises
     SignatureError (detail "high-s" for s > n/2, refused unverified). Returns
     parsed.payload."""
-    if int.from_bytes(parsed.signature[32:], "big") > _HALF_N:
+    # s > n/2, n the P-256 order: 32-byte big-endian strings compare as their
+    # numbers (a bytes literal costs a board half the heap of the int)
+    if bytes(parsed.signature[32:]) > (b"\x7f\xff\xff\xff\x80\x00\x00\x00\x7f\xff\xff\xff"
+                                       b"\xff\xff\xff\xff\xde\x73\x7d\x56\xd3\x8b\xcf\x42"
+                                       b"\x79\xdc\xe5\x61\x7e\x31\x92\xa8"):
         raise errors.SignatureError("high-s")
     if _verify is not None:
         ok = _verify(public_key, parsed.to_be_signed(), parsed.signature)

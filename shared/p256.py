@@ -54,7 +54,6 @@ _N = const(0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551)
 _B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
 _GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
 _GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
-_HALF_N = const(0x7FFFFFFF800000007FFFFFFFFFFFFFFFDE737D56D38BCF4279DCE5617E3192A8)  # n // 2
 _SQRT = const(0x3FFFFFFFC0000000400000000000000000000000400000000000000000000000)  # (p+1)/4
 _W = const(4)
 _D = const(64)  # _W * _D >= 256; W=4 costs 1 KiB of table (W=6: 4 KiB) for ~0.5 ms more per sign
@@ -284,7 +283,7 @@ def sign_digest(private_key, digest):
             r = x * z * z % _P % _N
             s = _inv(t, _N) * (e + r * d) % _N
             if r and s:
-                if s > _HALF_N:  # low s (see the notes at the top)
+                if s + s > _N:  # low s (see the notes at the top); no n/2 constant on the heap
                     s = _N - s
                 return r.to_bytes(32, "big") + s.to_bytes(32, "big")
         k = hmac_sha256(k, v + b"\x00")

@@ -28,7 +28,7 @@ class UnprotectedKeyError(KeyFileError):
         self.path = Path(path)
         self.mode = stat.S_IMODE(mode)
         super().__init__(f"{path}: unprotected private key file: permissions {self.mode:04o} "
-                         "are too open (others may read it); fix with: chmod 600 " + str(path))
+                         "are too open (group or others have access); fix with: chmod 600 " + str(path))
 
 
 @dataclass(frozen=True)

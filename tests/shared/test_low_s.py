@@ -3,15 +3,15 @@ verifies with shared/p256.py instead of `cryptography`). For an ECDSA
 signature (r, s), (r, n - s) verifies too: its "high-s twin" turns a signed
 message into another one with another transaction id. Signers give s <= n/2
 and every message verified through shared/cose.py (transactions, headers,
-notices, sold readings) refuses s > n/2: bad-signature, detail high-s."""
+notices, sold readings: test_low_s_messages.py) refuses s > n/2:
+bad-signature, detail high-s."""
 from mpcompat import expect_error, unhex
 
 from shared import p256  # isort: skip  (compiled first: its compile is the heap peak)
-from shared import cbor, cose, errors, header, messages, notice, stream, tx
+from shared import cose, errors, tx
 
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 PRIV = unhex("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")  # RFC 6979 A.2.5
-AUTH = unhex("0000000000000000000000000000000000000000000000000000000000000005")
 
 
 def _s(message):
@@ -54,30 +54,6 @@ def test_high_s_twin_of_a_transaction_is_refused():
     e = expect_error(errors.SignatureError, cose.verify1, pub, twin)
     assert e.detail == "high-s"
     tx.decode(m).verify(pub)  # the original still verifies
-
-
-def test_high_s_header_notice_and_reading_are_refused():
-    pub = p256.public_key(AUTH)
-    aid = tx.device_id(pub)
-    fields = {"version": 1, "domain": "demo", "height": 3, "prev_hash": b"\x01" * 32,
-              "time": 1700000000, "tx_root": b"\x02" * 32, "receipts_root": b"\x03" * 32,
-              "state_root": b"\x04" * 32, "proposer": aid}
-    signed = header.sign(AUTH, aid, fields)
-    assert header.open_signed(pub, signed)[0]["height"] == 3
-    e = expect_error(errors.SignatureError, header.open_signed, pub, _twin(signed))
-    assert e.detail == "high-s"
-
-    sealed = notice.seal(AUTH, aid, cbor.dumps({messages.M_KIND: messages.KIND_ACCOUNT, 31: 5,
-                                                messages.M_HEIGHT: 3}))
-    assert notice.open_notice(sealed, pub)[31] == 5
-    for copy in (True, False):  # False: a board's views into the message
-        e = expect_error(errors.SignatureError, notice.open_notice, _twin(sealed), pub, copy)
-        assert e.detail == "high-s"
-
-    r = stream.reading(AUTH, aid, b"\x05" * 16, 0, 2150, -2)
-    assert stream.open_reading(r, pub)[2] == 2150
-    e = expect_error(errors.SignatureError, stream.open_reading, _twin(r), pub)
-    assert e.detail == "high-s"
 
 
 def test_the_bound_is_half_n():
