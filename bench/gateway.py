@@ -146,7 +146,7 @@ def cpu_model() -> str:
 # --------------------------------------------------------------------------- signing
 class Signer:
     """A device key in `cryptography`, signing COSE_Sign1 transactions with
-    RFC 6979 deterministic ECDSA (the same bytes as shared.p256)."""
+    RFC 6979 deterministic ECDSA, low s (the same bytes as shared.p256)."""
 
     def __init__(self) -> None:
         from cryptography.hazmat.primitives import hashes, serialization
@@ -166,16 +166,13 @@ class Signer:
             self._alg = ec.ECDSA(hashes.SHA256())
 
     def tx(self, type_: int, body: dict) -> bytes:
-        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-        from shared import cbor, cose
+        from shared import cbor, cose, es256_cryptography
         from shared import tx as txm
 
         self.seq += 1
         payload = txm.payload(type_, DOMAIN, self.seq, 0, body)
         prot = cose.protected_header(self.id)
-        r, s = decode_dss_signature(self._key.sign(cose.sig_structure(prot, payload), self._alg))
-        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        sig = es256_cryptography.sign(self._key, cose.sig_structure(prot, payload), self._alg)
         return cbor.dumps(cbor.Tag(cose.TAG_SIGN1, [prot, {}, payload, sig]))
 
 

@@ -6,6 +6,9 @@ Credential (the same for a device, a person and the gateway itself):
                principal's CURRENT key over canonical CBOR ["mqtt", domain, id],
                with RFC 6979 nonces: deterministic, so a board recomputes it at
                every boot and stores nothing (firmware/wallet.py mqtt_password).
+               Low s only (s <= n/2, as every signature on the wire): the
+               high-s twin of a password is refused, and a credential store
+               written before the rule is exported in its low-s form.
 It is a bearer credential: anyone who sees it on the LAN can replay it. Keep
 the broker on a trusted network or behind TLS. A key rotation changes it.
 
@@ -53,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from gateway import roles
 from gateway.state import KIND_DEVICE
-from shared import cbor, p256, topics
+from shared import cbor, es256_cryptography, p256, topics
 from shared import tx as txm
 
 log = logging.getLogger("thingledger.broker")
@@ -135,7 +138,7 @@ def verify_password(public_key: bytes, domain: str, principal_id: bytes,
                     password: object) -> bool:
     """True iff `password` is the principal's credential under `public_key`."""
     sig = parse_password(password)
-    if sig is None or not public_key:
+    if sig is None or not public_key or not es256_cryptography.is_low_s(sig):
         return False
     try:
         key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(public_key))
@@ -469,9 +472,10 @@ def load_credentials(path: Path | str) -> dict[bytes, str]:
     out: dict[bytes, str] = {}
     for k, v in raw.items():
         pid = parse_principal(k)
-        if pid is None or parse_password(v) is None:
+        sig = parse_password(v)
+        if pid is None or sig is None:
             raise ValueError(f"{p}: entry {k!r}: want 32 and 128 lowercase hex characters")
-        out[pid] = v
+        out[pid] = es256_cryptography.low_s(sig).hex()  # stores from before the low-s rule
     return out
 
 

@@ -34,7 +34,8 @@ header is a pure function of the file and the key.
 
 The authority private key is stored as 64 hex characters in a file created
 with mode 0600 (`write_key`); `load_authority_key` refuses a key that does
-not match the genesis `authority`.
+not match the genesis `authority`, and (as ssh) a key file its group or
+others may read or write.
 """
 
 from __future__ import annotations
@@ -268,9 +269,16 @@ def load_authority_key(path: Path | str, g: Genesis | None = None) -> bytes:
     """The authority private key; checked against `g.authority` if given."""
     p = Path(path)
     try:
-        priv = bytes.fromhex(p.read_text().strip())
+        with p.open() as f:
+            mode = os.fstat(f.fileno()).st_mode & 0o777
+            if mode & 0o077:  # as ssh and tools/keys.py: group or others may read it
+                raise GenesisError("<authority key>", f"{p}: unprotected private key file: "
+                                   f"permissions {mode:04o} are too open; fix with: chmod 600 {p}")
+            priv = bytes.fromhex(f.read().strip())
     except OSError as e:
         raise GenesisError("<authority key>", f"cannot read {p}: {e.strerror}") from e
+    except GenesisError:
+        raise
     except ValueError:
         raise GenesisError("<authority key>", f"{p} is not hex") from None
     if len(priv) != 32:

@@ -10,6 +10,10 @@ Backends, probed at import: on CPython with the `cryptography` package,
 verification uses it (shared/es256_cryptography.py: fast, constant-time);
 otherwise (MicroPython, boards) shared/p256.py. Signing always uses shared/p256.py: RFC 6979 deterministic
 nonces on every side.
+
+Low s: a signature is accepted only with s <= n/2 (check1, before any curve
+arithmetic, whatever the backend); (r, n - s) would verify too and give the
+same message another id. Signers here produce low s (shared/p256.py).
 """
 from hashlib import sha256
 
@@ -117,7 +121,14 @@ def parse1(message, copy=True):
 
 def check1(public_key, parsed):
     """Verify a parsed Sign1 against `public_key` (SEC1 bytes); raises
-    SignatureError. Returns parsed.payload."""
+    SignatureError (detail "high-s" for s > n/2, refused unverified). Returns
+    parsed.payload."""
+    # s > n/2, n the P-256 order: 32-byte big-endian strings compare as their
+    # numbers (a bytes literal costs a board half the heap of the int)
+    if bytes(parsed.signature[32:]) > (b"\x7f\xff\xff\xff\x80\x00\x00\x00\x7f\xff\xff\xff"
+                                       b"\xff\xff\xff\xff\xde\x73\x7d\x56\xd3\x8b\xcf\x42"
+                                       b"\x79\xdc\xe5\x61\x7e\x31\x92\xa8"):
+        raise errors.SignatureError("high-s")
     if _verify is not None:
         ok = _verify(public_key, parsed.to_be_signed(), parsed.signature)
     else:

@@ -7,9 +7,13 @@ unchanged on CPython and MicroPython. Notes on the choices are in comments."""
 #   compressed (33 bytes, the wire form) or uncompressed (65 bytes).
 # - Signature: raw r||s (64 bytes, COSE). k is RFC 6979 deterministic
 #   (HMAC-SHA-256 DRBG), so a weak board RNG cannot leak the key.
-# - No low-s normalisation: RFC 6979's own vectors have s > n/2 and COSE
-#   does not ask for low s; sign returns s as computed, verify accepts s and
-#   n - s alike (plain ECDSA).
+# - Low s: sign returns s <= n/2 (if the RFC 6979 computation gives s > n/2,
+#   it returns n - s, which signs the same message: RFC 6979's own "sample"
+#   vector is such a case). (r, s) and (r, n - s) both verify in plain ECDSA,
+#   so a third party could turn one signed message into another with a
+#   different transaction id; the wire takes only the low-s one
+#   (docs/PROTOCOL.md). verify here is plain ECDSA and accepts both: the
+#   wire's rule is checked by shared/cose.py (check1), for every backend.
 # - verify/verify_digest return False, never raise, on any malformed input.
 #   public_key, compress, decompress and sign raise errors.KeyFormatError
 #   with detail "type", "length", "prefix", "range" or "not-on-curve".
@@ -257,7 +261,7 @@ def keygen():
 
 
 def sign_digest(private_key, digest):
-    """r||s (64 bytes) over a 32-byte SHA-256 digest, RFC 6979 k."""
+    """r||s (64 bytes, s <= n/2) over a 32-byte SHA-256 digest, RFC 6979 k."""
     d = _scalar(private_key)
     if not isinstance(digest, _BYTES) or len(digest) != 32:
         raise ValueError("digest must be 32 bytes")
@@ -279,13 +283,15 @@ def sign_digest(private_key, digest):
             r = x * z * z % _P % _N
             s = _inv(t, _N) * (e + r * d) % _N
             if r and s:
+                if s + s > _N:  # low s (see the notes at the top); no n/2 constant on the heap
+                    s = _N - s
                 return r.to_bytes(32, "big") + s.to_bytes(32, "big")
         k = hmac_sha256(k, v + b"\x00")
         v = hmac_sha256(k, v)
 
 
 def sign(private_key, message):
-    """ES256 signature r||s (64 bytes) of message (hashed here with SHA-256)."""
+    """ES256 signature r||s (64 bytes, s <= n/2) of message (hashed here with SHA-256)."""
     return sign_digest(private_key, sha256(message).digest())
 
 

@@ -2,6 +2,7 @@
 with `cryptography`; what pycose signs verifies with ours."""
 
 import cbor2
+import pytest
 from pycose.algorithms import Es256
 from pycose.headers import KID, Algorithm
 from pycose.keys import EC2Key
@@ -9,7 +10,7 @@ from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 from pycose_keys import pycose_key
 
-from shared import cose, errors, p256, tx
+from shared import cose, errors, es256_cryptography, p256, tx
 
 
 def test_pycose_verifies_our_transactions():
@@ -33,17 +34,33 @@ def test_pycose_rejects_tampered_signature():
 
 
 def test_we_verify_what_pycose_signs():
+    """pycose signs through OpenSSL (random k): s > n/2 about half of the time.
+    We verify its low-s signatures, refuse a high-s one (bad-signature, high-s)
+    and verify its low-s twin, which pycose verifies too."""
     key = EC2Key.generate_key(crv=P256)
-    priv = key.d
-    pub = p256.public_key(priv)
-    m = Sign1Message(phdr={Algorithm: Es256, KID: b"k" * 16}, uhdr={}, payload=b"hello")
-    m.key = key
-    encoded = m.encode()
-    assert cose.verify1(pub, encoded) == b"hello"
+    pub = p256.public_key(key.d)
+    seen = set()
+    for i in range(64):  # both kinds, with probability 1 - 2**-63
+        m = Sign1Message(phdr={Algorithm: Es256, KID: b"k" * 16}, uhdr={}, payload=b"hi %d" % i)
+        m.key = key
+        encoded = m.encode()
+        sig = encoded[-64:]  # the last item: bstr(64) r||s
+        high = not es256_cryptography.is_low_s(sig)
+        seen.add(high)
+        if high:
+            with pytest.raises(errors.SignatureError) as ei:
+                cose.verify1(pub, encoded)
+            assert ei.value.reason == errors.BAD_SIGNATURE and ei.value.detail == "high-s"
+            encoded = encoded[:-64] + es256_cryptography.low_s(sig)
+            assert es256_cryptography.is_low_s(encoded[-64:])
+            twin = Sign1Message.decode(encoded)
+            twin.key = pycose_key(pub)
+            assert twin.verify_signature()
+        assert cose.verify1(pub, encoded) == b"hi %d" % i
+        if len(seen) == 2:
+            break
+    assert seen == {True, False}
     other = p256.public_key(p256.keygen()[0])
-    try:
+    with pytest.raises(errors.SignatureError) as ei:
         cose.verify1(other, encoded)
-    except errors.SignatureError:
-        pass
-    else:
-        raise AssertionError("verified under the wrong key")
+    assert ei.value.detail == "bad-signature"

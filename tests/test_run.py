@@ -18,7 +18,8 @@ from tools.build import tool
 def run_once(cwd, url: str, seconds: float) -> str:
     p = subprocess.run([tool("thingledger"), "run", "--listen", url, "--boards", "2",
                         "--interval-ms", "400", "--block-interval", "0.3", "--seconds",
-                        str(seconds)], cwd=cwd, capture_output=True, text=True, timeout=120)
+                        str(seconds)], cwd=cwd, capture_output=True, text=True, timeout=120,
+                       umask=0o022)  # a usual login umask: the boards' wallets stay 0600
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
 
@@ -33,6 +34,10 @@ def test_run_twice_continues_the_chain(tmp_path):
     assert end and int(end[1]) > 0, first
     ids = set(re.findall(r"online id=(\w{32})", first))
     assert len(ids) == 2
+    for board in ("board-1", "board-2"):  # private keys: the owner's only
+        flash = tmp_path / "var" / "boards" / board
+        assert flash.stat().st_mode & 0o777 == 0o700
+        assert (flash / "wallet.key").stat().st_mode & 0o777 == 0o600
 
     second = run_once(tmp_path, url, 6)
     assert f"chain demo at height {end[1]} hash {end[2]}" in second, second

@@ -37,7 +37,7 @@ from gateway.service import Gateway
 from gateway.store import StoreError
 from tools.build import BuildError, build
 from tools.console import Console
-from tools.vboard import FlashInUse, FlashLock, VirtualBoard
+from tools.vboard import BOARD_UMASK, FlashInUse, FlashLock, VirtualBoard
 
 
 class RunError(RuntimeError):
@@ -160,7 +160,7 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
             # with this process however it dies
             proc = await asyncio.create_subprocess_exec(
                 *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, **lock.popen_options())
+                stderr=asyncio.subprocess.STDOUT, umask=BOARD_UMASK, **lock.popen_options())
             lock.handed_over(proc.pid)
             procs.append(proc)
             pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))

@@ -2,7 +2,10 @@
 
 A virtual board is a flash folder (its wallet, seq reservation, outbox and
 config.json live there) and a `micropython -X heapsize=64k` process started in
-it with the compiled firmware (tools/build.py) on sys.path. A board given an
+it with the compiled firmware (tools/build.py) on sys.path. The folder is
+private to its user (0700) and the board process runs with umask 077, so the
+wallet it writes (wallet.key, wallet.new) is 0600: the Unix port has no
+chmod (configure() also tightens a folder and wallet from an older run). A board given an
 "offer" or a "need" (docs/MARKET.md) also runs firmware/market.py and starts
 with MARKET_HEAP unless told otherwise: on the 64-bit Unix port the market
 roles do not fit in 64 KiB (bench/README.md, "Market boards").
@@ -33,6 +36,8 @@ BOARD_HEAP = "64k"
 # but a `make run` market board once ran out at 68 KiB checking a DEMAND's receipt
 # (larger than a reading's): the virtual boards keep a wide margin
 MARKET_HEAP = "80k"
+BOARD_UMASK = 0o077  # what a board process writes is its user's only
+KEY_FILES = ("wallet.key", "wallet.new")  # firmware/wallet.py, firmware/provision.py
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LOCK_FILE = ".board.lock"  # in the flash folder; the firmware never lists the folder's root
@@ -138,7 +143,11 @@ class VirtualBoard:
         "location", "valid_s", "schema"} makes the board a supplier; need:
         {"service", "max_price", "quantity", "policy", "wait_s", "location"?}
         a buyer (docs/MARKET.md, firmware/market.py)."""
-        self.flash.mkdir(parents=True, exist_ok=True)
+        self.flash.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.flash.chmod(0o700)
+        for name in KEY_FILES:
+            if (self.flash / name).exists():
+                (self.flash / name).chmod(0o600)
         cfg = {"name": self.name, "board": "unix", "domain": domain, "authority": authority_hex,
                "broker_host": host, "broker_port": port, "interval_ms": interval_ms, **extra}
         if offer is not None:
@@ -174,7 +183,7 @@ class VirtualBoard:
         its flash folder; the board dies with the calling thread."""
         lock = self.lock()
         opts = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True,
-                "bufsize": 1, **lock.popen_options(), **popen}
+                "bufsize": 1, "umask": BOARD_UMASK, **lock.popen_options(), **popen}
         try:
             proc = subprocess.Popen(self.command(build_dir, steps, heap), cwd=self.flash, **opts)
         except BaseException:

@@ -28,6 +28,28 @@ def test_credential_is_deterministic_and_verifies():
         b"\x83\x64mqtt\x64demo\x50" + a.id)
 
 
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 group order
+
+
+def _high_s_twin(pw: str) -> str:
+    sig = bytes.fromhex(pw)
+    return (sig[:32] + (N - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")).hex()
+
+
+def test_high_s_twin_of_a_password_is_refused(tmp_path):
+    """One password per principal (as mosquitto, which compares hashes): the
+    high-s twin, valid plain ECDSA, is refused; a credential store holding a
+    twin (written by firmware from before the low-s rule) loads low-s."""
+    a = Principal("device-a")
+    pw = a.password()
+    twin = _high_s_twin(pw)
+    assert twin != pw
+    assert not broker_auth.verify_password(a.pub, DOMAIN, a.id, twin)
+    path = tmp_path / "credentials.json"
+    broker_auth.add_credential(path, a.id, twin)
+    assert broker_auth.load_credentials(path) == {a.id: pw}
+
+
 @pytest.mark.parametrize("requested,allowed,ok", [
     ("tl/d/tx", "tl/d/tx", True),
     ("tl/d/tx", "tl/d/#", True),

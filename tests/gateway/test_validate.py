@@ -12,6 +12,8 @@ from gateway.state import DeviceRecord, Rules, State
 from shared import cbor, cose, errors
 from shared import tx as txm
 
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 group order
+
 
 def reason_of(fn: Any, *args: Any) -> tuple[str, str]:
     with pytest.raises(errors.TLError) as ei:
@@ -181,6 +183,18 @@ def test_bad_signature_signed_by_another_key(node: Node, alice: Device, bob: Dev
     m = bytearray(alice.reading())
     m[-1] ^= 1
     assert stateful(node, bytes(m))[0] == errors.BAD_SIGNATURE
+
+
+def test_high_s_twin_refused_original_accepted(node: Node, alice: Device) -> None:
+    """(r, n - s) of a signed tx verifies as plain ECDSA under another tx id;
+    sent first, it would take the device's seq from its own message."""
+    m = alice.reading()
+    s = int.from_bytes(m[-32:], "big")
+    twin = m[:-32] + (N - s).to_bytes(32, "big")
+    assert txm.tx_id(twin) != txm.tx_id(m)
+    assert stateful(node, twin) == (errors.BAD_SIGNATURE, "high-s")
+    assert node.submit(m) is True
+    assert [t.id for t in node.pool.take(10)] == [txm.tx_id(m)]
 
 
 def test_register_not_signed_by_registered_key(node: Node, alice: Device) -> None:

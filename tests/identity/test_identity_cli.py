@@ -188,7 +188,7 @@ def test_cli_usage_errors(tmp_path: Path, capsys) -> None:
     rc, out = run(capsys, "claim", "--key", str(tmp_path / "none.key"), "--pubkey", "00",
                   "--statement", "00", "--data-dir", str(tmp_path))
     assert rc == 2 and "cannot read key file" in out
-    (tmp_path / "k").write_text("11" * 32)
+    genesis.write_key(tmp_path / "k", b"\x11" * 32)  # mode 0600, as key files must be
     rc, out = run(capsys, "owner", "retire", "--key", str(tmp_path / "k"), "--device", "abc",
                   "--mode", "revoke", "--data-dir", str(tmp_path))
     assert rc == 2 and "--device must be hex" in out

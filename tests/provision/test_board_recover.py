@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vboard_pty import PtyBoard
 
+from gateway import genesis
 from gateway.config import DB_FILE
 from gateway.store import Store
 from shared import cbor, messages, p256
@@ -167,7 +168,7 @@ def test_recover_usage(tmp_path, capsys):
                   str(tmp_path / "none.key"), "--device", "ab" * 16,
                   "--data-dir", str(tmp_path))
     assert rc == 1 and "owner key" in out and "cannot read key file" in out
-    (tmp_path / "o.key").write_text("11" * 32)
+    genesis.write_key(tmp_path / "o.key", b"\x11" * 32)  # mode 0600, as key files must be
     rc, out = run(capsys, "board", "recover", "--port", str(tmp_path / "nope"), "--owner-key",
                   str(tmp_path / "o.key"), "--device", "xyz", "--data-dir", str(tmp_path))
     assert rc == 1 and "--device must be the device id in hex" in out

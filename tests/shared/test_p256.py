@@ -36,8 +36,15 @@ def test_rfc6979_public_key():
     assert p256.public_key(X) == b"\x03" + U[1:33]  # Uy is odd
 
 
-def test_rfc6979_signatures():
-    assert p256.sign(X, b"sample") == SAMPLE
+def _s(sig):
+    return int.from_bytes(sig[32:], "big")
+
+
+def test_rfc6979_signatures_low_s():
+    # The published "sample" signature has s > n/2; sign returns its low-s twin:
+    # the same r (the same RFC 6979 k), s replaced by n - s. "test" is low already.
+    assert _s(SAMPLE) > N // 2 and _s(TEST) <= N // 2
+    assert p256.sign(X, b"sample") == SAMPLE[:32] + (N - _s(SAMPLE)).to_bytes(32, "big")
     assert p256.sign(X, b"test") == TEST
 
 
@@ -48,11 +55,12 @@ def test_rfc6979_vectors_verify():
         assert not p256.verify(key, b"test", SAMPLE)
 
 
-def test_no_low_s_normalisation():
-    # The "sample" s is above n/2 and is returned as is; plain ECDSA also accepts n - s.
-    s = int.from_bytes(SAMPLE[32:], "big")
-    assert s > N // 2
-    assert p256.verify(U, b"sample", SAMPLE[:32] + (N - s).to_bytes(32, "big"))
+def test_verify_is_plain_ecdsa():
+    # verify accepts s and n - s alike (the raw vector above and its low-s twin);
+    # the wire's low-s rule is shared/cose.py's (test_low_s.py).
+    assert p256.verify(U, b"sample", SAMPLE)
+    assert p256.verify(U, b"sample", SAMPLE[:32] + (N - _s(SAMPLE)).to_bytes(32, "big"))
+    assert p256.verify(U, b"test", TEST[:32] + (N - _s(TEST)).to_bytes(32, "big"))
 
 
 def test_sign_verify_fresh_keys():
