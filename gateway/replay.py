@@ -38,9 +38,9 @@ from hashlib import sha256
 from gateway.blocks import tx_root
 from gateway.genesis import Genesis
 from gateway.state import BlockInfo, Registry, State, StateOverlay, apply
-from gateway.store import Store
+from gateway.store import LOW_S_FROM, Store
 from gateway.validate import check_stateful, check_stateless
-from shared import errors, header, merkle, messages
+from shared import cose, errors, header, merkle, messages
 
 GENESIS_MISMATCH = "genesis-mismatch"
 EMPTY_CHAIN = "empty-chain"
@@ -102,6 +102,8 @@ def verify_chain(store: Store, g: Genesis, registry: Registry | None = None) -> 
             _compare_state(store, state, rep.head_height or 0)
         except sqlite3.DatabaseError as e:
             raise ChainError(rep.blocks, DATABASE_CORRUPT, str(e)) from None
+        finally:
+            cose.legacy_high_s = False
     except ChainError as e:
         rep.error = e
         return rep
@@ -120,8 +122,10 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
     prev_hash = b""
     prev_time = 0
     expected = 0
+    low_s_from = store.meta(LOW_S_FROM)  # None: no node with the rule has opened it
     for blk in store.iter_blocks():
         h = expected
+        cose.legacy_high_s = low_s_from is None or h < low_s_from
         if blk.height != h:
             raise ChainError(h, MISSING_BLOCK, "next stored height is %d" % blk.height)
         try:

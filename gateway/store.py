@@ -67,6 +67,10 @@ from gateway.state import DeviceRecord, Registry, Rules, State
 from shared import cbor, header, merkle, messages
 
 SCHEMA_VERSION = 2
+# meta key: the first height whose signatures all have low s (docs/PROTOCOL.md,
+# "Low s"); 0 for a chain begun under the rule, head + 1 when a node that has
+# the rule first opens an older chain. Replay accepts high s only below it.
+LOW_S_FROM = "low_s_from"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -207,8 +211,14 @@ class Store:
         """Write meta + block 0 into an empty database, in one transaction."""
         self._check_writable()
         meta = {"schema": SCHEMA_VERSION, "domain": g.domain, "genesis": g.digest(),
-                "authority": g.authority}
+                "authority": g.authority, LOW_S_FROM: 0}
         self.commit_block(block0, meta)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._check_writable()
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (key, value))
 
     def commit_block(self, block: Block, meta: dict[str, Any] | None = None) -> None:
         """Write the block, its txs/receipts and its state diff atomically.
@@ -453,6 +463,8 @@ def open_ledger(cfg: GatewayConfig, *, create: bool = True,
             raise StoreError("genesis-mismatch", str(cfg.db_path))
         head = store.head()
         assert head is not None
+        if store.meta(LOW_S_FROM) is None:  # a chain from before the low-s rule
+            store.set_meta(LOW_S_FROM, head.height + 1)
         state = store.load_state()
         check_state(state, head, cfg.db_path)
         return Ledger(store, g, priv, state, head, registry)

@@ -119,13 +119,19 @@ def parse1(message, copy=True):
     return Sign1(prot, kid, payload, sig)
 
 
+# True only while gateway/replay.py replays blocks a chain stored before it
+# took the low-s rule (meta `low_s_from`): those signatures are history, valid
+# ECDSA, and their tx ids are fixed by the blocks' tx roots. Nothing else sets it.
+legacy_high_s = False
+
+
 def check1(public_key, parsed):
     """Verify a parsed Sign1 against `public_key` (SEC1 bytes); raises
     SignatureError (detail "high-s" for s > n/2, refused unverified). Returns
     parsed.payload."""
     # s > n/2, n the P-256 order: 32-byte big-endian strings compare as their
     # numbers (a bytes literal costs a board half the heap of the int)
-    if bytes(parsed.signature[32:]) > (b"\x7f\xff\xff\xff\x80\x00\x00\x00\x7f\xff\xff\xff"
+    if not legacy_high_s and bytes(parsed.signature[32:]) > (b"\x7f\xff\xff\xff\x80\x00\x00\x00\x7f\xff\xff\xff"
                                        b"\xff\xff\xff\xff\xde\x73\x7d\x56\xd3\x8b\xcf\x42"
                                        b"\x79\xdc\xe5\x61\x7e\x31\x92\xa8"):
         raise errors.SignatureError("high-s")

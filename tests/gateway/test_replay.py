@@ -12,8 +12,8 @@ from gwtest import DOMAIN, Device, Node, key
 
 from gateway import blocks, replay
 from gateway import genesis as gen
-from gateway.store import Store
-from shared import cose, header
+from gateway.store import LOW_S_FROM, Store
+from shared import cose, header, p256
 from shared import tx as txm
 
 
@@ -214,3 +214,60 @@ def test_other_genesis(chain: Node, alice: Device) -> None:
 def test_empty_store(node: Node) -> None:
     tamper(node, "DELETE FROM blocks")
     failed(node, 0, replay.EMPTY_CHAIN)
+
+
+# -- chains stored before the low-s rule (docs/PROTOCOL.md, "Low s") ----------
+
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+@pytest.fixture
+def high_s_chain(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Node:
+    """A chain whose every signature (headers, txs) has high s, as the signers
+    before the rule made half of them, stored without the LOW_S_FROM mark."""
+    low_signer = p256.sign_digest
+
+    def high_signer(priv: bytes, digest: bytes) -> bytes:
+        sig = low_signer(priv, digest)
+        return sig[:32] + (N - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")
+
+    monkeypatch.setattr(p256, "sign_digest", high_signer)
+    monkeypatch.setattr(cose, "legacy_high_s", True)  # the old admission took them
+    node = Node(tmp_path / "old", {Device("alice").pub: 1000})
+    alice, carol = Device("alice"), Device("carol")
+    node.submit_all([carol.register(), alice.reading(1), alice.transfer(carol, 5)])
+    node.produce()
+    node.submit_all([carol.reading(2)])
+    node.produce()
+    tamper(node, "DELETE FROM meta WHERE key = ?", LOW_S_FROM)
+    node.close()
+    monkeypatch.undo()
+    return node
+
+
+def test_chain_stored_before_the_low_s_rule_verifies(high_s_chain: Node) -> None:
+    assert cose.legacy_high_s is False
+    rep = verify(high_s_chain)
+    assert rep.ok, rep.error
+    assert (rep.head_height, rep.txs) == (2, 4)
+    assert cose.legacy_high_s is False  # replay leaves the rule on
+
+
+def test_low_s_mark_makes_replay_refuse_high_s(high_s_chain: Node) -> None:
+    tamper(high_s_chain, "INSERT INTO meta (key, value) VALUES (?, 1)", LOW_S_FROM)
+    e = failed(high_s_chain, 1, replay.BAD_HEADER_SIGNATURE)
+    assert "high-s" in e.detail
+    assert cose.legacy_high_s is False
+
+
+def test_opening_an_old_chain_marks_where_the_rule_starts(high_s_chain: Node,
+                                                           tmp_path) -> None:
+    reopened = Node(high_s_chain.data_dir, create=False)
+    assert reopened.store.meta(LOW_S_FROM) == 3  # head 2 + 1
+    dave = Device("dave")
+    reopened.submit_all([dave.register()])
+    reopened.produce()
+    reopened.close()
+    rep = verify(reopened)
+    assert rep.ok, rep.error
+    assert rep.head_height == 3
