@@ -20,8 +20,10 @@ block -> receipt on each device's rx topic -> one subscriber here.
 
 `--scenario resend-flood`: after the burst, the paced phase runs twice, the
 second while one more publisher resends the burst's committed txs at
-`--resend-rate` (default 80/s), round robin over their blocks; the table
-compares the other devices' receipt latency and the gateway's CPU.
+`--resend-rate` (default 80/s), round robin over their blocks.
+`--scenario sender-flood`: the same, the flood being one more registered
+device sending `--flood-txs` (default 20,000) new readings at full speed.
+Both tables compare the other devices' receipt latency and the gateway's CPU.
 
 Every receipt must arrive; a sample is checked with messages.check_receipt
 against the authority key, and `thingledger chain verify` re-validates the
@@ -405,43 +407,56 @@ def run(args: argparse.Namespace) -> dict:
         heights: dict[bytes, int] = {}  # committed tx id -> its block
 
         def measure(name: str, groups: list[list[bytes]], rate: float,
-                    flood: list[bytes] | None = None) -> dict:
+                    flood: list[bytes] | None = None, flood_rate: float = 0.0) -> dict:
             """Publish `groups` (at `rate`, 0: at once) and wait for every
-            receipt; `flood`: old committed txs resent at args.resend_rate by
-            one more publisher meanwhile, each answered with its receipt."""
+            receipt. `flood`: published meanwhile by one more publisher at
+            `flood_rate` (0: as fast as it can); each gets one reply: a
+            receipt (checked) or a `rate-limited` refusal, nothing else."""
+            from shared.reasons import RATE_LIMITED
+
             flat = [m for g in groups for m in g]
             print(f"{name}: {len(flat):,} readings, {len(groups)} publisher processes"
                   + (f", offered {rate:,.0f} tx/s" if rate else ", as fast as possible")
-                  + (f"; {len(flood):,} resends of committed txs at {args.resend_rate:g}/s"
-                     if flood else ""), flush=True)
+                  + (f"; flood of {len(flood):,} txs at "
+                     + (f"{flood_rate:g}/s" if flood_rate else "full speed") if flood else ""),
+                  flush=True)
             cpu0 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
             if flood:
-                rates = [rate / len(groups)] * len(groups) + [args.resend_rate]
+                rates = [rate / len(groups)] * len(groups) + [flood_rate]
                 times, acked = publish_all(port, [*groups, flood], rate, rates)
                 times = times[:len(flat)]
             else:
                 times, acked = publish_all(port, groups, rate)
-            resent = set() if flood is None else {sha256(m).digest() for m in flood}
+            flooded = set() if flood is None else {sha256(m).digest() for m in flood}
             rx.wait(len(flat) + len(flood or ()), 600)
             cpu1 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
             got = rx.take()
             sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
-            lat, last, kinds, answered = [], 0.0, {}, 0
+            lat, last, kinds, answered, limited, wrong = [], 0.0, {}, 0, 0, []
             for payload, t in got:
                 m = messages.parse(payload)
-                kinds[m[messages.M_KIND]] = kinds.get(m[messages.M_KIND], 0) + 1
-                if m[messages.M_KIND] == messages.KIND_RECEIPT and m[messages.M_TX] in sent:
-                    heights[m[messages.M_TX]] = m[messages.M_HEIGHT]
-                    lat.append(t - sent.pop(m[messages.M_TX]))
+                kind, tx = m[messages.M_KIND], m[messages.M_TX]
+                kinds[kind] = kinds.get(kind, 0) + 1
+                if kind == messages.KIND_RECEIPT and tx in sent:
+                    heights[tx] = m[messages.M_HEIGHT]
+                    lat.append(t - sent.pop(tx))
                     last = max(last, t)
-                elif m[messages.M_KIND] == messages.KIND_RECEIPT and m[messages.M_TX] in resent:
-                    messages.check_receipt(m, authority)  # every resend's receipt checks
+                elif kind == messages.KIND_RECEIPT and tx in flooded:
+                    messages.check_receipt(m, authority)  # every flood receipt checks
                     answered += 1
-            if sent or kinds.get(messages.KIND_REJECT) or answered != len(flood or ()):
-                raise SystemExit(f"{name}: {len(sent)} txs without receipt, {answered} resends "
-                                 f"answered, replies {kinds}")
+                elif (kind == messages.KIND_REJECT and tx in flooded
+                      and m[messages.M_REASON] == RATE_LIMITED):
+                    limited += 1
+                else:
+                    wrong.append(m.get(messages.M_REASON, kind))
+            if sent or wrong or answered + limited != len(flood or ()):
+                raise SystemExit(f"{name}: {len(sent)} txs without receipt, {answered} + "
+                                 f"{limited} flood txs answered, unexpected {wrong[:5]}, "
+                                 f"replies {kinds}")
             for payload, _ in got[:: max(1, len(got) // 200)]:  # ~200 receipts checked
-                messages.check_receipt(messages.parse(payload), authority)
+                m = messages.parse(payload)
+                if m[messages.M_KIND] == messages.KIND_RECEIPT:
+                    messages.check_receipt(m, authority)
             first = min(times)
             p = {
                 "n": len(flat), "tps": len(flat) / (last - first),
@@ -450,13 +465,16 @@ def run(args: argparse.Namespace) -> dict:
                 "gw_cpu_us": (cpu1[0] - cpu0[0]) / len(flat) * 1e6,
                 "broker_cpu_us": (cpu1[1] - cpu0[1]) / len(flat) * 1e6,
                 "gw_cores": (cpu1[0] - cpu0[0]) / (last - first),
-                "resends": answered,
+                "flood_receipts": answered, "flood_limited": limited,
+                "span": last - first,
             }
             print(f"  {p['tps']:,.0f} committed tx/s; broker took {p['publish_tps']:,.0f} "
                   f"msg/s; latency p50 {p['p50'] * 1000:.0f} ms, p99 {p['p99'] * 1000:.0f} ms",
                   flush=True)
             print(f"  CPU per tx: gateway {p['gw_cpu_us']:.0f} us (busy {p['gw_cores']:.2f} "
-                  f"cores), mosquitto {p['broker_cpu_us']:.0f} us", flush=True)
+                  f"cores), mosquitto {p['broker_cpu_us']:.0f} us"
+                  + (f"; flood: {answered:,} receipts, {limited:,} rate-limited" if flood
+                     else ""), flush=True)
             return p
 
         per_burst = max(1, args.txs // args.devices)
@@ -468,12 +486,22 @@ def run(args: argparse.Namespace) -> dict:
         phases = {"burst": measure("burst", burst, 0.0)}
         if args.scenario == "throughput":
             phases["paced"] = measure("paced", paced, args.target)
-        else:  # resend-flood: the burst is the history the flood resends from
+        elif args.scenario == "resend-flood":  # the burst is the history it resends from
             flooded = split(devices, per_paced, args.publishers, txm.TYPE_READING)
             phases["paced"] = measure("paced, no flood", paced, args.target)
             flood = resend_order([m for g in burst for m in g], heights,
                                  int(args.resend_rate * args.paced_seconds))
-            phases["flood"] = measure("paced, resend flood", flooded, args.target, flood)
+            phases["flood"] = measure("paced, resend flood", flooded, args.target, flood,
+                                      args.resend_rate)
+        else:  # sender-flood: one more registered device sends new txs at full speed
+            flooded = split(devices, per_paced, args.publishers, txm.TYPE_READING)
+            flooder = Signer()
+            publish_all(port, [[flooder.tx(txm.TYPE_REGISTER, {1: flooder.pub})]], 0)
+            rx.wait(1, 30)
+            rx.take()
+            flood = [flooder.tx(txm.TYPE_READING, {1: k, 2: 0}) for k in range(args.flood_txs)]
+            phases["paced"] = measure("paced, no flood", paced, args.target)
+            phases["flood"] = measure("paced, sender flood", flooded, args.target, flood)
         res["phases"] = phases
     finally:
         if rx is not None:
@@ -523,14 +551,20 @@ def table(res: dict) -> str:
 
 def flood_table(res: dict) -> str:
     """Other devices' receipt latency and the gateway's CPU, paced without and
-    with the resend flood."""
+    with the flood."""
     a, ph = res["args"], res["phases"]
-    lines = [f"paced {a['target']:,.0f} tx/s from {a['devices']} devices; flood: one client "
-             f"resends {ph['flood']['resends']:,} old committed txs at {a['resend_rate']:g}/s, "
-             f"round robin over the blocks of the {ph['burst']['n']:,}-tx history",
+    f = ph["flood"]
+    if a["scenario"] == "resend-flood":
+        what = (f"one client resends {f['flood_receipts']:,} old committed txs at "
+                f"{a['resend_rate']:g}/s, round robin over the blocks of the "
+                f"{ph['burst']['n']:,}-tx history")
+    else:
+        what = (f"one more device sends {a['flood_txs']:,} new txs at full speed: "
+                f"{f['flood_receipts']:,} committed, {f['flood_limited']:,} rate-limited")
+    lines = [f"paced {a['target']:,.0f} tx/s from {a['devices']} devices; flood: {what}",
              f"{'phase':<22}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'gateway cores':>15}"
              f"{'committed tx/s':>16}"]
-    for key, label in (("paced", "no flood"), ("flood", "resend flood")):
+    for key, label in (("paced", "no flood"), ("flood", a["scenario"])):
         p = ph[key]
         lines.append(f"{label:<22}{p['p50'] * 1000:>9,.0f}{p['p99'] * 1000:>9,.0f}"
                      f"{p['max'] * 1000:>9,.0f}{p['gw_cores']:>15.2f}{p['tps']:>16,.0f}")
@@ -620,9 +654,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=TARGET_TPS,
                     help="offered rate of the paced phase (tx/s)")
     ap.add_argument("--paced-seconds", type=float, default=5.0)
-    ap.add_argument("--scenario", choices=("throughput", "resend-flood"), default="throughput",
-                    help="resend-flood: after the burst, the paced phase twice, the second "
-                         "while one client resends the burst's committed txs")
+    ap.add_argument("--scenario", choices=("throughput", "resend-flood", "sender-flood"),
+                    default="throughput",
+                    help="resend-flood / sender-flood: after the burst, the paced phase "
+                         "twice, the second while one client resends the burst's committed "
+                         "txs / one more device sends new txs at full speed")
+    ap.add_argument("--flood-txs", type=int, default=20000,
+                    help="new txs of the flooding device (sender-flood)")
     ap.add_argument("--resend-rate", type=float, default=80.0,
                     help="resends of committed txs per second (resend-flood)")
     ap.add_argument("--readme", action="store_true", help="write the table to bench/README.md")
@@ -630,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args(argv)
     res = run(args)
-    if args.scenario == "resend-flood":
+    if args.scenario != "throughput":
         print()
         print(flood_table(res))
         print(context(res))

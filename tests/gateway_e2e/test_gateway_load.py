@@ -10,7 +10,7 @@
   commit; with the limit switched off (rate_limit_tps = 0) it is not.
 
 Latency and CPU figures of the same scenarios are in bench/gateway.py
-(`--scenario resend-flood`), not asserted here.
+(`--scenario resend-flood` and `--scenario sender-flood`), not asserted here.
 """
 
 from __future__ import annotations
