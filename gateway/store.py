@@ -369,6 +369,18 @@ class Store:
                 idx >>= 1
         return path
 
+    def receipt_tree(self, height: int) -> bytes | None:
+        """The stored receipts tree of block `height` (every level's hashes
+        end to end), None if it has none (no txs, or committed before)."""
+        try:
+            row = self._db.execute("SELECT nodes FROM receipt_trees WHERE height = ?",
+                                   (height,)).fetchone()
+        except sqlite3.OperationalError as e:  # a database no node of this version opened
+            if "no such table" not in str(e):
+                raise
+            return None
+        return row[0] if row else None
+
     def _rebuilt_levels(self, height: int) -> list[list[bytes]]:
         levels = self._levels.get(height)
         if levels is None:
