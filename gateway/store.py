@@ -14,10 +14,10 @@ Schema (SCHEMA below):
     kv(key BLOB PK, value BLOB)        the stored values of the state tree
                                        (market offers and demands, contract
                                        deployments and storage: State.kv)
-    receipt_trees(height PK, nodes)    each block's receipts tree, every level
-                                       (leaves first, root last) as 32-byte
-                                       hashes end to end: a receipt's audit
-                                       path is read from it, not rebuilt
+    receipt_trees(height PK, nodes)    each block's receipts tree above the
+                                       leaves (level 1 first, root last) as
+                                       32-byte hashes end to end: a receipt's
+                                       audit path is read from it, not rebuilt
 
 Durability: WAL mode, `synchronous=FULL`. `commit_block` writes a block, its
 txs + receipts and its state diff in ONE transaction (BEGIN IMMEDIATE ...
@@ -37,10 +37,11 @@ commit runs, it opens a second, read-only Store for that.
 
 `get_receipt(tx_id)` answers a device re-sending a tx that is already in the
 chain with its receipt reply and proof. The block's receipts tree is stored
-at commit (receipt_trees, written with the block's txs), so a lookup is the
-tx row, the block row and the ~log2(n) hashes of the audit path read from
-the stored tree (blob I/O): the same small cost for any block, nothing
-rebuilt. Blocks committed before receipt trees were stored (an older
+at commit (receipt_trees, written with the block's txs; ~32 bytes per tx:
+the leaves are not stored, a leaf is recomputed from its tx row), so a
+lookup is the tx row, the block row, the sibling's row for the first hash of
+the audit path and the other ~log2(n) hashes read from the stored tree (blob
+I/O): the same small cost for any block, nothing rebuilt. Blocks committed before receipt trees were stored (an older
 database of the same schema) have no row there: their tree is rebuilt from
 the tx rows once and the last LEVELS_CACHE such trees are cached.
 
@@ -256,9 +257,9 @@ class Store:
                 for i, (t, r) in enumerate(zip(block.txs, block.receipts, strict=True))]
         self._db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                              % _TX_COLS, rows)
-        if block.levels and block.levels[0]:  # the receipts tree, for get_receipt
+        if len(block.levels) > 1:  # the receipts tree above the leaves, for get_receipt
             self._db.execute("INSERT INTO receipt_trees (height, nodes) VALUES (?, ?)",
-                             (h, b"".join(x for level in block.levels for x in level)))
+                             (h, b"".join(x for level in block.levels[1:] for x in level)))
 
     def _write_diff(self, diff: dict[bytes, DeviceRecord]) -> None:
         db = self._db
@@ -349,16 +350,19 @@ class Store:
                                 blk.signed_header, t.idx, blk.n_txs, path)
 
     def _stored_path(self, height: int, n: int, idx: int) -> list[bytes] | None:
-        """Audit path of leaf `idx` of the `n`-leaf receipts tree stored for
-        block `height` (shared.merkletree.proof over the stored levels), read
-        hash by hash; None if the block has no stored tree."""
+        """Audit path of leaf `idx` of the `n`-leaf receipts tree of block
+        `height` (what shared.merkletree.proof gives): the sibling leaf from
+        its tx row, the rest read hash by hash from the stored levels; None
+        if the block has no stored tree."""
+        if n == 1:
+            return []
         try:
             blob = self._db.blobopen("receipt_trees", "nodes", height, readonly=True)
-        except sqlite3.OperationalError:  # no such row
+        except sqlite3.OperationalError:  # no such row (or table)
             return None
-        path = []
+        path = [self._leaf_hash(height, idx ^ 1)] if idx ^ 1 < n else []
         with blob:
-            start, size = 0, n
+            start, size, idx = 0, (n + 1) // 2, idx >> 1
             while size > 1:
                 sib = idx ^ 1
                 if sib < size:
@@ -369,9 +373,16 @@ class Store:
                 idx >>= 1
         return path
 
+    def _leaf_hash(self, height: int, idx: int) -> bytes:
+        row = self._db.execute("SELECT id, status, reason, events FROM txs "
+                               "WHERE height = ? AND idx = ?", (height, idx)).fetchone()
+        i, st, r, e = row
+        return merkle.leaf_hash(messages.receipt_leaf(i, st, r, cbor.loads(e)))
+
     def receipt_tree(self, height: int) -> bytes | None:
-        """The stored receipts tree of block `height` (every level's hashes
-        end to end), None if it has none (no txs, or committed before)."""
+        """The stored receipts tree of block `height` (the hashes of every
+        level above the leaves, end to end), None if it has none (fewer than
+        2 txs, or committed before receipt trees were stored)."""
         try:
             row = self._db.execute("SELECT nodes FROM receipt_trees WHERE height = ?",
                                    (height,)).fetchone()
