@@ -18,6 +18,13 @@ block -> receipt on each device's rx topic -> one subscriber here.
    seconds: receipt latency p50 / p99 (publish -> receipt arrival), to compare
    with the target (block interval + 100 ms).
 
+`--scenario resend-flood`: after the burst, the paced phase runs twice, the
+second while one more publisher resends the burst's committed txs at
+`--resend-rate` (default 80/s), round robin over their blocks.
+`--scenario sender-flood`: the same, the flood being one more registered
+device sending `--flood-txs` (default 20,000) new readings at full speed.
+Both tables compare the other devices' receipt latency and the gateway's CPU.
+
 Every receipt must arrive; a sample is checked with messages.check_receipt
 against the authority key, and `thingledger chain verify` re-validates the
 chain at the end. `--readme` writes the table into bench/README.md (section
@@ -293,17 +300,20 @@ class Receipts:
         self.client.loop_stop()
 
 
-def publish_all(port: int, groups: list[list[bytes]], rate: float) -> tuple[list[float], float]:
+def publish_all(port: int, groups: list[list[bytes]], rate: float,
+                rates: list[float] | None = None) -> tuple[list[float], float]:
     """Run one publisher process per group at once; returns the publish time of
-    every message (groups concatenated) and the time of the last PUBACK."""
+    every message (groups concatenated) and the time of the last PUBACK.
+    `rate` is shared by the groups, or `rates` gives each group its own."""
     ctx = mp.get_context("spawn")
     go = ctx.Event()
     procs, pipes, readies = [], [], []
-    for g in groups:
+    for k, g in enumerate(groups):
         ready = ctx.Event()
         recv, send = ctx.Pipe(duplex=False)
+        r = rates[k] if rates is not None else rate / len(groups)
         p = ctx.Process(target=publisher_main,
-                        args=(port, g, rate / len(groups), ready, go, send), daemon=True)
+                        args=(port, g, r, ready, go, send), daemon=True)
         p.start()
         procs.append(p)
         pipes.append(recv)
@@ -334,6 +344,19 @@ def split(devices: list[Signer], per_device: int, n_groups: int, type_: int) -> 
     return groups
 
 
+def resend_order(history: list[bytes], heights: dict[bytes, int], n: int) -> list[bytes]:
+    """n old committed txs to resend, each from another block than the one
+    before, round robin over every block of the history (`heights`: tx id ->
+    block height): the worst case for a node that rebuilds a block's receipts
+    tree for a resend and caches a few of them."""
+    by_block: dict[int, list[bytes]] = {}
+    for m in history:
+        by_block.setdefault(heights[sha256(m).digest()], []).append(m)
+    blocks_ = [by_block[h] for h in sorted(by_block)]
+    return [blocks_[k % len(blocks_)][(k // len(blocks_)) % len(blocks_[k % len(blocks_)])]
+            for k in range(n)]
+
+
 def pct(values: list[float], q: float) -> float:
     v = sorted(values)
     return v[min(len(v) - 1, int(q * len(v)))]
@@ -355,10 +378,9 @@ def run(args: argparse.Namespace) -> dict:
     data = tmp / "gw"
     genesis.create_domain(data, DOMAIN)
     authority = genesis.load(data / "genesis.toml").authority
-    exe = Path(sys.executable).with_name("thingledger")
-    base = [str(exe)] if exe.exists() and not args.profile else \
-        [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
-         "-m", "tools.cli"]
+    # `-m tools.cli` from ROOT: the code of this checkout, whatever is installed
+    base = [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
+            "-m", "tools.cli"]
     cmd = [*base, "run", "--no-boards", "--quiet", "--broker", f"mqtt://{HOST}:{port}", "--data-dir",
            str(data), "--domain", DOMAIN, "--block-interval", str(args.block_interval)]
     log = open(tmp / "gateway.log", "w")  # noqa: SIM115 - closed below
@@ -379,51 +401,104 @@ def run(args: argparse.Namespace) -> dict:
         rx.wait(len(regs), 60)
         rx.take()
 
-        per_burst = max(1, args.txs // args.devices)
-        per_paced = max(1, int(args.target * args.paced_seconds) // args.devices)
-        print(f"pre-signing {per_burst * args.devices + per_paced * args.devices:,} readings "
-              f"for {args.devices} devices ...", flush=True)
-        burst = split(devices, per_burst, args.publishers, txm.TYPE_READING)
-        paced = split(devices, per_paced, args.publishers, txm.TYPE_READING)
+        heights: dict[bytes, int] = {}  # committed tx id -> its block
 
-        phases = {}
-        for name, groups, rate in (("burst", burst, 0.0), ("paced", paced, args.target)):
+        def measure(name: str, groups: list[list[bytes]], rate: float,
+                    flood: list[bytes] | None = None, flood_rate: float = 0.0) -> dict:
+            """Publish `groups` (at `rate`, 0: at once) and wait for every
+            receipt. `flood`: published meanwhile by one more publisher at
+            `flood_rate` (0: as fast as it can); each gets one reply: a
+            receipt (checked) or a `rate-limited` refusal, nothing else."""
+            from shared.reasons import RATE_LIMITED
+
             flat = [m for g in groups for m in g]
-            print(f"{name}: {len(flat):,} readings, {args.publishers} publisher processes"
-                  + (f", offered {rate:,.0f} tx/s" if rate else ", as fast as possible"),
+            print(f"{name}: {len(flat):,} readings, {len(groups)} publisher processes"
+                  + (f", offered {rate:,.0f} tx/s" if rate else ", as fast as possible")
+                  + (f"; flood of {len(flood):,} txs at "
+                     + (f"{flood_rate:g}/s" if flood_rate else "full speed") if flood else ""),
                   flush=True)
             cpu0 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
-            times, acked = publish_all(port, groups, rate)
-            rx.wait(len(flat), 300)
+            if flood:
+                rates = [rate / len(groups)] * len(groups) + [flood_rate]
+                times, acked = publish_all(port, [*groups, flood], rate, rates)
+                times = times[:len(flat)]
+            else:
+                times, acked = publish_all(port, groups, rate)
+            flooded = set() if flood is None else {sha256(m).digest() for m in flood}
+            rx.wait(len(flat) + len(flood or ()), 600)
             cpu1 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
             got = rx.take()
             sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
-            lat, last, kinds = [], 0.0, {}
+            lat, last, kinds, answered, limited, wrong = [], 0.0, {}, 0, 0, []
             for payload, t in got:
                 m = messages.parse(payload)
-                kinds[m[messages.M_KIND]] = kinds.get(m[messages.M_KIND], 0) + 1
-                if m[messages.M_KIND] == messages.KIND_RECEIPT and m[messages.M_TX] in sent:
-                    lat.append(t - sent.pop(m[messages.M_TX]))
+                kind, tx = m[messages.M_KIND], m[messages.M_TX]
+                kinds[kind] = kinds.get(kind, 0) + 1
+                if kind == messages.KIND_RECEIPT and tx in sent:
+                    heights[tx] = m[messages.M_HEIGHT]
+                    lat.append(t - sent.pop(tx))
                     last = max(last, t)
-            if sent or kinds.get(messages.KIND_REJECT):
-                raise SystemExit(f"{name}: {len(sent)} txs without receipt, replies {kinds}")
+                elif kind == messages.KIND_RECEIPT and tx in flooded:
+                    messages.check_receipt(m, authority)  # every flood receipt checks
+                    answered += 1
+                elif (kind == messages.KIND_REJECT and tx in flooded
+                      and m[messages.M_REASON] == RATE_LIMITED):
+                    limited += 1
+                else:
+                    wrong.append(m.get(messages.M_REASON, kind))
+            if sent or wrong or answered + limited != len(flood or ()):
+                raise SystemExit(f"{name}: {len(sent)} txs without receipt, {answered} + "
+                                 f"{limited} flood txs answered, unexpected {wrong[:5]}, "
+                                 f"replies {kinds}")
             for payload, _ in got[:: max(1, len(got) // 200)]:  # ~200 receipts checked
-                messages.check_receipt(messages.parse(payload), authority)
+                m = messages.parse(payload)
+                if m[messages.M_KIND] == messages.KIND_RECEIPT:
+                    messages.check_receipt(m, authority)
             first = min(times)
-            phases[name] = {
+            p = {
                 "n": len(flat), "tps": len(flat) / (last - first),
                 "publish_tps": len(flat) / (acked - first),
                 "p50": statistics.median(lat), "p99": pct(lat, 0.99), "max": max(lat),
                 "gw_cpu_us": (cpu1[0] - cpu0[0]) / len(flat) * 1e6,
                 "broker_cpu_us": (cpu1[1] - cpu0[1]) / len(flat) * 1e6,
                 "gw_cores": (cpu1[0] - cpu0[0]) / (last - first),
+                "flood_receipts": answered, "flood_limited": limited,
+                "span": last - first,
             }
-            p = phases[name]
             print(f"  {p['tps']:,.0f} committed tx/s; broker took {p['publish_tps']:,.0f} "
                   f"msg/s; latency p50 {p['p50'] * 1000:.0f} ms, p99 {p['p99'] * 1000:.0f} ms",
                   flush=True)
             print(f"  CPU per tx: gateway {p['gw_cpu_us']:.0f} us (busy {p['gw_cores']:.2f} "
-                  f"cores), mosquitto {p['broker_cpu_us']:.0f} us", flush=True)
+                  f"cores), mosquitto {p['broker_cpu_us']:.0f} us"
+                  + (f"; flood: {answered:,} receipts, {limited:,} rate-limited" if flood
+                     else ""), flush=True)
+            return p
+
+        per_burst = max(1, args.txs // args.devices)
+        per_paced = max(1, int(args.target * args.paced_seconds) // args.devices)
+        print(f"pre-signing {per_burst * args.devices + per_paced * args.devices:,} readings "
+              f"for {args.devices} devices ...", flush=True)
+        burst = split(devices, per_burst, args.publishers, txm.TYPE_READING)
+        paced = split(devices, per_paced, args.publishers, txm.TYPE_READING)
+        phases = {"burst": measure("burst", burst, 0.0)}
+        if args.scenario == "throughput":
+            phases["paced"] = measure("paced", paced, args.target)
+        elif args.scenario == "resend-flood":  # the burst is the history it resends from
+            flooded = split(devices, per_paced, args.publishers, txm.TYPE_READING)
+            phases["paced"] = measure("paced, no flood", paced, args.target)
+            flood = resend_order([m for g in burst for m in g], heights,
+                                 int(args.resend_rate * args.paced_seconds))
+            phases["flood"] = measure("paced, resend flood", flooded, args.target, flood,
+                                      args.resend_rate)
+        else:  # sender-flood: one more registered device sends new txs at full speed
+            flooded = split(devices, per_paced, args.publishers, txm.TYPE_READING)
+            flooder = Signer()
+            publish_all(port, [[flooder.tx(txm.TYPE_REGISTER, {1: flooder.pub})]], 0)
+            rx.wait(1, 30)
+            rx.take()
+            flood = [flooder.tx(txm.TYPE_READING, {1: k, 2: 0}) for k in range(args.flood_txs)]
+            phases["paced"] = measure("paced, no flood", paced, args.target)
+            phases["flood"] = measure("paced, sender flood", flooded, args.target, flood)
         res["phases"] = phases
     finally:
         if rx is not None:
@@ -468,6 +543,28 @@ def table(res: dict) -> str:
     lines = [f"{'metric':<{w[0]}}  {'measured':>{w[1]}}  {'target':<{w[2]}}  verdict",
              f"{'-' * w[0]}  {'-' * w[1]}  {'-' * w[2]}  -------"]
     lines += [f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in rows]
+    return "\n".join(lines)
+
+
+def flood_table(res: dict) -> str:
+    """Other devices' receipt latency and the gateway's CPU, paced without and
+    with the flood."""
+    a, ph = res["args"], res["phases"]
+    f = ph["flood"]
+    if a["scenario"] == "resend-flood":
+        what = (f"one client resends {f['flood_receipts']:,} old committed txs at "
+                f"{a['resend_rate']:g}/s, round robin over the blocks of the "
+                f"{ph['burst']['n']:,}-tx history")
+    else:
+        what = (f"one more device sends {a['flood_txs']:,} new txs at full speed: "
+                f"{f['flood_receipts']:,} committed, {f['flood_limited']:,} rate-limited")
+    lines = [f"paced {a['target']:,.0f} tx/s from {a['devices']} devices; flood: {what}",
+             f"{'phase':<22}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'gateway cores':>15}"
+             f"{'committed tx/s':>16}"]
+    for key, label in (("paced", "no flood"), ("flood", a["scenario"])):
+        p = ph[key]
+        lines.append(f"{label:<22}{p['p50'] * 1000:>9,.0f}{p['p99'] * 1000:>9,.0f}"
+                     f"{p['max'] * 1000:>9,.0f}{p['gw_cores']:>15.2f}{p['tps']:>16,.0f}")
     return "\n".join(lines)
 
 
@@ -538,6 +635,10 @@ from /proc and per-stage timers in a run like this one):
   receipts are now encoded while the commit's fsync runs.
 - Under a burst, latency is queueing (20,000 txs arrive in ~1 s and drain at the
   commit rate), so the latency target is checked at a paced 2,000 tx/s.
+- Rate limit (gateway/config.py, docs/PROTOCOL.md): the gateway's default
+  per-sender limit (100 tx/s, 300 at once) is not reached here: each device
+  sends 100 readings in the burst and 10/s in the paced phase, so the bench
+  runs with the defaults and sets no limit of its own.
 """
 
 
@@ -550,11 +651,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=TARGET_TPS,
                     help="offered rate of the paced phase (tx/s)")
     ap.add_argument("--paced-seconds", type=float, default=5.0)
+    ap.add_argument("--scenario", choices=("throughput", "resend-flood", "sender-flood"),
+                    default="throughput",
+                    help="resend-flood / sender-flood: after the burst, the paced phase "
+                         "twice, the second while one client resends the burst's committed "
+                         "txs / one more device sends new txs at full speed")
+    ap.add_argument("--flood-txs", type=int, default=20000,
+                    help="new txs of the flooding device (sender-flood)")
+    ap.add_argument("--resend-rate", type=float, default=80.0,
+                    help="resends of committed txs per second (resend-flood)")
     ap.add_argument("--readme", action="store_true", help="write the table to bench/README.md")
     ap.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args(argv)
     res = run(args)
+    if args.scenario != "throughput":
+        print()
+        print(flood_table(res))
+        print(context(res))
+        return 0 if res["verify_ok"] else 1
     out = table(res)
     ctx = context(res)
     print()

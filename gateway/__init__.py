@@ -7,6 +7,7 @@ Ledger core (pure functions + SQLite, no asyncio, no broker):
     state     DeviceRecord, State, StateOverlay, Rules, precheck(), apply(), state_root()
     validate  check_stateless() / check_stateful(): typed refusals with reason codes
     mempool   bounded FIFO of admitted transactions, dedupe, pending seq per sender
+    ratelimit per-sender token bucket of the ingress (refusal: rate-limited, retryable)
     blocks    build_block(): execute, receipts, Merkle roots, signed header, proofs
     store     SQLite (WAL) chain store, one transaction per block; open_ledger()
     replay    verify_chain(): re-validate everything from genesis

@@ -8,6 +8,9 @@ A config file is flat TOML; every key is optional except `domain`:
     block_interval_s = 1.0               # cut a block every N seconds ...
     block_max_txs = 2000                 # ... or at M transactions
     mempool_capacity = 100000
+    rate_limit_tps = 100.0               # per-sender limit: transactions/s sustained ...
+    rate_limit_burst = 300               # ... and at once; 0 tps switches it off
+                                         # (refused: rate-limited, retryable)
     genesis_path = "genesis.toml"        # default <data_dir>/genesis.toml
     authority_key_path = "authority.key" # default <data_dir>/authority.key
     genesis_supply = 0                   # the authority's balance in a domain this node creates
@@ -45,6 +48,11 @@ DB_FILE = "chain.db"
 STREAMS_FILE = "streams.db"  # the market's off-chain readings (gateway/market/streams.py)
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DATA_DIR = "var/gateway"
+# A sender's share: far above a board's pace (a reading every few seconds) and
+# the bench's devices (100 readings at once each), a small part of the ~2,000
+# tx/s a gateway commits (docs/PROTOCOL.md, "Rate limit").
+DEFAULT_RATE_LIMIT_TPS = 100.0
+DEFAULT_RATE_LIMIT_BURST = 300
 
 
 class FieldError(ValueError):
@@ -74,6 +82,9 @@ class GatewayConfig:
     block_max_txs: int = 2000
     genesis_path: Path | None = None
     mempool_capacity: int = 100_000
+    # per-sender token bucket (gateway/ratelimit.py); rate 0: no limit
+    rate_limit_tps: float = DEFAULT_RATE_LIMIT_TPS
+    rate_limit_burst: int = DEFAULT_RATE_LIMIT_BURST
     authority_key_path: Path | None = None
     # public registry checked by claims (docs/IDENTITY.md); None: claims refused
     registry_dir: Path | None = None
@@ -106,6 +117,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "block_max_txs": (int,),
     "genesis_path": (str,),
     "mempool_capacity": (int,),
+    "rate_limit_tps": (int, float),
+    "rate_limit_burst": (int,),
     "authority_key_path": (str,),
     "registry_dir": (str,),
     "genesis_supply": (int,),
@@ -127,6 +140,10 @@ def _check(c: GatewayConfig) -> None:
         raise ConfigError("block_max_txs", "must be >= 1")
     if c.mempool_capacity < 1:
         raise ConfigError("mempool_capacity", "must be >= 1")
+    if not c.rate_limit_tps >= 0:
+        raise ConfigError("rate_limit_tps", "must be >= 0 (0: no limit)")
+    if c.rate_limit_burst < 1:
+        raise ConfigError("rate_limit_burst", "must be >= 1")
     if c.genesis_supply < 0 or c.market_grant < 0:
         raise ConfigError("genesis_supply" if c.genesis_supply < 0 else "market_grant",
                           "must be >= 0")
@@ -149,7 +166,7 @@ def from_dict(values: dict[str, Any], base_dir: Path | None = None) -> GatewayCo
         if key in _PATHS:
             p = Path(value).expanduser()
             value = p if p.is_absolute() else base / p
-        elif key == "block_interval_s":
+        elif key in ("block_interval_s", "rate_limit_tps"):
             value = float(value)
         elif key == "derived":
             value = _derived(value)

@@ -18,7 +18,9 @@ with the block `height`, a stable `reason` (constants below) and a `detail`:
   at that point of the chain, seq, registration, fee) and execution with
   state.apply; stored sender/seq/type and receipt (status, reason, events)
   equal the recomputed ones;
-- per block: tx_root, receipts_root and state_root recomputed and compared;
+- per block: tx_root, receipts_root and state_root recomputed and compared,
+  and the stored receipts tree (what resends' proofs are read from) equal to
+  the recomputed one;
 - at the end, the recomputed state equals the stored `devices`, `rights`
   and `kv` tables (keys, balances, owners, statuses, kinds, rights, nodes;
   offers, demands, contract deployments and storage).
@@ -35,7 +37,7 @@ import sqlite3
 from dataclasses import dataclass
 from hashlib import sha256
 
-from gateway.blocks import tx_root
+from gateway.blocks import receipts_levels, tx_root
 from gateway.genesis import Genesis
 from gateway.state import BlockInfo, Registry, State, StateOverlay, apply
 from gateway.store import LOW_S_FROM, Store
@@ -57,6 +59,7 @@ TX_ROW_MISMATCH = "tx-row-mismatch"
 RECEIPT_MISMATCH = "receipt-mismatch"
 TX_ROOT_MISMATCH = "tx-root-mismatch"
 RECEIPTS_ROOT_MISMATCH = "receipts-root-mismatch"
+RECEIPT_TREE_MISMATCH = "receipt-tree-mismatch"
 STATE_ROOT_MISMATCH = "state-root-mismatch"
 STATE_MISMATCH = "state-mismatch"
 DATABASE_CORRUPT = "database-corrupt"
@@ -178,8 +181,12 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
                 leaves.append(messages.receipt_leaf(r.id, out.status, out.reason, out.events))
             if tx_root([r.message for r in rows]) != fields["tx_root"]:
                 raise ChainError(h, TX_ROOT_MISMATCH)
-            if merkle.root(leaves) != fields["receipts_root"]:
+            levels = receipts_levels(leaves)
+            if merkle.root_of(levels) != fields["receipts_root"]:
                 raise ChainError(h, RECEIPTS_ROOT_MISMATCH)
+            tree = store.receipt_tree(h)
+            if tree is not None and tree != b"".join(x for level in levels[1:] for x in level):
+                raise ChainError(h, RECEIPT_TREE_MISMATCH, "stored receipts tree")
             if view.root() != fields["state_root"]:
                 raise ChainError(h, STATE_ROOT_MISMATCH)
             state.apply_diff(view.changed, view.kv_changed)

@@ -3,7 +3,8 @@
 Pipeline, one stage per method:
 
     ingress   MqttLink (paho, persistent session, QoS 1) -> batches of payloads
-    validate  check_stateless + Mempool.admit (stateful, signature)  -> reject()
+    validate  check_stateless + per-sender rate limit (gateway/ratelimit.py)
+              + Mempool.admit (stateful, signature)  -> reject()
     mempool   pending txs, per-sender seq
     block     _produce(): every block_interval_s (fixed schedule), or at block_max_txs
     store     commit in a worker thread (one SQLite transaction per block)
@@ -42,6 +43,7 @@ from gateway.inspect import type_name
 from gateway.market.node import MarketNode
 from gateway.mempool import Mempool
 from gateway.mqtt_link import Incoming, MqttLink
+from gateway.ratelimit import SenderLimit
 from gateway.store import Store, StoreError, open_ledger
 from gateway.validate import check_stateless
 from shared import cose, errors, messages, topics
@@ -72,6 +74,9 @@ class Gateway:
         self.led = open_ledger(cfg, registry=registry)
         self.reader = Store(cfg.db_path, readonly=True)
         self.pool = Mempool(cfg.mempool_capacity)
+        # the authority's own txs (market verdicts, grants) are never limited
+        self.limit = SenderLimit(cfg.rate_limit_tps, cfg.rate_limit_burst,
+                                 exempt=(self.led.genesis.authority_id,))
         self.committed = asyncio.Event()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._full = asyncio.Event()
@@ -193,7 +198,11 @@ class Gateway:
         t: txm.Tx | None = None
         try:
             t = check_stateless(payload, self.cfg.domain)
+            if t.id in self.pool:
+                return t.id  # the same tx already pending: answered at its commit
+            self.limit.check(t.sender)  # an empty bucket: refused before the signature check
             if self.pool.admit(t, self.led.state, self.led.rules):
+                self.limit.take(t.sender)
                 self.counters.admitted += 1
                 if self.log_txs:
                     self.on_event(f"accepted {_describe(t)}")
@@ -202,6 +211,7 @@ class Gateway:
             if t is not None and e.reason == errors.REPLAY:
                 receipt = self.reader.get_receipt(t.id)
                 if receipt is not None:
+                    self.limit.take(t.sender)  # signature verified: a resend counts too
                     self.counters.resent_receipts += 1
                     self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
                     return None

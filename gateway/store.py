@@ -14,6 +14,10 @@ Schema (SCHEMA below):
     kv(key BLOB PK, value BLOB)        the stored values of the state tree
                                        (market offers and demands, contract
                                        deployments and storage: State.kv)
+    receipt_trees(height PK, nodes)    each block's receipts tree above the
+                                       leaves (level 1 first, root last) as
+                                       32-byte hashes end to end: a receipt's
+                                       audit path is read from it, not rebuilt
 
 Durability: WAL mode, `synchronous=FULL`. `commit_block` writes a block, its
 txs + receipts and its state diff in ONE transaction (BEGIN IMMEDIATE ...
@@ -33,10 +37,15 @@ the writer appends. One Store object is used by one thread at a time
 if the service answers resends (`get_receipt`) on another thread while a
 commit runs, it opens a second, read-only Store for that.
 
-`get_receipt(tx_id)` rebuilds a committed tx's receipt reply with its proof
-(for a device re-sending a tx that is already in the chain); the receipts
-trees of the last LEVELS_CACHE blocks committed or looked up are cached, so
-a burst of resends after a reconnect costs one indexed lookup each.
+`get_receipt(tx_id)` answers a device re-sending a tx that is already in the
+chain with its receipt reply and proof. The block's receipts tree is stored
+at commit (receipt_trees, written with the block's txs; ~32 bytes per tx:
+the leaves are not stored, a leaf is recomputed from its tx row), so a
+lookup is the tx row, the block row, the sibling's row for the first hash of
+the audit path and the other ~log2(n) hashes read from the stored tree (blob
+I/O): the same small cost for any block, nothing rebuilt. Blocks committed before receipt trees were stored (an older
+database of the same schema) have no row there: their tree is rebuilt from
+the tx rows once and the last LEVELS_CACHE such trees are cached.
 
 `open_ledger(config, registry=)` is the node's start-up: genesis file +
 authority key, create the database with block 0 on first start (or check
@@ -113,6 +122,10 @@ CREATE TABLE IF NOT EXISTS kv (
     key BLOB PRIMARY KEY,
     value BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipt_trees (
+    height INTEGER PRIMARY KEY,
+    nodes BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rights (
     device BLOB NOT NULL,
     principal BLOB NOT NULL,
@@ -128,7 +141,7 @@ _UPSERT = ("INSERT INTO devices (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
            "kind = excluded.kind, status = excluded.status, owner = excluded.owner, "
            "claimant = excluded.claimant, node = excluded.node, "
            "assigned = excluded.assigned" % _DEV_COLS)
-LEVELS_CACHE = 16  # receipts trees of recent blocks kept for get_receipt (resends)
+LEVELS_CACHE = 16  # rebuilt receipts trees of pre-receipt_trees blocks kept for get_receipt
 _TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
 
 
@@ -270,6 +283,9 @@ class Store:
                 for i, (t, r) in enumerate(zip(block.txs, block.receipts, strict=True))]
         self._db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                              % _TX_COLS, rows)
+        if len(block.levels) > 1:  # the receipts tree above the leaves, for get_receipt
+            self._db.execute("INSERT INTO receipt_trees (height, nodes) VALUES (?, ?)",
+                             (h, b"".join(x for level in block.levels[1:] for x in level)))
 
     def _write_diff(self, diff: dict[bytes, DeviceRecord]) -> None:
         db = self._db
@@ -346,23 +362,71 @@ class Store:
         return [tx_record(r) for r in cur]
 
     def get_receipt(self, tx_id: bytes) -> bytes | None:
-        """The receipt reply (messages.receipt) of a committed tx, proof
-        recomputed from the stored block, or None if not in the chain."""
+        """The receipt reply (messages.receipt) of a committed tx, its proof
+        read from the block's stored receipts tree, or None if not in the chain."""
         t = self.get_tx(tx_id)
         if t is None:
             return None
-        levels = self._levels.get(t.height)
-        if levels is None:
-            rows = self._db.execute("SELECT id, status, reason, events FROM txs "
-                                    "WHERE height = ? ORDER BY idx", (t.height,)).fetchall()
-            levels = receipts_levels([messages.receipt_leaf(i, s, r, cbor.loads(e))
-                                      for i, s, r, e in rows])
-            self._remember_levels(t.height, levels)
         blk = self.get_block(t.height)
         assert blk is not None
+        path = self._stored_path(t.height, blk.n_txs, t.idx)
+        if path is None:  # a block committed before receipt trees were stored
+            path = merkle.proof(self._rebuilt_levels(t.height), t.idx)
         return messages.receipt(t.id, t.seq, t.status, t.reason, t.events, t.height,
-                                blk.signed_header, t.idx, len(levels[0]),
-                                merkle.proof(levels, t.idx))
+                                blk.signed_header, t.idx, blk.n_txs, path)
+
+    def _stored_path(self, height: int, n: int, idx: int) -> list[bytes] | None:
+        """Audit path of leaf `idx` of the `n`-leaf receipts tree of block
+        `height` (what shared.merkletree.proof gives): the sibling leaf from
+        its tx row, the rest read hash by hash from the stored levels; None
+        if the block has no stored tree."""
+        if n == 1:
+            return []
+        try:
+            blob = self._db.blobopen("receipt_trees", "nodes", height, readonly=True)
+        except sqlite3.OperationalError:  # no such row (or table)
+            return None
+        path = [self._leaf_hash(height, idx ^ 1)] if idx ^ 1 < n else []
+        with blob:
+            start, size, idx = 0, (n + 1) // 2, idx >> 1
+            while size > 1:
+                sib = idx ^ 1
+                if sib < size:
+                    blob.seek((start + sib) * 32)
+                    path.append(blob.read(32))
+                start += size
+                size = (size + 1) // 2
+                idx >>= 1
+        return path
+
+    def _leaf_hash(self, height: int, idx: int) -> bytes:
+        row = self._db.execute("SELECT id, status, reason, events FROM txs "
+                               "WHERE height = ? AND idx = ?", (height, idx)).fetchone()
+        i, st, r, e = row
+        return merkle.leaf_hash(messages.receipt_leaf(i, st, r, cbor.loads(e)))
+
+    def receipt_tree(self, height: int) -> bytes | None:
+        """The stored receipts tree of block `height` (the hashes of every
+        level above the leaves, end to end), None if it has none (fewer than
+        2 txs, or committed before receipt trees were stored)."""
+        try:
+            row = self._db.execute("SELECT nodes FROM receipt_trees WHERE height = ?",
+                                   (height,)).fetchone()
+        except sqlite3.OperationalError as e:  # a database no node of this version opened
+            if "no such table" not in str(e):
+                raise
+            return None
+        return row[0] if row else None
+
+    def _rebuilt_levels(self, height: int) -> list[list[bytes]]:
+        levels = self._levels.get(height)
+        if levels is None:
+            rows = self._db.execute("SELECT id, status, reason, events FROM txs "
+                                    "WHERE height = ? ORDER BY idx", (height,)).fetchall()
+            levels = receipts_levels([messages.receipt_leaf(i, s, r, cbor.loads(e))
+                                      for i, s, r, e in rows])
+            self._remember_levels(height, levels)
+        return levels
 
     def devices(self) -> list[tuple[bytes, DeviceRecord]]:
         """(id, record) sorted by id: every principal, rights included."""

@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--domain", default="demo", help="domain (chain id), default demo")
     r.add_argument("--block-interval", type=_positive_float, default=1.0, metavar="S",
                    help="seconds between blocks (default 1.0)")
+    r.add_argument("--rate-limit", type=float, default=None, metavar="TPS",
+                   help="per-sender limit, transactions/s (default: GatewayConfig's; 0: none)")
     r.add_argument("--registry-dir", metavar="DIR",
                    default=os.environ.get("THINGLEDGER_REGISTRY"),
                    help="public registry that claims are checked against")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from gateway import broker_auth, genesis
 from gateway.broker import DEFAULT_URL, EmbeddedBroker, parse_url
-from gateway.config import GatewayConfig
+from gateway.config import DEFAULT_RATE_LIMIT_TPS, GatewayConfig
 from gateway.market.analytics import DerivedService
 from gateway.service import Gateway
 from gateway.store import StoreError
@@ -117,6 +117,8 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
     roles = MARKET_ROLES[:n_boards] if market else []  # board i+1 takes roles[i]
     cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
                         block_interval_s=args.block_interval,
+                        rate_limit_tps=(DEFAULT_RATE_LIMIT_TPS if args.rate_limit is None
+                                        else args.rate_limit),
                         registry_dir=Path(args.registry_dir) if args.registry_dir else None,
                         genesis_supply=GENESIS_SUPPLY if market else 0,
                         market_fee_bps=MARKET_FEE_BPS if market else None,

@@ -53,12 +53,30 @@ mempool_capacity = 10
     ('domain = "d"\nblock_intervall_s = 1', "block_intervall_s"),
     ('domain = "d"\nmempool_capacity = -1', "mempool_capacity"),
     ('domain = "d"\ndata_dir = 3', "data_dir"),
+    ('domain = "d"\nrate_limit_tps = -1', "rate_limit_tps"),
+    ('domain = "d"\nrate_limit_tps = "fast"', "rate_limit_tps"),
+    ('domain = "d"\nrate_limit_burst = 0', "rate_limit_burst"),
+    ('domain = "d"\nrate_limit_burst = 2.5', "rate_limit_burst"),
     ('domain = ', "<file>"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key_: str) -> None:
     with pytest.raises(ConfigError) as ei:
         config.load(write(tmp_path / "gw.toml", text + "\n"))
     assert ei.value.key == key_ and repr(key_) in str(ei.value)
+
+
+def test_config_rate_limit(tmp_path: Path) -> None:
+    """The per-sender limit is on by default, set in the file, 0 switches it off."""
+    c = config.load(write(tmp_path / "gw.toml", 'domain = "demo"\n'))
+    assert (c.rate_limit_tps, c.rate_limit_burst) == (config.DEFAULT_RATE_LIMIT_TPS,
+                                                      config.DEFAULT_RATE_LIMIT_BURST)
+    assert c.rate_limit_tps > 0
+    c = config.load(write(tmp_path / "gw.toml",
+                          'domain = "demo"\nrate_limit_tps = 20\nrate_limit_burst = 50\n'))
+    assert (c.rate_limit_tps, c.rate_limit_burst) == (20.0, 50)
+    assert isinstance(c.rate_limit_tps, float)
+    c = config.load(write(tmp_path / "gw.toml", 'domain = "demo"\nrate_limit_tps = 0\n'))
+    assert c.rate_limit_tps == 0
 
 
 def test_config_missing_file(tmp_path: Path) -> None:

@@ -169,6 +169,18 @@ def test_receipts_root_forged(chain: Node) -> None:
     failed(chain, 1, replay.RECEIPTS_ROOT_MISMATCH)
 
 
+def test_stored_receipt_tree_edited(chain: Node) -> None:
+    """Resends' proofs are read from the stored receipts tree: a hash changed
+    there is found, and a block without a stored tree (committed before
+    they were stored) still verifies."""
+    tamper(chain, "DELETE FROM receipt_trees WHERE height = 1")
+    assert verify(chain).ok
+    tree = chain.store.receipt_tree(2)
+    assert tree is not None
+    tamper(chain, "UPDATE receipt_trees SET nodes = ? WHERE height = 2", bytes(32) + tree[32:])
+    failed(chain, 2, replay.RECEIPT_TREE_MISMATCH)
+
+
 def test_time_backwards(chain: Node) -> None:
     _reforge(chain, 4, lambda f: f.update(time=f["time"] - 10))
     failed(chain, 4, replay.TIME_BACKWARDS)

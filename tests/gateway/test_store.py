@@ -41,6 +41,49 @@ def test_schema_and_pragmas(node: Node) -> None:
     assert node.store.meta("genesis") == node.genesis.digest()
 
 
+def _count_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the receipts trees the store rebuilds from tx rows."""
+    calls = [0]
+    real = store.receipts_levels
+
+    def spy(leaves):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        return real(leaves)
+
+    monkeypatch.setattr(store, "receipts_levels", spy)
+    return calls
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 100])
+def test_receipt_proof_read_from_the_stored_tree(monkeypatch: pytest.MonkeyPatch, node: Node,
+                                                 n: int) -> None:
+    """A resend's receipt (proof included) is read from the receipts tree
+    stored at commit, for any tree shape, by a reader that never saw the
+    block: byte for byte the receipt sent at commit, no tree rebuilt."""
+    devs = [Device(f"d{i}") for i in range(n)]
+    node.submit_all([d.register() for d in devs])
+    b = node.produce()
+    rebuilds = _count_rebuilds(monkeypatch)
+    with Store(node.cfg.db_path, readonly=True) as reader:
+        got = [reader.get_receipt(t.id) for t in b.txs]
+    assert got == [b.receipt_message(i) for i in range(n)]
+    assert rebuilds[0] == 0
+
+
+def test_receipt_of_a_block_without_stored_tree(monkeypatch: pytest.MonkeyPatch, node: Node,
+                                                alice: Device, bob: Device) -> None:
+    """A block committed before receipt trees were stored (no row) gets its
+    tree rebuilt from the tx rows, once (cached), with the same receipts."""
+    bs = fill(node, alice, bob)
+    node.store._db.execute("DELETE FROM receipt_trees WHERE height = 2")
+    rebuilds = _count_rebuilds(monkeypatch)
+    with Store(node.cfg.db_path, readonly=True) as reader:
+        for b in bs:
+            assert [reader.get_receipt(t.id) for t in b.txs] == [
+                b.receipt_message(i) for i in range(len(b.txs))]
+    assert rebuilds[0] == 1
+
+
 def test_commit_then_reopen(tmp_path: Path, node: Node, alice: Device, bob: Device) -> None:
     bs = fill(node, alice, bob)
     head = node.store.head()
@@ -48,7 +91,7 @@ def test_commit_then_reopen(tmp_path: Path, node: Node, alice: Device, bob: Devi
     assert head is not None and head.height == 3 and head.hash == bs[-1].hash
     assert st.devices == node.state.devices
     assert st.root() == bs[-1].fields["state_root"]
-    for b in bs:  # receipts of recent blocks come from the cached trees
+    for b in bs:  # receipts come from the stored receipts trees
         assert [node.store.get_receipt(t.id) for t in b.txs] == [
             b.receipt_message(i) for i in range(len(b.txs))]
     node.close()
@@ -69,7 +112,7 @@ def test_commit_then_reopen(tmp_path: Path, node: Node, alice: Device, bob: Devi
                                                          b.receipts[i].reason,
                                                          b.receipts[i].events)
             assert tr.message == t.message
-            assert led.store.get_receipt(t.id) == b.receipt_message(i)  # rebuilt from rows
+            assert led.store.get_receipt(t.id) == b.receipt_message(i)  # stored tree
         assert [r.id for r in led.store.block_txs(2)] == [t.id for t in b.txs]
         assert led.store.get_tx(bytes(32)) is None and led.store.get_receipt(bytes(32)) is None
         assert [r.id for r in led.store.find_tx(b.txs[0].id[:4])] == [b.txs[0].id]

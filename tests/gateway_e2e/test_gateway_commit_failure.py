@@ -133,6 +133,9 @@ def fsize_limit(limit: int):
     return apply
 
 
+NO_LIMIT = ("--rate-limit", "0")
+
+
 def test_gateway_under_a_file_size_limit_loses_nothing(shipped_mosquitto, tmp_path):
     """2,404 readings wait at mosquitto while the gateway is down; it starts
     under a 384 KiB file-size limit: the 2,000-tx block fails (its WAL frames
@@ -161,7 +164,8 @@ def test_gateway_under_a_file_size_limit_loses_nothing(shipped_mosquitto, tmp_pa
         receipts = sum(len(d.receipts) for d in devices)
 
         # blocks at 2,000 txs (the interval is longer than the delivery takes)
-        gwp = GatewayProcess(data, broker.url, block_interval=30.0,
+        # (no per-sender limit: the backlog of 600 per device is what makes the big block)
+        gwp = GatewayProcess(data, broker.url, block_interval=30.0, extra=NO_LIMIT,
                              preexec_fn=fsize_limit(384 * 1024)).start()
         failed = int(gwp.expect(r"error: block (\d+) \(\d+ txs\) not committed", 30)[1])
         rc = gwp.proc.wait(30)
@@ -174,7 +178,8 @@ def test_gateway_under_a_file_size_limit_loses_nothing(shipped_mosquitto, tmp_pa
         with Store(data / DB_FILE, readonly=True) as st:
             assert st.head().height == failed - 1, "a block was committed after the failed one"
 
-        gwp = GatewayProcess(data, broker.url, block_interval=0.2).start()  # space is back
+        gwp = GatewayProcess(data, broker.url, block_interval=0.2,
+                             extra=NO_LIMIT).start()  # space is back
         for d in devices:
             d.wait_confirmed(60, resend_after=5.0)
         assert gwp.interrupt() == 0, "\n".join(gwp.lines[-20:])
