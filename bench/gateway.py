@@ -345,7 +345,7 @@ def pct(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> dict:
     from gateway import genesis
-    from shared import messages
+    from shared import cose, messages
     from shared import tx as txm
 
     res: dict = {"args": vars(args), "load_before": os.getloadavg()[0]}
@@ -403,6 +403,8 @@ def run(args: argparse.Namespace) -> dict:
             sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
             lat, last, kinds = [], 0.0, {}
             for payload, t in got:
+                if payload[:1] == b"\xd2":  # a rejection, sealed by the authority
+                    payload = cose.parse1(payload).payload
                 m = messages.parse(payload)
                 kinds[m[messages.M_KIND]] = kinds.get(m[messages.M_KIND], 0) + 1
                 if m[messages.M_KIND] == messages.KIND_RECEIPT and m[messages.M_TX] in sent:

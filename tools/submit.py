@@ -1,6 +1,9 @@
 """Submit a signed transaction from the command line and wait for its answer:
 publish on tl/<domain>/tx (QoS 1), wait on the sender's rx topic for the
-receipt (checked against the authority key) or the rejection."""
+receipt or the rejection of that transaction (matched by tx id), each
+checked against the authority key: a receipt by its signed header and
+Merkle proof, a rejection by the authority's seal (docs/PROTOCOL.md). Any
+other message on the rx topic is skipped."""
 
 from __future__ import annotations
 
@@ -82,15 +85,15 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                m = messages.parse(replies.get(timeout=left))
+                m = messages.open_reply(replies.get(timeout=left), authority)
             except queue.Empty:
                 break
             except errors.TLError:
-                continue
+                continue  # unsigned or forged (anyone may write an rx topic): not an answer
             if m[messages.M_KIND] > messages.KIND_REJECT:
                 continue  # a market notice (e.g. the retained balance), not an answer
-            if m[messages.M_TX] not in (t.id, tx.tx_id(message)) and m[messages.M_SEQ] != t.seq:
-                continue
+            if m[messages.M_TX] != t.id:
+                continue  # about another transaction, even one with the same seq
             if m[messages.M_KIND] == messages.KIND_RECEIPT:
                 fields = messages.check_receipt(m, authority)
                 return Reply(True, m[messages.M_REASON], "", fields["height"],
