@@ -219,9 +219,11 @@ class Node:
                 self._backoff = b = min(b, BACKOFF_MAX_MS)
                 self._wait = b + time.ticks_ms() % (b // 4 + 1)  # jitter: boards spread out
             self.outbox.mark_sent(seq, None)  # due again once the hold ends
+            gc.collect()
             self.log("retry seq=%d reason=%s after=%d free=%d" % (
                 seq, reason, self._wait or self._backoff, gc.mem_free()))
             return
+        gc.collect()
         self.log("rejected seq=%d reason=%s free=%d" % (seq, reason, gc.mem_free()))
         if self.market:  # a final refusal of its open DEMAND frees the buyer
             self.market.notice(m)
