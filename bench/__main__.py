@@ -2,14 +2,14 @@
 
 import sys
 
-from bench import crypto, dual_heap, firmware, gateway, market
+from bench import crypto, dual_heap, firmware, gateway, market, replies
 
 
 def main() -> int:
     failed = 0
     for name, run in (("crypto", crypto.main), ("firmware", firmware.main),
                       ("gateway", gateway.main), ("market", market.main),
-                      ("dual_heap", dual_heap.main)):
+                      ("replies", replies.main), ("dual_heap", dual_heap.main)):
         print(f"== bench.{name}")
         rc = run() if name == "firmware" else run([])
         failed += bool(rc)
