@@ -286,13 +286,14 @@ class SimDevice:
             info.wait_for_publish(wait_ack)
             assert info.is_published(), f"{self.name}: broker did not PUBACK within {wait_ack} s"
 
-    def resend_due(self, after_s: float) -> int:
+    def resend_due(self, after_s: float, limit: int | None = None) -> int:
         """Resend (same bytes) every unconfirmed tx last sent `after_s` or more
-        seconds ago, oldest seq first. Returns how many were resent."""
+        seconds ago (the `limit` oldest of them), oldest seq first. Returns
+        how many were resent."""
         now = time.monotonic()
         with self._cond:
             due = sorted((p for p in self.outbox.values() if now - p.last_sent >= after_s),
-                         key=lambda p: p.seq)
+                         key=lambda p: p.seq)[:limit]
             for p in due:
                 p.last_sent = now
                 p.sends += 1
