@@ -7,7 +7,7 @@ from gwtest import DOMAIN, Device
 
 from gateway import validate
 from gateway.mempool import HOLD_S, MEMPOOL_FULL, Mempool, MempoolFull
-from gateway.state import DeviceRecord, State
+from gateway.state import DeviceRecord, Rules, State
 from shared import errors
 
 
@@ -86,3 +86,15 @@ def test_a_hold_ends_when_its_seq_is_given_up(alice: Device) -> None:
         pool.check_held(n1, now=100.0 + HOLD_S + 1)
     pool.check_held(n1, now=150.0 + HOLD_S)  # not refused since: the sender gave it up
     pool.check_held(n1, now=0.0)  # and the hold is gone
+
+
+def test_the_authority_is_never_held(alice: Device, bob: Device) -> None:
+    state = State({alice.id: DeviceRecord(alice.pub, 0, 0), bob.id: DeviceRecord(bob.pub, 0, 0)})
+    rules = Rules(authority_id=alice.id)  # the market's operator signs as the authority
+    pool = Mempool(capacity=1)
+    assert pool.admit(parsed(bob.reading()), state, rules)
+    n, n1 = parsed(alice.reading()), parsed(alice.reading())
+    with pytest.raises(MempoolFull):
+        pool.admit(n, state, rules)
+    pool.done(pool.take(1))
+    assert pool.admit(n1, state, rules)  # it signs a refused verdict again, under a new seq
