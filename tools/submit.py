@@ -24,11 +24,15 @@ class Reply:
     detail: str
     height: int | None
     status: int | None
+    retry_ms: int | None = None  # a retryable rejection: the same message may go again after
 
     def describe(self) -> str:
         if self.ok:
             state = "ok" if self.status == messages.STATUS_OK else f"failed: {self.reason}"
             return f"committed at height {self.height} ({state})"
+        if self.retry_ms is not None:
+            return (f"rejected for now: {self.reason} ({self.detail}); the same message may be "
+                    f"sent again after {self.retry_ms} ms")
         return f"rejected: {self.reason} ({self.detail})"
 
 
@@ -98,7 +102,8 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
                 fields = messages.check_receipt(m, authority)
                 return Reply(True, m[messages.M_REASON], "", fields["height"],
                              m[messages.M_STATUS])
-            return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None)
+            return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None,
+                         m.get(messages.M_RETRY))
         raise SubmitError(f"no answer from the gateway within {timeout:.0f} s")
     finally:
         c.disconnect()  # first: it wakes the network thread, which loop_stop joins

@@ -161,4 +161,5 @@ def test_submit_takes_only_the_sealed_reply_about_its_transaction(amqtt_broker, 
         replier.publish(rx, notice.seal(auth_priv, aid, messages.rejection(
             tx_id, seq, "insufficient-funds", "the answer")))
         got = reply.result(30)
-    assert (got.ok, got.reason, got.detail) == (False, "insufficient-funds", "the answer")
+    assert (got.ok, got.reason, got.detail, got.retry_ms) == (
+        False, "insufficient-funds", "the answer", None)
