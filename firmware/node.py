@@ -43,8 +43,8 @@ RESEND_MS = const(5000)
 CONNECT_WAIT_MS = const(10000)
 _NOTICE_BYTE = const(0xD2)  # shared/notice.py NOTICE_BYTE: sealed by the authority
 _M_RETRY = const(12)  # shared/messages_gateway.py M_RETRY: retry after (ms), not final
-BACKOFF_MIN_MS = const(500)
-BACKOFF_MAX_MS = const(16000)
+_BACKOFF_MIN_MS = const(500)
+_BACKOFF_MAX_MS = const(16000)
 
 
 class Node:
@@ -215,8 +215,8 @@ class Node:
         after = m.get(_M_RETRY)
         if isinstance(after, int) and after >= 0:  # the gateway is busy: same message later
             if not self._wait and self._hold is None:  # one hold per refused burst
-                b = max(self._backoff * 2, after, BACKOFF_MIN_MS)
-                self._backoff = b = min(b, BACKOFF_MAX_MS)
+                b = max(self._backoff * 2, after, _BACKOFF_MIN_MS)
+                self._backoff = b = min(b, _BACKOFF_MAX_MS)
                 self._wait = b + time.ticks_ms() % (b // 4 + 1)  # jitter: boards spread out
             self.outbox.mark_sent(seq, None)  # due again once the hold ends
             gc.collect()
