@@ -2,14 +2,15 @@
 
 import sys
 
-from bench import crypto, dual_heap, firmware, gateway, market, startup
+from bench import crypto, dual_heap, firmware, gateway, market, replies, startup
 
 
 def main() -> int:
     failed = 0
     for name, run in (("crypto", crypto.main), ("firmware", firmware.main),
                       ("gateway", gateway.main), ("market", market.main),
-                      ("dual_heap", dual_heap.main), ("startup", startup.main)):
+                      ("replies", replies.main), ("dual_heap", dual_heap.main),
+                      ("startup", startup.main)):
         print(f"== bench.{name}")
         rc = run() if name == "firmware" else run([])
         failed += bool(rc)

@@ -179,7 +179,7 @@ class Signer:
         self.seq += 1
         payload = txm.payload(type_, DOMAIN, self.seq, 0, body)
         prot = cose.protected_header(self.id)
-        sig = es256_cryptography.sign(self._key, cose.sig_structure(prot, payload), self._alg)
+        sig = es256_cryptography.sign_with_key(self._key, cose.sig_structure(prot, payload), self._alg)
         return cbor.dumps(cbor.Tag(cose.TAG_SIGN1, [prot, {}, payload, sig]))
 
 
@@ -365,7 +365,7 @@ def pct(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> dict:
     from gateway import genesis
-    from shared import messages
+    from shared import cose, messages
     from shared import tx as txm
 
     res: dict = {"args": vars(args), "load_before": os.getloadavg()[0]}
@@ -431,6 +431,8 @@ def run(args: argparse.Namespace) -> dict:
             sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
             lat, last, kinds, answered, limited, wrong = [], 0.0, {}, 0, 0, []
             for payload, t in got:
+                if payload[:1] == b"\xd2":  # a rejection, sealed by the authority
+                    payload = cose.parse1(payload).payload
                 m = messages.parse(payload)
                 kind, tx = m[messages.M_KIND], m[messages.M_TX]
                 kinds[kind] = kinds.get(kind, 0) + 1

@@ -12,10 +12,21 @@ its own readings on chain. The node shows it every message first (it keeps
 the data-topic readings and the market notices, and watches for a rejected
 DEMAND) and runs its step every pass.
 
+Replies (docs/PROTOCOL.md): a receipt carries its own proof (a header signed
+by the domain authority); a rejection is a COSE_Sign1 by the authority, and
+the node acts on one only once its signature checks, so nobody else who can
+write the rx topic makes it drop a transaction (an unsigned or forged
+rejection is logged and changes nothing). A rejection that carries a retry
+hint (mempool-full, rate-limited) is not final: the transaction stays in the
+outbox and nothing is sent for a while (bounded exponential backoff, at least
+the hint), then the outbox goes out again oldest first, so a newer seq never
+overtakes the refused one.
+
 Heap (64 KiB): a reply is decoded as views into the received message (no copy
-of the signed header), and the heap is collected just before the signature
-check, so its big ints fill the small free holes first and the larger
-allocations still find room.
+of the signed header), the signature is checked only for a reply about a
+transaction in the outbox, and the heap is collected just before the check,
+so its big ints fill the small free holes first and the larger allocations
+still find room.
 """
 import gc
 import time
@@ -25,12 +36,15 @@ from micropython import const
 from firmware import flash
 from firmware.flash import Outbox, SeqStore
 from firmware.mqtt import MQTTError
-from shared import errors, messages, tx
+from shared import cose, errors, messages, tx
 
 REGISTERED_FILE = "registered"
 RESEND_MS = const(5000)
 CONNECT_WAIT_MS = const(10000)
-_NOTICE_BYTE = const(0xD2)  # shared/notice.py NOTICE_BYTE: a sealed market notice
+_NOTICE_BYTE = const(0xD2)  # shared/notice.py NOTICE_BYTE: sealed by the authority
+_M_RETRY = const(12)  # shared/messages_gateway.py M_RETRY: retry after (ms), not final
+_BACKOFF_MIN_MS = const(500)
+_BACKOFF_MAX_MS = const(16000)
 
 
 class Node:
@@ -57,6 +71,9 @@ class Node:
         self.rejections = 0
         self._next_reading = time.ticks_ms()
         self._announced = False
+        self._backoff = 0  # ms: the last hold after a retryable refusal (0: none since a receipt)
+        self._wait = 0  # ms: a hold to start at the next step
+        self._hold = None  # ticks until which the outbox sends nothing
         self.market = None  # firmware/market.py on a board with an offer or a need
 
     # -- lifecycle -------------------------------------------------------
@@ -71,16 +88,18 @@ class Node:
         if not self.registered and not len(self.outbox):
             self.submit(tx.TYPE_REGISTER, {1: self.wallet.public_key})
 
-    def step(self):
+    def step(self, now=None):
         """One pass: handle incoming messages, announce ourselves after a
         (re)connect, take a reading when due, send what is unconfirmed.
-        Returns quickly; never blocks on a dead broker.
+        Returns quickly; never blocks on a dead broker. `now` (ticks_ms;
+        tests) defaults to the clock.
 
         Transactions go out only from the outbox, oldest seq first: the
         gateway refuses a seq below one it has committed (replay), so a newer
         transaction must never overtake an unconfirmed older one. After a
         reconnect everything unconfirmed is due at once (what was in flight
-        may have died with the gateway)."""
+        may have died with the gateway). After a retryable refusal nothing
+        goes out until the hold ends."""
         c = self.client
         c.check_msg()
         if not c.is_connected():
@@ -89,13 +108,19 @@ class Node:
             self._announced = self._send(self.status_topic, b"online", True)
             if self._announced:
                 self.outbox.unsend()
-        now = time.ticks_ms()
+        if now is None:
+            now = time.ticks_ms()
+        if self._wait:
+            self._hold = time.ticks_add(now, self._wait)
+            self._wait = 0
+        if self._hold is not None and time.ticks_diff(now, self._hold) >= 0:
+            self._hold = None
         if self.market:
             self.market.step(now)
         elif self.registered and time.ticks_diff(now, self._next_reading) >= 0:
             self._next_reading = time.ticks_add(now, self.interval_ms)
             self.take_reading()
-        if c.is_connected():
+        if self._hold is None and c.is_connected():
             for seq in self.outbox.due(now, RESEND_MS, time.ticks_diff):
                 msg = self.outbox.get(seq)
                 if msg is None:
@@ -147,38 +172,65 @@ class Node:
                 if self.market:   # a broker's stray retained message (never trusted)
                     self.market.data(topic, msg)
                 return
-            if msg[0] == _NOTICE_BYTE:  # a market notice, sealed by the authority
-                if self.market:  # (a plain board has no use for one)
-                    self.market.sealed(msg)
-                return
-            m = messages.parse(msg, False)  # views into msg: no copy of the header
-            if m[messages.M_KIND] > messages.KIND_REJECT:
-                raise errors.ProofError("unsealed-notice")  # not the authority's: ignored
-            if self.market:  # a rejection of its open DEMAND frees the buyer
-                self.market.notice(m)
+            s1 = None
+            if msg[0] == _NOTICE_BYTE:  # sealed by the authority: a rejection or a notice
+                s1 = cose.parse1(msg, False)  # views into msg, checked below
+                m = messages.parse(s1.payload, False)
+                if m[messages.M_KIND] != messages.KIND_REJECT:
+                    s1 = m = None
+                    if self.market:  # a market notice (a plain board has no use for one)
+                        self.market.sealed(msg)
+                    return
+            else:
+                m = messages.parse(msg, False)  # views into msg: no copy of the header
+                k = m[messages.M_KIND]
+                if k != messages.KIND_RECEIPT:  # not the authority's: ignored
+                    raise errors.ProofError("unsealed-notice" if k > messages.KIND_REJECT
+                                            else "unsigned-rejection")
             seq = m.get(messages.M_SEQ)
             stored = self.outbox.get(seq) if isinstance(seq, int) else None
             if stored is None or tx.tx_id(stored) != m[messages.M_TX]:
                 return  # not one of ours (or already confirmed)
             stored = None  # the check below needs the heap more
-            if m[messages.M_KIND] == messages.KIND_RECEIPT:
-                gc.collect()  # the check's big ints fill the small holes first
+            gc.collect()  # the check's big ints fill the small holes first
+            if s1 is None:
                 fields = messages.check_receipt(m, self.authority)
                 self.receipts += 1
+                self._backoff = 0
                 self._confirmed(seq)
                 gc.collect()
                 self.log("receipt-verified seq=%d height=%d status=%d free=%d" % (
                     seq, fields["height"], m[messages.M_STATUS], gc.mem_free()))
             else:
-                reason = m[messages.M_REASON]
-                self.rejections += 1
-                self.log("rejected seq=%d reason=%s" % (seq, reason))
-                if reason == errors.ALREADY_REGISTERED:
-                    self._confirmed(seq)
-                else:
-                    self.outbox.remove(seq)
+                cose.check1(self.authority, s1)  # a forged rejection stops here
+                s1 = None
+                self._rejected(seq, m)
         except errors.TLError as e:
             self.log("bad-reply reason=%s detail=%s" % (e.reason, e.detail))
+
+    def _rejected(self, seq, m):
+        """A rejection of outbox entry `seq`, signed by the authority."""
+        reason = m[messages.M_REASON]
+        self.rejections += 1
+        after = m.get(_M_RETRY)
+        if isinstance(after, int) and after >= 0:  # the gateway is busy: same message later
+            if not self._wait and self._hold is None:  # one hold per refused burst
+                b = max(self._backoff * 2, after, _BACKOFF_MIN_MS)
+                self._backoff = b = min(b, _BACKOFF_MAX_MS)
+                self._wait = b + time.ticks_ms() % (b // 4 + 1)  # jitter: boards spread out
+            self.outbox.mark_sent(seq, None)  # due again once the hold ends
+            gc.collect()
+            self.log("retry seq=%d reason=%s after=%d free=%d" % (
+                seq, reason, self._wait or self._backoff, gc.mem_free()))
+            return
+        gc.collect()
+        self.log("rejected seq=%d reason=%s free=%d" % (seq, reason, gc.mem_free()))
+        if self.market:  # a final refusal of its open DEMAND frees the buyer
+            self.market.notice(m)
+        if reason == errors.ALREADY_REGISTERED:
+            self._confirmed(seq)
+        else:
+            self.outbox.remove(seq)
 
     def _confirmed(self, seq):
         # the gateway answers only devices it knows: any receipt means registered

@@ -19,10 +19,21 @@ absorbed its diff (also for dropped txs), never earlier.
 
 Full queue: `MempoolFull` (reason "mempool-full", a gateway-only reason code:
 the device should retry later with the same signed message).
+
+Order of a refused sender (`hold`): once a sender's seq N has been refused
+as full, its higher seqs are refused too (the same reason, detail "held")
+until N itself is admitted, so a device that sends N, N+1, ... back to back
+never sees N+1 admitted while N waits: N would then be a `replay`, lost. A
+hold ends when N is admitted, or HOLD_S after N was last refused (a sender
+that gave N up, e.g. signed it again under a new seq). The domain authority
+(the market's operator, in process) is never held. Another retryable refusal
+(rate-limited) may hold a sender the same way, for a transaction whose
+signature it has checked.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -33,6 +44,8 @@ from shared import tx as txm
 from shared.reasons import MEMPOOL_FULL
 
 DEFAULT_CAPACITY = 100_000
+HOLD_S = 30.0  # a hold's life after the last refusal of its seq (> a board's longest backoff)
+MAX_HOLDS = 100_000
 
 
 class MempoolFull(errors.TLError):
@@ -80,6 +93,8 @@ class Mempool:
         self._seq: dict[bytes, int] = {}
         # id -> (record, id of the pending tx that creates it)
         self._created: dict[bytes, tuple[DeviceRecord, bytes]] = {}
+        # sender -> (refused seq, its reason, monotonic time the hold ends)
+        self._held: dict[bytes, tuple[int, str, float]] = {}
 
     def __len__(self) -> int:
         """Queued (not yet taken) transactions."""
@@ -100,13 +115,40 @@ class Mempool:
     def view(self, state: StateView) -> PendingView:
         return PendingView(state, self._created)
 
+    def hold(self, sender: bytes, seq: int, reason: str, now: float | None = None) -> None:
+        """Refuse `sender`'s seqs above `seq` with `reason` (retryable) until
+        `seq` is admitted or HOLD_S pass without it being refused again."""
+        now = time.monotonic() if now is None else now
+        h = self._held.get(sender)
+        if h is not None and h[0] < seq and h[2] > now:
+            return  # held at a lower seq already
+        if h is None and len(self._held) >= MAX_HOLDS:
+            self._held = {k: v for k, v in self._held.items() if v[2] > now}
+            if len(self._held) >= MAX_HOLDS:
+                return  # (order no longer guaranteed for new senders)
+        self._held[sender] = (seq, reason, now + HOLD_S)
+
+    def check_held(self, t: txm.Tx, now: float | None = None) -> None:
+        """Raise the hold's retryable refusal if `t` is above its sender's held seq."""
+        h = self._held.get(t.sender)
+        if h is None or t.seq <= h[0]:
+            return
+        if h[2] <= (time.monotonic() if now is None else now):
+            del self._held[t.sender]
+            return
+        raise errors.TLError("held", reason=h[1])
+
     def add(self, t: txm.Tx) -> bool:
         """Queue a transaction that passed validate.check_stateful. False if
-        already pending; raises MempoolFull."""
+        already pending; raises MempoolFull (and holds the sender's order)."""
         if t.id in self._ids:
             return False
         if len(self._queue) >= self.capacity:
+            self.hold(t.sender, t.seq, MEMPOOL_FULL)
             raise MempoolFull(MEMPOOL_FULL)
+        h = self._held.get(t.sender)
+        if h is not None and t.seq >= h[0]:
+            del self._held[t.sender]
         self._queue.append(t)
         self._ids.add(t.id)
         self._seq[t.sender] = t.seq
@@ -117,11 +159,14 @@ class Mempool:
 
     def admit(self, t: txm.Tx, state: StateView, rules: Rules | None = None) -> bool:
         """Stateful check (signature included) against `state` and the pending
-        txs, then add. False if the same tx is already pending; raises TLError
-        (see gateway/validate.py) or MempoolFull."""
+        txs, the sender's hold, then add. False if the same tx is already
+        pending; raises TLError (see gateway/validate.py; the hold's reason)
+        or MempoolFull."""
         if t.id in self._ids:
             return False
         check_stateful(t, self.view(state), self._seq.get(t.sender), rules)
+        if rules is None or t.sender != rules.authority_id:
+            self.check_held(t)
         return self.add(t)
 
     def take(self, max_n: int) -> list[txm.Tx]:

@@ -13,9 +13,10 @@ Pipeline, one stage per method:
               (gateway/market/node.py), which also takes the off-chain
               readings on tl/<d>/data/+
 
-Rejections go to the sender's rx topic when its id can be read from the
-message, otherwise to tl/<domain>/rejects. A resend of a committed
-transaction is answered with its receipt again (nothing is applied twice).
+Rejections go to the sender's rx topic, sealed by the authority, when its
+id can be read from the message, otherwise to tl/<domain>/rejects. A resend
+of a committed transaction is answered with its receipt again (nothing is
+applied twice).
 
 Each message is acknowledged to the broker (PUBACK) in arrival order once it
 is settled: refused, answered, or committed in a block on disk. Until then the
@@ -46,7 +47,7 @@ from gateway.mqtt_link import Incoming, MqttLink
 from gateway.ratelimit import SenderLimit
 from gateway.store import Store, StoreError, open_ledger
 from gateway.validate import check_stateless
-from shared import cose, errors, messages, topics
+from shared import cose, errors, messages, notice, reasons, topics
 from shared import tx as txm
 
 EventSink = Callable[[str], None]
@@ -200,7 +201,13 @@ class Gateway:
             t = check_stateless(payload, self.cfg.domain)
             if t.id in self.pool:
                 return t.id  # the same tx already pending: answered at its commit
-            self.limit.check(t.sender)  # an empty bucket: refused before the signature check
+            try:
+                self.limit.check(t.sender)  # an empty bucket: refused before the signature check
+            except errors.TLError:
+                # keep the sender's order, as for mempool-full: its later seqs wait for
+                # this one, else one admitted first would make this one a replay, lost
+                self.pool.hold(t.sender, t.seq, errors.RATE_LIMITED)
+                raise
             if self.pool.admit(t, self.led.state, self.led.rules):
                 self.limit.take(t.sender)
                 self.counters.admitted += 1
@@ -219,12 +226,22 @@ class Gateway:
             return None
 
     def reject(self, payload: bytes, t: txm.Tx | None, e: errors.TLError) -> None:
+        """Answer a refused message. To the sender's rx topic the rejection
+        goes sealed by the authority (a device acts only on a rejection that
+        verifies); to tl/<d>/rejects (sender unreadable) plain. A retryable
+        reason (reasons.RETRYABLE) carries a retry hint: the error's
+        `retry_ms` if it has one, else one block interval (what a full
+        mempool needs to drain)."""
         self.counters.rejected += 1
         sender = t.sender if t is not None else _readable_sender(payload)
         tx_id = hashlib.sha256(payload).digest() if e.reason != errors.TOO_LARGE else b""
-        msg = messages.rejection(tx_id, t.seq if t is not None else 0, e.reason, e.detail)
+        retry = None
+        if e.reason in reasons.RETRYABLE:
+            retry = getattr(e, "retry_ms", None) or max(1, int(self.cfg.block_interval_s * 1000))
+        msg = messages.rejection(tx_id, t.seq if t is not None else 0, e.reason, e.detail, retry)
         if sender is not None:
             topic = topics.rx(self.cfg.domain, sender.hex())
+            msg = notice.seal(self.led.authority_priv, self.led.genesis.authority_id, msg)
         else:
             topic = self._topic_rejects
         self._publish(topic, msg)

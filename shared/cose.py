@@ -7,13 +7,13 @@ The kid (device id) sits in the *protected* header, so it is covered by the
 signature and names the sender; any COSE library verifies these messages.
 
 Backends, probed at import: on CPython with the `cryptography` package,
-verification uses it (shared/es256_cryptography.py: fast, constant-time);
-otherwise (MicroPython, boards) shared/p256.py. Signing always uses shared/p256.py: RFC 6979 deterministic
-nonces on every side.
+verification and signing use it (shared/es256_cryptography.py: fast,
+constant-time; signatures with RFC 6979 nonces); otherwise (MicroPython,
+boards) shared/p256.py. RFC 6979 deterministic nonces on every side.
 
 Low s: a signature is accepted only with s <= n/2 (check1, before any curve
 arithmetic, whatever the backend); (r, n - s) would verify too and give the
-same message another id. Signers here produce low s (shared/p256.py).
+same message another id. Both signers produce low s.
 """
 from hashlib import sha256
 
@@ -33,12 +33,13 @@ _HDR_ALG = const(1)
 _HDR_KID = const(4)
 _MAX_KID = const(32)
 
-try:  # CPython gateway: fast verification (shared/es256_cryptography.py)
+try:  # CPython gateway: fast verification and signing (shared/es256_cryptography.py)
+    from shared.es256_cryptography import sign as _sign
     from shared.es256_cryptography import verify as _verify
 
     BACKEND = "cryptography"
 except ImportError:  # MicroPython, boards: shared/p256.py
-    _verify = None
+    _verify = _sign = None
     BACKEND = "p256"
 
 
@@ -81,10 +82,13 @@ def protected_header(kid):
 
 def sign1(private_key, payload, kid):
     """COSE_Sign1 bytes of `payload` signed with `private_key`, naming `kid`."""
-    from shared import p256
-
     prot = protected_header(kid)
-    sig = p256.sign_digest(private_key, sig_digest(prot, payload))
+    if _sign is not None:
+        sig = _sign(private_key, sig_structure(prot, payload))
+    else:
+        from shared import p256
+
+        sig = p256.sign_digest(private_key, sig_digest(prot, payload))
     return cbor.dumps(cbor.Tag(TAG_SIGN1, [prot, {}, payload, sig]))
 
 

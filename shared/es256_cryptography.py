@@ -1,10 +1,18 @@
-"""ES256 verification with the `cryptography` package (OpenSSL): the gateway's
-fast path, probed by shared/cose.py at import. Raises ImportError where the
-package is missing (MicroPython, boards), which selects shared/p256.py.
+"""ES256 with the `cryptography` package (OpenSSL): the gateway's fast path,
+probed by shared/cose.py at import. Raises ImportError where the package is
+missing (MicroPython, boards), which selects shared/p256.py.
 
-Also the host's signing with a `cryptography` key (`sign`) and the low-s form
-of any r||s (`low_s`): the wire takes only s <= n/2 (shared/cose.py check1),
-and OpenSSL returns s > n/2 for about half of its signatures."""
+Signing always gives s in its low half (s <= n/2), the one form the wire
+takes (shared/cose.py check1): a high-s copy of a signature verifies too,
+under another message id, and OpenSSL returns s > n/2 for about half of its
+signatures.
+- `sign` (None where OpenSSL lacks RFC 6979): a 32-byte private scalar,
+  deterministic nonces, the same r as shared/p256.py; ~20x faster than
+  shared/p256.py on CPython, which counts for the gateway's sealed rejections
+  (one per refusal). shared/cose.py sign1 uses it.
+- `sign_with_key`: a `cryptography` private key object (the benches' load
+  generators, tests).
+- `low_s`, `is_low_s`: the low-s form of any r||s, and the test for it."""
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -16,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 group order
 HALF_N = N // 2
 _KEYS = {}
+_PRIVATE = {}
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _MAX_KEYS = 65536
 
@@ -34,7 +43,7 @@ def low_s(signature):
     return bytes(signature[:32]) + (N - s).to_bytes(32, "big")
 
 
-def sign(private_key, message, algorithm=_ECDSA):
+def sign_with_key(private_key, message, algorithm=_ECDSA):
     """r||s (64 bytes, low s) of `message` by a `cryptography` P-256 private
     key; `algorithm` an ec.ECDSA over SHA-256 (e.g. deterministic_signing)."""
     r, s = decode_dss_signature(private_key.sign(message, algorithm))
@@ -61,3 +70,22 @@ def verify(public_key, message, signature):
         return True
     except (InvalidSignature, ValueError, TypeError):
         return False
+
+
+def _sign(private_key, message):
+    """r||s (64 bytes, low s) of `message` under the 32-byte private scalar."""
+    key = _PRIVATE.get(private_key)
+    if key is None:
+        key = ec.derive_private_key(int.from_bytes(private_key, "big"), ec.SECP256R1())
+        if len(_PRIVATE) >= 64:
+            _PRIVATE.clear()
+        _PRIVATE[bytes(private_key)] = key
+    return sign_with_key(key, message, _DETERMINISTIC)
+
+
+try:
+    _DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+    _sign(b"\x00" * 31 + b"\x01", b"probe")
+    sign = _sign
+except Exception:  # an OpenSSL without RFC 6979 (before 3.2): shared/p256.py signs
+    sign = None

@@ -1,6 +1,7 @@
 """Building gateway -> device replies (the gateway's side of
-shared/messages.py, also reachable as messages.receipt, messages.STATUS_OK, ...)."""
-from shared import cbor
+shared/messages.py, also reachable as messages.receipt, messages.STATUS_OK, ...),
+and reading them on a host (open_reply)."""
+from shared import cbor, cose, errors
 from shared.messages import (
     KIND_ACCOUNT,
     KIND_ENDED,
@@ -18,9 +19,13 @@ from shared.messages import (
     M_SIZE,
     M_STATUS,
     M_TX,
+    parse,
 )
 
 M_DETAIL = 11
+# rejections only, set for a retryable reason (shared/reasons.py RETRYABLE):
+# send the same signed message again after at least this many ms
+M_RETRY = 12
 # market notices (docs/MARKET.md)
 M_AGREEMENT = 20
 M_BUYER = 21
@@ -48,9 +53,34 @@ def receipt(tx_id, seq, status, reason, events, height, signed_header, index, si
     })
 
 
-def rejection(tx_id, seq, reason, detail):
-    return cbor.dumps({M_KIND: KIND_REJECT, M_TX: tx_id, M_SEQ: seq, M_REASON: reason,
-                       M_DETAIL: detail})
+def rejection(tx_id, seq, reason, detail, retry_ms=None):
+    """The rejection map (sealed by the authority before it goes to a
+    device's rx topic: shared/notice.py seal). `retry_ms` (a retryable
+    reason) says the refusal is not final: the same message may be sent
+    again after that many ms."""
+    m = {M_KIND: KIND_REJECT, M_TX: tx_id, M_SEQ: seq, M_REASON: reason, M_DETAIL: detail}
+    if retry_ms is not None:
+        m[M_RETRY] = retry_ms
+    return cbor.dumps(m)
+
+
+def open_reply(data, authority_public_key):
+    """A reply as a host client reads one from a device's rx topic: a receipt
+    (a plain map, which the caller checks with messages.check_receipt), or a
+    rejection or market notice, which counts only sealed by the authority:
+    its signature is checked here. Raises SignatureError / CoseError for a
+    forged seal, ProofError("unsigned") for an unsealed rejection or notice."""
+    if data[:1] == b"\xd2":  # CBOR tag 18: a COSE_Sign1 (shared/notice.py NOTICE_BYTE)
+        s1 = cose.parse1(data)
+        cose.check1(authority_public_key, s1)
+        m = parse(s1.payload)
+        if m[M_KIND] == KIND_RECEIPT:
+            raise errors.ProofError("sealed-receipt")
+        return m
+    m = parse(data)
+    if m[M_KIND] != KIND_RECEIPT:
+        raise errors.ProofError("unsigned")
+    return m
 
 
 def match(agreement, buyer, supplier, supplier_key, service, price, quantity, interval, expiry,

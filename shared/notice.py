@@ -6,11 +6,12 @@ can write its rx topic (a broker misconfigured, a stolen broker login) can
 hand it a supplier key, a balance or an ended agreement.
 
 A market board loads this module (firmware/market.py); a plain board never
-does: the node tells a notice from a receipt or a rejection by its first
-byte, NOTICE_BYTE, and leaves it alone."""
+does: the node tells a sealed message from a receipt by its first byte,
+NOTICE_BYTE, and a notice from a rejection (sealed the same way, by the
+gateway's reject()) by the payload's kind, and leaves a notice alone."""
 from shared import cose, errors, messages
 
-NOTICE_BYTE = 0xD2  # CBOR tag 18 (COSE_Sign1): receipts and rejections are plain maps
+NOTICE_BYTE = 0xD2  # CBOR tag 18 (COSE_Sign1): notices and rejections; receipts are plain maps
 
 
 def seal(authority_private_key, authority_id, notice):

@@ -50,12 +50,12 @@ RANDOM = ec.ECDSA(hashes.SHA256())
 def test_cryptography_signer_gives_low_s(d: int, msg: bytes, alg: ec.ECDSA) -> None:
     key = ec.derive_private_key(d, ec.SECP256R1())
     pub = p256.public_key(d.to_bytes(32, "big"))
-    sig = es256_cryptography.sign(key, msg, alg)
+    sig = es256_cryptography.sign_with_key(key, msg, alg)
     assert low(sig) and es256_cryptography.verify(pub, msg, sig)
     if alg is DETERMINISTIC:  # RFC 6979 on both sides: the same bytes
         assert sig == p256.sign(d.to_bytes(32, "big"), msg)
     prot = cose.protected_header(b"kid")
-    signed = cbor.dumps(cbor.Tag(cose.TAG_SIGN1, [prot, {}, msg, es256_cryptography.sign(
+    signed = cbor.dumps(cbor.Tag(cose.TAG_SIGN1, [prot, {}, msg, es256_cryptography.sign_with_key(
         key, cose.sig_structure(prot, msg), alg)]))
     assert cose.verify1(pub, signed) == msg
 

@@ -1,6 +1,9 @@
 """Submit a signed transaction from the command line and wait for its answer:
 publish on tl/<domain>/tx (QoS 1), wait on the sender's rx topic for the
-receipt (checked against the authority key) or the rejection."""
+receipt or the rejection of that transaction (matched by tx id), each
+checked against the authority key: a receipt by its signed header and
+Merkle proof, a rejection by the authority's seal (docs/PROTOCOL.md). Any
+other message on the rx topic is skipped."""
 
 from __future__ import annotations
 
@@ -21,11 +24,15 @@ class Reply:
     detail: str
     height: int | None
     status: int | None
+    retry_ms: int | None = None  # a retryable rejection: the same message may go again after
 
     def describe(self) -> str:
         if self.ok:
             state = "ok" if self.status == messages.STATUS_OK else f"failed: {self.reason}"
             return f"committed at height {self.height} ({state})"
+        if self.retry_ms is not None:
+            return (f"rejected for now: {self.reason} ({self.detail}); the same message may be "
+                    f"sent again after {self.retry_ms} ms")
         return f"rejected: {self.reason} ({self.detail})"
 
 
@@ -82,20 +89,21 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                m = messages.parse(replies.get(timeout=left))
+                m = messages.open_reply(replies.get(timeout=left), authority)
             except queue.Empty:
                 break
             except errors.TLError:
-                continue
+                continue  # unsigned or forged (anyone may write an rx topic): not an answer
             if m[messages.M_KIND] > messages.KIND_REJECT:
                 continue  # a market notice (e.g. the retained balance), not an answer
-            if m[messages.M_TX] not in (t.id, tx.tx_id(message)) and m[messages.M_SEQ] != t.seq:
-                continue
+            if m[messages.M_TX] != t.id:
+                continue  # about another transaction, even one with the same seq
             if m[messages.M_KIND] == messages.KIND_RECEIPT:
                 fields = messages.check_receipt(m, authority)
                 return Reply(True, m[messages.M_REASON], "", fields["height"],
                              m[messages.M_STATUS])
-            return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None)
+            return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None,
+                         m.get(messages.M_RETRY))
         raise SubmitError(f"no answer from the gateway within {timeout:.0f} s")
     finally:
         c.disconnect()  # first: it wakes the network thread, which loop_stop joins

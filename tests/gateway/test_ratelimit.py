@@ -83,8 +83,10 @@ def gateway(tmp_path: Path) -> Iterator[tuple[Gateway, Clock, list[bytes]]]:
     gw = Gateway(cfg, freeze_gc=False)
     clock = Clock()
     gw.limit.clock = clock
-    out: list[bytes] = []
-    gw._publish = lambda topic, payload, retain=False: out.append(payload)  # type: ignore
+    out: list[dict] = []  # the replies as a device reads them (sealed rejections opened)
+    key = gw.led.genesis.authority
+    gw._publish = lambda topic, payload, retain=False: out.append(  # type: ignore
+        messages.open_reply(payload, key))
     try:
         yield gw, clock, out
     finally:
@@ -94,8 +96,8 @@ def gateway(tmp_path: Path) -> Iterator[tuple[Gateway, Clock, list[bytes]]]:
         gw.led.store.close()
 
 
-def reasons(out: list[bytes]) -> list[str]:
-    return [messages.parse(m)[messages.M_REASON] for m in out]
+def reasons(out: list[dict]) -> list[str]:
+    return [m[messages.M_REASON] for m in out]
 
 
 def test_service_refuses_a_sender_over_its_limit(gateway) -> None:
@@ -127,3 +129,21 @@ def test_forged_messages_do_not_drain_a_bucket(gateway) -> None:
     assert gw.handle(victim.reading(1)) is not None
     assert gw.handle(victim.reading(2)) is not None
 
+
+
+def test_a_rate_limited_seq_keeps_its_place(gateway) -> None:
+    """A seq refused as rate-limited holds the sender's later seqs (retryable,
+    detail `held`) until it is admitted: sent again after them, it would
+    otherwise come back as a replay, lost."""
+    gw, clock, out = gateway
+    dev = Device("board")
+    msgs = [dev.register()] + [dev.reading(i) for i in range(4)]
+    assert all(gw.handle(m) is not None for m in msgs[:3])  # the burst
+    assert gw.handle(msgs[3]) is None and reasons(out)[-1] == RATE_LIMITED
+    clock.now += 1.0  # a token again
+    assert gw.handle(msgs[4]) is None  # the later seq waits for the refused one
+    last = out[-1]
+    assert (last[messages.M_REASON], last[messages.M_DETAIL]) == (RATE_LIMITED, "held")
+    assert gw.handle(msgs[3]) == txm.tx_id(msgs[3])
+    clock.now += 1.0
+    assert gw.handle(msgs[4]) == txm.tx_id(msgs[4])

@@ -39,7 +39,7 @@ from waits import wait_on
 from gateway import genesis
 from gateway.config import DB_FILE, GENESIS_FILE, GatewayConfig
 from gateway.store import Store, TxRecord
-from shared import cbor, cose, errors, messages, notice, p256, topics
+from shared import cbor, cose, errors, messages, p256, topics
 from shared import tx as txm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,18 +215,14 @@ class SimDevice:
 
     def _on_message(self, client, userdata, msg) -> None:
         now = time.monotonic()
-        sealed = msg.payload[:1] == bytes([notice.NOTICE_BYTE])
-        try:  # a market notice counts only if the authority sealed it
-            m = (notice.open_notice(msg.payload, self.authority) if sealed
-                 else messages.parse(msg.payload))
-            if not sealed and m[messages.M_KIND] > messages.KIND_REJECT:
-                raise errors.ProofError("unsealed-notice")
+        try:  # a rejection or a market notice counts only if the authority sealed it
+            m = messages.open_reply(msg.payload, self.authority)
         except errors.TLError as e:
             with self._cond:
                 self.bad_replies.append(f"unparseable reply {e.reason}/{getattr(e, 'detail', '')}")
                 self._cond.notify_all()
             return
-        if sealed:
+        if m[messages.M_KIND] > messages.KIND_REJECT:
             with self._cond:
                 self.notices.append(m)
                 self._cond.notify_all()
@@ -249,7 +245,7 @@ class SimDevice:
             else:
                 self.rejections.append(Rejection(tx_id, m[messages.M_SEQ], m[messages.M_REASON],
                                                  m.get(messages.M_DETAIL, ""), msg.topic))
-                if m[messages.M_REASON] != "mempool-full":  # else: retry later
+                if messages.M_RETRY not in m:  # final; else: retry later
                     self.outbox.pop(tx_id, None)
             self._cond.notify_all()
 
@@ -291,13 +287,14 @@ class SimDevice:
             info.wait_for_publish(wait_ack)
             assert info.is_published(), f"{self.name}: broker did not PUBACK within {wait_ack} s"
 
-    def resend_due(self, after_s: float) -> int:
+    def resend_due(self, after_s: float, limit: int | None = None) -> int:
         """Resend (same bytes) every unconfirmed tx last sent `after_s` or more
-        seconds ago, oldest seq first. Returns how many were resent."""
+        seconds ago (the `limit` oldest of them), oldest seq first. Returns
+        how many were resent."""
         now = time.monotonic()
         with self._cond:
             due = sorted((p for p in self.outbox.values() if now - p.last_sent >= after_s),
-                         key=lambda p: p.seq)
+                         key=lambda p: p.seq)[:limit]
             for p in due:
                 p.last_sent = now
                 p.sends += 1
