@@ -20,10 +20,13 @@ from gateway.market.analytics import DerivedService
 from gateway.store import Store
 from shared import merkle, messages, stream, topics
 from shared import tx as txm
+from gateway.market.node import RESUME_ORDER
 from shared.messages_gateway import (
     M_AGREEMENT,
     M_BALANCE,
     M_CONTRACT,
+    M_NEXT,
+    M_ORDER,
     M_PRICE,
     M_REFUND,
     M_ROLE,
@@ -199,3 +202,46 @@ def test_the_keeper_returns_a_waiting_demands_funds(market) -> None:
     ended = notice(buyer, messages.KIND_ENDED, lambda m: m[M_AGREEMENT] == did, timeout=15)
     assert ended[M_REFUND] == 50
     notice(buyer, messages.KIND_ACCOUNT, lambda m: m[M_BALANCE] == GRANT)
+
+
+def test_after_a_restart_an_online_device_is_told_its_state_and_owed_verdicts_come(
+        market) -> None:
+    """The gateway sends ACCOUNT only when a balance changes and a restarted
+    broker keeps no retained one; a board keeps its agreements in RAM. So a
+    device that says `online` on its status topic (as a board does on every
+    (re)connect) is told its balance and each open agreement again: a MATCH
+    sealed at the head, ordered above every earlier one, with the first
+    index not yet committed. A verdict owed at the stop comes after it."""
+    gateway, device, data, broker = market
+    gw = gateway()
+    sup, buyer = device("supplier"), device("buyer")
+    ok(sup, sup.sign(txm.TYPE_OFFER, {1: "temperature", 2: "cC", 3: 5, 4: 1, 5: "", 6: 600,
+                                      7: 1}))
+    ev = ok(buyer, buyer.sign(txm.TYPE_DEMAND, {1: "temperature", 2: 5, 3: 8, 4: 60,
+                                                5: "cheapest"}))
+    aid = next(e for e in ev if e[0] == "match")[1]
+    first = notice(buyer, messages.KIND_MATCH, lambda m: m[M_AGREEMENT] == aid)
+    data_topic = topics.data(DOMAIN, sup.hex + "/" + aid.hex())
+    readings = [stream.reading(sup.priv, sup.id, aid, i, 2100 + i, -2) for i in range(4)]
+    for r in readings[:3]:  # the fourth is still on its way at the stop
+        sup.client.publish(data_topic, r, qos=1).wait_for_publish(5)
+    ok(sup, sup.sign(txm.TYPE_CONTRACT_CALL, {1: ledger.AGREEMENT, 2: "commit",
+                                              3: [aid, 0, 0, 4, merkle.root(readings)], 4: 0,
+                                              5: 50_000}))
+    gw.stop()  # within the verdict's grace: the verdict is owed
+
+    gw = gateway()
+    with Store(data / DB_FILE, readonly=True) as st:
+        head = st.head().height
+    for d, role in ((buyer, "buyer"), (sup, "supplier")):
+        d.notices.clear()
+        d.client.publish(topics.status(DOMAIN, d.hex), b"online", qos=1, retain=True)
+        acc = notice(d, messages.KIND_ACCOUNT)
+        assert (acc[M_BALANCE], acc[messages.M_HEIGHT]) == (
+            GRANT - 40 if role == "buyer" else GRANT, head)
+        m = notice(d, messages.KIND_MATCH, lambda m: m[M_AGREEMENT] == aid)
+        assert (m[M_ROLE], m[M_NEXT], m[messages.M_HEIGHT]) == (role, 4, head)
+        assert m[M_ORDER] >= RESUME_ORDER
+        assert (m[messages.M_HEIGHT], m[M_ORDER]) > (first[messages.M_HEIGHT], first[M_ORDER])
+    sup.client.publish(data_topic, readings[3], qos=1).wait_for_publish(5)
+    gw.wait_event(r"market paid agreement=%s batch=0 " % aid.hex()[:8])
