@@ -19,7 +19,8 @@ gc.threshold(-1)
 DOMAIN = "demo"
 CONTRACT = b"\xcc" * 16
 AUTHORITY = b"\x02" + b"\xa5" * 32
-FLASH = "build/fwtest-market-" + os.urandom(4).hex() + "-"  # + node name: its mark file
+FLASH = "build/fwtest-market-" + os.urandom(4).hex()  # the boards' flash: <FLASH>/<name>
+os.mkdir(FLASH)
 _sealed = [0]  # notices numbered as the gateway seals them: each MATCH newer than the last
 
 
@@ -55,6 +56,14 @@ def key(name):
 def make_wallet(name):
     priv, pub = key(name)
     return wallet.Wallet(tx.device_id(pub), priv)
+
+
+def teardown_module():
+    """Remove the boards' flash (tests/mpy_runner.py calls it after a module's
+    tests; a test module imports it from here)."""
+    from fwtmp import _rmtree
+
+    _rmtree(FLASH)
 
 
 class Client:
@@ -94,7 +103,7 @@ class Node:
         fresh, or as it was left (reboot=True: a new Market over the same flash)."""
         self.domain = DOMAIN
         self.authority = authority
-        Market.MARK = FLASH + name
+        Market.MARK = FLASH + "/" + name
         if not reboot:
             try:
                 os.remove(Market.MARK)

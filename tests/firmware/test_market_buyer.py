@@ -2,6 +2,7 @@
 the check of every bought reading, against a fake node (MicroPython only;
 tests/test_under_micropython.py runs it under a market board's heap)."""
 from marketfakes import Node, account, ended, key, match, messages, stream, tx
+from marketfakes import teardown_module  # noqa: F401 (the runner calls it)
 
 NEED = {1: "temperature", 2: 5, 3: 4, 4: 600, 5: "cheapest", 6: "u4pr"}
 A1 = b"\x11" * 16

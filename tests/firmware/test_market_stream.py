@@ -2,6 +2,7 @@
 commitments, concurrent agreements, against a fake node (MicroPython only;
 tests/test_under_micropython.py runs it under a market board's heap)."""
 from marketfakes import CONTRACT, Node, cbor, cose, ended, match, merkle, stream
+from marketfakes import teardown_module  # noqa: F401 (the runner calls it)
 
 OFFER = {1: "temperature", 2: "cC", 3: 5, 4: 2, 5: "", 6: 100, 7: 1}
 A1 = b"\x11" * 16

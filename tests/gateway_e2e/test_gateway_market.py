@@ -17,10 +17,10 @@ from gateway import genesis, replay
 from gateway.config import DB_FILE, GENESIS_FILE
 from gateway.market import directory, ledger
 from gateway.market.analytics import DerivedService
+from gateway.market.node import RESUME_ORDER
 from gateway.store import Store
 from shared import merkle, messages, stream, topics
 from shared import tx as txm
-from gateway.market.node import RESUME_ORDER
 from shared.messages_gateway import (
     M_AGREEMENT,
     M_BALANCE,
