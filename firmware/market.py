@@ -23,7 +23,9 @@ MATCH as buyer it subscribes to the data topic (in step(), outside the MQTT
 callback) and checks each reading: signed by the supplier key of the MATCH,
 for this agreement, index not below the next expected one (a lost reading
 leaves a gap; a replayed or repeated one is refused) and below quantity.
-After `quantity` readings or on ENDED it unsubscribes and may demand again.
+After `quantity` readings, on ENDED, or once the agreement's expiry has
+passed by its local clock (the seconds left, from the MATCH: an ENDED sent
+while it was offline is lost), it unsubscribes and may demand again.
 An ENDED or a rejection of its DEMAND ends a waiting demand.
 
 Agreements (at most _SLOTS at a time, either role) live in a fixed table of
@@ -84,6 +86,7 @@ _BALANCE = const(31)
 _REFUND = const(32)
 _ORDER = const(33)
 _NEXT = const(34)
+_LEFT = const(35)
 # an agreement: a list indexed by these
 _A = const(0)  # agreement id (16 bytes)
 _T = const(1)  # data topic (bytes, as the MQTT callback gives it)
@@ -92,7 +95,7 @@ _Q = const(3)  # quantity (0 once ended)
 _N = const(4)  # readings published / bought so far = the next index
 _K = const(5)  # supplier: the contract address; buyer: the supplier's key
 _R = const(6)  # role: _SUPPLY, _BUY (not subscribed yet) or _BUYING
-_IV = const(7)  # supplier only: interval_s
+_IV = const(7)  # supplier: interval_s; buyer: the second it expires (ENDED may go missing)
 _DUE = const(8)  # supplier only: second of the next reading
 _B = const(9)  # supplier only: the stream.Batch being filled
 _BN = const(10)  # supplier only: its batch number
@@ -221,6 +224,8 @@ class Market:
             if r == "supplier":
                 s[_R] = _SUPPLY
                 s += (iv, self.t + iv + 1, stream.Batch(), 0)
+            else:
+                s.append(self.t + m[_LEFT])
             self.slots[free] = s
         except Exception as e:  # a malformed notice must not stop the node
             self._log("bad-notice", "error", repr(e))
@@ -283,14 +288,15 @@ class Market:
                     s[_B] = stream.Batch()
                     s[_BN] += 1
                     continue
-            elif n < s[_Q]:
+            elif n < s[_Q] and self.t < s[_IV]:
                 if s[_R] == _BUY:
                     s[_R] = _BUYING  # restored by the client after a reconnect
                     self._log("listen", "agreement", s[_H], "granted",
                               nd.client.subscribe(s[_T], 1))
                 continue
-            else:
+            else:  # bought, ended, or expired by the local clock (its ENDED went missing)
                 nd.client.unsubscribe(s[_T])
+                s[_Q] = n
             if n >= s[_Q]:  # delivered, bought, or ended
                 self.slots[i] = None
                 gc.collect()

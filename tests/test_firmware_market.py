@@ -138,7 +138,7 @@ def test_supplier_board_streams_and_commits(request, broker_name, tmp_path, paho
         wait_line(q, r"^offer service=temperature price=5", 30, seen)
         for order, (a, quantity) in enumerate(((a1, 6), (a2, 50))):  # one block's
             gw.tell(dev, notices.match(a, os.urandom(16), dev, gw.keys[dev], "temperature", 5,
-                                       quantity, 1, 10**9, CONTRACT, "supplier", 1, order))
+                                       quantity, 1, 10**9, CONTRACT, "supplier", 1, order, 10**6))
         topic2 = topics.PREFIX + DOMAIN + "/data/" + dev.hex() + "/" + a2.hex()
         sniffer.wait_count(2, topic2, timeout=30)
         gw.tell(dev, notices.ended(a2, 240, 2))
@@ -217,7 +217,7 @@ def test_buyer_board_demands_and_checks_readings(request, broker_name, tmp_path)
         h = agreement.hex()[:8]
 
         gw.tell(dev, notices.match(agreement, dev, sid, spub, "temperature", 5, 4, 1, 10**9,
-                                   CONTRACT, "buyer", 3, 0))
+                                   CONTRACT, "buyer", 3, 0, 10**6))
         wait_line(q, rf"^match role=buyer agreement={h} price=5 quantity=4", 30, seen)
         wait_line(q, rf"^listen agreement={h} granted=1$", 30, seen)
         data = topics.PREFIX + DOMAIN + "/data/" + sid.hex() + "/" + agreement.hex()

@@ -139,6 +139,7 @@ class MarketNode:
         self._started = False
         self._height = 0  # the block whose notices are being sealed
         self._order = 0  # MATCHes sealed at that height so far
+        self._time = 0  # its block time
         self._told: dict[bytes, float] = {}  # device -> when its state was told again
         self._status = topics.status(domain, "+")
 
@@ -242,7 +243,8 @@ class MarketNode:
             self._rx(dev, messages.match(aid, a["buyer"], a["supplier"], s.pubkey if s else b"",
                                          a["service"], a["price"], a["quantity"], interval,
                                          a["expiry"], ledger.AGREEMENT, role, head.height,
-                                         order + told, a["next_index"]))
+                                         order + told, max(0, a["expiry"] - int(now)),
+                                         a["next_index"]))
             told += 1
             if told == 64:
                 break
@@ -301,7 +303,7 @@ class MarketNode:
     def on_block(self, b: Block, state: State, accounts: list[tuple[bytes, int]]) -> None:
         now = time.time()
         offers_changed = False
-        self._height, self._order = b.height, 0
+        self._height, self._order, self._time = b.height, 0, b.time
         for t, r in zip(b.txs, b.receipts, strict=True):
             if t.type == txm.TYPE_REGISTER and self.grant and r.status == messages.STATUS_OK:
                 me = state.get(self.op.id)
@@ -331,7 +333,8 @@ class MarketNode:
             for who, role in ((buyer, "buyer"), (supplier, "supplier")):
                 self._rx(who, messages.match(aid, buyer, supplier, s.pubkey if s else b"",
                                              service, price, qty, interval, expiry,
-                                             ledger.AGREEMENT, role, self._height, self._order))
+                                             ledger.AGREEMENT, role, self._height, self._order,
+                                             expiry - self._time))
             self._order += 1
             self._open[aid] = expiry
             self._closing.pop(aid, None)

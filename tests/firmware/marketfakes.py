@@ -27,13 +27,13 @@ _sealed = [0]  # notices numbered as the gateway seals them: each MATCH newer th
 # notices as shared/messages_gateway.py builds them (not imported: it would
 # cost the tests the heap the signatures need)
 def match(agreement, quantity, interval=2, role="supplier", supplier_key=b"\x02" + b"\x01" * 32,
-          height=None, order=0, resume=None):
+          height=None, order=0, resume=None, left=1000):
     if height is None:
         _sealed[0] += 1
         height = _sealed[0]
     m = {0: 3, 20: agreement, 21: b"\xbb" * 16, 22: b"\xaa" * 16, 23: supplier_key,
          24: "temperature", 25: 5, 26: quantity, 27: interval, 28: 1000, 29: CONTRACT,
-         30: role, 6: height, 33: order}
+         30: role, 6: height, 33: order, 35: left}
     if resume is not None:
         m[34] = resume
     return cbor.dumps(m)

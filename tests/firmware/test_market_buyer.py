@@ -147,3 +147,20 @@ def test_told_again_after_a_restart_it_listens_from_the_next_index():
     assert n.lines[-1] == "bad-reading agreement=11111111 reason=index"  # committed already
     n.market.data(topic, stream.reading(priv, sid, A1, 4, 2151, -2))
     assert n.lines[-1] == "bought agreement=11111111 index=4 value=2151 scale=-2"
+
+
+def test_a_purchase_whose_ended_went_missing_ends_at_its_expiry():
+    """An ENDED sent while the board was offline is lost (clean session): the
+    buyer keeps an agreement at most for the seconds the MATCH said were left
+    before its expiry (by its own clock), then demands again."""
+    _, pub = key("supplier")
+    n = buyer()
+    n.notice(account(100, 3))
+    n.at(0)
+    n.notice(match(n.market.dem[0], 4, role="buyer", supplier_key=pub, left=10))
+    n.at(9)
+    assert n.client.subs and n.client.unsubs == [] and len(n.of_type(15)) == 1
+    n.at(10)
+    assert n.client.unsubs == n.client.subs and n.market.slots == [None, None]
+    assert [ln for ln in n.lines if ln.startswith("done ") and " readings=0 " in ln]
+    assert len(n.of_type(15)) == 2  # buying again (79 left of its balance of 100)

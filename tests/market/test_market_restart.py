@@ -11,7 +11,15 @@ from mktest import Market, event
 
 from gateway.market.node import ANNOUNCE_S, RESUME_ORDER, MarketNode
 from shared import messages, notice, p256, topics
-from shared.messages_gateway import M_AGREEMENT, M_BALANCE, M_NEXT, M_ORDER, M_ROLE
+from shared.messages_gateway import (
+    M_AGREEMENT,
+    M_BALANCE,
+    M_EXPIRY,
+    M_LEFT,
+    M_NEXT,
+    M_ORDER,
+    M_ROLE,
+)
 
 
 class Notices:
@@ -51,7 +59,7 @@ def test_matches_of_one_block_are_ordered(tmp_path):
     for buyer, order in (("b1", 0), ("b2", 1)):
         (n,) = out.to(m[buyer].id, messages.KIND_MATCH)
         assert (n[messages.M_HEIGHT], n[M_ORDER], n[M_ROLE]) == (h, order, "buyer")
-        assert M_NEXT not in n
+        assert M_NEXT not in n and n[M_LEFT] == n[M_EXPIRY] - m.block.time > 0
 
 
 def test_an_online_device_is_told_its_state_again_once_per_interval(tmp_path):
@@ -75,6 +83,7 @@ def test_an_online_device_is_told_its_state_again_once_per_interval(tmp_path):
     (told,) = out.to(buyer, messages.KIND_MATCH)
     assert (told[M_AGREEMENT], told[M_ROLE], told[M_NEXT]) == (aid, "buyer", 0)
     assert (told[messages.M_HEIGHT], told[M_ORDER]) == (head.height, RESUME_ORDER + 64)
+    assert told[M_LEFT] == told[M_EXPIRY] - (head.time + 1)  # what is left of it
 
     online(buyer, 1 + ANNOUNCE_S - 0.5)  # again too soon (anyone may say it): nothing
     online(sup, 2, b"offline")
