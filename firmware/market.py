@@ -23,12 +23,22 @@ MATCH as buyer it subscribes to the data topic (in step(), outside the MQTT
 callback) and checks each reading: signed by the supplier key of the MATCH,
 for this agreement, index not below the next expected one (a lost reading
 leaves a gap; a replayed or repeated one is refused) and below quantity.
-After `quantity` readings or on ENDED it unsubscribes and may demand again.
+After `quantity` readings, on ENDED, or once the agreement's expiry has
+passed by its local clock (the seconds left, from the MATCH: an ENDED sent
+while it was offline is lost), it unsubscribes and may demand again.
 An ENDED or a rejection of its DEMAND ends a waiting demand.
 
 Agreements (at most _SLOTS at a time, either role) live in a fixed table of
 small lists indexed by the consts below; a supplier closes (CLOSE) a MATCH
-it has no room for, so its buyer is refunded at once. Times are whole
+it has no room for, so its buyer is refunded at once. After a restart the
+gateway tells a board again of its open agreements (a MATCH with the first
+index not yet committed, logged `resume`): a buyer that no longer holds it
+listens again from that index; a supplier that no longer holds it has lost
+its uncommitted readings with its RAM and closes it (`reason=restarted`),
+so the buyer is refunded and demands again. A MATCH whose (height, order)
+is not above the newest one acted on is a replay and is refused
+(`reason=replay`); that mark is kept in flash (file `match`, with the
+authority it belongs to), so a reboot does not reopen the door. Times are whole
 seconds of a local clock kept from ticks_ms (a ticks delay cannot hold a
 15-day re-offer).
 Notices are acted on only once sealed by the domain authority
@@ -47,6 +57,7 @@ import time
 
 from micropython import const
 
+from firmware import flash
 from shared import errors, notice, stream, tx
 
 _OFFER = const(13)  # transaction types (shared/txdecode.py)
@@ -56,7 +67,6 @@ _CALL = const(17)  # CONTRACT_CALL
 _BATCH = const(4)  # readings per commitment
 _FUEL = const(20000)
 _SLOTS = const(2)  # agreements at a time
-_GONE = const(4)  # ended agreements remembered, so a replayed MATCH starts nothing
 # notice kinds and keys (shared/messages.py, shared/messages_gateway.py)
 _REJECT = const(2)
 _MATCH = const(3)
@@ -74,6 +84,9 @@ _CONTRACT = const(29)
 _ROLE = const(30)
 _BALANCE = const(31)
 _REFUND = const(32)
+_ORDER = const(33)
+_NEXT = const(34)
+_LEFT = const(35)
 # an agreement: a list indexed by these
 _A = const(0)  # agreement id (16 bytes)
 _T = const(1)  # data topic (bytes, as the MQTT callback gives it)
@@ -82,7 +95,7 @@ _Q = const(3)  # quantity (0 once ended)
 _N = const(4)  # readings published / bought so far = the next index
 _K = const(5)  # supplier: the contract address; buyer: the supplier's key
 _R = const(6)  # role: _SUPPLY, _BUY (not subscribed yet) or _BUYING
-_IV = const(7)  # supplier only: interval_s
+_IV = const(7)  # supplier: interval_s; buyer: the second it expires (ENDED may go missing)
 _DUE = const(8)  # supplier only: second of the next reading
 _B = const(9)  # supplier only: the stream.Batch being filled
 _BN = const(10)  # supplier only: its batch number
@@ -100,6 +113,8 @@ def _b(v, n):
 
 
 class Market:
+    MARK = "match"  # flash file: authority, height and order of the newest MATCH acted on
+
     def __init__(self, node, offer, need):
         self.node = node
         self.offer = offer  # the OFFER body, or None
@@ -110,7 +125,14 @@ class Market:
         self.due = 0  # second of the next OFFER
         self.bal = None  # balance of the last ACCOUNT (None: none seen yet)
         self.hgt = -1  # height of the last ACCOUNT: an older one is a replay
-        self.gone = []  # ids of the last _GONE agreements ended here
+        self.au = node.authority[1:9].hex()  # names the chain the mark belongs to
+        self.mk = (-1, -1)  # (height, order) of the newest MATCH acted on: not newer is a replay
+        try:  # kept in flash, so a reboot forgets none (a new chain's authority: none)
+            a, h, o = flash.read(self.MARK).decode().split()
+            if a == self.au:
+                self.mk = (int(h), int(o))
+        except Exception:
+            pass
         self.dem = None  # the open DEMAND: (id, seq)
 
     def _log(self, ev, *kv):
@@ -160,18 +182,24 @@ class Market:
                     if s and s[_A] == a:
                         s[_Q] = 0  # the supplier stops, the buyer unsubscribes
                         if s[_R] == _SUPPLY:
-                            self._end(i)
+                            self.slots[i] = None
                 return True
             r = m[_ROLE]
             key = _b(m[_CONTRACT], 16) if r == "supplier" else _b(m[_SUPPLIER_KEY], 33)
             q, iv = m[_QUANTITY], m[_INTERVAL]
+            o = (m[_HEIGHT] + 0, m[_ORDER] + 0)
+            nx = m.get(_NEXT)  # told again after a restart: the first index not committed
+            n0 = 0 if nx is None else nx + 0
             if q < 1 or iv < 1 or r not in ("supplier", "buyer"):
                 raise ValueError("match")
-            if a in self.gone:  # sealed, but for an agreement already ended here
-                self._log("match-refused", "agreement", h[:8], "reason", "ended")
+            if o <= self.mk:  # sealed, but not newer than one acted on: a replay
+                self._log("match-refused", "agreement", h[:8], "reason", "replay",
+                          "height", o[0])
                 return True
-            self._log("match", "role", r, "agreement", h[:8], "price", m[_PRICE] + 0,
-                      "quantity", q)
+            self.mk = o
+            flash.write(self.MARK, ("%s %d %d" % (self.au, o[0], o[1])).encode())
+            self._log("match" if nx is None else "resume", "role", r, "agreement", h[:8],
+                      "price", m[_PRICE] + 0, "quantity", q)
             free = -1
             for i in range(_SLOTS):
                 s = self.slots[i]
@@ -179,19 +207,25 @@ class Market:
                     free = i
                 elif s[_A] == a:
                     return True  # told twice
-            if free < 0:  # busy: a supplier closes it, so the buyer's escrow comes back now
+            if free < 0 or nx is not None and r == "supplier":
+                # busy, or told again after its own restart (the readings it had not
+                # committed are gone with the RAM): a supplier closes it, so the
+                # buyer's escrow comes back now
                 seq = self.node.submit(_CLOSE, {1: a}) if r == "supplier" else None
-                self._log("match-refused", "agreement", h[:8], "reason", "busy", "close", seq)
+                self._log("match-refused", "agreement", h[:8], "reason",
+                          "busy" if free < 0 else "restarted", "close", seq)
                 return True
             # tl/<domain>/data/<supplier hex>/<agreement hex> (shared/topics.py,
             # dropped after start-up: tl/<domain>/ from the node's tl/<domain>/tx);
             # a device publishes data only under its own id
             sup = self.node.wallet.hex if r == "supplier" else _b(m[_SUPPLIER], 16).hex()
             s = [a, (self.node.tx_topic[:-2] + "data/" + sup + "/" + h).encode(),
-                 h[:8], q, 0, key, _BUY]
+                 h[:8], q, n0, key, _BUY]
             if r == "supplier":
                 s[_R] = _SUPPLY
                 s += (iv, self.t + iv + 1, stream.Batch(), 0)
+            else:
+                s.append(self.t + m[_LEFT])
             self.slots[free] = s
         except Exception as e:  # a malformed notice must not stop the node
             self._log("bad-notice", "error", repr(e))
@@ -220,11 +254,6 @@ class Market:
             s[_N] = i + 1
             self._log("bought", "agreement", s[_H], "index", i, "value", v, "scale", sc)
         return True
-
-    def _end(self, i):
-        # free slot i; its agreement joins the ended ones a MATCH may not restart
-        self.gone = self.gone[1 - _GONE:] + [self.slots[i][_A]]
-        self.slots[i] = None
 
     # -- every pass of the node loop -------------------------------------
     def step(self, now):
@@ -259,16 +288,17 @@ class Market:
                     s[_B] = stream.Batch()
                     s[_BN] += 1
                     continue
-            elif n < s[_Q]:
+            elif n < s[_Q] and self.t < s[_IV]:
                 if s[_R] == _BUY:
                     s[_R] = _BUYING  # restored by the client after a reconnect
                     self._log("listen", "agreement", s[_H], "granted",
                               nd.client.subscribe(s[_T], 1))
                 continue
-            else:
+            else:  # bought, ended, or expired by the local clock (its ENDED went missing)
                 nd.client.unsubscribe(s[_T])
+                s[_Q] = n
             if n >= s[_Q]:  # delivered, bought, or ended
-                self._end(i)
+                self.slots[i] = None
                 gc.collect()
                 self._log("done", "agreement", s[_H], "readings", n, "free", gc.mem_free())
         if not nd.registered:

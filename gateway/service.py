@@ -11,7 +11,8 @@ Pipeline, one stage per method:
     notify    receipts (with Merkle proof) to each sender, header on tl/<d>/blocks;
               the market's notices, directory, verdicts and keeper
               (gateway/market/node.py), which also takes the off-chain
-              readings on tl/<d>/data/+
+              readings on tl/<d>/data/+ and tells a device that comes
+              online (tl/<d>/dev/+/status) its balance and open agreements
 
 Rejections go to the sender's rx topic, sealed by the authority, when its
 id can be read from the message, otherwise to tl/<domain>/rejects. A resend
@@ -175,6 +176,9 @@ class Gateway:
             for m in await self.link.receive():
                 if m.topic.startswith(data):  # off-chain readings: kept or dropped at once
                     self.market.on_data(m.topic, m.payload, self.led.state)
+                    self._unacked.append((m, None))
+                elif self.market.is_status(m.topic):  # a device (re)connected: its state
+                    self.market.on_status(m.topic, m.payload, self.led.state, self.led.head)
                     self._unacked.append((m, None))
                 else:
                     self._unacked.append((m, self.handle(m.payload)))

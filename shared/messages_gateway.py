@@ -40,6 +40,9 @@ M_CONTRACT = 29
 M_ROLE = 30
 M_BALANCE = 31
 M_REFUND = 32
+M_ORDER = 33  # MATCH: its order among the notices sealed at its height (replays are not newer)
+M_NEXT = 34  # MATCH told again after a restart: the first reading index not committed
+M_LEFT = 35  # MATCH: seconds from its sealing to the agreement's expiry
 
 STATUS_OK = 0
 STATUS_FAILED = 1
@@ -84,18 +87,25 @@ def open_reply(data, authority_public_key):
 
 
 def match(agreement, buyer, supplier, supplier_key, service, price, quantity, interval, expiry,
-          contract, role):
-    return cbor.dumps({
+          contract, role, height, order, left, next_index=None):
+    """A MATCH sealed at head `height`, `order`-th of that height (a board acts
+    only on one newer than the newest it acted on), `left` seconds before the
+    agreement's expiry; next_index: told again after a restart (docs/MARKET.md)."""
+    m = {
         M_KIND: KIND_MATCH, M_AGREEMENT: agreement, M_BUYER: buyer, M_SUPPLIER: supplier,
         M_SUPPLIER_KEY: supplier_key, M_SERVICE: service, M_PRICE: price,
         M_QUANTITY: quantity, M_INTERVAL: interval, M_EXPIRY: expiry, M_CONTRACT: contract,
-        M_ROLE: role,
-    })
+        M_ROLE: role, M_HEIGHT: height, M_ORDER: order, M_LEFT: left,
+    }
+    if next_index is not None:
+        m[M_NEXT] = next_index
+    return cbor.dumps(m)
 
 
 def account(balance, height):
     return cbor.dumps({M_KIND: KIND_ACCOUNT, M_BALANCE: balance, M_HEIGHT: height})
 
 
-def ended(agreement, refund):
-    return cbor.dumps({M_KIND: KIND_ENDED, M_AGREEMENT: agreement, M_REFUND: refund})
+def ended(agreement, refund, height):
+    return cbor.dumps({M_KIND: KIND_ENDED, M_AGREEMENT: agreement, M_REFUND: refund,
+                       M_HEIGHT: height})

@@ -47,6 +47,8 @@ def main(paths):
                 failed += 1
                 print("FAIL", name + "." + n)
                 sys.print_exception(e)
+        if hasattr(mod, "teardown_module"):  # as pytest does
+            mod.teardown_module()
         del sys.modules[name]
         gc.collect()
     print("%d passed, %d failed" % (passed, failed))

@@ -136,12 +136,12 @@ def test_supplier_board_streams_and_commits(request, broker_name, tmp_path, paho
         assert o.sender == dev and o.body == {1: "temperature", 2: "cC", 3: 5, 4: 1,
                                               5: "u4pruyd", 6: 3600, 7: 1}
         wait_line(q, r"^offer service=temperature price=5", 30, seen)
-        for a, quantity in ((a1, 6), (a2, 50)):
+        for order, (a, quantity) in enumerate(((a1, 6), (a2, 50))):  # one block's
             gw.tell(dev, notices.match(a, os.urandom(16), dev, gw.keys[dev], "temperature", 5,
-                                       quantity, 1, 10**9, CONTRACT, "supplier"))
+                                       quantity, 1, 10**9, CONTRACT, "supplier", 1, order, 10**6))
         topic2 = topics.PREFIX + DOMAIN + "/data/" + dev.hex() + "/" + a2.hex()
         sniffer.wait_count(2, topic2, timeout=30)
-        gw.tell(dev, notices.ended(a2, 240))
+        gw.tell(dev, notices.ended(a2, 240, 2))
         wait_line(q, rf"^ended agreement={a2.hex()[:8]} refund=240", 30, seen)
         wait_line(q, rf"^done agreement={a1.hex()[:8]} readings=6 free=\d+", 60, seen)
         calls = gw.wait_txs(txdecode.TYPE_CONTRACT_CALL, 2)
@@ -217,7 +217,7 @@ def test_buyer_board_demands_and_checks_readings(request, broker_name, tmp_path)
         h = agreement.hex()[:8]
 
         gw.tell(dev, notices.match(agreement, dev, sid, spub, "temperature", 5, 4, 1, 10**9,
-                                   CONTRACT, "buyer"))
+                                   CONTRACT, "buyer", 3, 0, 10**6))
         wait_line(q, rf"^match role=buyer agreement={h} price=5 quantity=4", 30, seen)
         wait_line(q, rf"^listen agreement={h} granted=1$", 30, seen)
         data = topics.PREFIX + DOMAIN + "/data/" + sid.hex() + "/" + agreement.hex()
@@ -242,7 +242,7 @@ def test_buyer_board_demands_and_checks_readings(request, broker_name, tmp_path)
         wait_line(q, r"^balance=100 height=4$", 30, seen)
         wait_line(q, r"^demand service=temperature ", 30, seen)
         second = gw.wait_txs(txdecode.TYPE_DEMAND, 2)[1].id[:16]
-        gw.tell(dev, notices.ended(second, 21))
+        gw.tell(dev, notices.ended(second, 21, 5))
         wait_line(q, rf"^ended agreement={second.hex()[:8]} refund=21$", 30, seen)
         wait_line(q, r"^demand service=temperature ", 30, seen)
         demands = gw.wait_txs(txdecode.TYPE_DEMAND, 3)

@@ -3,7 +3,13 @@ the service economy beyond executing transactions (docs/MARKET.md).
 
 - notices: MATCH to both parties, ACCOUNT (retained) to devices whose
   balance a block changed, ENDED when an agreement or a waiting demand closes (rx topics),
-  each sealed by the authority (shared/notice.py);
+  each sealed by the authority (shared/notice.py); a MATCH carries the height
+  and order it was sealed at, so a board refuses a replayed one;
+- a device that says it is online (tl/<d>/dev/<id>/status: a board's
+  retained `online`, published on every (re)connect) is told again what it
+  may have missed while either side was down: ACCOUNT, and a MATCH with the
+  first index not committed for each of its open agreements that still
+  has readings to come (a restarted supplier board closes it: docs/MARKET.md);
 - the retained offers directory on tl/<d>/offers, republished when offers
   change or one expires;
 - streams: every reading on tl/<d>/data/<supplier>/<agreement> is verified
@@ -18,7 +24,10 @@ the service economy beyond executing transactions (docs/MARKET.md).
   keeps a rolling mean of it, offers the derived service and, once matched,
   streams and commits the derived readings like any supplier.
 The pure rules live in ledger.py / matching.py; this module only reacts to
-committed blocks and to the clock, so a restart rebuilds it from the state.
+committed blocks, devices' statuses and the clock, so a restart rebuilds it
+from the state: open agreements and waiting demands, the verdicts owed on
+committed batches, and the derived streams the operator supplies (resumed
+from the readings it holds).
 """
 
 from __future__ import annotations
@@ -49,6 +58,8 @@ RETRY_S = 10.0  # resend a keeper tx that did not land
 BATCH = 4  # derived readings per commitment
 PLAUSIBILITY_ROUND_S = 60  # oracle rounds are minutes of block time
 FUEL = 50_000
+ANNOUNCE_S = 5.0  # tell a device its state again at most this often (it says `online`)
+RESUME_ORDER = 1 << 16  # the orders of MATCHes told again: above those of any block
 
 Publish = Callable[[str, bytes, bool], None]
 
@@ -144,10 +155,21 @@ class MarketNode:
         self._supplies: dict[bytes, _Supply] = {}
         self._offered: dict[str, float] = {}
         self._started = False
+        self._height = 0  # the block whose notices are being sealed
+        self._order = 0  # MATCHes sealed at that height so far
+        self._time = 0  # its block time
+        self._told: dict[bytes, float] = {}  # device -> when its state was told again
+        self._status = topics.status(domain, "+")
 
     @property
     def subscriptions(self) -> list[str]:
-        return [self.data_prefix + "+/+"]
+        return [self.data_prefix + "+/+", self._status]
+
+    def is_status(self, topic: str) -> bool:
+        """A device's status topic (tl/<d>/dev/<id>/status)."""
+        head, _, tail = self._status.partition("+")
+        return topic.startswith(head) and topic.endswith(tail) and "/" not in \
+            topic[len(head):-len(tail)]
 
     def close(self) -> None:
         self.streams.close()
@@ -166,6 +188,7 @@ class MarketNode:
             self._open[k[-16:]] = d[ledger.D_UNTIL]
             if d[ledger.D_BUYER] == self.op.id:
                 self._buying[d[ledger.D_SERVICE]] = k[-16:]
+        self._resume(state, time.time())
         self._publish_directory(state, int(time.time()))
         if self.fee_bps is not None and not ledger.agreement_active(state):
             self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {
@@ -174,7 +197,6 @@ class MarketNode:
                 5: {"operator": self.op.id, "fee_bps": self.fee_bps}})
             self.log(f"market deploying the agreement contract (fee {self.fee_bps} bps)")
         self._upgrade_agreement(state)
-        self.resume_verdicts(state, time.time())
         self._started = True
 
     def _upgrade_agreement(self, state: State) -> None:
@@ -191,6 +213,76 @@ class MarketNode:
         self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {1: "upgrade", 2: ledger.AGREEMENT,
                                                      3: ledger.AGREEMENT_VERSION})
         self.log(f"market upgrading the agreement contract to v{ledger.AGREEMENT_VERSION}")
+
+    def _resume(self, state: State, now: float) -> None:
+        """What a stop left half done: verdicts owed on committed batches (the
+        readings are in the stream store), and the derived streams this
+        operator supplies, continued from the readings it holds past the
+        last committed one (its batch in progress)."""
+        self.resume_verdicts(state, now)
+        for a in ledger.open_agreements(state):
+            aid = a["id"]
+            d = next((d for d in self.derived if d.name == a["service"]), None)
+            if a["supplier"] != self.op.id or d is None or a["next_index"] >= a["quantity"]:
+                continue
+            first = a["next_index"]
+            s = _Supply(aid, d, a["quantity"], d.interval_s, now + d.interval_s,
+                        index=first, batch_no=a["next_batch"], first=first)
+            for msg in self.streams.messages(aid, first, a["quantity"] - first):
+                s.batch.add(msg)  # ours, made in index order: no gaps
+                s.index += 1
+                if s.batch.count == BATCH or s.index == s.quantity:
+                    self._commit(s, state)
+            self._supplies[aid] = s
+            self.log(f"market resumed supply agreement={aid.hex()[:8]} index={s.index}")
+
+    # -- a device came online: tell it its state again ---------------------------------
+    def on_status(self, topic: str, payload: bytes, state: State, head: Block,
+                  now: float | None = None) -> None:
+        """A device says `online` (its retained status when this node
+        subscribes, or again after any reconnect): the ACCOUNT and the open
+        agreements it may have missed while it or this node was down (the
+        embedded broker keeps no retained message across a restart; a board
+        keeps its agreements in RAM). Once per ANNOUNCE_S per device at most:
+        anyone may say `online` for a device on an open domain."""
+        if payload != b"online":
+            return
+        head_s, _, tail = self._status.partition("+")
+        try:
+            dev = bytes.fromhex(topic[len(head_s):-len(tail)])
+        except ValueError:
+            return
+        rec = state.get(dev)
+        if dev == self.op.id or rec is None or rec.kind == KIND_CONTRACT:
+            return
+        now = time.time() if now is None else now
+        if now - self._told.get(dev, -ANNOUNCE_S) < ANNOUNCE_S:
+            return
+        self._told[dev] = now
+        self._rx(dev, messages.account(rec.balance, head.height), retain=True)
+        # sealed at the head: above the orders of its block's MATCHes, and above
+        # those told again earlier at this height (seconds since the block, x 64)
+        order = RESUME_ORDER + max(0, int(now) - head.time) * 64
+        told = 0
+        for aid in list(self._open):
+            a = ledger.agreement(state, aid)
+            if (a is None or a["state"] != "open" or dev not in (a["buyer"], a["supplier"])
+                    or a["next_index"] >= a["quantity"]):
+                continue  # a waiting demand, or nothing left to stream (verdicts to come)
+            s = state.get(a["supplier"])
+            o = state.kv_get(keys.offer(a["service"], a["supplier"]))
+            interval = ledger.offer_of(o).interval_s if o is not None else 1
+            role = "buyer" if dev == a["buyer"] else "supplier"
+            self._rx(dev, messages.match(aid, a["buyer"], a["supplier"], s.pubkey if s else b"",
+                                         a["service"], a["price"], a["quantity"], interval,
+                                         a["expiry"], ledger.AGREEMENT, role, head.height,
+                                         order + told, max(0, a["expiry"] - int(now)),
+                                         a["next_index"]))
+            told += 1
+            if told == 64:
+                break
+        self.log(f"market told {dev.hex()[:8]} its state again: balance={rec.balance} "
+                 f"agreements={told}")
 
     # -- streams ----------------------------------------------------------------------
     def on_data(self, topic: str, payload: bytes, state: State) -> None:
@@ -244,6 +336,7 @@ class MarketNode:
     def on_block(self, b: Block, state: State, accounts: list[tuple[bytes, int]]) -> None:
         now = time.time()
         offers_changed = False
+        self._height, self._order, self._time = b.height, 0, b.time
         for t, r in zip(b.txs, b.receipts, strict=True):
             if t.type == txm.TYPE_REGISTER and self.grant and r.status == messages.STATUS_OK:
                 me = state.get(self.op.id)
@@ -273,7 +366,9 @@ class MarketNode:
             for who, role in ((buyer, "buyer"), (supplier, "supplier")):
                 self._rx(who, messages.match(aid, buyer, supplier, s.pubkey if s else b"",
                                              service, price, qty, interval, expiry,
-                                             ledger.AGREEMENT, role))
+                                             ledger.AGREEMENT, role, self._height, self._order,
+                                             expiry - self._time))
+            self._order += 1
             self._open[aid] = expiry
             self._closing.pop(aid, None)
             self.log(f"market match {service} agreement={aid.hex()[:8]} buyer={buyer.hex()[:8]}"
@@ -308,7 +403,7 @@ class MarketNode:
                 _, aid, buyer, back = e
                 parties = (buyer,)
             for who in parties:
-                self._rx(who, messages.ended(aid, back))
+                self._rx(who, messages.ended(aid, back, self._height))
             self._open.pop(aid, None)
             self._closing.pop(aid, None)
             self._supplies.pop(aid, None)
@@ -416,8 +511,10 @@ class MarketNode:
         s.batch.add(msg)
         s.index += 1
         if s.batch.count == BATCH or s.index == s.quantity:
-            self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count,
-                         s.batch.root())
-            s.batch_no += 1
-            s.first = s.index
-            s.batch = stream.Batch()
+            self._commit(s, state)
+
+    def _commit(self, s: _Supply, state: State) -> None:
+        self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count, s.batch.root())
+        s.batch_no += 1
+        s.first = s.index
+        s.batch = stream.Batch()

@@ -5,6 +5,7 @@ Its imports load most of the firmware: like firmware/main.py at start-up,
 they run with gc.threshold, so what they keep is packed low in the small
 heap and the tests still find free runs for their signatures."""
 import gc
+import os
 import time
 from hashlib import sha256
 
@@ -17,22 +18,33 @@ gc.threshold(-1)
 
 DOMAIN = "demo"
 CONTRACT = b"\xcc" * 16
+AUTHORITY = b"\x02" + b"\xa5" * 32
+FLASH = "build/fwtest-market-" + os.urandom(4).hex()  # the boards' flash: <FLASH>/<name>
+os.mkdir(FLASH)
+_sealed = [0]  # notices numbered as the gateway seals them: each MATCH newer than the last
 
 
 # notices as shared/messages_gateway.py builds them (not imported: it would
 # cost the tests the heap the signatures need)
-def match(agreement, quantity, interval=2, role="supplier", supplier_key=b"\x02" + b"\x01" * 32):
-    return cbor.dumps({0: 3, 20: agreement, 21: b"\xbb" * 16, 22: b"\xaa" * 16,
-                       23: supplier_key, 24: "temperature", 25: 5, 26: quantity,
-                       27: interval, 28: 1000, 29: CONTRACT, 30: role})
+def match(agreement, quantity, interval=2, role="supplier", supplier_key=b"\x02" + b"\x01" * 32,
+          height=None, order=0, resume=None, left=1000):
+    if height is None:
+        _sealed[0] += 1
+        height = _sealed[0]
+    m = {0: 3, 20: agreement, 21: b"\xbb" * 16, 22: b"\xaa" * 16, 23: supplier_key,
+         24: "temperature", 25: 5, 26: quantity, 27: interval, 28: 1000, 29: CONTRACT,
+         30: role, 6: height, 33: order, 35: left}
+    if resume is not None:
+        m[34] = resume
+    return cbor.dumps(m)
 
 
 def account(balance, height):
     return cbor.dumps({0: 4, 31: balance, 6: height})
 
 
-def ended(agreement, refund):
-    return cbor.dumps({0: 5, 20: agreement, 32: refund})
+def ended(agreement, refund, height=0):
+    return cbor.dumps({0: 5, 20: agreement, 32: refund, 6: height})
 
 
 def key(name):
@@ -44,6 +56,14 @@ def key(name):
 def make_wallet(name):
     priv, pub = key(name)
     return wallet.Wallet(tx.device_id(pub), priv)
+
+
+def teardown_module():
+    """Remove the boards' flash (tests/mpy_runner.py calls it after a module's
+    tests; a test module imports it from here)."""
+    from fwtmp import _rmtree
+
+    _rmtree(FLASH)
 
 
 class Client:
@@ -77,8 +97,18 @@ class Board:
 class Node:
     """What Market uses of firmware/node.py's Node."""
 
-    def __init__(self, offer=None, need=None, name="board", fee=0):
+    def __init__(self, offer=None, need=None, name="board", fee=0, reboot=False,
+                 authority=AUTHORITY):
+        """A board named `name` with its own flash (the market's mark file):
+        fresh, or as it was left (reboot=True: a new Market over the same flash)."""
         self.domain = DOMAIN
+        self.authority = authority
+        Market.MARK = FLASH + "/" + name
+        if not reboot:
+            try:
+                os.remove(Market.MARK)
+            except OSError:
+                pass
         self.tx_topic = "tl/" + DOMAIN + "/tx"  # as firmware/node.py builds it
         self.fee = fee
         self.registered = True

@@ -2,6 +2,7 @@
 the check of every bought reading, against a fake node (MicroPython only;
 tests/test_under_micropython.py runs it under a market board's heap)."""
 from marketfakes import Node, account, ended, key, match, messages, stream, tx
+from marketfakes import teardown_module  # noqa: F401 (the runner calls it)
 
 NEED = {1: "temperature", 2: 5, 3: 4, 4: 600, 5: "cheapest", 6: "u4pr"}
 A1 = b"\x11" * 16
@@ -95,3 +96,71 @@ def test_ended_agreement_unsubscribes():
     n.at(1)
     assert n.client.unsubs == n.client.subs and n.market.slots == [None, None]
     assert messages.KIND_ENDED == 5 and n.logged("done agreement=11111111 readings=0")
+
+
+def test_a_replayed_match_is_refused_after_a_reboot_too_and_the_buyer_keeps_buying():
+    """A replayed sealed MATCH of an agreement that ended would hold the buyer
+    in a purchase that never comes (it demands only when not buying): the
+    board refuses a MATCH not newer than the newest it acted on, by the
+    (height, order) it was sealed at, kept in flash across a reboot."""
+    priv, pub = key("supplier")
+    sid = tx.device_id(pub)
+    n = buyer()
+    n.notice(account(100, 3))
+    n.at(0)
+    a = n.market.dem[0]
+    refused = "match-refused agreement=%s reason=replay height=4" % a.hex()[:8]
+    old = match(a, 1, role="buyer", supplier_key=pub, height=4)
+    n.notice(old)
+    n.at(1)
+    topic = n.client.subs[0]
+    n.market.data(topic, stream.reading(priv, sid, a, 0, 2150, -2))
+    n.at(2)
+    assert n.logged("done agreement=") and n.market.slots == [None, None]
+    n.notice(account(79, 5))
+    n.notice(old)  # replayed
+    assert n.lines[-1] == refused and n.market.slots == [None, None]
+    n.at(3)
+    assert len(n.of_type(15)) == 2  # still buying
+    n = Node(need=NEED, name="buyer", fee=1, reboot=True)  # power cycled
+    n.notice(old)  # replayed again: the mark is in flash
+    assert n.lines == [refused] and n.market.slots == [None, None], n.lines
+    n.notice(account(79, 6))
+    n.at(0)
+    assert len(n.of_type(15)) == 1 and n.market.slots == [None, None]  # buys again
+    n.notice(match(n.market.dem[0], 2, role="buyer", supplier_key=pub, height=6))
+    assert n.market.slots != [None, None], n.lines  # a new MATCH is taken
+    n = Node(need=NEED, name="buyer", fee=1, reboot=True, authority=b"\x03" + b"\x5a" * 32)
+    n.notice(old)  # a new chain (another authority): the old mark is not its
+    assert n.market.slots != [None, None], n.lines
+
+
+def test_told_again_after_a_restart_it_listens_from_the_next_index():
+    priv, pub = key("supplier")
+    sid = tx.device_id(pub)
+    n = buyer()
+    n.notice(match(A1, 6, role="buyer", supplier_key=pub, resume=4))
+    assert n.logged("resume role=buyer agreement=11111111 price=5 quantity=6")
+    n.at(0)
+    topic = n.client.subs[0]
+    n.market.data(topic, stream.reading(priv, sid, A1, 3, 2150, -2))
+    assert n.lines[-1] == "bad-reading agreement=11111111 reason=index"  # committed already
+    n.market.data(topic, stream.reading(priv, sid, A1, 4, 2151, -2))
+    assert n.lines[-1] == "bought agreement=11111111 index=4 value=2151 scale=-2"
+
+
+def test_a_purchase_whose_ended_went_missing_ends_at_its_expiry():
+    """An ENDED sent while the board was offline is lost (clean session): the
+    buyer keeps an agreement at most for the seconds the MATCH said were left
+    before its expiry (by its own clock), then demands again."""
+    _, pub = key("supplier")
+    n = buyer()
+    n.notice(account(100, 3))
+    n.at(0)
+    n.notice(match(n.market.dem[0], 4, role="buyer", supplier_key=pub, left=10))
+    n.at(9)
+    assert n.client.subs and n.client.unsubs == [] and len(n.of_type(15)) == 1
+    n.at(10)
+    assert n.client.unsubs == n.client.subs and n.market.slots == [None, None]
+    assert [ln for ln in n.lines if ln.startswith("done ") and " readings=0 " in ln]
+    assert len(n.of_type(15)) == 2  # buying again (79 left of its balance of 100)

@@ -2,6 +2,7 @@
 against a fake node (MicroPython only; tests/test_under_micropython.py runs
 it under a market board's heap)."""
 from marketfakes import Node, account, cbor, match
+from marketfakes import teardown_module  # noqa: F401 (the runner calls it)
 
 OFFER = {1: "temperature", 2: "cC", 3: 5, 4: 2, 5: "u4pruyd", 6: 100, 7: 1}
 A1 = b"\x11" * 16

@@ -2,6 +2,7 @@
 commitments, concurrent agreements, against a fake node (MicroPython only;
 tests/test_under_micropython.py runs it under a market board's heap)."""
 from marketfakes import CONTRACT, Node, cbor, cose, ended, match, merkle, stream
+from marketfakes import teardown_module  # noqa: F401 (the runner calls it)
 
 OFFER = {1: "temperature", 2: "cC", 3: 5, 4: 2, 5: "", 6: 100, 7: 1}
 A1 = b"\x11" * 16
@@ -89,18 +90,49 @@ def test_two_agreements_at_once_a_third_refused_and_closed_and_ended_stops_one()
     assert n.market.slots == [None, None]
 
 
-def test_a_replayed_match_for_an_ended_agreement_starts_nothing():
+def test_a_replayed_match_starts_nothing_the_next_of_a_block_does():
+    """Two MATCHes sealed at one height (an OFFER can match several waiting
+    demands) are both taken; replayed, neither starts anything again, also
+    after the agreement ended and after a reboot (the mark is in flash)."""
     n = supplier()
-    n.notice(match(A1, 1, interval=1))
+    first, second = match(A1, 1, interval=1, height=9), match(A2, 5, interval=1, height=9,
+                                                                order=1)
+    n.notice(first)
+    n.notice(second)
+    assert n.logged("match role=supplier agreement=22222222")
     for s in range(2, 4):
         n.at(s)
     assert n.logged("done agreement=11111111 readings=1")
-    n.notice(match(A2, 5, interval=1))
-    n.notice(ended(A2, 25))  # ended before its first reading
-    for m in (match(A1, 1, interval=1), match(A2, 5, interval=1)):  # replayed
+    n.notice(ended(A2, 15, 9))  # ended after two readings
+    sent = len(n.published)
+    for m in (first, second):  # replayed
         n.notice(m)
-    assert n.logged("match-refused agreement=11111111 reason=ended")
-    assert n.logged("match-refused agreement=22222222 reason=ended")
+    assert n.logged("match-refused agreement=11111111 reason=replay height=9")
+    assert n.logged("match-refused agreement=22222222 reason=replay height=9")
     for s in range(4, 9):
         n.at(s)
-    assert len(n.published) == 1 and n.market.slots == [None, None]
+    assert len(n.published) == sent == 3 and n.market.slots == [None, None]
+    n = Node(OFFER, name="supplier", reboot=True)  # a new Market over the same flash
+    for m in (first, second):
+        n.notice(m)
+    assert len(n.logged("match-refused")) == 2 and n.market.slots == [None, None], n.lines
+    n.notice(match(b"\x33" * 16, 2, interval=1, height=10))  # a new one still starts
+    assert n.market.slots != [None, None]
+
+
+def test_told_again_after_its_own_restart_it_closes_what_it_lost():
+    """After a restart the gateway tells a supplier again of its open
+    agreement (a MATCH with the next index): one it streams goes on; one it
+    lost with a reboot (its uncommitted readings gone) it closes, so the
+    buyer is refunded at once."""
+    n = supplier()
+    n.notice(match(A1, 8, interval=1))
+    for s in range(2, 4):
+        n.at(s)
+    n.notice(match(A1, 8, interval=1, resume=0))  # the gateway restarted: still streaming
+    assert n.logged("resume role=supplier agreement=11111111") and n.of_type(16) == []
+    n = Node(OFFER, name="supplier", reboot=True)
+    n.notice(match(A1, 8, interval=1, resume=4))
+    seq = next(q for q, t, _ in n.txs if t == 16)
+    assert n.of_type(16) == [{1: A1}] and n.market.slots == [None, None]
+    assert n.logged("match-refused agreement=11111111 reason=restarted close=%d" % seq)

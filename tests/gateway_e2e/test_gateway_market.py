@@ -17,6 +17,7 @@ from gateway import genesis, replay
 from gateway.config import DB_FILE, GENESIS_FILE
 from gateway.market import directory, ledger
 from gateway.market.analytics import DerivedService
+from gateway.market.node import RESUME_ORDER
 from gateway.store import Store
 from shared import merkle, messages, stream, topics
 from shared import tx as txm
@@ -24,6 +25,8 @@ from shared.messages_gateway import (
     M_AGREEMENT,
     M_BALANCE,
     M_CONTRACT,
+    M_NEXT,
+    M_ORDER,
     M_PRICE,
     M_REFUND,
     M_ROLE,
@@ -199,3 +202,54 @@ def test_the_keeper_returns_a_waiting_demands_funds(market) -> None:
     ended = notice(buyer, messages.KIND_ENDED, lambda m: m[M_AGREEMENT] == did, timeout=15)
     assert ended[M_REFUND] == 50
     notice(buyer, messages.KIND_ACCOUNT, lambda m: m[M_BALANCE] == GRANT)
+
+
+def test_after_a_restart_an_online_device_is_told_its_state_and_owed_verdicts_come(
+        market) -> None:
+    """The gateway sends ACCOUNT only when a balance changes and a restarted
+    broker keeps no retained one; a board keeps its agreements in RAM. So a
+    device that says `online` on its status topic (a board does on every
+    (re)connect; retained, so a gateway that starts reads it) is told its
+    balance and each open agreement again: a MATCH sealed at the head,
+    ordered above every earlier one, with the first index not yet committed.
+    A verdict owed at the stop is sent after the restart."""
+    gateway, device, data, broker = market
+    gw = gateway()
+    sup, buyer = device("supplier"), device("buyer")
+    ok(sup, sup.sign(txm.TYPE_OFFER, {1: "temperature", 2: "cC", 3: 5, 4: 1, 5: "", 6: 600,
+                                      7: 1}))
+    ev = ok(buyer, buyer.sign(txm.TYPE_DEMAND, {1: "temperature", 2: 5, 3: 8, 4: 60,
+                                                5: "cheapest"}))
+    aid = next(e for e in ev if e[0] == "match")[1]
+    first = notice(buyer, messages.KIND_MATCH, lambda m: m[M_AGREEMENT] == aid)
+    for d in (buyer, sup):  # online (told again at once: the same agreement)
+        d.client.publish(topics.status(DOMAIN, d.hex), b"online", qos=1, retain=True)
+        notice(d, messages.KIND_MATCH, lambda m: M_NEXT in m)
+    data_topic = topics.data(DOMAIN, sup.hex + "/" + aid.hex())
+    readings = [stream.reading(sup.priv, sup.id, aid, i, 2100 + i, -2) for i in range(4)]
+    for r in readings[:3]:  # the fourth is still on its way at the stop
+        sup.client.publish(data_topic, r, qos=1).wait_for_publish(5)
+    ok(sup, sup.sign(txm.TYPE_CONTRACT_CALL, {1: ledger.AGREEMENT, 2: "commit",
+                                              3: [aid, 0, 0, 4, merkle.root(readings)], 4: 0,
+                                              5: 50_000}))
+    gw.stop()  # within the verdict's grace: the verdict is owed
+    before = {d.hex: [n for n in d.notices if n[messages.M_KIND] == messages.KIND_MATCH][-1]
+              for d in (buyer, sup)}
+    for d in (buyer, sup):
+        d.notices.clear()
+
+    gw = gateway()  # reads the devices' retained `online`
+    sup.client.publish(data_topic, readings[3], qos=1).wait_for_publish(5)
+    gw.wait_event(r"market paid agreement=%s batch=0 " % aid.hex()[:8])
+    with Store(data / DB_FILE, readonly=True) as st:
+        head = st.head().height
+    for d, role in ((buyer, "buyer"), (sup, "supplier")):
+        acc = notice(d, messages.KIND_ACCOUNT, lambda m: M_BALANCE in m)
+        if role == "buyer":  # (the supplier's balance changes when it is paid)
+            assert acc[M_BALANCE] == GRANT - 40 and acc[messages.M_HEIGHT] <= head
+        m = notice(d, messages.KIND_MATCH, lambda m: m[M_AGREEMENT] == aid)
+        assert (m[M_ROLE], m[M_NEXT]) == (role, 4) and m[messages.M_HEIGHT] <= head
+        assert m[M_ORDER] >= RESUME_ORDER
+        key = (m[messages.M_HEIGHT], m[M_ORDER])
+        assert key > (first[messages.M_HEIGHT], first[M_ORDER])
+        assert key > (before[d.hex][messages.M_HEIGHT], before[d.hex][M_ORDER])
