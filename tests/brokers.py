@@ -239,7 +239,9 @@ class MosquittoBroker:
         lines = [f"listener {self.port} {self.host}"]
         lines += [f"{k} {v}" for k, v in opts.items()]
         lines += [f"persistence_location {self.workdir}/", "log_dest stderr"]
-        if os.getuid() == 0:  # else mosquitto drops to user 'mosquitto': no access to tmp_path
+        if os.getuid() == 0 and "user" not in opts:
+            # else mosquitto drops to user 'mosquitto': no access to tmp_path
+            # (user=... runs it as that user, as a deployed mosquitto does)
             lines.append(f"user {pwd.getpwuid(os.getuid()).pw_name}")
         self.conf = self.workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
