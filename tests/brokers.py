@@ -103,8 +103,9 @@ class AmqttBroker:
     persistent = False
     name = "amqtt"
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, limits=None):
         self.host = HOST
+        self.limits = limits  # gateway.broker.BrokerLimits (None: the shipped defaults)
         self.port = port or free_port()
         self.url = f"mqtt://{self.host}:{self.port}"
         self.config = {
@@ -131,7 +132,7 @@ class AmqttBroker:
         # messages kept to the sessions that subscribed (gateway/broker.py)
         from gateway.broker import RetainSafeBroker
 
-        self.broker = RetainSafeBroker(self.config)  # needs the running loop
+        self.broker = RetainSafeBroker(self.config, self.limits)  # needs the running loop
         await self.broker.start()
 
     async def _stop(self) -> None:
