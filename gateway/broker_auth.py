@@ -489,13 +489,65 @@ def add_credential(path: Path | str, principal_id: bytes, password: str) -> None
     _write_private(Path(path), json.dumps(creds, indent=1, sort_keys=True) + "\n")
 
 
-def _write_private(path: Path, text: str) -> None:
+@dataclass(frozen=True)
+class FileAccess:
+    """Who may read the exported passwd and acl: mode 0600 for the writer
+    alone (the default), or handed to the broker's own user and/or group
+    (`broker export --owner mosquitto` / `--group mosquitto`, mode 0640 with
+    a group). uid/gid -1 = leave as created."""
+
+    uid: int = -1
+    gid: int = -1
+    mode: int = 0o600
+
+
+class FileAccessError(ValueError):
+    """A named owner or group that does not exist, or that this user may not
+    give the files to."""
+
+
+def file_access(owner: str | None = None, group: str | None = None) -> FileAccess:
+    """FileAccess for the named user and group (names or numeric ids);
+    FileAccessError naming the one that does not exist."""
+    import grp
+    import pwd
+
+    uid = gid = -1
+    if owner:
+        try:
+            uid = int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise FileAccessError(f"no user {owner!r} on this system (--owner)") from None
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise FileAccessError(f"no group {group!r} on this system (--group)") from None
+    return FileAccess(uid, gid, 0o640 if group else 0o600)
+
+
+PRIVATE = FileAccess()  # the writer's own, mode 0600
+
+
+def _write_private(path: Path, text: str, access: FileAccess = PRIVATE) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    try:
+        with os.fdopen(fd, "w") as f:
+            if access.uid != -1 or access.gid != -1:
+                try:  # before the first byte: never readable by anyone else
+                    os.fchown(f.fileno(), access.uid, access.gid)
+                except PermissionError:
+                    raise FileAccessError(
+                        f"cannot give {path} to uid {access.uid} / gid {access.gid}: "
+                        "run as root, or as a member of that group") from None
+            os.fchmod(f.fileno(), access.mode)
+            f.write(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)  # a SIGHUP never reads half a file
 
 
@@ -533,11 +585,14 @@ def mosquitto_acl(domain: str, gateway_user: str | None,
 
 def export_mosquitto(out_dir: Path | str, domain: str, access: AccessView,
                      credentials: Mapping[bytes, str],
-                     gateway: tuple[str, str] | None) -> Export:
+                     gateway: tuple[str, str] | None,
+                     access_to: FileAccess = PRIVATE) -> Export:
     """Write `passwd` and `acl` for mosquitto into out_dir from the domain's
     identities: every active principal with a credential that verifies under
     its current key; the rest is reported in Export.skipped (inactive ones
-    silently). `gateway` = gateway_credentials(...), full access to tl/<d>/#."""
+    silently). `gateway` = gateway_credentials(...), full access to tl/<d>/#.
+    `access_to`: the files' owner, group and mode (file_access(); mosquitto
+    reads them as its own user, after dropping root, on start and SIGHUP)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ex = Export()
@@ -571,8 +626,8 @@ def export_mosquitto(out_dir: Path | str, domain: str, access: AccessView,
         if pid.hex() != gw_id:
             ex.skipped[pid.hex()] = "not a principal of the domain"
     acl_text = mosquitto_acl(domain, gw_id, acl, bought)
-    _write_private(out / PASSWD_FILE, "\n".join(pw_lines) + "\n")
-    _write_private(out / ACL_FILE, acl_text)
+    _write_private(out / PASSWD_FILE, "\n".join(pw_lines) + "\n", access_to)
+    _write_private(out / ACL_FILE, acl_text, access_to)
     d = hashlib.sha256(acl_text.encode())
     for me in ex.users:
         d.update(f"\n{me}:{gateway[1] if me == gw_id else credentials[bytes.fromhex(me)]}".encode())

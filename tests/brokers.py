@@ -103,8 +103,9 @@ class AmqttBroker:
     persistent = False
     name = "amqtt"
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, limits=None):
         self.host = HOST
+        self.limits = limits  # gateway.broker.BrokerLimits (None: the shipped defaults)
         self.port = port or free_port()
         self.url = f"mqtt://{self.host}:{self.port}"
         self.config = {
@@ -131,7 +132,7 @@ class AmqttBroker:
         # messages kept to the sessions that subscribed (gateway/broker.py)
         from gateway.broker import RetainSafeBroker
 
-        self.broker = RetainSafeBroker(self.config)  # needs the running loop
+        self.broker = RetainSafeBroker(self.config, self.limits)  # needs the running loop
         await self.broker.start()
 
     async def _stop(self) -> None:
@@ -239,7 +240,9 @@ class MosquittoBroker:
         lines = [f"listener {self.port} {self.host}"]
         lines += [f"{k} {v}" for k, v in opts.items()]
         lines += [f"persistence_location {self.workdir}/", "log_dest stderr"]
-        if os.getuid() == 0:  # else mosquitto drops to user 'mosquitto': no access to tmp_path
+        if os.getuid() == 0 and "user" not in opts:
+            # else mosquitto drops to user 'mosquitto': no access to tmp_path
+            # (user=... runs it as that user, as a deployed mosquitto does)
             lines.append(f"user {pwd.getpwuid(os.getuid()).pw_name}")
         self.conf = self.workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")

@@ -2,6 +2,7 @@
 
     thingledger broker export --out DIR [--data-dir D] [--credentials FILE]
                               [--authority-key FILE] [--key FILE ...]
+                              [--group G] [--owner U]
                               [--watch [--reload-pid-file FILE] [--poll S]]
 
 writes DIR/passwd (mosquitto 2 `$7$` PBKDF2-SHA512 hashes) and DIR/acl from the
@@ -9,7 +10,11 @@ chain (the domain's identities in the stored state) and the owner's local
 credential store (default DATA_DIR/credentials.json, written by `board claim`).
 The gateway's own user comes from the authority key. Revoked and
 decommissioned principals are left out; the operator then reloads mosquitto
-(`kill -HUP <pid>` or `systemctl reload mosquitto`). An export is a snapshot;
+(`kill -HUP <pid>` or `systemctl reload mosquitto`). The files are mode 0600
+for whoever runs the export; a mosquitto that runs as its own user (Debian:
+`mosquitto`) needs `--group mosquitto` (mode 0640, that group) or `--owner
+mosquitto`, else it cannot read them and a reload refuses every login.
+An export is a snapshot;
 `--watch` keeps the files in step with the chain and reloads mosquitto
 itself (tools/broker_sync.py).
 """
@@ -43,6 +48,7 @@ class Exporter:
     gateway: tuple[str, str]  # the gateway's user and password
     creds_path: Path
     persons: dict[bytes, str]  # people's logins from --key
+    files: Any = None  # broker_auth.FileAccess from --owner / --group (None: 0600, mine)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Exporter:
@@ -69,8 +75,12 @@ class Exporter:
                 raise UsageError(str(e)) from None
             persons[bytes.fromhex(user)] = pw
         creds = Path(args.credentials) if args.credentials else data / broker_auth.CREDENTIALS_FILE
+        try:
+            files = broker_auth.file_access(args.owner, args.group)
+        except broker_auth.FileAccessError as e:
+            raise UsageError(str(e)) from None
         ex = cls(data, Path(args.out), g.domain, broker_auth.gateway_credentials(priv, g.domain),
-                 creds, persons)
+                 creds, persons, files)
         ex.credentials()  # a broken store is a usage error now, not in the watch
         return ex
 
@@ -103,18 +113,22 @@ class Exporter:
             state = store.load_state()
             head = store.head()
         access = access_from_state(state, self.domain)
-        ex = broker_auth.export_mosquitto(self.out, self.domain, access, creds, self.gateway)
+        ex = broker_auth.export_mosquitto(self.out, self.domain, access, creds, self.gateway,
+                                          self.files or broker_auth.PRIVATE)
         return ex, head.height if head is not None else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from gateway import broker_auth
-    from tools.cli import EXIT_OK
+    from tools.cli import EXIT_OK, UsageError
 
     job = Exporter.from_args(args)
     if args.watch:
         return watch(job, args)
-    ex, height = job()
+    try:
+        ex, height = job()
+    except broker_auth.FileAccessError as e:
+        raise UsageError(str(e)) from None
     print(f"domain {job.domain} at height {height}: {len(ex.users)} users "
           f"(gateway {ex.users[0]}) -> {job.out / broker_auth.PASSWD_FILE}, "
           f"{job.out / broker_auth.ACL_FILE}")
@@ -164,6 +178,11 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
                    help="owner's credential store (default DATA_DIR/credentials.json)")
     e.add_argument("--authority-key", metavar="FILE",
                    help="authority key for the gateway's user (default DATA_DIR/authority.key)")
+    e.add_argument("--group", metavar="G",
+                   help="give passwd and acl to group G, mode 0640 (e.g. --group mosquitto: "
+                        "the broker's user reads them after dropping root)")
+    e.add_argument("--owner", metavar="U",
+                   help="make user U the files' owner (e.g. --owner mosquitto; needs root)")
     e.add_argument("--watch", action="store_true",
                    help="keep running: export again on every new block and reload mosquitto "
                         "when its rules changed (Ctrl-C stops)")

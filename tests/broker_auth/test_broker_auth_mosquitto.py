@@ -3,12 +3,18 @@ revocation picked up on SIGHUP (docs/IDENTITY.md §3)."""
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import pwd
 import queue
+import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 from ba_world import DOMAIN, Principal, connack
@@ -252,3 +258,62 @@ def test_watch_lets_a_buyer_read_the_stream_it_bought_after_the_export(
         stop.set()
         t.join(10)
     assert not t.is_alive() and mq.proc.poll() is None, mq.log_text()
+
+
+def test_export_refuses_an_unknown_group_or_owner(chain, tmp_path, capsys):
+    out = tmp_path / "mq"
+    for opt in ("--group", "--owner"):
+        assert cli.main(["broker", "export", "--out", str(out), "--data-dir", str(chain),
+                         opt, "no-such-name-tl"]) == cli.EXIT_USAGE
+        assert "no-such-name-tl" in capsys.readouterr().err
+        assert not (out / "passwd").exists()
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder another user can enter (pytest's tmp_path is 0700 root's)."""
+    d = Path(tempfile.mkdtemp(prefix="tl-mq-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_mosquitto_as_its_own_user_reads_an_export_for_its_group(
+        chain, world, shared_dir, mosquitto_factory):
+    """Deployed mosquitto drops root for its own user (Debian: `mosquitto`;
+    here `nobody`, group `nogroup`). `--group nogroup` gives it the files
+    (0640 root:nogroup) and logins work after export + SIGHUP; a plain
+    export (0600, the exporter's) locks every login out at the next reload."""
+    if os.getuid() != 0:
+        pytest.skip("needs root: mosquitto must drop to another user")
+    try:
+        nobody, nogroup = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+    except KeyError:
+        pytest.skip("no user nobody / group nogroup")
+    out = shared_dir / "mq"
+
+    def export_for(*opts: str) -> None:
+        assert cli.main(["broker", "export", "--out", str(out), "--data-dir", str(chain),
+                         *opts]) == 0
+
+    a = world.a
+    export_for("--group", "nogroup")
+    for f in ("passwd", "acl"):
+        st = (out / f).stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, nogroup.gr_gid)
+    mq = mosquitto_factory(user=nobody.pw_name, persistence="false",
+                           password_file=out / "passwd", acl_file=out / "acl",
+                           **broker_auth.MOSQUITTO_OPTIONS)
+    assert connack(HOST, mq.port, a.hex, a.hex, a.password()) == 0
+
+    def reload_until(code_ok: bool, what: str) -> None:
+        mq.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: (connack(HOST, mq.port, a.hex, a.hex, a.password()) == 0) == code_ok,
+                   10, interval=0.1, what=what)
+
+    export_for()  # the files as they were written before --group: 0600 root's
+    assert stat.S_IMODE((out / "passwd").stat().st_mode) == 0o600
+    reload_until(False, "mosquitto (as nobody) to lose the 0600 files: every login refused")
+    export_for("--group", "nogroup")
+    reload_until(True, "a's login to work again after export --group + SIGHUP")
+    assert mq.proc.poll() is None, mq.log_text()
