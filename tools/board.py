@@ -328,7 +328,7 @@ class DeviceKey:
         return self.device_id.hex()
 
 
-def _pubkey(hex_text: str) -> bytes:
+def pubkey_from_hex(hex_text: str) -> bytes:
     try:
         pub = bytes.fromhex(hex_text)
         p256.decompress(pub)
@@ -340,7 +340,7 @@ def _pubkey(hex_text: str) -> bytes:
 def keygen(b: Board) -> DeviceKey:
     """The board's key pair (made on the board the first time): public half."""
     r = b.call("keygen")
-    pub = _pubkey(r.get("pubkey", ""))
+    pub = pubkey_from_hex(r.get("pubkey", ""))
     try:
         dev_id = bytes.fromhex(r.get("id", ""))
     except ValueError:
@@ -568,7 +568,7 @@ def rotate(b: Board, owner, domain: str, broker_url: str, data_dir: Path,
 
     authority = authority_of(data_dir, domain)
     old = keygen(b)
-    new_pub = _pubkey(b.call("rotate_begin")["pubkey"])
+    new_pub = pubkey_from_hex(b.call("rotate_begin")["pubkey"])
     approval = rotate_approval(owner, old.device_id, new_pub)
     msg = bytes.fromhex(b.call("rotate_tx", domain, approval.hex())["tx"])
     t = tx.decode(msg)
@@ -584,7 +584,7 @@ def rotate(b: Board, owner, domain: str, broker_url: str, data_dir: Path,
     if not (reply.ok and reply.status == messages.STATUS_OK):
         return Rotated(old, old.public_key, t.id, reply, False, None)
     r = b.call("rotate_commit")
-    new = DeviceKey(_pubkey(r["pubkey"]), old.device_id)
+    new = DeviceKey(pubkey_from_hex(r["pubkey"]), old.device_id)
     if new.public_key != new_pub:
         raise BoardError("the board switched to an unexpected key")
     creds = None
@@ -648,7 +648,7 @@ def recover(b: Board, owner, device_id: bytes, domain: str, broker_url: str, dat
             raise BoardError(f"device {device_id.hex()} is decommissioned: it cannot be "
                              "recovered")
     r = b.call("recover", device_id.hex(), *((True,) if force else ()))
-    key = DeviceKey(_pubkey(r.get("pubkey", "")), device_id)
+    key = DeviceKey(pubkey_from_hex(r.get("pubkey", "")), device_id)
     st = statement(b, key, "recover", domain, device_id)
     if cose.parse1(st).kid != device_id:
         raise BoardError("the board signs under another id than the one recovered")

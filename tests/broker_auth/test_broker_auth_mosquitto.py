@@ -23,7 +23,8 @@ from brokers import HOST, wait_until
 from gateway import blocks, broker_auth, genesis
 from gateway.config import GatewayConfig
 from gateway.store import open_ledger
-from tools import broker_sync, cli, cli_broker
+from tools import broker_sync, cli
+from tools.cli import broker as cli_broker
 
 pytestmark = pytest.mark.mosquitto
 

@@ -10,7 +10,7 @@ from brokers import HOST, free_port
 
 from gateway import broker_auth
 from gateway.broker import ThreadedBroker
-from tools import cli_broker
+from tools.cli import broker as cli_broker
 
 state_mod = pytest.importorskip("gateway.state")
 pytest.importorskip("gateway.access")

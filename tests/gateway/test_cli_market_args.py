@@ -3,8 +3,8 @@ floats are refused (they cannot cross the contract boundary)."""
 
 import pytest
 
-from tools import cli_market
 from tools.cli import UsageError
+from tools.cli import contract as cli_market
 
 
 def test_json_hex_strings_become_bytes():

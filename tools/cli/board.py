@@ -16,14 +16,15 @@ stderr). Exit codes: 0 done, 1 refused by the chain or the board, 2 usage or
 connection problem.
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tools import board as tb
-
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+from tools.cli.common import DEFAULT_BROKER, default_registry_dir
 
 
 def _log(args: argparse.Namespace):
@@ -77,7 +78,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
         settings.update(_admission_settings(Path(args.data_dir), settings["domain"]))
     if "authority" in settings:
         try:
-            tb._pubkey(str(settings["authority"]))
+            tb.pubkey_from_hex(str(settings["authority"]))
         except tb.BoardError:
             raise tb.BoardError("--authority: not a SEC1 public key in hex") from None
     r = tb.flash(args.port, args.board, settings, _log(args))
@@ -101,8 +102,6 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from tools.cli_registry import default_registry_dir
-
     mfr = _key(args.mfr_key, "manufacturer")
     reg_dir = Path(args.registry_dir) if args.registry_dir else default_registry_dir()
     r = tb.register(_board(args), mfr, args.model, args.serial, args.warranty_years, reg_dir,

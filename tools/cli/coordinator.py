@@ -16,20 +16,21 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
 
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+from tools.cli.common import (
+    DEFAULT_BROKER,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    load_key_file,
+    positive_float,
+)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from tools import coordinator as co
-    from tools.cli import EXIT_OK, EXIT_USAGE, UsageError
-    from tools.keys import KeyFileError, load_key
 
-    try:
-        key = load_key(Path(args.key))
-    except KeyFileError as e:
-        raise UsageError(str(e)) from None
+    key = load_key_file(args.key)
     node = None
     if args.node:
         try:
@@ -65,13 +66,6 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _seconds(s: str) -> float:
-    v = float(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return v
-
-
 def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
     """Add this area's subcommands; `data` is the parent parser with --data-dir."""
     c = sub.add_parser("coordinator", parents=[data],
@@ -82,8 +76,8 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
                    help="MQTT broker (default %s)" % DEFAULT_BROKER)
     c.add_argument("--domain", metavar="NAME", help="domain (default: from DIR/genesis.toml)")
     c.add_argument("--node", metavar="ID", help="its principal id (default: id of --key)")
-    c.add_argument("--timeout", type=_seconds, default=15.0, metavar="S",
+    c.add_argument("--timeout", type=positive_float, default=15.0, metavar="S",
                    help="seconds to wait for each assignment's receipt (default 15)")
-    c.add_argument("--seconds", type=_seconds, default=None, metavar="S",
+    c.add_argument("--seconds", type=positive_float, default=None, metavar="S",
                    help="stop by itself after S seconds (default: until Ctrl-C)")
     c.set_defaults(func=cmd_coordinator)

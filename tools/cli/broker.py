@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.cli.common import EXIT_OK, UsageError
+
 
 def access_from_state(state: Any, domain: str) -> Any:
     """The domain's identity state machine over a stored state (tests swap it)."""
@@ -54,7 +56,6 @@ class Exporter:
     def from_args(cls, args: argparse.Namespace) -> Exporter:
         from gateway import broker_auth, genesis
         from gateway.config import DB_FILE, GENESIS_FILE, KEY_FILE
-        from tools.cli import UsageError
 
         data = Path(args.data_dir)
         if not (data / DB_FILE).exists():
@@ -86,7 +87,6 @@ class Exporter:
 
     def credentials(self) -> dict[bytes, str]:
         from gateway import broker_auth
-        from tools.cli import UsageError
 
         try:
             creds = broker_auth.load_credentials(self.creds_path)
@@ -120,7 +120,6 @@ class Exporter:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from gateway import broker_auth
-    from tools.cli import EXIT_OK, UsageError
 
     job = Exporter.from_args(args)
     if args.watch:
@@ -143,7 +142,6 @@ def watch(job: Exporter, args: argparse.Namespace) -> int:
     """--watch: export on every new block, SIGHUP mosquitto when what it
     enforces changed (tools/broker_sync.py); stops on Ctrl-C or SIGTERM."""
     from tools.broker_sync import Watch, reload_by_pid_file
-    from tools.cli import EXIT_OK, UsageError
 
     if args.poll <= 0:
         raise UsageError("--poll must be a positive number of seconds")

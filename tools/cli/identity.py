@@ -29,117 +29,34 @@ Reading the chain (read-only, --data-dir):
 Common options: --broker URL (default mqtt://127.0.0.1:1883), --domain NAME and
 --authority HEX (default: from DIR/genesis.toml; the authority key checks the
 receipt), --data-dir DIR, --timeout S. People's seqs are milliseconds since the
-epoch (tools.submit.next_seq). Transaction builders: gateway/identity_tx.py.
+epoch (tools.submit.next_seq). Transaction builders: gateway/identity_tx.py; the
+options and the submit step every group shares: tools/cli/common.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from gateway import identity_tx as itx
 from gateway import roles
 from gateway.state import RETIRE_MODES, RIGHTS
-from shared import messages
 from shared import tx as txm
-
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
-
-
-def _usage(msg: str) -> Exception:
-    from tools.cli import UsageError
-
-    return UsageError(msg)
-
-
-def _hex(value: str, what: str, length: int | None = None) -> bytes:
-    try:
-        b = bytes.fromhex(value.strip())
-    except ValueError:
-        raise _usage("%s must be hex, got %r" % (what, value)) from None
-    if length is not None and len(b) != length:
-        raise _usage("%s must be %d bytes (%d hex chars)" % (what, length, 2 * length))
-    return b
-
-
-def _id(value: str, what: str) -> bytes:
-    return _hex(value, what, txm.ID_LEN)
-
-
-def _pub(value: str, what: str) -> bytes:
-    from gateway.validate import valid_public_key
-
-    b = _hex(value, what, 33)
-    if not valid_public_key(b):
-        raise _usage("%s is not a compressed P-256 public key" % what)
-    return b
-
-
-def _key(path: str):  # -> tools.keys.KeyPair
-    from tools.keys import KeyFileError, load_key
-
-    try:
-        return load_key(Path(path))
-    except KeyFileError as e:
-        raise _usage(str(e)) from None
-
-
-def _genesis(args: argparse.Namespace):  # -> Genesis | None
-    from gateway import genesis
-    from gateway.config import GENESIS_FILE
-
-    p = Path(args.data_dir) / GENESIS_FILE
-    if not p.exists():
-        return None
-    try:
-        return genesis.load(p)
-    except genesis.GenesisError as e:
-        raise _usage(str(e)) from None
-
-
-def _domain(args: argparse.Namespace) -> str:
-    if args.domain:
-        return args.domain
-    g = _genesis(args)
-    if g is None:
-        raise _usage("--domain is needed (no genesis in %s)" % args.data_dir)
-    return g.domain
-
-
-def _authority(args: argparse.Namespace) -> bytes:
-    if args.authority:
-        return _pub(args.authority, "--authority")
-    g = _genesis(args)
-    if g is None:
-        raise _usage("--authority HEX is needed (no genesis in %s to read it from)"
-                     % args.data_dir)
-    return g.authority
-
-
-def _seq(args: argparse.Namespace) -> int:
-    from tools.submit import next_seq
-
-    return args.seq if args.seq else next_seq()
-
-
-def _submit(args: argparse.Namespace, what: str, message: bytes) -> int:
-    from tools.cli import EXIT_FAILED, EXIT_OK
-    from tools.submit import SubmitError, login_for, submit
-
-    authority = _authority(args)
-    domain = _domain(args)
-    login = login_for(_key(args.key), domain, txm.decode(message).sender)
-    try:
-        reply = submit(args.broker, domain, message, authority, timeout=args.timeout,
-                       login=login)
-    except SubmitError as e:
-        print("%s: %s" % (what, e), file=sys.stderr)
-        return EXIT_FAILED
-    print("%s: %s" % (what, reply.describe()))
-    return EXIT_OK if reply.ok and reply.status == messages.STATUS_OK else EXIT_FAILED
-
+from tools.cli.common import (
+    UsageError,
+    domain_of,
+    key_parent,
+    load_key_file,
+    network_parent,
+    non_negative_int,
+    open_store,
+    parse_hex,
+    parse_id,
+    parse_pubkey,
+    seq_of,
+    submit_tx,
+)
 
 # ---- commands -------------------------------------------------------------------
 
@@ -149,92 +66,92 @@ def cmd_key_new(args: argparse.Namespace) -> int:
     try:
         k = new_key(Path(args.out))
     except FileExistsError:
-        raise _usage("%s exists: not overwriting a key file" % args.out) from None
+        raise UsageError("%s exists: not overwriting a key file" % args.out) from None
     except OSError as e:
-        raise _usage("cannot write %s: %s" % (args.out, e.strerror)) from None
+        raise UsageError("cannot write %s: %s" % (args.out, e.strerror)) from None
     print("id      %s" % k.id.hex())
     print("pubkey  %s" % k.public.hex())
     return 0
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    pub = _pub(args.pubkey, "--pubkey")
-    m = itx.build_claim(k, _domain(args), pub, _hex(args.statement, "--statement"), _seq(args))
-    return _submit(args, "claim of device %s" % txm.device_id(pub).hex(), m)
+    k = load_key_file(args.key)
+    pub = parse_pubkey(args.pubkey, "--pubkey")
+    m = itx.build_claim(k, domain_of(args), pub, parse_hex(args.statement, "--statement"), seq_of(args))
+    return submit_tx(args, "claim of device %s" % txm.device_id(pub).hex(), m)
 
 
 def cmd_owner_transfer(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    dev, to = _id(args.device, "--device"), _pub(args.to_pubkey, "--to-pubkey")
-    m = itx.build_owner_transfer(k, _domain(args), dev, to, _seq(args))
-    return _submit(args, "transfer of device %s to %s" % (dev.hex(), txm.device_id(to).hex()), m)
+    k = load_key_file(args.key)
+    dev, to = parse_id(args.device, "--device"), parse_pubkey(args.to_pubkey, "--to-pubkey")
+    m = itx.build_owner_transfer(k, domain_of(args), dev, to, seq_of(args))
+    return submit_tx(args, "transfer of device %s to %s" % (dev.hex(), txm.device_id(to).hex()), m)
 
 
 def cmd_owner_grant(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    dev, p = _id(args.device, "--device"), _id(args.principal, "--principal")
-    pub = _pub(args.pubkey, "--pubkey") if args.pubkey else None
+    k = load_key_file(args.key)
+    dev, p = parse_id(args.device, "--device"), parse_id(args.principal, "--principal")
+    pub = parse_pubkey(args.pubkey, "--pubkey") if args.pubkey else None
     if pub is not None and txm.device_id(pub) != p:
-        raise _usage("--pubkey does not belong to --principal (id = SHA-256(pubkey)[:16])")
-    m = itx.build_grant(k, _domain(args), dev, p, args.right, _seq(args), pub)
-    return _submit(args, "grant %s to %s on %s" % (args.right, p.hex(), dev.hex()), m)
+        raise UsageError("--pubkey does not belong to --principal (id = SHA-256(pubkey)[:16])")
+    m = itx.build_grant(k, domain_of(args), dev, p, args.right, seq_of(args), pub)
+    return submit_tx(args, "grant %s to %s on %s" % (args.right, p.hex(), dev.hex()), m)
 
 
 def cmd_owner_revoke(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    dev, p = _id(args.device, "--device"), _id(args.principal, "--principal")
-    m = itx.build_revoke_right(k, _domain(args), dev, p, args.right, _seq(args))
-    return _submit(args, "revoke %s from %s on %s" % (args.right, p.hex(), dev.hex()), m)
+    k = load_key_file(args.key)
+    dev, p = parse_id(args.device, "--device"), parse_id(args.principal, "--principal")
+    m = itx.build_revoke_right(k, domain_of(args), dev, p, args.right, seq_of(args))
+    return submit_tx(args, "revoke %s from %s on %s" % (args.right, p.hex(), dev.hex()), m)
 
 
 def cmd_owner_retire(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    dev = _id(args.device, "--device")
-    m = itx.build_retire(k, _domain(args), dev, args.mode, _seq(args))
-    return _submit(args, "%s of device %s" % (args.mode, dev.hex()), m)
+    k = load_key_file(args.key)
+    dev = parse_id(args.device, "--device")
+    m = itx.build_retire(k, domain_of(args), dev, args.mode, seq_of(args))
+    return submit_tx(args, "%s of device %s" % (args.mode, dev.hex()), m)
 
 
 def cmd_owner_recover(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    dev, pub = _id(args.device, "--device"), _pub(args.pubkey, "--pubkey")
-    m = itx.build_recover(k, _domain(args), dev, pub, _hex(args.statement, "--statement"),
-                          _seq(args))
-    return _submit(args, "recovery of device %s" % dev.hex(), m)
+    k = load_key_file(args.key)
+    dev, pub = parse_id(args.device, "--device"), parse_pubkey(args.pubkey, "--pubkey")
+    m = itx.build_recover(k, domain_of(args), dev, pub, parse_hex(args.statement, "--statement"),
+                          seq_of(args))
+    return submit_tx(args, "recovery of device %s" % dev.hex(), m)
 
 
 def cmd_owner_approve(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    print(itx.rotate_approval(k, _id(args.device, "--device"),
-                              _pub(args.new_pubkey, "--new-pubkey")).hex())
+    k = load_key_file(args.key)
+    print(itx.rotate_approval(k, parse_id(args.device, "--device"),
+                              parse_pubkey(args.new_pubkey, "--new-pubkey")).hex())
     return 0
 
 
 def cmd_owner_certify(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    print(itx.node_certificate(k, _domain(args), _id(args.node, "--node")).hex())
+    k = load_key_file(args.key)
+    print(itx.node_certificate(k, domain_of(args), parse_id(args.node, "--node")).hex())
     return 0
 
 
 def cmd_statement_claim(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    print(itx.claim_statement(k.private, k.public, _domain(args),
-                              _id(args.claimant, "--claimant")).hex())
+    k = load_key_file(args.key)
+    print(itx.claim_statement(k.private, k.public, domain_of(args),
+                              parse_id(args.claimant, "--claimant")).hex())
     return 0
 
 
 def cmd_statement_recover(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    print(itx.recover_statement(k.private, _id(args.device, "--device"), _domain(args)).hex())
+    k = load_key_file(args.key)
+    print(itx.recover_statement(k.private, parse_id(args.device, "--device"), domain_of(args)).hex())
     return 0
 
 
 def cmd_device_rotate(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    dev = _id(args.device, "--device") if args.device else k.id
-    m = itx.build_rotate(k, _domain(args), _pub(args.new_pubkey, "--new-pubkey"),
-                         _hex(args.approval, "--approval"), _seq(args), device_id=dev)
-    return _submit(args, "key rotation of device %s" % dev.hex(), m)
+    k = load_key_file(args.key)
+    dev = parse_id(args.device, "--device") if args.device else k.id
+    m = itx.build_rotate(k, domain_of(args), parse_pubkey(args.new_pubkey, "--new-pubkey"),
+                         parse_hex(args.approval, "--approval"), seq_of(args), device_id=dev)
+    return submit_tx(args, "key rotation of device %s" % dev.hex(), m)
 
 
 def _hardware(args: argparse.Namespace) -> dict[str, Any]:
@@ -248,71 +165,42 @@ def _hardware(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_node_join(args: argparse.Namespace) -> int:
-    k = _key(args.key)
+    k = load_key_file(args.key)
     hw = _hardware(args)
     label = args.label or roles.label_of(hw)
-    cert = _hex(args.certificate, "--certificate") if args.certificate else None
-    sender = _id(args.node, "--node") if args.node else None
-    m = itx.build_node_join(k, _domain(args), label, hw, _seq(args), cert, args.introduce,
+    cert = parse_hex(args.certificate, "--certificate") if args.certificate else None
+    sender = parse_id(args.node, "--node") if args.node else None
+    m = itx.build_node_join(k, domain_of(args), label, hw, seq_of(args), cert, args.introduce,
                             sender)
     who = (sender or k.id).hex()
-    return _submit(args, "join of %s node %s" % (label, who), m)
+    return submit_tx(args, "join of %s node %s" % (label, who), m)
 
 
 def cmd_node_assign(args: argparse.Namespace) -> int:
-    k = _key(args.key)
-    light, full = _id(args.light, "--light"), _id(args.full, "--full")
-    sender = _id(args.node, "--node") if args.node else None
-    m = itx.build_node_assign(k, _domain(args), light, full, _seq(args), sender)
-    return _submit(args, "assignment of light node %s to %s" % (light.hex(), full.hex()), m)
+    k = load_key_file(args.key)
+    light, full = parse_id(args.light, "--light"), parse_id(args.full, "--full")
+    sender = parse_id(args.node, "--node") if args.node else None
+    m = itx.build_node_assign(k, domain_of(args), light, full, seq_of(args), sender)
+    return submit_tx(args, "assignment of light node %s to %s" % (light.hex(), full.hex()), m)
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     from gateway import inspect
-    from tools.cli import _open_store
 
-    with _open_store(args) as store:
+    with open_store(args) as store:
         print(inspect.nodes_table(store.devices()))
     return 0
 
 
 def cmd_principals(args: argparse.Namespace) -> int:
     from gateway import inspect
-    from tools.cli import _open_store
 
-    with _open_store(args) as store:
+    with open_store(args) as store:
         print(inspect.principals_table(store.devices()))
     return 0
 
 
 # ---- parser -------------------------------------------------------------------
-
-def _positive(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return v
-
-
-def network_parent(data: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options every submitting command takes (also tools/cli_market.py)."""
-    net = argparse.ArgumentParser(add_help=False, parents=[data])
-    net.add_argument("--broker", metavar="URL", default=DEFAULT_BROKER,
-                     help="MQTT broker (default %s)" % DEFAULT_BROKER)
-    net.add_argument("--domain", metavar="NAME", help="domain (default: from DIR/genesis.toml)")
-    net.add_argument("--authority", metavar="HEX",
-                     help="authority public key that signs headers (default: from genesis)")
-    net.add_argument("--timeout", type=float, default=15.0, metavar="S",
-                     help="seconds to wait for the receipt (default 15)")
-    net.add_argument("--seq", type=_positive, default=0, help=argparse.SUPPRESS)
-    return net
-
-
-def key_parent() -> argparse.ArgumentParser:
-    key = argparse.ArgumentParser(add_help=False)
-    key.add_argument("--key", required=True, metavar="FILE", help="key file (64 hex chars)")
-    return key
-
 
 def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
     """Add this area's subcommands; `data` is the parent parser with --data-dir."""
@@ -395,10 +283,10 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
     ns = n.add_subparsers(dest="node_command", required=True, metavar="ACTION")
     j = ns.add_parser("join", parents=[net, key], help="join the domain as a node")
     j.add_argument("--power", required=True, choices=roles.POWERS)
-    j.add_argument("--ram-kib", required=True, type=_positive, metavar="KIB")
+    j.add_argument("--ram-kib", required=True, type=non_negative_int, metavar="KIB")
     j.add_argument("--lifetime", required=True, choices=roles.LIFETIMES,
                    help="connection lifetime")
-    j.add_argument("--cpu-mhz", type=_positive, metavar="MHZ")
+    j.add_argument("--cpu-mhz", type=non_negative_int, metavar="MHZ")
     j.add_argument("--board", metavar="NAME")
     j.add_argument("--label", choices=roles.LABELS,
                    help="declared label (default: computed from the hardware)")

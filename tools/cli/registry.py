@@ -19,20 +19,21 @@ var/registry). Times T are unix seconds or YYYY-MM-DD (UTC). `manufacturer`,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tools.cli import EXIT_FAILED, EXIT_OK, UsageError
-
-ENV_REGISTRY = "THINGLEDGER_REGISTRY"
-DEFAULT_DIR = "var/registry"
-
-
-def default_registry_dir() -> Path:
-    return Path(os.environ.get(ENV_REGISTRY) or DEFAULT_DIR)
+from tools.cli.common import (
+    DEFAULT_REGISTRY_DIR,
+    ENV_REGISTRY,
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    default_registry_dir,
+    load_key_file,
+    parse_hex,
+)
 
 
 def _dir(args: argparse.Namespace) -> Path:
@@ -54,13 +55,6 @@ def _when(s: str) -> int:
         raise argparse.ArgumentTypeError("give unix seconds or YYYY-MM-DD, not %r" % s) from None
 
 
-def _hex(s: str, what: str) -> bytes:
-    try:
-        return bytes.fromhex(s.strip())
-    except ValueError:
-        raise UsageError("%s must be hex, got %r" % (what, s)) from None
-
-
 def _open(args: argparse.Namespace):  # -> gateway.registry.Registry
     from gateway.registry import RegistryError, open_registry
 
@@ -68,15 +62,6 @@ def _open(args: argparse.Namespace):  # -> gateway.registry.Registry
         return open_registry(_dir(args))
     except RegistryError as e:
         raise UsageError("%s (use --registry-dir or $%s)" % (e, ENV_REGISTRY)) from None
-
-
-def _load_key(path: str):  # -> tools.keys.KeyPair
-    from tools.keys import KeyFileError, load_key
-
-    try:
-        return load_key(Path(path))
-    except KeyFileError as e:
-        raise UsageError(str(e)) from None
 
 
 def _seq(reg, sender: bytes) -> int:
@@ -152,7 +137,7 @@ def cmd_manufacturer(args: argparse.Namespace) -> int:
     from gateway.registry import DOMAIN
     from shared import tx as txm
 
-    kp = _load_key(args.key)
+    kp = load_key_file(args.key)
     with _open(args) as reg:
         print("manufacturer  %s (%s)" % (kp.id.hex(), args.name))
         msg = kp.sign_tx(txm.TYPE_MFR_REGISTER, DOMAIN, _seq(reg, kp.id),
@@ -164,8 +149,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     from gateway.registry import DOMAIN
     from shared import tx as txm
 
-    kp = _load_key(args.key)
-    pub = _hex(args.pubkey, "--pubkey")
+    kp = load_key_file(args.key)
+    pub = parse_hex(args.pubkey, "--pubkey")
     with _open(args) as reg:
         print("device        %s" % txm.device_id(pub).hex())
         body = {1: pub, 2: args.model, 3: args.serial, 4: args.manufactured,
@@ -194,7 +179,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from gateway.registry import ANONYMOUS_MINER
     from gateway.registry import pow as pw
 
-    miner = _hex(args.miner, "--miner") if args.miner else ANONYMOUS_MINER
+    miner = parse_hex(args.miner, "--miner") if args.miner else ANONYMOUS_MINER
     if len(miner) != len(ANONYMOUS_MINER):
         raise UsageError("--miner must be a 16-byte id (32 hex characters)")
     with _open(args) as reg:
@@ -235,7 +220,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from gateway.registry import RegistryError, RegistryView
     from shared import tx as txm
 
-    key = _hex(args.device, "device id")
+    key = parse_hex(args.device, "device id")
     if len(key) not in (txm.ID_LEN, 33):
         raise UsageError("give a device id (32 hex characters) or public key (66)")
     try:
@@ -313,7 +298,7 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
     rdir = argparse.ArgumentParser(add_help=False)
     rdir.add_argument("--registry-dir", metavar="DIR",
                       help="registry data directory (default $%s or %s)"
-                      % (ENV_REGISTRY, DEFAULT_DIR))
+                      % (ENV_REGISTRY, DEFAULT_REGISTRY_DIR))
     mine = argparse.ArgumentParser(add_help=False)
     mine.add_argument("--no-mine", action="store_true",
                       help="only queue the transaction (mine later with `registry mine`)")

@@ -1,4 +1,4 @@
-"""`thingledger` commands for the service economy (docs/MARKET.md).
+"""`thingledger market ...`: the service economy (docs/MARKET.md).
 
 Reading the chain (read-only, --data-dir):
     thingledger market offers [--all]            live offers (--all: expired too)
@@ -8,8 +8,8 @@ Reading the chain (read-only, --data-dir):
     thingledger market check --agreement ID --index N
                                                  a reading held by the gateway,
                                                  checked against the on-chain commitment
-Transactions signed with a key file and submitted over MQTT (as in
-tools/cli_identity.py: --key, --broker, --domain, --authority, --timeout):
+Transactions signed with a key file and submitted over MQTT (the options of
+tools/cli/common.py: --key, --broker, --domain, --authority, --timeout):
     thingledger market offer --service S --price P [--unit U] [--interval S]
                              [--location GEOHASH] [--valid S] [--schema N]
     thingledger market demand --service S --max-price P --quantity Q
@@ -17,78 +17,37 @@ tools/cli_identity.py: --key, --broker, --domain, --authority, --timeout):
                               [--location GEOHASH]
     thingledger market withdraw --service S
     thingledger market close --id ID             an agreement or a waiting demand
-    thingledger contract deploy --label L --name N [--version V (newest)] [--params JSON]
-    thingledger contract upgrade --address ID --version V
-    thingledger contract disable|enable --address ID
-    thingledger contract call (--address ID | --label L) --method M [--args JSON]
-                              [--value N] [--fuel N]
-JSON arguments: strings written "0x<hex>" travel as byte strings (ids,
-addresses), everything else as itself; floats are refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
-from typing import Any
 
-from gateway.contracts import runtime as crt
-from gateway.contracts.chain import MAX_FUEL, RUNTIME, deployment
 from gateway.market import keys, ledger
 from gateway.market.matching import POLICIES, Offer
 from shared import cbor
 from shared import tx as txm
-from tools import cli_identity as ci
-
-
-def _open(args: argparse.Namespace):  # -> gateway.store.Store
-    from tools.cli import _open_store
-
-    return _open_store(args)
-
-
-def _state(args: argparse.Namespace):  # -> gateway.state.State
-    with _open(args) as st:
-        return st.load_state()
-
-
-def _json(text: str, what: str) -> Any:
-    def conv(v: Any) -> Any:
-        if isinstance(v, str) and v.startswith("0x"):
-            try:
-                return bytes.fromhex(v[2:])
-            except ValueError:
-                raise ci._usage("%s: %r is not hex" % (what, v)) from None
-        if isinstance(v, float):
-            raise ci._usage("%s: floats cannot cross the contract boundary" % what)
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
-        return v
-
-    try:
-        return conv(json.loads(text))
-    except json.JSONDecodeError as e:
-        raise ci._usage("%s is not JSON: %s" % (what, e)) from None
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, dict):
-        return "{" + ", ".join("%s: %s" % (k, _show(x)) for k, x in v.items()) + "}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
-    return str(v)
+from tools.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    data_dir,
+    key_parent,
+    load_state,
+    network_parent,
+    non_negative_int,
+    open_store,
+    parse_id,
+    send_tx,
+)
 
 
 # ---- reading --------------------------------------------------------------------
 def cmd_offers(args: argparse.Namespace) -> int:
     now = int(time.time())
-    rows = [Offer.from_map(cbor.loads(v)) for _, v in _state(args).kv_range(keys.OFFERS)]
+    rows = [Offer.from_map(cbor.loads(v)) for _, v in load_state(args).kv_range(keys.OFFERS)]
     for o in sorted(rows, key=lambda o: (o.service, o.price, o.supplier)):
         if o.expires <= now and not args.all:
             continue
@@ -99,7 +58,7 @@ def cmd_offers(args: argparse.Namespace) -> int:
 
 
 def cmd_demands(args: argparse.Namespace) -> int:
-    for k, v in _state(args).kv_range(keys.DEMANDS):
+    for k, v in load_state(args).kv_range(keys.DEMANDS):
         d = cbor.loads(v)
         print("%s  buyer=%s %s max_price=%d quantity=%d policy=%s until=%d locked=%d" % (
             k[-16:].hex(), d[ledger.D_BUYER].hex(), d[ledger.D_SERVICE], d[ledger.D_MAX],
@@ -108,7 +67,7 @@ def cmd_demands(args: argparse.Namespace) -> int:
 
 
 def cmd_agreements(args: argparse.Namespace) -> int:
-    for k, v in _state(args).kv_range(ledger.AGREEMENTS):
+    for k, v in load_state(args).kv_range(ledger.AGREEMENTS):
         a = cbor.loads(v)
         if a["state"] != "open" and not args.all:
             continue
@@ -121,7 +80,8 @@ def cmd_agreements(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    r = ledger.supplier_record(_state(args), ci._id(args.id, "ID")) or {"paid": 0, "failed": 0}
+    r = ledger.supplier_record(load_state(args), parse_id(args.id, "ID")) or {"paid": 0,
+                                                                             "failed": 0}
     print("paid=%d failed=%d (batches)" % (r["paid"], r["failed"]))
     return 0
 
@@ -130,16 +90,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     from gateway.config import STREAMS_FILE
     from gateway.market.proofs import check_reading
     from gateway.market.streams import StreamStore
-    from tools.cli import EXIT_FAILED, EXIT_OK, _data_dir
 
-    aid = ci._id(args.agreement, "--agreement")
-    with _open(args) as st:
+    aid = parse_id(args.agreement, "--agreement")
+    with open_store(args) as st:
         state = st.load_state()
         a = ledger.agreement(state, aid)
         if a is None:
-            raise ci._usage("no agreement %s in the chain" % aid.hex())
+            raise UsageError("no agreement %s in the chain" % aid.hex())
         key = state.get(a["supplier"]).pubkey
-        streams = StreamStore(Path(_data_dir(args)) / STREAMS_FILE)
+        streams = StreamStore(Path(data_dir(args)) / STREAMS_FILE)
         try:
             c = check_reading(st, streams, key, aid, args.index)
         finally:
@@ -157,14 +116,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 # ---- transactions -------------------------------------------------------------------
-def _send(args: argparse.Namespace, what: str, type_: int, body: dict[int, Any]) -> int:
-    kp = ci._key(args.key)
-    msg = txm.make(kp.private, kp.id, type_, ci._domain(args), ci._seq(args), 0, body)
-    return ci._submit(args, what, msg)
-
-
 def cmd_offer(args: argparse.Namespace) -> int:
-    return _send(args, "offer", txm.TYPE_OFFER, {
+    return send_tx(args, "offer", txm.TYPE_OFFER, {
         1: args.service, 2: args.unit, 3: args.price, 4: args.interval, 5: args.location,
         6: args.valid, 7: args.schema})
 
@@ -174,60 +127,22 @@ def cmd_demand(args: argparse.Namespace) -> int:
             5: args.policy}
     if args.location:
         body[6] = args.location
-    return _send(args, "demand", txm.TYPE_DEMAND, body)
+    return send_tx(args, "demand", txm.TYPE_DEMAND, body)
 
 
 def cmd_withdraw(args: argparse.Namespace) -> int:
-    return _send(args, "withdraw", txm.TYPE_WITHDRAW, {1: args.service})
+    return send_tx(args, "withdraw", txm.TYPE_WITHDRAW, {1: args.service})
 
 
 def cmd_close(args: argparse.Namespace) -> int:
-    return _send(args, "close", txm.TYPE_CLOSE, {1: ci._id(args.id, "--id")})
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    version = args.version or max(RUNTIME.registry.versions(args.name), default=1)
-    body: dict[int, Any] = {1: "deploy", 2: args.label, 3: args.name, 4: version}
-    if args.params:
-        body[5] = _json(args.params, "--params")
-    print("address %s" % crt.contract_address(args.label).hex())
-    return _send(args, "deploy", txm.TYPE_CONTRACT_ADMIN, body)
-
-
-def cmd_upgrade(args: argparse.Namespace) -> int:
-    return _send(args, "upgrade", txm.TYPE_CONTRACT_ADMIN,
-                 {1: "upgrade", 2: ci._id(args.address, "--address"), 3: args.version})
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    return _send(args, args.op, txm.TYPE_CONTRACT_ADMIN,
-                 {1: args.op, 2: ci._id(args.address, "--address")})
-
-
-def cmd_call(args: argparse.Namespace) -> int:
-    addr = (ci._id(args.address, "--address") if args.address
-            else crt.contract_address(args.label))
-    call_args = _json(args.args, "--args") if args.args else []
-    if not isinstance(call_args, list):
-        raise ci._usage("--args must be a JSON list")
-    return _send(args, "call %s" % args.method, txm.TYPE_CONTRACT_CALL,
-                 {1: addr, 2: args.method, 3: call_args, 4: args.value, 5: args.fuel})
-
-
-def cmd_contracts(args: argparse.Namespace) -> int:
-    st = _state(args)
-    for k, _ in st.kv_range(b"c"):
-        d = deployment(st, k[1:])
-        assert d is not None
-        print("%s  %s %s v%d %s params=%s" % (k[1:].hex(), d["label"], d["name"], d["version"],
-                                             d["status"], _show(d["params"])))
-    return 0
+    return send_tx(args, "close", txm.TYPE_CLOSE, {1: parse_id(args.id, "--id")})
 
 
 def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
-    net = ci.network_parent(data)
-    key = ci.key_parent()
-    pos = ci._positive
+    """Add `market`; `data` is the parent parser with --data-dir."""
+    net = network_parent(data)
+    key = key_parent()
+    pos = non_negative_int
 
     m = sub.add_parser("market", help="offers, demands, agreements (docs/MARKET.md)")
     ms = m.add_subparsers(dest="market_command", required=True, metavar="ACTION")
@@ -270,30 +185,3 @@ def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> 
     p = ms.add_parser("close", parents=[net, key], help="close an agreement or a demand")
     p.add_argument("--id", required=True, metavar="ID")
     p.set_defaults(func=cmd_close)
-
-    c = sub.add_parser("contract", help="contracts: deploy, upgrade, disable, call, list")
-    cs = c.add_subparsers(dest="contract_command", required=True, metavar="ACTION")
-    cs.add_parser("list", parents=[data], help="deployments").set_defaults(func=cmd_contracts)
-    p = cs.add_parser("deploy", parents=[net, key], help="deploy (the domain admin)")
-    p.add_argument("--label", required=True)
-    p.add_argument("--name", required=True, help="registered implementation")
-    p.add_argument("--version", type=pos, help="default: the newest registered")
-    p.add_argument("--params", metavar="JSON")
-    p.set_defaults(func=cmd_deploy)
-    p = cs.add_parser("upgrade", parents=[net, key], help="move to a newer version")
-    p.add_argument("--address", required=True, metavar="ID")
-    p.add_argument("--version", required=True, type=pos)
-    p.set_defaults(func=cmd_upgrade)
-    for op in ("disable", "enable"):
-        p = cs.add_parser(op, parents=[net, key], help="%s a deployment" % op)
-        p.add_argument("--address", required=True, metavar="ID")
-        p.set_defaults(func=cmd_status, op=op)
-    p = cs.add_parser("call", parents=[net, key], help="call a contract method")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--address", metavar="ID")
-    g.add_argument("--label", metavar="L")
-    p.add_argument("--method", required=True)
-    p.add_argument("--args", metavar="JSON", help="a JSON list")
-    p.add_argument("--value", type=pos, default=0)
-    p.add_argument("--fuel", type=pos, default=50_000, help="at most %d" % MAX_FUEL)
-    p.set_defaults(func=cmd_call)

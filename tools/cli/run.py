@@ -1,0 +1,52 @@
+"""`thingledger run`: the gateway with an embedded broker and virtual boards.
+
+    thingledger run [--broker URL] [--boards N] [--data-dir D] [--domain NAME]
+                    [--block-interval S] [--no-boards] [--no-market]
+
+Hands over to the orchestration in tools/run.py (tools.run.main(args)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tools.cli.common import ENV_REGISTRY, non_negative_int, positive_float
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tools import run
+
+    return run.main(args)
+
+
+def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+    """Add `run`; `data` is the parent parser with --data-dir."""
+    r = sub.add_parser("run", parents=[data],
+                       help="run the gateway (embedded broker and virtual boards by default)")
+    r.add_argument("--quiet", action="store_true",
+                   help="no line per transaction (blocks and errors only)")
+    r.add_argument("--listen", metavar="URL", default=None,
+                   help="address of the embedded broker (default mqtt://127.0.0.1:1883)")
+    r.add_argument("--broker", metavar="URL", default=None,
+                   help="external broker mqtt://host:port (default: start an embedded one)")
+    r.add_argument("--boards", type=non_negative_int, default=4, metavar="N",
+                   help="virtual boards to start (default 4: the market's roles)")
+    r.add_argument("--no-market", action="store_true",
+                   help="plain boards only: no offers, demands or market set-up")
+    r.add_argument("--no-boards", action="store_true", help="start no virtual boards")
+    r.add_argument("--domain", default="demo", help="domain (chain id), default demo")
+    r.add_argument("--block-interval", type=positive_float, default=1.0, metavar="S",
+                   help="seconds between blocks (default 1.0)")
+    r.add_argument("--rate-limit", type=float, default=None, metavar="TPS",
+                   help="per-sender limit, transactions/s (default: GatewayConfig's; 0: none)")
+    r.add_argument("--registry-dir", metavar="DIR",
+                   default=os.environ.get(ENV_REGISTRY),
+                   help="public registry that claims are checked against")
+    r.add_argument("--boards-dir", metavar="DIR", default=None,
+                   help="flash folders of the virtual boards (default: DATA_DIR/../boards)")
+    r.add_argument("--interval-ms", type=non_negative_int, default=3000, metavar="MS",
+                   help="virtual boards' reading interval (default 3000)")
+    r.add_argument("--seconds", type=positive_float, default=None, metavar="S",
+                   help="stop by itself after S seconds (default: run until Ctrl-C)")
+    r.set_defaults(func=cmd_run)
