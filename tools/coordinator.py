@@ -117,7 +117,9 @@ def plan(lights: Mapping[bytes, bytes], fulls: Iterable[bytes],
 
 # --------------------------------------------------------------------------- the process
 @dataclass
-class Result:
+class AssignmentResult:
+    """One assignment submitted: committed (ok) or not, and why."""
+
     assignment: Assignment
     ok: bool
     text: str  # the gateway's answer (Reply.describe()) or the error
@@ -178,7 +180,7 @@ class Coordinator:
         self._recent: dict[bytes, tuple[bytes, int]] = {}
         self._retry_at: dict[bytes, float] = {}  # light -> monotonic time
         self._said = ""  # last "waiting"/"not coordination" line, said once
-        self.assignments: list[Result] = []
+        self.assignments: list[AssignmentResult] = []
 
     # ---- status (paho's thread) ---------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -331,7 +333,7 @@ class Coordinator:
         return self._seq
 
     # ---- one round ------------------------------------------------------------------
-    def step(self) -> list[Result]:
+    def step(self) -> list[AssignmentResult]:
         """Make the assignments the current chain + status view calls for."""
         from gateway import identity_tx as itx
         from tools.submit import SubmitError
@@ -348,7 +350,7 @@ class Coordinator:
         elif not todo:
             self._said = ""
         now = time.monotonic()
-        done: list[Result] = []
+        done: list[AssignmentResult] = []
         for a in todo:
             if self._stop.is_set():
                 break
@@ -362,10 +364,10 @@ class Coordinator:
                 reply = self._submit(self.broker_url, self.domain, m, self.authority,
                                      timeout=self.timeout, login=login)
             except (SubmitError, OSError, RuntimeError, queue.Empty) as e:
-                res = Result(a, False, str(e) or type(e).__name__)
+                res = AssignmentResult(a, False, str(e) or type(e).__name__)
             else:
                 ok = reply.ok and reply.status == messages.STATUS_OK
-                res = Result(a, ok, reply.describe())
+                res = AssignmentResult(a, ok, reply.describe())
                 if ok:
                     self._recent[a.light] = (a.full, reply.height)
             if res.ok:
