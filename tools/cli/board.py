@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tools import board as tb
-from tools.cli.common import DEFAULT_BROKER, default_registry_dir
+from tools.cli.common import DEFAULT_BROKER, Subparsers, default_registry_dir
 
 
 def _log(args: argparse.Namespace):
@@ -188,7 +188,7 @@ def _run(func):
     return wrapped
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add this area's subcommands; `data` is the parent parser with --data-dir."""
     from boards.profiles import PROFILES
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.cli.common import EXIT_OK, UsageError
+from tools.cli.common import EXIT_OK, Subparsers, UsageError
 
 
 def access_from_state(state: Any, domain: str) -> Any:
@@ -163,7 +163,7 @@ def watch(job: Exporter, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add this area's subcommands; `data` is the parent parser with --data-dir."""
     b = sub.add_parser("broker", help="broker access control (mosquitto files)")
     bsub = b.add_subparsers(dest="broker_command", required=True, metavar="ACTION")

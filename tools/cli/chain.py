@@ -21,6 +21,7 @@ from tools.cli.common import (
     ENV_REGISTRY,
     EXIT_FAILED,
     EXIT_OK,
+    Subparsers,
     UsageError,
     data_dir,
     load_key_file,
@@ -121,7 +122,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add `domain`, `chain`, `tx` and `devices`; `data` is the parent parser
     with --data-dir."""
     dom = sub.add_parser("domain", help="create a domain (genesis and authority key)")

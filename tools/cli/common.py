@@ -29,6 +29,9 @@ ENV_REGISTRY = "THINGLEDGER_REGISTRY"
 DEFAULT_REGISTRY_DIR = "var/registry"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
+# what `add_subparsers()` returns: every verb group's register(sub, data) adds to it
+Subparsers = argparse._SubParsersAction
+
 
 class UsageError(Exception):
     """Bad arguments or missing input: `thingledger: <message>`, exit 2."""

@@ -23,6 +23,7 @@ from gateway.contracts import runtime as crt
 from gateway.contracts.chain import MAX_FUEL, RUNTIME, deployment
 from shared import tx as txm
 from tools.cli.common import (
+    Subparsers,
     UsageError,
     key_parent,
     load_state,
@@ -103,7 +104,7 @@ def cmd_contracts(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add `contract`; `data` is the parent parser with --data-dir."""
     net = network_parent(data)
     key = key_parent()

@@ -21,6 +21,7 @@ from tools.cli.common import (
     DEFAULT_BROKER,
     EXIT_OK,
     EXIT_USAGE,
+    Subparsers,
     UsageError,
     load_key_file,
     positive_float,
@@ -66,7 +67,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add this area's subcommands; `data` is the parent parser with --data-dir."""
     c = sub.add_parser("coordinator", parents=[data],
                        help="run a coordination node: assign full nodes to light nodes")

@@ -44,6 +44,7 @@ from gateway import roles
 from gateway.state import RETIRE_MODES, RIGHTS
 from shared import tx as txm
 from tools.cli.common import (
+    Subparsers,
     UsageError,
     domain_of,
     key_parent,
@@ -202,7 +203,7 @@ def cmd_principals(args: argparse.Namespace) -> int:
 
 # ---- parser -------------------------------------------------------------------
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add this area's subcommands; `data` is the parent parser with --data-dir."""
     net = network_parent(data)
     stmt = argparse.ArgumentParser(add_help=False, parents=[data])

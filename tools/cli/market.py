@@ -32,6 +32,7 @@ from shared import tx as txm
 from tools.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    Subparsers,
     UsageError,
     data_dir,
     key_parent,
@@ -138,7 +139,7 @@ def cmd_close(args: argparse.Namespace) -> int:
     return send_tx(args, "close", txm.TYPE_CLOSE, {1: parse_id(args.id, "--id")})
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add `market`; `data` is the parent parser with --data-dir."""
     net = network_parent(data)
     key = key_parent()

@@ -29,6 +29,7 @@ from tools.cli.common import (
     ENV_REGISTRY,
     EXIT_FAILED,
     EXIT_OK,
+    Subparsers,
     UsageError,
     default_registry_dir,
     load_key_file,
@@ -291,7 +292,7 @@ def _seconds(s: str) -> float:
     return v
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add this area's subcommands; `data` is the parent parser with --data-dir."""
     from gateway.registry.params import DEFAULT_BITS, DEFAULT_BLOCK_TIME, DEFAULT_RETARGET
 

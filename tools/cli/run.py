@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tools.cli.common import ENV_REGISTRY, non_negative_int, positive_float
+from tools.cli.common import ENV_REGISTRY, Subparsers, non_negative_int, positive_float
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run.main(args)
 
 
-def register(sub: argparse._SubParsersAction, data: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add `run`; `data` is the parent parser with --data-dir."""
     r = sub.add_parser("run", parents=[data],
                        help="run the gateway (embedded broker and virtual boards by default)")
