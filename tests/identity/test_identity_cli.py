@@ -1,4 +1,4 @@
-"""The identity CLI (tools/cli_identity.py) end to end: `thingledger key new`,
+"""The identity CLI (tools/cli/identity.py) end to end: `thingledger key new`,
 `claim`, `owner grant|revoke|transfer|retire|recover|approve-rotation`,
 `device rotate`, `node join`, `nodes`, `principals`, each submitting over a
 real broker to an in-process gateway (with a fake registry) and printing the
