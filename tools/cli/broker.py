@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.cli.common import EXIT_OK, Subparsers, UsageError
+from tools.cli.common import EXIT_OK, Subparsers, UsageError, load_key_file
 
 
 def access_from_state(state: Any, domain: str) -> Any:
@@ -67,13 +67,9 @@ class Exporter:
             raise UsageError(str(e)) from None
         persons: dict[bytes, str] = {}
         for path in args.key or ():  # people's own logins (owner CLI, dashboards)
-            from tools.keys import KeyFileError, load_key
             from tools.submit import login_for
 
-            try:
-                user, pw = login_for(load_key(Path(path)), g.domain)
-            except KeyFileError as e:
-                raise UsageError(str(e)) from None
+            user, pw = login_for(load_key_file(path), g.domain)
             persons[bytes.fromhex(user)] = pw
         creds = Path(args.credentials) if args.credentials else data / broker_auth.CREDENTIALS_FILE
         try:
