@@ -9,7 +9,7 @@ transaction in its outbox. Measured here, per rejection:
   the host's signer (shared/cose.py: `cryptography`, RFC 6979) and with
   shared/p256.py (the pure-Python signer, what the gateway used before);
   for scale, verifying one incoming transaction (every admitted tx costs one);
-- a host client: messages.open_reply (seal checked);
+- a host client: replies_host.open_reply (seal checked);
 - a board: the node's check (cose.parse1 + check1 on views) under the
   MicroPython Unix port, mean of a few (an ESP32 is tens of times slower).
 Every number is measured in this run; mean of N, best of 3 rounds."""
@@ -23,7 +23,7 @@ import time
 from hashlib import sha256
 from pathlib import Path
 
-from shared import cose, messages, notice, p256, reasons
+from shared import cose, messages, notice, p256, reasons, replies_host
 from shared import tx as txm
 from tools.build import build, tool
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         ("gateway: build + seal with shared/p256.py", per_call_us(p256_seal, max(20, n // 20))),
         ("gateway: verify one incoming tx (for scale)", per_call_us(lambda: t.verify(dev_pub), n)),
         ("host client: open_reply (seal checked)",
-         per_call_us(lambda: messages.open_reply(sealed, pub), n)),
+         per_call_us(lambda: replies_host.open_reply(sealed, pub), n)),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "fw"

@@ -562,8 +562,13 @@ class BoundedBroker(Broker):
             await super()._handle_client_session(reader, writer, client_session, handler,
                                                  server, listener_name)
         finally:
-            if isinstance(handler, BoundedHandler) and handler.outbox is not None:
-                handler.outbox.close()  # e.g. refused after attach: no stop() came
+            self._session_ended(handler)
+
+    def _session_ended(self, handler) -> None:
+        """A client's connection is over, however it ended (subclasses add
+        their own clean-up, calling this one)."""
+        if isinstance(handler, BoundedHandler) and handler.outbox is not None:
+            handler.outbox.close()  # e.g. refused after attach: no stop() came
 
     # -- delivery ---------------------------------------------------------------
     def deliver(self, session: Any, handler: Any, topic: str, data: bytes | bytearray, qos: int,
@@ -767,13 +772,9 @@ class GuardedBroker(RetainSafeBroker):
             return True
         return await super()._authenticate(session, listener)
 
-    async def _handle_client_session(self, reader, writer, client_session, handler, server,
-                                     listener_name) -> None:
-        try:
-            await super()._handle_client_session(reader, writer, client_session, handler,
-                                                 server, listener_name)
-        finally:
-            self.guard.release(getattr(handler, "tl_verdict", None))
+    def _session_ended(self, handler) -> None:
+        super()._session_ended(handler)
+        self.guard.release(getattr(handler, "tl_verdict", None))
 
 
 AccessFactory = Callable[[], Any]  # () -> gateway.access.Access

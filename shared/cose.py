@@ -34,6 +34,11 @@ _HDR_KID = const(4)
 _MAX_KID = const(32)
 
 try:  # CPython gateway: fast verification and signing (shared/es256_cryptography.py)
+    # probed by the package first: on a board (or a test run beside the
+    # sources) the wrapper would otherwise be compiled from source in the
+    # small heap just to fail, leaving it fragmented
+    import cryptography  # noqa: F401
+
     from shared.es256_cryptography import sign as _sign
     from shared.es256_cryptography import verify as _verify
 

@@ -1,7 +1,7 @@
 """Building gateway -> device replies (the gateway's side of
-shared/messages.py, also reachable as messages.receipt, messages.STATUS_OK, ...),
-and reading them on a host (open_reply)."""
-from shared import cbor, cose, errors
+shared/messages.py, also reachable as messages.receipt, messages.STATUS_OK, ...).
+Host clients read them with shared/replies_host.py."""
+from shared import cbor
 from shared.messages import (
     KIND_ACCOUNT,
     KIND_ENDED,
@@ -19,7 +19,6 @@ from shared.messages import (
     M_SIZE,
     M_STATUS,
     M_TX,
-    parse,
 )
 
 M_DETAIL = 11
@@ -65,25 +64,6 @@ def rejection(tx_id, seq, reason, detail, retry_ms=None):
     if retry_ms is not None:
         m[M_RETRY] = retry_ms
     return cbor.dumps(m)
-
-
-def open_reply(data, authority_public_key):
-    """A reply as a host client reads one from a device's rx topic: a receipt
-    (a plain map, which the caller checks with messages.check_receipt), or a
-    rejection or market notice, which counts only sealed by the authority:
-    its signature is checked here. Raises SignatureError / CoseError for a
-    forged seal, ProofError("unsigned") for an unsealed rejection or notice."""
-    if data[:1] == b"\xd2":  # CBOR tag 18: a COSE_Sign1 (shared/notice.py NOTICE_BYTE)
-        s1 = cose.parse1(data)
-        cose.check1(authority_public_key, s1)
-        m = parse(s1.payload)
-        if m[M_KIND] == KIND_RECEIPT:
-            raise errors.ProofError("sealed-receipt")
-        return m
-    m = parse(data)
-    if m[M_KIND] != KIND_RECEIPT:
-        raise errors.ProofError("unsigned")
-    return m
 
 
 def match(agreement, buyer, supplier, supplier_key, service, price, quantity, interval, expiry,

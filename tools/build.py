@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAMILY_ADAPTER = {"unix": "unix", "esp32": "esp32", "rp2": "rp2040"}
 # CPython-only backends: never shipped (a failed import on a board would still
 # intern every name of the module in its heap).
-HOST_ONLY = {"es256_cryptography.py"}
+HOST_ONLY = {"es256_cryptography.py", "replies_host.py"}
 
 
 class BuildError(RuntimeError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from gateway.broker import parse_url
-from shared import errors, messages, topics, tx
+from shared import errors, messages, replies_host, topics, tx
 
 
 @dataclass
@@ -89,7 +89,7 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                m = messages.open_reply(replies.get(timeout=left), authority)
+                m = replies_host.open_reply(replies.get(timeout=left), authority)
             except queue.Empty:
                 break
             except errors.TLError:

@@ -13,7 +13,7 @@ from gateway import ratelimit
 from gateway.config import GatewayConfig
 from gateway.ratelimit import RateLimited, SenderLimit
 from gateway.service import Gateway
-from shared import errors, messages
+from shared import errors, messages, replies_host
 from shared import tx as txm
 from shared.reasons import RATE_LIMITED, RETRYABLE
 
@@ -86,7 +86,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[Gateway, Clock, list[bytes]]]:
     out: list[dict] = []  # the replies as a device reads them (sealed rejections opened)
     key = gw.led.genesis.authority
     gw._publish = lambda topic, payload, retain=False: out.append(  # type: ignore
-        messages.open_reply(payload, key))
+        replies_host.open_reply(payload, key))
     try:
         yield gw, clock, out
     finally:

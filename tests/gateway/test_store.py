@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from gwtest import DOMAIN, Device, Node
+from spies import count_rebuilds
 
 from gateway import blocks, config, replay, store
 from gateway.genesis import GenesisError
@@ -41,19 +42,6 @@ def test_schema_and_pragmas(node: Node) -> None:
     assert node.store.meta("genesis") == node.genesis.digest()
 
 
-def _count_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the receipts trees the store rebuilds from tx rows."""
-    calls = [0]
-    real = store.receipts_levels
-
-    def spy(leaves):  # type: ignore[no-untyped-def]
-        calls[0] += 1
-        return real(leaves)
-
-    monkeypatch.setattr(store, "receipts_levels", spy)
-    return calls
-
-
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 100])
 def test_receipt_proof_read_from_the_stored_tree(monkeypatch: pytest.MonkeyPatch, node: Node,
                                                  n: int) -> None:
@@ -63,7 +51,7 @@ def test_receipt_proof_read_from_the_stored_tree(monkeypatch: pytest.MonkeyPatch
     devs = [Device(f"d{i}") for i in range(n)]
     node.submit_all([d.register() for d in devs])
     b = node.produce()
-    rebuilds = _count_rebuilds(monkeypatch)
+    rebuilds = count_rebuilds(monkeypatch)
     with Store(node.cfg.db_path, readonly=True) as reader:
         got = [reader.get_receipt(t.id) for t in b.txs]
     assert got == [b.receipt_message(i) for i in range(n)]
@@ -76,7 +64,7 @@ def test_receipt_of_a_block_without_stored_tree(monkeypatch: pytest.MonkeyPatch,
     tree rebuilt from the tx rows, once (cached), with the same receipts."""
     bs = fill(node, alice, bob)
     node.store._db.execute("DELETE FROM receipt_trees WHERE height = 2")
-    rebuilds = _count_rebuilds(monkeypatch)
+    rebuilds = count_rebuilds(monkeypatch)
     with Store(node.cfg.db_path, readonly=True) as reader:
         for b in bs:
             assert [reader.get_receipt(t.id) for t in b.txs] == [

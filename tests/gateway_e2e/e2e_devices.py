@@ -39,7 +39,7 @@ from waits import wait_on
 from gateway import genesis
 from gateway.config import DB_FILE, GENESIS_FILE, GatewayConfig
 from gateway.store import Store, TxRecord
-from shared import cbor, cose, errors, messages, p256, topics
+from shared import cbor, cose, errors, messages, p256, replies_host, topics
 from shared import tx as txm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,7 +216,7 @@ class SimDevice:
     def _on_message(self, client, userdata, msg) -> None:
         now = time.monotonic()
         try:  # a rejection or a market notice counts only if the authority sealed it
-            m = messages.open_reply(msg.payload, self.authority)
+            m = replies_host.open_reply(msg.payload, self.authority)
         except errors.TLError as e:
             with self._cond:
                 self.bad_replies.append(f"unparseable reply {e.reason}/{getattr(e, 'detail', '')}")

@@ -1,7 +1,22 @@
 """Signed headers and receipt proofs a light node checks (dual)."""
 from mpcompat import expect_error, unhex
 
-from shared import errors, header, merkle, messages, p256, tx
+from shared import (
+    errors,
+    header,
+    header_gateway,
+    merkle,
+    merkletree,
+    messages,
+    messages_gateway,
+    p256,
+    tx,
+)
+
+# The gateway's companions (a board never loads them) are loaded here, while
+# the heap is whole: loaded after a signature, a module's globals need
+# contiguous blocks that the signature's big ints have split.
+_GATEWAY_SIDE = (header_gateway, merkletree, messages_gateway)
 
 AUTH = unhex("0000000000000000000000000000000000000000000000000000000000000005")
 OTHER = unhex("0000000000000000000000000000000000000000000000000000000000000009")
