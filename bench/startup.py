@@ -18,8 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway import blocks, config, genesis, store
-from gateway.validate import check_stateless
+from gateway.db import store
+from gateway.ledger import blocks, genesis
+from gateway.ledger.validate import check_stateless
+from gateway.node import config
 from shared import p256
 from shared import tx as txm
 

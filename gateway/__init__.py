@@ -13,7 +13,7 @@ Ledger core (pure functions + SQLite, no asyncio, no broker):
     replay    verify_chain(): re-validate everything from genesis
     inspect   plain-text rendering for the `thingledger` CLI
 
-Pipeline the service drives (gateway/service.py):
+Pipeline the service drives (gateway/node/service.py):
 
     led = store.open_ledger(cfg)          # genesis, key, db (block 0 on first start)
     pool = mempool.Mempool(cfg.mempool_capacity)

@@ -384,7 +384,7 @@ def credentials_path(data_dir: Path) -> Path:
 
 
 def store_credential(data_dir: Path, device_id: bytes, password: str) -> Path:
-    from gateway import broker_auth
+    from gateway.broker import auth as broker_auth
 
     path = credentials_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -396,7 +396,7 @@ def store_credential(data_dir: Path, device_id: bytes, password: str) -> Path:
 
 
 def has_credential(data_dir: Path, device_id: bytes) -> bool:
-    from gateway import broker_auth
+    from gateway.broker import auth as broker_auth
 
     try:
         return device_id in broker_auth.load_credentials(credentials_path(data_dir))
@@ -489,15 +489,15 @@ def register(b: Board, mfr, model: str, serial: str, warranty_years: int,
 # --------------------------------------------------------------------------- domain chain
 def _identity_builders():  # -> gateway.identity_tx, or None in a tree without it
     try:
-        from gateway import identity_tx
+        from gateway.identity import statements as identity_tx
     except ImportError:
         return None
     return identity_tx
 
 
 def authority_of(data_dir: Path, domain: str) -> bytes:
-    from gateway import genesis
-    from gateway.config import GENESIS_FILE
+    from gateway.ledger import genesis
+    from gateway.node.config import GENESIS_FILE
 
     try:
         g = genesis.load(Path(data_dir) / GENESIS_FILE)
@@ -605,8 +605,8 @@ class Recovered:
 def chain_record(data_dir: Path, device_id: bytes):  # -> DeviceRecord | None | False
     """The device's committed record from the chain in `data_dir` (read-only),
     None if the chain does not know it, False if there is no chain there."""
-    from gateway.config import DB_FILE
-    from gateway.store import Store
+    from gateway.db.store import Store
+    from gateway.node.config import DB_FILE
 
     db = Path(data_dir) / DB_FILE
     if not db.exists():
@@ -626,7 +626,7 @@ def recover(b: Board, owner, device_id: bytes, domain: str, broker_url: str, dat
     owned by `owner` and not decommissioned, checked before the board's key is
     touched. A refused RECOVER leaves the board on its new key: run it again
     (another key is made)."""
-    from gateway.state import DECOMMISSIONED
+    from gateway.ledger.state import DECOMMISSIONED
     from shared import messages
     from tools.submit import login_for, next_seq, submit
 

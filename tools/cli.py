@@ -43,8 +43,8 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _open_store(args: argparse.Namespace):  # -> gateway.store.Store
-    from gateway.config import DB_FILE
-    from gateway.store import Store
+    from gateway.db.store import Store
+    from gateway.node.config import DB_FILE
 
     db = _data_dir(args) / DB_FILE
     if not db.exists():
@@ -53,15 +53,17 @@ def _open_store(args: argparse.Namespace):  # -> gateway.store.Store
 
 
 def cmd_chain_verify(args: argparse.Namespace) -> int:
-    from gateway import genesis, inspect, replay
-    from gateway.config import GENESIS_FILE
+    from gateway.db import render as inspect
+    from gateway.db import verify as replay
+    from gateway.ledger import genesis
+    from gateway.node.config import GENESIS_FILE
 
     gpath = Path(args.genesis) if args.genesis else _data_dir(args) / GENESIS_FILE
     try:
         g = genesis.load(gpath)
     except genesis.GenesisError as e:
         raise UsageError(str(e)) from None
-    from gateway.identity_tx import registry_lookup
+    from gateway.identity.statements import registry_lookup
 
     registry = registry_lookup(args.registry) if args.registry else None
     with _open_store(args) as store:
@@ -72,7 +74,7 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
 
 def cmd_domain_init(args: argparse.Namespace) -> int:
     """Create a domain: a new authority key and genesis file in the data dir."""
-    from gateway import genesis
+    from gateway.ledger import genesis
 
     owner = b""
     if args.owner_key:
@@ -93,8 +95,8 @@ def cmd_domain_init(args: argparse.Namespace) -> int:
                                              min_fee=args.min_fee)
     except (genesis.GenesisError, FileExistsError, ValueError) as e:
         raise UsageError(str(e)) from None
-    from gateway.config import GatewayConfig
-    from gateway.store import open_ledger
+    from gateway.db.store import open_ledger
+    from gateway.node.config import GatewayConfig
 
     open_ledger(GatewayConfig(domain=args.domain, data_dir=_data_dir(args)),
                 create=False).store.close()  # block 0 on disk: broker export works now
@@ -105,7 +107,7 @@ def cmd_domain_init(args: argparse.Namespace) -> int:
 
 
 def cmd_chain_show(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
 
     with _open_store(args) as store:
         if args.height is None:
@@ -120,7 +122,7 @@ def cmd_chain_show(args: argparse.Namespace) -> int:
 
 
 def cmd_tx(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
 
     text = args.id.strip().lower()
     try:
@@ -142,7 +144,7 @@ def cmd_tx(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
 
     with _open_store(args) as store:
         print(inspect.devices_table(store.devices()))

@@ -32,7 +32,7 @@ from typing import Any
 
 def access_from_state(state: Any, domain: str) -> Any:
     """The domain's identity state machine over a stored state (tests swap it)."""
-    from gateway.access import Access
+    from gateway.identity.access import Access
 
     return Access.from_state(state, domain)
 
@@ -52,8 +52,9 @@ class Exporter:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Exporter:
-        from gateway import broker_auth, genesis
-        from gateway.config import DB_FILE, GENESIS_FILE, KEY_FILE
+        from gateway.broker import auth as broker_auth
+        from gateway.ledger import genesis
+        from gateway.node.config import DB_FILE, GENESIS_FILE, KEY_FILE
         from tools.cli import UsageError
 
         data = Path(args.data_dir)
@@ -85,7 +86,7 @@ class Exporter:
         return ex
 
     def credentials(self) -> dict[bytes, str]:
-        from gateway import broker_auth
+        from gateway.broker import auth as broker_auth
         from tools.cli import UsageError
 
         try:
@@ -95,8 +96,8 @@ class Exporter:
         return {**creds, **self.persons}
 
     def head(self) -> bytes | None:
-        from gateway.config import DB_FILE
-        from gateway.store import Store
+        from gateway.db.store import Store
+        from gateway.node.config import DB_FILE
 
         with Store(self.data / DB_FILE, readonly=True) as store:
             h = store.head()
@@ -104,9 +105,9 @@ class Exporter:
 
     def __call__(self) -> tuple[Any, int]:
         """Write passwd and acl: (broker_auth.Export, the chain's height)."""
-        from gateway import broker_auth
-        from gateway.config import DB_FILE
-        from gateway.store import Store
+        from gateway.broker import auth as broker_auth
+        from gateway.db.store import Store
+        from gateway.node.config import DB_FILE
 
         creds = self.credentials()
         with Store(self.data / DB_FILE, readonly=True) as store:
@@ -119,7 +120,7 @@ class Exporter:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gateway import broker_auth
+    from gateway.broker import auth as broker_auth
     from tools.cli import EXIT_OK, UsageError
 
     job = Exporter.from_args(args)

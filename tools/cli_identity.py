@@ -39,9 +39,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import identity_tx as itx
-from gateway import roles
-from gateway.state import RETIRE_MODES, RIGHTS
+from gateway.identity import roles
+from gateway.identity import statements as itx
+from gateway.ledger.state import RETIRE_MODES, RIGHTS
 from shared import messages
 from shared import tx as txm
 
@@ -69,7 +69,7 @@ def _id(value: str, what: str) -> bytes:
 
 
 def _pub(value: str, what: str) -> bytes:
-    from gateway.validate import valid_public_key
+    from gateway.ledger.validate import valid_public_key
 
     b = _hex(value, what, 33)
     if not valid_public_key(b):
@@ -87,8 +87,8 @@ def _key(path: str):  # -> tools.keys.KeyPair
 
 
 def _genesis(args: argparse.Namespace):  # -> Genesis | None
-    from gateway import genesis
-    from gateway.config import GENESIS_FILE
+    from gateway.ledger import genesis
+    from gateway.node.config import GENESIS_FILE
 
     p = Path(args.data_dir) / GENESIS_FILE
     if not p.exists():
@@ -268,7 +268,7 @@ def cmd_node_assign(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
     from tools.cli import _open_store
 
     with _open_store(args) as store:
@@ -277,7 +277,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_principals(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
     from tools.cli import _open_store
 
     with _open_store(args) as store:

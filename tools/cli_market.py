@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.contracts import runtime as crt
-from gateway.contracts.chain import MAX_FUEL, RUNTIME, deployment
-from gateway.market import keys, ledger
-from gateway.market.matching import POLICIES, Offer
+from gateway.contracts.binding import MAX_FUEL, RUNTIME, deployment
+from gateway.ledger import keys
+from gateway.market.ledger import rules as ledger
+from gateway.market.ledger.matching import POLICIES, Offer
 from shared import cbor
 from shared import tx as txm
 from tools import cli_identity as ci
@@ -127,9 +128,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.config import STREAMS_FILE
-    from gateway.market.proofs import check_reading
-    from gateway.market.streams import StreamStore
+    from gateway.market.node.proofs import check_reading
+    from gateway.market.node.streams import StreamStore
+    from gateway.node.config import STREAMS_FILE
     from tools.cli import EXIT_FAILED, EXIT_OK, _data_dir
 
     aid = ci._id(args.agreement, "--agreement")

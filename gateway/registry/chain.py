@@ -58,10 +58,10 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
 
-from gateway.blocks import Receipt, receipts_levels
+from gateway.ledger.blocks import Receipt, receipts_levels
+from gateway.ledger.state import RuleError
+from gateway.ledger.validate import DomainError, valid_public_key
 from gateway.registry import pow as pw
-from gateway.state import RuleError
-from gateway.validate import DomainError, valid_public_key
 from shared import cbor, errors, header, merkle, messages
 from shared import tx as txm
 

@@ -1,7 +1,7 @@
 """Registry verification: replay the stored chain from its genesis file.
 
 `verify_registry(store, genesis, now) -> RegistryReport` stops at the first
-problem (a gateway.replay.ChainError: block height, stable reason, detail):
+problem (a gateway.db.verify.ChainError: block height, stable reason, detail):
 - block 0 is exactly the header computed from `registry.toml` (and the
   stored genesis digest matches the file);
 - every block: stored hash = SHA-256(header), header schema, height =
@@ -20,11 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from hashlib import sha256
 
-from gateway.registry import chain
-from gateway.registry import pow as pw
-from gateway.registry.params import RegistryGenesis
-from gateway.registry.store import RegistryStore
-from gateway.replay import (
+from gateway.db.verify import (
     BAD_HEADER,
     BAD_PREV_HASH,
     BAD_ROW,
@@ -43,6 +39,10 @@ from gateway.replay import (
     TX_ROW_MISMATCH,
     ChainError,
 )
+from gateway.registry import chain
+from gateway.registry import pow as pw
+from gateway.registry.params import RegistryGenesis
+from gateway.registry.store import RegistryStore
 from shared import cbor, errors, header
 
 BAD_POW = "bad-pow"

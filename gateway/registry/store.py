@@ -34,8 +34,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from gateway import sqlite_db
-from gateway.mempool import MempoolFull
+from gateway.db import sqlite_db
+from gateway.db.store import TxRecord, tx_record
+from gateway.node.mempool import MempoolFull
 from gateway.registry.chain import (
     Attempt,
     Block,
@@ -46,7 +47,6 @@ from gateway.registry.chain import (
     decode_header,
 )
 from gateway.registry.params import RegistryError
-from gateway.store import TxRecord, tx_record
 from shared import cbor
 
 SCHEMA_VERSION = 1

@@ -20,9 +20,10 @@ import pytest
 from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, wait_until
 
-from gateway import blocks, broker_auth, genesis
-from gateway.config import GatewayConfig
-from gateway.store import open_ledger
+from gateway.broker import auth as broker_auth
+from gateway.db.store import open_ledger
+from gateway.ledger import blocks, genesis
+from gateway.node.config import GatewayConfig
 from tools import broker_sync, cli, cli_broker
 
 pytestmark = pytest.mark.mosquitto
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.mosquitto
 @pytest.fixture
 def chain(tmp_path, world, monkeypatch):
     """A real data dir (genesis, authority key, chain.db) whose identities are
-    `world` (the fake Access stands in for gateway.access over the stored
+    `world` (the fake Access stands in for gateway.identity.access over the stored
     state); the owner's credential store holds a's, b's and r's passwords."""
     data = tmp_path / "gw"
     led = open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data))

@@ -8,8 +8,10 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from gateway import blocks, config, mempool, store, validate
-from gateway.genesis import create_domain
+from gateway.db import store
+from gateway.ledger import blocks, validate
+from gateway.ledger.genesis import create_domain
+from gateway.node import config, mempool
 from shared import cbor, cose, p256
 from shared import tx as txm
 

@@ -20,7 +20,7 @@ import time
 import pytest
 from e2e_devices import GatewayThread, SimDevice, new_domain
 
-from gateway import store
+from gateway.db import store
 from shared.reasons import RATE_LIMITED, RETRYABLE
 
 RESEND_RATE = 80.0  # resends per second

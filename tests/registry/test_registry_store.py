@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from registry_support import T0, YEAR, FakeClock, Mfr, device_pub
 
-from gateway.mempool import MEMPOOL_FULL
+from gateway.node.mempool import MEMPOOL_FULL
 from gateway.registry import (
     GENESIS_FILE,
     Registry,

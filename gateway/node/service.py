@@ -3,14 +3,14 @@
 Pipeline, one stage per method:
 
     ingress   MqttLink (paho, persistent session, QoS 1) -> batches of payloads
-    validate  check_stateless + per-sender rate limit (gateway/ratelimit.py)
+    validate  check_stateless + per-sender rate limit (gateway/node/ratelimit.py)
               + Mempool.admit (stateful, signature)  -> reject()
     mempool   pending txs, per-sender seq
     block     _produce(): every block_interval_s (fixed schedule), or at block_max_txs
     store     commit in a worker thread (one SQLite transaction per block)
     notify    receipts (with Merkle proof) to each sender, header on tl/<d>/blocks;
               the market's notices, directory, verdicts and keeper
-              (gateway/market/node.py), which also takes the off-chain
+              (gateway/market/node/service.py), which also takes the off-chain
               readings on tl/<d>/data/+ and tells a device that comes
               online (tl/<d>/dev/+/status) its balance and open agreements
 
@@ -38,16 +38,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gateway import blocks, broker_auth
-from gateway.config import GatewayConfig
-from gateway.identity_tx import registry_lookup
-from gateway.inspect import type_name
-from gateway.market.node import MarketNode
-from gateway.mempool import Mempool
-from gateway.mqtt_link import Incoming, MqttLink
-from gateway.ratelimit import SenderLimit
-from gateway.store import Store, StoreError, open_ledger
-from gateway.validate import check_stateless
+from gateway.broker import auth as broker_auth
+from gateway.db.render import type_name
+from gateway.db.store import Store, StoreError, open_ledger
+from gateway.identity.statements import registry_lookup
+from gateway.ledger import blocks
+from gateway.ledger.validate import check_stateless
+from gateway.market.node.service import MarketNode
+from gateway.node.config import GatewayConfig
+from gateway.node.mempool import Mempool
+from gateway.node.mqtt_link import Incoming, MqttLink
+from gateway.node.ratelimit import SenderLimit
 from shared import cose, errors, messages, notice, reasons, topics
 from shared import tx as txm
 

@@ -34,8 +34,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from gateway.genesis import Genesis, genesis_header
-from gateway.state import BlockInfo, DeviceRecord, RuleError, Rules, State, StateOverlay, apply
+from gateway.ledger.genesis import Genesis, genesis_header
+from gateway.ledger.state import (
+    BlockInfo,
+    DeviceRecord,
+    RuleError,
+    Rules,
+    State,
+    StateOverlay,
+    apply,
+)
 from shared import errors, header, merkle, messages
 from shared import tx as txm
 

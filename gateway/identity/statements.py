@@ -1,7 +1,7 @@
 """Identity lifecycle transactions (docs/IDENTITY.md §2, §4): statement
 formats and ready-to-submit builders, shared by the CLI (tools/cli_identity.py),
 board provisioning (tools/board.py) and tests. The gateway's checks
-(gateway/state.py) use the same payload functions, so both sides agree on
+(gateway/ledger/state.py) use the same payload functions, so both sides agree on
 the bytes.
 
 Statements are COSE_Sign1 (shared/cose.py) whose payload is canonical CBOR:
@@ -110,7 +110,7 @@ def registry_lookup(registry_dir: Path | str) -> Callable[[bytes], object] | Non
     return view.lookup
 
 
-# ---- checking (used by gateway/state.py) ---------------------------------------
+# ---- checking (used by gateway/ledger/state.py) ---------------------------------------
 
 STATEMENT_OK = ""
 STATEMENT_BAD_SIGNATURE = "bad-signature"

@@ -50,8 +50,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from gateway.config import GENESIS_FILE, KEY_FILE, FieldError
-from gateway.state import (
+from gateway.ledger.state import (
     ADMISSION_CLAIMED,
     ADMISSIONS,
     KIND_AUTHORITY,
@@ -61,7 +60,8 @@ from gateway.state import (
     State,
     person,
 )
-from gateway.validate import valid_public_key
+from gateway.ledger.validate import valid_public_key
+from gateway.node.config import GENESIS_FILE, KEY_FILE, FieldError
 from shared import cbor, header, merkle, p256, topics
 from shared import tx as txm
 

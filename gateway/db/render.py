@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway.replay import Report
-from gateway.state import DeviceRecord
-from gateway.store import BlockRecord, Store, TxRecord
+from gateway.db.store import BlockRecord, Store, TxRecord
+from gateway.db.verify import Report
+from gateway.ledger.state import DeviceRecord
 from shared import errors
 from shared import tx as txm
 from shared.messages import STATUS_OK

@@ -30,7 +30,7 @@ check_stateless(message, domain) -> Tx        no state needed, cheap
     recover  {1: device, 2: new pubkey, 3: statement}
     node-join {1: label, 2: hardware, 3?: certificate, 4?: pubkey}
                                    label in light/full/coordination (bad-label);
-                                   hardware per gateway/roles.py (bad-hardware);
+                                   hardware per gateway/identity/roles.py (bad-hardware);
                                    label == roles.label_of(hardware)
                                    (label-mismatch); full needs 3
                                    (certificate-required), others must not
@@ -38,7 +38,7 @@ check_stateless(message, domain) -> Tx        no state needed, cheap
                                    sender (sender-mismatch)
     node-assign {1: light id, 2: full id}                (bad-node)
     offer, withdraw, demand, close, contract-call, contract-admin (13-18):
-                                   gateway/market/schema.py (docs/MARKET.md)
+                                   gateway/market/ledger/schema.py (docs/MARKET.md)
     statements/certificates: bytes of a well-formed COSE_Sign1 (bad-statement)
     other types: bad-type; missing or extra body keys: bad-body
 
@@ -51,7 +51,7 @@ check_stateful(tx, view, pending_seq, rules) -> None
     then state.precheck() (RuleError): replay (seq <= max(last committed seq, pending seq)),
     revoked, already-registered, insufficient-funds (fee), not-authorized
     (admission, missing right), bad-tx/fee-too-low, and the identity rules
-    of gateway/state.py (statements verified there).
+    of gateway/ledger/state.py (statements verified there).
   This is the only place signatures are verified on the ingress path; the
   block builder trusts transactions that passed it. A `replay` may be a resend
   of a committed transaction: the service looks up store.get_receipt(tx.id)
@@ -62,9 +62,9 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway import identity_tx, roles
-from gateway.market import schema as market_schema
-from gateway.state import (
+from gateway.identity import roles
+from gateway.identity import statements as identity_tx
+from gateway.ledger.state import (
     MARKET_TYPES,
     RETIRE_MODES,
     RIGHTS,
@@ -74,6 +74,7 @@ from gateway.state import (
     introduces_sender,
     precheck,
 )
+from gateway.market.ledger import schema as market_schema
 from shared import cbor, errors
 from shared import tx as txm
 

@@ -38,13 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.blocks import Block
-from gateway.config import STREAMS_FILE
-from gateway.contracts import chain
-from gateway.market import directory, keys, ledger
-from gateway.market.analytics import DerivedService, RollingMean
-from gateway.market.streams import StreamStore
-from gateway.state import KIND_CONTRACT, State
+from gateway.contracts import binding as chain
+from gateway.ledger import keys
+from gateway.ledger.blocks import Block
+from gateway.ledger.state import KIND_CONTRACT, State
+from gateway.market.ledger import directory
+from gateway.market.ledger import rules as ledger
+from gateway.market.node.analytics import DerivedService, RollingMean
+from gateway.market.node.streams import StreamStore
+from gateway.node.config import STREAMS_FILE
 from shared import cbor, errors, messages, p256, stream, topics
 from shared import tx as txm
 from shared.notice import seal as seal_notice

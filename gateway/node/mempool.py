@@ -37,8 +37,8 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from gateway.state import DeviceRecord, Rules, StateView, claimed_device, introduces_sender
-from gateway.validate import check_stateful
+from gateway.ledger.state import DeviceRecord, Rules, StateView, claimed_device, introduces_sender
+from gateway.ledger.validate import check_stateful
 from shared import errors
 from shared import tx as txm
 from shared.reasons import MEMPOOL_FULL
@@ -160,7 +160,7 @@ class Mempool:
     def admit(self, t: txm.Tx, state: StateView, rules: Rules | None = None) -> bool:
         """Stateful check (signature included) against `state` and the pending
         txs, the sender's hold, then add. False if the same tx is already
-        pending; raises TLError (see gateway/validate.py; the hold's reason)
+        pending; raises TLError (see gateway/ledger/validate.py; the hold's reason)
         or MempoolFull."""
         if t.id in self._ids:
             return False

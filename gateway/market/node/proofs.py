@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.market.streams import StreamStore
-from gateway.store import Store
+from gateway.db.store import Store
+from gateway.market.node.streams import StreamStore
 from shared import errors, merkle, stream
 from shared import tx as txm
 

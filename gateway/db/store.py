@@ -68,11 +68,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from gateway import genesis as gen
-from gateway import sqlite_db
-from gateway.blocks import Block, genesis_block, receipts_levels
-from gateway.config import GatewayConfig
-from gateway.state import DeviceRecord, Registry, Rules, State
+from gateway.db import sqlite_db
+from gateway.ledger import genesis as gen
+from gateway.ledger.blocks import Block, genesis_block, receipts_levels
+from gateway.ledger.state import DeviceRecord, Registry, Rules, State
+from gateway.node.config import GatewayConfig
 from shared import cbor, header, merkle, messages
 
 SCHEMA_VERSION = 2

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from gateway.config import FieldError
-from gateway.market import directory
+from gateway.market.ledger import directory
+from gateway.node.config import FieldError
 
 MAX_WINDOW = 10_000  # a window never needs more readings than one demand buys
 

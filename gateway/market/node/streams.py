@@ -3,7 +3,7 @@ kept so that a delivery commitment (a batch's Merkle root, docs/MARKET.md)
 can be checked against the readings themselves.
 
 Schema (its own SQLite file, e.g. <data_dir>/streams.db, WAL, FULL sync via
-gateway/sqlite_db.py: a verdict must not fail an honest supplier because a
+gateway/db/sqlite_db.py: a verdict must not fail an honest supplier because a
 power cut lost readings the gateway had acknowledged):
 
     readings(agreement BLOB, idx INTEGER, value INTEGER, scale INTEGER,
@@ -36,7 +36,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import sqlite_db
+from gateway.db import sqlite_db
 from shared import cbor, errors, merkle, stream
 
 MAX_PER_AGREEMENT = 100_000

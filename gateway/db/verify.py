@@ -37,11 +37,11 @@ import sqlite3
 from dataclasses import dataclass
 from hashlib import sha256
 
-from gateway.blocks import receipts_levels, tx_root
-from gateway.genesis import Genesis
-from gateway.state import BlockInfo, Registry, State, StateOverlay, apply
-from gateway.store import LOW_S_FROM, Store
-from gateway.validate import check_stateful, check_stateless
+from gateway.db.store import LOW_S_FROM, Store
+from gateway.ledger.blocks import receipts_levels, tx_root
+from gateway.ledger.genesis import Genesis
+from gateway.ledger.state import BlockInfo, Registry, State, StateOverlay, apply
+from gateway.ledger.validate import check_stateful, check_stateless
 from shared import cose, errors, header, merkle, messages
 
 GENESIS_MISMATCH = "genesis-mismatch"

@@ -12,7 +12,7 @@ Value rules:
 - register: adds the sender with the body's pubkey, last_seq = tx seq,
   balance 0. Only devices listed in genesis start with a balance (the one mint).
   Proof of possession: the sender id is SHA-256(pubkey)[:16] and the message is
-  signed by that key (checked by gateway/validate.py). Admission "closed"
+  signed by that key (checked by gateway/ledger/validate.py). Admission "closed"
   and "claimed" refuse every register with not-authorized.
 - reading: updates last_seq only (and pays the fee).
 - transfer {1: to, 2: amount}: moves `amount` from sender to `to`. If the
@@ -29,7 +29,7 @@ Value rules:
   transfers only move value.
 
 Identity rules (docs/IDENTITY.md §2, §4; statement formats in
-gateway/identity_tx.py). Every check below is an includability check: a
+gateway/identity/statements.py). Every check below is an includability check: a
 refused tx changes nothing (RuleError with the reason in parentheses).
 - Every sender must be known (unknown-device) and active: a revoked or
   decommissioned device's txs are refused (revoked, detail = its status).
@@ -86,7 +86,7 @@ refused tx changes nothing (RuleError with the reason in parentheses).
   Reassigning is allowed at any time: the coordination node watches the
   full nodes' MQTT status and decides; the chain only records it.
 
-Signatures at execution: blocks trust ingress (gateway/validate.py) for the
+Signatures at execution: blocks trust ingress (gateway/ledger/validate.py) for the
 sender's signature, except when the sender's current key is not its birth
 key (a rotated or recovered device): then apply() verifies again, so a tx
 admitted under a key that was replaced before its block is dropped
@@ -113,8 +113,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from gateway import identity_tx as itx
-from gateway import roles
+from gateway.identity import roles
+from gateway.identity import statements as itx
 from shared import cbor, errors, merkle
 from shared import tx as txm
 from shared.messages import STATUS_FAILED, STATUS_OK
@@ -287,7 +287,7 @@ def state_root(devices: Mapping[bytes, DeviceRecord],
 class State:
     """Committed state: principals by id, stored values by key (`kv`:
     canonical-CBOR values of the market and the contracts, keys built by
-    gateway/market/keys.py), with cached leaf hashes so the root of a block's
+    gateway/ledger/keys.py), with cached leaf hashes so the root of a block's
     state costs one leaf encode per *changed* entry."""
 
     __slots__ = ("devices", "kv", "_hashes", "_ids", "_kv_hashes", "_keys")
@@ -680,17 +680,17 @@ def precheck(view: StateView, tx: txm.Tx, rules: Rules,
     return rec
 
 
-# the market's and the contracts' tx types (gateway/market/ledger.py runs them)
+# the market's and the contracts' tx types (gateway/market/ledger/rules.py runs them)
 MARKET_TYPES = frozenset((txm.TYPE_OFFER, txm.TYPE_WITHDRAW, txm.TYPE_DEMAND, txm.TYPE_CLOSE,
                           txm.TYPE_CONTRACT_CALL, txm.TYPE_CONTRACT_ADMIN))
 _MARKET: Any = None
 
 
 def _market() -> Any:
-    """gateway/market/ledger.py (imported on first use: it imports this module)."""
+    """gateway/market/ledger/rules.py (imported on first use: it imports this module)."""
     global _MARKET
     if _MARKET is None:
-        from gateway.market import ledger
+        from gateway.market.ledger import rules as ledger
 
         _MARKET = ledger
     return _MARKET

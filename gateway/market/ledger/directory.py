@@ -19,13 +19,13 @@ remains the authority on live offers.
 `decode` is strict: bad CBOR raises shared.errors.DecodeError (TooLarge over
 4 KiB); a well-formed message that breaks the layout raises
 shared.errors.TxError (bad-tx) whose detail names what is wrong, in the
-style of gateway/market/schema.py: bad-directory (not a list), bad-offer
+style of gateway/market/ledger/schema.py: bad-directory (not a list), bad-offer
 (not a map of exactly the keys 1-9), bad-supplier, bad-service, bad-unit,
 bad-price, bad-interval, bad-location, bad-expires, bad-schema,
 bad-published, or bad-order (unsorted, or a duplicate (service, supplier)).
 `encode` applies the same checks to its input.
 
-The field rules (also used by gateway/market/analytics.py) follow
+The field rules (also used by gateway/market/node/analytics.py) follow
 docs/MARKET.md: `valid_service`, `valid_unit`, `valid_location`.
 """
 

@@ -1,5 +1,5 @@
 """Body schemas of the market and contract transactions (types 13-18,
-docs/MARKET.md), checked statelessly at ingress by gateway/validate.py.
+docs/MARKET.md), checked statelessly at ingress by gateway/ledger/validate.py.
 Every refusal is errors.TxError (reason bad-tx) with a detail naming the
 field: bad-service, bad-unit, bad-price, bad-interval, bad-location,
 bad-valid, bad-schema, bad-quantity, bad-wait, bad-policy, bad-id,
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.contracts import chain
+from gateway.contracts import binding as chain
 from gateway.contracts import runtime as crt
-from gateway.market.directory import int_in, need, valid_location, valid_service, valid_unit
-from gateway.market.matching import POLICIES
+from gateway.market.ledger.directory import int_in, need, valid_location, valid_service, valid_unit
+from gateway.market.ledger.matching import POLICIES
 from shared import errors
 from shared import tx as txm
 
-MAX_PRICE = 1 << 32  # the field checks shared with the directory: gateway/market/directory.py
+MAX_PRICE = 1 << 32  # the field checks shared with the directory: gateway/market/ledger/directory.py
 MAX_QUANTITY = 10_000
 MAX_INTERVAL_S = 86_400
 MAX_VALID_S = 30 * 86_400

@@ -1,12 +1,12 @@
 """Read-only access queries over a domain's identity state (docs/IDENTITY.md).
 
-Broker enforcement (gateway/broker_auth.py), `thingledger broker export` and
+Broker enforcement (gateway/broker/auth.py), `thingledger broker export` and
 the CLI code against this; it never changes the state. Build one from the
 committed state (`Access.from_state(ledger.state, domain)`, or
 `store.load_state()` for a reader) and rebuild it after each block: it is a
 snapshot.
 
-Semantics (the same as the gateway's rules in gateway/state.py):
+Semantics (the same as the gateway's rules in gateway/ledger/state.py):
 - key_of(id): the principal's current public key (devices after rotation or
   recovery: the new key), for any known principal (device, person, node,
   authority); None if unknown.
@@ -30,7 +30,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.state import ACTIVE, DECOMMISSIONED, KIND_DEVICE, RIGHT_READ, RIGHTS, DeviceRecord
+from gateway.ledger.state import (
+    ACTIVE,
+    DECOMMISSIONED,
+    KIND_DEVICE,
+    RIGHT_READ,
+    RIGHTS,
+    DeviceRecord,
+)
 
 
 class Access:
@@ -64,7 +71,7 @@ class Access:
         -> record mapping."""
         if not hasattr(state, "devices"):
             return cls(state, domain)
-        from gateway.market.ledger import open_agreements
+        from gateway.market.ledger.rules import open_agreements
 
         return cls(state.devices, domain, open_agreements(state))
 

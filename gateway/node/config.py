@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any
 from shared import topics
 
 if TYPE_CHECKING:
-    from gateway.market.analytics import DerivedService
+    from gateway.market.node.analytics import DerivedService
 
 GENESIS_FILE = "genesis.toml"
 KEY_FILE = "authority.key"
 DB_FILE = "chain.db"
-STREAMS_FILE = "streams.db"  # the market's off-chain readings (gateway/market/streams.py)
+STREAMS_FILE = "streams.db"  # the market's off-chain readings (gateway/market/node/streams.py)
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DATA_DIR = "var/gateway"
 # A sender's share: far above a board's pace (a reading every few seconds) and
@@ -82,7 +82,7 @@ class GatewayConfig:
     block_max_txs: int = 2000
     genesis_path: Path | None = None
     mempool_capacity: int = 100_000
-    # per-sender token bucket (gateway/ratelimit.py); rate 0: no limit
+    # per-sender token bucket (gateway/node/ratelimit.py); rate 0: no limit
     rate_limit_tps: float = DEFAULT_RATE_LIMIT_TPS
     rate_limit_burst: int = DEFAULT_RATE_LIMIT_BURST
     authority_key_path: Path | None = None
@@ -178,7 +178,7 @@ def from_dict(values: dict[str, Any], base_dir: Path | None = None) -> GatewayCo
 
 
 def _derived(items: list[Any]) -> tuple[DerivedService, ...]:
-    from gateway.market.analytics import DerivedService  # it imports this module
+    from gateway.market.node.analytics import DerivedService  # it imports this module
 
     out = []
     for n, item in enumerate(items):

@@ -6,9 +6,9 @@ passes `--broker mqtt://host:port` instead; see docs/mosquitto.conf.
 Two modes (docs/IDENTITY.md §3):
 - anonymous (no `access`): anyone may connect and use any topic. For open
   domains (devices self-register) and `make run`'s demo.
-- enforcing (`access` = a provider of the domain's gateway.access.Access, plus
+- enforcing (`access` = a provider of the domain's gateway.identity.access.Access, plus
   `domain` and the `authority` public key): CONNECT credentials and topic
-  rights are checked against the chain by gateway.broker_auth, in a
+  rights are checked against the chain by gateway.broker.auth, in a
   GuardedBroker.
 
 Both run with the limits of BrokerLimits (what docs/mosquitto.conf gives
@@ -41,7 +41,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import OutgoingApplicationMessage
 
-from gateway.broker_auth import NOT_AUTHORIZED, Guard, Verdict, amqtt_plugins
+from gateway.broker.auth import NOT_AUTHORIZED, Guard, Verdict, amqtt_plugins
 
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
 
@@ -776,7 +776,7 @@ class GuardedBroker(RetainSafeBroker):
             self.guard.release(getattr(handler, "tl_verdict", None))
 
 
-AccessFactory = Callable[[], Any]  # () -> gateway.access.Access
+AccessFactory = Callable[[], Any]  # () -> gateway.identity.access.Access
 
 
 @dataclass

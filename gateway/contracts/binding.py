@@ -22,8 +22,15 @@ from gateway.contracts import errors as ce
 from gateway.contracts import runtime
 from gateway.contracts.builtin import REGISTRY
 from gateway.contracts.world import DELETED, World
-from gateway.market import keys
-from gateway.state import KIND_CONTRACT, BlockInfo, DeviceRecord, Rules, StateOverlay, StateView
+from gateway.ledger import keys
+from gateway.ledger.state import (
+    KIND_CONTRACT,
+    BlockInfo,
+    DeviceRecord,
+    Rules,
+    StateOverlay,
+    StateView,
+)
 from shared import cbor
 
 MAX_FUEL = 1_000_000
@@ -118,7 +125,7 @@ def call(view: StateOverlay, block: BlockInfo, *, caller: bytes, address: bytes,
 
 def admin(view: StateOverlay, block: BlockInfo, rules: Rules, sender: bytes,
           body: dict) -> runtime.Result:
-    """A CONTRACT_ADMIN body (validated by gateway/validate.py) on the ledger."""
+    """A CONTRACT_ADMIN body (validated by gateway/ledger/validate.py) on the ledger."""
     w = ChainWorld(view)
     b = runtime.Block(block.time, block.height)
     op, adm = body[1], admin_of(rules)

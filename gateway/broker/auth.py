@@ -54,8 +54,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from gateway import roles
-from gateway.state import KIND_DEVICE
+from gateway.identity import roles
+from gateway.ledger.state import KIND_DEVICE
 from shared import cbor, es256_cryptography, p256, topics
 from shared import tx as txm
 
@@ -74,7 +74,7 @@ NOT_AUTHORIZED = 5
 
 
 class AccessView(Protocol):
-    """What the broker needs of gateway.access.Access (the domain's identity state)."""
+    """What the broker needs of gateway.identity.access.Access (the domain's identity state)."""
 
     def key_of(self, principal_id: bytes) -> bytes | None: ...
     def is_active(self, principal_id: bytes) -> bool: ...
@@ -236,7 +236,7 @@ class Verdict:
 
 class Guard:
     """The enforcement state shared by the auth plugin, the topic plugin and
-    gateway.broker.GuardedBroker: where identities come from (a provider of
+    gateway.broker.embedded.GuardedBroker: where identities come from (a provider of
     the domain's Access, the authority public key) and which principals are
     connected now.
 
@@ -377,7 +377,7 @@ def chain_access(domain: str, state: Callable[[], Any],
     def provider() -> AccessView:
         v = version()
         if cache[0] != v or cache[1] is None:
-            from gateway.access import Access
+            from gateway.identity.access import Access
 
             cache[1] = Access.from_state(state(), domain)
             cache[0] = v
@@ -394,7 +394,7 @@ def enforced(admission: str) -> bool:
 # --------------------------------------------------------------------------- amqtt plugins
 class ChainAuthPlugin(BaseAuthPlugin):
     """amqtt auth plugin: CONNECT credentials against the chain (see Guard.admit).
-    Config: {"guard": Guard}. Use it with gateway.broker.GuardedBroker, which runs
+    Config: {"guard": Guard}. Use it with gateway.broker.embedded.GuardedBroker, which runs
     it before amqtt touches any session (plain amqtt 0.12 takes an existing
     connection with the same client id over before it looks at the verdict)."""
 

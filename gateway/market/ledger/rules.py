@@ -1,5 +1,5 @@
 """The market's and the contracts' state transitions (docs/MARKET.md), pure
-functions on a StateOverlay, called by gateway/state.py for tx types 13-18.
+functions on a StateOverlay, called by gateway/ledger/state.py for tx types 13-18.
 
 `precheck(view, tx, rules, sender_record)` raises RuleError for a tx that
 cannot be included (nothing written). `apply(view, tx, rules, block)` runs an
@@ -31,7 +31,7 @@ and returns (status, reason, events) for its receipt.
   the authority once it stopped waiting): the locked amount goes back; an
   agreement: the contract's close(id) called as the sender.
 - WITHDRAW removes the sender's offer (unknown-offer if none).
-- CONTRACT_CALL / CONTRACT_ADMIN: gateway/contracts/chain.py. A failed call
+- CONTRACT_CALL / CONTRACT_ADMIN: gateway/contracts/binding.py. A failed call
   is included with status failed and reason the contract error; its events
   then are [["revert", detail, fuel used]].
 
@@ -49,11 +49,10 @@ from functools import lru_cache
 from itertools import islice
 from typing import Any
 
-from gateway.contracts import chain
+from gateway.contracts import binding as chain
 from gateway.contracts import runtime as crt
-from gateway.market import keys
-from gateway.market.matching import Offer, choose, trust_score
-from gateway.state import (
+from gateway.ledger import keys
+from gateway.ledger.state import (
     ACTIVE,
     KIND_CONTRACT,
     RIGHT_BUY,
@@ -64,6 +63,7 @@ from gateway.state import (
     StateOverlay,
     StateView,
 )
+from gateway.market.ledger.matching import Offer, choose, trust_score
 from shared import cbor, errors
 from shared import tx as txm
 from shared.messages_gateway import STATUS_FAILED, STATUS_OK
