@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from gateway.errors import FileAccessError
 from gateway.identity import roles
 from gateway.ledger.state import KIND_DEVICE
 from shared import cbor, es256_cryptography, p256, topics
@@ -499,11 +500,6 @@ class FileAccess:
     uid: int = -1
     gid: int = -1
     mode: int = 0o600
-
-
-class FileAccessError(ValueError):
-    """A named owner or group that does not exist, or that this user may not
-    give the files to."""
 
 
 def file_access(owner: str | None = None, group: str | None = None) -> FileAccess:

@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.db import sqlite_db
+from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
 from gateway.ledger import genesis as gen
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
 from gateway.ledger.state import DeviceRecord, Registry, Rules, State
@@ -143,24 +144,6 @@ _UPSERT = ("INSERT INTO devices (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
            "assigned = excluded.assigned" % _DEV_COLS)
 LEVELS_CACHE = 16  # rebuilt receipts trees of pre-receipt_trees blocks kept for get_receipt
 _TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
-
-
-COMMIT_FAILED = "commit-failed"
-STATE_ROOT_MISMATCH = "state-root-mismatch"
-
-
-class StoreError(Exception):
-    """The database refuses an operation; `reason` is a stable code
-    (not-next, bad-prev, genesis-mismatch, not-initialized, read-only,
-    schema-mismatch; COMMIT_FAILED: SQLite could not write a block, e.g.
-    disk full or an I/O error, the detail carries SQLite's own message;
-    STATE_ROOT_MISMATCH: at start-up the stored state is not the head
-    block's)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(reason + (": " + detail if detail else ""))
 
 
 @dataclass(frozen=True)

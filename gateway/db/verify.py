@@ -38,45 +38,34 @@ from dataclasses import dataclass
 from hashlib import sha256
 
 from gateway.db.store import LOW_S_FROM, Store
+from gateway.errors import (
+    BAD_HEADER,
+    BAD_HEADER_SIGNATURE,
+    BAD_PREV_HASH,
+    BAD_ROW,
+    BAD_TX,
+    DATABASE_CORRUPT,
+    EMPTY_CHAIN,
+    FILE,
+    GENESIS_MISMATCH,
+    HEADER_MISMATCH,
+    MISSING_BLOCK,
+    RECEIPT_MISMATCH,
+    RECEIPT_TREE_MISMATCH,
+    RECEIPTS_ROOT_MISMATCH,
+    STATE_MISMATCH,
+    STATE_ROOT_MISMATCH,
+    TIME_BACKWARDS,
+    TX_ID_MISMATCH,
+    TX_ROOT_MISMATCH,
+    TX_ROW_MISMATCH,
+    ChainError,
+)
 from gateway.ledger.blocks import receipts_levels, tx_root
 from gateway.ledger.genesis import Genesis
 from gateway.ledger.state import BlockInfo, Registry, State, StateOverlay, apply
 from gateway.ledger.validate import check_stateful, check_stateless
 from shared import cose, errors, header, merkle, messages
-
-GENESIS_MISMATCH = "genesis-mismatch"
-EMPTY_CHAIN = "empty-chain"
-MISSING_BLOCK = "missing-block"
-BAD_HEADER_SIGNATURE = "bad-header-signature"
-HEADER_MISMATCH = "header-mismatch"
-BAD_HEADER = "bad-header"
-BAD_PREV_HASH = "bad-prev-hash"
-TIME_BACKWARDS = "time-backwards"
-BAD_ROW = "bad-row"
-TX_ID_MISMATCH = "tx-id-mismatch"
-BAD_TX = "bad-tx"
-TX_ROW_MISMATCH = "tx-row-mismatch"
-RECEIPT_MISMATCH = "receipt-mismatch"
-TX_ROOT_MISMATCH = "tx-root-mismatch"
-RECEIPTS_ROOT_MISMATCH = "receipts-root-mismatch"
-RECEIPT_TREE_MISMATCH = "receipt-tree-mismatch"
-STATE_ROOT_MISMATCH = "state-root-mismatch"
-STATE_MISMATCH = "state-mismatch"
-DATABASE_CORRUPT = "database-corrupt"
-FILE = -1  # ChainError.height of a problem of the database file, not of a block
-
-
-class ChainError(errors.TLError):
-    """A verification failure at block `height`."""
-
-    def __init__(self, height: int, reason: str, detail: str = "") -> None:
-        self.height = height
-        super().__init__(detail, reason)
-
-    def __str__(self) -> str:
-        where = "database file" if self.height == FILE else "height %d" % self.height
-        return "%s: %s%s" % (where, self.reason,
-                                     " (%s)" % self.detail if self.detail else "")
 
 
 @dataclass

@@ -50,6 +50,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import GenesisError
 from gateway.ledger.state import (
     ADMISSION_CLAIMED,
     ADMISSIONS,
@@ -61,17 +62,11 @@ from gateway.ledger.state import (
     person,
 )
 from gateway.ledger.validate import valid_public_key
-from gateway.node.config import GENESIS_FILE, KEY_FILE, FieldError
+from gateway.node.config import GENESIS_FILE, KEY_FILE
 from shared import cbor, header, merkle, p256, topics
 from shared import tx as txm
 
 ZERO_HASH = bytes(32)
-
-
-class GenesisError(FieldError):
-    """The genesis file (or authority key) is wrong."""
-
-    label = "genesis"
 
 
 @dataclass(frozen=True)

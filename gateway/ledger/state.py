@@ -113,6 +113,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from gateway.errors import RuleError
 from gateway.identity import roles
 from gateway.identity import statements as itx
 from shared import cbor, errors, merkle
@@ -240,13 +241,6 @@ class Rules:
     min_fee: int = 0
     owner_id: bytes = b""  # genesis owner (person) id, b"" if none
     registry: Registry | None = field(default=None, compare=False)
-
-
-class RuleError(errors.TLError):
-    """A transaction that cannot be included in the current state."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason, reason)
 
 
 @dataclass(frozen=True, slots=True)

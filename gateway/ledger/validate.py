@@ -62,6 +62,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.errors import DomainError
 from gateway.identity import roles
 from gateway.identity import statements as identity_tx
 from gateway.ledger.state import (
@@ -85,12 +86,6 @@ INT64_MAX = (1 << 63) - 1
 SCALE_MIN, SCALE_MAX = -20, 20
 CHANNEL_MAX = 255
 _OPEN = Rules(authority_id=b"")
-
-
-class DomainError(errors.TLError):
-    """The transaction names another domain (chain id)."""
-
-    reason = errors.WRONG_DOMAIN
 
 
 def valid_public_key(pub: object) -> bool:

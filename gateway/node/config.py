@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.errors import ConfigError, FieldError
 from shared import topics
 
 if TYPE_CHECKING:
@@ -53,24 +54,6 @@ DEFAULT_DATA_DIR = "var/gateway"
 # tx/s a gateway commits (docs/PROTOCOL.md, "Rate limit").
 DEFAULT_RATE_LIMIT_TPS = 100.0
 DEFAULT_RATE_LIMIT_BURST = 300
-
-
-class FieldError(ValueError):
-    """A value in a hand-edited file is wrong; `key` names the field and
-    `problem` says what is wrong with it."""
-
-    label = "field"
-
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{self.label} {key!r}: {problem}")
-
-
-class ConfigError(FieldError):
-    """A configuration value is wrong."""
-
-    label = "config key"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from gateway.errors import MempoolFull
 from gateway.ledger.state import DeviceRecord, Rules, StateView, claimed_device, introduces_sender
 from gateway.ledger.validate import check_stateful
 from shared import errors
@@ -46,10 +47,6 @@ from shared.reasons import MEMPOOL_FULL
 DEFAULT_CAPACITY = 100_000
 HOLD_S = 30.0  # a hold's life after the last refusal of its seq (> a board's longest backoff)
 MAX_HOLDS = 100_000
-
-
-class MempoolFull(errors.TLError):
-    reason = MEMPOOL_FULL
 
 
 class PendingView:

@@ -25,14 +25,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from shared import errors
-from shared.reasons import RATE_LIMITED
+from gateway.errors import RateLimited
 
 PRUNE_AT = 4096  # table size that triggers dropping the senders with a full bucket
-
-
-class RateLimited(errors.TLError):
-    reason = RATE_LIMITED
 
 
 class SenderLimit:

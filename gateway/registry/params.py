@@ -30,6 +30,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import RegistryError
 from gateway.registry import pow as pw
 from shared import cbor
 
@@ -42,17 +43,6 @@ DEFAULT_RETARGET = 8
 DEFAULT_MAX_TXS = 500
 MAX_BITS = 63
 MAX_BLOCK_TXS = 10_000
-
-
-class RegistryError(ValueError):
-    """The registry cannot be opened or used as asked; `reason` is a stable
-    code (not-initialized, exists, bad-genesis, genesis-mismatch, read-only)
-    and `detail` says more."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(reason + (": " + detail if detail else ""))
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from gateway.errors import DerivedServiceError
 from gateway.market.ledger import directory
-from gateway.node.config import FieldError
 
 MAX_WINDOW = 10_000  # a window never needs more readings than one demand buys
 
@@ -65,12 +65,6 @@ class RollingMean:
         if not self._values:
             return None
         return self._sum // len(self._values)
-
-
-class DerivedServiceError(FieldError):
-    """A derived service's configuration is wrong; `key` names the field."""
-
-    label = "derived service"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.db import sqlite_db
+from gateway.errors import StreamError
 from shared import cbor, errors, merkle, stream
 
 MAX_PER_AGREEMENT = 100_000
@@ -65,13 +66,6 @@ CREATE TABLE IF NOT EXISTS readings (
     PRIMARY KEY (agreement, idx)
 ) WITHOUT ROWID;
 """
-
-
-class StreamError(errors.TLError):
-    """The stream store refuses a reading or a query; `reason` is one of
-    wrong-agreement, conflict, stream-full, value-range, bad-batch."""
-
-    reason = "stream"
 
 
 @dataclass(frozen=True)
