@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from gateway.broker.embedded import ThreadedBroker
-from gateway.ledger.genesis import load as load_genesis
+from gateway.db.genesis_files import load as load_genesis
 from shared import p256, tx
 from tools.build import ROOT, build, tool
 from tools.vboard import VirtualBoard

@@ -364,7 +364,7 @@ def pct(values: list[float], q: float) -> float:
 
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> dict:
-    from gateway.ledger import genesis
+    from gateway.db import genesis_files as genesis
     from shared import cose, messages
     from shared import tx as txm
 

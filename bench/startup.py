@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.db import genesis_files as genesis
 from gateway.db import store
-from gateway.ledger import blocks, genesis
+from gateway.ledger import blocks
 from gateway.ledger.validate import check_stateless
 from gateway.node import config
 from shared import p256

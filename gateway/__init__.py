@@ -39,3 +39,5 @@ Pipeline the service drives (gateway/node/service.py):
     for t, e in b.dropped: publish(rx(t.sender), rejection(e.reason, e.detail))
     publish(blocks topic, b.signed_header)
 """
+
+from gateway import plugins  # noqa: E402,F401 - the feature packages' tx types, registered with the ledger

@@ -496,7 +496,7 @@ def _identity_builders():  # -> gateway.identity_tx, or None in a tree without i
 
 
 def authority_of(data_dir: Path, domain: str) -> bytes:
-    from gateway.ledger import genesis
+    from gateway.db import genesis_files as genesis
     from gateway.node.config import GENESIS_FILE
 
     try:

@@ -53,9 +53,9 @@ def _open_store(args: argparse.Namespace):  # -> gateway.store.Store
 
 
 def cmd_chain_verify(args: argparse.Namespace) -> int:
+    from gateway.db import genesis_files as genesis
     from gateway.db import render as inspect
     from gateway.db import verify as replay
-    from gateway.ledger import genesis
     from gateway.node.config import GENESIS_FILE
 
     gpath = Path(args.genesis) if args.genesis else _data_dir(args) / GENESIS_FILE
@@ -74,7 +74,7 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
 
 def cmd_domain_init(args: argparse.Namespace) -> int:
     """Create a domain: a new authority key and genesis file in the data dir."""
-    from gateway.ledger import genesis
+    from gateway.db import genesis_files as genesis
 
     owner = b""
     if args.owner_key:

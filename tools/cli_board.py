@@ -50,7 +50,7 @@ def _date(t: int) -> str:
 def _admission_settings(data_dir: Path, domain: str) -> dict:
     """Devices self-register only in open domains; a claimed domain admits a
     device by its owner's claim (docs/IDENTITY.md)."""
-    from gateway.ledger import genesis
+    from gateway.db import genesis_files as genesis
     from gateway.node.config import GENESIS_FILE
 
     try:
@@ -162,7 +162,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def _genesis_domain(data_dir: Path) -> str:
-    from gateway.ledger import genesis
+    from gateway.db import genesis_files as genesis
     from gateway.node.config import GENESIS_FILE
 
     try:

@@ -53,7 +53,7 @@ class Exporter:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Exporter:
         from gateway.broker import auth as broker_auth
-        from gateway.ledger import genesis
+        from gateway.db import genesis_files as genesis
         from gateway.node.config import DB_FILE, GENESIS_FILE, KEY_FILE
         from tools.cli import UsageError
 

@@ -87,7 +87,7 @@ def _key(path: str):  # -> tools.keys.KeyPair
 
 
 def _genesis(args: argparse.Namespace):  # -> Genesis | None
-    from gateway.ledger import genesis
+    from gateway.db import genesis_files as genesis
     from gateway.node.config import GENESIS_FILE
 
     p = Path(args.data_dir) / GENESIS_FILE

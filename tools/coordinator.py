@@ -137,7 +137,7 @@ class Coordinator:
                  node_id: bytes | None = None, timeout: float = 15.0,
                  retry_s: float = RETRY_S, out: Out = print,
                  submit_fn: Callable[..., Any] | None = None) -> None:
-        from gateway.ledger import genesis
+        from gateway.db import genesis_files as genesis
         from gateway.node.config import DB_FILE, GENESIS_FILE
 
         self.key = key

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from gateway.broker import auth as broker_auth
 from gateway.broker.embedded import DEFAULT_URL, EmbeddedBroker, parse_url
+from gateway.db import genesis_files as genesis
 from gateway.db.store import StoreError
-from gateway.ledger import genesis
 from gateway.market.node.analytics import DerivedService
 from gateway.node.config import DEFAULT_RATE_LIMIT_TPS, GatewayConfig
 from gateway.node.service import Gateway

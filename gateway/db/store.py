@@ -68,9 +68,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from gateway.db import genesis_files as gen
 from gateway.db import sqlite_db
 from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
-from gateway.ledger import genesis as gen
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
 from gateway.ledger.state import DeviceRecord, Registry, Rules, State
 from gateway.node.config import GatewayConfig

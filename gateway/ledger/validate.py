@@ -63,19 +63,14 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.errors import DomainError
-from gateway.identity import roles
-from gateway.identity import statements as identity_tx
+from gateway.ledger import txtypes
 from gateway.ledger.state import (
-    MARKET_TYPES,
-    RETIRE_MODES,
-    RIGHTS,
     RuleError,
     Rules,
     StateView,
     introduces_sender,
     precheck,
 )
-from gateway.market.ledger import schema as market_schema
 from shared import cbor, errors
 from shared import tx as txm
 
@@ -99,11 +94,11 @@ def valid_public_key(pub: object) -> bool:
     return True
 
 
-def _int_in(v: object, lo: int, hi: int) -> bool:
+def int_in(v: object, lo: int, hi: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-def _keys(b: dict, required: tuple[int, ...], optional: tuple[int, ...] = ()) -> None:
+def body_keys(b: dict, required: tuple[int, ...], optional: tuple[int, ...] = ()) -> None:
     for k in required:
         if k not in b:
             raise errors.TxError("bad-body")
@@ -112,80 +107,14 @@ def _keys(b: dict, required: tuple[int, ...], optional: tuple[int, ...] = ()) ->
             raise errors.TxError("bad-body")
 
 
-def _id(v: object, detail: str) -> None:
+def need_id(v: object, detail: str) -> None:
     if not isinstance(v, bytes) or len(v) != txm.ID_LEN:
         raise errors.TxError(detail)
 
 
-def _pubkey(v: object) -> None:
+def need_pubkey(v: object) -> None:
     if not valid_public_key(v):
         raise errors.TxError("bad-pubkey")
-
-
-def _stmt(v: object) -> None:
-    if not identity_tx.is_statement(v):
-        raise errors.TxError("bad-statement")
-
-
-def _check_identity_body(t: txm.Tx) -> None:
-    b, type_ = t.body, t.type
-    if type_ == txm.TYPE_CLAIM:
-        _keys(b, (1, 2))
-        _pubkey(b[1])
-        _stmt(b[2])
-    elif type_ == txm.TYPE_OWNER_TRANSFER:
-        _keys(b, (1, 2))
-        _id(b[1], "bad-device")
-        _pubkey(b[2])
-    elif type_ in (txm.TYPE_GRANT, txm.TYPE_REVOKE_RIGHT):
-        _keys(b, (1, 2, 3), (4,) if type_ == txm.TYPE_GRANT else ())
-        _id(b[1], "bad-principal")
-        if b[2] not in RIGHTS:
-            raise errors.TxError("bad-right")
-        _id(b[3], "bad-device")
-        if 4 in b:
-            _pubkey(b[4])
-            if txm.device_id(b[4]) != b[1]:
-                raise errors.TxError("pubkey-mismatch")
-    elif type_ == txm.TYPE_ROTATE_KEY:
-        _keys(b, (1, 2))
-        _pubkey(b[1])
-        _stmt(b[2])
-    elif type_ == txm.TYPE_RETIRE:
-        _keys(b, (1, 2))
-        _id(b[1], "bad-device")
-        if b[2] not in RETIRE_MODES:
-            raise errors.TxError("bad-mode")
-    elif type_ == txm.TYPE_RECOVER:
-        _keys(b, (1, 2, 3))
-        _id(b[1], "bad-device")
-        _pubkey(b[2])
-        _stmt(b[3])
-    elif type_ == txm.TYPE_NODE_JOIN:
-        _keys(b, (1, 2), (3, 4))
-        if b[1] not in roles.LABELS:
-            raise errors.TxError("bad-label")
-        detail = roles.check_hardware(b[2])
-        if detail:
-            raise errors.TxError(detail)
-        if roles.label_of(b[2]) != b[1]:
-            raise errors.TxError("label-mismatch")
-        if b[1] == roles.FULL:
-            if 3 not in b:
-                raise errors.TxError("certificate-required")
-            _stmt(b[3])
-        elif 3 in b or 4 in b:
-            raise errors.TxError("bad-body")
-        if 4 in b:
-            _pubkey(b[4])
-            if txm.device_id(b[4]) != t.sender:
-                raise errors.TxError("sender-mismatch")
-    elif type_ == txm.TYPE_NODE_ASSIGN:
-        _keys(b, (1, 2))
-        _id(b[1], "bad-node")
-        _id(b[2], "bad-node")
-    else:
-        raise errors.TxError("bad-type")
 
 
 def check_body(t: txm.Tx) -> None:
@@ -201,11 +130,11 @@ def check_body(t: txm.Tx) -> None:
     elif t.type == txm.TYPE_READING:
         if 1 not in b or 2 not in b or len(b) != (3 if 3 in b else 2):
             raise errors.TxError("bad-body")
-        if not _int_in(b[1], INT64_MIN, INT64_MAX):
+        if not int_in(b[1], INT64_MIN, INT64_MAX):
             raise errors.TxError("bad-value")
-        if not _int_in(b[2], SCALE_MIN, SCALE_MAX):
+        if not int_in(b[2], SCALE_MIN, SCALE_MAX):
             raise errors.TxError("bad-scale")
-        if 3 in b and not _int_in(b[3], 0, CHANNEL_MAX):
+        if 3 in b and not int_in(b[3], 0, CHANNEL_MAX):
             raise errors.TxError("bad-channel")
     elif t.type == txm.TYPE_TRANSFER:
         if len(b) != 2 or 1 not in b or 2 not in b:
@@ -213,12 +142,13 @@ def check_body(t: txm.Tx) -> None:
         to = b[1]
         if not isinstance(to, bytes) or len(to) != txm.ID_LEN:
             raise errors.TxError("bad-to")
-        if not _int_in(b[2], 1, txm.MAX_AMOUNT):
+        if not int_in(b[2], 1, txm.MAX_AMOUNT):
             raise errors.TxError("bad-amount")
-    elif t.type in MARKET_TYPES:
-        market_schema.check(t)
-    else:
-        _check_identity_body(t)
+    else:  # identity, market, contracts: their packages' schemas (gateway/plugins.py)
+        entry = txtypes.lookup(t.type)
+        if entry is None:
+            raise errors.TxError("bad-type")
+        entry.schema(t)
 
 
 def check_stateless(message: bytes | bytearray | memoryview, domain: str) -> txm.Tx:
@@ -252,3 +182,8 @@ def check_stateful(t: txm.Tx, view: StateView, pending_seq: int | None = None,
             raise RuleError(errors.UNKNOWN_DEVICE)
     t.verify(key)
     precheck(view, t, rules, pending_seq)
+
+
+# the core's own tx types (their precheck and apply are gateway/ledger/state.py's)
+txtypes.register(*(txtypes.TxType(code, "ledger", check_body)
+                   for code in (txm.TYPE_REGISTER, txm.TYPE_READING, txm.TYPE_TRANSFER)))

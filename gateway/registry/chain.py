@@ -293,6 +293,10 @@ def valid_text(v: object) -> bool:
             and v.strip() == v)
 
 
+# the public registry chain's tx types (the domain chain's are in gateway/ledger/txtypes.py)
+REGISTRY_TYPES = (txm.TYPE_MFR_REGISTER, txm.TYPE_DEVICE_RECORD)
+
+
 def check_body(t: txm.Tx) -> None:
     """Body schema per type; raises TxError (reason bad-tx)."""
     b = t.body

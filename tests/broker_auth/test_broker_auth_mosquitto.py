@@ -21,8 +21,9 @@ from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, wait_until
 
 from gateway.broker import auth as broker_auth
+from gateway.db import genesis_files as genesis
 from gateway.db.store import open_ledger
-from gateway.ledger import blocks, genesis
+from gateway.ledger import blocks
 from gateway.node.config import GatewayConfig
 from tools import broker_sync, cli, cli_broker
 

@@ -10,7 +10,7 @@ from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, free_port
 
 from gateway.broker import auth as broker_auth
-from gateway.ledger import genesis
+from gateway.db import genesis_files as genesis
 from gateway.node.config import GatewayConfig
 from gateway.node.mqtt_link import MqttLink
 from gateway.node.service import Gateway

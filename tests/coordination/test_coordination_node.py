@@ -20,8 +20,8 @@ from gateway_e2e.e2e_devices import GatewayThread
 from waits import lines as output_lines
 from waits import retained, wait_line
 
+from gateway.db import genesis_files as genesis
 from gateway.db.store import Store
-from gateway.ledger import genesis
 from gateway.node.config import DB_FILE
 from shared import topics
 from tools import cli

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.db import store
+from gateway.db.genesis_files import create_domain
 from gateway.ledger import blocks, validate
-from gateway.ledger.genesis import create_domain
 from gateway.node import config, mempool
 from shared import cbor, cose, p256
 from shared import tx as txm

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from gwtest import Device, key
 
-from gateway.ledger import genesis as gen
+from gateway.db import genesis_files as gen
 from gateway.node import config
 from gateway.node.config import ConfigError, GatewayConfig
 

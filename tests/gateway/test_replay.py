@@ -10,10 +10,10 @@ from collections.abc import Callable
 import pytest
 from gwtest import DOMAIN, Device, Node, key
 
+from gateway.db import genesis_files as gen
 from gateway.db import verify as replay
 from gateway.db.store import LOW_S_FROM, Store
 from gateway.ledger import blocks
-from gateway.ledger import genesis as gen
 from shared import cose, header, p256
 from shared import tx as txm
 

@@ -36,8 +36,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from waits import wait_on
 
+from gateway.db import genesis_files as genesis
 from gateway.db.store import Store, TxRecord
-from gateway.ledger import genesis
 from gateway.node.config import DB_FILE, GENESIS_FILE, GatewayConfig
 from shared import cbor, cose, errors, messages, p256, topics
 from shared import tx as txm

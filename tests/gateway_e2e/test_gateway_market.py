@@ -13,9 +13,9 @@ import pytest
 from e2e_devices import DOMAIN, GatewayThread, SimDevice, authority_of, thingledger
 from waits import retained
 
+from gateway.db import genesis_files as genesis
 from gateway.db import verify as replay
 from gateway.db.store import Store
-from gateway.ledger import genesis
 from gateway.market.ledger import directory
 from gateway.market.ledger import rules as ledger
 from gateway.market.node.analytics import DerivedService

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from idtest import FakeRegistry
 
+from gateway.db import genesis_files as genesis
 from gateway.db import verify as replay
 from gateway.db.store import Store
-from gateway.ledger import genesis
 from gateway.node.config import GENESIS_FILE, GatewayConfig
 from tools import cli
 

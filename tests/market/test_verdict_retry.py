@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from gwtest import DOMAIN, Device
 
+from gateway.db import genesis_files as genesis
 from gateway.db import verify as replay
-from gateway.ledger import genesis
 from gateway.market.ledger import rules as ledger
 from gateway.market.node.service import VERDICT_RETRY_MAX_S
 from gateway.node.config import GatewayConfig

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from vboard_pty import PtyBoard
 
+from gateway.db import genesis_files as genesis
 from gateway.db.store import Store
-from gateway.ledger import genesis
 from gateway.node.config import DB_FILE
 from shared import cbor, messages, p256
 from shared import tx as txm
