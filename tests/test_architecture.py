@@ -231,3 +231,15 @@ def test_contract_vm_imports_only_shared() -> None:
             if top in ("gateway", "tools") and base not in vm:
                 bad.append(f"{ALL[name].relative_to(ROOT)}:{line} imports {base}")
     assert not bad, "the contract VM must import only shared/:\n" + "\n".join(bad)
+
+
+def test_no_two_classes_share_a_name_in_gateway() -> None:
+    where: dict[str, list[str]] = {}
+    for name, path in ALL.items():
+        if name.split(".")[0] != "gateway":
+            continue
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(name)
+    twice = {c: mods for c, mods in where.items() if len(mods) > 1}
+    assert not twice, "classes of one name in several modules: %r" % twice

@@ -116,7 +116,7 @@ def call(view: StateOverlay, block: BlockInfo, *, caller: bytes, address: bytes,
     by a CONTRACT_CALL (see Context.by_ledger)."""
     w = ChainWorld(view)
     r = RUNTIME.call(w, caller=caller, address=address, method=method, args=args, value=value,
-                     fuel=fuel, block=runtime.Block(block.time, block.height),
+                     fuel=fuel, block=runtime.ContractBlock(block.time, block.height),
                      by_ledger=by_ledger)
     if r.ok:
         w.fold()
@@ -127,7 +127,7 @@ def admin(view: StateOverlay, block: BlockInfo, rules: Rules, sender: bytes,
           body: dict) -> runtime.Result:
     """A CONTRACT_ADMIN body (validated by gateway/ledger/validate.py) on the ledger."""
     w = ChainWorld(view)
-    b = runtime.Block(block.time, block.height)
+    b = runtime.ContractBlock(block.time, block.height)
     op, adm = body[1], admin_of(rules)
     if op == "deploy":
         addr = runtime.contract_address(body[2])

@@ -145,7 +145,7 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RegistryOutcome:
     status: int
     reason: str
     events: list[Any]
@@ -373,14 +373,14 @@ def check_stateful(t: txm.Tx, view: View, pending_seq: int | None = None) -> Non
     precheck(view, t, pending_seq)
 
 
-def apply(view: Overlay, t: txm.Tx, height: int, idx: int) -> Outcome:
+def apply(view: Overlay, t: txm.Tx, height: int, idx: int) -> RegistryOutcome:
     """Execute a signature-checked tx as tx `idx` of block `height`.
     Raises RuleError (nothing written) if it is not includable."""
     m = precheck(view, t)
     b = t.body
     if t.type == txm.TYPE_MFR_REGISTER:
         view.mfrs[t.sender] = Manufacturer(b[1], b[2], t.seq, height, t.id)
-        return Outcome(messages.STATUS_OK, "", [])
+        return RegistryOutcome(messages.STATUS_OK, "", [])
     assert m is not None
     view.mfrs[t.sender] = replace(m, last_seq=t.seq)
     did = txm.device_id(b[1])
@@ -391,11 +391,11 @@ def apply(view: Overlay, t: txm.Tx, height: int, idx: int) -> Outcome:
             d = DeviceEntry(b[1], t.sender, b[2], b[3], b[4], b[5], height, t.id)
             view.devices[did] = d
             view.serials[d.serial] = did
-            return Outcome(messages.STATUS_OK, "", [])
+            return RegistryOutcome(messages.STATUS_OK, "", [])
         conflict_id, kind = owner, CONFLICT_SERIAL
     attempt = Attempt(t.id, height, idx, t.sender, m.name, did, b[1], b[2], b[3], conflict_id,
                       kind)
-    return Outcome(messages.STATUS_FAILED, errors.ALREADY_REGISTERED,
+    return RegistryOutcome(messages.STATUS_FAILED, errors.ALREADY_REGISTERED,
                    [["conflict", conflict_id, kind]], attempt)
 
 
@@ -518,7 +518,7 @@ def check_record_proof(p: RecordProof, device_id: bytes | None = None
 
 
 @dataclass
-class Block:
+class RegistryBlock:
     """A mined (or genesis) block: header and its executed transactions."""
 
     fields: dict[str, Any]
@@ -539,7 +539,7 @@ class Block:
         return merkle.proof(self.ex.levels, i)
 
 
-def genesis_block(time: int, target: int) -> Block:
+def genesis_block(time: int, target: int) -> RegistryBlock:
     fields = genesis_fields(time, target)
     hb = cbor.dumps(fields)
-    return Block(fields, hb, pw.header_hash(hb), Executed([], [], [], Overlay(RegistryState())))
+    return RegistryBlock(fields, hb, pw.header_hash(hb), Executed([], [], [], Overlay(RegistryState())))

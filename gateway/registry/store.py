@@ -39,9 +39,9 @@ from gateway.db.store import TxRecord, tx_record
 from gateway.node.mempool import MempoolFull
 from gateway.registry.chain import (
     Attempt,
-    Block,
     DeviceEntry,
     Manufacturer,
+    RegistryBlock,
     RegistryRecord,
     RegistryState,
     decode_header,
@@ -134,7 +134,7 @@ STALE = "stale"
 
 
 @dataclass(frozen=True)
-class BlockRecord:
+class RegistryBlockRecord:
     height: int
     hash: bytes
     time: int
@@ -177,7 +177,7 @@ class RegistryStore:
         if self.readonly:
             raise RegistryError("read-only")
 
-    def commit_block(self, b: Block, remove: Iterable[bytes] = (),
+    def commit_block(self, b: RegistryBlock, remove: Iterable[bytes] = (),
                      meta: dict[str, Any] | None = None) -> None:
         """Write block `b` (extending the head) and drop `remove` from the
         mempool, atomically. RegistryError(stale) if the head moved."""
@@ -280,15 +280,15 @@ class RegistryStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def head(self) -> BlockRecord | None:
+    def head(self) -> RegistryBlockRecord | None:
         row = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
                                "ORDER BY height DESC LIMIT 1").fetchone()
-        return BlockRecord(*row) if row else None
+        return RegistryBlockRecord(*row) if row else None
 
-    def get_block(self, height: int) -> BlockRecord | None:
+    def get_block(self, height: int) -> RegistryBlockRecord | None:
         row = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
                                "WHERE height = ?", (height,)).fetchone()
-        return BlockRecord(*row) if row else None
+        return RegistryBlockRecord(*row) if row else None
 
     def block_time(self, height: int) -> int:
         row = self._db.execute("SELECT time FROM blocks WHERE height = ?", (height,)).fetchone()
@@ -296,11 +296,11 @@ class RegistryStore:
             raise RegistryError("missing-block", "height %d" % height)
         return row[0]
 
-    def iter_blocks(self, start: int = 0) -> Iterator[BlockRecord]:
+    def iter_blocks(self, start: int = 0) -> Iterator[RegistryBlockRecord]:
         cur = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
                                "WHERE height >= ? ORDER BY height", (start,))
         for row in cur:
-            yield BlockRecord(*row)
+            yield RegistryBlockRecord(*row)
 
     def block_txs(self, height: int) -> list[TxRecord]:
         cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % _TX_COLS,
@@ -333,7 +333,7 @@ class RegistryStore:
         cur = self._db.execute(_ATT_SELECT + "ORDER BY a.height, a.idx")
         return [Attempt(*r) for r in cur]
 
-    def load(self) -> tuple[BlockRecord | None, RegistryState]:
+    def load(self) -> tuple[RegistryBlockRecord | None, RegistryState]:
         """The head block and the state after it, read in one snapshot."""
         db = self._db
         db.execute("BEGIN")

@@ -8,7 +8,7 @@
     view.close()
 
 Each lookup is a single SELECT, so it answers from one committed block.
-`Registry` (the writer) offers the same methods.
+`PublicRegistry` (the writer) offers the same methods.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 
 from gateway.registry.chain import Attempt, RegistryRecord
 from gateway.registry.params import DB_FILE
-from gateway.registry.store import BlockRecord, RegistryStore, TxRecord
+from gateway.registry.store import RegistryBlockRecord, RegistryStore, TxRecord
 
 
 class Lookups:
-    """Read methods shared by RegistryView and Registry (over `_store`)."""
+    """Read methods shared by RegistryView and PublicRegistry (over `_store`)."""
 
     _store: RegistryStore
 
@@ -42,7 +42,7 @@ class Lookups:
         m = self._store.manufacturer(bytes(mfr_id))
         return (m.pubkey, m.name) if m is not None else None
 
-    def head(self) -> BlockRecord:
+    def head(self) -> RegistryBlockRecord:
         h = self._store.head()
         assert h is not None, "registry database without genesis block"
         return h

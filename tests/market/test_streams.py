@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.market.node.streams import StreamError, StreamStore, Verdict
+from gateway.market.node.streams import StreamError, StreamStore
+from gateway.market.node.streams import StreamVerdict as Verdict
 from shared import cbor, cose, errors, merkle, p256, stream
 from shared import tx as txm
 

@@ -24,7 +24,7 @@ Rules
   `max_per_agreement` readings, with no count query per reading.
 - Values must fit SQLite's 64-bit INTEGER (value-range otherwise; the CBOR
   wire allows -2^64 .. 2^64-1).
-- `check_batch` is deterministic: the same readings give the same Verdict
+- `check_batch` is deterministic: the same readings give the same StreamVerdict
   on every gateway (integer floor mean, Python `//` semantics).
 
 One StreamStore is used by one thread at a time.
@@ -50,7 +50,7 @@ CONFLICT = "conflict"
 STREAM_FULL = "stream-full"
 VALUE_RANGE = "value-range"
 BAD_BATCH = "bad-batch"
-# Verdict reasons
+# StreamVerdict reasons
 MISSING_READINGS = "missing-readings"
 MIXED_SCALE = "mixed-scale"
 ROOT_MISMATCH = "root-mismatch"
@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS readings (
 
 
 @dataclass(frozen=True)
-class Verdict:
+class StreamVerdict:
     """The outcome of checking one committed batch. ok: reason is "" and
     mean/scale describe the batch; otherwise reason is missing-readings,
     mixed-scale or root-mismatch and mean = scale = 0."""
@@ -80,8 +80,8 @@ class Verdict:
     scale: int
 
 
-def _fail(reason: str) -> Verdict:
-    return Verdict(False, reason, 0, 0)
+def _fail(reason: str) -> StreamVerdict:
+    return StreamVerdict(False, reason, 0, 0)
 
 
 class StreamStore:
@@ -147,7 +147,7 @@ class StreamStore:
             f"SELECT {cols} FROM readings WHERE agreement = ? AND idx BETWEEN ? AND ?"
             " ORDER BY idx", (agreement, first, last)).fetchall()
 
-    def check_batch(self, agreement: bytes, first: int, count: int, root: bytes) -> Verdict:
+    def check_batch(self, agreement: bytes, first: int, count: int, root: bytes) -> StreamVerdict:
         """Check the committed batch first .. first+count-1 (count >= 1, else
         StreamError bad-batch) against the readings held."""
         rows = self._span(agreement, first, count, "value, scale, message")
@@ -158,7 +158,7 @@ class StreamStore:
             return _fail(MIXED_SCALE)
         if merkle.root([r[2] for r in rows]) != root:
             return _fail(ROOT_MISMATCH)
-        return Verdict(True, "", sum(r[0] for r in rows) // count, scale)
+        return StreamVerdict(True, "", sum(r[0] for r in rows) // count, scale)
 
     def readings(self, agreement: bytes, start: int = 0,
                  limit: int = READINGS_PAGE) -> list[tuple[int, int, int]]:
