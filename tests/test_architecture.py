@@ -10,7 +10,8 @@ Rules:
   gateway.errors, and no I/O library nor the clock (see FORBIDDEN_IN_LEDGER);
 - shared/, firmware/ and boards/ (code boards load) import no host code;
 - the contract VM (gateway/contracts/ but binding.py) imports only shared/;
-- no module imports another module's `_private` name.
+- no module imports another module's `_private` name;
+- no two classes of one name in gateway/; no module named like a stdlib module.
 """
 
 from __future__ import annotations
@@ -243,3 +244,11 @@ def test_no_two_classes_share_a_name_in_gateway() -> None:
                 where.setdefault(node.name, []).append(name)
     twice = {c: mods for c, mods in where.items() if len(mods) > 1}
     assert not twice, "classes of one name in several modules: %r" % twice
+
+
+def test_no_module_shadows_the_standard_library() -> None:
+    import sys
+
+    bad = sorted(name for name in ALL
+                 if name.split(".")[0] in CHECKED and name.rpartition(".")[2] in sys.stdlib_module_names)
+    assert not bad, "modules named like a standard-library module: %r" % bad
