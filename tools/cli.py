@@ -63,7 +63,7 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
         g = genesis.load(gpath)
     except genesis.GenesisError as e:
         raise UsageError(str(e)) from None
-    from gateway.identity.statements import registry_lookup
+    from gateway.registry.view import registry_lookup
 
     registry = registry_lookup(args.registry) if args.registry else None
     with _open_store(args) as store:

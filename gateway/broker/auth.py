@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from gateway.errors import FileAccessError
 from gateway.identity import roles
 from gateway.ledger.state import KIND_DEVICE
-from shared import cbor, es256_cryptography, p256, topics
+from shared import es256_cryptography, p256, statements, topics
 from shared import tx as txm
 
 log = logging.getLogger("thingledger.broker")
@@ -94,8 +94,8 @@ AccessProvider = Callable[[], AccessView]
 
 # --------------------------------------------------------------------------- credentials
 def credential_message(domain: str, principal_id: bytes) -> bytes:
-    """The bytes a principal signs to make its broker password."""
-    return cbor.dumps(["mqtt", domain, bytes(principal_id)])
+    """The bytes a principal signs to make its broker password (shared/statements.py)."""
+    return statements.credential_message(domain, principal_id)
 
 
 def mqtt_password(private_key: bytes, domain: str, principal_id: bytes) -> str:

@@ -26,17 +26,12 @@ rotated keeps signing with its original id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from shared import cbor, cose, errors
+from shared import cose, errors
 from shared import tx as txm
-
-CLAIM = "claim"
-ROTATE = "rotate"
-RECOVER = "recover"
-FULL_NODE = "full-node"
+from shared.statements import CLAIM, FULL_NODE, RECOVER, ROTATE, statement_payload
 
 
 class Signer(Protocol):
@@ -50,19 +45,19 @@ class Signer(Protocol):
 # ---- statement payloads (canonical CBOR bytes) --------------------------------
 
 def claim_payload(domain: str, claimant_id: bytes) -> bytes:
-    return cbor.dumps({1: CLAIM, 2: domain, 3: claimant_id})
+    return statement_payload(CLAIM, domain, claimant_id)
 
 
 def rotate_payload(device_id: bytes, new_pubkey: bytes) -> bytes:
-    return cbor.dumps({1: ROTATE, 2: device_id, 3: new_pubkey})
+    return statement_payload(ROTATE, device_id, new_pubkey)
 
 
 def recover_payload(domain: str, device_id: bytes) -> bytes:
-    return cbor.dumps({1: RECOVER, 2: domain, 3: device_id})
+    return statement_payload(RECOVER, domain, device_id)
 
 
 def certificate_payload(domain: str, node_id: bytes) -> bytes:
-    return cbor.dumps({1: FULL_NODE, 2: domain, 3: node_id})
+    return statement_payload(FULL_NODE, domain, node_id)
 
 
 def sign_statement(private: bytes, kid: bytes, payload: bytes) -> bytes:
@@ -92,22 +87,6 @@ build_rotate_approval = rotate_approval  # the name tools/board.py looks for
 def node_certificate(owner: Signer, domain: str, node_id: bytes) -> bytes:
     return sign_statement(owner.private, txm.device_id(owner.public),
                           certificate_payload(domain, node_id))
-
-
-def registry_lookup(registry_dir: Path | str) -> Callable[[bytes], object] | None:
-    """The registry lookup a domain node passes to open_ledger / verify_chain
-    (gateway.registry.RegistryView(dir).lookup, read-only), or None when no
-    registry has been initialised in `registry_dir`. The view stays open for
-    the life of the process."""
-    import sqlite3
-
-    from gateway.registry import RegistryError, RegistryView
-
-    try:
-        view = RegistryView(registry_dir)
-    except (RegistryError, OSError, sqlite3.Error):
-        return None
-    return view.lookup
 
 
 # ---- checking (used by gateway/ledger/state.py) ---------------------------------------

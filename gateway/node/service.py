@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from gateway.broker import auth as broker_auth
 from gateway.db.render import type_name
 from gateway.db.store import Store, StoreError, open_ledger
-from gateway.identity.statements import registry_lookup
 from gateway.ledger import blocks
 from gateway.ledger.validate import check_stateless
 from gateway.market.node.service import MarketNode
@@ -49,6 +48,7 @@ from gateway.node.config import GatewayConfig
 from gateway.node.mempool import Mempool
 from gateway.node.mqtt_link import Incoming, MqttLink
 from gateway.node.ratelimit import SenderLimit
+from gateway.registry.view import registry_lookup
 from shared import cose, errors, messages, notice, reasons, topics
 from shared import tx as txm
 

@@ -13,8 +13,11 @@ Each lookup is a single SELECT, so it answers from one committed block.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+from gateway.errors import RegistryError
 from gateway.registry.chain import Attempt, RegistryRecord
 from gateway.registry.params import DB_FILE
 from gateway.registry.store import RegistryBlockRecord, RegistryStore, TxRecord
@@ -74,3 +77,15 @@ class RegistryView(Lookups):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def registry_lookup(registry_dir: Path | str) -> Callable[[bytes], object] | None:
+    """The registry lookup a domain node passes to open_ledger / verify_chain
+    (gateway.registry.RegistryView(dir).lookup, read-only), or None when no
+    registry has been initialised in `registry_dir`. The view stays open for
+    the life of the process."""
+    try:
+        view = RegistryView(registry_dir)
+    except (RegistryError, OSError, sqlite3.Error):
+        return None
+    return view.lookup
