@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import cbor, cose, errors, p256, tx
+from shared import cbor, cose, errors, p256, statements, tx
 from tools.build import ROOT, BuildError, build, tool
 
 FLASH_DIRS = ("shared", "firmware", "boards")
@@ -357,7 +357,7 @@ def statement(b: Board, key: DeviceKey, kind: str, domain: str, subject: bytes) 
         payload = cbor.loads(cose.verify1(key.public_key, st))
     except errors.TLError as e:
         raise BoardError(f"the board's {kind} statement does not verify: {e!r}") from None
-    if payload != {1: kind, 2: domain, 3: subject}:
+    if payload != cbor.loads(statements.statement_payload(kind, domain, subject)):
         raise BoardError(f"the board signed a different {kind} statement")
     return st
 
@@ -365,7 +365,7 @@ def statement(b: Board, key: DeviceKey, kind: str, domain: str, subject: bytes) 
 def mqtt_password_message(domain: str, device_id: bytes) -> bytes:
     """What a principal's MQTT password signs (docs/IDENTITY.md §3; the same
     bytes as gateway.broker_auth.credential_message)."""
-    return cbor.dumps(["mqtt", domain, device_id])
+    return statements.credential_message(domain, device_id)
 
 
 def mqtt_password(b: Board, key: DeviceKey, domain: str) -> str:
