@@ -64,7 +64,7 @@ class GenesisError(FieldError):
     label = "genesis"
 
 
-# ---- raised by gateway/broker/auth.py
+# ---- raised by gateway/broker/credentials.py
 
 class FileAccessError(ValueError):
     """A named owner or group that does not exist, or that this user may not

@@ -384,7 +384,7 @@ def credentials_path(data_dir: Path) -> Path:
 
 
 def store_credential(data_dir: Path, device_id: bytes, password: str) -> Path:
-    from gateway.broker import auth as broker_auth
+    from gateway import broker as broker_auth
 
     path = credentials_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -396,7 +396,7 @@ def store_credential(data_dir: Path, device_id: bytes, password: str) -> Path:
 
 
 def has_credential(data_dir: Path, device_id: bytes) -> bool:
-    from gateway.broker import auth as broker_auth
+    from gateway import broker as broker_auth
 
     try:
         return device_id in broker_auth.load_credentials(credentials_path(data_dir))

@@ -52,7 +52,7 @@ class Exporter:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Exporter:
-        from gateway.broker import auth as broker_auth
+        from gateway import broker as broker_auth
         from gateway.db import genesis_files as genesis
         from gateway.node.config import DB_FILE, GENESIS_FILE, KEY_FILE
         from tools.cli import UsageError
@@ -86,7 +86,7 @@ class Exporter:
         return ex
 
     def credentials(self) -> dict[bytes, str]:
-        from gateway.broker import auth as broker_auth
+        from gateway import broker as broker_auth
         from tools.cli import UsageError
 
         try:
@@ -105,7 +105,7 @@ class Exporter:
 
     def __call__(self) -> tuple[Any, int]:
         """Write passwd and acl: (broker_auth.Export, the chain's height)."""
-        from gateway.broker import auth as broker_auth
+        from gateway import broker as broker_auth
         from gateway.db.store import Store
         from gateway.node.config import DB_FILE
 
@@ -120,7 +120,7 @@ class Exporter:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gateway.broker import auth as broker_auth
+    from gateway import broker as broker_auth
     from tools.cli import EXIT_OK, UsageError
 
     job = Exporter.from_args(args)

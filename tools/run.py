@@ -29,7 +29,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from gateway.broker.embedded import DEFAULT_URL, EmbeddedBroker, parse_url
 from gateway.db import genesis_files as genesis
 from gateway.db.store import StoreError

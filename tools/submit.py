@@ -51,7 +51,7 @@ def login_for(key, domain: str, principal: bytes | None = None) -> tuple[str, st
     """(username, password) of the principal whose current key `key` is
     (docs/IDENTITY.md §3); `principal` defaults to the key's own id. Anonymous
     brokers ignore both."""
-    from gateway.broker.auth import mqtt_password
+    from gateway.broker.credentials import mqtt_password
 
     pid = principal or key.id
     return pid.hex(), mqtt_password(key.private, domain, pid)

@@ -8,7 +8,7 @@ Two modes (docs/IDENTITY.md §3):
   domains (devices self-register) and `make run`'s demo.
 - enforcing (`access` = a provider of the domain's gateway.identity.access.Access, plus
   `domain` and the `authority` public key): CONNECT credentials and topic
-  rights are checked against the chain by gateway.broker.auth, in a
+  rights are checked against the chain by gateway.broker.policy, in a
   GuardedBroker.
 
 Both run with the limits of BrokerLimits (what docs/mosquitto.conf gives
@@ -41,7 +41,8 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import OutgoingApplicationMessage
 
-from gateway.broker.auth import NOT_AUTHORIZED, Guard, Verdict, amqtt_plugins
+from gateway.broker.plugins import amqtt_plugins
+from gateway.broker.policy import NOT_AUTHORIZED, Guard, Verdict
 
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
 

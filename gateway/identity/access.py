@@ -1,6 +1,6 @@
 """Read-only access queries over a domain's identity state (docs/IDENTITY.md).
 
-Broker enforcement (gateway/broker/auth.py), `thingledger broker export` and
+Broker enforcement (gateway/broker/policy.py), `thingledger broker export` and
 the CLI code against this; it never changes the state. Build one from the
 committed state (`Access.from_state(ledger.state, domain)`, or
 `store.load_state()` for a reader) and rebuild it after each block: it is a

@@ -49,7 +49,7 @@ class MqttLink:
                  loop: asyncio.AbstractEventLoop, username: str | None = None,
                  password: str | None = None, status_topic: str | None = None) -> None:
         """username/password: the gateway's broker login on an enforcing broker
-        (gateway.broker.auth.gateway_credentials: the authority's credential).
+        (gateway.broker.credentials.gateway_credentials: the authority's credential).
         status_topic: where the node says it is up (retained "online" on every
         connect, "offline" as its last will and on a clean stop), as devices do:
         coordination nodes follow it to reassign light nodes."""

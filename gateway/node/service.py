@@ -38,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from gateway.db.render import type_name
 from gateway.db.store import Store, StoreError, open_ledger
 from gateway.ledger import blocks

@@ -14,7 +14,7 @@ from hashlib import sha256
 import paho.mqtt.client as mqtt
 from waits import wait_on
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from shared import p256
 from shared import tx as txm
 

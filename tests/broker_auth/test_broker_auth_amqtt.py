@@ -9,7 +9,7 @@ import pytest
 from ba_world import DOMAIN, connack
 from brokers import HOST, free_port, wait_until
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from gateway.broker.embedded import ThreadedBroker
 
 GW_CLIENT = f"thingledger-gateway-{DOMAIN}"

@@ -9,7 +9,7 @@ from ba_world import DOMAIN, FakeAccess, Principal
 from brokers import HOST, free_port
 from mpyrun import firmware_build, run_micropython
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from gateway.broker.embedded import ThreadedBroker
 from shared import p256
 

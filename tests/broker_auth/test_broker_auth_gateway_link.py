@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from ba_world import DOMAIN
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from gateway.node.mqtt_link import MqttLink
 
 

@@ -20,7 +20,7 @@ import pytest
 from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, wait_until
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from gateway.db import genesis_files as genesis
 from gateway.db.store import open_ledger
 from gateway.ledger import blocks

@@ -8,7 +8,7 @@ import pytest
 from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, free_port
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from gateway.broker.embedded import ThreadedBroker
 from tools import cli_broker
 

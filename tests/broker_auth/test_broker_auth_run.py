@@ -9,7 +9,7 @@ import asyncio
 from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, free_port
 
-from gateway.broker import auth as broker_auth
+from gateway import broker as broker_auth
 from gateway.db import genesis_files as genesis
 from gateway.node.config import GatewayConfig
 from gateway.node.mqtt_link import MqttLink
