@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Self
 
 
 def connect(path: Path, schema: str, *, readonly: bool = False,
@@ -41,3 +42,16 @@ def rollback(db: sqlite3.Connection, error: BaseException) -> None:
         db.execute("ROLLBACK")
     except sqlite3.Error as e:
         error.add_note(f"rollback failed too: {e}")
+
+
+class Closing:
+    """`with` support for the owners of a connection: close() at the end."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -70,6 +70,7 @@ from typing import Any
 
 from gateway.db import genesis_files as gen
 from gateway.db import sqlite_db
+from gateway.db.sqlite_db import Closing
 from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
 from gateway.ledger.state import DeviceRecord, Registry, Rules, State
@@ -181,7 +182,7 @@ def tx_record(row: tuple[Any, ...]) -> TxRecord:
     return TxRecord(*r)
 
 
-class Store:
+class Store(Closing):
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
@@ -190,12 +191,6 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- writing -------------------------------------------------------------
 

@@ -71,8 +71,23 @@ class Receipt:
     leaf: bytes
 
 
+class HeaderFields:
+    """A block's height and time, read from its header fields (the domain
+    chain's Block and the public registry's RegistryBlock)."""
+
+    fields: dict[str, Any]
+
+    @property
+    def height(self) -> int:
+        return self.fields["height"]
+
+    @property
+    def time(self) -> int:
+        return self.fields["time"]
+
+
 @dataclass
-class Block:
+class Block(HeaderFields):
     fields: dict[str, Any]
     header_bytes: bytes
     signed_header: bytes
@@ -82,14 +97,6 @@ class Block:
     dropped: list[tuple[txm.Tx, errors.TLError]] = field(default_factory=list)
     levels: list[list[bytes]] = field(default_factory=list)
     kv_diff: dict[bytes, bytes | None] = field(default_factory=dict)
-
-    @property
-    def height(self) -> int:
-        return self.fields["height"]
-
-    @property
-    def time(self) -> int:
-        return self.fields["time"]
 
     @cached_property
     def hash(self) -> bytes:

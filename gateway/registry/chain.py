@@ -58,7 +58,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
 
-from gateway.ledger.blocks import Receipt, receipts_levels
+from gateway.ledger.blocks import HeaderFields, Receipt, receipts_levels
 from gateway.ledger.state import RuleError
 from gateway.ledger.validate import DomainError, valid_public_key
 from gateway.registry import pow as pw
@@ -518,21 +518,13 @@ def check_record_proof(p: RecordProof, device_id: bytes | None = None
 
 
 @dataclass
-class RegistryBlock:
+class RegistryBlock(HeaderFields):
     """A mined (or genesis) block: header and its executed transactions."""
 
     fields: dict[str, Any]
     header_bytes: bytes
     hash: bytes
     ex: Executed
-
-    @property
-    def height(self) -> int:
-        return self.fields["height"]
-
-    @property
-    def time(self) -> int:
-        return self.fields["time"]
 
     def proof(self, i: int) -> list[bytes]:
         """Audit path of receipt i in the receipts tree."""

@@ -25,6 +25,7 @@ import time as _time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.db.sqlite_db import Closing
 from gateway.registry import chain
 from gateway.registry import pow as pw
 from gateway.registry.params import (
@@ -70,7 +71,7 @@ class _PendingView:
         return None
 
 
-class PublicRegistry(Lookups):
+class PublicRegistry(Lookups, Closing):
     def __init__(self, data_dir: Path, genesis: RegistryGenesis, store: RegistryStore, *,
                  clock: Clock = _time.time, mempool_capacity: int = DEFAULT_MEMPOOL) -> None:
         self.data_dir = data_dir
@@ -85,12 +86,6 @@ class PublicRegistry(Lookups):
 
     def close(self) -> None:
         self._store.close()
-
-    def __enter__(self) -> PublicRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _sync(self) -> None:
         """Catch up with blocks committed by other processes."""

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.db import sqlite_db
+from gateway.db.sqlite_db import Closing
 from gateway.db.store import TxRecord, tx_record
 from gateway.node.mempool import MempoolFull
 from gateway.registry.chain import (
@@ -150,7 +151,7 @@ class RegistryBlockRecord:
         return self.fields["target"]
 
 
-class RegistryStore:
+class RegistryStore(Closing):
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
@@ -164,12 +165,6 @@ class RegistryStore:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> RegistryStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- writing ---------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.db.sqlite_db import Closing
 from gateway.errors import RegistryError
 from gateway.registry.chain import Attempt, RegistryRecord
 from gateway.registry.params import DB_FILE
@@ -61,7 +62,7 @@ class Lookups:
         return self._store.pending_count()
 
 
-class RegistryView(Lookups):
+class RegistryView(Lookups, Closing):
     """Read-only access to the registry in `data_dir` (RegistryError
     not-initialized if there is none)."""
 
@@ -71,12 +72,6 @@ class RegistryView(Lookups):
 
     def close(self) -> None:
         self._store.close()
-
-    def __enter__(self) -> RegistryView:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def registry_lookup(registry_dir: Path | str) -> Callable[[bytes], object] | None:
