@@ -70,7 +70,7 @@ from typing import Any
 
 from gateway.db import genesis_files as gen
 from gateway.db import sqlite_db
-from gateway.db.sqlite_db import Closing
+from gateway.db.chain_tables import TX_COLS, ChainTables, TxRecord, tx_record
 from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
 from gateway.ledger.state import DeviceRecord, Registry, Rules, State
@@ -144,7 +144,6 @@ _UPSERT = ("INSERT INTO devices (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
            "claimant = excluded.claimant, node = excluded.node, "
            "assigned = excluded.assigned" % _DEV_COLS)
 LEVELS_CACHE = 16  # rebuilt receipts trees of pre-receipt_trees blocks kept for get_receipt
-_TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
 
 
 @dataclass(frozen=True)
@@ -161,36 +160,17 @@ class BlockRecord:
         return header.decode(self.header_bytes)
 
 
-@dataclass(frozen=True)
-class TxRecord:
-    id: bytes
-    height: int
-    idx: int
-    sender: bytes
-    seq: int
-    type: int
-    status: int
-    reason: str
-    events: list[Any]
-    message: bytes
 
 
-def tx_record(row: tuple[Any, ...]) -> TxRecord:
-    """A TxRecord from a `txs` row (the same columns in the registry's store)."""
-    r = list(row)
-    r[8] = cbor.loads(r[8])
-    return TxRecord(*r)
+class Store(ChainTables[BlockRecord]):
+    BLOCK_COLS = "height, hash, time, n_txs, header, signed"
+    block_record = BlockRecord
 
-
-class Store(Closing):
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self._levels: OrderedDict[int, list[list[bytes]]] = OrderedDict()
         self._db = sqlite_db.connect(self.path, SCHEMA, readonly=readonly)
-
-    def close(self) -> None:
-        self._db.close()
 
     # ---- writing -------------------------------------------------------------
 
@@ -260,7 +240,7 @@ class Store(Closing):
                  cbor.dumps(r.events) if r.events else _NO_EVENTS, t.message)
                 for i, (t, r) in enumerate(zip(block.txs, block.receipts, strict=True))]
         self._db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                             % _TX_COLS, rows)
+                             % TX_COLS, rows)
         if len(block.levels) > 1:  # the receipts tree above the leaves, for get_receipt
             self._db.execute("INSERT INTO receipt_trees (height, nodes) VALUES (?, ?)",
                              (h, b"".join(x for level in block.levels[1:] for x in level)))
@@ -288,55 +268,24 @@ class Store(Closing):
 
     # ---- reading -------------------------------------------------------------
 
-    def meta(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def head(self) -> BlockRecord | None:
-        row = self._db.execute("SELECT height, hash, time, n_txs, header, signed FROM blocks "
-                               "ORDER BY height DESC LIMIT 1").fetchone()
-        return BlockRecord(*row) if row else None
-
-    def get_block(self, height: int) -> BlockRecord | None:
-        row = self._db.execute("SELECT height, hash, time, n_txs, header, signed FROM blocks "
-                               "WHERE height = ?", (height,)).fetchone()
-        return BlockRecord(*row) if row else None
-
-    def iter_blocks(self, start: int = 0) -> Iterator[BlockRecord]:
-        """Blocks in height order from `start`."""
-        cur = self._db.execute("SELECT height, hash, time, n_txs, header, signed FROM blocks "
-                               "WHERE height >= ? ORDER BY height", (start,))
-        for row in cur:
-            yield BlockRecord(*row)
-
     def block_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
 
     def tx_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
 
-    def block_txs(self, height: int) -> list[TxRecord]:
-        cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % _TX_COLS,
-                               (height,))
-        return [tx_record(r) for r in cur]
-
     def txs_of_type(self, type_: int, since_height: int = 0) -> Iterator[TxRecord]:
         """Committed txs of one type in chain order (e.g. the market's calls)."""
         cur = self._db.execute("SELECT %s FROM txs WHERE type = ? AND height >= ? "
-                               "ORDER BY height, idx" % _TX_COLS, (type_, since_height))
+                               "ORDER BY height, idx" % TX_COLS, (type_, since_height))
         for r in cur:
             yield tx_record(r)
-
-    def get_tx(self, tx_id: bytes) -> TxRecord | None:
-        row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % _TX_COLS,
-                               (tx_id,)).fetchone()
-        return tx_record(row) if row else None
 
     def find_tx(self, prefix: bytes) -> list[TxRecord]:
         """Txs whose id starts with `prefix` (at most 2: enough to tell unique)."""
         hi = prefix + b"\xff" * (32 - len(prefix))
         cur = self._db.execute("SELECT %s FROM txs WHERE id >= ? AND id <= ? LIMIT 2"
-                               % _TX_COLS, (prefix, hi))
+                               % TX_COLS, (prefix, hi))
         return [tx_record(r) for r in cur]
 
     def get_receipt(self, tx_id: bytes) -> bytes | None:

@@ -28,15 +28,14 @@ last committed block while a writer appends. Every lookup is one SELECT
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from gateway.db import sqlite_db
-from gateway.db.sqlite_db import Closing
-from gateway.db.store import TxRecord, tx_record
+from gateway.db.chain_tables import TX_COLS, ChainTables
 from gateway.node.mempool import MempoolFull
 from gateway.registry.chain import (
     Attempt,
@@ -124,7 +123,6 @@ CREATE INDEX IF NOT EXISTS mempool_sender ON mempool (sender, seq);
 _MFR_UPSERT = ("INSERT INTO manufacturers (id, pubkey, name, last_seq, height, tx_id) "
                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                "last_seq = excluded.last_seq")
-_TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
 _REC_SELECT = ("SELECT d.id, d.pubkey, d.manufacturer, m.name, d.model, d.serial, "
                "d.manufactured, d.warranty_end, d.height, d.tx_id "
                "FROM devices d JOIN manufacturers m ON m.id = d.manufacturer ")
@@ -151,7 +149,10 @@ class RegistryBlockRecord:
         return self.fields["target"]
 
 
-class RegistryStore(Closing):
+class RegistryStore(ChainTables[RegistryBlockRecord]):
+    BLOCK_COLS = "height, hash, time, n_txs, header"
+    block_record = RegistryBlockRecord
+
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
@@ -162,9 +163,6 @@ class RegistryStore(Closing):
         except FileNotFoundError:
             raise RegistryError("not-initialized",
                                 f"no registry database at {self.path}") from None
-
-    def close(self) -> None:
-        self._db.close()
 
     # ---- writing ---------------------------------------------------------------
 
@@ -195,7 +193,7 @@ class RegistryStore(Closing):
                        "VALUES (?, ?, ?, ?, ?)",
                        (b.height, b.hash, b.time, len(ex.txs), b.header_bytes))
             db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                           % _TX_COLS,
+                           % TX_COLS,
                            [(t.id, b.height, i, t.sender, t.seq, t.type, r.status, r.reason,
                              cbor.dumps(r.events), t.message)
                             for i, (t, r) in enumerate(zip(ex.txs, ex.receipts, strict=True))])
@@ -271,41 +269,11 @@ class RegistryStore(Closing):
 
     # ---- chain reads -------------------------------------------------------------
 
-    def meta(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def head(self) -> RegistryBlockRecord | None:
-        row = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
-                               "ORDER BY height DESC LIMIT 1").fetchone()
-        return RegistryBlockRecord(*row) if row else None
-
-    def get_block(self, height: int) -> RegistryBlockRecord | None:
-        row = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
-                               "WHERE height = ?", (height,)).fetchone()
-        return RegistryBlockRecord(*row) if row else None
-
     def block_time(self, height: int) -> int:
         row = self._db.execute("SELECT time FROM blocks WHERE height = ?", (height,)).fetchone()
         if row is None:
             raise RegistryError("missing-block", "height %d" % height)
         return row[0]
-
-    def iter_blocks(self, start: int = 0) -> Iterator[RegistryBlockRecord]:
-        cur = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
-                               "WHERE height >= ? ORDER BY height", (start,))
-        for row in cur:
-            yield RegistryBlockRecord(*row)
-
-    def block_txs(self, height: int) -> list[TxRecord]:
-        cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % _TX_COLS,
-                               (height,))
-        return [tx_record(r) for r in cur]
-
-    def get_tx(self, tx_id: bytes) -> TxRecord | None:
-        row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % _TX_COLS,
-                               (tx_id,)).fetchone()
-        return tx_record(row) if row else None
 
     def counts(self) -> dict[str, int]:
         q = self._db.execute

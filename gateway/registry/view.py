@@ -17,11 +17,12 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.db.chain_tables import TxRecord
 from gateway.db.sqlite_db import Closing
 from gateway.errors import RegistryError
 from gateway.registry.chain import Attempt, RegistryRecord
 from gateway.registry.params import DB_FILE
-from gateway.registry.store import RegistryBlockRecord, RegistryStore, TxRecord
+from gateway.registry.store import RegistryBlockRecord, RegistryStore
 
 
 class Lookups:

@@ -1,0 +1,80 @@
+"""What the domain chain's store (gateway/db/store.py) and the public
+registry's (gateway/registry/store.py) have in common: the same `meta`,
+`blocks` and `txs` tables, read the same way. Each store names its block
+columns and its block record."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from gateway.db.sqlite_db import Closing
+from shared import cbor
+
+TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    id: bytes
+    height: int
+    idx: int
+    sender: bytes
+    seq: int
+    type: int
+    status: int
+    reason: str
+    events: list[Any]
+    message: bytes
+
+
+def tx_record(row: tuple[Any, ...]) -> TxRecord:
+    """A TxRecord from a `txs` row (the same columns in both stores)."""
+    r = list(row)
+    r[8] = cbor.loads(r[8])
+    return TxRecord(*r)
+
+
+class ChainTables(Closing, Generic[R]):
+    """Reads of the meta, blocks and txs tables over the connection `_db`."""
+
+    _db: sqlite3.Connection
+    BLOCK_COLS: str  # the blocks columns a block record is made of, in order
+    block_record: Callable[..., R]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def head(self) -> R | None:
+        row = self._db.execute("SELECT %s FROM blocks ORDER BY height DESC LIMIT 1"
+                               % self.BLOCK_COLS).fetchone()
+        return self.block_record(*row) if row else None
+
+    def get_block(self, height: int) -> R | None:
+        row = self._db.execute("SELECT %s FROM blocks WHERE height = ?" % self.BLOCK_COLS,
+                               (height,)).fetchone()
+        return self.block_record(*row) if row else None
+
+    def iter_blocks(self, start: int = 0) -> Iterator[R]:
+        """Blocks in height order from `start`."""
+        cur = self._db.execute("SELECT %s FROM blocks WHERE height >= ? ORDER BY height"
+                               % self.BLOCK_COLS, (start,))
+        for row in cur:
+            yield self.block_record(*row)
+
+    def block_txs(self, height: int) -> list[TxRecord]:
+        cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % TX_COLS,
+                               (height,))
+        return [tx_record(r) for r in cur]
+
+    def get_tx(self, tx_id: bytes) -> TxRecord | None:
+        row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % TX_COLS,
+                               (tx_id,)).fetchone()
+        return tx_record(row) if row else None
