@@ -13,6 +13,28 @@ from typing import Any, Generic, TypeVar
 from gateway.db.sqlite_db import Closing
 from shared import cbor
 
+# the DDL of the tables both stores have (their SCHEMA strings are built from it)
+META_TABLE = """\
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+TXS_TABLE = """\
+CREATE TABLE IF NOT EXISTS txs (
+    id BLOB NOT NULL UNIQUE,
+    height INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    sender BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    events BLOB NOT NULL,
+    message BLOB NOT NULL,
+    UNIQUE (height, idx)
+);
+"""
 TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
 R = TypeVar("R")
 

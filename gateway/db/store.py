@@ -70,7 +70,7 @@ from typing import Any
 
 from gateway.db import genesis_files as gen
 from gateway.db import sqlite_db
-from gateway.db.chain_tables import TX_COLS, ChainTables, TxRecord, tx_record
+from gateway.db.chain_tables import META_TABLE, TX_COLS, TXS_TABLE, ChainTables, TxRecord, tx_record
 from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
 from gateway.ledger.state import DeviceRecord, Registry, Rules, State
@@ -82,11 +82,7 @@ SCHEMA_VERSION = 2
 # "Low s"); 0 for a chain begun under the rule, head + 1 when a node that has
 # the rule first opens an older chain. Replay accepts high s only below it.
 LOW_S_FROM = "low_s_from"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-) WITHOUT ROWID;
+SCHEMA = ("\n" + META_TABLE + """\
 CREATE TABLE IF NOT EXISTS blocks (
     height INTEGER PRIMARY KEY,
     hash BLOB NOT NULL UNIQUE,
@@ -95,19 +91,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     header BLOB NOT NULL,
     signed BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS txs (
-    id BLOB NOT NULL UNIQUE,
-    height INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    sender BLOB NOT NULL,
-    seq INTEGER NOT NULL,
-    type INTEGER NOT NULL,
-    status INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    events BLOB NOT NULL,
-    message BLOB NOT NULL,
-    UNIQUE (height, idx)
-);
+""" + TXS_TABLE + """\
 CREATE TABLE IF NOT EXISTS devices (
     id BLOB PRIMARY KEY,
     pubkey BLOB NOT NULL,
@@ -134,7 +118,7 @@ CREATE TABLE IF NOT EXISTS rights (
     "right" TEXT NOT NULL,
     PRIMARY KEY (device, principal, "right")
 ) WITHOUT ROWID;
-"""
+""")
 _NO_EVENTS = cbor.dumps([])
 _DEV_COLS = "id, pubkey, last_seq, balance, kind, status, owner, claimant, node, assigned"
 _UPSERT = ("INSERT INTO devices (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

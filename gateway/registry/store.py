@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.db import sqlite_db
-from gateway.db.chain_tables import TX_COLS, ChainTables
+from gateway.db.chain_tables import META_TABLE, TX_COLS, TXS_TABLE, ChainTables
 from gateway.node.mempool import MempoolFull
 from gateway.registry.chain import (
     Attempt,
@@ -50,11 +50,7 @@ from gateway.registry.params import RegistryError
 from shared import cbor
 
 SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-) WITHOUT ROWID;
+SCHEMA = ("\n" + META_TABLE + """\
 CREATE TABLE IF NOT EXISTS blocks (
     height INTEGER PRIMARY KEY,
     hash BLOB NOT NULL UNIQUE,
@@ -62,19 +58,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     n_txs INTEGER NOT NULL,
     header BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS txs (
-    id BLOB NOT NULL UNIQUE,
-    height INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    sender BLOB NOT NULL,
-    seq INTEGER NOT NULL,
-    type INTEGER NOT NULL,
-    status INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    events BLOB NOT NULL,
-    message BLOB NOT NULL,
-    UNIQUE (height, idx)
-);
+""" + TXS_TABLE + """\
 CREATE TABLE IF NOT EXISTS manufacturers (
     id BLOB PRIMARY KEY,
     pubkey BLOB NOT NULL,
@@ -119,7 +103,7 @@ CREATE TABLE IF NOT EXISTS mempool (
     received INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mempool_sender ON mempool (sender, seq);
-"""
+""")
 _MFR_UPSERT = ("INSERT INTO manufacturers (id, pubkey, name, last_seq, height, tx_id) "
                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                "last_seq = excluded.last_seq")
