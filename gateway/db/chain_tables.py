@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from gateway.db.sqlite_db import Closing
@@ -20,6 +21,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value BLOB NOT NULL
 ) WITHOUT ROWID;
 """
+BLOCKS_TABLE = """\
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    time INTEGER NOT NULL,
+    n_txs INTEGER NOT NULL,
+    header BLOB NOT NULL"""  # the domain chain's adds a column: its SCHEMA closes it
 TXS_TABLE = """\
 CREATE TABLE IF NOT EXISTS txs (
     id BLOB NOT NULL UNIQUE,
@@ -37,6 +45,18 @@ CREATE TABLE IF NOT EXISTS txs (
 """
 TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    """A `blocks` row: the columns of both stores (the domain chain's record
+    adds the signed header; each decodes its own header fields)."""
+
+    height: int
+    hash: bytes
+    time: int
+    n_txs: int
+    header_bytes: bytes
 
 
 @dataclass(frozen=True)
@@ -64,8 +84,40 @@ class ChainTables(Closing, Generic[R]):
     """Reads of the meta, blocks and txs tables over the connection `_db`."""
 
     _db: sqlite3.Connection
+    readonly: bool
     BLOCK_COLS: str  # the blocks columns a block record is made of, in order
     block_record: Callable[..., R]
+    error: Callable[..., Exception]  # the store's error type: (reason, detail="")
+
+    def __init_subclass__(cls, *, block_cols: str = "", record: Any = None,
+                          error: Any = None, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.BLOCK_COLS, cls.block_record, cls.error = block_cols, record, error
+
+    def __init__(self, path: Path | str, readonly: bool) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+
+    # ---- writing (inside the caller's transaction) ---------------------------
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise self.error("read-only")
+
+    def _head_before(self, height: int) -> R | None:
+        """The head a new block at `height` goes on (None: the chain is empty
+        and `height` must be 0)."""
+        head = self.head()
+        if head is None and height != 0:
+            raise self.error("not-initialized", "block 0 must come first")
+        return head
+
+    def _write_meta(self, meta: dict[str, Any] | None) -> None:
+        if meta:
+            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 list(meta.items()))
+
+    # ---- reading -------------------------------------------------------------
 
     def close(self) -> None:
         self._db.close()

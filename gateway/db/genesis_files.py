@@ -9,39 +9,37 @@ from __future__ import annotations
 import os
 import time as _time
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from gateway.errors import GenesisError
-from gateway.ledger.genesis import (
-    ZERO_HASH,
-    Account,
-    Genesis,
-    dumps,
-    from_dict,
-    genesis_header,
-)
-from gateway.node.config import GENESIS_FILE, KEY_FILE
+from gateway.errors import GenesisError as GenesisError
+from gateway.ledger.genesis import ZERO_HASH as ZERO_HASH  # re-exported: one module for callers
+from gateway.ledger.genesis import Account as Account
+from gateway.ledger.genesis import Genesis as Genesis
+from gateway.ledger.genesis import dumps as dumps
+from gateway.ledger.genesis import from_dict as from_dict
+from gateway.ledger.genesis import genesis_header as genesis_header
+from gateway.node.config import GENESIS_FILE as GENESIS_FILE
+from gateway.node.config import KEY_FILE as KEY_FILE
 from shared import p256
 from shared import tx as txm
 
-__all__ = [
-    "GENESIS_FILE", "KEY_FILE", "ZERO_HASH", "Account", "Genesis", "GenesisError",
-    "create_domain", "dumps", "from_dict", "genesis_header", "load",
-    "load_authority_key", "write_key",
-]
+
+def read_toml(p: Path, fail: Callable[[str], Exception]) -> dict[str, Any]:
+    """The table of a TOML file; `fail(message)` is raised for a file that
+    cannot be read or parsed (a missing one: FileNotFoundError's message)."""
+    try:
+        with p.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise fail(f"cannot read {p}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise fail(f"{p} is not valid TOML: {e}") from e
 
 
 def load(path: Path | str) -> Genesis:
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            d = tomllib.load(f)
-    except OSError as e:
-        raise GenesisError("<file>", f"cannot read {p}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise GenesisError("<file>", f"{p} is not valid TOML: {e}") from e
-    return from_dict(d)
+    return from_dict(read_toml(Path(path), lambda m: GenesisError("<file>", m)))
 
 
 def write_key(path: Path, priv: bytes) -> None:

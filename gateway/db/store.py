@@ -70,7 +70,16 @@ from typing import Any
 
 from gateway.db import genesis_files as gen
 from gateway.db import sqlite_db
-from gateway.db.chain_tables import META_TABLE, TX_COLS, TXS_TABLE, ChainTables, TxRecord, tx_record
+from gateway.db.chain_tables import (
+    BLOCKS_TABLE,
+    META_TABLE,
+    TX_COLS,
+    TXS_TABLE,
+    ChainTables,
+    StoredBlock,
+    TxRecord,
+    tx_record,
+)
 from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
 from gateway.ledger.state import DeviceRecord, Registry, Rules, State
@@ -82,16 +91,7 @@ SCHEMA_VERSION = 2
 # "Low s"); 0 for a chain begun under the rule, head + 1 when a node that has
 # the rule first opens an older chain. Replay accepts high s only below it.
 LOW_S_FROM = "low_s_from"
-SCHEMA = ("\n" + META_TABLE + """\
-CREATE TABLE IF NOT EXISTS blocks (
-    height INTEGER PRIMARY KEY,
-    hash BLOB NOT NULL UNIQUE,
-    time INTEGER NOT NULL,
-    n_txs INTEGER NOT NULL,
-    header BLOB NOT NULL,
-    signed BLOB NOT NULL
-);
-""" + TXS_TABLE + """\
+SCHEMA = ("\n" + META_TABLE + BLOCKS_TABLE + ",\n    signed BLOB NOT NULL\n);\n" + TXS_TABLE + """\
 CREATE TABLE IF NOT EXISTS devices (
     id BLOB PRIMARY KEY,
     pubkey BLOB NOT NULL,
@@ -131,12 +131,7 @@ LEVELS_CACHE = 16  # rebuilt receipts trees of pre-receipt_trees blocks kept for
 
 
 @dataclass(frozen=True)
-class BlockRecord:
-    height: int
-    hash: bytes
-    time: int
-    n_txs: int
-    header_bytes: bytes
+class BlockRecord(StoredBlock):
     signed_header: bytes
 
     @cached_property
@@ -144,23 +139,14 @@ class BlockRecord:
         return header.decode(self.header_bytes)
 
 
-
-
-class Store(ChainTables[BlockRecord]):
-    BLOCK_COLS = "height, hash, time, n_txs, header, signed"
-    block_record = BlockRecord
-
+class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, header, signed",
+            record=BlockRecord, error=StoreError):
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
-        self.path = Path(path)
-        self.readonly = readonly
+        super().__init__(path, readonly)
         self._levels: OrderedDict[int, list[list[bytes]]] = OrderedDict()
         self._db = sqlite_db.connect(self.path, SCHEMA, readonly=readonly)
 
     # ---- writing -------------------------------------------------------------
-
-    def _check_writable(self) -> None:
-        if self.readonly:
-            raise StoreError("read-only")
 
     def init_chain(self, g: gen.Genesis, block0: Block) -> None:
         """Write meta + block 0 into an empty database, in one transaction."""
@@ -182,18 +168,13 @@ class Store(ChainTables[BlockRecord]):
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            head = self.head()
-            if head is None:
-                if block.height != 0:
-                    raise StoreError("not-initialized", "block 0 must come first")
-            elif block.height != head.height + 1:
+            head = self._head_before(block.height)
+            if head is not None and block.height != head.height + 1:
                 raise StoreError("not-next", "height %d after head %d" % (block.height,
                                                                           head.height))
-            elif block.fields["prev_hash"] != head.hash:
+            if head is not None and block.fields["prev_hash"] != head.hash:
                 raise StoreError("bad-prev", "height %d" % block.height)
-            if meta:
-                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                               list(meta.items()))
+            self._write_meta(meta)
             db.execute("INSERT INTO blocks (height, hash, time, n_txs, header, signed) "
                        "VALUES (?, ?, ?, ?, ?, ?)",
                        (block.height, block.hash, block.time, len(block.txs),

@@ -58,9 +58,10 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
 
+from gateway.ledger import validate
 from gateway.ledger.blocks import HeaderFields, Receipt, receipts_levels
 from gateway.ledger.state import RuleError
-from gateway.ledger.validate import DomainError, valid_public_key
+from gateway.ledger.validate import valid_public_key
 from gateway.registry import pow as pw
 from shared import cbor, errors, header, merkle, messages
 from shared import tx as txm
@@ -329,15 +330,10 @@ def check_body(t: txm.Tx) -> None:
 
 
 def check_stateless(message: bytes | bytearray | memoryview) -> txm.Tx:
-    """Size, envelope, domain, body schema and fee. Returns the parsed,
-    not yet signature-checked Tx."""
-    if len(message) > cbor.MAX_SIZE:
-        raise errors.TooLarge("too-large")
-    t = txm.decode(bytes(message))
-    if t.domain != DOMAIN:
-        raise DomainError("wrong-domain")
-    check_body(t)
-    return t
+    """Size, envelope, domain, body schema and fee (the domain chain's
+    check_stateless with this chain's body schema). Returns the parsed, not
+    yet signature-checked Tx."""
+    return validate.check_stateless(message, DOMAIN, check_body)
 
 
 def precheck(view: View, t: txm.Tx, pending_seq: int | None = None) -> Manufacturer | None:

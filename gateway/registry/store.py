@@ -34,8 +34,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from gateway.db import chain_tables as tables
 from gateway.db import sqlite_db
-from gateway.db.chain_tables import META_TABLE, TX_COLS, TXS_TABLE, ChainTables
 from gateway.node.mempool import MempoolFull
 from gateway.registry.chain import (
     Attempt,
@@ -50,15 +50,7 @@ from gateway.registry.params import RegistryError
 from shared import cbor
 
 SCHEMA_VERSION = 1
-SCHEMA = ("\n" + META_TABLE + """\
-CREATE TABLE IF NOT EXISTS blocks (
-    height INTEGER PRIMARY KEY,
-    hash BLOB NOT NULL UNIQUE,
-    time INTEGER NOT NULL,
-    n_txs INTEGER NOT NULL,
-    header BLOB NOT NULL
-);
-""" + TXS_TABLE + """\
+SCHEMA = ("\n" + tables.META_TABLE + tables.BLOCKS_TABLE + "\n);\n" + tables.TXS_TABLE + """\
 CREATE TABLE IF NOT EXISTS manufacturers (
     id BLOB PRIMARY KEY,
     pubkey BLOB NOT NULL,
@@ -117,12 +109,7 @@ STALE = "stale"
 
 
 @dataclass(frozen=True)
-class RegistryBlockRecord:
-    height: int
-    hash: bytes
-    time: int
-    n_txs: int
-    header_bytes: bytes
+class RegistryBlockRecord(tables.StoredBlock):
 
     @cached_property
     def fields(self) -> dict[str, Any]:
@@ -133,13 +120,11 @@ class RegistryBlockRecord:
         return self.fields["target"]
 
 
-class RegistryStore(ChainTables[RegistryBlockRecord]):
-    BLOCK_COLS = "height, hash, time, n_txs, header"
-    block_record = RegistryBlockRecord
-
+class RegistryStore(tables.ChainTables[RegistryBlockRecord],
+                    block_cols="height, hash, time, n_txs, header",
+                    record=RegistryBlockRecord, error=RegistryError):
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
-        self.path = Path(path)
-        self.readonly = readonly
+        super().__init__(path, readonly)
         try:
             # several miners may share one data dir: writers wait longer for the lock
             self._db = sqlite_db.connect(self.path, SCHEMA, readonly=readonly,
@@ -150,34 +135,26 @@ class RegistryStore(ChainTables[RegistryBlockRecord]):
 
     # ---- writing ---------------------------------------------------------------
 
-    def _writable(self) -> None:
-        if self.readonly:
-            raise RegistryError("read-only")
-
     def commit_block(self, b: RegistryBlock, remove: Iterable[bytes] = (),
                      meta: dict[str, Any] | None = None) -> None:
         """Write block `b` (extending the head) and drop `remove` from the
         mempool, atomically. RegistryError(stale) if the head moved."""
-        self._writable()
+        self._check_writable()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            head = self.head()
-            if head is None:
-                if b.height != 0:
-                    raise RegistryError("not-initialized", "block 0 must come first")
-            elif b.height != head.height + 1 or b.fields["prev_hash"] != head.hash:
+            head = self._head_before(b.height)
+            if head is not None and (b.height != head.height + 1
+                                     or b.fields["prev_hash"] != head.hash):
                 raise RegistryError(STALE, "height %d does not extend head %d"
                                     % (b.height, head.height))
-            if meta:
-                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                               list(meta.items()))
+            self._write_meta(meta)
             ex = b.ex
             db.execute("INSERT INTO blocks (height, hash, time, n_txs, header) "
                        "VALUES (?, ?, ?, ?, ?)",
                        (b.height, b.hash, b.time, len(ex.txs), b.header_bytes))
             db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                           % TX_COLS,
+                           % tables.TX_COLS,
                            [(t.id, b.height, i, t.sender, t.seq, t.type, r.status, r.reason,
                              cbor.dumps(r.events), t.message)
                             for i, (t, r) in enumerate(zip(ex.txs, ex.receipts, strict=True))])
@@ -205,7 +182,7 @@ class RegistryStore(ChainTables[RegistryBlockRecord]):
                     received: int, capacity: int) -> bool:
         """Queue a validated tx; False if it is already queued. Raises
         MempoolFull (reason mempool-full) at `capacity`."""
-        self._writable()
+        self._check_writable()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -224,7 +201,7 @@ class RegistryStore(ChainTables[RegistryBlockRecord]):
         return True
 
     def drop_pending(self, ids: Iterable[bytes]) -> None:
-        self._writable()
+        self._check_writable()
         with self._db:
             self._db.executemany("DELETE FROM mempool WHERE id = ?", [(i,) for i in ids])
 
