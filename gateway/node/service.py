@@ -2,13 +2,14 @@
 
 Pipeline, one stage per method:
 
-    ingress   MqttLink (paho, persistent session, QoS 1) -> batches of payloads
-    validate  check_stateless + per-sender rate limit (gateway/node/ratelimit.py)
+    ingress   _ingest(): MqttLink (paho, persistent session, QoS 1) -> batches of payloads
+    validate  handle(): check_stateless + per-sender rate limit (gateway/node/ratelimit.py)
               + Mempool.admit (stateful, signature)  -> reject()
-    mempool   pending txs, per-sender seq
-    block     _produce(): every block_interval_s (fixed schedule), or at block_max_txs
-    store     commit in a worker thread (one SQLite transaction per block)
-    notify    receipts (with Merkle proof) to each sender, header on tl/<d>/blocks;
+    mempool   Mempool (gateway/node/mempool.py): pending txs, per-sender seq
+    block     _produce() -> _cut_block() -> _build_block(): every block_interval_s
+              (fixed schedule), or at block_max_txs
+    store     _store_block(): commit in a worker thread (one SQLite transaction per block)
+    notify    _notify(): receipts (with Merkle proof) to each sender, header on tl/<d>/blocks;
               the market's notices, directory, verdicts and keeper
               (gateway/market/node/service.py), which also takes the off-chain
               readings on tl/<d>/data/+ and tells a device that comes
@@ -280,20 +281,13 @@ class Gateway:
                 await self._cut_block()
 
     async def _cut_block(self) -> None:
+        """One block: the stages block -> store -> notify."""
         led = self.led
         if self._halted:
             raise RuntimeError("a block was not committed: no block may follow it")
         txs = self.pool.take(self.cfg.block_max_txs)
-        b = blocks.build_block(led.head, txs, led.state, int(time.time()), led.authority_priv,
-                               led.genesis.authority_id, domain=self.cfg.domain, rules=led.rules)
-        commit = asyncio.get_running_loop().run_in_executor(self._writer, led.store.commit_block, b)
-        # encode the receipts while the writer thread waits on fsync (published after it)
-        receipts = [b.receipt_message(i) for i in range(len(b.txs))]
-        try:
-            await commit
-        except StoreError as e:
-            self._commit_failed(b, e)
-            raise
+        b = self._build_block(txs)
+        receipts = await self._store_block(b)
         accounts = self.market.account_notices(b, led.state)
         led.state.apply_diff(b.diff, b.kv_diff)
         led.head = b
@@ -305,6 +299,27 @@ class Gateway:
         self._ack_settled()
         self.committed.set()
         self.committed.clear()
+
+    def _build_block(self, txs: list[txm.Tx]) -> blocks.Block:
+        """block: execute the mempool's txs on the state (gateway/ledger/blocks.py)."""
+        led = self.led
+        return blocks.build_block(led.head, txs, led.state, int(time.time()), led.authority_priv,
+                                  led.genesis.authority_id, domain=self.cfg.domain,
+                                  rules=led.rules)
+
+    async def _store_block(self, b: blocks.Block) -> list[bytes]:
+        """store: commit `b` in the writer thread (one SQLite transaction);
+        returns its receipt messages, encoded while the writer waits on fsync
+        (published only after it)."""
+        commit = asyncio.get_running_loop().run_in_executor(self._writer,
+                                                            self.led.store.commit_block, b)
+        receipts = [b.receipt_message(i) for i in range(len(b.txs))]
+        try:
+            await commit
+        except StoreError as e:
+            self._commit_failed(b, e)
+            raise
+        return receipts
 
     def _commit_failed(self, b: blocks.Block, e: StoreError) -> None:
         """Block `b` is not on disk (disk full, I/O error; SQLite rolled it
