@@ -6,7 +6,7 @@ committed state (`Access.from_state(ledger.state, domain)`, or
 `store.load_state()` for a reader) and rebuild it after each block: it is a
 snapshot.
 
-Semantics (the same as the gateway's rules in gateway/ledger/state.py):
+Semantics (the same as the gateway's rules in gateway/identity/rules.py):
 - key_of(id): the principal's current public key (devices after rotation or
   recovery: the new key), for any known principal (device, person, node,
   authority); None if unknown.

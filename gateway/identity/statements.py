@@ -1,7 +1,7 @@
 """Identity lifecycle transactions (docs/IDENTITY.md §2, §4): statement
 formats and ready-to-submit builders, shared by the CLI (tools/cli_identity.py),
 board provisioning (tools/board.py) and tests. The gateway's checks
-(gateway/ledger/state.py) use the same payload functions, so both sides agree on
+(gateway/identity/rules.py) use the same payload functions, so both sides agree on
 the bytes.
 
 Statements are COSE_Sign1 (shared/cose.py) whose payload is canonical CBOR:
@@ -89,7 +89,7 @@ def node_certificate(owner: Signer, domain: str, node_id: bytes) -> bytes:
                           certificate_payload(domain, node_id))
 
 
-# ---- checking (used by gateway/ledger/state.py) ---------------------------------------
+# ---- checking (used by gateway/identity/rules.py) -------------------------------------
 
 STATEMENT_OK = ""
 STATEMENT_BAD_SIGNATURE = "bad-signature"

@@ -29,8 +29,11 @@ Value rules:
   transfers only move value.
 
 Identity rules (docs/IDENTITY.md §2, §4; statement formats in
-gateway/identity/statements.py). Every check below is an includability check: a
-refused tx changes nothing (RuleError with the reason in parentheses).
+shared/statements.py). The sender, seq and fee rules are this module's; the
+per-type checks and effects are gateway/identity/rules.py's, run through the
+tx-type registry (gateway/ledger/txtypes.py). Every check below is an
+includability check: a refused tx changes nothing (RuleError with the reason
+in parentheses).
 - Every sender must be known (unknown-device) and active: a revoked or
   decommissioned device's txs are refused (revoked, detail = its status).
 - An *owned* device (one that was claimed) needs the `submit` right on

@@ -1,5 +1,5 @@
 """The market's and the contracts' state transitions (docs/MARKET.md), pure
-functions on a StateOverlay, called by gateway/ledger/state.py for tx types 13-18.
+functions on a StateOverlay, registered with the ledger for tx types 13-18 (gateway/plugins.py).
 
 `precheck(view, tx, rules, sender_record)` raises RuleError for a tx that
 cannot be included (nothing written). `apply(view, tx, rules, block)` runs an
