@@ -10,6 +10,7 @@ Rules:
   gateway.errors, and no I/O library nor the clock (see FORBIDDEN_IN_LEDGER);
 - shared/, firmware/ and boards/ (code boards load) import no host code;
 - the contract VM (gateway/contracts/ but binding.py) imports only shared/;
+- the market's consensus files (market/ledger/) import no off-chain node code;
 - no module imports another module's `_private` name;
 - no two classes of one name in gateway/; no module named like a stdlib module.
 """
@@ -252,3 +253,15 @@ def test_no_module_shadows_the_standard_library() -> None:
     bad = sorted(name for name in ALL
                  if name.split(".")[0] in CHECKED and name.rpartition(".")[2] in sys.stdlib_module_names)
     assert not bad, "modules named like a standard-library module: %r" % bad
+
+
+def test_market_consensus_files_import_no_off_chain_file() -> None:
+    """market/ledger/ runs inside blocks: it may not depend on market/node/."""
+    bad = []
+    for name, path in ALL.items():
+        if not name.startswith("gateway.market.ledger"):
+            continue
+        for base, _, line in _imports(name, path):
+            if base.startswith("gateway.market.node") or base.startswith("gateway.node"):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {base}")
+    assert not bad, "market/ledger/ imports off-chain code:\n" + "\n".join(bad)
