@@ -2,7 +2,7 @@
 new devices still get in (`python -m bench.broker_limits`).
 
 The broker runs as `thingledger run` starts it on an open domain (anonymous,
-gateway.broker.EmbeddedBroker with its default limits) in a process of its
+gateway.broker.embedded.EmbeddedBroker with its default limits) in a process of its
 own whose file limit is 1024 (the Raspberry Pi's default). Attacks, each on
 a fresh broker:
 
@@ -44,7 +44,7 @@ MIB = 1024 * 1024
 def serve(port: int) -> None:
     """The broker process: EmbeddedBroker with its defaults, file limit 1024."""
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    from gateway.broker import EmbeddedBroker
+    from gateway.broker.embedded import EmbeddedBroker
 
     async def main() -> None:
         b = EmbeddedBroker(HOST, port)

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.broker import ThreadedBroker
-from gateway.genesis import load as load_genesis
+from gateway.broker.embedded import ThreadedBroker
+from gateway.db.genesis_files import load as load_genesis
 from shared import p256, tx
 from tools.build import ROOT, build, tool
 from tools.vboard import VirtualBoard

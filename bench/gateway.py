@@ -364,7 +364,7 @@ def pct(values: list[float], q: float) -> float:
 
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> dict:
-    from gateway import genesis
+    from gateway.db import genesis_files as genesis
     from shared import cose, messages
     from shared import tx as txm
 
@@ -629,7 +629,7 @@ from /proc and per-stage timers in a run like this one):
   40-170 ms when the CPU is contended (the writer thread needs the GIL too),
   notify ~15-50 ms (500 receipts: CBOR + paho publish). The p99 target leaves
   100 ms for all of it: met on a quiet machine, missed when other work runs.
-- Fixed while measuring (gateway/mqtt_link.py, gateway/service.py): paho's
+- Fixed while measuring (gateway/node/mqtt_link.py, gateway/node/service.py): paho's
   client-side in-flight limit (1000) made every receipt PUBACK scan all queued
   receipts (O(n^2) per block; the paho thread cost 130 us/tx, now 60); the block
   timer drifted by the cut time (period 300 ms instead of 250); a full GC pass
@@ -637,7 +637,7 @@ from /proc and per-stage timers in a run like this one):
   receipts are now encoded while the commit's fsync runs.
 - Under a burst, latency is queueing (20,000 txs arrive in ~1 s and drain at the
   commit rate), so the latency target is checked at a paced 2,000 tx/s.
-- Rate limit (gateway/config.py, docs/PROTOCOL.md): the gateway's default
+- Rate limit (gateway/node/config.py, docs/PROTOCOL.md): the gateway's default
   per-sender limit (100 tx/s, 300 at once) is not reached here: each device
   sends 100 readings in the burst and 10/s in the paced phase, so the bench
   runs with the defaults and sets no limit of its own.

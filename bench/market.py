@@ -4,7 +4,7 @@ How fast the state transition runs the market's transactions, measured in
 one run next to plain transfers (the baseline every block already carries):
 offers, demands matched against a book of live offers under each policy,
 contract calls (the agreement's commit and verdict, metered by the line
-tracer), all through gateway.blocks.execute on an in-memory state (the
+tracer), all through gateway.ledger.blocks.execute on an in-memory state (the
 signature is checked at ingress, not here, so the txs carry a dummy one).
 Targets, from the gateway's end-to-end target of 2,000 tx/s: plain and offer
 txs at that rate; a supplier commits a batch of 4 readings with one call and
@@ -23,10 +23,10 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway import blocks
-from gateway.contracts import chain
-from gateway.market import ledger
-from gateway.state import BlockInfo, DeviceRecord, Rules, State, StateOverlay
+from gateway.contracts import binding as chain
+from gateway.ledger import blocks
+from gateway.ledger.state import BlockInfo, DeviceRecord, Rules, State, StateOverlay
+from gateway.market.ledger import rules as ledger
 from shared import cbor, cose
 from shared import tx as txm
 

@@ -18,8 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway import blocks, config, genesis, store
-from gateway.validate import check_stateless
+from gateway.db import genesis_files as genesis
+from gateway.db import store
+from gateway.ledger import blocks
+from gateway.ledger.validate import check_stateless
+from gateway.node import config
 from shared import p256
 from shared import tx as txm
 

@@ -1,19 +1,17 @@
-"""ThingLedger gateway full node.
+"""ThingLedger gateway full node: one package per responsibility (docs/ARCHITECTURE.md).
 
-Ledger core (pure functions + SQLite, no asyncio, no broker):
+    ledger/     the consensus core, pure: state, validate, blocks, genesis, tx-type registry
+    identity/   identity lifecycle rules, statements, node roles, access views
+    contracts/  the contract VM (imports only shared/) and its ledger binding
+    market/     ledger/: market consensus rules; node/: off-chain market service
+    registry/   the public manufacturers' PoW chain
+    db/         SQLite chain store, chain verification, genesis files, CLI rendering
+    node/       the asyncio service: MQTT link, mempool, rate limit, config
+    broker/     credentials, topic policy, amqtt plugins, mosquitto export, embedded broker
+    errors.py   the host side's error types and their reason codes
+    plugins.py  registers identity, market and contracts tx types with the ledger
 
-    config    GatewayConfig, TOML loading (ConfigError names the bad key)
-    genesis   genesis file (TOML), authority key, genesis header, create_domain()
-    state     DeviceRecord, State, StateOverlay, Rules, precheck(), apply(), state_root()
-    validate  check_stateless() / check_stateful(): typed refusals with reason codes
-    mempool   bounded FIFO of admitted transactions, dedupe, pending seq per sender
-    ratelimit per-sender token bucket of the ingress (refusal: rate-limited, retryable)
-    blocks    build_block(): execute, receipts, Merkle roots, signed header, proofs
-    store     SQLite (WAL) chain store, one transaction per block; open_ledger()
-    replay    verify_chain(): re-validate everything from genesis
-    inspect   plain-text rendering for the `thingledger` CLI
-
-Pipeline the service drives (gateway/service.py):
+Pipeline the service drives (gateway/node/service.py):
 
     led = store.open_ledger(cfg)          # genesis, key, db (block 0 on first start)
     pool = mempool.Mempool(cfg.mempool_capacity)
@@ -39,3 +37,5 @@ Pipeline the service drives (gateway/service.py):
     for t, e in b.dropped: publish(rx(t.sender), rejection(e.reason, e.detail))
     publish(blocks topic, b.signed_header)
 """
+
+from gateway import plugins  # noqa: F401 - the feature packages' tx types, registered with the ledger

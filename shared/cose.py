@@ -128,7 +128,7 @@ def parse1(message, copy=True):
     return Sign1(prot, kid, payload, sig)
 
 
-# True only while gateway/replay.py replays blocks a chain stored before it
+# True only while gateway/db/verify.py replays blocks a chain stored before it
 # took the low-s rule (meta `low_s_from`): those signatures are history, valid
 # ECDSA, and their tx ids are fixed by the blocks' tx roots. Nothing else sets it.
 legacy_high_s = False

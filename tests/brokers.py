@@ -105,7 +105,7 @@ class AmqttBroker:
 
     def __init__(self, port: int | None = None, limits=None):
         self.host = HOST
-        self.limits = limits  # gateway.broker.BrokerLimits (None: the shipped defaults)
+        self.limits = limits  # gateway.broker.embedded.BrokerLimits (None: the shipped defaults)
         self.port = port or free_port()
         self.url = f"mqtt://{self.host}:{self.port}"
         self.config = {
@@ -129,8 +129,8 @@ class AmqttBroker:
 
     async def _start(self) -> None:
         # the shipped embedded broker's class: amqtt 0.12.1 with its retained
-        # messages kept to the sessions that subscribed (gateway/broker.py)
-        from gateway.broker import RetainSafeBroker
+        # messages kept to the sessions that subscribed (gateway/broker/embedded.py)
+        from gateway.broker.embedded import RetainSafeBroker
 
         self.broker = RetainSafeBroker(self.config, self.limits)  # needs the running loop
         await self.broker.start()

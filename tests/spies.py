@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import store
+from gateway.db import store
 
 
 def count_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -1,4 +1,4 @@
-"""The embedded broker's limits (gateway.broker.BrokerLimits), against the
+"""The embedded broker's limits (gateway.broker.embedded.BrokerLimits), against the
 project's amqtt broker in-process (anonymous, as `make run` starts it) with
 real clients: paho, and raw sockets for what no polite client does."""
 
@@ -11,7 +11,7 @@ import time
 import pytest
 from brokers import HOST, free_port, unique, wait_until
 
-from gateway.broker import MESSAGE_OVERHEAD, BrokerLimits, ThreadedBroker, charge
+from gateway.broker.embedded import MESSAGE_OVERHEAD, BrokerLimits, ThreadedBroker, charge
 
 KIB = 1024
 

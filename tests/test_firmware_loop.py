@@ -16,7 +16,7 @@ from pycose.messages import Sign1Message
 from pycose_keys import pycose_key
 from waits import lines, wait_line
 
-from gateway.store import Store
+from gateway.db.store import Store
 from shared import topics, tx
 from tools.vboard import VirtualBoard
 

@@ -19,7 +19,7 @@ from brokers import free_port
 from mpyrun import firmware_build
 from waits import lines, wait_line
 
-from gateway.genesis import load as load_genesis
+from gateway.db.genesis_files import load as load_genesis
 from tools.build import tool
 from tools.vboard import VirtualBoard
 

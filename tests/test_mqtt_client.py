@@ -210,7 +210,7 @@ def test_oversize_inbound_skipped(broker, fw, paho_client):
     """max_packet=1024: a 60 kB PUBLISH (it could not even be allocated in the
     64 KiB heap) is skipped and PUBACKed, the next message still arrives."""
     if broker.name == "amqtt":  # the shipped limits refuse a 60 kB packet at the broker
-        from gateway.broker import BrokerLimits
+        from gateway.broker.embedded import BrokerLimits
 
         broker.limits = BrokerLimits(max_packet_size=128 * 1024)
         broker.restart()

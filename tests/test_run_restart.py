@@ -24,9 +24,9 @@ import pytest
 from brokers import free_port
 from waits import drain, lines, wait_line
 
-from gateway.config import DB_FILE
-from gateway.market import ledger
-from gateway.store import Store
+from gateway.db.store import Store
+from gateway.market.ledger import rules as ledger
+from gateway.node.config import DB_FILE
 from tools.build import tool
 
 ROUNDS = 5  # restarts

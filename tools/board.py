@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import cbor, cose, errors, p256, tx
+from shared import cbor, cose, errors, p256, statements, tx
 from tools.build import ROOT, BuildError, build, tool
 
 FLASH_DIRS = ("shared", "firmware", "boards")
@@ -357,7 +357,7 @@ def statement(b: Board, key: DeviceKey, kind: str, domain: str, subject: bytes) 
         payload = cbor.loads(cose.verify1(key.public_key, st))
     except errors.TLError as e:
         raise BoardError(f"the board's {kind} statement does not verify: {e!r}") from None
-    if payload != {1: kind, 2: domain, 3: subject}:
+    if payload != cbor.loads(statements.statement_payload(kind, domain, subject)):
         raise BoardError(f"the board signed a different {kind} statement")
     return st
 
@@ -365,7 +365,7 @@ def statement(b: Board, key: DeviceKey, kind: str, domain: str, subject: bytes) 
 def mqtt_password_message(domain: str, device_id: bytes) -> bytes:
     """What a principal's MQTT password signs (docs/IDENTITY.md §3; the same
     bytes as gateway.broker_auth.credential_message)."""
-    return cbor.dumps(["mqtt", domain, device_id])
+    return statements.credential_message(domain, device_id)
 
 
 def mqtt_password(b: Board, key: DeviceKey, domain: str) -> str:
@@ -384,7 +384,7 @@ def credentials_path(data_dir: Path) -> Path:
 
 
 def store_credential(data_dir: Path, device_id: bytes, password: str) -> Path:
-    from gateway import broker_auth
+    from gateway import broker as broker_auth
 
     path = credentials_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -396,7 +396,7 @@ def store_credential(data_dir: Path, device_id: bytes, password: str) -> Path:
 
 
 def has_credential(data_dir: Path, device_id: bytes) -> bool:
-    from gateway import broker_auth
+    from gateway import broker as broker_auth
 
     try:
         return device_id in broker_auth.load_credentials(credentials_path(data_dir))
@@ -489,15 +489,15 @@ def register(b: Board, mfr, model: str, serial: str, warranty_years: int,
 # --------------------------------------------------------------------------- domain chain
 def _identity_builders():  # -> gateway.identity_tx, or None in a tree without it
     try:
-        from gateway import identity_tx
+        from gateway.identity import statements as identity_tx
     except ImportError:
         return None
     return identity_tx
 
 
 def authority_of(data_dir: Path, domain: str) -> bytes:
-    from gateway import genesis
-    from gateway.config import GENESIS_FILE
+    from gateway.db import genesis_files as genesis
+    from gateway.node.config import GENESIS_FILE
 
     try:
         g = genesis.load(Path(data_dir) / GENESIS_FILE)
@@ -605,8 +605,8 @@ class Recovered:
 def chain_record(data_dir: Path, device_id: bytes):  # -> DeviceRecord | None | False
     """The device's committed record from the chain in `data_dir` (read-only),
     None if the chain does not know it, False if there is no chain there."""
-    from gateway.config import DB_FILE
-    from gateway.store import Store
+    from gateway.db.store import Store
+    from gateway.node.config import DB_FILE
 
     db = Path(data_dir) / DB_FILE
     if not db.exists():
@@ -626,7 +626,7 @@ def recover(b: Board, owner, device_id: bytes, domain: str, broker_url: str, dat
     owned by `owner` and not decommissioned, checked before the board's key is
     touched. A refused RECOVER leaves the board on its new key: run it again
     (another key is made)."""
-    from gateway.state import DECOMMISSIONED
+    from gateway.ledger.state import DECOMMISSIONED
     from shared import messages
     from tools.submit import login_for, next_seq, submit
 

@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import roles
-from gateway.access import Access
-from gateway.state import ACTIVE
+from gateway.identity import roles
+from gateway.identity.access import Access
+from gateway.ledger.state import ACTIVE
 from shared import messages, topics
 from shared import tx as txm
 
@@ -139,8 +139,8 @@ class Coordinator:
                  node_id: bytes | None = None, timeout: float = 15.0,
                  retry_s: float = RETRY_S, out: Out = print,
                  submit_fn: Callable[..., Any] | None = None) -> None:
-        from gateway import genesis
-        from gateway.config import DB_FILE, GENESIS_FILE
+        from gateway.db import genesis_files as genesis
+        from gateway.node.config import DB_FILE, GENESIS_FILE
 
         self.key = key
         self.id = node_id or txm.device_id(key.public)
@@ -226,8 +226,8 @@ class Coordinator:
     def start(self, connect_timeout: float = 10.0) -> Coordinator:
         import paho.mqtt.client as mqtt
 
-        from gateway.broker import parse_url
-        from gateway.store import Store
+        from gateway.broker.embedded import parse_url
+        from gateway.db.store import Store
         from tools.submit import login_for
 
         if not self.db.exists():
@@ -335,7 +335,7 @@ class Coordinator:
     # ---- one round ------------------------------------------------------------------
     def step(self) -> list[AssignmentResult]:
         """Make the assignments the current chain + status view calls for."""
-        from gateway import identity_tx as itx
+        from gateway.identity import statements as itx
         from tools.submit import SubmitError
 
         self.refresh()

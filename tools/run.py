@@ -29,12 +29,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway import broker_auth, genesis
-from gateway.broker import DEFAULT_URL, EmbeddedBroker, parse_url
-from gateway.config import DEFAULT_RATE_LIMIT_TPS, GatewayConfig
-from gateway.market.analytics import DerivedService
-from gateway.service import Gateway
-from gateway.store import StoreError
+from gateway import broker as broker_auth
+from gateway.broker.embedded import DEFAULT_URL, EmbeddedBroker, parse_url
+from gateway.db import genesis_files as genesis
+from gateway.db.store import StoreError
+from gateway.market.node.analytics import DerivedService
+from gateway.node.config import DEFAULT_RATE_LIMIT_TPS, GatewayConfig
+from gateway.node.service import Gateway
 from tools.build import BuildError, build
 from tools.console import Console
 from tools.vboard import BOARD_UMASK, FlashInUse, FlashLock, VirtualBoard

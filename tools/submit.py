@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from gateway.broker import parse_url
+from gateway.broker.embedded import parse_url
 from shared import errors, messages, replies_host, topics, tx
 
 
@@ -51,7 +51,7 @@ def login_for(key, domain: str, principal: bytes | None = None) -> tuple[str, st
     """(username, password) of the principal whose current key `key` is
     (docs/IDENTITY.md §3); `principal` defaults to the key's own id. Anonymous
     brokers ignore both."""
-    from gateway.broker_auth import mqtt_password
+    from gateway.broker.credentials import mqtt_password
 
     pid = principal or key.id
     return pid.hex(), mqtt_password(key.private, domain, pid)

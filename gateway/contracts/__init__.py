@@ -64,10 +64,10 @@ from gateway.contracts.errors import (
     UnknownContract,
 )
 from gateway.contracts.runtime import (
-    Block,
     Context,
     Contract,
-    Registry,
+    ContractBlock,
+    ContractRegistry,
     Result,
     Runtime,
     contract_address,
@@ -80,7 +80,7 @@ from gateway.contracts.runtime import (
 from gateway.contracts.world import World
 
 __all__ = [
-    "BadValue", "Block", "Context", "Contract", "ContractError", "InsufficientFunds",
-    "NotAuthorized", "OutOfFuel", "Registry", "Result", "Reverted", "Runtime", "UnknownContract",
+    "BadValue", "ContractBlock", "Context", "Contract", "ContractError", "InsufficientFunds",
+    "NotAuthorized", "OutOfFuel", "ContractRegistry", "Result", "Reverted", "Runtime", "UnknownContract",
     "World", "contract_address", "deploy", "disable", "entry", "set_status", "upgrade",
 ]

@@ -45,9 +45,9 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.contracts.errors import BadValue, ContractError, NotAuthorized
-from gateway.contracts.runtime import Context, Contract, Registry, entry, lint
+from gateway.contracts.runtime import Context, Contract, ContractRegistry, entry, lint
 
-REGISTRY = Registry()
+REGISTRY = ContractRegistry()
 register = REGISTRY.register
 
 OPEN = "open"

@@ -187,7 +187,7 @@ def _lint_node(node: ast.AST, metered_loops: bool) -> str:
     return ""
 
 
-class Registry:
+class ContractRegistry:
     """Registered implementations by (name, version). `code_files` are the
     source files whose lines the runtime meters."""
 
@@ -221,8 +221,8 @@ class Registry:
     def versions(self, name: str) -> list[int]:
         return sorted(v for n, v in self._impl if n == name)
 
-    def merged(self, other: Registry) -> Registry:
-        r = Registry()
+    def merged(self, other: ContractRegistry) -> ContractRegistry:
+        r = ContractRegistry()
         r._impl = {**self._impl, **other._impl}
         r.code_files = self.code_files | other.code_files
         return r
@@ -269,7 +269,7 @@ class Fuel:
 
 # ---- results ------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Block:
+class ContractBlock:
     """The only clock a contract sees."""
 
     time: int
@@ -445,7 +445,7 @@ class _Frame:
 class _Call:
     """State of one top-level call: world, fuel, block, tracer."""
 
-    def __init__(self, runtime: Runtime, world: World, fuel: Fuel, block: Block,
+    def __init__(self, runtime: Runtime, world: World, fuel: Fuel, block: ContractBlock,
                  origin: bytes, by_ledger: bool = False) -> None:
         self.registry = runtime.registry
         self.hooks = runtime.hooks
@@ -549,7 +549,7 @@ class Runtime:
     """Executes calls against a World. `hooks` are deterministic host
     functions contracts reach through ctx.host (e.g. "verify-delivery")."""
 
-    def __init__(self, registry: Registry, hooks: Mapping[str, Callable[..., Any]] | None = None,
+    def __init__(self, registry: ContractRegistry, hooks: Mapping[str, Callable[..., Any]] | None = None,
                  max_depth: int = MAX_DEPTH) -> None:
         self.registry = registry
         self.hooks = dict(hooks or {})
@@ -557,14 +557,14 @@ class Runtime:
 
     def call(self, world: World, *, caller: bytes, address: bytes, method: str,
              args: list[Any] | None = None, value: int = 0, fuel: int = DEFAULT_FUEL,
-             block: Block, by_ledger: bool = False) -> Result:
+             block: ContractBlock, by_ledger: bool = False) -> Result:
         """One top-level call (a transaction's body). All or nothing.
         `by_ledger`: the ledger makes this call on its own (the market's
         matching step), not a transaction (the callee sees ctx.by_ledger)."""
         return self._top(world, caller, fuel, block, lambda c, ev: c.run(
             caller, address, method, list(args or []), value, None, 1, ev), by_ledger)
 
-    def _top(self, world: World, origin: bytes, limit: int, block: Block,
+    def _top(self, world: World, origin: bytes, limit: int, block: ContractBlock,
              action: Callable[[_Call, list[Any]], Any], by_ledger: bool = False) -> Result:
         fuel = Fuel(limit)
         c = _Call(self, world, fuel, block, origin, by_ledger)
@@ -594,7 +594,7 @@ def contract_address(label: str) -> bytes:
 
 
 def deploy(rt: Runtime, world: World, *, sender: bytes, admin: bytes, label: str, name: str,
-           version: int, params: Any = None, fuel: int = DEFAULT_FUEL, block: Block) -> Result:
+           version: int, params: Any = None, fuel: int = DEFAULT_FUEL, block: ContractBlock) -> Result:
     """Create deployment `label` running implementation (name, version) with
     `params`, then run its init(ctx, params) as `sender`. Result.value is the
     contract address. Only the domain admin may deploy."""
@@ -620,7 +620,7 @@ def deploy(rt: Runtime, world: World, *, sender: bytes, admin: bytes, label: str
 
 
 def upgrade(rt: Runtime, world: World, *, sender: bytes, admin: bytes, address: bytes,
-            version: int, fuel: int = DEFAULT_FUEL, block: Block) -> Result:
+            version: int, fuel: int = DEFAULT_FUEL, block: ContractBlock) -> Result:
     """Switch a deployment to a newer registered version of the same
     implementation (storage, balance and address kept), then run
     migrate(ctx, old_version)."""
@@ -646,7 +646,7 @@ def upgrade(rt: Runtime, world: World, *, sender: bytes, admin: bytes, address: 
 
 
 def set_status(rt: Runtime, world: World, *, sender: bytes, admin: bytes, address: bytes,
-               status: str, block: Block) -> Result:
+               status: str, block: ContractBlock) -> Result:
     """disable (status "disabled": every call refused with unknown-contract /
     disabled, balance and storage frozen) or re-enable ("active")."""
 

@@ -5,7 +5,7 @@ Manufacturers register themselves (MFR_REGISTER) and their devices
 mine. Modules: chain (records, validation, state transitions: pure), pow
 (target, retarget, mining loop), params (registry.toml genesis), store
 (SQLite WAL, registry.db), view (read-only lookups), replay (verify),
-core (the Registry node).
+core (the PublicRegistry node).
 
     from gateway.registry import open_registry, RegistryView, RegistryRecord
 """
@@ -19,13 +19,13 @@ from gateway.registry.chain import (
     RegistryRecord,
     check_record_proof,
 )
-from gateway.registry.core import Registry, open_registry
+from gateway.registry.core import PublicRegistry, open_registry
 from gateway.registry.params import DB_FILE, GENESIS_FILE, RegistryError, RegistryGenesis
 from gateway.registry.replay import RegistryReport
 from gateway.registry.view import RegistryView
 
 __all__ = [
     "ANONYMOUS_MINER", "DB_FILE", "DOMAIN", "GENESIS_FILE", "Attempt", "Manufacturer",
-    "RecordProof", "Registry", "RegistryError", "RegistryGenesis", "RegistryRecord",
+    "RecordProof", "PublicRegistry", "RegistryError", "RegistryGenesis", "RegistryRecord",
     "RegistryReport", "RegistryView", "check_record_proof", "open_registry",
 ]

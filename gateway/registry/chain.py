@@ -58,10 +58,11 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
 
-from gateway.blocks import Receipt, receipts_levels
+from gateway.ledger import validate
+from gateway.ledger.blocks import HeaderFields, Receipt, receipts_levels
+from gateway.ledger.state import RuleError
+from gateway.ledger.validate import valid_public_key
 from gateway.registry import pow as pw
-from gateway.state import RuleError
-from gateway.validate import DomainError, valid_public_key
 from shared import cbor, errors, header, merkle, messages
 from shared import tx as txm
 
@@ -145,7 +146,7 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RegistryOutcome:
     status: int
     reason: str
     events: list[Any]
@@ -293,6 +294,10 @@ def valid_text(v: object) -> bool:
             and v.strip() == v)
 
 
+# the public registry chain's tx types (the domain chain's are in gateway/ledger/txtypes.py)
+REGISTRY_TYPES = (txm.TYPE_MFR_REGISTER, txm.TYPE_DEVICE_RECORD)
+
+
 def check_body(t: txm.Tx) -> None:
     """Body schema per type; raises TxError (reason bad-tx)."""
     b = t.body
@@ -325,15 +330,10 @@ def check_body(t: txm.Tx) -> None:
 
 
 def check_stateless(message: bytes | bytearray | memoryview) -> txm.Tx:
-    """Size, envelope, domain, body schema and fee. Returns the parsed,
-    not yet signature-checked Tx."""
-    if len(message) > cbor.MAX_SIZE:
-        raise errors.TooLarge("too-large")
-    t = txm.decode(bytes(message))
-    if t.domain != DOMAIN:
-        raise DomainError("wrong-domain")
-    check_body(t)
-    return t
+    """Size, envelope, domain, body schema and fee (the domain chain's
+    check_stateless with this chain's body schema). Returns the parsed, not
+    yet signature-checked Tx."""
+    return validate.check_stateless(message, DOMAIN, check_body)
 
 
 def precheck(view: View, t: txm.Tx, pending_seq: int | None = None) -> Manufacturer | None:
@@ -369,14 +369,14 @@ def check_stateful(t: txm.Tx, view: View, pending_seq: int | None = None) -> Non
     precheck(view, t, pending_seq)
 
 
-def apply(view: Overlay, t: txm.Tx, height: int, idx: int) -> Outcome:
+def apply(view: Overlay, t: txm.Tx, height: int, idx: int) -> RegistryOutcome:
     """Execute a signature-checked tx as tx `idx` of block `height`.
     Raises RuleError (nothing written) if it is not includable."""
     m = precheck(view, t)
     b = t.body
     if t.type == txm.TYPE_MFR_REGISTER:
         view.mfrs[t.sender] = Manufacturer(b[1], b[2], t.seq, height, t.id)
-        return Outcome(messages.STATUS_OK, "", [])
+        return RegistryOutcome(messages.STATUS_OK, "", [])
     assert m is not None
     view.mfrs[t.sender] = replace(m, last_seq=t.seq)
     did = txm.device_id(b[1])
@@ -387,11 +387,11 @@ def apply(view: Overlay, t: txm.Tx, height: int, idx: int) -> Outcome:
             d = DeviceEntry(b[1], t.sender, b[2], b[3], b[4], b[5], height, t.id)
             view.devices[did] = d
             view.serials[d.serial] = did
-            return Outcome(messages.STATUS_OK, "", [])
+            return RegistryOutcome(messages.STATUS_OK, "", [])
         conflict_id, kind = owner, CONFLICT_SERIAL
     attempt = Attempt(t.id, height, idx, t.sender, m.name, did, b[1], b[2], b[3], conflict_id,
                       kind)
-    return Outcome(messages.STATUS_FAILED, errors.ALREADY_REGISTERED,
+    return RegistryOutcome(messages.STATUS_FAILED, errors.ALREADY_REGISTERED,
                    [["conflict", conflict_id, kind]], attempt)
 
 
@@ -514,7 +514,7 @@ def check_record_proof(p: RecordProof, device_id: bytes | None = None
 
 
 @dataclass
-class Block:
+class RegistryBlock(HeaderFields):
     """A mined (or genesis) block: header and its executed transactions."""
 
     fields: dict[str, Any]
@@ -522,20 +522,12 @@ class Block:
     hash: bytes
     ex: Executed
 
-    @property
-    def height(self) -> int:
-        return self.fields["height"]
-
-    @property
-    def time(self) -> int:
-        return self.fields["time"]
-
     def proof(self, i: int) -> list[bytes]:
         """Audit path of receipt i in the receipts tree."""
         return merkle.proof(self.ex.levels, i)
 
 
-def genesis_block(time: int, target: int) -> Block:
+def genesis_block(time: int, target: int) -> RegistryBlock:
     fields = genesis_fields(time, target)
     hb = cbor.dumps(fields)
-    return Block(fields, hb, pw.header_hash(hb), Executed([], [], [], Overlay(RegistryState())))
+    return RegistryBlock(fields, hb, pw.header_hash(hb), Executed([], [], [], Overlay(RegistryState())))

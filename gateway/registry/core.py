@@ -25,6 +25,7 @@ import time as _time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.db.sqlite_db import Closing
 from gateway.registry import chain
 from gateway.registry import pow as pw
 from gateway.registry.params import (
@@ -40,7 +41,7 @@ from gateway.registry.params import (
     load_genesis,
 )
 from gateway.registry.replay import RegistryReport, verify_registry
-from gateway.registry.store import STALE, BlockRecord, RegistryStore
+from gateway.registry.store import STALE, RegistryBlockRecord, RegistryStore
 from gateway.registry.view import Lookups
 from shared import errors, merkle, messages
 from shared import tx as txm
@@ -70,7 +71,7 @@ class _PendingView:
         return None
 
 
-class Registry(Lookups):
+class PublicRegistry(Lookups, Closing):
     def __init__(self, data_dir: Path, genesis: RegistryGenesis, store: RegistryStore, *,
                  clock: Clock = _time.time, mempool_capacity: int = DEFAULT_MEMPOOL) -> None:
         self.data_dir = data_dir
@@ -80,17 +81,11 @@ class Registry(Lookups):
         self._clock = clock
         head, self._state = store.load()
         assert head is not None
-        self._head: BlockRecord = head
+        self._head: RegistryBlockRecord = head
         self.last_dropped: list[tuple[bytes, errors.TLError]] = []
 
     def close(self) -> None:
         self._store.close()
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _sync(self) -> None:
         """Catch up with blocks committed by other processes."""
@@ -162,7 +157,7 @@ class Registry(Lookups):
             if found is None:  # 2^64 nonces without a hit: not in this universe
                 raise RuntimeError("nonce space exhausted at height %d" % height)
             fields["nonce"], hb, bh = found
-            block = chain.Block(fields, hb, bh, ex)
+            block = chain.RegistryBlock(fields, hb, bh, ex)
             try:
                 self._store.commit_block(block, [t.id for t in ex.txs] + dropped)
             except RegistryError as e:
@@ -170,7 +165,7 @@ class Registry(Lookups):
                     continue  # another miner extended the chain first
                 raise
             self._state.apply(ex.overlay)
-            self._head = BlockRecord(height, bh, fields["time"], len(ex.txs), hb)
+            self._head = RegistryBlockRecord(height, bh, fields["time"], len(ex.txs), hb)
             heights.append(height)
         return heights
 
@@ -215,7 +210,7 @@ def open_registry(data_dir: Path | str, create: bool = False, *,
                   retarget_blocks: int = DEFAULT_RETARGET,
                   block_max_txs: int = DEFAULT_MAX_TXS,
                   time: int | None = None, clock: Clock = _time.time,
-                  mempool_capacity: int = DEFAULT_MEMPOOL) -> Registry:
+                  mempool_capacity: int = DEFAULT_MEMPOOL) -> PublicRegistry:
     """Open the registry in `data_dir`. With `create`, a dir without
     registry.toml gets a new genesis from the keyword parameters (which are
     ignored when a genesis exists: it is the consensus). Raises RegistryError
@@ -244,7 +239,7 @@ def open_registry(data_dir: Path | str, create: bool = False, *,
                     raise
         if store.meta("genesis") != g.digest():
             raise RegistryError("genesis-mismatch", f"{d / DB_FILE} belongs to another genesis")
-        return Registry(d, g, store, clock=clock, mempool_capacity=mempool_capacity)
+        return PublicRegistry(d, g, store, clock=clock, mempool_capacity=mempool_capacity)
     except BaseException:
         store.close()
         raise

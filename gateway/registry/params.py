@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from gateway.db.genesis_files import read_toml
+from gateway.errors import RegistryError
 from gateway.registry import pow as pw
 from shared import cbor
 
@@ -42,17 +43,6 @@ DEFAULT_RETARGET = 8
 DEFAULT_MAX_TXS = 500
 MAX_BITS = 63
 MAX_BLOCK_TXS = 10_000
-
-
-class RegistryError(ValueError):
-    """The registry cannot be opened or used as asked; `reason` is a stable
-    code (not-initialized, exists, bad-genesis, genesis-mismatch, read-only)
-    and `detail` says more."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(reason + (": " + detail if detail else ""))
 
 
 @dataclass(frozen=True)
@@ -138,16 +128,9 @@ def dumps(g: RegistryGenesis) -> str:
 
 def load_genesis(data_dir: Path) -> RegistryGenesis:
     p = Path(data_dir) / GENESIS_FILE
-    try:
-        with p.open("rb") as f:
-            d = tomllib.load(f)
-    except FileNotFoundError:
-        raise RegistryError("not-initialized", f"no registry genesis at {p}") from None
-    except OSError as e:
-        raise RegistryError("bad-genesis", f"cannot read {p}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise RegistryError("bad-genesis", f"{p} is not valid TOML: {e}") from None
-    return from_dict(d)
+    if not p.exists():
+        raise RegistryError("not-initialized", f"no registry genesis at {p}")
+    return from_dict(read_toml(p, lambda m: RegistryError("bad-genesis", m)))
 
 
 def create_genesis(data_dir: Path, g: RegistryGenesis) -> Path:

@@ -1,7 +1,7 @@
 """Registry verification: replay the stored chain from its genesis file.
 
 `verify_registry(store, genesis, now) -> RegistryReport` stops at the first
-problem (a gateway.replay.ChainError: block height, stable reason, detail):
+problem (a gateway.db.verify.ChainError: block height, stable reason, detail):
 - block 0 is exactly the header computed from `registry.toml` (and the
   stored genesis digest matches the file);
 - every block: stored hash = SHA-256(header), header schema, height =
@@ -20,29 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from hashlib import sha256
 
+from gateway import errors as codes  # the domain chain's verification codes
+from gateway.errors import ChainError
 from gateway.registry import chain
 from gateway.registry import pow as pw
 from gateway.registry.params import RegistryGenesis
 from gateway.registry.store import RegistryStore
-from gateway.replay import (
-    BAD_HEADER,
-    BAD_PREV_HASH,
-    BAD_ROW,
-    BAD_TX,
-    EMPTY_CHAIN,
-    GENESIS_MISMATCH,
-    HEADER_MISMATCH,
-    MISSING_BLOCK,
-    RECEIPT_MISMATCH,
-    RECEIPTS_ROOT_MISMATCH,
-    STATE_MISMATCH,
-    STATE_ROOT_MISMATCH,
-    TIME_BACKWARDS,
-    TX_ID_MISMATCH,
-    TX_ROOT_MISMATCH,
-    TX_ROW_MISMATCH,
-    ChainError,
-)
 from shared import cbor, errors, header
 
 BAD_POW = "bad-pow"
@@ -107,7 +90,7 @@ def _replay(store: RegistryStore, g: RegistryGenesis, now: int, rep: RegistryRep
             ) -> tuple[chain.RegistryState, list[chain.Attempt]]:
     stored = store.meta("genesis")
     if stored is not None and stored != g.digest():
-        raise ChainError(0, GENESIS_MISMATCH, "registry.toml differs from the one in the store")
+        raise ChainError(0, codes.GENESIS_MISMATCH, "registry.toml differs from the one in the store")
     genesis_bytes = cbor.dumps(chain.genesis_fields(g.time, g.target))
     state = chain.RegistryState()
     attempts: list[chain.Attempt] = []
@@ -116,32 +99,32 @@ def _replay(store: RegistryStore, g: RegistryGenesis, now: int, rep: RegistryRep
     for blk in store.iter_blocks():
         h = len(times)
         if blk.height != h:
-            raise ChainError(h, MISSING_BLOCK, "next stored height is %d" % blk.height)
+            raise ChainError(h, codes.MISSING_BLOCK, "next stored height is %d" % blk.height)
         hb = blk.header_bytes
         if pw.header_hash(hb) != blk.hash:
-            raise ChainError(h, HEADER_MISMATCH, "hash column is not SHA-256(header)")
+            raise ChainError(h, codes.HEADER_MISMATCH, "hash column is not SHA-256(header)")
         try:
             f = chain.decode_header(hb)
         except errors.TLError as e:
-            raise ChainError(h, BAD_HEADER, e.detail) from None
+            raise ChainError(h, codes.BAD_HEADER, e.detail) from None
         if f["height"] != h or f["version"] != header.VERSION:
-            raise ChainError(h, BAD_HEADER, "height/version")
+            raise ChainError(h, codes.BAD_HEADER, "height/version")
         if f["time"] != blk.time:
-            raise ChainError(h, HEADER_MISMATCH, "time column")
+            raise ChainError(h, codes.HEADER_MISMATCH, "time column")
         try:
             rows = store.block_txs(h)
         except errors.TLError as e:
-            raise ChainError(h, BAD_ROW, "events: " + e.detail) from None
+            raise ChainError(h, codes.BAD_ROW, "events: " + e.detail) from None
         if len(rows) != blk.n_txs:
-            raise ChainError(h, BAD_ROW, "n_txs is %d, %d rows" % (blk.n_txs, len(rows)))
+            raise ChainError(h, codes.BAD_ROW, "n_txs is %d, %d rows" % (blk.n_txs, len(rows)))
         if h == 0:
             if rows or hb != genesis_bytes:
-                raise ChainError(0, GENESIS_MISMATCH, "block 0 is not the genesis header")
+                raise ChainError(0, codes.GENESIS_MISMATCH, "block 0 is not the genesis header")
         else:
             if f["prev_hash"] != prev_hash:
-                raise ChainError(h, BAD_PREV_HASH)
+                raise ChainError(h, codes.BAD_PREV_HASH)
             if f["time"] < times[-1]:
-                raise ChainError(h, TIME_BACKWARDS)
+                raise ChainError(h, codes.TIME_BACKWARDS)
             if f["time"] > now + MAX_FUTURE_S:
                 raise ChainError(h, TIME_FUTURE, "%d s ahead" % (f["time"] - now))
             want = pw.next_target(h, prev_target, times.__getitem__, g.retarget_blocks,
@@ -151,27 +134,27 @@ def _replay(store: RegistryStore, g: RegistryGenesis, now: int, rep: RegistryRep
             if not pw.meets(blk.hash, f["target"]):
                 raise ChainError(h, BAD_POW, "hash above target")
             if len(rows) > g.block_max_txs:
-                raise ChainError(h, BAD_ROW, "%d txs, at most %d" % (len(rows),
+                raise ChainError(h, codes.BAD_ROW, "%d txs, at most %d" % (len(rows),
                                                                      g.block_max_txs))
             for r in rows:
                 if sha256(r.message).digest() != r.id:
-                    raise ChainError(h, TX_ID_MISMATCH, "tx %d %s" % (r.idx, r.id.hex()))
+                    raise ChainError(h, codes.TX_ID_MISMATCH, "tx %d %s" % (r.idx, r.id.hex()))
             ex = chain.execute([r.message for r in rows], state, h)
             if ex.dropped:
                 tid, e = ex.dropped[0]
-                raise ChainError(h, BAD_TX, "%s: %s/%s" % (tid.hex(), e.reason, e.detail))
+                raise ChainError(h, codes.BAD_TX, "%s: %s/%s" % (tid.hex(), e.reason, e.detail))
             for r, t, rc in zip(rows, ex.txs, ex.receipts, strict=True):
                 where = "tx %d %s" % (r.idx, r.id.hex())
                 if (t.sender, t.seq, t.type) != (r.sender, r.seq, r.type):
-                    raise ChainError(h, TX_ROW_MISMATCH, where)
+                    raise ChainError(h, codes.TX_ROW_MISMATCH, where)
                 if (rc.status, rc.reason, rc.events) != (r.status, r.reason, r.events):
-                    raise ChainError(h, RECEIPT_MISMATCH, where)
+                    raise ChainError(h, codes.RECEIPT_MISMATCH, where)
             if ex.tx_root != f["tx_root"]:
-                raise ChainError(h, TX_ROOT_MISMATCH)
+                raise ChainError(h, codes.TX_ROOT_MISMATCH)
             if ex.receipts_root != f["receipts_root"]:
-                raise ChainError(h, RECEIPTS_ROOT_MISMATCH)
+                raise ChainError(h, codes.RECEIPTS_ROOT_MISMATCH)
             if ex.overlay.root() != f["state_root"]:
-                raise ChainError(h, STATE_ROOT_MISMATCH)
+                raise ChainError(h, codes.STATE_ROOT_MISMATCH)
             state.apply(ex.overlay)
             attempts.extend(ex.attempts)
         times.append(f["time"])
@@ -180,7 +163,7 @@ def _replay(store: RegistryStore, g: RegistryGenesis, now: int, rep: RegistryRep
         rep.txs += len(rows)
         rep.head_height, rep.head_hash, rep.head_target = h, blk.hash, f["target"]
     if not times:
-        raise ChainError(0, EMPTY_CHAIN, "no genesis block in the store")
+        raise ChainError(0, codes.EMPTY_CHAIN, "no genesis block in the store")
     return state, attempts
 
 
@@ -192,7 +175,7 @@ def _compare(store: RegistryStore, state: chain.RegistryState,
             continue
         for i in sorted(set(stored) | set(replayed)):
             if stored.get(i) != replayed.get(i):
-                raise ChainError(height, STATE_MISMATCH, "%s %s: stored %s, replayed %s"
+                raise ChainError(height, codes.STATE_MISMATCH, "%s %s: stored %s, replayed %s"
                                  % (what, i.hex(), stored.get(i), replayed.get(i)))
     if store.all_attempts() != attempts:
         raise ChainError(height, ATTEMPTS_MISMATCH, "attempts table differs from the chain")

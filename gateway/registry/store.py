@@ -28,53 +28,29 @@ last committed block while a writer appends. Every lookup is one SELECT
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from gateway import sqlite_db
-from gateway.mempool import MempoolFull
+from gateway.db import chain_tables as tables
+from gateway.db import sqlite_db
+from gateway.node.mempool import MempoolFull
 from gateway.registry.chain import (
     Attempt,
-    Block,
     DeviceEntry,
     Manufacturer,
+    RegistryBlock,
     RegistryRecord,
     RegistryState,
     decode_header,
 )
 from gateway.registry.params import RegistryError
-from gateway.store import TxRecord, tx_record
 from shared import cbor
 
 SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blocks (
-    height INTEGER PRIMARY KEY,
-    hash BLOB NOT NULL UNIQUE,
-    time INTEGER NOT NULL,
-    n_txs INTEGER NOT NULL,
-    header BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS txs (
-    id BLOB NOT NULL UNIQUE,
-    height INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    sender BLOB NOT NULL,
-    seq INTEGER NOT NULL,
-    type INTEGER NOT NULL,
-    status INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    events BLOB NOT NULL,
-    message BLOB NOT NULL,
-    UNIQUE (height, idx)
-);
+SCHEMA = ("\n" + tables.META_TABLE + tables.BLOCKS_TABLE + "\n);\n" + tables.TXS_TABLE + """\
 CREATE TABLE IF NOT EXISTS manufacturers (
     id BLOB PRIMARY KEY,
     pubkey BLOB NOT NULL,
@@ -119,11 +95,10 @@ CREATE TABLE IF NOT EXISTS mempool (
     received INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mempool_sender ON mempool (sender, seq);
-"""
+""")
 _MFR_UPSERT = ("INSERT INTO manufacturers (id, pubkey, name, last_seq, height, tx_id) "
                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                "last_seq = excluded.last_seq")
-_TX_COLS = "id, height, idx, sender, seq, type, status, reason, events, message"
 _REC_SELECT = ("SELECT d.id, d.pubkey, d.manufacturer, m.name, d.model, d.serial, "
                "d.manufactured, d.warranty_end, d.height, d.tx_id "
                "FROM devices d JOIN manufacturers m ON m.id = d.manufacturer ")
@@ -134,12 +109,7 @@ STALE = "stale"
 
 
 @dataclass(frozen=True)
-class BlockRecord:
-    height: int
-    hash: bytes
-    time: int
-    n_txs: int
-    header_bytes: bytes
+class RegistryBlockRecord(tables.StoredBlock):
 
     @cached_property
     def fields(self) -> dict[str, Any]:
@@ -150,10 +120,11 @@ class BlockRecord:
         return self.fields["target"]
 
 
-class RegistryStore:
+class RegistryStore(tables.ChainTables[RegistryBlockRecord],
+                    block_cols="height, hash, time, n_txs, header",
+                    record=RegistryBlockRecord, error=RegistryError):
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
-        self.path = Path(path)
-        self.readonly = readonly
+        super().__init__(path, readonly)
         try:
             # several miners may share one data dir: writers wait longer for the lock
             self._db = sqlite_db.connect(self.path, SCHEMA, readonly=readonly,
@@ -162,45 +133,28 @@ class RegistryStore:
             raise RegistryError("not-initialized",
                                 f"no registry database at {self.path}") from None
 
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> RegistryStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ---- writing ---------------------------------------------------------------
 
-    def _writable(self) -> None:
-        if self.readonly:
-            raise RegistryError("read-only")
-
-    def commit_block(self, b: Block, remove: Iterable[bytes] = (),
+    def commit_block(self, b: RegistryBlock, remove: Iterable[bytes] = (),
                      meta: dict[str, Any] | None = None) -> None:
         """Write block `b` (extending the head) and drop `remove` from the
         mempool, atomically. RegistryError(stale) if the head moved."""
-        self._writable()
+        self._check_writable()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            head = self.head()
-            if head is None:
-                if b.height != 0:
-                    raise RegistryError("not-initialized", "block 0 must come first")
-            elif b.height != head.height + 1 or b.fields["prev_hash"] != head.hash:
+            head = self._head_before(b.height)
+            if head is not None and (b.height != head.height + 1
+                                     or b.fields["prev_hash"] != head.hash):
                 raise RegistryError(STALE, "height %d does not extend head %d"
                                     % (b.height, head.height))
-            if meta:
-                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                               list(meta.items()))
+            self._write_meta(meta)
             ex = b.ex
             db.execute("INSERT INTO blocks (height, hash, time, n_txs, header) "
                        "VALUES (?, ?, ?, ?, ?)",
                        (b.height, b.hash, b.time, len(ex.txs), b.header_bytes))
             db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                           % _TX_COLS,
+                           % tables.TX_COLS,
                            [(t.id, b.height, i, t.sender, t.seq, t.type, r.status, r.reason,
                              cbor.dumps(r.events), t.message)
                             for i, (t, r) in enumerate(zip(ex.txs, ex.receipts, strict=True))])
@@ -228,7 +182,7 @@ class RegistryStore:
                     received: int, capacity: int) -> bool:
         """Queue a validated tx; False if it is already queued. Raises
         MempoolFull (reason mempool-full) at `capacity`."""
-        self._writable()
+        self._check_writable()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -247,7 +201,7 @@ class RegistryStore:
         return True
 
     def drop_pending(self, ids: Iterable[bytes]) -> None:
-        self._writable()
+        self._check_writable()
         with self._db:
             self._db.executemany("DELETE FROM mempool WHERE id = ?", [(i,) for i in ids])
 
@@ -276,41 +230,11 @@ class RegistryStore:
 
     # ---- chain reads -------------------------------------------------------------
 
-    def meta(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def head(self) -> BlockRecord | None:
-        row = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
-                               "ORDER BY height DESC LIMIT 1").fetchone()
-        return BlockRecord(*row) if row else None
-
-    def get_block(self, height: int) -> BlockRecord | None:
-        row = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
-                               "WHERE height = ?", (height,)).fetchone()
-        return BlockRecord(*row) if row else None
-
     def block_time(self, height: int) -> int:
         row = self._db.execute("SELECT time FROM blocks WHERE height = ?", (height,)).fetchone()
         if row is None:
             raise RegistryError("missing-block", "height %d" % height)
         return row[0]
-
-    def iter_blocks(self, start: int = 0) -> Iterator[BlockRecord]:
-        cur = self._db.execute("SELECT height, hash, time, n_txs, header FROM blocks "
-                               "WHERE height >= ? ORDER BY height", (start,))
-        for row in cur:
-            yield BlockRecord(*row)
-
-    def block_txs(self, height: int) -> list[TxRecord]:
-        cur = self._db.execute("SELECT %s FROM txs WHERE height = ? ORDER BY idx" % _TX_COLS,
-                               (height,))
-        return [tx_record(r) for r in cur]
-
-    def get_tx(self, tx_id: bytes) -> TxRecord | None:
-        row = self._db.execute("SELECT %s FROM txs WHERE id = ?" % _TX_COLS,
-                               (tx_id,)).fetchone()
-        return tx_record(row) if row else None
 
     def counts(self) -> dict[str, int]:
         q = self._db.execute
@@ -333,7 +257,7 @@ class RegistryStore:
         cur = self._db.execute(_ATT_SELECT + "ORDER BY a.height, a.idx")
         return [Attempt(*r) for r in cur]
 
-    def load(self) -> tuple[BlockRecord | None, RegistryState]:
+    def load(self) -> tuple[RegistryBlockRecord | None, RegistryState]:
         """The head block and the state after it, read in one snapshot."""
         db = self._db
         db.execute("BEGIN")

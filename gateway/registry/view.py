@@ -8,20 +8,25 @@
     view.close()
 
 Each lookup is a single SELECT, so it answers from one committed block.
-`Registry` (the writer) offers the same methods.
+`PublicRegistry` (the writer) offers the same methods.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+from gateway.db.chain_tables import TxRecord
+from gateway.db.sqlite_db import Closing
+from gateway.errors import RegistryError
 from gateway.registry.chain import Attempt, RegistryRecord
 from gateway.registry.params import DB_FILE
-from gateway.registry.store import BlockRecord, RegistryStore, TxRecord
+from gateway.registry.store import RegistryBlockRecord, RegistryStore
 
 
 class Lookups:
-    """Read methods shared by RegistryView and Registry (over `_store`)."""
+    """Read methods shared by RegistryView and PublicRegistry (over `_store`)."""
 
     _store: RegistryStore
 
@@ -42,7 +47,7 @@ class Lookups:
         m = self._store.manufacturer(bytes(mfr_id))
         return (m.pubkey, m.name) if m is not None else None
 
-    def head(self) -> BlockRecord:
+    def head(self) -> RegistryBlockRecord:
         h = self._store.head()
         assert h is not None, "registry database without genesis block"
         return h
@@ -58,7 +63,7 @@ class Lookups:
         return self._store.pending_count()
 
 
-class RegistryView(Lookups):
+class RegistryView(Lookups, Closing):
     """Read-only access to the registry in `data_dir` (RegistryError
     not-initialized if there is none)."""
 
@@ -69,8 +74,14 @@ class RegistryView(Lookups):
     def close(self) -> None:
         self._store.close()
 
-    def __enter__(self) -> RegistryView:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def registry_lookup(registry_dir: Path | str) -> Callable[[bytes], object] | None:
+    """The registry lookup a domain node passes to open_ledger / verify_chain
+    (gateway.registry.RegistryView(dir).lookup, read-only), or None when no
+    registry has been initialised in `registry_dir`. The view stays open for
+    the life of the process."""
+    try:
+        view = RegistryView(registry_dir)
+    except (RegistryError, OSError, sqlite3.Error):
+        return None
+    return view.lookup

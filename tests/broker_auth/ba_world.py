@@ -1,5 +1,5 @@
 """Helpers for the broker enforcement tests: principals with deterministic
-keys, a fake of gateway.access.Access, and MQTT clients with credentials.
+keys, a fake of gateway.identity.access.Access, and MQTT clients with credentials.
 
 Every wait is bounded; nothing sleeps hoping something happened."""
 
@@ -14,7 +14,7 @@ from hashlib import sha256
 import paho.mqtt.client as mqtt
 from waits import wait_on
 
-from gateway import broker_auth
+from gateway import broker as broker_auth
 from shared import p256
 from shared import tx as txm
 
@@ -46,7 +46,7 @@ class Principal:
 
 @dataclass
 class FakeAccess:
-    """The protocol of gateway.access.Access, from plain dicts (mutable: a test
+    """The protocol of gateway.identity.access.Access, from plain dicts (mutable: a test
     revokes a principal by adding it to `inactive`)."""
 
     keys: dict[bytes, bytes] = field(default_factory=dict)  # id -> current key

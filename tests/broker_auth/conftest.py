@@ -8,7 +8,7 @@ import pytest
 from ba_world import DOMAIN, FakeAccess, Principal
 from brokers import HOST, free_port
 
-from gateway.broker import ThreadedBroker
+from gateway.broker.embedded import ThreadedBroker
 
 
 class World:

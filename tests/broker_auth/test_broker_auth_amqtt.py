@@ -9,8 +9,8 @@ import pytest
 from ba_world import DOMAIN, connack
 from brokers import HOST, free_port, wait_until
 
-from gateway import broker_auth
-from gateway.broker import ThreadedBroker
+from gateway import broker as broker_auth
+from gateway.broker.embedded import ThreadedBroker
 
 GW_CLIENT = f"thingledger-gateway-{DOMAIN}"
 

@@ -9,8 +9,8 @@ from ba_world import DOMAIN, FakeAccess, Principal
 from brokers import HOST, free_port
 from mpyrun import firmware_build, run_micropython
 
-from gateway import broker_auth
-from gateway.broker import ThreadedBroker
+from gateway import broker as broker_auth
+from gateway.broker.embedded import ThreadedBroker
 from shared import p256
 
 pytestmark = pytest.mark.micropython

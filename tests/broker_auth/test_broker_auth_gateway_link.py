@@ -1,5 +1,5 @@
 """The gateway's own MQTT link logs in to an enforcing broker with the
-authority's credential (gateway.mqtt_link.MqttLink username/password)."""
+authority's credential (gateway.node.mqtt_link.MqttLink username/password)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from ba_world import DOMAIN
 
-from gateway import broker_auth
-from gateway.mqtt_link import MqttLink
+from gateway import broker as broker_auth
+from gateway.node.mqtt_link import MqttLink
 
 
 async def _link_receives(guarded, world, clients, username, password,

@@ -20,9 +20,11 @@ import pytest
 from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, wait_until
 
-from gateway import blocks, broker_auth, genesis
-from gateway.config import GatewayConfig
-from gateway.store import open_ledger
+from gateway import broker as broker_auth
+from gateway.db import genesis_files as genesis
+from gateway.db.store import open_ledger
+from gateway.ledger import blocks
+from gateway.node.config import GatewayConfig
 from tools import broker_sync, cli
 from tools.cli import broker as cli_broker
 
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.mosquitto
 @pytest.fixture
 def chain(tmp_path, world, monkeypatch):
     """A real data dir (genesis, authority key, chain.db) whose identities are
-    `world` (the fake Access stands in for gateway.access over the stored
+    `world` (the fake Access stands in for gateway.identity.access over the stored
     state); the owner's credential store holds a's, b's and r's passwords."""
     data = tmp_path / "gw"
     led = open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data))

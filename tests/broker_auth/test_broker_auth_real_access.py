@@ -1,5 +1,5 @@
-"""Broker enforcement over the real gateway.access.Access, built from a
-gateway.state.State with the identity records the chain produces (an owner,
+"""Broker enforcement over the real gateway.identity.access.Access, built from a
+gateway.ledger.state.State with the identity records the chain produces (an owner,
 claimed devices, a read grant, a revoked device)."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import pytest
 from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, free_port
 
-from gateway import broker_auth
-from gateway.broker import ThreadedBroker
+from gateway import broker as broker_auth
+from gateway.broker.embedded import ThreadedBroker
 from tools.cli import broker as cli_broker
 
-state_mod = pytest.importorskip("gateway.state")
-pytest.importorskip("gateway.access")
+state_mod = pytest.importorskip("gateway.ledger.state")
+pytest.importorskip("gateway.identity.access")
 
 
 class Chain:
@@ -109,7 +109,7 @@ def test_sessions_and_status_by_role(chain):
     nodes (and the gateway) read every node's status."""
     from dataclasses import replace
 
-    from gateway import roles
+    from gateway.identity import roles
 
     st = state_mod
     coord = Principal("coordinator")

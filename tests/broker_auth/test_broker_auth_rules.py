@@ -8,8 +8,8 @@ import json
 import pytest
 from ba_world import DOMAIN, FakeAccess, Principal
 
-from gateway import broker_auth
-from gateway.broker_auth import filter_within
+from gateway import broker as broker_auth
+from gateway.broker.policy import filter_within
 
 
 def test_credential_is_deterministic_and_verifies():

@@ -9,10 +9,11 @@ import asyncio
 from ba_world import DOMAIN, Principal, connack
 from brokers import HOST, free_port
 
-from gateway import broker_auth, genesis
-from gateway.config import GatewayConfig
-from gateway.mqtt_link import MqttLink
-from gateway.service import Gateway
+from gateway import broker as broker_auth
+from gateway.db import genesis_files as genesis
+from gateway.node.config import GatewayConfig
+from gateway.node.mqtt_link import MqttLink
+from gateway.node.service import Gateway
 from tools import run
 
 

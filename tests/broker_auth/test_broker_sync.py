@@ -13,8 +13,8 @@ import pytest
 from ba_world import DOMAIN
 from waits import lines, wait_line, wait_on
 
-from gateway.config import GatewayConfig
-from gateway.store import open_ledger
+from gateway.db.store import open_ledger
+from gateway.node.config import GatewayConfig
 from tools.broker_sync import Watch, reload_by_pid_file
 from tools.build import tool
 

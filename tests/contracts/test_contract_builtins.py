@@ -5,7 +5,8 @@ import hashlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.contracts import Block, Runtime, World, deploy
+from gateway.contracts import ContractBlock as Block
+from gateway.contracts import Runtime, World, deploy
 from gateway.contracts.builtin import REGISTRY
 
 

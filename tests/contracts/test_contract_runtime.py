@@ -5,9 +5,7 @@ import hashlib
 import pytest
 
 from gateway.contracts import (
-    Block,
     Contract,
-    Registry,
     Reverted,
     Runtime,
     World,
@@ -16,6 +14,12 @@ from gateway.contracts import (
     disable,
     entry,
     upgrade,
+)
+from gateway.contracts import (
+    ContractBlock as Block,
+)
+from gateway.contracts import (
+    ContractRegistry as Registry,
 )
 from gateway.contracts import errors as ce
 from gateway.contracts import runtime as rtm

@@ -20,9 +20,9 @@ from gateway_e2e.e2e_devices import GatewayThread
 from waits import lines as output_lines
 from waits import retained, wait_line
 
-from gateway import genesis
-from gateway.config import DB_FILE
-from gateway.store import Store
+from gateway.db import genesis_files as genesis
+from gateway.db.store import Store
+from gateway.node.config import DB_FILE
 from shared import topics
 from tools import cli
 from tools.build import tool

@@ -8,8 +8,10 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from gateway import blocks, config, mempool, store, validate
-from gateway.genesis import create_domain
+from gateway.db import store
+from gateway.db.genesis_files import create_domain
+from gateway.ledger import blocks, validate
+from gateway.node import config, mempool
 from shared import cbor, cose, p256
 from shared import tx as txm
 

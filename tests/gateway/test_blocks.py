@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from gwtest import DOMAIN, T0, Device, Node, key
 
-from gateway import blocks, genesis
-from gateway import state as st
+from gateway.db import genesis_files as genesis
+from gateway.ledger import blocks
+from gateway.ledger import state as st
 from shared import errors, header, merkle, messages
 from shared import tx as txm
 

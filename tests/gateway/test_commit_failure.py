@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 from gwtest import Device, Node
 
-from gateway import blocks, store
-from gateway.store import StoreError
+from gateway.db import store
+from gateway.db.store import StoreError
+from gateway.ledger import blocks
 
 
 def test_commit_on_a_full_database_says_why_and_keeps_the_head(node: Node, alice: Device,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from gwtest import Device, key
 
-from gateway import config
-from gateway import genesis as gen
-from gateway.config import ConfigError, GatewayConfig
+from gateway.db import genesis_files as gen
+from gateway.node import config
+from gateway.node.config import ConfigError, GatewayConfig
 
 
 def write(p: Path, text: str) -> Path:

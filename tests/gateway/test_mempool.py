@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from gwtest import DOMAIN, Device
 
-from gateway import validate
-from gateway.mempool import HOLD_S, MEMPOOL_FULL, Mempool, MempoolFull
-from gateway.state import DeviceRecord, Rules, State
+from gateway.ledger import validate
+from gateway.ledger.state import DeviceRecord, Rules, State
+from gateway.node.mempool import HOLD_S, MEMPOOL_FULL, Mempool, MempoolFull
 from shared import errors
 
 

@@ -1,4 +1,4 @@
-"""Per-sender rate limit (gateway/ratelimit.py) and how the service's ingress
+"""Per-sender rate limit (gateway/node/ratelimit.py) and how the service's ingress
 uses it (Gateway.handle, no broker: replies are captured from _publish)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from gwtest import Device
 
-from gateway import ratelimit
-from gateway.config import GatewayConfig
-from gateway.ratelimit import RateLimited, SenderLimit
-from gateway.service import Gateway
+from gateway.node import ratelimit
+from gateway.node.config import GatewayConfig
+from gateway.node.ratelimit import RateLimited, SenderLimit
+from gateway.node.service import Gateway
 from shared import errors, messages, replies_host
 from shared import tx as txm
 from shared.reasons import RATE_LIMITED, RETRYABLE

@@ -10,9 +10,10 @@ from collections.abc import Callable
 import pytest
 from gwtest import DOMAIN, Device, Node, key
 
-from gateway import blocks, replay
-from gateway import genesis as gen
-from gateway.store import LOW_S_FROM, Store
+from gateway.db import genesis_files as gen
+from gateway.db import verify as replay
+from gateway.db.store import LOW_S_FROM, Store
+from gateway.ledger import blocks
 from shared import cose, header, p256
 from shared import tx as txm
 

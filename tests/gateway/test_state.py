@@ -1,4 +1,4 @@
-"""State transitions (gateway/state.py): pure, on overlays, balances conserved."""
+"""State transitions (gateway/ledger/state.py): pure, on overlays, balances conserved."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 import pytest
 from gwtest import Device, key, unsigned
 
-from gateway import state as st
-from gateway.state import DeviceRecord, Rules, State, StateOverlay
+from gateway.ledger import state as st
+from gateway.ledger.state import DeviceRecord, Rules, State, StateOverlay
 from shared import errors, merkle, messages
 from shared import tx as txm
 

@@ -15,9 +15,12 @@ import pytest
 from gwtest import DOMAIN, Device, Node
 from spies import count_rebuilds
 
-from gateway import blocks, config, replay, store
-from gateway.genesis import GenesisError
-from gateway.store import Store, StoreError
+from gateway.db import store
+from gateway.db import verify as replay
+from gateway.db.store import Store, StoreError
+from gateway.ledger import blocks
+from gateway.ledger.genesis import GenesisError
+from gateway.node import config
 from shared import tx as txm
 
 HERE = Path(__file__).resolve().parent
@@ -159,7 +162,7 @@ import sys, time
 sys.path[:0] = [{root!r}, {here!r}]
 from pathlib import Path
 from gwtest import Node, DOMAIN
-from gateway import blocks
+from gateway.ledger import blocks
 from shared import tx as txm
 node = Node(Path({data!r}), create=False)
 msgs = [bytes.fromhex(l) for l in Path({msgs!r}).read_text().split()]

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from gwtest import Device, Node
 
-from gateway import replay, store
-from gateway.store import StoreError
+from gateway.db import store
+from gateway.db import verify as replay
+from gateway.db.store import StoreError
 from tools import cli
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -1,4 +1,4 @@
-"""Every refusal of gateway/validate.py, by reason code and detail."""
+"""Every refusal of gateway/ledger/validate.py, by reason code and detail."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from gwtest import DOMAIN, Device, Node
 
-from gateway import validate
-from gateway.state import DeviceRecord, Rules, State
+from gateway.ledger import validate
+from gateway.ledger.state import DeviceRecord, Rules, State
 from shared import cbor, cose, errors
 from shared import tx as txm
 

@@ -8,7 +8,7 @@ the gateway in-process or as a `thingledger run` subprocess, chain queries.
   and resends unconfirmed transactions (the same bytes, so the same tx id) on
   reconnect and, when asked (`resend_due`), after a timeout. Like the firmware
   it resends oldest seq first.
-- `GatewayThread`: gateway.service.Gateway in its own asyncio loop in a thread.
+- `GatewayThread`: gateway.node.service.Gateway in its own asyncio loop in a thread.
 - `GatewayProcess`: `thingledger run --no-boards --broker URL ...` as a
   subprocess (SIGKILL / SIGINT), its output read line by line with timeouts.
 - `shipped_mosquitto_options()`: the settings of docs/mosquitto.conf, for
@@ -36,9 +36,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from waits import wait_on
 
-from gateway import genesis
-from gateway.config import DB_FILE, GENESIS_FILE, GatewayConfig
-from gateway.store import Store, TxRecord
+from gateway.db import genesis_files as genesis
+from gateway.db.store import Store, TxRecord
+from gateway.node.config import DB_FILE, GENESIS_FILE, GatewayConfig
 from shared import cbor, cose, errors, messages, p256, replies_host, topics
 from shared import tx as txm
 
@@ -354,7 +354,7 @@ class SimDevice:
 
 # --------------------------------------------------------------------------- gateway
 class GatewayThread:
-    """gateway.service.Gateway running in its own asyncio loop in a thread."""
+    """gateway.node.service.Gateway running in its own asyncio loop in a thread."""
 
     def __init__(self, data_dir: Path, broker_url: str, domain: str = DOMAIN,
                  block_interval: float = 0.2, **cfg) -> None:
@@ -374,7 +374,7 @@ class GatewayThread:
             self._cond.notify_all()
 
     def start(self, timeout: float = 15.0) -> GatewayThread:
-        from gateway.service import Gateway
+        from gateway.node.service import Gateway
 
         ready = threading.Event()
 

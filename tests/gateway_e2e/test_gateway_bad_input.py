@@ -17,7 +17,7 @@ the gateway (mosquitto forwards a message before it PUBACKs it, and delivers
 to one subscriber in order, so once the gateway has the valid transactions
 published after that PUBACK, it would have had the big one first) nor the
 chain, and that the gateway keeps running. The embedded amqtt broker refuses
-it from its fixed header (gateway.broker.BrokerLimits.max_packet_size, 16
+it from its fixed header (gateway.broker.embedded.BrokerLimits.max_packet_size, 16
 KiB): it resets that client's connection without reading the body or
 PUBACKing, so the gateway never sees it either.
 """

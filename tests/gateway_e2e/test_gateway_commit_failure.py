@@ -36,9 +36,9 @@ from e2e_devices import (
     thingledger,
 )
 
-from gateway import store
-from gateway.config import DB_FILE
-from gateway.store import Store
+from gateway.db import store
+from gateway.db.store import Store
+from gateway.node.config import DB_FILE
 
 UNLIMITED = 1 << 30
 

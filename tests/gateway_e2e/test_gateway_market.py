@@ -13,12 +13,14 @@ import pytest
 from e2e_devices import DOMAIN, GatewayThread, SimDevice, authority_of, thingledger
 from waits import retained
 
-from gateway import genesis, replay
-from gateway.config import DB_FILE, GENESIS_FILE
-from gateway.market import directory, ledger
-from gateway.market.analytics import DerivedService
-from gateway.market.node import RESUME_ORDER
-from gateway.store import Store
+from gateway.db import genesis_files as genesis
+from gateway.db import verify as replay
+from gateway.db.store import Store
+from gateway.market.ledger import directory
+from gateway.market.ledger import rules as ledger
+from gateway.market.node.analytics import DerivedService
+from gateway.market.node.service import RESUME_ORDER
+from gateway.node.config import DB_FILE, GENESIS_FILE
 from shared import merkle, messages, stream, topics
 from shared import tx as txm
 from shared.messages_gateway import (

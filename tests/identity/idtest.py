@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from gwtest import DOMAIN, Device, Node, key
 
-from gateway import identity_tx as itx
-from gateway import roles
-from gateway.state import ADMISSION_CLAIMED
+from gateway.identity import roles
+from gateway.identity import statements as itx
+from gateway.ledger.state import ADMISSION_CLAIMED
 from shared import errors, messages
 from shared import tx as txm
 from tools.keys import KeyPair

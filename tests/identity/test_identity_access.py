@@ -1,13 +1,13 @@
-"""gateway/access.py: the read-only query API the broker codes against."""
+"""gateway/identity/access.py: the read-only query API the broker codes against."""
 
 from __future__ import annotations
 
 from gwtest import Device, Node
 from idtest import World
 
-from gateway.access import Access
-from gateway.state import RIGHT_SUBMIT
-from gateway.store import Store
+from gateway.db.store import Store
+from gateway.identity.access import Access
+from gateway.ledger.state import RIGHT_SUBMIT
 
 
 def access(w: World) -> Access:

@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 from idtest import FakeRegistry
 
-from gateway import genesis, replay
-from gateway.config import GENESIS_FILE, GatewayConfig
-from gateway.store import Store
+from gateway.db import genesis_files as genesis
+from gateway.db import verify as replay
+from gateway.db.store import Store
+from gateway.node.config import GENESIS_FILE, GatewayConfig
 from tools import cli
 
 
 class GatewayInThread:
-    """gateway.service.Gateway on its own asyncio loop; `registry` is set on
+    """gateway.node.service.Gateway on its own asyncio loop; `registry` is set on
     its ledger before it starts (the service has no registry option yet)."""
 
     def __init__(self, data_dir: Path, url: str, registry: object) -> None:
@@ -36,7 +37,7 @@ class GatewayInThread:
         self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
     async def _main(self) -> None:
-        from gateway.service import Gateway
+        from gateway.node.service import Gateway
 
         self.loop = asyncio.get_running_loop()
         self.stop_ev = asyncio.Event()

@@ -8,8 +8,8 @@ import pytest
 from gwtest import DOMAIN, Device, Node
 from idtest import Person, World, signer
 
-from gateway import identity_tx as itx
-from gateway.state import (
+from gateway.identity import statements as itx
+from gateway.ledger.state import (
     ACTIVE,
     DECOMMISSIONED,
     KIND_AUTHORITY,

@@ -9,9 +9,9 @@ import pytest
 from gwtest import DOMAIN, Device
 from idtest import COORD_HW, FULL_HW, LIGHT_HW, World, signer
 
-from gateway import identity_tx as itx
-from gateway import roles
-from gateway.state import KIND_NODE
+from gateway.identity import roles
+from gateway.identity import statements as itx
+from gateway.ledger.state import KIND_NODE
 from shared import errors
 from shared import tx as txm
 from tools.keys import KeyPair

@@ -9,10 +9,11 @@ import pytest
 from gwtest import Device
 from idtest import COORD_HW, FULL_HW, LIGHT_HW, World
 
-from gateway import blocks, replay
-from gateway import identity_tx as itx
-from gateway.state import RIGHT_SUBMIT, StateOverlay, claimed_device
-from gateway.store import Store
+from gateway.db import verify as replay
+from gateway.db.store import Store
+from gateway.identity import statements as itx
+from gateway.ledger import blocks
+from gateway.ledger.state import RIGHT_SUBMIT, StateOverlay, claimed_device
 from shared import errors, header, merkle, messages
 from shared import tx as txm
 

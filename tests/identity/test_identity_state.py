@@ -10,10 +10,12 @@ import pytest
 from gwtest import DOMAIN, Device, Node
 from idtest import Person, World
 
-from gateway import config, inspect, store
-from gateway import genesis as gen
-from gateway import identity_tx as itx
-from gateway.state import KIND_PERSON, RuleError, StateOverlay, apply
+from gateway.db import genesis_files as gen
+from gateway.db import render as inspect
+from gateway.db import store
+from gateway.identity import statements as itx
+from gateway.ledger.state import KIND_PERSON, RuleError, StateOverlay, apply
+from gateway.node import config
 from shared import errors
 from shared import tx as txm
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import genesis
+from gateway.db import genesis_files as genesis
 from tools import cli
 from tools.keys import KeyFileError, UnprotectedKeyError, load_key, new_key
 

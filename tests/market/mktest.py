@@ -8,8 +8,8 @@ from typing import Any
 
 from gwtest import Device, Node
 
-from gateway.contracts import chain
-from gateway.market import ledger
+from gateway.contracts import binding as chain
+from gateway.market.ledger import rules as ledger
 from shared import errors, messages, p256
 from shared import tx as txm
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from mktest import FEE_BPS, Market, event
 
-from gateway import replay
-from gateway.contracts import chain
-from gateway.market import ledger
-from gateway.market.node import MarketNode
+from gateway.contracts import binding as chain
+from gateway.db import verify as replay
+from gateway.market.ledger import rules as ledger
+from gateway.market.node.service import MarketNode
 from shared import errors, messages
 
 OK, FAILED = messages.STATUS_OK, messages.STATUS_FAILED

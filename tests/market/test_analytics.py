@@ -1,5 +1,5 @@
 """Edge analytics: integer rolling mean and derived-service configuration
-(gateway/market/analytics.py)."""
+(gateway/market/node/analytics.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from gateway.config import FieldError
-from gateway.market.analytics import (
+from gateway.market.node.analytics import (
     MAX_WINDOW,
     DerivedService,
     DerivedServiceError,
     RollingMean,
 )
+from gateway.node.config import FieldError
 
 
 def test_empty_window() -> None:

@@ -1,5 +1,5 @@
 """Retained offers directory: canonical encoding, order, the 4 KiB bound,
-strict decoding (gateway/market/directory.py)."""
+strict decoding (gateway/market/ledger/directory.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mutations import mutate
 
-from gateway.market import directory as d
+from gateway.market.ledger import directory as d
 from shared import cbor, errors
 
 # the only exceptions decode may raise on any input (TooLarge is a DecodeError)

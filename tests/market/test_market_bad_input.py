@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mktest import Market
 
-from gateway import replay
 from gateway.contracts import Context, Contract, entry
 from gateway.contracts.builtin import REGISTRY
-from gateway.market import ledger
+from gateway.db import verify as replay
+from gateway.market.ledger import rules as ledger
 from shared import errors, messages
 from shared import tx as txm
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mktest import FEE_BPS, Market, event
 
-from gateway import replay
-from gateway.access import Access
 from gateway.contracts import runtime as crt
-from gateway.market import ledger
+from gateway.db import verify as replay
+from gateway.identity.access import Access
+from gateway.market.ledger import rules as ledger
 from shared import errors, merkle, messages
 
 OK, FAILED = messages.STATUS_OK, messages.STATUS_FAILED

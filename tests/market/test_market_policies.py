@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mktest import Market, event
 
-from gateway import replay
-from gateway.market import ledger
-from gateway.market.matching import POLICIES, Offer, choose, shared_prefix, trust_score
+from gateway.db import verify as replay
+from gateway.market.ledger import rules as ledger
+from gateway.market.ledger.matching import POLICIES, Offer, choose, shared_prefix, trust_score
 
 
 def _market(tmp_path: Path) -> tuple[Market, dict[str, bytes]]:

@@ -1,4 +1,4 @@
-"""What the market side of the gateway (gateway/market/node.py) tells a
+"""What the market side of the gateway (gateway/market/node/service.py) tells a
 device about its state: MATCHes sealed with the (height, order) a board
 orders them by (two of one block told apart), and, when a device says
 `online`, its ACCOUNT and open agreements again, sealed above every earlier
@@ -9,7 +9,7 @@ from __future__ import annotations
 from gwtest import DOMAIN
 from mktest import Market, event
 
-from gateway.market.node import ANNOUNCE_S, RESUME_ORDER, MarketNode
+from gateway.market.node.service import ANNOUNCE_S, RESUME_ORDER, MarketNode
 from shared import messages, notice, p256, topics
 from shared.messages_gateway import (
     M_AGREEMENT,

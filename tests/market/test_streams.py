@@ -1,5 +1,5 @@
 """Stream store: verified readings, append-only history, batch verdicts,
-persistence and bounds (gateway/market/streams.py)."""
+persistence and bounds (gateway/market/node/streams.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.market.streams import StreamError, StreamStore, Verdict
+from gateway.market.node.streams import StreamError, StreamStore
+from gateway.market.node.streams import StreamVerdict as Verdict
 from shared import cbor, cose, errors, merkle, p256, stream
 from shared import tx as txm
 

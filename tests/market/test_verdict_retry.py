@@ -1,5 +1,5 @@
 """A refused operator verdict is sent again until the batch is judged on
-chain (issue 9, item 5). The gateway runs in-process (gateway.service.Gateway,
+chain (issue 9, item 5). The gateway runs in-process (gateway.node.service.Gateway,
 no broker): transactions enter through its ingress (`Gateway.handle`, the
 path the operator's own verdicts take), blocks are cut by its producer, and
 the market clock is ticked by hand. A mempool of capacity 1 that another
@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from gwtest import DOMAIN, Device
 
-from gateway import genesis, replay
-from gateway.config import GatewayConfig
-from gateway.market import ledger
-from gateway.market.node import VERDICT_RETRY_MAX_S
-from gateway.service import Gateway
+from gateway.db import genesis_files as genesis
+from gateway.db import verify as replay
+from gateway.market.ledger import rules as ledger
+from gateway.market.node.service import VERDICT_RETRY_MAX_S
+from gateway.node.config import GatewayConfig
+from gateway.node.service import Gateway
 from shared import merkle, stream, topics
 from shared import tx as txm
 

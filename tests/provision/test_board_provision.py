@@ -253,7 +253,7 @@ def test_claim_stores_the_mqtt_password(board_copy, tmp_path, capsys, monkeypatc
     ident = tb._identity_builders()
     if ident is None or not hasattr(ident, "build_claim"):
         pytest.skip("identity_tx.build_claim (domain identity) is not in this tree yet")
-    from gateway import genesis
+    from gateway.db import genesis_files as genesis
     from tools import submit as submit_mod
     from tools.keys import new_key
 
@@ -286,7 +286,7 @@ def test_claim_stores_the_mqtt_password(board_copy, tmp_path, capsys, monkeypatc
 def test_rotate_command(board_copy, tmp_path, capsys, monkeypatch):
     """`board rotate`: refused by the chain -> the board keeps its key (the new
     one waits); committed -> the board switches, same id, new MQTT password."""
-    from gateway import genesis
+    from gateway.db import genesis_files as genesis
     from tools import submit as submit_mod
     from tools.keys import new_key
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from vboard_pty import PtyBoard
 
-from gateway import genesis
-from gateway.config import DB_FILE
-from gateway.store import Store
+from gateway.db import genesis_files as genesis
+from gateway.db.store import Store
+from gateway.node.config import DB_FILE
 from shared import cbor, messages, p256
 from shared import tx as txm
 from tools import board as tb

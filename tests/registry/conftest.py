@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from registry_support import FakeClock, Mfr
 
-from gateway.registry import Registry, open_registry
+from gateway.registry import PublicRegistry as Registry
+from gateway.registry import open_registry
 
 
 @pytest.fixture

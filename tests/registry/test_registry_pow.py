@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from registry_support import T0, FakeClock, Mfr
 
-from gateway.registry import Registry, chain, open_registry
+from gateway.registry import PublicRegistry as Registry
+from gateway.registry import chain, open_registry
 from gateway.registry import pow as pw
 from shared import cbor
 

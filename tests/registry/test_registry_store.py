@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 from registry_support import T0, YEAR, FakeClock, Mfr, device_pub
 
-from gateway.mempool import MEMPOOL_FULL
+from gateway.node.mempool import MEMPOOL_FULL
 from gateway.registry import (
     GENESIS_FILE,
-    Registry,
     RegistryError,
     RegistryRecord,
     RegistryView,
     check_record_proof,
     open_registry,
+)
+from gateway.registry import (
+    PublicRegistry as Registry,
 )
 from gateway.registry import pow as pw
 from gateway.registry.params import load_genesis

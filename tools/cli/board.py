@@ -51,8 +51,8 @@ def _date(t: int) -> str:
 def _admission_settings(data_dir: Path, domain: str) -> dict:
     """Devices self-register only in open domains; a claimed domain admits a
     device by its owner's claim (docs/IDENTITY.md)."""
-    from gateway import genesis
-    from gateway.config import GENESIS_FILE
+    from gateway.db import genesis_files as genesis
+    from gateway.node.config import GENESIS_FILE
 
     try:
         g = genesis.load(data_dir / GENESIS_FILE)
@@ -161,8 +161,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def _genesis_domain(data_dir: Path) -> str:
-    from gateway import genesis
-    from gateway.config import GENESIS_FILE
+    from gateway.db import genesis_files as genesis
+    from gateway.node.config import GENESIS_FILE
 
     try:
         return genesis.load(data_dir / GENESIS_FILE).domain

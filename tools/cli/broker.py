@@ -34,7 +34,7 @@ from tools.cli.common import EXIT_OK, Subparsers, UsageError, load_key_file
 
 def access_from_state(state: Any, domain: str) -> Any:
     """The domain's identity state machine over a stored state (tests swap it)."""
-    from gateway.access import Access
+    from gateway.identity.access import Access
 
     return Access.from_state(state, domain)
 
@@ -54,8 +54,9 @@ class Exporter:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Exporter:
-        from gateway import broker_auth, genesis
-        from gateway.config import DB_FILE, GENESIS_FILE, KEY_FILE
+        from gateway import broker as broker_auth
+        from gateway.db import genesis_files as genesis
+        from gateway.node.config import DB_FILE, GENESIS_FILE, KEY_FILE
 
         data = Path(args.data_dir)
         if not (data / DB_FILE).exists():
@@ -82,7 +83,7 @@ class Exporter:
         return ex
 
     def credentials(self) -> dict[bytes, str]:
-        from gateway import broker_auth
+        from gateway import broker as broker_auth
 
         try:
             creds = broker_auth.load_credentials(self.creds_path)
@@ -91,8 +92,8 @@ class Exporter:
         return {**creds, **self.persons}
 
     def head(self) -> bytes | None:
-        from gateway.config import DB_FILE
-        from gateway.store import Store
+        from gateway.db.store import Store
+        from gateway.node.config import DB_FILE
 
         with Store(self.data / DB_FILE, readonly=True) as store:
             h = store.head()
@@ -100,9 +101,9 @@ class Exporter:
 
     def __call__(self) -> tuple[Any, int]:
         """Write passwd and acl: (broker_auth.Export, the chain's height)."""
-        from gateway import broker_auth
-        from gateway.config import DB_FILE
-        from gateway.store import Store
+        from gateway import broker as broker_auth
+        from gateway.db.store import Store
+        from gateway.node.config import DB_FILE
 
         creds = self.credentials()
         with Store(self.data / DB_FILE, readonly=True) as store:
@@ -115,7 +116,7 @@ class Exporter:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gateway import broker_auth
+    from gateway import broker as broker_auth
 
     job = Exporter.from_args(args)
     if args.watch:

@@ -31,15 +31,17 @@ from tools.cli.common import (
 
 
 def cmd_chain_verify(args: argparse.Namespace) -> int:
-    from gateway import genesis, inspect, replay
-    from gateway.config import GENESIS_FILE
+    from gateway.db import genesis_files as genesis
+    from gateway.db import render as inspect
+    from gateway.db import verify as replay
+    from gateway.node.config import GENESIS_FILE
 
     gpath = Path(args.genesis) if args.genesis else data_dir(args) / GENESIS_FILE
     try:
         g = genesis.load(gpath)
     except genesis.GenesisError as e:
         raise UsageError(str(e)) from None
-    from gateway.identity_tx import registry_lookup
+    from gateway.registry.view import registry_lookup
 
     registry = registry_lookup(args.registry) if args.registry else None
     with open_store(args) as store:
@@ -50,7 +52,7 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
 
 def cmd_domain_init(args: argparse.Namespace) -> int:
     """Create a domain: a new authority key and genesis file in the data dir."""
-    from gateway import genesis
+    from gateway.db import genesis_files as genesis
 
     owner = b""
     if args.owner_key:
@@ -66,8 +68,8 @@ def cmd_domain_init(args: argparse.Namespace) -> int:
                                              min_fee=args.min_fee)
     except (genesis.GenesisError, FileExistsError, ValueError) as e:
         raise UsageError(str(e)) from None
-    from gateway.config import GatewayConfig
-    from gateway.store import open_ledger
+    from gateway.db.store import open_ledger
+    from gateway.node.config import GatewayConfig
 
     open_ledger(GatewayConfig(domain=args.domain, data_dir=data_dir(args)),
                 create=False).store.close()  # block 0 on disk: broker export works now
@@ -78,7 +80,7 @@ def cmd_domain_init(args: argparse.Namespace) -> int:
 
 
 def cmd_chain_show(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
 
     with open_store(args) as store:
         if args.height is None:
@@ -93,7 +95,7 @@ def cmd_chain_show(args: argparse.Namespace) -> int:
 
 
 def cmd_tx(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
 
     text = args.id.strip().lower()
     try:
@@ -115,7 +117,7 @@ def cmd_tx(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
 
     with open_store(args) as store:
         print(inspect.devices_table(store.devices()))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.genesis import Genesis
-    from gateway.state import State
-    from gateway.store import Store
+    from gateway.db.store import Store
+    from gateway.ledger.genesis import Genesis
+    from gateway.ledger.state import State
     from tools.keys import KeyPair
 
 EXIT_OK = 0
@@ -53,8 +53,8 @@ def default_registry_dir() -> Path:
 
 def open_store(args: argparse.Namespace) -> Store:
     """The chain database in the data dir, read-only (works while the gateway writes)."""
-    from gateway.config import DB_FILE
-    from gateway.store import Store
+    from gateway.db.store import Store
+    from gateway.node.config import DB_FILE
 
     db = data_dir(args) / DB_FILE
     if not db.exists():
@@ -101,7 +101,7 @@ def parse_id(value: str, what: str) -> bytes:
 
 
 def parse_pubkey(value: str, what: str) -> bytes:
-    from gateway.validate import valid_public_key
+    from gateway.ledger.validate import valid_public_key
 
     b = parse_hex(value, what, 33)
     if not valid_public_key(b):
@@ -152,8 +152,8 @@ def key_parent() -> argparse.ArgumentParser:
 
 def genesis_of(args: argparse.Namespace) -> Genesis | None:
     """The genesis in --data-dir, None when there is none."""
-    from gateway import genesis
-    from gateway.config import GENESIS_FILE
+    from gateway.db import genesis_files as genesis
+    from gateway.node.config import GENESIS_FILE
 
     p = Path(args.data_dir) / GENESIS_FILE
     if not p.exists():

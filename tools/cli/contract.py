@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from gateway.contracts import runtime as crt
-from gateway.contracts.chain import MAX_FUEL, RUNTIME, deployment
+from gateway.contracts.binding import MAX_FUEL, RUNTIME, deployment
 from shared import tx as txm
 from tools.cli.common import (
     Subparsers,

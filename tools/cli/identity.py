@@ -39,9 +39,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway import identity_tx as itx
-from gateway import roles
-from gateway.state import RETIRE_MODES, RIGHTS
+from gateway.identity import roles
+from gateway.identity import statements as itx
+from gateway.ledger.state import RETIRE_MODES, RIGHTS
 from shared import tx as txm
 from tools.cli.common import (
     Subparsers,
@@ -186,7 +186,7 @@ def cmd_node_assign(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
 
     with open_store(args) as store:
         print(inspect.nodes_table(store.devices()))
@@ -194,7 +194,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_principals(args: argparse.Namespace) -> int:
-    from gateway import inspect
+    from gateway.db import render as inspect
 
     with open_store(args) as store:
         print(inspect.principals_table(store.devices()))

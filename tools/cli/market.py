@@ -25,8 +25,9 @@ import argparse
 import time
 from pathlib import Path
 
-from gateway.market import keys, ledger
-from gateway.market.matching import POLICIES, Offer
+from gateway.ledger import keys
+from gateway.market.ledger import rules as ledger
+from gateway.market.ledger.matching import POLICIES, Offer
 from shared import cbor
 from shared import tx as txm
 from tools.cli.common import (
@@ -88,9 +89,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.config import STREAMS_FILE
-    from gateway.market.proofs import check_reading
-    from gateway.market.streams import StreamStore
+    from gateway.market.node.proofs import check_reading
+    from gateway.market.node.streams import StreamStore
+    from gateway.node.config import STREAMS_FILE
 
     aid = parse_id(args.agreement, "--agreement")
     with open_store(args) as st:

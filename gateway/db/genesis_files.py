@@ -1,0 +1,104 @@
+"""The domain's founding files on disk: the genesis file (TOML), the authority
+key file (mode 0600), and `create_domain` (a new key pair and genesis in a data
+dir, timed by the clock). The genesis itself (parsing, checks, header) is the
+ledger's, gateway/ledger/genesis.py; its names are re-exported here so callers
+need one module."""
+
+from __future__ import annotations
+
+import os
+import time as _time
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import GenesisError as GenesisError
+from gateway.ledger.genesis import ZERO_HASH as ZERO_HASH  # re-exported: one module for callers
+from gateway.ledger.genesis import Account as Account
+from gateway.ledger.genesis import Genesis as Genesis
+from gateway.ledger.genesis import dumps as dumps
+from gateway.ledger.genesis import from_dict as from_dict
+from gateway.ledger.genesis import genesis_header as genesis_header
+from gateway.node.config import GENESIS_FILE as GENESIS_FILE
+from gateway.node.config import KEY_FILE as KEY_FILE
+from shared import p256
+from shared import tx as txm
+
+
+def read_toml(p: Path, fail: Callable[[str], Exception]) -> dict[str, Any]:
+    """The table of a TOML file; `fail(message)` is raised for a file that
+    cannot be read or parsed (a missing one: FileNotFoundError's message)."""
+    try:
+        with p.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise fail(f"cannot read {p}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise fail(f"{p} is not valid TOML: {e}") from e
+
+
+def load(path: Path | str) -> Genesis:
+    return from_dict(read_toml(Path(path), lambda m: GenesisError("<file>", m)))
+
+
+def write_key(path: Path, priv: bytes) -> None:
+    """Create `path` (mode 0600, never overwriting) holding the key as hex."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(priv.hex() + "\n")
+
+
+def load_authority_key(path: Path | str, g: Genesis | None = None) -> bytes:
+    """The authority private key; checked against `g.authority` if given."""
+    p = Path(path)
+    try:
+        with p.open() as f:
+            mode = os.fstat(f.fileno()).st_mode & 0o777
+            if mode & 0o077:  # as ssh and tools/keys.py: group or others may read it
+                raise GenesisError("<authority key>", f"{p}: unprotected private key file: "
+                                   f"permissions {mode:04o} are too open; fix with: chmod 600 {p}")
+            priv = bytes.fromhex(f.read().strip())
+    except OSError as e:
+        raise GenesisError("<authority key>", f"cannot read {p}: {e.strerror}") from e
+    except GenesisError:
+        raise
+    except ValueError:
+        raise GenesisError("<authority key>", f"{p} is not hex") from None
+    if len(priv) != 32:
+        raise GenesisError("<authority key>", f"{p} must hold 32 bytes")
+    if g is not None and p256.public_key(priv) != g.authority:
+        raise GenesisError("authority", f"does not match the key in {p}")
+    return priv
+
+
+def create_domain(data_dir: Path | str, domain: str,
+                  accounts: Mapping[bytes, int] | Iterable[tuple[bytes, int]] = (),
+                  *, time: int | None = None, admission: str = "open",
+                  min_fee: int = 0, owner: bytes = b"",
+                  authority_balance: int = 0) -> tuple[Path, Path]:
+    """New domain in `data_dir`: a fresh authority key pair (p256.keygen,
+    file mode 0600) and a genesis file. `accounts` maps device public keys
+    (33 bytes) to genesis balances; `owner` is the owner's public key
+    (required for admission "claimed"); `authority_balance` gives the new
+    authority account (the operator) a genesis balance. Refuses to
+    overwrite either file.
+    Returns (genesis_path, authority_key_path)."""
+    d = Path(data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    gpath, kpath = d / GENESIS_FILE, d / KEY_FILE
+    if gpath.exists():
+        raise FileExistsError(str(gpath))
+    items = accounts.items() if isinstance(accounts, Mapping) else accounts
+    accts = {txm.device_id(pub): Account(pub, bal) for pub, bal in items}
+    priv, pub = p256.keygen()
+    if authority_balance:
+        accts[txm.device_id(pub)] = Account(pub, authority_balance)
+    g = Genesis(domain=domain, authority=pub,
+                time=int(_time.time()) if time is None else time,
+                admission=admission, min_fee=min_fee, accounts=accts, owner=owner)
+    write_key(kpath, priv)
+    tmp = gpath.with_suffix(".tmp")
+    tmp.write_text(dumps(g))
+    os.replace(tmp, gpath)
+    return gpath, kpath

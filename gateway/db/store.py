@@ -1,0 +1,429 @@
+"""Chain storage in SQLite: blocks, transactions with receipts, device state.
+
+Schema (SCHEMA below):
+    meta(key TEXT PK, value BLOB)      schema, domain, genesis digest, authority
+    blocks(height PK, hash UNIQUE, time, n_txs, header, signed)
+    txs(rowid, id UNIQUE, height, idx, sender, seq, type, status, reason,
+        events (CBOR), message (COSE bytes)), UNIQUE(height, idx)
+    devices(id PK, pubkey, last_seq, balance, kind, status, owner, claimant,
+            node, assigned)            the state after the head block: every
+                                       principal (state.DeviceRecord)
+    rights(device, principal, right) PK(all three)
+                                       rights held on owned devices (the
+                                       owner's own rights are implicit)
+    kv(key BLOB PK, value BLOB)        the stored values of the state tree
+                                       (market offers and demands, contract
+                                       deployments and storage: State.kv)
+    receipt_trees(height PK, nodes)    each block's receipts tree above the
+                                       leaves (level 1 first, root last) as
+                                       32-byte hashes end to end: a receipt's
+                                       audit path is read from it, not rebuilt
+
+Durability: WAL mode, `synchronous=FULL`. `commit_block` writes a block, its
+txs + receipts and its state diff in ONE transaction (BEGIN IMMEDIATE ...
+COMMIT), so after a crash the database is at the last whole block. FULL
+fsyncs the WAL at each commit: receipts are published only after the commit,
+and a receipt must survive a power cut, not only a process crash (NORMAL
+may lose the last commits on power loss). The cost is one fsync per block,
+not per transaction. Transactions are appended with executemany, the diff is
+one upsert executemany: no per-tx round trips. A commit SQLite cannot
+write (disk full, I/O error) is rolled back whole and raised as
+StoreError(commit-failed) with SQLite's own message.
+
+Readers (the CLI, also while the gateway runs) open with `readonly=True`: a
+`mode=ro` URI connection; WAL lets them read the last committed block while
+the writer appends. One Store object is used by one thread at a time
+(check_same_thread is off so the service may commit from a worker thread);
+if the service answers resends (`get_receipt`) on another thread while a
+commit runs, it opens a second, read-only Store for that.
+
+`get_receipt(tx_id)` answers a device re-sending a tx that is already in the
+chain with its receipt reply and proof. The block's receipts tree is stored
+at commit (receipt_trees, written with the block's txs; ~32 bytes per tx:
+the leaves are not stored, a leaf is recomputed from its tx row), so a
+lookup is the tx row, the block row, the sibling's row for the first hash of
+the audit path and the other ~log2(n) hashes read from the stored tree (blob
+I/O): the same small cost for any block, nothing rebuilt. Blocks committed before receipt trees were stored (an older
+database of the same schema) have no row there: their tree is rebuilt from
+the tx rows once and the last LEVELS_CACHE such trees are cached.
+
+`open_ledger(config, registry=)` is the node's start-up: genesis file +
+authority key, create the database with block 0 on first start (or check
+that it belongs to this genesis and has this schema version: a database of
+an older schema is refused with schema-mismatch, start a new chain), load the
+state and the head block, and check that state against the head's
+state_root (a state changed outside the node is refused with
+state-root-mismatch, naming the height; the cost is one leaf hash per
+principal and stored value, hashes the first block would compute anyway). `registry` is the registry lookup used for claims
+(Ledger.registry, settable later; None: claims refused).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from gateway.db import genesis_files as gen
+from gateway.db import sqlite_db
+from gateway.db.chain_tables import (
+    BLOCKS_TABLE,
+    META_TABLE,
+    TX_COLS,
+    TXS_TABLE,
+    ChainTables,
+    StoredBlock,
+    TxRecord,
+    tx_record,
+)
+from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
+from gateway.ledger.blocks import Block, genesis_block, receipts_levels
+from gateway.ledger.state import DeviceRecord, Registry, Rules, State
+from gateway.node.config import GatewayConfig
+from shared import cbor, header, merkle, messages
+
+SCHEMA_VERSION = 2
+# meta key: the first height whose signatures all have low s (docs/PROTOCOL.md,
+# "Low s"); 0 for a chain begun under the rule, head + 1 when a node that has
+# the rule first opens an older chain. Replay accepts high s only below it.
+LOW_S_FROM = "low_s_from"
+SCHEMA = ("\n" + META_TABLE + BLOCKS_TABLE + ",\n    signed BLOB NOT NULL\n);\n" + TXS_TABLE + """\
+CREATE TABLE IF NOT EXISTS devices (
+    id BLOB PRIMARY KEY,
+    pubkey BLOB NOT NULL,
+    last_seq INTEGER NOT NULL,
+    balance INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner BLOB NOT NULL,
+    claimant INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    assigned BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    key BLOB PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipt_trees (
+    height INTEGER PRIMARY KEY,
+    nodes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rights (
+    device BLOB NOT NULL,
+    principal BLOB NOT NULL,
+    "right" TEXT NOT NULL,
+    PRIMARY KEY (device, principal, "right")
+) WITHOUT ROWID;
+""")
+_NO_EVENTS = cbor.dumps([])
+_DEV_COLS = "id, pubkey, last_seq, balance, kind, status, owner, claimant, node, assigned"
+_UPSERT = ("INSERT INTO devices (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+           "ON CONFLICT (id) DO UPDATE SET pubkey = excluded.pubkey, "
+           "last_seq = excluded.last_seq, balance = excluded.balance, "
+           "kind = excluded.kind, status = excluded.status, owner = excluded.owner, "
+           "claimant = excluded.claimant, node = excluded.node, "
+           "assigned = excluded.assigned" % _DEV_COLS)
+LEVELS_CACHE = 16  # rebuilt receipts trees of pre-receipt_trees blocks kept for get_receipt
+
+
+@dataclass(frozen=True)
+class BlockRecord(StoredBlock):
+    signed_header: bytes
+
+    @cached_property
+    def fields(self) -> dict[str, Any]:
+        return header.decode(self.header_bytes)
+
+
+class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, header, signed",
+            record=BlockRecord, error=StoreError):
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        super().__init__(path, readonly)
+        self._levels: OrderedDict[int, list[list[bytes]]] = OrderedDict()
+        self._db = sqlite_db.connect(self.path, SCHEMA, readonly=readonly)
+
+    # ---- writing -------------------------------------------------------------
+
+    def init_chain(self, g: gen.Genesis, block0: Block) -> None:
+        """Write meta + block 0 into an empty database, in one transaction."""
+        self._check_writable()
+        meta = {"schema": SCHEMA_VERSION, "domain": g.domain, "genesis": g.digest(),
+                "authority": g.authority, LOW_S_FROM: 0}
+        self.commit_block(block0, meta)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._check_writable()
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (key, value))
+
+    def commit_block(self, block: Block, meta: dict[str, Any] | None = None) -> None:
+        """Write the block, its txs/receipts and its state diff atomically.
+        Raises StoreError(not-next / bad-prev) if it does not extend the head."""
+        self._check_writable()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            head = self._head_before(block.height)
+            if head is not None and block.height != head.height + 1:
+                raise StoreError("not-next", "height %d after head %d" % (block.height,
+                                                                          head.height))
+            if head is not None and block.fields["prev_hash"] != head.hash:
+                raise StoreError("bad-prev", "height %d" % block.height)
+            self._write_meta(meta)
+            db.execute("INSERT INTO blocks (height, hash, time, n_txs, header, signed) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (block.height, block.hash, block.time, len(block.txs),
+                        block.header_bytes, block.signed_header))
+            self._write_txs(block)
+            self._write_diff(block.diff)
+            self._write_kv(block.kv_diff)
+            db.execute("COMMIT")
+        except BaseException as e:
+            sqlite_db.rollback(db, e)  # keeps SQLite's own error (disk full, I/O) visible
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(COMMIT_FAILED, "block %d not written: %s"
+                                 % (block.height, e)) from e
+            raise
+        if block.levels and block.levels[0]:
+            self._remember_levels(block.height, block.levels)
+
+    def _remember_levels(self, height: int, levels: list[list[bytes]]) -> None:
+        cache = self._levels
+        cache[height] = levels
+        cache.move_to_end(height)
+        while len(cache) > LEVELS_CACHE:
+            cache.popitem(last=False)
+
+    def _write_txs(self, block: Block) -> None:
+        h = block.height
+        rows = [(t.id, h, i, t.sender, t.seq, t.type, r.status, r.reason,
+                 cbor.dumps(r.events) if r.events else _NO_EVENTS, t.message)
+                for i, (t, r) in enumerate(zip(block.txs, block.receipts, strict=True))]
+        self._db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                             % TX_COLS, rows)
+        if len(block.levels) > 1:  # the receipts tree above the leaves, for get_receipt
+            self._db.execute("INSERT INTO receipt_trees (height, nodes) VALUES (?, ?)",
+                             (h, b"".join(x for level in block.levels[1:] for x in level)))
+
+    def _write_diff(self, diff: dict[bytes, DeviceRecord]) -> None:
+        db = self._db
+        db.executemany(_UPSERT, [(i, r.pubkey, r.last_seq, r.balance, r.kind, r.status,
+                                  r.owner, int(r.claimant), r.node, r.assigned)
+                                 for i, r in diff.items()])
+        # rights exist only on owned devices (and an owner is never removed),
+        # so ownerless records (all of an open domain's readings) cost nothing
+        owned = [(i, r) for i, r in diff.items() if r.owner]
+        if owned:
+            db.executemany("DELETE FROM rights WHERE device = ?", [(i,) for i, _ in owned])
+            db.executemany('INSERT INTO rights (device, principal, "right") VALUES (?, ?, ?)',
+                           [(i, p, right) for i, r in owned for p, rs in r.acl for right in rs])
+
+    def _write_kv(self, kv_diff: dict[bytes, bytes | None]) -> None:
+        if not kv_diff:
+            return
+        self._db.executemany("DELETE FROM kv WHERE key = ?",
+                             [(k,) for k, v in kv_diff.items() if v is None])
+        self._db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                             [(k, v) for k, v in kv_diff.items() if v is not None])
+
+    # ---- reading -------------------------------------------------------------
+
+    def block_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
+
+    def tx_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
+
+    def txs_of_type(self, type_: int, since_height: int = 0) -> Iterator[TxRecord]:
+        """Committed txs of one type in chain order (e.g. the market's calls)."""
+        cur = self._db.execute("SELECT %s FROM txs WHERE type = ? AND height >= ? "
+                               "ORDER BY height, idx" % TX_COLS, (type_, since_height))
+        for r in cur:
+            yield tx_record(r)
+
+    def find_tx(self, prefix: bytes) -> list[TxRecord]:
+        """Txs whose id starts with `prefix` (at most 2: enough to tell unique)."""
+        hi = prefix + b"\xff" * (32 - len(prefix))
+        cur = self._db.execute("SELECT %s FROM txs WHERE id >= ? AND id <= ? LIMIT 2"
+                               % TX_COLS, (prefix, hi))
+        return [tx_record(r) for r in cur]
+
+    def get_receipt(self, tx_id: bytes) -> bytes | None:
+        """The receipt reply (messages.receipt) of a committed tx, its proof
+        read from the block's stored receipts tree, or None if not in the chain."""
+        t = self.get_tx(tx_id)
+        if t is None:
+            return None
+        blk = self.get_block(t.height)
+        assert blk is not None
+        path = self._stored_path(t.height, blk.n_txs, t.idx)
+        if path is None:  # a block committed before receipt trees were stored
+            path = merkle.proof(self._rebuilt_levels(t.height), t.idx)
+        return messages.receipt(t.id, t.seq, t.status, t.reason, t.events, t.height,
+                                blk.signed_header, t.idx, blk.n_txs, path)
+
+    def _stored_path(self, height: int, n: int, idx: int) -> list[bytes] | None:
+        """Audit path of leaf `idx` of the `n`-leaf receipts tree of block
+        `height` (what shared.merkletree.proof gives): the sibling leaf from
+        its tx row, the rest read hash by hash from the stored levels; None
+        if the block has no stored tree."""
+        if n == 1:
+            return []
+        try:
+            blob = self._db.blobopen("receipt_trees", "nodes", height, readonly=True)
+        except sqlite3.OperationalError:  # no such row (or table)
+            return None
+        path = [self._leaf_hash(height, idx ^ 1)] if idx ^ 1 < n else []
+        with blob:
+            start, size, idx = 0, (n + 1) // 2, idx >> 1
+            while size > 1:
+                sib = idx ^ 1
+                if sib < size:
+                    blob.seek((start + sib) * 32)
+                    path.append(blob.read(32))
+                start += size
+                size = (size + 1) // 2
+                idx >>= 1
+        return path
+
+    def _leaf_hash(self, height: int, idx: int) -> bytes:
+        row = self._db.execute("SELECT id, status, reason, events FROM txs "
+                               "WHERE height = ? AND idx = ?", (height, idx)).fetchone()
+        i, st, r, e = row
+        return merkle.leaf_hash(messages.receipt_leaf(i, st, r, cbor.loads(e)))
+
+    def receipt_tree(self, height: int) -> bytes | None:
+        """The stored receipts tree of block `height` (the hashes of every
+        level above the leaves, end to end), None if it has none (fewer than
+        2 txs, or committed before receipt trees were stored)."""
+        try:
+            row = self._db.execute("SELECT nodes FROM receipt_trees WHERE height = ?",
+                                   (height,)).fetchone()
+        except sqlite3.OperationalError as e:  # a database no node of this version opened
+            if "no such table" not in str(e):
+                raise
+            return None
+        return row[0] if row else None
+
+    def _rebuilt_levels(self, height: int) -> list[list[bytes]]:
+        levels = self._levels.get(height)
+        if levels is None:
+            rows = self._db.execute("SELECT id, status, reason, events FROM txs "
+                                    "WHERE height = ? ORDER BY idx", (height,)).fetchall()
+            levels = receipts_levels([messages.receipt_leaf(i, s, r, cbor.loads(e))
+                                      for i, s, r, e in rows])
+            self._remember_levels(height, levels)
+        return levels
+
+    def devices(self) -> list[tuple[bytes, DeviceRecord]]:
+        """(id, record) sorted by id: every principal, rights included."""
+        acl: dict[bytes, dict[bytes, list[str]]] = {}
+        for dev, p, right in self._db.execute(
+                'SELECT device, principal, "right" FROM rights '
+                'ORDER BY device, principal, "right"'):
+            acl.setdefault(dev, {}).setdefault(p, []).append(right)
+        cur = self._db.execute("SELECT %s FROM devices ORDER BY id" % _DEV_COLS)
+        out = []
+        for i, pub, seq, bal, kind, status, owner, claimant, node, assigned in cur:
+            a = tuple((p, tuple(rs)) for p, rs in acl.pop(i, {}).items())
+            out.append((i, DeviceRecord(pub, seq, bal, kind, status, owner, a, bool(claimant),
+                                        node, assigned)))
+        if acl:  # rights on a device that has no row: keep them visible to verify
+            out.append((min(acl), DeviceRecord(b"", -1, -1, "orphan-rights")))
+            out.sort(key=lambda x: x[0])
+        return out
+
+    def kv(self) -> dict[bytes, bytes]:
+        """Every stored value of the state tree (State.kv)."""
+        return dict(self._db.execute("SELECT key, value FROM kv"))
+
+    def load_state(self) -> State:
+        return State(dict(self.devices()), self.kv())
+
+    def integrity_problems(self, limit: int = 10) -> list[str]:
+        """SQLite's own check of the file (PRAGMA integrity_check: every
+        page, every index against its table): [] when sound, else up to
+        `limit` of SQLite's messages."""
+        try:
+            rows = self._db.execute("PRAGMA integrity_check(%d)" % int(limit)).fetchall()
+        except sqlite3.DatabaseError as e:  # too damaged to check
+            return [str(e)]
+        msgs = [r[0] for r in rows]
+        return [] if msgs == ["ok"] else msgs
+
+
+def check_state(state: State, head: BlockRecord, where: Path | str = "") -> None:
+    """Refuse a stored state that is not the one the head block commits to
+    (its state_root): the devices/rights/kv tables were changed outside the
+    node (a balance raised by hand, a row deleted). Raises StoreError
+    (STATE_ROOT_MISMATCH) naming the height. The leaf hashes computed here
+    stay cached in `state`, so the first block after start-up does not
+    compute them again."""
+    root = state.root()
+    want = head.fields["state_root"]
+    if root != want:
+        raise StoreError(STATE_ROOT_MISMATCH,
+                         "%sthe stored state (%d principals, %d stored values) does not match "
+                         "the state root of the head block at height %d (%s, stored state %s): "
+                         "the database was changed outside the node; `thingledger chain verify` "
+                         "names the first difference" % ("%s: " % where if where else "",
+                                                         len(state), len(state.kv), head.height,
+                                                         want.hex()[:16], root.hex()[:16]))
+
+
+@dataclass
+class Ledger:
+    """What a running node needs at start-up (see open_ledger)."""
+
+    store: Store
+    genesis: gen.Genesis
+    authority_priv: bytes
+    state: State
+    head: BlockRecord
+    registry: Registry | None = None
+
+    @property
+    def rules(self) -> Rules:
+        return self.genesis.rules(self.registry)
+
+
+def open_ledger(cfg: GatewayConfig, *, create: bool = True,
+                registry: Registry | None = None) -> Ledger:
+    """Open (and on first start create) the node's chain in cfg.data_dir.
+    With `create`, a data dir without genesis gets a new domain
+    (genesis.create_domain, no accounts). `registry` is the registry lookup
+    for claims (device pubkey -> record or None). Raises GenesisError /
+    StoreError."""
+    gpath = cfg.genesis_file
+    if create and not gpath.exists() and cfg.genesis_path is None:
+        gen.create_domain(cfg.data_dir, cfg.domain, authority_balance=cfg.genesis_supply)
+    g = gen.load(gpath)
+    if g.domain != cfg.domain:
+        raise gen.GenesisError("domain", "genesis names %r, config %r" % (g.domain, cfg.domain))
+    priv = gen.load_authority_key(cfg.key_file, g)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.db_path)
+    try:
+        if store.head() is None:
+            store.init_chain(g, genesis_block(g, priv))
+        elif store.meta("schema") != SCHEMA_VERSION:
+            raise StoreError("schema-mismatch", "%s has schema %s, this node writes %d: "
+                             "start a new chain" % (cfg.db_path, store.meta("schema"),
+                                                    SCHEMA_VERSION))
+        elif store.meta("genesis") != g.digest():
+            raise StoreError("genesis-mismatch", str(cfg.db_path))
+        head = store.head()
+        assert head is not None
+        if store.meta(LOW_S_FROM) is None:  # a chain from before the low-s rule
+            store.set_meta(LOW_S_FROM, head.height + 1)
+        state = store.load_state()
+        check_state(state, head, cfg.db_path)
+        return Ledger(store, g, priv, state, head, registry)
+    except BaseException:
+        store.close()
+        raise

@@ -1,0 +1,159 @@
+"""The host side's error types, with their reason codes (the wire codes stay in
+shared/reasons.py and shared/errors.py). Contract errors stay with the standalone
+VM (gateway/contracts/errors.py), which imports only shared/."""
+
+from __future__ import annotations
+
+from shared import errors
+from shared.reasons import MEMPOOL_FULL, RATE_LIMITED
+
+# ---- raised by gateway/node/config.py
+
+class FieldError(ValueError):
+    """A value in a hand-edited file is wrong; `key` names the field and
+    `problem` says what is wrong with it."""
+
+    label = "field"
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{self.label} {key!r}: {problem}")
+
+
+class ConfigError(FieldError):
+    """A configuration value is wrong."""
+
+    label = "config key"
+
+
+# ---- raised by gateway/node/ratelimit.py
+
+class RateLimited(errors.TLError):
+    reason = RATE_LIMITED
+
+
+# ---- raised by gateway/node/mempool.py
+
+class MempoolFull(errors.TLError):
+    reason = MEMPOOL_FULL
+
+
+# ---- raised by gateway/ledger/validate.py
+
+class DomainError(errors.TLError):
+    """The transaction names another domain (chain id)."""
+
+    reason = errors.WRONG_DOMAIN
+
+
+# ---- raised by gateway/ledger/state.py
+
+class RuleError(errors.TLError):
+    """A transaction that cannot be included in the current state."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason, reason)
+
+
+# ---- raised by gateway/ledger/genesis.py
+
+class GenesisError(FieldError):
+    """The genesis file (or authority key) is wrong."""
+
+    label = "genesis"
+
+
+# ---- raised by gateway/broker/credentials.py
+
+class FileAccessError(ValueError):
+    """A named owner or group that does not exist, or that this user may not
+    give the files to."""
+
+
+# ---- raised by gateway/registry/params.py
+
+class RegistryError(ValueError):
+    """The registry cannot be opened or used as asked; `reason` is a stable
+    code (not-initialized, exists, bad-genesis, genesis-mismatch, read-only)
+    and `detail` says more."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(reason + (": " + detail if detail else ""))
+
+
+# ---- raised by gateway/db/verify.py
+
+class ChainError(errors.TLError):
+    """A verification failure at block `height`."""
+
+    def __init__(self, height: int, reason: str, detail: str = "") -> None:
+        self.height = height
+        super().__init__(detail, reason)
+
+    def __str__(self) -> str:
+        where = "database file" if self.height == FILE else "height %d" % self.height
+        return "%s: %s%s" % (where, self.reason,
+                                     " (%s)" % self.detail if self.detail else "")
+
+
+# ---- reason codes of the store (gateway/db/store.py) and of chain verification
+# (gateway/db/verify.py)
+COMMIT_FAILED = "commit-failed"  # gateway/db/store.py: SQLite could not write a block
+
+GENESIS_MISMATCH = "genesis-mismatch"
+EMPTY_CHAIN = "empty-chain"
+MISSING_BLOCK = "missing-block"
+BAD_HEADER_SIGNATURE = "bad-header-signature"
+HEADER_MISMATCH = "header-mismatch"
+BAD_HEADER = "bad-header"
+BAD_PREV_HASH = "bad-prev-hash"
+TIME_BACKWARDS = "time-backwards"
+BAD_ROW = "bad-row"
+TX_ID_MISMATCH = "tx-id-mismatch"
+BAD_TX = "bad-tx"
+TX_ROW_MISMATCH = "tx-row-mismatch"
+RECEIPT_MISMATCH = "receipt-mismatch"
+TX_ROOT_MISMATCH = "tx-root-mismatch"
+RECEIPTS_ROOT_MISMATCH = "receipts-root-mismatch"
+RECEIPT_TREE_MISMATCH = "receipt-tree-mismatch"
+STATE_ROOT_MISMATCH = "state-root-mismatch"
+STATE_MISMATCH = "state-mismatch"
+DATABASE_CORRUPT = "database-corrupt"
+FILE = -1  # ChainError.height of a problem of the database file, not of a block
+
+
+# ---- raised by gateway/db/store.py
+
+class StoreError(Exception):
+    """The database refuses an operation; `reason` is a stable code
+    (not-next, bad-prev, genesis-mismatch, not-initialized, read-only,
+    schema-mismatch; COMMIT_FAILED: SQLite could not write a block, e.g.
+    disk full or an I/O error, the detail carries SQLite's own message;
+    STATE_ROOT_MISMATCH: at start-up the stored state is not the head
+    block's)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(reason + (": " + detail if detail else ""))
+
+
+# ---- raised by gateway/market/node/streams.py
+
+class StreamError(errors.TLError):
+    """The stream store refuses a reading or a query; `reason` is one of
+    wrong-agreement, conflict, stream-full, value-range, bad-batch."""
+
+    reason = "stream"
+
+
+# ---- raised by gateway/market/node/analytics.py
+
+class DerivedServiceError(FieldError):
+    """A derived service's configuration is wrong; `key` names the field."""
+
+    label = "derived service"
+

@@ -1,0 +1,173 @@
+"""Block production: execute transactions, build roots, sign the header.
+
+`build_block(prev, txs, state, time, authority_priv, authority_id, domain=,
+rules=)` runs `txs` in order through state.apply on a StateOverlay over
+`state` (which is not modified), and returns a `Block` with
+- `txs` / `receipts`: the included transactions and their receipts (status,
+  reason, events; `Receipt.leaf` = messages.receipt_leaf bytes),
+- `dropped`: (tx, RuleError) for txs that turned out not includable at
+  execution time (e.g. a fee no longer covered): the service sends
+  rejections for them; they are not in the block,
+- `diff`: device id -> new DeviceRecord, and `kv_diff`: stored key -> new
+  value or None (deleted) (what the store writes and what State.apply_diff
+  folds in after the commit),
+- header fields, header bytes, the authority-signed header, the block hash,
+- `proof(i)` / `receipt_message(i)`: the RFC 6962 audit path of receipt i
+  and the ready-to-publish receipt reply (shared/messages.receipt).
+Roots: tx_root over the txs' COSE bytes, receipts_root over receipt leaves
+(one merkle.levels pass, proofs read from it: O(n log n) for all), state_root
+from the overlay (cached leaf hashes: re-encodes only changed devices).
+
+Signatures are NOT verified here: txs must have passed validate.check_stateful
+at ingress (state.apply re-verifies only senders whose key was rotated or
+recovered, and the statements inside identity txs, so a key or owner change
+between ingress and execution drops the tx instead of including it).
+Identity rules and the registry lookup come with `rules` (state.Rules). Block time is max(time, prev.time): times never go backwards.
+A block with no transactions is valid; whether to cut empty blocks is the
+service's choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+from gateway.ledger.genesis import Genesis, genesis_header
+from gateway.ledger.state import (
+    BlockInfo,
+    DeviceRecord,
+    RuleError,
+    Rules,
+    State,
+    StateOverlay,
+    apply,
+)
+from shared import errors, header, merkle, messages
+from shared import tx as txm
+
+
+class Tip(Protocol):
+    """The previous block as the builder needs it (Block or store.BlockRecord)."""
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def hash(self) -> bytes: ...
+
+    @property
+    def time(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    tx_id: bytes
+    seq: int
+    status: int
+    reason: str
+    events: list[Any]
+    leaf: bytes
+
+
+class HeaderFields:
+    """A block's height and time, read from its header fields (the domain
+    chain's Block and the public registry's RegistryBlock)."""
+
+    fields: dict[str, Any]
+
+    @property
+    def height(self) -> int:
+        return self.fields["height"]
+
+    @property
+    def time(self) -> int:
+        return self.fields["time"]
+
+
+@dataclass
+class Block(HeaderFields):
+    fields: dict[str, Any]
+    header_bytes: bytes
+    signed_header: bytes
+    txs: list[txm.Tx]
+    receipts: list[Receipt]
+    diff: dict[bytes, DeviceRecord]
+    dropped: list[tuple[txm.Tx, errors.TLError]] = field(default_factory=list)
+    levels: list[list[bytes]] = field(default_factory=list)
+    kv_diff: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    @cached_property
+    def hash(self) -> bytes:
+        return header.block_hash(self.header_bytes)
+
+    def proof(self, i: int) -> list[bytes]:
+        """Audit path of receipt i in the receipts tree."""
+        return merkle.proof(self.levels, i)
+
+    def receipt_message(self, i: int) -> bytes:
+        """The messages.receipt reply for tx i (published on its rx topic)."""
+        r = self.receipts[i]
+        return messages.receipt(r.tx_id, r.seq, r.status, r.reason, r.events, self.height,
+                                self.signed_header, i, len(self.receipts), self.proof(i))
+
+
+def tx_root(tx_messages: Sequence[bytes]) -> bytes:
+    return merkle.root(tx_messages)
+
+
+def receipts_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    return merkle.levels([merkle.leaf_hash(x) for x in leaves])
+
+
+def execute(txs: Sequence[txm.Tx], state: State, rules: Rules,
+            block: BlockInfo | None = None
+            ) -> tuple[list[txm.Tx], list[Receipt], StateOverlay,
+                       list[tuple[txm.Tx, errors.TLError]]]:
+    """Run txs in order on an overlay: (included, receipts, overlay, dropped).
+    `block` gives the height and time the txs execute at."""
+    view = StateOverlay(state)
+    included: list[txm.Tx] = []
+    receipts: list[Receipt] = []
+    dropped: list[tuple[txm.Tx, errors.TLError]] = []
+    leaf = messages.receipt_leaf
+    info = block or BlockInfo(0, 0)
+    for t in txs:
+        info.index = len(included)
+        try:
+            out = apply(view, t, rules, info)
+        except RuleError as e:
+            dropped.append((t, e))
+            continue
+        tid = t.id
+        included.append(t)
+        receipts.append(Receipt(tid, t.seq, out.status, out.reason, out.events,
+                                leaf(tid, out.status, out.reason, out.events)))
+    return included, receipts, view, dropped
+
+
+def build_block(prev: Tip, txs: Sequence[txm.Tx], state: State, time: int,
+                authority_priv: bytes, authority_id: bytes, *, domain: str,
+                rules: Rules | None = None) -> Block:
+    """Execute `txs` on top of `state` (left unchanged) and sign block prev+1."""
+    rules = rules or Rules(authority_id=authority_id)
+    height, time = prev.height + 1, max(int(time), prev.time)
+    included, receipts, view, dropped = execute(txs, state, rules, BlockInfo(height, time))
+    levels = receipts_levels([r.leaf for r in receipts])
+    fields = {
+        "version": header.VERSION, "domain": domain, "height": height,
+        "prev_hash": prev.hash, "time": time,
+        "tx_root": tx_root([t.message for t in included]),
+        "receipts_root": merkle.root_of(levels), "state_root": view.root(),
+        "proposer": authority_id,
+    }
+    return Block(fields, header.encode(fields), header.sign(authority_priv, authority_id, fields),
+                 included, receipts, view.changed, dropped, levels, view.kv_changed)
+
+
+def genesis_block(g: Genesis, authority_priv: bytes) -> Block:
+    """Block 0: no txs, the whole genesis state as its diff."""
+    fields, hbytes, signed = genesis_header(g, authority_priv)
+    s = g.state()
+    return Block(fields, hbytes, signed, [], [], dict(s.devices), [], [[]])

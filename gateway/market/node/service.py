@@ -1,0 +1,522 @@
+"""The market side of a running gateway: everything the full node does for
+the service economy beyond executing transactions (docs/MARKET.md).
+
+- notices: MATCH to both parties, ACCOUNT (retained) to devices whose
+  balance a block changed, ENDED when an agreement or a waiting demand closes (rx topics),
+  each sealed by the authority (shared/notice.py); a MATCH carries the height
+  and order it was sealed at, so a board refuses a replayed one;
+- a device that says it is online (tl/<d>/dev/<id>/status: a board's
+  retained `online`, published on every (re)connect) is told again what it
+  may have missed while either side was down: ACCOUNT, and a MATCH with the
+  first index not committed for each of its open agreements that still
+  has readings to come (a restarted supplier board closes it: docs/MARKET.md);
+- the retained offers directory on tl/<d>/offers, republished when offers
+  change or one expires;
+- streams: every reading on tl/<d>/data/<supplier>/<agreement> is verified
+  under the agreement's supplier key and kept in the StreamStore;
+- the operator (the authority key) acts through ordinary signed txs:
+  verdicts on committed batches (checked against the stream store, after a
+  grace period for readings still in flight; each kept pending and sent
+  again with backoff until the chain shows the batch judged), CLOSE of expired agreements
+  and demands, an optional grant to newly registered devices, and the
+  optional deployment of the agreement contract at start;
+- edge analytics: each configured DerivedService buys its source stream,
+  keeps a rolling mean of it, offers the derived service and, once matched,
+  streams and commits the derived readings like any supplier.
+The pure rules live in ledger.py / matching.py; this module only reacts to
+committed blocks, devices' statuses and the clock, so a restart rebuilds it
+from the state: open agreements and waiting demands, the verdicts owed on
+committed batches, and the derived streams the operator supplies (resumed
+from the readings it holds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.contracts import binding as chain
+from gateway.ledger import keys
+from gateway.ledger.blocks import Block
+from gateway.ledger.state import KIND_CONTRACT, State
+from gateway.market.ledger import directory
+from gateway.market.ledger import rules as ledger
+from gateway.market.node.analytics import DerivedService, RollingMean
+from gateway.market.node.streams import StreamStore
+from gateway.node.config import STREAMS_FILE
+from shared import cbor, errors, messages, p256, stream, topics
+from shared import tx as txm
+from shared.notice import seal as seal_notice
+
+VERDICT_GRACE_S = 3.0  # wait this long for readings still in flight
+# a verdict stays pending until the chain shows the batch judged (or the
+# agreement gone): sent again after VERDICT_RETRY_S, doubling up to the max
+VERDICT_RETRY_S = 2.0
+VERDICT_RETRY_MAX_S = 120.0
+RETRY_S = 10.0  # resend a keeper tx that did not land
+BATCH = 4  # derived readings per commitment
+PLAUSIBILITY_ROUND_S = 60  # oracle rounds are minutes of block time
+FUEL = 50_000
+ANNOUNCE_S = 5.0  # tell a device its state again at most this often (it says `online`)
+RESUME_ORDER = 1 << 16  # the orders of MATCHes told again: above those of any block
+
+Publish = Callable[[str, bytes, bool], None]
+
+
+@dataclass
+class _Pending:
+    """A committed batch awaiting the operator's verdict on chain."""
+
+    aid: bytes
+    batch: int
+    first: int
+    count: int
+    root: bytes
+    deadline: float
+    verdict: tuple[bool, int, int] | None = None  # (ok, mean, round) once decided
+    tx: bytes = b""  # the last verdict tx signed for it
+    tries: int = 0
+    next_try: float = 0.0
+
+
+@dataclass
+class _Supply:
+    """A derived stream the operator supplies under one agreement."""
+
+    aid: bytes
+    service: DerivedService
+    quantity: int
+    interval_s: int
+    next_at: float
+    index: int = 0
+    batch_no: int = 0
+    batch: stream.Batch = field(default_factory=stream.Batch)
+    first: int = 0
+
+
+def _awaits_verdict(state: State, p: _Pending) -> bool:
+    """The batch is committed and not yet judged in an open agreement."""
+    a = ledger.agreement(state, p.aid)
+    return a is not None and a["state"] == "open" and p.batch in a["pending"]
+
+
+def _brief(t: txm.Tx) -> str:
+    b = t.body
+    if t.type == txm.TYPE_OFFER:
+        return f"offer {b[1]} price={b[3]}"
+    return f"demand {b[1]} max_price={b[2]} quantity={b[3]} policy={b[5]}"
+
+
+class Operator:
+    """The gateway's own account: signs txs with the authority key and hands
+    them to the ingress path (`submit`)."""
+
+    def __init__(self, priv: bytes, domain: str, submit: Callable[[bytes], Any]) -> None:
+        self.priv = priv
+        self.pub = p256.public_key(priv)
+        self.id = txm.device_id(self.pub)
+        self.domain = domain
+        self.submit = submit
+        self.seq = 0
+
+    def send(self, state: State, type_: int, body: dict[int, Any]) -> bytes:
+        rec = state.get(self.id)
+        self.seq = max(self.seq, rec.last_seq if rec else 0) + 1
+        msg = txm.make(self.priv, self.id, type_, self.domain, self.seq, 0, body)
+        self.submit(msg)
+        return msg
+
+    def call(self, state: State, method: str, *args: Any) -> bytes:
+        return self.send(state, txm.TYPE_CONTRACT_CALL,
+                         {1: ledger.AGREEMENT, 2: method, 3: list(args), 4: 0, 5: FUEL})
+
+
+class MarketNode:
+    def __init__(self, domain: str, data_dir: Path, authority_priv: bytes,
+                 publish: Publish, submit: Callable[[bytes], Any],
+                 log: Callable[[str], None], *, grant: int = 0, fee_bps: int | None = None,
+                 derived: tuple[DerivedService, ...] = ()) -> None:
+        self.domain = domain
+        self.publish = publish
+        self.log = log
+        self.op = Operator(authority_priv, domain, submit)
+        self.streams = StreamStore(data_dir / STREAMS_FILE)
+        self.grant = grant
+        self.fee_bps = fee_bps
+        self.derived = derived
+        self.data_prefix = topics.data(domain, "")
+        self._pending: dict[tuple[bytes, int], _Pending] = {}
+        self._closing: dict[bytes, float] = {}  # id -> when a CLOSE was sent
+        self._open: dict[bytes, int] = {}  # agreement / waiting demand id -> expiry
+        self._next_expiry: int | None = None
+        self._rolling: dict[str, RollingMean] = {}  # source service -> mean
+        self._buying: dict[str, bytes] = {}  # source service -> agreement id (or demand)
+        self._supplies: dict[bytes, _Supply] = {}
+        self._offered: dict[str, float] = {}
+        self._started = False
+        self._height = 0  # the block whose notices are being sealed
+        self._order = 0  # MATCHes sealed at that height so far
+        self._time = 0  # its block time
+        self._told: dict[bytes, float] = {}  # device -> when its state was told again
+        self._status = topics.status(domain, "+")
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [self.data_prefix + "+/+", self._status]
+
+    def is_status(self, topic: str) -> bool:
+        """A device's status topic (tl/<d>/dev/<id>/status)."""
+        head, _, tail = self._status.partition("+")
+        return topic.startswith(head) and topic.endswith(tail) and "/" not in \
+            topic[len(head):-len(tail)]
+
+    def close(self) -> None:
+        self.streams.close()
+
+    # -- start: rebuild what is open from the state -------------------------------------
+    def start(self, state: State) -> None:
+        for k, v in state.kv_range(ledger.AGREEMENTS):
+            a = cbor.loads(v)
+            if a["state"] == "open":
+                aid = k[-16:]
+                self._open[aid] = a["expiry"]
+                if a["buyer"] == self.op.id:
+                    self._buying[a["service"]] = aid
+        for k, v in state.kv_range(keys.DEMANDS):
+            d = cbor.loads(v)
+            self._open[k[-16:]] = d[ledger.D_UNTIL]
+            if d[ledger.D_BUYER] == self.op.id:
+                self._buying[d[ledger.D_SERVICE]] = k[-16:]
+        self._resume(state, time.time())
+        self._publish_directory(state, int(time.time()))
+        if self.fee_bps is not None and not ledger.agreement_active(state):
+            self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {
+                1: "deploy", 2: ledger.AGREEMENT_LABEL, 3: "agreement",
+                4: ledger.AGREEMENT_VERSION,
+                5: {"operator": self.op.id, "fee_bps": self.fee_bps}})
+            self.log(f"market deploying the agreement contract (fee {self.fee_bps} bps)")
+        self._upgrade_agreement(state)
+        self._started = True
+
+    def _upgrade_agreement(self, state: State) -> None:
+        """An agreement deployment older than AGREEMENT_VERSION (v1: anyone
+        could open an agreement under a waiting demand's id) is upgraded
+        when the operator is the domain admin; otherwise the admin is told."""
+        dep = chain.deployment(state, ledger.AGREEMENT)
+        if dep is None or dep["version"] >= ledger.AGREEMENT_VERSION:
+            return
+        if dep["admin"] != self.op.id:
+            self.log(f"market the agreement contract is v{dep['version']}: its admin should "
+                     f"upgrade it to v{ledger.AGREEMENT_VERSION} (thingledger contract upgrade)")
+            return
+        self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {1: "upgrade", 2: ledger.AGREEMENT,
+                                                     3: ledger.AGREEMENT_VERSION})
+        self.log(f"market upgrading the agreement contract to v{ledger.AGREEMENT_VERSION}")
+
+    def _resume(self, state: State, now: float) -> None:
+        """What a stop left half done: verdicts owed on committed batches (the
+        readings are in the stream store), and the derived streams this
+        operator supplies, continued from the readings it holds past the
+        last committed one (its batch in progress)."""
+        self.resume_verdicts(state, now)
+        for a in ledger.open_agreements(state):
+            aid = a["id"]
+            d = next((d for d in self.derived if d.name == a["service"]), None)
+            if a["supplier"] != self.op.id or d is None or a["next_index"] >= a["quantity"]:
+                continue
+            first = a["next_index"]
+            s = _Supply(aid, d, a["quantity"], d.interval_s, now + d.interval_s,
+                        index=first, batch_no=a["next_batch"], first=first)
+            for msg in self.streams.messages(aid, first, a["quantity"] - first):
+                s.batch.add(msg)  # ours, made in index order: no gaps
+                s.index += 1
+                if s.batch.count == BATCH or s.index == s.quantity:
+                    self._commit(s, state)
+            self._supplies[aid] = s
+            self.log(f"market resumed supply agreement={aid.hex()[:8]} index={s.index}")
+
+    # -- a device came online: tell it its state again ---------------------------------
+    def on_status(self, topic: str, payload: bytes, state: State, head: Block,
+                  now: float | None = None) -> None:
+        """A device says `online` (its retained status when this node
+        subscribes, or again after any reconnect): the ACCOUNT and the open
+        agreements it may have missed while it or this node was down (the
+        embedded broker keeps no retained message across a restart; a board
+        keeps its agreements in RAM). Once per ANNOUNCE_S per device at most:
+        anyone may say `online` for a device on an open domain."""
+        if payload != b"online":
+            return
+        head_s, _, tail = self._status.partition("+")
+        try:
+            dev = bytes.fromhex(topic[len(head_s):-len(tail)])
+        except ValueError:
+            return
+        rec = state.get(dev)
+        if dev == self.op.id or rec is None or rec.kind == KIND_CONTRACT:
+            return
+        now = time.time() if now is None else now
+        if now - self._told.get(dev, -ANNOUNCE_S) < ANNOUNCE_S:
+            return
+        self._told[dev] = now
+        self._rx(dev, messages.account(rec.balance, head.height), retain=True)
+        # sealed at the head: above the orders of its block's MATCHes, and above
+        # those told again earlier at this height (seconds since the block, x 64)
+        order = RESUME_ORDER + max(0, int(now) - head.time) * 64
+        told = 0
+        for aid in list(self._open):
+            a = ledger.agreement(state, aid)
+            if (a is None or a["state"] != "open" or dev not in (a["buyer"], a["supplier"])
+                    or a["next_index"] >= a["quantity"]):
+                continue  # a waiting demand, or nothing left to stream (verdicts to come)
+            s = state.get(a["supplier"])
+            o = state.kv_get(keys.offer(a["service"], a["supplier"]))
+            interval = ledger.offer_of(o).interval_s if o is not None else 1
+            role = "buyer" if dev == a["buyer"] else "supplier"
+            self._rx(dev, messages.match(aid, a["buyer"], a["supplier"], s.pubkey if s else b"",
+                                         a["service"], a["price"], a["quantity"], interval,
+                                         a["expiry"], ledger.AGREEMENT, role, head.height,
+                                         order + told, max(0, a["expiry"] - int(now)),
+                                         a["next_index"]))
+            told += 1
+            if told == 64:
+                break
+        self.log(f"market told {dev.hex()[:8]} its state again: balance={rec.balance} "
+                 f"agreements={told}")
+
+    # -- streams ----------------------------------------------------------------------
+    def on_data(self, topic: str, payload: bytes, state: State) -> None:
+        """A reading on tl/<d>/data/<supplier hex>/<agreement hex>: keep it
+        if it verifies under the agreement's supplier key."""
+        try:
+            supplier, aid = (bytes.fromhex(x) for x in topic[len(self.data_prefix):].split("/"))
+        except ValueError:
+            return
+        if supplier == self.op.id:
+            return  # a derived stream of ours, stored as it was made (_supply)
+        a = ledger.agreement(state, aid)
+        if a is None or a["supplier"] != supplier:
+            return
+        s = state.get(a["supplier"])
+        if s is None:
+            return
+        try:
+            idx = self.streams.add(aid, s.pubkey, payload, time.time())
+        except errors.TLError as e:
+            self.log(f"market reading refused agreement={aid.hex()[:8]} reason={e.reason} "
+                     f"detail={e.detail}")
+            return
+        if a["buyer"] == self.op.id:  # a stream we bought: feed the analytics
+            for _, value, scale in self.streams.readings(aid, idx, 1):
+                r = self._rolling.setdefault(a["service"], self._window(a["service"]))
+                try:
+                    r.add(value, scale)
+                except ValueError:
+                    pass
+
+    def _window(self, source: str) -> RollingMean:
+        for d in self.derived:
+            if d.source == source:
+                return d.rolling()
+        return RollingMean(1)
+
+    # -- after each committed block -----------------------------------------------------
+    def account_notices(self, b: Block, before: State) -> list[tuple[bytes, int]]:
+        """(device, new balance) for devices whose balance the block changed;
+        `before` is the state the block was built on."""
+        out = []
+        for i, rec in b.diff.items():
+            old = before.get(i)
+            if rec.kind == KIND_CONTRACT or i == self.op.id:
+                continue
+            if (old.balance if old else 0) != rec.balance:
+                out.append((i, rec.balance))
+        return out
+
+    def on_block(self, b: Block, state: State, accounts: list[tuple[bytes, int]]) -> None:
+        now = time.time()
+        offers_changed = False
+        self._height, self._order, self._time = b.height, 0, b.time
+        for t, r in zip(b.txs, b.receipts, strict=True):
+            if t.type == txm.TYPE_REGISTER and self.grant and r.status == messages.STATUS_OK:
+                me = state.get(self.op.id)
+                if me is not None and me.balance >= self.grant:
+                    self.op.send(state, txm.TYPE_TRANSFER, {1: t.sender, 2: self.grant})
+                    self.log(f"market grant {self.grant} to {t.sender.hex()[:8]}")
+                else:
+                    self.log(f"market no grant for {t.sender.hex()[:8]}: the operator holds "
+                             f"{me.balance if me else 0}")
+            if t.type in (txm.TYPE_OFFER, txm.TYPE_DEMAND) and r.status == messages.STATUS_OK:
+                self.log(f"market {_brief(t)} from={t.sender.hex()[:8]}")
+            for e in r.events:
+                offers_changed |= self._event(e, state, now)
+        for dev, bal in accounts:  # retained: a board that was away reads it on return
+            self._rx(dev, messages.account(bal, b.height), retain=True)
+        if offers_changed or (self._next_expiry is not None and b.time >= self._next_expiry):
+            self._publish_directory(state, b.time)
+        self.tick(state, now)  # the keeper among it
+
+    def _event(self, e: list[Any], state: State, now: float) -> bool:
+        name = e[0] if isinstance(e[0], str) else e[1]
+        if name in ("offer", "withdraw"):
+            return True
+        if name == "match":
+            _, aid, buyer, supplier, price, qty, expiry, service, interval, policy = e
+            s = state.get(supplier)
+            for who, role in ((buyer, "buyer"), (supplier, "supplier")):
+                self._rx(who, messages.match(aid, buyer, supplier, s.pubkey if s else b"",
+                                             service, price, qty, interval, expiry,
+                                             ledger.AGREEMENT, role, self._height, self._order,
+                                             expiry - self._time))
+            self._order += 1
+            self._open[aid] = expiry
+            self._closing.pop(aid, None)
+            self.log(f"market match {service} agreement={aid.hex()[:8]} buyer={buyer.hex()[:8]}"
+                     f" supplier={supplier.hex()[:8]} price={price} quantity={qty}"
+                     f" policy={policy}")
+            if buyer == self.op.id:
+                self._buying[service] = aid
+            if supplier == self.op.id:
+                d = next((d for d in self.derived if d.name == service), None)
+                if d is not None:  # first reading once the buyer has subscribed
+                    self._supplies[aid] = _Supply(aid, d, qty, interval, now + interval + 1)
+            return True
+        if name == "wait":
+            self._open[e[1]] = e[2]
+        elif name == "delivery-committed":
+            _, _, aid, batch, first, count, root = e
+            self._pending[(aid, batch)] = _Pending(aid, batch, first, count, root,
+                                                   now + VERDICT_GRACE_S)
+        elif name == "delivery-paid":
+            _, _, aid, batch, supplier, paid, fee = e
+            self.log(f"market paid agreement={aid.hex()[:8]} batch={batch} "
+                     f"supplier={supplier.hex()[:8]} amount={paid} fee={fee}")
+        elif name == "delivery-failed":
+            _, _, aid, batch, supplier, why = e
+            self.log(f"market delivery-failed agreement={aid.hex()[:8]} batch={batch} "
+                     f"supplier={supplier.hex()[:8]} reason={why}")
+        elif name in ("agreement-closed", "demand-closed"):
+            if name == "agreement-closed":
+                _, _, aid, buyer, supplier, back = e
+                parties = (buyer, supplier)
+            else:
+                _, aid, buyer, back = e
+                parties = (buyer,)
+            for who in parties:
+                self._rx(who, messages.ended(aid, back, self._height))
+            self._open.pop(aid, None)
+            self._closing.pop(aid, None)
+            self._supplies.pop(aid, None)
+            for svc, bought in list(self._buying.items()):
+                if bought == aid:
+                    del self._buying[svc]
+            self.log(f"market closed {aid.hex()[:8]} refund={back}")
+        return False
+
+    def _rx(self, device: bytes, notice: bytes, retain: bool = False) -> None:
+        """A market notice to `device`, sealed by the authority (shared/notice.py)."""
+        self.publish(topics.rx(self.domain, device.hex()),
+                     seal_notice(self.op.priv, self.op.id, notice), retain)
+
+    def _publish_directory(self, state: State, now: int) -> None:
+        live = [ledger.offer_of(v) for _, v in state.kv_range(keys.OFFERS)]
+        live = [o for o in live if o.expires > now]
+        self._next_expiry = min((o.expires for o in live), default=None)
+        self.publish(topics.offers(self.domain),
+                     directory.encode([o.to_map() for o in live]), True)
+
+    # -- the operator's keeper ----------------------------------------------------------
+    def _keeper(self, state: State, now: float) -> None:
+        """CLOSE what expired (expiry: block time, whole seconds of the same
+        clock), again after RETRY_S if the close has not landed."""
+        for i, expiry in list(self._open.items()):
+            if now >= expiry and now - self._closing.get(i, -RETRY_S) >= RETRY_S:
+                self._closing[i] = now
+                self.op.send(state, txm.TYPE_CLOSE, {1: i})
+
+    def tick(self, state: State, now: float) -> None:
+        """Clock-driven work: verdicts whose readings are in (or whose grace
+        ran out), closing what expired (blocks are cut only when txs wait,
+        so the keeper cannot wait for one), the derived services' buying,
+        offering and streaming."""
+        self._keeper(state, now)
+        self._verdicts(state, now)
+        for d in self.derived:
+            self._derive(d, state, now)
+        for s in list(self._supplies.values()):
+            if now >= s.next_at and s.index < s.quantity:
+                self._supply(s, state, now)
+
+    def _verdicts(self, state: State, now: float) -> None:
+        """Judge each committed batch once its readings are in (or its grace
+        ran out), then keep that verdict pending until the chain shows the
+        batch judged or the agreement gone: a verdict refused at ingress
+        (mempool-full, rate-limited) or dropped from a block is sent again,
+        with backoff. The contract judges a batch once (a second verdict
+        fails with unknown-batch), so a resend can never pay twice."""
+        for key, p in list(self._pending.items()):
+            if not _awaits_verdict(state, p):
+                del self._pending[key]  # judged on chain, or the agreement is gone
+            elif p.verdict is None:
+                v = self.streams.check_batch(p.aid, p.first, p.count, p.root)
+                if v.ok or now >= p.deadline:
+                    p.verdict = (v.ok, v.mean, int(now) // PLAUSIBILITY_ROUND_S)
+                    self._send_verdict(p, state, now)
+            elif now >= p.next_try:
+                self.log(f"market verdict again agreement={p.aid.hex()[:8]} batch={p.batch} "
+                         f"try={p.tries + 1}")
+                self._send_verdict(p, state, now)
+
+    def _send_verdict(self, p: _Pending, state: State, now: float) -> None:
+        """The same signed verdict while it can still land (pending, or
+        admitted now); a fresh one (next seq) once that one was refused."""
+        assert p.verdict is not None
+        p.next_try = now + min(VERDICT_RETRY_S * 2 ** p.tries, VERDICT_RETRY_MAX_S)
+        p.tries += 1
+        if p.tx and self.op.submit(p.tx) is not None:
+            return
+        p.tx = self.op.call(state, "verdict", p.aid, p.batch, *p.verdict)
+
+    def resume_verdicts(self, state: State, now: float) -> None:
+        """After a restart: every batch committed on chain but not yet judged
+        is pending again (the stream store kept its readings)."""
+        for a in ledger.open_agreements(state):
+            for batch, (first, count, root) in a["pending"].items():
+                self._pending.setdefault((a["id"], batch), _Pending(
+                    a["id"], batch, first, count, root, now + VERDICT_GRACE_S))
+
+    def _derive(self, d: DerivedService, state: State, now: float) -> None:
+        me = state.get(self.op.id)
+        if me is None or not ledger.agreement_active(state):
+            return
+        qty = d.window
+        if d.source not in self._buying and me.balance >= d.price * qty:
+            self.op.send(state, txm.TYPE_DEMAND, {1: d.source, 2: d.price, 3: qty,
+                                                  4: 600, 5: "cheapest"})
+            self._buying[d.source] = b""  # until its match or wait event
+        if now - self._offered.get(d.name, -1e9) >= 1800:
+            self._offered[d.name] = now
+            self.op.send(state, txm.TYPE_OFFER, {1: d.name, 2: d.unit, 3: d.price,
+                                                 4: d.interval_s, 5: "", 6: 3600, 7: 1})
+
+    def _supply(self, s: _Supply, state: State, now: float) -> None:
+        r = self._rolling.get(s.service.source)
+        mean = r.mean() if r is not None else None
+        s.next_at = now + s.interval_s
+        if mean is None or r is None or r.scale is None:
+            return
+        msg = stream.reading(self.op.priv, self.op.id, s.aid, s.index, mean, r.scale)
+        self.streams.add(s.aid, self.op.pub, msg, now)  # kept here: on_data skips our own
+        self.publish(topics.data(self.domain, self.op.id.hex() + "/" + s.aid.hex()), msg, False)
+        s.batch.add(msg)
+        s.index += 1
+        if s.batch.count == BATCH or s.index == s.quantity:
+            self._commit(s, state)
+
+    def _commit(self, s: _Supply, state: State) -> None:
+        self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count, s.batch.root())
+        s.batch_no += 1
+        s.first = s.index
+        s.batch = stream.Batch()

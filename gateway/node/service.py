@@ -1,0 +1,380 @@
+"""The gateway full node as an asyncio service.
+
+Pipeline, one stage per method:
+
+    ingress   _ingest(): MqttLink (paho, persistent session, QoS 1) -> batches of payloads
+    validate  handle(): check_stateless + per-sender rate limit (gateway/node/ratelimit.py)
+              + Mempool.admit (stateful, signature)  -> reject()
+    mempool   Mempool (gateway/node/mempool.py): pending txs, per-sender seq
+    block     _produce() -> _cut_block() -> _build_block(): every block_interval_s
+              (fixed schedule), or at block_max_txs
+    store     _store_block(): commit in a worker thread (one SQLite transaction per block)
+    notify    _notify(): receipts (with Merkle proof) to each sender, header on tl/<d>/blocks;
+              the market's notices, directory, verdicts and keeper
+              (gateway/market/node/service.py), which also takes the off-chain
+              readings on tl/<d>/data/+ and tells a device that comes
+              online (tl/<d>/dev/+/status) its balance and open agreements
+
+Rejections go to the sender's rx topic, sealed by the authority, when its
+id can be read from the message, otherwise to tl/<domain>/rejects. A resend
+of a committed transaction is answered with its receipt again (nothing is
+applied twice).
+
+Each message is acknowledged to the broker (PUBACK) in arrival order once it
+is settled: refused, answered, or committed in a block on disk. Until then the
+persistent session keeps it, so a crash loses nothing the broker accepted.
+A block SQLite cannot write (disk full, I/O error) halts the node
+(_commit_failed): nothing of it or behind it is answered, acknowledged or
+built upon, and the next start gets it all again from the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from gateway import broker as broker_auth
+from gateway.db.render import type_name
+from gateway.db.store import Store, StoreError, open_ledger
+from gateway.ledger import blocks
+from gateway.ledger.validate import check_stateless
+from gateway.market.node.service import MarketNode
+from gateway.node.config import GatewayConfig
+from gateway.node.mempool import Mempool
+from gateway.node.mqtt_link import Incoming, MqttLink
+from gateway.node.ratelimit import SenderLimit
+from gateway.registry.view import registry_lookup
+from shared import cose, errors, messages, notice, reasons, topics
+from shared import tx as txm
+
+EventSink = Callable[[str], None]
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    admitted: int = 0
+    rejected: int = 0
+    resent_receipts: int = 0
+    committed: int = 0
+    blocks: int = 0
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, on_event: EventSink | None = None,
+                 log_txs: bool = True, freeze_gc: bool = True) -> None:
+        self.cfg = cfg
+        self.on_event = on_event or (lambda line: None)
+        self.log_txs = log_txs
+        self.freeze_gc = freeze_gc
+        self.counters = Counters()
+        registry = registry_lookup(cfg.registry_dir) if cfg.registry_dir else None
+        self.led = open_ledger(cfg, registry=registry)
+        self.reader = Store(cfg.db_path, readonly=True)
+        self.pool = Mempool(cfg.mempool_capacity)
+        # the authority's own txs (market verdicts, grants) are never limited
+        self.limit = SenderLimit(cfg.rate_limit_tps, cfg.rate_limit_burst,
+                                 exempt=(self.led.genesis.authority_id,))
+        self.committed = asyncio.Event()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._full = asyncio.Event()
+        self._stopping = False
+        self.failed: BaseException | None = None  # set if a pipeline stage died
+        self.dead = asyncio.Event()  # set with `failed`: whoever runs the node stops it
+        self._halted = False  # a block was not committed: no block may follow it
+        self._tasks: list[asyncio.Task] = []
+        self.link: MqttLink | None = None
+        # received messages in arrival order, with the id of the pending tx
+        # that settles them (None: settled already); PUBACKed from the left
+        self._unacked: deque[tuple[Incoming, bytes | None]] = deque()
+        d = cfg.domain
+        self._topic_blocks = topics.blocks(d)
+        self._topic_rejects = topics.rejects(d)
+        self.market = MarketNode(d, cfg.data_dir, self.led.authority_priv, self._publish,
+                                 self.handle, self.on_event, grant=cfg.market_grant,
+                                 fee_bps=cfg.market_fee_bps, derived=cfg.derived)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self, connect_timeout: float = 15.0) -> None:
+        loop = asyncio.get_running_loop()
+        # logs in with the authority key; anonymous brokers ignore it (docs/IDENTITY.md §3)
+        user, password = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)
+        subs = [topics.tx(self.cfg.domain), *self.market.subscriptions]
+        self.link = MqttLink(self.cfg.broker_url, f"{user}-gateway", subs,
+                             loop, username=user, password=password,
+                             status_topic=topics.status(self.cfg.domain, user))
+        self.link.start()
+        await self.link.wait_connected(connect_timeout)
+        h = self.led.head
+        self.on_event(f"chain {self.cfg.domain} at height {h.height} hash {h.hash.hex()[:16]} "
+                      f"({len(self.led.state.devices)} devices) broker {self.cfg.broker_url}")
+        if self.freeze_gc:
+            # Everything alive now (modules, the loaded state) lives as long as
+            # the process: keep it out of the cyclic collector's full passes,
+            # which otherwise pause the loop for tens of ms under load (bench:
+            # 37 ms -> 2 ms; a latency spike for a whole block of receipts).
+            gc.freeze()
+        self.market.start(self.led.state)
+        self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
+                       asyncio.create_task(self._produce(), name="produce"),
+                       asyncio.create_task(self._market_clock(), name="market")]
+        for t in self._tasks:
+            t.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A pipeline stage died (an exception): report it and keep it in
+        `failed`. The node then commits nothing more (what it took stays
+        unacknowledged at the broker); whoever runs it should stop it."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and task.get_name() == "produce":
+            self._halted = True  # txs it took may be in no block: build nothing after them
+        if self._stopping or self.failed is not None:  # (a failed commit is reported already)
+            return
+        self.failed = exc or RuntimeError(f"{task.get_name()} stopped")
+        self.on_event(f"error: {task.get_name()} stopped: {self.failed!r}")
+        self.dead.set()
+
+    async def stop(self) -> None:
+        """Stop taking messages, commit what is pending, close the store.
+        After a failed commit (`_halted`) nothing more is committed: what is
+        pending stays unacknowledged at the broker, delivered again to the
+        next start, in order."""
+        self._stopping = True
+        # Ingest is cancelled; the producer is woken and returns once a block
+        # it is cutting is committed and answered (cancelling it while the
+        # writer thread commits would skip the state update and the receipts,
+        # and the next cut would clash with the block just written).
+        for t in self._tasks:
+            if t.get_name() != "produce":
+                t.cancel()
+        self._full.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while len(self.pool) and not self._halted:
+            try:
+                await self._cut_block()
+            except StoreError:
+                break  # reported by _cut_block; nothing more is committed
+        self._ack_settled()
+        if self.link:
+            self.link.stop()
+        self._writer.shutdown(wait=True)
+        self.market.close()
+        self.reader.close()
+        self.led.store.close()
+
+    # -- ingress -> validate -> mempool ---------------------------------------
+    async def _ingest(self) -> None:
+        assert self.link is not None
+        data = self.market.data_prefix
+        while True:
+            for m in await self.link.receive():
+                if m.topic.startswith(data):  # off-chain readings: kept or dropped at once
+                    self.market.on_data(m.topic, m.payload, self.led.state)
+                    self._unacked.append((m, None))
+                elif self.market.is_status(m.topic):  # a device (re)connected: its state
+                    self.market.on_status(m.topic, m.payload, self.led.state, self.led.head)
+                    self._unacked.append((m, None))
+                else:
+                    self._unacked.append((m, self.handle(m.payload)))
+            self._ack_settled()
+            if len(self.pool) >= self.cfg.block_max_txs:
+                self._full.set()
+
+    def _ack_settled(self) -> None:
+        """PUBACK, in arrival order, every message settled so far: refused or
+        answered at once, or its transaction out of the mempool (committed)."""
+        q, pool, link = self._unacked, self.pool, self.link
+        while q and (q[0][1] is None or q[0][1] not in pool):
+            m = q.popleft()[0]
+            if link is not None:
+                link.ack(m)
+
+    def handle(self, payload: bytes) -> bytes | None:
+        """Validate one incoming transaction; admit it or answer with a reason.
+        Returns the tx id while the tx is pending in the mempool (admitted now
+        or earlier), None when the message is settled (refused, answered)."""
+        self.counters.received += 1
+        t: txm.Tx | None = None
+        try:
+            t = check_stateless(payload, self.cfg.domain)
+            if t.id in self.pool:
+                return t.id  # the same tx already pending: answered at its commit
+            try:
+                self.limit.check(t.sender)  # an empty bucket: refused before the signature check
+            except errors.TLError:
+                # keep the sender's order, as for mempool-full: its later seqs wait for
+                # this one, else one admitted first would make this one a replay, lost
+                self.pool.hold(t.sender, t.seq, errors.RATE_LIMITED)
+                raise
+            if self.pool.admit(t, self.led.state, self.led.rules):
+                self.limit.take(t.sender)
+                self.counters.admitted += 1
+                if self.log_txs:
+                    self.on_event(f"accepted {_describe(t)}")
+            return t.id  # admitted, or the same tx already pending
+        except errors.TLError as e:
+            if t is not None and e.reason == errors.REPLAY:
+                receipt = self.reader.get_receipt(t.id)
+                if receipt is not None:
+                    self.limit.take(t.sender)  # signature verified: a resend counts too
+                    self.counters.resent_receipts += 1
+                    self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
+                    return None
+            self.reject(payload, t, e)
+            return None
+
+    def reject(self, payload: bytes, t: txm.Tx | None, e: errors.TLError) -> None:
+        """Answer a refused message. To the sender's rx topic the rejection
+        goes sealed by the authority (a device acts only on a rejection that
+        verifies); to tl/<d>/rejects (sender unreadable) plain. A retryable
+        reason (reasons.RETRYABLE) carries a retry hint: the error's
+        `retry_ms` if it has one, else one block interval (what a full
+        mempool needs to drain)."""
+        self.counters.rejected += 1
+        sender = t.sender if t is not None else _readable_sender(payload)
+        tx_id = hashlib.sha256(payload).digest() if e.reason != errors.TOO_LARGE else b""
+        retry = None
+        if e.reason in reasons.RETRYABLE:
+            retry = getattr(e, "retry_ms", None) or max(1, int(self.cfg.block_interval_s * 1000))
+        msg = messages.rejection(tx_id, t.seq if t is not None else 0, e.reason, e.detail, retry)
+        if sender is not None:
+            topic = topics.rx(self.cfg.domain, sender.hex())
+            msg = notice.seal(self.led.authority_priv, self.led.genesis.authority_id, msg)
+        else:
+            topic = self._topic_rejects
+        self._publish(topic, msg)
+        if self.log_txs:
+            who = sender.hex()[:8] if sender else "?"
+            self.on_event(f"rejected from={who} reason={e.reason} detail={e.detail}")
+
+    # -- block -> store -> notify ----------------------------------------------
+    async def _produce(self) -> None:
+        """Cut a block at fixed times (every block_interval_s from start, so
+        the time a cut takes does not stretch the period: a transaction waits
+        at most one interval for its block), and early when the mempool holds
+        block_max_txs. Behind schedule, blocks follow each other at once."""
+        interval = self.cfg.block_interval_s
+        loop = asyncio.get_running_loop()
+        next_cut = loop.time() + interval
+        while not self._stopping:
+            delay = next_cut - loop.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._full.wait(), delay)
+                except TimeoutError:
+                    pass
+            if self._stopping:
+                return  # stop() commits what is left
+            self._full.clear()
+            now = loop.time()
+            if now >= next_cut:
+                next_cut = max(next_cut + interval, now)
+            if len(self.pool):
+                await self._cut_block()
+
+    async def _cut_block(self) -> None:
+        """One block: the stages block -> store -> notify."""
+        led = self.led
+        if self._halted:
+            raise RuntimeError("a block was not committed: no block may follow it")
+        txs = self.pool.take(self.cfg.block_max_txs)
+        b = self._build_block(txs)
+        receipts = await self._store_block(b)
+        accounts = self.market.account_notices(b, led.state)
+        led.state.apply_diff(b.diff, b.kv_diff)
+        led.head = b
+        self.pool.done(txs)
+        self.counters.blocks += 1
+        self.counters.committed += len(b.txs)
+        self._notify(b, receipts)
+        self.market.on_block(b, led.state, accounts)
+        self._ack_settled()
+        self.committed.set()
+        self.committed.clear()
+
+    def _build_block(self, txs: list[txm.Tx]) -> blocks.Block:
+        """block: execute the mempool's txs on the state (gateway/ledger/blocks.py)."""
+        led = self.led
+        return blocks.build_block(led.head, txs, led.state, int(time.time()), led.authority_priv,
+                                  led.genesis.authority_id, domain=self.cfg.domain,
+                                  rules=led.rules)
+
+    async def _store_block(self, b: blocks.Block) -> list[bytes]:
+        """store: commit `b` in the writer thread (one SQLite transaction);
+        returns its receipt messages, encoded while the writer waits on fsync
+        (published only after it)."""
+        commit = asyncio.get_running_loop().run_in_executor(self._writer,
+                                                            self.led.store.commit_block, b)
+        receipts = [b.receipt_message(i) for i in range(len(b.txs))]
+        try:
+            await commit
+        except StoreError as e:
+            self._commit_failed(b, e)
+            raise
+        return receipts
+
+    def _commit_failed(self, b: blocks.Block, e: StoreError) -> None:
+        """Block `b` is not on disk (disk full, I/O error; SQLite rolled it
+        back). Its txs stay pending: no receipt, no PUBACK, no state change,
+        and no later block (it would commit the senders' later seqs and turn
+        these into replays). Ingest pauses and the node reports the real
+        error and is `dead`: whoever runs it stops it; the next start gets
+        everything unacknowledged again from the broker (devices resend)."""
+        self._halted = True
+        self.failed = e
+        for t in self._tasks:
+            if t.get_name() == "ingest":
+                t.cancel()
+        h = self.led.head.height
+        cause = e.__cause__ or e.detail  # SQLite's own message
+        self.on_event(f"error: block {b.height} ({len(b.txs)} txs) not committed: {cause}; "
+                      f"the chain stays at height {h}, nothing after it is acknowledged; "
+                      "stopping (free space and start again: the rest is delivered again)")
+        self.dead.set()
+
+    def _notify(self, b: blocks.Block, receipts: list[bytes]) -> None:
+        d = self.cfg.domain
+        for t, r in zip(b.txs, receipts, strict=True):
+            self._publish(topics.rx(d, t.sender.hex()), r)
+        for t, e in b.dropped:
+            self.reject(t.message, t, e)
+        self._publish(self._topic_blocks, b.signed_header)
+        self.on_event(f"block height={b.height} txs={len(b.txs)} hash={b.hash.hex()[:16]}")
+
+    def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        if self.link is not None:
+            self.link.publish(topic, payload, qos=1, retain=retain)
+
+    async def _market_clock(self) -> None:
+        """The market's clock-driven work (verdicts, derived streams), each second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.market.tick(self.led.state, time.time())
+
+
+def _readable_sender(payload: bytes) -> bytes | None:
+    """The kid of a message that failed validation, if its structure shows one."""
+    if len(payload) > 4096:
+        return None
+    try:
+        kid = cose.parse1(payload).kid
+    except errors.TLError:
+        return None
+    return kid if len(kid) == txm.ID_LEN else None
+
+
+def _describe(t: txm.Tx) -> str:
+    kind = type_name(t.type)
+    text = f"{kind} from={t.sender.hex()[:8]} seq={t.seq}"
+    if t.type == txm.TYPE_READING:
+        v, s = t.body[1], t.body[2]
+        text += f" value={v}e{s}"
+    return text

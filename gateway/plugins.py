@@ -1,0 +1,29 @@
+"""Plugs the feature packages into the ledger core: identity, market and
+contracts register their tx types (schema, precheck, apply) with the ledger's
+registry (gateway/ledger/txtypes.py). Imported by gateway/__init__.py, so any
+import of a gateway module finds every tx type registered; the ledger itself
+never imports a feature package."""
+
+from __future__ import annotations
+
+from gateway.identity import rules as identity_rules
+from gateway.ledger import txtypes
+from gateway.ledger import validate as _core  # noqa: F401 - registers register/reading/transfer
+from gateway.market.ledger import rules as market_rules
+from gateway.market.ledger import schema as market_schema
+from shared import tx as txm
+
+MARKET_TYPES = (txm.TYPE_OFFER, txm.TYPE_WITHDRAW, txm.TYPE_DEMAND, txm.TYPE_CLOSE)
+# the contracts' tx types: run by the market's ledger module through the
+# contracts' ledger binding (gateway/contracts/binding.py)
+CONTRACT_TYPES = (txm.TYPE_CONTRACT_CALL, txm.TYPE_CONTRACT_ADMIN)
+
+
+def _feature(code: int, owner: str) -> txtypes.TxType:
+    return txtypes.TxType(code, owner, market_schema.check, market_rules.precheck,
+                          market_rules.apply, isolated=True)
+
+
+txtypes.register(*identity_rules.TX_TYPES)
+txtypes.register(*(_feature(c, "market") for c in MARKET_TYPES))
+txtypes.register(*(_feature(c, "contracts") for c in CONTRACT_TYPES))
