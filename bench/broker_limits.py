@@ -17,7 +17,7 @@ a fresh broker:
 
 Prints a table (RSS of the broker process before and after, in MB). No
 targets: a record, not a gate (the limits themselves are tested in
-tests/test_broker_limits.py).
+tests/broker/test_broker_limits.py).
 """
 
 from __future__ import annotations

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import sys
 
-from tools.build import ROOT
-
-sys.path.insert(0, str(ROOT / "tests"))
-from mpyrun import dual_module_run  # noqa: E402
-from test_under_micropython import DUAL, heap_for  # noqa: E402
+from tests.support.mpyrun import dual_module_run
+from tests.test_under_micropython import DUAL, heap_for
 
 MARGIN_KIB = 4
 LOWEST_KIB = 16
@@ -52,7 +49,7 @@ def main(argv: list[str]) -> int:
     failed = 0
     for rel in DUAL:
         given = int(heap_for(rel).rstrip("k"))
-        low = smallest_heap(rel, given)  # run as make test runs it (tests/mpyrun.py)
+        low = smallest_heap(rel, given)  # run as make test runs it (tests/support/mpyrun.py)
         margin = None if low is None else given - low
         ok = margin is not None and margin >= MARGIN_KIB
         failed += not ok

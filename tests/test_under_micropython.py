@@ -8,8 +8,8 @@ port the market roles do not fit in 64 KiB with room to spare
 3 KiB left, too little to be sure of on another machine."""
 
 import pytest
-from mpyrun import HEAP, ROOT, run_dual_module
 
+from tests.support.mpyrun import HEAP, ROOT, run_dual_module
 from tools.vboard import MARKET_HEAP
 
 DUAL = sorted(

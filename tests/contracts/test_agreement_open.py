@@ -2,13 +2,12 @@
 item 6). In v1 anyone could open one under any id, e.g. a waiting demand's
 (its public tx id), and that demand could then never match."""
 
-from test_contract_builtins import BUYER, OPERATOR, OTHER, SUPPLIER, world
-
 from gateway.contracts import Contract, Runtime, deploy, entry
 from gateway.contracts import ContractBlock as Block
 from gateway.contracts.builtin import REGISTRY
 from gateway.contracts.runtime import ContractRegistry as Registry
 from shared import reasons
+from tests.contracts.test_contract_builtins import BUYER, OPERATOR, OTHER, SUPPLIER, world
 
 PARAMS = {"operator": OPERATOR, "fee_bps": 500}
 ADMIN = OPERATOR

@@ -1,20 +1,14 @@
-"""Fixtures of the identity lifecycle tests (helpers: idtest.py; the
-ledger test helpers of tests/gateway/gwtest.py are reused)."""
+"""Fixtures of the identity lifecycle tests (helpers:
+tests/support/idtest.py, built on the ledger helpers of tests/support/gwtest.py)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-_HERE = Path(__file__).resolve().parent
-for _p in (_HERE, _HERE.parent / "gateway"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from idtest import World  # noqa: E402
+from tests.support.idtest import World
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from gwtest import Device, Node
-from idtest import World
-
 from gateway.db.store import Store
 from gateway.identity.access import Access
 from gateway.ledger.state import RIGHT_SUBMIT
+from tests.support.gwtest import Device, Node
+from tests.support.idtest import World
 
 
 def access(w: World) -> Access:
@@ -89,7 +88,7 @@ def test_ownerless_devices_govern_themselves(tmp_path) -> None:
 
 
 def test_nodes_listing(world: World) -> None:
-    from idtest import COORD_HW
+    from tests.support.idtest import COORD_HW
 
     world.commit(world.claim(world.plug))
     world.commit(world.join(world.plug, COORD_HW))

@@ -5,8 +5,6 @@ block production, with a fake registry. No broker."""
 from __future__ import annotations
 
 import pytest
-from gwtest import DOMAIN, Device, Node
-from idtest import Person, World, signer
 
 from gateway.identity import statements as itx
 from gateway.ledger.state import (
@@ -20,6 +18,8 @@ from gateway.ledger.state import (
 )
 from shared import cose, errors
 from shared import tx as txm
+from tests.support.gwtest import DOMAIN, Device, Node
+from tests.support.idtest import Person, World, signer
 
 
 def test_genesis_owner_is_a_claimant_person(world: World) -> None:

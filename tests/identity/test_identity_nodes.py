@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gwtest import DOMAIN, Device
-from idtest import COORD_HW, FULL_HW, LIGHT_HW, World, signer
 
 from gateway.identity import roles
 from gateway.identity import statements as itx
 from gateway.ledger.state import KIND_NODE
 from shared import errors
 from shared import tx as txm
+from tests.support.gwtest import DOMAIN, Device
+from tests.support.idtest import COORD_HW, FULL_HW, LIGHT_HW, World, signer
 from tools.keys import KeyPair
 
 MIB = 1024
@@ -151,7 +151,7 @@ def test_full_node_introducing_itself(world: World) -> None:
 
 
 def test_full_nodes_need_an_owner(tmp_path) -> None:
-    from gwtest import Node
+    from tests.support.gwtest import Node
 
     gw2 = Device("gateway-2")
     n = Node(tmp_path / "noowner")

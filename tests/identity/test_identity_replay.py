@@ -6,8 +6,6 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from gwtest import Device
-from idtest import COORD_HW, FULL_HW, LIGHT_HW, World
 
 from gateway.db import verify as replay
 from gateway.db.store import Store
@@ -16,6 +14,8 @@ from gateway.ledger import blocks
 from gateway.ledger.state import RIGHT_SUBMIT, StateOverlay, claimed_device
 from shared import errors, header, merkle, messages
 from shared import tx as txm
+from tests.support.gwtest import Device
+from tests.support.idtest import COORD_HW, FULL_HW, LIGHT_HW, World
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import dataclasses
 import sqlite3
 
 import pytest
-from gwtest import DOMAIN, Device, Node
-from idtest import Person, World
 
 from gateway.db import genesis_files as gen
 from gateway.db import render as inspect
@@ -18,6 +16,8 @@ from gateway.ledger.state import KIND_PERSON, RuleError, StateOverlay, apply
 from gateway.node import config
 from shared import errors
 from shared import tx as txm
+from tests.support.gwtest import DOMAIN, Device, Node
+from tests.support.idtest import Person, World
 
 
 def test_refused_identity_txs_write_nothing_at_execution(world: World) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mktest import FEE_BPS, Market, event
-
 from gateway.contracts import binding as chain
 from gateway.db import verify as replay
 from gateway.market.ledger import rules as ledger
 from gateway.market.node.service import MarketNode
 from shared import errors, messages
+from tests.support.mktest import FEE_BPS, Market, event
 
 OK, FAILED = messages.STATUS_OK, messages.STATUS_FAILED
 BALANCES = {"sup": 100, "buyer": 1000, "squatter": 100}

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mutations import mutate
 
 from gateway.market.ledger import directory as d
 from shared import cbor, errors
+from tests.support.mutations import mutate
 
 # the only exceptions decode may raise on any input (TooLarge is a DecodeError)
 EXPECTED = (errors.DecodeError, errors.TxError)

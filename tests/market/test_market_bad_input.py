@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mktest import Market
 
 from gateway.contracts import Context, Contract, entry
 from gateway.contracts.builtin import REGISTRY
@@ -17,6 +16,7 @@ from gateway.db import verify as replay
 from gateway.market.ledger import rules as ledger
 from shared import errors, messages
 from shared import tx as txm
+from tests.support.mktest import Market
 
 
 class Spinner(Contract):

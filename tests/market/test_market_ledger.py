@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mktest import FEE_BPS, Market, event
 
 from gateway.contracts import runtime as crt
 from gateway.db import verify as replay
 from gateway.identity.access import Access
 from gateway.market.ledger import rules as ledger
 from shared import errors, merkle, messages
+from tests.support.mktest import FEE_BPS, Market, event
 
 OK, FAILED = messages.STATUS_OK, messages.STATUS_FAILED
 

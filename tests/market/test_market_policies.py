@@ -7,11 +7,11 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
-from mktest import Market, event
 
 from gateway.db import verify as replay
 from gateway.market.ledger import rules as ledger
 from gateway.market.ledger.matching import POLICIES, Offer, choose, shared_prefix, trust_score
+from tests.support.mktest import Market, event
 
 
 def _market(tmp_path: Path) -> tuple[Market, dict[str, bytes]]:

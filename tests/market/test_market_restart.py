@@ -6,9 +6,6 @@ MATCH, at most once per ANNOUNCE_S per device."""
 
 from __future__ import annotations
 
-from gwtest import DOMAIN
-from mktest import Market, event
-
 from gateway.market.node.service import ANNOUNCE_S, RESUME_ORDER, MarketNode
 from shared import messages, notice, p256, topics
 from shared.messages_gateway import (
@@ -20,6 +17,8 @@ from shared.messages_gateway import (
     M_ORDER,
     M_ROLE,
 )
+from tests.support.gwtest import DOMAIN
+from tests.support.mktest import Market, event
 
 
 class Notices:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from gwtest import DOMAIN, Device
 
 from gateway.db import genesis_files as genesis
 from gateway.db import verify as replay
@@ -24,6 +23,7 @@ from gateway.node.config import GatewayConfig
 from gateway.node.service import Gateway
 from shared import merkle, stream, topics
 from shared import tx as txm
+from tests.support.gwtest import DOMAIN, Device
 
 FEE_BPS = 500
 PRICE, QUANTITY, BATCH = 5, 8, 4

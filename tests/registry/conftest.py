@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_support import FakeClock, Mfr
 
 from gateway.registry import PublicRegistry as Registry
 from gateway.registry import open_registry
+from tests.support.registry_support import FakeClock, Mfr
 
 
 @pytest.fixture

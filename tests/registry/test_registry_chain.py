@@ -7,12 +7,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from registry_support import T0, YEAR, Mfr, device_pub
 
 from gateway.registry import chain
 from gateway.registry.chain import Overlay, RegistryState
 from shared import cbor, errors, merkle, messages
 from shared import tx as txm
+from tests.support.registry_support import T0, YEAR, Mfr, device_pub
 
 
 def run(state: RegistryState, *msgs: bytes, height: int = 1) -> chain.Executed:

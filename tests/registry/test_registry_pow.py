@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from registry_support import T0, FakeClock, Mfr
 
 from gateway.registry import PublicRegistry as Registry
 from gateway.registry import chain, open_registry
 from gateway.registry import pow as pw
 from shared import cbor
+from tests.support.registry_support import T0, FakeClock, Mfr
 
 LIMIT = pw.MAX_TARGET
 

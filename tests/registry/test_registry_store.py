@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from registry_support import T0, YEAR, FakeClock, Mfr, device_pub
 
 from gateway.node.mempool import MEMPOOL_FULL
 from gateway.registry import (
@@ -26,6 +25,7 @@ from gateway.registry import pow as pw
 from gateway.registry.params import load_genesis
 from shared import errors, merkle, messages
 from shared import tx as txm
+from tests.support.registry_support import T0, YEAR, FakeClock, Mfr, device_pub
 
 
 def did(name: str) -> bytes:

@@ -1,0 +1,1 @@
+"""ThingLedger's test suite: one folder per package, helpers in tests.support."""

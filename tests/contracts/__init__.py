@@ -1,0 +1,1 @@
+"""Tests of gateway/contracts: the contract VM and its builtins."""

@@ -1,0 +1,1 @@
+"""Tests of gateway/db: the SQLite store, replay and chain verification, a chain stored by an old version."""

@@ -1,0 +1,1 @@
+"""End-to-end tests: a running gateway with brokers, virtual boards and real firmware, make run."""

@@ -1,0 +1,1 @@
+"""Tests of gateway/identity: claims, ownership, grants, node roles, access views."""

@@ -1,0 +1,1 @@
+"""Tests of gateway/ledger: blocks, state, validation, the tx-type registry."""

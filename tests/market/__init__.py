@@ -1,0 +1,1 @@
+"""Tests of gateway/market: the market ledger, directory, streams, verdicts, analytics."""

@@ -1,0 +1,1 @@
+"""Tests of gateway/registry: the public PoW registry chain and its store."""
