@@ -1,5 +1,5 @@
 """Fixtures of the gateway end-to-end tests (helpers: e2e_devices.py;
-brokers: tests/brokers.py, imported by tests/conftest.py)."""
+brokers: tests/support/brokers.py, imported by tests/conftest.py)."""
 
 from __future__ import annotations
 

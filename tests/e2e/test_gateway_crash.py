@@ -2,7 +2,7 @@
 transactions flow, restart it, and check the chain and the receipts.
 
 The gateway runs as a subprocess (`thingledger run --no-boards --broker ...`),
-as deployed. Simulated devices (tests/gateway_e2e/e2e_devices.py) publish
+as deployed. Simulated devices (tests/support/e2e_devices.py) publish
 readings continuously, pipelined (several unconfirmed at a time, like the
 firmware's outbox), and resend (same bytes) what has no receipt after a
 timeout or a reconnect.

@@ -1,7 +1,7 @@
 """The firmware MQTT client (firmware/mqtt.py) driven
 under `micropython -X heapsize=64k`, against amqtt (in-process) and mosquitto.
 
-Each scenario is a script in tests/firmware_scripts/ printing progress lines that
+Each scenario is a script in tests/e2e/firmware_scripts/ printing progress lines that
 the test waits for (bounded); a paho-mqtt client plays the other side. The
 firmware is loaded as mpy-cross bytecode, as on a board.
 

@@ -122,7 +122,7 @@ class Node:
         self.outbox = self
         self.full = False
         # the bodies firmware/startup.py builds from config.json (checked by
-        # tests/test_firmware_market.py)
+        # tests/e2e/test_firmware_market.py)
         self.market = Market(self, offer, need)
         self.t0 = self.market.tk
 

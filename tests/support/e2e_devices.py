@@ -12,7 +12,7 @@ the gateway in-process or as a `thingledger run` subprocess, chain queries.
 - `GatewayProcess`: `thingledger run --no-boards --broker URL ...` as a
   subprocess (SIGKILL / SIGINT), its output read line by line with timeouts.
 - `shipped_mosquitto_options()`: the settings of docs/mosquitto.conf, for
-  tests/brokers.MosquittoBroker (which supplies listener and persistence path).
+  tests/support/brokers.MosquittoBroker (which supplies listener and persistence path).
 
 Every wait is bounded; nothing sleeps hoping something happened.
 """

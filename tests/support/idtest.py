@@ -1,5 +1,5 @@
 """Helpers for the identity tests: people with key pairs, a fake public
-registry, and a claimed domain (`World`) built on tests/gateway/gwtest.Node."""
+registry, and a claimed domain (`World`) built on tests/support/gwtest.Node."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A small market on the in-process ledger (tests/gateway/gwtest.Node): the
+"""A small market on the in-process ledger (tests/support/gwtest.Node): the
 authority as operator and admin, suppliers and buyers as signing devices."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Byte-level mutations of valid encodings, for the decoders' fuzz tests
-(tests/test_cbor_fuzz.py, tests/market/test_directory.py)."""
+(tests/interop/test_cbor_fuzz.py, tests/market/test_directory.py)."""
 
 from __future__ import annotations
 

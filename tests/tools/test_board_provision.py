@@ -1,5 +1,5 @@
 """`thingledger board ...` against a virtual board: the MicroPython Unix port
-behind a socat pseudo-terminal, driven by mpremote (tests/provision/vboard_pty.py).
+behind a socat pseudo-terminal, driven by mpremote (tests/support/vboard_pty.py).
 
 One board is flashed per module (mpremote writes ~40 KB through the raw REPL,
 the slow part); tests that change the board's state get a copy of that flash
