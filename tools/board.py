@@ -363,8 +363,8 @@ def statement(b: Board, key: DeviceKey, kind: str, domain: str, subject: bytes) 
 
 
 def mqtt_password_message(domain: str, device_id: bytes) -> bytes:
-    """What a principal's MQTT password signs (docs/IDENTITY.md §3; the same
-    bytes as gateway.broker_auth.credential_message)."""
+    """What a principal's MQTT password signs (docs/IDENTITY.md §3):
+    shared/statements.py's credential message, as the broker checks it."""
     return statements.credential_message(domain, device_id)
 
 
@@ -378,7 +378,7 @@ def mqtt_password(b: Board, key: DeviceKey, domain: str) -> str:
 
 # --------------------------------------------------------------------------- credentials
 def credentials_path(data_dir: Path) -> Path:
-    """The owner's local credential store (gateway/broker_auth.py reads it for
+    """The owner's local credential store (gateway/broker/credentials.py reads it for
     `thingledger broker export`): {"<id hex>": "<MQTT password hex>"}, mode 0600."""
     return Path(data_dir) / CREDENTIALS_FILE
 

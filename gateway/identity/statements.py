@@ -1,5 +1,5 @@
 """Identity lifecycle transactions (docs/IDENTITY.md §2, §4): statement
-formats and ready-to-submit builders, shared by the CLI (tools/cli_identity.py),
+formats and ready-to-submit builders, shared by the CLI (tools/cli/identity.py),
 board provisioning (tools/board.py) and tests. The gateway's checks
 (gateway/identity/rules.py) use the same payload functions, so both sides agree on
 the bytes.

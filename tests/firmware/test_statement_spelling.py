@@ -6,7 +6,12 @@ those of shared/statements.py, the spelling the gateway and the tools use
 from fwtmp import Flash
 
 from firmware import provision, wallet
-from shared import cose, p256, statements, tx
+from shared import cose, p256, statements, topics, topics_gateway, tx, txdecode
+
+# What the rotation loads on first use (the gateway's decoder and topics, which
+# a board never keeps), loaded here while the heap is whole: loaded after a
+# signature, their modules need contiguous blocks the big ints have split.
+_LOADED_FIRST = (topics, topics_gateway, txdecode)
 
 OWNER = bytes(31) + b"\x07"
 

@@ -456,7 +456,7 @@ class Msg:
 class PahoClient:
     """paho-mqtt 2.x client (MQTT 3.1.1) that collects every message it receives.
 
-    It reconnects by itself (0.1..0.5 s) and subscribes again on each CONNACK, so it
+    It connects and reconnects by itself (0.1..0.5 s) and subscribes again on each CONNACK, so it
     follows a broker restart; with clean_session=False and a persistent broker the
     messages published meanwhile are queued for it."""
 
@@ -478,7 +478,9 @@ class PahoClient:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
-        self.client.connect(broker.host, broker.port, keepalive=30)
+        # connected from paho's thread, which tries again (0.1..0.5 s) on a refusal
+        # too: a device keeps trying, e.g. while a broker is at its connection limit
+        self.client.connect_async(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
         self.wait_for(lambda c: c.connects > 0 and c.subscribed >= len(self.topics) * c.connects,
                       timeout, what="connection and subscriptions")
