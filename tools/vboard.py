@@ -32,7 +32,7 @@ from pathlib import Path
 from tools.build import tool
 
 BOARD_HEAP = "64k"
-# 66 KiB is the smallest heap that passed every run of tests/test_firmware_market.py,
+# 66 KiB is the smallest heap that passed every run of tests/e2e/test_firmware_market.py,
 # but a `make run` market board once ran out at 68 KiB checking a DEMAND's receipt
 # (larger than a reading's): the virtual boards keep a wide margin
 MARKET_HEAP = "80k"

@@ -681,7 +681,7 @@ class RetainSafeBroker(BoundedBroker):
     the walk. A client that unsubscribes or disconnects meanwhile is popped
     from the list being walked, so the next subscriber is skipped: a receipt
     never reached the owner's CLI when the device's own connection ended at
-    that moment (tests/test_broker_broadcast.py). Here the walk is over copies,
+    that moment (tests/broker/test_broker_broadcast.py). Here the walk is over copies,
     and a subscription gone during the check is not served."""
 
     def _holds(self, session: Any, topic_filter: str) -> bool:

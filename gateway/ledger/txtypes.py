@@ -6,7 +6,7 @@ precheck (stateful, raises RuleError, writes nothing) and an apply (writes its
 effects on the overlay, returns (status, reason, events)).
 
 Features plug in at import of the `gateway` package (gateway/plugins.py): the
-ledger itself never imports a feature package. tests/gateway/test_txtypes.py
+ledger itself never imports a feature package. tests/ledger/test_txtypes.py
 checks that the registry covers exactly the TYPE_* codes of shared/tx.py.
 """
 
