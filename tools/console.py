@@ -1,11 +1,27 @@
 """Live terminal output for `thingledger run`: one line per event, with time,
-a source column (gateway, broker, board name) and colour when it is a tty."""
+a source column (gateway, broker, board name) and colour when it is a tty.
+
+One event is always one line: control characters in the text (a newline in
+an error message, a board's carriage return or escape sequence) are written
+as escapes (\\n, \\r, \\x1b), so journald (docs/RASPBERRY_PI.md), which
+stores one entry per line, keeps one entry per event. Colour is on only when
+the stream is a terminal: a service's log carries no escape sequences."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import TextIO
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text: str) -> str:
+    """`text` with every control character written as an escape."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m[0], "\\x%02x" % ord(m[0])), text)
+
 
 COLOURS = {"gateway": "36", "broker": "35", "run": "1"}
 BOARD_COLOURS = ["32", "33", "34", "92", "93", "94"]
@@ -26,8 +42,8 @@ class Console:
 
     def line(self, source: str, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        tag = f"{source:<9}"
+        tag = f"{one_line(source):<9}"
         if self.colour:
             tag = f"\x1b[{self._code(source)}m{tag}\x1b[0m"
-        self.stream.write(f"{stamp} {tag} {text}\n")
+        self.stream.write(f"{stamp} {tag} {one_line(text)}\n")
         self.stream.flush()

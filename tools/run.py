@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +34,9 @@ from gateway import broker as broker_auth
 from gateway.broker.embedded import DEFAULT_URL, EmbeddedBroker, parse_url
 from gateway.db import genesis_files as genesis
 from gateway.db.store import StoreError
+from gateway.errors import ConfigError
 from gateway.market.node.analytics import DerivedService
+from gateway.node import config as gateway_config
 from gateway.node.config import DEFAULT_RATE_LIMIT_TPS, GatewayConfig
 from gateway.node.service import Gateway
 from tools.build import BuildError, build
@@ -114,9 +117,10 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
 
     # the demo market comes with the virtual boards; a bare gateway (--no-boards)
     # sets nothing up: its admin deploys contracts with `thingledger contract deploy`
-    market = n_boards > 0 and not getattr(args, "no_market", False)
+    file_cfg: GatewayConfig | None = getattr(args, "config_loaded", None)
+    market = n_boards > 0 and not getattr(args, "no_market", False) and file_cfg is None
     roles = MARKET_ROLES[:n_boards] if market else []  # board i+1 takes roles[i]
-    cfg = GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
+    cfg = file_cfg or GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
                         block_interval_s=args.block_interval,
                         rate_limit_tps=(DEFAULT_RATE_LIMIT_TPS if args.rate_limit is None
                                         else args.rate_limit),
@@ -233,9 +237,41 @@ def _admission(cfg: GatewayConfig) -> str:
         return "open"
 
 
-def main(args: argparse.Namespace) -> int:
-    console = Console()
+# options a config file replaces (`--config`): given with it, they are refused
+CONFIG_REPLACES = ("broker", "listen", "rate_limit", "registry_dir")
+
+
+def apply_config_file(args: argparse.Namespace) -> GatewayConfig:
+    """`--config FILE`: the gateway's settings from a TOML file
+    (gateway/node/config.py). The file's domain, data_dir, block interval and
+    broker_url replace --domain, --data-dir and --block-interval, and the
+    broker is the file's (external: no embedded broker is started); the
+    demo market is not set up. Raises RunError for an unreadable or invalid
+    file, or an option the file replaces."""
+    given = [o for o in CONFIG_REPLACES if getattr(args, o, None) is not None]
+    if given:
+        raise RunError("--config cannot be combined with "
+                       + ", ".join("--" + o.replace("_", "-") for o in given)
+                       + ": set them in the config file")
     try:
+        cfg = gateway_config.load(args.config)
+    except ConfigError as e:
+        raise RunError(f"config {args.config}: {e}") from None
+    args.domain = cfg.domain
+    args.data_dir = str(cfg.data_dir)
+    args.block_interval = cfg.block_interval_s
+    args.broker = cfg.broker_url
+    args.config_loaded = cfg
+    return cfg
+
+
+def main(args: argparse.Namespace) -> int:
+    # a service (--config) logs to stderr, which journald keeps one entry a line
+    service = getattr(args, "config", None) is not None
+    console = Console(sys.stderr if service else sys.stdout)
+    try:
+        if service:
+            apply_config_file(args)
         return asyncio.run(run(args, console))
     except RunError as e:
         console.line("run", f"error: {e}")

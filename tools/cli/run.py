@@ -2,6 +2,11 @@
 
     thingledger run [--broker URL] [--boards N] [--data-dir D] [--domain NAME]
                     [--block-interval S] [--no-boards] [--no-market]
+    thingledger run --config /etc/thingledger/gateway.toml --no-boards   # a service
+
+With --config the gateway's settings come from the TOML file
+(gateway/node/config.py), its broker is the file's broker_url (no embedded
+one), and the event lines go to stderr (journald: docs/RASPBERRY_PI.md).
 
 Hands over to the orchestration in tools/run.py (tools.run.main(args)).
 """
@@ -24,6 +29,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     """Add `run`; `data` is the parent parser with --data-dir."""
     r = sub.add_parser("run", parents=[data],
                        help="run the gateway (embedded broker and virtual boards by default)")
+    r.add_argument("--config", metavar="FILE", default=None,
+                   help="gateway settings from a TOML file (gateway/node/config.py): domain, "
+                        "data_dir, broker_url (external), ...; lines go to stderr")
     r.add_argument("--quiet", action="store_true",
                    help="no line per transaction (blocks and errors only)")
     r.add_argument("--listen", metavar="URL", default=None,
