@@ -11,6 +11,7 @@ of every verb group's `register(subparsers, data_parent)`, and `main`.
     thingledger coordinator ...                tools/cli/coordinator.py
     thingledger market ...                     tools/cli/market.py
     thingledger contract ...                   tools/cli/contract.py
+    thingledger doctor ...                     tools/cli/doctor.py
 
 --data-dir defaults to $THINGLEDGER_DATA, else var/gateway (relative to the
 current directory).
@@ -32,6 +33,7 @@ from tools.cli import (
     chain,
     contract,
     coordinator,
+    doctor,
     identity,
     market,
     registry,
@@ -47,7 +49,8 @@ from tools.cli.common import (
 )
 
 # in the order `thingledger --help` lists them
-GROUPS = (chain, run, registry, board, identity, broker, coordinator, market, contract)
+GROUPS = (chain, run, registry, board, identity, broker, coordinator, market, contract,
+          doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
