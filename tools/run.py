@@ -124,7 +124,8 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
                         genesis_supply=GENESIS_SUPPLY if market else 0,
                         market_fee_bps=MARKET_FEE_BPS if market else None,
                         market_grant=MARKET_GRANT if market else 0,
-                        derived=(DERIVED,) if market else ())
+                        derived=(DERIVED,) if market else (),
+                        ha_discovery=bool(getattr(args, "ha_discovery", False)))
     gw: Gateway | None = None  # the enforcing broker reads the chain through it, lazily
     broker = None
     if args.broker is None:
