@@ -28,9 +28,10 @@ values again; a device retired by an identity RETIRE tx (status no longer
 active) has its configs and values cleared (empty retained payloads: Home
 Assistant removes the entities).
 
-Units by service type: a reading is value x 10^scale in the unit of its type;
-`cC` (hundredths of a degree, the boards' temperature) becomes °C, `C`/`°C`
-too; see UNITS. Channel 0 of an on-chain reading is the primary sensor, a
+Units by service type: a reading is value x 10^scale; the service's unit
+picks Home Assistant's device class and unit (UNITS: `cC`, the boards'
+hundredths of a degree with scale -2, is °C; `%` humidity; `hPa` pressure;
+...), else the service name (SERVICES), else a plain number. Channel 0 of an on-chain reading is the primary sensor, a
 temperature in every shipped board profile (boards/profiles.py); other
 channels are plain numbers without a device class.
 """
@@ -63,15 +64,17 @@ class Kind:
 
     device_class: str | None
     unit: str | None
-    exponent: int = 0  # the stated unit is 10^exponent of Home Assistant's unit
 
 
-# service unit (as offered, lower case) -> Home Assistant kind
+# service unit (as offered, lower case) -> Home Assistant kind. A reading is
+# value x 10^scale of the base unit; a sub-unit names the integer's step
+# (the boards' temperature: value in hundredths of a degree, unit "cC",
+# scale -2), so cC and mC readings are °C once scaled, mV ones V.
 UNITS: dict[str, Kind] = {
-    "cc": Kind("temperature", "°C", -2),
+    "cc": Kind("temperature", "°C"),
     "c": Kind("temperature", "°C"),
     "°c": Kind("temperature", "°C"),
-    "mc": Kind("temperature", "°C", -3),
+    "mc": Kind("temperature", "°C"),
     "%": Kind("humidity", "%"),
     "pct": Kind("humidity", "%"),
     "hpa": Kind("pressure", "hPa"),
@@ -82,7 +85,7 @@ UNITS: dict[str, Kind] = {
     "kwh": Kind("energy", "kWh"),
     "wh": Kind("energy", "Wh"),
     "v": Kind("voltage", "V"),
-    "mv": Kind("voltage", "mV"),
+    "mv": Kind("voltage", "V"),
     "a": Kind("current", "A"),
 }
 # service name -> kind, when the unit says nothing (e.g. an empty unit)
@@ -100,9 +103,9 @@ def kind_of(service: str, unit: str) -> Kind:
     return UNITS.get(unit.strip().lower()) or SERVICES.get(service) or PLAIN
 
 
-def scaled(value: int, scale: int, kind: Kind) -> str:
-    """value x 10^(scale + kind.exponent), exact, as decimal text ("21.5")."""
-    d = Decimal(value).scaleb(scale + kind.exponent)
+def scaled(value: int, scale: int) -> str:
+    """value x 10^scale, exact, as decimal text ("21.5")."""
+    d = Decimal(value).scaleb(scale)
     text = format(d.normalize(), "f")
     return "0" if text in ("-0", "") else text
 
@@ -256,7 +259,7 @@ class HomeAssistant:
         kind = CHANNEL_KINDS.get(ch, PLAIN)
         name = "Temperature" if kind.device_class == "temperature" else f"Channel {ch}"
         e = self._entity(t.sender, f"ch{ch}", name, kind, state)
-        self._value(e, scaled(t.body[1], t.body[2], kind))
+        self._value(e, scaled(t.body[1], t.body[2]))
 
     def on_stream(self, supplier: bytes, service: str, unit: str, value: int, scale: int,
                   state: State) -> None:
@@ -267,7 +270,7 @@ class HomeAssistant:
         kind = kind_of(service, unit)
         e = self._entity(supplier, "s_" + service.replace("-", "_"),
                          service.replace("-", " ").capitalize() + " (market)", kind, state)
-        self._value(e, scaled(value, scale, kind))
+        self._value(e, scaled(value, scale))
 
     def remove(self, device: bytes) -> None:
         """Clear a device's configs and values (Home Assistant deletes the entities)."""

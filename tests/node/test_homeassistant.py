@@ -24,9 +24,16 @@ from gateway.db import genesis_files as genesis
 from gateway.identity import statements as itx
 from gateway.node import homeassistant as ha
 from gateway.node import service
-from shared import topics
+from shared import stream, topics
 from shared import tx as txm
-from tests.support.e2e_devices import DOMAIN, GatewayThread, SimDevice, authority_of, chain_txs
+from tests.support.e2e_devices import (
+    DOMAIN,
+    GatewayProcess,
+    GatewayThread,
+    SimDevice,
+    authority_of,
+    chain_txs,
+)
 from tests.support.idtest import FakeRegistry, Person
 from tests.support.waits import wait_on
 
@@ -241,10 +248,75 @@ def test_registry_device_block_and_removal_on_retire(tmp_path: Path, amqtt_broke
 
 def test_service_kinds_and_scaling() -> None:
     """Service types to Home Assistant kinds; values exact in the HA unit."""
-    assert ha.kind_of("temperature", "cC") == ha.Kind("temperature", "°C", -2)
-    assert ha.scaled(2150, 0, ha.kind_of("temperature", "cC")) == "21.5"
-    assert ha.scaled(-5, -2, ha.kind_of("x", "C")) == "-0.05"
-    assert ha.scaled(1013, 0, ha.kind_of("pressure", "hPa")) == "1013"
+    assert ha.kind_of("temperature", "cC") == ha.Kind("temperature", "°C")
+    assert ha.kind_of("x", "%") == ha.Kind("humidity", "%")
     assert ha.kind_of("humidity", "") == ha.Kind("humidity", "%")
     assert ha.kind_of("vibration", "g") == ha.PLAIN
-    assert ha.scaled(0, -2, ha.PLAIN) == "0"
+    assert ha.scaled(2150, -2) == "21.5"
+    assert ha.scaled(-5, -2) == "-0.05"
+    assert ha.scaled(1013, 0) == "1013"
+    assert ha.scaled(12, 3) == "12000"
+    assert ha.scaled(0, -2) == "0"
+
+
+def test_market_stream_values_are_verified_readings(tmp_path: Path, amqtt_broker) -> None:
+    """A supplier's stream: each reading that verifies under its key becomes
+    the value of the supplier's `s_<service>` entity; a tampered and a forged
+    reading never do."""
+    data = tmp_path / "gw"
+    genesis.create_domain(data, DOMAIN, authority_balance=100_000)
+    auth = authority_of(data)
+    host, port = amqtt_broker.host, amqtt_broker.port
+    gw = GatewayThread(data, amqtt_broker.url, ha_discovery=True, market_fee_bps=500,
+                       market_grant=1_000).start()
+    w = HaWatcher(host, port)
+    sup = SimDevice(host, port, auth, name="supplier").connect()
+    buyer = SimDevice(host, port, auth, name="buyer").connect()
+    try:
+        for d in (sup, buyer):
+            assert d.receipt_for(d.submit(d.register_tx()), 10).status == 0
+        offer = sup.sign(txm.TYPE_OFFER, {1: "temperature", 2: "cC", 3: 5, 4: 1, 5: "u4pruy",
+                                          6: 600, 7: 1})
+        assert sup.receipt_for(sup.submit(offer), 10).status == 0
+        demand = buyer.sign(txm.TYPE_DEMAND, {1: "temperature", 2: 6, 3: 8, 4: 60,
+                                              5: "cheapest"})
+        r = buyer.receipt_for(buyer.submit(demand), 10)
+        assert r.status == 0, r.reason
+        aid = next(e for e in r.events if e[0] == "match")[1]
+        data_topic = topics.data(DOMAIN, sup.hex + "/" + aid.hex())
+        state_topic = f"tl/{DOMAIN}/ha/{sup.hex}/s_temperature/state"
+        cfg_topic = f"homeassistant/sensor/tl_{DOMAIN}_{sup.hex}/s_temperature/config"
+
+        good = [stream.reading(sup.priv, sup.id, aid, i, 2100 + i, -2) for i in range(3)]
+        tampered = bytearray(stream.reading(sup.priv, sup.id, aid, 3, 8888, -2))
+        tampered[-1] ^= 1
+        forged = stream.reading(buyer.priv, sup.id, aid, 3, 9999, -2)
+        for m in (good[0], good[1], bytes(tampered), forged, good[2]):
+            sup.client.publish(data_topic, m, qos=1).wait_for_publish(5)
+        w.wait(lambda: w.last.get(state_topic) == b"21.02", "the third verified reading")
+        assert w.values(state_topic) == [b"21", b"21.01", b"21.02"]
+        assert len(gw.wait_event(r"market reading refused .* reason=bad-signature").group(0))
+        c = w.configs()[cfg_topic]
+        assert (c["device_class"], c["unit_of_measurement"]) == ("temperature", "°C")
+        assert c["state_topic"] == state_topic
+        check_configs(w.configs(), txm.device_id(auth).hex())
+    finally:
+        sup.close()
+        buyer.close()
+        w.close()
+        gw.stop()
+
+
+def test_thingledger_run_ha_discovery_flag(tmp_path: Path, amqtt_broker) -> None:
+    """`thingledger run --ha-discovery` announces the gateway's own entity."""
+    w = HaWatcher(amqtt_broker.host, amqtt_broker.port)
+    gw = GatewayProcess(tmp_path / "gw", amqtt_broker.url, extra=("--ha-discovery",)).start()
+    try:
+        gw.expect(r"ha discovery on: 1 entities under homeassistant/sensor")
+        gw_hex = txm.device_id(authority_of(tmp_path / "gw")).hex()
+        topic = f"homeassistant/sensor/tl_{DOMAIN}_{gw_hex}/height/config"
+        w.wait(lambda: topic in w.configs(), "the gateway's config")
+        check_configs(w.configs(), gw_hex)
+    finally:
+        w.close()
+        assert gw.interrupt() == 0
