@@ -186,6 +186,19 @@ def test_values_follow_committed_readings_only(tmp_path: Path, amqtt_broker) -> 
         dev.close()
         w.close()
         gw.stop()
+    # a new start on a broker that lost its retained messages: the entities
+    # and last values come back from the chain
+    amqtt_broker.restart()
+    w = HaWatcher(amqtt_broker.host, amqtt_broker.port)
+    gw = GatewayThread(data, amqtt_broker.url, ha_discovery=True).start()
+    try:
+        w.wait(lambda: w.last.get(state_topic) == b"23", "the last committed value after a restart")
+        assert w.values(state_topic) == [b"23"]
+        check_configs(w.wait(lambda: (c := w.configs()) and cfg_topic in c and c,
+                             "the device's config after a restart"), gw_hex)
+    finally:
+        w.close()
+        gw.stop()
 
 
 def test_registry_device_block_and_removal_on_retire(tmp_path: Path, amqtt_broker,
