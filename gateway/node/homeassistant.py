@@ -222,8 +222,8 @@ class HomeAssistant:
 
     def start(self, state: State, head: Block, readings: Iterable[txm.Tx] = ()) -> None:
         """Announce the gateway and the entities of readings already on chain
-        (`readings`: committed READING txs in chain order; the last per
-        device and channel is published as its value)."""
+        (`readings`: committed READING txs in chain order, e.g. each
+        device's latest; the last per device and channel is its value)."""
         gw = self._entity(self.gateway_id, "height", "Chain height", PLAIN, state)
         self._value(gw, str(head.height))
         last: dict[tuple[bytes, int], txm.Tx] = {}

@@ -37,7 +37,7 @@ import gc
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -366,12 +366,11 @@ class Gateway:
             self.ha.on_block(b, self.led.state)
         self.on_event(f"block height={b.height} txs={len(b.txs)} hash={b.hash.hex()[:16]}")
 
-    def _committed_readings(self) -> Iterator[txm.Tx]:
-        """The READING txs that took effect, in chain order (one scan of the
-        txs table at start, for Home Assistant's entities)."""
-        for r in self.reader.txs_of_type(txm.TYPE_READING):
-            if r.status == messages.STATUS_OK:
-                yield txm.decode(r.message)
+    def _committed_readings(self) -> list[txm.Tx]:
+        """Each device's latest READING that took effect, in chain order
+        (one query at start, for Home Assistant's entities)."""
+        return [txm.decode(r.message)
+                for r in self.reader.latest_of_type(txm.TYPE_READING, messages.STATUS_OK)]
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         if self.link is not None:
