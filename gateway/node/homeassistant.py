@@ -24,7 +24,8 @@ never appears. Availability: the device's own status topic
 gateway's status topic (its retained `online` and `offline` last will), both
 required (availability_mode all). Home Assistant saying `online` on
 homeassistant/status makes the gateway publish every config and the last
-values again; a device retired by an identity RETIRE tx (status no longer
+values again (at most once per ANNOUNCE_S: a later `online` within it is
+answered when it ends); a device retired by an identity RETIRE tx (status no longer
 active) has its configs and values cleared (empty retained payloads: Home
 Assistant removes the entities).
 
@@ -38,7 +39,9 @@ channels are plain numbers without a device class.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -52,6 +55,7 @@ from shared import tx as txm
 PREFIX = "homeassistant"
 HA_STATUS = PREFIX + "/status"
 MANUFACTURER = "ThingLedger"
+ANNOUNCE_S = 5.0  # announce everything again at most this often
 STATUS_OK = 0  # receipt status of a tx that took effect (shared.messages STATUS_OK)
 
 Publish = Callable[[str, bytes, bool], None]
@@ -136,6 +140,8 @@ class HomeAssistant:
         self._gw_status = topics.status(domain, gateway_id.hex())
         self._height: int | None = None
         self._device_info: dict[bytes, dict[str, Any]] = {}
+        self._announced = float("-inf")  # monotonic time of the last announcement
+        self._deferred: asyncio.TimerHandle | None = None
 
     @property
     def subscriptions(self) -> list[str]:
@@ -239,11 +245,15 @@ class HomeAssistant:
         self.log(f"ha discovery on: {len(self.entities)} entities under {self.prefix}/sensor")
 
     def on_block(self, b: Block, state: State) -> None:
-        """After a committed block: its OK readings become values; devices
+        """After a committed block: its OK readings become values (the last
+        of each device and channel in the block: one publish each); devices
         it retired lose their entities."""
+        last: dict[tuple[bytes, int], txm.Tx] = {}
         for t, r in zip(b.txs, b.receipts, strict=True):
             if t.type == txm.TYPE_READING and r.status == STATUS_OK:
-                self._reading(t, state)
+                last[(t.sender, _channel(t))] = t
+        for t in last.values():
+            self._reading(t, state)
         for dev, rec in b.diff.items():
             if rec.status != ACTIVE:
                 self.remove(dev)
@@ -281,15 +291,38 @@ class HomeAssistant:
             self.log(f"ha removed {device.hex()[:8]} {e.object_id}")
         self._device_info.pop(device, None)
 
-    def on_ha_status(self, payload: bytes, state: State) -> None:
-        """Home Assistant (re)started: every config and last value again."""
+    def on_ha_status(self, payload: bytes, state: State, now: float | None = None) -> None:
+        """Home Assistant (re)started: every config and last value again. At
+        most once per ANNOUNCE_S (anyone may publish `online` on that topic):
+        an `online` sooner than that is answered once the interval is over."""
         if payload.strip() != b"online":
             return
+        if self._deferred is not None:
+            return  # an announcement is due already
+        now = time.monotonic() if now is None else now
+        wait = self._announced + ANNOUNCE_S - now
+        if wait <= 0:
+            self._announce_all(state)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a direct call): the next `online` does it
+            return
+        self._deferred = loop.call_later(wait, self._announce_all, state)
+
+    def _announce_all(self, state: State) -> None:
+        self._deferred = None
+        self._announced = time.monotonic()
         for e in self.entities.values():
             self._announce(e, state)
             if e.value is not None:
                 self.publish(self.state_topic(e.device, e.object_id), e.value.encode(), True)
         self.log(f"ha announced {len(self.entities)} entities again (Home Assistant online)")
+
+    def close(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
 
 
 def _field(record: object, name: str) -> str:

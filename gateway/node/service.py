@@ -179,6 +179,8 @@ class Gateway:
             self.link.stop()
         self._writer.shutdown(wait=True)
         self.market.close()
+        if self.ha is not None:
+            self.ha.close()
         self.reader.close()
         self.led.store.close()
 

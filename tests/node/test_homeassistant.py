@@ -9,9 +9,11 @@ retired device's entities are removed (empty retained configs)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
+import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +36,7 @@ from tests.support.e2e_devices import (
     authority_of,
     chain_txs,
 )
+from tests.support.gwtest import Node
 from tests.support.idtest import FakeRegistry, Person
 from tests.support.waits import wait_on
 
@@ -333,3 +336,35 @@ def test_thingledger_run_ha_discovery_flag(tmp_path: Path, amqtt_broker) -> None
     finally:
         w.close()
         assert gw.interrupt() == 0
+
+
+def test_online_flood_announces_at_most_once_per_interval(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone may publish `online` on homeassistant/status: a burst gets one
+    announcement at once and one more when the interval ends, no more."""
+    monkeypatch.setattr(ha, "ANNOUNCE_S", 0.5)
+    node = Node(tmp_path)
+    published: list[tuple[str, float]] = []
+    done = asyncio.Event()
+
+    def publish(topic: str, payload: bytes, retain: bool) -> None:
+        assert retain
+        if topic.endswith("/config"):
+            published.append((topic, time.monotonic()))
+            if len(published) >= 3:
+                done.set()
+
+    async def main() -> None:
+        h = ha.HomeAssistant(DOMAIN, node.genesis.authority_id, publish)
+        h.start(node.state, node.ledger.head)  # announces the gateway's entity: 1
+        t0 = time.monotonic()
+        for _ in range(20):
+            h.on_ha_status(b"online", node.state)  # one at once (2), one deferred (3)
+        assert len(published) == 2
+        await asyncio.wait_for(done.wait(), 5)
+        assert published[2][1] - t0 >= 0.4
+        h.on_ha_status(b"offline", node.state)
+        h.close()
+
+    asyncio.run(main())
+    assert len(published) == 3
