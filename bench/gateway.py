@@ -28,7 +28,8 @@ Both tables compare the other devices' receipt latency and the gateway's CPU.
 Every receipt must arrive; a sample is checked with messages.check_receipt
 against the authority key, and `thingledger chain verify` re-validates the
 chain at the end. `--readme` writes the table into bench/README.md (section
-"Gateway"); `--profile FILE` runs the gateway under cProfile.
+"Gateway"); `--profile FILE` runs the gateway under cProfile; `--ha-discovery`
+runs it with Home Assistant discovery on.
 """
 
 from __future__ import annotations
@@ -382,7 +383,8 @@ def run(args: argparse.Namespace) -> dict:
     base = [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
             "-m", "tools.cli"]
     cmd = [*base, "run", "--no-boards", "--quiet", "--broker", f"mqtt://{HOST}:{port}", "--data-dir",
-           str(data), "--domain", DOMAIN, "--block-interval", str(args.block_interval)]
+           str(data), "--domain", DOMAIN, "--block-interval", str(args.block_interval),
+           *(["--ha-discovery"] if getattr(args, "ha_discovery", False) else [])]
     log = open(tmp / "gateway.log", "w")  # noqa: SIM115 - closed below
     gw = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                           stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -665,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", action="store_true", help="write the table to bench/README.md")
     ap.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--ha-discovery", action="store_true",
+                    help="the gateway with Home Assistant discovery on (its cost per block)")
     args = ap.parse_args(argv)
     res = run(args)
     if args.scenario != "throughput":

@@ -120,15 +120,16 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
     file_cfg: GatewayConfig | None = getattr(args, "config_loaded", None)
     market = n_boards > 0 and not getattr(args, "no_market", False) and file_cfg is None
     roles = MARKET_ROLES[:n_boards] if market else []  # board i+1 takes roles[i]
-    cfg = file_cfg or GatewayConfig(domain=args.domain, data_dir=data_dir, broker_url=url,
-                        block_interval_s=args.block_interval,
-                        rate_limit_tps=(DEFAULT_RATE_LIMIT_TPS if args.rate_limit is None
-                                        else args.rate_limit),
-                        registry_dir=Path(args.registry_dir) if args.registry_dir else None,
-                        genesis_supply=GENESIS_SUPPLY if market else 0,
-                        market_fee_bps=MARKET_FEE_BPS if market else None,
-                        market_grant=MARKET_GRANT if market else 0,
-                        derived=(DERIVED,) if market else ())
+    cfg = file_cfg or GatewayConfig(
+        domain=args.domain, data_dir=data_dir, broker_url=url,
+        block_interval_s=args.block_interval,
+        rate_limit_tps=DEFAULT_RATE_LIMIT_TPS if args.rate_limit is None else args.rate_limit,
+        registry_dir=Path(args.registry_dir) if args.registry_dir else None,
+        genesis_supply=GENESIS_SUPPLY if market else 0,
+        market_fee_bps=MARKET_FEE_BPS if market else None,
+        market_grant=MARKET_GRANT if market else 0,
+        derived=(DERIVED,) if market else (),
+        ha_discovery=bool(getattr(args, "ha_discovery", False)))
     gw: Gateway | None = None  # the enforcing broker reads the chain through it, lazily
     broker = None
     if args.broker is None:

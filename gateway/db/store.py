@@ -246,6 +246,17 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
         for r in cur:
             yield tx_record(r)
 
+    def latest_of_type(self, type_: int, status: int) -> list[TxRecord]:
+        """The last committed tx of one type and receipt status from each
+        sender, in chain order (e.g. each device's latest reading). One pass
+        over the txs table in SQLite; nothing decoded but the rows returned."""
+        cur = self._db.execute("SELECT %s, MAX(height * 4294967296 + idx) FROM txs "
+                               "WHERE type = ? AND status = ? GROUP BY sender" % TX_COLS,
+                               (type_, status))
+        rows = [tx_record(r[:-1]) for r in cur]
+        rows.sort(key=lambda r: (r.height, r.idx))
+        return rows
+
     def find_tx(self, prefix: bytes) -> list[TxRecord]:
         """Txs whose id starts with `prefix` (at most 2: enough to tell unique)."""
         hi = prefix + b"\xff" * (32 - len(prefix))

@@ -17,6 +17,8 @@ A config file is flat TOML; every key is optional except `domain`:
     market_fee_bps = 200                 # deploy the agreement contract at start with this
                                          # operator fee (absent: the admin deploys it)
     market_grant = 0                     # the operator gives each newly registered device this
+    ha_discovery = false                 # Home Assistant MQTT discovery of verified values
+                                         # (gateway/node/homeassistant.py, docs/API.md)
     [[derived]]                          # edge analytics: a derived service (docs/MARKET.md)
     name = "temperature-mean"
     source = "temperature"
@@ -75,6 +77,7 @@ class GatewayConfig:
     market_fee_bps: int | None = None
     market_grant: int = 0
     derived: tuple[DerivedService, ...] = ()
+    ha_discovery: bool = False
 
     def __post_init__(self) -> None:
         _check(self)
@@ -108,6 +111,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "market_fee_bps": (int,),
     "market_grant": (int,),
     "derived": (list,),
+    "ha_discovery": (bool,),
 }
 _PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir")
 
@@ -143,7 +147,7 @@ def from_dict(values: dict[str, Any], base_dir: Path | None = None) -> GatewayCo
         types = _TYPES.get(key)
         if types is None:
             raise ConfigError(key, "unknown key")
-        if isinstance(value, bool) or not isinstance(value, types):
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
             names = " or ".join(t.__name__ for t in types)
             raise ConfigError(key, f"must be {names}, got {type(value).__name__}")
         if key in _PATHS:

@@ -13,7 +13,9 @@ Pipeline, one stage per method:
               the market's notices, directory, verdicts and keeper
               (gateway/market/node/service.py), which also takes the off-chain
               readings on tl/<d>/data/+ and tells a device that comes
-              online (tl/<d>/dev/+/status) its balance and open agreements
+              online (tl/<d>/dev/+/status) its balance and open agreements;
+              with ha_discovery, Home Assistant's discovery configs and the
+              verified values (gateway/node/homeassistant.py)
 
 Rejections go to the sender's rx topic, sealed by the authority, when its
 id can be read from the message, otherwise to tl/<domain>/rejects. A resend
@@ -46,6 +48,7 @@ from gateway.ledger import blocks
 from gateway.ledger.validate import check_stateless
 from gateway.market.node.service import MarketNode
 from gateway.node.config import GatewayConfig
+from gateway.node.homeassistant import HomeAssistant
 from gateway.node.mempool import Mempool
 from gateway.node.mqtt_link import Incoming, MqttLink
 from gateway.node.ratelimit import SenderLimit
@@ -99,6 +102,11 @@ class Gateway:
         self.market = MarketNode(d, cfg.data_dir, self.led.authority_priv, self._publish,
                                  self.handle, self.on_event, grant=cfg.market_grant,
                                  fee_bps=cfg.market_fee_bps, derived=cfg.derived)
+        self.ha: HomeAssistant | None = None
+        if cfg.ha_discovery:
+            self.ha = HomeAssistant(d, self.led.genesis.authority_id, self._publish,
+                                    registry=registry, log=self.on_event)
+            self.market.on_reading = self.ha.on_stream
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, connect_timeout: float = 15.0) -> None:
@@ -106,6 +114,8 @@ class Gateway:
         # logs in with the authority key; anonymous brokers ignore it (docs/IDENTITY.md §3)
         user, password = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)
         subs = [topics.tx(self.cfg.domain), *self.market.subscriptions]
+        if self.ha is not None:
+            subs += self.ha.subscriptions
         self.link = MqttLink(self.cfg.broker_url, f"{user}-gateway", subs,
                              loop, username=user, password=password,
                              status_topic=topics.status(self.cfg.domain, user))
@@ -121,6 +131,8 @@ class Gateway:
             # 37 ms -> 2 ms; a latency spike for a whole block of receipts).
             gc.freeze()
         self.market.start(self.led.state)
+        if self.ha is not None:
+            self.ha.start(self.led.state, self.led.head, self._committed_readings())
         self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
                        asyncio.create_task(self._produce(), name="produce"),
                        asyncio.create_task(self._market_clock(), name="market")]
@@ -167,6 +179,8 @@ class Gateway:
             self.link.stop()
         self._writer.shutdown(wait=True)
         self.market.close()
+        if self.ha is not None:
+            self.ha.close()
         self.reader.close()
         self.led.store.close()
 
@@ -181,6 +195,9 @@ class Gateway:
                     self._unacked.append((m, None))
                 elif self.market.is_status(m.topic):  # a device (re)connected: its state
                     self.market.on_status(m.topic, m.payload, self.led.state, self.led.head)
+                    self._unacked.append((m, None))
+                elif self.ha is not None and m.topic == self.ha.status_topic:
+                    self.ha.on_ha_status(m.payload, self.led.state)
                     self._unacked.append((m, None))
                 else:
                     self._unacked.append((m, self.handle(m.payload)))
@@ -347,7 +364,15 @@ class Gateway:
         for t, e in b.dropped:
             self.reject(t.message, t, e)
         self._publish(self._topic_blocks, b.signed_header)
+        if self.ha is not None:
+            self.ha.on_block(b, self.led.state)
         self.on_event(f"block height={b.height} txs={len(b.txs)} hash={b.hash.hex()[:16]}")
+
+    def _committed_readings(self) -> list[txm.Tx]:
+        """Each device's latest READING that took effect, in chain order
+        (one query at start, for Home Assistant's entities)."""
+        return [txm.decode(r.message)
+                for r in self.reader.latest_of_type(txm.TYPE_READING, messages.STATUS_OK)]
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         if self.link is not None:

@@ -269,3 +269,22 @@ def test_open_ledger_first_start_and_mismatches(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as ei:
         store.open_ledger(cfg2)
     assert ei.value.reason == "genesis-mismatch"
+
+
+def test_latest_of_type_is_each_senders_last(tmp_path: Path) -> None:
+    """Each sender's last committed tx of a type, in chain order (Home
+    Assistant's entities at start: gateway/node/homeassistant.py)."""
+    node = Node(tmp_path, {Device("a").pub: 100})
+    a, b = Device("a"), Device("b")
+    node.submit_all([b.register()])  # a is in genesis
+    node.produce()
+    node.submit_all([a.reading(1), b.reading(2), a.transfer(b, 5)])
+    node.produce()
+    node.submit_all([b.reading(3), a.reading(4)])
+    node.produce()
+    node.submit_all([b.reading(5), a.transfer(b, 1)])
+    node.produce()
+    latest = node.store.latest_of_type(txm.TYPE_READING, 0)
+    assert [(r.sender, txm.decode(r.message).body[1]) for r in latest] == [(a.id, 4), (b.id, 5)]
+    assert [r.height for r in latest] == [3, 4]
+    assert node.store.latest_of_type(txm.TYPE_READING, 1) == []

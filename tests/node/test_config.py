@@ -57,6 +57,8 @@ mempool_capacity = 10
     ('domain = "d"\nrate_limit_tps = "fast"', "rate_limit_tps"),
     ('domain = "d"\nrate_limit_burst = 0', "rate_limit_burst"),
     ('domain = "d"\nrate_limit_burst = 2.5', "rate_limit_burst"),
+    ('domain = "d"\nha_discovery = 1', "ha_discovery"),
+    ('domain = "d"\nha_discovery = "yes"', "ha_discovery"),
     ('domain = ', "<file>"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key_: str) -> None:
@@ -77,6 +79,13 @@ def test_config_rate_limit(tmp_path: Path) -> None:
     assert isinstance(c.rate_limit_tps, float)
     c = config.load(write(tmp_path / "gw.toml", 'domain = "demo"\nrate_limit_tps = 0\n'))
     assert c.rate_limit_tps == 0
+
+
+def test_config_ha_discovery(tmp_path: Path) -> None:
+    """Home Assistant discovery is off unless the file says `ha_discovery = true`."""
+    assert not config.load(write(tmp_path / "gw.toml", 'domain = "demo"\n')).ha_discovery
+    c = config.load(write(tmp_path / "gw.toml", 'domain = "demo"\nha_discovery = true\n'))
+    assert c.ha_discovery is True
 
 
 def test_config_missing_file(tmp_path: Path) -> None:

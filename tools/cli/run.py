@@ -2,6 +2,7 @@
 
     thingledger run [--broker URL] [--boards N] [--data-dir D] [--domain NAME]
                     [--block-interval S] [--no-boards] [--no-market]
+                    [--ha-discovery]
     thingledger run --config /etc/thingledger/gateway.toml --no-boards   # a service
 
 With --config the gateway's settings come from the TOML file
@@ -43,6 +44,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     r.add_argument("--no-market", action="store_true",
                    help="plain boards only: no offers, demands or market set-up")
     r.add_argument("--no-boards", action="store_true", help="start no virtual boards")
+    r.add_argument("--ha-discovery", action="store_true",
+                   help="publish Home Assistant MQTT discovery configs and verified values "
+                        "(docs/API.md, Home Assistant)")
     r.add_argument("--domain", default="demo", help="domain (chain id), default demo")
     r.add_argument("--block-interval", type=positive_float, default=1.0, metavar="S",
                    help="seconds between blocks (default 1.0)")

@@ -162,6 +162,9 @@ class MarketNode:
         self._time = 0  # its block time
         self._told: dict[bytes, float] = {}  # device -> when its state was told again
         self._status = topics.status(domain, "+")
+        # told of each stream reading kept (verified under the supplier's key):
+        # (supplier, service, unit, value, scale, state); gateway/node/homeassistant.py
+        self.on_reading: Callable[[bytes, str, str, int, int, State], None] | None = None
 
     @property
     def subscriptions(self) -> list[str]:
@@ -308,6 +311,11 @@ class MarketNode:
             self.log(f"market reading refused agreement={aid.hex()[:8]} reason={e.reason} "
                      f"detail={e.detail}")
             return
+        if self.on_reading is not None:
+            o = state.kv_get(keys.offer(a["service"], supplier))
+            unit = ledger.offer_of(o).unit if o is not None else ""
+            for _, value, scale in self.streams.readings(aid, idx, 1):
+                self.on_reading(supplier, a["service"], unit, value, scale, state)
         if a["buyer"] == self.op.id:  # a stream we bought: feed the analytics
             for _, value, scale in self.streams.readings(aid, idx, 1):
                 r = self._rolling.setdefault(a["service"], self._window(a["service"]))
