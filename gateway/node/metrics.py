@@ -98,17 +98,21 @@ class Metrics:
         self.blocks.inc()
         self.commit_time.observe(commit_s)
         now = self.clock()
-        at, by_type, observe = self._admitted_at, self._by_type, self.receipt_latency.observe
+        at, observe = self._admitted_at, self.receipt_latency.observe
+        n_by_type: dict[int, int] = {}
         for tx_id, type_ in committed:
-            c = by_type.get(type_)
-            if c is None:
-                c = by_type[type_] = self.committed.labels(type=txnames.name(type_))
-            c.inc()
+            n_by_type[type_] = n_by_type.get(type_, 0) + 1
             t0 = at.get(tx_id)
             if t0 is not None:
                 observe(now - t0)
+        for type_, n in n_by_type.items():  # one increment per type and block
+            c = self._by_type.get(type_)
+            if c is None:
+                c = self._by_type[type_] = self.committed.labels(type=txnames.name(type_))
+            c.inc(n)
+        pop = at.pop
         for tx_id in taken:
-            at.pop(tx_id, None)
+            pop(tx_id, None)
 
     def on_status(self, device: str, online: bool) -> None:
         """A device's status message: `device` is the id (hex) in its topic."""
