@@ -13,8 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FAMILY_ADAPTER = {"unix": "unix", "esp32": "esp32", "rp2": "rp2040"}
 # CPython-only backends: never shipped (a failed import on a board would still
-# intern every name of the module in its heap).
-HOST_ONLY = {"es256_cryptography.py", "replies_host.py"}
+# intern every name of the module in its heap); and txnames, the host's names
+# of the tx types (no board imports it: it would only take flash).
+HOST_ONLY = {"es256_cryptography.py", "replies_host.py", "txnames.py"}
 
 
 class BuildError(RuntimeError):

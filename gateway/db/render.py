@@ -23,19 +23,9 @@ from typing import Any
 from gateway.db.store import BlockRecord, Store, TxRecord
 from gateway.db.verify import Report
 from gateway.ledger.state import DeviceRecord
-from shared import errors
+from shared import errors, txnames
 from shared import tx as txm
 from shared.messages import STATUS_OK
-
-# Display names of transaction types (presentation only: not shipped to boards).
-TYPE_NAMES = {
-    txm.TYPE_REGISTER: "register", txm.TYPE_READING: "reading", txm.TYPE_TRANSFER: "transfer",
-    txm.TYPE_CLAIM: "claim", txm.TYPE_OWNER_TRANSFER: "owner-transfer", txm.TYPE_GRANT: "grant",
-    txm.TYPE_REVOKE_RIGHT: "revoke-right", txm.TYPE_ROTATE_KEY: "rotate-key",
-    txm.TYPE_RETIRE: "retire", txm.TYPE_RECOVER: "recover", txm.TYPE_NODE_JOIN: "node-join",
-    txm.TYPE_NODE_ASSIGN: "node-assign", txm.TYPE_MFR_REGISTER: "mfr-register",
-    txm.TYPE_DEVICE_RECORD: "device-record",
-}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -61,7 +51,8 @@ def _status(status: int, reason: str) -> str:
 
 
 def type_name(type_: int) -> str:
-    return TYPE_NAMES.get(type_, str(type_))
+    """The type's name (shared/txnames.py), never its number."""
+    return txnames.name(type_)
 
 
 def _fmt(v: Any) -> str:

@@ -42,18 +42,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gateway import broker as broker_auth
-from gateway.db.render import type_name
 from gateway.db.store import Store, StoreError, open_ledger
 from gateway.ledger import blocks
 from gateway.ledger.validate import check_stateless
+from gateway.market.ledger.rules import open_agreements
 from gateway.market.node.service import MarketNode
 from gateway.node.config import GatewayConfig
 from gateway.node.homeassistant import HomeAssistant
 from gateway.node.mempool import Mempool
+from gateway.node.metrics import Metrics
 from gateway.node.mqtt_link import Incoming, MqttLink
 from gateway.node.ratelimit import SenderLimit
 from gateway.registry.view import registry_lookup
-from shared import cose, errors, messages, notice, reasons, topics
+from shared import cose, errors, messages, notice, reasons, topics, txnames
 from shared import tx as txm
 
 EventSink = Callable[[str], None]
@@ -107,6 +108,16 @@ class Gateway:
             self.ha = HomeAssistant(d, self.led.genesis.authority_id, self._publish,
                                     registry=registry, log=self.on_event)
             self.market.on_reading = self.ha.on_stream
+        self.metrics = Metrics(mempool_depth=lambda: len(self.pool),
+                               height=lambda: self.led.head.height,
+                               agreements_open=lambda: len(open_agreements(self.led.state)))
+        self._self_status = topics.status(d, broker_auth.gateway_credentials(
+            self.led.authority_priv, d)[0])
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition of this gateway's metrics (docs/API.md,
+        "Metrics"). Call it on the gateway's event loop."""
+        return self.metrics.text()
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, connect_timeout: float = 15.0) -> None:
@@ -195,6 +206,9 @@ class Gateway:
                     self._unacked.append((m, None))
                 elif self.market.is_status(m.topic):  # a device (re)connected: its state
                     self.market.on_status(m.topic, m.payload, self.led.state, self.led.head)
+                    if m.topic != self._self_status:
+                        self.metrics.on_status(m.topic.rsplit("/", 2)[-2],
+                                               m.payload == b"online")
                     self._unacked.append((m, None))
                 elif self.ha is not None and m.topic == self.ha.status_topic:
                     self.ha.on_ha_status(m.payload, self.led.state)
@@ -219,6 +233,7 @@ class Gateway:
         Returns the tx id while the tx is pending in the mempool (admitted now
         or earlier), None when the message is settled (refused, answered)."""
         self.counters.received += 1
+        self.metrics.on_received()
         t: txm.Tx | None = None
         try:
             t = check_stateless(payload, self.cfg.domain)
@@ -234,6 +249,7 @@ class Gateway:
             if self.pool.admit(t, self.led.state, self.led.rules):
                 self.limit.take(t.sender)
                 self.counters.admitted += 1
+                self.metrics.on_admitted(t.id)
                 if self.log_txs:
                     self.on_event(f"accepted {_describe(t)}")
             return t.id  # admitted, or the same tx already pending
@@ -243,6 +259,7 @@ class Gateway:
                 if receipt is not None:
                     self.limit.take(t.sender)  # signature verified: a resend counts too
                     self.counters.resent_receipts += 1
+                    self.metrics.on_resent()
                     self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
                     return None
             self.reject(payload, t, e)
@@ -256,6 +273,7 @@ class Gateway:
         `retry_ms` if it has one, else one block interval (what a full
         mempool needs to drain)."""
         self.counters.rejected += 1
+        self.metrics.on_rejected(e.reason)
         sender = t.sender if t is not None else _readable_sender(payload)
         tx_id = hashlib.sha256(payload).digest() if e.reason != errors.TOO_LARGE else b""
         retry = None
@@ -270,7 +288,8 @@ class Gateway:
         self._publish(topic, msg)
         if self.log_txs:
             who = sender.hex()[:8] if sender else "?"
-            self.on_event(f"rejected from={who} reason={e.reason} detail={e.detail}")
+            kind = txnames.name(t.type) if t is not None else "message"
+            self.on_event(f"rejected {kind} from={who} reason={e.reason} detail={e.detail}")
 
     # -- block -> store -> notify ----------------------------------------------
     async def _produce(self) -> None:
@@ -303,8 +322,10 @@ class Gateway:
         if self._halted:
             raise RuntimeError("a block was not committed: no block may follow it")
         txs = self.pool.take(self.cfg.block_max_txs)
+        t0 = time.perf_counter()
         b = self._build_block(txs)
         receipts = await self._store_block(b)
+        commit_s = time.perf_counter() - t0
         accounts = self.market.account_notices(b, led.state)
         led.state.apply_diff(b.diff, b.kv_diff)
         led.head = b
@@ -312,6 +333,7 @@ class Gateway:
         self.counters.blocks += 1
         self.counters.committed += len(b.txs)
         self._notify(b, receipts)
+        self.metrics.on_block(commit_s, [(t.id, t.type) for t in b.txs], [t.id for t in txs])
         self.market.on_block(b, led.state, accounts)
         self._ack_settled()
         self.committed.set()
@@ -397,7 +419,7 @@ def _readable_sender(payload: bytes) -> bytes | None:
 
 
 def _describe(t: txm.Tx) -> str:
-    kind = type_name(t.type)
+    kind = txnames.name(t.type)
     text = f"{kind} from={t.sender.hex()[:8]} seq={t.seq}"
     if t.type == txm.TYPE_READING:
         v, s = t.body[1], t.body[2]

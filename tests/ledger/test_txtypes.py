@@ -47,3 +47,15 @@ def test_registering_a_code_twice_differently_is_refused() -> None:
     else:
         raise AssertionError("a second definition of a code was accepted")
     assert txtypes.lookup(tx.TYPE_REGISTER) == entry
+
+
+def test_every_wire_type_has_one_name() -> None:
+    """shared/txnames.py names each TYPE_* code once (log lines, CLI output
+    and metric labels use it), and an unknown code is not printed bare."""
+    from shared import txnames
+
+    assert set(txnames.NAMES) == _wire_codes()
+    assert len(set(txnames.NAMES.values())) == len(txnames.NAMES)
+    assert all(not n.isdigit() for n in txnames.NAMES.values())
+    assert txnames.CODES[txnames.name(txdecode.TYPE_CONTRACT_CALL)] == txdecode.TYPE_CONTRACT_CALL
+    assert txnames.name(99) == "unknown-type-99"

@@ -87,7 +87,7 @@ class Rig:
 
     def refused_verdicts(self) -> int:
         me = self.gw.market.op.id.hex()[:8]
-        n = sum(f"rejected from={me} reason=mempool-full" in e for e in self.events)
+        n = sum(f"rejected contract-call from={me} reason=mempool-full" in e for e in self.events)
         self.events.clear()
         return n
 

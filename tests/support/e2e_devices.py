@@ -425,6 +425,16 @@ class GatewayThread:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def on_loop(self, fn, timeout: float = 10.0):
+        """fn(gateway) run on the gateway's event loop (what reads the node's
+        state, e.g. Gateway.metrics_text); returns its result."""
+        assert self._loop is not None and self.gw is not None
+        gw = self.gw
+
+        async def call():
+            return fn(gw)
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout)
+
     def wait_event(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match:
         rx = re.compile(pattern)
         return wait_on(self._cond,

@@ -47,7 +47,7 @@ from gateway.market.ledger import rules as ledger
 from gateway.market.node.analytics import DerivedService, RollingMean
 from gateway.market.node.streams import StreamStore
 from gateway.node.config import STREAMS_FILE
-from shared import cbor, errors, messages, p256, stream, topics
+from shared import cbor, errors, messages, p256, stream, topics, txnames
 from shared import tx as txm
 from shared.notice import seal as seal_notice
 
@@ -105,9 +105,10 @@ def _awaits_verdict(state: State, p: _Pending) -> bool:
 
 def _brief(t: txm.Tx) -> str:
     b = t.body
+    kind = txnames.name(t.type)
     if t.type == txm.TYPE_OFFER:
-        return f"offer {b[1]} price={b[3]}"
-    return f"demand {b[1]} max_price={b[2]} quantity={b[3]} policy={b[5]}"
+        return f"{kind} {b[1]} price={b[3]}"
+    return f"{kind} {b[1]} max_price={b[2]} quantity={b[3]} policy={b[5]}"
 
 
 class Operator:
