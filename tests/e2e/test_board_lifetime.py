@@ -68,6 +68,17 @@ def wait_gone(pids: set[int], timeout: float = GONE_TIMEOUT) -> set[int]:
         time.sleep(0.05)
 
 
+def wait_procs_in(folder: Path, n: int, timeout: float = GONE_TIMEOUT) -> set[int]:
+    """Poll until `n` live processes run in `folder` (socat forks the
+    MicroPython behind its pty just after making the link); those found."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = procs_in(folder)
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def kill_all(pids: set[int]) -> None:
     for p in pids:
         try:
@@ -243,7 +254,7 @@ def test_serial_virtual_board_dies_with_the_process_that_started_it(tmp_path):
     board: set[int] = set()
     try:
         socat = int(parent.stdout.readline())
-        board = {socat} | procs_in(flash)  # socat and the MicroPython it runs
+        board = {socat} | wait_procs_in(flash, 2)  # socat and the MicroPython it runs
         assert len(board) == 2 and all(alive(p) for p in board), board
         parent.kill()
         parent.wait(10)
