@@ -1,4 +1,4 @@
-"""A virtual board on a serial line (docs/IDENTITY.md §5, /work/shared/MICROPYTHON.md):
+"""A virtual board on a serial line (docs/IDENTITY.md §5, and the design brief's MicroPython notes):
 the MicroPython Unix port's REPL behind a socat pseudo-terminal, started in a
 flash folder, so `mpremote connect <pty> resume ...` talks to it like a USB
 board and its files land in that folder.
