@@ -23,20 +23,20 @@ everything was checked and passed.
 from __future__ import annotations
 
 import shutil
-import socket
 import stat
-import struct
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.broker.embedded import parse_url
+from gateway.db.genesis_files import key_too_open
 from gateway.node.config import DB_FILE, GENESIS_FILE
 
 DEFAULT_MIN_FREE = 200 * 1024 * 1024  # bytes: weeks of blocks at a board's pace
 DEFAULT_TIMEOUT = 3.0  # seconds for the broker's CONNACK
-CLIENT_ID = b"thingledger-doctor"
+CLIENT_ID = "thingledger-doctor"
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,6 @@ class Check:
         return s if self.ok or not self.hint else f"{s}: {self.hint}"
 
 
-def _connect_packet() -> bytes:
-    """MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, no login."""
-    var = b"\x00\x04MQTT\x04\x02\x00\x0a"
-    payload = struct.pack(">H", len(CLIENT_ID)) + CLIENT_ID
-    body = var + payload
-    return bytes([0x10, len(body)]) + body
-
-
 def check_broker(url: str, timeout: float = DEFAULT_TIMEOUT) -> Check:
     hint = ("start the broker (sudo systemctl start mosquitto; config: docs/mosquitto.conf) "
             "or pass the right --broker URL")
@@ -66,25 +58,35 @@ def check_broker(url: str, timeout: float = DEFAULT_TIMEOUT) -> Check:
         host, port = parse_url(url)
     except ValueError as e:
         return Check("broker", False, f"bad URL {url!r}: {e}", "use mqtt://host:port")
+    import paho.mqtt.client as mqtt
+
+    answered = threading.Event()
+    codes: list = []
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        codes.append(reason_code)
+        answered.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=CLIENT_ID,
+                    protocol=mqtt.MQTTv311)
+    c.connect_timeout = timeout
+    c.on_connect = on_connect
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            s.sendall(_connect_packet())
-            ack = b""
-            while len(ack) < 4:
-                chunk = s.recv(4 - len(ack))
-                if not chunk:
-                    break
-                ack += chunk
-            s.sendall(b"\xe0\x00")  # DISCONNECT
+        c.connect(host, port, keepalive=10)
     except OSError as e:
         return Check("broker", False, f"{url}: {e.strerror or e}", hint)
-    if len(ack) < 4 or ack[0] != 0x20:
-        return Check("broker", False, f"{url}: no CONNACK (got {ack.hex() or 'nothing'})",
+    c.loop_start()
+    try:
+        got = answered.wait(timeout)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    if not got:
+        return Check("broker", False, f"{url}: no CONNACK in {timeout:g} s",
                      "is this port an MQTT broker?")
-    rc = ack[3]
-    return Check("broker", True, f"{url} answers" + ("" if rc == 0 else
-                 f" (anonymous login refused, code {rc}: devices log in)"))
+    rc = codes[0]
+    return Check("broker", True, f"{url} answers" + ("" if not rc.is_failure else
+                 f" (anonymous login refused: {rc}; devices log in)"))
 
 
 def check_data_dir(data_dir: Path) -> Check:
@@ -106,7 +108,7 @@ def check_key_files(data_dir: Path) -> Check:
     if not data_dir.is_dir():
         return Check("key-files", False, f"{data_dir} does not exist", "see data-dir")
     keys = sorted(data_dir.glob("*.key"))
-    loose = [k for k in keys if stat.S_IMODE(k.stat().st_mode) & 0o077]
+    loose = [k for k in keys if key_too_open(k.stat().st_mode)]
     if loose:
         modes = ", ".join(f"{k.name} {stat.S_IMODE(k.stat().st_mode):04o}" for k in loose)
         return Check("key-files", False, f"readable by others: {modes}",

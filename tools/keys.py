@@ -11,10 +11,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.db.genesis_files import key_too_open
 from shared import errors, p256, tx
 
 PRIVATE_MODE = 0o600
-OPEN_BITS = 0o077  # any permission for group or others
 
 
 class KeyFileError(ValueError):
@@ -63,7 +63,7 @@ def read_private(path: Path) -> str:
         raise KeyFileError(f"{path}: cannot read key file ({e.strerror})") from None
     with os.fdopen(fd) as f:
         mode = os.fstat(f.fileno()).st_mode
-        if mode & OPEN_BITS:
+        if key_too_open(mode):
             raise UnprotectedKeyError(path, mode)
         try:
             return f.read()

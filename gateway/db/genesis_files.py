@@ -42,6 +42,16 @@ def load(path: Path | str) -> Genesis:
     return from_dict(read_toml(Path(path), lambda m: GenesisError("<file>", m)))
 
 
+# a private key file its group or others may read or write is refused, as ssh
+# does (the authority key here, people's keys in tools/keys.py, `thingledger doctor`)
+KEY_OPEN_BITS = 0o077
+
+
+def key_too_open(mode: int) -> bool:
+    """Whether a key file's st_mode lets its group or others in."""
+    return bool(mode & KEY_OPEN_BITS)
+
+
 def write_key(path: Path, priv: bytes) -> None:
     """Create `path` (mode 0600, never overwriting) holding the key as hex."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -55,7 +65,7 @@ def load_authority_key(path: Path | str, g: Genesis | None = None) -> bytes:
     try:
         with p.open() as f:
             mode = os.fstat(f.fileno()).st_mode & 0o777
-            if mode & 0o077:  # as ssh and tools/keys.py: group or others may read it
+            if key_too_open(mode):
                 raise GenesisError("<authority key>", f"{p}: unprotected private key file: "
                                    f"permissions {mode:04o} are too open; fix with: chmod 600 {p}")
             priv = bytes.fromhex(f.read().strip())
