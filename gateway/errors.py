@@ -157,3 +157,22 @@ class DerivedServiceError(FieldError):
 
     label = "derived service"
 
+
+
+# ---- raised by gateway/web/ (the dashboard's read-only HTTP API, docs/API.md)
+BAD_QUERY = "bad-query"  # a malformed id, prefix or parameter: HTTP 400
+NOT_FOUND = "not-found"  # well-formed, but no such block, tx or device: HTTP 404
+
+
+class WebError(ValueError):
+    """A request the dashboard refuses; `reason` is BAD_QUERY or NOT_FOUND,
+    `detail` the message shown to the client."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+    @property
+    def http_status(self) -> int:
+        return 404 if self.reason == NOT_FOUND else 400

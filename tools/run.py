@@ -6,7 +6,9 @@ ESPHome-style chain, each step stopping the run on failure:
   3. start     the embedded amqtt broker (unless --broker), the gateway, and the
                boards: real firmware under `micropython -X heapsize=64k`
                (market boards: tools/vboard.MARKET_HEAP)
-  4. show      what happens, as it happens, until Ctrl-C (or --seconds)
+  4. serve     the web dashboard (gateway/web/, http://127.0.0.1:8080/ unless
+               --http / --no-http / the config file's http), in this event loop
+  5. show      what happens, as it happens, until Ctrl-C (or --seconds)
 
 The market (docs/MARKET.md), with the virtual boards unless --no-market: the gateway
 deploys the agreement contract with an operator fee, grants each newly
@@ -39,6 +41,8 @@ from gateway.market.node.analytics import DerivedService
 from gateway.node import config as gateway_config
 from gateway.node.config import DEFAULT_RATE_LIMIT_TPS, GatewayConfig
 from gateway.node.service import Gateway
+from gateway.node.sysclients import SysClients
+from gateway.web.app import WebServer, parse_listen
 from tools.build import BuildError, build
 from tools.console import Console
 from tools.vboard import BOARD_UMASK, FlashInUse, FlashLock, VirtualBoard
@@ -151,11 +155,21 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         raise RunError(f"the gateway refuses to start: {e}") from None
     procs: list[asyncio.subprocess.Process] = []
     pumps: list[asyncio.Task] = []
+    dashboard: WebServer | None = None
+    sys_clients: SysClients | None = None
     try:
         try:
             await gw.start()
         except TimeoutError:
             raise RunError(f"gateway could not connect to the broker at {url}") from None
+        if broker is not None:
+            gw.metrics.count_broker_connections(lambda: broker.connections)
+        else:  # an external broker: its $SYS count, where it lets the gateway read it
+            user, password = broker_auth.gateway_credentials(gw.led.authority_priv, cfg.domain)
+            sys_clients = SysClients(url, f"{user}-sys", gw.metrics.on_broker_clients, loop,
+                                     username=user, password=password)
+            sys_clients.start()
+        dashboard = await start_dashboard(args, cfg, gw, console)
         authority = gw.led.genesis.authority.hex()
         if roles:
             _warn_if_the_operator_cannot_grant(gw, cfg, len(roles), console)
@@ -191,6 +205,10 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
             except TimeoutError:
                 p.kill()
         await asyncio.gather(*pumps, return_exceptions=True)
+        if dashboard is not None:
+            await dashboard.stop()
+        if sys_clients is not None:
+            sys_clients.stop()
         await gw.stop()
         h = gw.led.head
         console.line("gateway", f"stopped at height {h.height} hash {h.hash.hex()[:16]}; "
@@ -199,6 +217,31 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         if broker is not None:
             await broker.stop()
     return 1 if gw.failed is not None else 0
+
+
+async def start_dashboard(args: argparse.Namespace, cfg: GatewayConfig, gw: Gateway,
+                          console: Console) -> WebServer | None:
+    """The web dashboard on --http (else the config's http), unless --no-http.
+    A port it cannot bind is said and the gateway runs on without it."""
+    if getattr(args, "no_http", False):
+        return None
+    listen = getattr(args, "http", None) or cfg.http
+    if not listen:
+        return None
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as e:
+        raise RunError(f"--http: {e}") from None
+    server = WebServer(gw, host, port)
+    try:
+        await server.start()
+    except OSError as e:
+        console.line("web", f"warning: no dashboard: cannot listen on {listen}: {e.strerror}; "
+                     "choose another with --http HOST:PORT")
+        return None
+    console.line("web", f"dashboard {server.url} (read-only; Prometheus metrics at "
+                 f"{server.url}metrics)")
+    return server
 
 
 def _warn_if_the_operator_cannot_grant(gw: Gateway, cfg: GatewayConfig, boards: int,

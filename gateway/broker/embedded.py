@@ -808,6 +808,12 @@ class EmbeddedBroker:
     def enforcing(self) -> bool:
         return self.guard is not None
 
+    @property
+    def connections(self) -> int:
+        """Client connections open now (0 when not running): the gateway's
+        broker connections gauge (docs/API.md, "Metrics")."""
+        return self._broker.open_connections if self._broker is not None else 0
+
     async def start(self) -> None:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -19,6 +19,7 @@ A config file is flat TOML; every key is optional except `domain`:
     market_grant = 0                     # the operator gives each newly registered device this
     ha_discovery = false                 # Home Assistant MQTT discovery of verified values
                                          # (gateway/node/homeassistant.py, docs/API.md)
+    http = "127.0.0.1:8080"              # the web dashboard (gateway/web/); "" for none
     [[derived]]                          # edge analytics: a derived service (docs/MARKET.md)
     name = "temperature-mean"
     source = "temperature"
@@ -78,6 +79,8 @@ class GatewayConfig:
     market_grant: int = 0
     derived: tuple[DerivedService, ...] = ()
     ha_discovery: bool = False
+    # the web dashboard's HOST:PORT (gateway/web/, `thingledger run`); "" for none
+    http: str = "127.0.0.1:8080"
 
     def __post_init__(self) -> None:
         _check(self)
@@ -112,6 +115,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "market_grant": (int,),
     "derived": (list,),
     "ha_discovery": (bool,),
+    "http": (str,),
 }
 _PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir")
 
@@ -134,8 +138,15 @@ def _check(c: GatewayConfig) -> None:
     if c.genesis_supply < 0 or c.market_grant < 0:
         raise ConfigError("genesis_supply" if c.genesis_supply < 0 else "market_grant",
                           "must be >= 0")
+    if c.http and not _host_port(c.http):
+        raise ConfigError("http", "must look like HOST:PORT, or \"\" for no dashboard")
     if c.market_fee_bps is not None and not 0 <= c.market_fee_bps <= 10_000:
         raise ConfigError("market_fee_bps", "must be 0 .. 10000")
+
+
+def _host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) <= 65535)
 
 
 def from_dict(values: dict[str, Any], base_dir: Path | None = None) -> GatewayConfig:

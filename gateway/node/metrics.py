@@ -68,6 +68,10 @@ class Metrics:
               registry=r).set_function(height)
         Gauge(p + "market_agreements_open", "Market agreements in state open",
               registry=r).set_function(agreements_open)
+        self.broker_connections = Gauge(p + "broker_connections", "Connections open at the "
+                                        "MQTT broker: the embedded broker's live count, or an "
+                                        "external broker's $SYS/broker/clients/connected",
+                                        registry=r)
         self._by_reason: dict[str, Counter] = {}
         self._by_type: dict[int, Counter] = {}
         self._admitted_at: dict[bytes, float] = {}
@@ -121,6 +125,19 @@ class Metrics:
         else:
             self._online.discard(device)
         self.devices_online.set(len(self._online))
+
+    def online(self) -> frozenset[str]:
+        """The ids (hex) of the devices whose last status says online."""
+        return frozenset(self._online)
+
+    def count_broker_connections(self, read: Callable[[], float]) -> None:
+        """Read the broker connections gauge from `read()` at exposition time
+        (the embedded broker's live count)."""
+        self.broker_connections.set_function(read)
+
+    def on_broker_clients(self, n: float) -> None:
+        """An external broker's $SYS/broker/clients/connected value."""
+        self.broker_connections.set(n)
 
     def text(self) -> bytes:
         """The Prometheus text exposition (format 0.0.4)."""

@@ -2,7 +2,7 @@
 
     thingledger run [--broker URL] [--boards N] [--data-dir D] [--domain NAME]
                     [--block-interval S] [--no-boards] [--no-market]
-                    [--ha-discovery]
+                    [--ha-discovery] [--http HOST:PORT | --no-http]
     thingledger run --config /etc/thingledger/gateway.toml --no-boards   # a service
 
 With --config the gateway's settings come from the TOML file
@@ -47,6 +47,10 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     r.add_argument("--ha-discovery", action="store_true",
                    help="publish Home Assistant MQTT discovery configs and verified values "
                         "(docs/API.md, Home Assistant)")
+    r.add_argument("--http", metavar="HOST:PORT", default=None,
+                   help="serve the web dashboard there (default 127.0.0.1:8080, or the "
+                        "config file's http; port 0: any free port)")
+    r.add_argument("--no-http", action="store_true", help="no web dashboard")
     r.add_argument("--domain", default="demo", help="domain (chain id), default demo")
     r.add_argument("--block-interval", type=positive_float, default=1.0, metavar="S",
                    help="seconds between blocks (default 1.0)")
