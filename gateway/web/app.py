@@ -402,20 +402,39 @@ def make_app(d: Dashboard, on_request: Callable[[web.Request, bool], None] | Non
     return app
 
 
-class _Refuse:
+class _Refuse(asyncio.Protocol):
     """The protocol of a connection over the limit: closed at once."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.close()
 
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's request handler for one connection, passed every call, so
+    that its WebServer knows when the connection ends (aiohttp's handlers
+    take no weak references and say nothing when they close)."""
+
+    def __init__(self, owner: WebServer, inner: Any) -> None:
+        self.owner, self.inner = owner, inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        self.owner.forget(self.inner)
+        self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        pass
+        self.inner.data_received(data)
 
-    def eof_received(self) -> bool:
-        return False
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
 
 
 class WebServer:
@@ -430,64 +449,75 @@ class WebServer:
         self.idle_s = idle_s
         self.refused = 0
         self.closed_idle = 0
-        # per connection (aiohttp's handlers take no weak references; the sweep
-        # forgets the closed ones): requests running, when it last started or ended one
-        self._busy: dict[Any, int] = {}
+        # per open connection's handler: when it last started or ended a request
+        # (or connected), and how many requests it is running
         self._quiet_since: dict[Any, float] = {}
+        self._busy: dict[Any, int] = {}
+        self._closing: set[Any] = set()  # closed by us, connection_lost still to come
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task | None = None
+
+    @property
+    def open_connections(self) -> int:
+        """HTTP connections open now (accepted, not yet closed or being closed)."""
+        return len(self._quiet_since) - len(self._closing)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
+    def forget(self, handler: Any) -> None:
+        """A connection ended."""
+        self._quiet_since.pop(handler, None)
+        self._busy.pop(handler, None)
+        self._closing.discard(handler)
+
     def _on_request(self, request: web.Request, started: bool) -> None:
         p = request.protocol
-        self._busy[p] = self._busy.get(p, 0) + (1 if started else -1)
-        self._quiet_since[p] = time.monotonic()
+        if p in self._quiet_since:
+            self._busy[p] = self._busy.get(p, 0) + (1 if started else -1)
+            self._quiet_since[p] = time.monotonic()
 
-    def _quiet(self, now: float) -> list[tuple[float, Any]]:
-        """(quiet since, handler) of the connections with no request running."""
-        assert self._runner is not None and self._runner.server is not None
-        out = []
-        for h in self._runner.server.connections:
-            if self._busy.get(h, 0) == 0:
-                out.append((self._quiet_since.setdefault(h, now), h))
-        return out
+    def _close(self, handler: Any) -> None:
+        if handler not in self._closing:
+            self._closing.add(handler)
+            self.closed_idle += 1
+            handler.force_close()
 
-    def _protocol(self) -> Any:
+    def _quiet(self) -> list[tuple[float, Any]]:
+        """(quiet since, handler) of the open connections with no request
+        running, quietest first."""
+        return sorted(((t, h) for h, t in self._quiet_since.items()
+                       if not self._busy.get(h) and h not in self._closing
+                       and h.transport is not None), key=lambda x: x[0])
+
+    def _protocol(self) -> asyncio.Protocol:
         server = self._runner.server if self._runner is not None else None
         assert server is not None
-        if len(server.connections) >= self.max_connections:
-            quiet = sorted(self._quiet(time.monotonic()), key=lambda x: x[0])
+        if self.open_connections >= self.max_connections:
+            quiet = self._quiet()
             if not quiet:
                 self.refused += 1
                 return _Refuse()
-            quiet[0][1].force_close()
-            self.closed_idle += 1
+            self._close(quiet[0][1])
         h = server()
         self._quiet_since[h] = time.monotonic()
-        return h
+        return _Counted(self, h)
 
     async def _sweep(self) -> None:
-        assert self._runner is not None and self._runner.server is not None
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            live = set(self._runner.server.connections)
-            for gone in [h for h in self._quiet_since if h not in live]:
-                del self._quiet_since[gone]
-                self._busy.pop(gone, None)
-            for since, h in self._quiet(now):
+            for since, h in self._quiet():
                 if now - since > self.idle_s:
-                    h.force_close()
-                    self.closed_idle += 1
+                    self._close(h)
 
     async def start(self) -> None:
         app = make_app(self.dashboard, self._on_request)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=2.0,
                                      keepalive_timeout=self.idle_s, max_line_size=8190,
                                      max_field_size=8190)
         await self._runner.setup()
@@ -506,6 +536,7 @@ class WebServer:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.dashboard.hub.close()
         if self._server is not None:
             self._server.close()
         if self._runner is not None:

@@ -31,6 +31,7 @@ class EventHub:
         self.max_streams = max_streams
         self.streams: set[asyncio.Queue[tuple[str, str]]] = set()
         self.sent = 0
+        self.closed = False
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
         """Queue an event for every open stream (drops a lagging stream's oldest)."""
@@ -41,6 +42,11 @@ class EventHub:
                     q.get_nowait()
             q.put_nowait(item)
         self.sent += 1
+
+    def close(self) -> None:
+        """End every open stream (the server is stopping)."""
+        self.closed = True
+        self.publish("", {})
 
     async def stream(self, request: web.Request, first: dict[str, Any] | None) -> web.StreamResponse:
         """Serve one event stream until the client goes (or the server stops)."""
@@ -61,8 +67,12 @@ class EventHub:
                 try:
                     name, data = await asyncio.wait_for(q.get(), PING_S)
                 except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break  # the client went
                     await self._write(resp, ": ping\n\n")
                     continue
+                if self.closed:
+                    break
                 await self._write(resp, _frame(name, data))
         except (ConnectionError, TimeoutError):
             pass  # the client went, or stopped reading
