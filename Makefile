@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 BROKER  ?=
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBS    := mosquitto socat
+DEBS    := mosquitto socat chromium chromium-driver
 
 .PHONY: run test lint bench sysdeps venv clean
 
@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-# Debian packages the tests drive for real (the mosquitto broker, socat for virtual serial boards).
+# Debian packages the tests drive for real (the mosquitto broker, socat for virtual serial boards,
+# headless Chromium and its driver for the dashboard's browser tests).
 sysdeps:
-	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] || dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
