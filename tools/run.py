@@ -31,6 +31,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import broker as broker_auth
 from gateway.broker.embedded import DEFAULT_URL, EmbeddedBroker, parse_url
@@ -42,10 +43,12 @@ from gateway.node import config as gateway_config
 from gateway.node.config import DEFAULT_RATE_LIMIT_TPS, GatewayConfig
 from gateway.node.service import Gateway
 from gateway.node.sysclients import SysClients
-from gateway.web.app import WebServer, parse_listen
 from tools.build import BuildError, build
 from tools.console import Console
 from tools.vboard import BOARD_UMASK, FlashInUse, FlashLock, VirtualBoard
+
+if TYPE_CHECKING:
+    from gateway.web.app import WebServer
 
 
 class RunError(RuntimeError):
@@ -228,6 +231,9 @@ async def start_dashboard(args: argparse.Namespace, cfg: GatewayConfig, gw: Gate
     listen = getattr(args, "http", None) or cfg.http
     if not listen:
         return None
+    # imported only when served: a gateway without a dashboard does not load aiohttp
+    from gateway.web.app import WebServer, parse_listen
+
     try:
         host, port = parse_listen(listen)
     except ValueError as e:
