@@ -34,7 +34,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.errors import BAD_QUERY, WebError
-from gateway.market.ledger.rules import open_agreements
+from gateway.market.ledger.rules import agreement, open_agreements
 from gateway.node.config import STREAMS_FILE
 from gateway.web import charts, pages, views
 from gateway.web.events import EventHub
@@ -72,6 +72,7 @@ class Dashboard:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="web-reader")
         self.hub = EventHub()
         self._watch: asyncio.Task | None = None
+        self._cache: dict[str, tuple[int, Any]] = {}
 
     # -- plumbing ---------------------------------------------------------------
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -90,9 +91,12 @@ class Dashboard:
         self.pool.shutdown(wait=True)
 
     async def _on_blocks(self) -> None:
-        """Push an overview event after every block the node commits."""
+        """Push an overview event after every block the node commits (while
+        anyone listens)."""
         while True:
             await self.gw.committed.wait()
+            if not self.hub.streams:
+                continue
             try:
                 self.hub.publish("block", await self.overview())
             except Exception as e:  # a read failed: the next block tries again
@@ -161,8 +165,20 @@ class Dashboard:
                             break
         return hits
 
+    async def per_block(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in the reader thread, once per head block: what scans
+        many rows (each device's latest reading, the latest payments) is
+        read again only when a new block may have changed it."""
+        height = self.gw.led.head.height
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == height:
+            return hit[1]
+        value = await self.db(fn, *args)
+        self._cache[name] = (height, value)
+        return value
+
     async def devices_doc(self) -> list[dict[str, Any]]:
-        latest = await self.db(self.reader.latest_readings)
+        latest = await self.per_block("latest", self.reader.latest_readings)
         state = self.gw.led.state
         items = sorted(state.devices.items())[:MAX_LIMIT]
         return views.devices(items, set(self.gw.metrics.online()), latest, state)
@@ -184,7 +200,7 @@ class Dashboard:
         return [views.reading(r) for r in await self.db(self.reader.readings, i, limit)]
 
     async def market_doc(self, limit: int = MAX_LIMIT) -> dict[str, Any]:
-        pay = await self.db(self.reader.payments, 200)
+        pay = await self.per_block("payments", self.reader.payments, 200)
         streams = await self.db(self.reader.stream_agreements, 50)
         return views.market_doc(self.gw.led.state, pay, streams, limit)
 
@@ -216,7 +232,11 @@ class Dashboard:
     async def chart_stream(self, ref: str) -> str:
         aid = views.id_arg(ref, "agreement id", 16)
         rows = await self.db(self.reader.stream, aid, CHART_POINTS)
-        return charts.line(f"stream {aid.hex()[:12]} (verified off chain)",
+        a = agreement(self.gw.led.state, aid) or {}
+        who = a.get("supplier")
+        what = (f"{a.get('service')} from {who.hex()[:12]}"
+                if isinstance(who, bytes) else "stream")
+        return charts.line(f"{what} (agreement {aid.hex()[:12]}, verified off chain)",
                            [(t, float(views.decimal_text(v, s))) for _, v, s, t in rows])
 
     async def plots(self) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ the sections a page refreshes live are also served alone as fragments
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
@@ -152,7 +153,8 @@ def block(domain: str, b: dict[str, Any]) -> str:
 def tx(domain: str, t: dict[str, Any]) -> str:
     p = t["proof"]
     r = t["receipt"]
-    events = "".join(f"<li><code>{e(ev)}</code></li>" for ev in r["events"]) or "<li>none</li>"
+    events = "".join(f"<li><code>{e(json.dumps(ev))}</code></li>"
+                     for ev in r["events"]) or "<li>none</li>"
     node_ok = "yes" if p["verified_by_node"] else "NO"
     body = f"""<dl>
 <dt>tx id</dt><dd class="mono" id="tx-id">{e(t['id'])}</dd>
@@ -165,7 +167,7 @@ def tx(domain: str, t: dict[str, Any]) -> str:
 </dl>
 <h2>Body ({e(t['type'])})</h2>
 <p id="tx-body">{e(t['body_text'])}</p>
-<pre class="mono">{e(t['body'])}</pre>
+<pre class="mono">{e(json.dumps(t['body'], indent=1))}</pre>
 <h2>Receipt</h2>
 <dl><dt>status</dt><dd id="receipt-status">{e(r['status'])}</dd>
 <dt>reason</dt><dd>{e(r['reason'] or '-')}</dd></dl>
@@ -242,9 +244,9 @@ def market_tables(m: dict[str, Any]) -> str:
                          dev_link(a["supplier"] or ""), e(a["price"]),
                          f'{e(a["delivered"])}/{e(a["quantity"])}', e(a["paid"]),
                          e(when(a["expiry"]))) for a in m["agreements"]), "agreements")
-    payments = table(("height", "time", "event", "detail", "tx"),
+    payments = table(("height", "time", "event", "what", "tx"),
                      ((link(f"/block/{p['height']}", str(p["height"])), e(when(p["time"])),
-                       e(p["event"]), f"<code>{e(p['detail'])}</code>", tx_link(p["tx"]))
+                       e(p["event"]), e(p["text"]), tx_link(p["tx"]))
                       for p in m["payments"]), "payments")
     return (f"<h2>Offers ({len(m['offers'])})</h2>{offers}"
             f"<h2>Waiting demands ({len(m['demands'])})</h2>{demands}"

@@ -218,17 +218,46 @@ def agreements(state: State, limit: int) -> list[dict[str, Any]]:
     return out[:limit]
 
 
+def _short(v: Any) -> str:
+    return v[:12] if isinstance(v, str) else str(v)
+
+
+def payment_text(event: str, d: list[Any]) -> str:
+    """A payment event's fields in words (gateway/contracts/builtin.py's
+    agreement events, the ledger's demand-closed)."""
+    try:
+        if event == "delivery-paid":
+            return "agreement %s batch %s: %s paid to %s (operator fee %s)" % (
+                _short(d[0]), d[1], d[3], _short(d[2]), d[4])
+        if event == "delivery-failed":
+            return "agreement %s batch %s: not paid to %s (%s)" % (
+                _short(d[0]), d[1], _short(d[2]), d[3])
+        if event == "agreement-closed":
+            return "agreement %s closed: %s back to the buyer %s" % (
+                _short(d[0]), d[3], _short(d[1]))
+        if event == "demand-closed":
+            return "demand %s closed: %s back to the buyer %s" % (
+                _short(d[0]), d[2], _short(d[1]))
+    except (IndexError, TypeError):
+        pass
+    return json.dumps(d)
+
+
 def payments(rows: Iterable[tuple[int, int, bytes, list[Any]]]) -> list[dict[str, Any]]:
     """The payment events (PAYMENT_EVENTS) in the latest market receipts."""
     out = []
     for height, when, tx_id, events in rows:
         for e in events:
-            if isinstance(e, list) and len(e) >= 2 and e[1] in PAYMENT_EVENTS:
-                out.append({"height": height, "time": when, "tx": tx_id.hex(), "event": e[1],
-                            "detail": jsonable(e[2:])})
-            elif isinstance(e, list) and e and e[0] in PAYMENT_EVENTS:  # the ledger's own
-                out.append({"height": height, "time": when, "tx": tx_id.hex(), "event": e[0],
-                            "detail": jsonable(e[1:])})
+            if not isinstance(e, list) or not e:
+                continue
+            if len(e) >= 2 and e[1] in PAYMENT_EVENTS:  # a contract's: [address, name, ...]
+                name, detail = e[1], jsonable(e[2:])
+            elif e[0] in PAYMENT_EVENTS:  # the ledger's own: [name, ...]
+                name, detail = e[0], jsonable(e[1:])
+            else:
+                continue
+            out.append({"height": height, "time": when, "tx": tx_id.hex(), "event": name,
+                        "detail": detail, "text": payment_text(name, detail)})
     return out
 
 
