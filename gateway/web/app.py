@@ -204,6 +204,16 @@ class Dashboard:
         streams = await self.db(self.reader.stream_agreements, 50)
         return views.market_doc(self.gw.led.state, pay, streams, limit)
 
+    async def streams_of(self, supplier_hex: str) -> list[str]:
+        """The ids (hex) of the verified streams this device supplies, newest first."""
+        sup = bytes.fromhex(supplier_hex)
+        out = []
+        for aid, _, _ in await self.db(self.reader.stream_agreements, 50):
+            a = agreement(self.gw.led.state, aid)
+            if a is not None and a.get("supplier") == sup:
+                out.append(aid.hex())
+        return out[:PLOTS]
+
     async def stream_doc(self, ref: str, limit: int) -> list[dict[str, Any]]:
         aid = views.id_arg(ref, "agreement id", 16)
         rows = await self.db(self.reader.stream, aid, limit)
@@ -345,7 +355,9 @@ def make_app(d: Dashboard, on_request: Callable[[web.Request, bool], None] | Non
         ref = request.match_info["id"]
         doc = await d.device_doc(ref)
         readings = await d.readings_doc(ref, PAGE)
-        return html(pages.device(d.domain, doc, readings, await d.chart_device(ref)))
+        streams = [(f"stream-chart/{aid}", await d.chart_stream(aid))
+                   for aid in await d.streams_of(doc["id"])]
+        return html(pages.device(d.domain, doc, readings, await d.chart_device(ref), streams))
 
     async def market_page(request: web.Request) -> web.Response:
         return html(pages.market(d.domain, await d.market_doc()))

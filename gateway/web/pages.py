@@ -219,12 +219,16 @@ def devices(domain: str, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def device(domain: str, d: dict[str, Any], readings: Sequence[dict[str, Any]],
-           chart: str) -> str:
+           chart: str, streams: Sequence[tuple[str, str]] = ()) -> str:
+    """streams: (fragment name, svg) of the market streams it supplies."""
     rows = table(("height", "time", "value", "tx"),
                  ((link(f"/block/{r['height']}", str(r['height'])), e(when(r["time"])),
                    e(r["text"]), tx_link(r["tx"])) for r in reversed(readings)), "readings")
     body = (devices_table([d]) + "<h2>Readings on chain</h2>"
             + section(f"device-chart/{d['id']}", chart) + rows)
+    if streams:
+        body += "<h2>Market streams it supplies (verified by the gateway)</h2>" + "".join(
+            f"<figure>{section(name, svg)}</figure>" for name, svg in streams)
     return page(f"Device {short(d['id'])}", domain, body)
 
 

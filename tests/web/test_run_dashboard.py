@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,14 @@ def test_run_prints_the_dashboard_url_and_it_shows_the_live_market(tmp_path: Pat
         page = c.get("/market").text
         for o in m["offers"]:
             assert o["supplier"] in page
+        # a supplier's page charts the readings the gateway verified off chain
+        m = wait_until(lambda: (x := c.get("/api/v1/market").json())["streams"] and x, 60, 0.5,
+                       "a verified stream")
+        aid = m["streams"][0]["agreement"]
+        sup = next(a["supplier"] for a in m["agreements"] if a["id"] == aid)
+        dev_page = c.get(f"/device/{sup}").text
+        assert "Market streams it supplies" in dev_page and f"agreement {aid[:12]}" in dev_page
+        assert int(re.findall(r'data-points="(\d+)"', dev_page)[-1]) >= 1
         o = wait_until(lambda: (d := c.get("/api/v1/overview").json())["devices_online"] >= 4
                        and d, 30, 0.5, "four boards online")
         assert o["height"] > 0 and o["domain"] == "demo"
@@ -62,6 +71,20 @@ def test_run_prints_the_dashboard_url_and_it_shows_the_live_market(tmp_path: Pat
         rc = p.wait(60)
         drain(q, seen)
     assert rc == 0, "\n".join(seen[-30:])
+
+
+def test_a_port_in_use_is_said_and_the_gateway_runs_on(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = subprocess.run([tool("thingledger"), "run", "--no-boards", "--listen",
+                            f"mqtt://127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{port}",
+                            "--seconds", "1"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"warning: no dashboard: cannot listen on 127.0.0.1:{port}" in p.stdout
+    assert "stopped at height 0" in p.stdout
 
 
 def test_no_http_serves_nothing_and_the_config_key(tmp_path: Path) -> None:
