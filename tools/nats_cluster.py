@@ -139,8 +139,9 @@ class NatsNode:
             ]
         if self.mqtt_port is not None:
             lines += ["mqtt {", f"  listen: {_quote(f'{self.host}:{self.mqtt_port}')}", "}"]
-        if self.include is not None:
-            lines.append(f"include {_quote(str(self.include))}")
+        if self.include is not None:  # NATS resolves an include from the including file
+            rel = os.path.relpath(Path(self.include).resolve(), self.base.resolve())
+            lines.append(f"include {_quote(rel)}")
         return "\n".join(lines) + "\n"
 
     def write_config(self) -> None:

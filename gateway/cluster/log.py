@@ -91,7 +91,7 @@ class ProposalLog:
 
     async def ensure(self, timeout: float = APPEND_TIMEOUT) -> None:
         """Create the stream unless it exists (retrying while the cluster elects)."""
-        await _retry(lambda: self._ensure_once(), timeout, "create the log stream")
+        await retry(lambda: self._ensure_once(), timeout, "create the log stream")
 
     async def _ensure_once(self) -> None:
         try:
@@ -101,12 +101,12 @@ class ProposalLog:
 
     async def last_seq(self, timeout: float = APPEND_TIMEOUT) -> int:
         """The sequence of the stream's last entry (0: empty)."""
-        info = await _retry(lambda: self.js.stream_info(self.stream), timeout, "read the log")
+        info = await retry(lambda: self.js.stream_info(self.stream), timeout, "read the log")
         return int(info.state.last_seq)
 
     async def get(self, seq: int, timeout: float = APPEND_TIMEOUT) -> Entry:
         """One entry by its sequence."""
-        m = await _retry(lambda: self.js.get_msg(self.stream, seq, direct=True), timeout,
+        m = await retry(lambda: self.js.get_msg(self.stream, seq, direct=True), timeout,
                          f"read entry {seq}")
         hdr = m.headers or {}
         return Entry(seq, bytes(m.data or b""), hdr.get("Nats-Msg-Id"))
@@ -286,7 +286,7 @@ class Follower:
         return None
 
 
-async def _retry(op: Callable[[], Awaitable], timeout: float, what: str):
+async def retry(op: Callable[[], Awaitable], timeout: float, what: str):
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from gateway import broker as broker_auth
-from gateway.db import genesis_files as genesis
 from gateway.db.store import open_ledger
 from gateway.ledger import blocks
 from gateway.node.config import GatewayConfig
@@ -29,33 +28,6 @@ from tools import broker_sync, cli
 from tools.cli import broker as cli_broker
 
 pytestmark = pytest.mark.mosquitto
-
-
-@pytest.fixture
-def chain(tmp_path, world, monkeypatch):
-    """A real data dir (genesis, authority key, chain.db) whose identities are
-    `world` (the fake Access stands in for gateway.identity.access over the stored
-    state); the owner's credential store holds a's, b's and r's passwords."""
-    data = tmp_path / "gw"
-    led = open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data))
-    led.store.close()
-    g = genesis.load(data / "genesis.toml")
-    world.gw.priv = genesis.load_authority_key(data / "authority.key")
-    world.gw.pub = g.authority
-    world.gw.id = g.authority_id
-    world.access.keys = {world.gw.id: world.gw.pub, world.a.id: world.a.pub,
-                         world.b.id: world.b.pub, world.r.id: world.r.pub}
-    seen: list[str] = []
-
-    def fake_access(state, domain):
-        seen.append(domain)
-        return world.access
-
-    monkeypatch.setattr(cli_broker, "access_from_state", fake_access)
-    creds = data / broker_auth.CREDENTIALS_FILE
-    for p in (world.a, world.b, world.r):
-        broker_auth.add_credential(creds, p.id, p.password())
-    return data
 
 
 def export(data, out) -> int:
