@@ -7,12 +7,15 @@ right there); the transaction intake captures the MQTT-derived subject of
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import nats
 from nats.aio.client import Client
 
 from shared import topics
+
+log = logging.getLogger("thingledger.cluster")
 
 RECONNECT_WAIT = 0.2  # s between attempts to reach another node of the cluster
 
@@ -55,6 +58,9 @@ async def connect(servers: Sequence[str], name: str = "thingledger-gateway",
                   connect_timeout: float = 2.0) -> Client:
     """A client of the cluster that fails over to any node in `servers` and
     keeps trying to reconnect for ever (a node may be down for minutes)."""
+    async def on_error(e: Exception) -> None:  # a node going away: the client fails over
+        log.info("nats: %r", e)
+
     kw = {}
     if user is not None:
         kw = {"user": user, "password": password}
@@ -62,4 +68,4 @@ async def connect(servers: Sequence[str], name: str = "thingledger-gateway",
                               connect_timeout=connect_timeout,
                               reconnect_time_wait=RECONNECT_WAIT,
                               max_reconnect_attempts=-1, allow_reconnect=True,
-                              dont_randomize=False, **kw)
+                              dont_randomize=False, error_cb=on_error, **kw)

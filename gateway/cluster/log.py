@@ -36,7 +36,7 @@ REPLICAS = 3
 MAX_ENTRY = 1 << 20  # bytes of one proposal (the servers' max_payload is 1 MiB)
 DUPLICATE_WINDOW = 120.0  # s during which a retried Nats-Msg-Id is recognised
 APPEND_TIMEOUT = 30.0  # s an append keeps retrying through a leader election
-ATTEMPT_TIMEOUT = 2.0  # s one publish waits for its acknowledgement
+ATTEMPT_TIMEOUT = 1.0  # s one publish waits for its acknowledgement (then the same again)
 ERR_WRONG_LAST_SEQ = 10071  # JetStream's JSStreamWrongLastSequenceErrF
 ERR_MSG_TOO_LARGE = 10054  # JSStreamMessageExceedsMaximumErr
 
