@@ -95,6 +95,7 @@ class NatsNode:
     host: str = HOST
     include: Path | None = None  # e.g. the authorization block of `broker export --nats`
     pid_file: Path | None = None
+    die_with_parent: bool = False  # SIGTERM when the starting thread dies (PR_SET_PDEATHSIG)
     proc: subprocess.Popen | None = None
 
     @property
@@ -156,10 +157,16 @@ class NatsNode:
         if self.running():
             return
         self.write_config()
+        preexec = None
+        if self.die_with_parent:
+            from tools.vboard import die_with_parent
+
+            preexec = die_with_parent(signal.SIGTERM)
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen([nats_server_exe(), "-c", str(self.conf)],
                                          stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=preexec)
         if self.pid_file is not None:
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
             self.pid_file.write_text(f"{self.proc.pid}\n")
@@ -262,11 +269,14 @@ class NatsCluster:
     """n NATS nodes (n = 1: a single server, no cluster block) under `base`,
     named <prefix>1..<prefix>n, on free loopback ports unless mqtt_base is given
     (then MQTT on mqtt_base, mqtt_base+1, ...). pid_dir: each node writes
-    <pid_dir>/<name>.pid while it runs."""
+    <pid_dir>/<name>.pid while it runs. die_with_parent: the kernel sends each
+    node SIGTERM when the thread that started it dies, however it dies (for
+    `thingledger run`; start and restart the nodes from one long-lived thread)."""
 
     def __init__(self, base: Path | str, n: int = 3, *, host: str = HOST,
                  mqtt: bool = True, mqtt_base: int | None = None, prefix: str = "nats",
-                 include: Path | None = None, pid_dir: Path | None = None) -> None:
+                 include: Path | None = None, pid_dir: Path | None = None,
+                 die_with_parent: bool = False) -> None:
         if n < 1:
             raise NatsError("a cluster needs at least one node")
         base = Path(base)
@@ -283,7 +293,7 @@ class NatsCluster:
                 name=name, base=base / name, host=host, client_port=ports[i],
                 http_port=ports[n + i], mqtt_port=mqtt_port, cluster_port=cp,
                 routes=[p for j, p in enumerate(cluster_ports) if j != i and p is not None],
-                include=include,
+                include=include, die_with_parent=die_with_parent,
                 pid_file=(Path(pid_dir) / f"{name}.pid") if pid_dir is not None else None))
 
     @property
@@ -348,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     cluster = NatsCluster(args.dir, args.nodes, mqtt_base=args.mqtt_base,
-                          pid_dir=args.dir / "run")
+                          pid_dir=args.dir / "run", die_with_parent=True)
     cluster.start()
     for node in cluster.nodes:
         print(f"{node.name}: {node.url} mqtt://{node.host}:{node.mqtt_port} "
