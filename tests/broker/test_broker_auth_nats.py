@@ -92,6 +92,22 @@ def test_nats_enforces_the_export(chain, world, tmp_path, nats_factory, clients)
     sb.wait_message(b.topic("rx"), b"private-to-b")
     assert not sa.got(b.topic("rx"))
 
+    # NATS does not tie the MQTT client id to the user: a may present b's client id
+    # and take b's persistent session, but is not handed what was queued for b
+    sb.close()
+    sb_persistent = clients(mq, b, client_id=b.hex, clean_session=False).connected()
+    assert sb_persistent.subscribe(b.topic("rx")) == 1
+    sb_persistent.close()
+    gw.publish(b.topic("rx"), b"queued-for-b")
+    thief = clients(mq, a, client_id=b.hex, clean_session=False).connected()
+    assert thief.subscribe(a.topic("rx")) == 1
+    gw.publish(a.topic("rx"), b"barrier-for-a")
+    thief.wait_message(a.topic("rx"), b"barrier-for-a")
+    assert not thief.got(payload=b"queued-for-b")
+    thief.close()
+    sb = clients(mq, b, client_id=b.hex, clean_session=False).connected()
+    sb.wait_message(b.topic("rx"), b"queued-for-b")  # still b's
+
     # the owner revokes a: re-export, SIGHUP; a's login is refused, b's still works
     world.access.inactive.add(a.id)
     assert export_nats(chain, path) == 0
