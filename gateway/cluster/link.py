@@ -41,7 +41,7 @@ def sig_subject(domain: str) -> str:
 
 
 def intake_stream(domain: str) -> str:
-    """The work-queue stream of the transactions devices publish."""
+    """The stream of the transactions devices publish."""
     return "TL_TX_" + check_domain(domain)
 
 
@@ -50,7 +50,11 @@ def intake_subject(domain: str) -> str:
     return f"tl.{check_domain(domain)}.tx"
 
 
-INTAKE_CONSUMER = "gateways"  # the durable pull consumer all gateways share
+def intake_consumer(gateway: str) -> str:
+    """A gateway's durable consumer of the intake stream (consumer names: no dots)."""
+    if not topics.is_domain_name(gateway):
+        raise ValueError(f"bad gateway name {gateway!r} (a-z, 0-9, '-')")
+    return "gw-" + gateway
 
 
 async def connect(servers: Sequence[str], name: str = "thingledger-gateway",

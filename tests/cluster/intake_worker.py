@@ -1,33 +1,29 @@
-"""A gateway's intake loop cut short, run in a subprocess by test_intake.py
-(`python -m tests.cluster.intake_worker URLS DOMAIN DB BATCH COMMIT`): it takes
-one batch from the work queue, commits its first COMMIT transactions to the
-"chain" (a SQLite table keyed by (sender, seq)), says so, and waits to be
-SIGKILLed: none of the batch is acknowledged."""
+"""A gateway cut short, run in a subprocess by test_intake.py (`python -m
+tests.cluster.intake_worker URLS ACK_WAIT`): gateway "a" takes 10
+transactions from the intake, appends a block of the first 5 to the proposal
+log, says so, and waits to be SIGKILLed: none of its deliveries is acknowledged."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 
 from gateway.cluster import link
-from gateway.cluster.intake import TxIntake
+from shared import cbor
+from tests.cluster.minigw import MiniGateway
 
 
-async def main(urls: str, domain: str, db: str, batch: int, commit: int) -> None:
+async def main(urls: str, ack_wait: float) -> None:
     nc = await link.connect(urls.split(","))
-    intake = TxIntake(nc.jetstream(), domain)
+    gw = MiniGateway(nc, "a", ack_wait)
+    await gw.plog.ensure()
     got = []
-    while len(got) < batch:
-        got += await intake.fetch(batch - len(got), timeout=5.0)
-    con = sqlite3.connect(db)
-    with con:
-        con.executemany("INSERT INTO chain(sender, seq, tx) VALUES (?, ?, ?)",
-                        [(d.sender, d.seq, d.data) for d in got[:commit]])
-    print(f"FETCHED {len(got)} COMMITTED {commit}", flush=True)
+    while len(got) < 10:
+        got += await gw.intake.fetch(10 - len(got), timeout=5.0)
+    a = await gw.plog.append(cbor.dumps([d.data for d in got[:5]]), 0)
+    print(f"FETCHED {len(got)} PROPOSED 5 AT {a.seq}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until killed
 
 
 if __name__ == "__main__":
-    u, d, path, b, c = sys.argv[1:6]
-    asyncio.run(main(u, d, path, int(b), int(c)))
+    asyncio.run(main(sys.argv[1], float(sys.argv[2])))

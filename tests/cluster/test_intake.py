@@ -1,49 +1,41 @@
-"""Transactions exactly once across gateways (gateway/cluster/intake.py) on a
-real 3-node NATS cluster: devices publish signed transactions with paho over
-a node's MQTT listener (QoS 1); a gateway process takes a batch, commits half
-of it and is SIGKILLed before acknowledging; another gateway gets the batch
-again after ack_wait, drops what the chain already holds by (sender, seq) and
-commits the rest: every transaction once, none lost, the queue empty."""
+"""Transactions exactly once and none lost across gateways
+(gateway/cluster/intake.py with the proposal log) on a real 3-node NATS
+cluster: devices publish signed transactions with paho over a node's MQTT
+listener (QoS 1); gateway "a", in a process of its own, takes a batch,
+proposes a block of half of it and is SIGKILLed before acknowledging
+anything; gateway "b", which reads every transaction too, commits the rest;
+"a" restarted gets its unacknowledged batch again and drops all of it, by
+(sender, seq), as the chain already holds it."""
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 import subprocess
 import sys
 import time
 from types import SimpleNamespace
 
 from gateway.cluster import link
-from gateway.cluster.intake import TxIntake
 from shared import tx as txm
+from tests.cluster.minigw import DOMAIN, MiniGateway
 from tests.support.brokers import ROOT, PahoClient
 from tests.support.gwtest import Device
 from tests.support.nats import run
 from tests.support.waits import lines, wait_line
 
-DOMAIN = "intake-test"
 ACK_WAIT = 2.0  # s: short, so the redelivery comes soon
 
 
-def _chain(path) -> sqlite3.Connection:
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE IF NOT EXISTS chain(sender BLOB, seq INTEGER, tx BLOB, "
-                "PRIMARY KEY (sender, seq))")
-    con.commit()
-    return con
-
-
-def test_consumer_killed_mid_batch_every_tx_once(nats_cluster, tmp_path):
+def test_gateway_killed_mid_batch_every_tx_once(nats_cluster):
     devices = [Device(f"intake-{i}") for i in range(3)]
     txs = [txm.make(d.priv, d.id, txm.TYPE_READING, DOMAIN, seq, 0, {1: seq, 2: 0})
            for d in devices for seq in range(1, 11)]
-    db = tmp_path / "chain.sqlite"
-    con = _chain(db)
 
     async def setup():
         nc = await link.connect(nats_cluster.urls)
-        intake = TxIntake(nc.jetstream(), DOMAIN, ack_wait=ACK_WAIT)
-        await intake.ensure()
+        for name in ("a", "b"):  # the stream and both gateways' consumers exist first
+            await MiniGateway(nc, name, ACK_WAIT).intake.ensure()
+        await MiniGateway(nc, "a", ACK_WAIT).plog.ensure()
         await nc.close()
 
     run(setup)
@@ -58,71 +50,55 @@ def test_consumer_killed_mid_batch_every_tx_once(nats_cluster, tmp_path):
     finally:
         dev.close()
 
-    async def queued():
+    async def stored():
         nc = await link.connect(nats_cluster.urls)
-        intake = TxIntake(nc.jetstream(), DOMAIN, ack_wait=ACK_WAIT)
+        intake = MiniGateway(nc, "b", ACK_WAIT).intake
         deadline = time.monotonic() + 20
-        while (n := await intake.pending()) < len(txs) + 2 and time.monotonic() < deadline:
-            pass
+        while (n := await intake.stored()) < len(txs) + 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # bounded poll of the stream's count
         await nc.close()
         return n
 
-    assert run(queued) == len(txs) + 2
+    assert run(stored) == len(txs) + 2
 
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.cluster.intake_worker", ",".join(nats_cluster.urls),
-         DOMAIN, str(db), "10", "5"], cwd=ROOT, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         str(ACK_WAIT)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
     try:
-        wait_line(lines(worker), r"FETCHED 10 COMMITTED 5", 30, seen)
+        wait_line(lines(worker), r"FETCHED 10 PROPOSED 5 AT 1", 30, seen)
     finally:
         worker.kill()
         worker.wait(10)
-    assert con.execute("SELECT COUNT(*) FROM chain").fetchone()[0] == 5
 
-    stats = {"redelivered": 0, "dropped": 0, "committed": 0}
+    async def until_settled(gw: MiniGateway, deadline: float) -> None:
+        while len(gw.committed) < len(txs) or gw.mempool or await gw.intake.backlog():
+            assert time.monotonic() < deadline, (gw.name, len(gw.committed), gw.mempool)
+            await gw.step()
 
-    async def gateway_b():
-        nc = await link.connect(nats_cluster.urls[::-1])
-        intake = TxIntake(nc.jetstream(), DOMAIN, ack_wait=ACK_WAIT)
-        deadline = time.monotonic() + 60
+    async def gateways():
+        nc_b = await link.connect(nats_cluster.urls[::-1])
+        b = MiniGateway(nc_b, "b", ACK_WAIT)
+        await b.start()
+        nc_a = await link.connect(nats_cluster.urls)
+        a = MiniGateway(nc_a, "a", ACK_WAIT)  # "a" restarted
         try:
-            while con.execute("SELECT COUNT(*) FROM chain").fetchone()[0] < len(txs):
-                assert time.monotonic() < deadline, "not every transaction committed"
-                batch = await intake.fetch(8, timeout=1.0)
-                fresh = []
-                for d in batch:
-                    stats["redelivered"] += d.deliveries > 1
-                    have = con.execute("SELECT 1 FROM chain WHERE sender=? AND seq=?",
-                                       d.key).fetchone()
-                    if have or d.key in {x.key for x in fresh}:
-                        stats["dropped"] += 1  # already committed: never applied twice
-                    else:
-                        fresh.append(d)
-                with con:  # the "block": committed before any ack
-                    con.executemany("INSERT INTO chain(sender, seq, tx) VALUES (?, ?, ?)",
-                                    [(d.sender, d.seq, d.data) for d in fresh])
-                stats["committed"] += len(fresh)
-                await intake.settle(batch)
-            # the resent duplicate may still be queued: drain what is left
-            while await intake.pending():
-                assert time.monotonic() < deadline, "queue not drained"
-                batch = await intake.fetch(8, timeout=1.0)
-                for d in batch:
-                    assert con.execute("SELECT 1 FROM chain WHERE sender=? AND seq=?",
-                                       d.key).fetchone()
-                    stats["dropped"] += 1
-                await intake.settle(batch)
-            return dict(intake.refused)
+            await until_settled(b, time.monotonic() + 60)
+            await a.start()
+            await until_settled(a, time.monotonic() + 60)
+            return a, b
         finally:
-            await intake.close()
-            await nc.close()
+            await a.stop()
+            await b.stop()
+            await nc_a.close()
+            await nc_b.close()
 
-    refused = run(gateway_b)
-    rows = con.execute("SELECT sender, seq, tx FROM chain ORDER BY sender, seq").fetchall()
-    assert sorted(r[2] for r in rows) == sorted(txs)  # each once, none lost
-    assert stats["committed"] == len(txs) - 5
-    assert stats["redelivered"] >= 10  # the killed gateway's whole batch came again
-    assert stats["dropped"] >= 5 + 1  # its 5 commits and the device's resend
-    assert sum(refused.values()) == 1, refused  # the garbage, terminated once
+    a, b = run(gateways)
+    assert sorted(b.committed) == sorted(txs)  # each once, none lost
+    assert a.committed == b.committed  # one chain
+    assert b.committed[:5] == txs[:5]  # a's block, proposed before it died
+    assert b.dropped >= 6  # a's five (in its block) and the device's resend
+    assert a.redelivered >= 10 and a.proposed == 0  # its batch came back: all committed
+    assert a.follower.refused == b.follower.refused == []
+    assert sum(a.intake.refused.values()) == sum(b.intake.refused.values()) == 1  # garbage
