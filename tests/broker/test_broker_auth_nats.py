@@ -12,7 +12,7 @@ import pytest
 
 from gateway.broker import gateway_credentials
 from gateway.broker.nats_export import nats_check, subjects
-from tests.support.ba_world import DOMAIN, connack
+from tests.support.ba_world import DOMAIN, connack, empty_block
 from tests.support.brokers import HOST, wait_until
 from tools import cli
 
@@ -121,3 +121,42 @@ def test_nats_enforces_the_export(chain, world, tmp_path, nats_factory, clients)
     assert not gw.got(payload=b"after-revocation")
     assert connack(HOST, mq.port, f"{b.hex}-2", b.hex, b.password()) == 0
     assert node.running(), node.log_text()
+
+
+def test_watch_reloads_nats_after_a_revocation(chain, world, tmp_path, nats_factory):
+    """`broker export --nats FILE --watch --reload-pid-file`: a revocation on
+    chain (a new block) is exported and the node SIGHUPed, with no manual step."""
+    import queue
+    import threading
+
+    from tools import broker_sync
+    from tools.cli import broker as cli_broker
+
+    path = tmp_path / "auth.conf"
+    assert export_nats(chain, path) == 0
+    node = nats_factory(1, include=path, pid_dir=tmp_path / "run").nodes[0]
+    assert node.pid_file is not None and node.pid_file.exists()
+    args = cli.build_parser().parse_args(
+        ["broker", "export", "--nats", str(path), "--data-dir", str(chain), "--watch",
+         "--reload-pid-file", str(node.pid_file)])
+    job = cli_broker.Exporter.from_args(args)
+    logged: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+    watch = broker_sync.Watch(job, job.head,
+                              lambda: broker_sync.reload_by_pid_file(node.pid_file), logged.put)
+    t = threading.Thread(target=watch.run, args=(stop, 0.1), daemon=True)
+    t.start()
+    a = world.a
+    try:
+        assert "reloaded" in logged.get(timeout=10)  # the first export
+        assert connack(HOST, node.mqtt_port, a.hex, a.hex, a.password()) == 0
+        world.access.inactive.add(a.id)
+        empty_block(chain)
+        assert "reloaded" in logged.get(timeout=10)
+        assert a.hex not in path.read_text()
+        wait_until(lambda: connack(HOST, node.mqtt_port, a.hex, a.hex, a.password())
+                   not in (0, None), 10, interval=0.1, what="NATS to refuse the revoked one")
+        assert node.running(), node.log_text()
+    finally:
+        stop.set()
+        t.join(10)

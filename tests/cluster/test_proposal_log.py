@@ -185,3 +185,31 @@ def test_follower_catches_up_from_last_applied(nats_cluster):
             await nc.close()
 
     run(body)
+
+
+def test_garbage_published_straight_to_the_stream_is_skipped_alike(nats_cluster):
+    """An empty entry written past ProposalLog (a raw publish) is refused with
+    `garbage` by every follower, at the same sequence, and the next entry is
+    still handed over."""
+
+    async def body():
+        nc, plog = await _log(nats_cluster.urls)
+        try:
+            await plog.append(b"first", 0)
+            await plog.js.publish(plog.subject, b"", stream=plog.stream)
+            await plog.append(b"third", 2)
+            got: list[list[int]] = [[], []]
+            followers = []
+            for i in range(2):
+                async def h(e, i=i):
+                    got[i].append(e.seq)
+                followers.append(plog.follow(1, h))
+            for f in followers:
+                await f.wait_applied(3, 30)
+                await f.stop()
+            assert got == [[1, 3], [1, 3]]
+            assert [f.refused for f in followers] == [[(2, "garbage")]] * 2
+        finally:
+            await nc.close()
+
+    run(body)
