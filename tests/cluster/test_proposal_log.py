@@ -91,11 +91,19 @@ def test_retried_append_written_once_and_bad_entries_refused(nats_cluster):
 
 def test_leader_sigkill_while_appending(nats_cluster):
     """Every acknowledged append is in the stream exactly once at its sequence
-    after the stream leader is SIGKILLed mid-run, and appends go on."""
+    after the stream leader is SIGKILLed mid-run, and appends go on; a follower
+    running throughout (on another connection) hands each over once, in order."""
     before, after_kill = 40, 40
 
     async def body():
         nc, plog = await _log(nats_cluster.urls)
+        nc_f, plog_f = await _log(nats_cluster.urls[::-1])
+        handed: list[tuple[int, bytes]] = []
+
+        async def handler(e):
+            handed.append((e.seq, e.data))
+
+        follower = plog_f.follow(1, handler)
         acked: list[tuple[int, bytes]] = []
         stalls: list[float] = []
         try:
@@ -119,8 +127,13 @@ def test_leader_sigkill_while_appending(nats_cluster):
             assert new_leader != leader
             entries = await _read_all(plog)
             assert entries == [d for _, d in acked]  # each once, in order, nothing else
-            print(f"\nlongest append stall after the leader kill: {max(stalls):.2f} s")
+            await follower.wait_applied(len(acked), 60)
+            assert handed == acked
+            print(f"\nlongest append stall after the leader kill: {max(stalls):.2f} s; "
+                  f"follower resubscribed {follower.resubscribes} times")
         finally:
+            await follower.stop()
+            await nc_f.close()
             await nc.close()
 
     run(body)
