@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import crypto, dual_heap, firmware, gateway, market, replies, startup, web_rss
+from bench import crypto, dual_heap, firmware, gateway, market, nats_log, replies, startup, web_rss
 
 
 def main() -> int:
@@ -10,7 +10,8 @@ def main() -> int:
     for name, run in (("crypto", crypto.main), ("firmware", firmware.main),
                       ("gateway", gateway.main), ("market", market.main),
                       ("replies", replies.main), ("dual_heap", dual_heap.main),
-                      ("startup", startup.main), ("web_rss", web_rss.main)):
+                      ("startup", startup.main), ("web_rss", web_rss.main),
+                      ("nats_log", nats_log.main)):
         print(f"== bench.{name}")
         rc = run() if name == "firmware" else run([])
         failed += bool(rc)

@@ -176,3 +176,25 @@ class WebError(ValueError):
     @property
     def http_status(self) -> int:
         return 404 if self.reason == NOT_FOUND else 400
+
+
+# ---- raised by gateway/cluster/ (docs/CONSENSUS.md, "Replication over NATS JetStream")
+
+class ClusterError(errors.TLError):
+    """The replicated log, the signature channel or the intake refuses an entry
+    or an operation; `reason` is one of the codes below."""
+
+    reason = "cluster"
+
+    WRONG_LAST_SEQ = "wrong-last-seq"  # lost the race: another entry is the last one now
+    TOO_LARGE = "too-large"  # over the stream's entry limit
+    GARBAGE = "garbage"  # not an entry of this kind (empty, undecodable, wrong fields)
+    UNAVAILABLE = "unavailable"  # no stream leader answered within the bound
+    REFUSED = "refused"  # the server refused it for another reason (in detail)
+    NOT_IN_SET = "not-in-set"  # a signature by a key outside the validator set
+    BAD_SIGNATURE = "bad-signature"  # the injected verification said no
+    STALE = "stale"  # a signature for a height already final (replayed)
+    EQUIVOCATION = "equivocation"  # one signer, one height, two header hashes
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail, reason)

@@ -19,6 +19,7 @@ from tests.support.brokers import (  # noqa: F401
     paho_client,
 )
 from tests.support.gwtest import Device, Node
+from tests.support.nats import nats_cluster, nats_factory, nats_server  # noqa: F401
 
 
 @pytest.fixture

@@ -11,13 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.broker.credentials import PRIVATE, FileAccess, verify_password, write_private
+from gateway.broker.credentials import PRIVATE, FileAccess, write_private
 from gateway.broker.policy import (
     AccessView,
-    bought_topics,
+    admitted,
     gateway_filter,
-    is_coordinator,
-    owned_by,
     publish_topics,
     subscribe_filters,
 )
@@ -101,34 +99,20 @@ def export_mosquitto(out_dir: Path | str, domain: str, access: AccessView,
         ex.users.append(gateway[0])
     acl: dict[str, tuple[list[str], list[str], bool]] = {}
     bought: dict[str, list[str]] = {}
-    known = set()
-    for pid in sorted(access.principals()):
-        me = pid.hex()
-        known.add(pid)
-        if me == gw_id or not access.is_active(pid):
-            continue
-        pw = credentials.get(pid)
-        if pw is None:
-            ex.skipped[me] = "no credential in the store"
-            continue
-        key = access.key_of(pid)
-        if key is None or not verify_password(key, domain, pid, pw):
-            ex.skipped[me] = "stored credential does not match its current key (re-read it)"
-            continue
-        pw_lines.append(f"{me}:{mosquitto_hash(pw)}")
-        acl[me] = (sorted(x.hex() for x in access.readable(pid)), sorted(owned_by(access, pid)),
-                   is_coordinator(access, pid))
-        bought[me] = bought_topics(domain, access, pid)
-        ex.users.append(me)
-    for pid in sorted(set(credentials) - known):
-        if pid.hex() != gw_id:
-            ex.skipped[pid.hex()] = "not a principal of the domain"
+    passwords = {}
+    principals, ex.skipped = admitted(domain, access, credentials, gw_id)
+    for p in principals:
+        pw_lines.append(f"{p.id}:{mosquitto_hash(p.password)}")
+        acl[p.id] = (p.readable, p.owned, p.coordinator)
+        bought[p.id] = p.bought
+        passwords[p.id] = p.password
+        ex.users.append(p.id)
     acl_text = mosquitto_acl(domain, gw_id, acl, bought)
     write_private(out / PASSWD_FILE, "\n".join(pw_lines) + "\n", access_to)
     write_private(out / ACL_FILE, acl_text, access_to)
     d = hashlib.sha256(acl_text.encode())
     for me in ex.users:
-        d.update(f"\n{me}:{gateway[1] if me == gw_id else credentials[bytes.fromhex(me)]}".encode())
+        d.update(f"\n{me}:{gateway[1] if me == gw_id else passwords[me]}".encode())
     ex.digest = d.hexdigest()
     return ex
 

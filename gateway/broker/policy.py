@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,6 +103,49 @@ def is_coordinator(access: Any, pid: bytes) -> bool:
 def owned_by(access: Any, pid: bytes) -> set[str]:
     """Ids (hex) of the devices `pid` owns."""
     return {x.hex() for x in access.principals() if access.owner_of(x) == pid}
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A principal an exported broker configuration lets in, with its rights."""
+
+    id: str  # hex
+    password: str
+    readable: list[str]  # device ids hex whose data it may read
+    owned: list[str]  # device ids hex it owns
+    coordinator: bool
+    bought: list[str]  # data topics of the agreements it buys
+
+
+def admitted(domain: str, access: AccessView, credentials: Mapping[bytes, str],
+             gateway_id: str | None) -> tuple[list[Admitted], dict[str, str]]:
+    """Who an export lets in, besides the gateway: every active principal with a
+    credential that verifies under its current key, sorted by id; and the rest
+    of the credential store with why it was left out (inactive ones silently).
+    Shared by the mosquitto and the NATS export."""
+    out: list[Admitted] = []
+    skipped: dict[str, str] = {}
+    known = set()
+    for pid in sorted(access.principals()):
+        me = pid.hex()
+        known.add(pid)
+        if me == gateway_id or not access.is_active(pid):
+            continue
+        pw = credentials.get(pid)
+        if pw is None:
+            skipped[me] = "no credential in the store"
+            continue
+        key = access.key_of(pid)
+        if key is None or not verify_password(key, domain, pid, pw):
+            skipped[me] = "stored credential does not match its current key (re-read it)"
+            continue
+        out.append(Admitted(me, pw, sorted(x.hex() for x in access.readable(pid)),
+                            sorted(owned_by(access, pid)), is_coordinator(access, pid),
+                            bought_topics(domain, access, pid)))
+    for pid in sorted(set(credentials) - known):
+        if pid.hex() != gateway_id:
+            skipped[pid.hex()] = "not a principal of the domain"
+    return out, skipped
 
 
 def gateway_filter(domain: str) -> str:

@@ -6,9 +6,14 @@ import logging
 
 import pytest
 
+from gateway import broker as broker_auth
 from gateway.broker.embedded import ThreadedBroker
+from gateway.db import genesis_files as genesis
+from gateway.db.store import open_ledger
+from gateway.node.config import GatewayConfig
 from tests.support.ba_world import DOMAIN, FakeAccess, Principal
 from tests.support.brokers import HOST, free_port
+from tools.cli import broker as cli_broker
 
 
 class World:
@@ -61,3 +66,30 @@ def clients():
     yield make
     for c in made:
         c.close()
+
+
+@pytest.fixture
+def chain(tmp_path, world, monkeypatch):
+    """A real data dir (genesis, authority key, chain.db) whose identities are
+    `world` (the fake Access stands in for gateway.identity.access over the stored
+    state); the owner's credential store holds a's, b's and r's passwords."""
+    data = tmp_path / "gw"
+    led = open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data))
+    led.store.close()
+    g = genesis.load(data / "genesis.toml")
+    world.gw.priv = genesis.load_authority_key(data / "authority.key")
+    world.gw.pub = g.authority
+    world.gw.id = g.authority_id
+    world.access.keys = {world.gw.id: world.gw.pub, world.a.id: world.a.pub,
+                         world.b.id: world.b.pub, world.r.id: world.r.pub}
+    seen: list[str] = []
+
+    def fake_access(state, domain):
+        seen.append(domain)
+        return world.access
+
+    monkeypatch.setattr(cli_broker, "access_from_state", fake_access)
+    creds = data / broker_auth.CREDENTIALS_FILE
+    for p in (world.a, world.b, world.r):
+        broker_auth.add_credential(creds, p.id, p.password())
+    return data

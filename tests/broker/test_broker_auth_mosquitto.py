@@ -19,43 +19,12 @@ from pathlib import Path
 import pytest
 
 from gateway import broker as broker_auth
-from gateway.db import genesis_files as genesis
-from gateway.db.store import open_ledger
-from gateway.ledger import blocks
-from gateway.node.config import GatewayConfig
-from tests.support.ba_world import DOMAIN, Principal, connack
+from tests.support.ba_world import DOMAIN, Principal, connack, empty_block
 from tests.support.brokers import HOST, wait_until
 from tools import broker_sync, cli
 from tools.cli import broker as cli_broker
 
 pytestmark = pytest.mark.mosquitto
-
-
-@pytest.fixture
-def chain(tmp_path, world, monkeypatch):
-    """A real data dir (genesis, authority key, chain.db) whose identities are
-    `world` (the fake Access stands in for gateway.identity.access over the stored
-    state); the owner's credential store holds a's, b's and r's passwords."""
-    data = tmp_path / "gw"
-    led = open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data))
-    led.store.close()
-    g = genesis.load(data / "genesis.toml")
-    world.gw.priv = genesis.load_authority_key(data / "authority.key")
-    world.gw.pub = g.authority
-    world.gw.id = g.authority_id
-    world.access.keys = {world.gw.id: world.gw.pub, world.a.id: world.a.pub,
-                         world.b.id: world.b.pub, world.r.id: world.r.pub}
-    seen: list[str] = []
-
-    def fake_access(state, domain):
-        seen.append(domain)
-        return world.access
-
-    monkeypatch.setattr(cli_broker, "access_from_state", fake_access)
-    creds = data / broker_auth.CREDENTIALS_FILE
-    for p in (world.a, world.b, world.r):
-        broker_auth.add_credential(creds, p.id, p.password())
-    return data
 
 
 def export(data, out) -> int:
@@ -197,17 +166,6 @@ def test_mosquitto_accepts_our_hash_and_mosquitto_passwd_agrees(tmp_path):
     assert parts[:3] == theirs[:3] == ["", "7", "101"]
 
 
-def _empty_block(data) -> None:
-    """Commit one more block (no transactions) to the chain in `data`: a new head."""
-    led = open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data), create=False)
-    try:
-        b = blocks.build_block(led.head, [], led.state, 0, led.authority_priv,
-                               led.genesis.authority_id, domain=DOMAIN)
-        led.store.commit_block(b)
-    finally:
-        led.store.close()
-
-
 def test_watch_lets_a_buyer_read_the_stream_it_bought_after_the_export(
         chain, world, tmp_path, mosquitto_factory, clients):
     """`broker export --watch`: a stream bought after mosquitto was started
@@ -245,7 +203,7 @@ def test_watch_lets_a_buyer_read_the_stream_it_bought_after_the_export(
         assert not buy.got(stream)
 
         world.access.purchases[buyer.id] = {(supplier.id, agreement)}  # its DEMAND matched
-        _empty_block(chain)
+        empty_block(chain)
         line = logged.get(timeout=10)
         assert "reloaded mosquitto" in line and stream in (out / "acl").read_text()
         assert buy.subscribe(stream) == 1  # a fresh subscription, under the new rules
@@ -253,7 +211,7 @@ def test_watch_lets_a_buyer_read_the_stream_it_bought_after_the_export(
         buy.wait_message(stream, b"r1")
 
         world.access.inactive.add(buyer.id)  # revoked by its owner
-        _empty_block(chain)
+        empty_block(chain)
         assert "reloaded mosquitto" in logged.get(timeout=10)
         wait_until(lambda: connack(HOST, mq.port, buyer.hex, buyer.hex, buyer.password())
                    not in (0, None), 10, interval=0.1, what="mosquitto to refuse the revoked one")

@@ -228,3 +228,19 @@ class AuthClient:
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+
+
+# --------------------------------------------------------------------------- chain
+def empty_block(data) -> None:
+    """Commit one more block (no transactions) to the chain in `data`: a new head."""
+    from gateway.db.store import open_ledger
+    from gateway.ledger import blocks
+    from gateway.node.config import GatewayConfig
+
+    led = open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data), create=False)
+    try:
+        b = blocks.build_block(led.head, [], led.state, 0, led.authority_priv,
+                               led.genesis.authority_id, domain=DOMAIN)
+        led.store.commit_block(b)
+    finally:
+        led.store.close()

@@ -1,6 +1,6 @@
 """`thingledger` commands for the broker area (docs/IDENTITY.md §3).
 
-    thingledger broker export --out DIR [--data-dir D] [--credentials FILE]
+    thingledger broker export (--out DIR | --nats FILE) [--data-dir D] [--credentials FILE]
                               [--authority-key FILE] [--key FILE ...]
                               [--group G] [--owner U]
                               [--watch [--reload-pid-file FILE] [--poll S]]
@@ -17,6 +17,11 @@ mosquitto`, else it cannot read them and a reload refuses every login.
 An export is a snapshot;
 `--watch` keeps the files in step with the chain and reloads mosquitto
 itself (tools/broker_sync.py).
+
+`--nats FILE` writes, instead, a NATS `authorization` block (bcrypt hashes,
+publish/subscribe allow lists of the MQTT-derived subjects: topic a/b is subject
+a.b) for a NATS cluster's MQTT listeners (gateway/broker/nats_export.py); each
+node's config includes it, and SIGHUP (or `--watch --reload-pid-file`) reloads it.
 """
 
 from __future__ import annotations
@@ -45,12 +50,13 @@ class Exporter:
     chain and the credential store are read again on every call."""
 
     data: Path
-    out: Path
+    out: Path | None  # mosquitto's folder, or None with `nats`
     domain: str
     gateway: tuple[str, str]  # the gateway's user and password
     creds_path: Path
     persons: dict[bytes, str]  # people's logins from --key
     files: Any = None  # broker_auth.FileAccess from --owner / --group (None: 0600, mine)
+    nats: Path | None = None  # --nats FILE: the NATS authorization block instead
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Exporter:
@@ -59,6 +65,8 @@ class Exporter:
         from gateway.node.config import DB_FILE, GENESIS_FILE, KEY_FILE
 
         data = Path(args.data_dir)
+        if (args.out is None) == (getattr(args, "nats", None) is None):
+            raise UsageError("say where to export: --out DIR (mosquitto) or --nats FILE")
         if not (data / DB_FILE).exists():
             raise UsageError(f"no chain database at {data / DB_FILE} (use --data-dir)")
         try:
@@ -77,8 +85,9 @@ class Exporter:
             files = broker_auth.file_access(args.owner, args.group)
         except broker_auth.FileAccessError as e:
             raise UsageError(str(e)) from None
-        ex = cls(data, Path(args.out), g.domain, broker_auth.gateway_credentials(priv, g.domain),
-                 creds, persons, files)
+        nats = Path(args.nats) if getattr(args, "nats", None) else None
+        ex = cls(data, Path(args.out) if args.out else None, g.domain,
+                 broker_auth.gateway_credentials(priv, g.domain), creds, persons, files, nats)
         ex.credentials()  # a broken store is a usage error now, not in the watch
         return ex
 
@@ -110,8 +119,15 @@ class Exporter:
             state = store.load_state()
             head = store.head()
         access = access_from_state(state, self.domain)
-        ex = broker_auth.export_mosquitto(self.out, self.domain, access, creds, self.gateway,
-                                          self.files or broker_auth.PRIVATE)
+        if self.nats is not None:
+            from gateway.broker.nats_export import export_nats
+
+            ex = export_nats(self.nats, self.domain, access, creds, self.gateway,
+                             self.files or broker_auth.PRIVATE)
+        else:
+            assert self.out is not None
+            ex = broker_auth.export_mosquitto(self.out, self.domain, access, creds,
+                                              self.gateway, self.files or broker_auth.PRIVATE)
         return ex, head.height if head is not None else 0
 
 
@@ -125,11 +141,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         ex, height = job()
     except broker_auth.FileAccessError as e:
         raise UsageError(str(e)) from None
+    where = (str(job.nats) if job.nats is not None else
+             f"{job.out / broker_auth.PASSWD_FILE}, {job.out / broker_auth.ACL_FILE}")
     print(f"domain {job.domain} at height {height}: {len(ex.users)} users "
-          f"(gateway {ex.users[0]}) -> {job.out / broker_auth.PASSWD_FILE}, "
-          f"{job.out / broker_auth.ACL_FILE}")
+          f"(gateway {ex.users[0]}) -> {where}")
     for pid, why in sorted(ex.skipped.items()):
         print(f"skipped {pid}: {why}", file=sys.stderr)
+    if job.nats is not None:
+        print(f"each NATS node's config needs: include \"{job.nats}\" (MQTT on NATS also "
+              "needs server_name and jetstream); reload them with SIGHUP")
+        return EXIT_OK
     print("mosquitto needs: password_file, acl_file, allow_anonymous false, "
           "use_username_as_clientid true; reload it with SIGHUP")
     return EXIT_OK
@@ -149,7 +170,7 @@ def watch(job: Exporter, args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    log(f"watching the chain of {job.domain} in {job.data}: exports to {job.out}"
+    log(f"watching the chain of {job.domain} in {job.data}: exports to {job.nats or job.out}"
         + (f", reloads the pid in {pid_file}" if pid_file else " (no --reload-pid-file)"))
     try:
         Watch(job, job.head, (lambda: reload_by_pid_file(pid_file)) if pid_file else
@@ -166,7 +187,10 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     bsub = b.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
     e = bsub.add_parser("export", parents=[data],
                         help="write mosquitto passwd and acl files from the chain")
-    e.add_argument("--out", required=True, metavar="DIR", help="folder for passwd and acl")
+    e.add_argument("--out", metavar="DIR", help="folder for mosquitto's passwd and acl")
+    e.add_argument("--nats", metavar="FILE",
+                   help="write a NATS authorization block (users, allow lists) to FILE "
+                        "instead, for a NATS cluster's MQTT listeners")
     e.add_argument("--key", action="append", metavar="FILE",
                    help="a person's key file whose login to include (repeatable)")
     e.add_argument("--credentials", metavar="FILE",

@@ -1,0 +1,192 @@
+"""Transactions into a replicated domain, each committed exactly once and
+none lost (docs/CONSENSUS.md, "Replication over NATS JetStream"): devices
+publish on MQTT tl/<domain>/tx to any node's MQTT listener; the stream
+TL_TX_<domain> (3 replicas) keeps what the cluster took, and every gateway
+reads all of it, in stream order, through its own durable consumer
+(`gw-<name>`, 3 replicas).
+
+Every gateway therefore holds every pending transaction in its mempool, and
+whichever gateway proposes the next block includes it; the proposal log
+orders the blocks, so a transaction is in the chain once: a gateway drops a
+delivery whose seq the chain has passed (`split_committed`, by (sender, seq),
+the chain's replay protection). A gateway acknowledges a delivery (`settle`)
+only once the transaction is committed in a block of the log, by any gateway,
+or finally refused. A gateway that dies gets its unacknowledged deliveries
+again when it comes back (after `ack_wait`) and settles them against the chain.
+
+(A work queue shared by the gateways was the other choice: it hands a dead
+gateway's transactions to another only after `ack_wait`, by when that one may
+have committed a later seq of the same sender, and the earlier one would be
+refused as a replay: lost.)
+
+Garbage (not a structurally valid transaction) is terminated at once with
+its reason code counted in `refused`: it is never delivered again."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from gateway.cluster import link
+from gateway.cluster.log import RETRYABLE, retry
+from shared import cbor, txdecode
+from shared.errors import TLError
+
+log = logging.getLogger("thingledger.cluster")
+
+REPLICAS = 3
+ACK_WAIT = 30.0  # s before an unacknowledged delivery comes again (to the same gateway)
+MAX_AGE = 24 * 3600.0  # s a transaction stays in the stream: a gateway down longer
+                       # than this misses it, its device's resend brings it back
+MAX_ACK_PENDING = 10_000
+MAX_TX = cbor.MAX_SIZE  # one message is at most 4 KiB (docs/PROTOCOL.md)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    data: bytes
+    sender: bytes
+    seq: int
+    deliveries: int  # 1 on the first delivery, more when redelivered
+    msg: Msg
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        """What the chain deduplicates by: the sender's id and its seq."""
+        return self.sender, self.seq
+
+
+def split_committed(deliveries: list[Delivery], last_seq: Callable[[bytes], int]
+                    ) -> tuple[list[Delivery], list[Delivery]]:
+    """(fresh, already) of a batch: `already` holds the deliveries whose seq the
+    chain has passed (last_seq(sender): the sender's last committed seq, 0 for
+    none) and repeats within the batch; settle them without applying them."""
+    fresh: list[Delivery] = []
+    already: list[Delivery] = []
+    seen: set[tuple[bytes, int]] = set()
+    for d in deliveries:
+        if d.seq <= last_seq(d.sender) or d.key in seen:
+            already.append(d)
+        else:
+            seen.add(d.key)
+            fresh.append(d)
+    return fresh, already
+
+
+def tx_key(data: bytes) -> tuple[bytes, int]:
+    """(sender, seq) of a structurally valid transaction; TLError with its reason
+    code otherwise (the signature is the gateway's check, later)."""
+    tx = txdecode.decode(data)
+    return bytes(tx.sender), int(tx.seq)
+
+
+class TxIntake:
+    """A gateway's reader of the domain's transaction stream."""
+
+    def __init__(self, js: JetStreamContext, domain: str, gateway: str,
+                 replicas: int = REPLICAS, ack_wait: float = ACK_WAIT,
+                 max_age: float = MAX_AGE) -> None:
+        self.js = js
+        self.domain = domain
+        self.stream = link.intake_stream(domain)
+        self.subject = link.intake_subject(domain)
+        self.replicas = replicas
+        self.ack_wait = ack_wait
+        self.max_age = max_age
+        self.consumer = link.intake_consumer(gateway)
+        self.refused: Counter[str] = Counter()  # reason -> garbage terminated
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    def stream_config(self) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=self.stream, subjects=[self.subject],
+            retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
+            num_replicas=self.replicas, max_msg_size=MAX_TX, duplicate_window=120.0,
+            max_age=self.max_age, discard=api.DiscardPolicy.OLD)
+
+    def consumer_config(self) -> api.ConsumerConfig:
+        return api.ConsumerConfig(
+            durable_name=self.consumer, name=self.consumer, filter_subject=self.subject,
+            ack_policy=api.AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
+            deliver_policy=api.DeliverPolicy.ALL, max_deliver=-1,
+            max_ack_pending=MAX_ACK_PENDING, num_replicas=self.replicas)
+
+    async def ensure(self, timeout: float = 30.0) -> None:
+        """Create the stream and this gateway's durable consumer unless they exist."""
+        async def once() -> None:
+            try:
+                await self.js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                await self.js.add_stream(self.stream_config())
+            try:
+                await self.js.consumer_info(self.stream, self.consumer)
+            except nats.js.errors.NotFoundError:
+                await self.js.add_consumer(self.stream, self.consumer_config())
+        await retry(once, timeout, "create the intake stream")
+
+    async def submit(self, data: bytes, timeout: float = 10.0) -> int:
+        """Put a transaction into the queue through JetStream (tools and tests;
+        devices publish on MQTT); its stream sequence."""
+        ack = await self.js.publish(self.subject, bytes(data), stream=self.stream,
+                                    timeout=timeout)
+        return int(ack.seq)
+
+    async def stored(self) -> int:
+        """Transactions in the stream."""
+        info = await retry(lambda: self.js.stream_info(self.stream), 30.0, "read the intake")
+        return int(info.state.messages)
+
+    async def backlog(self) -> int:
+        """Transactions this gateway has not settled yet: not delivered, or
+        delivered and not acknowledged."""
+        info = await retry(lambda: self.js.consumer_info(self.stream, self.consumer), 30.0,
+                           "read the intake consumer")
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def fetch(self, batch: int = 256, timeout: float = 1.0) -> list[Delivery]:
+        """Up to `batch` transactions (waiting at most `timeout` for the first);
+        [] when none came. Garbage is terminated here and not returned."""
+        if self._sub is None:
+            self._sub = await self.js.pull_subscribe_bind(self.consumer, self.stream)
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except RETRYABLE:
+            return []
+        out: list[Delivery] = []
+        for m in msgs:
+            try:
+                sender, seq = tx_key(bytes(m.data or b""))
+            except TLError as e:
+                self.refused[e.reason] += 1
+                log.info("intake: refused a message: %s", e)
+                await m.term()
+                continue
+            out.append(Delivery(bytes(m.data), sender, seq, int(m.metadata.num_delivered), m))
+        return out
+
+    async def settle(self, deliveries: list[Delivery], timeout: float = 5.0) -> None:
+        """Acknowledge deliveries whose transactions are committed (or dropped as
+        already committed, or finally refused). Each ack is confirmed by the
+        server, so a settled transaction is not delivered to this gateway again."""
+        for d in deliveries:
+            await d.msg.ack_sync(timeout=timeout)
+
+    async def release(self, deliveries: list[Delivery]) -> None:
+        """Hand deliveries back at once (a gateway shutting down cleanly)."""
+        for d in deliveries:
+            await d.msg.nak()
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except nats.errors.Error:
+                pass
+            self._sub = None

@@ -1,0 +1,75 @@
+"""The connection of a gateway to its domain's NATS cluster, and the names of
+what a domain keeps there (streams, subjects, consumers): one place spells them.
+
+Subjects of the cluster side live under `tlc.<domain>.` (no MQTT client has a
+right there); the transaction intake captures the MQTT-derived subject of
+`tl/<domain>/tx` (NATS maps MQTT topic a/b to subject a.b)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import nats
+from nats.aio.client import Client
+
+from shared import topics
+
+log = logging.getLogger("thingledger.cluster")
+
+RECONNECT_WAIT = 0.2  # s between attempts to reach another node of the cluster
+
+
+def check_domain(domain: str) -> str:
+    if not topics.is_domain_name(domain):
+        raise ValueError(f"bad domain name {domain!r}")
+    return domain
+
+
+def log_stream(domain: str) -> str:
+    """The stream of a domain's block proposals (stream names: no dots)."""
+    return "TL_LOG_" + check_domain(domain)
+
+
+def log_subject(domain: str) -> str:
+    return f"tlc.{check_domain(domain)}.log"
+
+
+def sig_subject(domain: str) -> str:
+    """Core NATS subject of the gateways' header signatures."""
+    return f"tlc.{check_domain(domain)}.sigs"
+
+
+def intake_stream(domain: str) -> str:
+    """The stream of the transactions devices publish."""
+    return "TL_TX_" + check_domain(domain)
+
+
+def intake_subject(domain: str) -> str:
+    """tl/<domain>/tx as NATS's MQTT listener publishes it."""
+    return f"tl.{check_domain(domain)}.tx"
+
+
+def intake_consumer(gateway: str) -> str:
+    """A gateway's durable consumer of the intake stream (consumer names: no dots)."""
+    if not topics.is_domain_name(gateway):
+        raise ValueError(f"bad gateway name {gateway!r} (a-z, 0-9, '-')")
+    return "gw-" + gateway
+
+
+async def connect(servers: Sequence[str], name: str = "thingledger-gateway",
+                  user: str | None = None, password: str | None = None,
+                  connect_timeout: float = 2.0) -> Client:
+    """A client of the cluster that fails over to any node in `servers` and
+    keeps trying to reconnect for ever (a node may be down for minutes)."""
+    async def on_error(e: Exception) -> None:  # a node going away: the client fails over
+        log.info("nats: %r", e)
+
+    kw = {}
+    if user is not None:
+        kw = {"user": user, "password": password}
+    return await nats.connect(servers=list(servers), name=name,
+                              connect_timeout=connect_timeout,
+                              reconnect_time_wait=RECONNECT_WAIT,
+                              max_reconnect_attempts=-1, allow_reconnect=True,
+                              dont_randomize=False, error_cb=on_error, **kw)

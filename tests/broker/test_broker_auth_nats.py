@@ -1,0 +1,162 @@
+"""`thingledger broker export --nats FILE` loaded by a real NATS server: paho
+clients over its MQTT listener log in with their chain credentials, publish
+only their own topics, and a device revoked on chain is refused after a
+re-export and SIGHUP (gateway/broker/nats_export.py)."""
+
+from __future__ import annotations
+
+import stat
+from types import SimpleNamespace
+
+import pytest
+
+from gateway.broker import gateway_credentials
+from gateway.broker.nats_export import nats_check, subjects
+from tests.support.ba_world import DOMAIN, connack, empty_block
+from tests.support.brokers import HOST, wait_until
+from tools import cli
+
+
+def export_nats(data, path) -> int:
+    return cli.main(["broker", "export", "--nats", str(path), "--data-dir", str(data)])
+
+
+def test_subjects_of_mqtt_filters():
+    assert subjects("tl/d/tx") == ["tl.d.tx"]
+    assert subjects("tl/d/dev/+/status") == ["tl.d.dev.*.status"]
+    assert subjects("tl/d/dev/ab/#") == ["tl.d.dev.ab", "tl.d.dev.ab.>"]
+    for bad in ("tl//x", "tl/a.b/x"):
+        with pytest.raises(ValueError):
+            subjects(bad)
+
+
+def test_export_file(chain, world, tmp_path, capsys):
+    path = tmp_path / "nats" / "auth.conf"
+    assert export_nats(chain, path) == 0
+    assert "3 users" in capsys.readouterr().out
+    text = path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert world.r.hex not in text  # revoked
+    a, b = world.a.hex, world.b.hex
+    line_a = next(x for x in text.splitlines() if f'user: "{a}"' in x)
+    assert (f'publish: {{allow: ["tl.{DOMAIN}.tx", "tl.{DOMAIN}.dev.{a}.status", '
+            f'"tl.{DOMAIN}.data.{a}", "tl.{DOMAIN}.data.{a}.>"]}}') in line_a
+    assert f'"tl.{DOMAIN}.data.{b}.>"' in line_a and f'"tl.{DOMAIN}.dev.{b}' not in line_a
+    hashed = line_a.split('password: "')[1].split('"')[0]
+    assert hashed.startswith("$2b$") and nats_check(world.a.password(), hashed)
+    assert not nats_check(world.b.password(), hashed)
+    assert cli.main(["broker", "export", "--data-dir", str(chain)]) == cli.EXIT_USAGE
+
+
+def test_nats_enforces_the_export(chain, world, tmp_path, nats_factory, clients):
+    path = tmp_path / "auth.conf"
+    assert export_nats(chain, path) == 0
+    node = nats_factory(1, include=path).nodes[0]
+    mq = SimpleNamespace(host=HOST, port=node.mqtt_port)
+    a, b, r, gwp = world.a, world.b, world.r, world.gw
+
+    # logins
+    assert connack(HOST, mq.port, a.hex, a.hex, a.password()) == 0
+    user, pw = gateway_credentials(gwp.priv, DOMAIN)
+    assert connack(HOST, mq.port, "thingledger-gateway-demo", user, pw) == 0
+    assert connack(HOST, mq.port, a.hex, a.hex, b.password()) not in (0, None)
+    assert connack(HOST, mq.port, a.hex, a.hex, "00" * 64) not in (0, None)
+    assert connack(HOST, mq.port, r.hex, r.hex, r.password()) not in (0, None)  # revoked
+    assert connack(HOST, mq.port, "anon") not in (0, None)  # anonymous
+
+    # a publishes its own topics, is refused b's; b sees only the gateway's message
+    gw = clients(mq, gwp, client_id="thingledger-gateway-demo").connected()
+    assert gw.subscribe(f"tl/{DOMAIN}/#") == 1
+    sb = clients(mq, b).connected()
+    assert sb.subscribe(f"tl/{DOMAIN}/dev/{b.hex}/#") == 1
+    for topic in (b.topic("rx"), b.topic("status"), f"tl/{DOMAIN}/blocks"):
+        forger = clients(mq, a, client_id=f"{a.hex}-forger").connected()
+        info = forger.client.publish(topic, b"forged", qos=1)
+        forger.wait(lambda c, i=info: i.is_published() or c.disconnected, 10,
+                    "PUBACK or drop")
+        forger.close()
+    sa = clients(mq, a).connected()
+    sa.publish(f"tl/{DOMAIN}/tx", b"tx-from-a")
+    gw.wait_message(f"tl/{DOMAIN}/tx", b"tx-from-a")
+    sa.publish(f"tl/{DOMAIN}/data/{a.hex}/temp", b"2150")
+    gw.wait_message(f"tl/{DOMAIN}/data/{a.hex}/temp", b"2150")
+    gw.publish(b.topic("rx"), b"receipt-for-b")
+    sb.wait_message(b.topic("rx"), b"receipt-for-b")
+    assert not sb.got(payload=b"forged") and not gw.got(payload=b"forged")
+    # a may read b's data (granted), never b's rx
+    assert sa.subscribe(b.topic("rx")) == 0x80
+    assert sa.subscribe(f"tl/{DOMAIN}/data/{b.hex}/#") == 1
+    sb.publish(f"tl/{DOMAIN}/data/{b.hex}/temp", b"2160")
+    sa.wait_message(f"tl/{DOMAIN}/data/{b.hex}/temp", b"2160")
+    gw.publish(b.topic("rx"), b"private-to-b")
+    sb.wait_message(b.topic("rx"), b"private-to-b")
+    assert not sa.got(b.topic("rx"))
+
+    # NATS does not tie the MQTT client id to the user: a may present b's client id
+    # and take b's persistent session, but is not handed what was queued for b
+    sb.close()
+    sb_persistent = clients(mq, b, client_id=b.hex, clean_session=False).connected()
+    assert sb_persistent.subscribe(b.topic("rx")) == 1
+    sb_persistent.close()
+    gw.publish(b.topic("rx"), b"queued-for-b")
+    thief = clients(mq, a, client_id=b.hex, clean_session=False).connected()
+    assert thief.subscribe(a.topic("rx")) == 1
+    gw.publish(a.topic("rx"), b"barrier-for-a")
+    thief.wait_message(a.topic("rx"), b"barrier-for-a")
+    assert not thief.got(payload=b"queued-for-b")
+    thief.close()
+    sb = clients(mq, b, client_id=b.hex, clean_session=False).connected()
+    sb.wait_message(b.topic("rx"), b"queued-for-b")  # still b's
+
+    # the owner revokes a: re-export, SIGHUP; a's login is refused, b's still works
+    world.access.inactive.add(a.id)
+    assert export_nats(chain, path) == 0
+    assert a.hex not in path.read_text()
+    node.reload()
+    wait_until(lambda: connack(HOST, mq.port, f"{a.hex}-2", a.hex, a.password())
+               not in (0, None), 10, interval=0.1, what="NATS to refuse the revoked device")
+    sa.client.publish(f"tl/{DOMAIN}/tx", b"after-revocation", qos=1)
+    sb.publish(f"tl/{DOMAIN}/tx", b"barrier")
+    gw.wait_message(f"tl/{DOMAIN}/tx", b"barrier")
+    assert not gw.got(payload=b"after-revocation")
+    assert connack(HOST, mq.port, f"{b.hex}-2", b.hex, b.password()) == 0
+    assert node.running(), node.log_text()
+
+
+def test_watch_reloads_nats_after_a_revocation(chain, world, tmp_path, nats_factory):
+    """`broker export --nats FILE --watch --reload-pid-file`: a revocation on
+    chain (a new block) is exported and the node SIGHUPed, with no manual step."""
+    import queue
+    import threading
+
+    from tools import broker_sync
+    from tools.cli import broker as cli_broker
+
+    path = tmp_path / "auth.conf"
+    assert export_nats(chain, path) == 0
+    node = nats_factory(1, include=path, pid_dir=tmp_path / "run").nodes[0]
+    assert node.pid_file is not None and node.pid_file.exists()
+    args = cli.build_parser().parse_args(
+        ["broker", "export", "--nats", str(path), "--data-dir", str(chain), "--watch",
+         "--reload-pid-file", str(node.pid_file)])
+    job = cli_broker.Exporter.from_args(args)
+    logged: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+    watch = broker_sync.Watch(job, job.head,
+                              lambda: broker_sync.reload_by_pid_file(node.pid_file), logged.put)
+    t = threading.Thread(target=watch.run, args=(stop, 0.1), daemon=True)
+    t.start()
+    a = world.a
+    try:
+        assert "reloaded" in logged.get(timeout=10)  # the first export
+        assert connack(HOST, node.mqtt_port, a.hex, a.hex, a.password()) == 0
+        world.access.inactive.add(a.id)
+        empty_block(chain)
+        assert "reloaded" in logged.get(timeout=10)
+        assert a.hex not in path.read_text()
+        wait_until(lambda: connack(HOST, node.mqtt_port, a.hex, a.hex, a.password())
+                   not in (0, None), 10, interval=0.1, what="NATS to refuse the revoked one")
+        assert node.running(), node.log_text()
+    finally:
+        stop.set()
+        t.join(10)
