@@ -353,8 +353,11 @@ def test_connections_beyond_the_limit_are_refused_while_others_keep_working(
     a = paho_client(tb, topics="lim/#")
     others = [raw_client(tb, unique("dev")) for _ in range(3)]  # CONNECTed
     assert tb.call(lambda b: b.open_connections) == 4
-    extra = raw_client(tb)
-    assert closed_by_peer(extra, 5), "a fifth connection was kept"
+    try:
+        extra = raw_client(tb)
+    except ConnectionResetError:  # the broker's reset came before connect() returned
+        extra = None
+    assert extra is None or closed_by_peer(extra, 5), "a fifth connection was kept"
     assert stat(tb, "connections_refused") == 1
     assert not device_connects(tb)  # a device cannot connect now...
     a.publish("lim/still", b"ok", qos=1)  # ...the connected ones keep working
