@@ -412,7 +412,8 @@ def open_ledger(cfg: GatewayConfig, *, create: bool = True,
     StoreError."""
     gpath = cfg.genesis_file
     if create and not gpath.exists() and cfg.genesis_path is None:
-        gen.create_domain(cfg.data_dir, cfg.domain, authority_balance=cfg.genesis_supply)
+        gen.create_domain(cfg.data_dir, cfg.domain, authority_balance=cfg.genesis_supply,
+                          trust=cfg.trust)
     g = gen.load(gpath)
     if g.domain != cfg.domain:
         raise gen.GenesisError("domain", "genesis names %r, config %r" % (g.domain, cfg.domain))

@@ -78,6 +78,12 @@ class GatewayConfig:
     market_grant: int = 0
     derived: tuple[DerivedService, ...] = ()
     ha_discovery: bool = False
+    # a chain this node creates keeps trust levels (genesis `trust = true`, docs/TRUST.md)
+    trust: bool = False
+    # stricter per-sender limit for ids on probation (docs/TRUST.md); the lower
+    # of this and rate_limit_tps / rate_limit_burst applies to them
+    probation_rate_tps: float = 2.0
+    probation_rate_burst: int = 20
 
     def __post_init__(self) -> None:
         _check(self)
@@ -112,6 +118,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "market_grant": (int,),
     "derived": (list,),
     "ha_discovery": (bool,),
+    "trust": (bool,),
+    "probation_rate_tps": (int, float),
+    "probation_rate_burst": (int,),
 }
 _PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir")
 
