@@ -54,6 +54,7 @@ from gateway.node.metrics import Metrics
 from gateway.node.mqtt_link import Incoming, MqttLink
 from gateway.node.ratelimit import SenderLimit
 from gateway.registry.view import registry_lookup
+from gateway.trust.node import TrustGate
 from shared import cose, errors, messages, notice, reasons, topics, txnames
 from shared import tx as txm
 
@@ -85,6 +86,10 @@ class Gateway:
         # the authority's own txs (market verdicts, grants) are never limited
         self.limit = SenderLimit(cfg.rate_limit_tps, cfg.rate_limit_burst,
                                  exempt=(self.led.genesis.authority_id,))
+        # banned senders refused, probation's stricter limit, equivocation filed as a
+        # proof (gateway/trust/node.py; on domains whose genesis keeps trust)
+        self.trust = TrustGate(self.limit, cfg.probation_rate_tps, cfg.probation_rate_burst,
+                               enabled=self.led.rules.trust)
         self.committed = asyncio.Event()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._full = asyncio.Event()
@@ -239,15 +244,16 @@ class Gateway:
             t = check_stateless(payload, self.cfg.domain)
             if t.id in self.pool:
                 return t.id  # the same tx already pending: answered at its commit
+            limit = self.trust.admit(t, self.led.state)  # banned: refused
             try:
-                self.limit.check(t.sender)  # an empty bucket: refused before the signature check
+                limit.check(t.sender)  # an empty bucket: refused before the signature check
             except errors.TLError:
                 # keep the sender's order, as for mempool-full: its later seqs wait for
                 # this one, else one admitted first would make this one a replay, lost
                 self.pool.hold(t.sender, t.seq, errors.RATE_LIMITED)
                 raise
             if self.pool.admit(t, self.led.state, self.led.rules):
-                self.limit.take(t.sender)
+                limit.take(t.sender)
                 self.counters.admitted += 1
                 self.metrics.on_admitted(t.id)
                 if self.log_txs:
@@ -262,8 +268,18 @@ class Gateway:
                     self.metrics.on_resent()
                     self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
                     return None
+                self._file_equivocation(t)
             self.reject(payload, t, e)
             return None
+
+    def _file_equivocation(self, t: txm.Tx) -> None:
+        """`t` (signature checked) reuses a seq of its sender with another
+        body: the gateway files the two messages as a PROOF (once)."""
+        other = self.trust.equivocation(t, self.pool.queued(), self.reader.message_at_seq)
+        if other is not None:
+            self.on_event(f"equivocation by {t.sender.hex()[:8]} at seq {t.seq}: proof filed")
+            self.market.op.send(self.led.state, txm.TYPE_PROOF,
+                                self.trust.proof_body(other, t.message))
 
     def reject(self, payload: bytes, t: txm.Tx | None, e: errors.TLError) -> None:
         """Answer a refused message. To the sender's rx topic the rejection

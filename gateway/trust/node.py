@@ -1,0 +1,84 @@
+"""What the gateway's ingress does with trust (docs/TRUST.md, "Consequences"):
+
+- a banned sender is refused (reason `banned`), except its ROTATE_KEY: the
+  owner-approved rotation is how a banned device comes back;
+- a sender on probation gets the stricter per-sender rate limit
+  (probation_rate_tps / probation_rate_burst, or the normal one if lower):
+  refused with the retryable `rate-limited`;
+- a second, different tx of one sender with a seq the gateway already holds
+  (pending or committed) is a proof of equivocation: the gateway files it
+  itself as a PROOF tx signed by the authority, once per (sender, seq).
+  Looking up the first tx: the mempool's queue, then the txs table (a scan
+  of the table: it happens only for a signature-checked message that
+  reuses a seq, and once per offence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gateway.ledger.state import StateView
+from gateway.node.ratelimit import SenderLimit
+from gateway.trust import standing as st
+from gateway.trust.rules import TX_EQUIVOCATION
+from shared import errors, reasons
+from shared import tx as txm
+
+Send = Callable[[int, dict[int, Any]], Any]  # (tx type, body) -> the operator's tx
+
+
+class Banned(errors.TLError):
+    reason = reasons.BANNED
+
+
+class TrustGate:
+    def __init__(self, normal: SenderLimit, probation_tps: float, probation_burst: int,
+                 *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.normal = normal
+        rate = min(probation_tps, normal.rate) if normal.rate > 0 else probation_tps
+        burst = min(probation_burst, int(normal.burst)) if normal.rate > 0 else probation_burst
+        self.probation = SenderLimit(rate, max(1, burst), exempt=normal.exempt,
+                                     clock=normal.clock)
+        self.filed: set[tuple[bytes, int]] = set()
+        self.refused_banned = 0
+
+    def limit_for(self, sender: bytes, view: StateView) -> SenderLimit:
+        """The rate limit that applies to `sender` now (refusing it if banned)."""
+        if not self.enabled or sender in self.normal.exempt:
+            return self.normal
+        lv = st.level_of(view, sender)
+        if lv == st.BANNED:
+            raise Banned("sender")
+        return self.probation if lv == st.PROBATION else self.normal
+
+    def admit(self, t: txm.Tx, view: StateView) -> SenderLimit:
+        """Refuse a banned sender's tx (Banned), else the limit for it."""
+        try:
+            return self.limit_for(t.sender, view)
+        except Banned:
+            if t.type == txm.TYPE_ROTATE_KEY:
+                return self.normal
+            self.refused_banned += 1
+            raise
+
+    def equivocation(self, t: txm.Tx, pending: Iterable[txm.Tx],
+                     committed: Callable[[bytes, int], bytes | None]) -> bytes | None:
+        """The other message of `t`'s sender with `t`'s seq and another body,
+        if the gateway holds one and has not filed it yet (None otherwise).
+        `t` passed the signature check and was refused as a replay."""
+        if not self.enabled or (t.sender, t.seq) in self.filed:
+            return None
+        other = next((p.message for p in pending
+                      if p.sender == t.sender and p.seq == t.seq and p.id != t.id), None)
+        if other is None:
+            other = committed(t.sender, t.seq)
+        if other is None or other == t.message:
+            return None
+        self.filed.add((t.sender, t.seq))
+        return other
+
+    @staticmethod
+    def proof_body(first: bytes, second: bytes) -> dict[int, Any]:
+        return {1: TX_EQUIVOCATION, 2: first, 3: second}
