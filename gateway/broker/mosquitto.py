@@ -16,6 +16,7 @@ from gateway.broker.policy import (
     AccessView,
     bought_topics,
     gateway_filter,
+    is_banned,
     is_coordinator,
     owned_by,
     publish_topics,
@@ -106,6 +107,9 @@ def export_mosquitto(out_dir: Path | str, domain: str, access: AccessView,
         me = pid.hex()
         known.add(pid)
         if me == gw_id or not access.is_active(pid):
+            continue
+        if is_banned(access, pid):
+            ex.skipped[me] = "banned (docs/TRUST.md)"
             continue
         pw = credentials.get(pid)
         if pw is None:

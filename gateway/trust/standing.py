@@ -163,6 +163,11 @@ def records(view: Any) -> list[tuple[bytes, Record]]:
     return [(k[len(RECORDS):], Record.from_bytes(v)) for k, v in view.kv_range(RECORDS)]
 
 
+def banned(view: Any) -> list[bytes]:
+    """Ids whose level is banned now."""
+    return [pid for pid, _ in records(view) if level_of(view, pid) == BANNED]
+
+
 def put(view: StateOverlay, pid: bytes, rec: Record) -> None:
     view.kv_put(record_key(pid), rec.to_bytes())
 

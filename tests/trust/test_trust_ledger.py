@@ -229,3 +229,37 @@ def test_trust_off_refuses_trust_txs(tmp_path: Path, alice: Device, bob: Device)
         assert st.get(n.state, alice.id) is None
     finally:
         n.close()
+
+
+def test_broker_refuses_a_banned_principal(tnode: Node, alice: Device, bob: Device,
+                                           tmp_path: Path) -> None:
+    """The embedded broker's Guard and the mosquitto export read the level
+    from the chain: a banned key neither connects nor is exported."""
+    from gateway import broker as broker_auth
+    from gateway.broker.mosquitto import export_mosquitto
+    from gateway.broker.policy import NOT_AUTHORIZED, Guard
+    from gateway.identity.access import Access
+
+    a, b = equivocation(alice)
+    commit(tnode, a, bob.reading())
+    state = tnode.state
+    guard = Guard(DOMAIN, lambda: Access.from_state(state, DOMAIN), tnode.genesis.authority)
+
+    def connect(d: Device):  # -> Verdict
+        pw = broker_auth.mqtt_password(d.priv, DOMAIN, d.id)
+        return guard.admit(d.id.hex(), pw, d.id.hex())
+
+    assert connect(alice).ok
+    guard.release(connect(bob))
+    guard = Guard(DOMAIN, lambda: Access.from_state(state, DOMAIN), tnode.genesis.authority)
+    commit(tnode, proof(bob, "tx-equivocation", a, b))
+    v = connect(alice)
+    assert (v.ok, v.code, v.reason) == (False, NOT_AUTHORIZED, "banned")
+    assert connect(bob).ok
+    assert not guard.may(alice.id.hex(), f"tl/{DOMAIN}/tx", "publish")
+    creds = {d.id: broker_auth.mqtt_password(d.priv, DOMAIN, d.id) for d in (alice, bob)}
+    ex = export_mosquitto(tmp_path / "mq", DOMAIN, Access.from_state(state, DOMAIN), creds,
+                          None)
+    assert ex.skipped[alice.id.hex()] == "banned (docs/TRUST.md)"
+    assert ex.users == [bob.id.hex()]
+    assert alice.id.hex() not in (tmp_path / "mq" / "passwd").read_text()
