@@ -129,7 +129,8 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         market_fee_bps=MARKET_FEE_BPS if market else None,
         market_grant=MARKET_GRANT if market else 0,
         derived=(DERIVED,) if market else (),
-        ha_discovery=bool(getattr(args, "ha_discovery", False)))
+        ha_discovery=bool(getattr(args, "ha_discovery", False)),
+        trust=True)  # a new chain keeps trust levels (docs/TRUST.md)
     gw: Gateway | None = None  # the enforcing broker reads the chain through it, lazily
     broker = None
     if args.broker is None:
