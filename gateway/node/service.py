@@ -343,7 +343,10 @@ class Gateway:
         receipts = await self._store_block(b)
         commit_s = time.perf_counter() - t0
         accounts = self.market.account_notices(b, led.state)
+        moved = self.trust.level_changes(led.state, b.kv_diff)
         led.state.apply_diff(b.diff, b.kv_diff)
+        for pid, old, new, why in moved:
+            self.on_event(f"trust {pid.hex()[:8]} {old} -> {new} ({why})")
         led.head = b
         self.pool.done(txs)
         self.counters.blocks += 1

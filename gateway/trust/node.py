@@ -15,14 +15,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gateway.ledger.state import StateView
 from gateway.node.ratelimit import SenderLimit
 from gateway.trust import standing as st
 from gateway.trust.rules import TX_EQUIVOCATION
-from shared import errors, reasons
+from shared import cbor, errors, reasons
 from shared import tx as txm
 
 Send = Callable[[int, dict[int, Any]], Any]  # (tx type, body) -> the operator's tx
@@ -78,6 +78,28 @@ class TrustGate:
             return None
         self.filed.add((t.sender, t.seq))
         return other
+
+    def level_changes(self, before: StateView, kv_diff: Mapping[bytes, bytes | None]
+                      ) -> list[tuple[bytes, str, str, str]]:
+        """(id, old level, new level, reason) of each principal whose level a
+        block's kv diff moves (read before the diff is folded into `before`)."""
+        if not self.enabled:
+            return []
+        out = []
+        for k, v in kv_diff.items():
+            if not k.startswith(st.RECORDS) or v is None:
+                continue
+            pid = k[len(st.RECORDS):]
+            new = st.Record.from_bytes(v)
+            old = st.get(before, pid)
+            if old is None or old.level != new.level:
+                reason = ""
+                if new.history:
+                    h = before.kv_get(st.history_key(pid, new.history - 1)) \
+                        or kv_diff.get(st.history_key(pid, new.history - 1))
+                    reason = cbor.loads(h)[3] if h else ""
+                out.append((pid, old.level if old else "new", new.level, reason))
+        return out
 
     @staticmethod
     def proof_body(first: bytes, second: bytes) -> dict[int, Any]:

@@ -148,7 +148,10 @@ def _rescore(view: StateView, pid: bytes, rec: st.Record, now: int) -> st.Record
     dev = view.get(pid)
     sup = supplier_record(view, pid) or {}
     s = st.score(rec, now, sup.get("paid", 0), sup.get("failed", 0))
-    return replace(rec, score=s, level=st.level(rec, s, dev.pubkey if dev else b""))
+    lv = st.level(rec, s, dev.pubkey if dev else b"")
+    if dev is not None and dev.kind == KIND_AUTHORITY and lv != st.BANNED:
+        lv = st.TRUSTED  # the domain's gateway: limited by nothing but a proof (level_of)
+    return replace(rec, score=s, level=lv)
 
 
 def _fresh(view: StateView, pid: bytes, now: int) -> st.Record:
