@@ -38,7 +38,7 @@ from gateway.ledger.state import (
 )
 from gateway.ledger.txtypes import TxType
 from gateway.ledger.validate import body_keys, need_id
-from gateway.market.ledger.rules import supplier_record
+from gateway.market.ledger.rules import AGREEMENT, agreement, supplier_record
 from gateway.trust import evidence
 from gateway.trust import standing as st
 from shared import cbor, cose, errors, reasons
@@ -229,6 +229,19 @@ def observe(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo) -> No
         dev = t.body[1]
         if st.get(view, dev) is not None:
             _change(view, dev, _fresh(view, dev, block.time), block, t.id, "key-recovered", False)
+    supplier = _verdict_supplier(view, t)
+    if supplier is not None:  # the market's delivery verdict: the supplier's record moved
+        _change(view, supplier, _fresh(view, supplier, block.time), block, t.id,
+                "delivery-verdict", True)
+
+
+def _verdict_supplier(view: StateView, t: txm.Tx) -> bytes | None:
+    """The supplier whose delivery record a (successful) verdict call moved."""
+    b = t.body
+    if t.type != txm.TYPE_CONTRACT_CALL or b[1] != AGREEMENT or b[2] != "verdict" or not b[3]:
+        return None
+    a = agreement(view, b[3][0]) if isinstance(b[3][0], bytes) else None
+    return None if a is None else a["supplier"]
 
 
 TX_TYPES = (TxType(txm.TYPE_PROOF, "trust", check_body, precheck, apply, isolated=True),

@@ -120,3 +120,31 @@ def test_two_different_pending_txs_with_one_seq(trusted_gw) -> None:
     assert [t.type for t in gw.pool.queued()] == [txm.TYPE_READING, txm.TYPE_PROOF]
     cut(gw)
     assert st.level_of(gw.led.state, liar.id) == st.BANNED
+
+
+def test_a_banned_device_may_still_rotate_its_key(tmp_path: Path) -> None:
+    """The ingress refuses everything of a banned sender but its ROTATE_KEY
+    (owner-approved: the way back, docs/TRUST.md)."""
+    from gateway.node.ratelimit import SenderLimit
+    from gateway.trust.node import Banned, TrustGate
+    from tests.support.gwtest import Node, unsigned
+
+    liar, honest = Device("liar3"), Device("honest3")
+    n = Node(tmp_path / "n", {liar.pub: 5, honest.pub: 5}, trust=True)
+    try:
+        a, b = liar.reading(1), liar.reading(2, seq=1)
+        n.submit_all([a])
+        n.produce()
+        n.submit_all([honest.make(txm.TYPE_PROOF, {1: "tx-equivocation", 2: a, 3: b})])
+        n.produce()
+        gate = TrustGate(SenderLimit(100, 300), 1, 3, enabled=True)
+        with pytest.raises(Banned):
+            gate.admit(unsigned(liar.id, txm.TYPE_READING, 5, {1: 1, 2: 0}), n.state)
+        rotate = unsigned(liar.id, txm.TYPE_ROTATE_KEY, 5, {1: honest.pub, 2: b"x"})
+        assert gate.admit(rotate, n.state) is gate.normal
+        assert gate.admit(unsigned(honest.id, txm.TYPE_READING, 9, {1: 1, 2: 0}),
+                          n.state) is gate.probation
+        assert not TrustGate(SenderLimit(100, 300), 1, 3, enabled=False).admit(
+            unsigned(liar.id, txm.TYPE_READING, 5, {1: 1, 2: 0}), n.state).rate < 100
+    finally:
+        n.close()

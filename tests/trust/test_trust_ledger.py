@@ -263,3 +263,29 @@ def test_broker_refuses_a_banned_principal(tnode: Node, alice: Device, bob: Devi
     assert ex.skipped[alice.id.hex()] == "banned (docs/TRUST.md)"
     assert ex.users == [bob.id.hex()]
     assert alice.id.hex() not in (tmp_path / "mq" / "passwd").read_text()
+
+
+def test_the_owner_restores_a_banned_device_by_recovering_its_key(tmp_path: Path) -> None:
+    from tests.support.idtest import World
+
+    w = World(tmp_path / "claimed", trust=True)
+    try:
+        w.commit(w.claim(w.sensor))
+        a, b = equivocation(w.sensor)
+        w.commit(a)
+        w.commit(_person_tx(w, a, b))
+        assert st.level_of(w.node.state, w.sensor.id) == st.BANNED
+        new = Device("sensor-new-key")
+        w.commit(w.recover(w.sensor, new))
+        assert st.level_of(w.node.state, w.sensor.id) == st.PROBATION
+        assert st.history(w.node.state, w.sensor.id)[-1][3] == "key-recovered"
+        # the old key's messages still prove nothing new: the offence is spent
+        with pytest.raises(errors.TLError):
+            w.node.submit(_person_tx(w, a, b))
+    finally:
+        w.close()
+
+
+def _person_tx(w, a: bytes, b: bytes) -> bytes:
+    return txm.make(w.owner.private, w.owner.id, txm.TYPE_PROOF, DOMAIN, w.owner.next(), 0,
+                    {1: "tx-equivocation", 2: a, 3: b})

@@ -51,3 +51,18 @@ def test_probation_loses_to_trusted_at_the_same_price(tmp_path: Path) -> None:
     assert event(r, "match")[3] == mk["newcomer"].id
     assert replay.verify_chain(mk.node.store, mk.node.genesis).ok
     mk.node.close()
+
+
+def test_a_failed_delivery_verdict_is_folded_into_the_score(tmp_path: Path) -> None:
+    mk = Market(tmp_path / "gw", {"seller": 1000, "buyer": 10_000}, trust=True)
+    mk.run(mk.offer("seller", price=5))
+    aid = event(mk.run(mk.demand("buyer", max_price=5, quantity=2)), "match")[1]
+    mk.run(mk.call("seller", "commit", aid, 0, 0, 1, bytes(32)))
+    before = st.get(mk.node.state, mk["seller"].id)
+    r = mk.run(mk.call(mk.op, "verdict", aid, 0, False, 0, 0))
+    assert ledger.supplier_record(mk.node.state, mk["seller"].id)["failed"] == 1
+    after = st.get(mk.node.state, mk["seller"].id)
+    assert after.score == before.score - st.FAILED_WEIGHT
+    h = st.history(mk.node.state, mk["seller"].id)[-1]
+    assert (h[2], h[3]) == (r.tx_id, "delivery-verdict")
+    mk.node.close()
