@@ -148,7 +148,7 @@ def _rescore(view: StateView, pid: bytes, rec: st.Record, now: int) -> st.Record
     dev = view.get(pid)
     sup = supplier_record(view, pid) or {}
     s = st.score(rec, now, sup.get("paid", 0), sup.get("failed", 0))
-    lv = st.level(rec, s, dev.pubkey if dev else b"")
+    lv = st.level(rec, s, dev.pubkey if dev else b"", now)
     if dev is not None and dev.kind == KIND_AUTHORITY and lv != st.BANNED:
         lv = st.TRUSTED  # the domain's gateway: limited by nothing but a proof (level_of)
     return replace(rec, score=s, level=lv)

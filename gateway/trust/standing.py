@@ -46,7 +46,8 @@ FAILED_WEIGHT = 50  # points off per failed delivery batch (market verdicts)
 PROOF_POINTS = 500  # penalty of one proved offence
 REPORT_POINTS = 20  # penalty of one report by a fully weighted reporter
 DECAY_PER_HOUR = 2  # penalty points forgiven per hour of block time
-PROBATION_TXS = 50  # committed txs an id needs before it can leave probation
+PROBATION_TXS = 50  # committed txs an id needs before it can leave probation ...
+PROBATION_S = DAY_S  # ... and the time since its first one
 PROBATION_SCORE = 50  # below this score: probation
 TRUSTED_SCORE = 400  # from this score: trusted
 BAN_SCORE = -500  # at or below this score: banned
@@ -120,10 +121,11 @@ def score(rec: Record, now: int, paid: int = 0, failed: int = 0) -> int:
             - failed * FAILED_WEIGHT - decayed(rec, now))
 
 
-def level(rec: Record, s: int, current_key: bytes) -> str:
+def level(rec: Record, s: int, current_key: bytes, now: int) -> str:
+    """The level of `rec` scored `s` at block time `now`."""
     if (rec.banned_key and rec.banned_key == current_key) or s <= BAN_SCORE:
         return BANNED
-    if rec.activity < PROBATION_TXS or s < PROBATION_SCORE:
+    if rec.activity < PROBATION_TXS or now - rec.since < PROBATION_S or s < PROBATION_SCORE:
         return PROBATION
     if s >= TRUSTED_SCORE:
         return TRUSTED
@@ -144,7 +146,7 @@ def level_of(view: StateView, pid: bytes) -> str:
         return PROBATION
     if rec.level == BANNED and dev is not None and rec.banned_key != dev.pubkey \
             and rec.score > BAN_SCORE:
-        return level(replace(rec, banned_key=b""), rec.score, dev.pubkey)
+        return level(replace(rec, banned_key=b""), rec.score, dev.pubkey, rec.penalty_t)
     return rec.level
 
 

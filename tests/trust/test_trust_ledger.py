@@ -55,6 +55,8 @@ def test_new_ids_start_on_probation_and_activity_lifts_them(tnode: Node, alice: 
     rec = st.get(tnode.state, alice.id)
     assert rec is not None and rec.activity == 1 and rec.since == tnode.time
     commit(tnode, *(alice.reading(i) for i in range(st.PROBATION_TXS)))
+    assert st.level_of(tnode.state, alice.id) == st.PROBATION  # active, but not a day old
+    commit(tnode, alice.reading(), step=st.PROBATION_S)
     assert st.level_of(tnode.state, alice.id) == st.NORMAL
     hist = st.history(tnode.state, alice.id)
     assert [h[5] for h in hist] == [st.PROBATION, st.NORMAL]
@@ -151,8 +153,9 @@ def test_reports_refused_with_reasons(tnode: Node, alice: Device, bob: Device) -
 
 def test_report_weight_caps_and_replay(tnode: Node, alice: Device, bob: Device) -> None:
     # bob earns a normal level; alice stays active
+    commit(tnode, bob.reading(), alice.reading())
     commit(tnode, *(bob.reading(i) for i in range(st.PROBATION_TXS)),
-           *(alice.reading(i) for i in range(st.PROBATION_TXS)))
+           *(alice.reading(i) for i in range(st.PROBATION_TXS)), step=st.PROBATION_S)
     assert st.level_of(tnode.state, bob.id) == st.NORMAL
     s0 = st.score_of(tnode.state, alice.id)
     rs = commit(tnode, report(bob, alice.id, "implausible-reading", ))
@@ -184,7 +187,8 @@ def test_reporter_cap_per_day(tnode: Node, alice: Device, bob: Device) -> None:
 
 def test_report_storm_of_fresh_ids_does_not_move_an_honest_device(tnode: Node,
                                                                  alice: Device) -> None:
-    commit(tnode, *(alice.reading(i) for i in range(st.PROBATION_TXS)))
+    commit(tnode, alice.reading())
+    commit(tnode, *(alice.reading(i) for i in range(st.PROBATION_TXS)), step=st.PROBATION_S)
     level, score = st.level_of(tnode.state, alice.id), st.score_of(tnode.state, alice.id)
     assert level == st.NORMAL
     total = tnode.state.total_balance()
@@ -202,8 +206,9 @@ def test_report_storm_of_fresh_ids_does_not_move_an_honest_device(tnode: Node,
 def test_offline_keeps_its_level_while_equivocation_bans(tnode: Node, alice: Device,
                                                          bob: Device) -> None:
     carol = Device("carol")
-    commit(tnode, carol.register(), *(alice.reading(i) for i in range(st.PROBATION_TXS)),
-           *(bob.reading(i) for i in range(st.PROBATION_TXS)))
+    commit(tnode, carol.register(), alice.reading(), bob.reading())
+    commit(tnode, *(alice.reading(i) for i in range(st.PROBATION_TXS)),
+           *(bob.reading(i) for i in range(st.PROBATION_TXS)), step=st.PROBATION_S)
     assert st.level_of(tnode.state, alice.id) == st.NORMAL
     a, b = equivocation(bob)
     commit(tnode, a)

@@ -28,7 +28,7 @@ def test_probation_caps_escrow_and_offers(tmp_path: Path) -> None:
     assert (e.reason, e.detail) == (errors.OVER_CAP, "probation-offer")
     mk["seller"].seq -= 1
     mk.run(mk.demand("buyer", max_price=10, quantity=ledger.PROBATION_ESCROW_CAP // 10))
-    earn(mk, "buyer", st.PROBATION_TXS)
+    earn(mk, "buyer", st.PROBATION_TXS, step=st.PROBATION_S)
     assert st.level_of(mk.node.state, mk["buyer"].id) == st.NORMAL
     mk.run(mk.demand("buyer", max_price=10, quantity=big))  # normal: the balance is the cap
     mk.node.close()
