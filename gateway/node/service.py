@@ -269,6 +269,11 @@ class Gateway:
                     self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
                     return None
                 self._file_equivocation(t)
+            if t is not None:
+                fake = self.trust.fake_id_attempt(t, e)
+                if fake is not None:
+                    self.on_event(f"fake-id attempts by {t.sender.hex()[:8]}: report filed")
+                    self.market.op.send(self.led.state, txm.TYPE_REPORT, fake)
             self.reject(payload, t, e)
             return None
 

@@ -5,6 +5,14 @@
 - a sender on probation gets the stricter per-sender rate limit
   (probation_rate_tps / probation_rate_burst, or the normal one if lower):
   refused with the retryable `rate-limited`;
+- refused claims are counted per claimant (a signed CLAIM the chain refuses
+  because the device is someone else's, unknown to the registry, or its
+  statement does not verify: someone presenting a device id it does not
+  hold); at FAKE_ID_CLAIMS of them the gateway files a REPORT
+  `fake-id-attempt` against the claimant, with the last claim as evidence
+  (once per claimant and gateway run). Failed broker logins cannot be
+  pinned on a principal (the password is what proves the id), so they
+  stay the broker's counters (Guard.refused);
 - a second, different tx of one sender with a seq the gateway already holds
   (pending or committed) is a proof of equivocation: the gateway files it
   itself as a PROOF tx signed by the authority, once per (sender, seq).
@@ -25,6 +33,10 @@ from gateway.trust.rules import TX_EQUIVOCATION
 from shared import cbor, errors, reasons
 from shared import tx as txm
 
+FAKE_ID_CLAIMS = 3
+# refusals of a CLAIM (its own signature verified) that mean: not the claimant's device
+_FAKE_CLAIM = {(errors.ALREADY_OWNED, ""), (errors.ALREADY_REGISTERED, ""),
+               (errors.NOT_IN_REGISTRY, ""), (errors.BAD_SIGNATURE, "statement")}
 Send = Callable[[int, dict[int, Any]], Any]  # (tx type, body) -> the operator's tx
 
 
@@ -42,6 +54,7 @@ class TrustGate:
         self.probation = SenderLimit(rate, max(1, burst), exempt=normal.exempt,
                                      clock=normal.clock)
         self.filed: set[tuple[bytes, int]] = set()
+        self.refused_claims: dict[bytes, int] = {}  # claimant -> count (FAKE_ID_CLAIMS)
         self.refused_banned = 0
 
     def limit_for(self, sender: bytes, view: StateView) -> SenderLimit:
@@ -100,6 +113,18 @@ class TrustGate:
                     reason = cbor.loads(h)[3] if h else ""
                 out.append((pid, old.level if old else "new", new.level, reason))
         return out
+
+    def fake_id_attempt(self, t: txm.Tx, e: errors.TLError) -> dict[int, Any] | None:
+        """The REPORT body to file when the refusal `e` of `t` makes its sender's
+        FAKE_ID_CLAIMS-th refused claim (None otherwise)."""
+        detail = "" if e.detail == e.reason else e.detail  # (a RuleError without detail)
+        if not self.enabled or t.type != txm.TYPE_CLAIM or (e.reason, detail) not in _FAKE_CLAIM:
+            return None
+        n = self.refused_claims.get(t.sender, 0) + 1
+        self.refused_claims[t.sender] = n
+        if n != FAKE_ID_CLAIMS:
+            return None
+        return {1: t.sender, 2: "fake-id-attempt", 3: t.message[:1024]}
 
     @staticmethod
     def proof_body(first: bytes, second: bytes) -> dict[int, Any]:

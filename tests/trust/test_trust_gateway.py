@@ -148,3 +148,34 @@ def test_a_banned_device_may_still_rotate_its_key(tmp_path: Path) -> None:
             unsigned(liar.id, txm.TYPE_READING, 5, {1: 1, 2: 0}), n.state).rate < 100
     finally:
         n.close()
+
+
+def test_refused_claims_become_a_fake_id_report(tmp_path: Path) -> None:
+    """A claimant presenting a device that is not its own, again and again:
+    at the FAKE_ID_CLAIMS-th refused claim the gateway files a REPORT
+    fake-id-attempt against it, once."""
+    from gateway.db.genesis_files import create_domain
+    from gateway.identity import statements as itx
+    from gateway.trust.node import FAKE_ID_CLAIMS
+    from tests.support.idtest import Person
+
+    owner, victim = Person("claimant"), Device("victim")
+    create_domain(tmp_path / "gw-trust", "demo", owner=owner.pub, trust=True)
+    gw, clock, out = make_gateway(tmp_path, True)
+    try:
+        assert gw.handle(victim.register()) is not None
+        cut(gw)
+        forged = itx.claim_statement(owner.private, victim.pub, "demo", owner.id)
+        for i in range(FAKE_ID_CLAIMS + 2):
+            claim = itx.build_claim(owner, "demo", victim.pub, forged, owner.seq + 1)
+            assert gw.handle(claim) is None
+            assert rejections(out)[-1] == errors.ALREADY_REGISTERED
+            filed = [t for t in gw.pool.queued() if t.type == txm.TYPE_REPORT]
+            assert len(filed) == (1 if i + 1 >= FAKE_ID_CLAIMS else 0)
+        assert filed[0].body[1] == owner.id and filed[0].body[2] == "fake-id-attempt"
+        cut(gw)
+        rec = st.get(gw.led.state, owner.id)
+        assert rec is not None and rec.reports_received == 1
+        assert st.history(gw.led.state, owner.id)[-1][3] == "report:fake-id-attempt:w100"
+    finally:
+        close(gw)
