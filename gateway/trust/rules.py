@@ -203,7 +203,9 @@ def apply(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo
     points = min(st.REPORT_POINTS * weight // 100, st.TARGET_DAY_POINTS - g.report_points)
     g = replace(g, reports_received=g.reports_received + 1,
                 report_points=g.report_points + points, penalty=g.penalty + points)
-    new = _change(view, target, g, block, t.id, "report:%s:w%d" % (kind, weight), points > 0)
+    # every report taken is in the target's history, weightless ones too (at most
+    # TARGET_DAY_CAP a day): who said what, and what it weighed
+    new = _change(view, target, g, block, t.id, "report:%s:w%d" % (kind, weight), True)
     return STATUS_OK, "", [["report", target, kind, points, new.level]]
 
 
