@@ -7,6 +7,10 @@ clock, for WINDOW seconds (a refused message is sent again, as a board
 does, so its later seqs are not held behind it), with a block cut every simulated second; the
 table counts the txs committed for it, on a domain without trust levels
 (before) and with them (after: the id is on probation), in the same run.
+Second table: what keeping trust costs the block builder: one block of
+2,000 readings from 200 devices executed (build_block, no store) on a domain
+without and with trust levels, best of 7, interleaved in the same run.
+
 Per hour: the sustained rate measured over the window's second half times
 3,600 plus what the first second got, since the limit is a token bucket (a probation id stays on
 probation for its first day). Target: after <= before / 10.
@@ -81,6 +85,46 @@ async def flood(data: Path, trust: bool, window: int, rate: int
         gw.led.store.close()
 
 
+def block_cost(tmp: Path, devices: int = 200, per_device: int = 10, runs: int = 7
+               ) -> dict[bool, float]:
+    """Best build_block time (s) of one block of devices x per_device readings."""
+    from gateway.db.genesis_files import create_domain
+    from gateway.db.store import open_ledger
+    from gateway.ledger import blocks
+    from gateway.ledger.validate import check_stateless
+
+    keys = [p256.keygen() for _ in range(devices)]
+    ids = [txm.device_id(pub) for _, pub in keys]
+    regs = [txm.make(priv, i, txm.TYPE_REGISTER, "bench", 1, 0, {1: pub})
+            for (priv, pub), i in zip(keys, ids, strict=True)]
+    readings = [check_stateless(txm.make(priv, i, txm.TYPE_READING, "bench", 2 + k, 0,
+                                         {1: k, 2: 0}), "bench")
+                for (priv, _), i in zip(keys, ids, strict=True) for k in range(per_device)]
+    leds = {}
+    for trust in (False, True):
+        data = tmp / ("blocks-trust" if trust else "blocks")
+        create_domain(data, "bench", trust=trust)
+        led = open_ledger(GatewayConfig(domain="bench", data_dir=data), create=False)
+        b = blocks.build_block(led.head, [check_stateless(m, "bench") for m in regs], led.state,
+                               led.head.time + 1, led.authority_priv, led.genesis.authority_id,
+                               domain="bench", rules=led.rules)
+        led.store.commit_block(b)
+        led.state.apply_diff(b.diff, b.kv_diff)
+        led.head = b
+        leds[trust] = led
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(runs):
+        for trust, led in leds.items():
+            t0 = time.perf_counter()
+            blocks.build_block(led.head, readings, led.state, led.head.time + 1,
+                               led.authority_priv, led.genesis.authority_id, domain="bench",
+                               rules=led.rules)
+            best[trust] = min(best[trust], time.perf_counter() - t0)
+    for led in leds.values():
+        led.store.close()
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--window", type=int, default=WINDOW, help="simulated seconds")
@@ -98,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{'per hour':>10} {'wall s':>7}")  # per s after: the second half
     for label, n, first, sustained, hour, wall in rows:
         print(f"{label:26} {n:>10} {first:>11} {sustained:>12.1f} {hour:>10} {wall:>7.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        best = block_cost(Path(tmp))
+    print()
+    print("one block of 2,000 readings (200 devices), build_block, best of 7")
+    print(f"{'domain':26} {'ms':>8} {'us per tx':>10}")
+    for label, trust in (("without trust levels", False), ("with trust levels", True)):
+        print(f"{label:26} {best[trust] * 1000:>8.1f} {best[trust] / 2000 * 1e6:>10.1f}")
     before, after = rows[0][4], rows[1][4]
     ok = after * 10 <= before
     print(f"per hour after / before: {after / max(1, before):.3f}  target <= 0.100  "

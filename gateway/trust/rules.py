@@ -151,21 +151,28 @@ def _rescore(view: StateView, pid: bytes, rec: st.Record, now: int) -> st.Record
     lv = st.level(rec, s, dev.pubkey if dev else b"", now)
     if dev is not None and dev.kind == KIND_AUTHORITY and lv != st.BANNED:
         lv = st.TRUSTED  # the domain's gateway: limited by nothing but a proof (level_of)
-    return replace(rec, score=s, level=lv)
+    return rec.scored(s, lv)
 
 
-def _fresh(view: StateView, pid: bytes, now: int) -> st.Record:
-    rec = st.get(view, pid)
+def _fresh(view: StateView, pid: bytes, now: int, old: st.Record | None = None,
+           activity: int = 0) -> st.Record:
+    """`pid`'s record (`old` if read already) with its decay folded in up to
+    `now`, so later penalties add to the current figure (a new one if none)."""
+    rec = old if old is not None else st.get(view, pid)
     if rec is None:
-        rec = st.Record(since=now, penalty_t=now)
-    # fold the decay in up to now, so later penalties add to the current figure
-    return replace(rec, penalty=st.decayed(rec, now), penalty_t=now)
+        return st.Record(since=now, activity=activity, penalty_t=now)
+    return rec.touched(now, activity)
+
+
+_UNREAD: Any = object()
 
 
 def _change(view: StateOverlay, pid: bytes, rec: st.Record, block: BlockInfo, tx_id: bytes,
-            reason: str, always: bool) -> st.Record:
-    """Rescore `rec` and store it; a history entry if `always` or its level moved."""
-    old = st.get(view, pid)
+            reason: str, always: bool, old: Any = _UNREAD) -> st.Record:
+    """Rescore `rec` and store it; a history entry if `always` or its level
+    moved (`old`: the stored record, if read already)."""
+    if old is _UNREAD:
+        old = st.get(view, pid)
     new = _rescore(view, pid, rec, block.time)
     if always or old is None or old.level != new.level:
         new = st.add_history(view, pid, new, block.height, block.time, tx_id, reason)
@@ -220,13 +227,12 @@ def observe(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo) -> No
         return
     if view.get(t.sender) is None:  # (a tx that removed its sender: none today)
         return
-    rec = _fresh(view, t.sender, block.time)
     old = st.get(view, t.sender)
-    rec = replace(rec, activity=rec.activity + 1)
+    rec = _fresh(view, t.sender, block.time, old, activity=1)
     reason = "activity" if old is None or old.level != st.BANNED else "key-changed"
-    if t.type in (txm.TYPE_ROTATE_KEY,):
+    if t.type == txm.TYPE_ROTATE_KEY:
         reason = "key-rotated"
-    _change(view, t.sender, rec, block, t.id, reason, False)
+    _change(view, t.sender, rec, block, t.id, reason, False, old)
     if t.type == txm.TYPE_RECOVER:
         dev = t.body[1]
         if st.get(view, dev) is not None:

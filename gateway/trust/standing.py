@@ -75,6 +75,21 @@ class Record:
     reports_received: int = 0
     report_points: int = 0
 
+    def scored(self, score: int, level: str) -> Record:
+        """This record with `score` and `level` (faster than dataclasses.replace:
+        once per tx)."""
+        return Record(self.since, self.activity, self.penalty, self.penalty_t, self.banned_key,
+                      self.history, score, level, self.reporter_day, self.reports_filed,
+                      self.target_day, self.reports_received, self.report_points)
+
+    def touched(self, now: int, activity: int) -> Record:
+        """This record at block time `now`: its penalty decayed up to `now`,
+        `activity` more committed txs."""
+        return Record(self.since, self.activity + activity, decayed(self, now), now,
+                      self.banned_key, self.history, self.score, self.level,
+                      self.reporter_day, self.reports_filed, self.target_day,
+                      self.reports_received, self.report_points)
+
     def to_bytes(self) -> bytes:
         return cbor.dumps([self.since, self.activity, self.penalty, self.penalty_t,
                            self.banned_key, self.history, self.score, self.level,
