@@ -212,8 +212,9 @@ class Gateway:
                 elif self.market.is_status(m.topic):  # a device (re)connected: its state
                     self.market.on_status(m.topic, m.payload, self.led.state, self.led.head)
                     if m.topic != self._self_status:
-                        self.metrics.on_status(m.topic.rsplit("/", 2)[-2],
-                                               m.payload == b"online")
+                        dev = m.topic.rsplit("/", 2)[-2]
+                        self.metrics.on_status(dev, m.payload == b"online")
+                        self._check_session(dev, m.payload == b"online")
                     self._unacked.append((m, None))
                 elif self.ha is not None and m.topic == self.ha.status_topic:
                     self.ha.on_ha_status(m.payload, self.led.state)
@@ -276,6 +277,17 @@ class Gateway:
                     self.market.op.send(self.led.state, txm.TYPE_REPORT, fake)
             self.reject(payload, t, e)
             return None
+
+    def _check_session(self, dev: str, online: bool) -> None:
+        """A device's status: warn of a possible second session under its id
+        (gateway/trust/node.py, SESSION_S)."""
+        try:
+            pid = bytes.fromhex(dev)
+        except ValueError:
+            return
+        if self.trust.on_status(pid, online, time.monotonic()):
+            self.on_event(f"possible second session for {dev[:8]}: online again within "
+                          "seconds (a faked id taking the session over?)")
 
     def _file_equivocation(self, t: txm.Tx) -> None:
         """`t` (signature checked) reuses a seq of its sender with another

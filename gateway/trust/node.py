@@ -13,6 +13,15 @@
   (once per claimant and gateway run). Failed broker logins cannot be
   pinned on a principal (the password is what proves the id), so they
   stay the broker's counters (Guard.refused);
+- a second session under one device id: the embedded broker refuses a
+  connection presenting an online device's id (already-connected), but
+  mosquitto takes the session over (same client id: the first is dropped,
+  its will `offline` published) or keeps both (another `<id>-...` client
+  id). The gateway watches the devices' status topics and reports an
+  `online` that follows the same id's `online` or `offline` within
+  SESSION_S seconds as a possible second session (an event line and a
+  counter, never an effect on chain: on an open domain anyone may publish
+  a status);
 - a second, different tx of one sender with a seq the gateway already holds
   (pending or committed) is a proof of equivocation: the gateway files it
   itself as a PROOF tx signed by the authority, once per (sender, seq).
@@ -34,6 +43,7 @@ from shared import cbor, errors, reasons
 from shared import tx as txm
 
 FAKE_ID_CLAIMS = 3
+SESSION_S = 5.0  # seconds: an online this soon after the id's last status looks like a 2nd session
 # refusals of a CLAIM (its own signature verified) that mean: not the claimant's device
 _FAKE_CLAIM = {(errors.ALREADY_OWNED, ""), (errors.ALREADY_REGISTERED, ""),
                (errors.NOT_IN_REGISTRY, ""), (errors.BAD_SIGNATURE, "statement")}
@@ -55,6 +65,8 @@ class TrustGate:
                                      clock=normal.clock)
         self.filed: set[tuple[bytes, int]] = set()
         self.refused_claims: dict[bytes, int] = {}  # claimant -> count (FAKE_ID_CLAIMS)
+        self.status: dict[bytes, tuple[bool, float]] = {}  # device -> (online, when)
+        self.second_sessions = 0
         self.refused_banned = 0
 
     def limit_for(self, sender: bytes, view: StateView) -> SenderLimit:
@@ -115,6 +127,19 @@ class TrustGate:
                     reason = cbor.loads(h)[3] if h else ""
                 out.append((pid, old.level if old else "new", new.level, reason))
         return out
+
+    def on_status(self, device: bytes, online: bool, now: float) -> bool:
+        """A status message of `device`; True if it looks like a second
+        session under its id (see SESSION_S)."""
+        last = self.status.get(device)
+        self.status[device] = (online, now)
+        if len(self.status) > 4 * 4096:  # a bounded table: keep the recent ones
+            cut = now - SESSION_S
+            self.status = {d: v for d, v in self.status.items() if v[1] >= cut}
+        if online and last is not None and now - last[1] < SESSION_S:
+            self.second_sessions += 1
+            return True
+        return False
 
     def fake_id_attempt(self, t: txm.Tx, e: errors.TLError) -> dict[int, Any] | None:
         """The REPORT body to file when the refusal `e` of `t` makes its sender's

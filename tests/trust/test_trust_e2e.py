@@ -53,3 +53,44 @@ def test_report_and_proof_from_the_command_line(amqtt_broker, tmp_path: Path) ->
         for d in devs:
             d.close()
         gw.stop()
+
+
+def test_gateway_sees_a_second_session_under_one_id_on_mosquitto(mosquitto_broker,
+                                                                 tmp_path: Path) -> None:
+    """mosquitto takes a session over (the first connection dropped, its
+    will `offline` published) where the embedded broker refuses the newcomer:
+    the gateway notices the id coming online again within seconds."""
+    import paho.mqtt.client as mqtt
+
+    from shared import topics
+
+    data = tmp_path / "gw"
+    genesis.create_domain(data, DOMAIN, trust=True)
+    gw = GatewayThread(data, mosquitto_broker.url).start()
+    dev = "ab" * 16
+    status = topics.status(DOMAIN, dev)
+    clients = []
+
+    def connect() -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=dev, protocol=mqtt.MQTTv311)
+        c.will_set(status, b"offline", qos=1, retain=True)
+        c.connect(mosquitto_broker.host, mosquitto_broker.port)
+        c.loop_start()
+        c.publish(status, b"online", qos=1, retain=True).wait_for_publish(5)
+        clients.append(c)
+        return c
+
+    try:
+        first = connect()
+        # a tx published after the status: its block means the status was read
+        other = SimDevice(mosquitto_broker.host, mosquitto_broker.port, authority_of(data))
+        first.publish(topics.tx(DOMAIN), other.register_tx(), qos=1).wait_for_publish(5)
+        gw.wait_event(r"block height=")
+        assert not any("second session" in e for e in gw.events)
+        connect()  # the same client id: mosquitto takes the session over
+        gw.wait_event(rf"possible second session for {dev[:8]}")
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        gw.stop()
