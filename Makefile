@@ -32,7 +32,7 @@ test: $(STAMP) sysdeps
 	$(VENV)/bin/pytest
 
 run: $(STAMP)
-	$(VENV)/bin/thingledger run $(if $(BROKER),--broker $(BROKER))
+	$(VENV)/bin/thingledger run --liars 1 $(if $(BROKER),--broker $(BROKER))
 
 bench: $(STAMP) sysdeps
 	$(PY) -m bench

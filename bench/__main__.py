@@ -2,7 +2,18 @@
 
 import sys
 
-from bench import crypto, dual_heap, firmware, gateway, market, nats_log, replies, startup, web_rss
+from bench import (
+    crypto,
+    dual_heap,
+    firmware,
+    gateway,
+    market,
+    nats_log,
+    replies,
+    startup,
+    trust,
+    web_rss,
+)
 
 
 def main() -> int:
@@ -11,7 +22,7 @@ def main() -> int:
                       ("gateway", gateway.main), ("market", market.main),
                       ("replies", replies.main), ("dual_heap", dual_heap.main),
                       ("startup", startup.main), ("web_rss", web_rss.main),
-                      ("nats_log", nats_log.main)):
+                      ("nats_log", nats_log.main), ("trust", trust.main)):
         print(f"== bench.{name}")
         rc = run() if name == "firmware" else run([])
         failed += bool(rc)

@@ -64,6 +64,7 @@ _OFFER = const(13)  # transaction types (shared/txdecode.py)
 _DEMAND = const(15)
 _CLOSE = const(16)
 _CALL = const(17)  # CONTRACT_CALL
+_REPORT = const(24)  # REPORT (docs/TRUST.md)
 _BATCH = const(4)  # readings per commitment
 _FUEL = const(20000)
 _SLOTS = const(2)  # agreements at a time
@@ -127,6 +128,7 @@ class Market:
         self.hgt = -1  # height of the last ACCOUNT: an older one is a replay
         self.au = node.authority[1:9].hex()  # names the chain the mark belongs to
         self.mk = (-1, -1)  # (height, order) of the newest MATCH acted on: not newer is a replay
+        self.rp = None  # the agreement last reported (one REPORT per agreement)
         try:  # kept in flash, so a reboot forgets none (a new chain's authority: none)
             a, h, o = flash.read(self.MARK).decode().split()
             if a == self.au:
@@ -250,6 +252,10 @@ class Market:
             r = e.reason
         if r:
             self._log("bad-reading", "agreement", s[_H], "reason", r)
+            if r == "bad-signature" and self.rp != s[_A]:  # a forged reading: told once
+                self.rp = s[_A]
+                sup = bytes.fromhex(topic.split(b"/")[3])  # tl/<d>/data/<supplier>/<agreement>
+                self.node.submit(_REPORT, {1: sup, 2: "forged-message", 3: bytes(msg[:1024])})
         else:
             s[_N] = i + 1
             self._log("bought", "agreement", s[_H], "index", i, "value", v, "scale", sc)

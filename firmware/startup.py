@@ -42,6 +42,10 @@ def make_node(log):
                         user=w.hex, password=w.mqtt_password(cfg["domain"]),
                         keepalive=int(cfg.get("keepalive", 30)))
     node = Node(board, cfg, w, client, log=log)
+    if cfg.get("equivocate"):  # a board misbehaving on purpose (docs/TRUST.md)
+        from firmware.liar import equivocate
+
+        equivocate(node)
     if "offer" in cfg or "need" in cfg:  # a plain board never loads the market
         from firmware.market import Market
 

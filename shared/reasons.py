@@ -33,6 +33,10 @@ UNKNOWN_CONTRACT = "unknown-contract"
 OUT_OF_FUEL = "out-of-fuel"
 REVERTED = "reverted"
 BAD_VALUE = "bad-value"
+# Trust (docs/TRUST.md)
+BANNED = "banned"
+OVER_CAP = "over-cap"
+DUPLICATE = "duplicate"
 # Retryable refusals (docs/PROTOCOL.md): the gateway is busy, the message is
 # good. The device keeps the same signed message and sends it again later;
 # every other code is final for that message.

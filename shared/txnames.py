@@ -24,6 +24,8 @@ NAMES = {
     _d.TYPE_CLOSE: "close",
     _d.TYPE_CONTRACT_CALL: "contract-call",
     _d.TYPE_CONTRACT_ADMIN: "contract-admin",
+    _d.TYPE_PROOF: "proof",
+    _d.TYPE_REPORT: "report",
     _d.TYPE_MFR_REGISTER: "mfr-register",
     _d.TYPE_DEVICE_RECORD: "device-record",
 }

@@ -10,6 +10,11 @@ ESPHome-style chain, each step stopping the run on failure:
                --http / --no-http / the config file's http), in this event loop
   5. show      what happens, as it happens, until Ctrl-C (or --seconds)
 
+Trust (docs/TRUST.md): a chain made here keeps trust levels; the gateway
+shows each change of level. With --liars N (`make run` starts one), N more
+boards equivocate (firmware/liar.py): the gateway files the proof and the
+chain bans them, live.
+
 The market (docs/MARKET.md), with the virtual boards unless --no-market: the gateway
 deploys the agreement contract with an operator fee, grants each newly
 registered board some value from its genesis supply, and sells a rolling
@@ -87,6 +92,9 @@ async def run(args: argparse.Namespace, console: Console) -> int:
     boards_dir = Path(args.boards_dir) if args.boards_dir else data_dir.parent / "boards"
     n = 0 if args.no_boards else args.boards
     boards = [VirtualBoard(f"board-{i}", boards_dir / f"board-{i}") for i in range(1, n + 1)]
+    if not args.no_boards:  # boards that misbehave on purpose (firmware/liar.py)
+        boards += [VirtualBoard(f"liar-{i}", boards_dir / f"liar-{i}")
+                   for i in range(1, getattr(args, "liars", 0) + 1)]
     # every board's flash folder is locked before anything starts: while a board
     # process (of another run, or one it left) holds a folder, this run is refused
     locks: list[FlashLock] = []
@@ -136,7 +144,8 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         market_fee_bps=MARKET_FEE_BPS if market else None,
         market_grant=MARKET_GRANT if market else 0,
         derived=(DERIVED,) if market else (),
-        ha_discovery=bool(getattr(args, "ha_discovery", False)))
+        ha_discovery=bool(getattr(args, "ha_discovery", False)),
+        trust=True)  # a new chain keeps trust levels (docs/TRUST.md)
     gw: Gateway | None = None  # the enforcing broker reads the chain through it, lazily
     broker = None
     if args.broker is None:
@@ -177,7 +186,9 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         if roles:
             _warn_if_the_operator_cannot_grant(gw, cfg, len(roles), console)
         for i, (vb, lock) in enumerate(zip(boards, locks, strict=True), 1):
-            role = roles[i - 1] if i <= len(roles) else {}
+            role: dict = roles[i - 1] if i <= len(roles) else {}
+            if vb.name.startswith("liar-"):
+                role = {"equivocate": True}
             vb.configure(domain=args.domain, authority_hex=authority, host=host, port=port,
                          interval_ms=args.interval_ms, sim_start=2000 + 75 * i, **role)
             # in its own session (the terminal's Ctrl-C reaches this process, which

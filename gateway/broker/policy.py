@@ -100,6 +100,11 @@ def is_coordinator(access: Any, pid: bytes) -> bool:
     return rec is not None and rec.node == roles.COORDINATION
 
 
+def is_banned(access: Any, pid: bytes) -> bool:
+    """Banned by the domain's trust levels (docs/TRUST.md)."""
+    return bool(access.is_banned(pid)) if hasattr(access, "is_banned") else False
+
+
 def owned_by(access: Any, pid: bytes) -> set[str]:
     """Ids (hex) of the devices `pid` owns."""
     return {x.hex() for x in access.principals() if access.owner_of(x) == pid}
@@ -130,6 +135,9 @@ def admitted(domain: str, access: AccessView, credentials: Mapping[bytes, str],
         me = pid.hex()
         known.add(pid)
         if me == gateway_id or not access.is_active(pid):
+            continue
+        if is_banned(access, pid):
+            skipped[me] = "banned (docs/TRUST.md)"
             continue
         pw = credentials.get(pid)
         if pw is None:
@@ -241,6 +249,8 @@ class Guard:
             return Verdict(False, NOT_AUTHORIZED, "unknown-principal", pid)
         if not access.is_active(pid):
             return Verdict(False, NOT_AUTHORIZED, "inactive-principal", pid)
+        if is_banned(access, pid):
+            return Verdict(False, NOT_AUTHORIZED, "banned", pid)
         if not verify_password(key, self.domain, pid, password):
             return Verdict(False, BAD_USERNAME_PASSWORD, "bad-password", pid)
         me = pid.hex()
@@ -281,7 +291,7 @@ class Guard:
             if pid == self.authority_id():
                 return filter_within(topic, gateway_filter(d))
             access = self.access()
-            if not access.is_active(pid):
+            if not access.is_active(pid) or is_banned(access, pid):
                 return False
             me = pid.hex()
             if action == "publish":

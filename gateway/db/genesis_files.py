@@ -86,7 +86,7 @@ def create_domain(data_dir: Path | str, domain: str,
                   accounts: Mapping[bytes, int] | Iterable[tuple[bytes, int]] = (),
                   *, time: int | None = None, admission: str = "open",
                   min_fee: int = 0, owner: bytes = b"",
-                  authority_balance: int = 0) -> tuple[Path, Path]:
+                  authority_balance: int = 0, trust: bool = False) -> tuple[Path, Path]:
     """New domain in `data_dir`: a fresh authority key pair (p256.keygen,
     file mode 0600) and a genesis file. `accounts` maps device public keys
     (33 bytes) to genesis balances; `owner` is the owner's public key
@@ -106,7 +106,8 @@ def create_domain(data_dir: Path | str, domain: str,
         accts[txm.device_id(pub)] = Account(pub, authority_balance)
     g = Genesis(domain=domain, authority=pub,
                 time=int(_time.time()) if time is None else time,
-                admission=admission, min_fee=min_fee, accounts=accts, owner=owner)
+                admission=admission, min_fee=min_fee, accounts=accts, owner=owner,
+                trust=trust)
     write_key(kpath, priv)
     tmp = gpath.with_suffix(".tmp")
     tmp.write_text(dumps(g))

@@ -264,6 +264,14 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                                % TX_COLS, (prefix, hi))
         return [tx_record(r) for r in cur]
 
+    def message_at_seq(self, sender: bytes, seq: int) -> bytes | None:
+        """The latest committed tx message of `sender` with `seq` (a scan of
+        the txs table: the gateway asks only when a signed message reuses a
+        seq, gateway/trust/node.py)."""
+        row = self._db.execute("SELECT message FROM txs WHERE sender = ? AND seq = ? "
+                               "ORDER BY height DESC LIMIT 1", (sender, seq)).fetchone()
+        return bytes(row[0]) if row else None
+
     def get_receipt(self, tx_id: bytes) -> bytes | None:
         """The receipt reply (messages.receipt) of a committed tx, its proof
         read from the block's stored receipts tree, or None if not in the chain."""
@@ -412,7 +420,8 @@ def open_ledger(cfg: GatewayConfig, *, create: bool = True,
     StoreError."""
     gpath = cfg.genesis_file
     if create and not gpath.exists() and cfg.genesis_path is None:
-        gen.create_domain(cfg.data_dir, cfg.domain, authority_balance=cfg.genesis_supply)
+        gen.create_domain(cfg.data_dir, cfg.domain, authority_balance=cfg.genesis_supply,
+                          trust=cfg.trust)
     g = gen.load(gpath)
     if g.domain != cfg.domain:
         raise gen.GenesisError("domain", "genesis names %r, config %r" % (g.domain, cfg.domain))

@@ -23,6 +23,7 @@ Semantics (the same as the gateway's rules in gateway/identity/rules.py):
 - bought(p): (supplier, agreement id) of every open agreement p buys
   (docs/MARKET.md): p may read that agreement's data topic.
 - principals(): every known id, sorted.
+- is_banned(id): the trust level of the id is banned (docs/TRUST.md).
 """
 
 from __future__ import annotations
@@ -38,14 +39,17 @@ from gateway.ledger.state import (
     RIGHTS,
     DeviceRecord,
 )
+from gateway.trust import standing as trust
 
 
 class Access:
-    __slots__ = ("domain", "_recs", "_ids", "_read", "_bought")
+    __slots__ = ("domain", "_recs", "_ids", "_read", "_bought", "_banned")
 
     def __init__(self, records: Mapping[bytes, DeviceRecord], domain: str,
-                 agreements: Iterable[Mapping[str, Any]] = ()) -> None:
+                 agreements: Iterable[Mapping[str, Any]] = (),
+                 banned: Iterable[bytes] = ()) -> None:
         self.domain = domain
+        self._banned = frozenset(banned)
         self._bought: dict[bytes, set[tuple[bytes, bytes]]] = {}
         for a in agreements:
             if a["state"] == "open":
@@ -73,7 +77,12 @@ class Access:
             return cls(state, domain)
         from gateway.market.ledger.rules import open_agreements
 
-        return cls(state.devices, domain, open_agreements(state))
+        return cls(state.devices, domain, open_agreements(state), trust.banned(state))
+
+    def is_banned(self, principal_id: bytes) -> bool:
+        """Banned by the domain's trust levels (docs/TRUST.md): the broker
+        refuses it, the mosquitto export leaves it out."""
+        return principal_id in self._banned
 
     def bought(self, principal_id: bytes) -> set[tuple[bytes, bytes]]:
         if not self.is_active(principal_id):

@@ -81,6 +81,7 @@ class Genesis:
     min_fee: int = 0
     accounts: Mapping[bytes, Account] = field(default_factory=dict)
     owner: bytes = b""  # the domain owner's public key (a person), b"" if none
+    trust: bool = False  # trust levels kept on chain (docs/TRUST.md); off for older genesis files
 
     def __post_init__(self) -> None:
         _check(self)
@@ -96,7 +97,8 @@ class Genesis:
     def rules(self, registry: Registry | None = None) -> Rules:
         """Domain rules; `registry` is the node's registry lookup (claims)."""
         return Rules(authority_id=self.authority_id, admission=self.admission,
-                     min_fee=self.min_fee, owner_id=self.owner_id, registry=registry)
+                     min_fee=self.min_fee, owner_id=self.owner_id, registry=registry,
+                     trust=self.trust)
 
     def state(self) -> State:
         """The genesis state (accounts, the authority account, the owner)."""
@@ -128,6 +130,8 @@ class Genesis:
         fields = [self.domain, self.authority, self.time, self.admission, self.min_fee, accounts]
         if self.owner:  # appended only when set: owner-less digests are unchanged
             fields.append(self.owner)
+        if self.trust:  # likewise: digests of genesis files without trust are unchanged
+            fields.append("trust")
         return sha256(cbor.dumps(fields)).digest()
 
 
@@ -177,7 +181,7 @@ def _hex(values: Mapping[str, Any], key: str, where: str) -> bytes:
 
 def from_dict(d: Mapping[str, Any]) -> Genesis:
     """Genesis from parsed TOML; GenesisError names the wrong key."""
-    known = {"domain", "authority", "admission", "time", "min_fee", "accounts", "owner"}
+    known = {"domain", "authority", "admission", "time", "min_fee", "accounts", "owner", "trust"}
     for k in d:
         if k not in known:
             raise GenesisError(k, "unknown key")
@@ -209,9 +213,12 @@ def from_dict(d: Mapping[str, Any]) -> Genesis:
             raise GenesisError(where + ".balance", "missing")
         accounts[i] = Account(_hex(a, "pubkey", where + ".pubkey"), a["balance"])
     owner = _hex(d, "owner", "owner") if "owner" in d else b""
+    if not isinstance(d.get("trust", False), bool):
+        raise GenesisError("trust", "must be true or false")
     return Genesis(domain=d["domain"], authority=_hex(d, "authority", "authority"),
                    time=d["time"], admission=d.get("admission", "open"),
-                   min_fee=d.get("min_fee", 0), accounts=accounts, owner=owner)
+                   min_fee=d.get("min_fee", 0), accounts=accounts, owner=owner,
+                   trust=d.get("trust", False))
 
 
 def dumps(g: Genesis) -> str:
@@ -226,6 +233,8 @@ def dumps(g: Genesis) -> str:
     ]
     if g.owner:
         lines.append("owner = " + json.dumps(g.owner.hex()))
+    if g.trust:
+        lines.append("trust = true")
     for i, a in sorted(g.accounts.items()):
         lines += ["", "[accounts.%s]" % i.hex(), "pubkey = " + json.dumps(a.pubkey.hex()),
                   "balance = %d" % a.balance]

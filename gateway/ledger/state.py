@@ -242,6 +242,7 @@ class Rules:
     admission: str = ADMISSION_OPEN
     min_fee: int = 0
     owner_id: bytes = b""  # genesis owner (person) id, b"" if none
+    trust: bool = False  # genesis `trust = true`: the trust feature keeps its figures (docs/TRUST.md)
     registry: Registry | None = field(default=None, compare=False)
 
 
@@ -562,6 +563,15 @@ NO_BLOCK = BlockInfo(0, 0)
 
 
 def apply(view: StateOverlay, tx: txm.Tx, rules: Rules, block: BlockInfo = NO_BLOCK) -> Outcome:
+    """`execute()`, then the registered observers of every included tx
+    (txtypes.observe), which see the outcome's effects on `view`."""
+    out = execute(view, tx, rules, block)
+    for fn in txtypes.observers():
+        fn(view, tx, rules, block)
+    return out
+
+
+def execute(view: StateOverlay, tx: txm.Tx, rules: Rules, block: BlockInfo = NO_BLOCK) -> Outcome:
     """Execute one transaction whose signature was already verified at
     ingress (verified again here if the sender's key is not its birth key)
     in `block` (its time and height are the market's and the contracts'

@@ -48,6 +48,23 @@ def register(*types: TxType) -> None:
         _TYPES[t.code] = t
 
 
+# Called after every included tx (its fee and seq taken, its own effects
+# written), with (overlay, tx, rules, block): a feature that keeps per-principal
+# figures of all txs (trust: committed activity) registers one here.
+Observer = Callable[[Any, txm.Tx, Any, Any], None]
+_OBSERVERS: list[Observer] = []
+
+
+def observe(fn: Observer) -> None:
+    """Add an observer of every included tx (once per function)."""
+    if fn not in _OBSERVERS:
+        _OBSERVERS.append(fn)
+
+
+def observers() -> tuple[Observer, ...]:
+    return tuple(_OBSERVERS)
+
+
 def lookup(code: int) -> TxType | None:
     return _TYPES.get(code)
 

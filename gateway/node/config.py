@@ -81,6 +81,12 @@ class GatewayConfig:
     ha_discovery: bool = False
     # the web dashboard's HOST:PORT (gateway/web/, `thingledger run`); "" for none
     http: str = "127.0.0.1:8080"
+    # a chain this node creates keeps trust levels (genesis `trust = true`, docs/TRUST.md)
+    trust: bool = False
+    # stricter per-sender limit for ids on probation (docs/TRUST.md); the lower
+    # of this and rate_limit_tps / rate_limit_burst applies to them
+    probation_rate_tps: float = 2.0
+    probation_rate_burst: int = 20
 
     def __post_init__(self) -> None:
         _check(self)
@@ -116,6 +122,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "derived": (list,),
     "ha_discovery": (bool,),
     "http": (str,),
+    "trust": (bool,),
+    "probation_rate_tps": (int, float),
+    "probation_rate_burst": (int,),
 }
 _PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir")
 

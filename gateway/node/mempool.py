@@ -135,6 +135,10 @@ class Mempool:
             return
         raise errors.TLError("held", reason=h[1])
 
+    def queued(self) -> Iterable[txm.Tx]:
+        """The pending txs in arrival order (not yet taken into a block)."""
+        return iter(self._queue)
+
     def add(self, t: txm.Tx) -> bool:
         """Queue a transaction that passed validate.check_stateful. False if
         already pending; raises MempoolFull (and holds the sender's order)."""

@@ -54,6 +54,7 @@ from gateway.node.metrics import Metrics
 from gateway.node.mqtt_link import Incoming, MqttLink
 from gateway.node.ratelimit import SenderLimit
 from gateway.registry.view import registry_lookup
+from gateway.trust.node import TrustGate
 from shared import cose, errors, messages, notice, reasons, topics, txnames
 from shared import tx as txm
 
@@ -85,6 +86,10 @@ class Gateway:
         # the authority's own txs (market verdicts, grants) are never limited
         self.limit = SenderLimit(cfg.rate_limit_tps, cfg.rate_limit_burst,
                                  exempt=(self.led.genesis.authority_id,))
+        # banned senders refused, probation's stricter limit, equivocation filed as a
+        # proof (gateway/trust/node.py; on domains whose genesis keeps trust)
+        self.trust = TrustGate(self.limit, cfg.probation_rate_tps, cfg.probation_rate_burst,
+                               enabled=self.led.rules.trust)
         self.committed = asyncio.Event()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._full = asyncio.Event()
@@ -207,8 +212,9 @@ class Gateway:
                 elif self.market.is_status(m.topic):  # a device (re)connected: its state
                     self.market.on_status(m.topic, m.payload, self.led.state, self.led.head)
                     if m.topic != self._self_status:
-                        self.metrics.on_status(m.topic.rsplit("/", 2)[-2],
-                                               m.payload == b"online")
+                        dev = m.topic.rsplit("/", 2)[-2]
+                        self.metrics.on_status(dev, m.payload == b"online")
+                        self._check_session(dev, m.payload == b"online")
                     self._unacked.append((m, None))
                 elif self.ha is not None and m.topic == self.ha.status_topic:
                     self.ha.on_ha_status(m.payload, self.led.state)
@@ -239,15 +245,16 @@ class Gateway:
             t = check_stateless(payload, self.cfg.domain)
             if t.id in self.pool:
                 return t.id  # the same tx already pending: answered at its commit
+            limit = self.trust.admit(t, self.led.state)  # banned: refused
             try:
-                self.limit.check(t.sender)  # an empty bucket: refused before the signature check
+                limit.check(t.sender)  # an empty bucket: refused before the signature check
             except errors.TLError:
                 # keep the sender's order, as for mempool-full: its later seqs wait for
                 # this one, else one admitted first would make this one a replay, lost
                 self.pool.hold(t.sender, t.seq, errors.RATE_LIMITED)
                 raise
             if self.pool.admit(t, self.led.state, self.led.rules):
-                self.limit.take(t.sender)
+                limit.take(t.sender)
                 self.counters.admitted += 1
                 self.metrics.on_admitted(t.id)
                 if self.log_txs:
@@ -262,8 +269,34 @@ class Gateway:
                     self.metrics.on_resent()
                     self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
                     return None
+                self._file_equivocation(t)
+            if t is not None:
+                fake = self.trust.fake_id_attempt(t, e)
+                if fake is not None:
+                    self.on_event(f"fake-id attempts by {t.sender.hex()[:8]}: report filed")
+                    self.market.op.send(self.led.state, txm.TYPE_REPORT, fake)
             self.reject(payload, t, e)
             return None
+
+    def _check_session(self, dev: str, online: bool) -> None:
+        """A device's status: warn of a possible second session under its id
+        (gateway/trust/node.py, SESSION_S)."""
+        try:
+            pid = bytes.fromhex(dev)
+        except ValueError:
+            return
+        if self.trust.on_status(pid, online, time.monotonic()):
+            self.on_event(f"possible second session for {dev[:8]}: online again within "
+                          "seconds (a faked id taking the session over?)")
+
+    def _file_equivocation(self, t: txm.Tx) -> None:
+        """`t` (signature checked) reuses a seq of its sender with another
+        body: the gateway files the two messages as a PROOF (once)."""
+        other = self.trust.equivocation(t, self.pool.queued(), self.reader.message_at_seq)
+        if other is not None:
+            self.on_event(f"equivocation by {t.sender.hex()[:8]} at seq {t.seq}: proof filed")
+            self.market.op.send(self.led.state, txm.TYPE_PROOF,
+                                self.trust.proof_body(other, t.message))
 
     def reject(self, payload: bytes, t: txm.Tx | None, e: errors.TLError) -> None:
         """Answer a refused message. To the sender's rx topic the rejection
@@ -327,7 +360,10 @@ class Gateway:
         receipts = await self._store_block(b)
         commit_s = time.perf_counter() - t0
         accounts = self.market.account_notices(b, led.state)
+        moved = self.trust.level_changes(led.state, b.kv_diff)
         led.state.apply_diff(b.diff, b.kv_diff)
+        for pid, old, new, why in moved:
+            self.on_event(f"trust {pid.hex()[:8]} {old} -> {new} ({why})")
         led.head = b
         self.pool.done(txs)
         self.counters.blocks += 1

@@ -69,6 +69,8 @@ def test_buys_verified_readings_and_refuses_the_rest():
     bad = bytearray(stream.reading(priv, sid, A1, 1, 2151, -2))
     bad[-1] ^= 1
     assert give(bytes(bad)) == ["bad-reading agreement=11111111 reason=bad-signature"]
+    # a forged reading is reported on chain (docs/TRUST.md), once per agreement
+    assert n.of_type(24) == [{1: b"\xaa" * 16, 2: "forged-message", 3: bytes(bad)}]
     other, _ = key("someone else")
     assert give(stream.reading(other, sid, A1, 1, 2151, -2)) == [
         "bad-reading agreement=11111111 reason=bad-signature"]
@@ -78,6 +80,7 @@ def test_buys_verified_readings_and_refuses_the_rest():
     assert give(stream.reading(priv, sid, A1, 3, 1, -2)) == [
         "bad-reading agreement=11111111 reason=index"]  # beyond the quantity
     assert give(b"\xd2\x84garbage") == ["bad-reading agreement=11111111 reason=bad-cbor"]
+    assert len(n.of_type(24)) == 1  # reported once; not for a stale index or garbage
     assert give(good, b"tl/demo/data/" + b"aa" * 16 + b"/" + b"22" * 16) == []  # not ours
     assert give(stream.reading(priv, sid, A1, 2, 2152, -2)) == [
         "bought agreement=11111111 index=2 value=2152 scale=-2"]  # 1 was lost: a gap

@@ -65,11 +65,11 @@ class Node:
 
     def __init__(self, data_dir: Path, accounts: dict[bytes, int] | None = None, *,
                  min_fee: int = 0, admission: str = "open", create: bool = True,
-                 owner: bytes = b"", registry: Any = None) -> None:
+                 owner: bytes = b"", registry: Any = None, trust: bool = False) -> None:
         self.data_dir = Path(data_dir)
         if create:
             create_domain(self.data_dir, DOMAIN, accounts or {}, time=T0, min_fee=min_fee,
-                          admission=admission, owner=owner)
+                          admission=admission, owner=owner, trust=trust)
         self.cfg = config.GatewayConfig(domain=DOMAIN, data_dir=self.data_dir)
         self.ledger = store.open_ledger(self.cfg, create=False, registry=registry)
         self.pool = mempool.Mempool()
@@ -96,9 +96,9 @@ class Node:
         for m in messages:
             assert self.submit(m)
 
-    def produce(self, max_n: int = 2000) -> blocks.Block:
+    def produce(self, max_n: int = 2000, step: int = 1) -> blocks.Block:
         txs = self.pool.take(max_n)
-        self.time += 1
+        self.time += step
         led = self.ledger
         b = blocks.build_block(led.head, txs, led.state, self.time, led.authority_priv,
                                led.genesis.authority_id, domain=DOMAIN, rules=led.rules)

@@ -12,6 +12,7 @@ of every verb group's `register(subparsers, data_parent)`, and `main`.
     thingledger market ...                     tools/cli/market.py
     thingledger contract ...                   tools/cli/contract.py
     thingledger doctor ...                     tools/cli/doctor.py
+    thingledger trust|report|proof ...         tools/cli/trust.py
 
 --data-dir defaults to $THINGLEDGER_DATA, else var/gateway (relative to the
 current directory).
@@ -38,6 +39,7 @@ from tools.cli import (
     market,
     registry,
     run,
+    trust,
 )
 from tools.cli.common import (
     EXIT_FAILED,
@@ -50,7 +52,7 @@ from tools.cli.common import (
 
 # in the order `thingledger --help` lists them
 GROUPS = (chain, run, registry, board, identity, broker, coordinator, market, contract,
-          doctor)
+          doctor, trust)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """`thingledger` commands for the domain's chain (read-only except `domain init`).
 
     thingledger domain init --domain NAME [--admission open|closed|claimed]
-                            [--owner-key FILE | --owner-pubkey HEX] [--min-fee N]
+                            [--owner-key FILE | --owner-pubkey HEX] [--min-fee N] [--trust]
     thingledger chain verify [--data-dir D] [--genesis FILE] [--registry DIR]
     thingledger chain show [--height H] [--last N] [--data-dir D]
     thingledger tx <id-hex or unique prefix> [--data-dir D]
@@ -65,7 +65,7 @@ def cmd_domain_init(args: argparse.Namespace) -> int:
     try:
         gpath, kpath = genesis.create_domain(data_dir(args), args.domain,
                                              admission=args.admission, owner=owner,
-                                             min_fee=args.min_fee)
+                                             min_fee=args.min_fee, trust=args.trust)
     except (genesis.GenesisError, FileExistsError, ValueError) as e:
         raise UsageError(str(e)) from None
     from gateway.db.store import open_ledger
@@ -138,6 +138,8 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     own.add_argument("--owner-pubkey", metavar="HEX", help="the owner's public key")
     di.add_argument("--min-fee", type=non_negative_int, default=0,
                     help="smallest fee (default 0)")
+    di.add_argument("--trust", action="store_true",
+                    help="keep trust levels on chain (docs/TRUST.md)")
     di.set_defaults(func=cmd_domain_init)
 
     chain = sub.add_parser("chain", help="inspect and verify the stored chain")

@@ -44,6 +44,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     r.add_argument("--no-market", action="store_true",
                    help="plain boards only: no offers, demands or market set-up")
     r.add_argument("--no-boards", action="store_true", help="start no virtual boards")
+    r.add_argument("--liars", type=non_negative_int, default=0, metavar="N",
+                   help="further virtual boards that equivocate (two readings with one "
+                        "seq): banned live by the chain's trust levels (docs/TRUST.md)")
     r.add_argument("--ha-discovery", action="store_true",
                    help="publish Home Assistant MQTT discovery configs and verified values "
                         "(docs/API.md, Home Assistant)")

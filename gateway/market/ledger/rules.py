@@ -31,6 +31,11 @@ and returns (status, reason, events) for its receipt.
   the authority once it stopped waiting): the locked amount goes back; an
   agreement: the contract's close(id) called as the sender.
 - WITHDRAW removes the sender's offer (unknown-offer if none).
+- Trust (domains whose genesis keeps it, docs/TRUST.md): a sender on
+  probation may escrow at most PROBATION_ESCROW_CAP in one DEMAND and offer
+  at most PROBATION_OFFER_CAP per reading (over-cap, probation-escrow /
+  probation-offer); the `trusted` policy ranks suppliers by their trust
+  score (gateway/trust/standing.py) instead of the delivery record alone.
 - CONTRACT_CALL / CONTRACT_ADMIN: gateway/contracts/binding.py. A failed call
   is included with status failed and reason the contract error; its events
   then are [["revert", detail, fuel used]].
@@ -64,6 +69,7 @@ from gateway.ledger.state import (
     StateView,
 )
 from gateway.market.ledger.matching import Offer, choose, trust_score
+from gateway.trust import standing
 from shared import cbor, errors
 from shared import tx as txm
 from shared.messages_gateway import STATUS_FAILED, STATUS_OK
@@ -133,8 +139,24 @@ def waiting_demand(view: StateView, did: bytes) -> tuple[bytes, dict] | None:
 
 
 # ---- admission --------------------------------------------------------------------
+PROBATION_ESCROW_CAP = 500  # docs/TRUST.md
+PROBATION_OFFER_CAP = 100
+
+
+def _probation_caps(view: StateView, t: txm.Tx) -> None:
+    if standing.level_of(view, t.sender) != standing.PROBATION:
+        return
+    b = t.body
+    if t.type == txm.TYPE_DEMAND and b[2] * b[3] > PROBATION_ESCROW_CAP:
+        raise RuleError(errors.OVER_CAP, "probation-escrow")
+    if t.type == txm.TYPE_OFFER and b[3] > PROBATION_OFFER_CAP:
+        raise RuleError(errors.OVER_CAP, "probation-offer")
+
+
 def precheck(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> None:
     b, spendable = t.body, rec.balance - t.fee
+    if rules.trust:
+        _probation_caps(view, t)
     if t.type == txm.TYPE_WITHDRAW:
         if view.kv_get(keys.offer(b[1], t.sender)) is None:
             raise RuleError(UNKNOWN_OFFER)
@@ -261,8 +283,12 @@ def _match(view: StateOverlay, rules: Rules, block: BlockInfo, did: bytes, d: di
     """Open an agreement for demand `d` if an offer fits; returns the match event."""
     buyer = d[D_BUYER]
     offers = candidates(view, d[D_SERVICE], buyer, d[D_MAX], block.time)
-    o = choose(d[D_POLICY], offers, location=d[D_LOCATION],
-               trust=lambda s: trust_score(supplier_record(view, s)))
+    if rules.trust:  # the chain's trust score (it folds the delivery record in)
+        o = choose(d[D_POLICY], offers, location=d[D_LOCATION],
+                   trust=lambda s: standing.score_of(view, s))
+    else:
+        o = choose(d[D_POLICY], offers, location=d[D_LOCATION],
+                   trust=lambda s: trust_score(supplier_record(view, s)))
     if o is None:
         return None
     qty = d[D_QTY]
