@@ -23,7 +23,13 @@ with the block `height`, a stable `reason` (constants below) and a `detail`:
   the recomputed one;
 - at the end, the recomputed state equals the stored `devices`, `rights`
   and `kv` tables (keys, balances, owners, statuses, kinds, rights, nodes;
-  offers, demands, contract deployments and storage).
+  offers, demands, contract deployments and storage), and the recomputed
+  state tree equals the stored `state_nodes` rows (what start-up loads and
+  proofs are read from).
+State roots: blocks below the store's `state_tree_from` (all blocks of a
+chain without it) carry the older sorted-leaves root (state.SORTED); from
+that height on, the state tree's root (docs/PROTOCOL.md, "State
+commitment"). The replay switches scheme at that height.
 
 Claims depend on the public registry: pass the same `registry` lookup the
 node uses (state.Rules.registry). Without one (None) every claim in the
@@ -37,7 +43,7 @@ import sqlite3
 from dataclasses import dataclass
 from hashlib import sha256
 
-from gateway.db.store import LOW_S_FROM, Store
+from gateway.db.store import LOW_S_FROM, STATE_TREE_FROM, Store
 from gateway.errors import (
     BAD_HEADER,
     BAD_HEADER_SIGNATURE,
@@ -63,7 +69,7 @@ from gateway.errors import (
 )
 from gateway.ledger.blocks import receipts_levels, tx_root
 from gateway.ledger.genesis import Genesis
-from gateway.ledger.state import BlockInfo, Registry, State, StateOverlay, apply
+from gateway.ledger.state import SMT, SORTED, BlockInfo, Registry, State, StateOverlay, apply
 from gateway.ledger.validate import check_stateful, check_stateless
 from shared import cose, errors, header, merkle, messages
 
@@ -110,7 +116,8 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
     stored_digest = store.meta("genesis")
     if stored_digest is not None and stored_digest != g.digest():
         raise ChainError(0, GENESIS_MISMATCH, "genesis file differs from the one in the store")
-    state = g.state()
+    tree_from = store.meta(STATE_TREE_FROM)  # None: the whole chain is SORTED
+    state = g.state(SMT if tree_from == 0 else SORTED)
     prev_hash = b""
     prev_time = 0
     expected = 0
@@ -141,13 +148,15 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
         if len(rows) != blk.n_txs:
             raise ChainError(h, BAD_ROW, "n_txs is %d, %d rows" % (blk.n_txs, len(rows)))
         if h == 0:
-            if rows or hbytes != header.encode(g.header_fields()):
+            if rows or hbytes != header.encode(g.header_fields(state.commitment)):
                 raise ChainError(0, GENESIS_MISMATCH, "block 0 is not the genesis header")
         else:
             if fields["prev_hash"] != prev_hash:
                 raise ChainError(h, BAD_PREV_HASH)
             if fields["time"] < prev_time:
                 raise ChainError(h, TIME_BACKWARDS)
+            if h == tree_from:
+                state.use_tree()
             view = StateOverlay(state)
             info = BlockInfo(h, fields["time"])
             leaves = []
@@ -190,6 +199,13 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
 
 
 def _compare_state(store: Store, state: State, height: int) -> None:
+    if state.tree is not None:
+        stored_nodes = store.state_nodes()
+        if stored_nodes != state.tree.nodes:
+            bad = min(set(stored_nodes) ^ set(state.tree.nodes)
+                      or {p for p in stored_nodes if stored_nodes[p] != state.tree.nodes[p]})
+            raise ChainError(height, STATE_MISMATCH, "stored state tree differs at position %x"
+                             % bad)
     kv = store.kv()
     if kv != state.kv:
         for k in sorted(set(kv) | set(state.kv)):
