@@ -2,7 +2,7 @@
 
     thingledger domain init --domain NAME [--admission open|closed|claimed]
                             [--owner-key FILE | --owner-pubkey HEX] [--min-fee N]
-    thingledger chain verify [--data-dir D] [--genesis FILE] [--registry DIR]
+    thingledger chain verify [--data-dir D] [--genesis FILE] [--registry DIR] [--jobs N]
     thingledger chain show [--height H] [--last N] [--data-dir D]
     thingledger tx <id-hex or unique prefix> [--data-dir D]
     thingledger devices [--data-dir D]
@@ -44,8 +44,9 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
     from gateway.registry.view import registry_lookup
 
     registry = registry_lookup(args.registry) if args.registry else None
+    workers = args.jobs if args.jobs else replay.default_workers()
     with open_store(args) as store:
-        rep = replay.verify_chain(store, g, registry)
+        rep = replay.verify_chain(store, g, registry, workers=workers)
     print(inspect.report_text(rep))
     return EXIT_OK if rep.ok else EXIT_FAILED
 
@@ -147,6 +148,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     v.add_argument("--genesis", metavar="FILE", help="genesis file (default DIR/genesis.toml)")
     v.add_argument("--registry", metavar="DIR", default=os.environ.get(ENV_REGISTRY),
                    help="public registry the domain's claims were checked against")
+    v.add_argument("--jobs", type=non_negative_int, default=0, metavar="N",
+                   help="processes checking signatures (default: one per core; 1: none, "
+                        "all in this process)")
     v.set_defaults(func=cmd_chain_verify)
     s = chain_sub.add_parser("show", parents=[data], help="show the chain or one block")
     s.add_argument("--height", type=non_negative_int, metavar="H", help="show block H in full")
