@@ -40,17 +40,11 @@ def value_hash(leaf):
 
 
 def leaf_node(kh, vh):
-    h = sha256(b"\x00")
-    h.update(kh)
-    h.update(vh)
-    return h.digest()
+    return sha256(b"\x00" + kh + vh).digest()
 
 
 def inner_node(left, right):
-    h = sha256(b"\x01")
-    h.update(left)
-    h.update(right)
-    return h.digest()
+    return sha256(b"\x01" + left + right).digest()
 
 
 def bit(kh, depth):

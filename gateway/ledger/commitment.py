@@ -80,7 +80,8 @@ class SparseMerkleTree:
             return self.root(), diff
         ch = sorted((int.from_bytes(kh, "big"), kh, vh) for kh, vh in changes.items())
         top = self._update(ROOT, 0, ch, diff)
-        self._put(ROOT, top, diff)
+        if top != self.nodes.get(ROOT):
+            diff[ROOT] = top
         return entry_hash(top), diff
 
     def apply(self, diff: NodeDiff) -> None:
@@ -91,67 +92,56 @@ class SparseMerkleTree:
             else:
                 nodes[pos] = e
 
-    def _get(self, pos: int, diff: NodeDiff) -> Entry | None:
-        if pos in diff:
-            return diff[pos]
-        return self.nodes.get(pos)
-
-    def _put(self, pos: int, e: Entry | None, diff: NodeDiff) -> None:
-        if self.nodes.get(pos) == e:
-            diff.pop(pos, None)
-        else:
-            diff[pos] = e
-
-    def _take(self, pos: int, diff: NodeDiff) -> Entry | None:
-        """The content of `pos`, its row cleared (the caller puts it back)."""
-        e = self._get(pos, diff)
-        if e is not None:
-            self._put(pos, None, diff)
-        return e
-
     def _update(self, pos: int, depth: int, ch: list[_Change], diff: NodeDiff) -> Entry | None:
         """New content of the subtree at `pos` (depth `depth`) after the
-        changes `ch` (all on its paths, sorted by key); rows below `pos` are
-        written to `diff`, the row at `pos` is left to the caller."""
-        cur = self._take(pos, diff)
-        if not isinstance(cur, bytes):  # empty or one entry: nothing below, build afresh
-            items: dict[bytes, tuple[int, bytes]] = {}
+        changes `ch` (all on its paths, sorted by key). Rows strictly below
+        `pos` are written to `diff`; the row at `pos` is the caller's. Each
+        position is visited once and only rows below a visited position are
+        written, so reading `nodes` (not the diff) gives the old content."""
+        nodes = self.nodes
+        cur = nodes.get(pos)
+        if cur.__class__ is not bytes:  # empty or one entry: nothing below, build afresh
+            items: dict[bytes, tuple[int, bytes | None]] = {}
             if cur is not None:
                 items[cur[0]] = (int.from_bytes(cur[0], "big"), cur[1])
             for k, kh, vh in ch:
-                if vh is None:
-                    items.pop(kh, None)
-                else:
-                    items[kh] = (k, vh)
-            return self._build(pos, depth, sorted((k, kh, vh) for kh, (k, vh) in items.items()),
-                               diff)
-        shift = 255 - depth
-        split = _split(ch, shift)
-        lpos, rpos = pos << 1, (pos << 1) | 1
-        left = self._update(lpos, depth + 1, ch[:split], diff) if split else self._take(lpos, diff)
+                items[kh] = (k, vh)
+            return self._build(pos, depth, sorted(
+                (k, kh, vh) for kh, (k, vh) in items.items() if vh is not None), diff)
+        split = _split(ch, 255 - depth)
+        lpos = pos << 1
+        rpos = lpos | 1
+        left = self._update(lpos, depth + 1, ch[:split], diff) if split else nodes.get(lpos)
         right = (self._update(rpos, depth + 1, ch[split:], diff) if split < len(ch)
-                 else self._take(rpos, diff))
-        return self._join(lpos, left, right, diff)
+                 else nodes.get(rpos))
+        if (right is None and left.__class__ is not bytes) or (
+                left is None and right.__class__ is tuple):  # one entry (or none) moves up
+            if lpos in nodes:
+                diff[lpos] = None
+            if rpos in nodes:
+                diff[rpos] = None
+            return right if left is None else left
+        if split and left != nodes.get(lpos):
+            diff[lpos] = left
+        if split < len(ch) and right != nodes.get(rpos):
+            diff[rpos] = right
+        return inner_node(entry_hash(left), entry_hash(right))
 
     def _build(self, pos: int, depth: int, items: list[tuple[int, bytes, bytes]],
                diff: NodeDiff) -> Entry | None:
+        """A subtree from scratch where nothing is stored below `pos`."""
         if not items:
             return None
         if len(items) == 1:
             return items[0][1], items[0][2]
         split = _split(items, 255 - depth)
         lpos = pos << 1
-        return self._join(lpos, self._build(lpos, depth + 1, items[:split], diff),
-                          self._build(lpos | 1, depth + 1, items[split:], diff), diff)
-
-    def _join(self, lpos: int, left: Entry | None, right: Entry | None,
-              diff: NodeDiff) -> Entry | None:
-        if right is None and not isinstance(left, bytes):
-            return left  # one entry (or none): it moves up
-        if left is None and isinstance(right, tuple):
-            return right
-        self._put(lpos, left, diff)
-        self._put(lpos | 1, right, diff)
+        left = self._build(lpos, depth + 1, items[:split], diff)
+        right = self._build(lpos | 1, depth + 1, items[split:], diff)
+        if left is not None:
+            diff[lpos] = left
+        if right is not None:
+            diff[lpos | 1] = right
         return inner_node(entry_hash(left), entry_hash(right))
 
     # ---- proofs ---------------------------------------------------------------
