@@ -79,7 +79,7 @@ class SparseMerkleTree:
         if not changes:
             return self.root(), diff
         ch = sorted((int.from_bytes(kh, "big"), kh, vh) for kh, vh in changes.items())
-        top = self._update(ROOT, 0, ch, diff)
+        top = self._update(ROOT, 0, ch, 0, len(ch), diff)
         if top != self.nodes.get(ROOT):
             diff[ROOT] = top
         return entry_hash(top), diff
@@ -92,40 +92,66 @@ class SparseMerkleTree:
             else:
                 nodes[pos] = e
 
-    def _update(self, pos: int, depth: int, ch: list[_Change], diff: NodeDiff) -> Entry | None:
+    def _update(self, pos: int, depth: int, ch: list[_Change], lo: int, hi: int,
+                diff: NodeDiff) -> Entry | None:
         """New content of the subtree at `pos` (depth `depth`) after the
-        changes `ch` (all on its paths, sorted by key). Rows strictly below
-        `pos` are written to `diff`; the row at `pos` is the caller's. Each
-        position is visited once and only rows below a visited position are
-        written, so reading `nodes` (not the diff) gives the old content."""
+        changes ch[lo:hi] (all on its paths, sorted by key). Rows strictly
+        below `pos` are written to `diff`; the row at `pos` is the caller's.
+        Each position is visited once and only rows below a visited position
+        are written, so reading `nodes` (not the diff) gives the old content."""
         nodes = self.nodes
         cur = nodes.get(pos)
         if cur.__class__ is not bytes:  # empty or one entry: nothing below, build afresh
             items: dict[bytes, tuple[int, bytes | None]] = {}
             if cur is not None:
                 items[cur[0]] = (int.from_bytes(cur[0], "big"), cur[1])
-            for k, kh, vh in ch:
+            for k, kh, vh in ch[lo:hi]:
                 items[kh] = (k, vh)
             return self._build(pos, depth, sorted(
                 (k, kh, vh) for kh, (k, vh) in items.items() if vh is not None), diff)
-        split = _split(ch, 255 - depth)
+        shift = 255 - depth
+        a, b = lo, hi  # first change whose bit at this depth is 1
+        while a < b:
+            m = (a + b) >> 1
+            if (ch[m][0] >> shift) & 1:
+                b = m
+            else:
+                a = m + 1
         lpos = pos << 1
         rpos = lpos | 1
-        left = self._update(lpos, depth + 1, ch[:split], diff) if split else nodes.get(lpos)
-        right = (self._update(rpos, depth + 1, ch[split:], diff) if split < len(ch)
-                 else nodes.get(rpos))
-        if (right is None and left.__class__ is not bytes) or (
-                left is None and right.__class__ is tuple):  # one entry (or none) moves up
-            if lpos in nodes:
-                diff[lpos] = None
-            if rpos in nodes:
-                diff[rpos] = None
-            return right if left is None else left
-        if split and left != nodes.get(lpos):
+        old_l = nodes.get(lpos)
+        old_r = nodes.get(rpos)
+        left = self._update(lpos, depth + 1, ch, lo, a, diff) if a > lo else old_l
+        right = self._update(rpos, depth + 1, ch, a, hi, diff) if a < hi else old_r
+        if right is None:
+            if left.__class__ is not bytes:  # one entry (or none) moves up
+                if old_l is not None:
+                    diff[lpos] = None
+                if old_r is not None:
+                    diff[rpos] = None
+                return left
+            rh = EMPTY
+        elif right.__class__ is bytes:
+            rh = right
+        else:
+            if left is None:  # one entry moves up
+                if old_l is not None:
+                    diff[lpos] = None
+                if old_r is not None:
+                    diff[rpos] = None
+                return right
+            rh = leaf_node(right[0], right[1])
+        if left is None:
+            lh = EMPTY
+        elif left.__class__ is bytes:
+            lh = left
+        else:
+            lh = leaf_node(left[0], left[1])
+        if left != old_l:
             diff[lpos] = left
-        if split < len(ch) and right != nodes.get(rpos):
+        if right != old_r:
             diff[rpos] = right
-        return inner_node(entry_hash(left), entry_hash(right))
+        return inner_node(lh, rh)
 
     def _build(self, pos: int, depth: int, items: list[tuple[int, bytes, bytes]],
                diff: NodeDiff) -> Entry | None:
