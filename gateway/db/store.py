@@ -99,11 +99,12 @@ from gateway.db.chain_tables import (
     tx_record,
 )
 from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
+from gateway.ledger import commitment
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
 from gateway.ledger.commitment import Entry, NodeDiff, SparseMerkleTree
-from gateway.ledger.state import SMT, SORTED, DeviceRecord, Registry, Rules, State
+from gateway.ledger.state import SMT, SORTED, DeviceRecord, Registry, Rules, State, leaf
 from gateway.node.config import GatewayConfig
-from shared import cbor, header, merkle, messages
+from shared import cbor, header, merkle, messages, stateproof
 
 SCHEMA_VERSION = 2
 # meta key: the first height whose signatures all have low s (docs/PROTOCOL.md,
@@ -419,6 +420,44 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
             if "no such table" not in str(e):
                 raise
             return {}
+
+    def prove_account(self, device_id: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        """(head block, the principal's leaf bytes or None if unknown, its
+        proof against the head's state_root: shared/stateproof.py), read in
+        one read transaction (the gateway may be writing): the principal's
+        rows and the ~log2(n) tree rows on its path, nothing else. None if
+        the head's root is not the state tree's (an older chain)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            head = self.head()
+            if head is None or self.commitment_at(head.height) != SMT:
+                return None
+            row = db.execute("SELECT %s FROM devices WHERE id = ?" % _DEV_COLS,
+                             (device_id,)).fetchone()
+            leaf_bytes = None
+            if row is not None:
+                acl: dict[bytes, list[str]] = {}
+                for p, right in db.execute('SELECT principal, "right" FROM rights WHERE '
+                                           'device = ? ORDER BY principal, "right"',
+                                           (device_id,)):
+                    acl.setdefault(p, []).append(right)
+                i, pub, seq, bal, kind, status, owner, claimant, node, assigned = row
+                rec = DeviceRecord(pub, seq, bal, kind, status, owner,
+                                   tuple((p, tuple(rs)) for p, rs in acl.items()),
+                                   bool(claimant), node, assigned)
+                leaf_bytes = leaf(i, rec)
+
+            def get(pos: int) -> Entry | None:
+                r = db.execute("SELECT hash, key FROM state_nodes WHERE pos = ?",
+                               (_pos_bytes(pos),)).fetchone()
+                if r is None:
+                    return None
+                return r[0] if r[1] is None else (r[1], r[0])
+
+            return head, leaf_bytes, commitment.prove(get, stateproof.account_key(device_id))
+        finally:
+            db.execute("COMMIT")
 
     def commitment_at(self, height: int) -> str:
         """The state commitment of block `height`'s state_root."""

@@ -24,7 +24,7 @@ persistable sparse Merkle tree with this shape (the shape a board checks).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from shared.stateproof import EMPTY, inner_node, leaf_node
 
@@ -175,21 +175,27 @@ class SparseMerkleTree:
     def prove(self, kh: bytes) -> list:
         """The proof for key hash `kh` (shared/stateproof.py's format):
         [siblings from the root down (b"" for EMPTY), terminal]."""
-        k = int.from_bytes(kh, "big")
-        pos, depth, sibs = ROOT, 0, []
-        e = self.nodes.get(ROOT)
-        while isinstance(e, bytes):
-            b = (k >> (255 - depth)) & 1
-            sib = self.nodes.get((pos << 1) | (1 - b))
-            sibs.append(b"" if sib is None else entry_hash(sib))
-            pos = (pos << 1) | b
-            depth += 1
-            e = self.nodes.get(pos)
-        if e is None:
-            return [sibs, []]
-        if e[0] == kh:
-            return [sibs, None]
-        return [sibs, [e[0], e[1]]]
+        return prove(self.nodes.get, kh)
+
+
+def prove(get: Callable[[int], Entry | None], kh: bytes) -> list:
+    """The proof for `kh` from a tree read position by position through
+    `get` (a dict's get, or the store's rows: only the path is read)."""
+    k = int.from_bytes(kh, "big")
+    pos, depth, sibs = ROOT, 0, []
+    e = get(ROOT)
+    while isinstance(e, bytes):
+        b = (k >> (255 - depth)) & 1
+        sib = get((pos << 1) | (1 - b))
+        sibs.append(b"" if sib is None else entry_hash(sib))
+        pos = (pos << 1) | b
+        depth += 1
+        e = get(pos)
+    if e is None:
+        return [sibs, []]
+    if e[0] == kh:
+        return [sibs, None]
+    return [sibs, [e[0], e[1]]]
 
 
 def _split(ch: list, shift: int) -> int:

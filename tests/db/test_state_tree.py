@@ -147,3 +147,23 @@ def test_an_older_chain_continues_with_the_tree_and_verifies(tmp_path: Path, ali
     node = Node(tmp_path, create=False)  # and starts again from its stored tree
     assert node.state.root() == b.fields["state_root"]
     node.close()
+
+
+def test_chain_prove_gives_the_proof_a_board_checks(
+        node: Node, alice: Device, bob: Device, capsys: pytest.CaptureFixture[str]) -> None:
+    from tools import cli
+
+    _chain(node, alice, bob)
+    head = node.store.head()
+    with store.Store(node.cfg.db_path, readonly=True) as s:
+        h, leaf, proof = s.prove_account(alice.id)
+    assert h.height == head.height == 2
+    assert (leaf, proof) == node.state.prove(alice.id)
+    fields, _ = header.open_signed(node.genesis.authority, h.signed_header)
+    assert stateproof.account_balance(fields["state_root"], alice.id, leaf, proof)[0] == 990
+    d = str(node.data_dir)
+    assert cli.main(["chain", "prove", alice.id.hex(), "--data-dir", d]) == 0
+    out = capsys.readouterr().out
+    assert "balance     990 (last seq 2)" in out and "check       ok" in out
+    assert cli.main(["chain", "prove", Device("nobody").id.hex(), "--data-dir", d]) == 0
+    assert "none (no such principal)" in capsys.readouterr().out
