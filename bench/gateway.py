@@ -141,6 +141,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PUBLISHER_CPU = [0.0]  # CPU seconds the publisher processes used while publishing
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far (/proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + f[4]
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK"), idle / os.sysconf("SC_CLK_TCK")
+
+
 def memory_mb(pid: int, field: str) -> float:
     """VmRSS / VmHWM (peak) of a process, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -240,6 +250,7 @@ def publisher_main(port: int, messages: list[bytes], rate: float, ready, go, out
         raise SystemExit("publisher could not connect")
     ready.set()
     go.wait(60)
+    cpu0 = time.process_time()
     times = []
     info = None
     t0 = time.monotonic()
@@ -257,7 +268,7 @@ def publisher_main(port: int, messages: list[bytes], rate: float, ready, go, out
     acked = time.monotonic()
     c.disconnect()
     c.loop_stop()
-    out.send((times, acked))
+    out.send((times, acked, time.process_time() - cpu0))
     out.close()
 
 
@@ -336,7 +347,8 @@ def publish_all(port: int, groups: list[list[bytes]], rate: float,
     for p, recv in zip(procs, pipes, strict=True):
         if not recv.poll(300):
             raise SystemExit("a publisher did not finish")
-        t, a = recv.recv()
+        t, a, cpu = recv.recv()
+        PUBLISHER_CPU[0] += cpu
         times += t
         acked = max(acked, a)
         p.join(10)
@@ -432,6 +444,7 @@ def run(args: argparse.Namespace) -> dict:
                      + (f"{flood_rate:g}/s" if flood_rate else "full speed") if flood else ""),
                   flush=True)
             cpu0 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
+            load0 = PUBLISHER_CPU[0] + time.process_time(), machine_cpu()
             if flood:
                 rates = [rate / len(groups)] * len(groups) + [flood_rate]
                 times, acked = publish_all(port, [*groups, flood], rate, rates)
@@ -441,6 +454,7 @@ def run(args: argparse.Namespace) -> dict:
             flooded = set() if flood is None else {sha256(m).digest() for m in flood}
             rx.wait(len(flat) + len(flood or ()), 600)
             cpu1 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
+            load1 = PUBLISHER_CPU[0] + time.process_time(), machine_cpu()
             got = rx.take()
             sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
             lat, last, kinds, answered, limited, wrong = [], 0.0, {}, 0, 0, []
@@ -478,6 +492,11 @@ def run(args: argparse.Namespace) -> dict:
                 "gw_cpu_us": (cpu1[0] - cpu0[0]) / len(flat) * 1e6,
                 "broker_cpu_us": (cpu1[1] - cpu0[1]) / len(flat) * 1e6,
                 "gw_cores": (cpu1[0] - cpu0[0]) / (last - first),
+                # the load generator: publisher processes + this process (the receipt
+                # subscriber); the rest of the machine's busy time is other work
+                "loadgen_cpu_us": (load1[0] - load0[0]) / len(flat) * 1e6,
+                "machine_busy_us": (load1[1][0] - load0[1][0]) / len(flat) * 1e6,
+                "machine_idle_us": (load1[1][1] - load0[1][1]) / len(flat) * 1e6,
                 "flood_receipts": answered, "flood_limited": limited,
                 "span": last - first,
             }
@@ -727,6 +746,15 @@ def scale_table(runs: list[dict]) -> str:
             ("gateway cores busy, burst", lambda r: f"{r['phases']['burst']['gw_cores']:.2f}"),
             ("mosquitto CPU per tx, burst",
              lambda r: f"{r['phases']['burst']['broker_cpu_us']:.0f} us"),
+            ("load generator CPU per tx, burst",
+             lambda r: f"{r['phases']['burst']['loadgen_cpu_us']:.0f} us"),
+            ("rest of the machine (other work) per tx",
+             lambda r: "%.0f us" % (r['phases']['burst']['machine_busy_us']
+                                    - r['phases']['burst']['gw_cpu_us']
+                                    - r['phases']['burst']['broker_cpu_us']
+                                    - r['phases']['burst']['loadgen_cpu_us'])),
+            ("idle CPU per tx, burst",
+             lambda r: f"{r['phases']['burst']['machine_idle_us']:.0f} us"),
             ("receipt latency p50 / p99, paced 2,000 tx/s",
              lambda r: f"{r['phases']['paced']['p50'] * 1000:.0f} / "
                        f"{r['phases']['paced']['p99'] * 1000:.0f} ms"),
