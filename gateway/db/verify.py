@@ -40,7 +40,9 @@ key, the block's low-s rule) to the pool. The verdict is the sequential
 one: a failed signature is reported if it comes at or before the position
 (height, tx) the replay stopped at, with the same reason and detail (a
 sequential replay checks a tx's signature before its precheck). Signatures
-checked at execution (a rotated key) stay in the replay.
+checked at execution (a rotated key) stay in the replay. If a worker
+process dies, the batches it leaves unchecked are checked in this process:
+same verdicts, nothing skipped.
 
 Claims depend on the public registry: pass the same `registry` lookup the
 node uses (state.Rules.registry). Without one (None) every claim in the
@@ -53,6 +55,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -124,7 +127,7 @@ class _Signatures:
     def __init__(self, workers: int) -> None:
         self.pool = ProcessPoolExecutor(max_workers=workers)
         self.batch: list[_SigJob] = []
-        self.futures: list[Future[_SigFailure | None]] = []
+        self.futures: list[tuple[list[_SigJob], Future[_SigFailure | None]]] = []
 
     def add(self, h: int, idx: int, message: bytes, key: bytes) -> None:
         self.batch.append((h, idx, message, key, cose.legacy_high_s))
@@ -133,13 +136,21 @@ class _Signatures:
 
     def flush(self) -> None:
         if self.batch:
-            self.futures.append(self.pool.submit(check_signatures, self.batch))
+            try:
+                f = self.pool.submit(check_signatures, self.batch)
+            except BrokenProcessPool:  # a worker died: first_failure checks it here
+                f = Future()
+                f.set_exception(BrokenProcessPool("pool broken"))
+            self.futures.append((self.batch, f))
             self.batch = []
 
     def first_failure(self) -> _SigFailure | None:
         self.flush()
-        for f in self.futures:  # in chain order: the first failed batch has the first failure
-            bad = f.result()
+        for batch, f in self.futures:  # in chain order: the first failed batch has the first
+            try:
+                bad = f.result()
+            except BrokenProcessPool:  # a worker process died: this batch checked here
+                bad = check_signatures(batch)
             if bad is not None:
                 return bad
         return None

@@ -5,6 +5,7 @@ main process runs past a bad signature into a later problem."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from hashlib import sha256
 
@@ -85,3 +86,27 @@ def test_chain_verify_jobs_option(chain: Node, capsys: pytest.CaptureFixture[str
     _bad_signature(chain, 1, 0)
     assert cli.main(["chain", "verify", "--data-dir", d, "--jobs", "2"]) == 1
     assert "bad-signature" in capsys.readouterr().out
+
+
+_PARENT = os.getpid()
+_REAL_CHECK = replay.check_signatures
+
+
+def _dies_in_a_worker(jobs: list) -> object:
+    """check_signatures, except that a worker process exits at once (as if killed)."""
+    if os.getpid() != _PARENT:
+        os._exit(9)
+    return _REAL_CHECK(jobs)
+
+
+def test_a_worker_that_dies_changes_no_verdict(chain: Node, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """Every worker process exits on its first batch: the batches are
+    checked in the replaying process, the verdicts stay."""
+    monkeypatch.setattr(replay, "check_signatures", _dies_in_a_worker)
+    monkeypatch.setattr(replay, "SIG_BATCH", 8)
+    seq, par = _both(chain)
+    assert seq.ok and par.ok and par.txs == seq.txs
+    _bad_signature(chain, 3, 6)
+    seq, par = _both(chain)
+    assert _err(seq) == _err(par) and "bad-signature" in _err(par)[2]
