@@ -11,6 +11,7 @@ from bench import (
     nats_log,
     replies,
     startup,
+    state_tree,
     trust,
     web_rss,
 )
@@ -22,7 +23,8 @@ def main() -> int:
                       ("gateway", gateway.main), ("market", market.main),
                       ("replies", replies.main), ("dual_heap", dual_heap.main),
                       ("startup", startup.main), ("web_rss", web_rss.main),
-                      ("nats_log", nats_log.main), ("trust", trust.main)):
+                      ("nats_log", nats_log.main), ("trust", trust.main),
+                      ("state_tree", state_tree.main)):
         print(f"== bench.{name}")
         rc = run() if name == "firmware" else run([])
         failed += bool(rc)

@@ -141,6 +141,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PUBLISHER_CPU = [0.0]  # CPU seconds the publisher processes used while publishing
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far (/proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + f[4]
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK"), idle / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """VmRSS / VmHWM (peak) of a process, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -232,6 +250,7 @@ def publisher_main(port: int, messages: list[bytes], rate: float, ready, go, out
         raise SystemExit("publisher could not connect")
     ready.set()
     go.wait(60)
+    cpu0 = time.process_time()
     times = []
     info = None
     t0 = time.monotonic()
@@ -249,7 +268,7 @@ def publisher_main(port: int, messages: list[bytes], rate: float, ready, go, out
     acked = time.monotonic()
     c.disconnect()
     c.loop_stop()
-    out.send((times, acked))
+    out.send((times, acked, time.process_time() - cpu0))
     out.close()
 
 
@@ -328,7 +347,8 @@ def publish_all(port: int, groups: list[list[bytes]], rate: float,
     for p, recv in zip(procs, pipes, strict=True):
         if not recv.poll(300):
             raise SystemExit("a publisher did not finish")
-        t, a = recv.recv()
+        t, a, cpu = recv.recv()
+        PUBLISHER_CPU[0] += cpu
         times += t
         acked = max(acked, a)
         p.join(10)
@@ -374,10 +394,15 @@ def run(args: argparse.Namespace) -> dict:
     res["verify_rate"] = verify_rate()
     print(f"  {res['verify_rate']:,.0f} verifications/s", flush=True)
 
+    from bench.chainbuild import make_chain
+
     tmp = Path(tempfile.mkdtemp(prefix="tl-bench-gw-"))
-    broker, port = start_mosquitto(tmp)
     data = tmp / "gw"
-    genesis.create_domain(data, DOMAIN)
+    n_devices = args.n_devices
+    res["n_devices"] = n_devices
+    print(f"registering {n_devices:,} devices (in-process blocks, not timed) ...", flush=True)
+    registered = make_chain(data, n_devices)
+    broker, port = start_mosquitto(tmp)
     authority = genesis.load(data / "genesis.toml").authority
     # `-m tools.cli` from ROOT: the code of this checkout, whatever is installed
     base = [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
@@ -389,19 +414,18 @@ def run(args: argparse.Namespace) -> dict:
     gw = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                           stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     rx = None
+    started = time.monotonic()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while "at height" not in (tmp / "gateway.log").read_text():
             if gw.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("gateway did not start:\n" + (tmp / "gateway.log").read_text())
             time.sleep(0.05)
+        res["startup_s"] = time.monotonic() - started  # process start to serving (polled)
+        res["rss_start_mb"] = memory_mb(gw.pid, "VmRSS")
         rx = Receipts(port)
 
-        devices = [Signer() for _ in range(args.devices)]
-        regs = [d.tx(txm.TYPE_REGISTER, {1: d.pub}) for d in devices]
-        publish_all(port, [regs], 0)
-        rx.wait(len(regs), 60)
-        rx.take()
+        devices = registered[:args.senders]  # the senders; the others stay registered
 
         heights: dict[bytes, int] = {}  # committed tx id -> its block
 
@@ -420,6 +444,7 @@ def run(args: argparse.Namespace) -> dict:
                      + (f"{flood_rate:g}/s" if flood_rate else "full speed") if flood else ""),
                   flush=True)
             cpu0 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
+            load0 = PUBLISHER_CPU[0] + time.process_time(), machine_cpu()
             if flood:
                 rates = [rate / len(groups)] * len(groups) + [flood_rate]
                 times, acked = publish_all(port, [*groups, flood], rate, rates)
@@ -429,6 +454,7 @@ def run(args: argparse.Namespace) -> dict:
             flooded = set() if flood is None else {sha256(m).digest() for m in flood}
             rx.wait(len(flat) + len(flood or ()), 600)
             cpu1 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
+            load1 = PUBLISHER_CPU[0] + time.process_time(), machine_cpu()
             got = rx.take()
             sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
             lat, last, kinds, answered, limited, wrong = [], 0.0, {}, 0, 0, []
@@ -466,6 +492,11 @@ def run(args: argparse.Namespace) -> dict:
                 "gw_cpu_us": (cpu1[0] - cpu0[0]) / len(flat) * 1e6,
                 "broker_cpu_us": (cpu1[1] - cpu0[1]) / len(flat) * 1e6,
                 "gw_cores": (cpu1[0] - cpu0[0]) / (last - first),
+                # the load generator: publisher processes + this process (the receipt
+                # subscriber); the rest of the machine's busy time is other work
+                "loadgen_cpu_us": (load1[0] - load0[0]) / len(flat) * 1e6,
+                "machine_busy_us": (load1[1][0] - load0[1][0]) / len(flat) * 1e6,
+                "machine_idle_us": (load1[1][1] - load0[1][1]) / len(flat) * 1e6,
                 "flood_receipts": answered, "flood_limited": limited,
                 "span": last - first,
             }
@@ -478,10 +509,11 @@ def run(args: argparse.Namespace) -> dict:
                      else ""), flush=True)
             return p
 
-        per_burst = max(1, args.txs // args.devices)
-        per_paced = max(1, int(args.target * args.paced_seconds) // args.devices)
-        print(f"pre-signing {per_burst * args.devices + per_paced * args.devices:,} readings "
-              f"for {args.devices} devices ...", flush=True)
+        n_send = len(devices)
+        per_burst = max(1, args.txs // n_send)
+        per_paced = max(1, int(args.target * args.paced_seconds) // n_send)
+        print(f"pre-signing {per_burst * n_send + per_paced * n_send:,} readings "
+              f"for {n_send} devices ...", flush=True)
         burst = split(devices, per_burst, args.publishers, txm.TYPE_READING)
         paced = split(devices, per_paced, args.publishers, txm.TYPE_READING)
         phases = {"burst": measure("burst", burst, 0.0)}
@@ -507,6 +539,8 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         if rx is not None:
             rx.close()
+        if gw.poll() is None:
+            res["rss_peak_mb"] = memory_mb(gw.pid, "VmHWM")
         res["gateway_rc"] = stop(gw, signal.SIGINT, 120)
         log.close()
         stop(broker)
@@ -520,6 +554,8 @@ def run(args: argparse.Namespace) -> dict:
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     res["verify_ok"] = v.returncode == 0
     res["verify_s"] = time.monotonic() - t0
+    m = re.search(r"txs\s+([\d,]+)", v.stdout)
+    res["chain_txs"] = int(m.group(1).replace(",", "")) if m else 0
     res["tmp"] = str(tmp)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -562,7 +598,8 @@ def flood_table(res: dict) -> str:
     else:
         what = (f"one more device sends {a['flood_txs']:,} new txs at full speed: "
                 f"{f['flood_receipts']:,} committed, {f['flood_limited']:,} rate-limited")
-    lines = [f"paced {a['target']:,.0f} tx/s from {a['devices']} devices; flood: {what}",
+    lines = [f"paced {a['target']:,.0f} tx/s from {min(a['senders'], res['n_devices'])} "
+             f"devices; flood: {what}",
              f"{'phase':<22}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'gateway cores':>15}"
              f"{'committed tx/s':>16}"]
     for key, label in (("paced", "no flood"), ("flood", a["scenario"])):
@@ -583,7 +620,8 @@ def context(res: dict) -> str:
         f"load average before the run {res['load_before']:.2f}",
         f"CPython {platform.python_version()}, cryptography {crypto_version}, "
         f"mosquitto {mosquitto_version()} (docs/mosquitto.conf)",
-        f"{a['devices']} devices, {b['n']:,} readings in the burst from {a['publishers']} "
+        f"{res['n_devices']:,} registered devices, {min(a['senders'], res['n_devices'])} "
+        f"sending, {b['n']:,} readings in the burst from {a['publishers']} "
         f"publisher processes (broker took {b['publish_tps']:,.0f} msg/s), block interval "
         f"{a['block_interval']} s, {res['blocks']} blocks (largest {res['max_block']} txs); "
         f"gateway: `thingledger run --no-boards --quiet --broker ...`; "
@@ -648,7 +686,10 @@ from /proc and per-stage timers in a run like this one):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--devices", type=int, nargs="+", default=[200], metavar="N",
+                    help="registered devices (several: one run each, one table)")
+    ap.add_argument("--senders", type=int, default=200,
+                    help="of them, the devices that send the readings")
     ap.add_argument("--txs", type=int, default=20000, help="readings in the burst")
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
     ap.add_argument("--block-interval", type=float, default=0.25)
@@ -670,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ha-discovery", action="store_true",
                     help="the gateway with Home Assistant discovery on (its cost per block)")
     args = ap.parse_args(argv)
+    if len(args.devices) > 1:
+        return scale_main(args)
+    args.n_devices = args.devices[0]
     res = run(args)
     if args.scenario != "throughput":
         print()
@@ -689,6 +733,67 @@ def main(argv: list[str] | None = None) -> int:
         print("wrote", README)
     ok = res["verify_ok"] and "FAIL" not in out
     return 0 if ok else 1
+
+
+def scale_table(runs: list[dict]) -> str:
+    """One column per number of registered devices."""
+    rows = [("registered devices", lambda r: f"{r['n_devices']:,}"),
+            ("committed tx/s, burst", lambda r: f"{r['phases']['burst']['tps']:,.0f}"),
+            ("  vs raw 1-core verify/s (same run)",
+             lambda r: f"{r['phases']['burst']['tps'] / r['verify_rate']:.2f}"),
+            ("gateway CPU per committed tx, burst",
+             lambda r: f"{r['phases']['burst']['gw_cpu_us']:.0f} us"),
+            ("gateway cores busy, burst", lambda r: f"{r['phases']['burst']['gw_cores']:.2f}"),
+            ("mosquitto CPU per tx, burst",
+             lambda r: f"{r['phases']['burst']['broker_cpu_us']:.0f} us"),
+            ("load generator CPU per tx, burst",
+             lambda r: f"{r['phases']['burst']['loadgen_cpu_us']:.0f} us"),
+            ("rest of the machine (other work) per tx",
+             lambda r: "%.0f us" % (r['phases']['burst']['machine_busy_us']
+                                    - r['phases']['burst']['gw_cpu_us']
+                                    - r['phases']['burst']['broker_cpu_us']
+                                    - r['phases']['burst']['loadgen_cpu_us'])),
+            ("idle CPU per tx, burst",
+             lambda r: f"{r['phases']['burst']['machine_idle_us']:.0f} us"),
+            ("receipt latency p50 / p99, paced 2,000 tx/s",
+             lambda r: f"{r['phases']['paced']['p50'] * 1000:.0f} / "
+                       f"{r['phases']['paced']['p99'] * 1000:.0f} ms"),
+            ("gateway start-up (process start to serving)", lambda r: f"{r['startup_s']:.1f} s"),
+            ("gateway RSS after start / peak", lambda r: f"{r['rss_start_mb']:.0f} / "
+                                                          f"{r.get('rss_peak_mb', 0):.0f} MB"),
+            ("chain verify (whole chain) tx/s",
+             lambda r: f"{r['chain_txs'] / r['verify_s']:,.0f}"
+                       + ("" if r["verify_ok"] else " FAILED")),
+            ("raw cryptography verify/s, 1 core", lambda r: f"{r['verify_rate']:,.0f}")]
+    cells = [[name] + [f(r) for r in runs] for name, f in rows]
+    w = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c[0].ljust(w[0]) if i == 0 else c[i].rjust(w[i])
+                              for i in range(len(c))) for c in cells)
+
+
+def scale_main(args: argparse.Namespace) -> int:
+    """`--devices 200 20000 100000`: one run per number, one table."""
+    runs = []
+    for n in args.devices:
+        args.n_devices = n
+        print(f"== {n:,} registered devices", flush=True)
+        runs.append(run(args))
+    out = scale_table(runs)
+    ctx = "\n".join(context(r).splitlines()[0] for r in runs[:1]) + "\n" + "\n".join(
+        context(r).splitlines()[2] for r in runs)
+    print()
+    print(out)
+    print(ctx)
+    if args.readme:
+        text = README.read_text()
+        marker = "<!-- devices table -->"
+        if marker not in text:
+            raise SystemExit("bench/README.md has no %s" % marker)
+        text = re.sub(r"(?s)<!-- devices table -->.*?<!-- /devices table -->",
+                      lambda _: marker + "\n```\n" + out + "\n```\n\n"
+                      + ctx.replace("\n", "  \n") + "\n<!-- /devices table -->", text)
+        README.write_text(text)
+    return 0 if all(r["verify_ok"] for r in runs) else 1
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 At start-up `open_ledger` loads the stored state (devices, rights, kv) and
 compares its root with the head block's state_root (store.check_state), so
-a state changed outside the node is refused. The check computes one leaf
-hash per principal, which the state keeps: the first block after start-up
-then reuses them instead of computing them itself. The table shows, for a
+a state changed outside the node is refused. With the state tree the
+check compares the stored tree's root and each principal's leaf hash with
+the stored tree's leaf (one leaf hash per principal, no inner node
+recomputed); a block's root then touches only the paths it changes, with or
+without the check before it (on a chain still under the sorted-leaves root,
+the check's leaf hashes are kept for the first block instead). The table shows, for a
 domain of N principals (genesis accounts, a real database on disk):
 open_ledger in all, the part of it that is the state check, and the first
 block (one reading) built after an open with the check and after a plain

@@ -14,6 +14,11 @@ Schema (SCHEMA below):
     kv(key BLOB PK, value BLOB)        the stored values of the state tree
                                        (market offers and demands, contract
                                        deployments and storage: State.kv)
+    state_nodes(pos PK, hash, key)     the state tree (ledger/commitment.py)
+                                       after the head block, one row per
+                                       position (big-endian heap number): an
+                                       inner node (hash, key NULL) or a
+                                       collapsed entry (value hash, key hash)
     receipt_trees(height PK, nodes)    each block's receipts tree above the
                                        leaves (level 1 first, root last) as
                                        32-byte hashes end to end: a receipt's
@@ -47,14 +52,27 @@ I/O): the same small cost for any block, nothing rebuilt. Blocks committed befor
 database of the same schema) have no row there: their tree is rebuilt from
 the tx rows once and the last LEVELS_CACHE such trees are cached.
 
+State commitment (docs/PROTOCOL.md, "State commitment"): meta
+`state_tree_from` is the first height whose header carries the sparse Merkle
+tree root; below it (and in a chain without the key) the root is the older
+sorted-leaves one (state.SORTED). A new chain has 0. The first time a node of
+this version opens an older chain it builds the tree once, writes its rows
+and `state_tree_from` = head + 1 in one transaction; the chain continues
+with the tree and verifies with both (db/verify.py). `commit_block` writes
+the block's node diff (Block.nodes) in the block's transaction, so the
+stored tree is always the head's.
+
 `open_ledger(config, registry=)` is the node's start-up: genesis file +
 authority key, create the database with block 0 on first start (or check
 that it belongs to this genesis and has this schema version: a database of
 an older schema is refused with schema-mismatch, start a new chain), load the
 state and the head block, and check that state against the head's
 state_root (a state changed outside the node is refused with
-state-root-mismatch, naming the height; the cost is one leaf hash per
-principal and stored value, hashes the first block would compute anyway). `registry` is the registry lookup used for claims
+state-root-mismatch, naming the height). With the tree, the stored tree's
+root is compared with the header and every entry's leaf hash with the
+tree's stored leaf (one leaf encode and hash per principal and stored
+value; the inner nodes are read, not rebuilt); a SORTED state is hashed
+whole (hashes its first block would compute anyway). `registry` is the registry lookup used for claims
 (Ledger.registry, settable later; None: claims refused).
 """
 
@@ -81,16 +99,20 @@ from gateway.db.chain_tables import (
     tx_record,
 )
 from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
+from gateway.ledger import commitment
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
-from gateway.ledger.state import DeviceRecord, Registry, Rules, State
+from gateway.ledger.commitment import Entry, NodeDiff, SparseMerkleTree
+from gateway.ledger.state import SMT, SORTED, DeviceRecord, Registry, Rules, State, leaf
 from gateway.node.config import GatewayConfig
-from shared import cbor, header, merkle, messages
+from shared import cbor, header, merkle, messages, stateproof
 
 SCHEMA_VERSION = 2
 # meta key: the first height whose signatures all have low s (docs/PROTOCOL.md,
 # "Low s"); 0 for a chain begun under the rule, head + 1 when a node that has
 # the rule first opens an older chain. Replay accepts high s only below it.
 LOW_S_FROM = "low_s_from"
+# meta key: the first height whose state_root is the state tree's (above)
+STATE_TREE_FROM = "state_tree_from"
 SCHEMA = ("\n" + META_TABLE + BLOCKS_TABLE + ",\n    signed BLOB NOT NULL\n);\n" + TXS_TABLE + """\
 CREATE TABLE IF NOT EXISTS devices (
     id BLOB PRIMARY KEY,
@@ -107,6 +129,11 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS kv (
     key BLOB PRIMARY KEY,
     value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_nodes (
+    pos BLOB PRIMARY KEY,
+    hash BLOB NOT NULL,
+    key BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipt_trees (
     height INTEGER PRIMARY KEY,
@@ -152,7 +179,7 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
         """Write meta + block 0 into an empty database, in one transaction."""
         self._check_writable()
         meta = {"schema": SCHEMA_VERSION, "domain": g.domain, "genesis": g.digest(),
-                "authority": g.authority, LOW_S_FROM: 0}
+                "authority": g.authority, LOW_S_FROM: 0, STATE_TREE_FROM: 0}
         self.commit_block(block0, meta)
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -182,6 +209,8 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
             self._write_txs(block)
             self._write_diff(block.diff)
             self._write_kv(block.kv_diff)
+            if block.nodes:
+                self._write_nodes(block.nodes)
             db.execute("COMMIT")
         except BaseException as e:
             sqlite_db.rollback(db, e)  # keeps SQLite's own error (disk full, I/O) visible
@@ -230,6 +259,34 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                              [(k,) for k, v in kv_diff.items() if v is None])
         self._db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
                              [(k, v) for k, v in kv_diff.items() if v is not None])
+
+    def _write_nodes(self, nodes: NodeDiff) -> None:
+        gone = [(_pos_bytes(p),) for p, e in nodes.items() if e is None]
+        if gone:
+            self._db.executemany("DELETE FROM state_nodes WHERE pos = ?", gone)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO state_nodes (pos, hash, key) VALUES (?, ?, ?)",
+            [(_pos_bytes(p), e, None) if isinstance(e, bytes) else (_pos_bytes(p), e[1], e[0])
+             for p, e in nodes.items() if e is not None])
+
+    def start_state_tree(self, state: State, height: int) -> None:
+        """Move an older (SORTED) chain to the state tree from block
+        `height` on: the tree's rows and the meta key in one transaction."""
+        self._check_writable()
+        state.use_tree()
+        tree = state.state_tree()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM state_nodes")
+            self._write_nodes(dict(tree.nodes))
+            self._write_meta({STATE_TREE_FROM: height})
+            db.execute("COMMIT")
+        except BaseException as e:
+            sqlite_db.rollback(db, e)
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(COMMIT_FAILED, "state tree not written: %s" % e) from e
+            raise
 
     # ---- reading -------------------------------------------------------------
 
@@ -361,8 +418,68 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
         """Every stored value of the state tree (State.kv)."""
         return dict(self._db.execute("SELECT key, value FROM kv"))
 
+    def state_nodes(self) -> dict[int, Entry]:
+        """The stored state tree's rows (position -> inner hash or (key hash,
+        value hash)); {} for a database that has none."""
+        try:
+            cur = self._db.execute("SELECT pos, hash, key FROM state_nodes")
+            return {int.from_bytes(p, "big"): h if k is None else (k, h) for p, h, k in cur}
+        except sqlite3.OperationalError as e:  # a database no node of this version opened
+            if "no such table" not in str(e):
+                raise
+            return {}
+
+    def prove_account(self, device_id: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        """(head block, the principal's leaf bytes or None if unknown, its
+        proof against the head's state_root: shared/stateproof.py), read in
+        one read transaction (the gateway may be writing): the principal's
+        rows and the ~log2(n) tree rows on its path, nothing else. None if
+        the head's root is not the state tree's (an older chain)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            head = self.head()
+            if head is None or self.commitment_at(head.height) != SMT:
+                return None
+            row = db.execute("SELECT %s FROM devices WHERE id = ?" % _DEV_COLS,
+                             (device_id,)).fetchone()
+            leaf_bytes = None
+            if row is not None:
+                acl: dict[bytes, list[str]] = {}
+                for p, right in db.execute('SELECT principal, "right" FROM rights WHERE '
+                                           'device = ? ORDER BY principal, "right"',
+                                           (device_id,)):
+                    acl.setdefault(p, []).append(right)
+                i, pub, seq, bal, kind, status, owner, claimant, node, assigned = row
+                rec = DeviceRecord(pub, seq, bal, kind, status, owner,
+                                   tuple((p, tuple(rs)) for p, rs in acl.items()),
+                                   bool(claimant), node, assigned)
+                leaf_bytes = leaf(i, rec)
+
+            def get(pos: int) -> Entry | None:
+                r = db.execute("SELECT hash, key FROM state_nodes WHERE pos = ?",
+                               (_pos_bytes(pos),)).fetchone()
+                if r is None:
+                    return None
+                return r[0] if r[1] is None else (r[1], r[0])
+
+            return head, leaf_bytes, commitment.prove(get, stateproof.account_key(device_id))
+        finally:
+            db.execute("COMMIT")
+
+    def commitment_at(self, height: int) -> str:
+        """The state commitment of block `height`'s state_root."""
+        since = self.meta(STATE_TREE_FROM)
+        return SMT if since is not None and height >= since else SORTED
+
     def load_state(self) -> State:
-        return State(dict(self.devices()), self.kv())
+        """The state after the head block, with its stored tree (if the head
+        is under the tree commitment)."""
+        head = self.head()
+        if head is None or self.commitment_at(head.height) == SORTED:
+            return State(dict(self.devices()), self.kv(), commitment=SORTED)
+        return State(dict(self.devices()), self.kv(),
+                     tree=SparseMerkleTree(self.state_nodes()))
 
     def integrity_problems(self, limit: int = 10) -> list[str]:
         """SQLite's own check of the file (PRAGMA integrity_check: every
@@ -382,17 +499,24 @@ def check_state(state: State, head: BlockRecord, where: Path | str = "") -> None
     node (a balance raised by hand, a row deleted). Raises StoreError
     (STATE_ROOT_MISMATCH) naming the height. The leaf hashes computed here
     stay cached in `state`, so the first block after start-up does not
-    compute them again."""
+    compute them again (a tree state: its stored root and every leaf)."""
     root = state.root()
     want = head.fields["state_root"]
-    if root != want:
-        raise StoreError(STATE_ROOT_MISMATCH,
-                         "%sthe stored state (%d principals, %d stored values) does not match "
-                         "the state root of the head block at height %d (%s, stored state %s): "
-                         "the database was changed outside the node; `thingledger chain verify` "
-                         "names the first difference" % ("%s: " % where if where else "",
-                                                         len(state), len(state.kv), head.height,
-                                                         want.hex()[:16], root.hex()[:16]))
+    got = "stored state " + root.hex()[:16]
+    if root == want and state.tree is not None:  # the stored tree's root: now its leaves
+        problems = state.leaf_problems()
+        if not problems:
+            return
+        got = "stored tree's leaf differs: " + problems[0]
+    elif root == want:
+        return
+    raise StoreError(STATE_ROOT_MISMATCH,
+                     "%sthe stored state (%d principals, %d stored values) does not match "
+                     "the state root of the head block at height %d (%s, %s): "
+                     "the database was changed outside the node; `thingledger chain verify` "
+                     "names the first difference" % ("%s: " % where if where else "",
+                                                     len(state), len(state.kv), head.height,
+                                                     want.hex()[:16], got))
 
 
 @dataclass
@@ -443,7 +567,13 @@ def open_ledger(cfg: GatewayConfig, *, create: bool = True,
             store.set_meta(LOW_S_FROM, head.height + 1)
         state = store.load_state()
         check_state(state, head, cfg.db_path)
+        if state.commitment == SORTED:  # an older chain: the tree from the next block on
+            store.start_state_tree(state, head.height + 1)
         return Ledger(store, g, priv, state, head, registry)
     except BaseException:
         store.close()
         raise
+
+
+def _pos_bytes(pos: int) -> bytes:
+    return pos.to_bytes((pos.bit_length() + 7) // 8, "big")

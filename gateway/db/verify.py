@@ -23,7 +23,26 @@ with the block `height`, a stable `reason` (constants below) and a `detail`:
   the recomputed one;
 - at the end, the recomputed state equals the stored `devices`, `rights`
   and `kv` tables (keys, balances, owners, statuses, kinds, rights, nodes;
-  offers, demands, contract deployments and storage).
+  offers, demands, contract deployments and storage), and the recomputed
+  state tree equals the stored `state_nodes` rows (what start-up loads and
+  proofs are read from).
+State roots: blocks below the store's `state_tree_from` (all blocks of a
+chain without it) carry the older sorted-leaves root (state.SORTED); from
+that height on, the state tree's root (docs/PROTOCOL.md, "State
+commitment"). The replay switches scheme at that height.
+
+Signatures in parallel: `verify_chain(..., workers=N)` with N > 1 hands the
+transactions' signature checks to N worker processes in batches while the
+replay goes on in this process with everything else (decoding, the sender's
+key at that point of the chain, precheck, apply, roots): the replay finds
+the key each tx must be signed by (validate.signing_key) and sends (message,
+key, the block's low-s rule) to the pool. The verdict is the sequential
+one: a failed signature is reported if it comes at or before the position
+(height, tx) the replay stopped at, with the same reason and detail (a
+sequential replay checks a tx's signature before its precheck). Signatures
+checked at execution (a rotated key) stay in the replay. If a worker
+process dies, the batches it leaves unchecked are checked in this process:
+same verdicts, nothing skipped.
 
 Claims depend on the public registry: pass the same `registry` lookup the
 node uses (state.Rules.registry). Without one (None) every claim in the
@@ -33,11 +52,14 @@ claims can only be verified next to its registry.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from hashlib import sha256
 
-from gateway.db.store import LOW_S_FROM, Store
+from gateway.db.store import LOW_S_FROM, STATE_TREE_FROM, Store
 from gateway.errors import (
     BAD_HEADER,
     BAD_HEADER_SIGNATURE,
@@ -63,9 +85,83 @@ from gateway.errors import (
 )
 from gateway.ledger.blocks import receipts_levels, tx_root
 from gateway.ledger.genesis import Genesis
-from gateway.ledger.state import BlockInfo, Registry, State, StateOverlay, apply
-from gateway.ledger.validate import check_stateful, check_stateless
+from gateway.ledger.state import (
+    SMT,
+    SORTED,
+    BlockInfo,
+    Registry,
+    State,
+    StateOverlay,
+    apply,
+    precheck,
+)
+from gateway.ledger.validate import check_stateful, check_stateless, signing_key
 from shared import cose, errors, header, merkle, messages
+from shared import tx as txm
+
+SIG_BATCH = 256  # signatures per job sent to a worker process
+_AFTER_TXS = 1 << 62  # position of a block's checks after its txs
+
+# (height, tx index, message, key, legacy high s)
+_SigJob = tuple[int, int, bytes, bytes, bool]
+_SigFailure = tuple[int, int, str, str]  # (height, tx index, reason, detail)
+
+
+def check_signatures(jobs: list[_SigJob]) -> _SigFailure | None:
+    """The first of `jobs` whose signature does not verify (a worker's task)."""
+    try:
+        for h, idx, message, key, legacy in jobs:
+            cose.legacy_high_s = legacy
+            try:
+                txm.decode(message).verify(key)
+            except errors.TLError as e:
+                return h, idx, e.reason, e.detail
+        return None
+    finally:
+        cose.legacy_high_s = False
+
+
+class _Signatures:
+    """Signature checks handed to a process pool in batches, in chain order."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = ProcessPoolExecutor(max_workers=workers)
+        self.batch: list[_SigJob] = []
+        self.futures: list[tuple[list[_SigJob], Future[_SigFailure | None]]] = []
+
+    def add(self, h: int, idx: int, message: bytes, key: bytes) -> None:
+        self.batch.append((h, idx, message, key, cose.legacy_high_s))
+        if len(self.batch) >= SIG_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            try:
+                f = self.pool.submit(check_signatures, self.batch)
+            except BrokenProcessPool:  # a worker died: first_failure checks it here
+                f = Future()
+                f.set_exception(BrokenProcessPool("pool broken"))
+            self.futures.append((self.batch, f))
+            self.batch = []
+
+    def first_failure(self) -> _SigFailure | None:
+        self.flush()
+        for batch, f in self.futures:  # in chain order: the first failed batch has the first
+            try:
+                bad = f.result()
+            except BrokenProcessPool:  # a worker process died: this batch checked here
+                bad = check_signatures(batch)
+            if bad is not None:
+                return bad
+        return None
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+def _sig_error(f: _SigFailure, txid: bytes | None = None) -> ChainError:
+    h, idx, reason, detail = f
+    return ChainError(h, BAD_TX, "tx %d %s: %s/%s" % (idx, (txid or b"").hex(), reason, detail))
 
 
 @dataclass
@@ -80,43 +176,73 @@ class Report:
     error: ChainError | None = None
 
 
-def verify_chain(store: Store, g: Genesis, registry: Registry | None = None) -> Report:
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def verify_chain(store: Store, g: Genesis, registry: Registry | None = None,
+                 workers: int = 1) -> Report:
     """Replay and check the whole chain; never raises ChainError (it is in
-    the Report). `registry`: the registry lookup for claims."""
+    the Report). `registry`: the registry lookup for claims; `workers` > 1:
+    signatures checked by that many processes (same verdicts)."""
     rep = Report(ok=False)
+    sigs = _Signatures(workers) if workers > 1 else None
+    at = [0, -1]  # the replay's position: (height, tx index)
     try:
         problems = store.integrity_problems()
         if problems:
             raise ChainError(FILE, DATABASE_CORRUPT, "SQLite integrity_check: "
                              + "; ".join(problems))
         try:
-            state = _replay(store, g, rep, registry)
-            _compare_state(store, state, rep.head_height or 0)
-        except sqlite3.DatabaseError as e:
-            raise ChainError(rep.blocks, DATABASE_CORRUPT, str(e)) from None
-        finally:
-            cose.legacy_high_s = False
+            try:
+                state = _replay(store, g, rep, registry, sigs, at)
+                at[:] = [_AFTER_TXS, 0]
+                _compare_state(store, state, rep.head_height or 0)
+            except sqlite3.DatabaseError as e:
+                raise ChainError(rep.blocks, DATABASE_CORRUPT, str(e)) from None
+            finally:
+                cose.legacy_high_s = False
+        except ChainError:
+            bad = sigs.first_failure() if sigs is not None else None
+            if bad is not None and (bad[0], bad[1]) <= (at[0], at[1]):
+                raise _sig_error(bad, _tx_id(store, bad)) from None
+            raise
+        bad = sigs.first_failure() if sigs is not None else None
+        if bad is not None:
+            raise _sig_error(bad, _tx_id(store, bad))
     except ChainError as e:
         rep.error = e
         return rep
+    finally:
+        if sigs is not None:
+            sigs.close()
     rep.ok = True
     rep.state_root = state.root()
     rep.devices = len(state)
     return rep
 
 
-def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) -> State:
+def _tx_id(store: Store, f: _SigFailure) -> bytes | None:
+    rows = [r for r in store.block_txs(f[0]) if r.idx == f[1]]
+    return rows[0].id if rows else None
+
+
+def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None,
+            sigs: _Signatures | None = None, at: list[int] | None = None) -> State:
     authority, aid, rules, domain = g.authority, g.authority_id, g.rules(registry), g.domain
     stored_digest = store.meta("genesis")
     if stored_digest is not None and stored_digest != g.digest():
         raise ChainError(0, GENESIS_MISMATCH, "genesis file differs from the one in the store")
-    state = g.state()
+    tree_from = store.meta(STATE_TREE_FROM)  # None: the whole chain is SORTED
+    state = g.state(SMT if tree_from == 0 else SORTED)
     prev_hash = b""
     prev_time = 0
     expected = 0
     low_s_from = store.meta(LOW_S_FROM)  # None: no node with the rule has opened it
+    at = at if at is not None else [0, -1]
     for blk in store.iter_blocks():
         h = expected
+        at[:] = [h, -1]
         cose.legacy_high_s = low_s_from is None or h < low_s_from
         if blk.height != h:
             raise ChainError(h, MISSING_BLOCK, "next stored height is %d" % blk.height)
@@ -141,24 +267,30 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
         if len(rows) != blk.n_txs:
             raise ChainError(h, BAD_ROW, "n_txs is %d, %d rows" % (blk.n_txs, len(rows)))
         if h == 0:
-            if rows or hbytes != header.encode(g.header_fields()):
+            if rows or hbytes != header.encode(g.header_fields(state.commitment)):
                 raise ChainError(0, GENESIS_MISMATCH, "block 0 is not the genesis header")
         else:
             if fields["prev_hash"] != prev_hash:
                 raise ChainError(h, BAD_PREV_HASH)
             if fields["time"] < prev_time:
                 raise ChainError(h, TIME_BACKWARDS)
+            if h == tree_from:
+                state.use_tree()
             view = StateOverlay(state)
             info = BlockInfo(h, fields["time"])
             leaves = []
             for r in rows:
-                info.index = r.idx
+                info.index = at[1] = r.idx
                 where = "tx %d %s" % (r.idx, r.id.hex())
                 if sha256(r.message).digest() != r.id:
                     raise ChainError(h, TX_ID_MISMATCH, where)
                 try:
                     t = check_stateless(r.message, domain)
-                    check_stateful(t, view, None, rules)
+                    if sigs is None:
+                        check_stateful(t, view, None, rules)
+                    else:  # the same checks, the signature in a worker
+                        sigs.add(h, r.idx, r.message, signing_key(t, view))
+                        precheck(view, t, rules)
                     out = apply(view, t, rules, info)
                 except errors.TLError as e:
                     raise ChainError(h, BAD_TX, "%s: %s/%s" % (where, e.reason, e.detail)
@@ -168,6 +300,7 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
                 if (out.status, out.reason, out.events) != (r.status, r.reason, r.events):
                     raise ChainError(h, RECEIPT_MISMATCH, where)
                 leaves.append(messages.receipt_leaf(r.id, out.status, out.reason, out.events))
+            at[1] = _AFTER_TXS
             if tx_root([r.message for r in rows]) != fields["tx_root"]:
                 raise ChainError(h, TX_ROOT_MISMATCH)
             levels = receipts_levels(leaves)
@@ -190,6 +323,13 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None) ->
 
 
 def _compare_state(store: Store, state: State, height: int) -> None:
+    if state.tree is not None:
+        stored_nodes = store.state_nodes()
+        if stored_nodes != state.tree.nodes:
+            bad = min(set(stored_nodes) ^ set(state.tree.nodes)
+                      or {p for p in stored_nodes if stored_nodes[p] != state.tree.nodes[p]})
+            raise ChainError(height, STATE_MISMATCH, "stored state tree differs at position %x"
+                             % bad)
     kv = store.kv()
     if kv != state.kv:
         for k in sorted(set(kv) | set(state.kv)):

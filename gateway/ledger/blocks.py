@@ -16,7 +16,8 @@ rules=)` runs `txs` in order through state.apply on a StateOverlay over
   and the ready-to-publish receipt reply (shared/messages.receipt).
 Roots: tx_root over the txs' COSE bytes, receipts_root over receipt leaves
 (one merkle.levels pass, proofs read from it: O(n log n) for all), state_root
-from the overlay (cached leaf hashes: re-encodes only changed devices).
+from the overlay (the state tree re-hashes only the changed entries' paths;
+`nodes` is the tree's node diff the store writes with the block).
 
 Signatures are NOT verified here: txs must have passed validate.check_stateful
 at ingress (state.apply re-verifies only senders whose key was rotated or
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+from gateway.ledger.commitment import NodeDiff
 from gateway.ledger.genesis import Genesis, genesis_header
 from gateway.ledger.state import (
     BlockInfo,
@@ -97,6 +99,7 @@ class Block(HeaderFields):
     dropped: list[tuple[txm.Tx, errors.TLError]] = field(default_factory=list)
     levels: list[list[bytes]] = field(default_factory=list)
     kv_diff: dict[bytes, bytes | None] = field(default_factory=dict)
+    nodes: NodeDiff | None = None  # the state tree's node diff (None: a SORTED chain)
 
     @cached_property
     def hash(self) -> bytes:
@@ -163,11 +166,12 @@ def build_block(prev: Tip, txs: Sequence[txm.Tx], state: State, time: int,
         "proposer": authority_id,
     }
     return Block(fields, header.encode(fields), header.sign(authority_priv, authority_id, fields),
-                 included, receipts, view.changed, dropped, levels, view.kv_changed)
+                 included, receipts, view.changed, dropped, levels, view.kv_changed, view.nodes)
 
 
 def genesis_block(g: Genesis, authority_priv: bytes) -> Block:
-    """Block 0: no txs, the whole genesis state as its diff."""
+    """Block 0: no txs, the whole genesis state (and its whole tree) as its diff."""
     fields, hbytes, signed = genesis_header(g, authority_priv)
     s = g.state()
-    return Block(fields, hbytes, signed, [], [], dict(s.devices), [], [[]])
+    nodes: NodeDiff = dict(s.state_tree().nodes)
+    return Block(fields, hbytes, signed, [], [], dict(s.devices), [], [[]], nodes=nodes)

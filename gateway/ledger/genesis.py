@@ -53,6 +53,7 @@ from gateway.ledger.state import (
     ADMISSION_CLAIMED,
     ADMISSIONS,
     KIND_AUTHORITY,
+    SMT,
     DeviceRecord,
     Registry,
     Rules,
@@ -100,8 +101,10 @@ class Genesis:
                      min_fee=self.min_fee, owner_id=self.owner_id, registry=registry,
                      trust=self.trust)
 
-    def state(self) -> State:
-        """The genesis state (accounts, the authority account, the owner)."""
+    def state(self, commitment: str = SMT) -> State:
+        """The genesis state (accounts, the authority account, the owner);
+        `commitment`: the chain's state commitment at height 0 (state.SMT,
+        or state.SORTED for a chain begun before the tree)."""
         devices = {i: DeviceRecord(a.pubkey, 0, a.balance) for i, a in self.accounts.items()}
         aid = self.authority_id
         a = devices.get(aid)
@@ -110,16 +113,16 @@ class Genesis:
             o = devices.get(self.owner_id)
             devices[self.owner_id] = person(self.owner, claimant=True,
                                             balance=o.balance if o else 0)
-        return State(devices)
+        return State(devices, commitment=commitment)
 
     def supply(self) -> int:
         return sum(a.balance for a in self.accounts.values())
 
-    def header_fields(self) -> dict[str, Any]:
+    def header_fields(self, commitment: str = SMT) -> dict[str, Any]:
         return {
             "version": header.VERSION, "domain": self.domain, "height": 0,
             "prev_hash": ZERO_HASH, "time": self.time, "tx_root": merkle.EMPTY_ROOT,
-            "receipts_root": merkle.EMPTY_ROOT, "state_root": self.state().root(),
+            "receipts_root": merkle.EMPTY_ROOT, "state_root": self.state(commitment).root(),
             "proposer": self.authority_id,
         }
 

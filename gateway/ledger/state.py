@@ -105,8 +105,17 @@ owner], ["owner", device, new owner], ["grant", principal, right, device],
 device, mode], ["recover", device], ["node", id, label], ["assign", light,
 full].
 
-state_root: RFC 6962 Merkle root over leaves (see `leaf`) sorted by id
-(empty state: merkle.EMPTY_ROOT).
+state_root: the root of the sparse Merkle tree over every principal's leaf
+(see `leaf`) and every stored value's leaf (`kv_leaf`), keyed by
+SHA-256("A" || id) / SHA-256("K" || key) (gateway/ledger/commitment.py,
+hashes and proofs in shared/stateproof.py; empty state: 32 zero bytes). The
+tree lives in `State.tree`, node by node: a block's root re-hashes only the
+paths of the entries it changed (O(changed x log n)), `root_with` remembers
+the node diff it computed and `apply_diff` folds that same diff in, so a
+block's tree work is done once. `State(..., commitment=SORTED)` is the
+commitment of chains begun before the tree (RFC 6962 Merkle root over the
+leaves sorted by id, then the stored values sorted by key: `state_root`),
+kept to verify their old blocks (docs/PROTOCOL.md, "State commitment").
 """
 
 from __future__ import annotations
@@ -118,9 +127,14 @@ from typing import Any, Protocol
 
 from gateway.errors import RuleError
 from gateway.ledger import txtypes
-from shared import cbor, errors, merkle
+from gateway.ledger.commitment import NodeDiff, SparseMerkleTree
+from shared import cbor, errors, merkle, stateproof
 from shared import tx as txm
 from shared.messages import STATUS_FAILED, STATUS_OK
+
+SMT = "smt-1"  # state commitment: sparse Merkle tree (commitment.py)
+SORTED = "rfc6962-sorted"  # state commitment of older chains: sorted leaves (state_root)
+COMMITMENTS = (SMT, SORTED)
 
 ADMISSION_OPEN = "open"
 ADMISSION_CLOSED = "closed"
@@ -281,22 +295,100 @@ def state_root(devices: Mapping[bytes, DeviceRecord],
                        + [kv_leaf(k, kv[k]) for k in sorted(kv)])
 
 
+def tree_items(devices: Mapping[bytes, DeviceRecord],
+               kv: Mapping[bytes, bytes] | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """(key hash, value hash) of every entry of the state tree."""
+    for i, rec in devices.items():
+        yield stateproof.account_key(i), stateproof.value_hash(leaf(i, rec))
+    for k, v in (kv or {}).items():
+        yield stateproof.kv_key(k), stateproof.value_hash(kv_leaf(k, v))
+
+
+def tree_root(devices: Mapping[bytes, DeviceRecord],
+              kv: Mapping[bytes, bytes] | None = None) -> bytes:
+    """Sparse Merkle tree root computed from scratch (reference)."""
+    return SparseMerkleTree.build(tree_items(devices, kv)).root()
+
+
+def tree_changes(changes: Mapping[bytes, DeviceRecord],
+                 kv_changes: Mapping[bytes, bytes | None] | None) -> dict[bytes, bytes | None]:
+    """A block's diff as the tree's changes: key hash -> value hash (None: deleted)."""
+    out: dict[bytes, bytes | None] = {
+        stateproof.account_key(i): stateproof.value_hash(leaf(i, rec))
+        for i, rec in changes.items()}
+    for k, v in (kv_changes or {}).items():
+        out[stateproof.kv_key(k)] = None if v is None else stateproof.value_hash(kv_leaf(k, v))
+    return out
+
+
 class State:
     """Committed state: principals by id, stored values by key (`kv`:
     canonical-CBOR values of the market and the contracts, keys built by
-    gateway/ledger/keys.py), with cached leaf hashes so the root of a block's
-    state costs one leaf encode per *changed* entry."""
+    gateway/ledger/keys.py), and its commitment: the sparse Merkle tree
+    (`tree`, built on first use unless given, e.g. loaded by the store), or
+    for a SORTED chain cached leaf hashes so a block's root costs one leaf
+    encode per *changed* entry plus a pass over all leaf hashes."""
 
-    __slots__ = ("devices", "kv", "_hashes", "_ids", "_kv_hashes", "_keys")
+    __slots__ = ("devices", "kv", "commitment", "tree", "_pending", "_hashes", "_ids",
+                 "_kv_hashes", "_keys")
 
     def __init__(self, devices: Mapping[bytes, DeviceRecord] | None = None,
-                 kv: Mapping[bytes, bytes] | None = None) -> None:
+                 kv: Mapping[bytes, bytes] | None = None, *, commitment: str = SMT,
+                 tree: SparseMerkleTree | None = None) -> None:
+        if commitment not in COMMITMENTS:
+            raise ValueError("unknown state commitment %r" % commitment)
         self.devices: dict[bytes, DeviceRecord] = dict(devices or {})
         self.kv: dict[bytes, bytes] = dict(kv or {})
+        self.commitment = commitment
+        self.tree: SparseMerkleTree | None = tree if commitment == SMT else None
+        # the last root_with: (changes, kv_changes, node diff), reused by apply_diff
+        self._pending: tuple[dict, dict, NodeDiff] | None = None
         self._hashes: dict[bytes, bytes] = {}
         self._ids: list[bytes] | None = None
         self._kv_hashes: dict[bytes, bytes] = {}
         self._keys: list[bytes] | None = None
+
+    def state_tree(self) -> SparseMerkleTree:
+        """The sparse Merkle tree (built from the entries on first use)."""
+        if self.commitment != SMT:
+            raise ValueError("a %s state has no tree" % self.commitment)
+        if self.tree is None:
+            self.tree = SparseMerkleTree.build(tree_items(self.devices, self.kv))
+        return self.tree
+
+    def use_tree(self) -> None:
+        """Switch to the sparse Merkle tree commitment (a SORTED chain from
+        the height it changes scheme on)."""
+        self.commitment = SMT
+        self._hashes.clear()
+        self._kv_hashes.clear()
+        self.state_tree()
+
+    def leaf_problems(self, limit: int = 1) -> list[str]:
+        """Entries whose stored leaf in the tree differs from the state (a
+        table changed outside the node): up to `limit` descriptions."""
+        leaves = self.state_tree().leaves()
+        out = []
+        for kh, vh in tree_items(self.devices, self.kv):
+            if leaves.pop(kh, None) != vh:
+                out.append("entry %s" % kh.hex()[:16])
+                if len(out) >= limit:
+                    return out
+        if leaves:
+            out.append("%d tree entries without a state entry" % len(leaves))
+        return out[:limit]
+
+    def prove(self, device_id: bytes) -> tuple[bytes | None, list]:
+        """(leaf bytes or None, proof) of a principal against root() (shared/stateproof)."""
+        rec = self.devices.get(device_id)
+        return (None if rec is None else leaf(device_id, rec),
+                self.state_tree().prove(stateproof.account_key(device_id)))
+
+    def kv_prove(self, key: bytes) -> tuple[bytes | None, list]:
+        """(leaf bytes or None, proof) of a stored value against root()."""
+        v = self.kv.get(key)
+        return (None if v is None else kv_leaf(key, v),
+                self.state_tree().prove(stateproof.kv_key(key)))
 
     def get(self, device_id: bytes) -> DeviceRecord | None:
         return self.devices.get(device_id)
@@ -353,12 +445,29 @@ class State:
         return h
 
     def root(self) -> bytes:
+        if self.commitment == SMT:
+            return self.state_tree().root()
         return self.root_with({})
 
     def root_with(self, changes: Mapping[bytes, DeviceRecord],
                   kv_changes: Mapping[bytes, bytes | None] | None = None) -> bytes:
         """State root of this state with `changes` (principals) and
         `kv_changes` (stored values, None = deleted) applied (not stored)."""
+        return self.commit_with(changes, kv_changes)[0]
+
+    def commit_with(self, changes: Mapping[bytes, DeviceRecord],
+                    kv_changes: Mapping[bytes, bytes | None] | None = None
+                    ) -> tuple[bytes, NodeDiff | None]:
+        """(root_with, the tree's node diff: None for a SORTED state). The
+        diff is remembered: apply_diff of the same changes reuses it."""
+        if self.commitment == SMT:
+            root, nodes = self.state_tree().update(tree_changes(changes, kv_changes))
+            self._pending = (dict(changes), dict(kv_changes or {}), nodes)
+            return root, nodes
+        return self._sorted_root(changes, kv_changes), None
+
+    def _sorted_root(self, changes: Mapping[bytes, DeviceRecord],
+                     kv_changes: Mapping[bytes, bytes | None] | None) -> bytes:
         ids = self.sorted_ids()
         new = [i for i in changes if i not in self.devices]
         if new:
@@ -377,6 +486,12 @@ class State:
     def apply_diff(self, diff: Mapping[bytes, DeviceRecord],
                    kv_diff: Mapping[bytes, bytes | None] | None = None) -> None:
         """Fold a committed block's diff into the state."""
+        if self.tree is not None:
+            p, self._pending = self._pending, None
+            if p is not None and p[0] == diff and p[1] == (kv_diff or {}):
+                self.tree.apply(p[2])
+            else:
+                self.tree.apply(self.tree.update(tree_changes(diff, kv_diff))[1])
         for i, rec in diff.items():
             if i not in self.devices and self._ids is not None:
                 bisect.insort(self._ids, i)
@@ -393,7 +508,8 @@ class State:
                 self.kv[k] = v
 
     def copy(self) -> State:
-        s = State(self.devices, self.kv)
+        s = State(self.devices, self.kv, commitment=self.commitment,
+                  tree=None if self.tree is None else SparseMerkleTree(dict(self.tree.nodes)))
         s._hashes = dict(self._hashes)
         s._kv_hashes = dict(self._kv_hashes)
         return s
@@ -411,10 +527,11 @@ class StateOverlay:
     = deleted). savepoint()/rollback()/release() nest: each savepoint undoes
     a failed part of a tx (a tx body, a market step)."""
 
-    __slots__ = ("base", "changed", "kv_changed", "_journals")
+    __slots__ = ("base", "changed", "kv_changed", "nodes", "_journals")
 
     def __init__(self, base: State) -> None:
         self.base = base
+        self.nodes: NodeDiff | None = None  # the tree's node diff of the last root()
         self.changed: dict[bytes, DeviceRecord] = {}
         self.kv_changed: dict[bytes, bytes | None] = {}
         self._journals: list[tuple[dict[bytes, DeviceRecord], dict[bytes, Any]]] = []
@@ -487,7 +604,8 @@ class StateOverlay:
                 pkv.setdefault(k, oldv)
 
     def root(self) -> bytes:
-        return self.base.root_with(self.changed, self.kv_changed)
+        root, self.nodes = self.base.commit_with(self.changed, self.kv_changed)
+        return root
 
 
 def introduces_sender(t: txm.Tx) -> bool:

@@ -174,18 +174,21 @@ def check_stateful(t: txm.Tx, view: StateView, pending_seq: int | None = None,
     mempool.Mempool.view); `pending_seq` the sender's highest seq in the
     mempool. Raises TLError subclasses with reason codes."""
     rules = rules or _OPEN
-    if t.type == txm.TYPE_REGISTER:
-        key = t.body[1]
-    else:
-        rec = view.get(t.sender)
-        if rec is not None:
-            key = rec.pubkey
-        elif introduces_sender(t):
-            key = t.body[4]
-        else:
-            raise RuleError(errors.UNKNOWN_DEVICE)
-    t.verify(key)
+    t.verify(signing_key(t, view))
     precheck(view, t, rules, pending_seq)
+
+
+def signing_key(t: txm.Tx, view: StateView) -> bytes:
+    """The key `t` must be signed by: its sender's current key, or the key a
+    register / introducing node-join brings. Raises RuleError(unknown-device)."""
+    if t.type == txm.TYPE_REGISTER:
+        return t.body[1]
+    rec = view.get(t.sender)
+    if rec is not None:
+        return rec.pubkey
+    if introduces_sender(t):
+        return t.body[4]
+    raise RuleError(errors.UNKNOWN_DEVICE)
 
 
 # the core's own tx types (their precheck and apply are gateway/ledger/state.py's)

@@ -128,9 +128,11 @@ def test_overlay_rollback(alice: Device, bob: Device) -> None:
 
 
 def test_state_root_reference_and_cache() -> None:
-    assert State().root() == merkle.EMPTY_ROOT == st.state_root({})
+    """A chain begun before the state tree (SORTED) keeps its RFC 6962 root."""
+    assert State(commitment=st.SORTED).root() == merkle.EMPTY_ROOT == st.state_root({})
     devs = [Device("d%d" % i) for i in range(20)]
-    s = State({d.id: DeviceRecord(d.pub, i, 10 * i) for i, d in enumerate(devs)})
+    s = State({d.id: DeviceRecord(d.pub, i, 10 * i) for i, d in enumerate(devs)},
+              commitment=st.SORTED)
     leaves = [st.leaf(i, s.devices[i]) for i in sorted(s.devices)]
     assert s.root() == merkle.root(leaves) == st.state_root(s.devices)
     v = StateOverlay(s)
@@ -139,10 +141,25 @@ def test_state_root_reference_and_cache() -> None:
     st.apply(v, unsigned(carol.id, txm.TYPE_REGISTER, 1, {1: carol.pub}), RULES)
     merged = {**s.devices, **v.changed}
     assert v.root() == st.state_root(merged) != s.root()
+    assert v.nodes is None
     s.apply_diff(v.changed)
     assert s.devices == merged
     assert s.root() == st.state_root(merged)
     assert [i for i, _ in s.items()] == sorted(merged)
+
+
+def test_tree_root_follows_blocks() -> None:
+    devs = [Device("d%d" % i) for i in range(20)]
+    s = State({d.id: DeviceRecord(d.pub, i, 10 * i) for i, d in enumerate(devs)})
+    assert s.root() == st.tree_root(s.devices) != st.state_root(s.devices)
+    v = StateOverlay(s)
+    st.apply(v, transfer(devs[3], 99, devs[4].id, 5), RULES)
+    carol = Device("carol")
+    st.apply(v, unsigned(carol.id, txm.TYPE_REGISTER, 1, {1: carol.pub}), RULES)
+    merged = {**s.devices, **v.changed}
+    assert v.root() == st.tree_root(merged) != s.root()
+    s.apply_diff(v.changed)
+    assert s.root() == st.tree_root(merged)
 
 
 def test_conservation_over_many_random_transfers() -> None:
@@ -174,9 +191,9 @@ def test_conservation_over_many_random_transfers() -> None:
             else:
                 failed += 1
             assert sum(v.get(d).balance for d in [*seqs, AUTH]) == supply
-        assert v.root() == st.state_root({**s.devices, **v.changed})
+        assert v.root() == st.tree_root({**s.devices, **v.changed})
         s.apply_diff(v.changed)
         assert s.total_balance() == supply
         assert all(r.balance >= 0 for r in s.devices.values())
     assert ok > 100 and failed > 10
-    assert s.root() == st.state_root(s.devices)
+    assert s.root() == st.tree_root(s.devices)

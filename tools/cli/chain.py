@@ -2,7 +2,8 @@
 
     thingledger domain init --domain NAME [--admission open|closed|claimed]
                             [--owner-key FILE | --owner-pubkey HEX] [--min-fee N] [--trust]
-    thingledger chain verify [--data-dir D] [--genesis FILE] [--registry DIR]
+    thingledger chain verify [--data-dir D] [--genesis FILE] [--registry DIR] [--jobs N]
+    thingledger chain prove <device id hex> [--data-dir D]
     thingledger chain show [--height H] [--last N] [--data-dir D]
     thingledger tx <id-hex or unique prefix> [--data-dir D]
     thingledger devices [--data-dir D]
@@ -44,10 +45,42 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
     from gateway.registry.view import registry_lookup
 
     registry = registry_lookup(args.registry) if args.registry else None
+    workers = args.jobs if args.jobs else replay.default_workers()
     with open_store(args) as store:
-        rep = replay.verify_chain(store, g, registry)
+        rep = replay.verify_chain(store, g, registry, workers=workers)
     print(inspect.report_text(rep))
     return EXIT_OK if rep.ok else EXIT_FAILED
+
+
+def cmd_chain_prove(args: argparse.Namespace) -> int:
+    """A principal's state with its proof against the head block's state_root,
+    checked here with shared/stateproof.py (what a board runs)."""
+    from shared import cbor, stateproof
+
+    try:
+        device = bytes.fromhex(args.device)
+    except ValueError:
+        raise UsageError("device id must be hex") from None
+    with open_store(args) as store:
+        got = store.prove_account(device)
+    if got is None:
+        print("no proof: the head block's state_root is not the state tree's "
+              "(docs/PROTOCOL.md, \"State commitment\")")
+        return EXIT_FAILED
+    head, leaf, proof = got
+    root = head.fields["state_root"]
+    ok = stateproof.check_account(root, device, leaf, proof)
+    print("height      %d" % head.height)
+    print("state_root  %s" % root.hex())
+    print("leaf        %s" % (leaf.hex() if leaf is not None else "none (no such principal)"))
+    if leaf is not None:
+        rec = cbor.loads(leaf)
+        print("balance     %d (last seq %d)" % (rec[3], rec[2]))
+    print("proof       %s (%d bytes, %d sibling hashes)" % (
+        cbor.dumps(proof).hex(), len(cbor.dumps(proof)), len(proof[0])))
+    print("signed      %s" % head.signed_header.hex())
+    print("check       %s" % ("ok" if ok else "FAILED"))
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_domain_init(args: argparse.Namespace) -> int:
@@ -149,7 +182,15 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     v.add_argument("--genesis", metavar="FILE", help="genesis file (default DIR/genesis.toml)")
     v.add_argument("--registry", metavar="DIR", default=os.environ.get(ENV_REGISTRY),
                    help="public registry the domain's claims were checked against")
+    v.add_argument("--jobs", type=non_negative_int, default=0, metavar="N",
+                   help="processes checking signatures (default: one per core; 1: none, "
+                        "all in this process)")
     v.set_defaults(func=cmd_chain_verify)
+    pr = chain_sub.add_parser("prove", parents=[data],
+                              help="a principal's state and its proof against the head's "
+                                   "state_root")
+    pr.add_argument("device", metavar="ID", help="principal id (hex)")
+    pr.set_defaults(func=cmd_chain_prove)
     s = chain_sub.add_parser("show", parents=[data], help="show the chain or one block")
     s.add_argument("--height", type=non_negative_int, metavar="H", help="show block H in full")
     s.add_argument("--last", type=non_negative_int, default=20, metavar="N",
