@@ -63,7 +63,7 @@ from gateway.ledger.blocks import HeaderFields, Receipt, receipts_levels
 from gateway.ledger.state import RuleError
 from gateway.ledger.validate import valid_public_key
 from gateway.registry import pow as pw
-from shared import cbor, errors, header, merkle, messages
+from shared import cbor, errors, header, merkle, messages, regproof
 from shared import tx as txm
 
 DOMAIN = "registry"
@@ -462,22 +462,9 @@ def genesis_fields(time: int, target: int) -> dict[str, Any]:
 
 
 def decode_header(header_bytes: bytes) -> dict[str, Any]:
-    """Registry header fields from CBOR bytes, schema-checked (ProofError)."""
-    h = cbor.loads(header_bytes)
-    if not isinstance(h, dict) or len(h) != len(HEADER_FIELDS) \
-            or any(k not in h for k in HEADER_FIELDS):
-        raise errors.ProofError("bad-header")
-    for k in (*header.INT_FIELDS, "target", "nonce"):
-        v = h[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise errors.ProofError("bad-header")
-    for k in header.HASH_FIELDS:
-        if not isinstance(h[k], bytes) or len(h[k]) != 32:
-            raise errors.ProofError("bad-header")
-    if h["domain"] != DOMAIN or not isinstance(h["proposer"], bytes) \
-            or len(h["proposer"]) != MINER_ID_LEN or not 1 <= h["target"] <= pw.MAX_TARGET:
-        raise errors.ProofError("bad-header")
-    return h
+    """Registry header fields from CBOR bytes, schema-checked (ProofError);
+    the rule is shared/regproof's, which light nodes run."""
+    return regproof.decode_header(header_bytes)
 
 
 # ---- light-node proofs ---------------------------------------------------------
