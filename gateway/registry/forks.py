@@ -42,11 +42,11 @@ from gateway.errors import BlockRefused
 from gateway.registry import chain
 from gateway.registry import pow as pw
 from gateway.registry.core import PublicRegistry
+from gateway.registry.params import MAX_BLOCK_BYTES
 from gateway.registry.replay import MAX_FUTURE_S
 from gateway.registry.store import RegistryBlockRecord
 from shared import cbor, errors, merkle
 
-MAX_BLOCK_BYTES = 512 * 1024
 REORG_WINDOW = 1000
 MAX_SIDE = 4000
 MAX_SIDE_BYTES = 64 * 1024 * 1024
@@ -412,8 +412,8 @@ class BlockTree:
         ex = chain.execute(b.txs, state, b.height)
         if ex.dropped:
             tid, e = ex.dropped[0]
-            raise BlockRefused(BAD_TX, "tx %s: %s%s" % (tid.hex()[:16], e.reason,
-                                                         "/" + e.detail if e.detail else ""))
+            why = e.reason if e.detail in ("", e.reason) else "%s/%s" % (e.reason, e.detail)
+            raise BlockRefused(BAD_TX, "tx %s: %s" % (tid.hex()[:16], why))
         if ex.tx_root != f["tx_root"]:
             raise BlockRefused(TX_ROOT)
         if ex.receipts_root != f["receipts_root"]:

@@ -82,6 +82,7 @@ class RegistryNode:
         self._syncing: dict[str, float] = {}  # peer -> when we asked it for blocks
         self._job: tuple[dict[str, Any], chain.Executed, int] | None = None
         self._last_external = 0.0
+        self._relayed: set[bytes] = set()  # pending txs published on tl/registry/tx
 
     # ---- running -------------------------------------------------------------------
 
@@ -125,6 +126,9 @@ class RegistryNode:
         if now - self._last_external < EXTERNAL_CHECK_S:
             return
         self._last_external = now
+        for tid, msg in self.reg.store.pending(self.reg.genesis.block_max_txs):
+            if tid not in self._relayed:  # queued by another process (--no-mine)
+                self._relay(tid, msg)
         head = self.reg.store.head()
         if head is not None and head.hash != self.tree.head_hash:
             self.tree.load()
@@ -153,15 +157,15 @@ class RegistryNode:
         self._syncing.clear()
         self._send(wire.TOPIC_REQ, {"op": "head", "id": b"", "reply": wire.rsp_topic(self.id)})
         self._announce(self.tree.block(self.tree.head_hash))
-        for _, msg in self.reg.store.pending(self.reg.genesis.block_max_txs):
-            self.link.publish(wire.TOPIC_TX, msg)
+        for tid, msg in self.reg.store.pending(self.reg.genesis.block_max_txs):
+            self._relay(tid, msg)
 
     # ---- blocks --------------------------------------------------------------------
 
-    def _take(self, blocks: list[NetBlock], peer: str) -> Received:
+    def _take(self, blocks: list[NetBlock], peer: str, quiet_known: bool = False) -> Received:
         out = self.tree.receive(blocks)
         for b, e in out.refused:
-            if e.reason != "known-block":
+            if not (quiet_known and e.reason == "known-block"):
                 self.log("refused block %s from %s: %s (%s)" % (b.hash.hex(), peer, e.reason,
                                                                 e.detail))
         if out.reorg_depth:
@@ -203,7 +207,14 @@ class RegistryNode:
     # ---- transactions ------------------------------------------------------------------
 
     def _on_tx(self, payload: bytes) -> None:
-        self._submit(bytes(payload))
+        tid = self._submit(bytes(payload))
+        self._relayed.add(tid)  # every node on this broker has seen it
+
+    def _relay(self, tid: bytes, msg: bytes) -> None:
+        if len(self._relayed) > 4 * self.reg.mempool_capacity:
+            self._relayed.clear()
+        self._relayed.add(tid)
+        self.link.publish(wire.TOPIC_TX, msg)
 
     def _submit(self, message: bytes) -> bytes:
         t = chain.check_stateless(message)
@@ -231,7 +242,7 @@ class RegistryNode:
         self._job = None
         nonce, hb, _ = found
         blk = make_block(hb, [t.message for t in ex.txs])
-        out = self._take([blk], "")
+        out = self._take([blk], "", quiet_known=True)
         if out.switched and self.tree.head_hash == blk.hash:
             self.log("mined %d %s txs %d" % (blk.height, blk.hash.hex(), len(blk.txs)))
             self._announce(blk)
@@ -265,6 +276,7 @@ class RegistryNode:
                 raise RegistryError(wire.BAD_MESSAGE, "tx")
             try:
                 out["tx"] = self._submit(msg)
+                self._relayed.add(out["tx"])  # every node on this broker has it
             except errors.TLError as e:
                 out.update(refused=e.reason, detail=e.detail)
         elif op == "status":
@@ -325,6 +337,6 @@ class RegistryNode:
                 except BlockRefused as e:
                     self.log("refused block from %s: %s (%s)" % (peer, e.reason, e.detail))
             before = self.tree.height
-            out = self._take(blocks, "")
+            out = self._take(blocks, "", quiet_known=True)
             if m.get("more") is True and (out.accepted or self.tree.height != before):
                 self._ask_blocks(peer)

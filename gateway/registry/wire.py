@@ -38,7 +38,7 @@ import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
 from gateway.errors import RegistryError
-from gateway.registry.forks import MAX_BLOCK_BYTES
+from gateway.registry.params import MAX_BLOCK_BYTES
 from shared import cbor, errors
 
 TOPIC_BLOCKS = "tl/registry/blocks"
