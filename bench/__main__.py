@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import crypto, dual_heap, firmware, gateway, market, replies, startup
+from bench import crypto, dual_heap, firmware, gateway, market, registry_net, replies, startup
 
 
 def main() -> int:
@@ -10,7 +10,7 @@ def main() -> int:
     for name, run in (("crypto", crypto.main), ("firmware", firmware.main),
                       ("gateway", gateway.main), ("market", market.main),
                       ("replies", replies.main), ("dual_heap", dual_heap.main),
-                      ("startup", startup.main)):
+                      ("startup", startup.main), ("registry_net", registry_net.main)):
         print(f"== bench.{name}")
         rc = run() if name == "firmware" else run([])
         failed += bool(rc)
