@@ -78,7 +78,8 @@ class Gateway:
         self.log_txs = log_txs
         self.freeze_gc = freeze_gc
         self.counters = Counters()
-        registry = registry_lookup(cfg.registry_dir) if cfg.registry_dir else None
+        registry = registry_lookup(cfg.registry_dir, cfg.registry_url,
+                                   cfg.registry_confirmations) if cfg.registry_dir else None
         self.led = open_ledger(cfg, registry=registry)
         self.reader = Store(cfg.db_path, readonly=True)
         self.pool = Mempool(cfg.mempool_capacity)

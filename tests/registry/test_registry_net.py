@@ -273,3 +273,43 @@ def test_client_without_nodes_is_unavailable(tmp_path, mosquitto_broker):
         r.lookup(device_pub("x"))
     assert e.value.reason == "registry-unavailable"
     r.close()
+
+
+def test_a_domain_claims_against_registry_nodes_over_mqtt(tmp_path, mosquitto_broker, nodes):
+    """GatewayConfig.registry_url: the claim check asks the nodes (and checks)."""
+    from gateway.errors import ConfigError
+    from gateway.node.config import from_dict
+    from shared import errors
+    from tests.support.idtest import World
+
+    url = mosquitto_broker.url
+    g = init_genesis(tmp_path / "a")
+    nodes("a", None, mine=True)
+    joined = tmp_path / "gateway-registry"  # the domain's folder: registry.toml only
+    joined.mkdir()
+    (joined / g.name).write_bytes(g.read_bytes())
+    acme = Mfr("acme")
+    key = key_file(tmp_path, acme)
+    look = registry_lookup(joined, url, 1)
+    assert look is not None
+    world = World(tmp_path / "domain", registry=look)
+    try:
+        assert cli("registry", "manufacturer", "--key", str(key), "--name", "Acme", "--to",
+                   url, "--genesis", str(g)).returncode == 0
+        r = cli("registry", "record", "--key", str(key), "--pubkey", world.sensor.pub.hex(),
+                "--model", "TH-1", "--serial", "S1", "--manufactured", "2026-01-01",
+                "--warranty-end", "2028-01-01", "--to", url, "--genesis", str(g))
+        assert r.returncode == 0, r.stdout + r.stderr
+        world.commit(world.claim(world.sensor))
+        assert world.rec(world.sensor).owner == world.owner.id
+        assert world.refused(world.claim(world.stranger)) == (errors.NOT_IN_REGISTRY,
+                                                              errors.NOT_IN_REGISTRY)
+    finally:
+        world.close()
+        look.__self__.close()
+    cfg = from_dict({"domain": "d", "registry_dir": str(joined), "registry_url": url,
+                     "registry_confirmations": 2})
+    assert cfg.registry_url == url and cfg.registry_confirmations == 2
+    with pytest.raises(ConfigError) as e:
+        from_dict({"domain": "d", "registry_url": url})
+    assert e.value.key == "registry_url"
