@@ -6,7 +6,7 @@ BROKER  ?=
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS    := mosquitto socat
 
-.PHONY: run test lint bench sysdeps venv clean
+.PHONY: run test lint bench sysdeps venv clean registry-demo
 
 venv: $(STAMP)
 
@@ -32,6 +32,9 @@ test: $(STAMP) sysdeps
 
 run: $(STAMP)
 	$(VENV)/bin/thingledger run $(if $(BROKER),--broker $(BROKER))
+
+registry-demo: $(STAMP)
+	$(VENV)/bin/thingledger registry demo
 
 bench: $(STAMP) sysdeps
 	$(PY) -m bench
