@@ -119,6 +119,10 @@ class RegistryNode:
         except (RegistryError, errors.TLError) as e:
             self.log("refused message on %s: %s (%s)" % (topic, e.reason,
                                                          getattr(e, "detail", "")))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+            # a field of the wrong type deep in a hostile message: the node goes on
+            self.log("refused message on %s: %s (%s)" % (topic, wire.BAD_MESSAGE,
+                                                         type(e).__name__))
 
     def _check_external(self) -> None:
         """Another process (registry mine on this folder) wrote blocks."""
@@ -267,7 +271,8 @@ class RegistryNode:
                        work=wire.work_bytes(self.tree.work))
         elif op == "blocks":
             loc = m.get("locator")
-            if not isinstance(loc, list) or len(loc) > 128:
+            if not isinstance(loc, list) or len(loc) > 128 or not all(
+                    isinstance(h, bytes) and len(h) == 32 for h in loc):
                 raise RegistryError(wire.BAD_MESSAGE, "locator")
             out["blocks"], out["more"] = self.tree.blocks_after(loc, BATCH_BLOCKS, BATCH_BYTES)
         elif op == "submit":

@@ -14,7 +14,7 @@ from gateway.registry import chain, wire
 from gateway.registry.client import RegistryClient, RemoteRegistry
 from gateway.registry.params import MAX_BLOCK_BYTES, load_genesis
 from gateway.registry.view import RegistryView, registry_lookup
-from shared import merkle, regproof
+from shared import cbor, merkle, regproof
 from shared import tx as txm
 from tests.support.brokers import wait_until
 from tests.support.registry_net import (
@@ -179,6 +179,11 @@ def test_a_node_refuses_bad_blocks_with_a_reason_and_keeps_its_chain(
         n.expect(r"^refused message on tl/registry/blocks: bad-message")
         pub.send(wire.TOPIC_TX, b"\x01\x02")
         n.expect(r"^refused message on tl/registry/tx: bad-cbor")
+        for req in ({"op": "blocks", "locator": [[1]]}, {"op": "nope"},
+                    {"op": "lookup", "key": b"short"}, {"op": "status", "tx": 5}):
+            pub.send(wire.TOPIC_REQ, cbor.dumps(dict(req, id=b"", genesis=digest,
+                                                     reply=wire.rsp_topic("evil"))))
+            n.expect(r"^refused message on tl/registry/req: bad-message")
         assert head(n.dir) == (1, good.hash)
 
         # the chain goes on: good blocks are taken, then a flood of cheap
