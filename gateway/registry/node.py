@@ -56,6 +56,7 @@ MINE_CHUNK = 20_000  # nonces tried between two looks at the inbox
 SYNC_TIMEOUT_S = 5.0
 IDLE_S = 0.05
 EXTERNAL_CHECK_S = 1.0
+HEAD_POLL_S = 30.0  # ask the peers' heads again (a missed announcement heals)
 NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -82,6 +83,7 @@ class RegistryNode:
         self._syncing: dict[str, float] = {}  # peer -> when we asked it for blocks
         self._job: tuple[dict[str, Any], chain.Executed, int] | None = None
         self._last_external = 0.0
+        self._last_poll = _time.monotonic()
         self._relayed: set[bytes] = set()  # pending txs published on tl/registry/tx
 
     # ---- running -------------------------------------------------------------------
@@ -130,6 +132,9 @@ class RegistryNode:
         if now - self._last_external < EXTERNAL_CHECK_S:
             return
         self._last_external = now
+        if self.link.connected.is_set() and now - self._last_poll >= HEAD_POLL_S:
+            self._last_poll = now
+            self._ask_heads()
         for tid, msg in self.reg.store.pending(self.reg.genesis.block_max_txs):
             if tid not in self._relayed:  # queued by another process (--no-mine)
                 self._relay(tid, msg)
@@ -138,6 +143,9 @@ class RegistryNode:
             self.tree.load()
             self._log_head()
             self._announce(self.tree.block(self.tree.head_hash))
+
+    def _ask_heads(self) -> None:
+        self._send(wire.TOPIC_REQ, {"op": "head", "id": b"", "reply": wire.rsp_topic(self.id)})
 
     def _log_head(self) -> None:
         self.log("head %d %s work %d" % (self.tree.height, self.tree.head_hash.hex(),
@@ -159,7 +167,7 @@ class RegistryNode:
         if what != b"connected":
             return
         self._syncing.clear()
-        self._send(wire.TOPIC_REQ, {"op": "head", "id": b"", "reply": wire.rsp_topic(self.id)})
+        self._ask_heads()
         self._announce(self.tree.block(self.tree.head_hash))
         for tid, msg in self.reg.store.pending(self.reg.genesis.block_max_txs):
             self._relay(tid, msg)
@@ -199,14 +207,18 @@ class RegistryNode:
             return
         self._take([blk], peer)
 
-    def _ask_blocks(self, peer: str) -> None:
+    def _ask_blocks(self, peer: str, after: bytes | None = None) -> None:
+        """Ask `peer` for the blocks after our locator (or after `after`, the
+        last block of its previous batch, which may be on a side branch)."""
         now = _time.monotonic()
         if now - self._syncing.get(peer, -SYNC_TIMEOUT_S) < SYNC_TIMEOUT_S:
             return
         self._syncing[peer] = now
+        loc = self.tree.locator()
+        if after is not None:
+            loc = [after, *loc[:120]]
         self._send(wire.req_topic(peer), {"op": "blocks", "id": b"",
-                                          "reply": wire.rsp_topic(self.id),
-                                          "locator": self.tree.locator()})
+                                          "reply": wire.rsp_topic(self.id), "locator": loc})
 
     # ---- transactions ------------------------------------------------------------------
 
@@ -343,5 +355,5 @@ class RegistryNode:
                     self.log("refused block from %s: %s (%s)" % (peer, e.reason, e.detail))
             before = self.tree.height
             out = self._take(blocks, "", quiet_known=True)
-            if m.get("more") is True and (out.accepted or self.tree.height != before):
-                self._ask_blocks(peer)
+            if m.get("more") is True and blocks and (out.accepted or self.tree.height != before):
+                self._ask_blocks(peer, blocks[-1].hash)

@@ -318,3 +318,26 @@ def test_a_domain_claims_against_registry_nodes_over_mqtt(tmp_path, mosquitto_br
     with pytest.raises(ConfigError) as e:
         from_dict({"domain": "d", "registry_url": url})
     assert e.value.key == "registry_url"
+
+
+def test_a_heavier_branch_longer_than_one_reply_is_fetched_batch_after_batch(
+        tmp_path, mosquitto_broker, nodes):
+    """x holds 550 blocks, y a branch of 600 forking at genesis: y's first
+    reply (500 blocks) is lighter than x's chain, the next batch continues
+    after its last block, and x reorganises onto y's branch."""
+    from gateway.registry.node import BATCH_BLOCKS
+
+    g = init_genesis(tmp_path / "origin")
+    fx, fy = Forge(tmp_path / "x", g), Forge(tmp_path / "y", g)
+    for _ in range(550):
+        fx.good([])
+    for _ in range(600):
+        fy.good([])
+    assert BATCH_BLOCKS < 550
+    want = fy.tree.head_hash
+    fx.close()
+    fy.close()
+    x = nodes("x")
+    nodes("y")
+    x.expect(r"^reorg depth 550, 0 txs back to the mempool", 60)
+    wait_until(lambda: head(x.dir) == (600, want), 30, 0.1, "x on y's branch")
