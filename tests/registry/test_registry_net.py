@@ -328,7 +328,7 @@ def test_a_heavier_branch_longer_than_one_reply_is_fetched_batch_after_batch(
     from gateway.registry.node import BATCH_BLOCKS
 
     g = init_genesis(tmp_path / "origin")
-    fx, fy = Forge(tmp_path / "x", g), Forge(tmp_path / "y", g)
+    fx, fy = Forge(tmp_path / "x", g), Forge(tmp_path / "y", g, miner=b"y" * 16)
     for _ in range(550):
         fx.good([])
     for _ in range(600):

@@ -208,7 +208,9 @@ class Forge:
     """Builds blocks on a private copy of a registry (same genesis) that a
     node is then fed: good ones (mined on the forge's head) and variants."""
 
-    def __init__(self, d: Path, genesis_file: Path, clock=time.time) -> None:
+    def __init__(self, d: Path, genesis_file: Path, clock=time.time,
+                 miner: bytes = chain.ANONYMOUS_MINER) -> None:
+        self.miner = miner
         d.mkdir(parents=True)
         (d / GENESIS_FILE).write_bytes(genesis_file.read_bytes())
         self.reg = open_registry(d)
@@ -222,7 +224,7 @@ class Forge:
         f = chain.header_fields(height=self.tree.height + 1, prev_hash=self.tree.head_hash,
                                 time=max(int(time.time()), self.tree.times[-1]),
                                 tx_root=ex.tx_root, receipts_root=ex.receipts_root,
-                                state_root=ex.overlay.root(), proposer=chain.ANONYMOUS_MINER,
+                                state_root=ex.overlay.root(), proposer=self.miner,
                                 target=self.tree.targets[-1])
         f.update(over)
         return f
