@@ -351,11 +351,14 @@ class BlockTree:
                 del self.side[s.blk.hash]
         total = sum(s.blk.size for s in self.side.values())
         if len(self.side) > self.max_side or total > self.max_side_bytes:
-            for s in sorted(self.side.values(), key=lambda s: (s.work, s.blk.hash)):
+            parents = {s.blk.prev for s in self.side.values()}
+            # least preferred first: less work, then (the tie-break) the higher hash
+            for s in sorted(self.side.values(),
+                            key=lambda s: (s.work, -int.from_bytes(s.blk.hash, "big"))):
                 if len(self.side) <= self.max_side and total <= self.max_side_bytes:
                     break
-                # drop the lightest tip first (never a parent of a kept block)
-                if any(o.blk.prev == s.blk.hash for o in self.side.values()):
+                # drop the lightest tips first (never a parent of a kept block)
+                if s.blk.hash in parents:
                     continue
                 del self.side[s.blk.hash]
                 total -= s.blk.size

@@ -95,7 +95,13 @@ class RegistryNode:
         self.link.start()
         try:
             while not stop.is_set():
-                busy = self.mine and self._mine_step()
+                try:
+                    busy = self.mine and self._mine_step()
+                except RegistryError as e:  # another process wrote to the folder meanwhile
+                    self.log("mining: %s (%s); re-reading the chain" % (e.reason, e.detail))
+                    self._job = None
+                    self.tree.load()
+                    busy = False
                 try:
                     topic, payload = self.inbox.get(timeout=0 if busy else IDLE_S)
                 except queue.Empty:

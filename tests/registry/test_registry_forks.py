@@ -185,3 +185,16 @@ def test_low_work_side_blocks_are_not_kept_and_orphans_are_bounded(tmp_path, gen
         f = dict(b.fields([]), prev_hash=os.urandom(32), height=9, tx_root=merkle.root([]))
         x.receive([b.seal(f, [])])
     assert len(x.orphans) == 16 and x.height == 6
+
+
+def test_side_blocks_are_bounded_lightest_tips_first(tmp_path, genesis, acme):
+    a, b = Forge(tmp_path / "a", genesis), Forge(tmp_path / "b", genesis)
+    x = node(tmp_path, genesis, "x", max_side=5)
+    x.receive([a.good([acme.register()]), a.good([acme.record("d", "S")])])
+    sides = [b.seal(b.fields([], proposer=os.urandom(16)), []) for _ in range(12)]
+    for s in sides:
+        out = x.receive([s])
+        assert not out.refused and not out.switched
+    assert len(x.side) == 5 and x.height == 2
+    # the ones kept are the five of lowest hash (equal work: the tie-break order)
+    assert set(x.side) == set(sorted(s.hash for s in sides)[:5])
