@@ -24,6 +24,22 @@ from hashlib import sha256
 
 from shared import cbor, errors, merkle
 
+# the registry network's topics (payloads: gateway/registry/wire.py)
+TOPIC_BLOCKS = "tl/registry/blocks"
+TOPIC_TX = "tl/registry/tx"
+TOPIC_REQ = "tl/registry/req"
+RSP_PREFIX = "tl/registry/rsp/"
+
+
+def req_topic(node):
+    """Requests for one node (TOPIC_REQ: for every node)."""
+    return TOPIC_REQ + "/" + node
+
+
+def rsp_topic(client):
+    """Replies to a client (or node), the `reply` of its requests."""
+    return RSP_PREFIX + client
+
 MAX_TARGET = 0xFFFFFFFFFFFFFFFF
 CLAMP = 4
 MFR_TAG = 0

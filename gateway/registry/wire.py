@@ -1,6 +1,6 @@
 """The registry network's MQTT wire (docs/IDENTITY.md §1, "Registry nodes").
 
-Public topics, on any broker the nodes share:
+Public topics (spelled in shared/regproof.py), on any broker the nodes share:
 
     tl/registry/blocks       {"from": node, "genesis": digest, "block": block}
     tl/registry/tx           a signed registry transaction (COSE_Sign1 bytes)
@@ -39,26 +39,16 @@ import paho.mqtt.client as mqtt
 from gateway.broker.embedded import parse_url
 from gateway.errors import RegistryError
 from gateway.registry.params import MAX_BLOCK_BYTES
-from shared import cbor, errors
+from shared import cbor, errors, regproof
 
-TOPIC_BLOCKS = "tl/registry/blocks"
-TOPIC_TX = "tl/registry/tx"
-TOPIC_REQ = "tl/registry/req"
-REQ_PREFIX = TOPIC_REQ + "/"
-RSP_PREFIX = "tl/registry/rsp/"
+TOPIC_BLOCKS, TOPIC_TX, TOPIC_REQ = regproof.TOPIC_BLOCKS, regproof.TOPIC_TX, regproof.TOPIC_REQ
+RSP_PREFIX = regproof.RSP_PREFIX
+req_topic, rsp_topic = regproof.req_topic, regproof.rsp_topic
 MAX_REQUEST = 64 * 1024
 MAX_ANNOUNCE = MAX_BLOCK_BYTES + 1024
 MAX_REPLY = 64 * 1024 * 1024
 BAD_MESSAGE = "bad-message"
 OPS = ("head", "blocks", "submit", "status", "lookup")
-
-
-def req_topic(node: str) -> str:
-    return REQ_PREFIX + node
-
-
-def rsp_topic(client: str) -> str:
-    return RSP_PREFIX + client
 
 
 def work_bytes(w: int) -> bytes:
