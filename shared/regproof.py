@@ -122,6 +122,26 @@ def genesis_tip(header_bytes):
                work(h["target"]), [h["time"]])
 
 
+def checkpoint_tip(headers, first, height, hash_, every):
+    """The Tip of a checkpoint the caller trusts (block `height` has hash
+    `hash_`), from `headers` of heights first, first+1, ... that hold it and
+    the `every` headers before it (their times feed the retarget rule).
+    Work is counted from the checkpoint (0). Returns (tip, the headers after
+    it). Raises ProofError bad-checkpoint."""
+    i = height - first
+    if i < 0 or i >= len(headers) or (every > 0 and i < every):
+        raise errors.ProofError("bad-checkpoint")
+    hb = headers[i]
+    if sha256(hb).digest() != hash_:
+        raise errors.ProofError("bad-checkpoint")
+    h = decode_header(hb)
+    if h["height"] != height:
+        raise errors.ProofError("bad-checkpoint")
+    times = [decode_header(x)["time"] for x in headers[i - every:i]] if every > 0 else []
+    times.append(h["time"])
+    return Tip(height, hash_, h["target"], h["state_root"], 0, times), headers[i + 1:]
+
+
 def check_headers(tip, headers, every, block_time_ms, limit, now=None, drift=None):
     """Extend `tip` by `headers` (header bytes, in height order); returns a
     new Tip (`tip` unchanged). Raises ProofError: bad-header, bad-link,

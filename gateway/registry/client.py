@@ -60,14 +60,24 @@ def genesis_tip(g: RegistryGenesis) -> regproof.Tip:
     return regproof.genesis_tip(cbor.dumps(chain.genesis_fields(g.time, g.target)))
 
 
-def check_answer(g: RegistryGenesis, tip: regproof.Tip, m: dict[str, Any], key: bytes,
-                 now: int | None = None) -> tuple[regproof.Tip, chain.RegistryRecord | None, int]:
-    """Check a lookup reply against the verified `tip` it was asked from:
-    (new tip, record or None, proof bytes). Raises ProofError."""
+def check_answer(g: RegistryGenesis, tip: regproof.Tip | tuple[int, bytes], m: dict[str, Any],
+                 key: bytes, now: int | None = None
+                 ) -> tuple[regproof.Tip, chain.RegistryRecord | None, int]:
+    """Check a lookup reply against the verified `tip` it was asked from, or
+    a trusted checkpoint (height, hash) whose header and the retarget
+    window before it the reply carries: (new tip, record or None, proof
+    bytes). Raises ProofError."""
     headers = m.get("headers")
     if not isinstance(headers, list) or not all(isinstance(h, bytes) for h in headers):
         raise errors.ProofError("bad-reply")
     from gateway.registry.replay import MAX_FUTURE_S
+
+    if isinstance(tip, tuple):
+        since = m.get("since")
+        if not isinstance(since, int):
+            raise errors.ProofError("bad-reply")
+        tip, headers = regproof.checkpoint_tip(headers, since + 1, tip[0], tip[1],
+                                               g.retarget_blocks)
 
     new = regproof.check_headers(tip, headers, g.retarget_blocks, g.block_time_ms, g.target,
                                  now, MAX_FUTURE_S if now is not None else None)
@@ -164,22 +174,32 @@ class RegistryClient:
         replies = self.request("status", {"tx": tx_id})
         return max(replies, key=lambda m: m.get("confirmations") or 0)
 
-    def lookup(self, key: bytes, *, from_genesis: bool = False) -> Lookup:
-        """The record of a device id or public key, checked (see the module doc)."""
-        start = genesis_tip(self.genesis) if from_genesis else self.tip
-        replies = self.request("lookup", {"key": bytes(key), "since": start.height})
+    def lookup(self, key: bytes, *, from_genesis: bool = False,
+               checkpoint: tuple[int, bytes] | None = None) -> Lookup:
+        """The record of a device id or public key, checked (see the module
+        doc): from the last verified header (from genesis the first time),
+        or from a `checkpoint` (height, block hash) the caller trusts."""
+        start: regproof.Tip | tuple[int, bytes]
+        if checkpoint is not None and checkpoint[0] <= self.genesis.retarget_blocks:
+            checkpoint, from_genesis = None, True  # that close to genesis: check it all
+        if checkpoint is not None:
+            start = checkpoint
+            since = max(0, checkpoint[0] - self.genesis.retarget_blocks - 1)
+        else:
+            start = genesis_tip(self.genesis) if from_genesis else self.tip
+            since = start.height
+        replies = self.request("lookup", {"key": bytes(key), "since": since})
         best: tuple[regproof.Tip, chain.RegistryRecord | None, int, str, int] | None = None
         errs: list[str] = []
         now = int(_time.time())
         for m in replies:
-            base = start
-            if m.get("since") != start.height:
+            if m.get("since") != since:
                 continue
             try:
-                tip, rec, size = check_answer(self.genesis, base, m, key, now)
+                tip, rec, size = check_answer(self.genesis, start, m, key, now)
             except errors.TLError as e:
-                if start.height and e.detail == "bad-link":  # our checkpoint left their chain
-                    return self.lookup(key, from_genesis=True)
+                if checkpoint is None and since and e.detail == "bad-link":
+                    return self.lookup(key, from_genesis=True)  # our tip left their chain
                 errs.append("%s: %s" % (m.get("node"), e.detail or e.reason))
                 continue
             n = len(m["headers"])
@@ -189,7 +209,7 @@ class RegistryClient:
         if best is None:
             raise RegistryError("bad-proof", "; ".join(errs) or "no usable answer")
         tip, rec, size, node, n = best
-        if tip.work >= self.tip.work:
+        if checkpoint is None and tip.work >= self.tip.work:
             self.tip = tip
         conf = tip.height - rec.height + 1 if rec is not None else 0
         return Lookup(rec, tip.height, tip.hash, tip.work, n, conf, node, size)

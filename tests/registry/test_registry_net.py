@@ -88,7 +88,7 @@ def test_three_nodes_share_records_and_converge_on_the_heavier_branch_after_a_sp
         with RegistryView(n.dir) as v:
             rec = v.lookup(device_pub("one"))
             assert rec is not None and rec.serial == "S1" and rec.manufacturer_name == "Acme"
-    fork_height, _ = wait_same_head(a, b, c)
+    fork_height, fork_hash = wait_same_head(a, b, c)
 
     # split: a loses the broker; both sides mine
     proxy.cut()
@@ -127,6 +127,15 @@ def test_three_nodes_share_records_and_converge_on_the_heavier_branch_after_a_sp
     r = cli("registry", "show", device_pub("split-a").hex(), "--from", url, "--genesis", str(g),
             "--confirmations", "99")
     assert r.returncode == 1 and "NOT confirmed" in r.stdout
+    # from a checkpoint the caller trusts: only the headers after it (and the
+    # retarget window before it) travel; a wrong checkpoint hash is refused
+    r = cli("registry", "show", device_pub("split-a").hex(), "--from", url, "--genesis", str(g),
+            "--checkpoint", "%d:%s" % (fork_height, fork_hash.hex()))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "headers from checkpoint %d to height %d" % (fork_height, final[0]) in r.stdout
+    r = cli("registry", "show", device_pub("split-a").hex(), "--from", url, "--genesis", str(g),
+            "--checkpoint", "%d:%s" % (fork_height, bytes(32).hex()))
+    assert r.returncode == 1 and "bad-checkpoint" in r.stderr
 
     # the domain gateway's claim check over MQTT (registry_url)
     look = registry_lookup(tmp_path / "c", url)

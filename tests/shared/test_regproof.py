@@ -138,3 +138,18 @@ def test_record_refusals():
                         merkle.proof(LEVELS, 0)).detail == "not-device"
     assert expect_error(errors.ProofError, regproof.check_maker, tip, LEAVES[2], 2, n, path,
                         b"M" * 16).detail == "not-manufacturer"
+
+
+def test_a_trusted_checkpoint_starts_the_check():
+    g, hs = chain(6)
+    full = check(g, hs)
+    # checkpoint block 3 (every 2: its header and the two before it come along)
+    cp_hash = sha256(hs[2]).digest()
+    tip, rest = regproof.checkpoint_tip(hs, 1, 3, cp_hash, 2)
+    assert tip.height == 3 and tip.work == 0 and len(tip.times) == 3 and len(rest) == 3
+    new = regproof.check_headers(tip, rest, 2, BLOCK_MS, TARGET)
+    assert new.hash == full.hash and new.work == 3 * 16
+    e = expect_error(errors.ProofError, regproof.checkpoint_tip, hs, 1, 3, bytes(32), 2)
+    assert e.detail == "bad-checkpoint"
+    e = expect_error(errors.ProofError, regproof.checkpoint_tip, hs[1:], 2, 3, cp_hash, 2)
+    assert e.detail == "bad-checkpoint"  # the retarget window is missing

@@ -361,16 +361,23 @@ def _show_remote(args: argparse.Namespace, key: bytes) -> int:
     from gateway.registry import RegistryError
     from shared import tx as txm
 
+    checkpoint = None
+    if args.checkpoint:
+        h, _, hx = args.checkpoint.partition(":")
+        if not h.isdigit():
+            raise UsageError("--checkpoint: HEIGHT:BLOCK-HASH")
+        checkpoint = (int(h), parse_hex(hx, "--checkpoint hash", 32))
     with _client(args, args.source) as c:
         try:
-            found = c.lookup(key)
+            found = c.lookup(key, checkpoint=checkpoint)
         except RegistryError as e:
             print("lookup failed: %s%s" % (e.reason, " (%s)" % e.detail if e.detail else ""),
                   file=sys.stderr)
             return EXIT_FAILED
-    chain_line = "checked       %d headers from genesis to height %d (work %d), " \
-        "record proof %d bytes, answered by node %s" % (found.headers, found.height, found.work,
-                                                         found.proof_bytes, found.node)
+    chain_line = "checked       %d headers from %s to height %d (work %d), " \
+        "record proof %d bytes, answered by node %s" % (
+            found.headers, "checkpoint %d" % checkpoint[0] if checkpoint else "genesis",
+            found.height, found.work, found.proof_bytes, found.node)
     if found.record is None:
         did = key if len(key) == txm.ID_LEN else txm.device_id(key)
         print("device %s is not in the registry (as far as the heaviest chain's node "
@@ -532,6 +539,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    "header chain's work and the record's proof are checked here")
     p.add_argument("--confirmations", type=_count, default=1, metavar="N",
                    help="with --from: blocks on top required to call it confirmed (default 1)")
+    p.add_argument("--checkpoint", metavar="HEIGHT:HASH", default=None,
+                   help="with --from: check headers from this block, which you trust, "
+                   "instead of from genesis")
     p.add_argument("device", help="device id (32 hex characters) or public key (66)")
     p.add_argument("--at", type=_when, default=None, metavar="T",
                    help="judge the warranty at T (default: now)")
