@@ -47,7 +47,7 @@ from gateway.registry.forks import (
     make_block,
 )
 from gateway.registry.replay import MAX_FUTURE_S
-from shared import errors
+from shared import cbor, errors
 from shared import tx as txm
 
 BATCH_BLOCKS = 500
@@ -56,6 +56,7 @@ MINE_CHUNK = 20_000  # nonces tried between two looks at the inbox
 SYNC_TIMEOUT_S = 5.0
 IDLE_S = 0.05
 EXTERNAL_CHECK_S = 1.0
+DRAIN_MAX = 200  # messages handled between two mining chunks
 HEAD_POLL_S = 30.0  # ask the peers' heads again (a missed announcement heals)
 NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
@@ -102,12 +103,22 @@ class RegistryNode:
                     self._job = None
                     self.tree.load()
                     busy = False
+                # what came in meanwhile (up to a bound) before the next nonces
                 try:
-                    topic, payload = self.inbox.get(timeout=0 if busy else IDLE_S)
+                    item: tuple[str, bytes] | None = self.inbox.get(timeout=0 if busy else IDLE_S)
                 except queue.Empty:
-                    self._check_external()
-                    continue
-                self.handle(topic, payload)
+                    item = None
+                n = 0
+                while item is not None and n < DRAIN_MAX:
+                    self.handle(*item)
+                    n += 1
+                    try:
+                        item = self.inbox.get_nowait()
+                    except queue.Empty:
+                        item = None
+                if item is not None:
+                    self.handle(*item)
+                self._check_external()
         finally:
             self.link.close()
             self.reg.close()
@@ -158,8 +169,6 @@ class RegistryNode:
                                          self.tree.work))
 
     def _send(self, topic: str, msg: dict[str, Any]) -> None:
-        from shared import cbor
-
         msg["genesis"] = self.genesis
         msg["node"] = self.id
         self.link.publish(topic, cbor.dumps(msg))
