@@ -56,6 +56,7 @@ MINE_CHUNK = 20_000  # nonces tried between two looks at the inbox
 SYNC_TIMEOUT_S = 5.0
 IDLE_S = 0.05
 EXTERNAL_CHECK_S = 1.0
+MAX_PEERS = 1000  # peers asked for blocks at once
 DRAIN_MAX = 200  # messages handled between two mining chunks
 HEAD_POLL_S = 30.0  # ask the peers' heads again (a missed announcement heals)
 NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -228,6 +229,11 @@ class RegistryNode:
         now = _time.monotonic()
         if now - self._syncing.get(peer, -SYNC_TIMEOUT_S) < SYNC_TIMEOUT_S:
             return
+        if len(self._syncing) >= MAX_PEERS:  # names are free: keep the table bounded
+            self._syncing = {p: t for p, t in self._syncing.items()
+                             if now - t < SYNC_TIMEOUT_S}
+            if len(self._syncing) >= MAX_PEERS:
+                return
         self._syncing[peer] = now
         loc = self.tree.locator()
         if after is not None:
