@@ -211,7 +211,7 @@ class RegistryNode:
         peer = m.get("from")
         if peer == self.id:
             return
-        if not isinstance(peer, str) or len(peer) > 64:
+        if not isinstance(peer, str) or not NODE_ID.fullmatch(peer):
             raise RegistryError(wire.BAD_MESSAGE, "from")
         if m.get("genesis") != self.genesis:
             self.log("refused block from %s: genesis-mismatch (another registry)" % peer)
@@ -356,7 +356,8 @@ class RegistryNode:
     def _on_reply(self, payload: bytes) -> None:
         m = wire.decode(payload, wire.MAX_REPLY)
         peer = m.get("node")
-        if m.get("genesis") != self.genesis or not isinstance(peer, str):
+        if m.get("genesis") != self.genesis or not isinstance(peer, str) \
+                or not NODE_ID.fullmatch(peer):
             return
         if m.get("op") == "head":
             h, w = m.get("hash"), wire.work_int(m.get("work"))
