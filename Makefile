@@ -6,7 +6,7 @@ BROKER  ?=
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS    := mosquitto socat chromium chromium-driver
 
-.PHONY: run test lint bench sysdeps venv clean
+.PHONY: run test lint bench sysdeps venv clean registry-demo
 
 venv: $(STAMP)
 
@@ -33,6 +33,9 @@ test: $(STAMP) sysdeps
 
 run: $(STAMP)
 	$(VENV)/bin/thingledger run --liars 1 $(if $(BROKER),--broker $(BROKER))
+
+registry-demo: $(STAMP)
+	$(VENV)/bin/thingledger registry demo
 
 bench: $(STAMP) sysdeps
 	$(PY) -m bench

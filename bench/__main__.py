@@ -9,6 +9,7 @@ from bench import (
     gateway,
     market,
     nats_log,
+    registry_net,
     replies,
     startup,
     state_tree,
@@ -24,7 +25,8 @@ def main() -> int:
                       ("replies", replies.main), ("dual_heap", dual_heap.main),
                       ("startup", startup.main), ("web_rss", web_rss.main),
                       ("nats_log", nats_log.main), ("trust", trust.main),
-                      ("state_tree", state_tree.main)):
+                      ("state_tree", state_tree.main),
+                      ("registry_net", registry_net.main)):
         print(f"== bench.{name}")
         rc = run() if name == "firmware" else run([])
         failed += bool(rc)

@@ -84,6 +84,12 @@ class RegistryError(ValueError):
         super().__init__(reason + (": " + detail if detail else ""))
 
 
+class BlockRefused(RegistryError):
+    """A registry block from the network not taken (gateway/registry/forks.py):
+    `reason` says why (too-large, bad-block, known-block, genesis-mismatch,
+    low-work, time-in-future, bad-target, bad-pow, bad-tx, ...)."""
+
+
 # ---- raised by gateway/db/verify.py
 
 class ChainError(errors.TLError):

@@ -74,6 +74,10 @@ class GatewayConfig:
     authority_key_path: Path | None = None
     # public registry checked by claims (docs/IDENTITY.md); None: claims refused
     registry_dir: Path | None = None
+    # registry nodes behind this broker answer the claim check instead of the
+    # folder, which then needs only registry.toml (gateway/registry/client.py)
+    registry_url: str | None = None
+    registry_confirmations: int = 1
     genesis_supply: int = 0
     market_fee_bps: int | None = None
     market_grant: int = 0
@@ -116,6 +120,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "rate_limit_burst": (int,),
     "authority_key_path": (str,),
     "registry_dir": (str,),
+    "registry_url": (str,),
+    "registry_confirmations": (int,),
     "genesis_supply": (int,),
     "market_fee_bps": (int,),
     "market_grant": (int,),
@@ -149,6 +155,12 @@ def _check(c: GatewayConfig) -> None:
                           "must be >= 0")
     if c.http and not _host_port(c.http):
         raise ConfigError("http", "must look like HOST:PORT, or \"\" for no dashboard")
+    if c.registry_url is not None and (not c.registry_url.startswith("mqtt://")
+                                       or c.registry_dir is None):
+        raise ConfigError("registry_url", "must look like mqtt://host:port, with "
+                          "registry_dir holding the registry's registry.toml")
+    if c.registry_confirmations < 1:
+        raise ConfigError("registry_confirmations", "must be >= 1")
     if c.market_fee_bps is not None and not 0 <= c.market_fee_bps <= 10_000:
         raise ConfigError("market_fee_bps", "must be 0 .. 10000")
 

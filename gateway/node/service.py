@@ -79,7 +79,12 @@ class Gateway:
         self.log_txs = log_txs
         self.freeze_gc = freeze_gc
         self.counters = Counters()
-        registry = registry_lookup(cfg.registry_dir) if cfg.registry_dir else None
+        registry = None
+        if cfg.registry_url:  # registry nodes over MQTT, proof-checked (docs/IDENTITY.md §1)
+            registry = registry_lookup(cfg.registry_dir, cfg.registry_url,
+                                       cfg.registry_confirmations)
+        elif cfg.registry_dir:
+            registry = registry_lookup(cfg.registry_dir)
         self.led = open_ledger(cfg, registry=registry)
         self.reader = Store(cfg.db_path, readonly=True)
         self.pool = Mempool(cfg.mempool_capacity)

@@ -5,7 +5,10 @@ Manufacturers register themselves (MFR_REGISTER) and their devices
 mine. Modules: chain (records, validation, state transitions: pure), pow
 (target, retarget, mining loop), params (registry.toml genesis), store
 (SQLite WAL, registry.db), view (read-only lookups), replay (verify),
-core (the PublicRegistry node).
+core (the PublicRegistry node). The network: forks (fork choice by
+cumulative work, reorganisation), node (`registry serve` on MQTT), wire
+(topics and payloads), client (submit through nodes, proof-checked light
+lookups; RemoteRegistry for a domain's claim check).
 
     from gateway.registry import open_registry, RegistryView, RegistryRecord
 """

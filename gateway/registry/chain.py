@@ -63,7 +63,7 @@ from gateway.ledger.blocks import HeaderFields, Receipt, receipts_levels
 from gateway.ledger.state import RuleError
 from gateway.ledger.validate import valid_public_key
 from gateway.registry import pow as pw
-from shared import cbor, errors, header, merkle, messages
+from shared import cbor, errors, header, merkle, messages, regproof
 from shared import tx as txm
 
 DOMAIN = "registry"
@@ -462,22 +462,9 @@ def genesis_fields(time: int, target: int) -> dict[str, Any]:
 
 
 def decode_header(header_bytes: bytes) -> dict[str, Any]:
-    """Registry header fields from CBOR bytes, schema-checked (ProofError)."""
-    h = cbor.loads(header_bytes)
-    if not isinstance(h, dict) or len(h) != len(HEADER_FIELDS) \
-            or any(k not in h for k in HEADER_FIELDS):
-        raise errors.ProofError("bad-header")
-    for k in (*header.INT_FIELDS, "target", "nonce"):
-        v = h[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise errors.ProofError("bad-header")
-    for k in header.HASH_FIELDS:
-        if not isinstance(h[k], bytes) or len(h[k]) != 32:
-            raise errors.ProofError("bad-header")
-    if h["domain"] != DOMAIN or not isinstance(h["proposer"], bytes) \
-            or len(h["proposer"]) != MINER_ID_LEN or not 1 <= h["target"] <= pw.MAX_TARGET:
-        raise errors.ProofError("bad-header")
-    return h
+    """Registry header fields from CBOR bytes, schema-checked (ProofError);
+    the rule is shared/regproof's, which light nodes run."""
+    return regproof.decode_header(header_bytes)
 
 
 # ---- light-node proofs ---------------------------------------------------------
@@ -498,18 +485,16 @@ def check_record_proof(p: RecordProof, device_id: bytes | None = None
                        ) -> tuple[dict[str, Any], bytes, DeviceEntry]:
     """Check a RecordProof without the chain: the header's work meets its own
     target and the leaf is in its state_root. Returns (header fields, device
-    id, entry); raises ProofError. (Whether the header is on the heaviest
-    chain is for the caller's header sync to say.)"""
+    id, entry); raises ProofError. Whether the header is on the heaviest
+    chain is for the header chain to say: a light lookup checks it from
+    genesis or a checkpoint (shared/regproof.check_headers, used by
+    gateway/registry/client.py)."""
     h = decode_header(p.header_bytes)
-    if not pw.meets(pw.header_hash(p.header_bytes), h["target"]) and h["height"] != 0:
+    bh = pw.header_hash(p.header_bytes)
+    if not pw.meets(bh, h["target"]) and h["height"] != 0:
         raise errors.ProofError("bad-pow")
-    if not merkle.verify(p.leaf, p.index, p.size, p.path, h["state_root"]):
-        raise errors.ProofError("bad-proof")
-    v = cbor.loads(p.leaf)
-    if not isinstance(v, list) or len(v) != 10 or v[0] != DEVICE_TAG:
-        raise errors.ProofError("not-device")
-    if device_id is not None and v[1] != device_id:
-        raise errors.ProofError("other-device")
+    tip = regproof.Tip(h["height"], bh, h["target"], h["state_root"], 0, [h["time"]])
+    v = regproof.check_record(tip, p.leaf, p.index, p.size, p.path, device_id)
     return h, v[1], DeviceEntry(*v[2:])
 
 

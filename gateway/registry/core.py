@@ -100,6 +100,15 @@ class PublicRegistry(Lookups, Closing):
         self._sync()
         return self._state
 
+    @property
+    def store(self) -> RegistryStore:
+        return self._store
+
+    def set_head(self, head: RegistryBlockRecord, state: chain.RegistryState) -> None:
+        """After a fork switch written to the store (gateway/registry/forks.py):
+        the new head and the state after it."""
+        self._head, self._state = head, state
+
     # ---- transactions ----------------------------------------------------------
 
     def last_seq(self, sender: bytes) -> int:
@@ -174,15 +183,26 @@ class PublicRegistry(Lookups, Closing):
     def prove(self, device_id: bytes) -> chain.RecordProof | None:
         """State proof of a device record against the head header."""
         self._sync()
-        st = self._state
-        d = st.device(device_id)
+        d = self._state.device(device_id)
         if d is None:
             return None
+        return self._prove(b"\x01" + device_id, chain.device_leaf(device_id, d))
+
+    def prove_manufacturer(self, mfr_id: bytes) -> chain.RecordProof | None:
+        """State proof of a manufacturer record against the head header."""
+        self._sync()
+        m = self._state.manufacturer(mfr_id)
+        if m is None:
+            return None
+        return self._prove(b"\x00" + mfr_id, chain.mfr_leaf(mfr_id, m))
+
+    def _prove(self, key: bytes, leaf: bytes) -> chain.RecordProof:
+        st = self._state
         keys = st._sorted_keys()
-        idx = bisect.bisect_left(keys, b"\x01" + device_id)
+        idx = bisect.bisect_left(keys, key)
         levels = merkle.levels(st.leaf_hashes())
-        return chain.RecordProof(self._head.header_bytes, chain.device_leaf(device_id, d), idx,
-                                 len(keys), merkle.proof(levels, idx))
+        return chain.RecordProof(self._head.header_bytes, leaf, idx, len(keys),
+                                 merkle.proof(levels, idx))
 
     def tx_proof(self, tx_id: bytes) -> tuple[bytes, int, int, list[bytes]] | None:
         """(header bytes, index, size, audit path) of a committed tx's receipt

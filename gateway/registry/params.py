@@ -43,6 +43,7 @@ DEFAULT_RETARGET = 8
 DEFAULT_MAX_TXS = 500
 MAX_BITS = 63
 MAX_BLOCK_TXS = 10_000
+MAX_BLOCK_BYTES = 512 * 1024  # a block on the network (header + txs, CBOR)
 
 
 @dataclass(frozen=True)

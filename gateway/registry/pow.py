@@ -34,11 +34,13 @@ from hashlib import sha256
 from typing import Any
 
 from shared import cbor
+from shared.regproof import CLAMP, MAX_TARGET, is_retarget_height, meets, retarget, work
+
+__all__ = ["CLAMP", "MAX_TARGET", "difficulty", "header_hash", "is_retarget_height", "meets",
+           "next_target", "retarget", "solve", "target_from_bits", "work"]
 
 TARGET_SHIFT = 192
-MAX_TARGET = (1 << 64) - 1
 MAX_NONCE = (1 << 64) - 1
-CLAMP = 4
 
 # (first nonce, last nonce, CBOR head byte or None for the 1-byte form, width)
 _NONCE_CLASSES = (
@@ -63,27 +65,8 @@ def difficulty(target: int) -> float:
     return (1 << 64) / target
 
 
-def meets(block_hash: bytes, target: int) -> bool:
-    """True if the hash (big-endian 256-bit) is < target * 2^192."""
-    return int.from_bytes(block_hash[:8], "big") < target
-
-
 def header_hash(header_bytes: bytes) -> bytes:
     return sha256(header_bytes).digest()
-
-
-def retarget(prev_target: int, actual_ms: int, expected_ms: int, limit: int) -> int:
-    """New target after a window that took `actual_ms` instead of `expected_ms`."""
-    if expected_ms <= 0:
-        raise ValueError("expected span must be > 0")
-    lo, hi = -(-expected_ms // CLAMP), expected_ms * CLAMP
-    actual = min(max(actual_ms, lo), hi)
-    new = prev_target * actual // expected_ms
-    return max(1, min(new, limit, MAX_TARGET))
-
-
-def is_retarget_height(height: int, every: int) -> bool:
-    return every > 0 and height > every and (height - 1) % every == 0
 
 
 def next_target(height: int, prev_target: int, time_at: Callable[[int], int], every: int,

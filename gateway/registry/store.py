@@ -95,6 +95,7 @@ CREATE TABLE IF NOT EXISTS mempool (
     received INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mempool_sender ON mempool (sender, seq);
+CREATE INDEX IF NOT EXISTS txs_sender ON txs (sender, seq);
 """)
 _MFR_UPSERT = ("INSERT INTO manufacturers (id, pubkey, name, last_seq, height, tx_id) "
                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -149,34 +150,82 @@ class RegistryStore(tables.ChainTables[RegistryBlockRecord],
                 raise RegistryError(STALE, "height %d does not extend head %d"
                                     % (b.height, head.height))
             self._write_meta(meta)
-            ex = b.ex
-            db.execute("INSERT INTO blocks (height, hash, time, n_txs, header) "
-                       "VALUES (?, ?, ?, ?, ?)",
-                       (b.height, b.hash, b.time, len(ex.txs), b.header_bytes))
-            db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                           % tables.TX_COLS,
-                           [(t.id, b.height, i, t.sender, t.seq, t.type, r.status, r.reason,
-                             cbor.dumps(r.events), t.message)
-                            for i, (t, r) in enumerate(zip(ex.txs, ex.receipts, strict=True))])
-            db.executemany(_MFR_UPSERT, [(i, m.pubkey, m.name, m.last_seq, m.height, m.tx_id)
-                                         for i, m in ex.overlay.mfrs.items()])
-            db.executemany("INSERT INTO devices (id, pubkey, manufacturer, model, serial, "
-                           "manufactured, warranty_end, height, tx_id) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           [(i, d.pubkey, d.manufacturer, d.model, d.serial, d.manufactured,
-                             d.warranty_end, d.height, d.tx_id)
-                            for i, d in ex.overlay.devices.items()])
-            db.executemany("INSERT INTO attempts (tx_id, height, idx, manufacturer, device_id, "
-                           "device_pubkey, model, serial, conflict_id, conflict, reason) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           [(a.tx_id, a.height, a.idx, a.manufacturer_id, a.device_id,
-                             a.device_pubkey, a.model, a.serial, a.conflict_id, a.conflict,
-                             a.reason) for a in ex.attempts])
-            db.executemany("DELETE FROM mempool WHERE id = ?", [(i,) for i in remove])
+            self._insert(b, remove)
             db.execute("COMMIT")
         except BaseException as e:
             sqlite_db.rollback(db, e)
             raise
+
+    def _insert(self, b: RegistryBlock, remove: Iterable[bytes]) -> None:
+        """Write block `b`, its txs, receipts, state diff and attempts; drop
+        `remove` from the mempool (inside the caller's transaction)."""
+        db = self._db
+        ex = b.ex
+        db.execute("INSERT INTO blocks (height, hash, time, n_txs, header) "
+                   "VALUES (?, ?, ?, ?, ?)",
+                   (b.height, b.hash, b.time, len(ex.txs), b.header_bytes))
+        db.executemany("INSERT INTO txs (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                       % tables.TX_COLS,
+                       [(t.id, b.height, i, t.sender, t.seq, t.type, r.status, r.reason,
+                         cbor.dumps(r.events), t.message)
+                        for i, (t, r) in enumerate(zip(ex.txs, ex.receipts, strict=True))])
+        db.executemany(_MFR_UPSERT, [(i, m.pubkey, m.name, m.last_seq, m.height, m.tx_id)
+                                     for i, m in ex.overlay.mfrs.items()])
+        db.executemany("INSERT INTO devices (id, pubkey, manufacturer, model, serial, "
+                       "manufactured, warranty_end, height, tx_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(i, d.pubkey, d.manufacturer, d.model, d.serial, d.manufactured,
+                         d.warranty_end, d.height, d.tx_id)
+                        for i, d in ex.overlay.devices.items()])
+        db.executemany("INSERT INTO attempts (tx_id, height, idx, manufacturer, device_id, "
+                       "device_pubkey, model, serial, conflict_id, conflict, reason) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(a.tx_id, a.height, a.idx, a.manufacturer_id, a.device_id,
+                         a.device_pubkey, a.model, a.serial, a.conflict_id, a.conflict,
+                         a.reason) for a in ex.attempts])
+        db.executemany("DELETE FROM mempool WHERE id = ?", [(i,) for i in remove])
+
+    def switch(self, fork: int, blocks: list[RegistryBlock],
+               back: Iterable[tuple[bytes, bytes, int, int, bytes]], received: int
+               ) -> list[tuple[bytes, list[bytes]]]:
+        """Make `blocks` (linked, from height fork+1) the chain after block
+        `fork`, in ONE transaction: blocks above `fork` are removed with their
+        txs, records and attempts, manufacturers' last_seq recomputed from
+        the txs that stay; the new blocks are written, their txs leave the
+        mempool, and `back` ((id, sender, seq, type, message) of the removed
+        blocks' txs the new ones lack) enter it. Returns the removed blocks as
+        (header bytes, tx messages), lowest first. RegistryError(stale) if
+        block `fork` is not on the stored chain or the head moved."""
+        self._check_writable()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            head = self.head()
+            if head is None or head.height < fork or (
+                    blocks and db.execute("SELECT hash FROM blocks WHERE height = ?",
+                                          (fork,)).fetchone()[0] != blocks[0].fields["prev_hash"]):
+                raise RegistryError(STALE, "block %d is not below the head" % fork)
+            removed = []
+            for blk in self.iter_blocks(fork + 1):
+                removed.append((blk.header_bytes, [r.message for r in self.block_txs(blk.height)]))
+            if removed:
+                senders = [r[0] for r in db.execute(
+                    "SELECT DISTINCT sender FROM txs WHERE height > ?", (fork,))]
+                for table in ("blocks", "txs", "attempts", "devices", "manufacturers"):
+                    db.execute("DELETE FROM %s WHERE height > ?" % table, (fork,))
+                db.executemany("UPDATE manufacturers SET last_seq = (SELECT MAX(seq) FROM txs "
+                               "WHERE txs.sender = manufacturers.id) WHERE id = ?",
+                               [(i,) for i in senders])
+            for b in blocks:
+                self._insert(b, [t.id for t in b.ex.txs])
+            db.executemany("INSERT OR IGNORE INTO mempool (id, sender, seq, type, message, "
+                           "received) VALUES (?, ?, ?, ?, ?, ?)",
+                           [(*row, received) for row in back])
+            db.execute("COMMIT")
+        except BaseException as e:
+            sqlite_db.rollback(db, e)
+            raise
+        return removed
 
     def add_pending(self, tx_id: bytes, sender: bytes, seq: int, type_: int, message: bytes,
                     received: int, capacity: int) -> bool:
@@ -267,6 +316,24 @@ class RegistryStore(tables.ChainTables[RegistryBlockRecord],
         finally:
             db.execute("COMMIT")
         return head, state
+
+    def state_at(self, height: int) -> RegistryState:
+        """The state after block `height` of the stored chain (a fork point),
+        read in one snapshot: records registered up to it, manufacturers'
+        last_seq from their txs up to it."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            mfrs = {r[0]: Manufacturer(r[1], r[2], r[3], r[4], r[5]) for r in db.execute(
+                "SELECT m.id, m.pubkey, m.name, (SELECT MAX(seq) FROM txs t WHERE t.sender = m.id "
+                "AND t.height <= ?), m.height, m.tx_id FROM manufacturers m WHERE m.height <= ?",
+                (height, height))}
+            devs = {r[0]: DeviceEntry(*r[1:]) for r in db.execute(
+                "SELECT id, pubkey, manufacturer, model, serial, manufactured, warranty_end, "
+                "height, tx_id FROM devices WHERE height <= ?", (height,))}
+        finally:
+            db.execute("COMMIT")
+        return RegistryState(mfrs, devs)
 
     # ---- lookups -----------------------------------------------------------------
 

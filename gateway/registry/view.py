@@ -75,11 +75,27 @@ class RegistryView(Lookups, Closing):
         self._store.close()
 
 
-def registry_lookup(registry_dir: Path | str) -> Callable[[bytes], object] | None:
+def registry_lookup(registry_dir: Path | str, url: str | None = None,
+                    confirmations: int = 1) -> Callable[[bytes], object] | None:
     """The registry lookup a domain node passes to open_ledger / verify_chain
     (gateway.registry.RegistryView(dir).lookup, read-only), or None when no
     registry has been initialised in `registry_dir`. The view stays open for
-    the life of the process."""
+    the life of the process.
+
+    With `url` (mqtt://host:port, GatewayConfig.registry_url) the lookup asks
+    the registry nodes behind that broker instead and checks their answer
+    (gateway/registry/client.RemoteRegistry: header chain from the genesis in
+    `registry_dir`'s registry.toml, Merkle proof, `confirmations` deep); the
+    folder then needs only registry.toml."""
+    if url:
+        from gateway.registry.client import RemoteRegistry
+        from gateway.registry.params import load_genesis
+
+        try:
+            genesis = load_genesis(Path(registry_dir))
+        except RegistryError:
+            return None
+        return RemoteRegistry(url, genesis, confirmations).lookup
     try:
         view = RegistryView(registry_dir)
     except (RegistryError, OSError, sqlite3.Error):

@@ -197,3 +197,34 @@ def test_usage_errors_and_env(capsys: pytest.CaptureFixture[str], rdir: str, tmp
         run(capsys, "registry", "init", "--difficulty-bits", "99")
     rc, out, _ = run(capsys, "registry", "verify")
     assert rc == 0 and "blocks         1 (height 0..0)" in out
+
+
+def test_init_with_a_genesis_file_joins_that_registry(capsys, reg: str, tmp_path: Path):
+    other = str(tmp_path / "joined")
+    rc, out, _ = run(capsys, "registry", "init", "--registry-dir", other, "--genesis",
+                     str(Path(reg) / "registry.toml"), "--difficulty-bits", "20")
+    assert rc == 0
+    block0 = re.search(r"block 0\s+([0-9a-f]{64})", out).group(1)
+    rc, out, _ = run(capsys, "registry", "verify", "--registry-dir", reg)
+    with sqlite3.connect(Path(reg) / DB_FILE) as db:
+        assert db.execute("SELECT hash FROM blocks WHERE height = 0").fetchone()[0].hex() == block0
+    assert (Path(other) / "registry.toml").read_text() == (Path(reg) / "registry.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('domain = "registry"\ntime = "soon"\n')
+    rc, _, err = run(capsys, "registry", "init", "--registry-dir", str(tmp_path / "x"),
+                     "--genesis", str(bad))
+    assert rc == 2 and "bad-genesis" in err
+
+
+def test_remote_commands_need_a_genesis_and_a_node(capsys, keys, tmp_path: Path):
+    from tests.support.brokers import free_port
+
+    url = "mqtt://127.0.0.1:%d" % free_port()  # nobody listens
+    rc, _, err = run(capsys, "registry", "manufacturer", "--registry-dir", str(tmp_path / "no"),
+                     "--key", keys["acme"][0], "--name", "Acme", "--to", url)
+    assert rc == 2 and "--genesis" in err
+    reg = str(tmp_path / "r")
+    assert run(capsys, "registry", "init", "--registry-dir", reg)[0] == 0
+    rc, _, err = run(capsys, "registry", "show", keys["dev1"][1].public.hex(), "--registry-dir",
+                     reg, "--from", url, "--timeout", "0.5")
+    assert rc == 1 and "registry-unavailable" in err

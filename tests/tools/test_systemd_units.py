@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 UNITS = sorted((ROOT / "systemd").glob("*.service"))
 SHIPPED_EXE = "/opt/thingledger/bin/thingledger"
 NAMES = ["thingledger-broker-export.service", "thingledger-coordinator.service",
-         "thingledger-gateway.service"]
+         "thingledger-gateway.service", "thingledger-registry.service"]
 
 
 def service(unit: Path) -> dict[str, str]:
@@ -35,7 +35,7 @@ def service(unit: Path) -> dict[str, str]:
     return dict(cp["Service"])
 
 
-def test_the_three_units_are_shipped() -> None:
+def test_the_units_are_shipped() -> None:
     assert [u.name for u in UNITS] == NAMES
 
 
@@ -86,6 +86,8 @@ def test_exec_start_is_a_valid_command_line(unit: Path) -> None:
     args = app.build_parser().parse_args(argv[1:])  # SystemExit(2) on a bad option
     if args.command == "run":
         assert args.config == "/etc/thingledger/gateway.toml" and args.no_boards
+    elif args.command == "registry":
+        assert args.registry_dir == "/var/lib/thingledger/registry" and args.mine
     else:
         assert args.data_dir == "/var/lib/thingledger"
     if args.command == "broker":
