@@ -86,7 +86,8 @@ def create_domain(data_dir: Path | str, domain: str,
                   accounts: Mapping[bytes, int] | Iterable[tuple[bytes, int]] = (),
                   *, time: int | None = None, admission: str = "open",
                   min_fee: int = 0, owner: bytes = b"",
-                  authority_balance: int = 0) -> tuple[Path, Path]:
+                  authority_balance: int = 0,
+                  authority_key: bytes | None = None) -> tuple[Path, Path]:
     """New domain in `data_dir`: a fresh authority key pair (p256.keygen,
     file mode 0600) and a genesis file. `accounts` maps device public keys
     (33 bytes) to genesis balances; `owner` is the owner's public key
@@ -101,7 +102,10 @@ def create_domain(data_dir: Path | str, domain: str,
         raise FileExistsError(str(gpath))
     items = accounts.items() if isinstance(accounts, Mapping) else accounts
     accts = {txm.device_id(pub): Account(pub, bal) for pub, bal in items}
-    priv, pub = p256.keygen()
+    if authority_key is None:
+        priv, pub = p256.keygen()
+    else:
+        priv, pub = authority_key, p256.public_key(authority_key)
     if authority_balance:
         accts[txm.device_id(pub)] = Account(pub, authority_balance)
     g = Genesis(domain=domain, authority=pub,
