@@ -2,6 +2,10 @@
 
 Fields (text keys): version, domain, height, prev_hash, time (unix seconds),
 tx_root, receipts_root, state_root, proposer (authority device id).
+Version 2 (a chain whose genesis has a consensus section, docs/CONSENSUS.md)
+adds validators and next_validators: the hashes of the validator set whose
+certificate finalises this block and of the set of the next height
+(shared/commit.py). Version 1 headers (older chains) have neither.
 The block hash is SHA-256 of the header's CBOR bytes (the COSE payload).
 Light nodes check receipts against `receipts_root` of a header whose signature
 they verified with the domain authority's public key.
@@ -17,16 +21,24 @@ HASH_FIELDS = ("prev_hash", "tx_root", "receipts_root", "state_root")
 INT_FIELDS = ("version", "height", "time")
 FIELDS = ("version", "domain", "height", "prev_hash", "time", "tx_root", "receipts_root",
           "state_root", "proposer")
+SET_FIELDS = ("validators", "next_validators")  # version 2
 
 
 def decode(header_bytes):
     """Header fields from CBOR bytes, schema-checked (raises ProofError)."""
     h = cbor.loads(header_bytes)
-    if not isinstance(h, dict) or len(h) != len(FIELDS):
+    if not isinstance(h, dict):
+        raise errors.ProofError("bad-header")
+    v2 = h.get("version") == 2
+    if len(h) != len(FIELDS) + (2 if v2 else 0):
         raise errors.ProofError("bad-header")
     for k in FIELDS:
         if k not in h:
             raise errors.ProofError("bad-header")
+    if v2:
+        for k in SET_FIELDS:
+            if not isinstance(h.get(k), bytes) or len(h[k]) != 32:
+                raise errors.ProofError("bad-header")
     for k in INT_FIELDS:
         v = h[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:

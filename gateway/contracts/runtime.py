@@ -22,6 +22,7 @@ from shared import errors as tle
 # ---- fuel schedule (part of consensus: changing it is a protocol change) ----
 STMT_COST = 1  # every statement of contract code, charged as its block is entered
 ITEM_COST = 1  # every item a comprehension / generator expression draws
+LINE_COST = 1  # METER_LINES (older chains): every traced line of contract code
 STEP_COST = 1  # ctx.step() / one item of ctx.range() / ctx.iter()
 CALL_COST = 100  # entering a call frame (top-level or nested)
 READ_COST = 10  # + 1 per 32 bytes read
@@ -31,6 +32,9 @@ EMIT_COST = 20  # + 1 per 32 bytes of event data
 HOST_COST = 100  # a host hook call (+ its argument/result bytes / 32)
 
 DEFAULT_FUEL = 100_000
+# how a Runtime counts the statements a contract runs (see `meter` below)
+METER_SYNTAX = "syntax"  # charges written into the code: the same on every CPython
+METER_LINES = "lines"  # sys.settrace line events: chains recorded before, replayed alike
 MAX_DEPTH = 8  # nested call frames
 MAX_VALUE = 4096  # encoded bytes of one argument list / storage value / result
 ADDRESS_LEN = 16
@@ -196,6 +200,7 @@ class ContractRegistry:
 
     def __init__(self) -> None:
         self._impl: dict[tuple[str, int], type[Contract]] = {}
+        self.code_files: set[str] = set()  # METER_LINES counts lines of these files
 
     def register(self, cls: type[Contract] | None = None, *, metered_loops: bool = True):
         def do(c: type[Contract]) -> type[Contract]:
@@ -207,6 +212,10 @@ class ContractRegistry:
             lint(c, metered_loops=metered_loops)
             meter(c)
             self._impl[(c.NAME, c.VERSION)] = c
+            for f in vars(c).values():
+                code = getattr(getattr(f, "__func__", f), "__code__", None)
+                if code is not None:
+                    self.code_files.add(code.co_filename)
             return c
 
         return do if cls is None else do(cls)
@@ -223,6 +232,7 @@ class ContractRegistry:
     def merged(self, other: ContractRegistry) -> ContractRegistry:
         r = ContractRegistry()
         r._impl = {**self._impl, **other._impl}
+        r.code_files = self.code_files | other.code_files
         return r
 
 
@@ -553,6 +563,38 @@ class _Call:
         self.block = block
         self.origin = origin
         self.by_ledger = by_ledger
+        files = self.registry.code_files
+        charge = fuel.charge
+
+        # METER_LINES only: the line tracer of the chains recorded before
+        # fuel was counted on the syntax tree (their receipts carry its counts)
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "line":
+                charge(LINE_COST)
+            return local
+
+        def global_(frame: Any, event: str, arg: Any) -> Any:
+            if frame.f_code.co_filename in files:
+                charge(LINE_COST)
+                return local
+            return None
+
+        self._local = local
+        self.tracer = global_
+        self.traced = runtime.metering == METER_LINES
+
+    def rearm(self) -> None:
+        """A trace function that raises is removed by CPython: put it back (on
+        the thread and on the contract frames still running). METER_LINES only."""
+        if not self.traced:
+            return
+        sys.settrace(self.tracer)
+        f = sys._getframe(1)
+        files = self.registry.code_files
+        while f is not None:
+            if f.f_code.co_filename in files:
+                f.f_trace = self._local
+            f = f.f_back
 
     def run(self, caller: bytes, address: Any, method: Any, args: Any, value: Any,
             cap: int | None, depth: int, events_out: list[Any]) -> Any:
@@ -594,12 +636,14 @@ class _Call:
                 ret = clean(out, "result")
             except _Exhausted:
                 world.rollback()
+                self.rearm()
                 raise ce.OutOfFuel() from None
             except ce.ContractError:
                 world.rollback()
                 raise
             except RecursionError:
                 world.rollback()
+                self.rearm()
                 raise ce.Reverted("exception:RecursionError") from None
             except Exception as e:
                 world.rollback()
@@ -619,10 +663,13 @@ class Runtime:
     functions contracts reach through ctx.host (e.g. "verify-delivery")."""
 
     def __init__(self, registry: ContractRegistry, hooks: Mapping[str, Callable[..., Any]] | None = None,
-                 max_depth: int = MAX_DEPTH) -> None:
+                 max_depth: int = MAX_DEPTH, metering: str = METER_SYNTAX) -> None:
+        if metering not in (METER_SYNTAX, METER_LINES):
+            raise ValueError("metering")
         self.registry = registry
         self.hooks = dict(hooks or {})
         self.max_depth = max_depth
+        self.metering = metering
 
     def call(self, world: World, *, caller: bytes, address: bytes, method: str,
              args: list[Any] | None = None, value: int = 0, fuel: int = DEFAULT_FUEL,
@@ -639,7 +686,10 @@ class Runtime:
         c = _Call(self, world, fuel, block, origin, by_ledger)
         events: list[Any] = []
         world.begin()
-        token = _ACTIVE.set(fuel)
+        token = _ACTIVE.set(None if c.traced else fuel)
+        prev = sys.gettrace()
+        if c.traced:
+            sys.settrace(c.tracer)
         try:
             value = action(c, events)
         except ce.ContractError as e:
@@ -649,6 +699,8 @@ class Runtime:
             world.rollback()
             raise
         finally:
+            if c.traced:
+                sys.settrace(prev)
             _ACTIVE.reset(token)
         world.commit()
         return Result(True, value, "", "", events, fuel.used)

@@ -385,7 +385,7 @@ class Gateway:
             self._publish(topics.rx(d, t.sender.hex()), r)
         for t, e in b.dropped:
             self.reject(t.message, t, e)
-        self._publish(self._topic_blocks, b.signed_header)
+        self._publish(self._topic_blocks, b.announcement())  # header (+ certificate)
         if self.ha is not None:
             self.ha.on_block(b, self.led.state)
         self.on_event(f"block height={b.height} txs={len(b.txs)} hash={b.hash.hex()[:16]}")
