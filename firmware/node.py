@@ -59,14 +59,14 @@ class Node:
         self.log = log
         self.domain = config["domain"]
         self.authority = bytes.fromhex(config["authority"])
-        v = config.get("validators")
-        self.validators = None  # the authority alone
-        if v:
-            from shared import commit
+        # loaded here, at start-up, where it packs low (a receipt's check needs
+        # it; loaded at the first receipt it would land in a fragmented heap)
+        from shared import commit
 
-            v = sorted(bytes.fromhex(x) for x in v)
-            k = int(config.get("threshold", len(v) // 2 + 1))
-            self.validators = (k, v, commit.valset_hash(k, v))
+        v = config.get("validators")  # else the authority alone, k = 1: one code path
+        v = sorted(bytes.fromhex(x) for x in v) if v else [self.authority]
+        k = int(config.get("threshold", len(v) // 2 + 1))
+        self.validators = (k, v, commit.valset_hash(k, v))
         self.interval_ms = int(config.get("interval_ms", 2000))
         self.fee = int(config.get("fee", 0))
         self.seq = SeqStore()

@@ -81,13 +81,15 @@ def check_receipt(m, authority_public_key, validators=None):
         hb = m.get(M_HEADER)
         if not isinstance(hb, (bytes, memoryview)):
             raise errors.ProofError("bad-header")
-        fields = header.decode(hb)
-        if fields["version"] != 2:
-            raise errors.ProofError("bad-header")
         if validators is None:
             validators = (1, [authority_public_key], None)
-        commit.check(cert, sha256(hb).digest(), fields["validators"], validators[1],
-                     validators[0], validators[2])
+        # the votes first, while the heap holds least (the header's fields
+        # are decoded after): the set's hash is compared once they passed
+        commit.check(cert, sha256(hb).digest(), None, validators[1], validators[0], b"")
+        fields = header.decode(hb)
+        if fields["version"] != 2 or fields["validators"] != (
+                validators[2] or commit.valset_hash(validators[0], validators[1])):
+            raise errors.ProofError("wrong-validator-set")
     if fields["height"] != m.get(M_HEIGHT):
         raise errors.ProofError("height-mismatch")
     leaf = receipt_leaf(m[M_TX], m.get(M_STATUS), m[M_REASON], m.get(M_EVENTS))
