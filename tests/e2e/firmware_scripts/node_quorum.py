@@ -12,16 +12,9 @@ import sys
 sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, sys.argv[2])
 gc.threshold(2048)  # as firmware/main.py at start-up
-
-
-class _Mqtt:  # firmware/mqtt.py: the client here is a fake
-    class MQTTError(Exception):
-        pass
-
-
-sys.modules["firmware.mqtt"] = _Mqtt
 import json  # noqa: E402
 
+from firmware import mqtt  # noqa: E402, F401 - loaded as on a board (its heap counts); the client is a fake
 from firmware import node as fwnode  # noqa: E402
 from firmware import wallet  # noqa: E402
 from shared import tx  # noqa: E402
