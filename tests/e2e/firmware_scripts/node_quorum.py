@@ -14,8 +14,7 @@ sys.path.insert(0, sys.argv[2])
 gc.threshold(2048)  # as firmware/main.py at start-up
 import json  # noqa: E402
 
-from firmware import mqtt  # noqa: E402, F401 - loaded as on a board (its heap counts); the client is a fake
-from firmware import node as fwnode  # noqa: E402
+from firmware import node as fwnode  # noqa: E402 - it loads firmware/mqtt.py, as on a board
 from firmware import wallet  # noqa: E402
 from shared import tx  # noqa: E402
 
