@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 from gateway import broker as broker_auth
 from gateway.db.store import Store, StoreError, open_ledger
+from gateway.errors import ConfigError
 from gateway.ledger import blocks
 from gateway.ledger.validate import check_stateless
 from gateway.market.ledger.rules import open_agreements
@@ -80,6 +81,10 @@ class Gateway:
         self.counters = Counters()
         registry = registry_lookup(cfg.registry_dir) if cfg.registry_dir else None
         self.led = open_ledger(cfg, registry=registry)
+        if self.led.genesis.consensus == "quorum":  # final by k gateways' votes (docs/CONSENSUS.md)
+            self.led.store.close()
+            raise ConfigError("consensus", "a quorum domain's blocks are final only with the "
+                              "validators' votes; this gateway produces and signs alone")
         self.reader = Store(cfg.db_path, readonly=True)
         self.pool = Mempool(cfg.mempool_capacity)
         # the authority's own txs (market verdicts, grants) are never limited

@@ -305,3 +305,17 @@ def test_equivocation_needs_two_valid_votes_of_one_height(quorum) -> None:
     other = header.encode(dict(b.fields, time=b.fields["time"] + 1))
     fake = consensus.Vote(PUBS[0], b.height, other, v0.signature)  # not its signature
     assert consensus.equivocation(v0, fake) is None
+
+
+def test_a_gateway_alone_refuses_a_quorum_domain(tmp_path: Path) -> None:
+    """It could not finalise a block: a typed error at start, not a crash at
+    the first receipt."""
+    from gateway.errors import ConfigError
+    from gateway.node.config import GatewayConfig
+    from gateway.node.service import Gateway
+
+    gen.create_domain(tmp_path, DOMAIN, consensus="quorum",
+                      validators=[p for _, p in VALIDATORS])
+    with pytest.raises(ConfigError) as ei:
+        Gateway(GatewayConfig(domain=DOMAIN, data_dir=tmp_path))
+    assert ei.value.key == "consensus"
