@@ -71,7 +71,8 @@ class ValidatorSet:
         return commit.valset_hash(self.threshold, list(self.pubkeys))
 
     def encode(self) -> bytes:
-        return cbor.dumps([self.threshold, list(self.pubkeys)])
+        """The canonical encoding, whose SHA-256 is `hash` (shared/commit.py)."""
+        return cbor.dumps(["tl-valset", self.threshold, list(self.pubkeys)])
 
     def index(self, pubkey: bytes) -> int | None:
         try:

@@ -7,6 +7,7 @@ headers and format-1 receipts."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ def test_genesis_section_round_trips_and_defaults_to_a_majority(tmp_path: Path) 
     fields = g.header_fields()
     assert fields["version"] == 2
     assert fields["validators"] == fields["next_validators"] == commit.valset_hash(2, PUBS)
+    assert vs.hash == hashlib.sha256(vs.encode()).digest()
 
 
 @pytest.mark.parametrize("section, where", [
