@@ -54,7 +54,7 @@ def receipt_sizes() -> list[tuple[str, int]]:
     gateway sends on the board's rx topic)."""
     from hashlib import sha256
 
-    from shared import commit, header, messages
+    from shared import commit, commit_gateway, header, messages
 
     keys = [sha256(b"v%d" % i).digest() for i in range(3)]
     pubs = sorted(p256.public_key(k) for k in keys)
@@ -72,7 +72,7 @@ def receipt_sizes() -> list[tuple[str, int]]:
         hb = header.encode(f)
         h = header.block_hash(hb)
         by_pub = {p256.public_key(x): x for x in keys}
-        cert = commit.certificate({i: commit.vote(by_pub[pubs[i]], pubs[i], h)
+        cert = commit_gateway.certificate({i: commit_gateway.vote(by_pub[pubs[i]], pubs[i], h)
                                    for i in range(k)})
         out.append((f"format 2, certificate of {k}",
                     len(messages.receipt(tid, 7, 0, "", [], 123456, hb, 3, 32, proof, cert))))

@@ -15,7 +15,7 @@ check replies; building them (receipt, rejection, STATUS_OK/FAILED, M_DETAIL)
 is the gateway's work, in shared/messages_gateway.py, still reachable here
 (messages.receipt, ...) and loaded on first use.
 """
-from shared import cbor, errors, header, lazy, merkle
+from shared import cbor, commit, errors, header, lazy, merkle
 
 KIND_RECEIPT = 1
 KIND_REJECT = 2
@@ -74,22 +74,8 @@ def check_receipt(m, authority_public_key, validators=None):
     if cert is None:
         fields, _ = header.open_signed(authority_public_key, m.get(M_HEADER))
     else:
-        from hashlib import sha256
-
-        from shared import commit
-
-        hb = m.get(M_HEADER)
-        if not isinstance(hb, (bytes, memoryview)):
-            raise errors.ProofError("bad-header")
-        if validators is None:
-            validators = (1, [authority_public_key], None)
-        # the votes first, while the heap holds least (the header's fields
-        # are decoded after): the set's hash is compared once they passed
-        commit.check(cert, sha256(hb).digest(), None, validators[1], validators[0], b"")
-        fields = header.decode(hb)
-        if fields["version"] != 2 or fields["validators"] != (
-                validators[2] or commit.valset_hash(validators[0], validators[1])):
-            raise errors.ProofError("wrong-validator-set")
+        fields = commit.final_header(m.get(M_HEADER), cert, validators or (
+            1, [authority_public_key], None))
     if fields["height"] != m.get(M_HEIGHT):
         raise errors.ProofError("height-mismatch")
     leaf = receipt_leaf(m[M_TX], m.get(M_STATUS), m[M_REASON], m.get(M_EVENTS))

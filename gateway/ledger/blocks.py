@@ -50,7 +50,7 @@ from gateway.ledger.state import (
     StateOverlay,
     apply,
 )
-from shared import cbor, commit, errors, header, merkle, messages
+from shared import cbor, commit_gateway, errors, header, merkle, messages
 from shared import tx as txm
 
 
@@ -155,8 +155,8 @@ def own_certificate(view: Any, fields: dict[str, Any], header_bytes: bytes,
     i = None if rec is None else sets[0].index(rec.pubkey)
     if i is None:
         return None
-    sig = commit.vote(authority_priv, rec.pubkey, header.block_hash(header_bytes))
-    return commit.certificate({i: sig})
+    sig = commit_gateway.vote(authority_priv, rec.pubkey, header.block_hash(header_bytes))
+    return commit_gateway.certificate({i: sig})
 
 
 def tx_root(tx_messages: Sequence[bytes]) -> bytes:

@@ -33,7 +33,7 @@ from gateway.errors import RuleError
 from gateway.ledger import keys, txtypes
 from gateway.ledger.state import STATUS_OK, StateView
 from gateway.ledger.validate import int_in, valid_public_key
-from shared import cbor, commit, errors, header, txdecode
+from shared import cbor, commit, commit_gateway, errors, header, txdecode
 from shared import tx as txm
 
 AUTHORITY = "authority"
@@ -209,7 +209,7 @@ class Equivocation:
 
 def vote_valid(v: Vote) -> bool:
     try:
-        commit.check_vote(v.pubkey, header.block_hash(v.header_bytes), v.signature)
+        commit_gateway.check_vote(v.pubkey, header.block_hash(v.header_bytes), v.signature)
         return header.decode(v.header_bytes)["height"] == v.height
     except errors.TLError:
         return False
@@ -267,4 +267,4 @@ class Tally:
         if len(votes) < self.vs.threshold:
             return None
         chosen = dict(sorted(votes.items())[:self.vs.threshold])
-        return commit.certificate(chosen)
+        return commit_gateway.certificate(chosen)

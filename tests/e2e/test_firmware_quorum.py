@@ -3,7 +3,7 @@ validator set of the board's config (docs/CONSENSUS.md): k valid votes of
 distinct members on that very header, plus the Merkle proof. The real
 firmware (mpy-cross build) runs under `micropython -X heapsize=64k`
 (tests/e2e/firmware_scripts/node_quorum.py) and is handed receipts the
-gateway's code builds here (shared/messages.receipt, shared/commit.vote).
+gateway's code builds here (shared/messages.receipt, shared/commit_gateway.vote).
 Refused, the transaction stays in the outbox: fewer than k votes, a key
 outside the set, a member index beyond the set, one member twice, votes on
 another header, a header naming another set."""
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.ledger import consensus
-from shared import commit, header, merkle, messages, p256, tx
+from shared import commit_gateway, header, merkle, messages, p256, tx
 from tests.support.mpyrun import ROOT, firmware_build, run_micropython
 
 pytestmark = pytest.mark.micropython
@@ -43,7 +43,7 @@ def receipt(tid: bytes, signers: list[tuple[int, bytes]], *, set_hash: bytes | N
 
     hb = hdr(1_700_000_000)
     h = header.block_hash(hb if vote_time is None else hdr(vote_time))
-    cert = commit.certificate({i: commit.vote(k, p256.public_key(k), h) for i, k in signers})
+    cert = commit_gateway.certificate({i: commit_gateway.vote(k, p256.public_key(k), h) for i, k in signers})
     if len(signers) == 2 and signers[0][0] == signers[1][0]:  # the same member twice
         cert = [cert[0], cert[0]]
     return messages.receipt(tid, 1, 0, "", [], 3, hb, 0, 1, [], cert)

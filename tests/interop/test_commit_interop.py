@@ -10,7 +10,7 @@ from pycose.keys import EC2Key
 from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 
-from shared import commit, cose, es256_cryptography, p256, tx
+from shared import commit, commit_gateway, cose, es256_cryptography, p256, tx
 from tests.support.pycose_keys import pycose_key
 
 BLOCK = bytes(range(32))
@@ -19,7 +19,7 @@ BLOCK = bytes(range(32))
 def test_pycose_verifies_our_votes() -> None:
     for _ in range(3):
         priv, pub = p256.keygen()
-        sig = commit.vote(priv, pub, BLOCK)
+        sig = commit_gateway.vote(priv, pub, BLOCK)
         msg = cbor2.dumps(cbor2.CBORTag(18, [cose.protected_header(tx.device_id(pub)), {},
                                             commit.statement(BLOCK), sig]))
         m = Sign1Message.decode(msg)

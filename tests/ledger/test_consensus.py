@@ -17,7 +17,7 @@ from gateway.db import verify as replay
 from gateway.db.store import Store
 from gateway.errors import GenesisError, RuleError
 from gateway.ledger import blocks, consensus
-from shared import cbor, commit, errors, header, messages, p256
+from shared import cbor, commit, commit_gateway, errors, header, messages, p256
 from shared import tx as txm
 from tests.support.gwtest import DOMAIN, T0, Device, Node, key
 
@@ -42,7 +42,7 @@ class AuthorityDevice(Device):
 
 def votes(b: blocks.Block, signers: list[bytes]) -> list[consensus.Vote]:
     return [consensus.Vote(p, b.height, b.header_bytes,
-                           commit.vote(PRIV_OF[p], p, b.hash)) for p in signers]
+                           commit_gateway.vote(PRIV_OF[p], p, b.hash)) for p in signers]
 
 
 def verify(node: Node) -> replay.Report:
@@ -215,7 +215,7 @@ def test_quorum_block_is_final_with_k_votes_of_the_set(quorum) -> None:
     assert b.cert is None
     rep = verify(n)  # the head may wait for its certificate
     assert rep.ok, rep.error
-    cert = commit.certificate({0: votes(b, [PUBS[0]])[0].signature,
+    cert = commit_gateway.certificate({0: votes(b, [PUBS[0]])[0].signature,
                                2: votes(b, [PUBS[2]])[0].signature})
     consensus.check_certificate(cert, b.header_bytes, b.fields, vs)
     n.store.set_certificate(b.height, cert)
@@ -236,26 +236,26 @@ def test_quorum_refusals(quorum) -> None:
             commit.check(cert, h, set_hash or b.fields["validators"], PUBS, 2)
         assert ei.value.detail == detail, ei.value
 
-    refused(commit.certificate({0: good[0]}), "too-few-signatures")
+    refused(commit_gateway.certificate({0: good[0]}), "too-few-signatures")
     refused([[1, good[1]], [1, good[1]]], "duplicate-signer")
     refused([[1, good[1]], [0, good[0]]], "duplicate-signer")  # not increasing
     refused([[0, good[0]], [3, good[1]]], "signer-outside-set")
     # an outsider's vote placed at a member's index: a bad signature
-    refused([[0, good[0]], [1, commit.vote(outsider_priv, outsider_pub, h)]], "bad-signature")
+    refused([[0, good[0]], [1, commit_gateway.vote(outsider_priv, outsider_pub, h)]], "bad-signature")
     # a member's vote on another header (height 0) replayed for this one
     g0 = n.store.get_block(0)
-    old = commit.vote(PRIV_OF[PUBS[1]], PUBS[1], g0.hash)
+    old = commit_gateway.vote(PRIV_OF[PUBS[1]], PUBS[1], g0.hash)
     refused([[0, good[0]], [1, old]], "bad-signature")
     # a vote signed over the header's bytes as a COSE payload is not a vote
-    raw = commit.vote(PRIV_OF[PUBS[1]], PUBS[1], header.block_hash(b"x" + b.header_bytes))
+    raw = commit_gateway.vote(PRIV_OF[PUBS[1]], PUBS[1], header.block_hash(b"x" + b.header_bytes))
     refused([[0, good[0]], [1, raw]], "bad-signature")
-    refused(commit.certificate({0: good[0], 1: good[1]}), "wrong-validator-set", bytes(32))
+    refused(commit_gateway.certificate({0: good[0], 1: good[1]}), "wrong-validator-set", bytes(32))
     # a certificate of the set with a lower threshold does not pass as this one
     with pytest.raises(errors.TLError):
-        consensus.check_certificate(commit.certificate({0: good[0]}), b.header_bytes, b.fields,
+        consensus.check_certificate(commit_gateway.certificate({0: good[0]}), b.header_bytes, b.fields,
                                     consensus.ValidatorSet(1, tuple(PUBS)))
     # stored, a bad certificate below the head fails chain verify
-    n.store.set_certificate(b.height, commit.certificate({0: good[0]}))
+    n.store.set_certificate(b.height, commit_gateway.certificate({0: good[0]}))
     n.produce()
     rep = verify(n)
     assert not rep.ok and rep.error.reason == replay.BAD_CERTIFICATE
@@ -275,7 +275,7 @@ def test_tally_counts_members_once_and_keeps_equivocations(quorum) -> None:
     v0, v1 = votes(b, PUBS[:2])
     outsider_priv, outsider_pub = key("outsider")
     stranger = consensus.Vote(outsider_pub, b.height, b.header_bytes,
-                              commit.vote(outsider_priv, outsider_pub, b.hash))
+                              commit_gateway.vote(outsider_priv, outsider_pub, b.hash))
     assert t.add(stranger) == "signer-outside-set"
     assert t.add(v0) == "" and t.add(v0) == "duplicate"
     assert t.certificate(b.header_bytes) is None
@@ -285,7 +285,7 @@ def test_tally_counts_members_once_and_keeps_equivocations(quorum) -> None:
     other_fields = dict(b.fields, time=b.fields["time"] + 1)
     other = header.encode(other_fields)
     w = consensus.Vote(PUBS[1], b.height, other,
-                       commit.vote(PRIV_OF[PUBS[1]], PUBS[1], header.block_hash(other)))
+                       commit_gateway.vote(PRIV_OF[PUBS[1]], PUBS[1], header.block_hash(other)))
     assert t.add(v1) == ""
     assert t.add(w) == "equivocation"
     assert t.certificate(b.header_bytes) is not None
@@ -302,7 +302,7 @@ def test_equivocation_needs_two_valid_votes_of_one_height(quorum) -> None:
     assert consensus.equivocation(v0, v1) is None  # two validators
     g0 = n.store.get_block(0)
     at0 = consensus.Vote(PUBS[0], 0, g0.header_bytes,
-                         commit.vote(PRIV_OF[PUBS[0]], PUBS[0], g0.hash))
+                         commit_gateway.vote(PRIV_OF[PUBS[0]], PUBS[0], g0.hash))
     assert consensus.equivocation(v0, at0) is None  # two heights
     other = header.encode(dict(b.fields, time=b.fields["time"] + 1))
     fake = consensus.Vote(PUBS[0], b.height, other, v0.signature)  # not its signature
