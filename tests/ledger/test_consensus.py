@@ -105,6 +105,10 @@ def test_authority_mode_certificate_of_one_in_blocks_and_receipts(tmp_path: Path
             messages.check_receipt(m, key("mallory")[1])
     ann = cbor.loads(b.announcement())
     assert ann == {1: b.header_bytes, 2: b.cert}
+    from gateway.db.render import block_detail
+
+    text = block_detail(n.store.get_block(1), n.store.block_txs(1))
+    assert "validators     " + b.fields["validators"].hex() in text
     assert verify(n).ok
     n.close()
 
