@@ -44,7 +44,7 @@ def check(cert, block_hash, named_hash, pubkeys, threshold, set_hash=None):
     `block_hash` under the set (`threshold`, sorted `pubkeys`) whose hash the
     header names (`named_hash`); `set_hash`: valset_hash of the set, if known
     already (b"": the caller compares the hashes itself). SignatureError for
-    a forged vote (cose.check1)."""
+    a forged vote (cose.check1). Written compact: a board keeps it loaded."""
     if set_hash != b"" and bytes(named_hash) != (set_hash or valset_hash(threshold, pubkeys)):
         raise errors.ProofError("wrong-validator-set")
     if not isinstance(cert, list) or len(cert) < threshold or threshold < 1:
@@ -52,17 +52,17 @@ def check(cert, block_hash, named_hash, pubkeys, threshold, set_hash=None):
     st = statement(block_hash)
     last = -1
     for e in cert:
-        if not isinstance(e, list) or len(e) != 2:
-            raise errors.ProofError("bad-certificate")
-        i, sig = e
-        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+        try:
+            i, sig = e
+            ok = i.__class__ is int and len(sig) == 64
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or i < 0:
             raise errors.ProofError("bad-certificate")
         if i <= last:
             raise errors.ProofError("duplicate-signer")
         if i >= len(pubkeys):
             raise errors.ProofError("signer-outside-set")
-        if not isinstance(sig, (bytes, memoryview)) or len(sig) != 64:
-            raise errors.ProofError("bad-certificate")
         kid = sha256(pubkeys[i]).digest()[:16]
         cose.check1(pubkeys[i], cose.Sign1(cose.protected_header(kid), kid, st, sig))
         last = i
