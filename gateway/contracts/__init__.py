@@ -34,6 +34,9 @@ block of statements starts with a charge of its statement count), so fuel is
 a function of the contract's syntax tree and of its inputs only: the same on
 CPython 3.11, 3.12 and 3.13 (tests/contracts/test_fuel_versions.py), which
 lets gateways on different interpreters re-execute each other's blocks.
+Chains without a consensus section (created before it) recorded fuel from
+sys.settrace line events, which their receipts carry: the ledger binding
+replays them with that meter (runtime.METER_LINES, binding.runtime_for).
 Running out raises an internal BaseException that lint forbids contracts to
 catch, so an infinite loop that never touches ctx is still stopped; the call
 fails with out-of-fuel. Code outside the contract classes (module-level
