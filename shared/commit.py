@@ -79,6 +79,9 @@ def final_header(hb, cert, validators):
     k, pubs, h = validators
     check(cert, sha256(hb).digest(), None, pubs, k, b"")
     fields = header.decode(hb)
-    if fields["version"] != 2 or fields["validators"] != (h or valset_hash(k, pubs)):
+    if fields["version"] != 2 or fields.get("validators") != (h or valset_hash(k, pubs)):
         raise errors.ProofError("wrong-validator-set")
+    n = fields.get("next_validators")
+    if not isinstance(n, bytes) or len(n) != 32:
+        raise errors.ProofError("bad-header")
     return fields

@@ -21,15 +21,15 @@ HASH_FIELDS = ("prev_hash", "tx_root", "receipts_root", "state_root")
 INT_FIELDS = ("version", "height", "time")
 FIELDS = ("version", "domain", "height", "prev_hash", "time", "tx_root", "receipts_root",
           "state_root", "proposer")
-# version 2: the two validator-set hashes are checked as the other hashes
-HASH_FIELDS_2 = HASH_FIELDS + ("validators", "next_validators")
 
 
 def decode(header_bytes):
-    """Header fields from CBOR bytes, schema-checked (raises ProofError)."""
+    """Header fields from CBOR bytes, schema-checked (raises ProofError).
+    Version 2's two more fields (the validator-set hashes) are checked by
+    whoever compares them with a set: shared/commit.final_header on a board,
+    gateway/db/verify.py on a gateway."""
     h = cbor.loads(header_bytes)
-    v2 = isinstance(h, dict) and h.get("version") == 2
-    if not isinstance(h, dict) or len(h) != len(FIELDS) + 2 * v2:
+    if not isinstance(h, dict) or len(h) != len(FIELDS) + 2 * (h.get("version") == 2):
         raise errors.ProofError("bad-header")
     for k in FIELDS:
         if k not in h:
@@ -38,8 +38,8 @@ def decode(header_bytes):
         v = h[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise errors.ProofError("bad-header")
-    for k in HASH_FIELDS_2 if v2 else HASH_FIELDS:
-        if not isinstance(h.get(k), bytes) or len(h[k]) != 32:
+    for k in HASH_FIELDS:
+        if not isinstance(h[k], bytes) or len(h[k]) != 32:
             raise errors.ProofError("bad-header")
     if not isinstance(h["domain"], str) or not isinstance(h["proposer"], bytes):
         raise errors.ProofError("bad-header")

@@ -325,3 +325,23 @@ def test_a_gateway_alone_refuses_a_quorum_domain(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         Gateway(GatewayConfig(domain=DOMAIN, data_dir=tmp_path))
     assert ei.value.key == "consensus"
+
+
+def test_a_version_2_header_with_other_fields_is_refused(quorum) -> None:
+    """The set hashes replaced by two other keys: refused with a reason, not a
+    KeyError (a board checks them in shared/commit.final_header)."""
+    n, b, vs = quorum
+    f = {k: v for k, v in b.fields.items() if k not in ("validators", "next_validators")}
+    f.update(x=1, y=2)
+    hb = header.encode(f)
+    cert = commit_gateway.certificate({i: commit_gateway.vote(PRIV_OF[p], p, header.block_hash(hb))
+                                       for i, p in enumerate(PUBS[:2])})
+    for bad, detail in ((hb, "wrong-validator-set"),
+                        (header.encode(dict(b.fields, next_validators=b"x")), "bad-header")):
+        if bad is not hb:
+            cert = commit_gateway.certificate(
+                {i: commit_gateway.vote(PRIV_OF[p], p, header.block_hash(bad))
+                 for i, p in enumerate(PUBS[:2])})
+        with pytest.raises(errors.ProofError) as ei:
+            commit.final_header(bad, cert, (2, PUBS, None))
+        assert ei.value.detail == detail
