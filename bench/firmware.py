@@ -9,6 +9,10 @@ Measures, in one run:
   receipt, verify the header signature and the Merkle proof) running on a
   virtual board with `-X heapsize=64k` against the embedded broker and a
   gateway process: receipts verified, lowest free heap seen after a receipt;
+- the size of a receipt (a reading's, in a block of 32: a 5-hash audit path)
+  in format 1 (authority-signed header, chains without a consensus section)
+  and format 2 (header + commit certificate of k votes: k = 1 authority,
+  k = 2 and 3 a quorum), docs/CONSENSUS.md;
 - one sign's time and peak heap come from `python -m bench.crypto`.
 Targets (issue #2): reading <= 120 bytes; the loop fits in 64 KiB."""
 
@@ -43,6 +47,36 @@ def reading_size() -> int:
     priv, pub = p256.keygen()
     return len(tx.make(priv, tx.device_id(pub), tx.TYPE_READING, "demo", 123456, 0,
                        {1: 2150, 2: -2, 3: 0}))
+
+
+def receipt_sizes() -> list[tuple[str, int]]:
+    """Receipt bytes of one reading in a 32-tx block, per format (what the
+    gateway sends on the board's rx topic)."""
+    from hashlib import sha256
+
+    from shared import commit, commit_gateway, header, messages
+
+    keys = [sha256(b"v%d" % i).digest() for i in range(3)]
+    pubs = sorted(p256.public_key(k) for k in keys)
+    tid = sha256(b"tx").digest()
+    proof = [sha256(b"p%d" % i).digest() for i in range(5)]
+    fields = {"version": 1, "domain": "demo", "height": 123456, "prev_hash": bytes(32),
+              "time": 1_700_000_000, "tx_root": bytes(32), "receipts_root": bytes(32),
+              "state_root": bytes(32), "proposer": tx.device_id(pubs[0])}
+    out = [("format 1 (signed header)", len(messages.receipt(
+        tid, 7, 0, "", [], 123456, header.sign(keys[0], fields["proposer"], fields), 3, 32,
+        proof)))]
+    for k in (1, 2, 3):
+        f = dict(fields, version=2, validators=commit.valset_hash(k, pubs[:max(k, 1)]),
+                 next_validators=commit.valset_hash(k, pubs[:max(k, 1)]))
+        hb = header.encode(f)
+        h = header.block_hash(hb)
+        by_pub = {p256.public_key(x): x for x in keys}
+        cert = commit_gateway.certificate({i: commit_gateway.vote(by_pub[pubs[i]], pubs[i], h)
+                                   for i in range(k)})
+        out.append((f"format 2, certificate of {k}",
+                    len(messages.receipt(tid, 7, 0, "", [], 123456, hb, 3, 32, proof, cert))))
+    return out
 
 
 def import_heap(build_dir: Path) -> tuple[int, int, list[tuple[str, int]], int]:
@@ -97,6 +131,7 @@ def main() -> int:
         size = reading_size()
         total, left, mods, startup = import_heap(build_dir)
         receipts, low, tail = loop_run(build_dir, work, free_port())
+    sizes = receipt_sizes()
     rows = [
         ("signed one-value reading", f"{size} B", "<= 120 B", size <= 120),
         ("firmware modules the loop keeps (mpy)", f"{total} B", "", True),
@@ -104,6 +139,7 @@ def main() -> int:
         ("heap left after imports", f"{left} B", "> 0", left > 0),
         (f"loop on a {HEAP} heap: receipts verified", str(receipts), ">= 3", receipts >= 3),
         ("lowest free heap after a receipt", f"{low} B", "> 0", low > 0),
+        *((f"receipt, {name}", f"{n} B", "<= 4 KiB", n <= 4096) for name, n in sizes),
     ]
     print(f"{'measure':<42} {'value':>10}  {'target':<9} verdict")
     for name, value, target, ok in rows:

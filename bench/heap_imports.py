@@ -10,7 +10,7 @@ import gc
 import sys
 
 MODULES = ("shared.errors", "shared.cbor", "shared.p256", "shared.cose", "shared.tx",
-           "shared.merkle", "shared.header", "shared.messages", "firmware.flash",
+           "shared.merkle", "shared.header", "shared.messages", "shared.commit", "firmware.flash",
            "firmware.wallet", "firmware.mqtt", "firmware.node", "boards", "boards.unix",
            "firmware.main")
 STARTUP = ("shared.topics", "boards.profile", "firmware.startup")

@@ -34,6 +34,11 @@ and every distinct name costs heap once the module is loaded).
   to ms for some; the callback runs inside it. disconnect() sends DISCONNECT (the
   broker discards the will); a later check_msg() would connect again.
 - untrusted input is checked with explicit tests, never `assert`.
+- several brokers: `servers` is a list of (host, port), the one given first;
+  each failed connect attempt moves to the next (round robin), so a board
+  whose broker died reaches another one of its list at the next attempt,
+  keeping its subscriptions and unacked QoS 1 messages (resent as after any
+  reconnect) and everything the node keeps (outbox, seq).
 
 Errors: MQTTError is an OSError whose code (args[0], errno) is the CONNACK return
 code 1..5, 0x101 for a malformed or unexpected packet from the broker, or 0x102 when
@@ -80,8 +85,8 @@ class MQTTClient:
             if password is not None:
                 f, a = 0xC0, a + _s(password)
         self._id = (f, _s(client_id), a)
-        self.server = server
-        self.port = port
+        self.servers = [(server, port)]
+        self._srv = 0  # index in servers of the next connect attempt
         self.keepalive = keepalive
         self.timeout = timeout
         self.max_packet = max_packet
@@ -148,7 +153,7 @@ class MQTTClient:
             s.settimeout(self.timeout)
             if getattr(socket, "TCP_NODELAY", sys.platform == "linux"):
                 s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (Linux and lwIP)
-            s.connect(socket.getaddrinfo(self.server, self.port)[0][-1])
+            s.connect(socket.getaddrinfo(*self.servers[self._srv])[0][-1])
             ka = self.keepalive
             f, cid, a = self._id
             wf, w = self._will
@@ -171,6 +176,7 @@ class MQTTClient:
                 self.resent += 1
         except Exception as e:
             self.failures += 1
+            self._srv = (self._srv + 1) % len(self.servers)
             self._lost(e)
             raise
         self.reconnects += 1

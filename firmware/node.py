@@ -12,8 +12,12 @@ its own readings on chain. The node shows it every message first (it keeps
 the data-topic readings and the market notices, and watches for a rejected
 DEMAND) and runs its step every pass.
 
-Replies (docs/PROTOCOL.md): a receipt carries its own proof (a header signed
-by the domain authority); a rejection is a COSE_Sign1 by the authority, and
+Replies (docs/PROTOCOL.md): a receipt carries its own proof (format 2: the
+header with its commit certificate, k votes of the domain's validator set,
+docs/CONSENSUS.md; format 1, older chains: a header signed by the domain
+authority); config "validators" (public keys, hex) and "threshold" name the
+set, else the authority alone is the set (k = 1). A rejection is a COSE_Sign1
+by the authority, and
 the node acts on one only once its signature checks, so nobody else who can
 write the rx topic makes it drop a transaction (an unsigned or forged
 rejection is logged and changes nothing). A rejection that carries a retry
@@ -55,6 +59,14 @@ class Node:
         self.log = log
         self.domain = config["domain"]
         self.authority = bytes.fromhex(config["authority"])
+        # loaded here, at start-up, where it packs low (a receipt's check needs
+        # it; loaded at the first receipt it would land in a fragmented heap)
+        from shared import commit
+
+        v = config.get("validators")  # else the authority alone, k = 1: one code path
+        v = sorted(bytes.fromhex(x) for x in v) if v else [self.authority]
+        k = int(config.get("threshold", len(v) // 2 + 1))
+        self.validators = (k, v, commit.valset_hash(k, v))
         self.interval_ms = int(config.get("interval_ms", 2000))
         self.fee = int(config.get("fee", 0))
         self.seq = SeqStore()
@@ -194,7 +206,7 @@ class Node:
             stored = None  # the check below needs the heap more
             gc.collect()  # the check's big ints fill the small holes first
             if s1 is None:
-                fields = messages.check_receipt(m, self.authority)
+                fields = messages.check_receipt(m, self.authority, self.validators)
                 self.receipts += 1
                 self._backoff = 0
                 self._confirmed(seq)

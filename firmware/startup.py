@@ -41,6 +41,8 @@ def make_node(log):
     client = MQTTClient(w.hex.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
                         user=w.hex, password=w.mqtt_password(cfg["domain"]),
                         keepalive=int(cfg.get("keepalive", 30)))
+    for b in cfg.get("brokers", ()):  # more endpoints [host, port]: next when one dies
+        client.servers.append((b[0], int(b[1])))
     node = Node(board, cfg, w, client, log=log)
     if cfg.get("equivocate"):  # a board misbehaving on purpose (docs/TRUST.md)
         from firmware.liar import equivocate

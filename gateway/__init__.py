@@ -35,7 +35,7 @@ Pipeline the service drives (gateway/node/service.py):
     pool.done(txs)                        # only after the state moved on
     for i, t in enumerate(b.txs): publish(rx(t.sender), b.receipt_message(i))
     for t, e in b.dropped: publish(rx(t.sender), rejection(e.reason, e.detail))
-    publish(blocks topic, b.signed_header)
+    publish(blocks topic, b.announcement())  # header + commit certificate (docs/CONSENSUS.md)
 """
 
 from gateway import plugins  # noqa: F401 - the feature packages' tx types, registered with the ledger

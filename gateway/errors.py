@@ -128,6 +128,8 @@ RECEIPT_TREE_MISMATCH = "receipt-tree-mismatch"
 STATE_ROOT_MISMATCH = "state-root-mismatch"
 STATE_MISMATCH = "state-mismatch"
 DATABASE_CORRUPT = "database-corrupt"
+BAD_CERTIFICATE = "bad-certificate"  # a block's commit certificate does not finalise it
+NO_CERTIFICATE = "no-certificate"  # a block below the head with no certificate
 FILE = -1  # ChainError.height of a problem of the database file, not of a block
 
 

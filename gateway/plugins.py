@@ -7,7 +7,7 @@ never imports a feature package."""
 from __future__ import annotations
 
 from gateway.identity import rules as identity_rules
-from gateway.ledger import txtypes
+from gateway.ledger import consensus, txtypes
 from gateway.ledger import validate as _core  # noqa: F401 - registers register/reading/transfer
 from gateway.market.ledger import rules as market_rules
 from gateway.market.ledger import schema as market_schema
@@ -26,6 +26,7 @@ def _feature(code: int, owner: str) -> txtypes.TxType:
 
 
 txtypes.register(*identity_rules.TX_TYPES)
+txtypes.register(*consensus.TX_TYPES)  # VALSET
 txtypes.register(*(_feature(c, "market") for c in MARKET_TYPES))
 txtypes.register(*(_feature(c, "contracts") for c in CONTRACT_TYPES))
 txtypes.register(*trust_rules.TX_TYPES)

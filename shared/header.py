@@ -2,6 +2,10 @@
 
 Fields (text keys): version, domain, height, prev_hash, time (unix seconds),
 tx_root, receipts_root, state_root, proposer (authority device id).
+Version 2 (a chain whose genesis has a consensus section, docs/CONSENSUS.md)
+adds validators and next_validators: the hashes of the validator set whose
+certificate finalises this block and of the set of the next height
+(shared/commit.py). Version 1 headers (older chains) have neither.
 The block hash is SHA-256 of the header's CBOR bytes (the COSE payload).
 Light nodes check receipts against `receipts_root` of a header whose signature
 they verified with the domain authority's public key.
@@ -20,9 +24,12 @@ FIELDS = ("version", "domain", "height", "prev_hash", "time", "tx_root", "receip
 
 
 def decode(header_bytes):
-    """Header fields from CBOR bytes, schema-checked (raises ProofError)."""
+    """Header fields from CBOR bytes, schema-checked (raises ProofError).
+    Version 2's two more fields (the validator-set hashes) are checked by
+    whoever compares them with a set: shared/commit.final_header on a board,
+    gateway/db/verify.py on a gateway."""
     h = cbor.loads(header_bytes)
-    if not isinstance(h, dict) or len(h) != len(FIELDS):
+    if not isinstance(h, dict) or len(h) != len(FIELDS) + 2 * (h.get("version") == 2):
         raise errors.ProofError("bad-header")
     for k in FIELDS:
         if k not in h:

@@ -5,6 +5,7 @@ from hashlib import sha256
 from shared import cbor, cose
 
 VERSION = 1
+VERSION_SETS = 2  # headers naming the validator sets (shared/header.py)
 
 
 def encode(fields):

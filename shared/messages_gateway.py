@@ -8,6 +8,7 @@ from shared.messages import (
     KIND_MATCH,
     KIND_RECEIPT,
     KIND_REJECT,
+    M_CERT,
     M_EVENTS,
     M_HEADER,
     M_HEIGHT,
@@ -47,12 +48,19 @@ STATUS_OK = 0
 STATUS_FAILED = 1
 
 
-def receipt(tx_id, seq, status, reason, events, height, signed_header, index, size, proof):
-    return cbor.dumps({
+def receipt(tx_id, seq, status, reason, events, height, signed_header, index, size, proof,
+            cert=None):
+    """Format 1: `signed_header` is the authority's COSE_Sign1 of the header.
+    Format 2 (`cert` given): `signed_header` is the header's bytes and `cert`
+    its commit certificate (the list of shared/commit.py)."""
+    m = {
         M_KIND: KIND_RECEIPT, M_TX: tx_id, M_SEQ: seq, M_STATUS: status, M_REASON: reason,
         M_EVENTS: events, M_HEIGHT: height, M_HEADER: signed_header, M_INDEX: index,
         M_SIZE: size, M_PROOF: proof,
-    })
+    }
+    if cert is not None:
+        m[M_CERT] = cert
+    return cbor.dumps(m)
 
 
 def rejection(tx_id, seq, reason, detail, retry_ms=None):

@@ -36,6 +36,8 @@ TYPE_REPORT = 24
 # public registry chain
 TYPE_MFR_REGISTER = 20
 TYPE_DEVICE_RECORD = 21
+# consensus (docs/CONSENSUS.md)
+TYPE_VALSET = 22  # body {1: from height, 2: threshold, 3: [pubkeys, sorted]}, by the domain owner
 
 MAX_SEQ = (1 << 63) - 1
 MAX_AMOUNT = (1 << 63) - 1

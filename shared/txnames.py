@@ -28,6 +28,7 @@ NAMES = {
     _d.TYPE_REPORT: "report",
     _d.TYPE_MFR_REGISTER: "mfr-register",
     _d.TYPE_DEVICE_RECORD: "device-record",
+    _d.TYPE_VALSET: "valset",
 }
 
 CODES = {n: c for c, n in NAMES.items()}

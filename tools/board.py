@@ -495,6 +495,23 @@ def _identity_builders():  # -> gateway.identity_tx, or None in a tree without i
     return identity_tx
 
 
+def validators_of(data_dir: Path, domain: str) -> dict:
+    """The config keys of the domain's validator set when its genesis has a
+    quorum (docs/CONSENSUS.md): {"validators": [hex...], "threshold": k};
+    {} otherwise (the authority key alone checks the receipts)."""
+    from gateway.db import genesis_files as genesis
+    from gateway.node.config import GENESIS_FILE
+
+    try:
+        g = genesis.load(Path(data_dir) / GENESIS_FILE)
+    except genesis.GenesisError:
+        return {}
+    vs = g.validator_set() if g.domain == domain and g.consensus == "quorum" else None
+    if vs is None:
+        return {}
+    return {"validators": [p.hex() for p in vs.pubkeys], "threshold": vs.threshold}
+
+
 def authority_of(data_dir: Path, domain: str) -> bytes:
     from gateway.db import genesis_files as genesis
     from gateway.node.config import GENESIS_FILE

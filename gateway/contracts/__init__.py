@@ -27,13 +27,21 @@ reference. Host hooks (Runtime(hooks=...), e.g. "verify-delivery") must be
 deterministic functions of their CBOR arguments.
 
 Fuel: every Context operation has a price (runtime.*_COST) and, as the hard
-limit no contract can escape, every executed line of registered contract
-code costs LINE_COST (sys.settrace, counted only in contract source files).
+limit no contract can escape, every statement of registered contract code
+costs STMT_COST and every item a comprehension draws ITEM_COST. The charges
+are written into the contract's code at registration (runtime.meter: each
+block of statements starts with a charge of its statement count), so fuel is
+a function of the contract's syntax tree and of its inputs only: the same on
+CPython 3.11, 3.12 and 3.13 (tests/contracts/test_fuel_versions.py), which
+lets gateways on different interpreters re-execute each other's blocks.
+Chains without a consensus section (created before it) recorded fuel from
+sys.settrace line events, which their receipts carry: the ledger binding
+replays them with that meter (runtime.METER_LINES, binding.runtime_for).
 Running out raises an internal BaseException that lint forbids contracts to
 catch, so an infinite loop that never touches ctx is still stopped; the call
-fails with out-of-fuel. Fuel is deterministic for a given contract code and
-CPython minor version (line events are the interpreter's), so all nodes of a
-domain must run the same minor version.
+fails with out-of-fuel. Code outside the contract classes (module-level
+helpers a contract calls) is not metered: keep loops in the class, where
+lint checks them.
 
 Atomicity (Ethereum-like): a call runs in a World savepoint; any failure
 (ContractError, out-of-fuel, any other exception -> reverted

@@ -35,6 +35,14 @@ from shared import cbor
 
 MAX_FUEL = 1_000_000
 RUNTIME = runtime.Runtime(REGISTRY)
+# chains without a consensus section (created before it) were recorded with
+# fuel from line events, and their receipts carry those counts: they replay
+# with the line meter; chains with one meter on the syntax tree (runtime.meter)
+LINE_RUNTIME = runtime.Runtime(REGISTRY, metering=runtime.METER_LINES)
+
+
+def runtime_for(view: StateView) -> runtime.Runtime:
+    return RUNTIME if view.kv_get(keys.VALSETS) is not None else LINE_RUNTIME
 
 _UNSET = object()
 
@@ -115,7 +123,7 @@ def call(view: StateOverlay, block: BlockInfo, *, caller: bytes, address: bytes,
     `by_ledger`: made by the ledger itself (the market's matching step), not
     by a CONTRACT_CALL (see Context.by_ledger)."""
     w = ChainWorld(view)
-    r = RUNTIME.call(w, caller=caller, address=address, method=method, args=args, value=value,
+    r = runtime_for(view).call(w, caller=caller, address=address, method=method, args=args, value=value,
                      fuel=fuel, block=runtime.ContractBlock(block.time, block.height),
                      by_ledger=by_ledger)
     if r.ok:
@@ -134,13 +142,13 @@ def admin(view: StateOverlay, block: BlockInfo, rules: Rules, sender: bytes,
         if sender == adm and view.get(addr) is None:
             # the contract's account: a principal without a key (it never signs)
             view.put(addr, DeviceRecord(b"", 0, 0, KIND_CONTRACT))
-        r = runtime.deploy(RUNTIME, w, sender=sender, admin=adm, label=body[2], name=body[3],
+        r = runtime.deploy(runtime_for(view), w, sender=sender, admin=adm, label=body[2], name=body[3],
                            version=body[4], params=body.get(5), block=b)
     elif op == "upgrade":
-        r = runtime.upgrade(RUNTIME, w, sender=sender, admin=adm, address=body[2],
+        r = runtime.upgrade(runtime_for(view), w, sender=sender, admin=adm, address=body[2],
                             version=body[3], block=b)
     else:
-        r = runtime.set_status(RUNTIME, w, sender=sender, admin=adm, address=body[2],
+        r = runtime.set_status(runtime_for(view), w, sender=sender, admin=adm, address=body[2],
                                status=runtime.ACTIVE if op == "enable" else runtime.DISABLED,
                                block=b)
     if r.ok:

@@ -5,6 +5,7 @@ for the semantics; this module is the mechanism."""
 from __future__ import annotations
 
 import ast
+import contextvars
 import hashlib
 import inspect
 import sys
@@ -19,7 +20,9 @@ from shared import cbor
 from shared import errors as tle
 
 # ---- fuel schedule (part of consensus: changing it is a protocol change) ----
-LINE_COST = 1  # every traced line of contract code
+STMT_COST = 1  # every statement of contract code, charged as its block is entered
+ITEM_COST = 1  # every item a comprehension / generator expression draws
+LINE_COST = 1  # METER_LINES (older chains): every traced line of contract code
 STEP_COST = 1  # ctx.step() / one item of ctx.range() / ctx.iter()
 CALL_COST = 100  # entering a call frame (top-level or nested)
 READ_COST = 10  # + 1 per 32 bytes read
@@ -29,6 +32,9 @@ EMIT_COST = 20  # + 1 per 32 bytes of event data
 HOST_COST = 100  # a host hook call (+ its argument/result bytes / 32)
 
 DEFAULT_FUEL = 100_000
+# how a Runtime counts the statements a contract runs (see `meter` below)
+METER_SYNTAX = "syntax"  # charges written into the code: the same on every CPython
+METER_LINES = "lines"  # sys.settrace line events: chains recorded before, replayed alike
 MAX_DEPTH = 8  # nested call frames
 MAX_VALUE = 4096  # encoded bytes of one argument list / storage value / result
 ADDRESS_LEN = 16
@@ -117,7 +123,7 @@ class Contract:
 
 
 _FORBIDDEN_NAMES = {"BaseException", "GeneratorExit", "KeyboardInterrupt", "SystemExit",
-                    "_Exhausted", "__import__", "eval", "exec", "compile", "open", "globals",
+                    "_Exhausted", "__import__", "__tl_fuel__", "eval", "exec", "compile", "open", "globals",
                     "setattr", "delattr", "__builtins__", "vars", "breakpoint", "input"}
 _FORBIDDEN_ATTRS = {"f_trace", "settrace", "gettrace", "setprofile", "_getframe", "__dict__",
                     "__globals__", "__code__", "__class__", "__subclasses__", "_rt", "_frame"}
@@ -188,12 +194,13 @@ def _lint_node(node: ast.AST, metered_loops: bool) -> str:
 
 
 class ContractRegistry:
-    """Registered implementations by (name, version). `code_files` are the
-    source files whose lines the runtime meters."""
+    """Registered implementations by (name, version). Registration lints the
+    class and meters its code (and that of its contract base classes): see
+    `meter`."""
 
     def __init__(self) -> None:
         self._impl: dict[tuple[str, int], type[Contract]] = {}
-        self.code_files: set[str] = set()
+        self.code_files: set[str] = set()  # METER_LINES counts lines of these files
 
     def register(self, cls: type[Contract] | None = None, *, metered_loops: bool = True):
         def do(c: type[Contract]) -> type[Contract]:
@@ -203,9 +210,10 @@ class ContractRegistry:
             if (c.NAME, c.VERSION) in self._impl:
                 raise ce.LintError("duplicate")
             lint(c, metered_loops=metered_loops)
+            meter(c)
             self._impl[(c.NAME, c.VERSION)] = c
             for f in vars(c).values():
-                code = getattr(f, "__code__", None)
+                code = getattr(getattr(f, "__func__", f), "__code__", None)
                 if code is not None:
                     self.code_files.add(code.co_filename)
             return c
@@ -226,6 +234,106 @@ class ContractRegistry:
         r._impl = {**self._impl, **other._impl}
         r.code_files = self.code_files | other.code_files
         return r
+
+
+# ---- metering: fuel charges written into the contract's code ------------------------
+# Fuel must be the same on every node whatever CPython it runs (a domain's
+# gateways re-execute each other's blocks), so it is counted on the contract's
+# syntax tree, which does not change between CPython 3.11, 3.12 and 3.13, not
+# from the interpreter's line events (sys.settrace), whose count does (PEP 709
+# inlined comprehensions, other line tables). At registration each function of
+# the class is compiled again from its source with a call `__tl_fuel__(n)` at
+# the head of every block of statements (function body, loop body at each
+# iteration, if / else / try / except / match arms), n = the block's statement
+# count, and a condition `__tl_fuel__(1)` first in every comprehension, so
+# each item drawn costs ITEM_COST. No library does this for Python source.
+_METER_NAME = "__tl_fuel__"
+_ACTIVE: contextvars.ContextVar[Fuel | None] = contextvars.ContextVar("tl_fuel", default=None)
+
+
+def _fuel_hook(n: int) -> bool:
+    fuel = _ACTIVE.get()
+    if fuel is not None:
+        fuel.charge(n)
+    return True
+
+
+def _charge_stmt(n: int, at: ast.AST) -> ast.stmt:
+    call = ast.Call(ast.Name(_METER_NAME, ast.Load()), [ast.Constant(n)], [])
+    return ast.copy_location(ast.Expr(call), at)
+
+
+class _Meter(ast.NodeTransformer):
+    def _block(self, body: list[ast.stmt], skip_doc: bool = False) -> list[ast.stmt]:
+        if not body:
+            return body
+        head = 0
+        if (skip_doc and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            head = 1
+        n = len(body) - head
+        if n == 0:
+            return body
+        return body[:head] + [_charge_stmt(STMT_COST * n, body[head])] + body[head:]
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        if isinstance(node, ast.ClassDef):
+            return node  # the class body runs once, at registration
+        for name in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, name, None)
+            if isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt):
+                setattr(node, name, self._block(stmts, skip_doc=isinstance(node, ast.FunctionDef)
+                                                 and name == "body"))
+        if isinstance(node, ast.comprehension):
+            cost = ast.Call(ast.Name(_METER_NAME, ast.Load()), [ast.Constant(ITEM_COST)], [])
+            node.ifs = [ast.copy_location(cost, node.iter), *node.ifs]
+        return node
+
+
+def meter(cls: type) -> None:
+    """Replace the functions of `cls` and of its bases below Contract by
+    metered copies (once per class)."""
+    for c in cls.__mro__:
+        if c is Contract or not issubclass(c, Contract) or "__tl_metered__" in vars(c):
+            continue
+        _meter_class(c)
+
+
+def _meter_class(cls: type) -> None:
+    try:
+        lines, first = inspect.getsourcelines(cls)
+        filename = inspect.getsourcefile(cls) or "<contract>"
+    except (OSError, TypeError):
+        raise ce.LintError("no-source") from None
+    tree = ast.parse(textwrap.dedent("".join(lines)))
+    cdef = tree.body[0]
+    if not isinstance(cdef, ast.ClassDef):
+        raise ce.LintError("no-source")
+    cdef.decorator_list = []  # the class is built only to take its functions
+    tree = ast.fix_missing_locations(_Meter().visit(tree))
+    ast.increment_lineno(tree, first - 1)
+    module = sys.modules.get(cls.__module__)
+    if module is None:
+        raise ce.LintError("no-source")
+    # compiled in the module's own namespace (its functions see the names the
+    # module defines later, as the originals do); the twin's name is put back
+    scope = vars(module)
+    scope[_METER_NAME] = _fuel_hook
+    missing = object()
+    before = scope.get(cdef.name, missing)
+    exec(compile(tree, filename, "exec"), scope)  # noqa: S102 - the registered class's own source
+    twin = scope.pop(cdef.name)
+    if before is not missing:
+        scope[cdef.name] = before
+    for name, value in vars(twin).items():
+        fn = getattr(value, "__func__", value)
+        if not inspect.isfunction(fn):
+            continue
+        if "__class__" in fn.__code__.co_freevars:  # zero-argument super(): the real class
+            fn.__closure__[fn.__code__.co_freevars.index("__class__")].cell_contents = cls
+        setattr(cls, name, value)
+    cls.__tl_metered__ = True
 
 
 # ---- fuel ---------------------------------------------------------------------------
@@ -443,7 +551,7 @@ class _Frame:
 
 
 class _Call:
-    """State of one top-level call: world, fuel, block, tracer."""
+    """State of one top-level call: world, fuel, block."""
 
     def __init__(self, runtime: Runtime, world: World, fuel: Fuel, block: ContractBlock,
                  origin: bytes, by_ledger: bool = False) -> None:
@@ -458,6 +566,8 @@ class _Call:
         files = self.registry.code_files
         charge = fuel.charge
 
+        # METER_LINES only: the line tracer of the chains recorded before
+        # fuel was counted on the syntax tree (their receipts carry its counts)
         def local(frame: Any, event: str, arg: Any) -> Any:
             if event == "line":
                 charge(LINE_COST)
@@ -470,12 +580,15 @@ class _Call:
             return None
 
         self._local = local
-        self._global = global_
+        self.tracer = global_
+        self.traced = runtime.metering == METER_LINES
 
     def rearm(self) -> None:
         """A trace function that raises is removed by CPython: put it back (on
-        the thread and on the contract frames still running)."""
-        sys.settrace(self._global)
+        the thread and on the contract frames still running). METER_LINES only."""
+        if not self.traced:
+            return
+        sys.settrace(self.tracer)
         f = sys._getframe(1)
         files = self.registry.code_files
         while f is not None:
@@ -550,10 +663,13 @@ class Runtime:
     functions contracts reach through ctx.host (e.g. "verify-delivery")."""
 
     def __init__(self, registry: ContractRegistry, hooks: Mapping[str, Callable[..., Any]] | None = None,
-                 max_depth: int = MAX_DEPTH) -> None:
+                 max_depth: int = MAX_DEPTH, metering: str = METER_SYNTAX) -> None:
+        if metering not in (METER_SYNTAX, METER_LINES):
+            raise ValueError("metering")
         self.registry = registry
         self.hooks = dict(hooks or {})
         self.max_depth = max_depth
+        self.metering = metering
 
     def call(self, world: World, *, caller: bytes, address: bytes, method: str,
              args: list[Any] | None = None, value: int = 0, fuel: int = DEFAULT_FUEL,
@@ -570,8 +686,10 @@ class Runtime:
         c = _Call(self, world, fuel, block, origin, by_ledger)
         events: list[Any] = []
         world.begin()
+        token = _ACTIVE.set(None if c.traced else fuel)
         prev = sys.gettrace()
-        sys.settrace(c._global)
+        if c.traced:
+            sys.settrace(c.tracer)
         try:
             value = action(c, events)
         except ce.ContractError as e:
@@ -581,7 +699,9 @@ class Runtime:
             world.rollback()
             raise
         finally:
-            sys.settrace(prev)
+            if c.traced:
+                sys.settrace(prev)
+            _ACTIVE.reset(token)
         world.commit()
         return Result(True, value, "", "", events, fuel.used)
 

@@ -86,13 +86,19 @@ def create_domain(data_dir: Path | str, domain: str,
                   accounts: Mapping[bytes, int] | Iterable[tuple[bytes, int]] = (),
                   *, time: int | None = None, admission: str = "open",
                   min_fee: int = 0, owner: bytes = b"",
-                  authority_balance: int = 0, trust: bool = False) -> tuple[Path, Path]:
+                  authority_balance: int = 0, trust: bool = False,
+                  authority_key: bytes | None = None, consensus: str = "authority",
+                  validators: Iterable[bytes] = (), threshold: int = 0) -> tuple[Path, Path]:
     """New domain in `data_dir`: a fresh authority key pair (p256.keygen,
     file mode 0600) and a genesis file. `accounts` maps device public keys
     (33 bytes) to genesis balances; `owner` is the owner's public key
     (required for admission "claimed"); `authority_balance` gives the new
-    authority account (the operator) a genesis balance. Refuses to
-    overwrite either file.
+    authority account (the operator) a genesis balance; `authority_key` is the
+    authority's private key when it is not to be generated here. `consensus`
+    (docs/CONSENSUS.md): "authority" (the default: the authority key alone
+    finalises each block), "quorum" (`validators`' public keys, `threshold`,
+    0: a majority) or "" (no consensus section: version-1 headers, as chains
+    created before it). Refuses to overwrite either file.
     Returns (genesis_path, authority_key_path)."""
     d = Path(data_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -101,13 +107,17 @@ def create_domain(data_dir: Path | str, domain: str,
         raise FileExistsError(str(gpath))
     items = accounts.items() if isinstance(accounts, Mapping) else accounts
     accts = {txm.device_id(pub): Account(pub, bal) for pub, bal in items}
-    priv, pub = p256.keygen()
+    if authority_key is None:
+        priv, pub = p256.keygen()
+    else:
+        priv, pub = authority_key, p256.public_key(authority_key)
     if authority_balance:
         accts[txm.device_id(pub)] = Account(pub, authority_balance)
     g = Genesis(domain=domain, authority=pub,
                 time=int(_time.time()) if time is None else time,
                 admission=admission, min_fee=min_fee, accounts=accts, owner=owner,
-                trust=trust)
+                trust=trust, consensus=consensus, validators=tuple(validators),
+                threshold=threshold)
     write_key(kpath, priv)
     tmp = gpath.with_suffix(".tmp")
     tmp.write_text(dumps(g))

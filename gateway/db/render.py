@@ -145,6 +145,9 @@ def block_detail(block: BlockRecord, txs: Sequence[TxRecord]) -> str:
         "proposer       %s" % f["proposer"].hex(),
         "txs            %d" % len(txs),
     ]
+    if "validators" in f:  # version 2 (docs/CONSENSUS.md)
+        lines[-1:-1] = ["validators     %s" % f["validators"].hex(),
+                        "next_validators %s" % f["next_validators"].hex()]
     if txs:
         rows = [(t.idx, t.id.hex(), t.sender.hex(), t.seq, type_name(t.type),
                  _status(t.status, t.reason)) for t in txs]

@@ -23,6 +23,14 @@ Schema (SCHEMA below):
                                        leaves (level 1 first, root last) as
                                        32-byte hashes end to end: a receipt's
                                        audit path is read from it, not rebuilt
+    certificates(height PK, cert)      commit certificates (CBOR) of the blocks
+                                       of a chain with a consensus section
+                                       (docs/CONSENSUS.md); a block with
+                                       none is not final
+    equivocations(validator, height PK, first, second)
+                                       votes of one validator on two headers
+                                       of one height (CBOR [header, sig]
+                                       each): consensus.Equivocation
 
 Durability: WAL mode, `synchronous=FULL`. `commit_block` writes a block, its
 txs + receipts and its state diff in ONE transaction (BEGIN IMMEDIATE ...
@@ -102,6 +110,7 @@ from gateway.errors import COMMIT_FAILED, STATE_ROOT_MISMATCH, StoreError
 from gateway.ledger import commitment
 from gateway.ledger.blocks import Block, genesis_block, receipts_levels
 from gateway.ledger.commitment import Entry, NodeDiff, SparseMerkleTree
+from gateway.ledger.consensus import Equivocation, Vote
 from gateway.ledger.state import SMT, SORTED, DeviceRecord, Registry, Rules, State, leaf
 from gateway.node.config import GatewayConfig
 from shared import cbor, header, merkle, messages, stateproof
@@ -139,6 +148,17 @@ CREATE TABLE IF NOT EXISTS receipt_trees (
     height INTEGER PRIMARY KEY,
     nodes BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS certificates (
+    height INTEGER PRIMARY KEY,
+    cert BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS equivocations (
+    validator BLOB NOT NULL,
+    height INTEGER NOT NULL,
+    first BLOB NOT NULL,
+    second BLOB NOT NULL,
+    PRIMARY KEY (validator, height)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rights (
     device BLOB NOT NULL,
     principal BLOB NOT NULL,
@@ -207,6 +227,9 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                        (block.height, block.hash, block.time, len(block.txs),
                         block.header_bytes, block.signed_header))
             self._write_txs(block)
+            if block.cert is not None:
+                db.execute("INSERT INTO certificates (height, cert) VALUES (?, ?)",
+                           (block.height, cbor.dumps(block.cert)))
             self._write_diff(block.diff)
             self._write_kv(block.kv_diff)
             if block.nodes:
@@ -340,8 +363,49 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
         path = self._stored_path(t.height, blk.n_txs, t.idx)
         if path is None:  # a block committed before receipt trees were stored
             path = merkle.proof(self._rebuilt_levels(t.height), t.idx)
+        if "validators" not in blk.fields:  # receipt format 1
+            return messages.receipt(t.id, t.seq, t.status, t.reason, t.events, t.height,
+                                    blk.signed_header, t.idx, blk.n_txs, path)
+        cert = self.certificate(t.height)
+        if cert is None:  # not final yet
+            return None
         return messages.receipt(t.id, t.seq, t.status, t.reason, t.events, t.height,
-                                blk.signed_header, t.idx, blk.n_txs, path)
+                                blk.header_bytes, t.idx, blk.n_txs, path, cert)
+
+    # ---- certificates and evidence (docs/CONSENSUS.md) -------------------------
+
+    def certificate(self, height: int) -> list[Any] | None:
+        row = self._db.execute("SELECT cert FROM certificates WHERE height = ?",
+                               (height,)).fetchone()
+        return None if row is None else cbor.loads(row[0], max_size=1 << 16)
+
+    def set_certificate(self, height: int, cert: list[Any]) -> None:
+        """Store the certificate gathered for a committed block (once: a
+        block keeps the first certificate stored for it)."""
+        self._check_writable()
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO certificates (height, cert) VALUES (?, ?)",
+                             (height, cbor.dumps(cert)))
+
+    def record_equivocation(self, e: Equivocation) -> bool:
+        """Keep evidence (the first per validator and height); True if new."""
+        self._check_writable()
+        with self._db:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO equivocations (validator, height, first, second) "
+                "VALUES (?, ?, ?, ?)",
+                (e.pubkey, e.height, cbor.dumps([e.first.header_bytes, e.first.signature]),
+                 cbor.dumps([e.second.header_bytes, e.second.signature])))
+        return cur.rowcount == 1
+
+    def equivocations(self) -> list[Equivocation]:
+        out = []
+        for pub, h, a, b in self._db.execute(
+                "SELECT validator, height, first, second FROM equivocations "
+                "ORDER BY height, validator"):
+            (ha, sa), (hb, sb) = cbor.loads(a, max_size=1 << 16), cbor.loads(b, max_size=1 << 16)
+            out.append(Equivocation(pub, h, Vote(pub, h, ha, sa), Vote(pub, h, hb, sb)))
+        return out
 
     def _stored_path(self, height: int, n: int, idx: int) -> list[bytes] | None:
         """Audit path of leaf `idx` of the `n`-leaf receipts tree of block

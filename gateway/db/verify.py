@@ -58,9 +58,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import Any
 
 from gateway.db.store import LOW_S_FROM, STATE_TREE_FROM, Store
 from gateway.errors import (
+    BAD_CERTIFICATE,
     BAD_HEADER,
     BAD_HEADER_SIGNATURE,
     BAD_PREV_HASH,
@@ -72,6 +74,7 @@ from gateway.errors import (
     GENESIS_MISMATCH,
     HEADER_MISMATCH,
     MISSING_BLOCK,
+    NO_CERTIFICATE,
     RECEIPT_MISMATCH,
     RECEIPT_TREE_MISMATCH,
     RECEIPTS_ROOT_MISMATCH,
@@ -83,6 +86,7 @@ from gateway.errors import (
     TX_ROW_MISMATCH,
     ChainError,
 )
+from gateway.ledger import consensus
 from gateway.ledger.blocks import receipts_levels, tx_root
 from gateway.ledger.genesis import Genesis
 from gateway.ledger.state import (
@@ -240,6 +244,9 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None,
     expected = 0
     low_s_from = store.meta(LOW_S_FROM)  # None: no node with the rule has opened it
     at = at if at is not None else [0, -1]
+    version = header.VERSION if not g.consensus else header.VERSION_SETS
+    top = store.head() if g.consensus else None
+    last = -1 if top is None else top.height
     for blk in store.iter_blocks():
         h = expected
         at[:] = [h, -1]
@@ -256,8 +263,10 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None,
             raise ChainError(h, HEADER_MISMATCH, "hash column")
         if fields["time"] != blk.time:
             raise ChainError(h, HEADER_MISMATCH, "time column")
+        if g.consensus and h > 0:  # block 0 is the genesis file's (checked below)
+            _check_certificate(store, state, blk, fields, h == last)
         for key, want in (("height", h), ("domain", domain), ("proposer", aid),
-                          ("version", header.VERSION)):
+                          ("version", version)):
             if fields[key] != want:
                 raise ChainError(h, BAD_HEADER, key)
         try:
@@ -311,6 +320,11 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None,
                 raise ChainError(h, RECEIPT_TREE_MISMATCH, "stored receipts tree")
             if view.root() != fields["state_root"]:
                 raise ChainError(h, STATE_ROOT_MISMATCH)
+            sets = consensus.current_and_next(view, h)
+            named = {} if sets is None else {"validators": sets[0].hash,
+                                             "next_validators": sets[1].hash}
+            if any(fields.get(k) != v for k, v in named.items()):
+                raise ChainError(h, BAD_HEADER, "validator sets")
             state.apply_diff(view.changed, view.kv_changed)
         prev_hash, prev_time = blk.hash, fields["time"]
         expected += 1
@@ -320,6 +334,25 @@ def _replay(store: Store, g: Genesis, rep: Report, registry: Registry | None,
     if expected == 0:
         raise ChainError(0, EMPTY_CHAIN, "no genesis block in the store")
     return state
+
+
+def _check_certificate(store: Store, state: State, blk: Any, fields: dict[str, Any],
+                       head: bool) -> None:
+    """A block of a chain with a consensus section is final by its
+    certificate (the head may still wait for one)."""
+    h = blk.height
+    cert = store.certificate(h)
+    if cert is None:
+        if head:
+            return
+        raise ChainError(h, NO_CERTIFICATE)
+    sched = consensus.schedule(state)
+    if sched is None:
+        raise ChainError(h, BAD_CERTIFICATE, "no validator set in the state")
+    try:
+        consensus.check_certificate(cert, blk.header_bytes, fields, consensus.set_at(sched, h))
+    except errors.TLError as e:
+        raise ChainError(h, BAD_CERTIFICATE, e.detail) from None
 
 
 def _compare_state(store: Store, state: State, height: int) -> None:

@@ -12,8 +12,13 @@ rules=)` runs `txs` in order through state.apply on a StateOverlay over
   value or None (deleted) (what the store writes and what State.apply_diff
   folds in after the commit),
 - header fields, header bytes, the authority-signed header, the block hash,
+- `cert`: on a chain with a consensus section (gateway/ledger/consensus.py)
+  the commit certificate once the block is final: the builder makes it when
+  its own vote reaches the threshold (authority mode: k = 1); a quorum's is
+  gathered from the validators' votes and set later. None on older chains;
 - `proof(i)` / `receipt_message(i)`: the RFC 6962 audit path of receipt i
-  and the ready-to-publish receipt reply (shared/messages.receipt).
+  and the ready-to-publish receipt reply (shared/messages.receipt: format 2
+  with the certificate on a chain with a consensus section, else format 1).
 Roots: tx_root over the txs' COSE bytes, receipts_root over receipt leaves
 (one merkle.levels pass, proofs read from it: O(n log n) for all), state_root
 from the overlay (the state tree re-hashes only the changed entries' paths;
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+from gateway.ledger import consensus
 from gateway.ledger.commitment import NodeDiff
 from gateway.ledger.genesis import Genesis, genesis_header
 from gateway.ledger.state import (
@@ -46,7 +52,7 @@ from gateway.ledger.state import (
     StateOverlay,
     apply,
 )
-from shared import errors, header, merkle, messages
+from shared import cbor, commit_gateway, errors, header, merkle, messages
 from shared import tx as txm
 
 
@@ -100,10 +106,25 @@ class Block(HeaderFields):
     levels: list[list[bytes]] = field(default_factory=list)
     kv_diff: dict[bytes, bytes | None] = field(default_factory=dict)
     nodes: NodeDiff | None = None  # the state tree's node diff (None: a SORTED chain)
+    cert: list[Any] | None = None
 
     @cached_property
     def hash(self) -> bytes:
         return header.block_hash(self.header_bytes)
+
+    @property
+    def has_sets(self) -> bool:
+        """A version-2 header: final only with a certificate."""
+        return "validators" in self.fields
+
+    def announcement(self) -> bytes:
+        """What tl/<d>/blocks carries: the signed header (version 1), or
+        cbor {1: header bytes, 2: certificate} (version 2, once final)."""
+        if not self.has_sets:
+            return self.signed_header
+        if self.cert is None:
+            raise ValueError("block %d is not final" % self.height)
+        return announcement(self.header_bytes, self.cert)
 
     def proof(self, i: int) -> list[bytes]:
         """Audit path of receipt i in the receipts tree."""
@@ -112,8 +133,33 @@ class Block(HeaderFields):
     def receipt_message(self, i: int) -> bytes:
         """The messages.receipt reply for tx i (published on its rx topic)."""
         r = self.receipts[i]
+        if not self.has_sets:
+            return messages.receipt(r.tx_id, r.seq, r.status, r.reason, r.events, self.height,
+                                    self.signed_header, i, len(self.receipts), self.proof(i))
+        if self.cert is None:
+            raise ValueError("block %d is not final" % self.height)
         return messages.receipt(r.tx_id, r.seq, r.status, r.reason, r.events, self.height,
-                                self.signed_header, i, len(self.receipts), self.proof(i))
+                                self.header_bytes, i, len(self.receipts), self.proof(i),
+                                self.cert)
+
+
+def announcement(header_bytes: bytes, cert: list[Any]) -> bytes:
+    return cbor.dumps({1: header_bytes, 2: cert})
+
+
+def own_certificate(view: Any, fields: dict[str, Any], header_bytes: bytes,
+                    authority_priv: bytes, authority_id: bytes) -> list[Any] | None:
+    """The certificate the builder makes alone: its vote, when the set of
+    this height has threshold 1 and the authority key in it."""
+    sets = consensus.current_and_next(view, fields["height"])
+    if sets is None or sets[0].threshold != 1:
+        return None
+    rec = view.get(authority_id)
+    i = None if rec is None else sets[0].index(rec.pubkey)
+    if i is None:
+        return None
+    sig = commit_gateway.vote(authority_priv, rec.pubkey, header.block_hash(header_bytes))
+    return commit_gateway.certificate({i: sig})
 
 
 def tx_root(tx_messages: Sequence[bytes]) -> bytes:
@@ -165,8 +211,12 @@ def build_block(prev: Tip, txs: Sequence[txm.Tx], state: State, time: int,
         "receipts_root": merkle.root_of(levels), "state_root": view.root(),
         "proposer": authority_id,
     }
-    return Block(fields, header.encode(fields), header.sign(authority_priv, authority_id, fields),
-                 included, receipts, view.changed, dropped, levels, view.kv_changed, view.nodes)
+    consensus.header_sets(fields, consensus.current_and_next(view, height))
+    hbytes = header.encode(fields)
+    return Block(fields, hbytes, header.sign(authority_priv, authority_id, fields),
+                 included, receipts, view.changed, dropped, levels, view.kv_changed,
+                 nodes=view.nodes,
+                 cert=own_certificate(view, fields, hbytes, authority_priv, authority_id))
 
 
 def genesis_block(g: Genesis, authority_priv: bytes) -> Block:
@@ -174,4 +224,6 @@ def genesis_block(g: Genesis, authority_priv: bytes) -> Block:
     fields, hbytes, signed = genesis_header(g, authority_priv)
     s = g.state()
     nodes: NodeDiff = dict(s.state_tree().nodes)
-    return Block(fields, hbytes, signed, [], [], dict(s.devices), [], [[]], nodes=nodes)
+    cert = own_certificate(s, fields, hbytes, authority_priv, g.authority_id)
+    return Block(fields, hbytes, signed, [], [], dict(s.devices), [], [[]], dict(s.kv),
+                 nodes=nodes, cert=cert)

@@ -18,6 +18,12 @@ Genesis file (TOML, like the gateway config: comments allowed, hand-editable):
     time = 1700000000            # chain time of genesis (unix seconds)
     min_fee = 0                  # smallest fee a tx may carry (0: fee-less)
 
+    [consensus]                  # optional (docs/CONSENSUS.md); absent in
+                                 #  chains created before it: version-1 headers
+    mode = "quorum"              # "authority": the authority key alone, k = 1
+    validators = ["02..", ...]   # quorum: the gateways' public keys
+    threshold = 2                # quorum: k, 2k > n (default n // 2 + 1)
+
     [accounts.<device id hex>]   # the one mint: balances that exist at genesis
     pubkey = "03cd..."           # must hash to the id
     balance = 1000
@@ -48,7 +54,8 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
-from gateway.errors import GenesisError
+from gateway.errors import GenesisError, RuleError
+from gateway.ledger import consensus, keys
 from gateway.ledger.state import (
     ADMISSION_CLAIMED,
     ADMISSIONS,
@@ -83,6 +90,9 @@ class Genesis:
     accounts: Mapping[bytes, Account] = field(default_factory=dict)
     owner: bytes = b""  # the domain owner's public key (a person), b"" if none
     trust: bool = False  # trust levels kept on chain (docs/TRUST.md); off for older genesis files
+    consensus: str = ""  # "", "authority" or "quorum" (gateway/ledger/consensus.py)
+    validators: tuple[bytes, ...] = ()  # quorum: the gateways' keys
+    threshold: int = 0  # quorum: k (0: the majority)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -101,8 +111,17 @@ class Genesis:
                      min_fee=self.min_fee, owner_id=self.owner_id, registry=registry,
                      trust=self.trust)
 
+    def validator_set(self) -> consensus.ValidatorSet | None:
+        """The set of height 0 (None: a chain without a consensus section)."""
+        if self.consensus == consensus.AUTHORITY:
+            return consensus.ValidatorSet(1, (self.authority,))
+        if self.consensus == consensus.QUORUM:
+            return consensus.ValidatorSet.of(self.validators, self.threshold or None)
+        return None
+
     def state(self, commitment: str = SMT) -> State:
-        """The genesis state (accounts, the authority account, the owner);
+        """The genesis state (accounts, the authority account, the owner, and
+        the validator set where the genesis has a consensus section);
         `commitment`: the chain's state commitment at height 0 (state.SMT,
         or state.SORTED for a chain begun before the tree)."""
         devices = {i: DeviceRecord(a.pubkey, 0, a.balance) for i, a in self.accounts.items()}
@@ -113,18 +132,23 @@ class Genesis:
             o = devices.get(self.owner_id)
             devices[self.owner_id] = person(self.owner, claimant=True,
                                             balance=o.balance if o else 0)
-        return State(devices, commitment=commitment)
+        vs = self.validator_set()
+        kv = {} if vs is None else {keys.VALSETS: consensus.encode_schedule([(0, vs)])}
+        return State(devices, kv, commitment=commitment)
 
     def supply(self) -> int:
         return sum(a.balance for a in self.accounts.values())
 
     def header_fields(self, commitment: str = SMT) -> dict[str, Any]:
-        return {
+        fields = {
             "version": header.VERSION, "domain": self.domain, "height": 0,
             "prev_hash": ZERO_HASH, "time": self.time, "tx_root": merkle.EMPTY_ROOT,
             "receipts_root": merkle.EMPTY_ROOT, "state_root": self.state(commitment).root(),
             "proposer": self.authority_id,
         }
+        vs = self.validator_set()
+        consensus.header_sets(fields, None if vs is None else (vs, vs))
+        return fields
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical CBOR of every genesis field (stored in the
@@ -135,6 +159,8 @@ class Genesis:
             fields.append(self.owner)
         if self.trust:  # likewise: digests of genesis files without trust are unchanged
             fields.append("trust")
+        if self.consensus:  # likewise: chains without a consensus section keep theirs
+            fields.append([self.consensus, list(self.validators), self.threshold])
         return sha256(cbor.dumps(fields)).digest()
 
 
@@ -170,6 +196,17 @@ def _check(g: Genesis) -> None:
             raise GenesisError(where + ".balance", "must be an integer >= 0")
     if g.supply() > txm.MAX_AMOUNT:
         raise GenesisError("accounts", "total balance over 2^63-1")
+    if g.consensus not in ("", *consensus.MODES):
+        raise GenesisError("consensus.mode", "must be one of " + ", ".join(consensus.MODES))
+    if g.consensus != consensus.QUORUM and (g.validators or g.threshold):
+        raise GenesisError("consensus.validators", "only in mode \"quorum\"")
+    if g.consensus == consensus.QUORUM:
+        if not _int(g.threshold):
+            raise GenesisError("consensus.threshold", "must be an integer")
+        try:
+            g.validator_set()
+        except RuleError as e:
+            raise GenesisError("consensus", e.detail) from None
 
 
 def _hex(values: Mapping[str, Any], key: str, where: str) -> bytes:
@@ -184,7 +221,8 @@ def _hex(values: Mapping[str, Any], key: str, where: str) -> bytes:
 
 def from_dict(d: Mapping[str, Any]) -> Genesis:
     """Genesis from parsed TOML; GenesisError names the wrong key."""
-    known = {"domain", "authority", "admission", "time", "min_fee", "accounts", "owner", "trust"}
+    known = {"domain", "authority", "admission", "time", "min_fee", "accounts", "owner",
+             "trust", "consensus"}
     for k in d:
         if k not in known:
             raise GenesisError(k, "unknown key")
@@ -218,10 +256,35 @@ def from_dict(d: Mapping[str, Any]) -> Genesis:
     owner = _hex(d, "owner", "owner") if "owner" in d else b""
     if not isinstance(d.get("trust", False), bool):
         raise GenesisError("trust", "must be true or false")
+    mode, validators, threshold = _consensus(d.get("consensus"))
     return Genesis(domain=d["domain"], authority=_hex(d, "authority", "authority"),
                    time=d["time"], admission=d.get("admission", "open"),
                    min_fee=d.get("min_fee", 0), accounts=accounts, owner=owner,
-                   trust=d.get("trust", False))
+                   trust=d.get("trust", False), consensus=mode, validators=validators,
+                   threshold=threshold)
+
+
+def _consensus(c: Any) -> tuple[str, tuple[bytes, ...], int]:
+    if c is None:
+        return "", (), 0
+    if not isinstance(c, dict):
+        raise GenesisError("consensus", "must be a table {mode, validators, threshold}")
+    for k in c:
+        if k not in ("mode", "validators", "threshold"):
+            raise GenesisError("consensus." + k, "unknown key")
+    mode = c.get("mode")
+    if not isinstance(mode, str):
+        raise GenesisError("consensus.mode", "missing or not a string")
+    vals = c.get("validators", [])
+    if not isinstance(vals, list) or not all(isinstance(v, str) for v in vals):
+        raise GenesisError("consensus.validators", "must be a list of hex strings")
+    pubs = []
+    for i, v in enumerate(vals):
+        try:
+            pubs.append(bytes.fromhex(v))
+        except ValueError:
+            raise GenesisError("consensus.validators[%d]" % i, "not a hex string") from None
+    return mode, tuple(pubs), c.get("threshold", 0)
 
 
 def dumps(g: Genesis) -> str:
@@ -238,6 +301,13 @@ def dumps(g: Genesis) -> str:
         lines.append("owner = " + json.dumps(g.owner.hex()))
     if g.trust:
         lines.append("trust = true")
+    if g.consensus:
+        lines += ["", "[consensus]", "mode = " + json.dumps(g.consensus)]
+        if g.consensus == consensus.QUORUM:
+            lines.append("validators = [%s]" % ", ".join(json.dumps(v.hex())
+                                                         for v in g.validators))
+            if g.threshold:
+                lines.append("threshold = %d" % g.threshold)
     for i, a in sorted(g.accounts.items()):
         lines += ["", "[accounts.%s]" % i.hex(), "pubkey = " + json.dumps(a.pubkey.hex()),
                   "balance = %d" % a.balance]

@@ -8,6 +8,8 @@ range lists what the market needs in a deterministic order.
     i <demand id>                         -> the waiting demand's key
     c <address>                           a contract deployment
     s <address> <cbor(storage key)>       a contract's stored value
+    v                                     the schedule of validator sets
+                                          (gateway/ledger/consensus.py)
 
 Service names are a-z 0-9 '-' (no zero byte), so `<service> 00` is a prefix
 of that service's entries only.
@@ -46,3 +48,4 @@ def storage(address: bytes, encoded_key: bytes) -> bytes:
 
 OFFERS = b"o"
 DEMANDS = b"d"
+VALSETS = b"v"

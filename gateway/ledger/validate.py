@@ -62,7 +62,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.asymmetric import ec
+try:  # the fast point check; without the package (an interpreter that lacks it) shared/p256
+    from cryptography.hazmat.primitives.asymmetric import ec
+except ImportError:
+    ec = None
 
 from gateway.errors import DomainError
 from gateway.ledger import txtypes
@@ -73,7 +76,7 @@ from gateway.ledger.state import (
     introduces_sender,
     precheck,
 )
-from shared import cbor, errors
+from shared import cbor, errors, p256
 from shared import tx as txm
 
 MAX_MESSAGE = cbor.MAX_SIZE
@@ -90,8 +93,11 @@ def valid_public_key(pub: object) -> bool:
     if not isinstance(pub, bytes) or len(pub) != PUBKEY_LEN or pub[0] not in (2, 3):
         return False
     try:
-        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub)
-    except ValueError:
+        if ec is None:
+            p256.decompress(pub)
+        else:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub)
+    except (ValueError, errors.TLError):
         return False
     return True
 

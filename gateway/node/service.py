@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 from gateway import broker as broker_auth
 from gateway.db.store import Store, StoreError, open_ledger
+from gateway.errors import ConfigError
 from gateway.ledger import blocks
 from gateway.ledger.validate import check_stateless
 from gateway.market.ledger.rules import open_agreements
@@ -86,6 +87,10 @@ class Gateway:
         elif cfg.registry_dir:
             registry = registry_lookup(cfg.registry_dir)
         self.led = open_ledger(cfg, registry=registry)
+        if self.led.genesis.consensus == "quorum":  # final by k gateways' votes (docs/CONSENSUS.md)
+            self.led.store.close()
+            raise ConfigError("consensus", "a quorum domain's blocks are final only with the "
+                              "validators' votes; this gateway produces and signs alone")
         self.reader = Store(cfg.db_path, readonly=True)
         self.pool = Mempool(cfg.mempool_capacity)
         # the authority's own txs (market verdicts, grants) are never limited
@@ -426,7 +431,7 @@ class Gateway:
             self._publish(topics.rx(d, t.sender.hex()), r)
         for t, e in b.dropped:
             self.reject(t.message, t, e)
-        self._publish(self._topic_blocks, b.signed_header)
+        self._publish(self._topic_blocks, b.announcement())  # header (+ certificate)
         if self.ha is not None:
             self.ha.on_block(b, self.led.state)
         self.on_event(f"block height={b.height} txs={len(b.txs)} hash={b.hash.hex()[:16]}")

@@ -13,7 +13,7 @@ from gateway.db import genesis_files as gen
 from gateway.db import verify as replay
 from gateway.db.store import LOW_S_FROM, Store
 from gateway.ledger import blocks
-from shared import cose, header, p256
+from shared import cbor, commit_gateway, cose, header, p256
 from shared import tx as txm
 from tests.support.gwtest import DOMAIN, Device, Node, key
 
@@ -153,6 +153,10 @@ def _reforge(node: Node, height: int, change: Callable[[dict], None],
     hb = header.encode(f)
     tamper(node, "UPDATE blocks SET header = ?, signed = ?, hash = ?, time = ? WHERE height = ?",
            hb, header.sign(signer, f["proposer"], f), header.block_hash(hb), f["time"], height)
+    # and its certificate: the signer's vote (the authority is the validator set)
+    vote = commit_gateway.vote(signer, p256.public_key(signer), header.block_hash(hb))
+    tamper(node, "UPDATE certificates SET cert = ? WHERE height = ?",
+           cbor.dumps(commit_gateway.certificate({0: vote})), height)
 
 
 def test_block_signed_by_another_key(chain: Node) -> None:

@@ -95,8 +95,8 @@ def test_a_tree_row_changed_by_hand_is_refused_and_reported(node: Node, alice: D
 
 def _sorted_chain(data_dir: Path, alice: Device, bob: Device) -> Node:
     """A chain as a node before the state tree wrote it: SORTED roots, no tree rows,
-    no state_tree_from."""
-    node = Node(data_dir, {alice.pub: 1000, bob.pub: 500})
+    no state_tree_from, no consensus section (version-1 headers)."""
+    node = Node(data_dir, {alice.pub: 1000, bob.pub: 500}, consensus="")
     led = node.ledger
     g = led.genesis
     node.close()

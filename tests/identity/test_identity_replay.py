@@ -10,7 +10,7 @@ import pytest
 from gateway.db import verify as replay
 from gateway.db.store import Store
 from gateway.identity import statements as itx
-from gateway.ledger import blocks
+from gateway.ledger import blocks, consensus
 from gateway.ledger.state import RIGHT_SUBMIT, StateOverlay, claimed_device
 from shared import errors, header, merkle, messages
 from shared import tx as txm
@@ -142,9 +142,13 @@ def test_a_forged_claim_in_a_block_is_caught(world: World) -> None:
               "prev_hash": led.head.hash, "time": led.head.time, "tx_root": blocks.tx_root([m]),
               "receipts_root": merkle.root_of(levels), "state_root": view.root(),
               "proposer": led.genesis.authority_id}
+    consensus.header_sets(fields, consensus.current_and_next(view, 1))
     signed = header.sign(led.authority_priv, led.genesis.authority_id, fields)
+    hb = header.encode(fields)
+    cert = blocks.own_certificate(view, fields, hb, led.authority_priv, led.genesis.authority_id)
     w.node.store.commit_block(blocks.Block(
-        fields, header.encode(fields), signed, [t],
-        [blocks.Receipt(t.id, t.seq, 0, "", events, leaf)], view.changed, [], levels))
+        fields, hb, signed, [t],
+        [blocks.Receipt(t.id, t.seq, 0, "", events, leaf)], view.changed, [], levels, {},
+        cert=cert))
     e = failed(w, replay.BAD_TX)
     assert e.height == 1 and "bad-signature" in e.detail

@@ -23,7 +23,8 @@ def check_block(node: Node, b: blocks.Block, prev_state: dict) -> None:
     assert fields["tx_root"] == merkle.root([t.message for t in b.txs])
     leaves = [messages.receipt_leaf(r.tx_id, r.status, r.reason, r.events) for r in b.receipts]
     assert fields["receipts_root"] == merkle.root(leaves)
-    assert fields["state_root"] == st.tree_root({**prev_state, **b.diff})
+    kv = {**g.state().kv, **b.kv_diff}  # the genesis validator set (no market values here)
+    assert fields["state_root"] == st.tree_root({**prev_state, **b.diff}, kv)
     assert [r.tx_id for r in b.receipts] == [txm.tx_id(t.message) for t in b.txs]
     for i, t in enumerate(b.txs):
         m = messages.parse(b.receipt_message(i))
@@ -98,5 +99,5 @@ def test_genesis_block_is_deterministic(node: Node) -> None:
     assert stored is not None and stored.signed_header == b1.signed_header
     f = b1.fields
     assert f["height"] == 0 and f["prev_hash"] == bytes(32) and f["time"] == T0
-    assert f["state_root"] == st.tree_root(g.state().devices)
+    assert f["state_root"] == st.tree_root(g.state().devices, g.state().kv)
     assert header.open_signed(g.authority, b1.signed_header)[0] == f

@@ -65,11 +65,13 @@ class Node:
 
     def __init__(self, data_dir: Path, accounts: dict[bytes, int] | None = None, *,
                  min_fee: int = 0, admission: str = "open", create: bool = True,
-                 owner: bytes = b"", registry: Any = None, trust: bool = False) -> None:
+                 owner: bytes = b"", registry: Any = None,
+                 authority_key: bytes | None = None, **genesis: Any) -> None:
         self.data_dir = Path(data_dir)
         if create:
             create_domain(self.data_dir, DOMAIN, accounts or {}, time=T0, min_fee=min_fee,
-                          admission=admission, owner=owner, trust=trust)
+                          admission=admission, owner=owner, authority_key=authority_key,
+                          **genesis)
         self.cfg = config.GatewayConfig(domain=DOMAIN, data_dir=self.data_dir)
         self.ledger = store.open_ledger(self.cfg, create=False, registry=registry)
         self.pool = mempool.Mempool()

@@ -28,10 +28,10 @@ class Operator(Device):
 class Market:
     def __init__(self, data_dir: Path, balances: dict[str, int], *,
                  params: dict[str, Any] | None = None, deploy: bool = True,
-                 trust: bool = False) -> None:
+                 trust: bool = False, authority_key: bytes | None = None) -> None:
         self.devices = {n: Device(n) for n in balances}
         self.node = Node(data_dir, {d.pub: balances[n] for n, d in self.devices.items()},
-                         trust=trust)
+                         trust=trust, authority_key=authority_key)
         self.op = Operator(self.node)
         self.block: Any = None
         if deploy:

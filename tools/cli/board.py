@@ -76,6 +76,8 @@ def cmd_flash(args: argparse.Namespace) -> int:
             pass
     if "self_register" not in settings and settings.get("domain"):
         settings.update(_admission_settings(Path(args.data_dir), settings["domain"]))
+    if "validators" not in settings and settings.get("domain"):  # a quorum domain's set
+        settings.update(tb.validators_of(Path(args.data_dir), settings["domain"]))
     if "authority" in settings:
         try:
             tb.pubkey_from_hex(str(settings["authority"]))

@@ -95,10 +95,21 @@ def cmd_domain_init(args: argparse.Namespace) -> int:
             owner = bytes.fromhex(args.owner_pubkey)
         except ValueError:
             raise UsageError("--owner-pubkey must be hex") from None
+    validators = []
+    for v in args.validator or ():
+        try:
+            validators.append(bytes.fromhex(v))
+        except ValueError:
+            raise UsageError("--validator must be a public key in hex") from None
+    if args.consensus != "quorum" and (validators or args.threshold):
+        raise UsageError("--validator and --threshold need --consensus quorum")
     try:
         gpath, kpath = genesis.create_domain(data_dir(args), args.domain,
                                              admission=args.admission, owner=owner,
-                                             min_fee=args.min_fee, trust=args.trust)
+                                             min_fee=args.min_fee, trust=args.trust,
+                                             consensus=args.consensus,
+                                             validators=validators,
+                                             threshold=args.threshold or 0)
     except (genesis.GenesisError, FileExistsError, ValueError) as e:
         raise UsageError(str(e)) from None
     from gateway.db.store import open_ledger
@@ -109,6 +120,10 @@ def cmd_domain_init(args: argparse.Namespace) -> int:
     g = genesis.load(gpath)
     print(f"domain {g.domain} created: genesis {gpath}, authority key {kpath} (mode 0600)")
     print(f"authority public key {g.authority.hex()}  admission {g.admission}")
+    vs = g.validator_set()
+    if vs is not None:
+        print(f"consensus {g.consensus}: {vs.threshold} of {len(vs.pubkeys)} validators, "
+              f"set {vs.hash.hex()}")
     return EXIT_OK
 
 
@@ -173,6 +188,13 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                     help="smallest fee (default 0)")
     di.add_argument("--trust", action="store_true",
                     help="keep trust levels on chain (docs/TRUST.md)")
+    di.add_argument("--consensus", choices=("authority", "quorum"), default="authority",
+                    help="authority: the authority key finalises each block (default); "
+                         "quorum: k of the --validator keys (docs/CONSENSUS.md)")
+    di.add_argument("--validator", action="append", metavar="HEX",
+                    help="a gateway's public key (quorum; repeat for each)")
+    di.add_argument("--threshold", type=non_negative_int, default=0, metavar="K",
+                    help="signatures that finalise a block (quorum; default a majority)")
     di.set_defaults(func=cmd_domain_init)
 
     chain = sub.add_parser("chain", help="inspect and verify the stored chain")
