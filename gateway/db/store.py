@@ -122,6 +122,9 @@ SCHEMA_VERSION = 2
 LOW_S_FROM = "low_s_from"
 # meta key: the first height whose state_root is the state tree's (above)
 STATE_TREE_FROM = "state_tree_from"
+# meta key: a replicated domain's last proposal-log sequence applied (the
+# block's commit or a refused entry writes it in the same transaction)
+LOG_SEQ = "log_seq"
 SCHEMA = ("\n" + META_TABLE + BLOCKS_TABLE + ",\n    signed BLOB NOT NULL\n);\n" + TXS_TABLE + """\
 CREATE TABLE IF NOT EXISTS devices (
     id BLOB PRIMARY KEY,
@@ -159,6 +162,12 @@ CREATE TABLE IF NOT EXISTS equivocations (
     second BLOB NOT NULL,
     PRIMARY KEY (validator, height)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refused_entries (
+    seq INTEGER PRIMARY KEY,
+    proposer BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    entry BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rights (
     device BLOB NOT NULL,
     principal BLOB NOT NULL,
@@ -406,6 +415,23 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
             (ha, sa), (hb, sb) = cbor.loads(a, max_size=1 << 16), cbor.loads(b, max_size=1 << 16)
             out.append(Equivocation(pub, h, Vote(pub, h, ha, sa), Vote(pub, h, hb, sb)))
         return out
+
+    # ---- a replicated domain's proposal log (gateway/cluster/replica.py) ------------
+
+    def record_refused(self, seq: int, proposer: bytes, reason: str, entry: bytes) -> None:
+        """Keep a log entry every honest gateway skipped (evidence against
+        its proposer: b"" when unreadable) and move the applied log sequence
+        past it, in one transaction."""
+        self._check_writable()
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO refused_entries (seq, proposer, reason, "
+                             "entry) VALUES (?, ?, ?, ?)", (seq, proposer, reason, entry))
+            self._write_meta({LOG_SEQ: seq})
+
+    def refused_entries(self) -> list[tuple[int, bytes, str, bytes]]:
+        """(log seq, proposer, reason, entry) of every refused proposal, by seq."""
+        return [(s, bytes(p), r, bytes(e)) for s, p, r, e in self._db.execute(
+            "SELECT seq, proposer, reason, entry FROM refused_entries ORDER BY seq")]
 
     def _stored_path(self, height: int, n: int, idx: int) -> list[bytes] | None:
         """Audit path of leaf `idx` of the `n`-leaf receipts tree of block

@@ -52,8 +52,11 @@ from gateway.ledger.state import (
     StateOverlay,
     apply,
 )
+from gateway.ledger.validate import signing_key
 from shared import cbor, commit_gateway, errors, header, merkle, messages
 from shared import tx as txm
+
+BAD_BLOCK = "bad-block"  # a block another node built does not re-execute to its header
 
 
 class Tip(Protocol):
@@ -171,11 +174,14 @@ def receipts_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
 
 
 def execute(txs: Sequence[txm.Tx], state: State, rules: Rules,
-            block: BlockInfo | None = None
+            block: BlockInfo | None = None, verify: bool = False
             ) -> tuple[list[txm.Tx], list[Receipt], StateOverlay,
                        list[tuple[txm.Tx, errors.TLError]]]:
     """Run txs in order on an overlay: (included, receipts, overlay, dropped).
-    `block` gives the height and time the txs execute at."""
+    `block` gives the height and time the txs execute at. `verify`: check each
+    tx's signature with the key it must be signed by at its point of the block
+    (validate.signing_key; a block proposed by another gateway); a bad one
+    raises its TLError."""
     view = StateOverlay(state)
     included: list[txm.Tx] = []
     receipts: list[Receipt] = []
@@ -184,6 +190,8 @@ def execute(txs: Sequence[txm.Tx], state: State, rules: Rules,
     info = block or BlockInfo(0, 0)
     for t in txs:
         info.index = len(included)
+        if verify:
+            t.verify(signing_key(t, view))
         try:
             out = apply(view, t, rules, info)
         except RuleError as e:
@@ -217,6 +225,47 @@ def build_block(prev: Tip, txs: Sequence[txm.Tx], state: State, time: int,
                  included, receipts, view.changed, dropped, levels, view.kv_changed,
                  nodes=view.nodes,
                  cert=own_certificate(view, fields, hbytes, authority_priv, authority_id))
+
+
+def rebuild_block(prev: Tip, txs: Sequence[txm.Tx], state: State, signed_header: bytes,
+                  authority_pub: bytes, authority_id: bytes, *, domain: str,
+                  rules: Rules) -> Block:
+    """Re-execute a block another gateway built (a proposal of a replicated
+    domain, gateway/cluster/replica.py): its signed header must open with
+    the authority key, extend `prev`, and equal the header this node computes
+    from `txs` on `state` (every tx signed, none dropped: tx, receipts and
+    state roots, validator sets). RuleError(bad-block, detail) otherwise;
+    the same verdict on every node with the same chain."""
+    try:
+        fields, hbytes = header.open_signed(authority_pub, signed_header)
+    except errors.TLError as e:
+        raise RuleError(BAD_BLOCK, "header-signature " + e.reason) from None
+    if fields.get("height") != prev.height + 1 or fields.get("prev_hash") != prev.hash:
+        raise RuleError(BAD_BLOCK, "wrong-parent")
+    t = fields.get("time")
+    if not isinstance(t, int) or t < prev.time:
+        raise RuleError(BAD_BLOCK, "time")
+    try:
+        included, receipts, view, dropped = execute(txs, state, rules,
+                                                    BlockInfo(fields["height"], t), verify=True)
+    except errors.TLError as e:
+        raise RuleError(BAD_BLOCK, "tx-signature " + e.reason) from None
+    if dropped:
+        raise RuleError(BAD_BLOCK, "tx-refused " + dropped[0][1].reason)
+    levels = receipts_levels([r.leaf for r in receipts])
+    want = {
+        "version": header.VERSION, "domain": domain, "height": fields["height"],
+        "prev_hash": prev.hash, "time": t,
+        "tx_root": tx_root([x.message for x in included]),
+        "receipts_root": merkle.root_of(levels), "state_root": view.root(),
+        "proposer": authority_id,
+    }
+    consensus.header_sets(want, consensus.current_and_next(view, fields["height"]))
+    if header.encode(want) != hbytes:
+        bad = sorted(k for k in want if want[k] != fields.get(k)) or ["fields"]
+        raise RuleError(BAD_BLOCK, "header-mismatch " + ",".join(bad))
+    return Block(want, hbytes, signed_header, included, receipts, view.changed, [], levels,
+                 view.kv_changed, nodes=view.nodes)
 
 
 def genesis_block(g: Genesis, authority_priv: bytes) -> Block:

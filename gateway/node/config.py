@@ -20,6 +20,10 @@ A config file is flat TOML; every key is optional except `domain`:
     ha_discovery = false                 # Home Assistant MQTT discovery of verified values
                                          # (gateway/node/homeassistant.py, docs/API.md)
     http = "127.0.0.1:8080"              # the web dashboard (gateway/web/); "" for none
+    cluster = "nats://127.0.0.1:4222,nats://127.0.0.1:4223"  # a quorum domain: its NATS
+                                         # cluster (docs/CONSENSUS.md); "" for none
+    gateway_name = "gw1"                 # this gateway in the cluster ([a-z0-9-])
+    validator_key_path = "validator.key" # this gateway's validator key (quorum)
     [[derived]]                          # edge analytics: a derived service (docs/MARKET.md)
     name = "temperature-mean"
     source = "temperature"
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 
 GENESIS_FILE = "genesis.toml"
 KEY_FILE = "authority.key"
+VALIDATOR_KEY_FILE = "validator.key"
 DB_FILE = "chain.db"
 STREAMS_FILE = "streams.db"  # the market's off-chain readings (gateway/market/node/streams.py)
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -91,6 +96,12 @@ class GatewayConfig:
     # of this and rate_limit_tps / rate_limit_burst applies to them
     probation_rate_tps: float = 2.0
     probation_rate_burst: int = 20
+    # a quorum domain replicated over NATS JetStream (gateway/cluster/replica.py):
+    # the cluster's client URLs, comma-separated ("" : a gateway alone), this
+    # gateway's name there and its validator key (default <data_dir>/validator.key)
+    cluster: str = ""
+    gateway_name: str = "gw"
+    validator_key_path: Path | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -102,6 +113,14 @@ class GatewayConfig:
     @property
     def key_file(self) -> Path:
         return self.authority_key_path or self.data_dir / KEY_FILE
+
+    @property
+    def validator_key_file(self) -> Path:
+        return self.validator_key_path or self.data_dir / VALIDATOR_KEY_FILE
+
+    @property
+    def cluster_urls(self) -> list[str]:
+        return [u.strip() for u in self.cluster.split(",") if u.strip()]
 
     @property
     def db_path(self) -> Path:
@@ -131,8 +150,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "trust": (bool,),
     "probation_rate_tps": (int, float),
     "probation_rate_burst": (int,),
+    "cluster": (str,),
+    "gateway_name": (str,),
+    "validator_key_path": (str,),
 }
-_PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir")
+_PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir",
+          "validator_key_path")
 
 
 def _check(c: GatewayConfig) -> None:
@@ -161,6 +184,10 @@ def _check(c: GatewayConfig) -> None:
                           "registry_dir holding the registry's registry.toml")
     if c.registry_confirmations < 1:
         raise ConfigError("registry_confirmations", "must be >= 1")
+    if not topics.is_domain_name(c.gateway_name):
+        raise ConfigError("gateway_name", "must be 1-32 characters of a-z, 0-9 and '-'")
+    if any(not u.startswith(("nats://", "tls://")) for u in c.cluster_urls):
+        raise ConfigError("cluster", "must be nats://host:port URLs separated by commas")
     if c.market_fee_bps is not None and not 0 <= c.market_fee_bps <= 10_000:
         raise ConfigError("market_fee_bps", "must be 0 .. 10000")
 

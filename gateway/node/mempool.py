@@ -176,6 +176,16 @@ class Mempool:
         n = min(max_n, len(q))
         return [q.popleft() for _ in range(n)]
 
+    def remove(self, txs: Iterable[txm.Tx]) -> None:
+        """Forget txs a block built elsewhere holds, queued or not (a
+        replicated domain: gateway/cluster/replica.py)."""
+        txs = list(txs)
+        gone = {t.id for t in txs if t.id in self._ids}
+        if not gone:
+            return
+        self._queue = deque(t for t in self._queue if t.id not in gone)
+        self.done(t for t in txs if t.id in gone)
+
     def done(self, txs: Iterable[txm.Tx]) -> None:
         """Forget txs whose block is committed (or that were dropped)."""
         for t in txs:

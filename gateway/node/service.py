@@ -17,6 +17,12 @@ Pipeline, one stage per method:
               with ha_discovery, Home Assistant's discovery configs and the
               verified values (gateway/node/homeassistant.py)
 
+Replicated (a quorum domain with `cluster` set: gateway/cluster/replica.py):
+ingress is the cluster's transaction stream instead of the MQTT tx topic,
+and block -> store -> notify is split: a block becomes the head when this
+gateway built or re-executed it from the proposal log (_advance), and is
+answered once k validators' votes finalise it (_announce).
+
 Rejections go to the sender's rx topic, sealed by the authority, when its
 id can be read from the message, otherwise to tl/<domain>/rejects. A resend
 of a committed transaction is answered with its receipt again (nothing is
@@ -42,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gateway import broker as broker_auth
+from gateway.cluster.replica import Replica
 from gateway.db.store import Store, StoreError, open_ledger
 from gateway.errors import ConfigError
 from gateway.ledger import blocks
@@ -87,10 +94,19 @@ class Gateway:
         elif cfg.registry_dir:
             registry = registry_lookup(cfg.registry_dir)
         self.led = open_ledger(cfg, registry=registry)
-        if self.led.genesis.consensus == "quorum":  # final by k gateways' votes (docs/CONSENSUS.md)
+        self.replica: Replica | None = None
+        if cfg.cluster_urls:  # one of several gateways of a domain (docs/CONSENSUS.md)
+            try:
+                self.replica = Replica(self, cfg)
+            except BaseException:
+                self.led.store.close()
+                raise
+        elif self.led.genesis.consensus == "quorum":  # final by k gateways' votes
             self.led.store.close()
             raise ConfigError("consensus", "a quorum domain's blocks are final only with the "
-                              "validators' votes; this gateway produces and signs alone")
+                              "validators' votes: set `cluster` (its NATS servers) and "
+                              "`validator_key_path`; this gateway produces and signs alone")
+        self._muted = False  # a replica publishes nothing for blocks another gateway answers
         self.reader = Store(cfg.db_path, readonly=True)
         self.pool = Mempool(cfg.mempool_capacity)
         # the authority's own txs (market verdicts, grants) are never limited
@@ -116,7 +132,8 @@ class Gateway:
         self._topic_blocks = topics.blocks(d)
         self._topic_rejects = topics.rejects(d)
         self.market = MarketNode(d, cfg.data_dir, self.led.authority_priv, self._publish,
-                                 self.handle, self.on_event, grant=cfg.market_grant,
+                                 self.handle if self.replica is None else self._no_operator,
+                                 self.on_event, grant=cfg.market_grant,
                                  fee_bps=cfg.market_fee_bps, derived=cfg.derived)
         self.ha: HomeAssistant | None = None
         if cfg.ha_discovery:
@@ -126,8 +143,20 @@ class Gateway:
         self.metrics = Metrics(mempool_depth=lambda: len(self.pool),
                                height=lambda: self.led.head.height,
                                agreements_open=lambda: len(open_agreements(self.led.state)))
-        self._self_status = topics.status(d, broker_auth.gateway_credentials(
-            self.led.authority_priv, d)[0])
+        self._self_status = topics.status(d, self._client_name())
+
+    def _client_name(self) -> str:
+        """This gateway's MQTT identity: the authority's user, and in a
+        replicated domain its validator id (each gateway its own session and
+        last will, which the coordinator watches)."""
+        user = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)[0]
+        return user if self.replica is None else self.replica.validator_id.hex()
+
+    def _no_operator(self, payload: bytes) -> None:
+        """A replicated gateway makes no operator transactions (market verdicts,
+        grants): several gateways holding the authority key would sign
+        different transactions with one seq."""
+        self.on_event("market operator transaction not made: replicated gateway")
 
     def metrics_text(self) -> bytes:
         """The Prometheus exposition of this gateway's metrics (docs/API.md,
@@ -139,12 +168,15 @@ class Gateway:
         loop = asyncio.get_running_loop()
         # logs in with the authority key; anonymous brokers ignore it (docs/IDENTITY.md §3)
         user, password = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)
-        subs = [topics.tx(self.cfg.domain), *self.market.subscriptions]
+        subs = [*self.market.subscriptions]
+        if self.replica is None:  # a replica reads txs from the cluster's stream
+            subs.insert(0, topics.tx(self.cfg.domain))
         if self.ha is not None:
             subs += self.ha.subscriptions
-        self.link = MqttLink(self.cfg.broker_url, f"{user}-gateway", subs,
+        me = self._client_name()
+        self.link = MqttLink(self.cfg.broker_url, f"{me}-gateway", subs,
                              loop, username=user, password=password,
-                             status_topic=topics.status(self.cfg.domain, user))
+                             status_topic=topics.status(self.cfg.domain, me))
         self.link.start()
         await self.link.wait_connected(connect_timeout)
         h = self.led.head
@@ -159,9 +191,13 @@ class Gateway:
         self.market.start(self.led.state)
         if self.ha is not None:
             self.ha.start(self.led.state, self.led.head, self._committed_readings())
-        self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
-                       asyncio.create_task(self._produce(), name="produce"),
-                       asyncio.create_task(self._market_clock(), name="market")]
+        if self.replica is not None:
+            self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
+                           *await self.replica.start(connect_timeout)]
+        else:
+            self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
+                           asyncio.create_task(self._produce(), name="produce"),
+                           asyncio.create_task(self._market_clock(), name="market")]
         for t in self._tasks:
             t.add_done_callback(self._task_done)
 
@@ -186,6 +222,8 @@ class Gateway:
         pending stays unacknowledged at the broker, delivered again to the
         next start, in order."""
         self._stopping = True
+        if self.replica is not None:  # what is pending stays in the cluster's stream
+            await self.replica.stop()
         # Ingest is cancelled; the producer is woken and returns once a block
         # it is cutting is committed and answered (cancelling it while the
         # writer thread commits would skip the state update and the receipts,
@@ -195,7 +233,7 @@ class Gateway:
                 t.cancel()
         self._full.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        while len(self.pool) and not self._halted:
+        while len(self.pool) and not self._halted and self.replica is None:
             try:
                 await self._cut_block()
             except StoreError:
@@ -361,7 +399,6 @@ class Gateway:
 
     async def _cut_block(self) -> None:
         """One block: the stages block -> store -> notify."""
-        led = self.led
         if self._halted:
             raise RuntimeError("a block was not committed: no block may follow it")
         txs = self.pool.take(self.cfg.block_max_txs)
@@ -369,18 +406,38 @@ class Gateway:
         b = self._build_block(txs)
         receipts = await self._store_block(b)
         commit_s = time.perf_counter() - t0
+        accounts = self._advance(b)
+        self.pool.done(txs)
+        self._announce(b, receipts, accounts, commit_s, [t.id for t in txs])
+
+    def _advance(self, b: blocks.Block) -> list[tuple[bytes, int]]:
+        """A block on disk becomes the head: the state moves on; returns the
+        market's account notices (computed on the state before it)."""
+        led = self.led
         accounts = self.market.account_notices(b, led.state)
         moved = self.trust.level_changes(led.state, b.kv_diff)
         led.state.apply_diff(b.diff, b.kv_diff)
         for pid, old, new, why in moved:
             self.on_event(f"trust {pid.hex()[:8]} {old} -> {new} ({why})")
         led.head = b
-        self.pool.done(txs)
         self.counters.blocks += 1
         self.counters.committed += len(b.txs)
-        self._notify(b, receipts)
-        self.metrics.on_block(commit_s, [(t.id, t.type) for t in b.txs], [t.id for t in txs])
-        self.market.on_block(b, led.state, accounts)
+        return accounts
+
+    def _announce(self, b: blocks.Block, receipts: list[bytes] | None,
+                  accounts: list[tuple[bytes, int]], commit_s: float,
+                  taken: list[bytes]) -> None:
+        """A final block is answered: receipts and header (None: another
+        gateway answers), metrics, the market's notices, PUBACKs."""
+        led = self.led
+        self._muted = receipts is None
+        try:
+            if receipts is not None:
+                self._notify(b, receipts)
+            self.metrics.on_block(commit_s, [(t.id, t.type) for t in b.txs], taken)
+            self.market.on_block(b, led.state, accounts)
+        finally:
+            self._muted = False
         self._ack_settled()
         self.committed.set()
         self.committed.clear()
@@ -443,7 +500,7 @@ class Gateway:
                 for r in self.reader.latest_of_type(txm.TYPE_READING, messages.STATUS_OK)]
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        if self.link is not None:
+        if self.link is not None and not self._muted:
             self.link.publish(topic, payload, qos=1, retain=retain)
 
     async def _market_clock(self) -> None:

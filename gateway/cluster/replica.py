@@ -1,0 +1,498 @@
+"""One gateway of a quorum domain replicated over NATS JetStream
+(docs/CONSENSUS.md, "The replicated gateway"): the wiring of the node's
+pipeline (gateway/node/service.py) onto the cluster's proposal log, signature
+channel and transaction intake.
+
+- ingress: every gateway reads every transaction from the intake
+  (TxIntake); those whose seq the chain has passed are dropped, the others
+  go through the node's usual validation into its mempool;
+- block: a validator whose head is final and whose mempool holds
+  transactions builds a block on its head and appends the proposal to the log
+  after the last entry it has followed (compare-and-set). Rule: the first
+  valid proposal for a height, in log order, wins; a gateway that lost the
+  race follows the winner and builds again on it;
+- follow: every gateway applies the log's entries in order: it re-executes
+  each proposal with the ledger code (blocks.rebuild_block); one that does not
+  validate (garbage, a proposer outside the validator set, a bad proposer
+  vote, a wrong or unfinalised parent, a bad transaction or signature, a
+  header the re-execution does not give) is skipped by every honest gateway
+  alike and kept in the store as evidence (Store.record_refused). A valid one
+  is committed to the store with the log sequence it came from, and becomes
+  the head;
+- vote: each validator signs the header of every block it validated and
+  publishes the vote on the signature subject (again every RESEND_S while the
+  block is not final); the block is final when the Collector holds k votes of
+  the set; the certificate goes into the store (the 'final' marker: a block
+  without one is applied but not final) and into the receipts and the header
+  on tl/<d>/blocks, which the gateway that proposed the block publishes;
+- settle: a delivery from the intake is acknowledged once a final block holds
+  its transaction, or it was refused.
+
+Proposal (a log entry), canonical CBOR: {1: the header signed with the
+domain's authority key (as every header of the chain, which `chain verify`
+checks), 2: [transaction messages], 3: the proposer's validator key, 4: the
+proposer's vote on the header, 5: the certificate of the parent block (absent
+for block 1)}. The certificate of the parent in each proposal lets a gateway
+that was away learn the finality of the blocks it catches up on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+
+from gateway.cluster import link
+from gateway.cluster.intake import Delivery, TxIntake, split_committed
+from gateway.cluster.log import Entry, ProposalLog
+from gateway.cluster.sigs import Certificate, Collector, HeaderSig, SigChannel
+from gateway.db.genesis_files import load_authority_key
+from gateway.db.store import LOG_SEQ, StoreError
+from gateway.errors import ClusterError, ConfigError
+from gateway.ledger import blocks, consensus
+from gateway.ledger.validate import check_stateless
+from shared import cbor, commit_gateway, errors, header, p256
+from shared import tx as txm
+
+if TYPE_CHECKING:
+    from gateway.node.config import GatewayConfig
+
+log = logging.getLogger("thingledger.cluster")
+
+RESEND_S = 0.5  # s between resends of this gateway's votes on blocks not yet final
+KNOWN_HASHES = 4096  # recent block hashes kept to spot replayed votes
+APPLY_TIMEOUT = 30.0  # s a proposer waits for its own appended entry to be followed
+K_HEADER, K_TXS, K_PROPOSER, K_VOTE, K_PARENT = 1, 2, 3, 4, 5
+BAD_PROPOSAL = "bad-proposal"  # reason of a proposal refused by the consensus checks
+
+
+@dataclass(frozen=True)
+class Proposal:
+    signed_header: bytes
+    txs: list[bytes]
+    proposer: bytes
+    vote: bytes
+    parent_cert: list[Any] | None
+
+    def encode(self) -> bytes:
+        m: dict[int, Any] = {K_HEADER: self.signed_header, K_TXS: self.txs,
+                             K_PROPOSER: self.proposer, K_VOTE: self.vote}
+        if self.parent_cert is not None:
+            m[K_PARENT] = self.parent_cert
+        return cbor.dumps(m)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proposal:
+        """ClusterError(garbage) unless the structure of a proposal."""
+        try:
+            m = cbor.loads(bytes(data), max_size=len(data) + 1)
+        except errors.TLError as e:
+            raise ClusterError(ClusterError.GARBAGE, f"not canonical CBOR ({e.reason})") from None
+        if not isinstance(m, dict) or not {K_HEADER, K_TXS, K_PROPOSER, K_VOTE} <= set(m) \
+                or not set(m) <= {K_HEADER, K_TXS, K_PROPOSER, K_VOTE, K_PARENT}:
+            raise ClusterError(ClusterError.GARBAGE, "want {1: header, 2: txs, 3: proposer, "
+                                                     "4: vote, 5: parent certificate}")
+        hb, txs, who, vote, parent = (m[K_HEADER], m[K_TXS], m[K_PROPOSER], m[K_VOTE],
+                                      m.get(K_PARENT))
+        if not isinstance(hb, bytes) or not isinstance(who, bytes) or len(who) != 33 \
+                or not isinstance(vote, bytes) or len(vote) != 64:
+            raise ClusterError(ClusterError.GARBAGE, "header, proposer or vote")
+        if not isinstance(txs, list) or not all(isinstance(t, bytes) for t in txs):
+            raise ClusterError(ClusterError.GARBAGE, "txs")
+        if parent is not None and not isinstance(parent, list):
+            raise ClusterError(ClusterError.GARBAGE, "parent certificate")
+        return cls(hb, txs, who, vote, parent)
+
+
+@dataclass
+class Unfinal:
+    """A block this gateway applied whose certificate it does not hold yet."""
+
+    height: int
+    hash: bytes
+    block: blocks.Block | None  # None: applied before a restart (only the cert is missing)
+    accounts: list[tuple[bytes, int]] = field(default_factory=list)
+    mine: bool = False  # proposed by this gateway: it answers it
+    applied_at: float = 0.0
+
+
+class Replica:
+    """The replication of one Gateway (gateway/node/service.py); `gw` is
+    that gateway, whose ledger, mempool and pipeline stages it drives."""
+
+    def __init__(self, gw: Any, cfg: GatewayConfig) -> None:
+        self.gw = gw
+        self.cfg = cfg
+        led = gw.led
+        g = led.genesis
+        if g.consensus != consensus.QUORUM:
+            raise ConfigError("cluster", "a replicated domain needs a quorum consensus section "
+                              "in its genesis (docs/CONSENSUS.md)")
+        self.priv = load_authority_key(cfg.validator_key_file)
+        self.pub = p256.public_key(self.priv)
+        self.validator_id = txm.device_id(self.pub)
+        vs = self.set_at(led.head.height + 1)
+        self.is_validator = vs.index(self.pub) is not None
+        self.authority_pub = g.authority
+        self.authority_id = g.authority_id
+        self.domain = cfg.domain
+        self.log_seq = int(led.store.meta(LOG_SEQ) or 0)
+        self.unfinal: dict[int, Unfinal] = {}
+        self.pending_certs: dict[int, Certificate] = {}
+        self.waiting: dict[bytes, list[Delivery]] = {}  # tx id -> deliveries to settle
+        self.settle_later: list[Delivery] = []
+        self._settling = 0
+        self.built: blocks.Block | None = None
+        self.wake = asyncio.Event()
+        self.final_event = asyncio.Event()
+        self.lost_races = 0
+        self.proposed = 0
+        self.finalised = 0
+        self.refused: list[tuple[int, str]] = []
+        # heights of recent blocks by hash (a replayed vote names an old hash)
+        self.heights: dict[bytes, int] = {}
+        self.by_height: dict[int, bytes] = {}
+        for r in led.store.iter_blocks(max(0, led.head.height - KNOWN_HASHES)):
+            self._known(r.height, r.hash)
+        self.last_cert: tuple[int, list[Any]] | None = None
+        head = led.head
+        if head.height > 0 and led.store.certificate(head.height) is None:
+            self.unfinal[head.height] = Unfinal(head.height, head.hash, None)
+        self.nc = None
+        self.plog: ProposalLog | None = None
+        self.intake: TxIntake | None = None
+        self.follower = None
+        self.collector: Collector | None = None
+        self.sigchan: SigChannel | None = None
+
+    def _known(self, height: int, block_hash: bytes) -> None:
+        self.heights[block_hash] = height
+        self.by_height[height] = block_hash
+        old = height - KNOWN_HASHES
+        if old in self.by_height:
+            self.heights.pop(self.by_height.pop(old), None)
+
+    # ---- validator sets ------------------------------------------------------------
+    def set_at(self, height: int) -> consensus.ValidatorSet:
+        s = consensus.schedule(self.gw.led.state)
+        assert s is not None  # a quorum domain
+        return consensus.set_at(s, height)
+
+    def _is_member(self, height: int, signer: bytes) -> bool:
+        return self.set_at(height).index(signer) is not None
+
+    def _verify(self, height: int, block_hash: bytes, signer: bytes, signature: bytes) -> bool:
+        """A vote counts for `height` only on the hash this gateway knows there (a
+        vote signs the hash, not the height: an old vote replayed with a new
+        height names a block of another height)."""
+        known = self.heights.get(block_hash)
+        if known is not None and known != height:
+            return False
+        mine = self.hash_at(height)
+        if mine is not None and mine != block_hash:
+            return False
+        return self._vote_ok(block_hash, signer, signature)
+
+    def hash_at(self, height: int) -> bytes | None:
+        if height > self.gw.led.head.height:
+            return None
+        u = self.unfinal.get(height)
+        if u is not None:
+            return u.hash
+        return self.by_height.get(height)
+
+    @staticmethod
+    def _vote_ok(block_hash: bytes, signer: bytes, signature: bytes) -> bool:
+        try:
+            commit_gateway.check_vote(signer, block_hash, signature)
+        except errors.TLError:
+            return False
+        return True
+
+    def head_final(self) -> bool:
+        return self.gw.led.head.height not in self.unfinal
+
+    # ---- lifecycle -----------------------------------------------------------------
+    async def start(self, connect_timeout: float = 15.0) -> list[asyncio.Task]:
+        urls = self.cfg.cluster_urls
+        replicas = min(3, len(urls))
+        self.nc = await asyncio.wait_for(
+            link.connect(urls, name=f"thingledger-{self.cfg.gateway_name}"), connect_timeout)
+        js = self.nc.jetstream()
+        self.plog = ProposalLog(js, self.domain, replicas=replicas)
+        self.intake = TxIntake(js, self.domain, self.cfg.gateway_name, replicas=replicas)
+        await self.plog.ensure()
+        await self.intake.ensure()
+        head = self.gw.led.head
+        final = head.height - (1 if head.height in self.unfinal else 0)
+        self.collector = Collector(self.set_at(head.height + 1).threshold, self._verify,
+                                   self._is_member, on_final=self._on_final,
+                                   on_evidence=self._on_evidence, final_height=final)
+        self.sigchan = SigChannel(self.nc, self.domain, self.collector)
+        await self.sigchan.start()
+        self.follower = self.plog.follow(self.log_seq + 1, self._apply)
+        self.gw.on_event(f"replica {self.cfg.gateway_name} validator "
+                         f"{self.validator_id.hex()[:8]}"
+                         f"{'' if self.is_validator else ' (not in the set: follows only)'}"
+                         f" following the log from {self.log_seq + 1}")
+        tasks = [asyncio.create_task(self._intake_loop(), name="intake"),
+                 asyncio.create_task(self._propose_loop(), name="propose"),
+                 asyncio.create_task(self._resend_loop(), name="votes")]
+        assert self.follower._task is not None
+        return [*tasks, self.follower._task]
+
+    async def stop(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
+        if self.sigchan is not None:
+            try:
+                await self.sigchan.stop()
+            except nats.errors.Error:
+                pass
+        if self.intake is not None:
+            await self.intake.close()
+        if self.nc is not None:
+            try:
+                await self.nc.drain()
+            except (TimeoutError, nats.errors.Error):
+                await self.nc.close()
+
+    # ---- ingress: the intake -------------------------------------------------------
+    def _last_seq(self, sender: bytes) -> int:
+        rec = self.gw.led.state.get(sender)
+        return rec.last_seq if rec is not None else 0
+
+    async def _intake_loop(self) -> None:
+        assert self.intake is not None
+        gw = self.gw
+        while True:
+            got = await self.intake.fetch(256, timeout=0.5)
+            if not got:
+                continue
+            fresh, already = split_committed(got, self._last_seq)
+            settle = list(already)
+            for d in fresh:
+                tid = gw.handle(d.data)
+                if tid is None:  # refused, or answered with its stored receipt
+                    settle.append(d)
+                else:
+                    self.waiting.setdefault(tid, []).append(d)
+            await self._settle(settle)
+            if len(gw.pool):
+                self.wake.set()
+
+    async def _settle(self, ds: list[Delivery]) -> None:
+        """Acknowledge deliveries once the head is final (what the chain holds is final)."""
+        if not ds:
+            return
+        if not self.head_final():
+            self.settle_later.extend(ds)
+            return
+        assert self.intake is not None
+        self._settling += len(ds)
+        try:
+            await self.intake.settle(ds)
+        except (TimeoutError, nats.errors.Error) as e:  # delivered again, then dropped
+            log.info("intake: settle failed (%r); redelivered later", e)
+        finally:
+            self._settling -= len(ds)
+
+    @property
+    def unsettled(self) -> int:
+        """Deliveries taken from the intake and not acknowledged yet."""
+        return sum(map(len, self.waiting.values())) + len(self.settle_later) + self._settling
+
+    # ---- block: proposing ----------------------------------------------------------
+    async def _propose_loop(self) -> None:
+        gw = self.gw
+        interval = self.cfg.block_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), interval)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            if not self.is_validator or not len(gw.pool) or not self.head_final():
+                continue
+            await self._propose()
+
+    async def _propose(self) -> None:
+        gw, led = self.gw, self.gw.led
+        assert self.plog is not None and self.follower is not None
+        after = self.follower.applied
+        txs = list(islice(gw.pool.queued(), self.cfg.block_max_txs))
+        b = gw._build_block(txs)
+        if b.dropped:  # not includable now: answered and forgotten
+            for t, e in b.dropped:
+                gw.reject(t.message, t, e)
+            gw.pool.remove([t for t, _ in b.dropped])
+            self._settle_ids([t.id for t, _ in b.dropped])
+        if not b.txs:
+            return
+        parent = None
+        h = led.head.height
+        if h > 0:
+            parent = self.last_cert[1] if self.last_cert and self.last_cert[0] == h else None
+            parent = parent or gw.reader.certificate(h)
+            if parent is None:
+                return  # not final here yet
+        p = Proposal(b.signed_header, [t.message for t in b.txs], self.pub,
+                     commit_gateway.vote(self.priv, self.pub, b.hash), parent)
+        self.built = b
+        try:
+            a = await self.plog.append(p.encode(), after)
+        except ClusterError as e:
+            if e.reason == ClusterError.WRONG_LAST_SEQ:
+                self.lost_races += 1  # another proposal is there: follow it
+                return
+            if e.reason == ClusterError.UNAVAILABLE:
+                gw.on_event(f"proposal not appended: {e}")
+                return
+            raise
+        self.proposed += 1
+        await self.follower.wait_applied(a.seq, APPLY_TIMEOUT)
+
+    def _settle_ids(self, ids: list[bytes]) -> None:
+        ds = [d for i in ids for d in self.waiting.pop(i, [])]
+        if ds:
+            asyncio.get_running_loop().create_task(self._settle(ds))
+
+    # ---- follow: re-execute, store, vote -------------------------------------------
+    def _check(self, entry: Entry) -> tuple[blocks.Block, bool]:
+        """The block a log entry proposes, re-executed on this gateway's head,
+        and whether this gateway built it; TLError with a reason otherwise."""
+        led = self.gw.led
+        p = Proposal.decode(entry.data)
+        head = led.head
+        height = head.height + 1
+        vs = self.set_at(height)
+        if vs.index(p.proposer) is None:
+            raise ClusterError(ClusterError.NOT_IN_SET, "proposer " + p.proposer.hex()[:16])
+        try:
+            _, hbytes = header.open_signed(self.authority_pub, p.signed_header)
+        except errors.TLError as e:
+            raise errors.TLError("header signature " + e.reason, BAD_PROPOSAL) from None
+        if not self._vote_ok(header.block_hash(hbytes), p.proposer, p.vote):
+            raise ClusterError(ClusterError.BAD_SIGNATURE, "proposer's vote")
+        if head.height > 0:  # the parent must be final: its certificate comes along
+            if p.parent_cert is None:
+                raise errors.TLError("no parent certificate", BAD_PROPOSAL)
+            consensus.check_certificate(p.parent_cert, head.header_bytes, head.fields,
+                                        self.set_at(head.height))
+        b = self.built
+        if b is not None and b.signed_header == p.signed_header \
+                and [t.message for t in b.txs] == p.txs:
+            return b, True
+        txs = [check_stateless(m, self.domain) for m in p.txs]
+        return blocks.rebuild_block(head, txs, led.state, p.signed_header, self.authority_pub,
+                                    self.authority_id, domain=self.domain,
+                                    rules=led.rules), False
+
+    async def _apply(self, entry: Entry) -> None:
+        gw, led = self.gw, self.gw.led
+        loop = asyncio.get_running_loop()
+        try:
+            b, mine = self._check(entry)
+        except errors.TLError as e:
+            proposer = b""
+            try:
+                proposer = Proposal.decode(entry.data).proposer
+            except errors.TLError:
+                pass
+            await loop.run_in_executor(gw._writer, led.store.record_refused, entry.seq, proposer,
+                                       f"{e.reason}: {e.detail}", bytes(entry.data))
+            self.refused.append((entry.seq, e.reason))
+            gw.on_event(f"proposal {entry.seq} refused: {e.reason} {e.detail} "
+                        f"(proposer {proposer.hex()[:8] or '?'})")
+            raise
+        self.built = None
+        head = led.head
+        if head.height > 0 and head.height in self.unfinal:  # learnt from the proposal
+            p = Proposal.decode(entry.data)
+            await self._finalise(head.height, p.parent_cert)
+        t0 = time.perf_counter()
+        try:
+            await loop.run_in_executor(gw._writer, led.store.commit_block, b,
+                                       {LOG_SEQ: entry.seq})
+        except StoreError as e:  # not a refusal of the entry: the follower stops here
+            gw._commit_failed(b, e)
+            raise RuntimeError(f"block {b.height} not committed") from e
+        accounts = gw._advance(b)
+        self._known(b.height, b.hash)
+        gw.pool.remove(list(b.txs) + [t for t, _ in b.dropped])
+        self.log_seq = entry.seq
+        u = Unfinal(b.height, b.hash, b, accounts, mine, time.perf_counter() - t0)
+        self.unfinal[b.height] = u
+        await self._vote(u)
+        cert = self.pending_certs.pop(b.height, None)
+        if cert is not None:
+            self._on_final(cert)
+
+    async def _vote(self, u: Unfinal) -> None:
+        if not self.is_validator or self.sigchan is None:
+            return
+        sig = commit_gateway.vote(self.priv, self.pub, u.hash)
+        try:
+            await self.sigchan.publish(HeaderSig(u.height, u.hash, self.pub, sig))
+        except nats.errors.Error as e:  # resent by _resend_loop
+            log.info("vote not published: %r", e)
+
+    async def _resend_loop(self) -> None:
+        """Core NATS delivers at most once: votes on blocks not final go out again."""
+        while True:
+            await asyncio.sleep(RESEND_S)
+            for u in list(self.unfinal.values()):
+                await self._vote(u)
+
+    # ---- finality ------------------------------------------------------------------
+    def _on_final(self, cert: Certificate) -> None:
+        """The Collector holds k votes on one header (called in its callback)."""
+        u = self.unfinal.get(cert.height)
+        if u is None:
+            if cert.height > self.gw.led.head.height:
+                self.pending_certs[cert.height] = cert  # the block is still coming
+            return
+        if u.hash != cert.hash:
+            self.gw.on_event(f"error: height {cert.height} final with {cert.hash.hex()[:16]}, "
+                             f"this gateway applied {u.hash.hex()[:16]}")
+            return
+        vs = self.set_at(cert.height)
+        votes = {vs.index(s): sig for s, sig in cert.sigs}
+        if None in votes:
+            return
+        asyncio.get_running_loop().create_task(
+            self._finalise(cert.height, commit_gateway.certificate(votes)))
+
+    def _on_evidence(self, first: HeaderSig, second: HeaderSig) -> None:
+        self.gw.on_event(f"equivocation: validator {first.signer.hex()[:8]} signed two headers "
+                         f"at height {first.height}")
+
+    async def _finalise(self, height: int, cert: list[Any]) -> None:
+        u = self.unfinal.pop(height, None)
+        if u is None:
+            return  # final already
+        gw = self.gw
+        await asyncio.get_running_loop().run_in_executor(
+            gw._writer, gw.led.store.set_certificate, height, cert)
+        self.finalised += 1
+        self.last_cert = (height, cert)
+        vs = self.set_at(height)
+        b = u.block
+        if b is not None:
+            b.cert = cert
+            receipts = [b.receipt_message(i) for i in range(len(b.txs))] if u.mine else None
+            gw._announce(b, receipts, u.accounts, u.applied_at, [t.id for t in b.txs])
+            self._settle_ids([t.id for t in b.txs] + [t.id for t, _ in b.dropped])
+        gw.on_event(f"final height={height} votes={len(cert)}/{len(vs.pubkeys)} "
+                    f"hash={u.hash.hex()[:16]}{' (proposed here)' if u.mine else ''}")
+        if self.head_final() and self.settle_later:
+            later, self.settle_later = self.settle_later, []
+            await self._settle(later)
+        self.final_event.set()
+        self.final_event.clear()
+        self.wake.set()
