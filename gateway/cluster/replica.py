@@ -56,7 +56,7 @@ from gateway.db.store import LOG_SEQ, StoreError
 from gateway.errors import ClusterError, ConfigError
 from gateway.ledger import blocks, consensus
 from gateway.ledger.validate import check_stateless
-from shared import cbor, commit_gateway, errors, header, p256
+from shared import cbor, commit_gateway, errors, header, p256, topics
 from shared import tx as txm
 
 if TYPE_CHECKING:
@@ -147,6 +147,8 @@ class Replica:
         self.waiting: dict[bytes, list[Delivery]] = {}  # tx id -> deliveries to settle
         self.settle_later: list[Delivery] = []
         self._settling = 0
+        self._ids: tuple[int, list[bytes]] | None = None
+        self.online: dict[bytes, bool] = {}  # other gateways' last status (unknown: online)
         self.built: blocks.Block | None = None
         self.wake = asyncio.Event()
         self.final_event = asyncio.Event()
@@ -176,6 +178,40 @@ class Replica:
         old = height - KNOWN_HASHES
         if old in self.by_height:
             self.heights.pop(self.by_height.pop(old), None)
+
+    def validator_ids(self) -> list[bytes]:
+        """The ids of the set of the next height, sorted (cached per head)."""
+        h = self.gw.led.head.height
+        if self._ids is None or self._ids[0] != h:
+            self._ids = (h, sorted(self.set_at(h + 1).ids()))
+        return self._ids[1]
+
+    def on_status(self, status_topic: str, payload: bytes) -> bool:
+        """A status message: True (and the gateway's liveness noted) if it is
+        one of this domain's gateways (their status topic is their validator id)."""
+        for i in self.validator_ids():
+            if status_topic == topics.status(self.domain, i.hex()):
+                if i != self.validator_id:
+                    was = self.online.get(i, True)
+                    self.online[i] = payload == b"online"
+                    if was != self.online[i]:
+                        self.gw.on_event(f"gateway {i.hex()[:8]} "
+                                         f"{'online' if self.online[i] else 'offline'}")
+                return True
+        return False
+
+    def serves(self, device: bytes) -> bool:
+        """Whether this gateway answers `device` (receipts, rejections, market
+        notices): of the domain's gateways not known offline (their last
+        will), the one at the device id's hash modulo their number; every
+        gateway with the same view picks the same one, and a device whose
+        gateway goes offline is answered by a live one at once."""
+        live = [i for i in self.validator_ids()
+                if i == self.validator_id or self.online.get(i, True)]
+        if self.validator_id not in live:
+            live.append(self.validator_id)
+            live.sort()
+        return live[int.from_bytes(device[:4], "big") % len(live)] == self.validator_id
 
     # ---- validator sets ------------------------------------------------------------
     def set_at(self, height: int) -> consensus.ValidatorSet:
@@ -385,7 +421,7 @@ class Replica:
             consensus.check_certificate(p.parent_cert, head.header_bytes, head.fields,
                                         self.set_at(head.height))
         b = self.built
-        if b is not None and b.signed_header == p.signed_header \
+        if b is not None and p.proposer == self.pub and b.signed_header == p.signed_header \
                 and [t.message for t in b.txs] == p.txs:
             return b, True
         txs = [check_stateless(m, self.domain) for m in p.txs]
@@ -485,8 +521,10 @@ class Replica:
         b = u.block
         if b is not None:
             b.cert = cert
-            receipts = [b.receipt_message(i) for i in range(len(b.txs))] if u.mine else None
-            gw._announce(b, receipts, u.accounts, u.applied_at, [t.id for t in b.txs])
+            receipts = [b.receipt_message(i) if self.serves(t.sender) else None
+                        for i, t in enumerate(b.txs)]
+            gw._announce(b, receipts, u.accounts, u.applied_at, [t.id for t in b.txs],
+                         announce=u.mine)
             self._settle_ids([t.id for t in b.txs] + [t.id for t, _ in b.dropped])
         gw.on_event(f"final height={height} votes={len(cert)}/{len(vs.pubkeys)} "
                     f"hash={u.hash.hex()[:16]}{' (proposed here)' if u.mine else ''}")

@@ -258,9 +258,14 @@ class Gateway:
                     self.market.on_data(m.topic, m.payload, self.led.state)
                     self._unacked.append((m, None))
                 elif self.market.is_status(m.topic):  # a device (re)connected: its state
-                    self.market.on_status(m.topic, m.payload, self.led.state, self.led.head)
-                    if m.topic != self._self_status:
-                        dev = m.topic.rsplit("/", 2)[-2]
+                    dev = m.topic.rsplit("/", 2)[-2]
+                    peer = self.replica is not None and self.replica.on_status(m.topic, m.payload)
+                    self._muted = not peer and not self._serves_hex(dev)
+                    try:
+                        self.market.on_status(m.topic, m.payload, self.led.state, self.led.head)
+                    finally:
+                        self._muted = False
+                    if m.topic != self._self_status and not peer:
                         self.metrics.on_status(dev, m.payload == b"online")
                         self._check_session(dev, m.payload == b"online")
                     self._unacked.append((m, None))
@@ -315,7 +320,8 @@ class Gateway:
                     self.limit.take(t.sender)  # signature verified: a resend counts too
                     self.counters.resent_receipts += 1
                     self.metrics.on_resent()
-                    self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
+                    if self._serves(t.sender):
+                        self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
                     return None
                 self._file_equivocation(t)
             if t is not None:
@@ -356,6 +362,8 @@ class Gateway:
         self.counters.rejected += 1
         self.metrics.on_rejected(e.reason)
         sender = t.sender if t is not None else _readable_sender(payload)
+        if sender is not None and not self._serves(sender):
+            return  # another gateway of the domain answers this sender
         tx_id = hashlib.sha256(payload).digest() if e.reason != errors.TOO_LARGE else b""
         retry = None
         if e.reason in reasons.RETRYABLE:
@@ -424,16 +432,16 @@ class Gateway:
         self.counters.committed += len(b.txs)
         return accounts
 
-    def _announce(self, b: blocks.Block, receipts: list[bytes] | None,
+    def _announce(self, b: blocks.Block, receipts: list[bytes | None],
                   accounts: list[tuple[bytes, int]], commit_s: float,
-                  taken: list[bytes]) -> None:
-        """A final block is answered: receipts and header (None: another
-        gateway answers), metrics, the market's notices, PUBACKs."""
+                  taken: list[bytes], announce: bool = True) -> None:
+        """A final block is answered: receipts and header (see _notify),
+        metrics, the market's notices (by the gateway that announces),
+        PUBACKs."""
         led = self.led
-        self._muted = receipts is None
+        self._notify(b, receipts, announce)
+        self._muted = not announce
         try:
-            if receipts is not None:
-                self._notify(b, receipts)
             self.metrics.on_block(commit_s, [(t.id, t.type) for t in b.txs], taken)
             self.market.on_block(b, led.state, accounts)
         finally:
@@ -482,12 +490,30 @@ class Gateway:
                       "stopping (free space and start again: the rest is delivered again)")
         self.dead.set()
 
-    def _notify(self, b: blocks.Block, receipts: list[bytes]) -> None:
+    def _serves(self, device: bytes) -> bool:
+        """This gateway answers `device` (always, unless replicated: then one
+        live gateway of the domain does, gateway/cluster/replica.py)."""
+        return self.replica is None or self.replica.serves(device)
+
+    def _serves_hex(self, dev: str) -> bool:
+        try:
+            return self._serves(bytes.fromhex(dev))
+        except ValueError:
+            return False
+
+    def _notify(self, b: blocks.Block, receipts: list[bytes | None],
+                announce: bool = True) -> None:
+        """Receipts (None: another gateway answers that sender), rejections of
+        the dropped txs, the header on tl/<d>/blocks (unless `announce` is
+        False: another gateway of a replicated domain announces it)."""
         d = self.cfg.domain
         for t, r in zip(b.txs, receipts, strict=True):
-            self._publish(topics.rx(d, t.sender.hex()), r)
+            if r is not None:
+                self._publish(topics.rx(d, t.sender.hex()), r)
         for t, e in b.dropped:
             self.reject(t.message, t, e)
+        if not announce:
+            return
         self._publish(self._topic_blocks, b.announcement())  # header (+ certificate)
         if self.ha is not None:
             self.ha.on_block(b, self.led.state)

@@ -4,6 +4,7 @@
                     [--block-interval S] [--no-boards] [--no-market]
                     [--ha-discovery] [--http HOST:PORT | --no-http]
     thingledger run --config /etc/thingledger/gateway.toml --no-boards   # a service
+    thingledger run --gateways 3 [--mqtt-base 1883] [--boards N]        # a quorum domain
 
 With --config the gateway's settings come from the TOML file
 (gateway/node/config.py), its broker is the file's broker_url (no embedded
@@ -17,10 +18,23 @@ from __future__ import annotations
 import argparse
 import os
 
-from tools.cli.common import ENV_REGISTRY, Subparsers, non_negative_int, positive_float
+from tools.cli.common import (
+    ENV_REGISTRY,
+    Subparsers,
+    UsageError,
+    non_negative_int,
+    positive_float,
+)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.gateways > 1:  # a quorum domain on a NATS cluster (docs/CONSENSUS.md)
+        from tools import run_cluster
+
+        if args.config or args.broker or args.listen:
+            raise UsageError("--gateways runs its own NATS cluster: no --config, --broker "
+                             "or --listen")
+        return run_cluster.main(args)
     from tools import run
 
     return run.main(args)
@@ -68,4 +82,10 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    help="virtual boards' reading interval (default 3000)")
     r.add_argument("--seconds", type=positive_float, default=None, metavar="S",
                    help="stop by itself after S seconds (default: run until Ctrl-C)")
+    r.add_argument("--gateways", type=non_negative_int, default=1, metavar="N",
+                   help="N > 1: a quorum domain of N gateways on an N-node NATS cluster "
+                        "with JetStream (docs/CONSENSUS.md); 3 for the demo")
+    r.add_argument("--mqtt-base", type=non_negative_int, default=1883, metavar="PORT",
+                   help="with --gateways: the NATS nodes' MQTT ports PORT, PORT+1, ... "
+                        "(default 1883)")
     r.set_defaults(func=cmd_run)
