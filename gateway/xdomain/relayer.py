@@ -1,0 +1,184 @@
+"""The relayer's work, one pass at a time (docs/CROSSDOMAIN.md, "Relayer"):
+reads both domains' stores (read-only), decides what to submit, and submits
+it through a callable (MQTT in tools/relay.py, in-process in the tests). It
+holds no rights: every tx it sends is checked by the receiving domain's
+gateways like anybody's, so a relayer can only delay or drop, never forge.
+
+One pass from A to B:
+- every open packet of A for B (xp<B> 00 <seq> in A's state):
+  - B holds its receipt: update A's client of B to B's head, then RELAY ack
+    in A with the receipt's proof;
+  - B's head is past its timeout and holds no receipt: update A's client of
+    B, then RELAY timeout in A with the proof of absence;
+  - otherwise: update B's client of A to A's head, then RELAY recv in B with
+    the packet's proof.
+A header update names the head and its certificate; when A's head is
+finalised by a set other than the one B's client trusts, the header of the
+height before the change (which names the new set as the next one) goes
+first, with the new set's keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.db.store import BlockRecord, Store
+from gateway.ledger import consensus, keys
+from gateway.xdomain import client as lc
+from gateway.xdomain.rules import ACK, RECV, TIMEOUT
+from shared import cbor, txdecode
+from shared import tx as txm
+from shared import xpacket as xp
+
+# (domain, signed tx) -> (committed with status ok, reason)
+Submit = Callable[[str, bytes], tuple[bool, str]]
+
+
+@dataclass
+class Signer:
+    """The relayer's key (any registered principal of both domains)."""
+
+    private: bytes
+    id: bytes
+    next_seq: Callable[[], int]
+
+    def make(self, type_: int, domain: str, body: dict[int, Any]) -> bytes:
+        return txm.make(self.private, self.id, type_, domain, self.next_seq(), 0, body)
+
+
+@dataclass
+class Chain:
+    domain: str
+    store: Store
+
+
+@dataclass
+class Action:
+    what: str  # "update", "recv", "ack", "timeout"
+    domain: str  # where it was submitted
+    seq: int  # the packet's sequence (0 for an update)
+    ok: bool
+    reason: str
+
+
+@dataclass
+class Pass:
+    actions: list[Action] = field(default_factory=list)
+
+    def done(self, what: str) -> list[Action]:
+        return [a for a in self.actions if a.what == what and a.ok]
+
+
+def _client_of(chain: Chain, counterparty: str) -> lc.Client | None:
+    rows = chain.store.kv_range(xp.client_key(counterparty), 1)
+    if not rows or rows[0][0] != xp.client_key(counterparty):
+        return None
+    return lc.Client.decode(counterparty, rows[0][1])
+
+
+def _schedule(store: Store) -> consensus.Schedule | None:
+    rows = store.kv_range(keys.VALSETS, 1)
+    if not rows or rows[0][0] != keys.VALSETS:
+        return None
+    return [(h, consensus.ValidatorSet(k, tuple(p))) for h, k, p in cbor.loads(rows[0][1])]
+
+
+def _entry(store: Store, blk: BlockRecord, with_set: bool) -> list[Any] | None:
+    cert = store.certificate(blk.height)
+    if cert is None:
+        return None
+    vset = None
+    if with_set:
+        s = _schedule(store)
+        if s is None:
+            return None
+        vs = consensus.set_at(s, blk.height)
+        vset = [vs.threshold, list(vs.pubkeys)]
+    return [blk.header_bytes, cert, vset]
+
+
+def update_entries(src: Store, head: BlockRecord, c: lc.Client) -> list[list[Any]] | None:
+    """The CLIENT_UPDATE entries that bring client `c` (of `src`'s domain) to
+    `head`; [] if it trusts `head` already; None if `head` is not final."""
+    if c.latest >= head.height:
+        return []
+    if head.fields.get("validators") == c.set_hash:
+        e = _entry(src, head, False)
+        return None if e is None else [e]
+    # the set changed since the client's set: the header before the change first
+    h = head.height
+    while h > c.latest + 1:
+        prev = src.get_block(h - 1)
+        if prev is None or prev.fields.get("validators") == c.set_hash:
+            break
+        h -= 1
+    out = []
+    if h - 1 > c.latest:
+        before = src.get_block(h - 1)
+        e = None if before is None else _entry(src, before, False)
+        if e is None:
+            return None
+        out.append(e)
+    e = _entry(src, head, True)
+    return None if e is None else [*out, e]
+
+
+class Relayer:
+    """Relays the packets of `a` to `b` (and their acks and timeouts back)."""
+
+    def __init__(self, a: Chain, b: Chain, signer: Signer, submit: Submit) -> None:
+        self.a, self.b = a, b
+        self.signer = signer
+        self.submit = submit
+
+    def _send(self, out: Pass, what: str, domain: str, seq: int, type_: int,
+              body: dict[int, Any]) -> bool:
+        ok, reason = self.submit(domain, self.signer.make(type_, domain, body))
+        out.actions.append(Action(what, domain, seq, ok, reason))
+        return ok
+
+    def update(self, at: Chain, of: Chain, head: BlockRecord, out: Pass | None = None) -> bool:
+        """Make `at`'s client of `of` trust `head` (of `of`)."""
+        out = out if out is not None else Pass()
+        c = _client_of(at, of.domain)
+        if c is None:
+            out.actions.append(Action("update", at.domain, 0, False, "no-client"))
+            return False
+        entries = update_entries(of.store, head, c)
+        if entries is None:
+            return False
+        if not entries:
+            return True
+        return self._send(out, "update", at.domain, 0, txdecode.TYPE_CLIENT_UPDATE,
+                          {1: of.domain, 2: entries})
+
+    def run_once(self) -> Pass:
+        out = Pass()
+        a, b = self.a, self.b
+        prefix = xp.PACKET + b.domain.encode() + b"\x00"
+        for _key, packet in a.store.kv_range(prefix):
+            p = xp.decode(packet)
+            got = b.store.prove_kv(xp.receipt_key(a.domain, p[3]))
+            if got is None:
+                continue
+            bhead, ack, proof = got
+            if ack is not None or xp.timed_out(p, bhead.height, bhead.time):
+                if not self.update(a, b, bhead, out):
+                    continue
+                if ack is not None:
+                    self._send(out, ACK, a.domain, p[3], txdecode.TYPE_RELAY,
+                               {1: ACK, 2: packet, 3: bhead.height, 4: proof, 5: ack})
+                else:
+                    self._send(out, TIMEOUT, a.domain, p[3], txdecode.TYPE_RELAY,
+                               {1: TIMEOUT, 2: packet, 3: bhead.height, 4: proof})
+                continue
+            mine = a.store.prove_kv(xp.packet_key(b.domain, p[3]))
+            if mine is None or mine[1] != packet:
+                continue  # closed meanwhile
+            ahead, _, proof = mine
+            if self.update(b, a, ahead, out):
+                self._send(out, RECV, b.domain, p[3], txdecode.TYPE_RELAY,
+                           {1: RECV, 2: packet, 3: ahead.height, 4: proof})
+        return out
