@@ -37,7 +37,7 @@ Submit = Callable[[str, bytes], tuple[bool, str]]
 
 
 @dataclass
-class Signer:
+class RelayKey:
     """The relayer's key (any registered principal of both domains)."""
 
     private: bytes
@@ -128,7 +128,7 @@ def update_entries(src: Store, head: BlockRecord, c: lc.Client) -> list[list[Any
 class Relayer:
     """Relays the packets of `a` to `b` (and their acks and timeouts back)."""
 
-    def __init__(self, a: Chain, b: Chain, signer: Signer, submit: Submit) -> None:
+    def __init__(self, a: Chain, b: Chain, signer: RelayKey, submit: Submit) -> None:
         self.a, self.b = a, b
         self.signer = signer
         self.submit = submit

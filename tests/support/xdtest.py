@@ -126,6 +126,6 @@ def relayer_of(a: Domain, b: Domain, name: str = "relayer") -> relayer.Relayer:
     for d in (a, b):
         d.run(txm.make(dev.priv, dev.id, txm.TYPE_REGISTER, d.domain, 1, 0, {1: dev.pub}))
     seq = iter(range(2, 1 << 30))
-    signer = relayer.Signer(dev.priv, dev.id, lambda: next(seq))
+    signer = relayer.RelayKey(dev.priv, dev.id, lambda: next(seq))
     return relayer.Relayer(relayer.Chain(a.domain, a.store), relayer.Chain(b.domain, b.store),
                            signer, in_process_submit({a.domain: a, b.domain: b}))
