@@ -13,6 +13,7 @@ of every verb group's `register(subparsers, data_parent)`, and `main`.
     thingledger contract ...                   tools/cli/contract.py
     thingledger doctor ...                     tools/cli/doctor.py
     thingledger trust|report|proof ...         tools/cli/trust.py
+    thingledger xdomain|relay ...              tools/cli/xdomain.py
 
 --data-dir defaults to $THINGLEDGER_DATA, else var/gateway (relative to the
 current directory).
@@ -40,6 +41,7 @@ from tools.cli import (
     registry,
     run,
     trust,
+    xdomain,
 )
 from tools.cli.common import (
     EXIT_FAILED,
@@ -52,7 +54,7 @@ from tools.cli.common import (
 
 # in the order `thingledger --help` lists them
 GROUPS = (chain, run, registry, board, identity, broker, coordinator, market, contract,
-          doctor, trust)
+          doctor, trust, xdomain)
 
 
 def build_parser() -> argparse.ArgumentParser:
