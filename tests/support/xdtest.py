@@ -10,10 +10,10 @@ from typing import Any
 
 from gateway.db import store
 from gateway.db.genesis_files import create_domain
-from gateway.ledger import blocks, validate
+from gateway.ledger import blocks, consensus, validate
 from gateway.node import config, mempool
 from gateway.xdomain import relayer
-from shared import errors, txdecode
+from shared import commit_gateway, errors, txdecode
 from shared import tx as txm
 from tests.support.gwtest import T0, Device, key
 
@@ -23,9 +23,13 @@ PERIOD = 3600
 class Domain:
     """One domain, in-process: submit (ingress checks), produce (a block)."""
 
-    def __init__(self, data_dir: Path, domain: str, accounts: dict[bytes, int], **genesis: Any
-                 ) -> None:
+    def __init__(self, data_dir: Path, domain: str, accounts: dict[bytes, int],
+                 voters: list[str] = (), **genesis: Any) -> None:  # type: ignore[assignment]
+        """`voters`: names of validator keys (tests.support.gwtest.key) of a
+        quorum domain: each block gets the certificate of the first k members
+        of its height's set among them (the votes its gateways would gather)."""
         self.domain = domain
+        self.voters = {key(n)[1]: key(n)[0] for n in voters}
         create_domain(data_dir, domain, accounts, time=T0,
                       authority_key=key("authority-" + domain)[0], **genesis)
         self.cfg = config.GatewayConfig(domain=domain, data_dir=Path(data_dir))
@@ -65,7 +69,18 @@ class Domain:
         led.state.apply_diff(b.diff, b.kv_diff)
         led.head = self.store.head()  # type: ignore[assignment]
         self.pool.done(txs)
+        if b.cert is None and self.voters:
+            self.vote(b)
         return b
+
+    def vote(self, b: blocks.Block) -> None:
+        sets = consensus.current_and_next(self.state, b.height)
+        assert sets is not None
+        vs = sets[0]
+        votes = {i: commit_gateway.vote(self.voters[p], p, b.hash)
+                 for i, p in enumerate(vs.pubkeys) if p in self.voters}
+        cert = commit_gateway.certificate(dict(sorted(votes.items())[:vs.threshold]))
+        self.store.set_certificate(b.height, cert)
 
     def run(self, message: bytes, step: int = 1) -> tuple[int, str, list[Any]]:
         """Submit and commit one tx: (status, reason, events) of its receipt;
