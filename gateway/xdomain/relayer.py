@@ -100,11 +100,11 @@ def _entry(store: Store, blk: BlockRecord, with_set: bool) -> list[Any] | None:
 
 
 def update_entries(src: Store, head: BlockRecord, c: lc.Client) -> list[list[Any]] | None:
-    """The CLIENT_UPDATE entries that bring client `c` (of `src`'s domain) to
-    `head`; [] if it trusts `head` already; None if `head` is not final."""
-    if c.latest >= head.height:
-        return []
-    if head.fields.get("validators") == c.set_hash:
+    """The CLIENT_UPDATE entries that make client `c` (of `src`'s domain)
+    trust `head` (the caller checked it does not yet); None if `head` is not
+    final. A head below the client's latest (another relayer went further)
+    is sent alone: the client takes an older header of a set it trusts."""
+    if c.latest >= head.height or head.fields.get("validators") == c.set_hash:
         e = _entry(src, head, False)
         return None if e is None else [e]
     # the set changed since the client's set: the header before the change first
@@ -146,11 +146,12 @@ class Relayer:
         if c is None:
             out.actions.append(Action("update", at.domain, 0, False, "no-client"))
             return False
+        k = xp.header_key(of.domain, head.height)
+        if any(key == k for key, _ in at.store.kv_range(k, 1)):
+            return True  # trusted already
         entries = update_entries(of.store, head, c)
         if entries is None:
             return False
-        if not entries:
-            return True
         return self._send(out, "update", at.domain, 0, txdecode.TYPE_CLIENT_UPDATE,
                           {1: of.domain, 2: entries})
 

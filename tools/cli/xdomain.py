@@ -8,6 +8,7 @@
         data folder is DIR, trusting its head header and validator set
     thingledger xdomain send --to DOMAIN --recipient ID --amount N
         [--timeout-height H] [--timeout-s S] [--memo TEXT] --key FILE [network options]
+    thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
     thingledger relay --from-dir DIR_A --to-dir DIR_B --key FILE
         [--from-broker URL] [--to-broker URL] [--once] [--interval S] [--seconds S]
 
@@ -178,6 +179,13 @@ def cmd_relay(args: argparse.Namespace) -> int:
                      seconds=args.seconds, line=lambda s: print(s, flush=True))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tools import xdomain_demo
+
+    return xdomain_demo.run(Path(args.dir) if args.dir else None,
+                            lambda s: print(s, flush=True))
+
+
 def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     x = sub.add_parser("xdomain", help="cross-domain clients and packets (docs/CROSSDOMAIN.md)")
     xs = x.add_subparsers(dest="xdomain_command", required=True, metavar="ACTION")
@@ -188,6 +196,11 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     c.set_defaults(func=cmd_client)
     xs.add_parser("packets", parents=[data], help="open packets sent and packets received"
                   ).set_defaults(func=cmd_packets)
+    d = xs.add_parser("demo", parents=[data], help="two domains and transfers between them, live "
+                      "(make run-xdomain)")
+    d.add_argument("--dir", metavar="DIR", help="keep the domains there (default: a "
+                   "temporary folder)")
+    d.set_defaults(func=cmd_demo)
     net = network_parent(data)
     key = key_parent()
     cr = xs.add_parser("create", parents=[net, key],
