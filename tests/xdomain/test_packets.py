@@ -265,3 +265,36 @@ def test_random_transfers_conserve_balances_across_both_domains(doms, seed: int)
     receipts_a = list(b.state.kv_range(xp.RECEIPT + B.encode() + b"\x00")) + \
         list(a.state.kv_range(xp.RECEIPT + B.encode() + b"\x00"))
     assert len(receipts_b) + len(receipts_a) <= sent
+
+
+def test_a_relayer_that_reorders_and_drops_packets_credits_nothing_twice(doms) -> None:
+    """Packets are received in any order; a dropped one times out and is
+    refunded; relaying any of them again is refused."""
+    a, b = doms
+    alice, bob = a.device("alice"), b.device("bob")
+    total = a.total() + b.total()
+    r = relayer_of(a, b)
+    dead = b.store.head().height + 4  # type: ignore[union-attr]
+    for amount in (10, 20, 30):
+        a.run(send(a, "alice", B, bob.id, amount, timeout_height=dead))
+    packets = {xp.decode(p)[3]: p for p in open_packets(a, B)}
+    assert r.update(r.b, r.a, a.store.head())
+    h = lc.get(b.state, A).latest  # type: ignore[union-attr]
+
+    def recv(seq: int) -> bytes:
+        _, proof = a.state.kv_prove(xp.packet_key(B, seq))
+        return r.signer.make(txdecode.TYPE_RELAY, B, {1: "recv", 2: packets[seq], 3: h, 4: proof})
+
+    assert b.run(recv(3))[0] == 0  # 3 before 1; 2 dropped
+    assert b.run(recv(1))[0] == 0
+    e = refused(b, recv(3))
+    assert (e.reason, e.detail) == (reasons.DUPLICATE, "received")
+    while b.store.head().height < dead:  # type: ignore[union-attr]
+        b.produce()
+    out = r.run_once()
+    assert sorted(x.seq for x in out.done("ack")) == [1, 3]
+    assert [x.seq for x in out.done("timeout")] == [2]
+    assert b.balance(bob.id) == 540 and a.balance(alice.id) == 960
+    assert a.balance(rules.ESCROW) == 0 and a.total() + b.total() == total
+    assert refused(b, recv(2)).reason in (errors.BAD_PROOF, reasons.DUPLICATE)
+    assert r.run_once().actions == []
