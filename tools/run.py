@@ -178,8 +178,8 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
             gw.metrics.count_broker_connections(lambda: broker.connections)
         else:  # an external broker: its $SYS count, where it lets the gateway read it
             user, password = broker_auth.gateway_credentials(gw.led.authority_priv, cfg.domain)
-            sys_clients = SysClients(url, f"{user}-sys", gw.metrics.on_broker_clients, loop,
-                                     username=user, password=password)
+            sys_clients = SysClients(url, broker_auth.sys_user(user), gw.metrics.on_broker_clients,
+                                     loop, username=broker_auth.sys_user(user), password=password)
             sys_clients.start()
         dashboard = await start_dashboard(args, cfg, gw, console)
         authority = gw.led.genesis.authority.hex()
