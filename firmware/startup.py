@@ -9,10 +9,6 @@ nothing the loop keeps refers to them.
 """
 import json
 
-from firmware import wallet
-from firmware.mqtt import MQTTClient
-from firmware.node import Node
-
 
 def load_config(path="config.json"):
     with open(path) as f:
@@ -30,18 +26,30 @@ def load_board(cfg):
     return __import__(ADAPTER, None, None, ["Board"]).Board(PROFILE, cfg)
 
 
+def login(cfg, w):
+    """Broker login (docs/IDENTITY.md §3): user = device id, password = the
+    wallet's deterministic signature over ["mqtt", domain, id]; an anonymous
+    broker ignores both."""
+    return w.hex, w.mqtt_password(cfg["domain"])
+
+
+def client(cfg, user, password):
+    """The board's MQTT client."""
+    from firmware.mqtt import MQTTClient
+
+    return MQTTClient(user.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
+                      user=user, password=password, keepalive=int(cfg.get("keepalive", 30)))
+
+
 def make_node(log):
+    from firmware import wallet
+    from firmware.node import Node
+
     cfg = load_config()
     board = load_board(cfg)
     board.network_up()
     w = wallet.load_or_create()
-    # broker login (docs/IDENTITY.md §3): user = device id, password = the
-    # wallet's deterministic signature over ["mqtt", domain, id]; an anonymous
-    # broker ignores both
-    client = MQTTClient(w.hex.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
-                        user=w.hex, password=w.mqtt_password(cfg["domain"]),
-                        keepalive=int(cfg.get("keepalive", 30)))
-    node = Node(board, cfg, w, client, log=log)
+    node = Node(board, cfg, w, client(cfg, *login(cfg, w)), log=log)
     if "offer" in cfg or "need" in cfg:  # a plain board never loads the market
         from firmware.market import Market
 

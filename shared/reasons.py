@@ -39,3 +39,5 @@ BAD_VALUE = "bad-value"
 MEMPOOL_FULL = "mempool-full"
 RATE_LIMITED = "rate-limited"
 RETRYABLE = (MEMPOOL_FULL, RATE_LIMITED)
+# Firmware updates (docs/OTA.md): shared/ota.py FirmwareError's code
+BAD_FIRMWARE = "bad-firmware"

@@ -33,6 +33,8 @@ TYPE_CONTRACT_ADMIN = 18
 # public registry chain
 TYPE_MFR_REGISTER = 20
 TYPE_DEVICE_RECORD = 21
+# firmware updates (docs/OTA.md): releases and each device's installed version
+TYPE_FIRMWARE = 25
 
 MAX_SEQ = (1 << 63) - 1
 MAX_AMOUNT = (1 << 63) - 1

@@ -42,7 +42,18 @@ from shared import cbor, cose, errors, p256, statements, tx
 from tools.build import ROOT, BuildError, build, tool
 
 FLASH_DIRS = ("shared", "firmware", "boards")
-MAIN_PY = "from firmware.main import main\nmain()\n"
+# the boot file (firmware/otaboot.py, compiled to the root): picks the firmware
+# version to run (docs/OTA.md); never replaced by an update
+MAIN_PY = """import otaboot
+otaboot.boot()
+del otaboot
+try:
+    from firmware.main import main
+    main()
+except Exception as e:
+    import otaboot
+    otaboot.failed(e)
+"""
 CONFIG_FILE = "config.json"
 REQUIRED_CONFIG = ("domain", "authority", "broker_host", "broker_port")
 CREDENTIALS_FILE = "credentials.json"

@@ -11,6 +11,7 @@ of every verb group's `register(subparsers, data_parent)`, and `main`.
     thingledger coordinator ...                tools/cli/coordinator.py
     thingledger market ...                     tools/cli/market.py
     thingledger contract ...                   tools/cli/contract.py
+    thingledger firmware ...                   tools/cli/firmware.py
     thingledger doctor ...                     tools/cli/doctor.py
 
 --data-dir defaults to $THINGLEDGER_DATA, else var/gateway (relative to the
@@ -34,6 +35,7 @@ from tools.cli import (
     contract,
     coordinator,
     doctor,
+    firmware,
     identity,
     market,
     registry,
@@ -50,7 +52,7 @@ from tools.cli.common import (
 
 # in the order `thingledger --help` lists them
 GROUPS = (chain, run, registry, board, identity, broker, coordinator, market, contract,
-          doctor)
+          firmware, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
