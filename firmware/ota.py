@@ -215,7 +215,7 @@ class Updater:
             h = _hash(path, have)  # resumed: what is staged already
             if have:
                 self.log("ota-resume file=%d offset=%d" % (i, have))
-            c = have // chunk
+            c = (have + chunk - 1) // chunk  # a whole chunk or the whole file is staged
             while c * chunk < size:
                 want = min(chunk, size - c * chunk)
                 data = self._chunk(rid, i, c, want)
