@@ -7,7 +7,7 @@ returns aligned text; nothing here writes to the database.
     chain_summary(store, last=20) -> str      head + the last blocks
     block_detail(block, txs) -> str           one header + its transactions
     tx_detail(tx, block) -> str               one transaction with its receipt
-    devices_table(devices, firmware) -> str   id, public key, last seq, balance, firmware
+    devices_table(devices, firmware) -> str   id, public key, firmware, last seq, balance
     principals_table(devices) -> str          id, kind, status, owner, rights
     nodes_table(devices) -> str               joined nodes: id, label, assigned full node
     report_text(report) -> str                result of replay.verify_chain
@@ -180,8 +180,8 @@ def devices_table(devices: Sequence[tuple[bytes, DeviceRecord]],
     """`firmware`: each device's firmware as text (gateway/firmware/rules.py
     firmware_text); a device without a report runs what it was flashed with."""
     fw = firmware or {}
-    rows = [(i.hex(), r.pubkey.hex(), r.last_seq, r.balance, fw.get(i, "-")) for i, r in devices]
-    return table(("id", "public key", "last seq", "balance", "firmware"), rows)
+    rows = [(i.hex(), r.pubkey.hex(), fw.get(i, "-"), r.last_seq, r.balance) for i, r in devices]
+    return table(("id", "public key", "firmware", "last seq", "balance"), rows)
 
 
 def principals_table(devices: Sequence[tuple[bytes, DeviceRecord]]) -> str:

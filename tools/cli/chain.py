@@ -161,5 +161,5 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     t.set_defaults(func=cmd_tx)
 
     d = sub.add_parser("devices", parents=[data],
-                       help="registered devices: id, public key, last seq, balance, firmware")
+                       help="registered devices: id, public key, firmware, last seq, balance")
     d.set_defaults(func=cmd_devices)
