@@ -320,3 +320,28 @@ def test_flash_quota_is_never_overflowed(world, tmp_path):
         board.stop()
         print(board.tail())
     assert flash_usage(board.vb.flash) <= quota
+
+
+@pytest.mark.micropython
+def test_key_rotation_only_by_a_release_signed_with_the_current_key(world, tmp_path):
+    """Release 2, signed by the pinned key, names the next key; from then on
+    the board takes releases signed by the new key only."""
+    gw, broker, mfr = world
+    new = new_key(tmp_path / "next.key")
+    board = _board(tmp_path, gw, broker, [mfr.public], ota_hold_s=0).start()
+    seen: list[str] = []
+    try:
+        wait_line(board.q, r"^receipt-verified", 30, seen)
+        _publish(broker, released(mfr, 2, tmp_path / "rel2", next_key=new.public))
+        wait_line(board.q, r"^ota-confirmed version=2", 90, seen)
+        assert (board.vb.flash / "ota" / "keys").read_bytes() == new.public
+        # the old key no longer signs for this board
+        _publish(broker, released(mfr, 3, tmp_path / "old3"))
+        wait_line(board.q, r"^ota-ignored reason=bad-signature detail=unknown-key", 30, seen)
+        _publish(broker, released(new, 3, tmp_path / "new3"))
+        wait_line(board.q, r"^ota-confirmed version=3", 90, seen)
+        assert _state(board.vb.flash) == ["3", "2", "c", "0"]
+    finally:
+        board.stop()
+        print(board.tail())
+    assert not [ln for ln in seen if "Traceback" in ln], "\n".join(seen)
