@@ -332,7 +332,12 @@ def _link(u, cfg):
     from shared import topics
 
     u.announce = topics.firmware(cfg["domain"], cfg.get("board", "unix"))
-    u.client = startup.client(cfg, *startup.login(cfg, wallet.load_or_create()))
+    login = startup.login(cfg, wallet.load_or_create())
+    # the password is all this phase needs of the wallet and of P-256: their
+    # code goes before the MQTT client and its messages need the heap
+    _forget("firmware.wallet", "shared.p256", "shared.hmacsha256", "shared.tx", "shared.topics")
+    gc.collect()
+    u.client = startup.client(cfg, *login)
     u.client.set_callback(u._on_message)
 
 

@@ -169,11 +169,13 @@ class VirtualBoard:
             cfg["need"] = need
         (self.flash / "config.json").write_text(json.dumps(cfg, indent=1))
 
-    def pin_keys(self, keys: list[bytes]) -> None:
+    def pin_keys(self, keys: list[bytes], replace: bool = True) -> None:
         """Pin the keys whose signed releases the board accepts (docs/OTA.md),
-        as `thingledger board flash --ota-key` does over USB."""
+        as `thingledger board flash --ota-key` does over USB; `replace=False`
+        keeps keys already pinned (a release may have rotated them)."""
         (self.flash / "ota").mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self.flash / OTA_KEYS).write_bytes(b"".join(keys))
+        if replace or not (self.flash / OTA_KEYS).exists():
+            (self.flash / OTA_KEYS).write_bytes(b"".join(keys))
 
     def default_heap(self) -> str:
         """MARKET_HEAP for a board configured with an offer or a need, else BOARD_HEAP."""
