@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import crypto, dual_heap, firmware, gateway, market, replies, startup
+from bench import crypto, dual_heap, firmware, gateway, market, ota, replies, startup
 
 
 def main() -> int:
@@ -10,9 +10,9 @@ def main() -> int:
     for name, run in (("crypto", crypto.main), ("firmware", firmware.main),
                       ("gateway", gateway.main), ("market", market.main),
                       ("replies", replies.main), ("dual_heap", dual_heap.main),
-                      ("startup", startup.main)):
+                      ("startup", startup.main), ("ota", ota.main)):
         print(f"== bench.{name}")
-        rc = run() if name == "firmware" else run([])
+        rc = run() if name in ("firmware", "ota") else run([])
         failed += bool(rc)
         print()
     return 1 if failed else 0

@@ -43,27 +43,12 @@ def _start():
     return startup.make_node(print)
 
 
-def _update():
-    # the node reset into the updater (docs/OTA.md): it runs before the node
-    # is even imported, on the fresh heap, and is forgotten if it returns
-    try:
-        open("ota/offer").close()
-    except OSError:
-        return
-    from firmware import ota
-
-    ota.main(print)
-
-
 def main(steps=None):
     gc.threshold(_START_GC_BYTES)
-    _update()
     node = _start()
     gc.threshold(-1)
     _forget("firmware.startup")
     _forget("boards.profile")
     _forget("shared.topics")  # the node keeps its topics as strings
-    _forget("firmware.ota")  # the updater, if it ran
-    _forget("shared.ota")
     gc.collect()
     node.run(steps)
