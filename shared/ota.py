@@ -7,7 +7,7 @@ COSE_Sign1 (ES256, protected kid = the signer's id SHA-256(pubkey)[:16]):
     1 board     text   the board profile it is built for ("unix", "esp32", "rp2040")
     2 abi       text   MicroPython .mpy ABI "<version>.<sub-version>" ("6.3")
     3 version   int    >= 1, strictly increasing per board
-    4 protocol  int    the highest wire protocol version it needs from the domain
+    4 protocol  int    the minimum wire protocol version the domain must speak
     5 files     array  path text, size int, sha256 bstr(32), path, size, ...
                        (flat, three items per file: a board holds no list per file)
     6 chunk     int    bytes per chunk of the MQTT download
