@@ -106,6 +106,23 @@ def versions(view: Any) -> dict[bytes, dict[str, int]]:
             for k, r in ((k, cbor.loads(v)) for k, v in view.kv_range(DEVICES))}
 
 
+def releases(view: Any) -> list[dict[str, Any]]:
+    """The releases recorded on chain, JSON-able (a dashboard shows them):
+    board, version, manifest (SHA-256 hex), publisher (id hex), height;
+    sorted by board and version."""
+    out = []
+    for k, v in view.kv_range(RELEASES):
+        r = cbor.loads(v)
+        out.append({"board": r[2], "version": r[1], "manifest": k[len(RELEASES):].hex(),
+                    "publisher": r[3].hex(), "height": r[4]})
+    return sorted(out, key=lambda r: (r["board"], r["version"], r["manifest"]))
+
+
+def versions_json(view: Any) -> dict[str, dict[str, int]]:
+    """versions() keyed by device id hex: what a dashboard shows per device."""
+    return {i.hex(): info for i, info in versions(view).items()}
+
+
 def firmware_text(info: dict[str, int]) -> str:
     """One cell of `thingledger devices`: "v3", "v2 (v3 rolled back)"."""
     text = "v%d" % info["version"]

@@ -30,6 +30,10 @@ def test_release_and_reports_are_recorded(node: Node, alice: Device, bob: Device
     assert rel == {1: 3, 2: "unix", 3: alice.id, 4: 1}  # height 1
     assert rules.installed(node.state, bob.id) == {"version": 3, "height": 1, "failed": 0}
     assert rules.installed(node.state, alice.id) is None
+    assert rules.releases(node.state) == [{"board": "unix", "version": 3, "manifest": DIGEST.hex(),
+                                          "publisher": alice.id.hex(), "height": 1}]
+    assert rules.versions_json(node.state) == {bob.id.hex(): {"version": 3, "height": 1,
+                                                             "failed": 0}}
 
     node.submit(_fw(bob, {1: rules.ROLLED_BACK, 2: 3, 3: 4}))
     node.produce()

@@ -108,14 +108,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_releases(args: argparse.Namespace) -> int:
     from gateway.db.render import table
     from gateway.firmware import rules
-    from shared import cbor
 
-    state = load_state(args)
-    rows = []
-    for k, v in state.kv_range(rules.RELEASES):
-        r = cbor.loads(v)
-        rows.append((r[2], "v%d" % r[1], k[len(rules.RELEASES):].hex()[:16], r[3].hex(), r[4]))
-    rows.sort()
+    rows = [(r["board"], "v%d" % r["version"], r["manifest"][:16], r["publisher"], r["height"])
+            for r in rules.releases(load_state(args))]
     print(table(("board", "version", "manifest", "publisher", "height"), rows)
           if rows else "no releases recorded")
     return EXIT_OK
