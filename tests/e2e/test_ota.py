@@ -67,21 +67,21 @@ def test_good_update_is_applied_confirmed_and_recorded(world, tmp_path, capsys):
     board = _board(tmp_path, gw, broker, [mfr.public]).start()
     seen: list[str] = []
     try:
-        wait_line(board.q, r"^boot version=0", 30, seen)
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^boot version=0", 60, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         auth = gw.gw.led.genesis.authority.hex()
         assert cli(["firmware", "publish", "--dir", str(tmp_path / "rel2"), "--key",
                     str(tmp_path / "mfr.key"), "--broker", broker.url, "--domain", DOMAIN,
                     "--authority", auth, "--data-dir", str(tmp_path / "gateway")]) == 0
-        wait_line(board.q, r"^ota-offer rid=" + rel.rid.hex(), 30, seen)
-        wait_line(board.q, r"^ota-phase 1 ", 30, seen)  # fetch the manifest
-        wait_line(board.q, r"^ota-checked version=2", 30, seen)  # signature, board, ...
-        wait_line(board.q, r"^ota-phase 3 version=2", 30, seen)  # fetch the files
-        wait_line(board.q, r"^ota-swapped version=2 previous=0", 60, seen)
-        wait_line(board.q, r"^boot version=2", 30, seen)
-        wait_line(board.q, r"^startup-v2", 30, seen)  # the new code runs
-        wait_line(board.q, r"^ota-confirmed version=2", 30, seen)  # by a verified receipt
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^ota-offer rid=" + rel.rid.hex(), 60, seen)
+        wait_line(board.q, r"^ota-phase 1 ", 60, seen)  # fetch the manifest
+        wait_line(board.q, r"^ota-checked version=2", 60, seen)  # signature, board, ...
+        wait_line(board.q, r"^ota-phase 3 version=2", 60, seen)  # fetch the files
+        wait_line(board.q, r"^ota-swapped version=2 previous=0", 90, seen)
+        wait_line(board.q, r"^boot version=2", 60, seen)
+        wait_line(board.q, r"^startup-v2", 60, seen)  # the new code runs
+        wait_line(board.q, r"^ota-confirmed version=2", 60, seen)  # by a verified receipt
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         assert _state(board.vb.flash) == ["2", "0", "c", "0"]
         # every file installed is the one the manifest signed
         for (path, _, _), data in zip(ota.entries(rel.manifest), rel.files, strict=True):
@@ -102,13 +102,13 @@ def test_good_update_is_applied_confirmed_and_recorded(world, tmp_path, capsys):
         # a release replayed from before (v1, signed by the same key): ignored
         old = released(mfr, 1, tmp_path / "rel1")
         _publish(broker, old)
-        wait_line(board.q, r"^ota-ignored reason=downgrade version=1", 30, seen)
+        wait_line(board.q, r"^ota-ignored reason=downgrade version=1", 60, seen)
         # the same with an announcement that lies about its version: the
         # updater finds v1 in the signed manifest and refuses it
         _publish_raw(broker, ANNOUNCE, fw.announcement(old.rid, 9, mfr.id))
-        wait_line(board.q, r"^ota-refused reason=downgrade rid=" + old.rid.hex(), 60, seen)
-        wait_line(board.q, r"^boot version=2", 30, seen)  # reset, back to the node
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^ota-refused reason=downgrade rid=" + old.rid.hex(), 90, seen)
+        wait_line(board.q, r"^boot version=2", 60, seen)  # reset, back to the node
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         assert _state(board.vb.flash) == ["2", "0", "c", "0"]
     finally:
         board.stop()
@@ -124,43 +124,43 @@ def test_bad_releases_are_refused_and_the_board_keeps_running(world, tmp_path):
     seen: list[str] = []
     good = released(mfr, 3, tmp_path / "rel3")
     try:
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
 
         # signed by a key the board does not pin: ignored by the node
         stranger = released(other, 4, tmp_path / "stranger")
         _publish(broker, stranger)
-        wait_line(board.q, r"^ota-ignored reason=bad-signature detail=unknown-key", 30, seen)
+        wait_line(board.q, r"^ota-ignored reason=bad-signature detail=unknown-key", 60, seen)
 
         # the pinned key's id but a forged signature: refused by the updater
         s1 = cbor.loads(good.signed)
         s1.value[3] = bytes(63) + b"\x01"
         _offer(broker, cbor.dumps(s1), 4, mfr.id)
-        wait_line(board.q, r"^ota-refused reason=bad-signature", 60, seen)
+        wait_line(board.q, r"^ota-refused reason=bad-signature", 90, seen)
 
         # a release for another board, on this board's topic
         esp = released(mfr, 5, tmp_path / "esp", board="esp32")
         _offer(broker, esp.signed, 5, mfr.id)
-        wait_line(board.q, r"^ota-refused reason=wrong-board", 60, seen)
+        wait_line(board.q, r"^ota-refused reason=wrong-board", 90, seen)
 
         # a release for another .mpy ABI
         _offer(broker, _resigned(mfr, good, {fw.M_ABI: "5.1", fw.M_VERSION: 6}), 6, mfr.id)
-        wait_line(board.q, r"^ota-refused reason=wrong-abi", 60, seen)
+        wait_line(board.q, r"^ota-refused reason=wrong-abi", 90, seen)
 
         # an announcement whose manifest is another release's
         rid = bytes(8)
         _publish_raw(broker, fw.manifest_topic(ANNOUNCE, rid), good.signed)
         _publish_raw(broker, ANNOUNCE, fw.announcement(rid, 7, mfr.id))
-        wait_line(board.q, r"^ota-refused reason=other-release", 60, seen)
+        wait_line(board.q, r"^ota-refused reason=other-release", 90, seen)
 
         # a file whose bytes differ from the signed manifest: refused after download
         bad = released(mfr, 8, tmp_path / "rel8")
         bad.files[3] = bytes(len(bad.files[3]))  # same size, other bytes
         _publish(broker, bad)
-        wait_line(board.q, r"^ota-refused reason=bad-hash", 60, seen)
+        wait_line(board.q, r"^ota-refused reason=bad-hash", 90, seen)
 
         # after each refusal the board still runs version 0 and gets receipts
-        wait_line(board.q, r"^boot version=0", 30, seen)
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^boot version=0", 60, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         assert not (board.vb.flash / "ota" / "state").exists()
         assert not (board.vb.flash / "fw").exists() or {
             p.name for p in (board.vb.flash / "fw").iterdir()} <= {"stage"}
@@ -203,7 +203,7 @@ def test_bad_chunks_are_refused_and_asked_for_again(world, tmp_path):
     board = _board(tmp_path, gw, broker, [mfr.public], ota_hold_s=0).start()
     seen: list[str] = []
     try:
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         for topic, payload in ota.messages(rel, DOMAIN)[:-1]:  # all but the announcement
             _publish_raw(broker, topic, payload)
         chunk = rel.manifest[fw.M_CHUNK]
@@ -216,12 +216,12 @@ def test_bad_chunks_are_refused_and_asked_for_again(world, tmp_path):
             _publish_raw(broker, fw.chunk_topic(ANNOUNCE, rel.rid, i, 0), payload)
         _publish_raw(broker, ANNOUNCE, fw.announcement(rel.rid, 2, mfr.id))
         for i, (_, reason) in bad.items():
-            wait_line(board.q, rf"^ota-chunk-refused reason={reason} file={i} chunk=0", 60, seen)
+            wait_line(board.q, rf"^ota-chunk-refused reason={reason} file={i} chunk=0", 90, seen)
             # the right chunk now: asked for again, taken
             _publish_raw(broker, fw.chunk_topic(ANNOUNCE, rel.rid, i, 0),
                          fw.pack_chunk(rel.rid, i, 0, rel.files[i][:chunk]))
-        wait_line(board.q, r"^ota-swapped version=2", 60, seen)
-        wait_line(board.q, r"^ota-confirmed version=2", 60, seen)
+        wait_line(board.q, r"^ota-swapped version=2", 90, seen)
+        wait_line(board.q, r"^ota-confirmed version=2", 90, seen)
     finally:
         board.stop()
         print(board.tail())
@@ -238,11 +238,11 @@ def test_a_flood_of_announcements_costs_at_most_one_reset(world, tmp_path):
     board = _board(tmp_path, gw, broker, [mfr.public], ota_hold_s=3).start()
     seen: list[str] = []
     try:
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         esp = released(mfr, 5, tmp_path / "esp", board="esp32")
         _offer(broker, esp.signed, 5, mfr.id)
-        wait_line(board.q, r"^ota-refused reason=wrong-board", 60, seen)
-        wait_line(board.q, r"^online", 30, seen)
+        wait_line(board.q, r"^ota-refused reason=wrong-board", 90, seen)
+        wait_line(board.q, r"^online", 60, seen)
         boots = board.boots
         flood = 30
         import paho.mqtt.publish as pub
@@ -250,9 +250,9 @@ def test_a_flood_of_announcements_costs_at_most_one_reset(world, tmp_path):
         pub.multiple([{"topic": ANNOUNCE, "payload": fw.announcement(bytes([n]) * 8, 10 + n, liar.id),
                        "qos": 1} for n in range(flood)], hostname=broker.host, port=broker.port)
         for _ in range(flood):
-            wait_line(board.q, r"^ota-ignored reason=flood", 30, seen)
-        wait_line(board.q, r"^ota-ignored reason=bad-signature detail=unknown-key", 30, seen)
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+            wait_line(board.q, r"^ota-ignored reason=flood", 60, seen)
+        wait_line(board.q, r"^ota-ignored reason=bad-signature detail=unknown-key", 60, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         assert board.boots == boots  # no reset for any of them
     finally:
         board.stop()
@@ -269,17 +269,17 @@ def test_update_that_cannot_reach_the_gateway_is_rolled_back(world, tmp_path):
     board = _board(tmp_path, gw, broker, [mfr.public], ota_confirm_s=2).start()
     seen: list[str] = []
     try:
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         _publish(broker, rel)
-        wait_line(board.q, r"^ota-swapped version=2", 60, seen)
+        wait_line(board.q, r"^ota-swapped version=2", 90, seen)
         for n in range(1, 4):  # the boot file's TRIES
-            wait_line(board.q, r"^boot version=2", 30, seen)
-            wait_line(board.q, r"^ota-unconfirmed version=2", 30, seen)
+            wait_line(board.q, r"^boot version=2", 60, seen)
+            wait_line(board.q, r"^ota-unconfirmed version=2", 60, seen)
             assert _state(board.vb.flash) == ["2", "0", "u", str(n)]
-        wait_line(board.q, r"^boot version=0", 30, seen)
-        wait_line(board.q, r"^ota-rolled-back failed=2 running=0", 30, seen)
+        wait_line(board.q, r"^boot version=0", 60, seen)
+        wait_line(board.q, r"^ota-rolled-back failed=2 running=0", 60, seen)
         assert _state(board.vb.flash) == ["0", "-", "c", "0"]
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         dev = bytes.fromhex(re.search(r"online id=([0-9a-f]{32})", "\n".join(seen)).group(1))
         wait_until(lambda: {k: v for k, v in _device_firmware(gw).get(dev, {}).items()
                             if k != "height"} == {"version": 0, "failed": 2},
@@ -287,7 +287,7 @@ def test_update_that_cannot_reach_the_gateway_is_rolled_back(world, tmp_path):
         # the failed release is not tried again when announced again (retained)
         board.kill()
         board = PoweredBoard(board.vb, board.build).start()
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         assert _state(board.vb.flash) == ["0", "-", "c", "0"]
     finally:
         board.stop()
@@ -303,7 +303,7 @@ def test_flash_quota_is_never_overflowed(world, tmp_path):
     board.start()
     seen: list[str] = []
     try:
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
     finally:
         board.stop()
         print(board.tail())
@@ -312,10 +312,10 @@ def test_flash_quota_is_never_overflowed(world, tmp_path):
                        host=broker.host, port=broker.port, interval_ms=300, flash_quota=quota)
     board = PoweredBoard(board.vb, board.build).start()
     try:
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         _publish(broker, rel)
-        wait_line(board.q, r"^ota-refused reason=no-space", 60, seen)
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^ota-refused reason=no-space", 90, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
     finally:
         board.stop()
         print(board.tail())
@@ -331,13 +331,13 @@ def test_key_rotation_only_by_a_release_signed_with_the_current_key(world, tmp_p
     board = _board(tmp_path, gw, broker, [mfr.public], ota_hold_s=0).start()
     seen: list[str] = []
     try:
-        wait_line(board.q, r"^receipt-verified", 30, seen)
+        wait_line(board.q, r"^receipt-verified", 60, seen)
         _publish(broker, released(mfr, 2, tmp_path / "rel2", next_key=new.public))
         wait_line(board.q, r"^ota-confirmed version=2", 90, seen)
         assert (board.vb.flash / "ota" / "keys").read_bytes() == new.public
         # the old key no longer signs for this board
         _publish(broker, released(mfr, 3, tmp_path / "old3"))
-        wait_line(board.q, r"^ota-ignored reason=bad-signature detail=unknown-key", 30, seen)
+        wait_line(board.q, r"^ota-ignored reason=bad-signature detail=unknown-key", 60, seen)
         _publish(broker, released(new, 3, tmp_path / "new3"))
         wait_line(board.q, r"^ota-confirmed version=3", 90, seen)
         assert _state(board.vb.flash) == ["3", "2", "c", "0"]

@@ -78,7 +78,7 @@ def test_killed_at_every_swap_step_boots_a_whole_version(world, step):
     _configure(vb, gw, broker)  # powered on again, no hold
     board = PoweredBoard(vb, firmware_build()).start()
     try:
-        wait_line(board.q, rf"^boot version={before}$", 30, seen)
+        wait_line(board.q, rf"^boot version={before}$", 60, seen)
         wait_line(board.q, r"^ota-confirmed version=2", 90, seen)
         assert _bootable(vb.flash, rel) == "2"
     finally:
@@ -103,10 +103,10 @@ def test_a_download_cut_in_the_middle_resumes(world):
     assert _bootable(vb.flash, rel) == "0"
     board = PoweredBoard(vb, firmware_build()).start()
     try:
-        wait_line(board.q, r"^boot version=0$", 30, seen)
+        wait_line(board.q, r"^boot version=0$", 60, seen)
         first = ota.entries(rel.manifest)[0]
         # the files fetched before the cut are kept (checked again, not fetched again)
-        wait_line(board.q, rf"^ota-resume file=0 offset={first[1]}$", 60, seen)
+        wait_line(board.q, rf"^ota-resume file=0 offset={first[1]}$", 90, seen)
         wait_line(board.q, r"^ota-confirmed version=2", 90, seen)
         assert _bootable(vb.flash, rel) == "2"
     finally:

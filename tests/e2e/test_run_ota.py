@@ -37,7 +37,7 @@ def test_an_update_rolls_out_while_the_run_goes_on(tmp_path):
     seen: list[str] = []
     try:
         for _ in range(2):
-            wait_line(q, r"board-\d +receipt-verified", 60, seen)
+            wait_line(q, r"board-\d +receipt-verified", 90, seen)
         key = tmp_path / "var" / "firmware.key"
         assert key.exists()
         rel = subprocess.run([tool("thingledger"), "firmware", "release", "--key", str(key),
@@ -51,11 +51,11 @@ def test_an_update_rolls_out_while_the_run_goes_on(tmp_path):
         assert "firmware record: committed" in pub.stdout, pub.stdout
         confirmed = set()
         while len(confirmed) != 2:
-            line = wait_line(q, r"board-\d +ota-confirmed version=2", 120, seen)
+            line = wait_line(q, r"board-\d +ota-confirmed version=2", 180, seen)
             confirmed.add(re.search(r"(board-\d)", line)[1])
         reported = 0
         while reported != 2:  # each board's FIRMWARE installed tx
-            wait_line(q, r"gateway +accepted firmware from=", 60, seen)
+            wait_line(q, r"gateway +accepted firmware from=", 90, seen)
             reported = len(re.findall(r"gateway +accepted firmware from=", "\n".join(seen))) - 1
     finally:
         run.terminate()
