@@ -1,19 +1,19 @@
-"""The board's updater (docs/OTA.md). firmware/main.py runs it before the
-node when the node left an offer in ota/offer (a signed manifest naming a
-pinned key), on a fresh heap, and forgets it when it returns.
+"""The board's updater (docs/OTA.md). firmware/startup.py runs it before the
+node is even imported when the node left a release id in ota/offer; each run
+does one phase on a fresh heap and ends with a reset (main below):
 
-    check    the signature under a pinned key (ota/keys), the board, the .mpy
+    1 fetch  the signed manifest (retained on A/<rid>) into ota/manifest
+    2 check  the signature under a pinned key (ota/keys), the board, the .mpy
              ABI, the version above every version tried here (ota/floor and
-             the active one: no downgrade, no replay), the protocol, the space;
-             before the MQTT client and the wallet are even loaded (the heap's
-             peak is the check or the download, never both)
-    fetch    every file, one chunk at a time (subscribe to its retained topic,
-             take it, unsubscribe), appended to fw/stage/<path> and hashed as
-             it goes; resumable: after a reboot the staged bytes are hashed
-             again and the download goes on from there
-    swap     steps 1-7 (below): rename fw/stage to fw/<version>, then the
-             state file names it, unconfirmed; the board resets and the boot
-             file (firmware/otaboot.py) runs the new version
+             the active one: no downgrade, no replay), the protocol; the file
+             list into ota/files (fixed records), the rest into ota/checked
+    3 fetch  the space, then every file one chunk at a time (subscribe to its
+             retained topic, take it, unsubscribe), appended to
+             fw/stage/<path> and hashed as it goes; resumable: after a reset
+             the staged bytes are hashed again and the download goes on from
+             there. Then the swap, steps 1-7 (Updater._swap): fw/stage renamed
+             to fw/<version>, then the state file names it, unconfirmed; the
+             boot file (firmware/otaboot.py) runs it at the next boot
 
 A refused release is remembered (ota/seen) so its retained announcement is
 ignored afterwards; a chunk that does not come in time is waited for again
@@ -75,6 +75,7 @@ def remember(rid):
 
 
 def rmtree(path):
+    """Remove a file or a folder with everything in it (nothing if missing)."""
     try:
         names = os.listdir(path)
     except OSError:
@@ -175,6 +176,7 @@ class Updater:
             remember(rid)
             for p in (MANIFEST, CHECKED, FILES):
                 flash.remove(p)
+            rmtree(STAGE)
         flash.remove(OFFER)
 
     def _whole(self, folder, m):
@@ -342,7 +344,7 @@ def _link(u, cfg):
 
 
 def main(log):
-    """One phase of the update of the offered release (firmware/main.py),
+    """One phase of the update of the offered release (firmware/startup.py),
     then a reset: each phase gets a whole fresh heap (a .mpy module's
     interned names stay for good once loaded, so dropping modules between
     phases would not give it back).
@@ -362,6 +364,7 @@ def main(log):
     try:
         if ota.release_id(flash.read(MANIFEST) or b"") != rid:
             flash.remove(CHECKED)
+            rmtree(STAGE)  # what another release left: never mixed into this one
             board.network_up()
             _link(u, cfg)
             gc.collect()

@@ -3,6 +3,10 @@ load the board adapter with its profile, open the wallet and the MQTT client,
 and wire them into a Node (with its market part when the config has an
 "offer" or a "need": docs/MARKET.md).
 
+When the node left a release in ota/offer (docs/OTA.md), make_node runs the
+updater (firmware/ota.py) first, before the node is even imported; it ends
+with a reset.
+
 main() drops this module (and boards.profile) from sys.modules once the Node
 exists, so their code and data go back to the heap before the loop starts:
 nothing the loop keeps refers to them.
