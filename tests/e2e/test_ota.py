@@ -37,6 +37,15 @@ def world(tmp_path, amqtt_broker):
     gw.stop()
 
 
+@pytest.fixture
+def mosquitto_world(tmp_path, shipped_mosquitto):
+    """The same on Debian's mosquitto with the settings of docs/mosquitto.conf."""
+    gw = GatewayThread(tmp_path / "gateway", shipped_mosquitto.url, block_interval=0.3).start()
+    mfr = new_key(tmp_path / "mfr.key")
+    yield gw, shipped_mosquitto, mfr
+    gw.stop()
+
+
 def _board(tmp_path: Path, gw, broker, keys, name: str = "b", **cfg) -> PoweredBoard:
     vb = VirtualBoard(name, tmp_path / name)
     vb.configure(domain=DOMAIN, authority_hex=gw.gw.led.genesis.authority.hex(),
@@ -59,8 +68,9 @@ def _device_firmware(gw) -> dict[bytes, dict[str, int]]:
 
 
 @pytest.mark.micropython
-def test_good_update_is_applied_confirmed_and_recorded(world, tmp_path, capsys):
-    gw, broker, mfr = world
+@pytest.mark.parametrize("broker_world", ["world", "mosquitto_world"])
+def test_good_update_is_applied_confirmed_and_recorded(request, broker_world, tmp_path, capsys):
+    gw, broker, mfr = request.getfixturevalue(broker_world)
     rel = released(mfr, 2, tmp_path / "rel2", patch={
         "firmware/startup.py": lambda s: s.replace('def make_node(log):\n',
                                                    'def make_node(log):\n    log("startup-v2")\n')})
