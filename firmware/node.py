@@ -70,12 +70,12 @@ class Node:
         # firmware updates (docs/OTA.md): the announcements for this board;
         # what the node does with them is firmware/otanode.py, loaded on use
         self._fw = topics.firmware(self.domain, config.get("board", "unix")).encode()
-        self._fw_next = time.ticks_ms()  # ticks before which no announcement is looked at
-        self._fw_msg = None  # the last announcement, for the next step
+        self.fw_next = time.ticks_ms()  # ticks before which no announcement is looked at
+        self.fw_msg = None  # the last announcement, for the next step
         st = (flash.read("ota/state") or b"").split()
         # an unconfirmed new version: confirmed by the first verified receipt,
         # reset if none came in ota_confirm_s (the boot file rolls back)
-        self._unconfirmed = (st, time.ticks_add(time.ticks_ms(), int(
+        self.unconfirmed = (st, time.ticks_add(time.ticks_ms(), int(
             config.get("ota_confirm_s", 120)) * 1000)) if st[2:3] == [b"u"] else None
         self.receipts = 0
         self.rejections = 0
@@ -184,9 +184,9 @@ class Node:
     def _on_message(self, topic, msg, retained):
         try:
             if topic == self._fw:  # looked at by a later step, outside this callback
-                if self._fw_msg:
+                if self.fw_msg:
                     self.log("ota-ignored reason=flood")
-                self._fw_msg = (msg, retained) if len(msg) < 128 else (b"", 0)
+                self.fw_msg = (msg, retained) if len(msg) < 128 else (b"", 0)
                 return
             if topic != self._rx:  # not a reply to us: a market board's data topic, or
                 if self.market:   # a broker's stray retained message (never trusted)
@@ -218,8 +218,9 @@ class Node:
                 self.receipts += 1
                 self._backoff = 0
                 self._confirmed(seq)
-                if self._unconfirmed and self._unconfirmed != 1:  # a new version reached the gateway
-                    self._ota("confirm")
+                u = self.unconfirmed
+                if u and u != 1:  # a new version reached the gateway: confirmed by the
+                    self.unconfirmed = [u[0]]  # next step (not in this callback: heap)
                 gc.collect()
                 self.log("receipt-verified seq=%d height=%d status=%d free=%d" % (
                     seq, fields["height"], m[messages.M_STATUS], gc.mem_free()))
@@ -231,11 +232,13 @@ class Node:
             self.log("bad-reply reason=%s detail=%s" % (e.reason, e.detail))
 
     def _due(self):
-        u = self._unconfirmed  # (state, deadline), or 1: confirmed, report pending
-        if u and (u == 1 or time.ticks_diff(time.ticks_ms(), u[1]) >= 0):
+        # unconfirmed: (state, deadline); [state]: a receipt verified, confirm
+        # it; 1: confirmed, report it on chain
+        u = self.unconfirmed
+        if u and (u == 1 or len(u) == 1 or time.ticks_diff(time.ticks_ms(), u[1]) >= 0):
             self._ota("due")
-        if self._fw_msg and time.ticks_diff(time.ticks_ms(), self._fw_next) >= 0:
-            m, self._fw_msg = self._fw_msg, None
+        if self.fw_msg and time.ticks_diff(time.ticks_ms(), self.fw_next) >= 0:
+            m, self.fw_msg = self.fw_msg, None
             self._ota("offer", *m)
 
     def _ota(self, what, *args):

@@ -13,10 +13,12 @@ Node._ota for one call and dropped after it, so the loop keeps no heap for it:
   ota_hold_s after the updater refused one (ota/hold): a flood is coalesced
   (each one replaced unseen is logged `ota-ignored reason=flood`), and forged
   announcements cost the board at most one reset per hold.
-- confirm: the first verified receipt of an unconfirmed version marks it
-  confirmed in ota/state; the next step reports it on chain (report).
-- due: an unconfirmed version without a verified receipt in time resets;
-  the boot file (firmware/otaboot.py) counts the boots and rolls back.
+- due, called by a step (never in the MQTT callback, where a receipt check
+  leaves the heap at its lowest): after the first verified receipt of an
+  unconfirmed version, confirm it in ota/state (confirm), and at the next
+  step report it on chain (report); an unconfirmed version without a
+  verified receipt in time resets, and the boot file (firmware/otaboot.py)
+  counts the boots and rolls back.
 - report: FIRMWARE txs, installed (ota/report) or rolled-back (ota/failed).
 """
 import time
@@ -47,10 +49,10 @@ def _offer(node, msg, retained):
     h = flash.read("ota/hold")
     if h:  # the updater refused one: look at none for that many seconds
         flash.remove("ota/hold")
-        node._fw_next = time.ticks_add(now, int(h) * 1000)
-        node._fw_msg = (msg, retained)  # looked at once the hold ends
+        node.fw_next = time.ticks_add(now, int(h) * 1000)
+        node.fw_msg = (msg, retained)  # looked at once the hold ends
         return
-    node._fw_next = time.ticks_add(now, OFFER_GAP_MS)
+    node.fw_next = time.ticks_add(now, OFFER_GAP_MS)
     a = cbor.loads(msg)  # [rid, version, signer id] (shared/ota_host.py announcement)
     if not (isinstance(a, list) and len(a) == 3 and isinstance(a[0], bytes) and len(a[0]) == 8
             and isinstance(a[1], int) and isinstance(a[2], bytes)):
@@ -77,27 +79,30 @@ def _offer(node, msg, retained):
 
 
 def confirm(node):
-    # in the receipt's callback: no signing here (the heap is at its lowest);
     # the report goes out from the next step (report below)
-    st = node._unconfirmed[0]
+    st = node.unconfirmed[0]
     flash.write("ota/state", st[0] + b" " + st[1] + b" c 0")
     flash.write("ota/report", st[0])
-    node._unconfirmed = 1
+    node.unconfirmed = 1
     node.log("ota-confirmed version=%s" % st[0].decode())
 
 
 def due(node):
-    if node._unconfirmed == 1:
+    u = node.unconfirmed
+    if u == 1:
         report(node)
         return
-    node.log("ota-unconfirmed version=%s: resetting" % node._unconfirmed[0][0].decode())
+    if len(u) == 1:  # a receipt verified on this version
+        confirm(node)
+        return
+    node.log("ota-unconfirmed version=%s: resetting" % node.unconfirmed[0][0].decode())
     node.board.reset()
 
 
 def report(node):
     """FIRMWARE txs for what the last boots did: an installed version
     confirmed (ota/report), an update rolled back (ota/failed)."""
-    node._unconfirmed = None
+    node.unconfirmed = None
     v = flash.read("ota/report")
     if v and v.isdigit():
         node.submit(TYPE_FIRMWARE, {1: INSTALLED, 2: int(v)})
