@@ -29,6 +29,7 @@ NAMES = {
     _d.TYPE_MFR_REGISTER: "mfr-register",
     _d.TYPE_DEVICE_RECORD: "device-record",
     _d.TYPE_VALSET: "valset",
+    _d.TYPE_FIRMWARE: "firmware",
 }
 
 CODES = {n: c for c, n in NAMES.items()}

@@ -57,7 +57,8 @@ def test_export_files(chain, world, tmp_path, capsys):
     block_a = acl.split(f"user {a}\n")[1].split("\n\n")[0].splitlines()
     assert block_a == ([f"topic write tl/{DOMAIN}/tx", f"topic write tl/{DOMAIN}/dev/{a}/status",
                        f"topic write tl/{DOMAIN}/data/{a}/#", f"topic read tl/{DOMAIN}/dev/{a}/#",
-                       f"topic read tl/{DOMAIN}/blocks", f"topic read tl/{DOMAIN}/offers"]
+                       f"topic read tl/{DOMAIN}/blocks", f"topic read tl/{DOMAIN}/offers",
+                       f"topic read tl/{DOMAIN}/fw/#"]
                        + [f"topic read tl/{DOMAIN}/data/{x}/#" for x in sorted([a, b])])
     assert f"user {world.gw.hex}\ntopic readwrite tl/{DOMAIN}/#\n" in acl
     assert (f"user {world.gw.hex}-sys\ntopic read $SYS/broker/clients/connected\n\n"
