@@ -11,9 +11,10 @@ import re
 import subprocess
 import threading
 
+import httpx
 import pytest
 
-from tests.support.brokers import free_port
+from tests.support.brokers import free_port, wait_until
 from tests.support.waits import wait_line
 from tools.build import tool
 
@@ -22,7 +23,7 @@ from tools.build import tool
 def test_an_update_rolls_out_while_the_run_goes_on(tmp_path):
     url = f"mqtt://127.0.0.1:{free_port()}"
     run = subprocess.Popen([tool("thingledger"), "run", "--listen", url, "--boards", "2",
-                            "--no-market", "--interval-ms", "500", "--block-interval", "0.3",
+                            "--no-market", "--http", "127.0.0.1:0", "--interval-ms", "500", "--block-interval", "0.3",
                             "--seconds", "150"], cwd=tmp_path, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, bufsize=1)
     q: queue.Queue[str] = queue.Queue()
@@ -57,6 +58,16 @@ def test_an_update_rolls_out_while_the_run_goes_on(tmp_path):
         while reported != 2:  # each board's FIRMWARE installed tx
             wait_line(q, r"gateway +accepted firmware from=", 90, seen)
             reported = len(re.findall(r"gateway +accepted firmware from=", "\n".join(seen))) - 1
+        # the dashboard shows each board's version once the reports are committed
+        web = re.search(r"dashboard (http://127\.0\.0\.1:\d+/)", "\n".join(seen))
+        assert web, "no dashboard line"
+        ids = set(re.findall(r"online id=(\w{32})", "\n".join(seen)))
+
+        def on_dashboard() -> bool:
+            devs = {d["id"]: d for d in httpx.get(web[1] + "api/v1/devices", timeout=10).json()}
+            return all((devs[i]["firmware"] or {}).get("version") == 2 for i in ids)
+
+        wait_until(on_dashboard, 60, what="both boards at v2 on the dashboard")
     finally:
         run.terminate()
         run.wait(30)

@@ -35,8 +35,9 @@ OFFER = {1: "temperature", 2: "cC", 3: 5, 4: 1, 5: "u4pruy", 6: 600, 7: 1}
 class WebGateway:
     """A GatewayThread (market on) with a WebServer started on its loop."""
 
-    def __init__(self, data_dir: Path, broker: Any, **server_kw: Any) -> None:
-        genesis.create_domain(data_dir, DOMAIN, authority_balance=SUPPLY)
+    def __init__(self, data_dir: Path, broker: Any, *, trust: bool = False,
+                 **server_kw: Any) -> None:
+        genesis.create_domain(data_dir, DOMAIN, authority_balance=SUPPLY, trust=trust)
         self.data_dir = data_dir
         self.broker = broker
         self.gwt = GatewayThread(data_dir, broker.url, market_fee_bps=FEE_BPS,
