@@ -62,7 +62,11 @@ class WebGateway:
         return d
 
     def height(self) -> int:
-        return self.http.get("/api/v1/overview").json()["height"]
+        """The head height the API reports, asked on a connection of its own: a
+        kept-alive one is a quiet socket the server may close for a newcomer at
+        its connection limit (tests/web/test_slow_clients.py), and a request
+        sent on it just then is reset."""
+        return httpx.get(self.url + "/api/v1/overview", timeout=10).json()["height"]
 
     def close(self) -> None:
         for d in self.devices:
