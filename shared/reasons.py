@@ -50,3 +50,5 @@ NOT_TIMED_OUT = "not-timed-out"
 MEMPOOL_FULL = "mempool-full"
 RATE_LIMITED = "rate-limited"
 RETRYABLE = (MEMPOOL_FULL, RATE_LIMITED)
+# Firmware updates (docs/OTA.md): shared/ota.py FirmwareError's code
+BAD_FIRMWARE = "bad-firmware"

@@ -38,6 +38,8 @@ TYPE_MFR_REGISTER = 20
 TYPE_DEVICE_RECORD = 21
 # consensus (docs/CONSENSUS.md)
 TYPE_VALSET = 22  # body {1: from height, 2: threshold, 3: [pubkeys, sorted]}, by the domain owner
+# firmware updates (docs/OTA.md): releases and each device's installed version
+TYPE_FIRMWARE = 25
 # cross-domain exchange (docs/CROSSDOMAIN.md)
 TYPE_CLIENT_CREATE = 26
 TYPE_CLIENT_UPDATE = 27
