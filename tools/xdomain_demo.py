@@ -7,30 +7,46 @@ embedded broker (free loopback ports); each owner creates its client of the
 other (`xdomain create`); alice sends 100 to bob (`xdomain send`); a relayer
 (`thingledger relay`) carries the header and the proof to dom-b and the ack
 back; then a second transfer with a timeout one block ahead while no relayer
-runs, and a relayer pass that refunds it. Every step prints the command it
+runs, and a relayer pass that refunds it. Then a cross-domain purchase
+(tools/xbuy.py): dom-a's admin deploys the agreement contract, sam (a
+supplier in dom-a, host side here) offers temperature readings; bob, the
+buyer in dom-b, reads dom-a's retained offer directory, proves the offer
+in dom-b's light client of dom-a, pays with a packet to his own id in dom-a
+(a relayer dom-b -> dom-a runs meanwhile), demands, reads sam's readings
+from dom-a's data topic and checks each committed batch against its root
+proven in dom-b; dom-a's operator pays sam. Every step prints the command it
 runs and what comes back; each wait is bounded; everything started is stopped.
 """
 
 from __future__ import annotations
 
+import queue
 import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+
+from gateway.broker.embedded import parse_url
 from gateway.db.genesis_files import create_domain, write_key
 from gateway.db.store import Store
+from gateway.market.ledger import rules as market
 from gateway.node.config import DB_FILE, KEY_FILE
-from shared import p256
+from shared import merkle, p256, stream, topics
 from shared import tx as txm
 from tools.build import tool
-from tools.keys import load_key
-from tools.submit import next_seq, submit
+from tools.keys import KeyPair, load_key
+from tools.relay import open_side
+from tools.submit import login_for, next_seq, submit
+from tools.xbuy import BuyError, CrossBuyer
 
 STEP_TIMEOUT_S = 90.0
 A, B = "dom-a", "dom-b"
+SERVICE, PRICE, QUANTITY, BATCH = "temperature", 3, 4, 2
 
 
 def _free_port() -> int:
@@ -60,12 +76,12 @@ def run(folder: Path | None = None, say: Callable[[str], None] = print) -> int:
 
 def _run(root: Path, say: Callable[[str], None]) -> int:
     keys = {}
-    for name in ("alice", "bob", "relayer"):
+    for name in ("alice", "bob", "relayer", "relayer-ba", "sam"):
         priv, pub = p256.keygen()
         write_key(root / (name + ".key"), priv)
         keys[name] = pub
     dirs = {A: root / A, B: root / B}
-    create_domain(dirs[A], A, {keys["alice"]: 1000})
+    create_domain(dirs[A], A, {keys["alice"]: 1000, keys["sam"]: 0})
     create_domain(dirs[B], B, {keys["bob"]: 500})
     urls = {d: "mqtt://127.0.0.1:%d" % _free_port() for d in (A, B)}
     alice, bob = txm.device_id(keys["alice"]), txm.device_id(keys["bob"])
@@ -130,6 +146,7 @@ def _run(root: Path, say: Callable[[str], None]) -> int:
         thl("xdomain", "packets", "--data-dir", str(dirs[A]))
         say("alice %d in %s (refunded), bob %d in %s" % (_balance(dirs[A], alice), A,
                                                           _balance(dirs[B], bob), B))
+        _purchase(root, dirs, urls, authority, gws, say, thl)
         thl("xdomain", "client", A, "--data-dir", str(dirs[B]))
         return 0
     except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -144,3 +161,100 @@ def _run(root: Path, say: Callable[[str], None]) -> int:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def _purchase(root: Path, dirs: dict[str, Path], urls: dict[str, str],
+              authority: dict[str, bytes], procs: list[subprocess.Popen],
+              say: Callable[[str], None], thl: Callable[..., str]) -> None:
+    """bob in dom-b buys QUANTITY readings of sam in dom-a (see the module)."""
+    a_key = load_key(dirs[A] / KEY_FILE)
+    sam = load_key(root / "sam.key")
+
+    def in_a(who: KeyPair, type_: int, body: dict) -> None:
+        r = submit(urls[A], A, txm.make(who.private, who.id, type_, A, next_seq(), 0, body),
+                   authority[A], timeout=STEP_TIMEOUT_S)
+        if not (r.ok and r.status == 0):
+            raise RuntimeError("refused in %s: %s" % (A, r.describe()))
+
+    say("-- a cross-domain purchase: bob in %s buys sam's %s readings in %s --"
+        % (B, SERVICE, A))
+    in_a(a_key, txm.TYPE_CONTRACT_ADMIN, {1: "deploy", 2: market.AGREEMENT_LABEL,
+                                          3: "agreement", 4: market.AGREEMENT_VERSION,
+                                          5: {"operator": a_key.id, "fee_bps": 500}})
+    say("%s's admin deployed the agreement contract (operator fee 5%%)" % A)
+    in_a(sam, txm.TYPE_OFFER, {1: SERVICE, 2: "cC", 3: PRICE, 4: 1, 5: "", 6: 600, 7: 1})
+    say("sam offers %s at %d a reading in %s" % (SERVICE, PRICE, A))
+    say("$ thingledger relay --from %s --to %s ... (in the background)" % (B, A))
+    procs.append(subprocess.Popen(
+        [tool("thingledger"), "relay", "--from", B, "--to", A, "--from-dir", str(dirs[B]),
+         "--to-dir", str(dirs[A]), "--from-broker", urls[B], "--to-broker", urls[A],
+         "--key", str(root / "relayer-ba.key"), "--interval", "0.5"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    buyer = CrossBuyer(load_key(root / "bob.key"), open_side(dirs[B], urls[B]),
+                       open_side(dirs[A], urls[A]), timeout=STEP_TIMEOUT_S / 3, line=say)
+    try:
+        listed = buyer.offers(SERVICE)
+        say("bob reads %s's offer directory: %s" % (A, ", ".join(
+            "%s at %d" % (o[1].hex()[:8], o[4]) for o in listed)))
+        best = min(listed, key=lambda o: o[4])
+        o = buyer.prove_offer(SERVICE, best[1])
+        say("the offer of %s proven in %s's light client of %s: price %d"
+            % (o.supplier.hex()[:8], B, A, o.price))
+        buyer.pay(o.price * QUANTITY)
+        say("bob paid %d from %s to his id in %s with a packet: %d there"
+            % (o.price * QUANTITY, B, A, buyer.balance_in_market()))
+        d = buyer.demand(SERVICE, o.price, QUANTITY)
+        say("agreement %s proven in %s: supplier %s, %d readings at %d"
+            % (d.agreement.id.hex()[:8], B, d.agreement.supplier.hex()[:8],
+               d.agreement.quantity, d.agreement.price))
+        _supply(urls[A], authority[A], sam, d.agreement.id, say)
+        got = buyer.verify(d, STEP_TIMEOUT_S)
+        say("bob verified %d readings: %s" % (len(got), ", ".join(
+            "%d:%de%d" % r for r in got)))
+        _wait_balance(dirs[A], sam.id, PRICE * QUANTITY * 95 // 100, say)
+    except BuyError as e:
+        raise RuntimeError("purchase: %s" % e) from None
+    finally:
+        buyer.close()
+
+
+def _supply(url: str, authority: bytes, sam: KeyPair, aid: bytes,
+            say: Callable[[str], None]) -> None:
+    """sam streams QUANTITY readings on dom-a's data topic and commits them
+    in batches of BATCH (what a supplier board does, host side here)."""
+    host, port = parse_url(url)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sam-%d" % time.time_ns(),
+                    protocol=mqtt.MQTTv311)
+    c.username_pw_set(*login_for(sam, A))
+    up: queue.Queue[bool] = queue.Queue()
+    c.on_connect = lambda *_: up.put(True)
+    c.connect(host, port, keepalive=30)
+    c.loop_start()
+    try:
+        up.get(timeout=STEP_TIMEOUT_S)
+        topic = topics.data(A, sam.id.hex() + "/" + aid.hex())
+        for first in range(0, QUANTITY, BATCH):
+            batch = [stream.reading(sam.private, sam.id, aid, i, 2150 + 7 * i, -2)
+                     for i in range(first, first + BATCH)]
+            for r in batch:
+                c.publish(topic, r, qos=1).wait_for_publish(STEP_TIMEOUT_S)
+            r = submit(url, A, txm.make(sam.private, sam.id, txm.TYPE_CONTRACT_CALL, A,
+                                        next_seq(), 0,
+                                        {1: market.AGREEMENT, 2: "commit",
+                                         3: [aid, first // BATCH, first, BATCH,
+                                             merkle.root(batch)], 4: 0, 5: 50_000}),
+                       authority, timeout=STEP_TIMEOUT_S)
+            say("sam streams readings %d..%d on %s and commits their root: %s"
+                % (first, first + BATCH - 1, topic, r.describe()))
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def _wait_balance(data_dir: Path, who: bytes, at_least: int, say: Callable[[str], None]
+                  ) -> None:
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while _balance(data_dir, who) < at_least and time.monotonic() < deadline:
+        time.sleep(0.3)
+    say("%s's operator judged the batches: sam holds %d in %s"
+        % (A, _balance(data_dir, who), A))

@@ -1,6 +1,9 @@
 """`thingledger xdomain demo` (`make run-xdomain`): two live gateways, a
 transfer relayed with its proof and acknowledged, a second one refunded on
-timeout while no relayer ran."""
+timeout while no relayer ran, and a cross-domain purchase: bob in dom-b pays
+sam of dom-a with a packet, and checks sam's readings, read from dom-a's
+data topic, against the batch roots committed in dom-a and proven in
+dom-b's light client; dom-a's operator pays sam."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import subprocess
 from tools.build import tool
 
 
-def test_the_demo_shows_a_transfer_and_a_timeout_refund(tmp_path) -> None:
+def test_the_demo_shows_a_transfer_a_timeout_refund_and_a_purchase(tmp_path) -> None:
     p = subprocess.run([tool("thingledger"), "xdomain", "demo", "--dir", str(tmp_path / "d")],
                        capture_output=True, text=True, timeout=300)
     out = p.stdout
@@ -21,6 +24,17 @@ def test_the_demo_shows_a_transfer_and_a_timeout_refund(tmp_path) -> None:
     assert re.search(r"relay: timeout in dom-a packet 2 ok", out), out
     assert "alice 900 in dom-a (refunded), bob 599 in dom-b" in out, out
     assert re.search(r"from dom-a +seq 1 +ok", out), out
-    v = subprocess.run([tool("thingledger"), "chain", "verify", "--data-dir",
-                        str(tmp_path / "d" / "dom-b")], capture_output=True, text=True, timeout=60)
-    assert v.returncode == 0, v.stdout + v.stderr
+    # the purchase
+    assert re.search(r"the offer of \w{8} proven in dom-b's light client of dom-a: price 3",
+                     out), out
+    assert "bob paid 12 from dom-b to his id in dom-a with a packet: 12 there" in out, out
+    assert re.search(r"agreement \w{8} proven in dom-b: supplier \w{8}, 4 readings at 3", out)
+    for batch, first, last in ((0, 0, 1), (1, 2, 3)):
+        assert re.search(r"batch %d: readings %d..%d in the root committed at dom-a height \d+, "
+                         r"proven in dom-b" % (batch, first, last), out), out
+    assert "bob verified 4 readings: 0:2150e-2, 1:2157e-2, 2:2164e-2, 3:2171e-2" in out, out
+    assert "sam holds 12 in dom-a" in out, out
+    for d in ("dom-a", "dom-b"):
+        v = subprocess.run([tool("thingledger"), "chain", "verify", "--data-dir",
+                            str(tmp_path / "d" / d)], capture_output=True, text=True, timeout=60)
+        assert v.returncode == 0, v.stdout + v.stderr
