@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from gateway.xdomain import client as lc
-from gateway.xdomain import rules
+from gateway.xdomain import relayer, rules
 from shared import cbor, errors, reasons, stateproof, txdecode
+from shared import tx as txm
 from shared import xpacket as xp
 from tests.support.gwtest import Device
-from tests.support.xdtest import Domain, create_client, relayer_of
+from tests.support.xdtest import PERIOD, Domain, create_client, relayer_of
 
 A, B, C = "dom-a", "dom-b", "dom-c"
 
@@ -298,3 +299,143 @@ def test_a_relayer_that_reorders_and_drops_packets_credits_nothing_twice(doms) -
     assert a.balance(rules.ESCROW) == 0 and a.total() + b.total() == total
     assert refused(b, recv(2)).reason in (errors.BAD_PROOF, reasons.DUPLICATE)
     assert r.run_once().actions == []
+
+
+class Crash(Exception):
+    """The relayer process dies (after its tx was sent: it never learns the answer)."""
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_relayers_that_crash_and_lose_txs_conserve_balances(doms, seed: int) -> None:
+    """Relayers whose txs are lost on the way, and which crash right after a
+    tx was committed (a new relayer takes over, knowing nothing), a second,
+    slow relayer per direction whose txs arrive late (after the fast one
+    delivered the same packets), with time passing in between: every packet
+    still ends acknowledged or refunded, nothing is credited twice (the late
+    copies are refused), the sum over both domains is what it was."""
+    a, b = doms
+    rnd = random.Random(seed)
+    total = a.total() + b.total()
+    base = {A: relayer_of(a, b, "rel-ab"), B: relayer_of(b, a, "rel-ba")}
+    lost = crashed = 0
+
+    def flaky(submit):  # type: ignore[no-untyped-def]
+        def send(domain: str, message: bytes) -> tuple[bool, str]:
+            nonlocal lost, crashed
+            r = rnd.random()
+            if r < 0.25:
+                lost += 1
+                return False, "lost"  # never reached the domain
+            out = submit(domain, message)
+            if r < 0.4:
+                crashed += 1
+                raise Crash()
+            return out
+        return send
+
+    def fresh(r: relayer.Relayer) -> relayer.Relayer:  # a restarted relayer process
+        return relayer.Relayer(r.a, r.b, r.signer, flaky(base_submit[r.a.domain]))
+
+    base_submit = {d: r.submit for d, r in base.items()}
+    rels = {d: fresh(r) for d, r in base.items()}
+    in_flight: list[tuple[str, bytes]] = []
+    late: list[tuple[str, bool, str]] = []  # (what, ok, reason) of each late tx
+
+    def arrive() -> None:
+        for domain, message in in_flight:
+            t = txm.decode(message)
+            what = t.body[1] if t.type == txdecode.TYPE_RELAY else "update"
+            late.append((what, *base_submit[A](domain, message)))
+        in_flight.clear()
+
+    def slow_send(domain: str, message: bytes) -> tuple[bool, str]:
+        in_flight.append((domain, message))
+        return True, ""  # it believes it went through
+
+    slow = [relayer.Relayer(base[A].a, base[A].b, relayer_of(a, b, "slow-ab").signer,
+                            slow_send),
+            relayer.Relayer(base[B].a, base[B].b, relayer_of(b, a, "slow-ba").signer,
+                            slow_send)]
+    people = {A: ["alice", "ann"], B: ["bob", "bea"]}
+    sent = 0
+    for _ in range(60):
+        src, dst = (a, b) if rnd.random() < 0.5 else (b, a)
+        op = rnd.random()
+        if op < 0.4:
+            who = rnd.choice(people[src.domain])
+            bal = src.balance(src.device(who).id)
+            if bal:
+                th = dst.store.head().height + rnd.randint(3, 30)  # type: ignore[union-attr]
+                src.run(send(src, who, dst.domain, dst.device(rnd.choice(people[dst.domain])).id,
+                             rnd.randint(1, bal), timeout_height=th))
+                sent += 1
+        elif op < 0.7:
+            try:
+                rels[src.domain].run_once()
+            except Crash:
+                rels[src.domain] = fresh(rels[src.domain])
+        elif op < 0.8:
+            rnd.choice(slow).run_once()
+        elif op < 0.9:  # the slow relayers' txs arrive
+            arrive()
+        else:
+            rnd.choice((a, b)).produce()
+    arrive()
+    for _ in range(8):  # honest relayers, until everything is closed
+        for r in base.values():
+            r.run_once()
+    assert open_packets(a, B) == [] and open_packets(b, A) == []
+    assert a.balance(rules.ESCROW) == 0 and b.balance(rules.ESCROW) == 0
+    assert a.total() + b.total() == total
+    assert sent > 5 and lost > 0 and crashed > 0
+    # late copies of packets the fast relayer delivered meanwhile: refused
+    assert ("recv", False, reasons.DUPLICATE) in late
+
+
+def test_an_expired_client_proves_no_packet_until_the_owner_reinstates_it(doms) -> None:
+    a, b = doms
+    alice, bob = a.device("alice"), b.device("bob")
+    total = a.total() + b.total()
+    r = relayer_of(a, b)
+    a.run(send(a, "alice", B, bob.id, 25, timeout_time=a.time + 100_000))
+    assert r.update(r.b, r.a, a.store.head())  # B trusts the header committing the packet
+    h = lc.get(b.state, A).latest  # type: ignore[union-attr]
+    (packet,) = open_packets(a, B)
+    _, proof = a.state.kv_prove(xp.packet_key(B, 1))
+    for d in (a, b):  # no relayer for longer than the trusting period: both clocks move on
+        d.produce(step=PERIOD + 10)
+    recv = r.signer.make(txdecode.TYPE_RELAY, B, {1: "recv", 2: packet, 3: h, 4: proof})
+    assert b.run(recv)[:2] == (1, reasons.CLIENT_EXPIRED)
+    assert b.balance(bob.id) == 500 and b.state.kv_get(xp.receipt_key(A, 1)) is None
+    out = r.run_once()  # the relayer's header update is refused as well
+    assert not out.done("recv") and not out.done("update")
+    assert [x.reason for x in out.actions] == [reasons.CLIENT_EXPIRED]
+    assert b.balance(bob.id) == 500
+    # B's owner reinstates its client of A at A's head: the packet goes through, once
+    assert create_client(b, a)[0] == 0
+    assert [x.seq for x in r.run_once().done("recv")] == [1]
+    assert b.balance(bob.id) == 525
+    out = r.run_once()  # A's client of B has expired too: no ack yet
+    assert not out.done("ack") and a.balance(rules.ESCROW) == 25
+    assert create_client(a, b)[0] == 0  # A's owner reinstates it
+    assert [x.seq for x in r.run_once().done("ack")] == [1]
+    assert a.balance(alice.id) == 975 and a.balance(rules.ESCROW) == 0
+    assert a.total() + b.total() == total
+
+
+def test_an_unknown_counterparty_is_refused(doms) -> None:
+    """A packet from a domain B keeps no client of, an update of such a
+    client, a send to such a domain: each refused with unknown-domain, nothing
+    changed."""
+    a, b = doms
+    bob, alice = b.device("bob"), a.device("alice")
+    stray = xp.encode(C, B, 1, alice.id, bob.id, 10, 0, a.time + 1000)
+    e = refused(b, bob.make(txdecode.TYPE_RELAY, {1: "recv", 2: stray, 3: 1,
+                                                  4: [[bytes(32)] * 3, None]}))
+    assert (e.reason, e.detail) == (reasons.UNKNOWN_DOMAIN, C)
+    hb, cert = a.head_entry()
+    e = refused(b, bob.make(txdecode.TYPE_CLIENT_UPDATE, {1: C, 2: [[hb, cert, None]]}))
+    assert (e.reason, e.detail) == (reasons.UNKNOWN_DOMAIN, C)
+    e = refused(b, send(b, "bob", C, alice.id, 1))
+    assert (e.reason, e.detail) == (reasons.UNKNOWN_DOMAIN, C)
+    assert b.balance(bob.id) == 500
