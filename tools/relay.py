@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -30,7 +31,7 @@ from gateway.xdomain import relayer
 from shared import messages, topics
 from shared import tx as txm
 from tools.keys import KeyPair
-from tools.submit import SubmitError, next_seq, submit
+from tools.submit import SubmitError, login_for, next_seq, submit
 
 
 @dataclass
@@ -112,8 +113,56 @@ class Watch:
             c.loop_stop()
 
 
+class Bridge:
+    """Republishes A's offer directory (retained) and A's market streams in
+    B, under the relayer's own data subtree (topics.bridged), so a buyer in B
+    reads them on B's broker. Forwarded as they are: readings are signed by
+    their supplier and checked against roots proven in B
+    (gateway/xdomain/purchase.py), so the relayer can drop them, never forge
+    them."""
+
+    def __init__(self, a: Side, b: Side, key: KeyPair) -> None:
+        self.a, self.b = a, b
+        self.me = key.id.hex()
+        self.forwarded = 0
+        self.out = self._client(b, key, None)
+        self.into = self._client(a, key, [(topics.offers(a.domain), 1),
+                                          (topics.data(a.domain, "+/+"), 1)])
+        self.into.on_message = self._forward
+
+    @staticmethod
+    def _client(side: Side, key: KeyPair, subs: list[tuple[str, int]] | None) -> mqtt.Client:
+        host, port = parse_url(side.broker)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                        client_id="%s-bridge-%d" % (key.id.hex()[:8], time.time_ns() % 10**9),
+                        protocol=mqtt.MQTTv311)
+        c.username_pw_set(*login_for(key, side.domain))
+        if subs:
+            c.on_connect = lambda cl, *_: cl.subscribe(subs)
+        c.connect_async(host, port, keepalive=30)
+        c.loop_start()
+        return c
+
+    def _forward(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
+        a = self.a.domain
+        if m.topic == topics.offers(a):
+            rest, retain = "offers", True
+        else:
+            rest, retain = "data/" + m.topic[len(topics.data(a, "")):], False
+            if rest.startswith("data/" + self.me + "/"):
+                return  # never what a relayer itself republished
+        self.out.publish(topics.bridged(self.b.domain, self.me, a, rest), m.payload, qos=1,
+                         retain=retain)
+        self.forwarded += 1
+
+    def close(self) -> None:
+        for c in (self.into, self.out):
+            c.disconnect()
+            c.loop_stop()
+
+
 def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = False,
-        timeout: float = 15.0, seconds: float | None = None,
+        timeout: float = 15.0, seconds: float | None = None, bridge: bool = False,
         line: Callable[[str], None] = print) -> int:
     seq = Seq()
     for s in (a, b):
@@ -126,6 +175,11 @@ def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = F
                           submitter({a.domain: a, b.domain: b}, timeout))
     line("relay: %s -> %s as %s" % (a.domain, b.domain, key.id.hex()))
     watch = None if once else Watch([a, b])
+    bridged = None
+    if bridge and not once:
+        bridged = Bridge(a, b, key)
+        line("relay: bridging %s's offers and market streams into %s under %s"
+             % (a.domain, b.domain, topics.bridged(b.domain, key.id.hex(), a.domain, "#")))
     end = None if seconds is None else time.monotonic() + seconds
     try:
         while True:
@@ -147,3 +201,5 @@ def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = F
     finally:
         if watch is not None:
             watch.close()
+        if bridged is not None:
+            bridged.close()

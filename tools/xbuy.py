@@ -2,14 +2,17 @@
 (docs/CROSSDOMAIN.md, "Cross-domain service purchase"), host side:
 `thingledger xdomain buy` and the demo drive it.
 
-1. offers: A's retained offer directory (tl/<A>/offers on A's broker); the
+1. offers: A's retained offer directory (tl/<A>/offers on A's broker, or
+   as a relayer A -> B running with --bridge republishes it on B's broker,
+   tools/relay.Bridge: `via` = that relayer's id); the
    chosen offer is proven in A's state against a header of A that B's
    light client trusts (the buyer sends that header to B's client itself
    when B does not trust it yet: anyone may);
 2. payment: a SEND packet in B to the buyer's own id in A (its key is
    registered in A too) for price x quantity; a relayer B -> A carries it;
 3. purchase: a DEMAND in A, its receipt (the `match` event) proven in B;
-4. readings: the agreement's stream on A's data topic, read from A's broker;
+4. readings: the agreement's stream on A's data topic, read from A's broker
+   or, with `via`, from B's broker where the relayer republishes it;
    each batch the supplier commits in A (the commit call's receipt) is
    proven in B and the readings of the batch checked against its root
    (gateway/xdomain/purchase.py).
@@ -65,8 +68,9 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2
 
 class CrossBuyer:
     def __init__(self, key: KeyPair, home: Side, market_side: Side, *, timeout: float = 20.0,
-                 line: Callable[[str], None] = print) -> None:
+                 via: bytes | None = None, line: Callable[[str], None] = print) -> None:
         self.key = key
+        self.via = via
         self.b, self.a = home, market_side
         self.timeout = timeout
         self.line = line
@@ -98,17 +102,35 @@ class CrossBuyer:
     def offers(self, service: str) -> list[dict]:
         """The live offers for `service` in A's retained directory."""
         got: queue.Queue[bytes] = queue.Queue()
-        c = self._client(self.a, lambda m: got.put(bytes(m.payload)))
+        side, topic = self._where("offers")
+        c = self._client(side, lambda m: got.put(bytes(m.payload)))
+        deadline = time.monotonic() + self.timeout
         try:
-            c.subscribe(topics.offers(self.a.domain), qos=1)
-            try:
-                listed = directory.decode(got.get(timeout=self.timeout))
-            except queue.Empty:
-                raise BuyError("no offer directory on %s's broker" % self.a.domain) from None
+            c.subscribe(topic, qos=1)
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    listed = [o for o in directory.decode(got.get(timeout=left))
+                              if o.get(2) == service]
+                except queue.Empty:
+                    break
+                except errors.TLError:
+                    continue  # not a directory (anyone may write a bridged topic)
+                if listed:
+                    return listed
+            raise BuyError("no offer of %s in %s's directory on %s"
+                           % (service, self.a.domain, topic))
         finally:
             c.disconnect()
             c.loop_stop()
-        return [o for o in listed if o.get(2) == service]
+
+    def _where(self, rest: str) -> tuple[Side, str]:
+        """Where A's topic `rest` ("offers" or "data/...") is read: on A's
+        broker, or bridged on B's by the relayer `via`."""
+        if self.via is None:
+            a = self.a.domain
+            return self.a, (topics.offers(a) if rest == "offers" else
+                            topics.data(a, rest[len("data/"):]))
+        return self.b, topics.bridged(self.b.domain, self.via.hex(), self.a.domain, rest)
 
     def prove_offer(self, service: str, supplier: bytes) -> market.Offer:
         got = self.a.store.prove_kv(keys.offer(service, supplier))
@@ -211,14 +233,17 @@ class CrossBuyer:
             if aid == ag.id and 0 <= index < ag.quantity:
                 d.readings.setdefault(index, bytes(m.payload))
         done: queue.Queue[bool] = queue.Queue()
-        self._mq = self._client(self.a, on)
+        side, topic = self._where("data/" + ag.supplier.hex() + "/" + ag.id.hex())
+        self._mq = self._client(side, on)
         self._mq.on_subscribe = lambda *_: done.put(True)
-        self._mq.subscribe(topics.data(self.a.domain, ag.supplier.hex() + "/" + ag.id.hex()),
-                           qos=1)
+        self._mq.subscribe(topic, qos=1)
         try:
             done.get(timeout=self.timeout)
         except queue.Empty:
             raise BuyError("the data topic subscription was not confirmed") from None
+
+    def stream_topic(self, d: Delivery) -> str:
+        return self._where("data/" + d.agreement.supplier.hex() + "/" + d.agreement.id.hex())[1]
 
     def verify(self, d: Delivery, timeout: float) -> list[tuple[int, int, int]]:
         """Wait until every reading bought is committed in A, proven in B and

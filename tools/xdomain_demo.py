@@ -178,24 +178,28 @@ def _purchase(root: Path, dirs: dict[str, Path], urls: dict[str, str],
 
     say("-- a cross-domain purchase: bob in %s buys sam's %s readings in %s --"
         % (B, SERVICE, A))
+    for src, dst, key, extra in ((A, B, "relayer", ["--bridge"]), (B, A, "relayer-ba", [])):
+        say("$ thingledger relay --from %s --to %s %s... (in the background)"
+            % (src, dst, " ".join(extra) + " " if extra else ""))
+        procs.append(subprocess.Popen(
+            [tool("thingledger"), "relay", "--from", src, "--to", dst, "--from-dir",
+             str(dirs[src]), "--to-dir", str(dirs[dst]), "--from-broker", urls[src],
+             "--to-broker", urls[dst], "--key", str(root / (key + ".key")), "--interval", "0.5",
+             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     in_a(a_key, txm.TYPE_CONTRACT_ADMIN, {1: "deploy", 2: market.AGREEMENT_LABEL,
                                           3: "agreement", 4: market.AGREEMENT_VERSION,
                                           5: {"operator": a_key.id, "fee_bps": 500}})
     say("%s's admin deployed the agreement contract (operator fee 5%%)" % A)
     in_a(sam, txm.TYPE_OFFER, {1: SERVICE, 2: "cC", 3: PRICE, 4: 1, 5: "", 6: 600, 7: 1})
     say("sam offers %s at %d a reading in %s" % (SERVICE, PRICE, A))
-    say("$ thingledger relay --from %s --to %s ... (in the background)" % (B, A))
-    procs.append(subprocess.Popen(
-        [tool("thingledger"), "relay", "--from", B, "--to", A, "--from-dir", str(dirs[B]),
-         "--to-dir", str(dirs[A]), "--from-broker", urls[B], "--to-broker", urls[A],
-         "--key", str(root / "relayer-ba.key"), "--interval", "0.5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    relayer = load_key(root / "relayer.key").id
     buyer = CrossBuyer(load_key(root / "bob.key"), open_side(dirs[B], urls[B]),
-                       open_side(dirs[A], urls[A]), timeout=STEP_TIMEOUT_S / 3, line=say)
+                       open_side(dirs[A], urls[A]), timeout=STEP_TIMEOUT_S / 3, via=relayer,
+                       line=say)
     try:
         listed = buyer.offers(SERVICE)
-        say("bob reads %s's offer directory: %s" % (A, ", ".join(
-            "%s at %d" % (o[1].hex()[:8], o[4]) for o in listed)))
+        say("bob reads %s's offer directory on %s's broker (bridged by the relayer): %s"
+            % (A, B, ", ".join("%s at %d" % (o[1].hex()[:8], o[4]) for o in listed)))
         best = min(listed, key=lambda o: o[4])
         o = buyer.prove_offer(SERVICE, best[1])
         say("the offer of %s proven in %s's light client of %s: price %d"
@@ -207,6 +211,7 @@ def _purchase(root: Path, dirs: dict[str, Path], urls: dict[str, str],
         say("agreement %s proven in %s: supplier %s, %d readings at %d"
             % (d.agreement.id.hex()[:8], B, d.agreement.supplier.hex()[:8],
                d.agreement.quantity, d.agreement.price))
+        say("bob listens on %s" % buyer.stream_topic(d))
         _supply(urls[A], authority[A], sam, d.agreement.id, say)
         got = buyer.verify(d, STEP_TIMEOUT_S)
         say("bob verified %d readings: %s" % (len(got), ", ".join(

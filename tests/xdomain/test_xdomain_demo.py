@@ -1,8 +1,8 @@
 """`thingledger xdomain demo` (`make run-xdomain`): two live gateways, a
 transfer relayed with its proof and acknowledged, a second one refunded on
 timeout while no relayer ran, and a cross-domain purchase: bob in dom-b pays
-sam of dom-a with a packet, and checks sam's readings, read from dom-a's
-data topic, against the batch roots committed in dom-a and proven in
+sam of dom-a with a packet, and checks sam's readings, read on dom-b's
+broker as the relayer republishes dom-a's data topic, against the batch roots committed in dom-a and proven in
 dom-b's light client; dom-a's operator pays sam."""
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ def test_the_demo_shows_a_transfer_a_timeout_refund_and_a_purchase(tmp_path) -> 
     assert re.search(r"relay: timeout in dom-a packet 2 ok", out), out
     assert "alice 900 in dom-a (refunded), bob 599 in dom-b" in out, out
     assert re.search(r"from dom-a +seq 1 +ok", out), out
-    # the purchase
+    # the purchase: offers and readings of dom-a read on dom-b's broker, bridged by the relayer
+    assert re.search(r"bob reads dom-a's offer directory on dom-b's broker \(bridged by the "
+                     r"relayer\): \w{8} at 3", out), out
+    assert re.search(r"bob listens on tl/dom-b/data/\w{32}/x/dom-a/data/\w{32}/\w{32}\n", out)
     assert re.search(r"the offer of \w{8} proven in dom-b's light client of dom-a: price 3",
                      out), out
     assert "bob paid 12 from dom-b to his id in dom-a with a packet: 12 there" in out, out

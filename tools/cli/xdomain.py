@@ -11,6 +11,7 @@
     thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
     thingledger relay --from-dir DIR_A --to-dir DIR_B --key FILE
         [--from-broker URL] [--to-broker URL] [--once] [--interval S] [--seconds S]
+        [--bridge]   also republish A's offers and market streams in B
 
 Readers open the database read-only and work while the gateway writes.
 """
@@ -176,7 +177,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
         if want and want != side.domain:
             raise UsageError("%s holds domain %s, not %s" % (side.data_dir, side.domain, want))
     return relay.run(a, b, key, interval=args.interval, once=args.once, timeout=args.timeout,
-                     seconds=args.seconds, line=lambda s: print(s, flush=True))
+                     seconds=args.seconds, bridge=args.bridge,
+                     line=lambda s: print(s, flush=True))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -237,4 +239,6 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    help="stop after S seconds")
     r.add_argument("--timeout", type=positive_float, default=15.0, metavar="S",
                    help="seconds to wait for each receipt")
+    r.add_argument("--bridge", action="store_true",
+                   help="also republish A's offers and market streams in B (for buyers in B)")
     r.set_defaults(func=cmd_relay)
