@@ -13,9 +13,11 @@ One pass from A to B:
   - otherwise: update B's client of A to A's head, then RELAY recv in B with
     the packet's proof.
 A header update names the head and its certificate; when A's head is
-finalised by a set other than the one B's client trusts, the header of the
-height before the change (which names the new set as the next one) goes
-first, with the new set's keys.
+finalised by a set other than the one B's client trusts, each change of A's
+set since the client's latest header is followed in order: the header of the
+height before the change (which names the new set as the next one), then the
+change's first header with the new set's keys (several updates if they are
+more than a CLIENT_UPDATE holds).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from gateway.db.store import BlockRecord, Store
 from gateway.ledger import consensus, keys
 from gateway.xdomain import client as lc
-from gateway.xdomain.rules import ACK, RECV, TIMEOUT
+from gateway.xdomain.rules import ACK, MAX_ENTRIES, RECV, TIMEOUT
 from shared import cbor, txdecode
 from shared import tx as txm
 from shared import xpacket as xp
@@ -85,44 +87,71 @@ def _schedule(store: Store) -> consensus.Schedule | None:
     return [(h, consensus.ValidatorSet(k, tuple(p))) for h, k, p in cbor.loads(rows[0][1])]
 
 
-def _entry(store: Store, blk: BlockRecord, with_set: bool) -> list[Any] | None:
+def _known_sets(store: Store) -> dict[bytes, list[Any]]:
+    """Every validator set the domain has had, by hash: [k, pubkeys]. The
+    state keeps only the current and the next set (gateway/ledger/consensus.py),
+    so the earlier ones are read from the committed VALSET transactions."""
+    out = {}
+    s = _schedule(store)
+    for _, vs in s or []:
+        out[vs.hash] = [vs.threshold, list(vs.pubkeys)]
+    for t in store.txs_of_type(consensus.TYPE_VALSET):
+        if t.status == 0:
+            b = txm.decode(t.message).body
+            vs = consensus.ValidatorSet(b[2], tuple(b[3]))
+            out[vs.hash] = [vs.threshold, list(vs.pubkeys)]
+    return out
+
+
+def _entry(store: Store, blk: BlockRecord, vset: list[Any] | None) -> list[Any] | None:
     cert = store.certificate(blk.height)
-    if cert is None:
-        return None
-    vset = None
-    if with_set:
-        s = _schedule(store)
-        if s is None:
-            return None
-        vs = consensus.set_at(s, blk.height)
-        vset = [vs.threshold, list(vs.pubkeys)]
-    return [blk.header_bytes, cert, vset]
+    return None if cert is None else [blk.header_bytes, cert, vset]
 
 
 def update_entries(src: Store, head: BlockRecord, c: lc.Client) -> list[list[Any]] | None:
     """The CLIENT_UPDATE entries that make client `c` (of `src`'s domain)
-    trust `head` (the caller checked it does not yet); None if `head` is not
-    final. A head below the client's latest (another relayer went further)
-    is sent alone: the client takes an older header of a set it trusts."""
+    trust `head` (the caller checked it does not yet); None if a header on
+    the way is not final or a set is unknown. A head below the client's
+    latest (another relayer went further) is sent alone: the client takes an
+    older header of a set it trusts. Every validator-set change of `src`
+    since the client's latest header is followed in order (the headers in
+    between are read for their `validators` field): the header before the
+    change (signed by the old set, naming the new one as next), then the new
+    set's first header with the new set's keys (for the last change, the
+    head). More than MAX_ENTRIES entries go in several updates
+    (Relayer.update)."""
     if c.latest >= head.height or head.fields.get("validators") == c.set_hash:
-        e = _entry(src, head, False)
+        e = _entry(src, head, None)
         return None if e is None else [e]
-    # the set changed since the client's set: the header before the change first
-    h = head.height
-    while h > c.latest + 1:
-        prev = src.get_block(h - 1)
-        if prev is None or prev.fields.get("validators") == c.set_hash:
-            break
-        h -= 1
-    out = []
-    if h - 1 > c.latest:
-        before = src.get_block(h - 1)
-        e = None if before is None else _entry(src, before, False)
-        if e is None:
+    sets = _known_sets(src)
+    changes = []  # the first block of each set after the client's, in order
+    current = c.set_hash
+    for h in range(c.latest + 1, head.height + 1):
+        blk = head if h == head.height else src.get_block(h)
+        if blk is None:
             return None
-        out.append(e)
-    e = _entry(src, head, True)
-    return None if e is None else [*out, e]
+        if blk.fields.get("validators") != current:
+            current = blk.fields.get("validators")
+            changes.append(blk)
+    out: list[list[Any]] = []
+    done = c.latest  # the highest height sent (or trusted already)
+    for i, first in enumerate(changes):
+        vset = sets.get(first.fields.get("validators"))
+        if vset is None:
+            return None
+        last = i == len(changes) - 1
+        for blk, with_set in ((src.get_block(first.height - 1), None),
+                              (head if last else first, vset)):
+            if blk is None:
+                return None
+            if blk.height <= done:
+                continue
+            e = _entry(src, blk, with_set)
+            if e is None:
+                return None
+            out.append(e)
+            done = blk.height
+    return out
 
 
 class Relayer:
@@ -152,8 +181,11 @@ class Relayer:
         entries = update_entries(of.store, head, c)
         if entries is None:
             return False
-        return self._send(out, "update", at.domain, 0, txdecode.TYPE_CLIENT_UPDATE,
-                          {1: of.domain, 2: entries})
+        for i in range(0, len(entries), MAX_ENTRIES):
+            if not self._send(out, "update", at.domain, 0, txdecode.TYPE_CLIENT_UPDATE,
+                              {1: of.domain, 2: entries[i:i + MAX_ENTRIES]}):
+                return False
+        return True
 
     def run_once(self) -> Pass:
         out = Pass()

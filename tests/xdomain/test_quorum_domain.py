@@ -22,6 +22,8 @@ from tests.support.xdtest import Domain, create_client, relayer_of
 A, B = "dom-q", "dom-b"
 OLD = ["v1", "v2", "v3"]
 NEW = ["v2", "v4", "v5"]
+NEWER = ["v4", "v6", "v7", "v8"]
+NEWEST = ["v6", "v7", "v9"]
 
 
 def pubs(names: list[str]) -> list[bytes]:
@@ -30,7 +32,7 @@ def pubs(names: list[str]) -> list[bytes]:
 
 @pytest.fixture
 def doms(tmp_path: Path) -> Iterator[tuple[Domain, Domain]]:
-    a = Domain(tmp_path / "a", A, {Device("alice", A).pub: 1000}, voters=OLD + NEW,
+    a = Domain(tmp_path / "a", A, {Device("alice", A).pub: 1000}, voters=OLD + NEW + NEWER + NEWEST,
                consensus="quorum", validators=pubs(OLD), threshold=2)
     b = Domain(tmp_path / "b", B, {Device("bob", B).pub: 500})
     a.produce()  # block 0 of a quorum chain has no certificate: start from block 1
@@ -81,3 +83,38 @@ def test_the_client_follows_a_validator_set_change(doms) -> None:
     assert b.balance(bob.id) == 525
     r.run_once()  # the ack
     assert a.balance(rules.ESCROW) == 0 and a.total() + b.total() == 1500
+
+
+def test_the_relayer_follows_three_set_changes_between_its_passes(doms) -> None:
+    """A changes its set three times while no relayer runs: the relayer
+    sends, in order, each announcing header and each new set's first header
+    (more entries than one CLIENT_UPDATE holds: two updates); the last new
+    set's first header is the head."""
+    a, b = doms
+    quorum_client(b, a)
+    create_client(a, b)
+    r = relayer_of(a, b)
+    for names, k in ((NEW, 2), (NEWER, 3), (NEWEST, 2)):
+        start = a.store.head().height + 2  # type: ignore[union-attr]
+        assert a.run(a.authority.make(consensus.TYPE_VALSET, {1: start, 2: k,
+                                                              3: pubs(names)}))[0] == 0
+        for _ in range(3):
+            a.produce()
+    newest = consensus.ValidatorSet(2, tuple(pubs(NEWEST))).hash
+    assert a.store.head().fields["validators"] == newest  # type: ignore[union-attr]
+    bob = b.device("bob")
+    a.run(a.device("alice").make(txdecode.TYPE_SEND, {1: B, 2: bob.id, 3: 40, 4: 0,
+                                                      5: a.time + 1000}))
+    c = lc.get(b.state, A)
+    head = a.store.head()
+    assert c is not None and head is not None
+    entries = rl.update_entries(a.store, head, c)
+    assert entries is not None
+    assert [e[2] for e in entries] == [None, [2, pubs(NEW)], None, [3, pubs(NEWER)], None,
+                                       [2, pubs(NEWEST)]]
+    assert entries[-1][0] == head.header_bytes
+    out = r.run_once()
+    assert [x.what for x in out.actions if x.ok] == ["update", "update", "recv"], out.actions
+    c = lc.get(b.state, A)
+    assert c is not None and c.set_hash == newest and c.latest == head.height
+    assert b.balance(bob.id) == 540
