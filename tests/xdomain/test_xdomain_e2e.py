@@ -11,23 +11,38 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from gateway.broker.embedded import parse_url
 from gateway.db.genesis_files import create_domain, write_key
 from gateway.db.store import Store
+from gateway.market.ledger import rules as market
 from gateway.node.config import DB_FILE, KEY_FILE
-from shared import cbor, commit, commit_gateway, errors, header, reasons, txdecode
+from shared import (
+    cbor,
+    commit,
+    commit_gateway,
+    errors,
+    header,
+    merkle,
+    reasons,
+    stream,
+    topics,
+    txdecode,
+)
 from shared import tx as txm
 from shared import xpacket as xp
 from tests.support.brokers import free_port
 from tests.support.gwtest import Device, key
 from tests.support.waits import lines, wait_line
 from tools.build import tool
-from tools.submit import submit
+from tools.submit import next_seq, submit
 
 A, B = "dom-a", "dom-b"
 
@@ -225,6 +240,118 @@ def test_transfer_timeout_forgeries_and_freeze_across_two_running_domains(
     rep = b.send(relayer.make(txdecode.TYPE_RELAY,
                               {1: "recv", 2: pk3, 3: latest, 4: [[bytes(32)] * 3, None]}))
     assert (rep.ok, rep.reason) == (False, reasons.CLIENT_FROZEN), rep
+    for g in (a, b):
+        v = cli("chain", "verify", "--data-dir", str(g.dir))
+        assert v.returncode == 0, v.stdout + v.stderr
+
+
+def _relay(tmp: Path, src: Gateway, dst: Gateway, keyname: str, *extra: str
+           ) -> subprocess.Popen:
+    return subprocess.Popen(
+        [tool("thingledger"), "relay", "--from", src.domain, "--to", dst.domain, "--from-dir",
+         str(src.dir), "--to-dir", str(dst.dir), "--from-broker", src.url, "--to-broker",
+         dst.url, "--key", str(tmp / (keyname + ".key")), "--interval", "0.5", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _total(g: Gateway) -> int:
+    with g.store() as s:
+        return s.load_state().total_balance()
+
+
+def test_a_buyer_in_b_buys_readings_of_a_with_the_cli(two: tuple[Gateway, Gateway],
+                                                       tmp_path: Path) -> None:
+    """`thingledger xdomain buy` in dom-b against sam's offer in dom-a: the
+    offer read on dom-b's broker (a relayer bridges it) and proven in dom-b,
+    the payment a packet (relayed by a second relayer), the agreement and
+    sam's two batch commitments proven in dom-b, the readings read on dom-b's
+    broker (a tampered one published first is ignored) and checked against
+    the roots; dom-a's operator pays sam; value conserved over both domains,
+    both chains verify."""
+    a, b = two
+    sam, bob = Device("sam", A), Device("bob", B)
+    _keyfile(tmp_path / "bob.key", "bob")
+    for name in ("relayer", "relayer-ba"):
+        _keyfile(tmp_path / (name + ".key"), name)
+    for at, of in ((b, a), (a, b)):
+        r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
+                "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
+        assert r.returncode == 0, r.stdout + r.stderr
+    op = txm.device_id(a.auth_pub)
+    rep = a.send(txm.make(a.auth_priv, op, txm.TYPE_CONTRACT_ADMIN, A, next_seq(), 0, {
+        1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement", 4: market.AGREEMENT_VERSION,
+        5: {"operator": op, "fee_bps": 500}}))
+    assert rep.ok and rep.status == 0, rep
+    assert a.send(sam.register()).status == 0
+    rep = a.send(sam.make(txm.TYPE_OFFER, {1: "temperature", 2: "cC", 3: 5, 4: 1, 5: "",
+                                           6: 600, 7: 1}))
+    assert rep.ok and rep.status == 0, rep
+    total = _total(a) + _total(b)
+    procs = [_relay(tmp_path, a, b, "relayer", "--bridge"), _relay(tmp_path, b, a, "relayer-ba")]
+    relayer_id = Device("relayer").id
+    buy = subprocess.Popen(
+        [tool("thingledger"), "xdomain", "buy", "--data-dir", str(b.dir), "--broker", b.url,
+         "--of-dir", str(a.dir), "--of-broker", a.url, "--service", "temperature",
+         "--quantity", "4", "--max-price", "6", "--via", relayer_id.hex(),
+         "--key", str(tmp_path / "bob.key"), "--wait", "90", "--timeout", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs.append(buy)
+    seen: list[str] = []
+    try:
+        q = lines(buy)
+        wait_line(q, r"offer %s at 5 proven in dom-b" % sam.id.hex(), 90, seen)
+        wait_line(q, r"paid with a packet dom-b -> dom-a: 20 held in dom-a", 90, seen)
+        aid = bytes.fromhex(wait_line(q, r"agreement \w{32} proven in dom-b: 4 readings at 5",
+                                      90, seen).split()[1])
+        wait_line(q, r"listening on tl/dom-b/data/%s/x/dom-a/data/%s/%s$"
+                  % (relayer_id.hex(), sam.id.hex(), aid.hex()), 30, seen)
+        readings = [stream.reading(sam.priv, sam.id, aid, i, 2100 + i, -2) for i in range(4)]
+        tampered = bytearray(readings[0])
+        tampered[-1] ^= 1
+        host, port = parse_url(a.url)
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sam-e2e",
+                          protocol=mqtt.MQTTv311)
+        pub.connect(host, port)
+        pub.loop_start()
+        topic = topics.data(A, sam.id.hex() + "/" + aid.hex())
+        try:
+            pub.publish(topic, bytes(tampered), qos=1).wait_for_publish(10)
+            for batch, first in ((0, 0), (1, 2)):
+                for r in readings[first:first + 2]:
+                    pub.publish(topic, r, qos=1).wait_for_publish(10)
+                rep = a.send(sam.make(txm.TYPE_CONTRACT_CALL, {
+                    1: market.AGREEMENT, 2: "commit",
+                    3: [aid, batch, first, 2, merkle.root(readings[first:first + 2])], 4: 0,
+                    5: 50_000}))
+                assert rep.ok and rep.status == 0, rep
+        finally:
+            pub.disconnect()
+            pub.loop_stop()
+        for i in range(4):
+            wait_line(q, r"reading %d: %de-2 verified" % (i, 2100 + i), 90, seen)
+        assert buy.wait(timeout=30) == 0, seen
+        # dom-a's operator judges both batches from its stream store and pays sam
+        paid = 2 * (10 - 10 * 500 // 10_000)  # two batches of 2 at 5, the fee (floor) off
+        deadline = time.monotonic() + 60
+        while a.balance(sam.id) < paid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert a.balance(sam.id) == paid, seen
+        # the payment's ack closed the packet in dom-b: value conserved over both domains
+        deadline = time.monotonic() + 60
+        while b.kv(xp.packet_key(A, 1)) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert b.kv(xp.packet_key(A, 1)) is None
+        assert b.balance(bob.id) == 480
+        assert _total(a) + _total(b) == total
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
     for g in (a, b):
         v = cli("chain", "verify", "--data-dir", str(g.dir))
         assert v.returncode == 0, v.stdout + v.stderr

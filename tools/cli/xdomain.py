@@ -8,6 +8,9 @@
         data folder is DIR, trusting its head header and validator set
     thingledger xdomain send --to DOMAIN --recipient ID --amount N
         [--timeout-height H] [--timeout-s S] [--memo TEXT] --key FILE [network options]
+    thingledger xdomain buy --of-dir DIR_A --of-broker URL_A --service S --quantity N
+        [--max-price P] [--via RELAYER_ID] [--wait S] --key FILE [network options]
+        buy readings in A's market, paid with a packet from here, checked here
     thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
     thingledger relay --from-dir DIR_A --to-dir DIR_B --key FILE
         [--from-broker URL] [--to-broker URL] [--once] [--interval S] [--seconds S]
@@ -30,6 +33,7 @@ from tools.cli.common import (
     EXIT_OK,
     Subparsers,
     UsageError,
+    data_dir,
     key_parent,
     load_key_file,
     network_parent,
@@ -181,6 +185,46 @@ def cmd_relay(args: argparse.Namespace) -> int:
                      line=lambda s: print(s, flush=True))
 
 
+def cmd_buy(args: argparse.Namespace) -> int:
+    from tools import relay, xbuy
+
+    key = load_key_file(args.key)
+    home = relay.open_side(data_dir(args), args.broker)
+    there = relay.open_side(Path(args.of_dir), args.of_broker)
+    via = parse_id(args.via, "--via") if args.via else None
+
+    def say(s: str) -> None:
+        print(s, flush=True)
+
+    buyer = xbuy.CrossBuyer(key, home, there, timeout=args.timeout, via=via, line=say)
+    try:
+        fit = [o for o in buyer.offers(args.service)
+               if args.max_price is None or o[4] <= args.max_price]
+        if not fit:
+            print("buy: no offer of %s in %s at most %s" % (args.service, there.domain,
+                                                            args.max_price))
+            return EXIT_FAILED
+        best = min(fit, key=lambda o: (o[4], o[1]))
+        o = buyer.prove_offer(args.service, best[1])
+        say("offer %s at %d proven in %s" % (o.supplier.hex(), o.price, home.domain))
+        if buyer.balance_in_market() < o.price * args.quantity:
+            buyer.pay(o.price * args.quantity - buyer.balance_in_market())
+            say("paid with a packet %s -> %s: %d held in %s"
+                % (home.domain, there.domain, buyer.balance_in_market(), there.domain))
+        d = buyer.demand(args.service, o.price, args.quantity)
+        say("agreement %s proven in %s: %d readings at %d"
+            % (d.agreement.id.hex(), home.domain, d.agreement.quantity, d.agreement.price))
+        say("listening on %s" % buyer.stream_topic(d))
+        for index, value, scale in buyer.verify(d, args.wait):
+            say("reading %d: %de%d verified" % (index, value, scale))
+        return EXIT_OK
+    except xbuy.BuyError as e:
+        print("buy: %s" % e)
+        return EXIT_FAILED
+    finally:
+        buyer.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tools import xdomain_demo
 
@@ -223,6 +267,22 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    help="refund unless received within S seconds (DOMAIN's block time)")
     s.add_argument("--memo", default="", help="a short text carried with the packet")
     s.set_defaults(func=cmd_send)
+    b = xs.add_parser("buy", parents=[net, key],
+                      help="buy readings in another domain's market, paid from this domain, "
+                           "checked against that domain's roots proven here")
+    b.add_argument("--of-dir", required=True, metavar="DIR",
+                   help="data folder of the market's domain (read-only: proofs, receipts)")
+    b.add_argument("--of-broker", default=DEFAULT_BROKER, metavar="URL",
+                   help="the market domain's broker (its transactions go there)")
+    b.add_argument("--service", required=True)
+    b.add_argument("--quantity", required=True, type=non_negative_int)
+    b.add_argument("--max-price", type=non_negative_int, default=None, metavar="P")
+    b.add_argument("--via", metavar="ID", default=None,
+                   help="a relayer bridging the market here (relay --bridge): read its "
+                        "offers and streams on this domain's broker")
+    b.add_argument("--wait", type=positive_float, default=300.0, metavar="S",
+                   help="seconds to wait for every reading to be committed and checked")
+    b.set_defaults(func=cmd_buy)
     r = sub.add_parser("relay", parents=[data],
                        help="relay packets and headers between two domains (no rights needed)")
     r.add_argument("--from", dest="from_domain", metavar="A", help="source domain (checked)")
