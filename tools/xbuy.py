@@ -51,7 +51,7 @@ class BuyError(RuntimeError):
 
 @dataclass
 class Delivery:
-    agreement: purchase.Agreement
+    agreement: purchase.ProvenAgreement
     supplier_key: bytes
     readings: dict[int, bytes] = field(default_factory=dict)  # index -> COSE bytes
     verified: list[tuple[int, int, int]] = field(default_factory=list)  # (index, value, scale)

@@ -49,7 +49,7 @@ class StoreKv:
 
 
 @dataclass(frozen=True)
-class Agreement:
+class ProvenAgreement:
     id: bytes
     buyer: bytes
     supplier: bytes
@@ -59,7 +59,7 @@ class Agreement:
 
 
 @dataclass(frozen=True)
-class Commitment:
+class ProvenCommitment:
     batch: int
     first: int
     count: int
@@ -110,20 +110,20 @@ def _ok_events(m: dict[int, Any]) -> list[Any]:
 
 
 def agreement(view: Any, domain: str, demand_receipt: bytes, now: int | None = None
-              ) -> Agreement:
+              ) -> ProvenAgreement:
     """The agreement a DEMAND of `domain` opened, from its proven receipt."""
     _, m = proven_receipt(view, domain, demand_receipt, now)
     for e in _ok_events(m):
         if len(e) >= 8 and e[0] == "match":
-            return Agreement(e[1], e[2], e[3], e[4], e[5], e[7])
+            return ProvenAgreement(e[1], e[2], e[3], e[4], e[5], e[7])
     raise errors.ProofError("not-matched")
 
 
 def commitments(view: Any, domain: str, commit_receipt: bytes, agreement_id: bytes,
-                now: int | None = None) -> list[Commitment]:
+                now: int | None = None) -> list[ProvenCommitment]:
     """The delivery commitments of `agreement_id` a proven receipt holds."""
     height, m = proven_receipt(view, domain, commit_receipt, now)
-    out = [Commitment(e[3], e[4], e[5], e[6], height) for e in _ok_events(m)
+    out = [ProvenCommitment(e[3], e[4], e[5], e[6], height) for e in _ok_events(m)
            if len(e) == 7 and e[1] == COMMITTED and e[2] == agreement_id]
     if not out:
         raise errors.ProofError("not-committed")
@@ -142,7 +142,7 @@ def offer(view: Any, domain: str, height: int, service: str, supplier: bytes,
     return market.offer_of(stored)
 
 
-def check_batch(a: Agreement, c: Commitment, supplier_key: bytes, readings: list[bytes]
+def check_batch(a: ProvenAgreement, c: ProvenCommitment, supplier_key: bytes, readings: list[bytes]
                 ) -> list[tuple[int, int, int]]:
     """The readings of batch `c` (in index order), checked: signed by the
     agreement's supplier, for this agreement, indexed c.first.., and their
