@@ -17,7 +17,7 @@ def data(domain, service_id):
 
 def bridged(domain, relayer_hex, source, rest):
     """What a relayer republishes in `domain` of domain `source`'s topics
-    (docs/CROSSDOMAIN.md, "Bridge"): under its own data subtree,
+    (docs/CROSSDOMAIN.md, "Cross-domain service purchase"): under its own data subtree,
     tl/<domain>/data/<relayer id>/x/<source>/<rest> (`rest`: "offers", or
     "data/<supplier id>/<agreement id>")."""
     return data(domain, relayer_hex + "/x/" + source + "/" + rest)
