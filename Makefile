@@ -6,7 +6,7 @@ BROKER  ?=
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS    := mosquitto socat chromium chromium-driver
 
-.PHONY: run test lint bench sysdeps venv clean registry-demo
+.PHONY: run test lint bench sysdeps venv clean registry-demo run-xdomain
 
 venv: $(STAMP)
 
@@ -36,6 +36,9 @@ run: $(STAMP)
 
 registry-demo: $(STAMP)
 	$(VENV)/bin/thingledger registry demo
+
+run-xdomain: $(STAMP)
+	$(VENV)/bin/thingledger xdomain demo
 
 bench: $(STAMP) sysdeps
 	$(PY) -m bench

@@ -9,6 +9,7 @@ from bench import (
     gateway,
     market,
     nats_log,
+    ota,
     registry_net,
     replies,
     startup,
@@ -26,9 +27,9 @@ def main() -> int:
                       ("startup", startup.main), ("web_rss", web_rss.main),
                       ("nats_log", nats_log.main), ("trust", trust.main),
                       ("state_tree", state_tree.main),
-                      ("registry_net", registry_net.main)):
+                      ("registry_net", registry_net.main), ("ota", ota.main)):
         print(f"== bench.{name}")
-        rc = run() if name == "firmware" else run([])
+        rc = run() if name in ("firmware", "ota") else run([])
         failed += bool(rc)
         print()
     return 1 if failed else 0

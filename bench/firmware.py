@@ -95,7 +95,8 @@ def loop_run(build_dir: Path, work: Path, port: int) -> tuple[int, int, str]:
     """(receipts verified, lowest free heap after a receipt, last lines)."""
     broker = ThreadedBroker("127.0.0.1", port)
     broker.start()
-    gw = subprocess.Popen([tool("thingledger"), "run", "--no-boards", "--broker", broker.url,
+    gw = subprocess.Popen([tool("thingledger"), "run", "--no-boards", "--no-http",
+                           "--broker", broker.url,
                            "--data-dir", str(work / "gateway"), "--block-interval", "0.5"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -407,7 +407,8 @@ def run(args: argparse.Namespace) -> dict:
     # `-m tools.cli` from ROOT: the code of this checkout, whatever is installed
     base = [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
             "-m", "tools.cli"]
-    cmd = [*base, "run", "--no-boards", "--quiet", "--broker", f"mqtt://{HOST}:{port}", "--data-dir",
+    cmd = [*base, "run", "--no-boards", "--no-http", "--quiet", "--broker", f"mqtt://{HOST}:{port}",
+           "--data-dir",
            str(data), "--domain", DOMAIN, "--block-interval", str(args.block_interval),
            *(["--ha-discovery"] if getattr(args, "ha_discovery", False) else [])]
     log = open(tmp / "gateway.log", "w")  # noqa: SIM115 - closed below

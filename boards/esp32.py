@@ -14,6 +14,16 @@ class Board:
         self.sensor = profile["sensors"][0]
         self._ds = None
 
+    def reset(self):
+        machine.reset()  # the boot file (firmware/otaboot.py) picks the version
+
+    def flash_free(self):
+        """Free bytes of the flash file system (the updater never writes past it)."""
+        import os
+
+        st = os.statvfs("/")
+        return st[0] * st[3]
+
     def network_up(self, timeout_ms=20000):
         from boards.wlan import connect
 

@@ -1,7 +1,10 @@
 """The unix virtual board: MicroPython Unix port, no network bring-up, a
 simulated temperature sensor (a bounded random walk around 21.50 C), and the
-current directory as its flash."""
+current directory as its flash (config.json "flash_quota" bounds what the
+updater may use of it, docs/OTA.md). A reset ends the process with RESET_EXIT; its
+launcher (tools/vboard.py) starts it again, as a board's power-on would."""
 import os
+import sys
 
 
 class Board:
@@ -11,6 +14,9 @@ class Board:
         self.sensor = profile["sensors"][0]  # not the whole profile: RAM is scarce
         self._value = int(config.get("sim_start", 2150))
 
+    def reset(self):
+        sys.exit(75)  # tools/vboard.py RESET_EXIT
+
     def network_up(self):
         pass
 
@@ -19,3 +25,4 @@ class Board:
         step = os.urandom(1)[0] % 21 - 10  # -0.10 .. +0.10 C
         self._value = min(4000, max(-1000, self._value + step))
         return self._value, self.sensor["scale"], self.sensor["channel"]
+

@@ -79,6 +79,16 @@ class Node:
         self.rx_topic = topics.rx(self.domain, wallet.hex)
         self._rx = self.rx_topic.encode()  # as the client hands topics over
         self.status_topic = topics.status(self.domain, wallet.hex)
+        # firmware updates (docs/OTA.md): the announcements for this board;
+        # what the node does with them is firmware/otanode.py, loaded on use
+        self._fw = topics.firmware(self.domain, config.get("board", "unix")).encode()
+        self.fw_next = time.ticks_ms()  # ticks before which no announcement is looked at
+        self.fw_msg = None  # the last announcement, for the next step
+        st = (flash.read("ota/state") or b"").split()
+        # an unconfirmed new version: confirmed by the first verified receipt,
+        # reset if none came in ota_confirm_s (the boot file rolls back)
+        self.unconfirmed = (st, time.ticks_add(time.ticks_ms(), int(
+            config.get("ota_confirm_s", 120)) * 1000)) if st[2:3] == [b"u"] else None
         self.receipts = 0
         self.rejections = 0
         self._next_reading = time.ticks_ms()
@@ -95,10 +105,14 @@ class Node:
         c.set_callback(self._on_message)
         while not c.ensure_connected(CONNECT_WAIT_MS):
             self.log("broker unreachable, retrying")
+            self._due()
         c.subscribe(self.rx_topic, 1)  # the client re-subscribes after a reconnect
+        c.subscribe(self._fw, 1)
         self.log("online id=%s pending=%d" % (self.wallet.hex, len(self.outbox)))
         if not self.registered and not len(self.outbox):
             self.submit(tx.TYPE_REGISTER, {1: self.wallet.public_key})
+        if flash.exists("ota/failed") or flash.exists("ota/report"):
+            self._ota("report")  # a rollback by the boot file, a confirmation not yet on chain
 
     def step(self, now=None):
         """One pass: handle incoming messages, announce ourselves after a
@@ -114,6 +128,7 @@ class Node:
         goes out until the hold ends."""
         c = self.client
         c.check_msg()
+        self._due()
         if not c.is_connected():
             self._announced = False
         elif not self._announced:
@@ -180,6 +195,11 @@ class Node:
     # -- replies from the gateway ----------------------------------------
     def _on_message(self, topic, msg, retained):
         try:
+            if topic == self._fw:  # looked at by a later step, outside this callback
+                if self.fw_msg:
+                    self.log("ota-ignored reason=flood")
+                self.fw_msg = (msg, retained) if len(msg) < 128 else (b"", 0)
+                return
             if topic != self._rx:  # not a reply to us: a market board's data topic, or
                 if self.market:   # a broker's stray retained message (never trusted)
                     self.market.data(topic, msg)
@@ -210,6 +230,9 @@ class Node:
                 self.receipts += 1
                 self._backoff = 0
                 self._confirmed(seq)
+                u = self.unconfirmed
+                if u and u != 1:  # a new version reached the gateway: confirmed by the
+                    self.unconfirmed = [u[0]]  # next step (not in this callback: heap)
                 gc.collect()
                 self.log("receipt-verified seq=%d height=%d status=%d free=%d" % (
                     seq, fields["height"], m[messages.M_STATUS], gc.mem_free()))
@@ -219,6 +242,29 @@ class Node:
                 self._rejected(seq, m)
         except errors.TLError as e:
             self.log("bad-reply reason=%s detail=%s" % (e.reason, e.detail))
+
+    def _due(self):
+        # unconfirmed: (state, deadline); [state]: a receipt verified, confirm
+        # it; 1: confirmed, report it on chain
+        u = self.unconfirmed
+        if u and (u == 1 or len(u) == 1 or time.ticks_diff(time.ticks_ms(), u[1]) >= 0):
+            self._ota("due")
+        if self.fw_msg and time.ticks_diff(time.ticks_ms(), self.fw_next) >= 0:
+            m, self.fw_msg = self.fw_msg, None
+            self._ota("offer", *m)
+
+    def _ota(self, what, *args):
+        # firmware/otanode.py, loaded for the call and dropped after it
+        import firmware
+
+        gc.collect()
+        from firmware import otanode
+
+        try:
+            getattr(otanode, what)(self, *args)
+        finally:
+            __import__("sys").modules.pop("firmware.otanode", None)
+            firmware.__dict__.pop("otanode", None)
 
     def _rejected(self, seq, m):
         """A rejection of outbox entry `seq`, signed by the authority."""

@@ -3,15 +3,15 @@ load the board adapter with its profile, open the wallet and the MQTT client,
 and wire them into a Node (with its market part when the config has an
 "offer" or a "need": docs/MARKET.md).
 
+When the node left a release in ota/offer (docs/OTA.md), make_node runs the
+updater (firmware/ota.py) first, before the node is even imported; it ends
+with a reset.
+
 main() drops this module (and boards.profile) from sys.modules once the Node
 exists, so their code and data go back to the heap before the loop starts:
 nothing the loop keeps refers to them.
 """
 import json
-
-from firmware import wallet
-from firmware.mqtt import MQTTClient
-from firmware.node import Node
 
 
 def load_config(path="config.json"):
@@ -30,20 +30,41 @@ def load_board(cfg):
     return __import__(ADAPTER, None, None, ["Board"]).Board(PROFILE, cfg)
 
 
+def login(cfg, w):
+    """Broker login (docs/IDENTITY.md §3): user = device id, password = the
+    wallet's deterministic signature over ["mqtt", domain, id]; an anonymous
+    broker ignores both."""
+    return w.hex, w.mqtt_password(cfg["domain"])
+
+
+def client(cfg, user, password):
+    """The board's MQTT client."""
+    from firmware.mqtt import MQTTClient
+
+    c = MQTTClient(user.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
+                   user=user, password=password, keepalive=int(cfg.get("keepalive", 30)))
+    for b in cfg.get("brokers", ()):  # more endpoints [host, port]: next when one dies
+        c.servers.append((b[0], int(b[1])))
+    return c
+
+
 def make_node(log):
+    try:  # the node reset into the updater (docs/OTA.md): it runs before the node
+        open("ota/offer").close()  # is even imported, and ends with a reset
+    except OSError:
+        pass
+    else:
+        from firmware import ota
+
+        ota.main(log)
+    from firmware import wallet
+    from firmware.node import Node
+
     cfg = load_config()
     board = load_board(cfg)
     board.network_up()
     w = wallet.load_or_create()
-    # broker login (docs/IDENTITY.md §3): user = device id, password = the
-    # wallet's deterministic signature over ["mqtt", domain, id]; an anonymous
-    # broker ignores both
-    client = MQTTClient(w.hex.encode(), cfg["broker_host"], port=int(cfg["broker_port"]),
-                        user=w.hex, password=w.mqtt_password(cfg["domain"]),
-                        keepalive=int(cfg.get("keepalive", 30)))
-    for b in cfg.get("brokers", ()):  # more endpoints [host, port]: next when one dies
-        client.servers.append((b[0], int(b[1])))
-    node = Node(board, cfg, w, client, log=log)
+    node = Node(board, cfg, w, client(cfg, *login(cfg, w)), log=log)
     if cfg.get("equivocate"):  # a board misbehaving on purpose (docs/TRUST.md)
         from firmware.liar import equivocate
 

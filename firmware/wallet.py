@@ -8,7 +8,7 @@ Provisioning (statements, key rotation) lives in firmware/provision.py, loaded
 only when the host asks: it costs the node loop no heap.
 """
 from firmware import flash
-from shared import p256, tx
+from shared import p256
 
 KEY_FILE = "wallet.key"
 
@@ -26,6 +26,8 @@ class Wallet:
 
     def sign_tx(self, type_, domain, seq, fee, body):
         """COSE_Sign1 transaction bytes signed by this device."""
+        from shared import tx  # loaded by the node anyway; the updater never needs it
+
         return tx.make(self._priv, self.device_id, type_, domain, seq, fee, body)
 
     def sign_reading(self, agreement, index, value, scale):
@@ -47,6 +49,8 @@ def load_or_create(path=KEY_FILE):
     """The board's wallet; generates and stores a key pair on first boot."""
     data = flash.read(path)
     if data is None:
+        from shared import tx
+
         priv, pub = p256.keygen()
         data = tx.device_id(pub) + priv
         flash.write(path, data)

@@ -37,9 +37,18 @@ BAD_VALUE = "bad-value"
 BANNED = "banned"
 OVER_CAP = "over-cap"
 DUPLICATE = "duplicate"
+# Cross-domain exchange (docs/CROSSDOMAIN.md)
+UNKNOWN_DOMAIN = "unknown-domain"
+CLIENT_FROZEN = "client-frozen"
+CLIENT_EXPIRED = "client-expired"
+UNKNOWN_PACKET = "unknown-packet"
+TIMED_OUT = "timed-out"
+NOT_TIMED_OUT = "not-timed-out"
 # Retryable refusals (docs/PROTOCOL.md): the gateway is busy, the message is
 # good. The device keeps the same signed message and sends it again later;
 # every other code is final for that message.
 MEMPOOL_FULL = "mempool-full"
 RATE_LIMITED = "rate-limited"
 RETRYABLE = (MEMPOOL_FULL, RATE_LIMITED)
+# Firmware updates (docs/OTA.md): shared/ota.py FirmwareError's code
+BAD_FIRMWARE = "bad-firmware"

@@ -25,4 +25,10 @@ def status(domain, device_hex):
     return PREFIX + domain + "/dev/" + device_hex + "/status"
 
 
+def firmware(domain, board):
+    """Retained firmware announcements for one board profile (docs/OTA.md);
+    a release's chunks are under it (shared/ota.py chunk_topic)."""
+    return PREFIX + domain + "/fw/" + board
+
+
 __getattr__ = lazy("shared.topics_gateway", globals())

@@ -15,6 +15,14 @@ def data(domain, service_id):
     return PREFIX + domain + "/data/" + service_id
 
 
+def bridged(domain, relayer_hex, source, rest):
+    """What a relayer republishes in `domain` of domain `source`'s topics
+    (docs/CROSSDOMAIN.md, "Cross-domain service purchase"): under its own data subtree,
+    tl/<domain>/data/<relayer id>/x/<source>/<rest> (`rest`: "offers", or
+    "data/<supplier id>/<agreement id>")."""
+    return data(domain, relayer_hex + "/x/" + source + "/" + rest)
+
+
 def rejects(domain):
     """Rejections of messages whose sender cannot be read (garbage, too large)."""
     return PREFIX + domain + "/rejects"

@@ -38,6 +38,13 @@ TYPE_MFR_REGISTER = 20
 TYPE_DEVICE_RECORD = 21
 # consensus (docs/CONSENSUS.md)
 TYPE_VALSET = 22  # body {1: from height, 2: threshold, 3: [pubkeys, sorted]}, by the domain owner
+# firmware updates (docs/OTA.md): releases and each device's installed version
+TYPE_FIRMWARE = 25
+# cross-domain exchange (docs/CROSSDOMAIN.md)
+TYPE_CLIENT_CREATE = 26
+TYPE_CLIENT_UPDATE = 27
+TYPE_SEND = 28
+TYPE_RELAY = 29
 
 MAX_SEQ = (1 << 63) - 1
 MAX_AMOUNT = (1 << 63) - 1

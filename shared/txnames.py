@@ -29,6 +29,11 @@ NAMES = {
     _d.TYPE_MFR_REGISTER: "mfr-register",
     _d.TYPE_DEVICE_RECORD: "device-record",
     _d.TYPE_VALSET: "valset",
+    _d.TYPE_FIRMWARE: "firmware",
+    _d.TYPE_CLIENT_CREATE: "client-create",
+    _d.TYPE_CLIENT_UPDATE: "client-update",
+    _d.TYPE_SEND: "xdomain-send",
+    _d.TYPE_RELAY: "xdomain-relay",
 }
 
 CODES = {n: c for c, n in NAMES.items()}

@@ -261,3 +261,16 @@ def test_market_consensus_files_import_no_off_chain_file() -> None:
             if base.startswith("gateway.market.node") or base.startswith("gateway.node"):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {base}")
     assert not bad, "market/ledger/ imports off-chain code:\n" + "\n".join(bad)
+
+
+def test_every_package_is_in_the_distribution() -> None:
+    """pyproject.toml lists each folder with an __init__.py, so a built wheel
+    (docs/RASPBERRY_PI.md) holds every package, not only an editable install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for top in ("shared", "gateway", "tools", "firmware", "boards")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found - listed == set()

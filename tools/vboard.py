@@ -39,6 +39,19 @@ MARKET_HEAP = "80k"
 BOARD_UMASK = 0o077  # what a board process writes is its user's only
 KEY_FILES = ("wallet.key", "wallet.new")  # firmware/wallet.py, firmware/provision.py
 
+# the flash root's main.py (tools/board.py MAIN_PY; firmware/otaboot.py), with a step count
+BOOT_MAIN = """import otaboot
+otaboot.boot()
+del otaboot
+try:
+    from firmware.main import main
+    main(%s)
+except Exception as e:
+    import otaboot
+    otaboot.failed(e)
+"""
+RESET_EXIT = 75  # boards/unix.py: the firmware asked for a reset (an update): start it again
+OTA_KEYS = "ota/keys"  # firmware/ota.py: the pinned release keys, 33 bytes each
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LOCK_FILE = ".board.lock"  # in the flash folder; the firmware never lists the folder's root
 
@@ -156,6 +169,14 @@ class VirtualBoard:
             cfg["need"] = need
         (self.flash / "config.json").write_text(json.dumps(cfg, indent=1))
 
+    def pin_keys(self, keys: list[bytes], replace: bool = True) -> None:
+        """Pin the keys whose signed releases the board accepts (docs/OTA.md),
+        as `thingledger board flash --ota-key` does over USB; `replace=False`
+        keeps keys already pinned (a release may have rotated them)."""
+        (self.flash / "ota").mkdir(mode=0o700, parents=True, exist_ok=True)
+        if replace or not (self.flash / OTA_KEYS).exists():
+            (self.flash / OTA_KEYS).write_bytes(b"".join(keys))
+
     def default_heap(self) -> str:
         """MARKET_HEAP for a board configured with an offer or a need, else BOARD_HEAP."""
         try:
@@ -168,8 +189,11 @@ class VirtualBoard:
                 heap: str | None = None) -> list[str]:
         heap = heap or self.default_heap()
         # the board runs in its flash folder: the build must be an absolute path
-        boot = (f"import sys\nsys.path[:0] = [{str(Path(build_dir).resolve())!r}]\n"
-                f"from firmware.main import main\nmain({steps!r})\n")
+        # the build is the board's factory firmware (version 0, like frozen
+        # modules): last on sys.path, so the boot file (firmware/otaboot.py)
+        # can put an installed update (fw/<version>) before it
+        boot = (f"import sys\nsys.path.append({str(Path(build_dir).resolve())!r})\n"
+                + BOOT_MAIN % (repr(steps),))
         return [tool("micropython"), "-X", f"heapsize={heap}", "-c", boot]
 
     def lock(self) -> FlashLock:

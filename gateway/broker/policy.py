@@ -77,10 +77,11 @@ def publish_topics(domain: str, me: str) -> list[str]:
 def subscribe_filters(domain: str, me: str, readable: Iterable[str],
                       owned: Iterable[str] = ()) -> list[str]:
     """Topic filters a (non-gateway) principal may subscribe to (and receive
-    from): its own device topics, headers, offers, the data of devices it may
-    read, and the gateway's replies to the devices it owns (an owner submits
+    from): its own device topics, headers, offers, firmware releases, the data
+    of devices it may read, and the gateway's replies to the devices it owns (an owner submits
     transactions its devices signed, e.g. a key rotation, and reads the answer)."""
-    own = [f"tl/{domain}/dev/{me}/#", f"tl/{domain}/blocks", f"tl/{domain}/offers"]
+    own = [f"tl/{domain}/dev/{me}/#", f"tl/{domain}/blocks", f"tl/{domain}/offers",
+           f"tl/{domain}/fw/#"]  # firmware releases (docs/OTA.md): the authority publishes
     return (own + [f"tl/{domain}/data/{x}/#" for x in sorted(set(readable) | {me})]
             + [f"tl/{domain}/dev/{x}/rx" for x in sorted(owned)])
 

@@ -7,7 +7,7 @@ returns aligned text; nothing here writes to the database.
     chain_summary(store, last=20) -> str      head + the last blocks
     block_detail(block, txs) -> str           one header + its transactions
     tx_detail(tx, block) -> str               one transaction with its receipt
-    devices_table(devices) -> str             id, public key, last seq, balance
+    devices_table(devices, firmware) -> str   id, public key, firmware, last seq, balance
     principals_table(devices) -> str          id, kind, status, owner, rights
     nodes_table(devices) -> str               joined nodes: id, label, assigned full node
     report_text(report) -> str                result of replay.verify_chain
@@ -15,7 +15,7 @@ returns aligned text; nothing here writes to the database.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -178,9 +178,13 @@ def tx_detail(t: TxRecord, block: BlockRecord | None) -> str:
     return "\n".join(lines)
 
 
-def devices_table(devices: Sequence[tuple[bytes, DeviceRecord]]) -> str:
-    rows = [(i.hex(), r.pubkey.hex(), r.last_seq, r.balance) for i, r in devices]
-    return table(("id", "public key", "last seq", "balance"), rows)
+def devices_table(devices: Sequence[tuple[bytes, DeviceRecord]],
+                  firmware: Mapping[bytes, str] | None = None) -> str:
+    """`firmware`: each device's firmware as text (gateway/firmware/rules.py
+    firmware_text); a device without a report runs what it was flashed with."""
+    fw = firmware or {}
+    rows = [(i.hex(), r.pubkey.hex(), fw.get(i, "-"), r.last_seq, r.balance) for i, r in devices]
+    return table(("id", "public key", "firmware", "last seq", "balance"), rows)
 
 
 def principals_table(devices: Sequence[tuple[bytes, DeviceRecord]]) -> str:

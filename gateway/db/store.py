@@ -557,6 +557,38 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
         finally:
             db.execute("COMMIT")
 
+    def prove_kv(self, key: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        """(head block, the stored value under `key` or None, its proof
+        against the head's state_root: the kv leaf cbor([key, value]),
+        shared/stateproof.py), read in one read transaction like
+        prove_account. None on an older chain (no state tree)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            head = self.head()
+            if head is None or self.commitment_at(head.height) != SMT:
+                return None
+            row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+
+            def get(pos: int) -> Entry | None:
+                r = db.execute("SELECT hash, key FROM state_nodes WHERE pos = ?",
+                               (_pos_bytes(pos),)).fetchone()
+                if r is None:
+                    return None
+                return r[0] if r[1] is None else (r[1], r[0])
+
+            return head, None if row is None else row[0], commitment.prove(
+                get, stateproof.kv_key(key))
+        finally:
+            db.execute("COMMIT")
+
+    def kv_range(self, prefix: bytes, limit: int = 1000) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` stored (key, value) whose key starts with `prefix`,
+        in key order (`prefix` must not end in 0xff)."""
+        hi = prefix[:-1] + bytes([prefix[-1] + 1])
+        return list(self._db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ? "
+                                     "ORDER BY key LIMIT ?", (prefix, hi, limit)))
+
     def commitment_at(self, height: int) -> str:
         """The state commitment of block `height`'s state_root."""
         since = self.meta(STATE_TREE_FROM)

@@ -4,8 +4,10 @@ persistent one) that follows mosquitto's `$SYS/broker/clients/connected`
 and sets `Metrics.broker_connections` from it (docs/API.md, "Metrics").
 
 mosquitto publishes its $SYS topics every `sys_interval` seconds (10 by
-default); a broker whose ACL does not let the gateway's user read
-$SYS/broker/clients/connected sends nothing and the gauge stays 0.
+default); a broker whose ACL does not let this client's user read
+$SYS/broker/clients/connected sends nothing and the gauge stays 0. It logs
+in as the gateway's $SYS reader (gateway/broker/mosquitto.py sys_user), a
+user `thingledger broker export` grants exactly that topic.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
+from gateway.broker.mosquitto import SYS_CLIENTS_TOPIC
 
-TOPIC = "$SYS/broker/clients/connected"
+TOPIC = SYS_CLIENTS_TOPIC
 
 
 class SysClients:

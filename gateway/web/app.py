@@ -182,7 +182,8 @@ class Dashboard:
         latest = await self.per_block("latest", self.reader.latest_readings)
         state = self.gw.led.state
         items = heapq.nsmallest(MAX_LIMIT, state.devices.items())  # the first by id
-        return views.devices(items, set(self.gw.metrics.online()), latest, state)
+        return views.devices(items, set(self.gw.metrics.online()), latest, state,
+                             self.gw.led.rules.trust)
 
     async def device_doc(self, ref: str) -> dict[str, Any]:
         i = views.id_arg(ref, "device id", 16)
@@ -191,8 +192,8 @@ class Dashboard:
         if r is None:
             raise views.not_found("device")
         rows = await self.db(self.reader.readings, i, 1)
-        return views.device(i, r, i.hex() in self.gw.metrics.online(),
-                            rows[-1] if rows else None, views.trust(state, i))
+        return views.device(i, r, i.hex() in self.gw.metrics.online(), rows[-1] if rows else None,
+                            views.trust(state, i, self.gw.led.rules.trust), state)
 
     async def readings_doc(self, ref: str, limit: int) -> list[dict[str, Any]]:
         i = views.id_arg(ref, "device id", 16)

@@ -204,14 +204,25 @@ def devices_table(rows: Sequence[dict[str, Any]]) -> str:
         return f"{e(r['text'])} ({e(when(r['time']))})" if r else "-"
 
     def trust(d: dict[str, Any]) -> str:
-        t = d["trust"]
-        return e(t["score"]) if t else "-"
+        t = d["trust"] or {}
+        cells = []
+        if "level" in t:  # the domain keeps trust figures (docs/TRUST.md)
+            cells.append(f"{e(t['level'])} ({e(t['score'])})")
+        if "deliveries" in t:
+            cells.append(f"deliveries {e(t['deliveries']['score'])}")
+        return ", ".join(cells) or "-"
+
+    def firmware(d: dict[str, Any]) -> str:
+        f = d["firmware"]
+        if not f:
+            return "-"
+        return f"v{e(f['version'])}" + (f" (v{e(f['failed'])} rolled back)" if f["failed"] else "")
 
     return table(("id", "kind", "role", "status", "online", "owner", "balance", "trust",
-                  "last reading"),
+                  "firmware", "last reading"),
                  ((dev_link(d["id"]), e(d["kind"]), e(d["role"]), e(d["status"]),
                    "yes" if d["online"] else "no", dev_link(d["owner"]), e(d["balance"]),
-                   trust(d), reading(d)) for d in rows), "devices")
+                   trust(d), firmware(d), reading(d)) for d in rows), "devices")
 
 
 def devices(domain: str, rows: Sequence[dict[str, Any]]) -> str:

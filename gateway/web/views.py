@@ -21,10 +21,12 @@ from gateway.db.chain_tables import TxRecord
 from gateway.db.render import body_text
 from gateway.db.store import BlockRecord
 from gateway.errors import BAD_QUERY, NOT_FOUND, WebError
+from gateway.firmware import rules as firmware_rules
 from gateway.ledger import keys
 from gateway.ledger.state import DeviceRecord, State
 from gateway.market.ledger import rules as market
 from gateway.market.ledger.matching import trust_score
+from gateway.trust import standing
 from gateway.web.reader import BlockRow, ReadingRow
 from shared import cbor, errors, merkle, messages, txnames
 from shared import tx as txm
@@ -154,28 +156,42 @@ def reading(r: ReadingRow) -> dict[str, Any]:
             "scale": r.scale, "channel": r.channel, "text": decimal_text(r.value, r.scale)}
 
 
-def trust(state: State, device: bytes) -> dict[str, int] | None:
-    """A supplier's delivery record in the agreement contract, with its
-    trust score (gateway/market/ledger/matching.py); None if it has none."""
+def trust(state: State, device: bytes, kept: bool) -> dict[str, Any] | None:
+    """A principal's trust as the chain records it (docs/TRUST.md): level and
+    score where the domain keeps trust figures (`kept`: genesis `trust =
+    true`), and a supplier's delivery
+    record in the agreement contract with its delivery score
+    (gateway/market/ledger/matching.py); None if it has neither."""
+    out: dict[str, Any] = {}
+    if kept:
+        out["level"] = standing.level_of(state, device)
+        out["score"] = standing.score_of(state, device)
     rec = market.supplier_record(state, device)
-    if not rec:
-        return None
-    return {**{str(k): v for k, v in rec.items() if isinstance(v, int)},
-            "score": trust_score(rec)}
+    if rec:
+        out["deliveries"] = {**{str(k): v for k, v in rec.items() if isinstance(v, int)},
+                             "score": trust_score(rec)}
+    return out or None
 
 
 def device(i: bytes, r: DeviceRecord, online: bool, latest: ReadingRow | None,
-           trust_record: dict[str, int] | None) -> dict[str, Any]:
+           trust_record: dict[str, Any] | None, state: State) -> dict[str, Any]:
     return {"id": i.hex(), "kind": r.kind, "role": r.node or r.kind, "status": r.status,
             "online": online, "owner": r.owner.hex(), "balance": r.balance,
             "last_seq": r.last_seq, "trust": trust_record,
+            "firmware": firmware_rules.installed(state, i),
             "last_reading": reading(latest) if latest else None}
 
 
 def devices(items: Iterable[tuple[bytes, DeviceRecord]], online: set[str],
-            latest: Mapping[bytes, ReadingRow], state: State) -> list[dict[str, Any]]:
-    return [device(i, r, i.hex() in online, latest.get(i), trust(state, i))
+            latest: Mapping[bytes, ReadingRow], state: State,
+            trust_kept: bool) -> list[dict[str, Any]]:
+    return [device(i, r, i.hex() in online, latest.get(i), trust(state, i, trust_kept), state)
             for i, r in items]
+
+
+def firmware_releases(state: State) -> list[dict[str, Any]]:
+    """The firmware releases recorded on chain (docs/OTA.md)."""
+    return firmware_rules.releases(state)
 
 
 def offers(state: State, limit: int) -> list[dict[str, Any]]:

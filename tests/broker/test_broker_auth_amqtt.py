@@ -100,8 +100,10 @@ def test_publishing_on_another_devices_topics_is_dropped(guarded, world, clients
     sa = clients(guarded, a).connected()
 
     # forbidden: b's status and rx, another domain, a topic outside tl/
+    # and firmware releases (docs/OTA.md: only the domain authority publishes them)
     for topic in (b.topic("status"), b.topic("rx"), f"tl/other/dev/{a.hex}/status",
-                  f"tl/{DOMAIN}/blocks", f"tl/{DOMAIN}/data/{b.hex}/t", "elsewhere"):
+                  f"tl/{DOMAIN}/blocks", f"tl/{DOMAIN}/data/{b.hex}/t", "elsewhere",
+                  f"tl/{DOMAIN}/fw/unix"):
         sa.publish(topic, b"forged")  # QoS 1: PUBACKed, then dropped
     # allowed, as a barrier: a's own status and tx, then the gateway writes to b
     sa.publish(a.topic("status"), b"online", retain=True)
@@ -113,7 +115,7 @@ def test_publishing_on_another_devices_topics_is_dropped(guarded, world, clients
     assert not rb.got(payload=b"forged")
     assert not gw.got(payload=b"forged")
     assert gw.got(a.topic("status"), b"online")
-    assert guarded.guard.dropped["publish"] == 6
+    assert guarded.guard.dropped["publish"] == 7
 
 
 def test_subscribing_to_what_is_not_granted_is_refused(guarded, world, clients):
@@ -126,7 +128,8 @@ def test_subscribing_to_what_is_not_granted_is_refused(guarded, world, clients):
         assert sa.subscribe(topic) == 0x80, topic
     granted = (a.topic("rx"), f"tl/{DOMAIN}/dev/{a.hex}/#", f"tl/{DOMAIN}/blocks",
                f"tl/{DOMAIN}/offers", f"tl/{DOMAIN}/data/{b.hex}/#",
-               f"tl/{DOMAIN}/data/{b.hex}/temp", f"tl/{DOMAIN}/data/{a.hex}/#")
+               f"tl/{DOMAIN}/data/{b.hex}/temp", f"tl/{DOMAIN}/data/{a.hex}/#",
+               f"tl/{DOMAIN}/fw/unix", f"tl/{DOMAIN}/fw/unix/00ff/1/2")  # releases: docs/OTA.md
     for topic in granted:
         assert sa.subscribe(topic) == 1, topic
 

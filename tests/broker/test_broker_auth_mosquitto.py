@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway import broker as broker_auth
-from tests.support.ba_world import DOMAIN, Principal, connack, empty_block
+from tests.support.ba_world import DOMAIN, AuthClient, Principal, connack, empty_block
 from tests.support.brokers import HOST, wait_until
 from tools import broker_sync, cli
 from tools.cli import broker as cli_broker
@@ -43,21 +43,26 @@ def test_export_files(chain, world, tmp_path, capsys):
     assert "3 users" in printed.out and world.gw.hex in printed.out
     passwd = (out / "passwd").read_text().splitlines()
     users = [line.split(":", 1)[0] for line in passwd]
-    assert users == [world.gw.hex] + sorted([world.a.hex, world.b.hex])  # r is revoked
+    # r is revoked; the gateway's $SYS reader has the gateway's password
+    assert users == [world.gw.hex, f"{world.gw.hex}-sys"] + sorted([world.a.hex, world.b.hex])
     assert stat.S_IMODE((out / "passwd").stat().st_mode) == 0o600
     for line in passwd:
         user, hashed = line.split(":", 1)
         assert hashed.startswith("$7$101$")
-        p = {world.gw.hex: world.gw, world.a.hex: world.a, world.b.hex: world.b}[user]
+        p = {world.gw.hex: world.gw, f"{world.gw.hex}-sys": world.gw, world.a.hex: world.a,
+             world.b.hex: world.b}[user]
         assert broker_auth.mosquitto_check(p.password(), hashed)
     acl = (out / "acl").read_text()
     a, b = world.a.hex, world.b.hex
     block_a = acl.split(f"user {a}\n")[1].split("\n\n")[0].splitlines()
     assert block_a == ([f"topic write tl/{DOMAIN}/tx", f"topic write tl/{DOMAIN}/dev/{a}/status",
                        f"topic write tl/{DOMAIN}/data/{a}/#", f"topic read tl/{DOMAIN}/dev/{a}/#",
-                       f"topic read tl/{DOMAIN}/blocks", f"topic read tl/{DOMAIN}/offers"]
+                       f"topic read tl/{DOMAIN}/blocks", f"topic read tl/{DOMAIN}/offers",
+                       f"topic read tl/{DOMAIN}/fw/#"]
                        + [f"topic read tl/{DOMAIN}/data/{x}/#" for x in sorted([a, b])])
     assert f"user {world.gw.hex}\ntopic readwrite tl/{DOMAIN}/#\n" in acl
+    assert (f"user {world.gw.hex}-sys\ntopic read $SYS/broker/clients/connected\n\n"
+            in acl)
     assert world.r.hex not in acl
 
 
@@ -71,7 +76,7 @@ def test_export_skips_stale_and_foreign_credentials(chain, world, tmp_path, caps
     assert f"skipped {world.b.hex}: stored credential does not match" in err
     assert f"skipped {world.u.hex}: not a principal" in err
     users = [line.split(":", 1)[0] for line in (out / "passwd").read_text().splitlines()]
-    assert users == [world.gw.hex, world.a.hex]
+    assert users == [world.gw.hex, f"{world.gw.hex}-sys", world.a.hex]
 
 
 def test_export_refuses_a_broken_credential_store(chain, tmp_path, capsys):
@@ -278,3 +283,66 @@ def test_mosquitto_as_its_own_user_reads_an_export_for_its_group(
     export_for("--group", "nogroup")
     reload_until(True, "a's login to work again after export --group + SIGHUP")
     assert mq.proc.poll() is None, mq.log_text()
+
+
+def test_the_gateway_reads_the_connection_count_on_the_exported_mosquitto(
+        chain, world, tmp_path, mosquitto_factory):
+    """The broker-connections gauge on an enforcing mosquitto (docs/API.md,
+    "Metrics"): the export's $SYS reader logs in beside the gateway's own
+    persistent session, reads $SYS/broker/clients/connected, and takes no
+    session over (use_username_as_clientid); it may read nothing else."""
+    import asyncio
+
+    import paho.mqtt.client as mqtt
+
+    from gateway.node.sysclients import SysClients
+
+    out = tmp_path / "mq"
+    assert export(chain, out) == 0
+    mq = mosquitto_factory(password_file=out / "passwd", acl_file=out / "acl", sys_interval=1,
+                           **broker_auth.MOSQUITTO_OPTIONS)
+    user, pw = broker_auth.gateway_credentials(world.gw.priv, DOMAIN)
+    sys_user = broker_auth.sys_user(user)
+    gone = threading.Event()
+    gw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="thingledger-gateway-demo",
+                     clean_session=False, protocol=mqtt.MQTTv311)
+    gw.username_pw_set(user, pw)
+    gw.on_disconnect = lambda *a: gone.set()
+    gw.connect(HOST, mq.port)
+    gw.loop_start()
+    got: list[float] = []
+    try:
+        assert connack(HOST, mq.port, sys_user, sys_user, pw) == 0
+        assert connack(HOST, mq.port, sys_user, sys_user, world.a.password()) not in (0, None)
+
+        async def read() -> None:
+            both = asyncio.Event()  # on_value runs in this loop (call_soon_threadsafe)
+
+            def on_value(n: float) -> None:
+                got.append(n)
+                if n >= 2:
+                    both.set()
+
+            sc = SysClients(mq.url, sys_user, on_value, asyncio.get_running_loop(),
+                            username=sys_user, password=pw)
+            sc.start()
+            try:  # mosquitto publishes the count when it changes (sys_interval 1 s)
+                await asyncio.wait_for(both.wait(), 15)
+            finally:
+                sc.stop()
+
+        asyncio.run(read())
+        assert got[-1] >= 2, got  # the gateway's session and the reader, read by the reader
+        assert not gone.is_set(), mq.log_text()  # the gateway's session was not taken over
+        assert "already connected" not in mq.log_text()
+        # the reader's grant is that one topic: it receives nothing of the domain
+        spy = AuthClient(mq, sys_user, pw, client_id=sys_user).connected()
+        assert spy.subscribe(f"tl/{DOMAIN}/#") in (0x80, 1)
+        gw.publish(f"tl/{DOMAIN}/blocks", b"not-for-the-reader", qos=1).wait_for_publish(10)
+        assert spy.subscribe(broker_auth.SYS_CLIENTS_TOPIC) in (0, 1)  # granted
+        spy.wait(lambda c: c.got(broker_auth.SYS_CLIENTS_TOPIC), 15, "a $SYS count after it")
+        assert not spy.got(f"tl/{DOMAIN}/blocks")
+        spy.close()
+    finally:
+        gw.loop_stop()
+        gw.disconnect()

@@ -160,3 +160,52 @@ def test_watch_reloads_nats_after_a_revocation(chain, world, tmp_path, nats_fact
     finally:
         stop.set()
         t.join(10)
+
+
+def test_nats_refuses_a_banned_device_after_export(tmp_path, nats_factory):
+    """A key banned by the chain's trust levels (docs/TRUST.md: a proved
+    equivocation) is left out of the NATS export: after the re-export and a
+    SIGHUP the real NATS server refuses its login; the others still log in."""
+    from gateway.broker import mqtt_password
+    from gateway.broker.nats_export import export_nats as write_nats
+    from gateway.identity.access import Access
+    from gateway.trust import standing
+    from shared import tx as txm
+    from tests.support import gwtest
+
+    alice, bob = gwtest.Device("alice"), gwtest.Device("bob")
+    n = gwtest.Node(tmp_path / "gw", {alice.pub: 1000, bob.pub: 1000}, trust=True)
+    try:
+        d = gwtest.DOMAIN
+        creds = {x.id: mqtt_password(x.priv, d, x.id) for x in (alice, bob)}
+        gateway = gateway_credentials(n.ledger.authority_priv, d)
+        path = tmp_path / "auth.conf"
+
+        def export():  # -> Export
+            return write_nats(path, d, Access.from_state(n.state, d), creds, gateway, cost=4)
+
+        assert sorted(export().users) == sorted([gateway[0], alice.id.hex(), bob.id.hex()])
+        node = nats_factory(1, include=path).nodes[0]
+        port = node.mqtt_port
+        assert connack(HOST, port, alice.id.hex(), alice.id.hex(), creds[alice.id]) == 0
+
+        # alice signs two different txs with one seq; bob proves it: banned at once
+        a, b = alice.reading(100), alice.reading(200, seq=alice.seq)
+        n.submit_all([a, bob.reading()])
+        n.produce()
+        n.submit_all([bob.make(txm.TYPE_PROOF, {1: "tx-equivocation", 2: a, 3: b})])
+        n.produce()
+        assert standing.level_of(n.state, alice.id) == standing.BANNED
+        ex = export()
+        assert ex.skipped[alice.id.hex()] == "banned (docs/TRUST.md)"
+        assert alice.id.hex() not in path.read_text()
+        node.reload()
+        wait_until(lambda: connack(HOST, port, f"{alice.id.hex()}-2", alice.id.hex(),
+                                   creds[alice.id]) not in (0, None),
+                   10, interval=0.1, what="NATS to refuse the banned device")
+        assert connack(HOST, port, bob.id.hex(), bob.id.hex(), creds[bob.id]) == 0
+        user, pw = gateway
+        assert connack(HOST, port, "thingledger-gateway-demo", user, pw) == 0
+        assert node.running(), node.log_text()
+    finally:
+        n.close()

@@ -66,7 +66,7 @@ def test_run_exits_with_the_height_on_a_tampered_state(stopped: Node, alice: Dev
             alice.id)
     exe = Path(sys.executable).with_name("thingledger")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tools.cli"]
-    p = subprocess.run([*cmd, "run", "--no-boards", "--broker", amqtt_broker.url,
+    p = subprocess.run([*cmd, "run", "--no-boards", "--no-http", "--broker", amqtt_broker.url,
                         "--data-dir", str(stopped.data_dir), "--domain", "demo",
                         "--seconds", "3"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60,

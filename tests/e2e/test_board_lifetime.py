@@ -90,7 +90,7 @@ def kill_all(pids: set[int]) -> None:
 def start_run(cwd: Path, *extra: str) -> subprocess.Popen:
     """`thingledger run` with the given boards, no market, in its own process group."""
     return subprocess.Popen(
-        [tool("thingledger"), "run", "--listen", f"mqtt://127.0.0.1:{free_port()}",
+        [tool("thingledger"), "run", "--no-http", "--listen", f"mqtt://127.0.0.1:{free_port()}",
          "--no-market", "--interval-ms", "500", "--block-interval", "0.3", *extra],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         start_new_session=True)
@@ -144,8 +144,8 @@ def test_a_second_run_on_a_board_folder_in_use_is_refused(tmp_path):
         wait_line(q, r"board-1 +online id=", 60, seen)
         pids = board_pids([flash], seen)
         second = subprocess.run(
-            [tool("thingledger"), "run", "--listen", f"mqtt://127.0.0.1:{free_port()}",
-             "--no-market", "--boards", "1", "--data-dir", str(tmp_path / "other" / "gateway"),
+            [tool("thingledger"), "run", "--no-http", "--listen",
+             f"mqtt://127.0.0.1:{free_port()}", "--no-market", "--boards", "1", "--data-dir", str(tmp_path / "other" / "gateway"),
              "--boards-dir", str(boards), "--seconds", "5"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60)
         out = second.stdout + second.stderr

@@ -105,7 +105,8 @@ def test_device_whole_life(broker_kind, tmp_path, mosquitto_factory):
         url = f"mqtt://127.0.0.1:{free_port()}"
         where = ["--listen", url]
     port = url.rsplit(":", 1)[1]
-    gw = subprocess.Popen([tool("thingledger"), "run", "--no-boards", *where, "--data-dir",
+    gw = subprocess.Popen([tool("thingledger"), "run", "--no-boards", "--no-http", *where,
+                           "--data-dir",
                            str(data), "--domain", DOMAIN, "--registry-dir", str(reg),
                            "--block-interval", "0.2"], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)

@@ -25,7 +25,8 @@ from tools.vboard import VirtualBoard
 
 
 def start_gateway(data: Path, url: str) -> tuple[subprocess.Popen, object, list[str]]:
-    gw = subprocess.Popen([tool("thingledger"), "run", "--no-boards", "--quiet", "--listen", url,
+    gw = subprocess.Popen([tool("thingledger"), "run", "--no-boards", "--no-http", "--quiet",
+                           "--listen", url,
                            "--data-dir", str(data), "--block-interval", "0.3"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     q, seen = lines(gw), []

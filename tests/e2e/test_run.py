@@ -16,7 +16,7 @@ from tools.build import tool
 
 
 def run_once(cwd, url: str, seconds: float) -> str:
-    p = subprocess.run([tool("thingledger"), "run", "--listen", url, "--boards", "2",
+    p = subprocess.run([tool("thingledger"), "run", "--no-http", "--listen", url, "--boards", "2",
                         "--interval-ms", "400", "--block-interval", "0.3", "--seconds",
                         str(seconds)], cwd=cwd, capture_output=True, text=True, timeout=120,
                        umask=0o022)  # a usual login umask: the boards' wallets stay 0600
@@ -54,7 +54,8 @@ def test_run_shows_the_market_live(tmp_path):
     a buyer of the gateway's derived mean; offers, matches, purchases checked
     on the boards, payments with the operator's fee, balances."""
     url = f"mqtt://127.0.0.1:{free_port()}"
-    p = subprocess.run([tool("thingledger"), "run", "--listen", url, "--block-interval", "0.5",
+    p = subprocess.run([tool("thingledger"), "run", "--no-http", "--listen", url,
+                        "--block-interval", "0.5",
                         "--seconds", "40"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=150)
     out = p.stdout
@@ -86,7 +87,7 @@ def test_run_warns_when_the_chain_cannot_fund_the_market(tmp_path):
     by an older version) leaves the operator nothing to grant: `run` says
     so, and where the chain is, instead of a market where nothing happens."""
     url = f"mqtt://127.0.0.1:{free_port()}"
-    bare = subprocess.run([tool("thingledger"), "run", "--listen", url, "--no-boards",
+    bare = subprocess.run([tool("thingledger"), "run", "--no-http", "--listen", url, "--no-boards",
                            "--seconds", "1"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)
     assert bare.returncode == 0 and "warning" not in bare.stdout, bare.stdout + bare.stderr

@@ -22,7 +22,8 @@ def write_config(path: Path, url: str, **extra: str) -> Path:
 
 
 def thingledger_run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("thingledger"), "run", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([tool("thingledger"), "run", "--no-http", *args], cwd=cwd,
+                          capture_output=True,
                           text=True, timeout=120)
 
 

@@ -55,8 +55,8 @@ def test_the_market_trades_again_after_each_restart(tmp_path):
     left_open: list[str] = []
     started = time.monotonic()
     for run in range(ROUNDS + 1):
-        p = subprocess.Popen([tool("thingledger"), "run", "--listen", url, "--block-interval",
-                              "0.3"], cwd=tmp_path, stdout=subprocess.PIPE,
+        p = subprocess.Popen([tool("thingledger"), "run", "--no-http", "--listen", url,
+                              "--block-interval", "0.3"], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
         q = lines(p)
         seen: list[str] = []

@@ -453,7 +453,7 @@ class GatewayProcess:
         self.preexec_fn = preexec_fn
         exe = Path(sys.executable).with_name("thingledger")
         base = [str(exe)] if exe.exists() else [sys.executable, "-m", "tools.cli"]
-        self.cmd = [*base, "run", "--no-boards", "--broker", broker_url, "--data-dir",
+        self.cmd = [*base, "run", "--no-boards", "--no-http", "--broker", broker_url, "--data-dir",
                     str(data_dir), "--domain", domain, "--block-interval", str(block_interval),
                     *extra]
         self.lines: list[str] = []

@@ -35,8 +35,9 @@ OFFER = {1: "temperature", 2: "cC", 3: 5, 4: 1, 5: "u4pruy", 6: 600, 7: 1}
 class WebGateway:
     """A GatewayThread (market on) with a WebServer started on its loop."""
 
-    def __init__(self, data_dir: Path, broker: Any, **server_kw: Any) -> None:
-        genesis.create_domain(data_dir, DOMAIN, authority_balance=SUPPLY)
+    def __init__(self, data_dir: Path, broker: Any, *, trust: bool = False,
+                 **server_kw: Any) -> None:
+        genesis.create_domain(data_dir, DOMAIN, authority_balance=SUPPLY, trust=trust)
         self.data_dir = data_dir
         self.broker = broker
         self.gwt = GatewayThread(data_dir, broker.url, market_fee_bps=FEE_BPS,
@@ -61,7 +62,11 @@ class WebGateway:
         return d
 
     def height(self) -> int:
-        return self.http.get("/api/v1/overview").json()["height"]
+        """The head height the API reports, asked on a connection of its own: a
+        kept-alive one is a quiet socket the server may close for a newcomer at
+        its connection limit (tests/web/test_slow_clients.py), and a request
+        sent on it just then is reset."""
+        return httpx.get(self.url + "/api/v1/overview", timeout=10).json()["height"]
 
     def close(self) -> None:
         for d in self.devices:

@@ -81,10 +81,11 @@ def test_devices(data: Node, alice: Device, capsys: pytest.CaptureFixture[str]) 
     rc, out, _ = run(capsys, "devices", "--data-dir", str(data.data_dir))
     assert rc == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["id", "public", "key", "last", "seq", "balance"]
+    assert lines[0].split() == ["id", "public", "key", "firmware", "last", "seq", "balance"]
     assert len(lines) == 1 + 4  # alice, bob, carol, authority
     row = next(line for line in lines if line.startswith(alice.id.hex()))
-    assert row.split() == [alice.id.hex(), alice.pub.hex(), "2", "1000"]  # failed transfer
+    # failed transfer; no firmware reported (docs/OTA.md)
+    assert row.split() == [alice.id.hex(), alice.pub.hex(), "-", "2", "1000"]
     assert row.index(alice.pub.hex()) == lines[0].index("public key")  # aligned columns
     assert all(len(line) == len(lines[0]) for line in lines)  # numbers right-aligned
 

@@ -18,7 +18,7 @@ from tools.build import tool
 @pytest.mark.micropython
 def test_run_bans_an_equivocating_board_live(tmp_path):
     url = f"mqtt://127.0.0.1:{free_port()}"
-    p = subprocess.run([tool("thingledger"), "run", "--listen", url, "--boards", "1",
+    p = subprocess.run([tool("thingledger"), "run", "--no-http", "--listen", url, "--boards", "1",
                         "--no-market", "--liars", "1", "--interval-ms", "500",
                         "--block-interval", "0.3", "--seconds", "12"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)

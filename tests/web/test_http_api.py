@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.db.store import Store
 from gateway.node.config import DB_FILE
 from gateway.web.reader import MAX_LIMIT
+from shared import tx as txm
 from tests.support.webtest import WebGateway, market, ok
 
 INJECTIONS = ["' OR '1'='1", "1; DROP TABLE txs; --", "%' UNION SELECT * FROM devices --",
@@ -111,6 +112,27 @@ def test_documents_match_the_chain(web: WebGateway) -> None:
         page = web.http.get(path)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert text in page.text, path
+
+
+def test_devices_show_trust_levels_and_firmware(amqtt_broker, tmp_path: Path) -> None:
+    """In a domain keeping trust figures a device's row names its level and
+    score; a device that reported its firmware (FIRMWARE installed, then a
+    rollback) shows the version it runs and the one that failed."""
+    w = WebGateway(tmp_path / "gw", amqtt_broker, trust=True)
+    try:
+        dev, other = w.device("sensor"), w.device("other")
+        ok(dev, dev.sign(txm.TYPE_FIRMWARE, {1: 2, 2: 3}))  # installed v3
+        ok(dev, dev.sign(txm.TYPE_FIRMWARE, {1: 3, 2: 3, 3: 4}))  # v4 rolled back to v3
+        devs = {d["id"]: d for d in w.http.get("/api/v1/devices").json()}
+        assert devs[dev.hex]["firmware"]["version"] == 3
+        assert devs[dev.hex]["firmware"]["failed"] == 4
+        assert devs[other.hex]["firmware"] is None
+        t = devs[dev.hex]["trust"]
+        assert t["level"] == "probation" and isinstance(t["score"], int)  # new ids start there
+        page = w.http.get(f"/device/{dev.hex}").text
+        assert "v3 (v4 rolled back)" in page and "probation (" in page
+    finally:
+        w.close()
 
 
 def test_bad_input_400_unknown_404_and_no_sql_injection(web: WebGateway) -> None:

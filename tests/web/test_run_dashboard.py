@@ -23,8 +23,8 @@ from tests.support.waits import drain, lines, wait_line
 from tools.build import tool
 
 
-def start_run(cwd: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([tool("thingledger"), "run", "--listen",
+def start_run(cwd: Path, *extra: str, http: str = "127.0.0.1:0") -> subprocess.Popen:
+    return subprocess.Popen([tool("thingledger"), "run", "--http", http, "--listen",
                              f"mqtt://127.0.0.1:{free_port()}", "--block-interval", "0.5",
                              *extra], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -33,7 +33,7 @@ def start_run(cwd: Path, *extra: str) -> subprocess.Popen:
 
 @pytest.mark.micropython
 def test_run_prints_the_dashboard_url_and_it_shows_the_live_market(tmp_path: Path) -> None:
-    p = start_run(tmp_path, "--http", "127.0.0.1:0", "--seconds", "90")
+    p = start_run(tmp_path, "--seconds", "90")
     q, seen = lines(p), []
     try:
         url = wait_line(q, r"dashboard (http://127\.0\.0\.1:\d+/)", 60, seen)

@@ -11,8 +11,10 @@ of every verb group's `register(subparsers, data_parent)`, and `main`.
     thingledger coordinator ...                tools/cli/coordinator.py
     thingledger market ...                     tools/cli/market.py
     thingledger contract ...                   tools/cli/contract.py
+    thingledger firmware ...                   tools/cli/firmware.py
     thingledger doctor ...                     tools/cli/doctor.py
     thingledger trust|report|proof ...         tools/cli/trust.py
+    thingledger xdomain|relay ...              tools/cli/xdomain.py
 
 --data-dir defaults to $THINGLEDGER_DATA, else var/gateway (relative to the
 current directory).
@@ -35,11 +37,13 @@ from tools.cli import (
     contract,
     coordinator,
     doctor,
+    firmware,
     identity,
     market,
     registry,
     run,
     trust,
+    xdomain,
 )
 from tools.cli.common import (
     EXIT_FAILED,
@@ -52,7 +56,7 @@ from tools.cli.common import (
 
 # in the order `thingledger --help` lists them
 GROUPS = (chain, run, registry, board, identity, broker, coordinator, market, contract,
-          doctor, trust)
+          firmware, doctor, trust, xdomain)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
     thingledger board flash  --port PORT --board esp32|esp32s3|rp2040|rp2350|unix
                              [--config key=value ...] [--domain D] [--broker-host H]
-                             [--broker-port P] [--authority HEX]
+                             [--broker-port P] [--authority HEX] [--ota-key HEX ...]
     thingledger board keygen --port PORT
     thingledger board register --port PORT --mfr-key K --model M --serial S
                              [--warranty-years N] [--registry-dir DIR]
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tools import board as tb
-from tools.cli.common import DEFAULT_BROKER, Subparsers, default_registry_dir
+from tools.cli.common import DEFAULT_BROKER, Subparsers, default_registry_dir, parse_pubkey
 
 
 def _log(args: argparse.Namespace):
@@ -83,9 +83,10 @@ def cmd_flash(args: argparse.Namespace) -> int:
             tb.pubkey_from_hex(str(settings["authority"]))
         except tb.BoardError:
             raise tb.BoardError("--authority: not a SEC1 public key in hex") from None
-    r = tb.flash(args.port, args.board, settings, _log(args))
+    keys = [parse_pubkey(k, "--ota-key") for k in args.ota_key or []]
+    r = tb.flash(args.port, args.board, settings, _log(args), ota_keys=keys)
     print(f"flashed {args.port} ({r.board}, via {r.link}): {r.files} .mpy files, main.py, "
-          f"{tb.CONFIG_FILE}")
+          f"{tb.CONFIG_FILE}" + (f", {len(keys)} pinned release key(s)" if keys else ""))
     if r.kept:
         print(f"kept from the board's {tb.CONFIG_FILE}: {', '.join(r.kept)}")
     if r.missing:
@@ -210,6 +211,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     f.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="a config.json setting (JSON value or text; wifi.ssid=... nests); "
                         "repeatable")
+    f.add_argument("--ota-key", action="append", metavar="HEX",
+                   help="public key whose signed firmware releases the board accepts "
+                        "(docs/OTA.md; repeatable; replaces the keys pinned before)")
     f.add_argument("--domain", help="domain (chain id) the node joins")
     f.add_argument("--broker-host", help="MQTT broker host as the board sees it")
     f.add_argument("--broker-port", type=int, help="MQTT broker port")

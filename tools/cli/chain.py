@@ -166,9 +166,11 @@ def cmd_tx(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from gateway.db import render as inspect
+    from gateway.firmware import rules as firmware
 
     with open_store(args) as store:
-        print(inspect.devices_table(store.devices()))
+        fw = {i: firmware.firmware_text(v) for i, v in firmware.versions(store.load_state()).items()}
+        print(inspect.devices_table(store.devices(), fw))
     return EXIT_OK
 
 
@@ -224,5 +226,5 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     t.set_defaults(func=cmd_tx)
 
     d = sub.add_parser("devices", parents=[data],
-                       help="registered devices: id, public key, last seq, balance")
+                       help="registered devices: id, public key, firmware, last seq, balance")
     d.set_defaults(func=cmd_devices)

@@ -36,6 +36,11 @@ and returns (status, reason, events) for its receipt.
   at most PROBATION_OFFER_CAP per reading (over-cap, probation-escrow /
   probation-offer); the `trusted` policy ranks suppliers by their trust
   score (gateway/trust/standing.py) instead of the delivery record alone.
+  Once the agreement deployment names a plausibility oracle for any service,
+  a supplier on probation is matched only for a service that has one
+  (attested_only), so each of its batches is paid only if the oracle's
+  result for the round exists and the mean lies within its tolerance (the
+  contract's verdict; no result: the batch fails with `no-attestation`).
 - CONTRACT_CALL / CONTRACT_ADMIN: gateway/contracts/binding.py. A failed call
   is included with status failed and reason the contract error; its events
   then are [["revert", detail, fuel used]].
@@ -278,12 +283,33 @@ def candidates(view: StateView, service: str, buyer: bytes, max_price: int, now:
     return out
 
 
+def plausibility_checks(view: StateView) -> dict:
+    """The agreement deployment's {service: [oracle address, tolerance]}."""
+    dep = chain.deployment(view, AGREEMENT)
+    params = dep.get("params") if dep is not None else None
+    checks = params.get("plausibility") if isinstance(params, dict) else None
+    return checks if isinstance(checks, dict) else {}
+
+
+def attested_only(view: StateView, offers: list[Offer], service: str) -> list[Offer]:
+    """The offers a trust domain may match for `service`: where the
+    agreement names plausibility oracles but none for this service, suppliers
+    on probation are left out (their readings are sold only with
+    neighbours' attestations). A domain without any oracle keeps them
+    (it has no attestations to ask for; the probation caps still hold)."""
+    checks = plausibility_checks(view)
+    if not checks or service in checks:
+        return offers
+    return [o for o in offers if standing.level_of(view, o.supplier) != standing.PROBATION]
+
+
 def _match(view: StateOverlay, rules: Rules, block: BlockInfo, did: bytes, d: dict,
            *, locked: bool) -> list[Any] | None:
     """Open an agreement for demand `d` if an offer fits; returns the match event."""
     buyer = d[D_BUYER]
     offers = candidates(view, d[D_SERVICE], buyer, d[D_MAX], block.time)
     if rules.trust:  # the chain's trust score (it folds the delivery record in)
+        offers = attested_only(view, offers, d[D_SERVICE])
         o = choose(d[D_POLICY], offers, location=d[D_LOCATION],
                    trust=lambda s: standing.score_of(view, s))
     else:

@@ -1,0 +1,165 @@
+"""A cross-domain purchase checked in the buyer's domain (docs/CROSSDOMAIN.md,
+"Cross-domain service purchase"): what a buyer in domain B learns of domain
+A's market is believed only as far as it is proven against a header of A
+that B's light client of A trusts (kept in B's state, gateway/xdomain/client.py).
+
+- an offer of A: its entry in A's state (shared/stateproof membership proof
+  against the trusted header's state_root);
+- an agreement of A: the receipt of the buyer's DEMAND (its `match` event),
+  an RFC 6962 leaf of the trusted header's receipts_root;
+- a delivery commitment: the receipt of the supplier's `commit` call (its
+  `delivery-committed` event: batch, first index, count, root), likewise;
+- the readings themselves (off chain, from A's data topic): each signed by
+  the supplier's key (whose id is the agreement's supplier), indexed in
+  order, and hashing to the committed root.
+
+Pure functions over a state view of B (anything with `kv_get`; `StoreKv`
+adapts a read-only chain store). Refusals are ProofError (bad-proof) with a
+detail: untrusted-height, header-mismatch, receipt-proof, not-committed,
+not-matched, offer-proof, wrong-supplier-key, missing-reading, bad-reading,
+not-in-root; and the light client's own reasons (unknown-domain,
+client-frozen, client-expired).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.db.store import Store
+from gateway.errors import RuleError
+from gateway.ledger import keys
+from gateway.market.ledger import rules as market
+from gateway.xdomain import client as lc
+from shared import cbor, errors, header, merkle, messages, stateproof, stream
+from shared import tx as txm
+
+COMMITTED = "delivery-committed"
+
+
+class StoreKv:
+    """`kv_get` over a chain store (read-only readers of B's data folder)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def kv_get(self, key: bytes) -> bytes | None:
+        rows = self.store.kv_range(key, 1)
+        return rows[0][1] if rows and rows[0][0] == key else None
+
+
+@dataclass(frozen=True)
+class ProvenAgreement:
+    id: bytes
+    buyer: bytes
+    supplier: bytes
+    price: int
+    quantity: int
+    service: str
+
+
+@dataclass(frozen=True)
+class ProvenCommitment:
+    batch: int
+    first: int
+    count: int
+    root: bytes
+    height: int
+
+
+def _trusted(view: Any, domain: str, height: int, now: int | None) -> lc.Trusted:
+    try:
+        lc.usable(view, domain, now)
+    except RuleError as e:
+        raise errors.ProofError(e.reason) from None
+    t = lc.trusted(view, domain, height)
+    if t is None:
+        raise errors.ProofError("untrusted-height")
+    return t
+
+
+def proven_receipt(view: Any, domain: str, receipt: bytes, now: int | None = None
+                   ) -> tuple[int, dict[int, Any]]:
+    """A receipt reply of `domain` (shared/messages.receipt) proven against
+    the header B's client trusts at its height: (height, the parsed reply).
+    The header in the reply must BE that header (same hash), and the
+    receipt's leaf must be in its receipts_root."""
+    m = messages.parse(receipt)
+    if m.get(messages.M_KIND) != messages.KIND_RECEIPT:
+        raise errors.ProofError("not-receipt")
+    height = m.get(messages.M_HEIGHT)
+    if not isinstance(height, int):
+        raise errors.ProofError("not-receipt")
+    t = _trusted(view, domain, height, now)
+    hb = m.get(messages.M_HEADER)
+    if not isinstance(hb, bytes) or header.block_hash(hb) != t.hash:
+        raise errors.ProofError("header-mismatch")
+    leaf = messages.receipt_leaf(m[messages.M_TX], m.get(messages.M_STATUS),
+                                 m[messages.M_REASON], m.get(messages.M_EVENTS))
+    if not merkle.verify(leaf, m.get(messages.M_INDEX), m.get(messages.M_SIZE),
+                         m.get(messages.M_PROOF), t.receipts_root):
+        raise errors.ProofError("receipt-proof")
+    return height, m
+
+
+def _ok_events(m: dict[int, Any]) -> list[Any]:
+    ev = m.get(messages.M_EVENTS)
+    if m.get(messages.M_STATUS) != messages.STATUS_OK or not isinstance(ev, list):
+        return []
+    return [e for e in ev if isinstance(e, list)]
+
+
+def agreement(view: Any, domain: str, demand_receipt: bytes, now: int | None = None
+              ) -> ProvenAgreement:
+    """The agreement a DEMAND of `domain` opened, from its proven receipt."""
+    _, m = proven_receipt(view, domain, demand_receipt, now)
+    for e in _ok_events(m):
+        if len(e) >= 8 and e[0] == "match":
+            return ProvenAgreement(e[1], e[2], e[3], e[4], e[5], e[7])
+    raise errors.ProofError("not-matched")
+
+
+def commitments(view: Any, domain: str, commit_receipt: bytes, agreement_id: bytes,
+                now: int | None = None) -> list[ProvenCommitment]:
+    """The delivery commitments of `agreement_id` a proven receipt holds."""
+    height, m = proven_receipt(view, domain, commit_receipt, now)
+    out = [ProvenCommitment(e[3], e[4], e[5], e[6], height) for e in _ok_events(m)
+           if len(e) == 7 and e[1] == COMMITTED and e[2] == agreement_id]
+    if not out:
+        raise errors.ProofError("not-committed")
+    return out
+
+
+def offer(view: Any, domain: str, height: int, service: str, supplier: bytes,
+          stored: bytes, proof: list[Any], now: int | None = None) -> market.Offer:
+    """An offer of `domain` (its stored value) proven to be in A's state at
+    the trusted header of `height`."""
+    t = _trusted(view, domain, height, now)
+    key = keys.offer(service, supplier)
+    vh = stateproof.value_hash(cbor.dumps([key, stored]))
+    if not stateproof.check(t.state_root, stateproof.kv_key(key), vh, proof):
+        raise errors.ProofError("offer-proof")
+    return market.offer_of(stored)
+
+
+def check_batch(a: ProvenAgreement, c: ProvenCommitment, supplier_key: bytes, readings: list[bytes]
+                ) -> list[tuple[int, int, int]]:
+    """The readings of batch `c` (in index order), checked: signed by the
+    agreement's supplier, for this agreement, indexed c.first.., and their
+    RFC 6962 root the committed one. Returns (index, value, scale) each."""
+    if txm.device_id(supplier_key) != a.supplier:
+        raise errors.ProofError("wrong-supplier-key")
+    if len(readings) != c.count:
+        raise errors.ProofError("missing-reading")
+    out = []
+    for i, r in enumerate(readings):
+        try:
+            aid, index, value, scale = stream.open_reading(r, supplier_key)
+        except errors.TLError:
+            raise errors.ProofError("bad-reading") from None
+        if aid != a.id or index != c.first + i:
+            raise errors.ProofError("bad-reading")
+        out.append((index, value, scale))
+    if merkle.root(readings) != c.root:
+        raise errors.ProofError("not-in-root")
+    return out

@@ -1,0 +1,205 @@
+"""`thingledger relay --from A --to B`: the relayer process (docs/CROSSDOMAIN.md,
+"Relayer"). It watches both domains' block topics over MQTT and, on every
+block (or every --interval seconds when no block comes), runs one pass of
+gateway/xdomain/relayer.py: header updates and packets with their proofs,
+submitted over MQTT to each domain's broker and answered by its gateway.
+Proofs are read from each domain's chain database, read-only (the relayer
+runs beside a full node of each domain, or on a copy of its data folder).
+
+The relayer holds no rights: its key is an ordinary principal of both
+domains (registered here when it is not known yet) and every tx it sends is
+checked by the receiving gateways like anybody's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from gateway.broker.embedded import parse_url
+from gateway.db import genesis_files
+from gateway.db.store import Store
+from gateway.node.config import DB_FILE, GENESIS_FILE
+from gateway.xdomain import relayer
+from shared import messages, topics
+from shared import tx as txm
+from tools.keys import KeyPair
+from tools.submit import SubmitError, login_for, next_seq, submit
+
+
+@dataclass
+class Side:
+    domain: str
+    data_dir: Path
+    broker: str
+    authority: bytes
+    store: Store
+
+
+def open_side(data_dir: Path, broker: str) -> Side:
+    g = genesis_files.load(Path(data_dir) / GENESIS_FILE)
+    return Side(g.domain, Path(data_dir), broker, g.authority,
+                Store(Path(data_dir) / DB_FILE, readonly=True))
+
+
+class Seq:
+    """Strictly increasing seqs for the relayer's txs (ms since the epoch)."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def __call__(self) -> int:
+        self.last = max(self.last + 1, next_seq())
+        return self.last
+
+
+def submitter(sides: dict[str, Side], timeout: float) -> relayer.Submit:
+    def send(domain: str, message: bytes) -> tuple[bool, str]:
+        s = sides[domain]
+        try:
+            r = submit(s.broker, domain, message, s.authority, timeout=timeout)
+        except SubmitError as e:
+            return False, str(e)
+        return r.ok and r.status == messages.STATUS_OK, r.reason
+    return send
+
+
+def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str:
+    """Register the relayer's key in `side` if it is not known there: "" if
+    known (or now registered), else the refusal."""
+    if any(i == key.id for i, _ in side.store.devices()):
+        return ""
+    msg = txm.make(key.private, key.id, txm.TYPE_REGISTER, side.domain, seq(), 0,
+                   {1: key.public})
+    try:
+        r = submit(side.broker, side.domain, msg, side.authority, timeout=timeout)
+    except SubmitError as e:
+        return str(e)
+    return "" if r.ok else r.reason
+
+
+class Watch:
+    """Wakes the relayer when a block of either domain is announced."""
+
+    def __init__(self, sides: list[Side]) -> None:
+        self.event = threading.Event()
+        self.clients = []
+        for s in sides:
+            host, port = parse_url(s.broker)
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                            client_id="relayer-%d-%s" % (time.time_ns() % 10**9, s.domain),
+                            protocol=mqtt.MQTTv311)
+            c.on_message = lambda _c, _u, _m: self.event.set()
+            c.on_connect = (lambda topic: lambda cl, *_: cl.subscribe(topic, qos=0))(
+                topics.blocks(s.domain))
+            c.connect_async(host, port, keepalive=30)
+            c.loop_start()
+            self.clients.append(c)
+
+    def wait(self, timeout: float) -> None:
+        self.event.wait(timeout)
+        self.event.clear()
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.disconnect()
+            c.loop_stop()
+
+
+class Bridge:
+    """Republishes A's offer directory (retained) and A's market streams in
+    B, under the relayer's own data subtree (topics.bridged), so a buyer in B
+    reads them on B's broker. Forwarded as they are: readings are signed by
+    their supplier and checked against roots proven in B
+    (gateway/xdomain/purchase.py), so the relayer can drop them, never forge
+    them."""
+
+    def __init__(self, a: Side, b: Side, key: KeyPair) -> None:
+        self.a, self.b = a, b
+        self.me = key.id.hex()
+        self.forwarded = 0
+        self.out = self._client(b, key, None)
+        self.into = self._client(a, key, [(topics.offers(a.domain), 1),
+                                          (topics.data(a.domain, "+/+"), 1)])
+        self.into.on_message = self._forward
+
+    @staticmethod
+    def _client(side: Side, key: KeyPair, subs: list[tuple[str, int]] | None) -> mqtt.Client:
+        host, port = parse_url(side.broker)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                        client_id="%s-bridge-%d" % (key.id.hex()[:8], time.time_ns() % 10**9),
+                        protocol=mqtt.MQTTv311)
+        c.username_pw_set(*login_for(key, side.domain))
+        if subs:
+            c.on_connect = lambda cl, *_: cl.subscribe(subs)
+        c.connect_async(host, port, keepalive=30)
+        c.loop_start()
+        return c
+
+    def _forward(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
+        a = self.a.domain
+        if m.topic == topics.offers(a):
+            rest, retain = "offers", True
+        else:
+            rest, retain = "data/" + m.topic[len(topics.data(a, "")):], False
+            if rest.startswith("data/" + self.me + "/"):
+                return  # never what a relayer itself republished
+        self.out.publish(topics.bridged(self.b.domain, self.me, a, rest), m.payload, qos=1,
+                         retain=retain)
+        self.forwarded += 1
+
+    def close(self) -> None:
+        for c in (self.into, self.out):
+            c.disconnect()
+            c.loop_stop()
+
+
+def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = False,
+        timeout: float = 15.0, seconds: float | None = None, bridge: bool = False,
+        line: Callable[[str], None] = print) -> int:
+    seq = Seq()
+    for s in (a, b):
+        problem = ensure_registered(s, key, seq, timeout)
+        if problem:
+            line("relay: cannot register in %s: %s" % (s.domain, problem))
+            return 1
+    rel = relayer.Relayer(relayer.Chain(a.domain, a.store), relayer.Chain(b.domain, b.store),
+                          relayer.RelayKey(key.private, key.id, seq),
+                          submitter({a.domain: a, b.domain: b}, timeout))
+    line("relay: %s -> %s as %s" % (a.domain, b.domain, key.id.hex()))
+    watch = None if once else Watch([a, b])
+    bridged = None
+    if bridge and not once:
+        bridged = Bridge(a, b, key)
+        line("relay: bridging %s's offers and market streams into %s under %s"
+             % (a.domain, b.domain, topics.bridged(b.domain, key.id.hex(), a.domain, "#")))
+    end = None if seconds is None else time.monotonic() + seconds
+    try:
+        while True:
+            try:
+                actions = rel.run_once().actions
+            except sqlite3.Error as e:  # a database busy or being replaced: next pass
+                line("relay: pass skipped: %s" % e)
+                actions = []
+            for act in actions:
+                line("relay: %-7s in %s packet %d %s" % (act.what, act.domain, act.seq,
+                                                         "ok" if act.ok else
+                                                         "refused: " + act.reason))
+            if once or (end is not None and time.monotonic() >= end):
+                return 0
+            assert watch is not None
+            watch.wait(interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if watch is not None:
+            watch.close()
+        if bridged is not None:
+            bridged.close()

@@ -1,0 +1,291 @@
+"""A buyer in domain B who buys a supplier's readings in domain A
+(docs/CROSSDOMAIN.md, "Cross-domain service purchase"), host side:
+`thingledger xdomain buy` and the demo drive it.
+
+1. offers: A's retained offer directory (tl/<A>/offers on A's broker, or
+   as a relayer A -> B running with --bridge republishes it on B's broker,
+   tools/relay.Bridge: `via` = that relayer's id); the
+   chosen offer is proven in A's state against a header of A that B's
+   light client trusts (the buyer sends that header to B's client itself
+   when B does not trust it yet: anyone may);
+2. payment: a SEND packet in B to the buyer's own id in A (its key is
+   registered in A too) for price x quantity; a relayer B -> A carries it;
+3. purchase: a DEMAND in A, its receipt (the `match` event) proven in B;
+4. readings: the agreement's stream on A's data topic, read from A's broker
+   or, with `via`, from B's broker where the relayer republishes it;
+   each batch the supplier commits in A (the commit call's receipt) is
+   proven in B and the readings of the batch checked against its root
+   (gateway/xdomain/purchase.py).
+
+Proofs and receipts of A are read from A's chain database read-only, as
+the relayer reads them (tools/relay.py): the buyer runs where it can read a
+full node's data folder of each domain. What it believes of A is only what
+B's light client of A, in B's state, lets it prove.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+
+from gateway.broker.embedded import parse_url
+from gateway.ledger import keys
+from gateway.market.ledger import directory
+from gateway.market.ledger import rules as market
+from gateway.xdomain import client as lc
+from gateway.xdomain import purchase, relayer
+from shared import errors, messages, stream, topics, txdecode
+from shared import tx as txm
+from tools.keys import KeyPair
+from tools.relay import Seq, Side, ensure_registered, submitter
+from tools.submit import login_for
+
+
+class BuyError(RuntimeError):
+    """A step of the purchase failed (the message says which and why)."""
+
+
+@dataclass
+class Delivery:
+    agreement: purchase.ProvenAgreement
+    supplier_key: bytes
+    readings: dict[int, bytes] = field(default_factory=dict)  # index -> COSE bytes
+    verified: list[tuple[int, int, int]] = field(default_factory=list)  # (index, value, scale)
+    batches: set[int] = field(default_factory=set)
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() >= deadline:
+            raise BuyError("timed out waiting for %s (%.0f s)" % (what, timeout))
+        time.sleep(step)
+
+
+class CrossBuyer:
+    def __init__(self, key: KeyPair, home: Side, market_side: Side, *, timeout: float = 20.0,
+                 via: bytes | None = None, line: Callable[[str], None] = print) -> None:
+        self.key = key
+        self.via = via
+        self.b, self.a = home, market_side
+        self.timeout = timeout
+        self.line = line
+        self.seq = Seq()
+        self.view = purchase.StoreKv(home.store)
+        self._send = submitter({home.domain: home, market_side.domain: market_side}, timeout)
+        self._rel = relayer.Relayer(
+            relayer.Chain(market_side.domain, market_side.store),
+            relayer.Chain(home.domain, home.store),
+            relayer.RelayKey(key.private, key.id, self.seq), self._send)
+        self._mq: mqtt.Client | None = None
+
+    # -- B's light client of A ------------------------------------------------------
+    def trust(self, height: int) -> None:
+        """Make B's client of A trust A's header at `height` (a CLIENT_UPDATE
+        in B by the buyer, unless it trusts it already)."""
+        if lc.trusted(self.view, self.a.domain, height) is not None:
+            return
+        blk = self.a.store.get_block(height)
+        if blk is None:
+            raise BuyError("%s has no block %d" % (self.a.domain, height))
+        out = relayer.Pass()
+        if not self._rel.update(self._rel.b, self._rel.a, blk, out):
+            why = out.actions[-1].reason if out.actions else "not final"
+            raise BuyError("%s's client of %s refused header %d: %s"
+                           % (self.b.domain, self.a.domain, height, why))
+
+    # -- 1. offers --------------------------------------------------------------------
+    def offers(self, service: str) -> list[dict]:
+        """The live offers for `service` in A's retained directory."""
+        got: queue.Queue[bytes] = queue.Queue()
+        side, topic = self._where("offers")
+        c = self._client(side, lambda m: got.put(bytes(m.payload)))
+        deadline = time.monotonic() + self.timeout
+        try:
+            c.subscribe(topic, qos=1)
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    listed = [o for o in directory.decode(got.get(timeout=left))
+                              if o.get(2) == service]
+                except queue.Empty:
+                    break
+                except errors.TLError:
+                    continue  # not a directory (anyone may write a bridged topic)
+                if listed:
+                    return listed
+            raise BuyError("no offer of %s in %s's directory on %s"
+                           % (service, self.a.domain, topic))
+        finally:
+            c.disconnect()
+            c.loop_stop()
+
+    def _where(self, rest: str) -> tuple[Side, str]:
+        """Where A's topic `rest` ("offers" or "data/...") is read: on A's
+        broker, or bridged on B's by the relayer `via`."""
+        if self.via is None:
+            a = self.a.domain
+            return self.a, (topics.offers(a) if rest == "offers" else
+                            topics.data(a, rest[len("data/"):]))
+        return self.b, topics.bridged(self.b.domain, self.via.hex(), self.a.domain, rest)
+
+    def prove_offer(self, service: str, supplier: bytes) -> market.Offer:
+        got = self.a.store.prove_kv(keys.offer(service, supplier))
+        if got is None or got[1] is None:
+            raise BuyError("the offer is not in %s's state" % self.a.domain)
+        head, stored, proof = got
+        self.trust(head.height)
+        try:
+            return purchase.offer(self.view, self.a.domain, head.height, service, supplier,
+                                  stored, proof)
+        except errors.TLError as e:
+            raise BuyError("offer refused: %s" % e) from None
+
+    # -- 2. payment -------------------------------------------------------------------
+    def balance_in_market(self) -> int:
+        rec = dict(self.a.store.devices()).get(self.key.id)
+        return 0 if rec is None else rec.balance
+
+    def pay(self, amount: int, timeout_s: int = 600) -> None:
+        """Send `amount` from B to the buyer's own id in A and wait until A
+        credited it (a relayer B -> A must run)."""
+        problem = ensure_registered(self.a, self.key, self.seq, self.timeout)
+        if problem:
+            raise BuyError("cannot register in %s: %s" % (self.a.domain, problem))
+        before = self.balance_in_market()
+        head = self.b.store.head()
+        assert head is not None
+        body = {1: self.a.domain, 2: self.key.id, 3: amount, 4: 0, 5: head.time + timeout_s}
+        msg = txm.make(self.key.private, self.key.id, txdecode.TYPE_SEND, self.b.domain,
+                       self.seq(), 0, body)
+        ok, reason = self._send(self.b.domain, msg)
+        if not ok:
+            raise BuyError("payment refused in %s: %s" % (self.b.domain, reason))
+        _wait(lambda: self.balance_in_market() >= before + amount, self.timeout * 4,
+              "the payment to reach %s (is a relayer %s -> %s running?)"
+              % (self.a.domain, self.b.domain, self.a.domain))
+
+    # -- 3. purchase ------------------------------------------------------------------
+    def demand(self, service: str, max_price: int, quantity: int) -> Delivery:
+        msg = txm.make(self.key.private, self.key.id, txm.TYPE_DEMAND, self.a.domain,
+                       self.seq(), 0, {1: service, 2: max_price, 3: quantity, 4: 120,
+                                       5: "cheapest"})
+        ok, reason = self._send(self.a.domain, msg)
+        if not ok:
+            raise BuyError("demand refused in %s: %s" % (self.a.domain, reason))
+        rec = self._receipt(txm.tx_id(msg))
+        self.trust(messages.parse(rec)[messages.M_HEIGHT])
+        try:
+            ag = purchase.agreement(self.view, self.a.domain, rec)
+        except errors.TLError as e:
+            raise BuyError("agreement not proven: %s" % e) from None
+        sup = dict(self.a.store.devices()).get(ag.supplier)
+        if sup is None:
+            raise BuyError("supplier unknown in %s" % self.a.domain)
+        d = Delivery(ag, sup.pubkey)
+        self._listen(d)
+        return d
+
+    def _receipt(self, tx_id: bytes) -> bytes:
+        out: list[bytes] = []
+
+        def have() -> bool:
+            r = self.a.store.get_receipt(tx_id)
+            if r is not None:
+                out.append(r)
+            return r is not None
+        _wait(have, self.timeout, "a final receipt in %s" % self.a.domain)
+        return out[0]
+
+    # -- 4. readings ------------------------------------------------------------------
+    def _client(self, side: Side, on: Callable[[mqtt.MQTTMessage], None]) -> mqtt.Client:
+        host, port = parse_url(side.broker)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                        client_id="%s-xbuy-%d" % (self.key.id.hex()[:8], time.time_ns() % 10**9),
+                        protocol=mqtt.MQTTv311)
+        c.username_pw_set(*login_for(self.key, side.domain))
+        c.on_message = lambda _c, _u, m: on(m)
+        connected = queue.Queue()
+        c.on_connect = lambda *_: connected.put(True)
+        try:
+            c.connect(host, port, keepalive=30)
+        except OSError as e:
+            raise BuyError("cannot reach %s: %s" % (side.broker, e)) from None
+        c.loop_start()
+        try:
+            connected.get(timeout=self.timeout)
+        except queue.Empty:
+            c.loop_stop()
+            raise BuyError("no connection to %s" % side.broker) from None
+        return c
+
+    def _listen(self, d: Delivery) -> None:
+        ag = d.agreement
+
+        def on(m: mqtt.MQTTMessage) -> None:
+            try:
+                aid, index, _, _ = stream.open_reading(bytes(m.payload), d.supplier_key)
+            except errors.TLError:
+                return  # not the supplier's: never stored, never counted
+            if aid == ag.id and 0 <= index < ag.quantity:
+                d.readings.setdefault(index, bytes(m.payload))
+        done: queue.Queue[bool] = queue.Queue()
+        side, topic = self._where("data/" + ag.supplier.hex() + "/" + ag.id.hex())
+        self._mq = self._client(side, on)
+        self._mq.on_subscribe = lambda *_: done.put(True)
+        self._mq.subscribe(topic, qos=1)
+        try:
+            done.get(timeout=self.timeout)
+        except queue.Empty:
+            raise BuyError("the data topic subscription was not confirmed") from None
+
+    def stream_topic(self, d: Delivery) -> str:
+        return self._where("data/" + d.agreement.supplier.hex() + "/" + d.agreement.id.hex())[1]
+
+    def verify(self, d: Delivery, timeout: float) -> list[tuple[int, int, int]]:
+        """Wait until every reading bought is committed in A, proven in B and
+        checked; returns (index, value, scale) of each."""
+        deadline = time.monotonic() + timeout
+        while len(d.verified) < d.agreement.quantity:
+            for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL):
+                if not any(len(e) == 7 and e[1] == purchase.COMMITTED and e[2] == d.agreement.id
+                           and e[3] not in d.batches for e in t.events):
+                    continue
+                rec = self.a.store.get_receipt(t.id)
+                if rec is None:
+                    continue  # not final yet
+                self.trust(t.height)
+                try:
+                    for c in purchase.commitments(self.view, self.a.domain, rec, d.agreement.id):
+                        if c.batch in d.batches:
+                            continue
+                        batch = [d.readings.get(i, b"") for i in range(c.first,
+                                                                        c.first + c.count)]
+                        if b"" in batch:
+                            continue  # readings still on their way
+                        d.verified += purchase.check_batch(d.agreement, c, d.supplier_key,
+                                                           batch)
+                        d.batches.add(c.batch)
+                        self.line("batch %d: readings %d..%d in the root committed at %s "
+                                  "height %d, proven in %s"
+                                  % (c.batch, c.first, c.first + c.count - 1, self.a.domain,
+                                     c.height, self.b.domain))
+                except errors.TLError as e:
+                    raise BuyError("delivery refused: %s" % e) from None
+            if len(d.verified) >= d.agreement.quantity:
+                break
+            if time.monotonic() >= deadline:
+                raise BuyError("timed out: %d of %d readings verified"
+                               % (len(d.verified), d.agreement.quantity))
+            time.sleep(0.2)
+        return sorted(d.verified)
+
+    def close(self) -> None:
+        if self._mq is not None:
+            self._mq.disconnect()
+            self._mq.loop_stop()
+            self._mq = None
+

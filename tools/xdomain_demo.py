@@ -1,0 +1,265 @@
+"""`thingledger xdomain demo` (`make run-xdomain`): two domains and a transfer
+between them, live (docs/CROSSDOMAIN.md).
+
+In a temporary folder (or --dir): domains dom-a (alice holds 1000) and dom-b
+(bob holds 500), each its own `thingledger run --no-boards` gateway on its own
+embedded broker (free loopback ports); each owner creates its client of the
+other (`xdomain create`); alice sends 100 to bob (`xdomain send`); a relayer
+(`thingledger relay`) carries the header and the proof to dom-b and the ack
+back; then a second transfer with a timeout one block ahead while no relayer
+runs, and a relayer pass that refunds it. Then a cross-domain purchase
+(tools/xbuy.py): dom-a's admin deploys the agreement contract, sam (a
+supplier in dom-a, host side here) offers temperature readings; bob, the
+buyer in dom-b, reads dom-a's retained offer directory, proves the offer
+in dom-b's light client of dom-a, pays with a packet to his own id in dom-a
+(a relayer dom-b -> dom-a runs meanwhile), demands, reads sam's readings
+from dom-a's data topic and checks each committed batch against its root
+proven in dom-b; dom-a's operator pays sam. Every step prints the command it
+runs and what comes back; each wait is bounded; everything started is stopped.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from gateway.broker.embedded import parse_url
+from gateway.db.genesis_files import create_domain, write_key
+from gateway.db.store import Store
+from gateway.market.ledger import rules as market
+from gateway.node.config import DB_FILE, KEY_FILE
+from shared import merkle, p256, stream, topics
+from shared import tx as txm
+from tools.build import tool
+from tools.keys import KeyPair, load_key
+from tools.relay import open_side
+from tools.submit import login_for, next_seq, submit
+from tools.xbuy import BuyError, CrossBuyer
+
+STEP_TIMEOUT_S = 90.0
+A, B = "dom-a", "dom-b"
+SERVICE, PRICE, QUANTITY, BATCH = "temperature", 3, 4, 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _balance(data_dir: Path, who: bytes) -> int:
+    with Store(data_dir / DB_FILE, readonly=True) as s:
+        rec = dict(s.devices()).get(who)
+    return 0 if rec is None else rec.balance
+
+
+def _height(data_dir: Path) -> int:
+    with Store(data_dir / DB_FILE, readonly=True) as s:
+        h = s.head()
+    return 0 if h is None else h.height
+
+
+def run(folder: Path | None = None, say: Callable[[str], None] = print) -> int:
+    with tempfile.TemporaryDirectory(prefix="tl-xdomain-") as tmp:
+        root = Path(folder) if folder else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        return _run(root, say)
+
+
+def _run(root: Path, say: Callable[[str], None]) -> int:
+    keys = {}
+    for name in ("alice", "bob", "relayer", "relayer-ba", "sam"):
+        priv, pub = p256.keygen()
+        write_key(root / (name + ".key"), priv)
+        keys[name] = pub
+    dirs = {A: root / A, B: root / B}
+    create_domain(dirs[A], A, {keys["alice"]: 1000, keys["sam"]: 0})
+    create_domain(dirs[B], B, {keys["bob"]: 500})
+    urls = {d: "mqtt://127.0.0.1:%d" % _free_port() for d in (A, B)}
+    alice, bob = txm.device_id(keys["alice"]), txm.device_id(keys["bob"])
+    bob_key = load_key(root / "bob.key")
+    authority = {d: load_key(dirs[d] / KEY_FILE).public for d in (A, B)}
+    operator = txm.device_id(authority[B])
+    gws: list[subprocess.Popen] = []
+
+    def thl(*args: str) -> str:
+        say("$ thingledger " + " ".join(args))
+        p = subprocess.run([tool("thingledger"), *args], capture_output=True, text=True,
+                           timeout=STEP_TIMEOUT_S)
+        out = (p.stdout + p.stderr).strip()
+        for line in out.splitlines():
+            say("  " + line)
+        if p.returncode:
+            raise RuntimeError("step failed (exit %d)" % p.returncode)
+        return out
+
+    def relay(*extra: str) -> None:
+        thl("relay", "--from", A, "--to", B, "--from-dir", str(dirs[A]), "--to-dir",
+            str(dirs[B]), "--from-broker", urls[A], "--to-broker", urls[B],
+            "--key", str(root / "relayer.key"), "--interval", "0.5", *extra)
+
+    try:
+        for d in (A, B):
+            p = subprocess.Popen([tool("thingledger"), "run", "--no-boards", "--no-http",
+                                  "--quiet", "--data-dir", str(dirs[d]), "--domain", d,
+                                  "--listen", urls[d], "--block-interval", "0.3"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            gws.append(p)
+            assert p.stdout is not None
+            line = p.stdout.readline().strip()
+            while line and "chain " + d not in line:
+                line = p.stdout.readline().strip()
+            if not line:
+                raise RuntimeError("the gateway of %s did not start" % d)
+            say("%s gateway on %s: %s" % (d, urls[d], line))
+        for at, of in ((B, A), (A, B)):
+            thl("xdomain", "create", "--data-dir", str(dirs[at]), "--broker", urls[at],
+                "--of-dir", str(dirs[of]), "--key", str(dirs[at] / KEY_FILE))
+        thl("xdomain", "send", "--data-dir", str(dirs[A]), "--broker", urls[A], "--to", B,
+            "--recipient", bob.hex(), "--amount", "100", "--timeout-s", "600",
+            "--key", str(root / "alice.key"))
+        say("alice %d in %s, bob %d in %s (100 escrowed in %s)"
+            % (_balance(dirs[A], alice), A, _balance(dirs[B], bob), B, A))
+        relay("--seconds", "4")
+        thl("xdomain", "packets", "--data-dir", str(dirs[B]))
+        say("alice %d in %s, bob %d in %s" % (_balance(dirs[A], alice), A,
+                                              _balance(dirs[B], bob), B))
+        deadline = _height(dirs[B]) + 1
+        thl("xdomain", "send", "--data-dir", str(dirs[A]), "--broker", urls[A], "--to", B,
+            "--recipient", bob.hex(), "--amount", "50", "--timeout-height", str(deadline),
+            "--key", str(root / "alice.key"))
+        say("no relayer runs; %s moves past height %d" % (B, deadline))
+        while _height(dirs[B]) < deadline:  # bob pays 1 to B's operator: a block in B
+            r = submit(urls[B], B, txm.make(bob_key.private, bob, txm.TYPE_TRANSFER, B,
+                                            next_seq(), 0, {1: operator, 2: 1}),
+                       authority[B], timeout=STEP_TIMEOUT_S)
+            say("bob pays 1 in %s: %s" % (B, r.describe()))
+        relay("--once")
+        thl("xdomain", "packets", "--data-dir", str(dirs[A]))
+        say("alice %d in %s (refunded), bob %d in %s" % (_balance(dirs[A], alice), A,
+                                                          _balance(dirs[B], bob), B))
+        _purchase(root, dirs, urls, authority, gws, say, thl)
+        thl("xdomain", "client", A, "--data-dir", str(dirs[B]))
+        return 0
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        say("demo: %s" % e)
+        return 1
+    finally:
+        for p in gws:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def _purchase(root: Path, dirs: dict[str, Path], urls: dict[str, str],
+              authority: dict[str, bytes], procs: list[subprocess.Popen],
+              say: Callable[[str], None], thl: Callable[..., str]) -> None:
+    """bob in dom-b buys QUANTITY readings of sam in dom-a (see the module)."""
+    a_key = load_key(dirs[A] / KEY_FILE)
+    sam = load_key(root / "sam.key")
+
+    def in_a(who: KeyPair, type_: int, body: dict) -> None:
+        r = submit(urls[A], A, txm.make(who.private, who.id, type_, A, next_seq(), 0, body),
+                   authority[A], timeout=STEP_TIMEOUT_S)
+        if not (r.ok and r.status == 0):
+            raise RuntimeError("refused in %s: %s" % (A, r.describe()))
+
+    say("-- a cross-domain purchase: bob in %s buys sam's %s readings in %s --"
+        % (B, SERVICE, A))
+    for src, dst, key, extra in ((A, B, "relayer", ["--bridge"]), (B, A, "relayer-ba", [])):
+        say("$ thingledger relay --from %s --to %s %s... (in the background)"
+            % (src, dst, " ".join(extra) + " " if extra else ""))
+        procs.append(subprocess.Popen(
+            [tool("thingledger"), "relay", "--from", src, "--to", dst, "--from-dir",
+             str(dirs[src]), "--to-dir", str(dirs[dst]), "--from-broker", urls[src],
+             "--to-broker", urls[dst], "--key", str(root / (key + ".key")), "--interval", "0.5",
+             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    in_a(a_key, txm.TYPE_CONTRACT_ADMIN, {1: "deploy", 2: market.AGREEMENT_LABEL,
+                                          3: "agreement", 4: market.AGREEMENT_VERSION,
+                                          5: {"operator": a_key.id, "fee_bps": 500}})
+    say("%s's admin deployed the agreement contract (operator fee 5%%)" % A)
+    in_a(sam, txm.TYPE_OFFER, {1: SERVICE, 2: "cC", 3: PRICE, 4: 1, 5: "", 6: 600, 7: 1})
+    say("sam offers %s at %d a reading in %s" % (SERVICE, PRICE, A))
+    relayer = load_key(root / "relayer.key").id
+    buyer = CrossBuyer(load_key(root / "bob.key"), open_side(dirs[B], urls[B]),
+                       open_side(dirs[A], urls[A]), timeout=STEP_TIMEOUT_S / 3, via=relayer,
+                       line=say)
+    try:
+        listed = buyer.offers(SERVICE)
+        say("bob reads %s's offer directory on %s's broker (bridged by the relayer): %s"
+            % (A, B, ", ".join("%s at %d" % (o[1].hex()[:8], o[4]) for o in listed)))
+        best = min(listed, key=lambda o: o[4])
+        o = buyer.prove_offer(SERVICE, best[1])
+        say("the offer of %s proven in %s's light client of %s: price %d"
+            % (o.supplier.hex()[:8], B, A, o.price))
+        buyer.pay(o.price * QUANTITY)
+        say("bob paid %d from %s to his id in %s with a packet: %d there"
+            % (o.price * QUANTITY, B, A, buyer.balance_in_market()))
+        d = buyer.demand(SERVICE, o.price, QUANTITY)
+        say("agreement %s proven in %s: supplier %s, %d readings at %d"
+            % (d.agreement.id.hex()[:8], B, d.agreement.supplier.hex()[:8],
+               d.agreement.quantity, d.agreement.price))
+        say("bob listens on %s" % buyer.stream_topic(d))
+        _supply(urls[A], authority[A], sam, d.agreement.id, say)
+        got = buyer.verify(d, STEP_TIMEOUT_S)
+        say("bob verified %d readings: %s" % (len(got), ", ".join(
+            "%d:%de%d" % r for r in got)))
+        _wait_balance(dirs[A], sam.id, PRICE * QUANTITY * 95 // 100, say)
+    except BuyError as e:
+        raise RuntimeError("purchase: %s" % e) from None
+    finally:
+        buyer.close()
+
+
+def _supply(url: str, authority: bytes, sam: KeyPair, aid: bytes,
+            say: Callable[[str], None]) -> None:
+    """sam streams QUANTITY readings on dom-a's data topic and commits them
+    in batches of BATCH (what a supplier board does, host side here)."""
+    host, port = parse_url(url)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sam-%d" % time.time_ns(),
+                    protocol=mqtt.MQTTv311)
+    c.username_pw_set(*login_for(sam, A))
+    up: queue.Queue[bool] = queue.Queue()
+    c.on_connect = lambda *_: up.put(True)
+    c.connect(host, port, keepalive=30)
+    c.loop_start()
+    try:
+        up.get(timeout=STEP_TIMEOUT_S)
+        topic = topics.data(A, sam.id.hex() + "/" + aid.hex())
+        for first in range(0, QUANTITY, BATCH):
+            batch = [stream.reading(sam.private, sam.id, aid, i, 2150 + 7 * i, -2)
+                     for i in range(first, first + BATCH)]
+            for r in batch:
+                c.publish(topic, r, qos=1).wait_for_publish(STEP_TIMEOUT_S)
+            r = submit(url, A, txm.make(sam.private, sam.id, txm.TYPE_CONTRACT_CALL, A,
+                                        next_seq(), 0,
+                                        {1: market.AGREEMENT, 2: "commit",
+                                         3: [aid, first // BATCH, first, BATCH,
+                                             merkle.root(batch)], 4: 0, 5: 50_000}),
+                       authority, timeout=STEP_TIMEOUT_S)
+            say("sam streams readings %d..%d on %s and commits their root: %s"
+                % (first, first + BATCH - 1, topic, r.describe()))
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def _wait_balance(data_dir: Path, who: bytes, at_least: int, say: Callable[[str], None]
+                  ) -> None:
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while _balance(data_dir, who) < at_least and time.monotonic() < deadline:
+        time.sleep(0.3)
+    say("%s's operator judged the batches: sam holds %d in %s"
+        % (A, _balance(data_dir, who), A))
