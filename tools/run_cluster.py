@@ -35,7 +35,14 @@ from shared import p256
 from tools.build import BuildError, build
 from tools.console import Console
 from tools.nats_cluster import NatsCluster, NatsError
-from tools.vboard import BOARD_UMASK, FlashInUse, FlashLock, VirtualBoard, die_with_parent
+from tools.vboard import (
+    BOARD_UMASK,
+    RESET_EXIT,
+    FlashInUse,
+    FlashLock,
+    VirtualBoard,
+    die_with_parent,
+)
 
 DEFAULT_MQTT_BASE = 1883
 _STAMPED = re.compile(r"^\d\d:\d\d:\d\d \S+\s+")  # a child's Console prefix
@@ -83,13 +90,32 @@ def write_gateway_config(d: Path, i: int, domain: str, nats: NatsCluster,
     return p
 
 
-async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -> None:
+async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -> int:
     assert proc.stdout is not None
     async for raw in proc.stdout:
         console.line(name, _STAMPED.sub("", raw.decode(errors="replace").rstrip()))
     rc = await proc.wait()
-    if rc not in (0, -signal.SIGTERM, -signal.SIGKILL):
+    if rc not in (0, RESET_EXIT, -signal.SIGTERM, -signal.SIGKILL):
         console.line(name, f"exited with code {rc}")
+    return rc
+
+
+async def _board(vb: VirtualBoard, lock: FlashLock, build_dir: Path, heap: str | None,
+                 procs: dict[str, asyncio.subprocess.Process], console: Console,
+                 halt: asyncio.Event) -> None:
+    """A virtual board, powered on again after a reset it asks for (an
+    update, docs/OTA.md), as tools/run.py runs them."""
+    while True:
+        proc = await asyncio.create_subprocess_exec(
+            *vb.command(build_dir, heap=heap), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, umask=BOARD_UMASK, **lock.popen_options())
+        lock.handed_over(proc.pid)
+        procs[vb.name] = proc
+        if halt.is_set():
+            proc.terminate()
+        if await _pump(vb.name, proc, console) != RESET_EXIT or halt.is_set():
+            return
+        lock = vb.lock()
 
 
 async def _spawn(name: str, cmd: list[str], run_dir: Path, console: Console,
@@ -128,6 +154,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
     boards = [VirtualBoard(f"board-{i}", boards_dir / f"board-{i}")
               for i in range(1, n_boards + 1)]
     stop = asyncio.Event()
+    halt = asyncio.Event()  # no board is powered on again from here
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -174,21 +201,18 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             vb.configure(domain=args.domain, authority_hex=g.authority.hex(), host=host,
                          port=port, interval_ms=args.interval_ms, sim_start=2000 + 75 * i,
                          validators=vs, threshold=g.threshold, brokers=others)
-            proc = await asyncio.create_subprocess_exec(
-                *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, umask=BOARD_UMASK, **lock.popen_options())
-            lock.handed_over(proc.pid)
-            boards_procs[vb.name] = proc
-            pumps.append(asyncio.create_task(_pump(vb.name, proc, console)))
+            pumps.append(asyncio.create_task(_board(vb, lock, build_dir, args.board_heap,
+                                                    boards_procs, console, halt)))
         console.line("run", f"{n} gateways (k={g.threshold}) and {n_boards} virtual boards "
                      "started (Ctrl-C to stop)")
-        waits = [asyncio.create_task(stop.wait())]
-        waits += [asyncio.create_task(procs[f"gw{i}"].wait()) for i in range(1, n + 1)]
-        await asyncio.wait(waits[:1], timeout=args.seconds)
-        for w in waits:
-            w.cancel()
+        # a gateway that dies leaves the others running: the domain goes on with k of n
+        try:
+            await asyncio.wait_for(stop.wait(), args.seconds)
+        except TimeoutError:
+            pass
         console.line("run", "stopping")
     finally:
+        halt.set()
         for b in boards_procs.values():
             if b.returncode is None:
                 b.terminate()

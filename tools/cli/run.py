@@ -88,4 +88,7 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     r.add_argument("--mqtt-base", type=non_negative_int, default=1883, metavar="PORT",
                    help="with --gateways: the NATS nodes' MQTT ports PORT, PORT+1, ... "
                         "(default 1883)")
+    r.add_argument("--board-heap", default=None, metavar="SIZE",
+                   help="with --gateways: the virtual boards' MicroPython heap (e.g. 64k; "
+                        "default: tools/vboard.py's, by role)")
     r.set_defaults(func=cmd_run)
