@@ -1,0 +1,338 @@
+"""Authority gateway vs quorum domain, in one run: `python -m bench.quorum`.
+
+(a) one authority gateway on mosquitto: bench.gateway's end-to-end run
+    (publisher processes -> broker -> `thingledger run` -> receipts), scaled
+    to this run's sizes;
+(b) a quorum domain of 3 gateways (k = 2), each `thingledger run --config`
+    (gateway/cluster/replica.py), on a 3-node NATS cluster with JetStream
+    (tools/nats_cluster.py, `sync_interval: always`); the same publishers
+    and receipt subscriber on one node's MQTT listener, every receipt
+    matched to its tx and a sample checked against the validator set.
+
+For each: committed tx/s in a burst (readings / (last receipt - first
+publish)) and receipt latency p50 / p99 with readings paced at --target
+tx/s. Then, for (b), under a paced load of --recovery-rate tx/s: the time
+from the SIGKILL of one gateway, then of the NATS node leading the proposal
+stream, to the next block final on the gateways left (from their console
+lines' arrival here). `--readme` writes the table into bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from hashlib import sha256
+from pathlib import Path
+
+from bench import gateway as gwbench
+from bench.gateway import ROOT, Receipts, Signer, pct, publish_all, split
+
+DOMAIN = gwbench.DOMAIN
+FINAL = re.compile(r"final height=(\d+)")
+
+
+class GatewayProcess:
+    """A gateway process whose console lines are read here, each with its arrival time."""
+
+    def __init__(self, toml: Path, name: str) -> None:
+        self.name = name
+        self.toml = toml
+        self.finals: list[tuple[float, int]] = []  # (arrival, height)
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen | None = None
+        self.cond = threading.Condition()
+
+    def start(self) -> GatewayProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", "run", "--config", str(self.toml),
+             "--no-boards", "--no-http", "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait(lambda: any("following the log" in x for x in self.lines), 120,
+                  "following the log")
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            t = time.monotonic()
+            with self.cond:
+                self.lines.append(line.rstrip())
+                m = FINAL.search(line)
+                if m:
+                    self.finals.append((t, int(m.group(1))))
+                self.cond.notify_all()
+
+    def wait(self, pred, timeout: float, what: str) -> None:
+        with self.cond:
+            if not self.cond.wait_for(pred, timeout):
+                raise SystemExit(f"{self.name}: no {what} in {timeout} s:\n"
+                                 + "\n".join(self.lines[-20:]))
+
+    def final_height(self) -> int:
+        with self.cond:
+            return self.finals[-1][1] if self.finals else 0
+
+    def first_final_after(self, t: float, height: int, timeout: float) -> float:
+        """Arrival time of the first block final here after `t` above `height`."""
+        def found():
+            return next((a for a, h in self.finals if a > t and h > height), None)
+        self.wait(lambda: found() is not None, timeout, f"final block above {height}")
+        a = found()
+        assert a is not None
+        return a
+
+    def stall_after(self, t: float, window: float) -> tuple[float, float]:
+        """After a fault at `t`: (the longest time without a final block here
+        within `window` s, counting from `t`; the time from `t` to the end of
+        that gap, when finalising resumed). A block voted before the fault
+        may be final just after it: the stall is the gap, wherever it falls."""
+        self.wait(lambda: bool(self.finals) and self.finals[-1][0] > t + window, window + 120,
+                  f"final blocks {window} s after the fault")
+        with self.cond:
+            times = [a for a, _ in self.finals if t < a <= t + window]
+        gaps = [(b - a, b) for a, b in zip([t, *times], times, strict=False)]
+        gap, end = max(gaps)
+        return gap, end - t
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def measure(name: str, port: int, rx: Receipts, groups: list[list[bytes]], rate: float,
+            validators: tuple) -> dict:
+    from shared import messages
+
+    flat = [m for g in groups for m in g]
+    print(f"  {name}: {len(flat):,} readings"
+          + (f" at {rate:,.0f} tx/s" if rate else " as fast as possible"), flush=True)
+    times, _ = publish_all(port, groups, rate)
+    rx.wait(len(flat), 600)
+    got = rx.take()
+    sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
+    lat, last, other = [], 0.0, 0
+    for payload, t in got:
+        m = messages.parse(payload)
+        tx = m[messages.M_TX]
+        if m[messages.M_KIND] == messages.KIND_RECEIPT and tx in sent:
+            lat.append(t - sent.pop(tx))
+            last = max(last, t)
+        else:
+            other += 1
+    if sent or other:
+        raise SystemExit(f"{name}: {len(sent)} txs without a receipt, {other} other replies")
+    for payload, _ in got[:: max(1, len(got) // 100)]:
+        messages.check_receipt(messages.parse(payload), b"", validators)
+    first = min(times)
+    r = {"tps": len(flat) / (last - first), "p50": statistics.median(lat),
+         "p99": pct(lat, 0.99)}
+    print(f"    {r['tps']:,.0f} committed tx/s; p50 {r['p50'] * 1000:.0f} ms, "
+          f"p99 {r['p99'] * 1000:.0f} ms", flush=True)
+    return r
+
+
+def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
+    from gateway.cluster import link
+    from gateway.db.genesis_files import create_domain, write_key
+    from gateway.ledger import consensus
+    from shared import p256
+    from shared import tx as txm
+    from tools.nats_cluster import NatsCluster
+    from tools.run_cluster import write_gateway_config
+
+    res: dict = {}
+    devices = [Signer() for _ in range(args.senders)]
+    keys = [p256.keygen() for _ in range(3)]
+    vs = consensus.ValidatorSet.of([p for _, p in keys], 2)
+    dirs = [tmp / f"q{i + 1}" for i in range(3)]
+    create_domain(dirs[0], DOMAIN, {d.pub: 1000 for d in devices}, time=1_700_000_000,
+                  consensus="quorum", validators=list(vs.pubkeys), threshold=2)
+    for i, d in enumerate(dirs):
+        if i:
+            d.mkdir(parents=True)
+            for f in ("genesis.toml", "authority.key"):
+                shutil.copy2(dirs[0] / f, d / f)
+        write_key(d / "validator.key", keys[i][0])
+    nats = NatsCluster(tmp / "nats", 3).start()
+    gws: list[GatewayProcess] = []
+    rx = None
+    try:
+        for i, d in enumerate(dirs):
+            gws.append(GatewayProcess(write_gateway_config(d, i, DOMAIN, nats,
+                                                           args.block_interval), f"gw{i + 1}"))
+        for g in gws:
+            g.start()
+        port = nats.nodes[0].mqtt_port
+        rx = Receipts(port)
+        validators = (vs.threshold, list(vs.pubkeys), vs.hash)
+        per_burst = max(1, args.txs // len(devices))
+        per_paced = max(1, int(args.target * args.paced_seconds) // len(devices))
+        burst = split(devices, per_burst, args.publishers, txm.TYPE_READING)
+        paced = split(devices, per_paced, args.publishers, txm.TYPE_READING)
+        res["burst"] = measure("burst", port, rx, burst, 0.0, validators)
+        res["paced"] = measure("paced", port, rx, paced, args.target, validators)
+
+        # recovery: a paced load through a node that stays up, then the kills
+        leader = asyncio.run(_leader(nats.urls, link.log_stream(DOMAIN)))
+        keep = next(n for n in nats.nodes if n.name != leader)
+        rx.close()
+        rx = Receipts(keep.mqtt_port)
+        per = max(1, int(args.recovery_rate * args.recovery_seconds) // len(devices))
+        load = split(devices, per, 1, txm.TYPE_READING)
+        done = threading.Event()
+        th = threading.Thread(target=lambda: (publish_all(keep.mqtt_port, load,
+                                                          args.recovery_rate), done.set()),
+                              daemon=True)
+        th.start()
+        victim = gws[0]
+        rest = gws[1:]
+        h0 = max(g.final_height() for g in rest)
+        rest[0].first_final_after(time.monotonic(), h0, 60)  # the load is flowing
+        # a window of the steady pace before the first kill (the comparison)
+        res["normal_gap_s"] = rest[0].stall_after(time.monotonic(), args.window)[0]
+        t_kill = time.monotonic()
+        victim.stop(signal.SIGKILL)
+        res["gw_gap_s"], res["gw_kill_s"] = rest[0].stall_after(t_kill, args.window)
+        print(f"  SIGKILL gw1: longest gap {res['gw_gap_s'] * 1000:.0f} ms, finalising again "
+              f"{res['gw_kill_s'] * 1000:.0f} ms after the kill", flush=True)
+        node = nats.node(leader)
+        t_kill = time.monotonic()
+        node.kill()
+        res["leader_gap_s"], res["leader_kill_s"] = rest[0].stall_after(t_kill, args.window)
+        print(f"  SIGKILL NATS stream leader {leader}: longest gap "
+              f"{res['leader_gap_s'] * 1000:.0f} ms, finalising again "
+              f"{res['leader_kill_s'] * 1000:.0f} ms after the kill", flush=True)
+        th.join(args.recovery_seconds + 120)
+    finally:
+        if rx is not None:
+            rx.close()
+        for g in gws:
+            g.stop()
+        nats.stop()
+    return res
+
+
+async def _leader(urls: list[str], stream: str) -> str:
+    from gateway.cluster import link
+
+    nc = await link.connect(urls)
+    try:
+        for _ in range(300):
+            info = await nc.jetstream().stream_info(stream)
+            if info.cluster and info.cluster.leader:
+                return info.cluster.leader
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+    raise SystemExit("no stream leader")
+
+
+def run(args: argparse.Namespace) -> dict:
+    res: dict = {"load_before": os.getloadavg()[0], "args": vars(args)}
+    print("(a) authority gateway on mosquitto", flush=True)
+    a = gwbench.run(argparse.Namespace(
+        n_devices=args.senders, senders=args.senders, txs=args.txs, target=args.target,
+        paced_seconds=args.paced_seconds, block_interval=args.block_interval,
+        publishers=args.publishers, scenario="throughput", profile=None, keep=False))
+    res["a"] = {"burst": a["phases"]["burst"], "paced": a["phases"]["paced"],
+                "verify_ok": a["verify_ok"]}
+    print("(b) quorum domain: 3 gateways on a 3-node NATS cluster", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="tl-bench-quorum-"))
+    try:
+        res["b"] = run_quorum(args, tmp)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+def table(res: dict) -> str:
+    a, b = res["a"], res["b"]
+    interval = res["args"]["block_interval"]
+    target = res["args"]["target"]
+    ratio = b["burst"]["tps"] / a["burst"]["tps"]
+    lim = interval + 0.2
+
+    def ok(c: bool) -> str:
+        return "PASS" if c else "FAIL"
+    rows = [
+        ("committed tx/s, burst: (a) authority / mosquitto",
+         f"{a['burst']['tps']:,.0f}", "", ""),
+        ("committed tx/s, burst: (b) quorum 3 gw / 3 NATS",
+         f"{b['burst']['tps']:,.0f}", ">= 50% of (a)", ok(ratio >= 0.5)),
+        ("(b) / (a)", f"{ratio * 100:.0f} %", "", ""),
+        (f"receipt p50 / p99, paced {target:,.0f} tx/s: (a)",
+         f"{a['paced']['p50'] * 1000:,.0f} / {a['paced']['p99'] * 1000:,.0f} ms", "", ""),
+        (f"receipt p50 / p99, paced {target:,.0f} tx/s: (b)",
+         f"{b['paced']['p50'] * 1000:,.0f} / {b['paced']['p99'] * 1000:,.0f} ms",
+         f"p99 < {lim * 1000:.0f} ms", ok(b["paced"]["p99"] < lim)),
+        (f"(b) longest time without a final block, {res['args']['window']:g} s, no fault",
+         f"{b['normal_gap_s'] * 1000:,.0f} ms", "", ""),
+        ("SIGKILL of a gateway: longest time without a final block",
+         f"{b['gw_gap_s'] * 1000:,.0f} ms", "< 10 s", ok(b["gw_gap_s"] < 10)),
+        ("SIGKILL of the stream leader: longest time without one",
+         f"{b['leader_gap_s'] * 1000:,.0f} ms", "< 10 s", ok(b["leader_gap_s"] < 10)),
+    ]
+    w = max(len(r[0]) for r in rows)
+    out = [f"{'metric':<{w}}  {'measured':>16}  {'target':<14}  verdict",
+           f"{'-' * w}  {'-' * 16}  {'-' * 14}  -------"]
+    out += [f"{r[0]:<{w}}  {r[1]:>16}  {r[2]:<14}  {r[3]}".rstrip() for r in rows]
+    return "\n".join(out)
+
+
+def context(res: dict) -> str:
+    a = res["args"]
+    return (f"date: {datetime.date.today()}; {platform.machine()}, {os.cpu_count()} cores; "
+            f"load average before the run {res['load_before']:.2f}; CPython "
+            f"{platform.python_version()}  \n"
+            f"{a['senders']} devices, burst {a['txs']:,} readings from {a['publishers']} "
+            f"publisher processes, paced {a['target']:,.0f} tx/s for {a['paced_seconds']:g} s, "
+            f"block interval {a['block_interval']:g} s; recovery under "
+            f"{a['recovery_rate']:g} tx/s; (a) chain verify "
+            f"{'ok' if res['a']['verify_ok'] else 'FAILED'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.quorum", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--senders", type=int, default=100)
+    p.add_argument("--txs", type=int, default=6000, help="readings in the burst")
+    p.add_argument("--target", type=float, default=1000.0, help="paced rate, tx/s")
+    p.add_argument("--paced-seconds", type=float, default=5.0)
+    p.add_argument("--publishers", type=int, default=2)
+    p.add_argument("--block-interval", type=float, default=0.25)
+    p.add_argument("--recovery-rate", type=float, default=100.0)
+    p.add_argument("--recovery-seconds", type=float, default=55.0,
+                   help="length of the paced load under which the kills happen")
+    p.add_argument("--window", type=float, default=15.0,
+                   help="s watched after each kill (and before, for the comparison)")
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args(argv)
+    res = run(args)
+    text = table(res)
+    print(text)
+    print(context(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
