@@ -201,16 +201,21 @@ class Replica:
         return False
 
     def serves(self, device: bytes) -> bool:
-        """Whether this gateway answers `device` (receipts, rejections, market
-        notices): of the domain's gateways not known offline (their last
-        will), the one at the device id's hash modulo their number; every
-        gateway with the same view picks the same one, and a device whose
-        gateway goes offline is answered by a live one at once."""
+        """Whether this gateway answers `device` (receipts, rejections, its
+        state when it comes online): the full node the coordinator assigned
+        it (its last committed NODE_ASSIGN, tools/coordinator.py) while that
+        gateway is not known offline (its last will); otherwise, of the
+        domain's gateways not known offline, the one at the device id modulo
+        their number. Every gateway with the same view picks the same one, and
+        a device whose gateway goes offline is answered by a live one at once."""
         live = [i for i in self.validator_ids()
                 if i == self.validator_id or self.online.get(i, True)]
         if self.validator_id not in live:
             live.append(self.validator_id)
             live.sort()
+        rec = self.gw.led.state.get(device)
+        if rec is not None and rec.assigned in live:
+            return rec.assigned == self.validator_id
         return live[int.from_bytes(device[:4], "big") % len(live)] == self.validator_id
 
     # ---- validator sets ------------------------------------------------------------

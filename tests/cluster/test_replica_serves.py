@@ -1,0 +1,64 @@
+"""Which gateway of a quorum domain answers a device (gateway/cluster/replica.py
+Replica.serves): exactly one of the gateways a replica believes live; the
+full node a coordinator assigned the device (NODE_ASSIGN, in its record)
+while that gateway is live; a live one at once when the device's gateway
+goes offline (its last will), and the assigned one again when it is back.
+The gateways are built, not started: nothing connects."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+from shared import topics
+from shared import tx as txm
+from tests.cluster.quorum import DOMAIN, VALIDATORS, Running, config, make_dirs
+from tests.support.gwtest import Device
+
+IDS = [txm.device_id(pub) for _, pub in VALIDATORS]
+# addresses only: the gateways are not started
+NATS = SimpleNamespace(nodes=[SimpleNamespace(mqtt_port=1883 + i) for i in range(3)],
+                       urls=["nats://127.0.0.1:4222"])
+
+
+def servers(gws: list[Running], device: bytes) -> list[int]:
+    return [i for i, r in enumerate(gws) if r.rep.serves(device)]
+
+
+def mark(gws: list[Running], who: int, status: bytes) -> None:
+    """Every other gateway sees gateway `who`'s status message."""
+    for i, r in enumerate(gws):
+        if i != who:
+            assert r.rep.on_status(topics.status(DOMAIN, IDS[who].hex()), status)
+
+
+def test_one_live_gateway_answers_each_device_assigned_one_first(tmp_path):
+    devices = [Device(f"serve-{i}", DOMAIN) for i in range(12)]
+    gws = [Running(config(d, i, NATS)) for i, d in enumerate(make_dirs(tmp_path, devices))]
+    try:
+        owner = {d.id: servers(gws, d.id) for d in devices}
+        assert all(len(s) == 1 for s in owner.values())  # exactly one each
+        assert len({s[0] for s in owner.values()}) > 1  # spread over the gateways
+        # gw0 dies (its last will): the two others split all devices, one each
+        mark(gws, 0, b"offline")
+        for d in devices:
+            s = servers(gws[1:], d.id)
+            assert len(s) == 1, d.name
+        mark(gws, 0, b"online")
+        # a device the rule gives to gw0 or gw1 is assigned to gw2 by the coordinator
+        d = next(x for x in devices if owner[x.id] != [2])
+        for r in gws:
+            st = r.gw.led.state
+            rec = st.get(d.id)
+            assert rec is not None
+            st.apply_diff({d.id: replace(rec, assigned=IDS[2])}, {})
+        assert servers(gws, d.id) == [2]
+        mark(gws, 2, b"offline")  # its assigned gateway goes away: a live one answers
+        assert len(servers(gws[:2], d.id)) == 1
+        mark(gws, 2, b"online")
+        assert servers(gws, d.id) == [2]
+        # a status message of a device is not a gateway's
+        assert not gws[0].rep.on_status(topics.status(DOMAIN, d.id.hex()), b"offline")
+    finally:
+        for r in gws:
+            r.gw.led.store.close()
