@@ -198,7 +198,9 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
             raise RunError(f"gateway could not connect to the broker at {url}") from None
         if broker is not None:
             gw.metrics.count_broker_connections(lambda: broker.connections)
-        else:  # an external broker: its $SYS count, where it lets the gateway read it
+        elif gw.replica is None:  # an external broker: its $SYS count, where it lets the
+            # gateway read it (not NATS: no $SYS topics, and the gateways of a
+            # replicated domain share the authority key, so its client id)
             user, password = broker_auth.gateway_credentials(gw.led.authority_priv, cfg.domain)
             sys_clients = SysClients(url, broker_auth.sys_user(user), gw.metrics.on_broker_clients,
                                      loop, username=broker_auth.sys_user(user), password=password)

@@ -57,11 +57,22 @@ def login_for(key, domain: str, principal: bytes | None = None) -> tuple[str, st
     return pid.hex(), mqtt_password(key.private, domain, pid)
 
 
+def validators_of(g) -> tuple | None:
+    """What a receipt's certificate is checked against for a domain of
+    genesis `g` (messages.check_receipt): a quorum domain's validator set of
+    its genesis, None (the authority key alone) otherwise."""
+    if getattr(g, "consensus", "") != "quorum":
+        return None
+    return (g.threshold, sorted(g.validators), None)
+
+
 def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
-           timeout: float = 15.0, login: tuple[str, str] | None = None) -> Reply:
+           timeout: float = 15.0, login: tuple[str, str] | None = None,
+           validators: tuple | None = None) -> Reply:
     """Publish `message` and wait for its receipt or rejection on the sender's
     rx topic. `login` (login_for) authenticates on an enforcing broker: the
-    sender itself, or the owner of the sending device."""
+    sender itself, or the owner of the sending device. `validators`
+    (validators_of): a quorum domain's set, whose k votes a receipt carries."""
     t = tx.decode(message)
     host, port = parse_url(broker_url)
     replies: queue.Queue[bytes] = queue.Queue()
@@ -99,7 +110,7 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
             if m[messages.M_TX] != t.id:
                 continue  # about another transaction, even one with the same seq
             if m[messages.M_KIND] == messages.KIND_RECEIPT:
-                fields = messages.check_receipt(m, authority)
+                fields = messages.check_receipt(m, authority, validators)
                 return Reply(True, m[messages.M_REASON], "", fields["height"],
                              m[messages.M_STATUS])
             return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None,

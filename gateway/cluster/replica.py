@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("thingledger.cluster")
 
 RESEND_S = 0.5  # s between resends of this gateway's votes on blocks not yet final
+STATUS_S = 5.0  # s between this gateway's retained "online" statuses (_resend_loop)
 KNOWN_HASHES = 4096  # recent block hashes kept to spot replayed votes
 APPLY_TIMEOUT = 30.0  # s a proposer waits for its own appended entry to be followed
 K_HEADER, K_TXS, K_PROPOSER, K_VOTE, K_PARENT = 1, 2, 3, 4, 5
@@ -484,11 +485,22 @@ class Replica:
             log.info("vote not published: %r", e)
 
     async def _resend_loop(self) -> None:
-        """Core NATS delivers at most once: votes on blocks not final go out again."""
+        """Core NATS delivers at most once: votes on blocks not final go out
+        again. Every STATUS_S this gateway's retained "online" status goes out
+        again too: NATS's MQTT listener can drop a retained message while its
+        retained-message stream is being set up (at the cluster's start), and
+        the other gateways and the coordinator follow that status."""
+        ticks = 0
         while True:
             await asyncio.sleep(RESEND_S)
             for u in list(self.unfinal.values()):
                 await self._vote(u)
+            ticks += 1
+            link = self.gw.link
+            if ticks * RESEND_S >= STATUS_S and link is not None and link.status_topic:
+                ticks = 0
+                if link.client.is_connected():
+                    link.publish(link.status_topic, b"online", retain=True)
 
     # ---- finality ------------------------------------------------------------------
     def _on_final(self, cert: Certificate) -> None:

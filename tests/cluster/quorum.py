@@ -10,6 +10,7 @@ import asyncio
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gateway.db.genesis_files import create_domain, write_key
 from gateway.node.config import GatewayConfig
@@ -22,13 +23,15 @@ AUTHORITY = key("quorum-authority")
 OUTSIDER = key("not-a-validator")
 
 
-def make_dirs(base: Path, devices: list[Device], n: int = 3) -> list[Path]:
+def make_dirs(base: Path, devices: list[Device], n: int = 3,
+              accounts: dict[bytes, int] | None = None, **genesis: Any) -> list[Path]:
     """Data dirs gw0..gw<n-1> holding the same genesis and domain key, and
-    each its validator key."""
+    each its validator key; `accounts` (public key -> balance) and `genesis`
+    (owner=, admission=, ...) go into the genesis too."""
     first = base / "gw0"
-    create_domain(first, DOMAIN, {d.pub: 1000 for d in devices}, time=T0,
+    create_domain(first, DOMAIN, {d.pub: 1000 for d in devices} | (accounts or {}), time=T0,
                   authority_key=AUTHORITY[0], consensus="quorum",
-                  validators=[p for _, p in VALIDATORS], threshold=2)
+                  validators=[p for _, p in VALIDATORS], threshold=2, **genesis)
     dirs = []
     for i in range(n):
         d = base / f"gw{i}"

@@ -55,7 +55,7 @@ def test_run_three_gateways_quorum_and_boards(tmp_path):
     proc = subprocess.Popen([tool("thingledger"), "run", "--gateways", "3", "--mqtt-base",
                              str(base), "--boards", "2", "--interval-ms", "500",
                              "--board-heap", BOARD_HEAP,
-                             "--block-interval", "0.3", "--seconds", "100"],
+                             "--block-interval", "0.3", "--seconds", "100", "--no-http"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     seen: list[str] = []

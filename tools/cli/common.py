@@ -195,14 +195,14 @@ def submit_tx(args: argparse.Namespace, what: str, message: bytes) -> int:
     committed with status ok."""
     from shared import messages
     from shared import tx as txm
-    from tools.submit import SubmitError, login_for, submit
+    from tools.submit import SubmitError, login_for, submit, validators_of
 
     authority = authority_of(args)
     domain = domain_of(args)
     login = login_for(load_key_file(args.key), domain, txm.decode(message).sender)
     try:
         reply = submit(args.broker, domain, message, authority, timeout=args.timeout,
-                       login=login)
+                       login=login, validators=validators_of(genesis_of(args)))
     except SubmitError as e:
         print("%s: %s" % (what, e), file=sys.stderr)
         return EXIT_FAILED
