@@ -16,7 +16,8 @@ JetStream on one machine (docs/CONSENSUS.md):
 Each process writes var/run/<name>.pid while it runs (nats1.., gw1..; the
 boards' pids are in their flash locks); the NATS nodes and the
 gateways get SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG).
-Ctrl-C stops the boards, the coordinator, the gateways, then the NATS nodes."""
+Ctrl-C stops the boards, the gateways, then the NATS nodes. No coordinator
+is started (docs/CONSENSUS.md, "What is not built")."""
 
 from __future__ import annotations
 
