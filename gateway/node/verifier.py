@@ -1,0 +1,257 @@
+"""Parallel validation: stateless checks and signatures in worker processes.
+
+The gateway hands each batch of transaction payloads it receives in one
+`MqttLink.receive()` to a process pool (`Verifier.check`); the workers run
+what needs no state, per payload:
+- `validate.check_stateless` (size, CBOR, COSE, payload and body schema,
+  domain), and on failure the typed error itself (same class, reason code
+  and detail as the inline path raises);
+- the signature, under the key the gateway's state (plus the mempool's
+  pending registrations) held for the message's kid when the batch was handed
+  over (`validate.signing_key` with that key: a register is checked under
+  the key it carries, a node introducing itself under its key 4). An
+  unknown sender is not checked: the gateway decides inline.
+The gateway then runs the stateful part (rate limit, trust, mempool
+admission, precheck) in arrival order, in its own process, exactly as
+without workers: one deterministic block producer. The mempool skips the
+signature check only for a tx verified under the very key the state holds
+for its sender at admission (`validate.check_stateful`'s `checked`); a key
+rotated between hand-off and admission is checked inline again.
+
+A worker that dies (killed, out of memory) breaks the pool: the payloads of
+its batch come back as None and the gateway checks them inline, and the next
+batch starts new workers. Nothing is lost or accepted twice: the messages
+stay in the gateway's order either way.
+
+Small batches stay inline (`min_batch`): a pool round trip (pickling both
+ways, two context switches, ~0.2-1 ms) costs more than checking a handful of
+payloads in place (~100 us each). Workers start with "spawn", never "fork":
+the gateway process has threads (paho's, the store's writer) whose locks a
+forked child could inherit held.
+
+The pool is the standard library's ProcessPoolExecutor, as in
+gateway/db/verify.py (`chain verify`), which checks stored signatures the
+same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from gateway.ledger.validate import SigCheck, check_stateless, signing_key
+from shared import errors
+from shared import tx as txm
+
+MIN_BATCH = 16  # payloads; fewer are checked inline (see the module doc)
+
+# The canonical COSE_Sign1 head of a transaction: tag 18, array(4), a 21-byte
+# protected header {1: -7, 4: h'<16-byte kid>'}; the kid follows it. Any other
+# head (non-canonical, another kid size) is handed over without a key.
+_HEAD = b"\xd2\x84\x55\xa2\x01\x26\x04\x50"
+_KID = slice(len(_HEAD), len(_HEAD) + txm.ID_LEN)
+
+# What a worker returns per payload: (tx, error, key)
+#   (None, error, None)   check_stateless refused it
+#   (tx, None, key)       stateless ok, signature verified under key
+#   (tx, error, key)      stateless ok, the signature does not verify under key
+#   (tx, None, None)      stateless ok, signature not checked (sender unknown)
+# An error travels as (class, args, attributes) and is rebuilt with the same
+# class, message, reason and detail.
+_Packed = tuple[type, tuple, dict[str, Any]]
+_Result = tuple["txm.Tx | None", "_Packed | None", "bytes | None"]
+
+
+class Checked:
+    """A worker's verdict on one payload (see `Verifier.check`)."""
+
+    __slots__ = ("tx", "error", "key")
+
+    def __init__(self, tx: txm.Tx | None, error: errors.TLError | None,
+                 key: bytes | None) -> None:
+        self.tx = tx
+        self.error = error
+        self.key = key
+
+    def stateless(self) -> txm.Tx:
+        """The tx check_stateless returned, or the error it raised."""
+        if self.tx is None:
+            assert self.error is not None
+            raise self.error
+        return self.tx
+
+    @property
+    def signature(self) -> SigCheck | None:
+        """(key, error or None) for check_stateful; None: not checked."""
+        return None if self.key is None else (self.key, self.error)
+
+
+class _HandedKey:
+    """The one-entry state view a worker gives validate.signing_key."""
+
+    __slots__ = ("sender", "pubkey")
+
+    def __init__(self, sender: bytes, pubkey: bytes | None) -> None:
+        self.sender = sender
+        self.pubkey = pubkey
+
+    def get(self, device_id: bytes) -> _HandedKey | None:
+        return self if self.pubkey is not None and device_id == self.sender else None
+
+
+def kid_of(payload: bytes) -> bytes | None:
+    """The kid of a canonically encoded transaction, read without decoding."""
+    return payload[_KID] if payload[:len(_HEAD)] == _HEAD else None
+
+
+def _pack(e: errors.TLError) -> _Packed:
+    return type(e), e.args, dict(e.__dict__)
+
+
+def _unpack(p: _Packed) -> errors.TLError:
+    cls, args, attrs = p
+    e = cls.__new__(cls, *args)
+    e.args = args
+    e.__dict__.update(attrs)
+    return e
+
+
+def verdicts(results: list[_Result]) -> list[Checked]:
+    """check_batch's results (as they arrive from a worker) as Checked verdicts."""
+    return [Checked(t, None if e is None else _unpack(e), k) for t, e, k in results]
+
+
+def check_batch(domain: str, jobs: list[tuple[bytes, bytes | None]]
+                ) -> tuple[int, list[_Result]]:
+    """A worker's task: each (payload, key handed over) -> (tx, error, key).
+    Returns (this process's id, the results in order)."""
+    out: list[_Result] = []
+    for message, key in jobs:
+        try:
+            t = check_stateless(message, domain)
+        except errors.TLError as e:
+            out.append((None, _pack(e), None))
+            continue
+        try:
+            k = signing_key(t, _HandedKey(t.sender, key))
+        except errors.TLError:  # unknown at hand-off: the gateway looks again
+            out.append((t, None, None))
+            continue
+        try:
+            t.verify(k)
+        except errors.TLError as e:
+            out.append((t, _pack(e), k))
+            continue
+        out.append((t, None, k))
+    return os.getpid(), out
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Worker processes when the config does not say: none below 3 cores
+    (the gateway's own process needs one core and the broker beside it the
+    other: a worker would take its CPU from them, bench/README.md "Parallel
+    validation"), else all cores but those two, at most 4."""
+    n = cpus if cpus is not None else (os.cpu_count() or 1)
+    return 0 if n < 3 else min(n - 2, 4)
+
+
+Task = Callable[[str, list[tuple[bytes, bytes | None]]], tuple[int, list[_Result]]]
+
+
+class Verifier:
+    """A pool of `workers` processes checking batches of payloads (module doc).
+    `min_batch` default MIN_BATCH; `task` the worker function (default
+    check_batch; a module-level function, workers import it by name)."""
+
+    def __init__(self, workers: int, domain: str, min_batch: int | None = None,
+                 task: Task | None = None, on_event: Callable[[str], None] | None = None
+                 ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = workers
+        self.domain = domain
+        self.min_batch = max(1, MIN_BATCH if min_batch is None else min_batch)
+        self.task = task or check_batch
+        self.on_event = on_event or (lambda line: None)
+        self.pids: set[int] = set()  # worker processes of the pool seen answering
+        self.batches = 0  # batches (chunks) checked by workers
+        self.checked = 0  # payloads checked by workers
+        self.redone = 0  # payloads checked inline again after a worker died
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+
+    async def start(self) -> None:
+        """Start the worker processes and wait until each has answered once
+        (a spawned worker imports the gateway: ~0.3 s, paid here, not by
+        the first batch)."""
+        self._pool = self._new_pool()
+        futs = [asyncio.wrap_future(self._pool.submit(_ready)) for _ in range(self.workers)]
+        self.pids.update(await asyncio.gather(*futs))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    async def check(self, payloads: list[bytes],
+                    key_of: Callable[[bytes], bytes | None]) -> list[Checked | None]:
+        """Per payload its Checked verdict, or None: check it inline (a batch
+        below min_batch, no pool, or a worker that died). `key_of(kid)` is
+        the key the state holds for a sender now (None: unknown)."""
+        n = len(payloads)
+        if n < self.min_batch or self._pool is None:
+            return [None] * n
+        jobs = []
+        for p in payloads:
+            kid = kid_of(p)
+            jobs.append((p, None if kid is None else key_of(kid)))
+        size = -(-n // self.workers)
+        chunks = [jobs[i:i + size] for i in range(0, n, size)]
+        pool = self._pool
+        futs = []
+        for c in chunks:
+            try:
+                futs.append(asyncio.wrap_future(pool.submit(self.task, self.domain, c)))
+            except BrokenProcessPool as e:
+                f: asyncio.Future = asyncio.get_running_loop().create_future()
+                f.set_exception(e)
+                futs.append(f)
+        done = await asyncio.gather(*futs, return_exceptions=True)
+        out: list[Checked | None] = []
+        broken = False
+        for c, r in zip(chunks, done, strict=True):
+            if isinstance(r, BaseException):
+                # a dead worker (BrokenProcessPool) or a failure the inline
+                # check will raise itself: these payloads go inline
+                broken = broken or isinstance(r, BrokenProcessPool)
+                self.redone += len(c)
+                out.extend([None] * len(c))
+                continue
+            pid, results = r
+            self.pids.add(pid)
+            self.batches += 1
+            self.checked += len(results)
+            out.extend(verdicts(results))
+        if broken and self._pool is pool:
+            self._restart(pool)
+        return out
+
+    def _restart(self, pool: ProcessPoolExecutor) -> None:
+        """A worker process died: the pool is unusable; a new one takes the
+        next batch (its workers spawn on that batch's submit)."""
+        self.on_event(f"a validation worker process died: its batch was checked inline; "
+                      f"starting {self.workers} new worker(s)")
+        pool.shutdown(wait=False, cancel_futures=True)
+        self.pids = set()
+        self._pool = self._new_pool()
