@@ -52,8 +52,10 @@ check_stateful(tx, view, pending_seq, rules) -> None
     revoked, already-registered, insufficient-funds (fee), not-authorized
     (admission, missing right), bad-tx/fee-too-low, and the identity rules
     of gateway/ledger/state.py (statements verified there).
-  This is the only place signatures are verified on the ingress path; the
-  block builder trusts transactions that passed it. A `replay` may be a resend
+  This is the only place signatures are verified on the ingress path (or
+  its `checked` verdict taken: a worker process of gateway/node/verifier.py
+  verified the signature under the very key this check finds); the block
+  builder trusts transactions that passed it. A `replay` may be a resend
   of a committed transaction: the service looks up store.get_receipt(tx.id)
   and answers with the stored receipt when it exists.
 """

@@ -2,7 +2,9 @@
 
 Pipeline, one stage per method:
 
-    ingress   _ingest(): MqttLink (paho, persistent session, QoS 1) -> batches of payloads
+    ingress   _ingest(): MqttLink (paho, persistent session, QoS 1) -> batches of payloads;
+              with `workers`, a batch's stateless checks and signatures first run in
+              worker processes (_prevalidate, gateway/node/verifier.py)
     validate  handle(): check_stateless + per-sender rate limit (gateway/node/ratelimit.py)
               + Mempool.admit (stateful, signature)  -> reject()
     mempool   Mempool (gateway/node/mempool.py): pending txs, per-sender seq
@@ -222,13 +224,25 @@ class Gateway:
     # -- ingress -> validate -> mempool ---------------------------------------
     async def _ingest(self) -> None:
         assert self.link is not None
+        link = self.link
         data = self.market.data_prefix
+        # with workers: the next batch, handed to them while this one is handled
+        # (dropped unacknowledged if the node stops: the broker delivers it again)
+        ahead: tuple[list[Incoming], asyncio.Future | None] | None = None
         while True:
-            batch = await self.link.receive()
-            checked = iter(await self._prevalidate(batch))
+            if ahead is None:
+                batch = await link.receive()
+                checking = self._prevalidate(batch)
+            else:
+                batch, checking = ahead
+                ahead = None
+            checked = iter(() if checking is None else await checking)
+            if self.verifier is not None and link.waiting():
+                nxt = await link.receive()  # (returns at once)
+                ahead = nxt, self._prevalidate(nxt)
             for m in batch:
                 if self._is_tx(m):
-                    self._unacked.append((m, self.handle(m.payload, next(checked))))
+                    self._unacked.append((m, self.handle(m.payload, next(checked, None))))
                 elif m.topic.startswith(data):  # off-chain readings: kept or dropped at once
                     self.market.on_data(m.topic, m.payload, self.led.state)
                     self._unacked.append((m, None))
@@ -252,20 +266,21 @@ class Gateway:
         return not (m.topic.startswith(self.market.data_prefix) or self.market.is_status(m.topic)
                     or (self.ha is not None and m.topic == self.ha.status_topic))
 
-    async def _prevalidate(self, batch: list[Incoming]) -> list[Checked | None]:
-        """The workers' verdicts on the batch's transactions, in order (None:
-        handle() checks it inline). Keys are the senders' as the state and
-        the mempool's pending registrations hold them now."""
-        payloads = [m.payload for m in batch if self._is_tx(m)]
+    def _prevalidate(self, batch: list[Incoming]) -> asyncio.Future | None:
+        """Hand the batch's transactions to the workers: the future of their
+        verdicts in order, or None (no workers, a small batch: handle()
+        checks them inline). Keys are the senders' as the state and the
+        mempool's pending registrations hold them now."""
         if self.verifier is None:
-            return [None] * len(payloads)
+            return None
+        payloads = [m.payload for m in batch if self._is_tx(m)]
         view = self.pool.view(self.led.state)
 
         def key_of(kid: bytes) -> bytes | None:
             rec = view.get(kid)
             return None if rec is None else rec.pubkey
 
-        return await self.verifier.check(payloads, key_of)
+        return self.verifier.begin(payloads, key_of)
 
     def _ack_settled(self) -> None:
         """PUBACK, in arrival order, every message settled so far: refused or

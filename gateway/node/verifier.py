@@ -40,7 +40,7 @@ import asyncio
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -209,9 +209,16 @@ class Verifier:
         """Per payload its Checked verdict, or None: check it inline (a batch
         below min_batch, no pool, or a worker that died). `key_of(kid)` is
         the key the state holds for a sender now (None: unknown)."""
+        f = self.begin(payloads, key_of)
+        return [None] * len(payloads) if f is None else await f
+
+    def begin(self, payloads: list[bytes], key_of: Callable[[bytes], bytes | None]
+              ) -> asyncio.Future[list[Checked | None]] | None:
+        """check(), the batch handed to the workers now: the future of its
+        verdicts, or None when the whole batch is for the inline check."""
         n = len(payloads)
         if n < self.min_batch or self._pool is None:
-            return [None] * n
+            return None
         jobs = []
         for p in payloads:
             kid = kid_of(p)
@@ -219,18 +226,24 @@ class Verifier:
         size = -(-n // self.workers)
         chunks = [jobs[i:i + size] for i in range(0, n, size)]
         pool = self._pool
-        futs = []
+        futs: list[Future | BaseException] = []
         for c in chunks:
             try:
-                futs.append(asyncio.wrap_future(pool.submit(self.task, self.domain, c)))
+                futs.append(pool.submit(self.task, self.domain, c))
             except BrokenProcessPool as e:
-                f: asyncio.Future = asyncio.get_running_loop().create_future()
-                f.set_exception(e)
-                futs.append(f)
-        done = await asyncio.gather(*futs, return_exceptions=True)
+                futs.append(e)
+        return asyncio.ensure_future(self._collect(pool, chunks, futs))
+
+    async def _collect(self, pool: ProcessPoolExecutor, chunks: list[list],
+                       futs: list[Future | BaseException]) -> list[Checked | None]:
+        done = await asyncio.gather(*(asyncio.wrap_future(f) for f in futs
+                                      if not isinstance(f, BaseException)),
+                                    return_exceptions=True)
+        results = iter(done)
         out: list[Checked | None] = []
         broken = False
-        for c, r in zip(chunks, done, strict=True):
+        for c, f in zip(chunks, futs, strict=True):
+            r = f if isinstance(f, BaseException) else next(results)
             if isinstance(r, BaseException):
                 # a dead worker (BrokenProcessPool) or a failure the inline
                 # check will raise itself: these payloads go inline
@@ -238,11 +251,11 @@ class Verifier:
                 self.redone += len(c)
                 out.extend([None] * len(c))
                 continue
-            pid, results = r
+            pid, checked = r
             self.pids.add(pid)
             self.batches += 1
-            self.checked += len(results)
-            out.extend(verdicts(results))
+            self.checked += len(checked)
+            out.extend(verdicts(checked))
         if broken and self._pool is pool:
             self._restart(pool)
         return out
