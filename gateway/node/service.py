@@ -154,6 +154,9 @@ class Gateway:
                              status_topic=topics.status(self.cfg.domain, user))
         if self.verifier is not None:
             await self.verifier.start()
+            n = self.verifier.workers
+            self.on_event(f"{n} validation worker process{'es' if n > 1 else ''} "
+                          "(stateless checks and signatures of received batches)")
         self.link.start()
         await self.link.wait_connected(connect_timeout)
         h = self.led.head

@@ -37,8 +37,10 @@ same way.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -155,6 +157,24 @@ def _ready() -> int:
     return os.getpid()
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> None:
+    """A worker's initializer: the kernel kills it when the gateway's thread
+    that started it dies, however it dies (PR_SET_PDEATHSIG), so a SIGKILLed
+    gateway leaves no worker behind (a worker holds both ends of its task
+    queue and would otherwise wait on it forever). Without prctl (not Linux)
+    a worker outlives a killed gateway."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # gone already
+        os._exit(1)
+
+
 def default_workers(cpus: int | None = None) -> int:
     """Worker processes when the config does not say: none below 3 cores
     (the gateway's own process needs one core and the broker beside it the
@@ -189,15 +209,22 @@ class Verifier:
         self._pool: ProcessPoolExecutor | None = None
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_die_with, initargs=(os.getpid(),))
 
     async def start(self) -> None:
         """Start the worker processes and wait until each has answered once
         (a spawned worker imports the gateway: ~0.3 s, paid here, not by
-        the first batch)."""
+        the first batch). Workers that cannot start leave every check
+        inline (reported through on_event): the node runs without them."""
         self._pool = self._new_pool()
-        futs = [asyncio.wrap_future(self._pool.submit(_ready)) for _ in range(self.workers)]
-        self.pids.update(await asyncio.gather(*futs))
+        try:
+            futs = [asyncio.wrap_future(self._pool.submit(_ready)) for _ in range(self.workers)]
+            self.pids.update(await asyncio.gather(*futs))
+        except (BrokenProcessPool, OSError) as e:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            self.on_event(f"validation workers could not start ({e!r}): every check inline")
 
     def close(self) -> None:
         if self._pool is not None:
