@@ -22,7 +22,7 @@ A config file is flat TOML; every key is optional except `domain`:
     http = "127.0.0.1:8080"              # the web dashboard (gateway/web/); "" for none
     workers = 2                          # processes checking received batches' signatures
                                          # (gateway/node/verifier.py); 0: all in the gateway's
-                                         # process; absent: cores - 2 (0 below 3 cores), <= 4
+                                         # process; absent: cores - 2, 1 to 4 (0 on 1 core)
     [[derived]]                          # edge analytics: a derived service (docs/MARKET.md)
     name = "temperature-mean"
     source = "temperature"
@@ -96,7 +96,7 @@ class GatewayConfig:
     probation_rate_tps: float = 2.0
     probation_rate_burst: int = 20
     # worker processes for stateless checks and signatures (gateway/node/verifier.py);
-    # None: verifier.default_workers() (0 on fewer than 3 cores)
+    # None: verifier.default_workers() (cores - 2, 1 to 4; 0 on 1 core)
     workers: int | None = None
 
     def __post_init__(self) -> None:

@@ -161,11 +161,13 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with(parent: int) -> None:
-    """A worker's initializer: the kernel kills it when the gateway's thread
-    that started it dies, however it dies (PR_SET_PDEATHSIG), so a SIGKILLed
+    """A worker's initializer: Ctrl-C is the gateway's to handle (it stops
+    the pool), and the kernel kills the worker when the gateway's thread that
+    started it dies, however it dies (PR_SET_PDEATHSIG), so a SIGKILLed
     gateway leaves no worker behind (a worker holds both ends of its task
     queue and would otherwise wait on it forever). Without prctl (not Linux)
     a worker outlives a killed gateway."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
@@ -176,12 +178,13 @@ def _die_with(parent: int) -> None:
 
 
 def default_workers(cpus: int | None = None) -> int:
-    """Worker processes when the config does not say: none below 3 cores
-    (the gateway's own process needs one core and the broker beside it the
-    other: a worker would take its CPU from them, bench/README.md "Parallel
-    validation"), else all cores but those two, at most 4."""
+    """Worker processes when the config does not say: none on one core
+    (nothing to spread over); else all cores but two (the gateway's own
+    process and the broker beside it), at least 1 and at most 4: 1 on 2 or
+    3 cores, 2 on a Raspberry Pi 4. On 2 cores one worker raised the burst
+    throughput ~20% (bench/README.md, "Parallel validation")."""
     n = cpus if cpus is not None else (os.cpu_count() or 1)
-    return 0 if n < 3 else min(n - 2, 4)
+    return 0 if n < 2 else min(max(n - 2, 1), 4)
 
 
 Task = Callable[[str, list[tuple[bytes, bytes | None]]], tuple[int, list[_Result]]]

@@ -175,5 +175,6 @@ def test_killed_worker_batch_comes_back_for_the_inline_check(node, tmp_path, mon
     assert any("worker process died" in e for e in events)
 
 
-def test_default_workers_leave_the_gateway_and_the_broker_a_core():
-    assert [verifier.default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [0, 0, 1, 2, 4, 4]
+def test_default_workers():
+    """None on one core; all but two cores (the gateway's, the broker's), 1 to 4."""
+    assert [verifier.default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [0, 1, 1, 2, 4, 4]

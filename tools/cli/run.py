@@ -61,7 +61,7 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    help="per-sender limit, transactions/s (default: GatewayConfig's; 0: none)")
     r.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                    help="processes checking received transactions' signatures in parallel "
-                        "(0: none; default: cores - 2, none below 3 cores)")
+                        "(0: none; default: cores - 2, 1 to 4, none on 1 core)")
     r.add_argument("--registry-dir", metavar="DIR",
                    default=os.environ.get(ENV_REGISTRY),
                    help="public registry that claims are checked against")
