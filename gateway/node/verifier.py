@@ -23,11 +23,15 @@ its batch come back as None and the gateway checks them inline, and the next
 batch starts new workers. Nothing is lost or accepted twice: the messages
 stay in the gateway's order either way.
 
-Small batches stay inline (`min_batch`): a pool round trip (pickling both
-ways, two context switches, ~0.2-1 ms) costs more than checking a handful of
-payloads in place (~100 us each). Workers start with "spawn", never "fork":
-the gateway process has threads (paho's, the store's writer) whose locks a
-forked child could inherit held.
+Small batches stay inline (`min_batch`): below ~8 payloads the hand-off
+(pickling both ways, the pool's wake-ups) costs the gateway's process more
+CPU than the checks themselves; from 16 on it saves it half or more
+(`python -m bench.verifier`, bench/README.md "Parallel validation").
+Workers start with "spawn", never "fork": the gateway process has threads
+(paho's, the store's writer) whose locks a forked child could inherit held.
+A spawned worker imports the program's main module again (as multiprocessing
+does), so a program that runs a Gateway needs the usual
+`if __name__ == "__main__":` guard (the `thingledger` command has it).
 
 The pool is the standard library's ProcessPoolExecutor, as in
 gateway/db/verify.py (`chain verify`), which checks stored signatures the
