@@ -92,6 +92,18 @@ def test_worker_verdicts_equal_the_inline_path(node):
                        "wrong-domain", "bad-cbor", "bad-cbor", "bad-tx", "too-large"]
 
 
+def test_every_types_schema_refusals_alike(node):
+    """Each tx type code (and unknown ones) with an empty and with a junk
+    body: the plugins' schemas (identity, market, contracts, trust,
+    firmware) refuse alike in a worker and inline."""
+    msgs = [B.make(code, body, seq=100 + code) for code in range(0, 31)
+            for body in ({}, {1: b"x", 9: -1})]
+    got = compare(node, msgs)
+    assert all(g is not True for g in got)
+    assert {g[1] for g in got} == {"bad-tx"}
+    assert len({g[2] for g in got}) > 3  # several details: the schemas ran
+
+
 @st.composite
 def mutated(draw) -> list[bytes]:
     base = draw(st.sampled_from(samples()[:4]))
