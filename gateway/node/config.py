@@ -20,6 +20,9 @@ A config file is flat TOML; every key is optional except `domain`:
     ha_discovery = false                 # Home Assistant MQTT discovery of verified values
                                          # (gateway/node/homeassistant.py, docs/API.md)
     http = "127.0.0.1:8080"              # the web dashboard (gateway/web/); "" for none
+    workers = 2                          # processes checking received batches' signatures
+                                         # (gateway/node/verifier.py); 0: all in the gateway's
+                                         # process; absent: cores - 2, 1 to 4 (0 on 1 core)
     [[derived]]                          # edge analytics: a derived service (docs/MARKET.md)
     name = "temperature-mean"
     source = "temperature"
@@ -57,6 +60,7 @@ DEFAULT_DATA_DIR = "var/gateway"
 # tx/s a gateway commits (docs/PROTOCOL.md, "Rate limit").
 DEFAULT_RATE_LIMIT_TPS = 100.0
 DEFAULT_RATE_LIMIT_BURST = 300
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ class GatewayConfig:
     # of this and rate_limit_tps / rate_limit_burst applies to them
     probation_rate_tps: float = 2.0
     probation_rate_burst: int = 20
+    # worker processes for stateless checks and signatures (gateway/node/verifier.py);
+    # None: verifier.default_workers() (cores - 2, 1 to 4; 0 on 1 core)
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -131,6 +138,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "trust": (bool,),
     "probation_rate_tps": (int, float),
     "probation_rate_burst": (int,),
+    "workers": (int,),
 }
 _PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir")
 
@@ -161,6 +169,8 @@ def _check(c: GatewayConfig) -> None:
                           "registry_dir holding the registry's registry.toml")
     if c.registry_confirmations < 1:
         raise ConfigError("registry_confirmations", "must be >= 1")
+    if c.workers is not None and not 0 <= c.workers <= MAX_WORKERS:
+        raise ConfigError("workers", f"must be 0 .. {MAX_WORKERS} (0: none)")
     if c.market_fee_bps is not None and not 0 <= c.market_fee_bps <= 10_000:
         raise ConfigError("market_fee_bps", "must be 0 .. 10000")
 
