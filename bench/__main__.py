@@ -15,6 +15,7 @@ from bench import (
     startup,
     state_tree,
     trust,
+    verifier,
     web_rss,
 )
 
@@ -27,7 +28,8 @@ def main() -> int:
                       ("startup", startup.main), ("web_rss", web_rss.main),
                       ("nats_log", nats_log.main), ("trust", trust.main),
                       ("state_tree", state_tree.main),
-                      ("registry_net", registry_net.main), ("ota", ota.main)):
+                      ("registry_net", registry_net.main), ("ota", ota.main),
+                      ("verifier", verifier.main)):
         print(f"== bench.{name}")
         rc = run() if name in ("firmware", "ota") else run([])
         failed += bool(rc)

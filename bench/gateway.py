@@ -141,6 +141,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu(pid: int) -> float:
+    """CPU seconds so far of the live child processes of `pid` (the gateway's
+    validation workers, gateway/node/verifier.py; Linux /proc)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 PUBLISHER_CPU = [0.0]  # CPU seconds the publisher processes used while publishing
 
 
@@ -389,7 +403,7 @@ def run(args: argparse.Namespace) -> dict:
     from shared import cose, messages
     from shared import tx as txm
 
-    res: dict = {"args": vars(args), "load_before": os.getloadavg()[0]}
+    res: dict = {"args": dict(vars(args)), "load_before": os.getloadavg()[0]}
     print("cryptography P-256 verify rate (1 core) ...", flush=True)
     res["verify_rate"] = verify_rate()
     print(f"  {res['verify_rate']:,.0f} verifications/s", flush=True)
@@ -410,7 +424,9 @@ def run(args: argparse.Namespace) -> dict:
     cmd = [*base, "run", "--no-boards", "--no-http", "--quiet", "--broker", f"mqtt://{HOST}:{port}",
            "--data-dir",
            str(data), "--domain", DOMAIN, "--block-interval", str(args.block_interval),
-           *(["--ha-discovery"] if getattr(args, "ha_discovery", False) else [])]
+           *(["--ha-discovery"] if getattr(args, "ha_discovery", False) else []),
+           *([] if getattr(args, "n_workers", None) is None else ["--workers",
+                                                                  str(args.n_workers)])]
     log = open(tmp / "gateway.log", "w")  # noqa: SIM115 - closed below
     gw = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                           stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -444,7 +460,7 @@ def run(args: argparse.Namespace) -> dict:
                   + (f"; flood of {len(flood):,} txs at "
                      + (f"{flood_rate:g}/s" if flood_rate else "full speed") if flood else ""),
                   flush=True)
-            cpu0 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
+            cpu0 = cpu_seconds(gw.pid), cpu_seconds(broker.pid), children_cpu(gw.pid)
             load0 = PUBLISHER_CPU[0] + time.process_time(), machine_cpu()
             if flood:
                 rates = [rate / len(groups)] * len(groups) + [flood_rate]
@@ -454,7 +470,7 @@ def run(args: argparse.Namespace) -> dict:
                 times, acked = publish_all(port, groups, rate)
             flooded = set() if flood is None else {sha256(m).digest() for m in flood}
             rx.wait(len(flat) + len(flood or ()), 600)
-            cpu1 = cpu_seconds(gw.pid), cpu_seconds(broker.pid)
+            cpu1 = cpu_seconds(gw.pid), cpu_seconds(broker.pid), children_cpu(gw.pid)
             load1 = PUBLISHER_CPU[0] + time.process_time(), machine_cpu()
             got = rx.take()
             sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
@@ -493,6 +509,9 @@ def run(args: argparse.Namespace) -> dict:
                 "gw_cpu_us": (cpu1[0] - cpu0[0]) / len(flat) * 1e6,
                 "broker_cpu_us": (cpu1[1] - cpu0[1]) / len(flat) * 1e6,
                 "gw_cores": (cpu1[0] - cpu0[0]) / (last - first),
+                # its validation worker processes (--workers), beside the gateway process
+                "workers_cpu_us": (cpu1[2] - cpu0[2]) / len(flat) * 1e6,
+                "workers_cores": (cpu1[2] - cpu0[2]) / (last - first),
                 # the load generator: publisher processes + this process (the receipt
                 # subscriber); the rest of the machine's busy time is other work
                 "loadgen_cpu_us": (load1[0] - load0[0]) / len(flat) * 1e6,
@@ -711,7 +730,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--ha-discovery", action="store_true",
                     help="the gateway with Home Assistant discovery on (its cost per block)")
+    ap.add_argument("--workers", type=int, nargs="+", default=None, metavar="N",
+                    help="the gateway's validation worker processes (`thingledger run "
+                         "--workers N`; default: the gateway's default); several: one run "
+                         "each, one table")
     args = ap.parse_args(argv)
+    args.n_workers = args.workers[0] if args.workers else None
+    if args.workers and len(args.workers) > 1:
+        return workers_main(args)
     if len(args.devices) > 1:
         return scale_main(args)
     args.n_devices = args.devices[0]
@@ -793,6 +819,65 @@ def scale_main(args: argparse.Namespace) -> int:
         text = re.sub(r"(?s)<!-- devices table -->.*?<!-- /devices table -->",
                       lambda _: marker + "\n```\n" + out + "\n```\n\n"
                       + ctx.replace("\n", "  \n") + "\n<!-- /devices table -->", text)
+        README.write_text(text)
+    return 0 if all(r["verify_ok"] for r in runs) else 1
+
+
+def workers_table(runs: list[dict]) -> str:
+    """One column per number of validation workers (same devices, same load)."""
+    def b(r: dict) -> dict:
+        return r["phases"]["burst"]
+
+    rows = [("validation worker processes (--workers)", lambda r: f"{r['args']['n_workers']}"),
+            ("committed tx/s, burst", lambda r: f"{b(r)['tps']:,.0f}"),
+            ("  vs raw 1-core verify/s (same run)", lambda r: f"{b(r)['tps'] / r['verify_rate']:.2f}"),
+            ("gateway process CPU per committed tx", lambda r: f"{b(r)['gw_cpu_us']:.0f} us"),
+            ("its worker processes' CPU per committed tx",
+             lambda r: f"{b(r)['workers_cpu_us']:.0f} us"),
+            ("gateway in all, CPU per committed tx",
+             lambda r: f"{b(r)['gw_cpu_us'] + b(r)['workers_cpu_us']:.0f} us"),
+            ("cores busy: gateway process / workers",
+             lambda r: f"{b(r)['gw_cores']:.2f} / {b(r)['workers_cores']:.2f}"),
+            ("mosquitto CPU per tx", lambda r: f"{b(r)['broker_cpu_us']:.0f} us"),
+            ("load generator CPU per tx", lambda r: f"{b(r)['loadgen_cpu_us']:.0f} us"),
+            ("rest of the machine (other work) per tx",
+             lambda r: "%.0f us" % (b(r)["machine_busy_us"] - b(r)["gw_cpu_us"]
+                                    - b(r)["workers_cpu_us"] - b(r)["broker_cpu_us"]
+                                    - b(r)["loadgen_cpu_us"])),
+            ("idle CPU per tx", lambda r: f"{b(r)['machine_idle_us']:.0f} us"),
+            ("receipt latency p50 / p99, paced 2,000 tx/s",
+             lambda r: f"{r['phases']['paced']['p50'] * 1000:.0f} / "
+                       f"{r['phases']['paced']['p99'] * 1000:.0f} ms"),
+            ("raw cryptography verify/s, 1 core", lambda r: f"{r['verify_rate']:,.0f}"),
+            ("load average before the run", lambda r: f"{r['load_before']:.2f}")]
+    cells = [[name] + [f(r) for r in runs] for name, f in rows]
+    w = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c[0].ljust(w[0]) if i == 0 else c[i].rjust(w[i])
+                              for i in range(len(c))) for c in cells)
+
+
+def workers_main(args: argparse.Namespace) -> int:
+    """`--workers 0 2`: one run per number of validation workers, one table."""
+    runs = []
+    args.n_devices = args.devices[0]
+    for n in args.workers:
+        args.n_workers = n
+        print(f"== gateway with --workers {n}", flush=True)
+        runs.append(run(args))
+    out = workers_table(runs)
+    ctx = context(runs[0]).splitlines()[0] + "\n" + "\n".join(
+        context(r).splitlines()[2] for r in runs)
+    print()
+    print(out)
+    print(ctx)
+    if args.readme:
+        text = README.read_text()
+        marker = "<!-- workers table -->"
+        if marker not in text:
+            raise SystemExit("bench/README.md has no %s" % marker)
+        text = re.sub(r"(?s)<!-- workers table -->.*?<!-- /workers table -->",
+                      lambda _: marker + "\n```\n" + out + "\n```\n\n"
+                      + ctx.replace("\n", "  \n") + "\n<!-- /workers table -->", text)
         README.write_text(text)
     return 0 if all(r["verify_ok"] for r in runs) else 1
 

@@ -166,6 +166,7 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
         market_grant=MARKET_GRANT if market else 0,
         derived=(DERIVED,) if market else (),
         ha_discovery=bool(getattr(args, "ha_discovery", False)),
+        workers=getattr(args, "workers", None),
         trust=True)  # a new chain keeps trust levels (docs/TRUST.md)
     gw: Gateway | None = None  # the enforcing broker reads the chain through it, lazily
     broker = None
@@ -337,7 +338,7 @@ def _admission(cfg: GatewayConfig) -> str:
 
 
 # options a config file replaces (`--config`): given with it, they are refused
-CONFIG_REPLACES = ("broker", "listen", "rate_limit", "registry_dir")
+CONFIG_REPLACES = ("broker", "listen", "rate_limit", "registry_dir", "workers")
 
 
 def apply_config_file(args: argparse.Namespace) -> GatewayConfig:

@@ -52,8 +52,10 @@ check_stateful(tx, view, pending_seq, rules) -> None
     revoked, already-registered, insufficient-funds (fee), not-authorized
     (admission, missing right), bad-tx/fee-too-low, and the identity rules
     of gateway/ledger/state.py (statements verified there).
-  This is the only place signatures are verified on the ingress path; the
-  block builder trusts transactions that passed it. A `replay` may be a resend
+  This is the only place signatures are verified on the ingress path (or
+  its `checked` verdict taken: a worker process of gateway/node/verifier.py
+  verified the signature under the very key this check finds); the block
+  builder trusts transactions that passed it. A `replay` may be a resend
   of a committed transaction: the service looks up store.get_receipt(tx.id)
   and answers with the stored receipt when it exists.
 """
@@ -173,14 +175,26 @@ def check_stateless(message: bytes | bytearray | memoryview, domain: str,
     return t
 
 
+# A signature checked elsewhere (a worker process, gateway/node/verifier.py):
+# (the key it was checked under, None if it verified else the error it raised)
+SigCheck = tuple[bytes, errors.TLError | None]
+
+
 def check_stateful(t: txm.Tx, view: StateView, pending_seq: int | None = None,
-                   rules: Rules | None = None) -> None:
+                   rules: Rules | None = None, checked: SigCheck | None = None) -> None:
     """Known sender (or self-registration), signature, then state.precheck().
     `view` is committed state (plus pending registrations, see
     mempool.Mempool.view); `pending_seq` the sender's highest seq in the
-    mempool. Raises TLError subclasses with reason codes."""
+    mempool. `checked`: the signature's verdict under a key, taken instead
+    of verifying only when that key is the one `t` must be signed by now
+    (a key rotated since is checked here). Raises TLError subclasses with
+    reason codes."""
     rules = rules or _OPEN
-    t.verify(signing_key(t, view))
+    key = signing_key(t, view)
+    if checked is None or checked[0] != key:
+        t.verify(key)
+    elif checked[1] is not None:
+        raise checked[1]
     precheck(view, t, rules, pending_seq)
 
 

@@ -24,6 +24,9 @@ A config file is flat TOML; every key is optional except `domain`:
                                          # cluster (docs/CONSENSUS.md); "" for none
     gateway_name = "gw1"                 # this gateway in the cluster ([a-z0-9-])
     validator_key_path = "validator.key" # this gateway's validator key (quorum)
+    workers = 2                          # processes checking received batches' signatures
+                                         # (gateway/node/verifier.py); 0: all in the gateway's
+                                         # process; absent: cores - 2, 1 to 4 (0 on 1 core)
     [[derived]]                          # edge analytics: a derived service (docs/MARKET.md)
     name = "temperature-mean"
     source = "temperature"
@@ -62,6 +65,7 @@ DEFAULT_DATA_DIR = "var/gateway"
 # tx/s a gateway commits (docs/PROTOCOL.md, "Rate limit").
 DEFAULT_RATE_LIMIT_TPS = 100.0
 DEFAULT_RATE_LIMIT_BURST = 300
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class GatewayConfig:
     cluster: str = ""
     gateway_name: str = "gw"
     validator_key_path: Path | None = None
+    # worker processes for stateless checks and signatures (gateway/node/verifier.py);
+    # None: verifier.default_workers() (cores - 2, 1 to 4; 0 on 1 core)
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -153,6 +160,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "cluster": (str,),
     "gateway_name": (str,),
     "validator_key_path": (str,),
+    "workers": (int,),
 }
 _PATHS = ("data_dir", "genesis_path", "authority_key_path", "registry_dir",
           "validator_key_path")
@@ -188,6 +196,8 @@ def _check(c: GatewayConfig) -> None:
         raise ConfigError("gateway_name", "must be 1-32 characters of a-z, 0-9 and '-'")
     if any(not u.startswith(("nats://", "tls://")) for u in c.cluster_urls):
         raise ConfigError("cluster", "must be nats://host:port URLs separated by commas")
+    if c.workers is not None and not 0 <= c.workers <= MAX_WORKERS:
+        raise ConfigError("workers", f"must be 0 .. {MAX_WORKERS} (0: none)")
     if c.market_fee_bps is not None and not 0 <= c.market_fee_bps <= 10_000:
         raise ConfigError("market_fee_bps", "must be 0 .. 10000")
 

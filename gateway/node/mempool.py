@@ -39,7 +39,7 @@ from collections.abc import Iterable
 
 from gateway.errors import MempoolFull
 from gateway.ledger.state import DeviceRecord, Rules, StateView, claimed_device, introduces_sender
-from gateway.ledger.validate import check_stateful
+from gateway.ledger.validate import SigCheck, check_stateful
 from shared import errors
 from shared import tx as txm
 from shared.reasons import MEMPOOL_FULL
@@ -158,14 +158,17 @@ class Mempool:
             self._created.setdefault(c[0], (c[1], t.id))
         return True
 
-    def admit(self, t: txm.Tx, state: StateView, rules: Rules | None = None) -> bool:
+    def admit(self, t: txm.Tx, state: StateView, rules: Rules | None = None,
+              checked: SigCheck | None = None) -> bool:
         """Stateful check (signature included) against `state` and the pending
         txs, the sender's hold, then add. False if the same tx is already
         pending; raises TLError (see gateway/ledger/validate.py; the hold's reason)
-        or MempoolFull."""
+        or MempoolFull. `checked`: the signature's verdict from a worker
+        process (gateway/node/verifier.py), used only if it was checked under
+        the key the sender holds now."""
         if t.id in self._ids:
             return False
-        check_stateful(t, self.view(state), self._seq.get(t.sender), rules)
+        check_stateful(t, self.view(state), self._seq.get(t.sender), rules, checked)
         if rules is None or t.sender != rules.authority_id:
             self.check_held(t)
         return self.add(t)

@@ -125,6 +125,11 @@ class MqttLink:
                 self._ready.clear()
             await self._ready.wait()
 
+    def waiting(self) -> int:
+        """Messages received and not yet taken by receive()."""
+        with self._lock:
+            return len(self._inbox)
+
     def ack(self, m: Incoming) -> None:
         """PUBACK a QoS 1 message (a no-op if it came on an earlier connection:
         the broker delivers it again, and it is answered again)."""

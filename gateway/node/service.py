@@ -2,7 +2,9 @@
 
 Pipeline, one stage per method:
 
-    ingress   _ingest(): MqttLink (paho, persistent session, QoS 1) -> batches of payloads
+    ingress   _ingest(): MqttLink (paho, persistent session, QoS 1) -> batches of payloads;
+              with `workers`, a batch's stateless checks and signatures first run in
+              worker processes (_prevalidate, gateway/node/verifier.py)
     validate  handle(): check_stateless + per-sender rate limit (gateway/node/ratelimit.py)
               + Mempool.admit (stateful, signature)  -> reject()
     mempool   Mempool (gateway/node/mempool.py): pending txs, per-sender seq
@@ -61,6 +63,7 @@ from gateway.node.mempool import Mempool
 from gateway.node.metrics import Metrics
 from gateway.node.mqtt_link import Incoming, MqttLink
 from gateway.node.ratelimit import SenderLimit
+from gateway.node.verifier import Checked, Verifier, default_workers
 from gateway.registry.view import registry_lookup
 from gateway.trust.node import TrustGate
 from shared import cose, errors, messages, notice, reasons, topics, txnames
@@ -144,6 +147,12 @@ class Gateway:
                                height=lambda: self.led.head.height,
                                agreements_open=lambda: len(open_agreements(self.led.state)))
         self._self_status = topics.status(d, self._client_name())
+        # stateless checks and signatures of received batches in worker
+        # processes (gateway/node/verifier.py); None: all inline (a replica's
+        # txs come from the cluster's stream, not in MQTT batches)
+        workers = default_workers() if cfg.workers is None else cfg.workers
+        self.verifier = Verifier(workers, d, on_event=self.on_event) \
+            if workers and self.replica is None else None
 
     def _client_name(self) -> str:
         """This gateway's MQTT identity: the authority's user, and in a
@@ -177,6 +186,11 @@ class Gateway:
         self.link = MqttLink(self.cfg.broker_url, f"{me}-gateway", subs,
                              loop, username=user, password=password,
                              status_topic=topics.status(self.cfg.domain, me))
+        if self.verifier is not None:
+            await self.verifier.start()
+            n = self.verifier.workers
+            self.on_event(f"{n} validation worker process{'es' if n > 1 else ''} "
+                          "(stateless checks and signatures of received batches)")
         self.link.start()
         await self.link.wait_connected(connect_timeout)
         h = self.led.head
@@ -242,6 +256,8 @@ class Gateway:
         if self.link:
             self.link.stop()
         self._writer.shutdown(wait=True)
+        if self.verifier is not None:
+            self.verifier.close()
         self.market.close()
         if self.ha is not None:
             self.ha.close()
@@ -251,10 +267,26 @@ class Gateway:
     # -- ingress -> validate -> mempool ---------------------------------------
     async def _ingest(self) -> None:
         assert self.link is not None
+        link = self.link
         data = self.market.data_prefix
+        # with workers: the next batch, handed to them while this one is handled
+        # (dropped unacknowledged if the node stops: the broker delivers it again)
+        ahead: tuple[list[Incoming], asyncio.Future | None] | None = None
         while True:
-            for m in await self.link.receive():
-                if m.topic.startswith(data):  # off-chain readings: kept or dropped at once
+            if ahead is None:
+                batch = await link.receive()
+                checking = self._prevalidate(batch)
+            else:
+                batch, checking = ahead
+                ahead = None
+            checked = iter(() if checking is None else await checking)
+            if self.verifier is not None and link.waiting():
+                nxt = await link.receive()  # (returns at once)
+                ahead = nxt, self._prevalidate(nxt)
+            for m in batch:
+                if self._is_tx(m):
+                    self._unacked.append((m, self.handle(m.payload, next(checked, None))))
+                elif m.topic.startswith(data):  # off-chain readings: kept or dropped at once
                     self.market.on_data(m.topic, m.payload, self.led.state)
                     self._unacked.append((m, None))
                 elif self.market.is_status(m.topic):  # a device (re)connected: its state
@@ -269,14 +301,34 @@ class Gateway:
                         self.metrics.on_status(dev, m.payload == b"online")
                         self._check_session(dev, m.payload == b"online")
                     self._unacked.append((m, None))
-                elif self.ha is not None and m.topic == self.ha.status_topic:
+                elif self.ha is not None:  # Home Assistant's status (the rest of _is_tx)
                     self.ha.on_ha_status(m.payload, self.led.state)
                     self._unacked.append((m, None))
-                else:
-                    self._unacked.append((m, self.handle(m.payload)))
             self._ack_settled()
             if len(self.pool) >= self.cfg.block_max_txs:
                 self._full.set()
+
+    def _is_tx(self, m: Incoming) -> bool:
+        """A message for handle(): not an off-chain reading, a device's status
+        or Home Assistant's status."""
+        return not (m.topic.startswith(self.market.data_prefix) or self.market.is_status(m.topic)
+                    or (self.ha is not None and m.topic == self.ha.status_topic))
+
+    def _prevalidate(self, batch: list[Incoming]) -> asyncio.Future | None:
+        """Hand the batch's transactions to the workers: the future of their
+        verdicts in order, or None (no workers, a small batch: handle()
+        checks them inline). Keys are the senders' as the state and the
+        mempool's pending registrations hold them now."""
+        if self.verifier is None:
+            return None
+        payloads = [m.payload for m in batch if self._is_tx(m)]
+        view = self.pool.view(self.led.state)
+
+        def key_of(kid: bytes) -> bytes | None:
+            rec = view.get(kid)
+            return None if rec is None else rec.pubkey
+
+        return self.verifier.begin(payloads, key_of)
 
     def _ack_settled(self) -> None:
         """PUBACK, in arrival order, every message settled so far: refused or
@@ -287,15 +339,16 @@ class Gateway:
             if link is not None:
                 link.ack(m)
 
-    def handle(self, payload: bytes) -> bytes | None:
+    def handle(self, payload: bytes, checked: Checked | None = None) -> bytes | None:
         """Validate one incoming transaction; admit it or answer with a reason.
         Returns the tx id while the tx is pending in the mempool (admitted now
-        or earlier), None when the message is settled (refused, answered)."""
+        or earlier), None when the message is settled (refused, answered).
+        `checked`: a worker's stateless result and signature (_prevalidate)."""
         self.counters.received += 1
         self.metrics.on_received()
         t: txm.Tx | None = None
         try:
-            t = check_stateless(payload, self.cfg.domain)
+            t = check_stateless(payload, self.cfg.domain) if checked is None else checked.stateless()
             if t.id in self.pool:
                 return t.id  # the same tx already pending: answered at its commit
             limit = self.trust.admit(t, self.led.state)  # banned: refused
@@ -306,7 +359,8 @@ class Gateway:
                 # this one, else one admitted first would make this one a replay, lost
                 self.pool.hold(t.sender, t.seq, errors.RATE_LIMITED)
                 raise
-            if self.pool.admit(t, self.led.state, self.led.rules):
+            if self.pool.admit(t, self.led.state, self.led.rules,
+                               None if checked is None else checked.signature):
                 limit.take(t.sender)
                 self.counters.admitted += 1
                 self.metrics.on_admitted(t.id)

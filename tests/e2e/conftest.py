@@ -21,3 +21,15 @@ def any_broker(request):
 def shipped_mosquitto(mosquitto_factory):
     """mosquitto with the settings of docs/mosquitto.conf."""
     return mosquitto_factory(**shipped_mosquitto_options())
+
+
+@pytest.fixture(params=[0, 2], ids=["inline", "workers"])
+def workers(request, monkeypatch):
+    """The gateway's `workers` setting: 0 (every check in the gateway's
+    process) or 2 worker processes (gateway/node/verifier.py) taking every
+    batch, however small (MIN_BATCH 1), so each message goes through them."""
+    if request.param:
+        from gateway.node import verifier
+
+        monkeypatch.setattr(verifier, "MIN_BATCH", 1)
+    return request.param

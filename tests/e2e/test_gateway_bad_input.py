@@ -1,4 +1,5 @@
-"""Bad input end to end (issue 3 item 7), on amqtt and on mosquitto.
+"""Bad input end to end (issue 3 item 7), on amqtt and on mosquitto, with
+every check in the gateway's process and with worker processes (`workers`).
 
 A gateway (in-process, its own asyncio loop) takes, on tl/demo/tx, garbage
 bytes, truncated CBOR, non-canonical CBOR (correctly signed), a wrong
@@ -82,11 +83,11 @@ def rejects_on(watcher, tx_id: bytes, timeout: float = 10.0) -> dict:
     return watcher.wait_for(find, timeout, what=f"rejection of {tx_id.hex()[:12]} on {topic}")
 
 
-def test_bad_input(any_broker, paho_client, tmp_path):
+def test_bad_input(any_broker, paho_client, tmp_path, workers):
     broker = any_broker
     data = tmp_path / "gw"
     authority = new_domain(data)
-    gw = GatewayThread(data, broker.url, block_interval=0.2).start()
+    gw = GatewayThread(data, broker.url, block_interval=0.2, workers=workers).start()
     devs: list[SimDevice] = []
     try:
         watcher = paho_client(broker, topics=[topics.rejects(DOMAIN)])
@@ -182,6 +183,8 @@ def test_bad_input(any_broker, paho_client, tmp_path):
         assert c.received == len(valid) + len(bad_ids), c
         assert c.rejected == len(bad_ids)
         assert c.committed == len(valid)
+        if workers:  # every message was checked in the worker processes
+            assert gw.gw.verifier.checked == c.received and not gw.gw.verifier.redone
     finally:
         for d in devs:
             d.close()

@@ -7,7 +7,9 @@
   (a spy on the store's tree building).
 - A device flooding new transactions is refused with the retryable
   `rate-limited` beyond its share while another device's transactions all
-  commit; with the limit switched off (rate_limit_tps = 0) it is not.
+  commit; with the limit switched off (rate_limit_tps = 0) it is not. Both
+  with every check in the gateway's process and with worker processes
+  (`workers`, gateway/node/verifier.py).
 
 Latency and CPU figures of the same scenarios are in bench/gateway.py
 (`--scenario resend-flood` and `--scenario sender-flood`), not asserted here.
@@ -95,6 +97,8 @@ def flood_run(broker, tmp_path, n: int, **limit) -> tuple[SimDevice, SimDevice, 
         flood.wait(lambda: len(flood.receipts) + len({r.tx_id for r in flood.rejections})
                    >= n + 1, 30, "every tx answered")
         took = time.monotonic() - t0
+        if limit.get("workers"):  # the flood's messages went through the worker processes
+            assert gw.gw.verifier.checked >= n
     finally:
         flood.close()
         other.close()
@@ -102,10 +106,10 @@ def flood_run(broker, tmp_path, n: int, **limit) -> tuple[SimDevice, SimDevice, 
     return flood, other, took
 
 
-def test_flooding_device_is_rate_limited(amqtt_broker, tmp_path):
+def test_flooding_device_is_rate_limited(amqtt_broker, tmp_path, workers):
     rate, burst, n = 10.0, 20, 300
     flood, other, took = flood_run(amqtt_broker, tmp_path, n, rate_limit_tps=rate,
-                                   rate_limit_burst=burst)
+                                   rate_limit_burst=burst, workers=workers)
     assert len(other.receipts) == 11 and not other.rejections  # all committed
     limited = [r for r in flood.rejections if r.reason == RATE_LIMITED]
     assert limited and RATE_LIMITED in RETRYABLE
@@ -115,7 +119,7 @@ def test_flooding_device_is_rate_limited(amqtt_broker, tmp_path):
     assert len(flood.receipts) - 1 <= burst + rate * took + 1
 
 
-def test_rate_limit_switched_off(amqtt_broker, tmp_path):
-    flood, other, _ = flood_run(amqtt_broker, tmp_path, 300, rate_limit_tps=0)
+def test_rate_limit_switched_off(amqtt_broker, tmp_path, workers):
+    flood, other, _ = flood_run(amqtt_broker, tmp_path, 300, rate_limit_tps=0, workers=workers)
     assert len(flood.receipts) == 301 and not flood.rejections
     assert len(other.receipts) == 11 and not other.rejections

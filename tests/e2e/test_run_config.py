@@ -49,6 +49,23 @@ def test_run_from_a_config_file(tmp_path: Path, amqtt_broker: AmqttBroker) -> No
     assert v.returncode == 0, v.stdout + v.stderr
 
 
+def test_workers_from_the_file_or_the_command_line(tmp_path: Path,
+                                                   amqtt_broker: AmqttBroker) -> None:
+    """`workers = N` in the file, or `--workers N` without one, starts N
+    validation worker processes (gateway/node/verifier.py); 0 starts none."""
+    cfg = write_config(tmp_path / "gateway.toml", amqtt_broker.url, workers="2")
+    p = thingledger_run(tmp_path, "--config", str(cfg), "--no-boards", "--seconds", "1")
+    assert p.returncode == 0 and "2 validation worker processes" in p.stderr, p.stderr
+    p = thingledger_run(tmp_path, "--config", str(cfg), "--workers", "1")
+    assert p.returncode == 1 and "--config cannot be combined with --workers" in p.stderr
+    base = ["--no-boards", "--seconds", "1", "--broker", amqtt_broker.url, "--data-dir",
+            str(tmp_path / "cli")]
+    p = thingledger_run(tmp_path, *base, "--workers", "1")
+    assert p.returncode == 0 and "1 validation worker process " in p.stdout, p.stdout + p.stderr
+    p = thingledger_run(tmp_path, *base, "--workers", "0")
+    assert p.returncode == 0 and "validation worker" not in p.stdout, p.stdout + p.stderr
+
+
 def test_bad_config_files_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('domain = "Pi Home"\n')

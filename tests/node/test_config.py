@@ -59,6 +59,9 @@ mempool_capacity = 10
     ('domain = "d"\nrate_limit_burst = 2.5', "rate_limit_burst"),
     ('domain = "d"\nha_discovery = 1', "ha_discovery"),
     ('domain = "d"\nha_discovery = "yes"', "ha_discovery"),
+    ('domain = "d"\nworkers = -1', "workers"),
+    ('domain = "d"\nworkers = 65', "workers"),
+    ('domain = "d"\nworkers = 2.0', "workers"),
     ('domain = ', "<file>"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key_: str) -> None:
@@ -86,6 +89,14 @@ def test_config_ha_discovery(tmp_path: Path) -> None:
     assert not config.load(write(tmp_path / "gw.toml", 'domain = "demo"\n')).ha_discovery
     c = config.load(write(tmp_path / "gw.toml", 'domain = "demo"\nha_discovery = true\n'))
     assert c.ha_discovery is True
+
+
+def test_config_workers(tmp_path: Path) -> None:
+    """Absent: None (the gateway takes verifier.default_workers()); else the number."""
+    assert config.load(write(tmp_path / "gw.toml", 'domain = "demo"\n')).workers is None
+    c = config.load(write(tmp_path / "gw.toml", 'domain = "demo"\nworkers = 0\n'))
+    assert c.workers == 0
+    assert config.load(write(tmp_path / "gw.toml", 'domain = "demo"\nworkers = 3\n')).workers == 3
 
 
 def test_config_missing_file(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
     thingledger run [--broker URL] [--boards N] [--data-dir D] [--domain NAME]
                     [--block-interval S] [--no-boards] [--no-market]
-                    [--ha-discovery] [--http HOST:PORT | --no-http]
+                    [--ha-discovery] [--http HOST:PORT | --no-http] [--workers N]
     thingledger run --config /etc/thingledger/gateway.toml --no-boards   # a service
     thingledger run --gateways 3 [--mqtt-base 1883] [--boards N]        # a quorum domain
 
@@ -73,6 +73,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    help="seconds between blocks (default 1.0)")
     r.add_argument("--rate-limit", type=float, default=None, metavar="TPS",
                    help="per-sender limit, transactions/s (default: GatewayConfig's; 0: none)")
+    r.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+                   help="processes checking received transactions' signatures in parallel "
+                        "(0: none; default: cores - 2, 1 to 4, none on 1 core)")
     r.add_argument("--registry-dir", metavar="DIR",
                    default=os.environ.get(ENV_REGISTRY),
                    help="public registry that claims are checked against")
