@@ -87,7 +87,7 @@ def attempt(msg, b):
     except MemoryError as e:
         if not b:
             sys.print_exception(e)
-    ballast = None
+    ballast = None  # noqa: F841 - released before the collection below
     ok = n.receipts > had
     if ok:
         n.outbox.put(s, stored)
