@@ -1,16 +1,19 @@
 """A board's receipt check fits its heap (MicroPython only;
 tests/test_under_micropython.py runs it with a plain board's 64 KiB).
 
-Every firmware module the loop keeps is loaded, firmware/mqtt.py included
-(a real client object, never connected), plus firmware/liar.py, which a
+The firmware modules the loop keeps are loaded (firmware/mqtt.py excepted:
+a fake client, as in test_node_replies.py, so that its 9 KiB pay for this
+test's own code and for signing the votes), plus firmware/liar.py, which a
 misbehaving board of `thingledger run --liars` loads on top (docs/TRUST.md);
-the node is wired and started as firmware/startup.py does, with a validator
-set of three. The receipt of its first reading carries a certificate of all
-three votes (k = 2, so three verifications) and, in a second round, the
-authority's single vote; the node must verify it in its own MQTT callback
-while a ballast of MARGIN bytes is held, so the check's lowest point keeps
-at least that much free. A check that grew past the heap fails here with
-a MemoryError instead of in a live run (issue 11 item 4).
+the node is wired and started with gc.threshold on, as firmware/main.py does.
+The receipt of its first reading carries a certificate of three votes
+(k = 2 of a set of three: three verifications, one after the other) and, in
+the other test, the authority's single vote; the node must verify it in its
+own MQTT callback while a ballast of MARGIN bytes is held. A check that grows
+past the heap fails here with a MemoryError instead of in a live run (issue
+11 item 4): before the comb table shrank (shared/p256.py) the three-vote
+check ran out of heap here. The board's real figures, with the real MQTT
+client and every board kind, come from `python -m bench.receipt_heap`.
 
 The receipts are built here with the board's own code (a vote is
 p256.sign_digest over cose.sig_digest of commit.statement, as
