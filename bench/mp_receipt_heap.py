@@ -7,10 +7,11 @@
 # MQTT client object, not connected) and a Node with the board's first
 # transaction (seq 1) in its outbox; RECEIPTS: records of 2-byte length +
 # receipt bytes for that transaction. For each receipt, the node's own
-# callback checks it while a ballast of B bytes is held; the largest B (by
-# bisection, 64-byte steps) with which the check still succeeds is a lower
-# bound of the free heap at the check's lowest point. Prints
-# "FREE before=F low=B" per receipt (F: free heap before the check, collected).
+# callback checks it while a ballast of small objects is held; the most heap
+# a ballast took (gc.mem_free before and after making it) with which the check
+# still succeeded (bisection on the count) is a lower bound of the free heap
+# at the check's lowest point. Prints "FREE before=F low=B" per receipt (F:
+# free heap before the check, collected; low=-1: the check fails unburdened).
 import gc
 import sys
 
@@ -77,22 +78,27 @@ gc.threshold(-1)
 gc.collect()
 
 
-def attempt(msg, b):
-    # check msg once while about b bytes are held; True if it was verified
+def attempt(msg, n_items):
+    # check msg once while a ballast of n_items small objects is held; returns
+    # the heap the ballast took (bytes) if the check succeeded, else None
     had = n.receipts
     gc.collect()
-    ballast = [bytes(48) for _ in range(b // 64)]  # 64 bytes each on the 64-bit port
+    before = gc.mem_free()
     try:
+        ballast = [None] * n_items
+        for i in range(n_items):
+            ballast[i] = bytes(16)  # 2 blocks: fills any hole
+        taken = before - gc.mem_free()
         n._on_message(n._rx, msg, False)
     except MemoryError as e:
-        if not b:
+        if not n_items:
             sys.print_exception(e)
     ballast = None  # noqa: F841 - released before the collection below
     ok = n.receipts > had
     if ok:
         n.outbox.put(s, stored)
     gc.collect()
-    return ok
+    return taken if ok else None
 
 
 with open(sys.argv[4], "rb") as f:
@@ -103,14 +109,15 @@ with open(sys.argv[4], "rb") as f:
         msg = f.read(h[0] << 8 | h[1])
         gc.collect()
         free = gc.mem_free()
-        if not attempt(msg, 0):
+        if attempt(msg, 0) is None:
             print("FREE before=%d low=-1" % free)
             continue
-        lo, hi = 0, free // 64  # passes at lo, assumed to fail at hi
+        lo, hi, low = 0, free // 32, 0  # passes with lo items, assumed to fail with hi
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if attempt(msg, mid * 64):
-                lo = mid
-            else:
+            taken = attempt(msg, mid)
+            if taken is None:
                 hi = mid
-        print("FREE before=%d low=%d" % (free, lo * 64))
+            else:
+                lo, low = mid, taken
+        print("FREE before=%d low=%d" % (free, low))

@@ -110,8 +110,8 @@ def main() -> int:
     for kind, cert, before, low in rows:
         ok = low >= TARGET
         failed += not ok
-        print(f"{kind:<8} {cert:<14} {before if before >= 0 else 'fails':>10} B "
-              f"{low if low >= 0 else 'fails':>10} B  "
+        print(f"{kind:<8} {cert:<14} {f'{before} B' if before >= 0 else 'fails':>12} "
+              f"{f'{low} B' if low >= 0 else 'fails':>12}  "
               f">= {TARGET} B {'ok' if ok else 'MISSED'}")
     return 1 if failed else 0
 
