@@ -10,6 +10,7 @@ from bench import (
     market,
     nats_log,
     ota,
+    receipt_heap,
     registry_net,
     replies,
     startup,
@@ -29,9 +30,9 @@ def main() -> int:
                       ("nats_log", nats_log.main), ("trust", trust.main),
                       ("state_tree", state_tree.main),
                       ("registry_net", registry_net.main), ("ota", ota.main),
-                      ("verifier", verifier.main)):
+                      ("verifier", verifier.main), ("receipt_heap", receipt_heap.main)):
         print(f"== bench.{name}")
-        rc = run() if name in ("firmware", "ota") else run([])
+        rc = run() if name in ("firmware", "ota", "receipt_heap") else run([])
         failed += bool(rc)
         print()
     return 1 if failed else 0

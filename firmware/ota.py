@@ -87,11 +87,12 @@ def rmtree(path):
 
 
 def used(path):
-    """Bytes of the files under `path`."""
+    """Bytes of the files under `path` (folders and files only: a virtual
+    board's link to its firmware build, tools/vboard.py, is not flash)."""
     n = 0
     for e in os.ilistdir(path):
         p = path + "/" + e[0]
-        n += used(p) if e[1] == 0x4000 else _size(p)
+        n += used(p) if e[1] == 0x4000 else _size(p) if e[1] == 0x8000 else 0
     return n
 
 

@@ -15,6 +15,7 @@ Low s: a signature is accepted only with s <= n/2 (check1, before any curve
 arithmetic, whatever the backend); (r, n - s) would verify too and give the
 same message another id. Both signers produce low s.
 """
+import gc
 from hashlib import sha256
 
 from shared import cbor, errors
@@ -146,11 +147,13 @@ def check1(public_key, parsed):
         raise errors.SignatureError("high-s")
     if _verify is not None:
         ok = _verify(public_key, parsed.to_be_signed(), parsed.signature)
-    else:
+    else:  # a board: collected first, so the check's big ints fill the small holes
         from shared import p256
 
-        ok = p256.verify_digest(public_key, sig_digest(parsed.protected, parsed.payload),
-                                bytes(parsed.signature))
+        d = sig_digest(parsed.protected, parsed.payload)
+        s = bytes(parsed.signature)
+        gc.collect()
+        ok = p256.verify_digest(public_key, d, s)
     if not ok:
         raise errors.SignatureError("bad-signature")
     return parsed.payload

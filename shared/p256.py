@@ -24,7 +24,7 @@ unchanged on CPython and MicroPython. Notes on the choices are in comments."""
 # heap object, so precomputed points live in ONE bytearray (64 bytes per
 # affine point) and are turned into ints on use. Points are Jacobian (a = -3
 # doubling). k*G is a Lim-Lee comb (_W teeth, _D columns, 2**_W - 1 points,
-# 960 bytes) built at import. verify's u1*G + u2*Q is Shamir's trick as the
+# 192 bytes) built at import. verify's u1*G + u2*Q is Shamir's trick as the
 # same comb walk: 2 teeth, 256 columns, over the 3-point table (G, Q, G+Q)
 # (192 bytes, one inversion), i.e. the 512-bit scalar u2 * 2**256 + u1: 256
 # doublings and ~192 additions, no other table. The walk (_comb) does its
@@ -33,7 +33,9 @@ unchanged on CPython and MicroPython. Notes on the choices are in comments."""
 # costs a tuple; about ten big ints are alive at once. RFC 6979 nonces are a plain loop, not a generator
 # (a generator's frame lives on the heap). Inverses use extended Euclid: ~6x
 # faster than pow(a, p - 2, p) on MicroPython. Larger _W signs faster but
-# costs 64 * 2**_W bytes of heap and a slower import. The module holds few
+# costs 64 * 2**_W bytes of heap and a slower import: _W = 2 because a board
+# signs one reading every few seconds but checks every receipt in the same
+# 64 KiB (4 teeth cost 768 bytes more for good, bench/README.md). The module holds few
 # names (each costs a board heap for good): the HMAC it needs lives here too.
 
 import os
@@ -55,8 +57,8 @@ _B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
 _GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
 _GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
 _SQRT = const(0x3FFFFFFFC0000000400000000000000000000000400000000000000000000000)  # (p+1)/4
-_W = const(4)
-_D = const(64)  # _W * _D >= 256; W=4 costs 1 KiB of table (W=6: 4 KiB) for ~0.5 ms more per sign
+_W = const(2)
+_D = const(128)  # _W * _D >= 256; W=2: 192 bytes of table (W=4: 960 B, signs ~1.5x faster)
 
 _BYTES = (bytes, bytearray)
 

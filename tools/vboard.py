@@ -53,6 +53,7 @@ except Exception as e:
 RESET_EXIT = 75  # boards/unix.py: the firmware asked for a reset (an update): start it again
 OTA_KEYS = "ota/keys"  # firmware/ota.py: the pinned release keys, 33 bytes each
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ROM_LINK = ".rom"  # in the flash folder: a link to the firmware build (command())
 LOCK_FILE = ".board.lock"  # in the flash folder; the firmware never lists the folder's root
 
 
@@ -188,13 +189,28 @@ class VirtualBoard:
     def command(self, build_dir: Path, steps: int | None = None,
                 heap: str | None = None) -> list[str]:
         heap = heap or self.default_heap()
-        # the board runs in its flash folder: the build must be an absolute path
         # the build is the board's factory firmware (version 0, like frozen
         # modules): last on sys.path, so the boot file (firmware/otaboot.py)
-        # can put an installed update (fw/<version>) before it
-        boot = (f"import sys\nsys.path.append({str(Path(build_dir).resolve())!r})\n"
+        # can put an installed update (fw/<version>) before it. It is reached
+        # through a short link in the flash folder (the board runs there):
+        # MicroPython interns each module's path for good, so a long build
+        # path (a test's temporary folder) cost the board ~1 KB of heap
+        self.link_build(build_dir)
+        boot = (f"import sys\nsys.path.append({ROM_LINK!r})\n"
                 + BOOT_MAIN % (repr(steps),))
         return [tool("micropython"), "-X", f"heapsize={heap}", "-c", boot]
+
+    def link_build(self, build_dir: Path) -> None:
+        """Point the flash folder's ROM_LINK at `build_dir` (a symbolic link,
+        replaced if it points elsewhere)."""
+        link, target = self.flash / ROM_LINK, Path(build_dir).resolve()
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return
+        self.flash.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.flash / f"{ROM_LINK}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
 
     def lock(self) -> FlashLock:
         """This board's flash folder, locked (FlashInUse if a board runs on it)."""
