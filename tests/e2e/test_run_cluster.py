@@ -1,7 +1,7 @@
 """`thingledger run --gateways 3`: a 3-node NATS cluster (JetStream, MQTT
 listeners on three consecutive ports, free ones here instead of 1883..1885),
 three gateways of a quorum domain (k = 2) and virtual boards running the real
-firmware against the validator set. Blocks are finalised by 2 of 3 votes,
+firmware (64 KiB heap) against the validator set. Blocks are finalised by 2 of 3 votes,
 boards verify the quorum-signed receipts, every process has its pid file
 while it runs, Ctrl-C stops them all, and each gateway's chain verifies and
 ends on the same head."""
@@ -20,9 +20,6 @@ from tests.support.nats import have_nats
 from tests.support.waits import drain, lines, wait_line
 from tools.build import tool
 
-# the boards' heap: the firmware with OTA and quorum receipts needs more than
-# 64k at start today (tests/e2e/test_firmware_loop.py); the demo itself does not
-BOARD_HEAP = "80k"
 NAMES = ("nats1", "nats2", "nats3", "gw1", "gw2", "gw3")
 
 
@@ -54,7 +51,6 @@ def test_run_three_gateways_quorum_and_boards(tmp_path):
     base = free_run_of_ports()
     proc = subprocess.Popen([tool("thingledger"), "run", "--gateways", "3", "--mqtt-base",
                              str(base), "--boards", "2", "--interval-ms", "500",
-                             "--board-heap", BOARD_HEAP,
                              "--block-interval", "0.3", "--seconds", "100", "--no-http"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
