@@ -68,6 +68,10 @@ elif KIND == "market":
 
     n.market = Market(n, {1: "temperature", 2: "cC", 3: 5, 4: 1}, None)
 cfg = None
+# as firmware/main.py after start-up: shared/topics.py forgotten (the node
+# keeps its topics as strings)
+sys.modules.pop("shared.topics")
+sys.modules["shared"].__dict__.pop("topics")
 n.registered = True
 n.start()
 n.registered = False
