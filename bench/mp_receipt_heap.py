@@ -1,8 +1,9 @@
 # The lowest free heap of a board while it checks a receipt (run by
 # bench/receipt_heap.py under `micropython -X heapsize=64k`):
-#   sys.argv[:] = ['', BUILD, KIND, CONFIG_JSON, RECEIPTS]; import mp_receipt_heap
-# (compiled by mpy-cross, as the firmware is)
-# KIND: plain, liar or market (a supplier: firmware/market.py loaded, as
+#   sys.argv[:] = ['', KIND, CONFIG_JSON, RECEIPTS]; import mp_receipt_heap
+# (compiled by mpy-cross, as the firmware is, and found on sys.path as the boot
+# file, firmware/otaboot.py, left it)
+# KIND: plain, updated (plain, sys.path and ota/state as after an update), liar or market (a supplier: firmware/market.py loaded, as
 # firmware/startup.py wires it). The real firmware (mpy-cross build, the real
 # MQTT client object, not connected) and a Node with the board's first
 # transaction (seq 1) in its outbox; RECEIPTS: records of 2-byte length +
@@ -15,7 +16,6 @@
 import gc
 import sys
 
-sys.path.insert(0, sys.argv[1])
 gc.threshold(2048)  # as firmware/main.py at start-up
 import json  # noqa: E402
 
@@ -24,7 +24,7 @@ from firmware import wallet  # noqa: E402
 from firmware.mqtt import MQTTClient  # noqa: E402
 from shared import tx  # noqa: E402
 
-KIND = sys.argv[2]
+KIND = sys.argv[1]
 
 
 class Board:
@@ -54,7 +54,7 @@ def log(line):
         print("LOG " + line)
 
 
-with open(sys.argv[3]) as f:
+with open(sys.argv[2]) as f:
     cfg = json.load(f)
 w = wallet.load_or_create()
 n = fwnode.Node(Board(), cfg, w, Client(w.hex.encode(), "127.0.0.1", user=w.hex,
@@ -68,6 +68,10 @@ elif KIND == "market":
 
     n.market = Market(n, {1: "temperature", 2: "cC", 3: 5, 4: 1}, None)
 cfg = None
+# as firmware/main.py after start-up: shared/topics.py forgotten (the node
+# keeps its topics as strings)
+sys.modules.pop("shared.topics")
+sys.modules["shared"].__dict__.pop("topics")
 n.registered = True
 n.start()
 n.registered = False
@@ -101,7 +105,7 @@ def attempt(msg, n_items):
     return taken if ok else None
 
 
-with open(sys.argv[4], "rb") as f:
+with open(sys.argv[3], "rb") as f:
     while True:
         h = f.read(2)
         if not h:

@@ -1,7 +1,8 @@
 """Lowest free heap of a board checking a receipt (`python -m bench.receipt_heap`).
 
-Each board kind the network runs (plain; liar: firmware/liar.py loaded; market:
-a supplier, firmware/market.py loaded) is started as firmware/startup.py wires
+Each board kind the network runs (plain; updated: a plain board at the first
+boot of an installed update, unconfirmed; liar: firmware/liar.py loaded;
+market: a supplier, firmware/market.py loaded) is started as firmware/startup.py wires
 it (mpy-cross build, the real Node and MQTT client object, not connected) under
 `micropython -X heapsize=64k` (BENCH_HEAP) and checks, in its own MQTT callback,
 the receipt of its first transaction with a commit certificate of 1 vote (the
@@ -29,7 +30,7 @@ from tools.vboard import ROM_LINK
 
 HEAP = os.environ.get("BENCH_HEAP", "64k")
 TARGET = 8192
-KINDS = ("plain", "liar", "market")
+KINDS = ("plain", "updated", "liar", "market")
 VOTERS = [sha256(b"validator-%d" % i).digest() for i in range(3)]
 AUTH = sha256(b"authority").digest()
 BOARD = sha256(b"board").digest()
@@ -76,10 +77,20 @@ def run(build_dir: Path, work: Path, kind: str, cert: str) -> tuple[int, int]:
         m = receipt(tid, VOTERS, k)
     (flash / "config.json").write_text(json.dumps(cfg))
     (flash / "receipts").write_bytes(len(m).to_bytes(2, "big") + m)
-    # run as a board runs: the firmware (and this script) compiled, on a short path
+    # run as a board runs: the firmware (and this script) compiled, on a short
+    # path, found through the boot file (firmware/otaboot.py) as tools/vboard.py
+    # boots it; an updated board runs version 2 from fw/2 (here the same
+    # build), unconfirmed: its first boot after the update (docs/OTA.md)
     (flash / ROM).symlink_to(build_dir.resolve())
-    boot = (f"import sys\nsys.argv[:] = ['', {ROM!r}, {kind!r}, 'config.json', 'receipts']\n"
-            f"sys.path.insert(0, {ROM!r})\nimport mp_receipt_heap\n")
+    if kind == "updated":
+        (flash / "fw").mkdir()
+        (flash / "fw" / "2").symlink_to(build_dir.resolve())
+        (flash / "ota").mkdir()
+        (flash / "ota" / "state").write_text("2 0 u 0")
+    boot = (f"import sys\nsys.path.append({ROM!r})\n"
+            "import otaboot\notaboot.boot()\ndel otaboot\n"
+            f"sys.argv[:] = ['', {kind!r}, 'config.json', 'receipts']\n"
+            "import mp_receipt_heap\n")
     out = run_micropython(["-c", boot], heap=HEAP, cwd=flash, timeout=300)
     if os.environ.get("BENCH_VERBOSE"):
         print(out.stdout + out.stderr)

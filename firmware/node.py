@@ -49,6 +49,8 @@ _NOTICE_BYTE = const(0xD2)  # shared/notice.py NOTICE_BYTE: sealed by the author
 _M_RETRY = const(12)  # shared/messages_gateway.py M_RETRY: retry after (ms), not final
 _BACKOFF_MIN_MS = const(500)
 _BACKOFF_MAX_MS = const(16000)
+_OTA_VERIFIED = const(-1)  # Node.unconfirmed: a receipt verified on a new version
+_OTA_CONFIRMED = const(-2)  # Node.unconfirmed: the new version confirmed, to report
 
 
 class Node:
@@ -84,11 +86,15 @@ class Node:
         self._fw = topics.firmware(self.domain, config.get("board", "unix")).encode()
         self.fw_next = time.ticks_ms()  # ticks before which no announcement is looked at
         self.fw_msg = None  # the last announcement, for the next step
-        st = (flash.read("ota/state") or b"").split()
         # an unconfirmed new version: confirmed by the first verified receipt,
-        # reset if none came in ota_confirm_s (the boot file rolls back)
-        self.unconfirmed = (st, time.ticks_add(time.ticks_ms(), int(
-            config.get("ota_confirm_s", 120)) * 1000)) if st[2:3] == [b"u"] else None
+        # reset if none came in ota_confirm_s (the boot file rolls back). Kept
+        # as its deadline alone (a small int, no heap: the state file's fields
+        # held here cost a just-updated board ~350 B at its receipt checks);
+        # firmware/otanode.py reads the state file again to confirm it
+        st = flash.read("ota/state")
+        self.unconfirmed = time.ticks_add(time.ticks_ms(), int(
+            config.get("ota_confirm_s", 120)) * 1000) if st and b" u " in st else None
+        st = None
         self.receipts = 0
         self.rejections = 0
         self._next_reading = time.ticks_ms()
@@ -230,9 +236,10 @@ class Node:
                 self.receipts += 1
                 self._backoff = 0
                 self._confirmed(seq)
-                u = self.unconfirmed
-                if u and u != 1:  # a new version reached the gateway: confirmed by the
-                    self.unconfirmed = [u[0]]  # next step (not in this callback: heap)
+                if self.unconfirmed is not None and self.unconfirmed >= 0:
+                    # a new version reached the gateway: confirmed by the next
+                    # step (not in this callback: heap)
+                    self.unconfirmed = _OTA_VERIFIED
                 gc.collect()
                 self.log("receipt-verified seq=%d height=%d status=%d free=%d" % (
                     seq, fields["height"], m[messages.M_STATUS], gc.mem_free()))
@@ -244,10 +251,10 @@ class Node:
             self.log("bad-reply reason=%s detail=%s" % (e.reason, e.detail))
 
     def _due(self):
-        # unconfirmed: (state, deadline); [state]: a receipt verified, confirm
-        # it; 1: confirmed, report it on chain
+        # unconfirmed: its deadline (ticks, >= 0); _OTA_VERIFIED: a receipt
+        # verified, confirm it; _OTA_CONFIRMED: report it on chain
         u = self.unconfirmed
-        if u and (u == 1 or len(u) == 1 or time.ticks_diff(time.ticks_ms(), u[1]) >= 0):
+        if u is not None and (u < 0 or time.ticks_diff(time.ticks_ms(), u) >= 0):
             self._ota("due")
         if self.fw_msg and time.ticks_diff(time.ticks_ms(), self.fw_next) >= 0:
             m, self.fw_msg = self.fw_msg, None

@@ -33,6 +33,8 @@ TYPE_FIRMWARE = const(25)  # shared/txdecode.py TYPE_FIRMWARE
 INSTALLED = const(2)  # gateway/firmware/rules.py
 ROLLED_BACK = const(3)
 OFFER_GAP_MS = const(2000)
+_OTA_VERIFIED = const(-1)  # firmware/node.py _OTA_VERIFIED: Node.unconfirmed
+_OTA_CONFIRMED = const(-2)
 
 
 def offer(node, msg, retained):
@@ -80,22 +82,23 @@ def _offer(node, msg, retained):
 
 def confirm(node):
     # the report goes out from the next step (report below)
-    st = node.unconfirmed[0]
+    st = (flash.read("ota/state") or b"0 -").split()
     flash.write("ota/state", st[0] + b" " + st[1] + b" c 0")
     flash.write("ota/report", st[0])
-    node.unconfirmed = 1
+    node.unconfirmed = _OTA_CONFIRMED
     node.log("ota-confirmed version=%s" % st[0].decode())
 
 
 def due(node):
     u = node.unconfirmed
-    if u == 1:
+    if u == _OTA_CONFIRMED:
         report(node)
         return
-    if len(u) == 1:  # a receipt verified on this version
+    if u == _OTA_VERIFIED:  # a receipt verified on this version
         confirm(node)
         return
-    node.log("ota-unconfirmed version=%s: resetting" % node.unconfirmed[0][0].decode())
+    v = (flash.read("ota/state") or b"0").split()[0].decode()
+    node.log("ota-unconfirmed version=%s: resetting" % v)
     node.board.reset()
 
 

@@ -99,6 +99,19 @@ def compile_stale(src: Path, target: Path, name: str, flags: tuple[str, ...] = (
     os.replace(tmp, target)
 
 
+# The source name a module's tracebacks show is its module name
+# ("shared.cbor"): the board interns that name on import anyway, while a file
+# name ("shared/cbor.py") was one more interned string per module, for good
+# (~17 modules on a plain board).
+SOURCE_NAMES = "module-names"
+
+
+def module_name(rel: Path) -> str:
+    """"shared/cbor.py" -> "shared.cbor"; a package's __init__.py -> the package."""
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def build(out_dir: Path, board: str = "unix", debug: bool = False) -> list[Path]:
     """Compile every firmware source to `out_dir`, and the boot file
     (firmware/otaboot.py) to its root; returns the .mpy paths.
@@ -109,18 +122,20 @@ def build(out_dir: Path, board: str = "unix", debug: bool = False) -> list[Path]
     keeps them. Builds go to separate folders (`out_dir` names the flavour)."""
     flags = () if debug else ("-O3",)
     stamp = out_dir / ".build-flags"
-    fresh_flags = stamp.exists() and stamp.read_text() == " ".join(flags or ["debug"])
+    # the stamp names the flags and how sources are named (a change rebuilds all)
+    stamp_text = " ".join(flags or ["debug"]) + " " + SOURCE_NAMES
+    fresh_flags = stamp.exists() and stamp.read_text() == stamp_text
     out: list[Path] = []
     generated = write_profile_module(out_dir, board)
     for src in [ROOT / rel for rel in sources(board)] + [generated]:
         rel = src.relative_to(ROOT) if src != generated else Path("boards/profile.py")
         target = out_dir / rel.with_suffix(".mpy")
-        compile_stale(src, target, str(rel), flags, force=not fresh_flags)
+        compile_stale(src, target, module_name(rel), flags, force=not fresh_flags)
         out.append(target)
     boot = out_dir / "otaboot.mpy"  # at the root of the build: never in a release
-    compile_stale(BOOT_FILE, boot, "otaboot.py", flags, force=not fresh_flags)
+    compile_stale(BOOT_FILE, boot, "otaboot", flags, force=not fresh_flags)
     out.append(boot)
     for stale in set(out_dir.rglob("*.mpy")) - set(out):  # a module since removed
         stale.unlink()
-    stamp.write_text(" ".join(flags or ["debug"]))
+    stamp.write_text(stamp_text)
     return out

@@ -41,7 +41,9 @@ from shared import cbor, commit, cose, merkle, messages, p256, tx  # noqa: E402
 
 gc.threshold(-1)
 
-MARGIN = 256  # bytes held during the check: a floor, not the figure (bench/receipt_heap.py)
+MARGIN = 768  # bytes held during the check: a floor, not the figure (bench/receipt_heap.py);
+# the three-vote check passed with 1024 and failed with 1280 (2026-12-07): a
+# regression of ~300-500 B shows up here as a MemoryError
 KEYS = [sha256(b"validator-%d" % i).digest() for i in range(3)]
 READING = {1: 1, 2: -2}
 
