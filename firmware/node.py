@@ -44,6 +44,10 @@ from shared import cose, errors, messages, tx
 
 REGISTERED_FILE = "registered"
 RESEND_MS = const(5000)
+# QoS 1 transactions awaiting their PUBACK at a time: the client holds each
+# (~250 B); a whole outbox in flight after an outage (32) would leave a
+# receipt check, run in the client's wait for PUBACKs, no heap
+_IN_FLIGHT = const(4)
 CONNECT_WAIT_MS = const(10000)
 _NOTICE_BYTE = const(0xD2)  # shared/notice.py NOTICE_BYTE: sealed by the authority
 _M_RETRY = const(12)  # shared/messages_gateway.py M_RETRY: retry after (ms), not final
@@ -155,6 +159,8 @@ class Node:
             self.take_reading()
         if self._hold is None and c.is_connected():
             for seq in self.outbox.due(now, RESEND_MS, time.ticks_diff):
+                if c.pending() >= _IN_FLIGHT:
+                    break  # the rest in a later pass, as PUBACKs come back
                 msg = self.outbox.get(seq)
                 if msg is None:
                     self.outbox.remove(seq)

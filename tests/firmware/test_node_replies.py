@@ -12,7 +12,9 @@ is a fake): the test signs its rejections in the heap that leaves.
   transaction: nothing is sent until the hold ends (at least the hint,
   doubling on each refused round, bounded), then the outbox goes out again
   oldest first, the same bytes.
-- A final rejection drops it."""
+- A final rejection drops it.
+- After an outage the outbox goes out a few transactions at a time, as
+  PUBACKs come back (the client holds each one it waits for)."""
 import gc
 import sys
 import time
@@ -39,6 +41,7 @@ AUTH_ID = tx.device_id(AUTH_PUB)
 OTHER = sha256(b"someone else").digest()
 T0 = 1000
 M_RETRY = 12  # shared/messages_gateway.py M_RETRY
+IN_FLIGHT = 4  # firmware/node.py _IN_FLIGHT
 
 
 class Client:
@@ -48,6 +51,8 @@ class Client:
         self.inbox = []
         self.sent = []  # (topic, message)
         self.cb = None
+        self.tx_topic = None
+        self.in_flight = None  # a count of tx publishes awaiting PUBACK, when tracked
 
     def set_last_will(self, *a, **k):
         pass
@@ -66,6 +71,11 @@ class Client:
 
     def publish(self, topic, msg, qos=0, retain=False):
         self.sent.append((topic, bytes(msg)))
+        if self.in_flight is not None and topic == self.tx_topic:
+            self.in_flight += 1
+
+    def pending(self):
+        return self.in_flight or 0
 
     def check_msg(self, ms=0):
         while self.inbox:
@@ -184,3 +194,20 @@ def test_the_backoff_doubles_up_to_a_bound():
         assert holds == [500, 1000, 2000, 4000, 8000, 16000, 16000], holds
         assert len(n.outbox) == 1
 
+
+
+def test_the_outbox_goes_out_a_few_at_a_time():
+    # after an outage the whole outbox is due: only IN_FLIGHT await a PUBACK
+    # at once (the client holds each), the rest go as PUBACKs come back
+    with Flash("replies-inflight"):
+        n, lines = make_node()
+        for i in range(10):
+            reading(n, i)
+        n.client.tx_topic, n.client.in_flight = n.tx_topic, 0
+        n.step(T0)
+        assert len(sent_txs(n)) == IN_FLIGHT
+        n.step(T0 + 1)
+        assert sent_txs(n) == []  # no PUBACK yet: nothing more
+        n.client.in_flight = 0  # the PUBACKs came
+        n.step(T0 + 2)
+        assert len(sent_txs(n)) == IN_FLIGHT

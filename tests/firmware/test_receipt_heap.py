@@ -41,9 +41,11 @@ from shared import cbor, commit, cose, merkle, messages, p256, tx  # noqa: E402
 
 gc.threshold(-1)
 
-MARGIN = 768  # bytes held during the check: a floor, not the figure (bench/receipt_heap.py);
-# the three-vote check passed with 1024 and failed with 1280 (2026-12-07): a
-# regression of ~300-500 B shows up here as a MemoryError
+MARGIN = 512  # bytes held during the check: a floor, not the figure (bench/receipt_heap.py);
+# the three-vote check passed with 640 and failed with 768 (2026-12-07, after the
+# node bounded its transactions in flight; this file's fake
+# client interns names the real one has anyway): a regression of ~150-300 B shows
+# up here as a MemoryError
 KEYS = [sha256(b"validator-%d" % i).digest() for i in range(3)]
 READING = {1: 1, 2: -2}
 
@@ -63,6 +65,11 @@ class Client:
 
     def ensure_connected(self, ms):
         return True
+
+    def pending(self):
+
+        return 0
+
 
     def is_connected(self):
         return True

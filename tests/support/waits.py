@@ -63,8 +63,12 @@ def wait_line(q: queue.Queue[str], pattern: str, timeout: float, seen: list[str]
         seen.append(line)
         if rx.search(line):
             return line
-        if line == EXIT or "Traceback" in line:
+        if line == EXIT:
             raise AssertionError("process ended:\n" + "\n".join(seen[-30:]))
+        if "Traceback" in line:  # the report shows the traceback itself, not only its head
+            n = len(seen)
+            drain(q, seen, 2.0)
+            raise AssertionError("traceback:\n" + "\n".join(seen[max(0, n - 20):n + 30]))
 
 
 def drain(q: queue.Queue[str], seen: list[str], timeout: float = 5.0) -> list[str]:

@@ -33,6 +33,11 @@ class Client:
     def ensure_connected(self, ms):
         return True
 
+    def pending(self):
+
+        return 0
+
+
     def is_connected(self):
         return True
 
