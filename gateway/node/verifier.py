@@ -182,13 +182,15 @@ def _die_with(parent: int) -> None:
 
 
 def default_workers(cpus: int | None = None) -> int:
-    """Worker processes when the config does not say: none on one core
-    (nothing to spread over); else all cores but two (the gateway's own
-    process and the broker beside it), at least 1 and at most 4: 1 on 2 or
-    3 cores, 2 on a Raspberry Pi 4. On 2 cores one worker raised the burst
-    throughput ~20% (bench/README.md, "Parallel validation")."""
+    """Worker processes when the config does not say: all cores but two
+    (the gateway's own process and the broker beside it), at most 4: none
+    on 1 or 2 cores, 1 on 3, 2 on a Raspberry Pi 4. On 2 cores one worker
+    raised the burst throughput ~20% (bench/README.md, "Parallel
+    validation") but takes ~40 MB and a process start per gateway, and the
+    broker has no core of its own: there `workers = 1` is the operator's
+    choice."""
     n = cpus if cpus is not None else (os.cpu_count() or 1)
-    return 0 if n < 2 else min(max(n - 2, 1), 4)
+    return min(max(n - 2, 0), 4)
 
 
 Task = Callable[[str, list[tuple[bytes, bytes | None]]], tuple[int, list[_Result]]]
