@@ -48,9 +48,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway import broker as broker_auth
-from gateway.cluster.replica import Replica
 from gateway.db.store import Store, StoreError, open_ledger
 from gateway.errors import ConfigError
 from gateway.ledger import blocks
@@ -68,6 +68,9 @@ from gateway.registry.view import registry_lookup
 from gateway.trust.node import TrustGate
 from shared import cose, errors, messages, notice, reasons, topics, txnames
 from shared import tx as txm
+
+if TYPE_CHECKING:
+    from gateway.cluster.replica import Replica
 
 EventSink = Callable[[str], None]
 
@@ -99,6 +102,9 @@ class Gateway:
         self.led = open_ledger(cfg, registry=registry)
         self.replica: Replica | None = None
         if cfg.cluster_urls:  # one of several gateways of a domain (docs/CONSENSUS.md)
+            # imported here: nats-py brings aiohttp, which a lone gateway never loads
+            from gateway.cluster.replica import Replica
+
             try:
                 self.replica = Replica(self, cfg)
             except BaseException:
