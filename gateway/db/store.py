@@ -519,6 +519,14 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                 raise
             return {}
 
+    def _tree_node(self, pos: int) -> Entry | None:
+        """The stored state-tree node at `pos` (commitment.prove's reader)."""
+        r = self._db.execute("SELECT hash, key FROM state_nodes WHERE pos = ?",
+                             (_pos_bytes(pos),)).fetchone()
+        if r is None:
+            return None
+        return r[0] if r[1] is None else (r[1], r[0])
+
     def prove_account(self, device_id: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
         """(head block, the principal's leaf bytes or None if unknown, its
         proof against the head's state_root: shared/stateproof.py), read in
@@ -546,14 +554,8 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                                    bool(claimant), node, assigned)
                 leaf_bytes = leaf(i, rec)
 
-            def get(pos: int) -> Entry | None:
-                r = db.execute("SELECT hash, key FROM state_nodes WHERE pos = ?",
-                               (_pos_bytes(pos),)).fetchone()
-                if r is None:
-                    return None
-                return r[0] if r[1] is None else (r[1], r[0])
-
-            return head, leaf_bytes, commitment.prove(get, stateproof.account_key(device_id))
+            return head, leaf_bytes, commitment.prove(self._tree_node,
+                                                      stateproof.account_key(device_id))
         finally:
             db.execute("COMMIT")
 
@@ -570,15 +572,8 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                 return None
             row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
 
-            def get(pos: int) -> Entry | None:
-                r = db.execute("SELECT hash, key FROM state_nodes WHERE pos = ?",
-                               (_pos_bytes(pos),)).fetchone()
-                if r is None:
-                    return None
-                return r[0] if r[1] is None else (r[1], r[0])
-
             return head, None if row is None else row[0], commitment.prove(
-                get, stateproof.kv_key(key))
+                self._tree_node, stateproof.kv_key(key))
         finally:
             db.execute("COMMIT")
 
