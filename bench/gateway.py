@@ -762,6 +762,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def _columns(rows: list, runs: list[dict]) -> str:
+    """rows of (name, cell function of a run) as a text table, one column per run."""
+    cells = [[name] + [f(r) for r in runs] for name, f in rows]
+    w = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c[0].ljust(w[0]) if i == 0 else c[i].rjust(w[i])
+                              for i in range(len(c))) for c in cells)
+
+
+def _report(runs: list[dict], out: str, name: str, readme: bool) -> int:
+    """Print a table of several runs with their context lines, and with
+    `readme` write it between bench/README.md's <!-- name table --> markers;
+    1 if a run's chain did not verify."""
+    ctx = context(runs[0]).splitlines()[0] + "\n" + "\n".join(
+        context(r).splitlines()[2] for r in runs)
+    print()
+    print(out)
+    print(ctx)
+    if readme:
+        text = README.read_text()
+        marker = f"<!-- {name} table -->"
+        if marker not in text:
+            raise SystemExit("bench/README.md has no %s" % marker)
+        text = re.sub(rf"(?s)<!-- {name} table -->.*?<!-- /{name} table -->",
+                      lambda _: marker + "\n```\n" + out + "\n```\n\n"
+                      + ctx.replace("\n", "  \n") + f"\n<!-- /{name} table -->", text)
+        README.write_text(text)
+    return 0 if all(r["verify_ok"] for r in runs) else 1
+
+
 def scale_table(runs: list[dict]) -> str:
     """One column per number of registered devices."""
     rows = [("registered devices", lambda r: f"{r['n_devices']:,}"),
@@ -792,10 +821,7 @@ def scale_table(runs: list[dict]) -> str:
              lambda r: f"{r['chain_txs'] / r['verify_s']:,.0f}"
                        + ("" if r["verify_ok"] else " FAILED")),
             ("raw cryptography verify/s, 1 core", lambda r: f"{r['verify_rate']:,.0f}")]
-    cells = [[name] + [f(r) for r in runs] for name, f in rows]
-    w = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c[0].ljust(w[0]) if i == 0 else c[i].rjust(w[i])
-                              for i in range(len(c))) for c in cells)
+    return _columns(rows, runs)
 
 
 def scale_main(args: argparse.Namespace) -> int:
@@ -805,22 +831,7 @@ def scale_main(args: argparse.Namespace) -> int:
         args.n_devices = n
         print(f"== {n:,} registered devices", flush=True)
         runs.append(run(args))
-    out = scale_table(runs)
-    ctx = "\n".join(context(r).splitlines()[0] for r in runs[:1]) + "\n" + "\n".join(
-        context(r).splitlines()[2] for r in runs)
-    print()
-    print(out)
-    print(ctx)
-    if args.readme:
-        text = README.read_text()
-        marker = "<!-- devices table -->"
-        if marker not in text:
-            raise SystemExit("bench/README.md has no %s" % marker)
-        text = re.sub(r"(?s)<!-- devices table -->.*?<!-- /devices table -->",
-                      lambda _: marker + "\n```\n" + out + "\n```\n\n"
-                      + ctx.replace("\n", "  \n") + "\n<!-- /devices table -->", text)
-        README.write_text(text)
-    return 0 if all(r["verify_ok"] for r in runs) else 1
+    return _report(runs, scale_table(runs), "devices", args.readme)
 
 
 def workers_table(runs: list[dict]) -> str:
@@ -850,10 +861,7 @@ def workers_table(runs: list[dict]) -> str:
                        f"{r['phases']['paced']['p99'] * 1000:.0f} ms"),
             ("raw cryptography verify/s, 1 core", lambda r: f"{r['verify_rate']:,.0f}"),
             ("load average before the run", lambda r: f"{r['load_before']:.2f}")]
-    cells = [[name] + [f(r) for r in runs] for name, f in rows]
-    w = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c[0].ljust(w[0]) if i == 0 else c[i].rjust(w[i])
-                              for i in range(len(c))) for c in cells)
+    return _columns(rows, runs)
 
 
 def workers_main(args: argparse.Namespace) -> int:
@@ -864,22 +872,7 @@ def workers_main(args: argparse.Namespace) -> int:
         args.n_workers = n
         print(f"== gateway with --workers {n}", flush=True)
         runs.append(run(args))
-    out = workers_table(runs)
-    ctx = context(runs[0]).splitlines()[0] + "\n" + "\n".join(
-        context(r).splitlines()[2] for r in runs)
-    print()
-    print(out)
-    print(ctx)
-    if args.readme:
-        text = README.read_text()
-        marker = "<!-- workers table -->"
-        if marker not in text:
-            raise SystemExit("bench/README.md has no %s" % marker)
-        text = re.sub(r"(?s)<!-- workers table -->.*?<!-- /workers table -->",
-                      lambda _: marker + "\n```\n" + out + "\n```\n\n"
-                      + ctx.replace("\n", "  \n") + "\n<!-- /workers table -->", text)
-        README.write_text(text)
-    return 0 if all(r["verify_ok"] for r in runs) else 1
+    return _report(runs, workers_table(runs), "workers", args.readme)
 
 
 if __name__ == "__main__":
