@@ -16,6 +16,7 @@ accepts each data directory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -36,6 +37,24 @@ async def start_gateways(tmp_path: Path, nats_cluster, devices: list[Device]
     gws = [GatewayProc(d, i, nats_cluster) for i, d in enumerate(dirs)]
     await asyncio.gather(*(g.start() for g in gws))
     return gws
+
+
+@contextlib.asynccontextmanager
+async def under_load(tmp_path: Path, nats_cluster, devices: list[Device]):
+    """(gateways, NATS connection, receipt checker, load generator) of a
+    started quorum domain under RATE tx/s; all stopped at the end."""
+    gws = await start_gateways(tmp_path, nats_cluster, devices)
+    nc = await link.connect(nats_cluster.urls)
+    receipts = Receipts(AUTHORITY[1])
+    await receipts.listen(nc)
+    load = Load(nc, devices, RATE).start()
+    try:
+        yield gws, nc, receipts, load
+    finally:
+        await load.stop()
+        await nc.close()
+        for g in gws:
+            await g.stop()
 
 
 async def advance(gws: list[GatewayProc], blocks: int, timeout: float, what: str) -> None:
@@ -75,12 +94,7 @@ def test_sigkill_of_a_gateway_under_load(tmp_path, nats_cluster):
     devices = [Device(f"kill-{i}", "quorum-test") for i in range(6)]
 
     async def body():
-        gws = await start_gateways(tmp_path, nats_cluster, devices)
-        nc = await link.connect(nats_cluster.urls)
-        receipts = Receipts(AUTHORITY[1])
-        await receipts.listen(nc)
-        load = Load(nc, devices, RATE).start()
-        try:
+        async with under_load(tmp_path, nats_cluster, devices) as (gws, nc, receipts, load):
             await advance(gws, 5, 60, "5 blocks final on all three")
             victim, rest = gws[0], gws[1:]
             victim.kill()
@@ -99,11 +113,6 @@ def test_sigkill_of_a_gateway_under_load(tmp_path, nats_cluster):
             await advance(gws, 2, 60, "2 more blocks final on all three")
             await load.stop()
             await converge(gws, load, 90)
-        finally:
-            await load.stop()
-            await nc.close()
-            for g in gws:
-                await g.stop()
         check_after(gws, load, receipts)
         assert len(receipts.ok) > 0
     run(body, TIMEOUT)
@@ -113,12 +122,7 @@ def test_sigkill_of_the_stream_leader_under_load(tmp_path, nats_cluster):
     devices = [Device(f"lead-{i}", "quorum-test") for i in range(4)]
 
     async def body():
-        gws = await start_gateways(tmp_path, nats_cluster, devices)
-        nc = await link.connect(nats_cluster.urls)
-        receipts = Receipts(AUTHORITY[1])
-        await receipts.listen(nc)
-        load = Load(nc, devices, RATE).start()
-        try:
+        async with under_load(tmp_path, nats_cluster, devices) as (gws, nc, receipts, load):
             await advance(gws, 5, 60, "5 blocks final on all three")
             leader = await stream_leader(nc.jetstream(), log_stream())
             node = nats_cluster.node(leader)
@@ -130,10 +134,5 @@ def test_sigkill_of_the_stream_leader_under_load(tmp_path, nats_cluster):
             await advance(gws, 2, 90, "2 more blocks final with the node back")
             await load.stop()
             await converge(gws, load, 90)
-        finally:
-            await load.stop()
-            await nc.close()
-            for g in gws:
-                await g.stop()
         check_after(gws, load, receipts)
     run(body, TIMEOUT)
