@@ -153,14 +153,20 @@ def _run(root: Path, say: Callable[[str], None]) -> int:
         say("demo: %s" % e)
         return 1
     finally:
-        for p in gws:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        interrupt(gws)
+
+
+def interrupt(procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    """Ctrl-C to each process still running, killed if it has not ended
+    within `timeout` s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def _purchase(root: Path, dirs: dict[str, Path], urls: dict[str, str],

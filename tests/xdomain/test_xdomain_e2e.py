@@ -43,6 +43,7 @@ from tests.support.gwtest import Device, key
 from tests.support.waits import lines, wait_line
 from tools.build import tool
 from tools.submit import next_seq, submit
+from tools.xdomain_demo import interrupt
 
 A, B = "dom-a", "dom-b"
 
@@ -344,14 +345,7 @@ def test_a_buyer_in_b_buys_readings_of_a_with_the_cli(two: tuple[Gateway, Gatewa
         assert b.balance(bob.id) == 480
         assert _total(a) + _total(b) == total
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        interrupt(procs)
     for g in (a, b):
         v = cli("chain", "verify", "--data-dir", str(g.dir))
         assert v.returncode == 0, v.stdout + v.stderr
