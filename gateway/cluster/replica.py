@@ -163,6 +163,7 @@ class Replica:
         for r in led.store.iter_blocks(max(0, led.head.height - KNOWN_HASHES)):
             self._known(r.height, r.hash)
         self.last_cert: tuple[int, list[Any]] | None = None
+        self.answered: dict[int, float] = {}  # height -> when a late voter was last answered
         head = led.head
         if head.height > 0 and led.store.certificate(head.height) is None:
             self.unfinal[head.height] = Unfinal(head.height, head.hash, None)
@@ -275,7 +276,8 @@ class Replica:
         self.collector = Collector(self.set_at(head.height + 1).threshold, self._verify,
                                    self._is_member, on_final=self._on_final,
                                    on_evidence=self._on_evidence, final_height=final)
-        self.sigchan = SigChannel(self.nc, self.domain, self.collector)
+        self.sigchan = SigChannel(self.nc, self.domain, self.collector,
+                                  on_stale=self._on_late_vote)
         await self.sigchan.start()
         self.follower = self.plog.follow(self.log_seq + 1, self._apply)
         self.gw.on_event(f"replica {self.cfg.gateway_name} validator "
@@ -501,6 +503,23 @@ class Replica:
                 ticks = 0
                 if link.client.is_connected():
                     link.publish(link.status_topic, b"online", retain=True)
+
+    def _on_late_vote(self, s: HeaderSig) -> None:
+        """A vote on a height final here (SigChannel's on_stale): vote again on
+        that block, if it is the one final here and the vote is a member's."""
+        if not self.is_validator or s.signer == self.pub or self.by_height.get(s.height) != s.hash:
+            return
+        now = time.monotonic()
+        if now - self.answered.get(s.height, -RESEND_S) < RESEND_S:
+            return
+        if not self._is_member(s.height, s.signer) \
+                or not self._vote_ok(s.hash, s.signer, s.signature):
+            return
+        if len(self.answered) >= KNOWN_HASHES:
+            self.answered.clear()
+        self.answered[s.height] = now
+        asyncio.get_running_loop().create_task(
+            self._vote(Unfinal(s.height, s.hash, None)))
 
     # ---- finality ------------------------------------------------------------------
     def _on_final(self, cert: Certificate) -> None:

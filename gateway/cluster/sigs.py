@@ -12,7 +12,10 @@ signed messages are handed to `on_evidence` and the second does not count.
 
 Core NATS delivers at most once: a gateway publishes its signature again
 (`SigChannel.publish`, same bytes) while its block is not final, and a
-collector counts each signer once."""
+collector counts each signer once. A signature for a height this gateway
+already holds final is handed to `on_stale`: it comes from a gateway that
+applied the block late (restarted, or far behind) and now waits for the
+others' votes, which they stopped resending when the block became final."""
 
 from __future__ import annotations
 
@@ -159,8 +162,10 @@ class SigChannel:
     """Publishes this gateway's signatures and feeds every one received to a Collector;
     refusals are counted by reason (`refused`) and logged, never raised."""
 
-    def __init__(self, nc: Client, domain: str, collector: Collector) -> None:
+    def __init__(self, nc: Client, domain: str, collector: Collector,
+                 on_stale: Callable[[HeaderSig], None] | None = None) -> None:
         self.nc = nc
+        self.on_stale = on_stale
         self.subject = link.sig_subject(domain)
         self.collector = collector
         self.refused: Counter[str] = Counter()
@@ -182,11 +187,15 @@ class SigChannel:
 
     async def _on_msg(self, msg: Msg) -> None:
         self.received += 1
+        sig = None
         try:
-            self.collector.add(HeaderSig.decode(msg.data))
+            sig = HeaderSig.decode(msg.data)
+            self.collector.add(sig)
         except TLError as e:
             self.refused[e.reason] += 1
             log.info("signature refused: %s", e)
+            if e.reason == ClusterError.STALE and sig is not None and self.on_stale is not None:
+                self.on_stale(sig)
         self.changed.set()
 
     async def wait(self, predicate: Callable[[], bool], timeout: float) -> None:

@@ -168,3 +168,31 @@ def test_crafted_proposals_are_skipped_by_all_and_kept_as_evidence(tmp_path, nat
             for r in gws:
                 await r.stop()
     run(body)
+
+
+def test_a_gateway_back_after_the_last_block_learns_its_certificate(tmp_path, nats_cluster):
+    """gw0 is away while block 1 becomes final on gw1 and gw2, and no block
+    follows (so no proposal brings block 1's certificate). Started again, gw0
+    applies block 1 from the log and votes on it; the others, for whom block
+    1 is final, answer that late vote with theirs, and gw0 finalises it."""
+    devices = [Device("late-0", DOMAIN)]
+    dirs = make_dirs(tmp_path, devices)
+
+    async def body():
+        gws = [Running(config(d, i, nats_cluster)) for i, d in enumerate(dirs)]
+        for r in gws[1:]:
+            await r.start()
+        late = None
+        try:
+            await gws[1].rep.intake.submit(devices[0].reading(1))
+            await until(lambda: all(r.store.head().height == 1 and all_final(r)
+                                    for r in gws[1:]), gws[1:], 60, "block 1 final on two")
+            late = await Running(config(dirs[0], 0, nats_cluster)).start()
+            await until(lambda: late.store.head().height == 1 and all_final(late), [late], 30,
+                        "the late gateway to finalise block 1")
+            assert late.store.certificate(1) is not None
+            assert sum(r.rep.sigchan.refused["stale"] for r in gws[1:]) >= 1  # its late vote
+        finally:
+            for r in ([late] if late else []) + gws[1:]:
+                await r.stop()
+    run(body)
