@@ -15,6 +15,9 @@ import sys
 import time
 from types import SimpleNamespace
 
+import nats.errors
+import nats.js.errors
+
 from gateway.cluster import link
 from shared import tx as txm
 from tests.cluster.minigw import DOMAIN, MiniGateway
@@ -24,6 +27,29 @@ from tests.support.nats import run
 from tests.support.waits import lines, wait_line
 
 ACK_WAIT = 2.0  # s: short, so the redelivery comes soon
+
+
+async def routed_to_the_stream(url: str, timeout: float = 30.0) -> None:
+    """Wait until the node at `url` routes the intake subject to the stream,
+    by a probe published there, then deleted. A node's MQTT listener
+    acknowledges a QoS 1 publish whether or not anything listens: until the
+    new stream's leader has told the other nodes of its interest, the devices'
+    transactions published there are lost (the test saw all 32 lost)."""
+    nc = await link.connect([url])
+    try:
+        intake = MiniGateway(nc, "probe", ACK_WAIT).intake
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                seq = await intake.submit(b"probe", timeout=1.0)
+                break
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError,
+                    nats.js.errors.NoStreamResponseError):
+                assert time.monotonic() < deadline, "the stream never reachable from " + url
+                await asyncio.sleep(0.05)
+        await intake.js.delete_msg(intake.stream, seq)
+    finally:
+        await nc.close()
 
 
 def test_gateway_killed_mid_batch_every_tx_once(nats_cluster):
@@ -37,6 +63,7 @@ def test_gateway_killed_mid_batch_every_tx_once(nats_cluster):
             await MiniGateway(nc, name, ACK_WAIT).intake.ensure()
         await MiniGateway(nc, "a", ACK_WAIT).plog.ensure()
         await nc.close()
+        await routed_to_the_stream(nats_cluster.urls[1])
 
     run(setup)
     node = nats_cluster.nodes[1]
