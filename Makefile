@@ -29,7 +29,7 @@ sysdeps:
 
 test: $(STAMP) sysdeps
 	$(VENV)/bin/ruff check shared gateway tools tests bench
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 run: $(STAMP)
 	$(VENV)/bin/thingledger run --liars 1 $(if $(BROKER),--broker $(BROKER))
