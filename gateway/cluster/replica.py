@@ -6,6 +6,12 @@ channel and transaction intake.
 - ingress: every gateway reads every transaction from the intake
   (TxIntake); those whose seq the chain has passed are dropped, the others
   go through the node's usual validation into its mempool;
+- validator sets follow the schedule in the state (VALSET): whether this
+  gateway proposes and votes at height h, which signers count there and how
+  many (k) make a certificate, are those of the set in force at h. A gateway
+  outside the set follows the log; once a change puts it in, it proposes and
+  votes from the change height on, and one taken out stops there (its votes
+  after it are refused, not-in-set);
 - block: a validator whose head is final and whose mempool holds
   transactions builds a block on its head and appends the proposal to the log
   after the last entry it has followed (compare-and-set). Rule: the first
@@ -137,8 +143,6 @@ class Replica:
         self.priv = load_authority_key(cfg.validator_key_file)
         self.pub = p256.public_key(self.priv)
         self.validator_id = txm.device_id(self.pub)
-        vs = self.set_at(led.head.height + 1)
-        self.is_validator = vs.index(self.pub) is not None
         self.authority_pub = g.authority
         self.authority_id = g.authority_id
         self.domain = cfg.domain
@@ -209,12 +213,13 @@ class Replica:
         gateway is not known offline (its last will); otherwise, of the
         domain's gateways not known offline, the one at the device id modulo
         their number. Every gateway with the same view picks the same one, and
-        a device whose gateway goes offline is answered by a live one at once."""
-        live = [i for i in self.validator_ids()
-                if i == self.validator_id or self.online.get(i, True)]
-        if self.validator_id not in live:
-            live.append(self.validator_id)
-            live.sort()
+        a device whose gateway goes offline is answered by a live one at once.
+        The domain's gateways are the set of the next height: a gateway outside
+        it (not added yet, or removed by a VALSET) answers no device."""
+        ids = self.validator_ids()
+        if self.validator_id not in ids:
+            return False
+        live = [i for i in ids if i == self.validator_id or self.online.get(i, True)]
         rec = self.gw.led.state.get(device)
         if rec is not None and rec.assigned in live:
             return rec.assigned == self.validator_id
@@ -228,6 +233,18 @@ class Replica:
 
     def _is_member(self, height: int, signer: bytes) -> bool:
         return self.set_at(height).index(signer) is not None
+
+    def member_at(self, height: int) -> bool:
+        """Whether this gateway proposes and votes at `height` (a height up to
+        the head's next one, whose set the state knows)."""
+        return self._is_member(height, self.pub)
+
+    def threshold_at(self, height: int) -> int | None:
+        """k of the set of `height`; None above the head's next height (a
+        block not applied here yet may schedule a change there)."""
+        if height > self.gw.led.head.height + 1:
+            return None
+        return self.set_at(height).threshold
 
     def _verify(self, height: int, block_hash: bytes, signer: bytes, signature: bytes) -> bool:
         """A vote counts for `height` only on the hash this gateway knows there (a
@@ -273,16 +290,16 @@ class Replica:
         await self.intake.ensure()
         head = self.gw.led.head
         final = head.height - (1 if head.height in self.unfinal else 0)
-        self.collector = Collector(self.set_at(head.height + 1).threshold, self._verify,
+        self.collector = Collector(self.threshold_at, self._verify,
                                    self._is_member, on_final=self._on_final,
                                    on_evidence=self._on_evidence, final_height=final)
         self.sigchan = SigChannel(self.nc, self.domain, self.collector,
                                   on_stale=self._on_late_vote)
         await self.sigchan.start()
         self.follower = self.plog.follow(self.log_seq + 1, self._apply)
+        outside = "" if self.member_at(head.height + 1) else " (not in the set: follows only)"
         self.gw.on_event(f"replica {self.cfg.gateway_name} validator "
-                         f"{self.validator_id.hex()[:8]}"
-                         f"{'' if self.is_validator else ' (not in the set: follows only)'}"
+                         f"{self.validator_id.hex()[:8]}{outside}"
                          f" following the log from {self.log_seq + 1}")
         tasks = [asyncio.create_task(self._intake_loop(), name="intake"),
                  asyncio.create_task(self._propose_loop(), name="propose"),
@@ -361,7 +378,8 @@ class Replica:
             except TimeoutError:
                 pass
             self.wake.clear()
-            if not self.is_validator or not len(gw.pool) or not self.head_final():
+            if not len(gw.pool) or not self.head_final() \
+                    or not self.member_at(gw.led.head.height + 1):
                 continue
             await self._propose()
 
@@ -472,13 +490,20 @@ class Replica:
         self.log_seq = entry.seq
         u = Unfinal(b.height, b.hash, b, accounts, mine, time.perf_counter() - t0)
         self.unfinal[b.height] = u
+        if self.member_at(b.height + 1) != self.member_at(b.height):
+            gw.on_event(f"validator set of height {b.height + 1}: this gateway "
+                        f"{'votes' if self.member_at(b.height + 1) else 'follows only'}")
         await self._vote(u)
+        if self.collector is not None:  # votes kept until this block's set was known
+            refused = self.collector.revisit()
+            if self.sigchan is not None:
+                self.sigchan.refused.update(refused)
         cert = self.pending_certs.pop(b.height, None)
         if cert is not None:
             self._on_final(cert)
 
     async def _vote(self, u: Unfinal) -> None:
-        if not self.is_validator or self.sigchan is None:
+        if self.sigchan is None or not self.member_at(u.height):
             return
         sig = commit_gateway.vote(self.priv, self.pub, u.hash)
         try:
@@ -507,7 +532,8 @@ class Replica:
     def _on_late_vote(self, s: HeaderSig) -> None:
         """A vote on a height final here (SigChannel's on_stale): vote again on
         that block, if it is the one final here and the vote is a member's."""
-        if not self.is_validator or s.signer == self.pub or self.by_height.get(s.height) != s.hash:
+        if s.signer == self.pub or self.by_height.get(s.height) != s.hash \
+                or not self.member_at(s.height):
             return
         now = time.monotonic()
         if now - self.answered.get(s.height, -RESEND_S) < RESEND_S:
@@ -535,7 +561,7 @@ class Replica:
             return
         vs = self.set_at(cert.height)
         votes = {vs.index(s): sig for s, sig in cert.sigs}
-        if None in votes:
+        if None in votes or len(votes) < vs.threshold:
             return
         asyncio.get_running_loop().create_task(
             self._finalise(cert.height, commit_gateway.certificate(votes)))

@@ -10,6 +10,13 @@ signature for a height already final (a replay cannot finalise a new block).
 One signer signing two different hashes at one height is equivocation: both
 signed messages are handed to `on_evidence` and the second does not count.
 
+The threshold k may differ per height (a validator-set change, VALSET):
+`k(height)` gives it, or None while the set of that height is not known yet
+(a gateway behind the others receives votes on blocks it has not applied, and
+a change scheduled by one of those blocks is not in its state). Such votes are
+kept aside, unchecked (at most MAX_KEPT per height), and judged by `revisit()`
+once the caller knows that height's set.
+
 Core NATS delivers at most once: a gateway publishes its signature again
 (`SigChannel.publish`, same bytes) while its block is not final, and a
 collector counts each signer once. A signature for a height this gateway
@@ -40,6 +47,7 @@ HASH_LEN = 32
 MAX_SIGNER = 33  # a device id (16) or a public key (33)
 MAX_SIGNATURE = 128
 MAX_AHEAD = 64  # heights above the last final one a collector keeps signatures for
+MAX_KEPT = 256  # signatures kept aside per height whose set is not known yet
 
 K_HEIGHT, K_HASH, K_SIGNER, K_SIG = 1, 2, 3, 4
 
@@ -97,14 +105,18 @@ class _Height:
 class Collector:
     """Gathers signatures until k of one header's are valid (no I/O: feed it)."""
 
-    def __init__(self, k: int, verify: Callable[[int, bytes, bytes, bytes], bool],
+    def __init__(self, k: int | Callable[[int], int | None],
+                 verify: Callable[[int, bytes, bytes, bytes], bool],
                  is_member: Callable[[int, bytes], bool],
                  on_final: Callable[[Certificate], None] | None = None,
                  on_evidence: Callable[[HeaderSig, HeaderSig], None] | None = None,
                  final_height: int = 0, max_ahead: int = MAX_AHEAD) -> None:
-        if k < 1:
-            raise ValueError("k: at least one signature")
-        self.k = k
+        if isinstance(k, int):
+            if k < 1:
+                raise ValueError("k: at least one signature")
+            self.k: Callable[[int], int | None] = lambda height: k
+        else:
+            self.k = k
         self.verify = verify
         self.is_member = is_member
         self.on_final = on_final
@@ -113,15 +125,24 @@ class Collector:
         self.max_ahead = max_ahead
         self.final: dict[int, Certificate] = {}
         self._open: dict[int, _Height] = {}
+        self._later: dict[int, dict[tuple[bytes, bytes], HeaderSig]] = {}
 
     def add(self, s: HeaderSig) -> Certificate | None:
         """Count one signature; the certificate when it is the k-th of its header.
         ClusterError: stale, garbage (too far ahead), not-in-set, bad-signature,
-        equivocation (after on_evidence)."""
+        equivocation (after on_evidence). A signature of a height whose set is
+        not known yet is kept for revisit()."""
         if s.height <= self.final_height:
             raise ClusterError(ClusterError.STALE, f"height {s.height} is final")
         if s.height > self.final_height + self.max_ahead:
             raise ClusterError(ClusterError.GARBAGE, f"height {s.height} too far ahead")
+        k = self.k(s.height)
+        if k is None:
+            kept = self._later.setdefault(s.height, {})
+            if len(kept) >= MAX_KEPT:
+                raise ClusterError(ClusterError.TOO_LARGE, f"{MAX_KEPT} kept at {s.height}")
+            kept.setdefault((s.signer, s.hash), s)
+            return None
         if not self.is_member(s.height, s.signer):
             raise ClusterError(ClusterError.NOT_IN_SET, s.signer.hex())
         if not self.verify(s.height, s.hash, s.signer, s.signature):
@@ -138,12 +159,26 @@ class Collector:
         h.signed[s.signer] = s
         sigs = h.by_hash.setdefault(s.hash, {})
         sigs[s.signer] = s
-        if len(sigs) < self.k:
+        if len(sigs) < k:
             return None
         cert = Certificate(s.height, s.hash,
-                           tuple(sorted((w, x.signature) for w, x in sigs.items()))[:self.k])
+                           tuple(sorted((w, x.signature) for w, x in sigs.items()))[:k])
         self.finalised(cert)
         return cert
+
+    def revisit(self) -> Counter[str]:
+        """Count the signatures kept aside whose height's set is known now (the
+        caller applied a block); the refusals among them, by reason."""
+        refused: Counter[str] = Counter()
+        for height in sorted(self._later):
+            if height > self.final_height and self.k(height) is None:
+                continue
+            for s in self._later.pop(height, {}).values():
+                try:
+                    self.add(s)
+                except TLError as e:
+                    refused[e.reason] += 1
+        return refused
 
     def finalised(self, cert: Certificate) -> None:
         """Record a final height (also one learnt elsewhere, e.g. from a block)."""
@@ -152,6 +187,8 @@ class Collector:
             self.final_height = cert.height
         for height in [x for x in self._open if x <= self.final_height]:
             del self._open[height]
+        for height in [x for x in self._later if x <= self.final_height]:
+            del self._later[height]
         for height in [x for x in self.final if x <= self.final_height - self.max_ahead]:
             del self.final[height]
         if self.on_final is not None:

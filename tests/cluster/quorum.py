@@ -19,14 +19,15 @@ from tests.support.gwtest import T0, Device, key
 
 DOMAIN = "quorum-test"
 VALIDATORS = [key(f"validator-{i}") for i in range(3)]
+SPARE = key("validator-3")  # a 4th gateway's key, outside the genesis set
 AUTHORITY = key("quorum-authority")
 OUTSIDER = key("not-a-validator")
 
 
 def make_dirs(base: Path, devices: list[Device], n: int = 3,
               accounts: dict[bytes, int] | None = None, **genesis: Any) -> list[Path]:
-    """Data dirs gw0..gw<n-1> holding the same genesis and domain key, and
-    each its validator key; `accounts` (public key -> balance) and `genesis`
+    """Data dirs gw0..gw<n-1> (n <= 4) holding the same genesis and domain
+    key, and each its validator key (gw3: SPARE's); `accounts` (public key -> balance) and `genesis`
     (owner=, admission=, ...) go into the genesis too."""
     first = base / "gw0"
     create_domain(first, DOMAIN, {d.pub: 1000 for d in devices} | (accounts or {}), time=T0,
@@ -39,7 +40,7 @@ def make_dirs(base: Path, devices: list[Device], n: int = 3,
             d.mkdir(parents=True)
             for name in ("genesis.toml", "authority.key"):
                 shutil.copy2(first / name, d / name)
-        write_key(d / "validator.key", VALIDATORS[i][0])
+        write_key(d / "validator.key", [*VALIDATORS, SPARE][i][0])
         dirs.append(d)
     return dirs
 

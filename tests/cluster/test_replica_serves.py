@@ -2,7 +2,8 @@
 Replica.serves): exactly one of the gateways a replica believes live; the
 full node a coordinator assigned the device (NODE_ASSIGN, in its record)
 while that gateway is live; a live one at once when the device's gateway
-goes offline (its last will), and the assigned one again when it is back.
+goes offline (its last will), and the assigned one again when it is back;
+after a validator-set change, the gateways of the new set.
 The gateways are built, not started: nothing connects."""
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from dataclasses import replace
 from types import SimpleNamespace
 
+from gateway.ledger import consensus, keys
 from shared import topics
 from shared import tx as txm
-from tests.cluster.quorum import DOMAIN, VALIDATORS, Running, config, make_dirs
+from tests.cluster.quorum import DOMAIN, SPARE, VALIDATORS, Running, config, make_dirs
 from tests.support.gwtest import Device
 
 IDS = [txm.device_id(pub) for _, pub in VALIDATORS]
@@ -59,6 +61,27 @@ def test_one_live_gateway_answers_each_device_assigned_one_first(tmp_path):
         assert servers(gws, d.id) == [2]
         # a status message of a device is not a gateway's
         assert not gws[0].rep.on_status(topics.status(DOMAIN, d.id.hex()), b"offline")
+    finally:
+        for r in gws:
+            r.gw.led.store.close()
+
+
+def test_the_set_of_the_next_height_answers_after_a_change(tmp_path):
+    """A VALSET in force from the next height (gw2 out, gw3 in): the new set
+    splits the devices, exactly one each; gw2, removed, answers none, and
+    gw3, added, its share."""
+    devices = [Device(f"change-{i}", DOMAIN) for i in range(16)]
+    gws = [Running(config(d, i, NATS)) for i, d in enumerate(make_dirs(tmp_path, devices, n=4))]
+    try:
+        new = consensus.ValidatorSet.of([VALIDATORS[0][1], VALIDATORS[1][1], SPARE[1]], 2)
+        for r in gws:
+            st = r.gw.led.state
+            old = consensus.schedule(st)
+            assert old is not None and r.gw.led.head.height == 0
+            st.apply_diff({}, {keys.VALSETS: consensus.encode_schedule([old[0], (1, new)])})
+        owner = {d.id: servers(gws, d.id) for d in devices}
+        assert all(len(s) == 1 for s in owner.values()), owner
+        assert {s[0] for s in owner.values()} == {0, 1, 3}
     finally:
         for r in gws:
             r.gw.led.store.close()

@@ -71,6 +71,46 @@ def test_collector_rules_without_network():
     assert big.value.reason == "too-large"
 
 
+def test_collector_takes_k_and_the_set_of_each_height():
+    """A set change at height 3 (VALSET): gw0..gw2 with k = 2 up to height 2,
+    gw0..gw3 with k = 3 from 3. Votes on a height whose set the caller does
+    not know yet (None) are kept and judged once it does (revisit)."""
+    gws = [Signer(f"gw{i}") for i in range(4)]
+    keys = {g.id: g.pub for g in gws}
+    known = [2]  # the highest height whose set the caller knows
+
+    def k(h: int) -> int | None:
+        return None if h > known[0] else (2 if h < 3 else 3)
+
+    def member(h: int, who: bytes) -> bool:
+        return who in keys and (h >= 3 or who != gws[3].id)
+
+    c = Collector(k, lambda h, hh, who, sig: es256_cryptography.verify(
+                      keys[who], message(h, hh), sig), member)
+    hs = [hashlib.sha256(b"header %d" % i).digest() for i in range(5)]
+    with pytest.raises(ClusterError) as out:  # gw3 is not in the set of height 2
+        c.add(gws[3].sign(2, hs[2]))
+    assert out.value.reason == "not-in-set"
+    assert c.add(gws[0].sign(2, hs[2])) is None
+    cert = c.add(gws[1].sign(2, hs[2]))
+    assert cert is not None and len(cert.sigs) == 2  # k = 2 at height 2
+    for g in gws[:3]:  # height 3's set is not known yet: kept, nothing final
+        assert c.add(g.sign(3, hs[3])) is None
+    assert c.final_height == 2 and not c.revisit()
+    known[0] = 3
+    assert not c.revisit()  # counted now: 3 votes of the new set, k = 3
+    assert c.final_height == 3 and len(c.final[3].sigs) == 3
+    assert gws[3].id not in {w for w, _ in c.final[3].sigs}
+    stranger = Signer("not in any set")
+    for g in (stranger, gws[0], gws[3]):  # kept: height 4's set is not known yet
+        assert c.add(g.sign(4, hs[4])) is None
+    known[0] = 4
+    assert c.add(gws[2].sign(4, hs[4])) is None and c.final_height == 3  # 1 of k = 3
+    assert c.revisit() == {"not-in-set": 1}  # the stranger's; gw0's and gw3's count
+    assert c.final_height == 4
+    assert {w for w, _ in c.final[4].sigs} == {gws[0].id, gws[2].id, gws[3].id}
+
+
 def test_quorum_certificate_over_the_cluster(nats_cluster):
     gws = [Signer(f"gw{i}") for i in range(3)]
     keys = {g.id: g.pub for g in gws}
