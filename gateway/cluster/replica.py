@@ -126,6 +126,7 @@ class Unfinal:
     accounts: list[tuple[bytes, int]] = field(default_factory=list)
     mine: bool = False  # proposed by this gateway: it answers it
     applied_at: float = 0.0
+    finalising: bool = False  # its certificate is being stored
 
 
 class Replica:
@@ -571,12 +572,17 @@ class Replica:
                          f"at height {first.height}")
 
     async def _finalise(self, height: int, cert: list[Any]) -> None:
-        u = self.unfinal.pop(height, None)
-        if u is None:
-            return  # final already
+        """Store the certificate, then count the block final here: whoever
+        sees the head final (settling deliveries, proposing on it) finds its
+        certificate in the store."""
+        u = self.unfinal.get(height)
+        if u is None or u.finalising:
+            return  # final already, or being stored
+        u.finalising = True
         gw = self.gw
         await asyncio.get_running_loop().run_in_executor(
             gw._writer, gw.led.store.set_certificate, height, cert)
+        del self.unfinal[height]
         self.finalised += 1
         self.last_cert = (height, cert)
         vs = self.set_at(height)
