@@ -46,6 +46,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
+from prometheus_client import Counter
 
 from gateway.cluster import link
 from gateway.cluster.intake import Delivery, TxIntake, split_committed
@@ -291,6 +292,12 @@ class Replica:
         self.collector = Collector(self.set_at(head.height + 1).threshold, self._verify,
                                    self._is_member, on_final=self._on_final,
                                    on_evidence=self._on_evidence, final_height=final)
+        metrics = getattr(self.gw, "metrics", None)
+        if metrics is not None and self.book.on_count is None:
+            counter = Counter("thingledger_double_votes", "Validators' double votes seen, by "
+                              "outcome (filed, unknown-header, ...)", ["outcome"],
+                              registry=metrics.registry)
+            self.book.on_count = lambda outcome: counter.labels(outcome).inc()
         self.sigchan = SigChannel(self.nc, self.domain, self.collector,
                                   on_stale=self._on_late_vote)
         await self.sigchan.start()

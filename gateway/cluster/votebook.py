@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from gateway.cluster.sigs import HeaderSig
 from gateway.trust import evidence
@@ -34,7 +35,9 @@ UNKNOWN_HEADER = "unknown-header"
 
 
 class VoteBook:
-    def __init__(self, max_headers: int = HEADERS, max_votes: int = VOTES) -> None:
+    def __init__(self, max_headers: int = HEADERS, max_votes: int = VOTES,
+                 on_count: Callable[[str], Any] | None = None) -> None:
+        self.on_count = on_count  # e.g. a metric's increment, by outcome
         self.max_headers = max_headers
         self.max_votes = max_votes
         self.headers: OrderedDict[bytes, bytes] = OrderedDict()
@@ -132,3 +135,5 @@ class VoteBook:
                 self.unproved.clear()
             self.unproved.add((s.signer, s.height))
         self.counts[outcome] += 1
+        if self.on_count is not None:
+            self.on_count(outcome)

@@ -82,6 +82,8 @@ def test_a_double_vote_is_filed_once_and_bans_the_validator(tmp_path, nats_clust
             await until(lambda: all(r.rep.book.counts["unknown-header"] == 1 for r in gws[1:]),
                         gws, 10, "the vote on an unknown header counted")
             assert all(not r.rep.book.counts["filed"] for r in gws)
+            assert b'thingledger_double_votes_total{outcome="unknown-header"} 1.0' \
+                in gws[1].gw.metrics_text()
             await nc.publish(link.sig_subject(DOMAIN),
                              HeaderSig(1, sib.hash, pub0, vote).encode())
             await nc.flush()
