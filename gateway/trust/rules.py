@@ -219,8 +219,13 @@ def apply(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo
         who, oid = _proved(view, t)
         view.kv_put(st.offence_key(oid), _marker(block, t))
         dev = view.get(who)
-        # a validator without an account: the key its votes were signed with
-        key = dev.pubkey if dev is not None else evidence.decode_vote(t.body[2])[0]
+        # the key proved to equivocate: a validator's is the one its votes name
+        # (its id may hold no account, or an account whose key was rotated since)
+        if t.body[1] == VOTE_EQUIVOCATION:
+            key = evidence.decode_vote(t.body[2])[0]
+        else:
+            assert dev is not None
+            key = dev.pubkey
         rec = _fresh(view, who, now)
         rec = replace(rec, penalty=rec.penalty + st.PROOF_POINTS, banned_key=key)
         new = _change(view, who, rec, block, t.id, "proof:" + t.body[1], True)
