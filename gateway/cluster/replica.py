@@ -495,6 +495,9 @@ class Replica:
             raise RuntimeError(f"block {b.height} not committed") from e
         accounts = gw._advance(b)
         self._known(b.height, b.hash)
+        pair = self.book.unblocked(b.hash)
+        if pair is not None:  # a double vote on this header came before it
+            self._on_double_vote(*pair)
         gw.pool.remove(list(b.txs) + [t for t, _ in b.dropped])
         self.log_seq = entry.seq
         u = Unfinal(b.height, b.hash, b, accounts, mine, time.perf_counter() - t0)

@@ -1,11 +1,12 @@
 """A validator's double vote filed as a PROOF on chain (docs/CONSENSUS.md,
 "Double votes filed as proofs"): three gateways of a quorum domain with
 trust on, on a real 3-node NATS cluster. Holding validator 0's key, the test
-appends a competing proposal for a final height (every gateway refuses it
-and keeps its header) and publishes validator 0's vote on that header: the
-other gateways file the two votes as a PROOF through the intake; it is
-committed once on every chain and validator 0's id is banned. A vote on a
-header no gateway saw proves nothing: counted (unknown-header), not filed."""
+publishes validator 0's vote on a sibling of final block 1, then appends the
+sibling's proposal to the log (every gateway refuses it and keeps its
+header): the other gateways file the two votes as a PROOF through the
+intake; it is committed once on every chain and validator 0's id is banned.
+A vote on a header no gateway saw proves nothing: counted (unknown-header),
+not filed."""
 
 from __future__ import annotations
 
@@ -55,13 +56,6 @@ def test_a_double_vote_is_filed_once_and_bans_the_validator(tmp_path, nats_clust
                                      led.genesis.authority_id, domain=DOMAIN, rules=led.rules)
             assert sib.height == 1 and sib.hash != one.hash
             vote = commit_gateway.vote(priv0, pub0, sib.hash)
-            plog = ProposalLog(nc.jetstream(), DOMAIN)
-            last = await plog.last_seq()
-            await plog.append(Proposal(sib.signed_header, [t.message for t in sib.txs], pub0,
-                                       vote, None).encode(), last, msg_id=None)
-            for r in gws:
-                await r.rep.follower.wait_applied(last + 1, 30)
-                assert r.store.head().hash == one.hash  # refused by all
             # validator 0's vote on block 1 reached every gateway (kept to pair with)
             own = HeaderSig(1, one.hash, pub0, b"")
             i0 = sorted(p for _, p in VALIDATORS).index(pub0)
@@ -71,7 +65,7 @@ def test_a_double_vote_is_filed_once_and_bans_the_validator(tmp_path, nats_clust
                 return r.rep.book.has(own) or any(i == i0 for i, _ in cert)
             await until(lambda: all(paired(r) for r in gws), gws, 10,
                         "validator 0's vote on block 1 seen")
-            # first a vote on a header no gateway saw: it proves nothing, counted, not filed
+            # a vote on a header no gateway saw proves nothing: counted, not filed
             unseen = blocks.build_block(led.store.get_block(0), [txm.decode(bob.reading(2))],
                                         led.state, one.fields["time"] + 2, led.authority_priv,
                                         led.genesis.authority_id, domain=DOMAIN,
@@ -84,9 +78,21 @@ def test_a_double_vote_is_filed_once_and_bans_the_validator(tmp_path, nats_clust
             assert all(not r.rep.book.counts["filed"] for r in gws)
             assert b'thingledger_double_votes_total{outcome="unknown-header"} 1.0' \
                 in gws[1].gw.metrics_text()
+            # the vote on the sibling comes before the sibling's proposal: it waits for it
             await nc.publish(link.sig_subject(DOMAIN),
                              HeaderSig(1, sib.hash, pub0, vote).encode())
             await nc.flush()
+            await until(lambda: all(sib.hash in r.rep.book.waiting for r in gws[1:]),
+                        gws, 10, "the double vote waiting for the sibling's header")
+            assert all(not r.rep.book.counts["filed"] for r in gws)
+            # the sibling appended to the log: refused by all, its header kept, the proof filed
+            plog = ProposalLog(nc.jetstream(), DOMAIN)
+            last = await plog.last_seq()
+            await plog.append(Proposal(sib.signed_header, [t.message for t in sib.txs], pub0,
+                                       vote, None).encode(), last, msg_id=None)
+            for r in gws:
+                await r.rep.follower.wait_applied(last + 1, 30)
+                assert r.store.get_block(1).hash == one.hash  # refused by all
             await until(lambda: all(st.level_of(r.gw.led.state, v0) == st.BANNED
                                     and r.rep.head_final() for r in gws), gws, 30,
                         "the proof committed and final on all three")
