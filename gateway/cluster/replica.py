@@ -339,6 +339,10 @@ class Replica:
         while True:
             got = await self.intake.fetch(256, timeout=0.5)
             if not got:
+                if self.nc is not None and self.nc.is_closed:
+                    # stopping: a fetch on a closed connection fails at once, without
+                    # yielding, and this loop would hold the event loop for ever
+                    return
                 continue
             fresh, already = split_committed(got, self._last_seq)
             settle = list(already)
