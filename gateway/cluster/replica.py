@@ -52,16 +52,20 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
+from prometheus_client import Counter
 
 from gateway.cluster import link
 from gateway.cluster.intake import Delivery, TxIntake, split_committed
 from gateway.cluster.log import Entry, ProposalLog
 from gateway.cluster.sigs import Certificate, Collector, HeaderSig, SigChannel
+from gateway.cluster.votebook import UNKNOWN_HEADER, VoteBook
 from gateway.db.genesis_files import load_authority_key
 from gateway.db.store import LOG_SEQ, StoreError
 from gateway.errors import ClusterError, ConfigError
 from gateway.ledger import blocks, consensus
 from gateway.ledger.validate import check_stateless
+from gateway.trust import evidence
+from gateway.trust.rules import VOTE_EQUIVOCATION
 from shared import cbor, commit_gateway, errors, header, p256, topics
 from shared import tx as txm
 
@@ -114,6 +118,11 @@ class Proposal:
         if parent is not None and not isinstance(parent, list):
             raise ClusterError(ClusterError.GARBAGE, "parent certificate")
         return cls(hb, txs, who, vote, parent)
+
+
+def evidence_header(vote_message: bytes) -> bytes:
+    """The header bytes inside a vote-equivocation proof's message."""
+    return evidence.decode_vote(vote_message)[1]
 
 
 @dataclass
@@ -169,6 +178,9 @@ class Replica:
             self._known(r.height, r.hash)
         self.last_cert: tuple[int, list[Any]] | None = None
         self.answered: dict[int, float] = {}  # height -> when a late voter was last answered
+        # double votes of validators: header bytes and votes seen, filed as PROOFs
+        self.book = VoteBook()
+        self._proof_seq = 0  # the last seq this gateway's validator key signed a PROOF with
         head = led.head
         if head.height > 0 and led.store.certificate(head.height) is None:
             self.unfinal[head.height] = Unfinal(head.height, head.hash, None)
@@ -256,8 +268,12 @@ class Replica:
             return False
         mine = self.hash_at(height)
         if mine is not None and mine != block_hash:
+            self._other_header(HeaderSig(height, block_hash, signer, signature))
             return False
-        return self._vote_ok(block_hash, signer, signature)
+        if not self._vote_ok(block_hash, signer, signature):
+            return False
+        self._seen_vote(HeaderSig(height, block_hash, signer, signature))
+        return True
 
     def hash_at(self, height: int) -> bytes | None:
         if height > self.gw.led.head.height:
@@ -294,6 +310,12 @@ class Replica:
         self.collector = Collector(self.threshold_at, self._verify,
                                    self._is_member, on_final=self._on_final,
                                    on_evidence=self._on_evidence, final_height=final)
+        metrics = getattr(self.gw, "metrics", None)
+        if metrics is not None and self.book.on_count is None:
+            counter = Counter("thingledger_double_votes", "Validators' double votes seen, by "
+                              "outcome (filed, unknown-header, ...)", ["outcome"],
+                              registry=metrics.registry)
+            self.book.on_count = lambda outcome: counter.labels(outcome).inc()
         self.sigchan = SigChannel(self.nc, self.domain, self.collector,
                                   on_stale=self._on_late_vote)
         await self.sigchan.start()
@@ -335,6 +357,10 @@ class Replica:
         while True:
             got = await self.intake.fetch(256, timeout=0.5)
             if not got:
+                if self.nc is not None and self.nc.is_closed:
+                    # stopping: a fetch on a closed connection fails at once, without
+                    # yielding, and this loop would hold the event loop for ever
+                    return
                 continue
             fresh, already = split_committed(got, self._last_seq)
             settle = list(already)
@@ -464,7 +490,12 @@ class Replica:
         except errors.TLError as e:
             proposer = b""
             try:
-                proposer = Proposal.decode(entry.data).proposer
+                refused = Proposal.decode(entry.data)
+                proposer = refused.proposer
+                h = self.book.keep_signed_header(refused.signed_header)  # evidence
+                pair = self.book.unblocked(h) if h is not None else None
+                if pair is not None:  # a double vote on this header came first
+                    self._on_double_vote(*pair)
             except errors.TLError:
                 pass
             await loop.run_in_executor(gw._writer, led.store.record_refused, entry.seq, proposer,
@@ -487,6 +518,9 @@ class Replica:
             raise RuntimeError(f"block {b.height} not committed") from e
         accounts = gw._advance(b)
         self._known(b.height, b.hash)
+        pair = self.book.unblocked(b.hash)
+        if pair is not None:  # a double vote on this header came before it
+            self._on_double_vote(*pair)
         gw.pool.remove(list(b.txs) + [t for t, _ in b.dropped])
         self.log_seq = entry.seq
         u = Unfinal(b.height, b.hash, b, accounts, mine, time.perf_counter() - t0)
@@ -533,6 +567,13 @@ class Replica:
     def _on_late_vote(self, s: HeaderSig) -> None:
         """A vote on a height final here (SigChannel's on_stale): vote again on
         that block, if it is the one final here and the vote is a member's."""
+        if s.height in self.by_height and not self.book.has(s):
+            if self.by_height[s.height] != s.hash:
+                self._other_header(s)  # a vote on another header of a final height
+                return
+            if self._is_member(s.height, s.signer) \
+                    and self._vote_ok(s.hash, s.signer, s.signature):
+                self._seen_vote(s)  # kept: a vote on another header may follow
         if s.signer == self.pub or self.by_height.get(s.height) != s.hash \
                 or not self.member_at(s.height):
             return
@@ -568,8 +609,101 @@ class Replica:
             self._finalise(cert.height, commit_gateway.certificate(votes)))
 
     def _on_evidence(self, first: HeaderSig, second: HeaderSig) -> None:
-        self.gw.on_event(f"equivocation: validator {first.signer.hex()[:8]} signed two headers "
-                         f"at height {first.height}")
+        """The Collector's double vote: one signer, two hashes, one height."""
+        self._on_double_vote(first, second)
+
+    # ---- double votes filed as proofs (docs/CONSENSUS.md) ----------------------------
+    def _seen_vote(self, s: HeaderSig) -> None:
+        """A valid vote of a member: kept, and compared with the signer's others."""
+        others = self.book.note(s)
+        if others:  # prefer a vote whose header is known here
+            known = [o for o in others if self._header_of(o.hash) is not None]
+            self._on_double_vote((known or others)[0], s)
+
+    def _other_header(self, s: HeaderSig) -> None:
+        """A vote on a hash other than the one this gateway holds at that
+        height: a double vote if the member also voted for this gateway's
+        (seen, or in the height's certificate)."""
+        if self.book.is_handled(s):
+            return
+        if not self._is_member(s.height, s.signer) \
+                or not self._vote_ok(s.hash, s.signer, s.signature):
+            return
+        mine = self.hash_at(s.height)
+        cert = self.gw.reader.certificate(s.height) if mine is not None else None
+        if cert is not None:
+            i = self.set_at(s.height).index(s.signer)
+            sig = next((x for j, x in cert if j == i), None)
+            if sig is not None:
+                self.book.note(HeaderSig(s.height, mine, s.signer, sig))
+        self._seen_vote(s)
+
+    def _header_of(self, block_hash: bytes) -> bytes | None:
+        hb = self.book.header(block_hash)
+        height = self.heights.get(block_hash)
+        if hb is None and height is not None:  # a block applied here
+            r = self.gw.reader.get_block(height)
+            hb = r.header_bytes if r is not None and r.hash == block_hash else None
+        return hb
+
+    def _on_double_vote(self, first: HeaderSig, second: HeaderSig) -> None:
+        """File the two votes as a PROOF once per offence, if this gateway
+        knows both headers; otherwise log and count why not."""
+        book = self.book
+        if book.is_handled(second):
+            return
+        who = f"validator {second.signer.hex()[:8]} signed two headers at height {second.height}"
+        if second.signer == self.pub:  # not this gateway's doing: its key is known elsewhere
+            book.handle(second)
+            book.count(second, "own-key")
+            self.gw.on_event(f"equivocation: {who} (this gateway's key!): no proof filed")
+            return
+        try:
+            a, b = book.proof(first, second, self._header_of)
+        except errors.TLError as e:
+            outcome = e.detail if e.detail and e.detail != e.reason else e.reason
+            if outcome != UNKNOWN_HEADER:
+                book.handle(second)
+            book.count(second, outcome)
+            self.gw.on_event(f"equivocation: {who}: no proof filed ({e.reason} {outcome})")
+            return
+        book.handle(second)
+        asyncio.get_running_loop().create_task(self._file_proof(first, second, a, b, who))
+
+    async def _file_proof(self, first: HeaderSig, second: HeaderSig, a: bytes, b: bytes,
+                          who: str) -> None:
+        """Keep the evidence in the store and submit the PROOF, signed with this
+        gateway's validator key, into the intake like any transaction (every
+        gateway checks it; the offence id takes it once if several file it)."""
+        gw, led = self.gw, self.gw.led
+        ev = consensus.equivocation(
+            consensus.Vote(first.signer, first.height, evidence_header(a), first.signature),
+            consensus.Vote(second.signer, second.height, evidence_header(b), second.signature))
+        if ev is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                gw._writer, led.store.record_equivocation, ev)
+        outcome = ""
+        rec = led.state.get(self.validator_id)
+        if not led.rules.trust:
+            outcome = "trust-off"
+        elif rec is None:
+            outcome = "no-account"  # this gateway's validator id holds no account to sign with
+        if outcome:
+            self.book.count(second, outcome)
+            gw.on_event(f"equivocation: {who}: evidence kept, no proof filed ({outcome})")
+            return
+        assert rec is not None and self.intake is not None
+        self._proof_seq = max(self._proof_seq, rec.last_seq) + 1
+        msg = txm.make(self.priv, self.validator_id, txm.TYPE_PROOF, self.domain,
+                       self._proof_seq, led.rules.min_fee, {1: VOTE_EQUIVOCATION, 2: a, 3: b})
+        try:
+            await self.intake.submit(msg)
+        except (TimeoutError, nats.errors.Error) as e:
+            self.book.count(second, "not-submitted")
+            gw.on_event(f"equivocation: {who}: proof not submitted ({e!r})")
+            return
+        self.book.count(second, "filed")
+        gw.on_event(f"equivocation: {who}: proof filed")
 
     async def _finalise(self, height: int, cert: list[Any]) -> None:
         """Store the certificate, then count the block final here: whoever

@@ -11,6 +11,11 @@ PROOF {1: kind, 2: message A, 3: message B}
     headers of one signer at one height. The offender must be known
     (unknown-device); each offence is accepted once (duplicate). Effect:
     PROOF_POINTS of penalty and a ban of the offending key.
+    "vote-equivocation": A and B are two votes ([validator key, header
+    bytes, signature]) of one validator on two different headers of this
+    domain at one height; the key must be in the validator set in force at
+    that height (bad-proof not-a-validator). The offender is the validator's
+    id (an account or not); the same effect.
 REPORT {1: target id, 2: kind, 3?: evidence bytes}
     refused: about oneself (bad-tx self-report), about an unknown id
     (unknown-device), by a banned reporter (banned), the same reporter,
@@ -28,6 +33,7 @@ from hashlib import sha256
 from typing import Any
 
 from gateway.errors import RuleError
+from gateway.ledger import consensus
 from gateway.ledger.state import (
     KIND_AUTHORITY,
     BlockInfo,
@@ -47,7 +53,9 @@ from shared.messages_gateway import STATUS_FAILED, STATUS_OK
 
 TX_EQUIVOCATION = "tx-equivocation"
 HEADER_EQUIVOCATION = "header-equivocation"
-PROOF_KINDS = (HEADER_EQUIVOCATION, TX_EQUIVOCATION)
+VOTE_EQUIVOCATION = "vote-equivocation"
+PROOF_KINDS = (HEADER_EQUIVOCATION, TX_EQUIVOCATION, VOTE_EQUIVOCATION)
+NOT_A_VALIDATOR = "not-a-validator"
 REPORT_KINDS = ("fake-id-attempt", "flooding", "forged-message", "implausible-reading",
                 "unanswered-agreement")
 MAX_EVIDENCE = 1024
@@ -79,6 +87,9 @@ def check_body(t: txm.Tx) -> None:
 def _proved(view: StateView, t: txm.Tx) -> tuple[bytes, bytes]:
     """(offender id, offence id) of a valid proof; raises RuleError."""
     kind, a, b = t.body[1], t.body[2], t.body[3]
+    if kind == VOTE_EQUIVOCATION:
+        who, at = _double_vote(view, t)
+        return _first_time(view, kind, who, at)
     try:
         kid = _kid(a)
         off = view.get(kid)
@@ -92,10 +103,30 @@ def _proved(view: StateView, t: txm.Tx) -> tuple[bytes, bytes]:
         raise
     except errors.TLError as e:
         raise RuleError(e.reason, e.detail) from None
+    return _first_time(view, kind, who, at)
+
+
+def _first_time(view: StateView, kind: str, who: bytes, at: int) -> tuple[bytes, bytes]:
     oid = evidence.offence_id(kind, who, at)
     if view.kv_get(st.offence_key(oid)) is not None:
         raise RuleError(reasons.DUPLICATE, "offence")
     return who, oid
+
+
+def _double_vote(view: StateView, t: txm.Tx) -> tuple[bytes, int]:
+    """(validator id, height) of a valid vote-equivocation proof: two votes
+    checked by evidence.vote_equivocation, on headers of this domain, by a
+    member of the set in force at their height."""
+    try:
+        pub, height, domain = evidence.vote_equivocation(t.body[2], t.body[3])
+    except errors.TLError as e:
+        raise RuleError(e.reason, e.detail) from None
+    if domain != t.domain:
+        raise RuleError(errors.BAD_PROOF, evidence.DIFFERENT_DOMAINS)
+    sched = consensus.schedule(view)
+    if sched is None or consensus.set_at(sched, height).index(pub) is None:
+        raise RuleError(errors.BAD_PROOF, NOT_A_VALIDATOR)
+    return txm.device_id(pub), height
 
 
 def _kid(message: bytes) -> bytes:
@@ -148,7 +179,8 @@ def _rescore(view: StateView, pid: bytes, rec: st.Record, now: int) -> st.Record
     dev = view.get(pid)
     sup = supplier_record(view, pid) or {}
     s = st.score(rec, now, sup.get("paid", 0), sup.get("failed", 0))
-    lv = st.level(rec, s, dev.pubkey if dev else b"", now)
+    # (no account: a validator id, whose only key is the one its record names)
+    lv = st.level(rec, s, dev.pubkey if dev else rec.banned_key, now)
     if dev is not None and dev.kind == KIND_AUTHORITY and lv != st.BANNED:
         lv = st.TRUSTED  # the domain's gateway: limited by nothing but a proof (level_of)
     return rec.scored(s, lv)
@@ -187,9 +219,15 @@ def apply(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo
         who, oid = _proved(view, t)
         view.kv_put(st.offence_key(oid), _marker(block, t))
         dev = view.get(who)
-        assert dev is not None
+        # the key proved to equivocate: a validator's is the one its votes name
+        # (its id may hold no account, or an account whose key was rotated since)
+        if t.body[1] == VOTE_EQUIVOCATION:
+            key = evidence.decode_vote(t.body[2])[0]
+        else:
+            assert dev is not None
+            key = dev.pubkey
         rec = _fresh(view, who, now)
-        rec = replace(rec, penalty=rec.penalty + st.PROOF_POINTS, banned_key=dev.pubkey)
+        rec = replace(rec, penalty=rec.penalty + st.PROOF_POINTS, banned_key=key)
         new = _change(view, who, rec, block, t.id, "proof:" + t.body[1], True)
         return STATUS_OK, "", [["proof", t.body[1], who, new.level]]
     target, kind = t.body[1], t.body[2]
