@@ -7,6 +7,7 @@ recorded as evidence."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
@@ -111,6 +112,33 @@ def test_collector_takes_k_and_the_set_of_each_height():
     assert {w for w, _ in c.final[4].sigs} == {gws[0].id, gws[2].id, gws[3].id}
 
 
+async def routed(conns, chans: list[SigChannel], timeout: float = 10.0) -> None:
+    """Wait until a message published on any node reaches every channel, then
+    zero their counters. Core NATS drops what a node publishes while it does
+    not know yet of another node's subscription (that interest spreads over
+    the routes after the subscribe); the gateways resend their votes, this
+    test's channels send each message once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for nc in conns:
+        while True:
+            seen = [ch.received for ch in chans]
+            await nc.publish(chans[0].subject, b"\x00probe")
+            await nc.flush()
+
+            async def reached(seen=seen) -> None:
+                while any(ch.received <= n for ch, n in zip(chans, seen, strict=True)):
+                    await asyncio.sleep(0.01)
+            try:
+                await asyncio.wait_for(reached(), 0.5)
+                break
+            except TimeoutError:
+                assert loop.time() < deadline, "the subject never routed to every node"
+    for ch in chans:
+        ch.refused.clear()
+        ch.received = 0
+
+
 def test_quorum_certificate_over_the_cluster(nats_cluster):
     gws = [Signer(f"gw{i}") for i in range(3)]
     keys = {g.id: g.pub for g in gws}
@@ -129,6 +157,7 @@ def test_quorum_certificate_over_the_cluster(nats_cluster):
         try:
             for ch in chans:
                 await ch.start()
+            await routed(conns, chans)
             await chans[2].publish(stranger.sign(1, header))
             forged = gws[1].sign(1, header)
             forged = HeaderSig(1, header, forged.signer, bytes(64))
