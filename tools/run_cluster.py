@@ -267,9 +267,8 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
         await _spawn("coordinator", [*me, "coordinator", "--key", str(base / COORDINATOR_KEY),
                                      "--broker", url1, "--data-dir", str(dirs[0])],
                      run_dir, console, procs, pumps)
-        # the boards power on once the coordinator has given each its gateway: a
-        # board whose gateway changes under it gets two answers to one tx, and its
-        # 64 KiB heap has room for one quorum receipt at a time
+        # the boards power on once the coordinator has given each its gateway, so
+        # each is answered by that gateway from its first transaction on
         if wallets and not await loop.run_in_executor(
                 None, setup.wait_assigned, admission, [w.id for w in wallets]):
             say("warning: the coordinator has not assigned every board within 30 s")
