@@ -56,7 +56,6 @@ COORDINATOR_KEY = "coordinator.key"
 AUTH_FILE = "auth.conf"  # in the NATS cluster's folder (var/nats)
 WALLET_FILE = "wallet.key"  # firmware/wallet.py KEY_FILE
 SEQ_FILE = "seq"  # firmware/flash.py SEQ_FILE
-REGISTERED_FILE = "registered"  # firmware/node.py REGISTERED_FILE
 
 # what each role declares in its NODE_JOIN (gateway/identity/roles.py labels them)
 FULL_HARDWARE = {"power": "mains", "ram_kib": 4 << 20, "lifetime": "long"}  # a Raspberry Pi 4
