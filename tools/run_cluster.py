@@ -251,7 +251,11 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
             await _spawn(f"gw{i + 1}", [*me, "run", "--config", str(toml), "--no-boards",
                                         "--no-http"] + (["--quiet"] if args.quiet else []),
                          run_dir, console, procs, pumps)
-        await _set_up_chain(say, dirs, g, owner, coord, wallets, admission, nats, url1, stop)
+        can_assign = await _set_up_chain(say, dirs, g, owner, coord, wallets, admission, nats,
+                                         url1, stop)
+        if stop.is_set():
+            console.line("run", "stopping")
+            return 0
         digest = admission.digest
 
         def reload_all() -> str:
@@ -269,7 +273,7 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
                      run_dir, console, procs, pumps)
         # the boards power on once the coordinator has given each its gateway, so
         # each is answered by that gateway from its first transaction on
-        if wallets and not await loop.run_in_executor(
+        if can_assign and wallets and not await loop.run_in_executor(
                 None, setup.wait_assigned, admission, [w.id for w in wallets]):
             say("warning: the coordinator has not assigned every board within 30 s")
         vs = [p.hex() for p in sorted(g.validators)]
@@ -323,9 +327,11 @@ def _owner(base: Path, g) -> KeyPair | None:
 
 async def _set_up_chain(say, dirs: list[Path], g, owner, coord: KeyPair,
                         wallets: list[setup.BoardKey], admission: setup.Admission,
-                        nats: NatsCluster, url: str, stop: asyncio.Event) -> None:
+                        nats: NatsCluster, url: str, stop: asyncio.Event) -> bool:
     """The set-up transactions the chain still needs (tools/cluster_setup.py),
-    then the admission file exported with them and every node reloaded."""
+    then the admission file exported with them and every node reloaded.
+    False if the gateways cannot be full nodes (nothing for the coordinator to
+    assign them to); returns early once `stop` is set."""
     loop = asyncio.get_running_loop()
     state = await loop.run_in_executor(None, admission.state)
     domain = g.domain
@@ -347,7 +353,7 @@ async def _set_up_chain(say, dirs: list[Path], g, owner, coord: KeyPair,
         if a or b:
             seqs[w.flash] = last
     if not first and not second:
-        return
+        return not notes
     say(f"set-up on the chain: {len(first) + len(second)} transactions")
 
     cancel = threading.Event()  # Ctrl-C while the set-up waits
@@ -367,7 +373,7 @@ async def _set_up_chain(say, dirs: list[Path], g, owner, coord: KeyPair,
         if not job.done():
             cancel.set()
             await asyncio.gather(job, return_exceptions=True)
-            raise ClusterRunError("stopped during the set-up")
+            return False
         replies = job.result()
     except setup.SetupError as e:
         raise ClusterRunError(f"set-up: {e}") from None
@@ -385,6 +391,7 @@ async def _set_up_chain(say, dirs: list[Path], g, owner, coord: KeyPair,
     ex, height = await loop.run_in_executor(None, admission.export)
     await loop.run_in_executor(None, nats.reload)
     say(f"admission at height {height}: {len(ex.users)} NATS users; every node reloaded")
+    return not notes
 
 
 def main(args: argparse.Namespace) -> int:
