@@ -117,3 +117,29 @@ def test_admission_export_rewrites_only_on_a_change(tmp_path):
             adm.logins[board.id]
     finally:
         n.close()
+
+
+def test_watch_does_not_reload_the_export_the_nodes_started_with():
+    """broker_sync.Watch(digest=...): the run hands over the digest of the file
+    the nodes already loaded; the watch's first export then reloads nobody
+    (a login during a reload can be refused), and a changed export does."""
+    import threading
+    from types import SimpleNamespace
+
+    from tools.broker_sync import Watch
+
+    def once(digest_start: str | None, exported: str) -> list[str]:
+        stop = threading.Event()
+        reloads: list[str] = []
+
+        def export():
+            stop.set()  # one round
+            return SimpleNamespace(digest=exported, users=["gw"]), 3
+
+        Watch(export, lambda: b"head", lambda: reloads.append("hup") or "reloaded",
+              lambda line: None, digest=digest_start).run(stop, poll=0.01)
+        return reloads
+
+    assert once("d1", "d1") == []
+    assert once("d1", "d2") == ["hup"]
+    assert once(None, "d1") == ["hup"]
