@@ -43,11 +43,12 @@ class Watch:
     head: Callable[[], bytes | None]
     reload: Callable[[], str | None]
     log: Callable[[str], None]
+    digest: str | None = None  # of an export the broker has already loaded (no reload for it)
 
     def run(self, stop: threading.Event, poll: float = 1.0) -> None:
         """Until `stop` is set: export on every new head, reload on a change."""
         head: bytes | None = None
-        digest = None
+        digest = self.digest
         first = True
         while not stop.is_set():
             try:

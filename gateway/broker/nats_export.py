@@ -99,23 +99,28 @@ def authorization_text(domain: str, users: list[tuple[str, str]],
 
 def export_nats(path: Path | str, domain: str, access: AccessView,
                 credentials: Mapping[bytes, str], gateway: tuple[str, str],
-                access_to: FileAccess = PRIVATE, cost: int = BCRYPT_COST) -> Export:
+                access_to: FileAccess = PRIVATE, cost: int = BCRYPT_COST,
+                unchanged: str | None = None) -> Export:
     """Write the NATS authorization file `path` from the domain's identities
     (who is let in: policy.admitted, as for mosquitto); Export.digest changes
-    exactly when what NATS would enforce changes."""
+    exactly when what NATS would enforce changes. `unchanged`: the digest of
+    the export already in `path`; when it is still the same the file is left
+    as it is (no bcrypt hashing: an export on every block stays cheap)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     ex = Export(users=[gateway[0]])
     principals, ex.skipped = admitted(domain, access, credentials, gateway[0])
     rules = nats_rules(domain, {a.id: (a.readable, a.owned, a.coordinator) for a in principals},
                        {a.id: a.bought for a in principals})
-    users = [(gateway[0], nats_hash(gateway[1], cost))]
-    users += [(a.id, nats_hash(a.password, cost)) for a in principals]
     ex.users += [a.id for a in principals]
-    write_private(p, authorization_text(domain, users, rules), access_to)
     d = hashlib.sha256(json.dumps(rules, sort_keys=True).encode())
     d.update(f"\n{gateway[0]}:{gateway[1]}".encode())
     for a in principals:
         d.update(f"\n{a.id}:{a.password}".encode())
     ex.digest = d.hexdigest()
+    if unchanged is not None and ex.digest == unchanged and p.exists():
+        return ex
+    users = [(gateway[0], nats_hash(gateway[1], cost))]
+    users += [(a.id, nats_hash(a.password, cost)) for a in principals]
+    write_private(p, authorization_text(domain, users, rules), access_to)
     return ex

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import nats.errors
 from prometheus_client import Counter
 
+from gateway.broker.credentials import gateway_credentials
 from gateway.cluster import link
 from gateway.cluster.intake import Delivery, TxIntake, split_committed
 from gateway.cluster.log import Entry, ProposalLog
@@ -298,8 +299,12 @@ class Replica:
     async def start(self, connect_timeout: float = 15.0) -> list[asyncio.Task]:
         urls = self.cfg.cluster_urls
         replicas = min(3, len(urls))
+        # the authority's login (docs/IDENTITY.md §3): a cluster whose nodes include
+        # the `broker export --nats` file admits the gateways by it; an open one ignores it
+        user, password = gateway_credentials(self.gw.led.authority_priv, self.domain)
         self.nc = await asyncio.wait_for(
-            link.connect(urls, name=f"thingledger-{self.cfg.gateway_name}"), connect_timeout)
+            link.connect(urls, name=f"thingledger-{self.cfg.gateway_name}", user=user,
+                         password=password), connect_timeout)
         js = self.nc.jetstream()
         self.plog = ProposalLog(js, self.domain, replicas=replicas)
         self.intake = TxIntake(js, self.domain, self.cfg.gateway_name, replicas=replicas)

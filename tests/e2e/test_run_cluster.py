@@ -1,13 +1,20 @@
 """`thingledger run --gateways 3`: a 3-node NATS cluster (JetStream, MQTT
 listeners on three consecutive ports, free ones here instead of 1883..1885),
 three gateways of a quorum domain (k = 2) and virtual boards running the real
-firmware (64 KiB heap) against the validator set. Blocks are finalised by 2 of 3 votes,
-boards verify the quorum-signed receipts, every process has its pid file
-while it runs, Ctrl-C stops them all, and each gateway's chain verifies and
-ends on the same head."""
+firmware (64 KiB heap) against the validator set, and a coordinator. The
+cluster admits only the users exported from the chain: an anonymous MQTT
+CONNECT and an anonymous NATS client are refused on every node, while the
+boards log in with their credentials and the gateways connect (core and
+JetStream). Blocks are finalised by 2 of 3 votes, boards verify the
+quorum-signed receipts, the coordinator (joined on chain at set-up) assigns
+each board, a light node, to a gateway; every process has its pid file while
+it runs, Ctrl-C stops them all, and each gateway's chain verifies and ends on
+the same head. (The coordinator moving a light node off a dead gateway:
+tests/cluster/test_replica_coordination.py.)"""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -15,12 +22,13 @@ import subprocess
 
 import pytest
 
+from tests.support.ba_world import connack
 from tests.support.brokers import free_port
 from tests.support.nats import have_nats
 from tests.support.waits import drain, lines, wait_line
 from tools.build import tool
 
-NAMES = ("nats1", "nats2", "nats3", "gw1", "gw2", "gw3")
+NAMES = ("nats1", "nats2", "nats3", "gw1", "gw2", "gw3", "coordinator")
 
 
 def free_run_of_ports(n: int = 3) -> int:
@@ -44,6 +52,28 @@ def free_run_of_ports(n: int = 3) -> int:
     raise AssertionError("no run of free ports")
 
 
+def nats_anonymous_answer(url: str) -> bytes:
+    """What a NATS server answers a client that connects with no credentials
+    (the protocol's INFO, then CONNECT {} and PING): b"PONG" if it lets it
+    in, its -ERR line if not."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        f = s.makefile("rb")
+        info = f.readline()
+        assert info.startswith(b"INFO "), info
+        assert json.loads(info[5:]).get("auth_required") is True, info
+        s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\nPING\r\n')
+        return f.readline().strip()
+
+
+def expect(q, pattern: str, timeout: float, seen: list[str], count: int = 1) -> list[str]:
+    """`count` lines matching `pattern`, among those already read or the next ones."""
+    rx = re.compile(pattern)
+    while len(got := [x for x in seen if rx.search(x)]) < count:
+        wait_line(q, pattern, timeout, seen)
+    return got
+
+
 @pytest.mark.micropython
 def test_run_three_gateways_quorum_and_boards(tmp_path):
     if not have_nats():
@@ -57,25 +87,43 @@ def test_run_three_gateways_quorum_and_boards(tmp_path):
     seen: list[str] = []
     q = lines(proc)
     try:
-        wait_line(q, r"MQTT on 127\.0\.0\.1:%d, 127\.0\.0\.1:%d, 127\.0\.0\.1:%d"
-                  % (base, base + 1, base + 2), 60, seen)
-        wait_line(q, r"gateways \(k=2\) and 2 virtual boards started", 60, seen)
+        line = wait_line(q, r"MQTT on 127\.0\.0\.1:%d, 127\.0\.0\.1:%d, 127\.0\.0\.1:%d"
+                         % (base, base + 1, base + 2), 60, seen)
+        assert "no anonymous access" in line, line
+        nats_urls = re.findall(r"nats://127\.0\.0\.1:\d+", line)
+        assert len(nats_urls) == 3, line
+        wait_line(q, r"gateways \(k=2\), a coordinator and 2 virtual boards started", 90, seen)
         run_dir = tmp_path / "var" / "run"
         for name in NAMES:
             pid = int((run_dir / f"{name}.pid").read_text())
             assert pid > 0
+        # nothing anonymous gets in: not over MQTT, not as a NATS client
+        for port in (base, base + 1, base + 2):
+            assert connack("127.0.0.1", port, "anonymous-device") not in (0, None), port
+        for url in nats_urls:
+            answer = nats_anonymous_answer(url)
+            assert answer.startswith(b"-ERR") and b"Authorization" in answer, answer
+        # the coordinator runs, and assigns each board (a light node) to a gateway
+        expect(q, r"coordinator +coordinator [0-9a-f]{32} on mqtt://127\.0\.0\.1:%d, domain "
+               r"demo: 2 light node\(s\), 3 full node\(s\)" % base, 30, seen)
+        assigned = expect(q, r"coordinator +assign light node ([0-9a-f]{32}) -> full node "
+                          r"[0-9a-f]{32} \(unassigned\): committed at height \d+ \(ok\)",
+                          30, seen, count=2)
+        assert len({re.search(r"light node (\w+)", x).group(1) for x in assigned}) == 2
+        # the boards log in with their own credentials and get quorum receipts
         for board in ("board-1", "board-2"):
-            wait_line(q, rf"{board} +receipt-verified seq=\d+ height=\d+ status=0", 60, seen)
+            expect(q, rf"{board} +receipt-verified seq=\d+ height=\d+ status=0", 60, seen)
         for gw in ("gw1", "gw2", "gw3"):
             wait_line(q, rf"{gw} +final height=\d+ votes=2/3", 30, seen)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         rc = proc.wait(60)
         out = "\n".join(seen + drain(q, seen))
         assert rc == 0, out
-    except AssertionError:
+    except AssertionError as e:
         proc.kill()
         proc.wait()
-        raise AssertionError("\n".join(drain(q, seen)[-80:])) from None
+        raise AssertionError(f"{str(e)[:3000]}\n--- last lines:\n"
+                             + "\n".join(drain(q, seen)[-80:])) from None
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -87,7 +87,8 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    help="stop by itself after S seconds (default: run until Ctrl-C)")
     r.add_argument("--gateways", type=non_negative_int, default=1, metavar="N",
                    help="N > 1: a quorum domain of N gateways on an N-node NATS cluster "
-                        "with JetStream (docs/CONSENSUS.md); 3 for the demo")
+                        "with JetStream, its users exported from the chain, and a "
+                        "coordinator (docs/CONSENSUS.md); 3 for the demo")
     r.add_argument("--mqtt-base", type=non_negative_int, default=1883, metavar="PORT",
                    help="with --gateways: the NATS nodes' MQTT ports PORT, PORT+1, ... "
                         "(default 1883)")
