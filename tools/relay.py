@@ -26,9 +26,10 @@ import paho.mqtt.client as mqtt
 from gateway.broker.embedded import parse_url
 from gateway.db import genesis_files
 from gateway.db.store import Store
+from gateway.ledger import consensus, keys
 from gateway.node.config import DB_FILE, GENESIS_FILE
 from gateway.xdomain import relayer
-from shared import messages, topics
+from shared import cbor, messages, topics
 from shared import tx as txm
 from tools.keys import KeyPair
 from tools.submit import SubmitError, login_for, next_seq, submit
@@ -41,12 +42,30 @@ class Side:
     broker: str
     authority: bytes
     store: Store
+    quorum: bool = False  # a quorum domain: its receipts carry k votes of its set
+
+
+def receipt_set(side: Side) -> tuple | None:
+    """What a receipt from `side`'s gateways is checked against
+    (tools/submit.submit's `validators`): None for an authority domain; for a
+    quorum domain the set that finalises the head of the relayer's copy of
+    its chain, so the relayer follows the domain's VALSET changes."""
+    if not side.quorum:
+        return None
+    head = side.store.head()
+    rows = side.store.kv_range(keys.VALSETS, 1)
+    if head is None or not rows or rows[0][0] != keys.VALSETS:
+        return None
+    sched = [(h, consensus.ValidatorSet(k, tuple(p))) for h, k, p in cbor.loads(rows[0][1])]
+    vs = consensus.set_at(sched, head.height)
+    return (vs.threshold, sorted(vs.pubkeys), None)
 
 
 def open_side(data_dir: Path, broker: str) -> Side:
     g = genesis_files.load(Path(data_dir) / GENESIS_FILE)
     return Side(g.domain, Path(data_dir), broker, g.authority,
-                Store(Path(data_dir) / DB_FILE, readonly=True))
+                Store(Path(data_dir) / DB_FILE, readonly=True),
+                quorum=getattr(g, "consensus", "") == "quorum")
 
 
 class Seq:
@@ -64,7 +83,8 @@ def submitter(sides: dict[str, Side], timeout: float) -> relayer.Submit:
     def send(domain: str, message: bytes) -> tuple[bool, str]:
         s = sides[domain]
         try:
-            r = submit(s.broker, domain, message, s.authority, timeout=timeout)
+            r = submit(s.broker, domain, message, s.authority, timeout=timeout,
+                       validators=receipt_set(s))
         except SubmitError as e:
             return False, str(e)
         return r.ok and r.status == messages.STATUS_OK, r.reason
@@ -79,7 +99,8 @@ def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str
     msg = txm.make(key.private, key.id, txm.TYPE_REGISTER, side.domain, seq(), 0,
                    {1: key.public})
     try:
-        r = submit(side.broker, side.domain, msg, side.authority, timeout=timeout)
+        r = submit(side.broker, side.domain, msg, side.authority, timeout=timeout,
+                   validators=receipt_set(side))
     except SubmitError as e:
         return str(e)
     return "" if r.ok else r.reason

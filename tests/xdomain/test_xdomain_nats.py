@@ -1,0 +1,132 @@
+"""Cross-domain exchange with a quorum domain on a real NATS cluster: domain
+A is three replicated gateways (3 validators, k = 2, gateway/cluster/replica.py)
+on a 3-node NATS cluster, domain B an authority gateway (`thingledger run`)
+on its own embedded broker. A `thingledger relay` process reads A from one
+gateway's data dir and submits to A through a NATS node's MQTT listener: it
+brings B's client of A up to A's head with quorum certificates, B credits
+the transfer after checking the packet proof against a quorum-certified
+header of A, and the acknowledgement settles the escrow on all three
+gateways of A, on one head."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from pathlib import Path
+
+from gateway.db.genesis_files import write_key
+from gateway.node.config import KEY_FILE
+from gateway.xdomain import client as lc
+from gateway.xdomain import rules
+from shared import cbor, commit, txdecode
+from shared import xpacket as xp
+from tests.cluster.quorum import AUTHORITY, DOMAIN, Running, config, make_dirs, until
+from tests.support.gwtest import Device, key
+from tests.support.nats import run
+from tests.support.waits import lines, wait_line
+from tests.xdomain.test_xdomain_e2e import Gateway, cli
+from tools.build import tool
+
+B = "dom-b"
+
+
+def balance(r: Running, who: bytes) -> int:
+    rec = r.gw.led.state.get(who)
+    return 0 if rec is None else rec.balance
+
+
+def kv(r: Running, k: bytes) -> bytes | None:
+    rows = r.store.kv_range(k, 1)
+    return rows[0][1] if rows and rows[0][0] == k else None
+
+
+def client_of_a(b: Gateway) -> lc.Client:
+    raw = b.kv(xp.client_key(DOMAIN))
+    assert raw is not None
+    return lc.Client.decode(DOMAIN, raw)
+
+
+def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_and_acknowledged(
+        tmp_path: Path, nats_cluster) -> None:
+    alice, bob = Device("alice", DOMAIN), Device("bob", B)
+    authority = Device("quorum-authority", DOMAIN)
+    assert authority.pub == AUTHORITY[1]
+    write_key(tmp_path / "relayer.key", key("relayer")[0])
+    b = Gateway(tmp_path, B, {bob.pub: 500})
+    dirs = make_dirs(tmp_path / "a", [alice])
+    a_url = "mqtt://127.0.0.1:%d" % nats_cluster.nodes[1].mqtt_port
+
+    async def body() -> None:
+        gws = [Running(config(d, i, nats_cluster)) for i, d in enumerate(dirs)]
+        for r in gws:
+            await r.start()
+        rel = None
+        try:
+            intake = gws[0].rep.intake
+            # A's owner creates A's client of B at B's head (block 1 of A, final)
+            with b.store() as s:
+                bh = s.head()
+                assert bh is not None
+                bcert = s.certificate(bh.height)
+            await intake.submit(authority.make(txdecode.TYPE_CLIENT_CREATE, {
+                1: B, 2: 1, 3: [b.auth_pub], 4: 3600, 5: bh.header_bytes, 6: bcert}))
+            await until(lambda: all(r.rep.head_final() and r.gw.led.head.height >= 1
+                                    for r in gws), gws, 30, "A's block 1 final")
+            # B's owner creates B's client of A from gw0's store (a quorum set, k = 2)
+            made = await asyncio.to_thread(
+                cli, "xdomain", "create", "--data-dir", str(b.dir), "--broker", b.url,
+                "--of-dir", str(dirs[0]), "--key", str(b.dir / KEY_FILE), "--period", "3600")
+            assert made.returncode == 0, made.stdout + made.stderr
+            created = client_of_a(b)
+            g = gws[0].gw.led.genesis
+            assert (created.threshold, sorted(created.pubkeys)) == (2, sorted(g.validators))
+            # alice sends 100 to bob: held in A's escrow once final
+            send = alice.make(txdecode.TYPE_SEND, {1: B, 2: bob.id, 3: 100, 4: 0,
+                                                   5: 2_000_000_000})
+            await intake.submit(send)
+            await until(lambda: all(r.rep.head_final() and balance(r, rules.ESCROW) == 100
+                                    for r in gws), gws, 30, "the send final on all three")
+            sent_at = gws[0].gw.led.head.height
+            assert all(balance(r, alice.id) == 900 for r in gws)
+            rel = subprocess.Popen(
+                [tool("thingledger"), "relay", "--from", DOMAIN, "--to", B,
+                 "--from-dir", str(dirs[0]), "--to-dir", str(b.dir), "--from-broker", a_url,
+                 "--to-broker", b.url, "--key", str(tmp_path / "relayer.key"),
+                 "--interval", "0.5"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            q, seen = lines(rel), []
+            await asyncio.to_thread(wait_line, q, r"relay: recv +in %s packet 1 ok" % B, 60,
+                                    seen)
+            await asyncio.to_thread(wait_line, q, r"relay: ack +in %s packet 1 ok" % DOMAIN,
+                                    60, seen)
+            await until(lambda: all(r.rep.head_final() and balance(r, rules.ESCROW) == 0
+                                    for r in gws)
+                        and len({r.gw.led.head.hash for r in gws}) == 1,
+                        gws, 30, "the escrow settled on all three, one head")
+            assert b.balance(bob.id) == 600
+            for r in gws:  # the packet closed in each gateway's state, alice not refunded
+                assert balance(r, alice.id) == 900
+                assert kv(r, xp.packet_key(B, 1)) is None
+            # B's client of A followed A past the send, under A's quorum set
+            client = client_of_a(b)
+            assert client.latest >= sent_at > created.latest and not client.frozen
+            # the packet was proven against a header of A that k = 2 of A's set certified
+            hdr = gws[0].store.get_block(client.latest)
+            cert = gws[0].store.certificate(client.latest)
+            assert hdr is not None and cert is not None and len(cert) >= 2
+            commit.final_header(hdr.header_bytes, cert, (2, sorted(g.validators), None))
+            with b.store() as s:
+                got = s.prove_kv(xp.receipt_key(DOMAIN, 1))
+            assert got is not None and cbor.loads(got[1]) == [xp.ACK_OK, ""]
+        finally:
+            if rel is not None and rel.poll() is None:
+                rel.send_signal(signal.SIGINT)
+                await asyncio.to_thread(rel.wait, 30)
+            for r in gws:
+                await r.stop()
+
+    try:
+        run(body, 90)
+    finally:
+        b.stop()
