@@ -98,6 +98,7 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
                               f"within {timeout:.0f} s") from None
         c.publish(topics.tx(domain), message, qos=1).wait_for_publish(timeout)
         deadline = time.monotonic() + timeout
+        failed: errors.TLError | None = None  # the last receipt about it that did not check
         while (left := deadline - time.monotonic()) > 0:
             try:
                 m = replies_host.open_reply(replies.get(timeout=left), authority)
@@ -110,11 +111,19 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
             if m[messages.M_TX] != t.id:
                 continue  # about another transaction, even one with the same seq
             if m[messages.M_KIND] == messages.KIND_RECEIPT:
-                fields = messages.check_receipt(m, authority, validators)
+                try:
+                    fields = messages.check_receipt(m, authority, validators)
+                except errors.TLError as e:  # a bad proof or certificate: not an answer
+                    failed = e
+                    continue
                 return Reply(True, m[messages.M_REASON], "", fields["height"],
                              m[messages.M_STATUS])
             return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None,
                          m.get(messages.M_RETRY))
+        if failed is not None:
+            raise SubmitError(f"no answer from the gateway within {timeout:.0f} s that checks: "
+                              f"a receipt of it failed its check ({failed.reason}: "
+                              f"{failed.detail})")
         raise SubmitError(f"no answer from the gateway within {timeout:.0f} s")
     finally:
         c.disconnect()  # first: it wakes the network thread, which loop_stop joins

@@ -155,6 +155,9 @@ def test_submit_takes_only_the_sealed_reply_about_its_transaction(amqtt_broker, 
             notice.seal(auth_priv, aid, messages.rejection(txm.tx_id(other_tx), seq, "replay", "")),
             messages.rejection(tx_id, seq, "bad-tx", "unsigned"),  # not sealed
             notice.seal(other_key, aid, messages.rejection(tx_id, seq, "bad-tx", "forged")),
+            # a receipt about it whose header does not check (receipts are not sealed:
+            # their header's signature or certificate is their proof)
+            messages.receipt(tx_id, seq, 0, "ok", [], 1, b"not a signed header", 0, 1, []),
         ]
         for d in decoys:
             replier.publish(rx, d)
@@ -163,3 +166,23 @@ def test_submit_takes_only_the_sealed_reply_about_its_transaction(amqtt_broker, 
         got = reply.result(30)
     assert (got.ok, got.reason, got.detail, got.retry_ms) == (
         False, "insufficient-funds", "the answer", None)
+
+
+def test_submit_says_when_the_only_receipt_fails_its_check(amqtt_broker, paho_client):
+    """A receipt whose header does not check (a wrong validator set, a
+    forgery sealed with a leaked key) is not taken as the answer, and the
+    time-out says that one came and why it was refused."""
+    broker = amqtt_broker
+    _, auth_pub = p256.keygen()
+    person_priv, person_pub = p256.keygen()
+    pid = txm.device_id(person_pub)
+    message = txm.make(person_priv, pid, txm.TYPE_READING, DOMAIN, 1, 0, {1: 1, 2: 0})
+    replier = paho_client(broker, [topics.tx(DOMAIN)])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(submit_mod.submit, broker.url, DOMAIN, message, auth_pub, 3.0)
+        replier.wait_count(1, topics.tx(DOMAIN), 20)
+        replier.publish(topics.rx(DOMAIN, pid.hex()), messages.receipt(
+            txm.tx_id(message), 1, 0, "ok", [], 1, b"not a signed header", 0, 1, []))
+        with pytest.raises(submit_mod.SubmitError) as out:
+            reply.result(30)
+    assert "failed its check" in str(out.value)
