@@ -184,15 +184,15 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_acknowledged_and_re
 
 async def refusals(gws: list[Running], b: Gateway) -> None:
     """With the relayer stopped: forged headers of A at B, the packet relayed
-    to B again and its acknowledgement relayed to A again, all refused."""
+    to B again and its acknowledgement relayed to A again, all refused; then
+    two of A's validators equivocate and B's client of A freezes."""
     pubs = sorted(gws[0].gw.led.genesis.validators)
     a_head = gws[0].store.head()
     assert a_head is not None
     hb = header.encode(dict(a_head.fields, height=a_head.height + 1))
-    bh = header.block_hash(hb)
 
-    def vote(kp: tuple[bytes, bytes]) -> bytes:
-        return commit_gateway.vote(kp[0], kp[1], bh)
+    def vote(kp: tuple[bytes, bytes], hdr: bytes = hb) -> bytes:
+        return commit_gateway.vote(kp[0], kp[1], header.block_hash(hdr))
 
     v0, v1 = sorted(VALIDATORS[:2], key=lambda kp: pubs.index(kp[1]))
     i0, i1 = pubs.index(v0[1]), pubs.index(v1[1])
@@ -200,8 +200,8 @@ async def refusals(gws: list[Running], b: Gateway) -> None:
     relayer.seq = 1 << 50
     client_before, head_before = b.kv(xp.client_key(DOMAIN)), b.head()
 
-    async def update(cert: list[Any]) -> Any:
-        msg = relayer.make(txdecode.TYPE_CLIENT_UPDATE, {1: DOMAIN, 2: [[hb, cert, None]]})
+    async def update(cert: list[Any], hdr: bytes = hb) -> Any:
+        msg = relayer.make(txdecode.TYPE_CLIENT_UPDATE, {1: DOMAIN, 2: [[hdr, cert, None]]})
         return await asyncio.to_thread(b.send, msg)
 
     rep = await update([[i0, vote(v0)]])  # one validator's vote of k = 2
@@ -232,3 +232,14 @@ async def refusals(gws: list[Running], b: Gateway) -> None:
     assert (rep.ok, rep.reason, rep.detail) == (False, reasons.DUPLICATE, "packet-closed"), rep
     alice = Device("alice", DOMAIN).id
     assert all((balance(r, rules.ESCROW), balance(r, alice)) == (0, 900) for r in gws)
+    # two of A's validators certify a twin of a header B trusts: B's client of A freezes
+    latest = client_of_a(b).latest
+    trusted = gws[0].store.get_block(latest)
+    assert trusted is not None
+    tb = header.encode(dict(trusted.fields, state_root=b"\x66" * 32))
+    rep = await update([[i0, vote(v0, tb)], [i1, vote(v1, tb)]], tb)
+    assert rep.ok and rep.status == 0, rep
+    frozen = client_of_a(b)
+    assert frozen.frozen and frozen.latest == latest
+    rep = await asyncio.to_thread(b.send, relayer.make(txdecode.TYPE_RELAY, first.body))
+    assert (rep.ok, rep.reason) == (False, reasons.CLIENT_FROZEN), rep
