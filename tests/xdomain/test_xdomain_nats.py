@@ -6,27 +6,48 @@ gateway's data dir and submits to A through a NATS node's MQTT listener: it
 brings B's client of A up to A's head with quorum certificates, B credits
 the transfer after checking the packet proof against a quorum-certified
 header of A, and the acknowledgement settles the escrow on all three
-gateways of A, on one head."""
+gateways of A, on one head. A second transfer whose timeout height in B
+passes while no relayer runs is refunded on all three once the relayer
+proves its absence in B. Then the refusals across the two modes: headers of
+A with one vote of k = 2, with a vote by a key outside A's set, or with a
+signer index past the set, submitted to B's client of A; the packet's proof
+relayed to B again and the acknowledgement relayed to A again; each refused
+with its reason, nothing committed, nothing credited twice."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import re
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from gateway.db.genesis_files import write_key
 from gateway.node.config import KEY_FILE
 from gateway.xdomain import client as lc
 from gateway.xdomain import rules
-from shared import cbor, commit, txdecode
+from shared import cbor, commit, commit_gateway, errors, header, reasons, txdecode
+from shared import tx as txm
 from shared import xpacket as xp
-from tests.cluster.quorum import AUTHORITY, DOMAIN, Running, config, make_dirs, until
+from tests.cluster.quorum import (
+    AUTHORITY,
+    DOMAIN,
+    OUTSIDER,
+    SPARE,
+    VALIDATORS,
+    Running,
+    config,
+    make_dirs,
+    until,
+)
 from tests.support.gwtest import Device, key
 from tests.support.nats import run
 from tests.support.waits import lines, wait_line
 from tests.xdomain.test_xdomain_e2e import Gateway, cli
 from tools.build import tool
+from tools.submit import submit, validators_of
 
 B = "dom-b"
 
@@ -47,7 +68,22 @@ def client_of_a(b: Gateway) -> lc.Client:
     return lc.Client.decode(DOMAIN, raw)
 
 
-def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_and_acknowledged(
+def wait_all(q: queue.Queue[str], patterns: list[str], timeout: float, seen: list[str]) -> None:
+    """Wait for a line matching each of `patterns`, in any order."""
+    left = list(patterns)
+    while left:
+        got = wait_line(q, "|".join("(?:%s)" % p for p in left), timeout, seen)
+        left = [p for p in left if not re.search(p, got)]
+
+
+def relayed(store: Any, kind: str, seq: int) -> txm.Tx:
+    """The committed RELAY transaction of `kind` for packet `seq`."""
+    (t,) = [t for t in (txm.decode(r.message) for r in store.txs_of_type(txdecode.TYPE_RELAY))
+            if t.body[1] == kind and xp.decode(t.body[2])[3] == seq]
+    return t
+
+
+def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_acknowledged_and_refunded(
         tmp_path: Path, nats_cluster) -> None:
     alice, bob = Device("alice", DOMAIN), Device("bob", B)
     authority = Device("quorum-authority", DOMAIN)
@@ -89,6 +125,16 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_and_acknowledged(
                                     for r in gws), gws, 30, "the send final on all three")
             sent_at = gws[0].gw.led.head.height
             assert all(balance(r, alice.id) == 900 for r in gws)
+            # alice sends 50 more, due by B's next height, while no relayer runs
+            due = b.head()[0] + 1
+            await intake.submit(alice.make(txdecode.TYPE_SEND, {1: B, 2: bob.id, 3: 50,
+                                                                4: due, 5: 0}))
+            await until(lambda: all(r.rep.head_final() and balance(r, rules.ESCROW) == 150
+                                    for r in gws), gws, 30, "the second send final")
+            assert all(balance(r, alice.id) == 850 for r in gws)
+            # B passes that height (bob pays 1 to B's authority)
+            paid = await asyncio.to_thread(b.send, bob.transfer(txm.device_id(b.auth_pub), 1))
+            assert paid.ok and b.head()[0] >= due, paid
             rel = subprocess.Popen(
                 [tool("thingledger"), "relay", "--from", DOMAIN, "--to", B,
                  "--from-dir", str(dirs[0]), "--to-dir", str(b.dir), "--from-broker", a_url,
@@ -96,18 +142,19 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_and_acknowledged(
                  "--interval", "0.5"],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             q, seen = lines(rel), []
-            await asyncio.to_thread(wait_line, q, r"relay: recv +in %s packet 1 ok" % B, 60,
-                                    seen)
-            await asyncio.to_thread(wait_line, q, r"relay: ack +in %s packet 1 ok" % DOMAIN,
-                                    60, seen)
+            await asyncio.to_thread(wait_all, q, [
+                r"relay: recv +in %s packet 1 ok" % B, r"relay: ack +in %s packet 1 ok" % DOMAIN,
+                r"relay: timeout +in %s packet 2 ok" % DOMAIN], 60, seen)
             await until(lambda: all(r.rep.head_final() and balance(r, rules.ESCROW) == 0
                                     for r in gws)
                         and len({r.gw.led.head.hash for r in gws}) == 1,
                         gws, 30, "the escrow settled on all three, one head")
-            assert b.balance(bob.id) == 600
-            for r in gws:  # the packet closed in each gateway's state, alice not refunded
+            assert b.balance(bob.id) == 599  # 100 credited, the 50 never; 1 paid
+            assert b.kv(xp.receipt_key(DOMAIN, 2)) is None
+            for r in gws:  # both packets closed in each state: 100 gone, 50 back to alice
                 assert balance(r, alice.id) == 900
                 assert kv(r, xp.packet_key(B, 1)) is None
+                assert kv(r, xp.packet_key(B, 2)) is None
             # B's client of A followed A past the send, under A's quorum set
             client = client_of_a(b)
             assert client.latest >= sent_at > created.latest and not client.frozen
@@ -119,6 +166,9 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_and_acknowledged(
             with b.store() as s:
                 got = s.prove_kv(xp.receipt_key(DOMAIN, 1))
             assert got is not None and cbor.loads(got[1]) == [xp.ACK_OK, ""]
+            rel.send_signal(signal.SIGINT)
+            assert await asyncio.to_thread(rel.wait, 30) == 0, seen
+            await refusals(gws, b)
         finally:
             if rel is not None and rel.poll() is None:
                 rel.send_signal(signal.SIGINT)
@@ -127,6 +177,69 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_and_acknowledged(
                 await r.stop()
 
     try:
-        run(body, 90)
+        run(body, 120)
     finally:
         b.stop()
+
+
+async def refusals(gws: list[Running], b: Gateway) -> None:
+    """With the relayer stopped: forged headers of A at B, the packet relayed
+    to B again and its acknowledgement relayed to A again, all refused; then
+    two of A's validators equivocate and B's client of A freezes."""
+    pubs = sorted(gws[0].gw.led.genesis.validators)
+    a_head = gws[0].store.head()
+    assert a_head is not None
+    hb = header.encode(dict(a_head.fields, height=a_head.height + 1))
+
+    def vote(kp: tuple[bytes, bytes], hdr: bytes = hb) -> bytes:
+        return commit_gateway.vote(kp[0], kp[1], header.block_hash(hdr))
+
+    v0, v1 = sorted(VALIDATORS[:2], key=lambda kp: pubs.index(kp[1]))
+    i0, i1 = pubs.index(v0[1]), pubs.index(v1[1])
+    relayer = Device("relayer", B)
+    relayer.seq = 1 << 50
+    client_before, head_before = b.kv(xp.client_key(DOMAIN)), b.head()
+
+    async def update(cert: list[Any], hdr: bytes = hb) -> Any:
+        msg = relayer.make(txdecode.TYPE_CLIENT_UPDATE, {1: DOMAIN, 2: [[hdr, cert, None]]})
+        return await asyncio.to_thread(b.send, msg)
+
+    rep = await update([[i0, vote(v0)]])  # one validator's vote of k = 2
+    assert (rep.ok, rep.reason, rep.detail) == (False, errors.BAD_PROOF,
+                                                "too-few-signatures"), rep
+    rep = await update([[i0, vote(v0)], [i1, vote(OUTSIDER)]])  # a key outside A's set
+    assert (rep.ok, rep.reason) == (False, errors.BAD_SIGNATURE), rep
+    rep = await update([[i0, vote(v0)], [len(pubs), vote(SPARE)]])  # an index past the set
+    assert (rep.ok, rep.reason, rep.detail) == (False, errors.BAD_PROOF,
+                                                "signer-outside-set"), rep
+    assert b.kv(xp.client_key(DOMAIN)) == client_before and b.head() == head_before
+    # the packet relayed to B again: refused, bob credited once
+    with b.store() as s:
+        first = relayed(s, "recv", 1)
+    bob_before = b.balance(Device("bob", B).id)
+    rep = await asyncio.to_thread(b.send, relayer.make(txdecode.TYPE_RELAY, first.body))
+    assert (rep.ok, rep.reason, rep.detail) == (False, reasons.DUPLICATE, "received"), rep
+    assert b.balance(Device("bob", B).id) == bob_before and b.head() == head_before
+    # the acknowledgement relayed to A again: refused by the quorum, nothing moves
+    ack = relayed(gws[0].store, "ack", 1)
+    a_relayer = Device("relayer", DOMAIN)
+    a_relayer.seq = 1 << 50
+    a_url = gws[1].gw.cfg.broker_url
+    msg = a_relayer.make(txdecode.TYPE_RELAY, ack.body)
+    rep = await asyncio.to_thread(lambda: submit(
+        a_url, DOMAIN, msg, AUTHORITY[1], timeout=20,
+        validators=validators_of(gws[0].gw.led.genesis)))
+    assert (rep.ok, rep.reason, rep.detail) == (False, reasons.DUPLICATE, "packet-closed"), rep
+    alice = Device("alice", DOMAIN).id
+    assert all((balance(r, rules.ESCROW), balance(r, alice)) == (0, 900) for r in gws)
+    # two of A's validators certify a twin of a header B trusts: B's client of A freezes
+    latest = client_of_a(b).latest
+    trusted = gws[0].store.get_block(latest)
+    assert trusted is not None
+    tb = header.encode(dict(trusted.fields, state_root=b"\x66" * 32))
+    rep = await update([[i0, vote(v0, tb)], [i1, vote(v1, tb)]], tb)
+    assert rep.ok and rep.status == 0, rep
+    frozen = client_of_a(b)
+    assert frozen.frozen and frozen.latest == latest
+    rep = await asyncio.to_thread(b.send, relayer.make(txdecode.TYPE_RELAY, first.body))
+    assert (rep.ok, rep.reason) == (False, reasons.CLIENT_FROZEN), rep
