@@ -43,6 +43,10 @@ and every distinct name costs heap once the module is loaded).
 Errors: MQTTError is an OSError whose code (args[0], errno) is the CONNACK return
 code 1..5, 0x101 for a malformed or unexpected packet from the broker, or 0x102 when
 the unacked table is full. connect() makes one attempt and raises on failure.
+check_msg() never raises OSError or MemoryError: out of heap while a packet is
+read or handled, the connection is dropped (the stream may be cut mid-packet) and
+made again; the QoS 1 message that was not acknowledged is lost with a clean
+session, and the node's resend of its transaction gets the receipt again.
 Hooks: on_connect(session_present) after every (re)connect and restore;
 on_disconnect(exc) when a connection that got its CONNACK is lost (exc is None
 after disconnect()). Counters: reconnects (-1 before the first connect), failures
@@ -364,7 +368,7 @@ class MQTTClient:
                 sleep_ms(min(d, w))
         try:
             return self._wait(ticks_diff(t, ticks_ms()))
-        except OSError as e:
+        except (OSError, MemoryError) as e:  # out of heap mid-packet: the stream is cut too
             self._lost(e)
             return 0
 

@@ -84,6 +84,23 @@ def test_subscribe_receives_qos1_and_pubacks(broker, fw, paho_client):
     assert p.wait_exit() == 0, p.output()
 
 
+def test_out_of_heap_on_an_inbound_message_reconnects(broker, fw, paho_client):
+    """A MemoryError while an inbound message is handled (on a board: reading
+    a receipt into a fragmented heap) drops the connection instead of
+    ending the program; the client connects again and gets the next one."""
+    prefix, cid = unique("tl"), unique("dev")
+    p = fw("mqtt_nomem.py", broker, prefix, cid)
+    p.expect(r"^READY granted=1$")
+    pub = paho_client(broker)
+    pub.publish(f"{prefix}/down", "boom", qos=1)
+    p.expect(r"^NOMEM$")
+    p.expect(r"^RECONNECTED granted=1$")
+    pub.publish(f"{prefix}/down", "after", qos=1)
+    p.expect(r"^GOT after$")
+    p.expect(r"^DONE got=1$")
+    assert p.wait_exit() == 0, p.output()
+
+
 def test_puback_sent_for_inbound_qos1(broker, fw, paho_client):
     """The firmware acknowledges inbound QoS 1: with amqtt its in-flight table
     empties; with mosquitto (one message in flight) the later ones get through."""
