@@ -23,33 +23,12 @@ import subprocess
 import pytest
 
 from tests.support.ba_world import connack
-from tests.support.brokers import free_port
+from tests.support.brokers import free_run_of_ports
 from tests.support.nats import have_nats
 from tests.support.waits import drain, lines, wait_line
 from tools.build import tool
 
 NAMES = ("nats1", "nats2", "nats3", "gw1", "gw2", "gw3", "coordinator")
-
-
-def free_run_of_ports(n: int = 3) -> int:
-    """A first port p with p .. p+n-1 all free on 127.0.0.1 now."""
-    for _ in range(50):
-        base = free_port()
-        if base + n > 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError("no run of free ports")
 
 
 def nats_anonymous_answer(url: str) -> bytes:

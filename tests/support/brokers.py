@@ -52,6 +52,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_run_of_ports(n: int = 3) -> int:
+    """A first port p with p .. p+n-1 all free on 127.0.0.1 now (for a
+    process that listens on consecutive ports, as `run --gateways` does)."""
+    for _ in range(50):
+        base = free_port()
+        if base + n > 65535:
+            continue
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((HOST, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
 def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

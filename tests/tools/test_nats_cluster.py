@@ -7,39 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.brokers import ROOT, port_open, wait_until
+from tests.support.brokers import ROOT, free_run_of_ports, port_open, wait_until
 from tests.support.nats import have_nats
 from tests.support.waits import lines, wait_line
 from tools.nats_cluster import MQTT_BASE_PORT, NatsCluster, nats_server_exe
-
-
-def _free_run(n: int) -> int:
-    """A base port with n free consecutive ports after it on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError("no run of free ports")
 
 
 def _alive(pid: int) -> bool:
@@ -71,7 +47,7 @@ def test_cluster_process_writes_pids_and_stops_on_ctrl_c(tmp_path):
     if not have_nats():
         pytest.skip("nats-server not installed")
     assert os.access(nats_server_exe(), os.X_OK)
-    base = _free_run(3)
+    base = free_run_of_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "tools.nats_cluster", str(tmp_path),
                              "--mqtt-base", str(base)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -102,7 +78,7 @@ def test_nodes_die_with_a_killed_cluster_process(tmp_path):
     takes them with it: no NATS server left holding the ports."""
     if not have_nats():
         pytest.skip("nats-server not installed")
-    base = _free_run(3)
+    base = free_run_of_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "tools.nats_cluster", str(tmp_path),
                              "--mqtt-base", str(base)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
