@@ -286,13 +286,23 @@ class Follower:
         return None
 
 
+NO_SUITABLE_PEERS = 10005  # JetStream's API error code while a replica's node is not current
+
+
 async def retry(op: Callable[[], Awaitable], timeout: float, what: str):
+    """op() until it answers, through the errors of a cluster electing or a
+    node starting: RETRYABLE, and a stream that cannot be placed yet ("no
+    suitable peers for placement", seen when a gateway creates its streams
+    just after the nodes started); ClusterError(unavailable) at the timeout."""
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
             return await op()
-        except RETRYABLE as e:
+        except (*RETRYABLE, nats.js.errors.BadRequestError) as e:
+            if isinstance(e, nats.js.errors.BadRequestError) \
+                    and e.err_code != NO_SUITABLE_PEERS:
+                raise
             if time.monotonic() + delay >= deadline:
                 raise ClusterError(ClusterError.UNAVAILABLE,
                                    f"could not {what} in {timeout} s: {e!r}") from None

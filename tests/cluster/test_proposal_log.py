@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import nats.js.errors
 import pytest
 
 from gateway.cluster import link
-from gateway.cluster.log import ProposalLog
+from gateway.cluster.log import NO_SUITABLE_PEERS, ProposalLog, retry
 from gateway.errors import ClusterError
 from shared.errors import TLError
 from tests.support.nats import run, stream_leader
@@ -226,3 +227,25 @@ def test_garbage_published_straight_to_the_stream_is_skipped_alike(nats_cluster)
             await nc.close()
 
     run(body)
+
+
+def test_retry_waits_out_a_stream_not_placeable_yet_and_no_other_bad_request():
+    """A stream created just after the nodes started can be refused "no
+    suitable peers for placement" (seen once in tests/cluster): retried.
+    Any other bad request is the caller's mistake: raised at once."""
+    calls = []
+
+    def failing(code: int, times: int):
+        async def op() -> str:
+            calls.append(code)
+            if len(calls) <= times:
+                raise nats.js.errors.BadRequestError(code=400, err_code=code, description="x")
+            return "created"
+        return op
+
+    assert run(lambda: retry(failing(NO_SUITABLE_PEERS, 2), 10.0, "create")) == "created"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(nats.js.errors.BadRequestError):
+        run(lambda: retry(failing(10058, 2), 10.0, "create"))  # stream name in use
+    assert len(calls) == 1
