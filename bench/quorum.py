@@ -152,7 +152,7 @@ def measure(name: str, port: int, rx: Receipts, groups: list[list[bytes]], rate:
 
 def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
     from gateway.cluster import link
-    from gateway.db.genesis_files import create_domain, write_key
+    from gateway.db.genesis_files import create_replicated_domain
     from gateway.ledger import consensus
     from shared import p256
     from shared import tx as txm
@@ -164,14 +164,9 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
     keys = [p256.keygen() for _ in range(3)]
     vs = consensus.ValidatorSet.of([p for _, p in keys], 2)
     dirs = [tmp / f"q{i + 1}" for i in range(3)]
-    create_domain(dirs[0], DOMAIN, {d.pub: 1000 for d in devices}, time=1_700_000_000,
-                  consensus="quorum", validators=list(vs.pubkeys), threshold=2)
-    for i, d in enumerate(dirs):
-        if i:
-            d.mkdir(parents=True)
-            for f in ("genesis.toml", "authority.key"):
-                shutil.copy2(dirs[0] / f, d / f)
-        write_key(d / "validator.key", keys[i][0])
+    create_replicated_domain(dirs, DOMAIN, [k for k, _ in keys],
+                             {d.pub: 1000 for d in devices}, time=1_700_000_000,
+                             validators=list(vs.pubkeys), threshold=2)
     nats = NatsCluster(tmp / "nats", 3).start()
     gws: list[GatewayProcess] = []
     rx = None

@@ -42,13 +42,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from gateway.db.genesis_files import create_domain, load_authority_key, write_key
+from gateway.db.genesis_files import create_replicated_domain, load_authority_key
 from gateway.db.genesis_files import load as load_genesis
 from gateway.ledger.consensus import majority
 from shared import p256
@@ -92,14 +91,9 @@ def prepare_domain(base: Path, domain: str, n: int, log) -> list[Path]:
                               "to start a new domain")
     keys = [p256.keygen() for _ in dirs]
     owner = ensure_key(base / OWNER_KEY)  # certifies the gateways as full nodes
-    create_domain(dirs[0], domain, consensus="quorum", validators=[p for _, p in keys],
-                  threshold=majority(n), owner=owner.public)
-    for i, d in enumerate(dirs):
-        if i:
-            d.mkdir(parents=True)
-            for name in ("genesis.toml", "authority.key"):
-                shutil.copy2(dirs[0] / name, d / name)
-        write_key(d / "validator.key", keys[i][0])
+    create_replicated_domain(dirs, domain, [k for k, _ in keys],
+                             validators=[p for _, p in keys], threshold=majority(n),
+                             owner=owner.public)
     log(f"quorum domain {domain}: {n} validators, threshold {majority(n)}, in {base}/gw1..gw{n}")
     return dirs
 

@@ -7,6 +7,7 @@ need one module."""
 from __future__ import annotations
 
 import os
+import shutil
 import time as _time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,7 @@ from gateway.ledger.genesis import from_dict as from_dict
 from gateway.ledger.genesis import genesis_header as genesis_header
 from gateway.node.config import GENESIS_FILE as GENESIS_FILE
 from gateway.node.config import KEY_FILE as KEY_FILE
+from gateway.node.config import VALIDATOR_KEY_FILE
 from shared import p256
 from shared import tx as txm
 
@@ -123,3 +125,21 @@ def create_domain(data_dir: Path | str, domain: str,
     tmp.write_text(dumps(g))
     os.replace(tmp, gpath)
     return gpath, kpath
+
+
+def create_replicated_domain(dirs: list[Path], domain: str, keys: list[bytes],
+                             accounts: Mapping[bytes, int] | Iterable[tuple[bytes, int]] = (),
+                             **genesis: Any) -> None:
+    """The data folders of a quorum domain's gateways (docs/CONSENSUS.md): a
+    new domain made in dirs[0] (create_domain with consensus "quorum";
+    `genesis`: its other arguments, validators= and threshold= among them),
+    its genesis file and domain key copied into every other folder, and
+    keys[i] (a private key) written as folder i's validator key."""
+    first = Path(dirs[0])
+    create_domain(first, domain, accounts, consensus="quorum", **genesis)
+    for i, (d, k) in enumerate(zip(map(Path, dirs), keys, strict=True)):
+        if i:
+            d.mkdir(parents=True)
+            for name in (GENESIS_FILE, KEY_FILE):
+                shutil.copy2(first / name, d / name)
+        write_key(d / VALIDATOR_KEY_FILE, k)

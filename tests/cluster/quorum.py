@@ -7,12 +7,11 @@ pipeline, gateway/cluster/replica.py)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.db.genesis_files import create_domain, write_key
+from gateway.db.genesis_files import create_replicated_domain
 from gateway.node.config import GatewayConfig
 from gateway.node.service import Gateway
 from tests.support.gwtest import T0, Device, key
@@ -29,19 +28,11 @@ def make_dirs(base: Path, devices: list[Device], n: int = 3,
     """Data dirs gw0..gw<n-1> (n <= 4) holding the same genesis and domain
     key, and each its validator key (gw3: SPARE's); `accounts` (public key -> balance) and `genesis`
     (owner=, admission=, ...) go into the genesis too."""
-    first = base / "gw0"
-    create_domain(first, DOMAIN, {d.pub: 1000 for d in devices} | (accounts or {}), time=T0,
-                  authority_key=AUTHORITY[0], consensus="quorum",
-                  validators=[p for _, p in VALIDATORS], threshold=2, **genesis)
-    dirs = []
-    for i in range(n):
-        d = base / f"gw{i}"
-        if i:
-            d.mkdir(parents=True)
-            for name in ("genesis.toml", "authority.key"):
-                shutil.copy2(first / name, d / name)
-        write_key(d / "validator.key", [*VALIDATORS, SPARE][i][0])
-        dirs.append(d)
+    dirs = [base / f"gw{i}" for i in range(n)]
+    create_replicated_domain(dirs, DOMAIN, [k for k, _ in [*VALIDATORS, SPARE][:n]],
+                             {d.pub: 1000 for d in devices} | (accounts or {}), time=T0,
+                             authority_key=AUTHORITY[0],
+                             validators=[p for _, p in VALIDATORS], threshold=2, **genesis)
     return dirs
 
 
