@@ -164,6 +164,7 @@ class Replica:
         self.settle_later: list[Delivery] = []
         self._settling = 0
         self._ids: tuple[int, list[bytes]] | None = None
+        self._schedule: tuple[int, consensus.Schedule] | None = None  # (head height, schedule)
         self.online: dict[bytes, bool] = {}  # other gateways' last status (unknown: online)
         self.built: blocks.Block | None = None
         self.wake = asyncio.Event()
@@ -241,9 +242,14 @@ class Replica:
 
     # ---- validator sets ------------------------------------------------------------
     def set_at(self, height: int) -> consensus.ValidatorSet:
-        s = consensus.schedule(self.gw.led.state)
-        assert s is not None  # a quorum domain
-        return consensus.set_at(s, height)
+        """The set in force at `height`, from the schedule in the state (read
+        once per head: every vote asks for it)."""
+        h = self.gw.led.head.height
+        if self._schedule is None or self._schedule[0] != h:
+            s = consensus.schedule(self.gw.led.state)
+            assert s is not None  # a quorum domain
+            self._schedule = (h, s)
+        return consensus.set_at(self._schedule[1], height)
 
     def _is_member(self, height: int, signer: bytes) -> bool:
         return self.set_at(height).index(signer) is not None
@@ -314,7 +320,7 @@ class Replica:
         final = head.height - (1 if head.height in self.unfinal else 0)
         self.collector = Collector(self.threshold_at, self._verify,
                                    self._is_member, on_final=self._on_final,
-                                   on_evidence=self._on_evidence, final_height=final)
+                                   on_evidence=self._on_double_vote, final_height=final)
         metrics = getattr(self.gw, "metrics", None)
         if metrics is not None and self.book.on_count is None:
             counter = Counter("thingledger_double_votes", "Validators' double votes seen, by "
@@ -570,29 +576,36 @@ class Replica:
                     link.publish(link.status_topic, b"online", retain=True)
 
     def _on_late_vote(self, s: HeaderSig) -> None:
-        """A vote on a height final here (SigChannel's on_stale): vote again on
-        that block, if it is the one final here and the vote is a member's."""
-        if s.height in self.by_height and not self.book.has(s):
-            if self.by_height[s.height] != s.hash:
-                self._other_header(s)  # a vote on another header of a final height
-                return
-            if self._is_member(s.height, s.signer) \
-                    and self._vote_ok(s.hash, s.signer, s.signature):
-                self._seen_vote(s)  # kept: a vote on another header may follow
-        if s.signer == self.pub or self.by_height.get(s.height) != s.hash \
-                or not self.member_at(s.height):
+        """A vote on a height final here (SigChannel's on_stale): a vote on
+        another header of that height goes to the double-vote check; a
+        member's vote on the block final here is kept (a vote on another
+        header may follow), and answered with this gateway's own vote on it
+        (at most every RESEND_S per height). The signature is checked once,
+        and only when the vote is new or answered."""
+        mine = self.by_height.get(s.height)
+        if mine is None:
+            return
+        seen = self.book.has(s)
+        if mine != s.hash:
+            if not seen:
+                self._other_header(s)
             return
         now = time.monotonic()
-        if now - self.answered.get(s.height, -RESEND_S) < RESEND_S:
+        answer = s.signer != self.pub and self.member_at(s.height) \
+            and now - self.answered.get(s.height, -RESEND_S) >= RESEND_S
+        if seen and not answer:
             return
         if not self._is_member(s.height, s.signer) \
                 or not self._vote_ok(s.hash, s.signer, s.signature):
             return
-        if len(self.answered) >= KNOWN_HASHES:
-            self.answered.clear()
-        self.answered[s.height] = now
-        asyncio.get_running_loop().create_task(
-            self._vote(Unfinal(s.height, s.hash, None)))
+        if not seen:
+            self._seen_vote(s)
+        if answer:
+            if len(self.answered) >= KNOWN_HASHES:
+                self.answered.clear()
+            self.answered[s.height] = now
+            asyncio.get_running_loop().create_task(
+                self._vote(Unfinal(s.height, s.hash, None)))
 
     # ---- finality ------------------------------------------------------------------
     def _on_final(self, cert: Certificate) -> None:
@@ -612,10 +625,6 @@ class Replica:
             return
         asyncio.get_running_loop().create_task(
             self._finalise(cert.height, commit_gateway.certificate(votes)))
-
-    def _on_evidence(self, first: HeaderSig, second: HeaderSig) -> None:
-        """The Collector's double vote: one signer, two hashes, one height."""
-        self._on_double_vote(first, second)
 
     # ---- double votes filed as proofs (docs/CONSENSUS.md) ----------------------------
     def _seen_vote(self, s: HeaderSig) -> None:
