@@ -50,7 +50,13 @@ from gateway.node.service import Gateway
 from gateway.node.sysclients import SysClients
 from tools.build import BuildError, build
 from tools.console import Console
-from tools.vboard import BOARD_UMASK, RESET_EXIT, FlashInUse, FlashLock, VirtualBoard
+from tools.vboard import (
+    FlashInUse,
+    FlashLock,
+    VirtualBoard,
+    run_board,
+    terminate_all,
+)
 
 if TYPE_CHECKING:
     from gateway.web.app import WebServer
@@ -77,36 +83,6 @@ GENESIS_SUPPLY = 1_000_000
 DERIVED = DerivedService("temperature-mean", "temperature", window=4, unit="cC", price=20,
                          interval_s=3)
 
-
-async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -> int:
-    assert proc.stdout is not None
-    async for raw in proc.stdout:
-        console.line(name, raw.decode(errors="replace").rstrip())
-    rc = await proc.wait()
-    if rc not in (0, RESET_EXIT, -signal.SIGTERM, -signal.SIGKILL):
-        console.line(name, f"exited with code {rc}")
-    return rc
-
-
-async def _board(vb: VirtualBoard, lock: FlashLock, build_dir: Path,
-                 procs: dict[str, asyncio.subprocess.Process], console: Console,
-                 halt: asyncio.Event) -> None:
-    """Run a virtual board; a reset it asks for (an update, docs/OTA.md:
-    exit code RESET_EXIT) powers it on again, as a real board's reset would.
-    In its own session (the terminal's Ctrl-C reaches this process, which
-    stops the boards in order), holding its folder's lock, dying with this
-    process however it dies."""
-    while True:
-        proc = await asyncio.create_subprocess_exec(
-            *vb.command(build_dir), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, umask=BOARD_UMASK, **lock.popen_options())
-        lock.handed_over(proc.pid)
-        procs[vb.name] = proc
-        if halt.is_set():  # the run ended while it started
-            proc.terminate()
-        if await _pump(vb.name, proc, console) != RESET_EXIT or halt.is_set():
-            return
-        lock = vb.lock()  # released when the process ended
 
 async def run(args: argparse.Namespace, console: Console) -> int:
     data_dir = Path(args.data_dir).resolve()
@@ -219,7 +195,7 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
                          interval_ms=args.interval_ms, sim_start=2000 + 75 * i, **role)
             if release_key is not None:
                 vb.pin_keys([release_key], replace=False)  # an update may have rotated it
-            pumps.append(asyncio.create_task(_board(vb, lock, build_dir, procs, console,
+            pumps.append(asyncio.create_task(run_board(vb, lock, build_dir, procs, console,
                                                         halt)))
         if n_boards:
             console.line("run", f"{n_boards} virtual boards started, {len(roles)} in the market "
@@ -232,14 +208,7 @@ async def _run(args: argparse.Namespace, console: Console, data_dir: Path,
                      else f"stopping: the gateway failed: {gw.failed}")
     finally:
         halt.set()  # no board is powered on again from here
-        for p in procs.values():
-            if p.returncode is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                await asyncio.wait_for(p.wait(), 5)
-            except TimeoutError:
-                p.kill()
+        await terminate_all(procs.values())
         await asyncio.gather(*pumps, return_exceptions=True)
         if dashboard is not None:
             await dashboard.stop()

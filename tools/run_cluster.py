@@ -60,12 +60,13 @@ from tools.keys import KeyPair, load_key
 from tools.nats_cluster import NatsCluster, NatsError
 from tools.submit import validators_of
 from tools.vboard import (
-    BOARD_UMASK,
-    RESET_EXIT,
     FlashInUse,
     FlashLock,
     VirtualBoard,
     die_with_parent,
+    pump_lines,
+    run_board,
+    terminate_all,
 )
 
 DEFAULT_MQTT_BASE = 1883
@@ -110,34 +111,6 @@ def write_gateway_config(d: Path, i: int, domain: str, nats: NatsCluster,
     return p
 
 
-async def _pump(name: str, proc: asyncio.subprocess.Process, console: Console) -> int:
-    assert proc.stdout is not None
-    async for raw in proc.stdout:
-        console.line(name, _STAMPED.sub("", raw.decode(errors="replace").rstrip()))
-    rc = await proc.wait()
-    if rc not in (0, RESET_EXIT, -signal.SIGTERM, -signal.SIGKILL):
-        console.line(name, f"exited with code {rc}")
-    return rc
-
-
-async def _board(vb: VirtualBoard, lock: FlashLock, build_dir: Path, heap: str | None,
-                 procs: dict[str, asyncio.subprocess.Process], console: Console,
-                 halt: asyncio.Event) -> None:
-    """A virtual board, powered on again after a reset it asks for (an
-    update, docs/OTA.md), as tools/run.py runs them."""
-    while True:
-        proc = await asyncio.create_subprocess_exec(
-            *vb.command(build_dir, heap=heap), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, umask=BOARD_UMASK, **lock.popen_options())
-        lock.handed_over(proc.pid)
-        procs[vb.name] = proc
-        if halt.is_set():
-            proc.terminate()
-        if await _pump(vb.name, proc, console) != RESET_EXIT or halt.is_set():
-            return
-        lock = vb.lock()
-
-
 async def _spawn(name: str, cmd: list[str], run_dir: Path, console: Console,
                  procs: dict[str, asyncio.subprocess.Process], pumps: list[asyncio.Task],
                  **kw) -> None:
@@ -146,7 +119,7 @@ async def _spawn(name: str, cmd: list[str], run_dir: Path, console: Console,
         preexec_fn=die_with_parent(signal.SIGTERM), **kw)
     (run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
     procs[name] = proc
-    pumps.append(asyncio.create_task(_pump(name, proc, console)))
+    pumps.append(asyncio.create_task(pump_lines(name, proc, console, _STAMPED)))
 
 
 async def _stop(procs: dict[str, asyncio.subprocess.Process], run_dir: Path,
@@ -278,8 +251,8 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
             vb.configure(domain=args.domain, authority_hex=g.authority.hex(), host=host,
                          port=port, interval_ms=args.interval_ms, sim_start=2000 + 75 * i,
                          validators=vs, threshold=g.threshold, brokers=others)
-            pumps.append(asyncio.create_task(_board(vb, lock, build_dir, args.board_heap,
-                                                    boards_procs, console, halt)))
+            pumps.append(asyncio.create_task(run_board(vb, lock, build_dir, boards_procs,
+                                                    console, halt, args.board_heap)))
         console.line("run", f"{n} gateways (k={g.threshold}), a coordinator and {len(boards)} "
                      "virtual boards started (Ctrl-C to stop)")
         # a gateway that dies leaves the others running: the domain goes on with k of n
@@ -290,14 +263,7 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
         console.line("run", "stopping")
     finally:
         halt.set()
-        for b in boards_procs.values():
-            if b.returncode is None:
-                b.terminate()
-        for b in boards_procs.values():
-            try:
-                await asyncio.wait_for(b.wait(), 5)
-            except TimeoutError:
-                b.kill()
+        await terminate_all(boards_procs.values())
         # the coordinator first: a gateway stopping before it would look offline to
         # it, and it would reassign light nodes while the other gateways stop
         await _stop({k: p for k, p in procs.items() if k == "coordinator"}, run_dir)

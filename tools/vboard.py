@@ -18,18 +18,24 @@ on one folder would sign with one key from one seq store."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tools.build import tool
+
+if TYPE_CHECKING:
+    from tools.console import Console
 
 BOARD_HEAP = "64k"
 # 66 KiB is the smallest heap that passed every run of tests/e2e/test_firmware_market.py,
@@ -55,6 +61,57 @@ OTA_KEYS = "ota/keys"  # firmware/ota.py: the pinned release keys, 33 bytes each
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ROM_LINK = ".rom"  # in the flash folder: a link to the firmware build (command())
 LOCK_FILE = ".board.lock"  # in the flash folder; the firmware never lists the folder's root
+
+
+async def pump_lines(name: str, proc: asyncio.subprocess.Process, console: Console,
+                     strip: re.Pattern[str] | None = None) -> int:
+    """Show each line `proc` prints as `name`'s (without what `strip`
+    matches: a child's own time stamp and name), until it ends; its exit
+    code, said when it is not an ordinary end."""
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        text = raw.decode(errors="replace").rstrip()
+        console.line(name, strip.sub("", text) if strip else text)
+    rc = await proc.wait()
+    if rc not in (0, RESET_EXIT, -signal.SIGTERM, -signal.SIGKILL):
+        console.line(name, f"exited with code {rc}")
+    return rc
+
+
+async def run_board(vb: VirtualBoard, lock: FlashLock, build_dir: Path,
+                    procs: dict[str, asyncio.subprocess.Process], console: Console,
+                    halt: asyncio.Event, heap: str | None = None) -> None:
+    """Run a virtual board (`thingledger run`); a reset it asks for (an
+    update, docs/OTA.md: exit code RESET_EXIT) powers it on again, as a real
+    board's reset would. In its own session (the terminal's Ctrl-C reaches
+    the run, which stops the boards in order), holding its folder's lock,
+    dying with the run however it dies."""
+    while True:
+        proc = await asyncio.create_subprocess_exec(
+            *vb.command(build_dir, heap=heap), cwd=vb.flash, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, umask=BOARD_UMASK, **lock.popen_options())
+        lock.handed_over(proc.pid)
+        procs[vb.name] = proc
+        if halt.is_set():  # the run ended while it started
+            proc.terminate()
+        if await pump_lines(vb.name, proc, console) != RESET_EXIT or halt.is_set():
+            return
+        lock = vb.lock()  # released when the process ended
+
+
+async def terminate_all(procs: Iterable[asyncio.subprocess.Process],
+                        grace: float = 5.0) -> None:
+    """SIGTERM every process still running, then SIGKILL those that have not
+    ended `grace` seconds later (boards and gateways of `thingledger run`)."""
+    procs = list(procs)
+    for p in procs:
+        if p.returncode is None:
+            p.terminate()
+    for p in procs:
+        try:
+            await asyncio.wait_for(p.wait(), grace)
+        except TimeoutError:
+            p.kill()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
