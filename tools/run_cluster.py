@@ -3,7 +3,8 @@ JetStream on one machine (docs/CONSENSUS.md):
 
   1. domain    on first run: N validator keys, the owner's and the
                coordinator's keys (var/owner.key, var/coordinator.key), a
-               quorum genesis (k = a majority, the owner in it), each
+               quorum genesis (k = a majority, the owner in it, trust on,
+               an account per validator to sign its PROOFs with), each
                gateway's folder var/gw<i> with the genesis, the domain key,
                its validator key and gateway.toml; each board's wallet
   2. admission the NATS users and topic rights exported from the chain into
@@ -92,10 +93,13 @@ def prepare_domain(base: Path, domain: str, n: int, log) -> list[Path]:
                               "to start a new domain")
     keys = [p256.keygen() for _ in dirs]
     owner = ensure_key(base / OWNER_KEY)  # certifies the gateways as full nodes
-    create_replicated_domain(dirs, domain, [k for k, _ in keys],
+    # trust on, and each validator an account (balance 0): a gateway that sees a
+    # validator's double vote files the PROOF signed with its own validator key
+    create_replicated_domain(dirs, domain, [k for k, _ in keys], {p: 0 for _, p in keys},
                              validators=[p for _, p in keys], threshold=majority(n),
-                             owner=owner.public)
-    log(f"quorum domain {domain}: {n} validators, threshold {majority(n)}, in {base}/gw1..gw{n}")
+                             owner=owner.public, trust=True)
+    log(f"quorum domain {domain}: {n} validators, threshold {majority(n)}, trust on, "
+        f"in {base}/gw1..gw{n}")
     return dirs
 
 

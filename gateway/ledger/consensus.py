@@ -18,9 +18,14 @@ VALSET transaction (code 22, body {1: from height, 2: k, 3: [pubkeys]}),
 signed by the domain owner (the genesis `owner`, or the authority key where
 the genesis names no owner), schedules a new set from a later height: it
 replaces any change still pending, and a from height at or below the height
-of the block that includes it is refused (bad-tx / valset-height). Every
-header names the set of its height and of the next one, so a light node sees
-a change one block before it takes effect.
+of the block that includes it is refused (bad-tx / valset-height). The sets
+of past heights stay in the schedule, so the set of any height is known (a
+late vote on an old block is judged against the set of its height). A
+committed proof that a member voted for two headers of one height
+(gateway/trust/rules.py) takes it out of the sets from the next height on
+(remove_member), as a VALSET would. Every header names the set of its height
+and of the next one, so a light node sees a change one block before it takes
+effect.
 """
 
 from __future__ import annotations
@@ -168,10 +173,50 @@ def _apply(view: Any, t: txm.Tx, rules: Any, block: Any) -> tuple[int, str, list
     if start <= block.height or start > block.height + MAX_DELAY:
         raise RuleError(errors.BAD_TX, "valset-height")
     entries = schedule(view) or []
-    kept = [e for e in entries if e[0] <= block.height]
+    kept = [e for e in entries if e[0] <= block.height]  # the past sets stay (set_at)
     new = ValidatorSet(t.body[2], tuple(t.body[3]))
-    view.kv_put(keys.VALSETS, encode_schedule(kept[-1:] + [(start, new)]))
+    view.kv_put(keys.VALSETS, encode_schedule(kept + [(start, new)]))
     return STATUS_OK, "", [["valset", start, new.hash]]
+
+
+# ---- a validator proved to equivocate leaves the set ---------------------------------
+def threshold_without(vs: ValidatorSet, n: int) -> int:
+    """k of `vs` once it has `n` members left: k stays unless k > n, then n;
+    never below a majority of the n (2k > n holds: two certificates of one
+    height still share a member)."""
+    return max(min(vs.threshold, n), majority(n))
+
+
+def without(vs: ValidatorSet, pubkey: bytes) -> ValidatorSet:
+    """`vs` without `pubkey` (unchanged if it is not a member, or its only one:
+    a set is never emptied, the domain would stop)."""
+    if vs.index(pubkey) is None or len(vs.pubkeys) == 1:
+        return vs
+    rest = tuple(p for p in vs.pubkeys if p != pubkey)
+    return ValidatorSet(threshold_without(vs, len(rest)), rest)
+
+
+def remove_member(view: Any, pubkey: bytes, height: int) -> tuple[int, ValidatorSet] | None:
+    """Take `pubkey` out of every set in force after block `height` (the block
+    that holds the proof of its double vote, gateway/trust/rules.py): from
+    height + 1 on, as a VALSET from the earliest height it may name, and out
+    of a change still pending. Returns (from height, set) of the first set
+    that changed, or None when nothing changes (not a member after `height`,
+    the only one, or no consensus section)."""
+    entries = schedule(view)
+    if entries is None:
+        return None
+    start = height + 1
+    past = [e for e in entries if e[0] < start]
+    olds = [(start, set_at(entries, start)), *(e for e in entries if e[0] > start)]
+    news = [(h, without(vs, pubkey)) for h, vs in olds]
+    changed = [e for e, old in zip(news, olds, strict=True) if e[1] != old[1]]
+    if not changed:
+        return None
+    if news[0][1] == past[-1][1]:  # still the set in force at `height`: no entry needed
+        news = news[1:]
+    view.kv_put(keys.VALSETS, encode_schedule(past + news))
+    return changed[0]
 
 
 TX_TYPES = (txtypes.TxType(TYPE_VALSET, "consensus", _schema, _precheck, _apply),)

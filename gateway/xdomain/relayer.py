@@ -89,8 +89,10 @@ def _schedule(store: Store) -> consensus.Schedule | None:
 
 def _known_sets(store: Store) -> dict[bytes, list[Any]]:
     """Every validator set the domain has had, by hash: [k, pubkeys]. The
-    state keeps only the current and the next set (gateway/ledger/consensus.py),
-    so the earlier ones are read from the committed VALSET transactions."""
+    state's schedule keeps the sets of past heights (gateway/ledger/consensus.py;
+    a removal after a proved double vote is only there); chains written by
+    earlier versions kept only the current and the next set, so the committed
+    VALSET transactions are read too."""
     out = {}
     s = _schedule(store)
     for _, vs in s or []:

@@ -4,7 +4,9 @@ trust on, on a real 3-node NATS cluster. Holding validator 0's key, the test
 publishes validator 0's vote on a sibling of final block 1, then appends the
 sibling's proposal to the log (every gateway refuses it and keeps its
 header): the other gateways file the two votes as a PROOF through the
-intake; it is committed once on every chain and validator 0's id is banned.
+intake; it is committed once on every chain and validator 0's id is banned,
+and the chain takes validator 0 out of the set from the next height (that
+block final with 2 of the 2 left; a vote of its key refused not-in-set).
 A vote on a header no gateway saw proves nothing: counted (unknown-header),
 not filed."""
 
@@ -15,10 +17,10 @@ from gateway.cluster.log import ProposalLog
 from gateway.cluster.replica import Proposal
 from gateway.cluster.sigs import HeaderSig
 from gateway.db import verify as replay
-from gateway.ledger import blocks
+from gateway.ledger import blocks, consensus
 from gateway.trust import standing as st
 from gateway.trust.rules import VOTE_EQUIVOCATION
-from shared import commit_gateway, messages
+from shared import commit_gateway, header, messages
 from shared import tx as txm
 from tests.cluster.quorum import DOMAIN, VALIDATORS, Running, config, make_dirs, until
 from tests.support.gwtest import Device
@@ -109,6 +111,32 @@ def test_a_double_vote_is_filed_once_and_bans_the_validator(tmp_path, nats_clust
             for r in gws[1:]:  # the evidence is kept in each filer's store too
                 ev = r.store.equivocations()
                 assert [(e.pubkey, e.height) for e in ev] == [(pub0, 1)]
+            # the chain acts on the proof: validator 0 is out of the set from the next
+            # height, announced by the proof block's header; k = 2 of the two left
+            h = gws[1].store.head().height
+            left = consensus.ValidatorSet.of([p for _, p in VALIDATORS[1:]], 2)
+            assert gws[1].store.get_block(h).fields["next_validators"] == left.hash
+            assert all(r.rep.set_at(h + 1) == left and r.rep._is_member(h, pub0)
+                       for r in gws)
+            await gws[1].rep.intake.submit(alice.reading(2))
+            await until(lambda: all(r.store.head().height == h + 1 and r.rep.head_final()
+                                    for r in gws), gws, 30, f"block {h + 1} final")
+            for r in gws:
+                consensus.check_certificate(r.store.certificate(h + 1),
+                                            r.store.get_block(h + 1).header_bytes,
+                                            r.store.get_block(h + 1).fields, left)
+            assert any(x.startswith(f"final height={h + 1} votes=2/2") for x in gws[1].lines)
+            assert any(f"validator set of height {h + 1}: this gateway follows only" in x
+                       for x in gws[0].lines), gws[0].lines
+            # a vote of its key from there on is refused (not-in-set)
+            some = header.block_hash(b"a header validator 0 may no longer finalise")
+            await nc.publish(link.sig_subject(DOMAIN),
+                             HeaderSig(h + 2, some, pub0,
+                                       commit_gateway.vote(priv0, pub0, some)).encode())
+            await nc.flush()
+            for r in gws[1:]:
+                await r.rep.sigchan.wait(lambda r=r: r.rep.sigchan.refused["not-in-set"] >= 1,
+                                         10)
         finally:
             await nc.close()
             for r in gws:

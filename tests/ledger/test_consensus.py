@@ -17,6 +17,7 @@ from gateway.db import verify as replay
 from gateway.db.store import Store
 from gateway.errors import GenesisError, RuleError
 from gateway.ledger import blocks, consensus
+from gateway.ledger.state import StateOverlay
 from shared import cbor, commit, commit_gateway, errors, header, messages, p256
 from shared import tx as txm
 from tests.support.gwtest import DOMAIN, T0, Device, Node, key
@@ -345,3 +346,81 @@ def test_a_version_2_header_with_other_fields_is_refused(quorum) -> None:
         with pytest.raises(errors.ProofError) as ei:
             commit.final_header(bad, cert, (2, PUBS, None))
         assert ei.value.detail == detail
+
+
+# ---- past sets and a member proved to equivocate -----------------------------------
+
+MORE = [key("gw-extra-%d" % i)[1] for i in range(3)]  # public keys of later members
+
+
+def test_the_schedule_keeps_the_sets_of_past_heights_after_two_changes(tmp_path: Path) -> None:
+    owner = Device("owner")
+    n = Node(tmp_path, {owner.pub: 10}, owner=owner.pub, consensus="quorum",
+             validators=PUBS, threshold=2)
+    s0 = consensus.ValidatorSet.of(PUBS, 2)
+    s1 = consensus.ValidatorSet.of([PUBS[0], PUBS[1], MORE[0]], 2)
+    s2 = consensus.ValidatorSet.of([PUBS[0], MORE[0], MORE[1], MORE[2]], 3)
+    n.submit(valset_tx(n, owner, 3, 2, list(s1.pubkeys)))
+    n.produce()  # 1
+    n.produce()  # 2
+    n.produce()  # 3: s1 in force
+    n.submit(valset_tx(n, owner, 6, 3, list(s2.pubkeys)))
+    n.produce()  # 4: schedules s2 from 6
+    for _ in range(3):
+        n.produce()  # 5, 6, 7
+    s = consensus.schedule(n.state)
+    assert s is not None and [(h, vs) for h, vs in s] == [(0, s0), (3, s1), (6, s2)]
+    want = {1: s0, 2: s0, 3: s1, 5: s1, 6: s2, 7: s2, 100: s2}
+    assert {h: consensus.set_at(s, h) for h in want} == want
+    for h in range(1, 8):  # each header names the set of its height, as the schedule says
+        b = n.store.get_block(h)
+        assert b.fields["validators"] == want.get(h, consensus.set_at(s, h)).hash
+    n.close()
+
+
+def test_threshold_after_a_removal_keeps_k_within_the_members_left() -> None:
+    def kept(k: int, n: int) -> tuple[int, int]:
+        pubs = [key("thr-%d" % i)[1] for i in range(n)]
+        vs = consensus.without(consensus.ValidatorSet.of(pubs, k), pubs[0])
+        return vs.threshold, len(vs.pubkeys)
+
+    assert kept(2, 3) == (2, 2)  # k stays (and is a majority of 2)
+    assert kept(3, 4) == (3, 3)
+    assert kept(3, 5) == (3, 4)
+    assert kept(4, 4) == (3, 3)  # k > n': k = n'
+    assert kept(5, 7) == (5, 6)
+    assert kept(4, 7) == (4, 6)  # a majority of 6 is 4
+    assert kept(1, 1) == (1, 1)  # the only member stays: a set is never emptied
+    for n in range(2, 10):
+        for k in range(consensus.majority(n), n + 1):
+            k2, n2 = kept(k, n)
+            assert n2 == n - 1 and k2 == min(k, n2) and 2 * k2 > n2
+            assert consensus.check_set(k2, [b"\x02" + bytes([i]) * 32 for i in range(n2)]) \
+                in ("", "valset-keys")  # (dummy keys: only the threshold is judged here)
+
+
+def test_removal_starts_at_the_next_height_and_reaches_a_pending_change(tmp_path: Path) -> None:
+    owner = Device("owner")
+    n = Node(tmp_path, {owner.pub: 10}, owner=owner.pub, consensus="quorum",
+             validators=PUBS, threshold=2)
+    s0 = consensus.ValidatorSet.of(PUBS, 2)
+    pending = consensus.ValidatorSet.of([*PUBS, MORE[0]], 3)
+    n.submit(valset_tx(n, owner, 10, 3, list(pending.pubkeys)))
+    n.produce()  # 1
+    view = StateOverlay(n.state)
+    out = consensus.remove_member(view, PUBS[1], 4)  # a proof in block 4
+    rest = [PUBS[0], PUBS[2]]
+    assert out == (5, consensus.ValidatorSet.of(rest, 2))
+    s = consensus.schedule(view)
+    assert s == [(0, s0), (5, consensus.ValidatorSet.of(rest, 2)),
+                 (10, consensus.ValidatorSet.of([*rest, MORE[0]], 3))]
+    # not a member after height 4 any more, or not at all: nothing changes
+    assert consensus.remove_member(view, PUBS[1], 6) is None
+    assert consensus.remove_member(view, MORE[2], 6) is None
+    assert consensus.schedule(view) == s
+    # a member only of the pending set leaves that set only (k = 3 stays: 3 of 3)
+    view = StateOverlay(n.state)
+    left = consensus.ValidatorSet.of(PUBS, 3)
+    assert consensus.remove_member(view, MORE[0], 4) == (10, left)
+    assert consensus.schedule(view) == [(0, s0), (10, left)]
+    n.close()

@@ -143,3 +143,52 @@ def test_watch_does_not_reload_the_export_the_nodes_started_with():
     assert once("d1", "d1") == []
     assert once("d1", "d2") == ["hup"]
     assert once(None, "d1") == ["hup"]
+
+
+def test_the_demo_domain_takes_a_validators_double_vote_as_proof(tmp_path):
+    """`run --gateways`'s genesis (run_cluster.prepare_domain) keeps trust and
+    gives each validator an account: after the run's set-up transactions, a
+    PROOF of validator 0's double vote signed by validator 1's key, as a
+    replica files it, is committed; validator 0 is banned and leaves the set
+    from the next height."""
+    from gateway.ledger import blocks, consensus
+    from gateway.trust import evidence
+    from gateway.trust import standing as st
+    from gateway.trust.rules import VOTE_EQUIVOCATION
+    from shared import commit_gateway, header
+    from tools import run_cluster
+
+    dirs = run_cluster.prepare_domain(tmp_path, gwtest.DOMAIN, 3, lambda line: None)
+    owner = setup.load_key(tmp_path / setup.OWNER_KEY)
+    vals = [setup.load_key(d / "validator.key") for d in dirs]
+    n = gwtest.Node(dirs[0], create=False)
+    try:
+        assert n.ledger.rules.trust
+        joins, notes = setup.full_node_joins(n.state, gwtest.DOMAIN, owner, vals)
+        assert not notes
+        n.submit_all([t.message for t in joins])
+        one = n.produce()
+        assert len(one.txs) == 3 and not one.dropped, one.dropped
+        sib = blocks.build_block(n.store.get_block(0), [], n.store.load_state(), n.time + 1,
+                                 n.ledger.authority_priv, n.genesis.authority_id,
+                                 domain=gwtest.DOMAIN, rules=n.ledger.rules)
+        assert sib.height == 1 and sib.hash != one.hash
+
+        def vote(hb: bytes) -> bytes:
+            h = header.block_hash(hb)
+            return evidence.encode_vote(vals[0].public, hb,
+                                        commit_gateway.vote(vals[0].private, vals[0].public, h))
+        filer = vals[1]
+        rec = n.state.get(filer.id)
+        assert rec is not None
+        n.submit(txm.make(filer.private, filer.id, txm.TYPE_PROOF, gwtest.DOMAIN,
+                          rec.last_seq + 1, n.ledger.rules.min_fee,
+                          {1: VOTE_EQUIVOCATION, 2: vote(one.header_bytes),
+                           3: vote(sib.header_bytes)}))
+        two = n.produce()
+        assert two.receipts[0].status == 0 and not two.dropped
+        assert st.level_of(n.state, vals[0].id) == st.BANNED
+        sched = consensus.schedule(n.state)
+        assert consensus.set_at(sched, 3).pubkeys == tuple(sorted(v.public for v in vals[1:]))
+    finally:
+        n.close()

@@ -17,7 +17,7 @@ from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 
 from gateway.db.verify import verify_chain
-from gateway.ledger import blocks
+from gateway.ledger import blocks, consensus
 from gateway.trust import evidence
 from gateway.trust import standing as st
 from gateway.trust.rules import NOT_A_VALIDATOR, VOTE_EQUIVOCATION
@@ -149,3 +149,83 @@ def test_bad_vote_proofs_are_refused_with_reasons(qnode: Node, alice: Device,
     assert qnode.state.root() == before
     for k in (*VALIDATORS, OUTSIDER):
         assert st.get(qnode.state, txm.device_id(k[1])) is None
+
+
+def test_a_proved_validator_leaves_the_set_from_the_next_height(qnode: Node, alice: Device,
+                                                                bob: Device) -> None:
+    """The chain acts on the proof: from the height after the proof's block the
+    offender is out of the set (k = 2 of the two left), announced by the
+    proof block's header; up to that block its vote still counts."""
+    ha, hb = two_headers(qnode, alice, bob)
+    v = VALIDATORS[1]
+    pubs = sorted(p for _, p in VALIDATORS)
+    full = consensus.ValidatorSet(2, tuple(pubs))
+    left = consensus.ValidatorSet.of([p for p in pubs if p != v[1]], 2)
+    qnode.submit(proof(bob, vote(v, ha), vote(v, hb)))
+    blk = produce(qnode)  # height 2, certified with the offender's vote among the two
+    assert blk.receipts[0].events[-1] == ["valset", 3, left.hash]
+    assert (blk.fields["validators"], blk.fields["next_validators"]) == (full.hash, left.hash)
+    sched = consensus.schedule(qnode.state)
+    assert sched is not None
+    assert consensus.set_at(sched, 2) == full and consensus.set_at(sched, 3) == left
+    qnode.submit(alice.reading(5))
+    b3 = qnode.produce()
+    assert (b3.fields["validators"], b3.fields["next_validators"]) == (left.hash, left.hash)
+    tally = consensus.Tally(left, 3)
+    own = {p: k for k, p in VALIDATORS}
+    assert tally.add(consensus.Vote(v[1], 3, b3.header_bytes,
+                                    commit_gateway.vote(v[0], v[1], b3.hash))) \
+        == "signer-outside-set"
+    for p in left.pubkeys:
+        assert tally.add(consensus.Vote(p, 3, b3.header_bytes,
+                                        commit_gateway.vote(own[p], p, b3.hash))) == ""
+    cert = tally.certificate(b3.header_bytes)
+    assert cert is not None
+    qnode.store.set_certificate(3, cert)
+    rep = verify_chain(qnode.store, qnode.genesis)  # each certificate against its height's set
+    assert rep.ok, rep
+    # its double vote at height 4, where it is no member, proves nothing
+    b4 = qnode.produce()
+    sib4 = blocks.build_block(qnode.store.get_block(3), [txm.decode(bob.reading(7))],
+                              qnode.store.load_state(), qnode.time, qnode.ledger.authority_priv,
+                              qnode.genesis.authority_id, domain=DOMAIN,
+                              rules=qnode.ledger.rules)
+    with pytest.raises(errors.TLError) as e:
+        qnode.submit(proof(alice, vote(v, b4.header_bytes), vote(v, sib4.header_bytes)))
+    assert (e.value.reason, e.value.detail) == (errors.BAD_PROOF, NOT_A_VALIDATOR)
+    alice.seq -= 1
+    # another offence of it at height 2, where it was a member: taken, no set changes
+    sib2 = blocks.build_block(qnode.store.get_block(1), [txm.decode(bob.reading(8))],
+                              qnode.store.load_state(), qnode.time, qnode.ledger.authority_priv,
+                              qnode.genesis.authority_id, domain=DOMAIN,
+                              rules=qnode.ledger.rules)
+    assert sib2.height == 2 and sib2.hash != blk.hash
+    qnode.submit(proof(alice, vote(v, blk.header_bytes), vote(v, sib2.header_bytes)))
+    b5 = qnode.produce()
+    assert b5.receipts[0].status == messages.STATUS_OK
+    assert [x[0] for x in b5.receipts[0].events] == ["proof"]
+    assert consensus.schedule(qnode.state) == sched
+
+
+def test_a_validator_alone_in_its_set_stays_when_proved(tmp_path: Path, alice: Device,
+                                                        bob: Device) -> None:
+    """A set is never emptied (the domain would stop): the ban stands, the set
+    stays, and the proof's receipt names no set change."""
+    solo = VALIDATORS[0]
+    n = Node(tmp_path / "solo", {alice.pub: 1000, bob.pub: 1000}, trust=True,
+             consensus="quorum", validators=[solo[1]], threshold=1)
+    try:
+        genesis_head, genesis_state = n.ledger.head, n.store.load_state()
+        n.submit(alice.reading(1))
+        a = n.produce()
+        sib = blocks.build_block(genesis_head, [txm.decode(bob.reading(2))], genesis_state,
+                                 n.time, n.ledger.authority_priv, n.genesis.authority_id,
+                                 domain=DOMAIN, rules=n.ledger.rules)
+        n.submit(proof(bob, vote(solo, a.header_bytes), vote(solo, sib.header_bytes)))
+        b = n.produce()
+        assert b.receipts[0].status == messages.STATUS_OK
+        assert [e[0] for e in b.receipts[0].events] == ["proof"]
+        assert st.level_of(n.state, txm.device_id(solo[1])) == st.BANNED
+        assert b.fields["next_validators"] == b.fields["validators"]
+    finally:
+        n.close()
