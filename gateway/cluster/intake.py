@@ -171,12 +171,21 @@ class TxIntake:
             out.append(Delivery(bytes(m.data), sender, seq, int(m.metadata.num_delivered), m))
         return out
 
-    async def settle(self, deliveries: list[Delivery], timeout: float = 5.0) -> None:
+    async def settle(self, deliveries: list[Delivery], timeout: float = 5.0) -> list[Delivery]:
         """Acknowledge deliveries whose transactions are committed (or dropped as
         already committed, or finally refused). Each ack is confirmed by the
-        server, so a settled transaction is not delivered to this gateway again."""
-        for d in deliveries:
-            await d.msg.ack_sync(timeout=timeout)
+        server, so a settled transaction is not delivered to this gateway again.
+        Returns the deliveries not confirmed (the server did not answer in time,
+        or the connection failed), from the first that failed: the caller tries
+        them again; JetStream also delivers them again after `ack_wait`."""
+        for i, d in enumerate(deliveries):
+            try:
+                await d.msg.ack_sync(timeout=timeout)
+            except (TimeoutError, nats.errors.Error) as e:
+                log.info("intake: %d acknowledgement(s) not confirmed (%r)",
+                         len(deliveries) - i, e)
+                return deliveries[i:]
+        return []
 
     async def release(self, deliveries: list[Delivery]) -> None:
         """Hand deliveries back at once (a gateway shutting down cleanly)."""

@@ -395,11 +395,16 @@ class Replica:
         assert self.intake is not None
         self._settling += len(ds)
         try:
-            await self.intake.settle(ds)
-        except (TimeoutError, nats.errors.Error) as e:  # delivered again, then dropped
-            log.info("intake: settle failed (%r); redelivered later", e)
+            left = await self.intake.settle(ds)
         finally:
             self._settling -= len(ds)
+        if left:  # not confirmed by the server: tried again after the next final block
+            self.settle_later.extend(left)
+
+    async def _settle_later(self) -> None:
+        if self.head_final() and self.settle_later:
+            later, self.settle_later = self.settle_later, []
+            await self._settle(later)
 
     @property
     def unsettled(self) -> int:
@@ -459,8 +464,9 @@ class Replica:
 
     def _settle_ids(self, ids: list[bytes]) -> None:
         ds = [d for i in ids for d in self.waiting.pop(i, [])]
-        if ds:
-            asyncio.get_running_loop().create_task(self._settle(ds))
+        if ds:  # counted in `unsettled` until the server confirms their acks
+            self.settle_later.extend(ds)
+            asyncio.get_running_loop().create_task(self._settle_later())
 
     # ---- follow: re-execute, store, vote -------------------------------------------
     def _check(self, entry: Entry) -> tuple[blocks.Block, bool]:
@@ -744,9 +750,7 @@ class Replica:
             self._settle_ids([t.id for t in b.txs] + [t.id for t, _ in b.dropped])
         gw.on_event(f"final height={height} votes={len(cert)}/{len(vs.pubkeys)} "
                     f"hash={u.hash.hex()[:16]}{' (proposed here)' if u.mine else ''}")
-        if self.head_final() and self.settle_later:
-            later, self.settle_later = self.settle_later, []
-            await self._settle(later)
+        await self._settle_later()
         self.final_event.set()
         self.final_event.clear()
         self.wake.set()
