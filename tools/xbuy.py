@@ -49,13 +49,39 @@ class BuyError(RuntimeError):
     """A step of the purchase failed (the message says which and why)."""
 
 
+MAX_STASH = 256  # readings kept until a key they verify under is proven
+
+
 @dataclass
 class Delivery:
     agreement: purchase.ProvenAgreement
-    supplier_key: bytes
-    readings: dict[int, bytes] = field(default_factory=dict)  # index -> COSE bytes
+    keys: list[purchase.ProvenKey]  # the supplier's keys, proven in A's state (in order)
+    # index -> {key -> COSE bytes}: readings that verify under a proven key
+    readings: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
+    stash: list[bytes] = field(default_factory=list)  # not (yet) under a proven key
     verified: list[tuple[int, int, int]] = field(default_factory=list)  # (index, value, scale)
     batches: set[int] = field(default_factory=set)
+
+    def take(self, payload: bytes) -> bool:
+        """Keep a reading of this agreement that verifies under one of the
+        supplier's proven keys (one per index and key); False if none."""
+        for k in {k.key for k in self.keys}:
+            try:
+                aid, index, _, _ = stream.open_reading(payload, k)
+            except errors.TLError:
+                continue
+            if aid == self.agreement.id and 0 <= index < self.agreement.quantity:
+                self.readings.setdefault(index, {}).setdefault(k, payload)
+                return True
+        return False
+
+    def add_key(self, key: purchase.ProvenKey) -> None:
+        """A key proven later (the supplier rotated): readings signed by it
+        that arrived before are taken from the stash."""
+        new = all(k.key != key.key for k in self.keys)
+        self.keys.append(key)
+        if new:
+            self.stash = [r for r in self.stash if not self.take(r)]
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
@@ -182,12 +208,24 @@ class CrossBuyer:
             ag = purchase.agreement(self.view, self.a.domain, rec)
         except errors.TLError as e:
             raise BuyError("agreement not proven: %s" % e) from None
-        sup = dict(self.a.store.devices()).get(ag.supplier)
-        if sup is None:
-            raise BuyError("supplier unknown in %s" % self.a.domain)
-        d = Delivery(ag, sup.pubkey)
+        d = Delivery(ag, [self.prove_key(ag.supplier)])
         self._listen(d)
         return d
+
+    def prove_key(self, supplier: bytes) -> purchase.ProvenKey:
+        """The supplier's current key: its record in A's state (keyed by its
+        birth id; a rotation changed the key, not the id) proven against a
+        header of A that B's client trusts."""
+        got = self.a.store.prove_account(supplier)
+        if got is None or got[1] is None:
+            raise BuyError("supplier unknown in %s" % self.a.domain)
+        head, leaf, proof = got
+        self.trust(head.height)
+        try:
+            return purchase.supplier_key(self.view, self.a.domain, head.height, supplier, leaf,
+                                         proof)
+        except errors.TLError as e:
+            raise BuyError("supplier key refused: %s" % e) from None
 
     def _receipt(self, tx_id: bytes) -> bytes:
         out: list[bytes] = []
@@ -226,12 +264,8 @@ class CrossBuyer:
         ag = d.agreement
 
         def on(m: mqtt.MQTTMessage) -> None:
-            try:
-                aid, index, _, _ = stream.open_reading(bytes(m.payload), d.supplier_key)
-            except errors.TLError:
-                return  # not the supplier's: never stored, never counted
-            if aid == ag.id and 0 <= index < ag.quantity:
-                d.readings.setdefault(index, bytes(m.payload))
+            if not d.take(bytes(m.payload)) and len(d.stash) < MAX_STASH:
+                d.stash.append(bytes(m.payload))  # a key not proven yet (a rotation)?
         done: queue.Queue[bool] = queue.Queue()
         side, topic = self._where("data/" + ag.supplier.hex() + "/" + ag.id.hex())
         self._mq = self._client(side, on)
@@ -262,12 +296,13 @@ class CrossBuyer:
                     for c in purchase.commitments(self.view, self.a.domain, rec, d.agreement.id):
                         if c.batch in d.batches:
                             continue
-                        batch = [d.readings.get(i, b"") for i in range(c.first,
-                                                                        c.first + c.count)]
-                        if b"" in batch:
+                        if d.keys[-1].height < c.height:
+                            d.add_key(self.prove_key(d.agreement.supplier))
+                        got = self._batch(d, c)
+                        if got is None:
                             continue  # readings still on their way
-                        d.verified += purchase.check_batch(d.agreement, c, d.supplier_key,
-                                                           batch)
+                        key, batch = got
+                        d.verified += purchase.check_batch(d.agreement, c, key, batch)
                         d.batches.add(c.batch)
                         self.line("batch %d: readings %d..%d in the root committed at %s "
                                   "height %d, proven in %s"
@@ -282,6 +317,20 @@ class CrossBuyer:
                                % (len(d.verified), d.agreement.quantity))
             time.sleep(0.2)
         return sorted(d.verified)
+
+    @staticmethod
+    def _batch(d: Delivery, c: purchase.ProvenCommitment
+               ) -> tuple[purchase.ProvenKey, list[bytes]] | None:
+        """The readings of batch `c` under the first key proven at or after
+        its commit (the key A's state held then) that signed them all."""
+        for k in d.keys:
+            if k.height < c.height:
+                continue
+            batch = [d.readings.get(i, {}).get(k.key, b"") for i in range(c.first,
+                                                                         c.first + c.count)]
+            if b"" not in batch:
+                return k, batch
+        return None
 
     def close(self) -> None:
         if self._mq is not None:
