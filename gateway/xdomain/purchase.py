@@ -63,6 +63,7 @@ class ProvenAgreement:
     price: int
     quantity: int
     service: str
+    height: int = 0  # A's height of the DEMAND's receipt
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,10 @@ def _ok_events(m: dict[int, Any]) -> list[Any]:
 def agreement(view: Any, domain: str, demand_receipt: bytes, now: int | None = None
               ) -> ProvenAgreement:
     """The agreement a DEMAND of `domain` opened, from its proven receipt."""
-    _, m = proven_receipt(view, domain, demand_receipt, now)
+    height, m = proven_receipt(view, domain, demand_receipt, now)
     for e in _ok_events(m):
         if len(e) >= 8 and e[0] == "match":
-            return ProvenAgreement(e[1], e[2], e[3], e[4], e[5], e[7])
+            return ProvenAgreement(e[1], e[2], e[3], e[4], e[5], e[7], height)
     raise errors.ProofError("not-matched")
 
 
@@ -140,7 +141,8 @@ def commitments(view: Any, domain: str, commit_receipt: bytes, agreement_id: byt
     """The delivery commitments of `agreement_id` a proven receipt holds."""
     height, m = proven_receipt(view, domain, commit_receipt, now)
     out = [ProvenCommitment(e[3], e[4], e[5], e[6], height) for e in _ok_events(m)
-           if len(e) == 7 and e[1] == COMMITTED and e[2] == agreement_id]
+           if len(e) == 7 and e[0] == market.AGREEMENT and e[1] == COMMITTED
+           and e[2] == agreement_id]  # emitted by the agreement contract, no other
     if not out:
         raise errors.ProofError("not-committed")
     return out
