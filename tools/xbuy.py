@@ -15,7 +15,10 @@
    or, with `via`, from B's broker where the relayer republishes it;
    each batch the supplier commits in A (the commit call's receipt) is
    proven in B and the readings of the batch checked against its root
-   (gateway/xdomain/purchase.py).
+   (gateway/xdomain/purchase.py);
+5. records: the agreement and each delivery commitment are recorded in B's
+   state (XPURCHASE, gateway/xdomain/recorded.py), B's gateways checking
+   the same proofs, so anyone in B can rely on them.
 
 Proofs and receipts of A are read from A's chain database read-only, as
 the relayer reads them (tools/relay.py): the buyer runs where it can read a
@@ -37,7 +40,7 @@ from gateway.ledger import keys
 from gateway.market.ledger import directory
 from gateway.market.ledger import rules as market
 from gateway.xdomain import client as lc
-from gateway.xdomain import purchase, relayer
+from gateway.xdomain import purchase, recorded, relayer
 from shared import errors, messages, stream, topics, txdecode
 from shared import tx as txm
 from tools.keys import KeyPair
@@ -61,6 +64,7 @@ class Delivery:
     stash: list[bytes] = field(default_factory=list)  # not (yet) under a proven key
     verified: list[tuple[int, int, int]] = field(default_factory=list)  # (index, value, scale)
     batches: set[int] = field(default_factory=set)
+    recorded: set[bytes] = field(default_factory=set)  # commit txs of A recorded in B
 
     def take(self, payload: bytes) -> bool:
         """Keep a reading of this agreement that verifies under one of the
@@ -208,9 +212,27 @@ class CrossBuyer:
             ag = purchase.agreement(self.view, self.a.domain, rec)
         except errors.TLError as e:
             raise BuyError("agreement not proven: %s" % e) from None
+        self.record(recorded.AGREE, rec)
         d = Delivery(ag, [self.prove_key(ag.supplier)])
         self._listen(d)
         return d
+
+    def record(self, kind: str, receipt: bytes, agreement: bytes | None = None) -> None:
+        """Record in B's state (XPURCHASE) the agreement or a delivery
+        commitment, by A's receipt: B's gateways check its proof against
+        the header of A that B's client trusts (trusted before: `trust`)."""
+        body: dict[int, object] = {1: self.a.domain, 2: kind, 3: receipt}
+        if agreement is not None:
+            body[4] = agreement
+        msg = txm.make(self.key.private, self.key.id, txdecode.TYPE_XPURCHASE, self.b.domain,
+                       self.seq(), 0, body)
+        ok, reason = self._send(self.b.domain, msg)
+        if not ok:
+            raise BuyError("%s not recorded in %s: %s" % (kind, self.b.domain, reason))
+        height = messages.parse(receipt)[messages.M_HEIGHT]
+        self.line("%s recorded in %s (XPURCHASE, proven against %s height %d)"
+                  % ("agreement" if kind == recorded.AGREE else "delivery commitment",
+                     self.b.domain, self.a.domain, height))
 
     def prove_key(self, supplier: bytes) -> purchase.ProvenKey:
         """The supplier's current key: its record in A's state (keyed by its
@@ -292,6 +314,9 @@ class CrossBuyer:
                 if rec is None:
                     continue  # not final yet
                 self.trust(t.height)
+                if t.id not in d.recorded:
+                    self.record(recorded.DELIVER, rec, d.agreement.id)
+                    d.recorded.add(t.id)
                 try:
                     for c in purchase.commitments(self.view, self.a.domain, rec, d.agreement.id):
                         if c.batch in d.batches:
