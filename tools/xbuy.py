@@ -29,6 +29,7 @@ B's light client of A, in B's state, lets it prove.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Delivery:
     verified: list[tuple[int, int, int]] = field(default_factory=list)  # (index, value, scale)
     batches: set[int] = field(default_factory=set)
     recorded: set[bytes] = field(default_factory=set)  # commit txs of A recorded in B
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the MQTT thread's too
 
     def take(self, payload: bytes) -> bool:
         """Keep a reading of this agreement that verifies under one of the
@@ -79,13 +81,37 @@ class Delivery:
                 return True
         return False
 
+    def receive(self, payload: bytes) -> None:
+        """A message on the agreement's stream: kept if it verifies under a
+        proven key, else stashed (a key not proven yet: a rotation?) while
+        the stash has room."""
+        with self.lock:
+            if not self.take(payload) and len(self.stash) < MAX_STASH:
+                self.stash.append(payload)
+
     def add_key(self, key: purchase.ProvenKey) -> None:
         """A key proven later (the supplier rotated): readings signed by it
         that arrived before are taken from the stash."""
-        new = all(k.key != key.key for k in self.keys)
-        self.keys.append(key)
-        if new:
-            self.stash = [r for r in self.stash if not self.take(r)]
+        with self.lock:
+            new = all(k.key != key.key for k in self.keys)
+            self.keys.append(key)
+            if new:
+                self.stash = [r for r in self.stash if not self.take(r)]
+
+    def batch(self, c: purchase.ProvenCommitment
+              ) -> tuple[purchase.ProvenKey, list[bytes]] | None:
+        """The readings of batch `c` under the first key proven at or after
+        its commit (the key A's state held then) that signed them all; None
+        while some are missing."""
+        with self.lock:
+            for k in self.keys:
+                if k.height < c.height:
+                    continue
+                got = [self.readings.get(i, {}).get(k.key, b"")
+                       for i in range(c.first, c.first + c.count)]
+                if b"" not in got:
+                    return k, got
+        return None
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
@@ -286,8 +312,7 @@ class CrossBuyer:
         ag = d.agreement
 
         def on(m: mqtt.MQTTMessage) -> None:
-            if not d.take(bytes(m.payload)) and len(d.stash) < MAX_STASH:
-                d.stash.append(bytes(m.payload))  # a key not proven yet (a rotation)?
+            d.receive(bytes(m.payload))
         done: queue.Queue[bool] = queue.Queue()
         side, topic = self._where("data/" + ag.supplier.hex() + "/" + ag.id.hex())
         self._mq = self._client(side, on)
@@ -323,7 +348,7 @@ class CrossBuyer:
                             continue
                         if d.keys[-1].height < c.height:
                             d.add_key(self.prove_key(d.agreement.supplier))
-                        got = self._batch(d, c)
+                        got = d.batch(c)
                         if got is None:
                             continue  # readings still on their way
                         key, batch = got
@@ -342,20 +367,6 @@ class CrossBuyer:
                                % (len(d.verified), d.agreement.quantity))
             time.sleep(0.2)
         return sorted(d.verified)
-
-    @staticmethod
-    def _batch(d: Delivery, c: purchase.ProvenCommitment
-               ) -> tuple[purchase.ProvenKey, list[bytes]] | None:
-        """The readings of batch `c` under the first key proven at or after
-        its commit (the key A's state held then) that signed them all."""
-        for k in d.keys:
-            if k.height < c.height:
-                continue
-            batch = [d.readings.get(i, {}).get(k.key, b"") for i in range(c.first,
-                                                                         c.first + c.count)]
-            if b"" not in batch:
-                return k, batch
-        return None
 
     def close(self) -> None:
         if self._mq is not None:

@@ -105,8 +105,8 @@ def proven_receipt(view: Any, domain: str, receipt: bytes, now: int | None = Non
     if m.get(messages.M_KIND) != messages.KIND_RECEIPT:
         raise errors.ProofError("not-receipt")
     height = m.get(messages.M_HEIGHT)
-    if not isinstance(height, int):
-        raise errors.ProofError("not-receipt")
+    if not isinstance(height, int) or isinstance(height, bool) or not 0 <= height < 1 << 63:
+        raise errors.ProofError("not-receipt")  # (a state key holds 8 bytes of height)
     t = _trusted(view, domain, height, now)
     hb = m.get(messages.M_HEADER)
     if not isinstance(hb, bytes) or header.block_hash(hb) != t.hash:

@@ -169,6 +169,14 @@ def test_forged_or_misused_records_are_refused(w: World) -> None:
     m[messages.M_HEADER] = r_old.header_bytes
     assert w.refused(w.xpurchase("bob", "agree", cbor.dumps(m)))[1] == "header-mismatch"
     assert w.refused(w.xpurchase("bob", "agree", b"\xa0")) == (errors.BAD_PROOF, "bad-reply")
+    # malformed fields of a reply: each a typed refusal, never a crash of the gateway
+    for k, v in ((messages.M_HEIGHT, (1 << 64) - 1), (messages.M_HEIGHT, -1), (messages.M_HEIGHT, "1"),
+                 (messages.M_HEIGHT, True), (messages.M_HEADER, 7), (messages.M_INDEX, "0"),
+                 (messages.M_SIZE, -3), (messages.M_PROOF, [b"x"]), (messages.M_EVENTS, 5),
+                 (messages.M_STATUS, None), (messages.M_KIND, 9)):
+        m = cbor.loads(w.demand)
+        m[k] = v
+        assert w.refused(w.xpurchase("bob", "agree", cbor.dumps(m)))[0] == errors.BAD_PROOF, (k, v)
     # mallory records bob's agreement: wrong buyer (ids are the same in both domains)
     assert w.refused(w.xpurchase("mallory", "agree", w.demand)) == (errors.NOT_AUTHORIZED,
                                                                      "wrong-buyer")
