@@ -332,8 +332,9 @@ class CrossBuyer:
         deadline = time.monotonic() + timeout
         while len(d.verified) < d.agreement.quantity:
             for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL):
-                if not any(len(e) == 7 and e[1] == purchase.COMMITTED and e[2] == d.agreement.id
-                           and e[3] not in d.batches for e in t.events):
+                if not any(len(e) == 7 and e[0] == market.AGREEMENT and e[1] == purchase.COMMITTED
+                           and e[2] == d.agreement.id and e[3] not in d.batches
+                           for e in t.events):  # (another contract's look-alike: not ours)
                     continue
                 rec = self.a.store.get_receipt(t.id)
                 if rec is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gateway.contracts import runtime as crt
 from gateway.db import verify
 from gateway.market.ledger import rules as market
 from gateway.xdomain import recorded
@@ -225,3 +226,36 @@ def test_a_frozen_client_records_nothing_and_an_expired_one_fails_the_tx(w: Worl
         txdecode.TYPE_CLIENT_UPDATE, {1: A, 2: [[twin, cert, None]]}))
     assert status == 0 and events[-1] == ["client-frozen", A]
     assert w.refused(w.xpurchase("bob", "agree", w.demand)) == (reasons.CLIENT_FROZEN, A)
+
+
+def test_a_commitment_emitted_by_another_contract_is_not_recorded(w: World) -> None:
+    """A copy of the agreement contract, deployed in A under another label,
+    where mallory opens an agreement with bob's agreement id and a
+    confederate commits a batch for it: the event has the same shape, but
+    not the agreement contract's address, so dom-b records no delivery."""
+    a = w.a
+    w.trust_head()
+    assert w.b.run(w.xpurchase("bob", "agree", w.demand))[0] == 0
+    copy = crt.contract_address("agreement-copy")
+    assert a.run(a.authority.make(txm.TYPE_CONTRACT_ADMIN, {
+        1: "deploy", 2: "agreement-copy", 3: "agreement", 4: 1,  # v1: open to anyone
+        5: {"operator": txm.device_id(a.authority.pub), "fee_bps": 0}}))[0] == 0
+    mallory, eve = a.device("mallory"), a.device("eve")
+    for d in (mallory, eve):
+        assert a.run(d.register())[0] == 0
+    assert a.run(a.device("bob").transfer(mallory, 10))[0] == 0
+    assert a.run(mallory.make(txm.TYPE_CONTRACT_CALL, {
+        1: copy, 2: "open", 3: [w.aid, eve.id, 5, 2, a.time + 600, "temperature"], 4: 10,
+        5: 50_000}))[0] == 0
+    rs = [stream.reading(eve.priv, eve.id, w.aid, i, 0, 0) for i in range(2)]
+    fake = eve.make(txm.TYPE_CONTRACT_CALL, {1: copy, 2: "commit",
+                                             3: [w.aid, 0, 0, 2, merkle.root(rs)], 4: 0,
+                                             5: 50_000})
+    status, _, events = a.run(fake)
+    assert status == 0 and [e[:3] for e in events if len(e) == 7] == [
+        [copy, "delivery-committed", w.aid]]
+    w.trust_head()
+    assert w.refused(w.xpurchase("bob", "deliver", w.receipt(fake))) == (errors.BAD_PROOF,
+                                                                          "not-committed")
+    p = recorded.get(w.b.state, A, w.aid)
+    assert p is not None and p.batches == 0 and recorded.batches(w.b.state, p) == []
