@@ -45,6 +45,7 @@ TYPE_CLIENT_CREATE = 26
 TYPE_CLIENT_UPDATE = 27
 TYPE_SEND = 28
 TYPE_RELAY = 29
+TYPE_XPURCHASE = 30  # a purchase in another domain's market, recorded with proofs
 
 MAX_SEQ = (1 << 63) - 1
 MAX_AMOUNT = (1 << 63) - 1

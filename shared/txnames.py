@@ -34,6 +34,7 @@ NAMES = {
     _d.TYPE_CLIENT_UPDATE: "client-update",
     _d.TYPE_SEND: "xdomain-send",
     _d.TYPE_RELAY: "xdomain-relay",
+    _d.TYPE_XPURCHASE: "xdomain-purchase",
 }
 
 CODES = {n: c for c, n in NAMES.items()}

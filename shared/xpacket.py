@@ -26,6 +26,12 @@ shared/stateproof.py, so a counterparty proves membership AND absence):
     xc <counterparty>             a light client (gateway/xdomain/client.py)
     xh <counterparty> 00 <h:8>    a trusted header of the counterparty
     xf <counterparty>             the evidence that froze the client
+    xq <counterparty> 00 <agreement:16>
+                                  a purchase in the counterparty's market
+                                  recorded here (XPURCHASE, agree)
+    xd <counterparty> 00 <agreement:16> <batch:8>
+                                  a delivery commitment of that purchase
+                                  (XPURCHASE, deliver)
 Domain names have no zero byte, so `<name> 00` prefixes one domain's entries.
 """
 from shared import cbor, errors, stateproof
@@ -45,6 +51,8 @@ NEXT_SEQ = b"xn"
 CLIENT = b"xc"
 HEADER = b"xh"
 FROZEN = b"xf"
+PURCHASE = b"xq"
+DELIVERY = b"xd"
 
 
 def _name(domain):
@@ -77,6 +85,18 @@ def headers_of(domain):
 
 def frozen_key(domain):
     return FROZEN + domain.encode()
+
+
+def purchase_key(counterparty, agreement):
+    return PURCHASE + _name(counterparty) + agreement
+
+
+def delivery_key(counterparty, agreement, batch):
+    return DELIVERY + _name(counterparty) + agreement + batch.to_bytes(8, "big")
+
+
+def deliveries_of(counterparty, agreement):
+    return DELIVERY + _name(counterparty) + agreement
 
 
 def ack(status, reason=""):

@@ -15,7 +15,10 @@
    or, with `via`, from B's broker where the relayer republishes it;
    each batch the supplier commits in A (the commit call's receipt) is
    proven in B and the readings of the batch checked against its root
-   (gateway/xdomain/purchase.py).
+   (gateway/xdomain/purchase.py);
+5. records: the agreement and each delivery commitment are recorded in B's
+   state (XPURCHASE, gateway/xdomain/recorded.py), B's gateways checking
+   the same proofs, so anyone in B can rely on them.
 
 Proofs and receipts of A are read from A's chain database read-only, as
 the relayer reads them (tools/relay.py): the buyer runs where it can read a
@@ -26,6 +29,7 @@ B's light client of A, in B's state, lets it prove.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +41,7 @@ from gateway.ledger import keys
 from gateway.market.ledger import directory
 from gateway.market.ledger import rules as market
 from gateway.xdomain import client as lc
-from gateway.xdomain import purchase, relayer
+from gateway.xdomain import purchase, recorded, relayer
 from shared import errors, messages, stream, topics, txdecode
 from shared import tx as txm
 from tools.keys import KeyPair
@@ -49,13 +53,65 @@ class BuyError(RuntimeError):
     """A step of the purchase failed (the message says which and why)."""
 
 
+MAX_STASH = 256  # readings kept until a key they verify under is proven
+
+
 @dataclass
 class Delivery:
     agreement: purchase.ProvenAgreement
-    supplier_key: bytes
-    readings: dict[int, bytes] = field(default_factory=dict)  # index -> COSE bytes
+    keys: list[purchase.ProvenKey]  # the supplier's keys, proven in A's state (in order)
+    # index -> {key -> COSE bytes}: readings that verify under a proven key
+    readings: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
+    stash: list[bytes] = field(default_factory=list)  # not (yet) under a proven key
     verified: list[tuple[int, int, int]] = field(default_factory=list)  # (index, value, scale)
     batches: set[int] = field(default_factory=set)
+    recorded: set[bytes] = field(default_factory=set)  # commit txs of A recorded in B
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the MQTT thread's too
+
+    def take(self, payload: bytes) -> bool:
+        """Keep a reading of this agreement that verifies under one of the
+        supplier's proven keys (one per index and key); False if none."""
+        for k in {k.key for k in self.keys}:
+            try:
+                aid, index, _, _ = stream.open_reading(payload, k)
+            except errors.TLError:
+                continue
+            if aid == self.agreement.id and 0 <= index < self.agreement.quantity:
+                self.readings.setdefault(index, {}).setdefault(k, payload)
+                return True
+        return False
+
+    def receive(self, payload: bytes) -> None:
+        """A message on the agreement's stream: kept if it verifies under a
+        proven key, else stashed (a key not proven yet: a rotation?) while
+        the stash has room."""
+        with self.lock:
+            if not self.take(payload) and len(self.stash) < MAX_STASH:
+                self.stash.append(payload)
+
+    def add_key(self, key: purchase.ProvenKey) -> None:
+        """A key proven later (the supplier rotated): readings signed by it
+        that arrived before are taken from the stash."""
+        with self.lock:
+            new = all(k.key != key.key for k in self.keys)
+            self.keys.append(key)
+            if new:
+                self.stash = [r for r in self.stash if not self.take(r)]
+
+    def batch(self, c: purchase.ProvenCommitment
+              ) -> tuple[purchase.ProvenKey, list[bytes]] | None:
+        """The readings of batch `c` under the first key proven at or after
+        its commit (the key A's state held then) that signed them all; None
+        while some are missing."""
+        with self.lock:
+            for k in self.keys:
+                if k.height < c.height:
+                    continue
+                got = [self.readings.get(i, {}).get(k.key, b"")
+                       for i in range(c.first, c.first + c.count)]
+                if b"" not in got:
+                    return k, got
+        return None
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
@@ -182,12 +238,42 @@ class CrossBuyer:
             ag = purchase.agreement(self.view, self.a.domain, rec)
         except errors.TLError as e:
             raise BuyError("agreement not proven: %s" % e) from None
-        sup = dict(self.a.store.devices()).get(ag.supplier)
-        if sup is None:
-            raise BuyError("supplier unknown in %s" % self.a.domain)
-        d = Delivery(ag, sup.pubkey)
+        self.record(recorded.AGREE, rec)
+        d = Delivery(ag, [self.prove_key(ag.supplier)])
         self._listen(d)
         return d
+
+    def record(self, kind: str, receipt: bytes, agreement: bytes | None = None) -> None:
+        """Record in B's state (XPURCHASE) the agreement or a delivery
+        commitment, by A's receipt: B's gateways check its proof against
+        the header of A that B's client trusts (trusted before: `trust`)."""
+        body: dict[int, object] = {1: self.a.domain, 2: kind, 3: receipt}
+        if agreement is not None:
+            body[4] = agreement
+        msg = txm.make(self.key.private, self.key.id, txdecode.TYPE_XPURCHASE, self.b.domain,
+                       self.seq(), 0, body)
+        ok, reason = self._send(self.b.domain, msg)
+        if not ok:
+            raise BuyError("%s not recorded in %s: %s" % (kind, self.b.domain, reason))
+        height = messages.parse(receipt)[messages.M_HEIGHT]
+        self.line("%s recorded in %s (XPURCHASE, proven against %s height %d)"
+                  % ("agreement" if kind == recorded.AGREE else "delivery commitment",
+                     self.b.domain, self.a.domain, height))
+
+    def prove_key(self, supplier: bytes) -> purchase.ProvenKey:
+        """The supplier's current key: its record in A's state (keyed by its
+        birth id; a rotation changed the key, not the id) proven against a
+        header of A that B's client trusts."""
+        got = self.a.store.prove_account(supplier)
+        if got is None or got[1] is None:
+            raise BuyError("supplier unknown in %s" % self.a.domain)
+        head, leaf, proof = got
+        self.trust(head.height)
+        try:
+            return purchase.supplier_key(self.view, self.a.domain, head.height, supplier, leaf,
+                                         proof)
+        except errors.TLError as e:
+            raise BuyError("supplier key refused: %s" % e) from None
 
     def _receipt(self, tx_id: bytes) -> bytes:
         out: list[bytes] = []
@@ -226,12 +312,7 @@ class CrossBuyer:
         ag = d.agreement
 
         def on(m: mqtt.MQTTMessage) -> None:
-            try:
-                aid, index, _, _ = stream.open_reading(bytes(m.payload), d.supplier_key)
-            except errors.TLError:
-                return  # not the supplier's: never stored, never counted
-            if aid == ag.id and 0 <= index < ag.quantity:
-                d.readings.setdefault(index, bytes(m.payload))
+            d.receive(bytes(m.payload))
         done: queue.Queue[bool] = queue.Queue()
         side, topic = self._where("data/" + ag.supplier.hex() + "/" + ag.id.hex())
         self._mq = self._client(side, on)
@@ -251,23 +332,28 @@ class CrossBuyer:
         deadline = time.monotonic() + timeout
         while len(d.verified) < d.agreement.quantity:
             for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL):
-                if not any(len(e) == 7 and e[1] == purchase.COMMITTED and e[2] == d.agreement.id
-                           and e[3] not in d.batches for e in t.events):
+                if not any(len(e) == 7 and e[0] == market.AGREEMENT and e[1] == purchase.COMMITTED
+                           and e[2] == d.agreement.id and e[3] not in d.batches
+                           for e in t.events):  # (another contract's look-alike: not ours)
                     continue
                 rec = self.a.store.get_receipt(t.id)
                 if rec is None:
                     continue  # not final yet
                 self.trust(t.height)
+                if t.id not in d.recorded:
+                    self.record(recorded.DELIVER, rec, d.agreement.id)
+                    d.recorded.add(t.id)
                 try:
                     for c in purchase.commitments(self.view, self.a.domain, rec, d.agreement.id):
                         if c.batch in d.batches:
                             continue
-                        batch = [d.readings.get(i, b"") for i in range(c.first,
-                                                                        c.first + c.count)]
-                        if b"" in batch:
+                        if d.keys[-1].height < c.height:
+                            d.add_key(self.prove_key(d.agreement.supplier))
+                        got = d.batch(c)
+                        if got is None:
                             continue  # readings still on their way
-                        d.verified += purchase.check_batch(d.agreement, c, d.supplier_key,
-                                                           batch)
+                        key, batch = got
+                        d.verified += purchase.check_batch(d.agreement, c, key, batch)
                         d.batches.add(c.batch)
                         self.line("batch %d: readings %d..%d in the root committed at %s "
                                   "height %d, proven in %s"

@@ -9,38 +9,45 @@ that B's light client of A trusts (kept in B's state, gateway/xdomain/client.py)
   an RFC 6962 leaf of the trusted header's receipts_root;
 - a delivery commitment: the receipt of the supplier's `commit` call (its
   `delivery-committed` event: batch, first index, count, root), likewise;
+- the supplier's key: its principal record in A's state (keyed by its birth
+  id, holding its current key, which a rotation or recovery replaced)
+  proven against the trusted header's state_root, at a height at or after
+  the batch's commit;
 - the readings themselves (off chain, from A's data topic): each signed by
-  the supplier's key (whose id is the agreement's supplier), indexed in
-  order, and hashing to the committed root.
+  that key, indexed in order, and hashing to the committed root. Readings
+  signed by a key the supplier retired before the proven height fail.
 
 Pure functions over a state view of B (anything with `kv_get`; `StoreKv`
-adapts a read-only chain store). Refusals are ProofError (bad-proof) with a
+adapts a read-only chain store); B's gateways run them on XPURCHASE
+(gateway/xdomain/recorded.py). Refusals are ProofError (bad-proof) with a
 detail: untrusted-height, header-mismatch, receipt-proof, not-committed,
-not-matched, offer-proof, wrong-supplier-key, missing-reading, bad-reading,
-not-in-root; and the light client's own reasons (unknown-domain,
-client-frozen, client-expired).
+not-matched, offer-proof, key-proof, wrong-supplier-key, stale-key,
+missing-reading, bad-reading, not-in-root; and the light client's own
+reasons (unknown-domain, client-frozen, client-expired).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from gateway.db.store import Store
 from gateway.errors import RuleError
 from gateway.ledger import keys
 from gateway.market.ledger import rules as market
 from gateway.xdomain import client as lc
 from shared import cbor, errors, header, merkle, messages, stateproof, stream
-from shared import tx as txm
 
 COMMITTED = "delivery-committed"
+
+
+class KvRanges(Protocol):
+    def kv_range(self, prefix: bytes, limit: int = 1000) -> list[tuple[bytes, bytes]]: ...
 
 
 class StoreKv:
     """`kv_get` over a chain store (read-only readers of B's data folder)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: KvRanges) -> None:
         self.store = store
 
     def kv_get(self, key: bytes) -> bytes | None:
@@ -56,6 +63,16 @@ class ProvenAgreement:
     price: int
     quantity: int
     service: str
+    height: int = 0  # A's height of the DEMAND's receipt
+
+
+@dataclass(frozen=True)
+class ProvenKey:
+    """The key A's state holds for `supplier` (its birth id) at `height`."""
+
+    supplier: bytes
+    key: bytes
+    height: int
 
 
 @dataclass(frozen=True)
@@ -88,8 +105,8 @@ def proven_receipt(view: Any, domain: str, receipt: bytes, now: int | None = Non
     if m.get(messages.M_KIND) != messages.KIND_RECEIPT:
         raise errors.ProofError("not-receipt")
     height = m.get(messages.M_HEIGHT)
-    if not isinstance(height, int):
-        raise errors.ProofError("not-receipt")
+    if not isinstance(height, int) or isinstance(height, bool) or not 0 <= height < 1 << 63:
+        raise errors.ProofError("not-receipt")  # (a state key holds 8 bytes of height)
     t = _trusted(view, domain, height, now)
     hb = m.get(messages.M_HEADER)
     if not isinstance(hb, bytes) or header.block_hash(hb) != t.hash:
@@ -112,10 +129,10 @@ def _ok_events(m: dict[int, Any]) -> list[Any]:
 def agreement(view: Any, domain: str, demand_receipt: bytes, now: int | None = None
               ) -> ProvenAgreement:
     """The agreement a DEMAND of `domain` opened, from its proven receipt."""
-    _, m = proven_receipt(view, domain, demand_receipt, now)
+    height, m = proven_receipt(view, domain, demand_receipt, now)
     for e in _ok_events(m):
         if len(e) >= 8 and e[0] == "match":
-            return ProvenAgreement(e[1], e[2], e[3], e[4], e[5], e[7])
+            return ProvenAgreement(e[1], e[2], e[3], e[4], e[5], e[7], height)
     raise errors.ProofError("not-matched")
 
 
@@ -124,7 +141,8 @@ def commitments(view: Any, domain: str, commit_receipt: bytes, agreement_id: byt
     """The delivery commitments of `agreement_id` a proven receipt holds."""
     height, m = proven_receipt(view, domain, commit_receipt, now)
     out = [ProvenCommitment(e[3], e[4], e[5], e[6], height) for e in _ok_events(m)
-           if len(e) == 7 and e[1] == COMMITTED and e[2] == agreement_id]
+           if len(e) == 7 and e[0] == market.AGREEMENT and e[1] == COMMITTED
+           and e[2] == agreement_id]  # emitted by the agreement contract, no other
     if not out:
         raise errors.ProofError("not-committed")
     return out
@@ -142,19 +160,43 @@ def offer(view: Any, domain: str, height: int, service: str, supplier: bytes,
     return market.offer_of(stored)
 
 
-def check_batch(a: ProvenAgreement, c: ProvenCommitment, supplier_key: bytes, readings: list[bytes]
+def supplier_key(view: Any, domain: str, height: int, supplier: bytes, leaf: bytes | None,
+                 proof: list[Any], now: int | None = None) -> ProvenKey:
+    """The current key of principal `supplier` of `domain`: its state leaf
+    (shared/stateproof account leaf, cbor([id, pubkey, ...])) proven
+    against the trusted header of `height`. The id is the hash of the birth
+    key; the leaf holds the key that signs now (after any rotation)."""
+    t = _trusted(view, domain, height, now)
+    if leaf is None or not stateproof.check_account(t.state_root, supplier, leaf, proof):
+        raise errors.ProofError("key-proof")
+    try:
+        rec = cbor.loads(leaf)
+    except errors.TLError:
+        raise errors.ProofError("key-proof") from None
+    if not isinstance(rec, list) or len(rec) < 2 or rec[0] != supplier \
+            or not isinstance(rec[1], bytes):
+        raise errors.ProofError("key-proof")
+    return ProvenKey(supplier, rec[1], height)
+
+
+def check_batch(a: ProvenAgreement, c: ProvenCommitment, key: ProvenKey, readings: list[bytes]
                 ) -> list[tuple[int, int, int]]:
     """The readings of batch `c` (in index order), checked: signed by the
-    agreement's supplier, for this agreement, indexed c.first.., and their
-    RFC 6962 root the committed one. Returns (index, value, scale) each."""
-    if txm.device_id(supplier_key) != a.supplier:
+    key A's state holds for the agreement's supplier at a height at or after
+    the commit (`supplier_key`: a key proven earlier may have been retired
+    by then), for this agreement, indexed c.first.., and their RFC 6962 root
+    the committed one. Returns (index, value, scale) each."""
+    if key.supplier != a.supplier:
         raise errors.ProofError("wrong-supplier-key")
+    if key.height < c.height:
+        raise errors.ProofError("stale-key")
+    supplier_pub = key.key
     if len(readings) != c.count:
         raise errors.ProofError("missing-reading")
     out = []
     for i, r in enumerate(readings):
         try:
-            aid, index, value, scale = stream.open_reading(r, supplier_key)
+            aid, index, value, scale = stream.open_reading(r, supplier_pub)
         except errors.TLError:
             raise errors.ProofError("bad-reading") from None
         if aid != a.id or index != c.first + i:

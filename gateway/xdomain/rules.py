@@ -1,5 +1,6 @@
 """Cross-domain consensus rules (docs/CROSSDOMAIN.md): the tx types 26-29
-(schema, precheck, apply), registered by gateway/plugins.py.
+(schema, precheck, apply), registered by gateway/plugins.py with XPURCHASE
+(30, gateway/xdomain/recorded.py).
 
 CLIENT_CREATE (26) {1: domain, 2: k, 3: [pubkeys, sorted], 4: trusting period s,
     5: header bytes, 6: certificate}: by the domain owner (the genesis owner,
@@ -44,6 +45,7 @@ from gateway.ledger import consensus, txtypes
 from gateway.ledger.state import ACTIVE, KIND_CONTRACT, DeviceRecord, StateView
 from gateway.ledger.validate import body_keys, int_in, need_id
 from gateway.xdomain import client as lc
+from gateway.xdomain import recorded
 from shared import cbor, errors, reasons, txdecode
 from shared import tx as txm
 from shared import xpacket as xp
@@ -276,4 +278,4 @@ def _ack_ok(ack: bytes) -> bool:
 
 TX_TYPES = tuple(txtypes.TxType(code, "xdomain", check_body, precheck, apply, isolated=True)
                  for code in (txdecode.TYPE_CLIENT_CREATE, txdecode.TYPE_CLIENT_UPDATE,
-                              txdecode.TYPE_SEND, txdecode.TYPE_RELAY))
+                              txdecode.TYPE_SEND, txdecode.TYPE_RELAY)) + (recorded.TX_TYPE,)

@@ -32,7 +32,8 @@ def test_each_feature_registers_its_own_types() -> None:
     assert txtypes.codes("trust") == {txdecode.TYPE_PROOF, txdecode.TYPE_REPORT}
     assert txtypes.codes("firmware") == {txdecode.TYPE_FIRMWARE}
     assert txtypes.codes("xdomain") == {txdecode.TYPE_CLIENT_CREATE, txdecode.TYPE_CLIENT_UPDATE,
-                                        txdecode.TYPE_SEND, txdecode.TYPE_RELAY}
+                                        txdecode.TYPE_SEND, txdecode.TYPE_RELAY,
+                                        txdecode.TYPE_XPURCHASE}
     for code in txtypes.codes():
         entry = txtypes.lookup(code)
         assert entry is not None and entry.code == code

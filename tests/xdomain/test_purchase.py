@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gateway.identity import statements as itx
 from gateway.ledger import keys
 from gateway.market.ledger import rules as market
 from gateway.xdomain import purchase
@@ -23,7 +24,9 @@ from shared import cbor, commit_gateway, errors, header, merkle, messages, reaso
 from shared import tx as txm
 from shared import xpacket as xp
 from tests.support.gwtest import Device, key
+from tests.support.idtest import FakeRegistry, Person
 from tests.support.xdtest import Domain, create_client, relayer_of
+from tools.keys import KeyPair
 
 A, B = "dom-a", "dom-b"
 PRICE, QTY = 5, 4
@@ -56,6 +59,13 @@ def trust(b: Domain, a: Domain, height: int) -> None:
     r = relayer_of(a, b, "updater-%d" % height)
     blk = a.store.get_block(height)
     assert blk is not None and r.update(r.b, r.a, blk)
+
+
+def prove_key(b: Domain, a: Domain, who: bytes) -> purchase.ProvenKey:
+    """`who`'s key in A's state at A's head, proven against that header in B."""
+    head, leaf, proof = a.store.prove_account(who)  # type: ignore[misc]
+    trust(b, a, head.height)
+    return purchase.supplier_key(b.state, a.domain, head.height, who, leaf, proof)
 
 
 def refused(detail: str, fn: Any, *args: Any) -> None:
@@ -113,22 +123,32 @@ def test_a_buyer_in_b_buys_and_checks_readings_of_a(doms) -> None:
     trust(b, a, a.store.head().height)  # type: ignore[union-attr]
     (c,) = purchase.commitments(view, A, c_rec, ag.id)
     assert (c.batch, c.first, c.count, c.root) == (0, 0, QTY, merkle.root(readings))
-    got = purchase.check_batch(ag, c, sam.pub, readings)
+    sam_key = prove_key(b, a, sam.id)
+    assert sam_key.key == sam.pub and sam_key.height >= c.height
+    got = purchase.check_batch(ag, c, sam_key, readings)
     assert [v for _, v, _ in got] == [2100, 2101, 2102, 2103]
     # forgeries
     refused("not-committed", purchase.commitments, view, A, c_rec, bytes(16))
     bad = bytearray(readings[2])
     bad[-1] ^= 1
-    refused("bad-reading", purchase.check_batch, ag, c, sam.pub, [*readings[:2], bytes(bad),
+    refused("bad-reading", purchase.check_batch, ag, c, sam_key, [*readings[:2], bytes(bad),
                                                                     readings[3]])
-    refused("bad-reading", purchase.check_batch, ag, c, sam.pub, [readings[1], readings[0],
+    refused("bad-reading", purchase.check_batch, ag, c, sam_key, [readings[1], readings[0],
                                                                     *readings[2:]])
-    refused("missing-reading", purchase.check_batch, ag, c, sam.pub, readings[:3])
+    refused("missing-reading", purchase.check_batch, ag, c, sam_key, readings[:3])
     other = [stream.reading(sam.priv, sam.id, ag.id, i, 9999, -2) for i in range(QTY)]
-    refused("not-in-root", purchase.check_batch, ag, c, sam.pub, other)
+    refused("not-in-root", purchase.check_batch, ag, c, sam_key, other)
     mallory = Device("mallory", A)
     faked = [stream.reading(mallory.priv, sam.id, ag.id, i, 2100 + i, -2) for i in range(QTY)]
-    refused("wrong-supplier-key", purchase.check_batch, ag, c, mallory.pub, faked)
+    refused("bad-reading", purchase.check_batch, ag, c, sam_key, faked)
+    assert a.run(mallory.register())[0] == 0
+    refused("wrong-supplier-key", purchase.check_batch, ag, c, prove_key(b, a, mallory.id), faked)
+    head, leaf, proof = a.store.prove_account(sam.id)  # type: ignore[misc]
+    trust(b, a, head.height)
+    posing = cbor.loads(leaf)
+    posing[1] = mallory.pub  # sam's record with mallory's key: not in A's state
+    refused("key-proof", purchase.supplier_key, view, A, head.height, sam.id,
+            cbor.dumps(posing), proof)
     m = cbor.loads(c_rec)
     m[messages.M_EVENTS] = [[e[0], e[1], e[2], e[3], e[4], e[5], merkle.root(other)]
                             if len(e) == 7 else e for e in m[messages.M_EVENTS]]
@@ -164,3 +184,72 @@ def test_a_frozen_or_unknown_client_proves_no_purchase(doms) -> None:
     assert status == 0 and events[-1] == ["client-frozen", A]
     refused(reasons.CLIENT_FROZEN, purchase.offer, b.state, A, h, "temperature", sam.id,
             stored, proof)
+
+
+def test_a_supplier_that_rotated_its_key_is_checked_under_its_current_key(tmp_path: Path) -> None:
+    """sam, an owned device of A, delivers a batch, rotates its key (same
+    id), then delivers another. B proves sam's key from sam's record in A's
+    state (keyed by the birth id): the batch before the rotation checks
+    under the old key, the one after under the new key; readings of the
+    later batch signed with the retired key are refused, and so is a key
+    proven before the later commit."""
+    owner, sam, sam_new = Person("owner"), Device("sam", A), Device("sam-2", A)
+    a = Domain(tmp_path / "a", A, {Device("bob", A).pub: 100}, owner=owner.pub)
+    b = Domain(tmp_path / "b", B, {Device("bob", B).pub: 500})
+    try:
+        a.ledger.registry = FakeRegistry(sam)
+        create_client(b, a)
+        assert a.run(txm.make(owner.private, owner.id, txm.TYPE_CONTRACT_ADMIN, A, owner.next(),
+                              0, {1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
+                                  4: market.AGREEMENT_VERSION,
+                                  5: {"operator": owner.id, "fee_bps": 500}}))[0] == 0
+        st = itx.claim_statement(sam.priv, sam.pub, A, owner.id)
+        assert a.run(itx.build_claim(owner.keypair, A, sam.pub, st, owner.next()))[0] == 0
+        assert a.run(sam.make(txm.TYPE_OFFER, {1: "temperature", 2: "cC", 3: PRICE, 4: 1,
+                                               5: "", 6: 600, 7: 1}))[0] == 0
+        demand = a.device("bob").make(txm.TYPE_DEMAND, {1: "temperature", 2: PRICE, 3: QTY,
+                                                        4: 60, 5: "cheapest"})
+        bob_a = a.device("bob")
+        assert a.run(itx.build_grant(owner.keypair, A, sam.id, bob_a.id, "buy",
+                                     owner.next(), bob_a.pub))[0] == 0  # sam is owned
+        assert a.run(demand)[0] == 0
+        trust(b, a, a.store.head().height)  # type: ignore[union-attr]
+        ag = purchase.agreement(b.state, A, receipt(a, demand))
+
+        def deliver(batch: int, signer: Device) -> tuple[purchase.ProvenCommitment, list[bytes]]:
+            first = 2 * batch
+            rs = [stream.reading(signer.priv, sam.id, ag.id, i, 2000 + i, -2)
+                  for i in range(first, first + 2)]
+            commit = sam.make(txm.TYPE_CONTRACT_CALL, {1: market.AGREEMENT, 2: "commit",
+                                                       3: [ag.id, batch, first, 2,
+                                                           merkle.root(rs)], 4: 0, 5: 50_000})
+            assert a.run(commit)[0] == 0
+            trust(b, a, a.store.head().height)  # type: ignore[union-attr]
+            (c,) = purchase.commitments(b.state, A, receipt(a, commit), ag.id)
+            return c, rs
+
+        c0, r0 = deliver(0, sam)
+        old_key = prove_key(b, a, sam.id)
+        assert old_key.key == sam.pub
+        assert [i for i, _, _ in purchase.check_batch(ag, c0, old_key, r0)] == [0, 1]
+        # the rotation: the owner approves, the device signs with its current key
+        approval = itx.rotate_approval(owner.keypair, sam.id, sam_new.pub)
+        sam.seq += 1
+        assert a.run(itx.build_rotate(KeyPair(sam.priv, sam.pub), A, sam_new.pub, approval,
+                                      sam.seq, device_id=sam.id))[0] == 0
+        sam.priv, sam.pub = sam_new.priv, sam_new.pub  # same id, new key
+        retired = Device("sam", A)  # the birth key, now retired
+        c1, r1 = deliver(1, sam)
+        new_key = prove_key(b, a, sam.id)
+        assert new_key.key == sam_new.pub != retired.pub and txm.device_id(new_key.key) != sam.id
+        assert [v for _, v, _ in purchase.check_batch(ag, c1, new_key, r1)] == [2002, 2003]
+        refused("stale-key", purchase.check_batch, ag, c1, old_key, r1)
+        c1_old = purchase.ProvenCommitment(c1.batch, c1.first, c1.count,
+                                           merkle.root(stale := [
+                                               stream.reading(retired.priv, sam.id, ag.id, i,
+                                                              2000 + i, -2) for i in (2, 3)]),
+                                           c1.height)
+        refused("bad-reading", purchase.check_batch, ag, c1_old, new_key, stale)
+    finally:
+        a.close()
+        b.close()

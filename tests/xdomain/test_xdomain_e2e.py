@@ -265,7 +265,8 @@ def test_a_buyer_in_b_buys_readings_of_a_with_the_cli(two: tuple[Gateway, Gatewa
     """`thingledger xdomain buy` in dom-b against sam's offer in dom-a: the
     offer read on dom-b's broker (a relayer bridges it) and proven in dom-b,
     the payment a packet (relayed by a second relayer), the agreement and
-    sam's two batch commitments proven in dom-b, the readings read on dom-b's
+    sam's two batch commitments proven and recorded in dom-b (XPURCHASE:
+    `xdomain purchases` lists them), the readings read on dom-b's
     broker (a tampered one published first is ignored) and checked against
     the roots; dom-a's operator pays sam; value conserved over both domains,
     both chains verify."""
@@ -331,6 +332,14 @@ def test_a_buyer_in_b_buys_readings_of_a_with_the_cli(two: tuple[Gateway, Gatewa
         for i in range(4):
             wait_line(q, r"reading %d: %de-2 verified" % (i, 2100 + i), 90, seen)
         assert buy.wait(timeout=30) == 0, seen
+        # dom-b's chain recorded the purchase and both commitments (XPURCHASE)
+        assert any(("agreement recorded in dom-b") in x for x in seen), seen
+        r = cli("xdomain", "purchases", "--data-dir", str(b.dir))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "in dom-a agreement %s buyer %s supplier %s temperature: 4 at 5, committed 4 " \
+            "of 4" % (aid.hex(), bob.id.hex(), sam.id.hex()) in r.stdout, r.stdout
+        assert [ln.split()[:4] for ln in r.stdout.splitlines() if "batch" in ln] == [
+            ["batch", "0", "readings", "0..1"], ["batch", "1", "readings", "2..3"]], r.stdout
         # dom-a's operator judges both batches from its stream store and pays sam
         paid = 2 * (10 - 10 * 500 // 10_000)  # two batches of 2 at 5, the fee (floor) off
         deadline = time.monotonic() + 60

@@ -11,8 +11,11 @@ passes while no relayer runs is refunded on all three once the relayer
 proves its absence in B. Then the refusals across the two modes: headers of
 A with one vote of k = 2, with a vote by a key outside A's set, or with a
 signer index past the set, submitted to B's client of A; the packet's proof
-relayed to B again and the acknowledgement relayed to A again; each refused
-with its reason, nothing committed, nothing credited twice."""
+relayed to B again and the acknowledgement relayed to A again; headers of B
+forged for A's client of B at A's replicated gateways (a key other than B's
+authority, no vote, another domain's id); each refused with its reason,
+nothing committed, nothing credited twice, A's client of B unchanged on all
+three gateways."""
 
 from __future__ import annotations
 
@@ -232,6 +235,7 @@ async def refusals(gws: list[Running], b: Gateway) -> None:
     assert (rep.ok, rep.reason, rep.detail) == (False, reasons.DUPLICATE, "packet-closed"), rep
     alice = Device("alice", DOMAIN).id
     assert all((balance(r, rules.ESCROW), balance(r, alice)) == (0, 900) for r in gws)
+    await forged_headers_of_b(gws, b, a_relayer, a_url)
     # two of A's validators certify a twin of a header B trusts: B's client of A freezes
     latest = client_of_a(b).latest
     trusted = gws[0].store.get_block(latest)
@@ -243,3 +247,45 @@ async def refusals(gws: list[Running], b: Gateway) -> None:
     assert frozen.frozen and frozen.latest == latest
     rep = await asyncio.to_thread(b.send, relayer.make(txdecode.TYPE_RELAY, first.body))
     assert (rep.ok, rep.reason) == (False, reasons.CLIENT_FROZEN), rep
+
+
+async def forged_headers_of_b(gws: list[Running], b: Gateway, sender: Device, a_url: str) -> None:
+    """Headers of B (an authority domain: a set of one key, k = 1) forged and
+    sent to A's client of B through a NATS node's MQTT listener: signed by a
+    key other than B's authority, with no vote, or naming another domain
+    (signed by B's own authority key). Each refused by A's quorum with its
+    reason; A's client of B, its trusted headers and its committed updates
+    stay as they were on all three gateways."""
+    with b.store() as s:
+        bh = s.head()
+    assert bh is not None
+
+    def forged(**fields: Any) -> bytes:
+        return header.encode(dict(bh.fields, height=bh.height + 1, **fields))
+
+    def state(r: Running) -> tuple[Any, ...]:
+        return (kv(r, xp.client_key(B)), r.store.kv_range(xp.headers_of(B)),
+                sum(1 for _ in r.store.txs_of_type(txdecode.TYPE_CLIENT_UPDATE)))
+
+    before = [state(r) for r in gws]
+    assert before[0][0] is not None and all(x == before[0] for x in before)
+    hb = forged()
+    other = forged(domain="dom-c")
+    mallory = key("mallory")
+    cases = [
+        (hb, [[0, commit_gateway.vote(mallory[0], mallory[1], header.block_hash(hb))]],
+         errors.BAD_SIGNATURE, None),
+        (hb, [], errors.BAD_PROOF, "too-few-signatures"),
+        (other, [[0, commit_gateway.vote(b.auth_priv, b.auth_pub, header.block_hash(other))]],
+         reasons.WRONG_DOMAIN, "header-domain"),
+    ]
+    validators = validators_of(gws[0].gw.led.genesis)
+    for hdr, cert, reason, detail in cases:
+        msg = sender.make(txdecode.TYPE_CLIENT_UPDATE, {1: B, 2: [[hdr, cert, None]]})
+        rep = await asyncio.to_thread(lambda m=msg: submit(
+            a_url, DOMAIN, m, AUTHORITY[1], timeout=20, validators=validators))
+        assert (rep.ok, rep.reason) == (False, reason), rep
+        if detail is not None:
+            assert rep.detail == detail, rep
+    await until(lambda: all(r.rep.head_final() for r in gws), gws, 30, "A's heads final")
+    assert [state(r) for r in gws] == before

@@ -3,6 +3,7 @@
     thingledger xdomain clients [--data-dir D]          the light clients this domain keeps
     thingledger xdomain client DOMAIN [--data-dir D]    one client: set, trusted headers, evidence
     thingledger xdomain packets [--data-dir D]          open packets sent, receipts of packets received
+    thingledger xdomain purchases [--data-dir D]        purchases in other domains recorded here
     thingledger xdomain create --of-dir DIR --key FILE [--period S] [network options]
         the domain owner creates (or reinstates) the client of the domain whose
         data folder is DIR, trusting its head header and validator set
@@ -10,7 +11,7 @@
         [--timeout-height H] [--timeout-s S] [--memo TEXT] --key FILE [network options]
     thingledger xdomain buy --of-dir DIR_A --of-broker URL_A --service S --quantity N
         [--max-price P] [--via RELAYER_ID] [--wait S] --key FILE [network options]
-        buy readings in A's market, paid with a packet from here, checked here
+        buy readings in A's market, paid with a packet from here, checked and recorded here
     thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
     thingledger relay --from-dir DIR_A --to-dir DIR_B --key FILE
         [--from-broker URL] [--to-broker URL] [--once] [--interval S] [--seconds S]
@@ -132,6 +133,24 @@ def cmd_packets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_purchases(args: argparse.Namespace) -> int:
+    from gateway.xdomain import recorded
+
+    with open_store(args) as store:
+        rows = [(p, recorded.batches(store, p)) for p in recorded.purchases(store)]
+    print("purchases in other domains' markets, recorded here (XPURCHASE)")
+    for p, bs in rows:
+        print("  in %s agreement %s buyer %s supplier %s %s: %d at %d, committed %d of %d "
+              "(height %d)" % (p.domain, p.id.hex(), p.buyer.hex(), p.supplier.hex(), p.service,
+                               p.quantity, p.price, p.readings, p.quantity, p.height))
+        for x in bs:
+            print("    batch %-4d readings %d..%d root %s (%s height %d)"
+                  % (x.batch, x.first, x.first + x.count - 1, x.root.hex()[:16], p.domain,
+                     x.height))
+    print("%d purchase(s)" % len(rows))
+    return EXIT_OK
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     from gateway.db import genesis_files
     from gateway.db.store import Store
@@ -242,6 +261,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     c.set_defaults(func=cmd_client)
     xs.add_parser("packets", parents=[data], help="open packets sent and packets received"
                   ).set_defaults(func=cmd_packets)
+    xs.add_parser("purchases", parents=[data], help="purchases in other domains' markets "
+                  "recorded here, with their delivery commitments").set_defaults(
+                      func=cmd_purchases)
     d = xs.add_parser("demo", parents=[data], help="two domains and transfers between them, live "
                       "(make run-xdomain)")
     d.add_argument("--dir", metavar="DIR", help="keep the domains there (default: a "

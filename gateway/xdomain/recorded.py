@@ -1,0 +1,203 @@
+"""Cross-domain purchases recorded in the buyer's domain (docs/CROSSDOMAIN.md,
+"Purchases recorded in B"): the tx type XPURCHASE (30), by which a buyer in
+domain B records in B's state what it bought in domain A's market, each
+step proven against a header of A that B's light client of A trusts. B's
+gateways check the proofs with gateway/xdomain/purchase.py (pure functions
+of B's state, the tx and the block's time), so the record is B's, not the
+buyer's: anyone in B (a board, through its own gateway's receipts and state
+proofs) can rely on it.
+
+XPURCHASE (30) {1: A (the market's domain), 2: "agree" | "deliver",
+    3: A's receipt reply (shared/messages.receipt: the receipt, its header,
+    its RFC 6962 path), 4: agreement id (deliver only)}, by the buyer:
+  agree    the receipt of the buyer's DEMAND in A, its `match` event naming
+           the agreement. Stored under xq<A> 00 <agreement id> as
+           cbor([buyer, supplier, price, quantity, service, height of A,
+           batches recorded, readings committed]); event
+           ["xpurchase", A, agreement id, supplier, price, quantity].
+  deliver  the receipt of the supplier's `commit` call in A, its
+           `delivery-committed` events of this agreement. Each batch is
+           stored under xd<A> 00 <agreement id> <batch:8> as
+           cbor([first index, count, root, height of A]) and counted in the
+           purchase; event ["xdelivery", A, agreement id, batch, first,
+           count, root] per batch.
+Refusals (reason, detail), nothing changed: unknown-domain, client-frozen,
+client-expired (no usable client of A); wrong-domain (own-domain);
+bad-proof (untrusted-height, header-mismatch, receipt-proof, not-receipt,
+not-matched, not-committed); not-authorized (wrong-buyer: the agreement's
+buyer is another id; ids are the same in both domains); duplicate
+(purchase: agreed already; batch: a batch recorded already, or twice in one
+receipt); unknown-agreement (deliver before agree). An expired client is
+known only at the block's time: the tx is then included as failed
+(client-expired), its fee and seq taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import RuleError
+from gateway.ledger import txtypes
+from gateway.ledger.validate import body_keys, need_id
+from gateway.xdomain import client as lc
+from gateway.xdomain import purchase
+from shared import cbor, errors, reasons, txdecode
+from shared import tx as txm
+from shared import xpacket as xp
+from shared.messages_gateway import STATUS_FAILED, STATUS_OK
+from shared.topics_gateway import is_domain_name
+
+AGREE, DELIVER = "agree", "deliver"
+MAX_RECEIPT = 3072  # bytes of A's receipt reply (a tx is at most 4 KiB)
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """A purchase recorded in this domain's state."""
+
+    domain: str  # the market's domain (A)
+    id: bytes  # the agreement id in A
+    buyer: bytes
+    supplier: bytes
+    price: int
+    quantity: int
+    service: str
+    height: int  # A's height of the agreement's receipt
+    batches: int = 0
+    readings: int = 0
+
+    def encode(self) -> bytes:
+        return cbor.dumps([self.buyer, self.supplier, self.price, self.quantity, self.service,
+                           self.height, self.batches, self.readings])
+
+    @classmethod
+    def decode(cls, domain: str, agreement: bytes, raw: bytes) -> Purchase:
+        return cls(domain, agreement, *cbor.loads(raw))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A delivery commitment of a recorded purchase."""
+
+    batch: int
+    first: int
+    count: int
+    root: bytes
+    height: int  # A's height of the commit's receipt
+
+    @classmethod
+    def decode(cls, batch: int, raw: bytes) -> Batch:
+        return cls(batch, *cbor.loads(raw))
+
+
+def get(view: Any, domain: str, agreement: bytes) -> Purchase | None:
+    raw = view.kv_get(xp.purchase_key(domain, agreement))
+    return None if raw is None else Purchase.decode(domain, agreement, raw)
+
+
+def purchases(view: Any) -> list[Purchase]:
+    """Every recorded purchase (any object with `kv_range`: a state or a
+    read-only store), in key order: by domain, then agreement id."""
+    out = []
+    for k, v in view.kv_range(xp.PURCHASE):
+        name, _, aid = k[len(xp.PURCHASE):].partition(b"\x00")
+        out.append(Purchase.decode(name.decode(), aid, v))
+    return out
+
+
+def batches(view: Any, p: Purchase) -> list[Batch]:
+    prefix = xp.deliveries_of(p.domain, p.id)
+    return [Batch.decode(int.from_bytes(k[len(prefix):], "big"), v)
+            for k, v in view.kv_range(prefix)]
+
+
+# ---- schema (stateless, TxError) ----------------------------------------------------
+
+def check_body(t: txm.Tx) -> None:
+    b = t.body
+    body_keys(b, (1, 2, 3), (4,))
+    if not is_domain_name(b[1]):
+        raise errors.TxError("bad-domain")
+    if b[2] not in (AGREE, DELIVER):
+        raise errors.TxError("bad-kind")
+    if not isinstance(b[3], bytes) or not b[3]:
+        raise errors.TxError("bad-receipt")
+    if len(b[3]) > MAX_RECEIPT:
+        raise errors.TooLarge("receipt-too-large")
+    if (b[2] == DELIVER) != (4 in b):
+        raise errors.TxError("bad-agreement")
+    if 4 in b:
+        need_id(b[4], "bad-agreement")
+
+
+# ---- checks and effects -------------------------------------------------------------
+
+def _proof(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except errors.ProofError as e:
+        raise RuleError(errors.BAD_PROOF, e.detail) from None
+    except errors.TLError as e:  # a malformed reply: its CBOR, its fields
+        raise RuleError(errors.BAD_PROOF, e.detail or e.reason) from None
+
+
+def _check(view: Any, t: txm.Tx, now: int | None
+           ) -> tuple[Purchase, list[purchase.ProvenCommitment]]:
+    """What the tx records: the purchase (new on agree, updated on deliver)
+    and the new batches; RuleError if refused."""
+    b = t.body
+    a = b[1]
+    if a == t.domain:
+        raise RuleError(reasons.WRONG_DOMAIN, "own-domain")
+    lc.usable(view, a, now)
+    if b[2] == AGREE:
+        ag = _proof(purchase.agreement, view, a, b[3], now)
+        if ag.buyer != t.sender:
+            raise RuleError(errors.NOT_AUTHORIZED, "wrong-buyer")
+        if get(view, a, ag.id) is not None:
+            raise RuleError(reasons.DUPLICATE, "purchase")
+        return Purchase(a, ag.id, ag.buyer, ag.supplier, ag.price, ag.quantity, ag.service,
+                        ag.height), []
+    p = get(view, a, b[4])
+    if p is None:
+        raise RuleError(reasons.UNKNOWN_AGREEMENT, "not-recorded")
+    if p.buyer != t.sender:
+        raise RuleError(errors.NOT_AUTHORIZED, "wrong-buyer")
+    cs = _proof(purchase.commitments, view, a, b[3], p.id, now)
+    seen: set[int] = set()
+    for c in cs:
+        if c.batch in seen or view.kv_get(xp.delivery_key(a, p.id, c.batch)) is not None:
+            raise RuleError(reasons.DUPLICATE, "batch")
+        seen.add(c.batch)
+    return p, cs
+
+
+def precheck(view: Any, t: txm.Tx, rules: Any, rec: Any) -> None:
+    _check(view, t, None)
+
+
+def apply(view: Any, t: txm.Tx, rules: Any, block: Any) -> tuple[int, str, list[Any]]:
+    """The effects; a check that needs the block's time (an expired client)
+    and fails makes the tx included as failed with that reason."""
+    try:
+        p, cs = _check(view, t, block.time)
+    except RuleError as e:
+        return STATUS_FAILED, e.reason, []
+    a = p.domain
+    if t.body[2] == AGREE:
+        view.kv_put(xp.purchase_key(a, p.id), p.encode())
+        return STATUS_OK, "", [["xpurchase", a, p.id, p.supplier, p.price, p.quantity]]
+    events = []
+    for c in cs:
+        view.kv_put(xp.delivery_key(a, p.id, c.batch),
+                    cbor.dumps([c.first, c.count, c.root, c.height]))
+        events.append(["xdelivery", a, p.id, c.batch, c.first, c.count, c.root])
+    done = Purchase(a, p.id, p.buyer, p.supplier, p.price, p.quantity, p.service, p.height,
+                    p.batches + len(cs), p.readings + sum(c.count for c in cs))
+    view.kv_put(xp.purchase_key(a, p.id), done.encode())
+    return STATUS_OK, "", events
+
+
+TX_TYPE = txtypes.TxType(txdecode.TYPE_XPURCHASE, "xdomain", check_body, precheck, apply,
+                         isolated=True)
