@@ -4,7 +4,10 @@ block (or every --interval seconds when no block comes), runs one pass of
 gateway/xdomain/relayer.py: header updates and packets with their proofs,
 submitted over MQTT to each domain's broker and answered by its gateway.
 Proofs are read from each domain's chain database, read-only (the relayer
-runs beside a full node of each domain, or on a copy of its data folder).
+runs beside a full node of each domain, or on a copy of its data folder),
+or, without a data folder, asked of the domain's gateways over its broker
+(tools/remote_store.py: chain queries, docs/PROTOCOL.md): what they answer
+is not trusted, since every proof submitted is checked by the receiving chain.
 
 The relayer holds no rights: its key is an ordinary principal of both
 domains (registered here when it is not known yet) and every tx it sends is
@@ -32,16 +35,17 @@ from gateway.xdomain import relayer
 from shared import cbor, messages, topics
 from shared import tx as txm
 from tools.keys import KeyPair
+from tools.remote_store import QueryClient, RemoteError, RemoteStore
 from tools.submit import SubmitError, login_for, next_seq, submit
 
 
 @dataclass
 class Side:
     domain: str
-    data_dir: Path
+    data_dir: Path | None  # None: read over the broker (chain queries)
     broker: str
     authority: bytes
-    store: Store
+    store: Store | RemoteStore
     quorum: bool = False  # a quorum domain: its receipts carry k votes of its set
 
 
@@ -65,6 +69,26 @@ def open_side(data_dir: Path, broker: str) -> Side:
     g = genesis_files.load(Path(data_dir) / GENESIS_FILE)
     return Side(g.domain, Path(data_dir), broker, g.authority,
                 Store(Path(data_dir) / DB_FILE, readonly=True),
+                quorum=getattr(g, "consensus", "") == "quorum")
+
+
+def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0) -> Side:
+    """A side read over `broker` alone: its gateways answer chain queries
+    under the key's id (the login of an enforcing broker). The authority key
+    and consensus are the genesis its gateway states: they only check the
+    receipts the relayer reads back, never what the chains accept."""
+    store = RemoteStore(QueryClient(broker, domain, key.id.hex(),
+                                    login=login_for(key, domain), timeout=timeout))
+    try:
+        g = store.genesis()
+    except RemoteError:
+        store.close()
+        raise
+    if g.domain != domain:
+        store.close()
+        raise RemoteError("bad-answer", "the gateway on %s serves %s, not %s"
+                          % (broker, g.domain, domain))
+    return Side(domain, None, broker, g.authority, store,
                 quorum=getattr(g, "consensus", "") == "quorum")
 
 
@@ -206,7 +230,8 @@ def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = F
         while True:
             try:
                 actions = rel.run_once().actions
-            except sqlite3.Error as e:  # a database busy or being replaced: next pass
+            except (sqlite3.Error, RemoteError) as e:  # a database busy or being replaced,
+                # a gateway not answering or answering nonsense: next pass
                 line("relay: pass skipped: %s" % e)
                 actions = []
             for act in actions:

@@ -577,12 +577,14 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
         finally:
             db.execute("COMMIT")
 
-    def kv_range(self, prefix: bytes, limit: int = 1000) -> list[tuple[bytes, bytes]]:
+    def kv_range(self, prefix: bytes, limit: int = 1000,
+                 start: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Up to `limit` stored (key, value) whose key starts with `prefix`,
-        in key order (`prefix` must not end in 0xff)."""
+        in key order, from key `start` on (a page after another: the last key
+        + 00); `prefix` must not end in 0xff."""
         hi = prefix[:-1] + bytes([prefix[-1] + 1])
         return list(self._db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ? "
-                                     "ORDER BY key LIMIT ?", (prefix, hi, limit)))
+                                     "ORDER BY key LIMIT ?", (max(prefix, start), hi, limit)))
 
     def commitment_at(self, height: int) -> str:
         """The state commitment of block `height`'s state_root."""

@@ -62,6 +62,7 @@ from gateway.node.homeassistant import HomeAssistant
 from gateway.node.mempool import Mempool
 from gateway.node.metrics import Metrics
 from gateway.node.mqtt_link import Incoming, MqttLink
+from gateway.node.queries import QueryServer
 from gateway.node.ratelimit import SenderLimit
 from gateway.node.verifier import Checked, Verifier, default_workers
 from gateway.registry.view import registry_lookup
@@ -134,6 +135,7 @@ class Gateway:
         self._halted = False  # a block was not committed: no block may follow it
         self._tasks: list[asyncio.Task] = []
         self.link: MqttLink | None = None
+        self.queries: QueryServer | None = None
         # received messages in arrival order, with the id of the pending tx
         # that settles them (None: settled already); PUBACKed from the left
         self._unacked: deque[tuple[Incoming, bytes | None]] = deque()
@@ -199,6 +201,11 @@ class Gateway:
                           "(stateless checks and signatures of received batches)")
         self.link.start()
         await self.link.wait_connected(connect_timeout)
+        # read-only chain queries on tl/<d>/q/+/req (docs/PROTOCOL.md, "Chain queries")
+        self.queries = QueryServer(self.cfg.domain, self.cfg.db_path, self.cfg.broker_url,
+                                   client_id=f"{me}-queries", username=user, password=password,
+                                   genesis=self.cfg.genesis_file.read_bytes())
+        self.queries.start()
         h = self.led.head
         self.on_event(f"chain {self.cfg.domain} at height {h.height} hash {h.hash.hex()[:16]} "
                       f"({len(self.led.state.devices)} devices) broker {self.cfg.broker_url}")
@@ -261,6 +268,8 @@ class Gateway:
         self._ack_settled()
         if self.link:
             self.link.stop()
+        if self.queries is not None:
+            self.queries.stop()
         self._writer.shutdown(wait=True)
         if self.verifier is not None:
             self.verifier.close()

@@ -1,0 +1,207 @@
+"""The gateway's answers to read-only chain queries over MQTT
+(docs/PROTOCOL.md, "Chain queries"; the wire is shared/chainquery.py).
+
+A QueryServer has its own MQTT connection (the gateway's login, client id
+`<gateway name>-queries`), subscribes tl/<d>/q/+/req and answers each request
+on the requester's tl/<d>/q/<requester>/res from its own read-only Store of
+the gateway's database, in one worker thread: the node's pipeline never
+waits on a query. Replicated gateways each run one, so a requester may get
+several answers (any one will do: what it submits is proven on chain).
+
+Bounds: a request over MAX_REQUEST bytes is refused unread (too-large);
+one that is not CBOR (bad-cbor) or not a request (bad-query, with a detail)
+gets a reason-coded refusal; each requester has a token bucket
+(gateway/node/ratelimit.SenderLimit: `rate` per second, `burst`), a request
+over it is refused (rate-limited, retryable); at most QUEUE requests wait, later ones
+are dropped (counted); answers stay under MAX_ANSWER bytes and pages under
+MAX_PAGE items. Nothing a requester sends stops the server: every error of a
+request is its own refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from gateway.broker.embedded import parse_url
+from gateway.db.store import BlockRecord, Store
+from gateway.errors import RateLimited
+from gateway.ledger import state as st
+from gateway.node.ratelimit import SenderLimit
+from gateway.xdomain.relayer import validator_sets
+from shared import cbor, errors, reasons
+from shared import chainquery as cq
+
+log = logging.getLogger("thingledger.queries")
+
+RATE = 50.0  # requests per second per requester, sustained
+BURST = 200  # requests per requester at once
+QUEUE = 256  # requests waiting for the worker
+
+
+def block_row(b: BlockRecord) -> list[Any]:
+    return [b.height, b.hash, b.time, b.n_txs, b.header_bytes, b.signed_header]
+
+
+class Answerer:
+    """Answers one request at a time over a read-only store (no MQTT: the
+    QueryServer's worker and the tests call `answer`)."""
+
+    def __init__(self, store: Store, genesis: bytes, rate: float = RATE, burst: int = BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.limit = SenderLimit(rate, burst, clock=clock)
+        self.refused: Counter[str] = Counter()  # reason -> count
+
+    def answer(self, requester: str, payload: bytes) -> bytes:
+        """The answer bytes to one request of `requester` (never raises for
+        anything the requester sent)."""
+        rid = None
+        try:
+            op, rid, arg, limit, after = cq.parse_request(payload)
+            who = requester.encode()
+            self.limit.check(who)
+            self.limit.take(who)
+            return self._op(op, rid, arg, limit, after)
+        except errors.TLError as e:
+            return self._refuse(rid, e.reason, e.detail)
+        except RateLimited as e:
+            return self._refuse(rid, reasons.RATE_LIMITED, e.detail or "per-requester")
+
+    def _refuse(self, rid: bytes | None, reason: str, detail: str) -> bytes:
+        self.refused[reason] += 1
+        return cq.refusal(rid, reason, detail)
+
+    def _op(self, op: str, rid: bytes, arg: Any, limit: int, after: Any) -> bytes:
+        s = self.store
+        if op == "genesis":
+            return cq.answer(rid, self.genesis)
+        if op in ("head", "block"):
+            b = s.head() if op == "head" else s.get_block(arg)
+            return cq.answer(rid, None if b is None else [block_row(b), s.certificate(b.height)])
+        if op == "prove_kv":
+            got = s.prove_kv(arg)
+            return cq.answer(rid, None if got is None else [block_row(got[0]), got[1], got[2]])
+        if op == "receipt":
+            return cq.answer(rid, s.get_receipt(arg))
+        if op == "valsets":
+            return cq.answer(rid, list(validator_sets(s).values()))
+        if op == "kv_range":
+            start = b"" if after is None else after + b"\x00"
+            return self._page(rid, ([k, v] for k, v in s.kv_range(arg, limit + 1, start)), limit)
+        if op == "txs":
+            return self._page(rid, self._txs(arg, after), limit)
+        return self._page(rid, self._devices(after), limit)  # devices
+
+    def _txs(self, type_: int, after: list[int] | None) -> Iterator[list[Any]]:
+        h0, i0 = (0, -1) if after is None else after
+        for t in self.store.txs_of_type(type_, h0):
+            if t.height == h0 and t.idx <= i0:
+                continue
+            yield [t.id, t.height, t.idx, t.sender, t.seq, t.type, t.status, t.reason, t.events,
+                   t.message]
+
+    def _devices(self, after: bytes | None) -> Iterator[bytes]:
+        for i, rec in self.store.devices():
+            if after is None or i > after:
+                yield st.leaf(i, rec)
+
+    @staticmethod
+    def _page(rid: bytes, items: Iterator[Any], limit: int) -> bytes:
+        """At most `limit` items that keep the answer under MAX_ANSWER (at
+        least one, if one fits), and whether more follow."""
+        out: list[Any] = []
+        size = 64
+        more = False
+        for it in items:
+            n = len(cbor.dumps(it))
+            if len(out) >= limit or size + n > cq.MAX_ANSWER:
+                more = True
+                break
+            out.append(it)
+            size += n
+        if more and not out:  # one item alone over the limit: not served
+            return cq.refusal(rid, reasons.TOO_LARGE, "item over %d bytes" % cq.MAX_ANSWER)
+        return cq.answer(rid, out, more)
+
+
+class QueryServer:
+    """Answers the domain's chain queries on the broker (see the module)."""
+
+    def __init__(self, domain: str, db_path: Path | str, broker_url: str, *, client_id: str,
+                 username: str | None = None, password: str | None = None,
+                 genesis: bytes = b"", rate: float = RATE, burst: int = BURST,
+                 open_store: Callable[[], Store] | None = None) -> None:
+        self.domain = domain
+        db = Path(db_path)
+        self.open_store = open_store or (lambda: Store(db, readonly=True))
+        self.genesis = genesis
+        self.rate, self.burst = rate, burst
+        self.inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE)
+        self.dropped = 0
+        self.answered = 0
+        self.answerer: Answerer | None = None
+        self.ready = threading.Event()
+        self.host, self.port = parse_url(broker_url)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                        clean_session=True, protocol=mqtt.MQTTv311)
+        if username is not None:
+            c.username_pw_set(username, password)
+        c.reconnect_delay_set(min_delay=1, max_delay=4)
+        c.on_connect = self._on_connect
+        c.on_subscribe = lambda *_a: self.ready.set()
+        c.on_message = self._on_message
+        self.client = c
+        self._worker = threading.Thread(target=self._work, name="queries", daemon=True)
+
+    def start(self) -> None:
+        self._worker.start()
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        try:
+            self.inbox.put_nowait(None)
+        except queue.Full:
+            pass
+        self._worker.join(timeout=5)
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if not rc.is_failure:
+            client.subscribe(cq.requests_filter(self.domain), qos=0)
+
+    def _on_message(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
+        who = cq.requester_of(self.domain, m.topic)
+        if who is None:
+            return
+        try:
+            self.inbox.put_nowait((who, bytes(m.payload)))
+        except queue.Full:
+            self.dropped += 1
+
+    def _work(self) -> None:
+        store = self.open_store()
+        self.answerer = Answerer(store, self.genesis, self.rate, self.burst)
+        try:
+            while (item := self.inbox.get()) is not None:
+                who, payload = item
+                try:
+                    out = self.answerer.answer(who, payload)
+                except Exception as e:  # noqa: BLE001 - a store error: refuse, keep serving
+                    log.warning("query of %s failed: %r", who, e)
+                    out = cq.refusal(None, reasons.QUERY_FAILED, type(e).__name__)
+                self.client.publish(cq.answer_topic(self.domain, who), out, qos=0)
+                self.answered += 1
+        finally:
+            store.close()
