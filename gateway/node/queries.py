@@ -1,12 +1,15 @@
 """The gateway's answers to read-only chain queries over MQTT
 (docs/PROTOCOL.md, "Chain queries"; the wire is shared/chainquery.py).
 
-A QueryServer has its own MQTT connection (the gateway's login, client id
-`<gateway name>-queries`), subscribes tl/<d>/q/+/req and answers each request
-on the requester's tl/<d>/q/<requester>/res from its own read-only Store of
-the gateway's database, in one worker thread: the node's pipeline never
-waits on a query. Replicated gateways each run one, so a requester may get
-several answers (any one will do: what it submits is proven on chain).
+The gateway's own MQTT link subscribes tl/<d>/q/+/req (no second login:
+under mosquitto's `use_username_as_clientid` one would take the gateway's
+session over) and hands each request to its QueryServer (`offer`, which
+never blocks); the server answers on the requester's tl/<d>/q/<requester>/res
+from its own read-only Store of the gateway's database, in one worker
+thread: the node's pipeline never waits on a query. Replicated gateways each
+run one, so a requester may get several answers (any one will do: what it
+submits is proven on chain). `QueryLink` serves a QueryServer on a
+connection of its own (a data folder with no gateway running, the tests).
 
 Bounds: a request over MAX_REQUEST bytes is refused unread (too-large);
 one that is not CBOR (bad-cbor) or not a request (bad-query, with a detail)
@@ -20,13 +23,13 @@ request is its own refusal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -135,73 +138,101 @@ class Answerer:
 
 
 class QueryServer:
-    """Answers the domain's chain queries on the broker (see the module)."""
+    """Answers the domain's chain queries handed to it (see the module)."""
 
-    def __init__(self, domain: str, db_path: Path | str, broker_url: str, *, client_id: str,
-                 username: str | None = None, password: str | None = None,
-                 genesis: bytes = b"", rate: float = RATE, burst: int = BURST,
-                 open_store: Callable[[], Store] | None = None) -> None:
+    def __init__(self, domain: str, open_store: Callable[[], Store],
+                 publish: Callable[[str, bytes], None], *, genesis: bytes = b"",
+                 rate: float = RATE, burst: int = BURST) -> None:
         self.domain = domain
-        db = Path(db_path)
-        self.open_store = open_store or (lambda: Store(db, readonly=True))
+        self.open_store = open_store
+        self.publish = publish
         self.genesis = genesis
         self.rate, self.burst = rate, burst
+        self.prefix = cq.PREFIX + domain + "/q/"
         self.inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE)
         self.dropped = 0
         self.answered = 0
-        self.answerer: Answerer | None = None
+        self._worker = threading.Thread(target=self._work, name="queries", daemon=True)
+
+    @property
+    def subscription(self) -> str:
+        return cq.requests_filter(self.domain)
+
+    def is_query(self, topic: str) -> bool:
+        return topic.startswith(self.prefix)
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def stop(self) -> None:
+        if not self._worker.is_alive():
+            return
+        while True:
+            try:
+                self.inbox.put(None, timeout=0.1)
+                break
+            except queue.Full:  # the worker is busy: make room for the stop
+                with contextlib.suppress(queue.Empty):
+                    self.inbox.get_nowait()
+        self._worker.join(timeout=10)
+
+    def offer(self, topic: str, payload: bytes) -> None:
+        """A message on the query topics (from any thread; never blocks):
+        queued for the worker, or dropped if the queue is full or the topic
+        is not a request."""
+        who = cq.requester_of(self.domain, topic)
+        if who is None:
+            return
+        try:
+            self.inbox.put_nowait((who, bytes(payload)))
+        except queue.Full:
+            self.dropped += 1
+
+    def _work(self) -> None:
+        store = self.open_store()
+        answerer = Answerer(store, self.genesis, self.rate, self.burst)
+        try:
+            while (item := self.inbox.get()) is not None:
+                who, payload = item
+                try:
+                    out = answerer.answer(who, payload)
+                except Exception as e:  # noqa: BLE001 - a store error: refuse, keep serving
+                    log.warning("query of %s failed: %r", who, e)
+                    out = cq.refusal(None, reasons.QUERY_FAILED, type(e).__name__)
+                try:
+                    self.publish(cq.answer_topic(self.domain, who), out)
+                except Exception as e:  # noqa: BLE001 - not connected now: the answer is lost
+                    log.info("answer to %s not sent: %r", who, e)
+                self.answered += 1
+        finally:
+            store.close()
+
+
+class QueryLink:
+    """A QueryServer on an MQTT connection of its own (clean session, QoS 0)."""
+
+    def __init__(self, server: QueryServer, broker_url: str, client_id: str,
+                 login: tuple[str, str] | None = None) -> None:
+        self.server = server
         self.ready = threading.Event()
         self.host, self.port = parse_url(broker_url)
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                         clean_session=True, protocol=mqtt.MQTTv311)
-        if username is not None:
-            c.username_pw_set(username, password)
-        c.reconnect_delay_set(min_delay=1, max_delay=4)
-        c.on_connect = self._on_connect
+        if login is not None:
+            c.username_pw_set(*login)
+        c.on_connect = lambda cl, _u, _f, rc, _p: None if rc.is_failure else cl.subscribe(
+            server.subscription, qos=0)
         c.on_subscribe = lambda *_a: self.ready.set()
-        c.on_message = self._on_message
+        c.on_message = lambda _c, _u, m: server.offer(m.topic, m.payload)
         self.client = c
-        self._worker = threading.Thread(target=self._work, name="queries", daemon=True)
+        server.publish = lambda topic, payload: c.publish(topic, payload, qos=0)
 
     def start(self) -> None:
-        self._worker.start()
+        self.server.start()
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
 
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-        try:
-            self.inbox.put_nowait(None)
-        except queue.Full:
-            pass
-        self._worker.join(timeout=5)
-
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if not rc.is_failure:
-            client.subscribe(cq.requests_filter(self.domain), qos=0)
-
-    def _on_message(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
-        who = cq.requester_of(self.domain, m.topic)
-        if who is None:
-            return
-        try:
-            self.inbox.put_nowait((who, bytes(m.payload)))
-        except queue.Full:
-            self.dropped += 1
-
-    def _work(self) -> None:
-        store = self.open_store()
-        self.answerer = Answerer(store, self.genesis, self.rate, self.burst)
-        try:
-            while (item := self.inbox.get()) is not None:
-                who, payload = item
-                try:
-                    out = self.answerer.answer(who, payload)
-                except Exception as e:  # noqa: BLE001 - a store error: refuse, keep serving
-                    log.warning("query of %s failed: %r", who, e)
-                    out = cq.refusal(None, reasons.QUERY_FAILED, type(e).__name__)
-                self.client.publish(cq.answer_topic(self.domain, who), out, qos=0)
-                self.answered += 1
-        finally:
-            store.close()
+        self.server.stop()

@@ -135,13 +135,18 @@ class Gateway:
         self._halted = False  # a block was not committed: no block may follow it
         self._tasks: list[asyncio.Task] = []
         self.link: MqttLink | None = None
-        self.queries: QueryServer | None = None
         # received messages in arrival order, with the id of the pending tx
         # that settles them (None: settled already); PUBACKed from the left
         self._unacked: deque[tuple[Incoming, bytes | None]] = deque()
         d = cfg.domain
         self._topic_blocks = topics.blocks(d)
         self._topic_rejects = topics.rejects(d)
+        # read-only chain queries on tl/<d>/q/+/req, answered in a thread of their
+        # own from a read-only store (docs/PROTOCOL.md, "Chain queries")
+        self.queries = QueryServer(d, lambda: Store(cfg.db_path, readonly=True),
+                                   lambda t, p: self.link.publish(t, p, qos=0) if self.link
+                                   else None, genesis=cfg.genesis_file.read_bytes()
+                                   if cfg.genesis_file.exists() else b"")
         self.market = MarketNode(d, cfg.data_dir, self.led.authority_priv, self._publish,
                                  self.handle if self.replica is None else self._no_operator,
                                  self.on_event, grant=cfg.market_grant,
@@ -185,7 +190,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         # logs in with the authority key; anonymous brokers ignore it (docs/IDENTITY.md §3)
         user, password = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)
-        subs = [*self.market.subscriptions]
+        subs = [*self.market.subscriptions, self.queries.subscription]
         if self.replica is None:  # a replica reads txs from the cluster's stream
             subs.insert(0, topics.tx(self.cfg.domain))
         if self.ha is not None:
@@ -199,13 +204,9 @@ class Gateway:
             n = self.verifier.workers
             self.on_event(f"{n} validation worker process{'es' if n > 1 else ''} "
                           "(stateless checks and signatures of received batches)")
+        self.queries.start()
         self.link.start()
         await self.link.wait_connected(connect_timeout)
-        # read-only chain queries on tl/<d>/q/+/req (docs/PROTOCOL.md, "Chain queries")
-        self.queries = QueryServer(self.cfg.domain, self.cfg.db_path, self.cfg.broker_url,
-                                   client_id=f"{me}-queries", username=user, password=password,
-                                   genesis=self.cfg.genesis_file.read_bytes())
-        self.queries.start()
         h = self.led.head
         self.on_event(f"chain {self.cfg.domain} at height {h.height} hash {h.hash.hex()[:16]} "
                       f"({len(self.led.state.devices)} devices) broker {self.cfg.broker_url}")
@@ -268,8 +269,7 @@ class Gateway:
         self._ack_settled()
         if self.link:
             self.link.stop()
-        if self.queries is not None:
-            self.queries.stop()
+        self.queries.stop()
         self._writer.shutdown(wait=True)
         if self.verifier is not None:
             self.verifier.close()
@@ -316,6 +316,9 @@ class Gateway:
                         self.metrics.on_status(dev, m.payload == b"online")
                         self._check_session(dev, m.payload == b"online")
                     self._unacked.append((m, None))
+                elif self.queries.is_query(m.topic):  # answered in the queries' thread
+                    self.queries.offer(m.topic, m.payload)
+                    self._unacked.append((m, None))
                 elif self.ha is not None:  # Home Assistant's status (the rest of _is_tx)
                     self.ha.on_ha_status(m.payload, self.led.state)
                     self._unacked.append((m, None))
@@ -327,6 +330,7 @@ class Gateway:
         """A message for handle(): not an off-chain reading, a device's status
         or Home Assistant's status."""
         return not (m.topic.startswith(self.market.data_prefix) or self.market.is_status(m.topic)
+                    or self.queries.is_query(m.topic)
                     or (self.ha is not None and m.topic == self.ha.status_topic))
 
     def _prevalidate(self, batch: list[Incoming]) -> asyncio.Future | None:

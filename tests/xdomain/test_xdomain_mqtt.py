@@ -22,7 +22,7 @@ from gateway.db.genesis_files import create_domain, write_key
 from gateway.db.store import Store, open_ledger
 from gateway.ledger import consensus, keys
 from gateway.node.config import DB_FILE, GatewayConfig
-from gateway.node.queries import Answerer, QueryServer
+from gateway.node.queries import Answerer, QueryLink, QueryServer
 from gateway.xdomain import relayer
 from shared import cbor, reasons, txdecode
 from shared import chainquery as cq
@@ -259,9 +259,9 @@ def test_a_lying_answer_is_refused_by_the_receiving_chain(
     assert r.ok
     # a liar answers A's queries on its own broker, from A's data folder
     liar_url = amqtt_broker.url
-    liar = QueryServer(A, a.dir / DB_FILE, liar_url, client_id="liar",
-                       genesis=(a.dir / "genesis.toml").read_bytes(),
-                       open_store=lambda: LyingStore(Store(a.dir / DB_FILE, readonly=True)))
+    liar = QueryLink(QueryServer(A, lambda: LyingStore(Store(a.dir / DB_FILE, readonly=True)),
+                                 print, genesis=(a.dir / "genesis.toml").read_bytes()),
+                     liar_url, "liar")
     liar.start()
     assert liar.ready.wait(10)
     key = type("K", (), {"id": RELAYER.id, "private": RELAYER.priv})()
@@ -304,8 +304,8 @@ def test_a_remote_store_refuses_what_does_not_add_up(amqtt_broker: Any, tmp_path
         with pytest.raises(RemoteError) as e:
             RemoteStore(q).head()
         assert e.value.reason == "no-answer"
-        srv = QueryServer(A, db, url, client_id="srv",
-                          open_store=lambda: WrongHash(Store(db, readonly=True)))
+        srv = QueryLink(QueryServer(A, lambda: WrongHash(Store(db, readonly=True)), print),
+                        url, "srv")
         srv.start()
         assert srv.ready.wait(10)
         try:
