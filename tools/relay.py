@@ -118,7 +118,11 @@ def submitter(sides: dict[str, Side], timeout: float) -> relayer.Submit:
 def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str:
     """Register the relayer's key in `side` if it is not known there: "" if
     known (or now registered), else the refusal."""
-    if any(i == key.id for i, _ in side.store.devices()):
+    if isinstance(side.store, RemoteStore):  # one principal asked, not every page
+        known = side.store.device(key.id) is not None
+    else:
+        known = any(i == key.id for i, _ in side.store.devices())
+    if known:
         return ""
     msg = txm.make(key.private, key.id, txm.TYPE_REGISTER, side.domain, seq(), 0,
                    {1: key.public})

@@ -224,5 +224,15 @@ class RemoteStore:
                 return
             after = items[-1][1:3]
 
+    def device(self, device_id: bytes) -> DeviceRecord | None:
+        """One principal: a page of one from just before its id."""
+        n = int.from_bytes(device_id, "big")
+        after = (n - 1).to_bytes(len(device_id), "big") if n else None
+        items, _ = self.q.ask("devices", None, 1, after)
+        if not items:
+            return None
+        i, rec = _device(items[0])
+        return rec if i == device_id else None
+
     def devices(self) -> list[tuple[bytes, DeviceRecord]]:
         return [_device(leaf) for leaf in self._pages("devices", None, lambda it: cbor.loads(it)[0])]

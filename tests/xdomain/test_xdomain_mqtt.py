@@ -312,7 +312,11 @@ def test_a_remote_store_refuses_what_does_not_add_up(amqtt_broker: Any, tmp_path
             with pytest.raises(RemoteError) as e:
                 RemoteStore(q).head()
             assert (e.value.reason, e.value.detail) == ("bad-answer", "block hash")
-            assert RemoteStore(q).get_block(0) is not None  # the honest answers still serve
+            rs = RemoteStore(q)
+            assert rs.get_block(0) is not None  # the honest answers still serve
+            alice = Device("alice", A).id
+            assert rs.device(alice) == dict(rs.devices())[alice] is not None
+            assert rs.device(bytes(16)) is None and rs.device(b"\xff" * 16) is None
         finally:
             srv.stop()
     finally:
