@@ -103,7 +103,7 @@ class Answerer:
             return self._page(rid, ([k, v] for k, v in s.kv_range(arg, limit + 1, start)), limit)
         if op == "txs":
             return self._page(rid, self._txs(arg, after), limit)
-        return self._page(rid, self._devices(after), limit)  # devices
+        return self._page(rid, self._devices(after, limit), limit)  # devices
 
     def _txs(self, type_: int, after: list[int] | None) -> Iterator[list[Any]]:
         h0, i0 = (0, -1) if after is None else after
@@ -113,10 +113,9 @@ class Answerer:
             yield [t.id, t.height, t.idx, t.sender, t.seq, t.type, t.status, t.reason, t.events,
                    t.message]
 
-    def _devices(self, after: bytes | None) -> Iterator[bytes]:
-        for i, rec in self.store.devices():
-            if after is None or i > after:
-                yield st.leaf(i, rec)
+    def _devices(self, after: bytes | None, limit: int) -> Iterator[bytes]:
+        for i, rec in self.store.devices(after or b"", limit + 1):
+            yield st.leaf(i, rec)
 
     @staticmethod
     def _page(rid: bytes, items: Iterator[Any], limit: int) -> bytes:

@@ -20,7 +20,7 @@ import pytest
 from gateway.broker.embedded import parse_url
 from gateway.db.genesis_files import create_domain, write_key
 from gateway.db.store import Store, open_ledger
-from gateway.ledger import consensus, keys
+from gateway.ledger import consensus, keys, state
 from gateway.node.config import DB_FILE, GatewayConfig
 from gateway.node.queries import Answerer, QueryLink, QueryServer
 from gateway.xdomain import relayer
@@ -197,18 +197,18 @@ def test_answers_are_paged_bounded_and_rate_limited(tmp_path: Path) -> None:
     now = [0.0]
     with Store(a_dir / DB_FILE, readonly=True) as s:
         ans = Answerer(s, b"", rate=1.0, burst=3, clock=lambda: now[0])
-        ids: list[bytes] = []
+        leaves: list[bytes] = []
         after = None
         while True:
             _, reason, _, page, more = cq.parse_answer(
                 ans.answer("r", cq.request("devices", b"d", None, 3, after)))
             assert reason == "" and len(page) <= 3
-            ids += [cbor.loads(leaf)[0] for leaf in page]
+            leaves += page
             if not more:
                 break
-            after = ids[-1]
+            after = cbor.loads(leaves[-1])[0]
             now[0] += 1.0  # one request a second: within the rate
-        assert ids == sorted(i for i, _ in s.devices()) and len(ids) >= 7
+        assert leaves == [state.leaf(i, r) for i, r in s.devices()] and len(leaves) >= 7
         # a burst over the bucket: refused (retryable), other requesters unaffected
         got = [cq.parse_answer(ans.answer("r", cq.request("head", b"h")))[1] for _ in range(4)]
         assert got.count(reasons.RATE_LIMITED) >= 1 and got[0] == ""
