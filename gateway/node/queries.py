@@ -15,9 +15,9 @@ Bounds: a request over MAX_REQUEST bytes is refused unread (too-large);
 one that is not CBOR (bad-cbor) or not a request (bad-query, with a detail)
 gets a reason-coded refusal; each requester has a token bucket
 (gateway/node/ratelimit.SenderLimit: `rate` per second, `burst`), a request
-over it is refused (rate-limited, retryable); at most QUEUE requests wait, later ones
-are dropped (counted); answers stay under MAX_ANSWER bytes and pages under
-MAX_PAGE items. Nothing a requester sends stops the server: every error of a
+over it is refused (rate-limited, retryable); at most QUEUE requests wait,
+later ones are dropped (counted); pages hold at most MAX_PAGE items and stay
+under MAX_ANSWER bytes, and any other answer over it is refused (too-large). Nothing a requester sends stops the server: every error of a
 request is its own refusal.
 """
 
@@ -74,7 +74,11 @@ class Answerer:
             who = requester.encode()
             self.limit.check(who)
             self.limit.take(who)
-            return self._op(op, rid, arg, limit, after)
+            out = self._op(op, rid, arg, limit, after)
+            if len(out) > cq.MAX_ANSWER:  # the broker would drop it: say so instead
+                return self._refuse(rid, reasons.TOO_LARGE,
+                                    "answer of %d bytes, at most %d" % (len(out), cq.MAX_ANSWER))
+            return out
         except errors.TLError as e:
             return self._refuse(rid, e.reason, e.detail)
         except RateLimited as e:

@@ -321,3 +321,35 @@ def test_a_remote_store_refuses_what_does_not_add_up(amqtt_broker: Any, tmp_path
             srv.stop()
     finally:
         q.close()
+
+
+class BigValues:
+    """A store whose values are large (contract code, say)."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.rows = [(b"c" + bytes([i]), bytes(n)) for i, n in enumerate(sizes)]
+
+    def kv_range(self, prefix: bytes, limit: int = 1000,
+                 start: bytes = b"") -> list[tuple[bytes, bytes]]:
+        return [r for r in self.rows if r[0] >= start][:limit]
+
+    def prove_kv(self, key: bytes) -> None:
+        return None
+
+
+def test_pages_stay_under_the_answer_limit() -> None:
+    ans = Answerer(BigValues([5000, 5000, 5000, 20_000]), b"")  # type: ignore[arg-type]
+    got: list[bytes] = []
+    after = None
+    reason = ""
+    for _ in range(4):
+        out = ans.answer("r", cq.request("kv_range", b"k", b"c", 10, after))
+        assert len(out) <= cq.MAX_ANSWER
+        _, reason, detail, page, more = cq.parse_answer(out)
+        if reason:
+            break
+        assert 0 < len(page) <= 2 and more  # two of 5000 fit, a third does not
+        got += [k for k, _ in page]
+        after = page[-1][0]
+    assert got == [b"c\x00", b"c\x01", b"c\x02"]
+    assert (reason, detail) == (reasons.TOO_LARGE, "item over %d bytes" % cq.MAX_ANSWER)
