@@ -196,10 +196,10 @@ class RemoteStore:
     def validator_sets(self) -> list[list[Any]]:
         return self.q.ask("valsets")[0]
 
-    def _pages(self, op: str, arg: Any, cursor: Any) -> Iterator[Any]:
+    def _pages(self, op: str, arg: Any, cursor: Any, size: int = cq.MAX_PAGE) -> Iterator[Any]:
         after = None
-        for _ in range(MAX_ITEMS // cq.MAX_PAGE + 1):
-            items, more = self.q.ask(op, arg, cq.MAX_PAGE, after)
+        for _ in range(MAX_ITEMS // size + 1):
+            items, more = self.q.ask(op, arg, size, after)
             yield from items
             if not more or not items:
                 return
@@ -207,7 +207,8 @@ class RemoteStore:
 
     def kv_range(self, prefix: bytes, limit: int = 1000) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
-        for k, v in self._pages("kv_range", prefix, lambda it: it[0]):
+        for k, v in self._pages("kv_range", prefix, lambda it: it[0],
+                                max(1, min(limit, cq.MAX_PAGE))):
             out.append((k, v))
             if len(out) >= limit:
                 break
