@@ -33,6 +33,7 @@ from tests.support.waits import lines, wait_line
 from tests.xdomain.test_xdomain_e2e import A, B, Gateway
 from tools.build import tool
 from tools.relay import Seq, remote_side, submitter
+from tools.relay import run as relay_run
 from tools.remote_store import QueryClient, RemoteError, RemoteStore
 
 RELAYER = Device("relayer")
@@ -283,6 +284,30 @@ def test_a_lying_answer_is_refused_by_the_receiving_chain(
         sb.store.close()
     finally:
         liar.stop()
+    # a gateway answering garbage: the relayer process skips the pass, it does not die
+    assert a.send(RELAYER.make(txm.TYPE_REGISTER, {1: RELAYER.pub}, domain=A)).ok
+    garbage = QueryLink(QueryServer(A, lambda: Garbage(Store(a.dir / DB_FILE, readonly=True)),
+                                    print, genesis=(a.dir / "genesis.toml").read_bytes()),
+                        liar_url, "garbage")
+    garbage.start()
+    assert garbage.ready.wait(10)
+    said: list[str] = []
+    try:
+        sa = remote_side(A, liar_url, key)
+        sb = remote_side(B, b.url, key)
+        assert relay_run(sa, sb, key, once=True, timeout=10, line=said.append) == 0
+        assert any(x.startswith("relay: pass skipped: bad-cbor") for x in said), said
+    finally:
+        garbage.stop()
+
+
+class Garbage(LyingStore):
+    """Packets that are not CBOR."""
+
+    def kv_range(self, prefix: bytes, limit: int = 1000,
+                 start: bytes = b"") -> list[tuple[bytes, bytes]]:
+        rows = self.s.kv_range(prefix, limit, start)
+        return [(k, b"\xff" if k.startswith(xp.PACKET) else v) for k, v in rows]
 
 
 class WrongHash(LyingStore):
