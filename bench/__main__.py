@@ -3,6 +3,7 @@
 import sys
 
 from bench import (
+    chain_queries,
     crypto,
     dual_heap,
     firmware,
@@ -30,7 +31,8 @@ def main() -> int:
                       ("nats_log", nats_log.main), ("trust", trust.main),
                       ("state_tree", state_tree.main),
                       ("registry_net", registry_net.main), ("ota", ota.main),
-                      ("verifier", verifier.main), ("receipt_heap", receipt_heap.main)):
+                      ("verifier", verifier.main), ("receipt_heap", receipt_heap.main),
+                      ("chain_queries", chain_queries.main)):
         print(f"== bench.{name}")
         rc = run() if name in ("firmware", "ota", "receipt_heap") else run([])
         failed += bool(rc)

@@ -50,5 +50,9 @@ NOT_TIMED_OUT = "not-timed-out"
 MEMPOOL_FULL = "mempool-full"
 RATE_LIMITED = "rate-limited"
 RETRYABLE = (MEMPOOL_FULL, RATE_LIMITED)
+# Chain queries over MQTT (docs/PROTOCOL.md, "Chain queries"): a request the
+# gateways do not answer (shared/chainquery.py QueryError)
+BAD_QUERY = "bad-query"
+QUERY_FAILED = "query-failed"  # the gateway could not read its store: ask again
 # Firmware updates (docs/OTA.md): shared/ota.py FirmwareError's code
 BAD_FIRMWARE = "bad-firmware"

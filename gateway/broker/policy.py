@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from gateway.broker.credentials import parse_principal, verify_password
 from gateway.identity import roles
 from gateway.ledger.state import KIND_DEVICE
-from shared import topics
+from shared import chainquery, topics
 from shared import tx as txm
 
 log = logging.getLogger("thingledger.broker")
@@ -70,8 +70,10 @@ def filter_within(requested: str, allowed: str) -> bool:
 
 
 def publish_topics(domain: str, me: str) -> list[str]:
-    """Topic filters a (non-gateway) principal may publish to; `me` = its id hex."""
-    return [f"tl/{domain}/tx", f"tl/{domain}/dev/{me}/status", f"tl/{domain}/data/{me}/#"]
+    """Topic filters a (non-gateway) principal may publish to; `me` = its id hex
+    (its chain queries: its own request topic only, shared/chainquery.py)."""
+    return [f"tl/{domain}/tx", f"tl/{domain}/dev/{me}/status", f"tl/{domain}/data/{me}/#",
+            chainquery.request_topic(domain, me)]
 
 
 def subscribe_filters(domain: str, me: str, readable: Iterable[str],
@@ -81,7 +83,8 @@ def subscribe_filters(domain: str, me: str, readable: Iterable[str],
     of devices it may read, and the gateway's replies to the devices it owns (an owner submits
     transactions its devices signed, e.g. a key rotation, and reads the answer)."""
     own = [f"tl/{domain}/dev/{me}/#", f"tl/{domain}/blocks", f"tl/{domain}/offers",
-           f"tl/{domain}/fw/#"]  # firmware releases (docs/OTA.md): the authority publishes
+           f"tl/{domain}/fw/#",  # firmware releases (docs/OTA.md): the authority publishes
+           chainquery.answer_topic(domain, me)]  # answers to its own chain queries
     return (own + [f"tl/{domain}/data/{x}/#" for x in sorted(set(readable) | {me})]
             + [f"tl/{domain}/dev/{x}/rx" for x in sorted(owned)])
 

@@ -486,8 +486,13 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
             self._remember_levels(height, levels)
         return levels
 
-    def devices(self) -> list[tuple[bytes, DeviceRecord]]:
-        """(id, record) sorted by id: every principal, rights included."""
+    def devices(self, after: bytes | None = None,
+                limit: int | None = None) -> list[tuple[bytes, DeviceRecord]]:
+        """(id, record) sorted by id: every principal, rights included; or a
+        page of `limit` principals whose id is above `after` (chain queries:
+        only that page's rows and rights are read)."""
+        if after is not None or limit is not None:
+            return self._devices_page(after or b"", -1 if limit is None else limit)
         acl: dict[bytes, dict[bytes, list[str]]] = {}
         for dev, p, right in self._db.execute(
                 'SELECT device, principal, "right" FROM rights '
@@ -503,6 +508,25 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
             out.append((min(acl), DeviceRecord(b"", -1, -1, "orphan-rights")))
             out.sort(key=lambda x: x[0])
         return out
+
+    def _devices_page(self, after: bytes, limit: int) -> list[tuple[bytes, DeviceRecord]]:
+        db = self._db
+        db.execute("BEGIN")  # the rows and their rights from one snapshot
+        try:
+            rows = db.execute("SELECT %s FROM devices WHERE id > ? ORDER BY id LIMIT ?"
+                              % _DEV_COLS, (after, limit)).fetchall()
+            acl: dict[bytes, dict[bytes, list[str]]] = {}
+            if rows:
+                for dev, p, right in db.execute(
+                        'SELECT device, principal, "right" FROM rights WHERE device > ? AND '
+                        'device <= ? ORDER BY device, principal, "right"', (after, rows[-1][0])):
+                    acl.setdefault(dev, {}).setdefault(p, []).append(right)
+        finally:
+            db.execute("COMMIT")
+        return [(i, DeviceRecord(pub, seq, bal, kind, status, owner,
+                                 tuple((p, tuple(rs)) for p, rs in acl.get(i, {}).items()),
+                                 bool(claimant), node, assigned))
+                for i, pub, seq, bal, kind, status, owner, claimant, node, assigned in rows]
 
     def kv(self) -> dict[bytes, bytes]:
         """Every stored value of the state tree (State.kv)."""
@@ -577,12 +601,14 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
         finally:
             db.execute("COMMIT")
 
-    def kv_range(self, prefix: bytes, limit: int = 1000) -> list[tuple[bytes, bytes]]:
+    def kv_range(self, prefix: bytes, limit: int = 1000,
+                 start: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Up to `limit` stored (key, value) whose key starts with `prefix`,
-        in key order (`prefix` must not end in 0xff)."""
+        in key order, from key `start` on (a page after another: the last key
+        + 00); `prefix` must not end in 0xff."""
         hi = prefix[:-1] + bytes([prefix[-1] + 1])
         return list(self._db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ? "
-                                     "ORDER BY key LIMIT ?", (prefix, hi, limit)))
+                                     "ORDER BY key LIMIT ?", (max(prefix, start), hi, limit)))
 
     def commitment_at(self, height: int) -> str:
         """The state commitment of block `height`'s state_root."""

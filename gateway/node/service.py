@@ -62,6 +62,7 @@ from gateway.node.homeassistant import HomeAssistant
 from gateway.node.mempool import Mempool
 from gateway.node.metrics import Metrics
 from gateway.node.mqtt_link import Incoming, MqttLink
+from gateway.node.queries import QueryServer
 from gateway.node.ratelimit import SenderLimit
 from gateway.node.verifier import Checked, Verifier, default_workers
 from gateway.registry.view import registry_lookup
@@ -140,6 +141,12 @@ class Gateway:
         d = cfg.domain
         self._topic_blocks = topics.blocks(d)
         self._topic_rejects = topics.rejects(d)
+        # read-only chain queries on tl/<d>/q/+/req, answered in a thread of their
+        # own from a read-only store (docs/PROTOCOL.md, "Chain queries")
+        self.queries = QueryServer(d, lambda: Store(cfg.db_path, readonly=True),
+                                   lambda t, p: self.link.publish(t, p, qos=0) if self.link
+                                   else None, genesis=cfg.genesis_file.read_bytes()
+                                   if cfg.genesis_file.exists() else b"")
         self.market = MarketNode(d, cfg.data_dir, self.led.authority_priv, self._publish,
                                  self.handle if self.replica is None else self._no_operator,
                                  self.on_event, grant=cfg.market_grant,
@@ -183,7 +190,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         # logs in with the authority key; anonymous brokers ignore it (docs/IDENTITY.md §3)
         user, password = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)
-        subs = [*self.market.subscriptions]
+        subs = [*self.market.subscriptions, self.queries.subscription]
         if self.replica is None:  # a replica reads txs from the cluster's stream
             subs.insert(0, topics.tx(self.cfg.domain))
         if self.ha is not None:
@@ -197,6 +204,7 @@ class Gateway:
             n = self.verifier.workers
             self.on_event(f"{n} validation worker process{'es' if n > 1 else ''} "
                           "(stateless checks and signatures of received batches)")
+        self.queries.start()
         self.link.start()
         await self.link.wait_connected(connect_timeout)
         h = self.led.head
@@ -261,6 +269,7 @@ class Gateway:
         self._ack_settled()
         if self.link:
             self.link.stop()
+        self.queries.stop()
         self._writer.shutdown(wait=True)
         if self.verifier is not None:
             self.verifier.close()
@@ -307,6 +316,9 @@ class Gateway:
                         self.metrics.on_status(dev, m.payload == b"online")
                         self._check_session(dev, m.payload == b"online")
                     self._unacked.append((m, None))
+                elif self.queries.is_query(m.topic):  # answered in the queries' thread
+                    self.queries.offer(m.topic, m.payload)
+                    self._unacked.append((m, None))
                 elif self.ha is not None:  # Home Assistant's status (the rest of _is_tx)
                     self.ha.on_ha_status(m.payload, self.led.state)
                     self._unacked.append((m, None))
@@ -318,6 +330,7 @@ class Gateway:
         """A message for handle(): not an off-chain reading, a device's status
         or Home Assistant's status."""
         return not (m.topic.startswith(self.market.data_prefix) or self.market.is_status(m.topic)
+                    or self.queries.is_query(m.topic)
                     or (self.ha is not None and m.topic == self.ha.status_topic))
 
     def _prevalidate(self, batch: list[Incoming]) -> asyncio.Future | None:

@@ -87,12 +87,17 @@ def _schedule(store: Store) -> consensus.Schedule | None:
     return [(h, consensus.ValidatorSet(k, tuple(p))) for h, k, p in cbor.loads(rows[0][1])]
 
 
-def _known_sets(store: Store) -> dict[bytes, list[Any]]:
+def validator_sets(store: Store) -> dict[bytes, list[Any]]:
     """Every validator set the domain has had, by hash: [k, pubkeys]. The
     state's schedule keeps the sets of past heights (gateway/ledger/consensus.py;
     a removal after a proved double vote is only there); chains written by
     earlier versions kept only the current and the next set, so the committed
-    VALSET transactions are read too."""
+    VALSET transactions are read too. A store read over MQTT
+    (tools/remote_store.py) asks its gateway for the list (`valsets`) instead;
+    each set is checked against the hash a header names before it is used."""
+    remote = getattr(store, "validator_sets", None)
+    if remote is not None:
+        return {consensus.ValidatorSet(k, tuple(p)).hash: [k, list(p)] for k, p in remote()}
     out = {}
     s = _schedule(store)
     for _, vs in s or []:
@@ -125,7 +130,7 @@ def update_entries(src: Store, head: BlockRecord, c: lc.Client) -> list[list[Any
     if c.latest >= head.height or head.fields.get("validators") == c.set_hash:
         e = _entry(src, head, None)
         return None if e is None else [e]
-    sets = _known_sets(src)
+    sets = validator_sets(src)
     changes = []  # the first block of each set after the client's, in order
     current = c.set_hash
     for h in range(c.latest + 1, head.height + 1):

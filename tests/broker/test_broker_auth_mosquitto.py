@@ -56,9 +56,10 @@ def test_export_files(chain, world, tmp_path, capsys):
     a, b = world.a.hex, world.b.hex
     block_a = acl.split(f"user {a}\n")[1].split("\n\n")[0].splitlines()
     assert block_a == ([f"topic write tl/{DOMAIN}/tx", f"topic write tl/{DOMAIN}/dev/{a}/status",
-                       f"topic write tl/{DOMAIN}/data/{a}/#", f"topic read tl/{DOMAIN}/dev/{a}/#",
+                       f"topic write tl/{DOMAIN}/data/{a}/#", f"topic write tl/{DOMAIN}/q/{a}/req",
+                       f"topic read tl/{DOMAIN}/dev/{a}/#",
                        f"topic read tl/{DOMAIN}/blocks", f"topic read tl/{DOMAIN}/offers",
-                       f"topic read tl/{DOMAIN}/fw/#"]
+                       f"topic read tl/{DOMAIN}/fw/#", f"topic read tl/{DOMAIN}/q/{a}/res"]
                        + [f"topic read tl/{DOMAIN}/data/{x}/#" for x in sorted([a, b])])
     assert f"user {world.gw.hex}\ntopic readwrite tl/{DOMAIN}/#\n" in acl
     assert (f"user {world.gw.hex}-sys\ntopic read $SYS/broker/clients/connected\n\n"
@@ -107,7 +108,8 @@ def test_mosquitto_enforces_the_export(chain, world, tmp_path, mosquitto_factory
     assert gw.subscribe(f"tl/{DOMAIN}/#") == 1
     sb = clients(mq, b).connected()
     assert sb.subscribe(f"tl/{DOMAIN}/dev/{b.hex}/#") == 1
-    for topic in (b.topic("rx"), b.topic("status"), f"tl/{DOMAIN}/blocks"):
+    for topic in (b.topic("rx"), b.topic("status"), f"tl/{DOMAIN}/blocks",
+                  f"tl/{DOMAIN}/q/{b.hex}/req", f"tl/{DOMAIN}/q/{a.hex}/res"):
         # mosquitto 2.0.11 answers a denied QoS 1 PUBLISH from an MQTT 3.1.1
         # client with a v5-style PUBACK and drops the connection: either way
         # the broker has handled the message once one of the two is seen
@@ -131,6 +133,13 @@ def test_mosquitto_enforces_the_export(chain, world, tmp_path, mosquitto_factory
     sb.publish(f"tl/{DOMAIN}/data/{b.hex}/temp", b"2160")
     sa.wait_message(f"tl/{DOMAIN}/data/{b.hex}/temp", b"2160")
     assert not sa.got(b.topic("rx"))
+    # chain queries: a asks under its own name and reads its own answers
+    assert sa.subscribe(f"tl/{DOMAIN}/q/{a.hex}/res") == 1
+    sa.publish(f"tl/{DOMAIN}/q/{a.hex}/req", b"query-of-a")
+    gw.wait_message(f"tl/{DOMAIN}/q/{a.hex}/req", b"query-of-a")
+    gw.publish(f"tl/{DOMAIN}/q/{a.hex}/res", b"answer-to-a")
+    sa.wait_message(f"tl/{DOMAIN}/q/{a.hex}/res", b"answer-to-a")
+    assert not sa.got(payload=b"forged")
 
     # the owner revokes a: new export, SIGHUP; a's login is refused, b's still works
     world.access.inactive.add(a.id)

@@ -40,7 +40,9 @@ def test_export_file(chain, world, tmp_path, capsys):
     a, b = world.a.hex, world.b.hex
     line_a = next(x for x in text.splitlines() if f'user: "{a}"' in x)
     assert (f'publish: {{allow: ["tl.{DOMAIN}.tx", "tl.{DOMAIN}.dev.{a}.status", '
-            f'"tl.{DOMAIN}.data.{a}", "tl.{DOMAIN}.data.{a}.>"]}}') in line_a
+            f'"tl.{DOMAIN}.data.{a}", "tl.{DOMAIN}.data.{a}.>", "tl.{DOMAIN}.q.{a}.req"]}}'
+            ) in line_a
+    assert f'"tl.{DOMAIN}.q.{a}.res"' in line_a and f'"tl.{DOMAIN}.q.{b}.' not in line_a
     assert f'"tl.{DOMAIN}.data.{b}.>"' in line_a and f'"tl.{DOMAIN}.dev.{b}' not in line_a
     hashed = line_a.split('password: "')[1].split('"')[0]
     assert hashed.startswith("$2b$") and nats_check(world.a.password(), hashed)

@@ -139,3 +139,24 @@ def test_a_buyer_reads_the_stream_it_bought_and_nothing_else():
     text = broker_auth.mosquitto_acl(DOMAIN, gw.hex, {buyer.hex: ([], [], False)},
                                      {buyer.hex: [topic]})
     assert f"topic read {topic}" in text.split(f"user {buyer.hex}")[1]
+
+
+def test_chain_queries_only_under_the_requesters_own_subtree():
+    """Any registered principal may ask the gateways chain queries
+    (shared/chainquery.py), publishing only its own request topic and reading
+    only its own answers; the gateway reads every request and answers all."""
+    gw, a, b = Principal("gw"), Principal("a"), Principal("b")
+    acc = FakeAccess.of(gw, a, b)
+    g = broker_auth.Guard(DOMAIN, lambda: acc, gw.pub)
+    q = f"tl/{DOMAIN}/q"
+    assert g.may(a.hex, f"{q}/{a.hex}/req", "publish")
+    assert g.may(a.hex, f"{q}/{a.hex}/res", "subscribe")
+    assert g.may(a.hex, f"{q}/{a.hex}/res", "receive")
+    assert not g.may(a.hex, f"{q}/{b.hex}/req", "publish")  # not in another's name
+    assert not g.may(a.hex, f"{q}/{b.hex}/res", "subscribe")  # nor read another's answers
+    assert not g.may(a.hex, f"{q}/+/res", "subscribe")
+    assert not g.may(a.hex, f"{q}/{a.hex}/res", "publish")  # no forged answers to itself
+    assert not g.may(a.hex, f"{q}/+/req", "subscribe")  # nor read others' requests
+    assert g.may(gw.hex, f"{q}/+/req", "subscribe") and g.may(gw.hex, f"{q}/{a.hex}/res",
+                                                                "publish")
+    assert not g.may("nobody", f"{q}/nobody/req", "publish")  # not a principal

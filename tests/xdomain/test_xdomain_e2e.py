@@ -292,8 +292,10 @@ def test_a_buyer_in_b_buys_readings_of_a_with_the_cli(two: tuple[Gateway, Gatewa
     procs = [_relay(tmp_path, a, b, "relayer", "--bridge"), _relay(tmp_path, b, a, "relayer-ba")]
     relayer_id = Device("relayer").id
     buy = subprocess.Popen(
-        [tool("thingledger"), "xdomain", "buy", "--data-dir", str(b.dir), "--broker", b.url,
-         "--of-dir", str(a.dir), "--of-broker", a.url, "--service", "temperature",
+        # both domains read over their brokers (chain queries), no data folder
+        [tool("thingledger"), "xdomain", "buy", "--data-dir", str(tmp_path / "none"),
+         "--domain", B, "--broker", b.url, "--of", A, "--of-broker", a.url,
+         "--service", "temperature",
          "--quantity", "4", "--max-price", "6", "--via", relayer_id.hex(),
          "--key", str(tmp_path / "bob.key"), "--wait", "90", "--timeout", "30"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,8 +1,9 @@
 """Cross-domain exchange with a quorum domain on a real NATS cluster: domain
 A is three replicated gateways (3 validators, k = 2, gateway/cluster/replica.py)
 on a 3-node NATS cluster, domain B an authority gateway (`thingledger run`)
-on its own embedded broker. A `thingledger relay` process reads A from one
-gateway's data dir and submits to A through a NATS node's MQTT listener: it
+on its own embedded broker. A `thingledger relay` process reads A with no
+data folder, by chain queries the replicated gateways answer through a NATS
+node's MQTT listener, and submits to A through that listener too: it
 brings B's client of A up to A's head with quorum certificates, B credits
 the transfer after checking the packet proof against a quorum-certified
 header of A, and the acknowledgement settles the escrow on all three
@@ -139,8 +140,10 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_acknowledged_and_re
             paid = await asyncio.to_thread(b.send, bob.transfer(txm.device_id(b.auth_pub), 1))
             assert paid.ok and b.head()[0] >= due, paid
             rel = subprocess.Popen(
+                # A read over a NATS node's MQTT listener (no data folder): each of
+                # the three replicated gateways answers its chain queries
                 [tool("thingledger"), "relay", "--from", DOMAIN, "--to", B,
-                 "--from-dir", str(dirs[0]), "--to-dir", str(b.dir), "--from-broker", a_url,
+                 "--to-dir", str(b.dir), "--from-broker", a_url,
                  "--to-broker", b.url, "--key", str(tmp_path / "relayer.key"),
                  "--interval", "0.5"],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -153,6 +156,8 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_acknowledged_and_re
                         and len({r.gw.led.head.hash for r in gws}) == 1,
                         gws, 30, "the escrow settled on all three, one head")
             assert b.balance(bob.id) == 599  # 100 credited, the 50 never; 1 paid
+            # every replicated gateway answered the relayer's queries from its own store
+            assert all(r.gw.queries is not None and r.gw.queries.answered > 0 for r in gws)
             assert b.kv(xp.receipt_key(DOMAIN, 2)) is None
             for r in gws:  # both packets closed in each state: 100 gone, 50 back to alice
                 assert balance(r, alice.id) == 900

@@ -9,11 +9,13 @@
         data folder is DIR, trusting its head header and validator set
     thingledger xdomain send --to DOMAIN --recipient ID --amount N
         [--timeout-height H] [--timeout-s S] [--memo TEXT] --key FILE [network options]
-    thingledger xdomain buy --of-dir DIR_A --of-broker URL_A --service S --quantity N
+    thingledger xdomain buy (--of-dir DIR_A | --of A) --of-broker URL_A --service S --quantity N
         [--max-price P] [--via RELAYER_ID] [--wait S] --key FILE [network options]
         buy readings in A's market, paid with a packet from here, checked and recorded here
+        (without a data folder of a domain, its gateways are asked over its broker;
+        here: --domain B and no genesis in --data-dir)
     thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
-    thingledger relay --from-dir DIR_A --to-dir DIR_B --key FILE
+    thingledger relay (--from-dir DIR_A | --from A) (--to-dir DIR_B | --to B) --key FILE
         [--from-broker URL] [--to-broker URL] [--once] [--interval S] [--seconds S]
         [--bridge]   also republish A's offers and market streams in B
 
@@ -190,26 +192,46 @@ def cmd_send(args: argparse.Namespace) -> int:
     return send_tx(args, "xdomain-send", txdecode.TYPE_SEND, body)
 
 
+def _side(key: Any, folder: str | None, domain: str | None, broker: str, timeout: float,
+          what: str) -> Any:
+    """A domain read from its data folder, or over its broker (chain queries)."""
+    from tools import relay
+    from tools.remote_store import RemoteError
+
+    if folder:
+        side = relay.open_side(Path(folder), broker)
+        if domain and domain != side.domain:
+            raise UsageError("%s holds domain %s, not %s" % (folder, side.domain, domain))
+        return side
+    if not domain:
+        raise UsageError("give %s-dir DIR, or %s DOMAIN to read the domain over its broker"
+                         % (what, what))
+    try:
+        return relay.remote_side(domain, broker, key, timeout)
+    except RemoteError as e:
+        raise UsageError("cannot read %s over %s: %s" % (domain, broker, e)) from None
+
+
 def cmd_relay(args: argparse.Namespace) -> int:
     from tools import relay
 
     key = load_key_file(args.key)
-    a = relay.open_side(Path(args.from_dir), args.from_broker)
-    b = relay.open_side(Path(args.to_dir), args.to_broker)
-    for side, want in ((a, args.from_domain), (b, args.to_domain)):
-        if want and want != side.domain:
-            raise UsageError("%s holds domain %s, not %s" % (side.data_dir, side.domain, want))
+    a = _side(key, args.from_dir, args.from_domain, args.from_broker, args.timeout, "--from")
+    b = _side(key, args.to_dir, args.to_domain, args.to_broker, args.timeout, "--to")
     return relay.run(a, b, key, interval=args.interval, once=args.once, timeout=args.timeout,
                      seconds=args.seconds, bridge=args.bridge,
                      line=lambda s: print(s, flush=True))
 
 
 def cmd_buy(args: argparse.Namespace) -> int:
+    from gateway.node.config import GENESIS_FILE
     from tools import relay, xbuy
 
     key = load_key_file(args.key)
-    home = relay.open_side(data_dir(args), args.broker)
-    there = relay.open_side(Path(args.of_dir), args.of_broker)
+    here = data_dir(args)
+    home = relay.open_side(here, args.broker) if (here / GENESIS_FILE).exists() or \
+        not args.domain else _side(key, None, args.domain, args.broker, args.timeout, "--domain")
+    there = _side(key, args.of_dir, args.of, args.of_broker, args.timeout, "--of")
     via = parse_id(args.via, "--via") if args.via else None
 
     def say(s: str) -> None:
@@ -292,8 +314,11 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     b = xs.add_parser("buy", parents=[net, key],
                       help="buy readings in another domain's market, paid from this domain, "
                            "checked against that domain's roots proven here")
-    b.add_argument("--of-dir", required=True, metavar="DIR",
-                   help="data folder of the market's domain (read-only: proofs, receipts)")
+    b.add_argument("--of-dir", metavar="DIR",
+                   help="data folder of the market's domain (read-only: proofs, receipts); "
+                        "without it, --of names the domain and its gateways are asked over "
+                        "--of-broker")
+    b.add_argument("--of", metavar="DOMAIN", help="the market's domain (checked)")
     b.add_argument("--of-broker", default=DEFAULT_BROKER, metavar="URL",
                    help="the market domain's broker (its transactions go there)")
     b.add_argument("--service", required=True)
@@ -309,8 +334,10 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                        help="relay packets and headers between two domains (no rights needed)")
     r.add_argument("--from", dest="from_domain", metavar="A", help="source domain (checked)")
     r.add_argument("--to", dest="to_domain", metavar="B", help="destination domain (checked)")
-    r.add_argument("--from-dir", required=True, metavar="DIR", help="A's data folder")
-    r.add_argument("--to-dir", required=True, metavar="DIR", help="B's data folder")
+    r.add_argument("--from-dir", metavar="DIR",
+                   help="A's data folder (without it: A is read over --from-broker)")
+    r.add_argument("--to-dir", metavar="DIR",
+                   help="B's data folder (without it: B is read over --to-broker)")
     r.add_argument("--from-broker", default=DEFAULT_BROKER, metavar="URL")
     r.add_argument("--to-broker", default=DEFAULT_BROKER, metavar="URL")
     r.add_argument("--key", required=True, metavar="FILE", help="the relayer's key file")

@@ -1,0 +1,245 @@
+"""A domain's chain read over MQTT alone (docs/PROTOCOL.md, "Chain
+queries"): RemoteStore has the read methods of gateway/db/store.Store that
+the relayer (gateway/xdomain/relayer.py, tools/relay.py) and the
+cross-domain buyer (tools/xbuy.py) use, answered by the domain's gateways
+(gateway/node/queries.py) on tl/<d>/q/<requester>/req -> .../res.
+
+Nothing an answer says is trusted by the chains: every value the relayer
+or the buyer submits carries its proof against a header and certificate the
+receiving chain checks (a lying gateway can delay a relay, never forge
+one). Here a block's hash is checked to be its header's SHA-256 and a
+value's proof to be for the key asked; the rest is checked on chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import queue
+import threading
+import time
+import tomllib
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from gateway.broker.embedded import parse_url
+from gateway.db.chain_tables import TxRecord
+from gateway.db.genesis_files import GenesisError, from_dict
+from gateway.db.store import BlockRecord
+from gateway.ledger.genesis import Genesis
+from gateway.ledger.state import DeviceRecord
+from shared import cbor, errors
+from shared import chainquery as cq
+
+MAX_ITEMS = 100_000  # items one paged read gathers at most (devices(), kv_range())
+CACHED = 64  # certificates kept from block answers
+
+
+class RemoteError(RuntimeError):
+    """No usable answer: `reason` is the gateways' refusal code, or
+    `no-answer` (none within the timeout) or `bad-answer`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(reason + (": " + detail if detail else ""))
+
+
+class QueryClient:
+    """One MQTT connection asking one domain's gateways; thread-safe
+    (one request at a time)."""
+
+    def __init__(self, broker_url: str, domain: str, requester: str, *,
+                 login: tuple[str, str] | None = None, timeout: float = 15.0) -> None:
+        if not cq.is_requester(requester):
+            raise ValueError("bad requester name %r" % requester)
+        self.domain, self.requester, self.timeout = domain, requester, timeout
+        self.url = broker_url
+        self._answers: queue.Queue[bytes] = queue.Queue()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._salt = os.urandom(4)
+        host, port = parse_url(broker_url)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                        client_id="%s-q-%d" % (requester, time.time_ns() % 10**9),
+                        clean_session=True, protocol=mqtt.MQTTv311)
+        if login:
+            c.username_pw_set(*login)
+        subscribed = threading.Event()
+        topic = cq.answer_topic(domain, requester)
+        c.on_connect = lambda cl, _u, _f, rc, _p: None if rc.is_failure else cl.subscribe(
+            topic, qos=0)
+        c.on_subscribe = lambda *_a: subscribed.set()
+        c.on_message = lambda _c, _u, m: self._answers.put(bytes(m.payload))
+        self.client = c
+        try:
+            c.connect(host, port, keepalive=30)
+        except OSError as e:
+            raise RemoteError("no-answer", "cannot reach %s: %s" % (broker_url, e)) from None
+        c.loop_start()
+        if not subscribed.wait(timeout):
+            self.close()
+            raise RemoteError("no-answer", "%s did not confirm the subscription to %s"
+                              % (broker_url, topic))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ask(self, op: str, arg: Any = None, limit: int | None = None,
+            after: Any = None) -> tuple[Any, bool]:
+        """(result, more) of one request; RemoteError if refused or unanswered."""
+        with self._lock:
+            rid = self._salt + next(self._ids).to_bytes(4, "big")
+            while not self._answers.empty():  # late copies of earlier answers
+                self._answers.get_nowait()
+            self.client.publish(cq.request_topic(self.domain, self.requester),
+                                cq.request(op, rid, arg, limit, after), qos=0)
+            deadline = time.monotonic() + self.timeout
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    got = self._answers.get(timeout=left)
+                except queue.Empty:
+                    break
+                try:
+                    aid, reason, detail, result, more = cq.parse_answer(got)
+                except errors.TLError:
+                    continue  # not an answer (anyone may write to an open broker)
+                if aid != rid:
+                    continue  # another gateway's copy of an earlier answer
+                if reason:
+                    raise RemoteError(reason, detail)
+                return result, more
+            raise RemoteError("no-answer", "%s: no answer to %s within %.0f s"
+                              % (self.url, op, self.timeout))
+
+
+def _block(row: Any) -> BlockRecord:
+    try:
+        height, h, t, n, hb, signed = row
+        b = BlockRecord(height, h, t, n, hb, signed)
+    except (TypeError, ValueError):
+        raise RemoteError("bad-answer", "block") from None
+    if not isinstance(hb, bytes) or hashlib.sha256(hb).digest() != h:
+        raise RemoteError("bad-answer", "block hash")
+    return b
+
+
+def _device(leaf: bytes) -> tuple[bytes, DeviceRecord]:
+    try:
+        i, pub, seq, bal, kind, status, owner, acl, claimant, node, assigned = cbor.loads(leaf)
+        return i, DeviceRecord(pub, seq, bal, kind, status, owner,
+                               tuple((p, tuple(r)) for p, r in acl), bool(claimant), node,
+                               assigned)
+    except (errors.TLError, TypeError, ValueError):
+        raise RemoteError("bad-answer", "device") from None
+
+
+class RemoteStore:
+    """Store's read methods over a QueryClient (see the module)."""
+
+    def __init__(self, client: QueryClient) -> None:
+        self.q = client
+        self._certs: OrderedDict[int, list[Any] | None] = OrderedDict()
+
+    def close(self) -> None:
+        self.q.close()
+
+    def __enter__(self) -> RemoteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def genesis(self) -> Genesis:
+        """The domain's genesis as its gateway states it (the caller pins it
+        when it has its own copy)."""
+        raw, _ = self.q.ask("genesis")
+        try:
+            return from_dict(tomllib.loads(raw.decode()))
+        except (AttributeError, UnicodeDecodeError, tomllib.TOMLDecodeError, GenesisError) as e:
+            raise RemoteError("bad-answer", "genesis: %s" % e) from None
+
+    def _with_cert(self, got: Any) -> BlockRecord | None:
+        if got is None:
+            return None
+        b = _block(got[0])
+        if got[1] is not None or b.height not in self._certs:
+            self._certs[b.height] = got[1]
+        while len(self._certs) > CACHED:
+            self._certs.popitem(last=False)
+        return b
+
+    def head(self) -> BlockRecord | None:
+        return self._with_cert(self.q.ask("head")[0])
+
+    def get_block(self, height: int) -> BlockRecord | None:
+        return self._with_cert(self.q.ask("block", height)[0])
+
+    def certificate(self, height: int) -> list[Any] | None:
+        if self._certs.get(height) is None:  # unknown, or not final when last asked
+            self.get_block(height)
+        return self._certs.get(height)
+
+    def prove_kv(self, key: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        got, _ = self.q.ask("prove_kv", key)
+        if got is None:
+            return None
+        return self._with_cert([got[0], None]), got[1], got[2]
+
+    def prove_account(self, device_id: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        got, _ = self.q.ask("prove_account", device_id)
+        if got is None:
+            return None
+        return self._with_cert([got[0], None]), got[1], got[2]
+
+    def get_receipt(self, tx_id: bytes) -> bytes | None:
+        return self.q.ask("receipt", tx_id)[0]
+
+    def validator_sets(self) -> list[list[Any]]:
+        return self.q.ask("valsets")[0]
+
+    def _pages(self, op: str, arg: Any, cursor: Any, size: int = cq.MAX_PAGE) -> Iterator[Any]:
+        after = None
+        for _ in range(MAX_ITEMS // size + 1):
+            items, more = self.q.ask(op, arg, size, after)
+            yield from items
+            if not more or not items:
+                return
+            after = cursor(items[-1])
+
+    def kv_range(self, prefix: bytes, limit: int = 1000) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        for k, v in self._pages("kv_range", prefix, lambda it: it[0],
+                                max(1, min(limit, cq.MAX_PAGE))):
+            out.append((k, v))
+            if len(out) >= limit:
+                break
+        return out
+
+    def txs_of_type(self, type_: int, since_height: int = 0) -> Iterator[TxRecord]:
+        # the cursor is exclusive: start after every tx of the height before
+        after = None if since_height <= 0 else [since_height - 1, 1 << 31]
+        while True:
+            items, more = self.q.ask("txs", type_, cq.MAX_PAGE, after)
+            for r in items:
+                yield TxRecord(*r)
+            if not more or not items:
+                return
+            after = items[-1][1:3]
+
+    def device(self, device_id: bytes) -> DeviceRecord | None:
+        """One principal: a page of one from just before its id."""
+        n = int.from_bytes(device_id, "big")
+        after = (n - 1).to_bytes(len(device_id), "big") if n else None
+        items, _ = self.q.ask("devices", None, 1, after)
+        if not items:
+            return None
+        i, rec = _device(items[0])
+        return rec if i == device_id else None
+
+    def devices(self) -> list[tuple[bytes, DeviceRecord]]:
+        return [_device(leaf) for leaf in self._pages("devices", None, lambda it: cbor.loads(it)[0])]
