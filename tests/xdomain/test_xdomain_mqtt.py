@@ -24,7 +24,7 @@ from gateway.ledger import consensus, keys, state
 from gateway.node.config import DB_FILE, GatewayConfig
 from gateway.node.queries import Answerer, QueryLink, QueryServer
 from gateway.xdomain import relayer
-from shared import cbor, reasons, txdecode
+from shared import cbor, header, reasons, stateproof, txdecode
 from shared import chainquery as cq
 from shared import tx as txm
 from shared import xpacket as xp
@@ -210,6 +210,18 @@ def test_answers_are_paged_bounded_and_rate_limited(tmp_path: Path) -> None:
             after = cbor.loads(leaves[-1])[0]
             now[0] += 1.0  # one request a second: within the rate
         assert leaves == [state.leaf(i, r) for i, r in s.devices()] and len(leaves) >= 7
+        # a principal's record with its state proof (a supplier's current key)
+        now[0] += 1.0
+        _, reason, _, got, _ = cq.parse_answer(
+            ans.answer("r", cq.request("prove_account", b"p", people[2].id)))
+        blk, leaf, proof = got
+        assert reason == "" and leaf == state.leaf(people[2].id, dict(s.devices())[people[2].id])
+        root = header.decode(blk[4])["state_root"]
+        assert stateproof.check_account(root, people[2].id, leaf, proof)
+        now[0] += 1.0
+        assert cq.parse_answer(ans.answer("r", cq.request("prove_account", b"p", b"short")))[1] \
+            == "bad-query"
+        now[0] += 10.0
         # a burst over the bucket: refused (retryable), other requesters unaffected
         got = [cq.parse_answer(ans.answer("r", cq.request("head", b"h")))[1] for _ in range(4)]
         assert got.count(reasons.RATE_LIMITED) >= 1 and got[0] == ""
