@@ -173,3 +173,35 @@ def test_one_lease_holder_and_take_over(nats_server):
         finally:
             await nc.close()
     run(body, 60)
+
+
+def test_an_intake_made_before_the_operator_subject_is_widened(nats_server):
+    """A domain's intake stream and a gateway's consumer created by an earlier
+    version (the transaction subject only) take the operator subject on the
+    gateway's next start."""
+    async def body():
+        nc = await link.connect(nats_server.urls)
+        try:
+            js = nc.jetstream()
+            intake = TxIntake(js, DOMAIN, "old", replicas=1, operator=OP_ID)
+            old = intake.stream_config()
+            old.subjects = [intake.subject]
+            await js.add_stream(old)
+            cc = intake.consumer_config()
+            cc.filter_subject = intake.subject
+            await js.add_consumer(intake.stream, cc)
+            await intake.ensure()
+            info = await js.stream_info(intake.stream)
+            assert set(info.config.subjects) == {intake.subject, intake.op_subject}
+            c = await js.consumer_info(intake.stream, intake.consumer)
+            assert not c.config.filter_subject
+            chain = Chain()
+            i = issuer(js, chain, [])
+            await i.take()
+            m = i.op.send(chain, txm.TYPE_TRANSFER, {1: Device("payee", DOMAIN).id, 2: 1})
+            await i.flush()
+            got = await intake.fetch(16, timeout=5.0)
+            assert [d.data for d in got] == [m]
+        finally:
+            await nc.close()
+    run(body, 60)
