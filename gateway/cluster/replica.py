@@ -33,6 +33,9 @@ channel and transaction intake.
   on tl/<d>/blocks, which the gateway that proposed the block publishes;
 - settle: a delivery from the intake is acknowledged once a final block holds
   its transaction, or it was refused.
+- operator: the market operator's transactions are made by one gateway at a
+  time, the holder of a lease, and appended to the intake by compare-and-set
+  (gateway/cluster/issuer.py).
 
 Proposal (a log entry), canonical CBOR: {1: the header signed with the
 domain's authority key (as every header of the chain, which `chain verify`
