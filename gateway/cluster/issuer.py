@@ -5,13 +5,14 @@ deployment), all signed by the domain's authority key with its per-sender
 seq, and no two different ones ever share a seq.
 
 - Who issues: a lease in a JetStream key-value bucket (`TL_OP_<domain>`, key
-  `issuer`, value: the holder's gateway name), replicated like the streams.
+  `issuer`, value: the holder's validator id in hex), replicated like the streams.
   The holder renews it every RENEW_S by compare-and-set on the entry's
   revision; it counts itself the issuer only while its last renewal is less
   than HOLD_S old. Another gateway that has seen the same revision for
-  LEASE_S (> HOLD_S) takes the lease by the same compare-and-set: of several
-  trying, one wins. A gateway that stops cleanly hands the lease back
-  (an empty value, taken at once by the next).
+  LEASE_S (> HOLD_S), or whose holder's last will said it went offline
+  (its status topic), takes the lease by the same compare-and-set: of
+  several trying, one wins. A gateway that stops cleanly hands the lease
+  back (an empty value, taken at once by the next).
 - How its transactions enter: into the domain's intake stream like every
   transaction, but on the operator subject (`tlc.<domain>.op`), each append
   carrying Nats-Expected-Last-Subject-Sequence: the last sequence of that
@@ -65,8 +66,10 @@ class IssuerLease:
     """The lease of the issuer in a KV bucket (compare-and-set on its revision)."""
 
     def __init__(self, js: JetStreamContext, domain: str, me: str, replicas: int = 3,
-                 lease_s: float = LEASE_S, hold_s: float = HOLD_S) -> None:
+                 lease_s: float = LEASE_S, hold_s: float = HOLD_S,
+                 offline: Callable[[str], bool] | None = None) -> None:
         self.js = js
+        self.offline = offline  # holder -> its last will said offline
         self.bucket = link.operator_bucket(domain)
         self.me = me.encode()
         self.replicas = replicas
@@ -108,7 +111,11 @@ class IssuerLease:
             if rev != self.revision or value != self.holder:
                 self.revision, self.holder, self.seen_at = rev, value, now
             mine = value == self.me
-            if mine or not value or now - self.seen_at >= self.lease_s:
+            if value and not mine:
+                self.renewed = -1e9  # another gateway holds it: stop at once
+            gone = self.offline is not None and bool(value) \
+                and self.offline(value.decode(errors="replace"))
+            if mine or not value or gone or now - self.seen_at >= self.lease_s:
                 # renew (ours: also one held before a restart), or take (free, lapsed)
                 sent = time.monotonic()
                 self.revision = await self.kv.update(LEASE_KEY, self.me, last=rev)

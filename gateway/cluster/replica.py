@@ -229,6 +229,13 @@ class Replica:
                 return True
         return False
 
+    def _offline(self, validator_hex: str) -> bool:
+        """Another gateway's last will (or status) said it went offline."""
+        try:
+            return not self.online.get(bytes.fromhex(validator_hex), True)
+        except ValueError:
+            return False
+
     def serves(self, device: bytes) -> bool:
         """Whether this gateway answers `device` (receipts, rejections, its
         state when it comes online): the full node the coordinator assigned
@@ -325,7 +332,8 @@ class Replica:
                                operator=self.authority_id)
         await self.plog.ensure()
         await self.intake.ensure()
-        lease = IssuerLease(js, self.domain, self.cfg.gateway_name, replicas=replicas)
+        lease = IssuerLease(js, self.domain, self.validator_id.hex(), replicas=replicas,
+                            offline=self._offline)
         await lease.ensure()
         gw = self.gw
         self.issuer = OperatorIssuer(js, self.domain, lease, gw.market, lambda: gw.led.state,

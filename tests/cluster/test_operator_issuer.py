@@ -9,7 +9,8 @@
   subject holds one transaction per seq, and every gateway's intake
   consumer delivers them, a stranger's message on that subject refused;
 - the lease: one holder at a time, the other takes it only once it lapsed
-  (or at once when handed back)."""
+  (or at once when handed back, or when the holder's last will said
+  offline)."""
 
 from __future__ import annotations
 
@@ -170,6 +171,12 @@ def test_one_lease_holder_and_take_over(nats_server):
             await b.release()
             assert not await b.step()
             assert await a.step()
+            # the holder's last will said offline: taken at once, not after the lease
+            c = IssuerLease(js, DOMAIN, "gwc", replicas=1, lease_s=60.0, hold_s=0.6,
+                            offline=lambda holder: holder == "gwa")
+            await c.ensure()
+            assert await c.step()
+            assert not await a.step()
         finally:
             await nc.close()
     run(body, 60)
