@@ -6,7 +6,7 @@ the supplier's signed readings on its data topic through NATS) trade; the
 issuer judges the first batch and the supplier is paid, once, on every
 gateway's chain. The issuing gateway is SIGKILLed; another takes the lease
 over and judges the next batch (from the readings its own stream store
-kept). The operator subject of the intake holds one transaction per seq,
+kept: every gateway's market node keeps the readings). The operator subject of the intake holds one transaction per seq,
 nobody files a PROOF against the authority (trust on), and `thingledger
 chain verify` accepts every data directory, the killed gateway's too."""
 
@@ -21,7 +21,8 @@ from gateway.cluster import link
 from gateway.cluster.intake import TxIntake
 from gateway.db.store import Store
 from gateway.market.ledger import rules as ledger
-from gateway.node.config import DB_FILE
+from gateway.market.node.streams import StreamStore
+from gateway.node.config import DB_FILE, STREAMS_FILE
 from shared import messages, stream
 from shared import tx as txm
 from tests.cluster.procs import GatewayProc, until
@@ -93,6 +94,8 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
     def on_all(among: list[GatewayProc], pred) -> bool:
         return all(pred(g.data_dir) for g in among)
 
+    held: dict[str, Any] = {}
+
     async def body():
         nc = await link.connect(nats_cluster.urls)
         intake = TxIntake(nc.jetstream(), DOMAIN, "clients")
@@ -128,9 +131,11 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
                             among, 60, f"batch {batch} paid on {[g.name for g in among]}")
 
             await deliver(0, gws)
+            held["aid"] = aid
             first = issuers(gws)
             assert len(first) == 1
             victim = first[0]
+            held["victim"] = victim
             victim.kill()
             await victim.stop()
             rest = [g for g in gws if g is not victim]
@@ -157,4 +162,13 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
             v = subprocess.run([tool("thingledger"), "chain", "verify", "--data-dir",
                                 str(g.data_dir)], capture_output=True, text=True, timeout=120)
             assert v.returncode == 0, v.stdout + v.stderr
+        # every gateway's market node kept the readings it received (the
+        # killed one those of the first batch), not only the issuer's
+        for g in gws:
+            st = StreamStore(g.data_dir / STREAMS_FILE)
+            try:
+                want = BATCH if g is held["victim"] else QTY
+                assert st.count(held["aid"]) >= want, g.name
+            finally:
+                st.close()
     run(body, 240)
