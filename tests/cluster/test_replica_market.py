@@ -5,8 +5,9 @@ a supplier and a buyer (host clients: their transactions into the intake,
 the supplier's signed readings on its data topic through NATS) trade; the
 issuer judges the first batch and the supplier is paid, once, on every
 gateway's chain. The issuing gateway is SIGKILLed; another takes the lease
-over and judges the next batch (from the readings its own stream store
-kept: every gateway's market node keeps the readings). The operator subject of the intake holds one transaction per seq,
+over, judges the next batch (from the readings its own stream store
+kept: every gateway's market node keeps the readings) and closes a demand
+that stopped waiting. The operator subject of the intake holds one transaction per seq,
 nobody files a PROOF against the authority (trust on), and `thingledger
 chain verify` accepts every data directory, the killed gateway's too."""
 
@@ -140,6 +141,14 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
             await victim.stop()
             rest = [g for g in gws if g is not victim]
             await deliver(1, rest)  # judged by the gateway that took the lease over
+            # its keeper closes a demand that stopped waiting (nothing offered)
+            waiting = buy.make(txm.TYPE_DEMAND, {1: "humidity", 2: 1, 3: 1, 4: 1,
+                                                 5: "cheapest"})
+            await intake.submit(waiting)
+            wid = txm.decode(waiting).id[:16]
+            await until(lambda: on_all(rest, lambda d: any(
+                e[1] == wid for e in events(d, "demand-closed"))), rest, 60,
+                "the waiting demand closed by the new issuer")
             assert len(issuers(rest)) == 1
             for g in rest:
                 assert sorted(paid_batches(g.data_dir, aid)) == [0, 1]  # each once
