@@ -132,8 +132,8 @@ class IssuerLease:
         self.closed, self.renewed = True, -1e9
         if self.kv is None or not held:
             return
-        try:
-            await self.kv.update(LEASE_KEY, b"", last=self.revision)
+        try:  # bounded: a stop does not wait for a cluster that is gone
+            await asyncio.wait_for(self.kv.update(LEASE_KEY, b"", last=self.revision), 2.0)
         except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as ex:
             log.info("operator lease not released: %r", ex)
 
@@ -279,6 +279,9 @@ class OperatorIssuer:
         self.market.issuing = False
         next_step = 0.0
         while True:
+            if self.lease.closed:  # stopping: the lease was handed back
+                self.holding = self.market.issuing = False
+                return
             now = time.monotonic()
             if now >= next_step:
                 held = await self.lease.step()

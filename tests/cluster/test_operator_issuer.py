@@ -15,16 +15,20 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
 from gateway.cluster import link
 from gateway.cluster.intake import TxIntake
 from gateway.cluster.issuer import IssuerLease, OperatorIssuer
-from gateway.errors import ClusterError
+from gateway.errors import ClusterError, ConfigError
+from gateway.market.node.analytics import DerivedService
 from gateway.market.node.service import Operator
+from gateway.node.service import Gateway
 from shared import reasons
 from shared import tx as txm
+from tests.cluster.quorum import config, make_dirs
 from tests.support.gwtest import Device, key
 from tests.support.nats import run
 
@@ -212,3 +216,22 @@ def test_an_intake_made_before_the_operator_subject_is_widened(nats_server):
         finally:
             await nc.close()
     run(body, 60)
+
+
+def test_a_replicated_gateway_refuses_derived_services(tmp_path):
+    """Derived services keep their buying and streaming state in one process:
+    a replicated gateway, whose issuer changes, refuses them at start."""
+    d = make_dirs(tmp_path, [])[0]
+    nodes = SimpleNamespace(nodes=[SimpleNamespace(mqtt_port=1)], urls=["nats://127.0.0.1:1"])
+    cfg = replace(config(d, 0, nodes),
+                  derived=(DerivedService("avg-temp", "temperature", 4, "cC", 2, 10),))
+    try:
+        Gateway(cfg)
+    except ConfigError as e:
+        assert e.key == "derived"
+    else:
+        raise AssertionError("a replicated gateway took derived services")
+    g = Gateway(config(d, 0, nodes))  # without them: made (not started)
+    g.market.close()
+    g.reader.close()
+    g.led.store.close()
