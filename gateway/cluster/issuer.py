@@ -217,7 +217,7 @@ class OperatorIssuer:
         rec = self.state().get(self.op.id)
         floor = max(seq, rec.last_seq if rec is not None else 0,
                     self.pending_seq(self.op.id) or 0)
-        self.queue.clear()
+        self._forget_queue()
         self.last, self.next, self.op.seq = last, floor + 1, floor
         self.synced = True
 
@@ -250,11 +250,15 @@ class OperatorIssuer:
             self.appended += 1
 
     def _doubt(self, why: str) -> None:
+        self._forget_queue()
+        self.synced = False
+        self.on_event(why)
+
+    def _forget_queue(self) -> None:
+        """Drop what was signed and not appended (never pending, never sent)."""
         for m in self.queue:
             self.recent.pop(hashlib.sha256(m).digest(), None)
         self.queue.clear()
-        self.synced = False
-        self.on_event(why)
 
     async def take(self) -> None:
         """This gateway becomes the issuer: read the subject, then the market
@@ -270,7 +274,7 @@ class OperatorIssuer:
         self.holding = False
         self.synced = False
         self.market.issuing = False
-        self.queue.clear()
+        self._forget_queue()
         self.on_event("operator: another gateway issues the market operator's transactions")
 
     async def run(self) -> None:
