@@ -20,7 +20,14 @@ have committed a later seq of the same sender, and the earlier one would be
 refused as a replay: lost.)
 
 Garbage (not a structurally valid transaction) is terminated at once with
-its reason code counted in `refused`: it is never delivered again."""
+its reason code counted in `refused`: it is never delivered again.
+
+The market operator's transactions come into the same stream on a subject of
+their own (`tlc.<domain>.op`, gateway/cluster/issuer.py), appended there by
+the issuing gateway with a compare-and-set on that subject's last sequence;
+every gateway's consumer reads both subjects in stream order. A message on
+the operator subject from another sender than `operator` (the authority) is
+terminated (not-authorized)."""
 
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ from gateway.cluster import link
 from gateway.cluster.log import RETRYABLE, retry
 from shared import cbor, txdecode
 from shared.errors import TLError
+from shared.reasons import NOT_AUTHORIZED
 
 log = logging.getLogger("thingledger.cluster")
 
@@ -92,11 +100,13 @@ class TxIntake:
 
     def __init__(self, js: JetStreamContext, domain: str, gateway: str,
                  replicas: int = REPLICAS, ack_wait: float = ACK_WAIT,
-                 max_age: float = MAX_AGE) -> None:
+                 max_age: float = MAX_AGE, operator: bytes | None = None) -> None:
         self.js = js
+        self.operator = operator  # the only sender allowed on the operator subject
         self.domain = domain
         self.stream = link.intake_stream(domain)
         self.subject = link.intake_subject(domain)
+        self.op_subject = link.operator_subject(domain)
         self.replicas = replicas
         self.ack_wait = ack_wait
         self.max_age = max_age
@@ -106,14 +116,14 @@ class TxIntake:
 
     def stream_config(self) -> api.StreamConfig:
         return api.StreamConfig(
-            name=self.stream, subjects=[self.subject],
+            name=self.stream, subjects=[self.subject, self.op_subject],
             retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
             num_replicas=self.replicas, max_msg_size=MAX_TX, duplicate_window=120.0,
             max_age=self.max_age, discard=api.DiscardPolicy.OLD)
 
     def consumer_config(self) -> api.ConsumerConfig:
         return api.ConsumerConfig(
-            durable_name=self.consumer, name=self.consumer, filter_subject=self.subject,
+            durable_name=self.consumer, name=self.consumer,  # both subjects
             ack_policy=api.AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
             deliver_policy=api.DeliverPolicy.ALL, max_deliver=-1,
             max_ack_pending=MAX_ACK_PENDING, num_replicas=self.replicas)
@@ -122,11 +132,15 @@ class TxIntake:
         """Create the stream and this gateway's durable consumer unless they exist."""
         async def once() -> None:
             try:
-                await self.js.stream_info(self.stream)
+                info = await self.js.stream_info(self.stream)
+                if self.op_subject not in (info.config.subjects or []):  # made before it
+                    await self.js.update_stream(self.stream_config())
             except nats.js.errors.NotFoundError:
                 await self.js.add_stream(self.stream_config())
             try:
-                await self.js.consumer_info(self.stream, self.consumer)
+                c = await self.js.consumer_info(self.stream, self.consumer)
+                if c.config.filter_subject:  # made before the operator subject: widen it
+                    await self.js.add_consumer(self.stream, self.consumer_config())
             except nats.js.errors.NotFoundError:
                 await self.js.add_consumer(self.stream, self.consumer_config())
         await retry(once, timeout, "create the intake stream")
@@ -163,6 +177,8 @@ class TxIntake:
         for m in msgs:
             try:
                 sender, seq = tx_key(bytes(m.data or b""))
+                if m.subject == self.op_subject and sender != self.operator:
+                    raise TLError("operator subject", NOT_AUTHORIZED)
             except TLError as e:
                 self.refused[e.reason] += 1
                 log.info("intake: refused a message: %s", e)

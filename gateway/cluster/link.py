@@ -73,3 +73,13 @@ async def connect(servers: Sequence[str], name: str = "thingledger-gateway",
                               reconnect_time_wait=RECONNECT_WAIT,
                               max_reconnect_attempts=-1, allow_reconnect=True,
                               dont_randomize=False, error_cb=on_error, **kw)
+
+
+def operator_subject(domain: str) -> str:
+    """The market operator's transactions in the intake stream (gateway/cluster/issuer.py)."""
+    return f"tlc.{check_domain(domain)}.op"
+
+
+def operator_bucket(domain: str) -> str:
+    """The key-value bucket of the operator's lease (bucket names: no dots)."""
+    return "TL_OP_" + check_domain(domain)

@@ -33,6 +33,9 @@ channel and transaction intake.
   on tl/<d>/blocks, which the gateway that proposed the block publishes;
 - settle: a delivery from the intake is acknowledged once a final block holds
   its transaction, or it was refused.
+- operator: the market operator's transactions are made by one gateway at a
+  time, the holder of a lease, and appended to the intake by compare-and-set
+  (gateway/cluster/issuer.py).
 
 Proposal (a log entry), canonical CBOR: {1: the header signed with the
 domain's authority key (as every header of the chain, which `chain verify`
@@ -57,6 +60,7 @@ from prometheus_client import Counter
 from gateway.broker.credentials import gateway_credentials
 from gateway.cluster import link
 from gateway.cluster.intake import Delivery, TxIntake, split_committed
+from gateway.cluster.issuer import IssuerLease, OperatorIssuer
 from gateway.cluster.log import Entry, ProposalLog
 from gateway.cluster.sigs import Certificate, Collector, HeaderSig, SigChannel
 from gateway.cluster.votebook import UNKNOWN_HEADER, VoteBook
@@ -151,6 +155,9 @@ class Replica:
         if g.consensus != consensus.QUORUM:
             raise ConfigError("cluster", "a replicated domain needs a quorum consensus section "
                               "in its genesis (docs/CONSENSUS.md)")
+        if cfg.derived:
+            raise ConfigError("derived", "derived services run on a lone gateway only: "
+                              "a replicated gateway's issuer changes (docs/CONSENSUS.md)")
         self.priv = load_authority_key(cfg.validator_key_file)
         self.pub = p256.public_key(self.priv)
         self.validator_id = txm.device_id(self.pub)
@@ -192,6 +199,7 @@ class Replica:
         self.follower = None
         self.collector: Collector | None = None
         self.sigchan: SigChannel | None = None
+        self.issuer: OperatorIssuer | None = None  # the market operator's txs
 
     def _known(self, height: int, block_hash: bytes) -> None:
         self.heights[block_hash] = height
@@ -220,6 +228,13 @@ class Replica:
                                          f"{'online' if self.online[i] else 'offline'}")
                 return True
         return False
+
+    def _offline(self, validator_hex: str) -> bool:
+        """Another gateway's last will (or status) said it went offline."""
+        try:
+            return not self.online.get(bytes.fromhex(validator_hex), True)
+        except ValueError:
+            return False
 
     def serves(self, device: bytes) -> bool:
         """Whether this gateway answers `device` (receipts, rejections, its
@@ -313,9 +328,17 @@ class Replica:
                          password=password), connect_timeout)
         js = self.nc.jetstream()
         self.plog = ProposalLog(js, self.domain, replicas=replicas)
-        self.intake = TxIntake(js, self.domain, self.cfg.gateway_name, replicas=replicas)
+        self.intake = TxIntake(js, self.domain, self.cfg.gateway_name, replicas=replicas,
+                               operator=self.authority_id)
         await self.plog.ensure()
         await self.intake.ensure()
+        lease = IssuerLease(js, self.domain, self.validator_id.hex(), replicas=replicas,
+                            offline=self._offline)
+        await lease.ensure()
+        gw = self.gw
+        self.issuer = OperatorIssuer(js, self.domain, lease, gw.market, lambda: gw.led.state,
+                                     gw.pool.pending_seq, gw.pool.__contains__,
+                                     gw.pool.queued, gw.on_event)
         head = self.gw.led.head
         final = head.height - (1 if head.height in self.unfinal else 0)
         self.collector = Collector(self.threshold_at, self._verify,
@@ -337,11 +360,14 @@ class Replica:
                          f" following the log from {self.log_seq + 1}")
         tasks = [asyncio.create_task(self._intake_loop(), name="intake"),
                  asyncio.create_task(self._propose_loop(), name="propose"),
-                 asyncio.create_task(self._resend_loop(), name="votes")]
+                 asyncio.create_task(self._resend_loop(), name="votes"),
+                 asyncio.create_task(self.issuer.run(), name="operator")]
         assert self.follower._task is not None
         return [*tasks, self.follower._task]
 
     async def stop(self) -> None:
+        if self.issuer is not None:
+            await self.issuer.stop()  # the lease handed back: the next gateway issues
         if self.follower is not None:
             await self.follower.stop()
         if self.sigchan is not None:
@@ -356,6 +382,11 @@ class Replica:
                 await self.nc.drain()
             except (TimeoutError, nats.errors.Error):
                 await self.nc.close()
+
+    def operator_submit(self, msg: bytes) -> bytes | None:
+        """The market operator's transactions: into the intake by the issuing
+        gateway only (gateway/cluster/issuer.py); None when not taken."""
+        return None if self.issuer is None else self.issuer.submit(msg)
 
     # ---- ingress: the intake -------------------------------------------------------
     def _last_seq(self, sender: bytes) -> int:

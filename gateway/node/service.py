@@ -148,9 +148,11 @@ class Gateway:
                                    else None, genesis=cfg.genesis_file.read_bytes()
                                    if cfg.genesis_file.exists() else b"")
         self.market = MarketNode(d, cfg.data_dir, self.led.authority_priv, self._publish,
-                                 self.handle if self.replica is None else self._no_operator,
+                                 self.handle if self.replica is None
+                                 else self.replica.operator_submit,
                                  self.on_event, grant=cfg.market_grant,
                                  fee_bps=cfg.market_fee_bps, derived=cfg.derived)
+        self.market.issuing = self.replica is None  # replicated: while it holds the lease
         self.ha: HomeAssistant | None = None
         if cfg.ha_discovery:
             self.ha = HomeAssistant(d, self.led.genesis.authority_id, self._publish,
@@ -173,12 +175,6 @@ class Gateway:
         last will, which the coordinator watches)."""
         user = broker_auth.gateway_credentials(self.led.authority_priv, self.cfg.domain)[0]
         return user if self.replica is None else self.replica.validator_id.hex()
-
-    def _no_operator(self, payload: bytes) -> None:
-        """A replicated gateway makes no operator transactions (market verdicts,
-        grants): several gateways holding the authority key would sign
-        different transactions with one seq."""
-        self.on_event("market operator transaction not made: replicated gateway")
 
     def metrics_text(self) -> bytes:
         """The Prometheus exposition of this gateway's metrics (docs/API.md,
@@ -224,8 +220,9 @@ class Gateway:
                            *await self.replica.start(connect_timeout)]
         else:
             self._tasks = [asyncio.create_task(self._ingest(), name="ingest"),
-                           asyncio.create_task(self._produce(), name="produce"),
-                           asyncio.create_task(self._market_clock(), name="market")]
+                           asyncio.create_task(self._produce(), name="produce")]
+        # (replicated: the issuer's operator work, gateway/cluster/issuer.py)
+        self._tasks.append(asyncio.create_task(self._market_clock(), name="market"))
         for t in self._tasks:
             t.add_done_callback(self._task_done)
 

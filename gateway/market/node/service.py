@@ -162,6 +162,9 @@ class MarketNode:
         self._order = 0  # MATCHes sealed at that height so far
         self._time = 0  # its block time
         self._told: dict[bytes, float] = {}  # device -> when its state was told again
+        # this node makes the operator's txs: always on a lone gateway; in a
+        # replicated domain only on the issuer (gateway/cluster/issuer.py)
+        self.issuing = True
         self._status = topics.status(domain, "+")
         # told of each stream reading kept (verified under the supplier's key):
         # (supplier, service, unit, value, scale, state); gateway/node/homeassistant.py
@@ -196,6 +199,12 @@ class MarketNode:
                 self._buying[d[ledger.D_SERVICE]] = k[-16:]
         self._resume(state, time.time())
         self._publish_directory(state, int(time.time()))
+        if self.issuing:
+            self._set_up(state)
+        self._started = True
+
+    def _set_up(self, state: State) -> None:
+        """The agreement contract deployed (with `fee_bps`) or upgraded."""
         if self.fee_bps is not None and not ledger.agreement_active(state):
             self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {
                 1: "deploy", 2: ledger.AGREEMENT_LABEL, 3: "agreement",
@@ -203,7 +212,29 @@ class MarketNode:
                 5: {"operator": self.op.id, "fee_bps": self.fee_bps}})
             self.log(f"market deploying the agreement contract (fee {self.fee_bps} bps)")
         self._upgrade_agreement(state)
-        self._started = True
+
+    def take_over(self, state: State, pending: list[txm.Tx], now: float | None = None) -> None:
+        """This gateway has become the issuer of a replicated domain
+        (gateway/cluster/issuer.py): what the former issuer left pending in
+        the mempool (`pending`: the authority's txs there) is not sent again
+        (its verdicts are kept as this node's, its CLOSEs as sent), what else
+        is due goes out at the next tick, and the contract is set up unless
+        an admin tx is pending."""
+        now = time.time() if now is None else now
+        self._closing.clear()
+        for p in self._pending.values():
+            p.tries, p.next_try = 0, 0.0
+        for t in pending:
+            if t.type == txm.TYPE_CLOSE:
+                self._closing[t.body[1]] = now
+            elif t.type == txm.TYPE_CONTRACT_CALL and t.body[2] == "verdict":
+                args = t.body[3]
+                p = self._pending.get((args[0], args[1]))
+                if p is not None:
+                    p.verdict, p.tx = (args[2], args[3], args[4]), t.message
+                    p.next_try = now + VERDICT_RETRY_S
+        if not any(t.type == txm.TYPE_CONTRACT_ADMIN for t in pending):
+            self._set_up(state)
 
     def _upgrade_agreement(self, state: State) -> None:
         """An agreement deployment older than AGREEMENT_VERSION (v1: anyone
@@ -349,7 +380,8 @@ class MarketNode:
         offers_changed = False
         self._height, self._order, self._time = b.height, 0, b.time
         for t, r in zip(b.txs, b.receipts, strict=True):
-            if t.type == txm.TYPE_REGISTER and self.grant and r.status == messages.STATUS_OK:
+            if t.type == txm.TYPE_REGISTER and self.grant and r.status == messages.STATUS_OK \
+                    and self.issuing:
                 me = state.get(self.op.id)
                 if me is not None and me.balance >= self.grant:
                     self.op.send(state, txm.TYPE_TRANSFER, {1: t.sender, 2: self.grant})
@@ -449,7 +481,12 @@ class MarketNode:
         """Clock-driven work: verdicts whose readings are in (or whose grace
         ran out), closing what expired (blocks are cut only when txs wait,
         so the keeper cannot wait for one), the derived services' buying,
-        offering and streaming."""
+        offering and streaming. Not issuing: only forgets the batches judged."""
+        if not self.issuing:
+            for key, p in list(self._pending.items()):
+                if not _awaits_verdict(state, p):
+                    del self._pending[key]
+            return
         self._keeper(state, now)
         self._verdicts(state, now)
         for d in self.derived:

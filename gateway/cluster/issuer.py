@@ -1,0 +1,321 @@
+"""The market operator of a replicated domain (docs/CONSENSUS.md, "Market
+operator"): exactly one gateway at a time makes the operator's transactions
+(verdicts, CLOSE of what expired, grants, the agreement contract's
+deployment), all signed by the domain's authority key with its per-sender
+seq, and no two different ones ever share a seq.
+
+- Who issues: a lease in a JetStream key-value bucket (`TL_OP_<domain>`, key
+  `issuer`, value: the holder's validator id in hex), replicated like the streams.
+  The holder renews it every RENEW_S by compare-and-set on the entry's
+  revision; it counts itself the issuer only while its last renewal is less
+  than HOLD_S old. Another gateway that has seen the same revision for
+  LEASE_S (> HOLD_S), or whose holder's last will said it went offline
+  (its status topic), takes the lease by the same compare-and-set: of
+  several trying, one wins. A gateway that stops cleanly hands the lease
+  back (an empty value, taken at once by the next).
+- How its transactions enter: into the domain's intake stream like every
+  transaction, but on the operator subject (`tlc.<domain>.op`), each append
+  carrying Nats-Expected-Last-Subject-Sequence: the last sequence of that
+  subject this gateway has read. So a second issuer (a lease that lapsed
+  while its holder was paused, two holders during a take-over) cannot append
+  after entries it has not seen: its append fails, it drops what it had
+  signed and not appended, re-reads the subject and signs again from there.
+  Every operator transaction in the stream was signed by a gateway that had
+  read every earlier one, so their seqs strictly increase.
+- Its next seq: the highest of the chain's last seq of the authority, the
+  authority's seq pending in the mempool (every gateway reads the intake),
+  and the seq of the last transaction on the operator subject; read again on
+  taking the lease and after any append that failed or may have failed.
+
+A transaction the market signed before that re-read (a non-issuer's, or one
+dropped after a failed append) is never appended (its seq is not the one
+expected next); the market signs it again once it is due (verdicts and
+closes are kept until the chain shows them)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext, api
+
+from gateway.cluster import link
+from gateway.cluster.log import ERR_WRONG_LAST_SEQ, RETRYABLE, retry
+from gateway.errors import ClusterError
+from shared import errors
+from shared import tx as txm
+
+log = logging.getLogger("thingledger.cluster")
+
+LEASE_KEY = "issuer"
+RENEW_S = 1.0  # s between the holder's renewals (and the others' reads of the lease)
+HOLD_S = 3.0  # s the holder counts itself the issuer after its last renewal
+LEASE_S = 4.0  # s another gateway waits on one unchanged revision before taking the lease
+RECENT_S = 10.0  # s an appended tx counts as pending before the mempool shows it
+APPEND_TIMEOUT = 5.0  # s one append waits for its acknowledgement
+
+
+class IssuerLease:
+    """The lease of the issuer in a KV bucket (compare-and-set on its revision)."""
+
+    def __init__(self, js: JetStreamContext, domain: str, me: str, replicas: int = 3,
+                 lease_s: float = LEASE_S, hold_s: float = HOLD_S,
+                 offline: Callable[[str], bool] | None = None) -> None:
+        self.js = js
+        self.offline = offline  # holder -> its last will said offline
+        self.bucket = link.operator_bucket(domain)
+        self.me = me.encode()
+        self.replicas = replicas
+        self.lease_s = lease_s
+        self.hold_s = hold_s
+        self.kv: Any = None
+        self.revision = 0  # of the entry as this gateway last wrote or read it
+        self.renewed = -1e9  # monotonic time of this gateway's last successful write
+        self.seen_at = 0.0  # when the current revision was first seen (held by another)
+        self.holder = b""
+        self.closed = False  # released at stop: never taken again
+
+    async def ensure(self, timeout: float = 30.0) -> None:
+        async def once() -> Any:
+            try:
+                return await self.js.key_value(self.bucket)
+            except nats.js.errors.BucketNotFoundError:
+                return await self.js.create_key_value(
+                    bucket=self.bucket, history=1, replicas=self.replicas,
+                    storage=api.StorageType.FILE)
+        self.kv = await retry(once, timeout, "create the operator lease")
+
+    @property
+    def holding(self) -> bool:
+        return time.monotonic() - self.renewed < self.hold_s
+
+    async def step(self) -> bool:
+        """Read the lease; renew it if held, take it if free or lapsed. Whether
+        this gateway is the issuer now."""
+        if self.closed:
+            return False
+        now = time.monotonic()
+        try:
+            try:
+                e = await self.kv.get(LEASE_KEY)
+                value, rev = bytes(e.value or b""), int(e.revision)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                value, rev = b"", 0
+            if rev != self.revision or value != self.holder:
+                self.revision, self.holder, self.seen_at = rev, value, now
+            mine = value == self.me
+            if value and not mine:
+                self.renewed = -1e9  # another gateway holds it: stop at once
+            gone = self.offline is not None and bool(value) \
+                and self.offline(value.decode(errors="replace"))
+            if mine or not value or gone or now - self.seen_at >= self.lease_s:
+                # renew (ours: also one held before a restart), or take (free, lapsed)
+                sent = time.monotonic()
+                self.revision = await self.kv.update(LEASE_KEY, self.me, last=rev)
+                self.holder, self.renewed, self.seen_at = self.me, sent, sent
+        except nats.js.errors.KeyWrongLastSequenceError:
+            self.renewed = -1e9  # another gateway wrote it first
+        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as ex:
+            log.info("operator lease: %r", ex)  # holding runs out by itself
+        return self.holding
+
+    async def release(self) -> None:
+        """Hand the lease back (a clean stop): the next gateway takes it at once."""
+        held = self.holding
+        self.closed, self.renewed = True, -1e9
+        if self.kv is None or not held:
+            return
+        try:  # bounded: a stop does not wait for a cluster that is gone
+            await asyncio.wait_for(self.kv.update(LEASE_KEY, b"", last=self.revision), 2.0)
+        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as ex:
+            log.info("operator lease not released: %r", ex)
+
+
+class OperatorIssuer:
+    """Appends the market operator's transactions to the intake's operator
+    subject while this gateway holds the lease (see the module's text).
+
+    `market`: the gateway's MarketNode (its `op` signs; `issuing` and
+    `take_over` switch its operator work on); `state`: the head state;
+    `pending_seq(id)`: the mempool's highest pending seq of a sender;
+    `pending(tx id)`: whether the mempool holds that tx; `queued()`: the
+    mempool's pending txs."""
+
+    def __init__(self, js: JetStreamContext, domain: str, lease: IssuerLease | None,
+                 market: Any, state: Callable[[], Any],
+                 pending_seq: Callable[[bytes], int | None], pending: Callable[[bytes], bool],
+                 queued: Callable[[], Any], on_event: Callable[[str], None]) -> None:
+        self.js = js
+        self.stream = link.intake_stream(domain)
+        self.subject = link.operator_subject(domain)
+        self.lease = lease
+        self.market = market
+        self.op = market.op
+        self.state = state
+        self.pending_seq = pending_seq
+        self.pending = pending
+        self.queued = queued
+        self.on_event = on_event
+        self.holding = False
+        self.synced = False  # the subject and seqs were read since the last doubt
+        self.last = 0  # the operator subject's last stream sequence, as read / appended
+        self.next = 0  # the seq the next transaction must carry
+        self.queue: deque[bytes] = deque()
+        self.recent: dict[bytes, float] = {}  # tx id -> when queued
+        self.appended = 0
+        self.conflicts = 0  # appends refused: another issuer appended first
+        self.wake = asyncio.Event()
+
+    # -- the market's side (synchronous) ----------------------------------------------
+    def submit(self, msg: bytes) -> bytes | None:
+        """Queue an operator tx for the intake: its id while it is pending (queued,
+        appended recently, or in the mempool), None when not taken (this gateway
+        does not issue, or `msg` was signed before the last re-read)."""
+        tid = hashlib.sha256(msg).digest()
+        now = time.monotonic()
+        if self.pending(tid) or now - self.recent.get(tid, -RECENT_S) < RECENT_S:
+            return tid
+        if not (self.holding and self.synced):
+            return None
+        try:
+            seq = txm.decode(msg).seq
+        except errors.TLError:
+            return None
+        if seq != self.next:
+            return None  # not signed from the seq read last: never appended
+        self.next += 1
+        self.queue.append(msg)
+        if len(self.recent) > 4096:
+            self.recent = {k: t for k, t in self.recent.items() if now - t < RECENT_S}
+        self.recent[tid] = now
+        self.wake.set()
+        return tid
+
+    # -- the stream's side ------------------------------------------------------------
+    async def sync(self) -> None:
+        """Read the operator subject's last entry and the seqs known here; the
+        market's operator signs from there."""
+        try:
+            m = await self.js.get_last_msg(self.stream, self.subject)
+            last, data = int(m.seq), bytes(m.data or b"")
+        except nats.js.errors.NotFoundError:
+            last, data = 0, b""
+        seq = 0
+        if data:
+            try:
+                t = txm.decode(data)
+                seq = t.seq if t.sender == self.op.id else 0
+            except errors.TLError:
+                pass
+        rec = self.state().get(self.op.id)
+        floor = max(seq, rec.last_seq if rec is not None else 0,
+                    self.pending_seq(self.op.id) or 0)
+        self._forget_queue()
+        self.last, self.next, self.op.seq = last, floor + 1, floor
+        self.synced = True
+
+    async def flush(self) -> None:
+        """Append the queued txs in order, each after the last one read or
+        appended; on a refusal (another issuer appended first) or a doubt
+        (no acknowledgement) drop the rest and read the subject again."""
+        while self.queue and self.holding and self.synced:
+            msg = self.queue[0]
+            headers = {"Nats-Expected-Last-Subject-Sequence": str(self.last),
+                       "Nats-Msg-Id": hashlib.sha256(msg).hexdigest()}
+            try:
+                ack = await self.js.publish(self.subject, msg, stream=self.stream,
+                                            headers=headers, timeout=APPEND_TIMEOUT)
+            except nats.js.errors.APIError as e:
+                if e.err_code == ERR_WRONG_LAST_SEQ:
+                    self.conflicts += 1
+                    self._doubt(f"operator: another gateway appended operator transactions "
+                                f"after {self.last}: dropped {len(self.queue)} unsent, "
+                                "reading them again")
+                    raise ClusterError(ClusterError.WRONG_LAST_SEQ,
+                                       str(e.description)) from None
+                self._doubt(f"operator: append refused ({e.description})")
+                raise ClusterError(ClusterError.REFUSED, str(e.description)) from None
+            except RETRYABLE + (nats.errors.Error,) as e:
+                self._doubt(f"operator: append not acknowledged ({e!r})")
+                raise ClusterError(ClusterError.UNAVAILABLE, repr(e)) from None
+            self.queue.popleft()
+            self.last = int(ack.seq)
+            self.appended += 1
+
+    def _doubt(self, why: str) -> None:
+        self._forget_queue()
+        self.synced = False
+        self.on_event(why)
+
+    def _forget_queue(self) -> None:
+        """Drop what was signed and not appended (never pending, never sent)."""
+        for m in self.queue:
+            self.recent.pop(hashlib.sha256(m).digest(), None)
+        self.queue.clear()
+
+    async def take(self) -> None:
+        """This gateway becomes the issuer: read the subject, then the market
+        sends what is due (what the former issuer had pending is in the mempool)."""
+        await self.sync()  # (a failure: taken again at the next round)
+        self.holding = True
+        self.market.issuing = True
+        self.market.take_over(self.state(), [t for t in self.queued() if t.sender == self.op.id])
+        self.on_event(f"operator: this gateway issues the market operator's transactions "
+                      f"(next seq {self.next})")
+
+    def drop(self) -> None:
+        self.holding = False
+        self.synced = False
+        self.market.issuing = False
+        self._forget_queue()
+        self.on_event("operator: another gateway issues the market operator's transactions")
+
+    async def run(self) -> None:
+        """The lease and the appends, for ever (cancelled at stop)."""
+        assert self.lease is not None
+        self.market.issuing = False
+        next_step = 0.0
+        while True:
+            if self.lease.closed:  # stopping: the lease was handed back
+                self.holding = self.market.issuing = False
+                return
+            now = time.monotonic()
+            if now >= next_step:
+                held = await self.lease.step()
+                next_step = now + RENEW_S
+                if held and not self.holding:
+                    await self._try(self.take())
+                elif not held and self.holding:
+                    self.drop()
+            if self.holding and not self.synced:
+                await self._try(self.sync())
+            if self.holding and self.synced and self.queue:
+                await self._try(self.flush())
+            self.wake.clear()
+            if not self.queue or not self.synced:
+                try:
+                    await asyncio.wait_for(self.wake.wait(),
+                                           max(0.05, next_step - time.monotonic()))
+                except TimeoutError:
+                    pass
+
+    async def _try(self, step: Any) -> None:
+        try:
+            await step
+        except ClusterError:
+            pass  # said in on_event; read again at the next round
+        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as e:
+            self.synced = False
+            log.info("operator: %r", e)
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.lease is not None:
+            await self.lease.release()

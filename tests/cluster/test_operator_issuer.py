@@ -1,0 +1,237 @@
+"""The market operator's issuer of a replicated domain
+(gateway/cluster/issuer.py) on a real NATS server:
+
+- the compare-and-set on the operator subject: two gateways both believing
+  they issue, both read the subject at the same point and sign the same
+  seq; the second append is refused (wrong-last-seq), the second gateway
+  drops what it signed, reads the subject again and signs from the next
+  seq; a transaction signed before that re-read is never appended; the
+  subject holds one transaction per seq, and every gateway's intake
+  consumer delivers them, a stranger's message on that subject refused;
+- the lease: one holder at a time, the other takes it only once it lapsed
+  (or at once when handed back, or when the holder's last will said
+  offline)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+from gateway.cluster import link
+from gateway.cluster.intake import TxIntake
+from gateway.cluster.issuer import IssuerLease, OperatorIssuer
+from gateway.errors import ClusterError, ConfigError
+from gateway.market.node.analytics import DerivedService
+from gateway.market.node.service import Operator
+from gateway.node.service import Gateway
+from shared import reasons
+from shared import tx as txm
+from tests.cluster.quorum import config, make_dirs
+from tests.support.gwtest import Device, key
+from tests.support.nats import run
+
+DOMAIN = "issuer-test"
+AUTHORITY = key("issuer-authority")
+OP_ID = txm.device_id(AUTHORITY[1])
+
+
+class Chain:
+    """The head state as the issuer reads it: the authority's last committed seq."""
+
+    def __init__(self, last_seq: int = 0) -> None:
+        self.last_seq = last_seq
+
+    def get(self, pid: bytes) -> Any:
+        return SimpleNamespace(last_seq=self.last_seq) if pid == OP_ID else None
+
+
+class MarketStub:
+    def __init__(self) -> None:
+        self.op = Operator(AUTHORITY[0], DOMAIN, lambda m: None)
+        self.issuing = False
+        self.taken_over: list[list[Any]] = []
+
+    def take_over(self, state: Any, pending: list[Any]) -> None:
+        self.taken_over.append(pending)
+
+
+def issuer(js, chain: Chain, lines: list[str]) -> OperatorIssuer:
+    m = MarketStub()
+    i = OperatorIssuer(js, DOMAIN, None, m, lambda: chain, lambda pid: None,
+                       lambda tid: False, lambda: [], lines.append)
+    m.op.submit = i.submit
+    return i
+
+
+async def op_subject(js) -> list[txm.Tx]:
+    """The transactions on the operator subject, in stream order."""
+    out, seq = [], 0
+    while True:
+        try:
+            m = await js.get_msg(link.intake_stream(DOMAIN), seq + 1,
+                                 next=True, subject=link.operator_subject(DOMAIN))
+        except Exception:  # noqa: BLE001 - NotFoundError: no more
+            return out
+        seq = int(m.seq)
+        out.append(txm.decode(bytes(m.data)))
+
+
+def test_second_issuer_is_refused_and_reads_again(nats_server):
+    async def body():
+        nc = await link.connect(nats_server.urls)
+        try:
+            js = nc.jetstream()
+            intake = TxIntake(js, DOMAIN, "reader", replicas=1, operator=OP_ID)
+            await intake.ensure()
+            chain = Chain(last_seq=4)  # four operator txs committed before
+            la: list[str] = []
+            lb: list[str] = []
+            a, b = issuer(js, chain, la), issuer(js, chain, lb)
+            await a.take()
+            await b.take()
+            assert a.market.issuing and b.market.issuing and a.next == b.next == 5
+            who = Device("payee", DOMAIN).id
+            ma = a.op.send(chain, txm.TYPE_TRANSFER, {1: who, 2: 7})
+            mb = b.op.send(chain, txm.TYPE_TRANSFER, {1: who, 2: 9})
+            assert txm.decode(ma).seq == txm.decode(mb).seq == 5  # signed, not appended yet
+            await a.flush()
+            try:
+                await b.flush()
+            except ClusterError as e:
+                assert e.reason == ClusterError.WRONG_LAST_SEQ
+            else:
+                raise AssertionError("the second append after the same entry was written")
+            assert b.conflicts == 1 and not b.synced and not b.queue
+            assert any("another gateway appended" in x for x in lb)
+            assert b.submit(mb) is None  # dropped: not appended later either
+            await b.sync()
+            assert b.next == 6 and b.op.seq == 5  # after the seq a appended
+            assert b.submit(mb) is None  # signed before the re-read: never appended
+            mb2 = b.op.send(chain, txm.TYPE_TRANSFER, {1: who, 2: 9})
+            assert txm.decode(mb2).seq == 6
+            await b.flush()
+            # a, behind now, is refused in its turn and catches up the same way
+            a.op.send(chain, txm.TYPE_TRANSFER, {1: who, 2: 11})
+            try:
+                await a.flush()
+            except ClusterError as e:
+                assert e.reason == ClusterError.WRONG_LAST_SEQ
+            else:
+                raise AssertionError("a appended after an entry it had not read")
+            await a.sync()
+            a.op.send(chain, txm.TYPE_TRANSFER, {1: who, 2: 11})
+            await a.flush()
+            got = await op_subject(js)
+            assert [t.seq for t in got] == [5, 6, 7]  # one tx per seq, increasing
+            assert [t.body[2] for t in got] == [7, 9, 11]
+            assert {t.sender for t in got} == {OP_ID}
+            # a stranger on the operator subject: refused by the intake
+            stranger = Device("stranger", DOMAIN)
+            await js.publish(link.operator_subject(DOMAIN),
+                             stranger.transfer(who, 1), stream=intake.stream)
+            got_ids = []
+            while len(got_ids) < 3:
+                ds = await intake.fetch(16, timeout=2.0)
+                assert ds or intake.refused, "nothing delivered"
+                got_ids += [txm.decode(d.data).seq for d in ds]
+                await intake.settle(ds)
+                if intake.refused:
+                    break
+            while not intake.refused[reasons.NOT_AUTHORIZED]:
+                assert await intake.fetch(16, timeout=2.0) == [], "more than the op txs"
+            assert sorted(got_ids) == [5, 6, 7]
+        finally:
+            await nc.close()
+    run(body, 60)
+
+
+def test_one_lease_holder_and_take_over(nats_server):
+    async def body():
+        nc = await link.connect(nats_server.urls)
+        try:
+            js = nc.jetstream()
+            a = IssuerLease(js, DOMAIN, "gwa", replicas=1, lease_s=1.0, hold_s=0.6)
+            b = IssuerLease(js, DOMAIN, "gwb", replicas=1, lease_s=1.0, hold_s=0.6)
+            await a.ensure()
+            await b.ensure()
+            assert await a.step()
+            assert not await b.step()
+            loop = asyncio.get_running_loop()
+            # while a renews, b never takes it (b's wait starts again at each renewal)
+            end = loop.time() + 2.5
+            while loop.time() < end:
+                assert await a.step()
+                assert not await b.step()
+                await asyncio.sleep(0.2)  # the renewal period under test
+            # a stops renewing: b takes it once the revision stayed LEASE_S
+            deadline = loop.time() + 10
+            while not await b.step():
+                assert loop.time() < deadline, "the lapsed lease was not taken"
+                await asyncio.sleep(0.1)
+            assert not await a.step()
+            # handed back at a clean stop: taken at the next read
+            await b.release()
+            assert not await b.step()
+            assert await a.step()
+            # the holder's last will said offline: taken at once, not after the lease
+            c = IssuerLease(js, DOMAIN, "gwc", replicas=1, lease_s=60.0, hold_s=0.6,
+                            offline=lambda holder: holder == "gwa")
+            await c.ensure()
+            assert await c.step()
+            assert not await a.step()
+        finally:
+            await nc.close()
+    run(body, 60)
+
+
+def test_an_intake_made_before_the_operator_subject_is_widened(nats_server):
+    """A domain's intake stream and a gateway's consumer created by an earlier
+    version (the transaction subject only) take the operator subject on the
+    gateway's next start."""
+    async def body():
+        nc = await link.connect(nats_server.urls)
+        try:
+            js = nc.jetstream()
+            intake = TxIntake(js, DOMAIN, "old", replicas=1, operator=OP_ID)
+            old = intake.stream_config()
+            old.subjects = [intake.subject]
+            await js.add_stream(old)
+            cc = intake.consumer_config()
+            cc.filter_subject = intake.subject
+            await js.add_consumer(intake.stream, cc)
+            await intake.ensure()
+            info = await js.stream_info(intake.stream)
+            assert set(info.config.subjects) == {intake.subject, intake.op_subject}
+            c = await js.consumer_info(intake.stream, intake.consumer)
+            assert not c.config.filter_subject
+            chain = Chain()
+            i = issuer(js, chain, [])
+            await i.take()
+            m = i.op.send(chain, txm.TYPE_TRANSFER, {1: Device("payee", DOMAIN).id, 2: 1})
+            await i.flush()
+            got = await intake.fetch(16, timeout=5.0)
+            assert [d.data for d in got] == [m]
+        finally:
+            await nc.close()
+    run(body, 60)
+
+
+def test_a_replicated_gateway_refuses_derived_services(tmp_path):
+    """Derived services keep their buying and streaming state in one process:
+    a replicated gateway, whose issuer changes, refuses them at start."""
+    d = make_dirs(tmp_path, [])[0]
+    nodes = SimpleNamespace(nodes=[SimpleNamespace(mqtt_port=1)], urls=["nats://127.0.0.1:1"])
+    cfg = replace(config(d, 0, nodes),
+                  derived=(DerivedService("avg-temp", "temperature", 4, "cC", 2, 10),))
+    try:
+        Gateway(cfg)
+    except ConfigError as e:
+        assert e.key == "derived"
+    else:
+        raise AssertionError("a replicated gateway took derived services")
+    g = Gateway(config(d, 0, nodes))  # without them: made (not started)
+    g.market.close()
+    g.reader.close()
+    g.led.store.close()
