@@ -38,7 +38,7 @@ def replica(n: Node, own: bytes, tmp_path: Path) -> Replica:
     kf = tmp_path / f"validator-{own.hex()[:8]}.key"
     write_key(kf, PRIV[own])
     gw = SimpleNamespace(led=n.ledger, reader=n.store, on_event=lambda line: None)
-    return Replica(gw, SimpleNamespace(validator_key_file=kf, domain=DOMAIN))
+    return Replica(gw, SimpleNamespace(validator_key_file=kf, domain=DOMAIN, derived=()))
 
 
 def sig(height: int, block_hash: bytes, signer: bytes) -> HeaderSig:

@@ -46,7 +46,7 @@ def replica(n: Node, tmp_path: Path) -> Replica:
     kf = tmp_path / "validator.key"
     write_key(kf, PRIV)
     gw = SimpleNamespace(led=n.ledger, reader=n.store, on_event=lambda line: None)
-    rep = Replica(gw, SimpleNamespace(validator_key_file=kf, domain=DOMAIN))
+    rep = Replica(gw, SimpleNamespace(validator_key_file=kf, domain=DOMAIN, derived=()))
     rep.intake = Intake()  # type: ignore[assignment]
     return rep
 
