@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.db.store import Store
+from gateway.market.ledger.rules import AGREEMENT
 from gateway.market.node.streams import StreamStore
 from shared import errors, merkle, stream
 from shared import tx as txm
@@ -38,7 +39,8 @@ def commitment(store: Store, agreement: bytes, index: int) -> Commitment | None:
     """The committed batch of `agreement` holding reading `index`, if any."""
     for t in store.txs_of_type(txm.TYPE_CONTRACT_CALL):
         for e in t.events:
-            if len(e) == 7 and e[1] == "delivery-committed" and e[2] == agreement:
+            if len(e) == 7 and e[0] == AGREEMENT and e[1] == "delivery-committed" \
+                    and e[2] == agreement:  # the agreement contract's, not a look-alike's
                 _, _, _, batch, first, count, root = e
                 if first <= index < first + count:
                     return Commitment(batch, first, count, root, t.height, t.id)

@@ -400,6 +400,8 @@ class MarketNode:
         self.tick(state, now)  # the keeper among it
 
     def _event(self, e: list[Any], state: State, now: float) -> bool:
+        if not isinstance(e[0], str) and e[0] != ledger.AGREEMENT:
+            return False  # another contract's event, whatever its name (a copy's look-alike)
         name = e[0] if isinstance(e[0], str) else e[1]
         if name in ("offer", "withdraw"):
             return True
