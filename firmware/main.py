@@ -45,10 +45,15 @@ def _start():
 
 def main(steps=None):
     gc.threshold(_START_GC_BYTES)
-    node = _start()
-    gc.threshold(-1)
+    node, market = _start()
     _forget("firmware.startup")
     _forget("boards.profile")
     _forget("shared.topics")  # the node keeps its topics as strings
+    if market:  # an offer or a need: the market part loads in the room start-up left
+        from firmware.market import Market
+
+        node.market = Market(node, *market)
+    market = None
+    gc.threshold(-1)
     gc.collect()
     node.run(steps)
