@@ -16,7 +16,10 @@ every 2 KiB allocated), which keeps what it allocates packed low;
 the loop then runs without it. The wiring itself is firmware/startup.py,
 used once and then forgotten (see _forget): its code, the board profile,
 shared/topics.py (the node keeps its topics as strings) and the parsed
-config.json are worth more as free heap for the receipt checks."""
+config.json are worth more as free heap for the receipt checks. A market
+board's part (firmware/market.py, with the OFFER and DEMAND bodies start-up
+built) is imported only after that, in the room start-up's code left: loaded
+beside it, it made the start-up's peak too high for 64 KiB."""
 import gc
 import sys
 
@@ -45,10 +48,15 @@ def _start():
 
 def main(steps=None):
     gc.threshold(_START_GC_BYTES)
-    node = _start()
-    gc.threshold(-1)
+    node, market = _start()
     _forget("firmware.startup")
     _forget("boards.profile")
     _forget("shared.topics")  # the node keeps its topics as strings
+    if market:  # an offer or a need: the market part loads in the room start-up left
+        from firmware.market import Market
+
+        node.market = Market(node, *market)
+    market = None
+    gc.threshold(-1)
     gc.collect()
     node.run(steps)

@@ -37,15 +37,19 @@ listens again from that index; a supplier that no longer holds it has lost
 its uncommitted readings with its RAM and closes it (`reason=restarted`),
 so the buyer is refunded and demands again. A MATCH whose (height, order)
 is not above the newest one acted on is a replay and is refused
-(`reason=replay`); that mark is kept in flash (file `match`, with the
+(`reason=replay`); that mark is kept in flash only (file `match`, with the
 authority it belongs to), so a reboot does not reopen the door. Times are whole
 seconds of a local clock kept from ticks_ms (a ticks delay cannot hold a
 15-day re-offer).
 Notices are acted on only once sealed by the domain authority
-(shared/notice.py), and read defensively: a malformed or unsealed one is
-logged (`bad-notice`), never raised into the MQTT loop.
+(shared/notice.py's format; sealed() checks it with shared/cose.py, which
+the node has loaded anyway), and read defensively: a malformed or unsealed one is logged
+(`bad-notice`), never raised into the MQTT loop. What a notice does
+(ACCOUNT, ENDED, MATCH) is firmware/notices.py, loaded for the notice and
+dropped after it.
 
-Frugal (64 KiB heap; the qstr pool is nearly full): one class, const
+Frugal (64 KiB heap; the qstr pool is nearly full): one class, the code
+run per notice in its own module (above), const
 literals instead of the names of shared/messages_gateway.py (which a board
 never imports); the OFFER and DEMAND bodies come ready-made from
 firmware/startup.py (code freed after boot); every log line is put together
@@ -57,38 +61,19 @@ import time
 
 from micropython import const
 
-from firmware import flash
-from shared import errors, notice, stream, tx
+from shared import cose, errors, messages, stream, tx
 
 _OFFER = const(13)  # transaction types (shared/txdecode.py)
 _DEMAND = const(15)
-_CLOSE = const(16)
 _CALL = const(17)  # CONTRACT_CALL
 _REPORT = const(24)  # REPORT (docs/TRUST.md)
 _BATCH = const(4)  # readings per commitment
 _FUEL = const(20000)
 _SLOTS = const(2)  # agreements at a time
-# notice kinds and keys (shared/messages.py, shared/messages_gateway.py)
+# reply kind and key (shared/messages.py)
 _REJECT = const(2)
-_MATCH = const(3)
-_ACCOUNT = const(4)
-_ENDED = const(5)
 _SEQ = const(2)
-_HEIGHT = const(6)
-_AGREEMENT = const(20)
-_SUPPLIER = const(22)
-_SUPPLIER_KEY = const(23)
-_PRICE = const(25)
-_QUANTITY = const(26)
-_INTERVAL = const(27)
-_CONTRACT = const(29)
-_ROLE = const(30)
-_BALANCE = const(31)
-_REFUND = const(32)
-_ORDER = const(33)
-_NEXT = const(34)
-_LEFT = const(35)
-# an agreement: a list indexed by these
+# an agreement: a list indexed by these (firmware/notices.py builds it)
 _A = const(0)  # agreement id (16 bytes)
 _T = const(1)  # data topic (bytes, as the MQTT callback gives it)
 _H = const(2)  # the id's first 8 hex digits (log lines)
@@ -105,16 +90,9 @@ _BUY = const(1)
 _BUYING = const(2)
 
 
-def _b(v, n):
-    # a byte string field of a notice, n bytes (n=33: a public key, 33 or 65),
-    # copied out of the received message
-    if not isinstance(v, (bytes, memoryview)) or len(v) not in (n, 65 if n == 33 else n):
-        raise ValueError("field")
-    return bytes(v)
-
-
 class Market:
     MARK = "match"  # flash file: authority, height and order of the newest MATCH acted on
+    # (firmware/notices.py)
 
     def __init__(self, node, offer, need):
         self.node = node
@@ -126,15 +104,7 @@ class Market:
         self.due = 0  # second of the next OFFER
         self.bal = None  # balance of the last ACCOUNT (None: none seen yet)
         self.hgt = -1  # height of the last ACCOUNT: an older one is a replay
-        self.au = node.authority[1:9].hex()  # names the chain the mark belongs to
-        self.mk = (-1, -1)  # (height, order) of the newest MATCH acted on: not newer is a replay
         self.rp = None  # the agreement last reported (one REPORT per agreement)
-        try:  # kept in flash, so a reboot forgets none (a new chain's authority: none)
-            a, h, o = flash.read(self.MARK).decode().split()
-            if a == self.au:
-                self.mk = (int(h), int(o))
-        except Exception:
-            pass
         self.dem = None  # the open DEMAND: (id, seq)
 
     def _log(self, ev, *kv):
@@ -146,91 +116,40 @@ class Market:
     # -- from the node's MQTT callback -----------------------------------
     def sealed(self, msg):
         """A market notice as received: handled (notice) only if the domain
-        authority sealed it (shared/notice.py); else logged as bad-notice."""
-        gc.collect()  # the check's big ints fill the small holes first
+        authority sealed it, checked as shared/notice.py's open_notice checks
+        it (that module, with the gateway's seal, stays off the board);
+        else logged as bad-notice."""
         try:
-            m = notice.open_notice(msg, self.node.authority, False)
+            s1 = cose.parse1(msg, False)  # views into msg
+            m = messages.parse(s1.payload, False)
+            gc.collect()  # the check's big ints fill the small holes first
+            cose.check1(self.node.authority, s1)
         except errors.TLError as e:
             self._log("bad-notice", "reason", e.reason)
             return
+        s1 = None
         self.notice(m)
 
     def notice(self, m):
         """Every reply the gateway sends this device: True for a market
-        notice (MATCH, ACCOUNT, ENDED), handled here; a rejection of the
-        open DEMAND frees the buyer; the rest is the node's."""
+        notice (MATCH, ACCOUNT, ENDED), handled by firmware/notices.py (loaded
+        for it and dropped after it: the loop keeps no heap for that code); a
+        rejection of the open DEMAND frees the buyer; the rest is the node's."""
         k = m[0]
         if k <= _REJECT:
             if k == _REJECT and self.dem and self.dem[1] == m.get(_SEQ):
                 self.dem = None  # refused: demand again once the balance covers it
             return False
+        import firmware
+
+        gc.collect()  # its code lands low, in the holes the seal check left
+        from firmware import notices
+
         try:
-            if k == _ACCOUNT:
-                b, g = m[_BALANCE], m[_HEIGHT] + 0
-                if g < self.hgt:  # sealed, but older than one already read
-                    self._log("bad-notice", "reason", "stale", "height", g)
-                    return True
-                self._log("balance=%d" % b, "height", g)
-                self.bal, self.hgt = b, g
-                return True
-            a = _b(m[_AGREEMENT], 16)
-            h = a.hex()
-            if self.dem and self.dem[0] == a:
-                self.dem = None  # a waiting demand expired, or it became this agreement
-            if k == _ENDED:
-                self._log("ended", "agreement", h[:8], "refund", m[_REFUND] + 0)
-                for i in range(_SLOTS):
-                    s = self.slots[i]
-                    if s and s[_A] == a:
-                        s[_Q] = 0  # the supplier stops, the buyer unsubscribes
-                        if s[_R] == _SUPPLY:
-                            self.slots[i] = None
-                return True
-            r = m[_ROLE]
-            key = _b(m[_CONTRACT], 16) if r == "supplier" else _b(m[_SUPPLIER_KEY], 33)
-            q, iv = m[_QUANTITY], m[_INTERVAL]
-            o = (m[_HEIGHT] + 0, m[_ORDER] + 0)
-            nx = m.get(_NEXT)  # told again after a restart: the first index not committed
-            n0 = 0 if nx is None else nx + 0
-            if q < 1 or iv < 1 or r not in ("supplier", "buyer"):
-                raise ValueError("match")
-            if o <= self.mk:  # sealed, but not newer than one acted on: a replay
-                self._log("match-refused", "agreement", h[:8], "reason", "replay",
-                          "height", o[0])
-                return True
-            self.mk = o
-            flash.write(self.MARK, ("%s %d %d" % (self.au, o[0], o[1])).encode())
-            self._log("match" if nx is None else "resume", "role", r, "agreement", h[:8],
-                      "price", m[_PRICE] + 0, "quantity", q)
-            free = -1
-            for i in range(_SLOTS):
-                s = self.slots[i]
-                if s is None:
-                    free = i
-                elif s[_A] == a:
-                    return True  # told twice
-            if free < 0 or nx is not None and r == "supplier":
-                # busy, or told again after its own restart (the readings it had not
-                # committed are gone with the RAM): a supplier closes it, so the
-                # buyer's escrow comes back now
-                seq = self.node.submit(_CLOSE, {1: a}) if r == "supplier" else None
-                self._log("match-refused", "agreement", h[:8], "reason",
-                          "busy" if free < 0 else "restarted", "close", seq)
-                return True
-            # tl/<domain>/data/<supplier hex>/<agreement hex> (shared/topics.py,
-            # dropped after start-up: tl/<domain>/ from the node's tl/<domain>/tx);
-            # a device publishes data only under its own id
-            sup = self.node.wallet.hex if r == "supplier" else _b(m[_SUPPLIER], 16).hex()
-            s = [a, (self.node.tx_topic[:-2] + "data/" + sup + "/" + h).encode(),
-                 h[:8], q, n0, key, _BUY]
-            if r == "supplier":
-                s[_R] = _SUPPLY
-                s += (iv, self.t + iv + 1, stream.Batch(), 0)
-            else:
-                s.append(self.t + m[_LEFT])
-            self.slots[free] = s
-        except Exception as e:  # a malformed notice must not stop the node
-            self._log("bad-notice", "error", repr(e))
+            notices.handle(self, m, k)
+        finally:
+            __import__("sys").modules.pop("firmware.notices", None)
+            firmware.__dict__.pop("notices", None)
         return True
 
     def data(self, topic, msg):

@@ -1,7 +1,8 @@
 """Start-up of the light node, run once by firmware/main.py: read config.json,
 load the board adapter with its profile, open the wallet and the MQTT client,
-and wire them into a Node (with its market part when the config has an
-"offer" or a "need": docs/MARKET.md).
+and wire them into a Node; when the config has an "offer" or a "need"
+(docs/MARKET.md), also the bodies of its OFFER and DEMAND, from which
+firmware/main.py builds the node's market part once this module is gone.
 
 When the node left a release in ota/offer (docs/OTA.md), make_node runs the
 updater (firmware/ota.py) first, before the node is even imported; it ends
@@ -69,25 +70,24 @@ def make_node(log):
         from firmware.liar import equivocate
 
         equivocate(node)
-    if "offer" in cfg or "need" in cfg:  # a plain board never loads the market
-        from firmware.market import Market
-
-        # the OFFER and DEMAND bodies ({1: value of the first key, ...}, for the
-        # keys given; the gateway refuses a bad field with a bad-tx naming it),
-        # built here so the loop keeps only them. The keys in one string each:
-        # as names they would stay interned on every board.
-        # The numbers the board computes with must be integers (ValueError
-        # otherwise, like a missing key in load_config).
-        b = []
-        for k, keys, ints in (
-                ("offer", "service unit price interval_s location valid_s schema", (3, 4, 6)),
-                ("need", "service max_price quantity wait_s policy location", (2, 3, 4))):
-            c = cfg.get(k)
-            keys = keys.split()
-            d = c and {i + 1: c[n] for i, n in enumerate(keys) if c.get(n) is not None}
-            for i in ints if c else ():
-                if not isinstance(d.get(i), int):
-                    raise ValueError("config.json: %s.%s must be an integer" % (k, keys[i - 1]))
-            b.append(d)
-        node.market = Market(node, b[0], b[1])
-    return node
+    if "offer" not in cfg and "need" not in cfg:
+        return node, None  # a plain board never loads the market
+    # the OFFER and DEMAND bodies ({1: value of the first key, ...}, for the
+    # keys given; the gateway refuses a bad field with a bad-tx naming it),
+    # built here so the loop keeps only them; firmware/main.py builds the
+    # market part (firmware/market.py) with them once this module is gone.
+    # The keys in one string each: as names they would stay interned on
+    # every board. The numbers the board computes with must be integers
+    # (ValueError otherwise, like a missing key in load_config).
+    b = []
+    for k, keys, ints in (
+            ("offer", "service unit price interval_s location valid_s schema", (3, 4, 6)),
+            ("need", "service max_price quantity wait_s policy location", (2, 3, 4))):
+        c = cfg.get(k)
+        keys = keys.split()
+        d = c and {i + 1: c[n] for i, n in enumerate(keys) if c.get(n) is not None}
+        for i in ints if c else ():
+            if not isinstance(d.get(i), int):
+                raise ValueError("config.json: %s.%s must be an integer" % (k, keys[i - 1]))
+        b.append(d)
+    return node, b
