@@ -52,9 +52,13 @@ class MarketStub:
         self.op = Operator(AUTHORITY[0], DOMAIN, lambda m: None)
         self.issuing = False
         self.taken_over: list[list[Any]] = []
+        self.in_flight: list[list[Any]] = []
 
     def take_over(self, state: Any, pending: list[Any]) -> None:
         self.taken_over.append(pending)
+
+    def grants_pending(self, txs: list[Any]) -> None:
+        self.in_flight.append(txs)
 
 
 def issuer(js, chain: Chain, lines: list[str]) -> OperatorIssuer:
