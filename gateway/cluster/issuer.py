@@ -227,8 +227,10 @@ class OperatorIssuer:
                 pass
         rec = self.state().get(self.op.id)
         committed = rec.last_seq if rec is not None else 0
-        floor = max(seq, committed, self.pending_seq(self.op.id) or 0)
-        self.in_flight = await self.read_in_flight(last, committed) if seq > committed else []
+        # (the last entry may be another's: what lies before it counts too)
+        self.in_flight = await self.read_in_flight(last, committed) if last else []
+        floor = max(seq, committed, self.pending_seq(self.op.id) or 0,
+                    max((t.seq for t in self.in_flight), default=0))
         self._forget_queue()
         self.last, self.next, self.op.seq = last, floor + 1, floor
         self.synced = True
