@@ -361,3 +361,32 @@ def test_a_grant_that_cannot_land_any_more_is_made_afresh(tmp_path: Path) -> Non
     finally:
         n.close()
     check_chain(tmp_path)
+
+
+def test_a_grant_in_flight_before_the_register_is_applied_here_is_kept(
+        tmp_path: Path) -> None:
+    """This gateway takes over behind the former issuer: the grant it reads
+    from the operator subject pays a device whose REGISTER it has not
+    applied yet. Once it applies it, the device is owed, and that grant is
+    still the one: no second is signed."""
+    dev = Device("newcomer")
+    new_domain(tmp_path)
+    n = Node(tmp_path)
+    try:
+        n.start(issuing=False)
+        theirs = former_issuers_grant(n, dev)
+        n.market.issuing = True
+        n.market.take_over(n.gw.led.state, [txm.decode(theirs)], n.now)
+        assert n.gw.handle(dev.register()) is not None
+        asyncio.run(n.gw._cut_block())  # the REGISTER applied here (the market ticks)
+        assert n.market.grants is not None and dev.id in n.market.grants.owed
+        assert n.authority_txs() == []  # no grant of its own
+        n.tick()  # only that same tx again
+        assert [t.message for t in n.authority_txs()] == [theirs]
+        asyncio.run(n.settle())
+        n.tick()
+        assert n.authority_txs() == []
+        assert n.balance(dev) == GRANT and n.grants_on_chain(dev) == 1
+    finally:
+        n.close()
+    check_chain(tmp_path)

@@ -264,15 +264,15 @@ class MarketNode:
             self._set_up(state)
 
     def grants_pending(self, txs: list[txm.Tx], now: float | None = None) -> None:
-        """Operator TRANSFERs to owed devices that may still land (pending in
-        the mempool, or in the intake not read yet): each is that device's
-        grant, never signed again while it may land (`_grants`)."""
+        """Operator TRANSFERs that may still land (pending in the mempool, or in
+        the intake not read yet): each is its payee's grant, never signed again
+        while it may land (`_grants`). Also to a device not owed here yet: this
+        gateway may not have applied its REGISTER's block."""
         if self.grants is None:
             return
         now = time.time() if now is None else now
         for t in txs:
-            if t.type != txm.TYPE_TRANSFER or t.sender != self.op.id \
-                    or t.body.get(1) not in self.grants.owed:
+            if t.type != txm.TYPE_TRANSFER or t.sender != self.op.id:
                 continue
             g = self._granting.get(t.body[1])
             if g is None or g.seq < t.seq:
@@ -549,23 +549,25 @@ class MarketNode:
         if self.grants is None:
             return
         owed = self.grants.owed
-        for dev in [d for d in self._granting if d not in owed]:
-            del self._granting[dev]  # the chain shows its grant
         me = state.get(self.op.id)
         last = me.last_seq if me is not None else 0
+        for dev in [d for d, g in self._granting.items() if g.seq <= last and d not in owed]:
+            del self._granting[dev]  # landed (the chain shows the grant), or never will
         funds = me.balance if me is not None else 0
-        funds -= sum(self.grant for g in self._granting.values() if g.seq > last)
-        fresh = 0
-        for dev in list(owed):
-            g = self._granting.get(dev)
-            if g is not None and g.seq > last:  # may still land: the same tx, never another
+        for g in self._granting.values():
+            if g.seq > last:  # may still land: the same tx again, never another
+                funds -= self.grant
                 if now >= g.next_try:
                     g.next_try = now + min(RETRY_S * 2 ** g.tries, VERDICT_RETRY_MAX_S)
                     g.tries += 1
                     self.op.submit(g.tx)
+        fresh = 0
+        for dev in owed:
+            g = self._granting.get(dev)
+            if (g is not None and g.seq > last) or state.get(dev) is None:
                 continue
-            if fresh == GRANTS_PER_TICK or state.get(dev) is None:
-                continue
+            if fresh == GRANTS_PER_TICK:
+                break
             if funds < self.grant:
                 if self._unfunded != funds:
                     self._unfunded = funds
