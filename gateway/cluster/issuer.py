@@ -30,7 +30,16 @@ seq, and no two different ones ever share a seq.
 A transaction the market signed before that re-read (a non-issuer's, or one
 dropped after a failed append) is never appended (its seq is not the one
 expected next); the market signs it again once it is due (verdicts and
-closes are kept until the chain shows them)."""
+closes are kept until the chain shows them).
+
+- What may still land: at each read of the subject the issuer also reads the
+  operator transactions on it whose seq is above the chain's last seq of the
+  authority (`in_flight`: a gallop back from the subject's last entry, then
+  forward; a few direct reads, however long the stream). Some of them may not
+  be in this gateway's mempool yet (its intake consumer behind, or a restart:
+  its unacknowledged deliveries come again only after the ack wait). The
+  market counts the grants among them as made (`MarketNode.grants_pending`), so
+  a grant the former issuer appended is never signed a second time."""
 
 from __future__ import annotations
 
@@ -60,6 +69,7 @@ HOLD_S = 3.0  # s the holder counts itself the issuer after its last renewal
 LEASE_S = 4.0  # s another gateway waits on one unchanged revision before taking the lease
 RECENT_S = 10.0  # s an appended tx counts as pending before the mempool shows it
 APPEND_TIMEOUT = 5.0  # s one append waits for its acknowledgement
+IN_FLIGHT_MAX = 4096  # operator txs read back from the subject at most
 
 
 class IssuerLease:
@@ -172,6 +182,7 @@ class OperatorIssuer:
         self.appended = 0
         self.conflicts = 0  # appends refused: another issuer appended first
         self.wake = asyncio.Event()
+        self.in_flight: list[txm.Tx] = []  # on the subject, above the chain's seq (last read)
 
     # -- the market's side (synchronous) ----------------------------------------------
     def submit(self, msg: bytes) -> bytes | None:
@@ -215,11 +226,55 @@ class OperatorIssuer:
             except errors.TLError:
                 pass
         rec = self.state().get(self.op.id)
-        floor = max(seq, rec.last_seq if rec is not None else 0,
-                    self.pending_seq(self.op.id) or 0)
+        committed = rec.last_seq if rec is not None else 0
+        # (the last entry may be another's: what lies before it counts too)
+        self.in_flight = await self.read_in_flight(last, committed) if last else []
+        floor = max(seq, committed, self.pending_seq(self.op.id) or 0,
+                    max((t.seq for t in self.in_flight), default=0))
         self._forget_queue()
         self.last, self.next, self.op.seq = last, floor + 1, floor
         self.synced = True
+        self.market.grants_pending(self.in_flight)
+
+    async def _op_at(self, stream_seq: int) -> tuple[int, txm.Tx | None] | None:
+        """The first entry of the operator subject at or after `stream_seq`:
+        (its stream sequence, the authority's tx or None for another's);
+        None past the last."""
+        try:
+            m = await self.js.get_msg(self.stream, stream_seq, subject=self.subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        try:
+            t = txm.decode(bytes(m.data or b""))
+        except errors.TLError:
+            return int(m.seq), None
+        return int(m.seq), t if t.sender == self.op.id else None
+
+    async def read_in_flight(self, last: int, committed: int) -> list[txm.Tx]:
+        """The authority's txs on the subject up to stream sequence `last`
+        whose seq is above `committed` (the chain's), in order. The subject's
+        seqs increase with the stream sequence, so: gallop back from `last`
+        to an entry at or below `committed` (or the stream's start), then read
+        forward from there."""
+        start, step = last, 1
+        while start > 1:
+            start = max(1, last - step)
+            e = await self._op_at(start)
+            while e is not None and e[1] is None and e[0] < last:  # another's: the next
+                e = await self._op_at(e[0] + 1)
+            if e is not None and e[1] is not None and e[1].seq <= committed:
+                break
+            step *= 2
+        out: list[txm.Tx] = []
+        at = start
+        while at <= last and len(out) < IN_FLIGHT_MAX:
+            e = await self._op_at(at)
+            if e is None or e[0] > last:
+                break
+            if e[1] is not None and e[1].seq > committed:
+                out.append(e[1])
+            at = e[0] + 1
+        return out
 
     async def flush(self) -> None:
         """Append the queued txs in order, each after the last one read or
@@ -266,7 +321,10 @@ class OperatorIssuer:
         await self.sync()  # (a failure: taken again at the next round)
         self.holding = True
         self.market.issuing = True
-        self.market.take_over(self.state(), [t for t in self.queued() if t.sender == self.op.id])
+        pending = {t.id: t for t in self.queued() if t.sender == self.op.id}
+        for t in self.in_flight:  # appended, maybe not read into the mempool yet
+            pending.setdefault(t.id, t)
+        self.market.take_over(self.state(), sorted(pending.values(), key=lambda t: t.seq))
         self.on_event(f"operator: this gateway issues the market operator's transactions "
                       f"(next seq {self.next})")
 

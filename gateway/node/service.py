@@ -212,7 +212,7 @@ class Gateway:
             # which otherwise pause the loop for tens of ms under load (bench:
             # 37 ms -> 2 ms; a latency spike for a whole block of receipts).
             gc.freeze()
-        self.market.start(self.led.state)
+        self.market.start(self.led.state, self.reader, self.led.head.height)
         if self.ha is not None:
             self.ha.start(self.led.state, self.led.head, self._committed_readings())
         if self.replica is not None:
@@ -493,6 +493,7 @@ class Gateway:
         market's account notices (computed on the state before it)."""
         led = self.led
         accounts = self.market.account_notices(b, led.state)
+        self.market.applied(b)  # the grants owed move along every block
         moved = self.trust.level_changes(led.state, b.kv_diff)
         led.state.apply_diff(b.diff, b.kv_diff)
         for pid, old, new, why in moved:

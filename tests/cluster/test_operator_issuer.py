@@ -52,9 +52,13 @@ class MarketStub:
         self.op = Operator(AUTHORITY[0], DOMAIN, lambda m: None)
         self.issuing = False
         self.taken_over: list[list[Any]] = []
+        self.in_flight: list[list[Any]] = []
 
     def take_over(self, state: Any, pending: list[Any]) -> None:
         self.taken_over.append(pending)
+
+    def grants_pending(self, txs: list[Any]) -> None:
+        self.in_flight.append(txs)
 
 
 def issuer(js, chain: Chain, lines: list[str]) -> OperatorIssuer:
@@ -142,6 +146,58 @@ def test_second_issuer_is_refused_and_reads_again(nats_server):
             while not intake.refused[reasons.NOT_AUTHORIZED]:
                 assert await intake.fetch(16, timeout=2.0) == [], "more than the op txs"
             assert sorted(got_ids) == [5, 6, 7]
+        finally:
+            await nc.close()
+    run(body, 60)
+
+
+def test_a_new_issuer_reads_the_operator_txs_that_may_still_land(nats_server):
+    """What the former issuer appended above the chain's seq (maybe not in the
+    new issuer's mempool yet) is read back from the operator subject at the
+    take-over, among device txs and a stranger's message, with a bounded
+    number of reads, and handed to the market (its grants count as made)."""
+    async def body():
+        nc = await link.connect(nats_server.urls)
+        try:
+            js = nc.jetstream()
+            intake = TxIntake(js, DOMAIN, "reader", replicas=1, operator=OP_ID)
+            await intake.ensure()
+            chain = Chain(last_seq=0)
+            a = issuer(js, chain, [])
+            await a.take()
+            who, stranger = Device("payee", DOMAIN), Device("stranger", DOMAIN)
+            for i in range(40):
+                a.op.send(chain, txm.TYPE_TRANSFER, {1: who.id, 2: i + 1})
+                await a.flush()
+                await intake.submit(who.reading(2000 + i))  # device txs in between
+                if i == 38:  # a stranger's on the subject: a's next append reads again
+                    await js.publish(link.operator_subject(DOMAIN), stranger.transfer(who, 1),
+                                     stream=intake.stream)
+                    await a.sync()
+                    assert a.next == 40
+            # the subject's last entry a stranger's: what lies before it still counts
+            await js.publish(link.operator_subject(DOMAIN), stranger.transfer(who, 2),
+                             stream=intake.stream)
+            chain.last_seq = 37  # 37 of them committed
+            b = issuer(js, chain, [])
+            reads = 0
+            get_msg = js.get_msg
+
+            async def counted(*args, **kw):
+                nonlocal reads
+                reads += 1
+                return await get_msg(*args, **kw)
+            js.get_msg = counted
+            await b.take()
+            assert [t.seq for t in b.in_flight] == [38, 39, 40]
+            assert [t.body[2] for t in b.in_flight] == [38, 39, 40]
+            assert reads <= 16, reads  # not one read per entry of the stream
+            assert [t.seq for t in b.market.taken_over[-1]] == [38, 39, 40]
+            assert [t.seq for t in b.market.in_flight[-1]] == [38, 39, 40]
+            assert b.next == 41
+            chain.last_seq = 40  # all landed: nothing in flight at the next read
+            await b.sync()
+            assert b.in_flight == [] and b.market.in_flight[-1] == []
         finally:
             await nc.close()
     run(body, 60)

@@ -7,7 +7,9 @@ issuer judges the first batch and the supplier is paid, once, on every
 gateway's chain. The issuing gateway is SIGKILLed; another takes the lease
 over, judges the next batch (from the readings its own stream store
 kept: every gateway's market node keeps the readings) and closes a demand
-that stopped waiting. The operator subject of the intake holds one transaction per seq,
+that stopped waiting. A device registered while the operator could not pay
+its grant is owed it across the take-over: the new issuer grants it, once,
+as soon as the operator is funded. The operator subject of the intake holds one transaction per seq,
 nobody files a PROOF against the authority (trust on), and `thingledger
 chain verify` accepts every data directory, the killed gateway's too."""
 
@@ -34,6 +36,7 @@ from tools.build import tool
 
 OP_ID = txm.device_id(AUTHORITY[1])
 PRICE, QTY, BATCH, FEE_BPS = 5, 8, 4, 500
+GRANT = 100  # more than the operator earns in fees here: owed until it is funded
 ISSUES = "operator: this gateway issues"
 
 
@@ -81,7 +84,8 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
     dirs = make_dirs(tmp_path, [sup, buy], trust=True)
     gws = [GatewayProc(d, i, nats_cluster) for i, d in enumerate(dirs)]
     for g in gws:
-        g.toml.write_text(g.toml.read_text() + f"market_fee_bps = {FEE_BPS}\n")
+        g.toml.write_text(g.toml.read_text() + f"market_fee_bps = {FEE_BPS}\n"
+                          f"market_grant = {GRANT}\n")
 
     def issuers(among: list[GatewayProc]) -> list[GatewayProc]:
         """Those whose last operator line says they issue."""
@@ -137,6 +141,11 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
             assert len(first) == 1
             victim = first[0]
             held["victim"] = victim
+            # a newcomer registers; the issuer cannot pay its grant: owed
+            newcomer = Device("m-newcomer", DOMAIN)
+            await intake.submit(newcomer.register())
+            await until(lambda: any(f"no grant for {newcomer.id.hex()[:8]}" in x
+                                    for x in victim.lines), gws, 60, "the grant owed")
             victim.kill()
             await victim.stop()
             rest = [g for g in gws if g is not victim]
@@ -150,6 +159,10 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
                 e[1] == wid for e in events(d, "demand-closed"))), rest, 60,
                 "the waiting demand closed by the new issuer")
             assert len(issuers(rest)) == 1
+            # the operator funded: the new issuer grants what the former one owed, once
+            await intake.submit(buy.transfer(OP_ID, GRANT))
+            await until(lambda: on_all(rest, lambda d: balance(d, newcomer.id) == GRANT),
+                        rest, 60, "the newcomer granted by the new issuer")
             for g in rest:
                 assert sorted(paid_batches(g.data_dir, aid)) == [0, 1]  # each once
                 assert not events(g.data_dir, "delivery-failed")
@@ -159,6 +172,9 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
                 assert not [t for t in txs if t.type == txm.TYPE_PROOF]
                 mine = [t.seq for t in txs if t.sender == OP_ID]
                 assert mine == sorted(set(mine))
+                granted = [t for t in txs if t.sender == OP_ID and t.type == txm.TYPE_TRANSFER
+                           and t.status == messages.STATUS_OK]
+                assert [t.events for t in granted] == [[["transfer", newcomer.id, GRANT]]]
             seqs = await op_subject_seqs(nc.jetstream())
             assert len(seqs) >= 3 and seqs == sorted(set(seqs)), seqs  # one tx per seq
             for g in gws:

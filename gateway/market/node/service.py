@@ -18,7 +18,8 @@ the service economy beyond executing transactions (docs/MARKET.md).
   verdicts on committed batches (checked against the stream store, after a
   grace period for readings still in flight; each kept pending and sent
   again with backoff until the chain shows the batch judged), CLOSE of expired agreements
-  and demands, an optional grant to newly registered devices, and the
+  and demands, an optional grant to newly registered devices (owed from the
+  block of the REGISTER until the chain shows it: grants.py), and the
   optional deployment of the agreement contract at start;
 - edge analytics: each configured DerivedService buys its source stream,
   keeps a rolling mean of it, offers the derived service and, once matched,
@@ -45,6 +46,7 @@ from gateway.ledger.state import KIND_CONTRACT, State
 from gateway.market.ledger import directory
 from gateway.market.ledger import rules as ledger
 from gateway.market.node.analytics import DerivedService, RollingMean
+from gateway.market.node.grants import GRANTS_FILE, ChainTxs, GrantBook
 from gateway.market.node.streams import StreamStore
 from gateway.node.config import STREAMS_FILE
 from shared import cbor, errors, messages, p256, stream, topics, txnames
@@ -57,6 +59,7 @@ VERDICT_GRACE_S = 3.0  # wait this long for readings still in flight
 VERDICT_RETRY_S = 2.0
 VERDICT_RETRY_MAX_S = 120.0
 RETRY_S = 10.0  # resend a keeper tx that did not land
+GRANTS_PER_TICK = 256  # fresh grants signed per tick at most
 BATCH = 4  # derived readings per commitment
 PLAUSIBILITY_ROUND_S = 60  # oracle rounds are minutes of block time
 FUEL = 50_000
@@ -97,6 +100,16 @@ class _Supply:
     first: int = 0
 
 
+@dataclass
+class _Grant:
+    """The last grant tx signed (or found pending) for one owed device."""
+
+    tx: bytes
+    seq: int
+    next_try: float
+    tries: int = 0
+
+
 def _awaits_verdict(state: State, p: _Pending) -> bool:
     """The batch is committed and not yet judged in an open agreement."""
     a = ledger.agreement(state, p.aid)
@@ -122,12 +135,13 @@ class Operator:
         self.domain = domain
         self.submit = submit
         self.seq = 0
+        self.taken = False  # the last tx sent was taken (admitted, pending or queued)
 
     def send(self, state: State, type_: int, body: dict[int, Any]) -> bytes:
         rec = state.get(self.id)
         self.seq = max(self.seq, rec.last_seq if rec else 0) + 1
         msg = txm.make(self.priv, self.id, type_, self.domain, self.seq, 0, body)
-        self.submit(msg)
+        self.taken = self.submit(msg) is not None
         return msg
 
     def call(self, state: State, method: str, *args: Any) -> bytes:
@@ -146,6 +160,10 @@ class MarketNode:
         self.op = Operator(authority_priv, domain, submit)
         self.streams = StreamStore(data_dir / STREAMS_FILE)
         self.grant = grant
+        # the devices owed their grant, folded from every applied block (grants.py)
+        self.grants = GrantBook(data_dir / GRANTS_FILE, self.op.id) if grant else None
+        self._granting: dict[bytes, _Grant] = {}  # owed device -> its grant tx in flight
+        self._unfunded = -1  # the operator's balance when it last could not grant
         self.fee_bps = fee_bps
         self.derived = derived
         self.data_prefix = topics.data(domain, "")
@@ -182,9 +200,16 @@ class MarketNode:
 
     def close(self) -> None:
         self.streams.close()
+        if self.grants is not None:
+            self.grants.close()
 
     # -- start: rebuild what is open from the state -------------------------------------
-    def start(self, state: State) -> None:
+    def start(self, state: State, chain: ChainTxs | None = None, head: int = 0) -> None:
+        """`chain` (the chain store, `head` its head height): the grants owed
+        are folded from the book's cursor up to `head` (a stop between a
+        block and its fold)."""
+        if self.grants is not None and chain is not None:
+            self.grants.catch_up(chain, head)
         for k, v in state.kv_range(ledger.AGREEMENTS):
             a = cbor.loads(v)
             if a["state"] == "open":
@@ -216,14 +241,16 @@ class MarketNode:
     def take_over(self, state: State, pending: list[txm.Tx], now: float | None = None) -> None:
         """This gateway has become the issuer of a replicated domain
         (gateway/cluster/issuer.py): what the former issuer left pending in
-        the mempool (`pending`: the authority's txs there) is not sent again
-        (its verdicts are kept as this node's, its CLOSEs as sent), what else
-        is due goes out at the next tick, and the contract is set up unless
-        an admin tx is pending."""
+        the mempool or the intake (`pending`: the authority's txs there) is
+        not sent again (its verdicts are kept as this node's, its CLOSEs as
+        sent, its grants as this node's), what else is due (also the grants
+        owed to devices registered since) goes out at the next tick, and the
+        contract is set up unless an admin tx is pending."""
         now = time.time() if now is None else now
         self._closing.clear()
         for p in self._pending.values():
             p.tries, p.next_try = 0, 0.0
+        self.grants_pending(pending, now)
         for t in pending:
             if t.type == txm.TYPE_CLOSE:
                 self._closing[t.body[1]] = now
@@ -235,6 +262,28 @@ class MarketNode:
                     p.next_try = now + VERDICT_RETRY_S
         if not any(t.type == txm.TYPE_CONTRACT_ADMIN for t in pending):
             self._set_up(state)
+
+    def grants_pending(self, txs: list[txm.Tx], now: float | None = None) -> None:
+        """Operator TRANSFERs that may still land (pending in the mempool, or in
+        the intake not read yet): each is its payee's grant, never signed again
+        while it may land (`_grants`). Also to a device not owed here yet: this
+        gateway may not have applied its REGISTER's block."""
+        if self.grants is None:
+            return
+        now = time.time() if now is None else now
+        for t in txs:
+            if t.type != txm.TYPE_TRANSFER or t.sender != self.op.id:
+                continue
+            g = self._granting.get(t.body[1])
+            if g is None or g.seq < t.seq:
+                self._granting[t.body[1]] = _Grant(t.message, t.seq, now + RETRY_S)
+
+    def applied(self, b: Block) -> None:
+        """A block became the head (every block, on every gateway, issuing or
+        not): the grants owed move along it."""
+        if self.grants is not None:
+            self.grants.fold_block(b.height, [(t.sender, t.type, r.status, r.events)
+                                              for t, r in zip(b.txs, b.receipts, strict=True)])
 
     def _upgrade_agreement(self, state: State) -> None:
         """An agreement deployment older than AGREEMENT_VERSION (v1: anyone
@@ -380,15 +429,6 @@ class MarketNode:
         offers_changed = False
         self._height, self._order, self._time = b.height, 0, b.time
         for t, r in zip(b.txs, b.receipts, strict=True):
-            if t.type == txm.TYPE_REGISTER and self.grant and r.status == messages.STATUS_OK \
-                    and self.issuing:
-                me = state.get(self.op.id)
-                if me is not None and me.balance >= self.grant:
-                    self.op.send(state, txm.TYPE_TRANSFER, {1: t.sender, 2: self.grant})
-                    self.log(f"market grant {self.grant} to {t.sender.hex()[:8]}")
-                else:
-                    self.log(f"market no grant for {t.sender.hex()[:8]}: the operator holds "
-                             f"{me.balance if me else 0}")
             if t.type in (txm.TYPE_OFFER, txm.TYPE_DEMAND) and r.status == messages.STATUS_OK:
                 self.log(f"market {_brief(t)} from={t.sender.hex()[:8]}")
             for e in r.events:
@@ -490,12 +530,57 @@ class MarketNode:
                     del self._pending[key]
             return
         self._keeper(state, now)
+        self._grants(state, now)
         self._verdicts(state, now)
         for d in self.derived:
             self._derive(d, state, now)
         for s in list(self._supplies.values()):
             if now >= s.next_at and s.index < s.quantity:
                 self._supply(s, state, now)
+
+    def _grants(self, state: State, now: float) -> None:
+        """A grant to each device the chain shows owed (grants.py). Never two:
+        a grant tx signed here or found pending (`grants_pending`) may land
+        as long as the operator's committed seq is below its seq, so until
+        then only that same tx is sent again (with backoff); a fresh one is
+        signed only once the chain has passed its seq without it (dropped,
+        refused, or failed). Grants in flight count against the operator's
+        balance; at most GRANTS_PER_TICK fresh ones per tick."""
+        if self.grants is None:
+            return
+        owed = self.grants.owed
+        me = state.get(self.op.id)
+        last = me.last_seq if me is not None else 0
+        for dev in [d for d, g in self._granting.items() if g.seq <= last and d not in owed]:
+            del self._granting[dev]  # landed (the chain shows the grant), or never will
+        funds = me.balance if me is not None else 0
+        for g in self._granting.values():
+            if g.seq > last:  # may still land: the same tx again, never another
+                funds -= self.grant
+                if now >= g.next_try:
+                    g.next_try = now + min(RETRY_S * 2 ** g.tries, VERDICT_RETRY_MAX_S)
+                    g.tries += 1
+                    self.op.submit(g.tx)
+        fresh = 0
+        for dev in owed:
+            g = self._granting.get(dev)
+            if (g is not None and g.seq > last) or state.get(dev) is None:
+                continue
+            if fresh == GRANTS_PER_TICK:
+                break
+            if funds < self.grant:
+                if self._unfunded != funds:
+                    self._unfunded = funds
+                    self.log(f"market no grant for {dev.hex()[:8]}: the operator holds "
+                             f"{me.balance if me else 0} ({len(owed)} owed)")
+                break
+            msg = self.op.send(state, txm.TYPE_TRANSFER, {1: dev, 2: self.grant})
+            if not self.op.taken:  # not issuing now, or refused: never lands
+                break
+            self._granting[dev] = _Grant(msg, self.op.seq, now + RETRY_S)
+            funds -= self.grant
+            fresh += 1
+            self.log(f"market grant {self.grant} to {dev.hex()[:8]}")
 
     def _verdicts(self, state: State, now: float) -> None:
         """Judge each committed batch once its readings are in (or its grace
