@@ -472,7 +472,9 @@ class Coordinator:
         elif not todo:
             self._said = ""
         now = time.monotonic()
-        want = {a.light for a in todo}
+        want = {a.light for a in todo} | set(waiting)
+        for x in sorted(self._noticed.keys() - want):  # seen to move, not moved by us
+            self.out(f"light node {x.hex()}: assigned by another coordinator meanwhile")
         self._noticed = {x: self._noticed.get(x, now) for x in want}
         wait = self.stagger_s * self.rank()
         done: list[AssignmentResult] = []
