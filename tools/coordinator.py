@@ -39,7 +39,8 @@ MQTT listener (`--broker` repeated); all of them decide the same.
   so its retained status stays "online". The gateways of a quorum domain
   (the genesis validators) announce "online" again every 5 s
   (gateway/cluster/replica.py STATUS_S): one of them silent for `max_age`
-  seconds counts as offline. Other nodes are judged by their last will.
+  seconds (25: after the gateways themselves decide it) counts as offline.
+  Other nodes are judged by their last will.
 - Two coordinators: each waits `stagger_s` times its rank among the active
   coordination nodes (by id) after it first sees a light node to move, then
   reads the chain again and submits only what is still to do, so the
@@ -81,7 +82,11 @@ OFFLINE = b"offline"
 RETRY_S = 5.0
 POLL_S = 0.5
 FAILOVER_S = 3.0  # s without its broker before moving to the next one
-MAX_AGE_S = 16.0  # a quorum gateway silent this long is offline (replica.STATUS_MAX_AGE_S)
+# a quorum gateway silent this long is offline: later than the gateways decide it
+# (gateway/cluster/replica.py STATUS_MAX_AGE_S, 16 s, from statuses they get over
+# QoS 1, which a NATS node's death can hold back ~8 s), so that when the move is
+# committed they no longer count the dead one among those answering devices
+MAX_AGE_S = 25.0
 STAGGER_S = 2.0  # s per rank among the coordination nodes before acting
 
 Out = Callable[[str], None]
@@ -210,6 +215,7 @@ class Coordinator:
         self._heard: dict[bytes, float] = {}  # node -> monotonic time of its last "online"
         self._lost_at: float | None = None  # when the broker connection went away
         self._noticed: dict[bytes, float] = {}  # light -> when it was first seen to move
+        self._unanswered: dict[bytes, bytes] = {}  # light -> full: submitted, no answer
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._client = None
@@ -473,8 +479,12 @@ class Coordinator:
             self._said = ""
         now = time.monotonic()
         want = {a.light for a in todo} | set(waiting)
-        for x in sorted(self._noticed.keys() - want):  # seen to move, not moved by us
-            self.out(f"light node {x.hex()}: assigned by another coordinator meanwhile")
+        for x in sorted(self._noticed.keys() - want):  # seen to move, moved meanwhile
+            if self._unanswered.pop(x, None) == lights.get(x):
+                self.out(f"light node {x.hex()}: full node {lights[x].hex()} in the chain "
+                         "(its assignment's answer did not come)")
+            else:
+                self.out(f"light node {x.hex()}: assigned by another coordinator meanwhile")
         self._noticed = {x: self._noticed.get(x, now) for x in want}
         wait = self.stagger_s * self.rank()
         done: list[AssignmentResult] = []
@@ -496,6 +506,7 @@ class Coordinator:
                                         if self.validators else {}))
             except (SubmitError, OSError, RuntimeError, queue.Empty) as e:
                 res = AssignmentResult(a, False, str(e) or type(e).__name__)
+                self._unanswered[a.light] = a.full
             else:
                 ok = reply.ok and reply.status == messages.STATUS_OK
                 res = AssignmentResult(a, ok, reply.describe())

@@ -99,7 +99,7 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    help="seconds to wait for each assignment's receipt (default 15)")
     c.add_argument("--max-age", type=positive_float, metavar="S",
                    help="a quorum gateway whose 'online' status was not repeated for S "
-                        "seconds is offline (default 16: it repeats it every 5)")
+                        "seconds is offline (default 25: it repeats it every 5)")
     c.add_argument("--stagger", type=non_negative_float, metavar="S",
                    help="seconds per rank among the coordination nodes before moving a "
                         "light node (default 2)")
