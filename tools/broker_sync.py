@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 
-def reload_by_pid_file(pid_file: Path) -> str:
-    """SIGHUP the process whose pid `pid_file` holds (mosquitto's pid_file,
-    read each time: a restarted mosquitto has a new pid); what was done, or
-    why not, as a log line."""
+def reload_by_pid_file(pid_file: Path, name: str = "mosquitto") -> str:
+    """SIGHUP the process whose pid `pid_file` holds (mosquitto's or a NATS
+    node's pid_file, read each time: a restarted broker has a new pid); what
+    was done, or why not, as a log line naming the broker `name`."""
     try:
         pid = int(pid_file.read_text().split()[0])
         os.kill(pid, signal.SIGHUP)
     except (OSError, ValueError, IndexError) as e:
-        return f"mosquitto not reloaded ({pid_file}: {e})"
-    return f"reloaded mosquitto (pid {pid})"
+        return f"{name} not reloaded ({pid_file}: {e})"
+    return f"reloaded {name} (pid {pid})"
 
 
 @dataclass

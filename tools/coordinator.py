@@ -27,6 +27,28 @@ What it does (`Coordinator.step`, also the unit the tests drive):
 - nothing moves back when a full node returns (no churn); with no full node
   online the light nodes wait (one line says so).
 
+Several machines (docs/CONSENSUS.md, "Three machines"): one coordinator per
+machine, each reading its own gateway's data dir and given every NATS node's
+MQTT listener (`--broker` repeated); all of them decide the same.
+- Brokers: it talks to the first broker that answers; when that one is gone
+  for `failover_s` it moves to the next (round robin, as a board does),
+  subscribes again and decides only once the new broker's retained statuses
+  are in.
+- A node on a machine that dies with its broker leaves no last will (the
+  broker holding its connection is gone; nats-server 2.15 publishes none),
+  so its retained status stays "online". The gateways of a quorum domain
+  (the genesis validators) announce "online" again every 5 s
+  (gateway/cluster/replica.py STATUS_S): one of them silent for `max_age`
+  seconds (25: after the gateways themselves decide it) counts as offline.
+  Other nodes are judged by their last will.
+- Two coordinators: each waits `stagger_s` times its rank among the active
+  coordination nodes (by id) after it first sees a light node to move, then
+  reads the chain again and submits only what is still to do, so the
+  first-ranked live one makes the assignment and the others find it made.
+  If two submit the same assignment anyway (their chains a block apart),
+  both are committed and the second changes nothing: the same full node,
+  and neither coordinator moves the light node again.
+
 The coordinator itself announces `tl/<d>/dev/<its id>/status` retained
 "online", with the last will "offline", and publishes "offline" on a clean
 stop.
@@ -44,7 +66,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +81,13 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 RETRY_S = 5.0
 POLL_S = 0.5
+FAILOVER_S = 3.0  # s without its broker before moving to the next one
+# a quorum gateway silent this long is offline: later than the gateways decide it
+# (gateway/cluster/replica.py STATUS_MAX_AGE_S, 16 s, from statuses they get over
+# QoS 1, which a NATS node's death can hold back ~8 s), so that when the move is
+# committed they no longer count the dead one among those answering devices
+MAX_AGE_S = 25.0
+STAGGER_S = 2.0  # s per rank among the coordination nodes before acting
 
 Out = Callable[[str], None]
 
@@ -134,17 +163,25 @@ class Coordinator:
     principal id when that is not the key's own id (a device whose key was
     rotated). `submit_fn` defaults to tools.submit.submit."""
 
-    def __init__(self, key: Any, broker_url: str, data_dir: Path | str,
+    def __init__(self, key: Any, broker_url: str | Sequence[str], data_dir: Path | str,
                  domain: str | None = None, *, authority: bytes | None = None,
                  node_id: bytes | None = None, timeout: float = 15.0,
                  retry_s: float = RETRY_S, out: Out = print,
-                 submit_fn: Callable[..., Any] | None = None) -> None:
+                 submit_fn: Callable[..., Any] | None = None,
+                 failover_s: float = FAILOVER_S, max_age: float | None = MAX_AGE_S,
+                 stagger_s: float = STAGGER_S) -> None:
         from gateway.db import genesis_files as genesis
         from gateway.node.config import DB_FILE, GENESIS_FILE
 
         self.key = key
         self.id = node_id or txm.device_id(key.public)
-        self.broker_url = broker_url
+        self.brokers = [broker_url] if isinstance(broker_url, str) else list(broker_url)
+        if not self.brokers:
+            raise CoordinatorError("no broker URL")
+        self._at = 0  # index of the broker in use
+        self.failover_s = failover_s
+        self.max_age = max_age
+        self.stagger_s = stagger_s
         self.data_dir = Path(data_dir)
         self.db = self.data_dir / DB_FILE
         g = None
@@ -165,6 +202,8 @@ class Coordinator:
                 pass
         from tools.submit import validators_of
         self.validators = validators_of(g)
+        # the heartbeat senders: a quorum domain's gateways, by validator id
+        self._beats = {txm.device_id(p) for p in (self.validators or (0, ()))[1]}
         self.timeout = timeout
         self.retry_s = retry_s
         self.out = out
@@ -173,6 +212,10 @@ class Coordinator:
         self._submit = submit_fn
         self._lock = threading.Lock()
         self._status: dict[bytes, bool] = {}
+        self._heard: dict[bytes, float] = {}  # node -> monotonic time of its last "online"
+        self._lost_at: float | None = None  # when the broker connection went away
+        self._noticed: dict[bytes, float] = {}  # light -> when it was first seen to move
+        self._unanswered: dict[bytes, bytes] = {}  # light -> full: submitted, no answer
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._client = None
@@ -194,7 +237,10 @@ class Coordinator:
         if reason_code.is_failure:
             return
         me = topics.status(self.domain, self.id.hex())
-        client.subscribe(topics.status(self.domain, "+"), qos=1)
+        # QoS 0: a status is a state, the next one replaces it; on NATS a QoS 1
+        # subscription is served through JetStream and stalls while a killed
+        # node's streams elect a leader, which would make live gateways look silent
+        client.subscribe(topics.status(self.domain, "+"), qos=0)
         client.publish(me, ONLINE, qos=1, retain=True)
         # A broker answers SUBSCRIBEs in order and sends a subscription's retained
         # messages before it handles the next one (mosquitto; amqtt awaits them):
@@ -205,6 +251,11 @@ class Coordinator:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if mid == self._sync_mid:
             self._synced.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if client is self._client:
+            self._synced.clear()
+            self._connected.clear()
 
     def _on_message(self, client, userdata, m) -> None:
         parts = m.topic.split("/")  # tl/<d>/dev/<id>/status
@@ -222,51 +273,119 @@ class Coordinator:
         with self._lock:
             changed = self._status.get(node) != (state == ONLINE)
             self._status[node] = state == ONLINE
+            if state == ONLINE:
+                self._heard[node] = time.monotonic()
         if changed:
             self._wake.set()
 
     def online(self) -> set[bytes]:
+        """Nodes whose status is "online", less the quorum's gateways silent
+        for more than max_age (gone with their broker, no last will)."""
+        now = time.monotonic()
         with self._lock:
-            return {n for n, up in self._status.items() if up}
+            return {n for n, up in self._status.items() if up and not (
+                self.max_age is not None and n in self._beats
+                and now - self._heard.get(n, now) > self.max_age)}
+
+    @property
+    def broker_url(self) -> str:
+        """The broker in use."""
+        return self.brokers[self._at]
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self, connect_timeout: float = 10.0) -> Coordinator:
-        import paho.mqtt.client as mqtt
-
         from gateway.broker.embedded import parse_url
         from gateway.db.store import Store
-        from tools.submit import login_for
 
         if not self.db.exists():
             raise CoordinatorError(f"no chain database at {self.db} (use --data-dir)")
+        for url in self.brokers:
+            try:
+                parse_url(url)
+            except ValueError as e:
+                raise CoordinatorError(str(e)) from None
         self._store = Store(self.db, readonly=True)
-        try:
-            host, port = parse_url(self.broker_url)
-        except ValueError as e:
-            raise CoordinatorError(str(e)) from None
+        why = []
+        for i in range(len(self.brokers)):
+            self._at = i
+            try:
+                self._connect()
+            except OSError as e:
+                why.append(f"cannot reach the broker at {self.broker_url}: {e}")
+                continue
+            if self._connected.wait(connect_timeout):
+                break
+            why.append(f"the broker at {self.broker_url} did not accept the coordinator "
+                       f"{self.id.hex()} within {connect_timeout:.0f} s")
+            self._drop()
+        else:
+            self.close()
+            raise CoordinatorError("; ".join(why))
+        # Decide only once the retained statuses are in: a partial view would put
+        # every light node on the first full node heard of (step() waits for it too).
+        self._synced.wait(connect_timeout)
+        self.refresh()
+        return self
+
+    def _connect(self) -> None:
+        """A client of the broker in use (connecting; paho reconnects it)."""
+        import paho.mqtt.client as mqtt
+
+        from gateway.broker.embedded import parse_url
+        from tools.submit import login_for
+
+        host, port = parse_url(self.broker_url)
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                         client_id=f"{self.id.hex()}-coordinator", protocol=mqtt.MQTTv311)
         c.username_pw_set(*login_for(self.key, self.domain, self.id))
         c.will_set(topics.status(self.domain, self.id.hex()), OFFLINE, qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=0.2, max_delay=5)
+        c.reconnect_delay_set(min_delay=0.2, max_delay=2)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
-        try:
-            c.connect(host, port, keepalive=30)
-        except OSError as e:
-            raise CoordinatorError(f"cannot reach the broker at {self.broker_url}: {e}") from None
-        c.loop_start()
+        c.on_disconnect = self._on_disconnect
+        self._connected.clear()
+        self._synced.clear()
         self._client = c
-        if not self._connected.wait(connect_timeout):
-            self.close()
-            raise CoordinatorError(f"the broker at {self.broker_url} did not accept the "
-                                   f"coordinator {self.id.hex()} within {connect_timeout:.0f} s")
-        # Decide only once the retained statuses are in: a partial view would put
-        # every light node on the first full node heard of.
-        self._synced.wait(connect_timeout)
-        self.refresh()
-        return self
+        c.connect(host, port, keepalive=30)
+        c.loop_start()
+        self._lost_at = None
+
+    def _drop(self) -> None:
+        """Let the client go without a word (its broker is gone or refuses)."""
+        c, self._client = self._client, None
+        self._connected.clear()
+        self._synced.clear()
+        if c is not None:
+            c.loop_stop()
+            try:
+                c.disconnect()
+            except (OSError, ValueError):
+                pass
+
+    def check_broker(self) -> bool:
+        """Move to the next broker when this one has been gone for failover_s;
+        True once connected with the retained statuses read."""
+        if self._synced.is_set():
+            self._lost_at = None
+            return True
+        now = time.monotonic()
+        if self._lost_at is None:
+            self._lost_at = now
+        if len(self.brokers) < 2 or now - self._lost_at < self.failover_s:
+            return False
+        old = self.broker_url
+        self._drop()
+        self._at = (self._at + 1) % len(self.brokers)
+        self._said = ""
+        try:
+            self._connect()
+        except OSError as e:
+            self._say_once(f"broker {old} gone; cannot reach {self.broker_url}: {e}")
+            self._lost_at = now  # the next one after failover_s
+            return False
+        self.out(f"broker {old} gone: now on {self.broker_url}")
+        return False
 
     def close(self) -> None:
         c, self._client = self._client, None
@@ -345,6 +464,8 @@ class Coordinator:
         from gateway.identity import statements as itx
         from tools.submit import SubmitError
 
+        if not self.check_broker():
+            return []
         self.refresh()
         if not self._is_coordination():
             self._say_once(f"waiting: {self.id.hex()} is not an active coordination node "
@@ -357,12 +478,23 @@ class Coordinator:
         elif not todo:
             self._said = ""
         now = time.monotonic()
+        want = {a.light for a in todo} | set(waiting)
+        for x in sorted(self._noticed.keys() - want):  # seen to move, moved meanwhile
+            if self._unanswered.pop(x, None) == lights.get(x):
+                self.out(f"light node {x.hex()}: full node {lights[x].hex()} in the chain "
+                         "(its assignment's answer did not come)")
+            else:
+                self.out(f"light node {x.hex()}: assigned by another coordinator meanwhile")
+        self._noticed = {x: self._noticed.get(x, now) for x in want}
+        wait = self.stagger_s * self.rank()
         done: list[AssignmentResult] = []
         for a in todo:
             if self._stop.is_set():
                 break
-            if self._retry_at.get(a.light, 0) > now:
+            if self._retry_at.get(a.light, 0) > now or now - self._noticed[a.light] < wait:
                 continue
+            if not self._still_to_do(a):
+                continue  # another coordinator's assignment is in the chain now
             self._said = ""
             m = itx.build_node_assign(self.key, self.domain, a.light, a.full, self._next_seq(),
                                       sender=self.id)
@@ -374,6 +506,7 @@ class Coordinator:
                                         if self.validators else {}))
             except (SubmitError, OSError, RuntimeError, queue.Empty) as e:
                 res = AssignmentResult(a, False, str(e) or type(e).__name__)
+                self._unanswered[a.light] = a.full
             else:
                 ok = reply.ok and reply.status == messages.STATUS_OK
                 res = AssignmentResult(a, ok, reply.describe())
@@ -381,12 +514,27 @@ class Coordinator:
                     self._recent[a.light] = (a.full, reply.height)
             if res.ok:
                 self._retry_at.pop(a.light, None)
+                self._noticed.pop(a.light, None)
             else:
                 self._retry_at[a.light] = time.monotonic() + self.retry_s
             self.out("assign %s: %s" % (a.describe(), res.text))
             done.append(res)
             self.assignments.append(res)
         return done
+
+    def rank(self) -> int:
+        """This coordinator's place among the active coordination nodes, by id."""
+        assert self._access is not None
+        ids = sorted(i for i, r in self._access.nodes()
+                     if r.node == roles.COORDINATION and r.status == ACTIVE)
+        return ids.index(self.id) if self.id in ids else 0
+
+    def _still_to_do(self, a: Assignment) -> bool:
+        """Re-read the chain: does the light node still need this assignment?"""
+        if not self.refresh():
+            return True
+        lights, fulls = self.view()
+        return any(x.light == a.light for x in plan(lights, fulls, self.online())[0])
 
     def run(self, stop: threading.Event | None = None, poll_s: float = POLL_S,
             seconds: float | None = None) -> None:

@@ -140,7 +140,14 @@ class NatsNode:
                 "}",
             ]
         if self.mqtt_port is not None:
-            lines += ["mqtt {", f"  listen: {_quote(f'{self.host}:{self.mqtt_port}')}", "}"]
+            lines += ["mqtt {", f"  listen: {_quote(f'{self.host}:{self.mqtt_port}')}"]
+            if self.cluster_port is not None:
+                # the MQTT sessions' and retained messages' streams on every node (up
+                # to 3): left to itself a node picks the number of routes it sees when
+                # the first client comes, 2 at a cluster's start, and an R2 stream
+                # stalls when one of its nodes dies (no MQTT login on the others)
+                lines.append(f"  stream_replicas: {min(3, len(self.routes) + 1)}")
+            lines.append("}")
         if self.include is not None:  # NATS resolves an include from the including file
             rel = os.path.relpath(Path(self.include).resolve(), self.base.resolve())
             lines.append(f"include {_quote(rel)}")

@@ -240,7 +240,9 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
                                    daemon=True)
         watcher.start()
         await _spawn("coordinator", [*me, "coordinator", "--key", str(base / COORDINATOR_KEY),
-                                     "--broker", url1, "--data-dir", str(dirs[0])],
+                                     "--broker", ",".join(  # node 1 first, then the others
+                                         f"mqtt://{x.host}:{x.mqtt_port}" for x in nats.nodes),
+                                     "--data-dir", str(dirs[0])],
                      run_dir, console, procs, pumps)
         # the boards power on once the coordinator has given each its gateway, so
         # each is answered by that gateway from its first transaction on

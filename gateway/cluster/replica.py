@@ -81,6 +81,9 @@ log = logging.getLogger("thingledger.cluster")
 
 RESEND_S = 0.5  # s between resends of this gateway's votes on blocks not yet final
 STATUS_S = 5.0  # s between this gateway's retained "online" statuses (_resend_loop)
+# a gateway silent this long is offline: one whose machine died with its NATS node
+# leaves no last will (the node holding its connection is gone), only silence
+STATUS_MAX_AGE_S = 3 * STATUS_S + 1
 KNOWN_HASHES = 4096  # recent block hashes kept to spot replayed votes
 APPLY_TIMEOUT = 30.0  # s a proposer waits for its own appended entry to be followed
 K_HEADER, K_TXS, K_PROPOSER, K_VOTE, K_PARENT = 1, 2, 3, 4, 5
@@ -173,6 +176,7 @@ class Replica:
         self._ids: tuple[int, list[bytes]] | None = None
         self._schedule: tuple[int, consensus.Schedule] | None = None  # (head height, schedule)
         self.online: dict[bytes, bool] = {}  # other gateways' last status (unknown: online)
+        self.heard: dict[bytes, float] = {}  # other gateways' last "online" (monotonic s)
         self.built: blocks.Block | None = None
         self.wake = asyncio.Event()
         self.final_event = asyncio.Event()
@@ -223,6 +227,8 @@ class Replica:
                 if i != self.validator_id:
                     was = self.online.get(i, True)
                     self.online[i] = payload == b"online"
+                    if self.online[i]:
+                        self.heard[i] = time.monotonic()
                     if was != self.online[i]:
                         self.gw.on_event(f"gateway {i.hex()[:8]} "
                                          f"{'online' if self.online[i] else 'offline'}")
@@ -243,13 +249,17 @@ class Replica:
         gateway is not known offline (its last will); otherwise, of the
         domain's gateways not known offline, the one at the device id modulo
         their number. Every gateway with the same view picks the same one, and
-        a device whose gateway goes offline is answered by a live one at once.
+        a device whose gateway goes offline is answered by a live one at once
+        (a gateway silent for STATUS_MAX_AGE_S counts as offline: its machine
+        may have died with its NATS node, which then sends no last will).
         The domain's gateways are the set of the next height: a gateway outside
         it (not added yet, or removed by a VALSET) answers no device."""
         ids = self.validator_ids()
         if self.validator_id not in ids:
             return False
-        live = [i for i in ids if i == self.validator_id or self.online.get(i, True)]
+        now = time.monotonic()
+        live = [i for i in ids if i == self.validator_id or (
+            self.online.get(i, True) and now - self.heard.get(i, now) <= STATUS_MAX_AGE_S)]
         rec = self.gw.led.state.get(device)
         if rec is not None and rec.assigned in live:
             return rec.assigned == self.validator_id

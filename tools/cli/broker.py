@@ -57,6 +57,7 @@ class Exporter:
     persons: dict[bytes, str]  # people's logins from --key
     files: Any = None  # broker_auth.FileAccess from --owner / --group (None: 0600, mine)
     nats: Path | None = None  # --nats FILE: the NATS authorization block instead
+    digest: str | None = None  # of the NATS file as last written (kept if unchanged)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Exporter:
@@ -122,8 +123,10 @@ class Exporter:
         if self.nats is not None:
             from gateway.broker.nats_export import export_nats
 
+            # on every head of a watch: rewritten (bcrypt, each user) only on a change
             ex = export_nats(self.nats, self.domain, access, creds, self.gateway,
-                             self.files or broker_auth.PRIVATE)
+                             self.files or broker_auth.PRIVATE, unchanged=self.digest)
+            self.digest = ex.digest
         else:
             assert self.out is not None
             ex = broker_auth.export_mosquitto(self.out, self.domain, access, creds,
@@ -173,7 +176,8 @@ def watch(job: Exporter, args: argparse.Namespace) -> int:
     log(f"watching the chain of {job.domain} in {job.data}: exports to {job.nats or job.out}"
         + (f", reloads the pid in {pid_file}" if pid_file else " (no --reload-pid-file)"))
     try:
-        Watch(job, job.head, (lambda: reload_by_pid_file(pid_file)) if pid_file else
+        name = "the NATS node" if job.nats is not None else "mosquitto"
+        Watch(job, job.head, (lambda: reload_by_pid_file(pid_file, name)) if pid_file else
               (lambda: None), log).run(stop, args.poll)
     except KeyboardInterrupt:
         pass
