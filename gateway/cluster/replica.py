@@ -416,6 +416,12 @@ class Replica:
                 continue
             fresh, already = split_committed(got, self._last_seq)
             settle = list(already)
+            for d in already:
+                if d.seq <= self._last_seq(d.sender) and self.serves(d.sender):
+                    # a device sending again what the chain holds (its receipt was
+                    # lost): the gateway serving it answers with the stored receipt,
+                    # as a lone gateway does (Gateway.handle's replay path)
+                    gw.handle(d.data)
             for d in fresh:
                 tid = gw.handle(d.data)
                 if tid is None:  # refused, or answered with its stored receipt

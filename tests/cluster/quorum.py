@@ -64,6 +64,17 @@ class Running:
     def store(self):
         return self.gw.led.store
 
+    def final_height(self) -> int:
+        """The height of this gateway's head once it is final and the store
+        shows it; -1 otherwise. The store's connection is the writer's, so it
+        shows a block while the writer thread commits it, before the head
+        moves and long before its certificate: a test that read the store's
+        head and head_final() apart could see a block with no certificate."""
+        h = self.gw.led.head.height
+        if not self.rep.head_final() or self.store.head().height != h:
+            return -1
+        return h
+
 
 async def until(pred: Callable[[], object], gws: list[Running], timeout: float,
                 what: str) -> None:

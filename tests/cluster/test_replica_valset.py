@@ -76,7 +76,7 @@ def test_a_running_cluster_follows_validator_set_changes(tmp_path, nats_cluster)
 
         async def block(message: bytes, height: int) -> None:
             await live[-1].rep.intake.submit(message)
-            await until(lambda: all(r.store.head().height == height and r.rep.head_final()
+            await until(lambda: all(r.final_height() == height
                                     for r in live), live, 30, f"block {height} final")
         try:
             assert not gws[3].rep.member_at(1) and gws[0].rep.member_at(1)
