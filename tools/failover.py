@@ -14,6 +14,7 @@ a chain commits at most once.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
@@ -45,6 +46,10 @@ class Brokers:
         self.urls = out
         self._first = 0
         self._lock = threading.Lock()
+        # "url: why" of each broker passed over, latest last (bounded); `passes`
+        # counts them all
+        self.passed_over: deque[str] = deque(maxlen=16)
+        self.passes = 0
 
     def __str__(self) -> str:
         return ",".join(self.urls)
@@ -59,6 +64,18 @@ class Brokers:
         """`url` answered: try it first from now on."""
         with self._lock:
             self._first = self.urls.index(url)
+
+    def pass_over(self, url: str, why: str) -> None:
+        """`url` failed (unreachable, silent, dropped): say so."""
+        with self._lock:
+            self.passed_over.append("%s: %s" % (url, why))
+            self.passes += 1
+
+    def since(self, passes: int) -> list[str]:
+        """The passed-over entries after the first `passes` (those still kept)."""
+        with self._lock:
+            n = min(self.passes - passes, len(self.passed_over))
+            return list(self.passed_over)[len(self.passed_over) - n:] if n > 0 else []
 
 
 def as_brokers(urls: str | Sequence[str] | Brokers) -> Brokers:
@@ -75,6 +92,7 @@ def connect_first(client: mqtt.Client, brokers: Brokers, keepalive: int = 30) ->
             client.connect(host, port, keepalive=keepalive)
         except OSError as e:
             failed.append("%s: %s" % (url, e))
+            brokers.pass_over(url, str(e))
             continue
         brokers.answered(url)
         return url
@@ -95,6 +113,7 @@ def submit_any(brokers: Brokers, domain: str, message: bytes, authority: bytes,
                        validators=validators)
         except SubmitError as e:
             failed.append("%s: %s" % (url, e))
+            brokers.pass_over(url, str(e))
             continue
         brokers.answered(url)
         return r

@@ -95,6 +95,11 @@ class NatsNode:
     routes: list[int] = field(default_factory=list)  # the other nodes' cluster ports
     host: str = HOST
     include: Path | None = None  # e.g. the authorization block of `broker export --nats`
+    # replicas of the MQTT listener's own streams (sessions, retained messages):
+    # the cluster's size up to 3, so that they outlive one node (NATS picks the
+    # number of nodes it sees at the first MQTT login otherwise, 2 in a 3-node
+    # cluster still forming, and a stream of 2 has no quorum without either)
+    mqtt_replicas: int | None = None
     pid_file: Path | None = None
     die_with_parent: bool = False  # SIGTERM when the starting thread dies (PR_SET_PDEATHSIG)
     proc: subprocess.Popen | None = None
@@ -140,7 +145,9 @@ class NatsNode:
                 "}",
             ]
         if self.mqtt_port is not None:
-            lines += ["mqtt {", f"  listen: {_quote(f'{self.host}:{self.mqtt_port}')}", "}"]
+            lines += ["mqtt {", f"  listen: {_quote(f'{self.host}:{self.mqtt_port}')}",
+                      *([f"  stream_replicas: {self.mqtt_replicas}"] if self.mqtt_replicas
+                        else []), "}"]
         if self.include is not None:  # NATS resolves an include from the including file
             rel = os.path.relpath(Path(self.include).resolve(), self.base.resolve())
             lines.append(f"include {_quote(rel)}")
@@ -319,6 +326,7 @@ class NatsCluster:
                 http_port=ports[n + i], mqtt_port=mqtt_port, cluster_port=cp,
                 routes=[p for j, p in enumerate(cluster_ports) if j != i and p is not None],
                 include=include, die_with_parent=die_with_parent,
+                mqtt_replicas=min(n, 3) if n > 1 else None,
                 pid_file=(Path(pid_dir) / f"{name}.pid") if pid_dir is not None else None))
 
     @property

@@ -252,6 +252,7 @@ def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = F
     skip: tuple[type[BaseException], ...] = (sqlite3.Error, RemoteError)
     if any(isinstance(s.store, RemoteStore) for s in (a, b)):
         skip += (errors.TLError, ValueError, TypeError, KeyError, IndexError)
+    passes = {s.domain: s.brokers.passes for s in (a, b)}
     try:
         while True:
             try:
@@ -259,6 +260,10 @@ def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = F
             except skip as e:
                 line("relay: pass skipped: %s" % (str(e) or type(e).__name__))
                 actions = []
+            for s in (a, b):  # brokers passed over for the next (tools/failover.py)
+                for why in s.brokers.since(passes[s.domain]):
+                    line("relay: %s broker passed over: %s" % (s.domain, why))
+                passes[s.domain] = s.brokers.passes
             for act in actions:
                 line("relay: %-7s in %s packet %d %s" % (act.what, act.domain, act.seq,
                                                          "ok" if act.ok else

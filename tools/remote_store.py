@@ -77,7 +77,6 @@ class QueryClient:
         self.url = ""  # the broker in use
         self._answers: queue.Queue[bytes | None] = queue.Queue()
         self._down = threading.Event()
-        self.failovers = 0  # times a request moved to another broker
         with self._lock:
             self._connect([], [])
 
@@ -105,12 +104,11 @@ class QueryClient:
         try:
             c.connect(host, port, keepalive=30)
         except OSError as e:
-            raise RemoteError("no-answer", "cannot reach %s: %s" % (url, e)) from None
+            raise RemoteError("no-answer", "cannot reach it: %s" % e) from None
         c.loop_start()
         if not subscribed.wait(self.timeout) or down.is_set():
             _shut(c)
-            raise RemoteError("no-answer", "%s did not confirm the subscription to %s"
-                              % (url, topic))
+            raise RemoteError("no-answer", "no subscription to %s confirmed" % topic)
         self.client, self.url, self._answers, self._down = c, url, answers, down
 
     def _connect(self, failed: list[str], why: list[str]) -> None:
@@ -124,7 +122,8 @@ class QueryClient:
                 self._open(url)
             except RemoteError as e:
                 failed.append(url)
-                why.append(e.detail)
+                why.append("%s: %s" % (url, e.detail))
+                self.brokers.pass_over(url, e.detail)
                 continue
             return
         raise RemoteError("no-answer", "; ".join(why))
@@ -155,9 +154,9 @@ class QueryClient:
                     got = self._ask_here(op, arg, limit, after)
                 except _Silent as e:
                     failed.append(url)
-                    why.append(str(e))
+                    why.append("%s: %s" % (url, e))
+                    self.brokers.pass_over(url, str(e))
                     self._drop()
-                    self.failovers += 1
                     continue
                 self.brokers.answered(url)
                 return got
@@ -168,7 +167,7 @@ class QueryClient:
         while not self._answers.empty():  # late copies of earlier answers
             self._answers.get_nowait()
         if self._down.is_set():
-            raise _Silent("%s: the connection dropped" % self.url)
+            raise _Silent("the connection dropped")
         self.client.publish(cq.request_topic(self.domain, self.requester),
                             cq.request(op, rid, arg, limit, after), qos=0)
         deadline = time.monotonic() + self.timeout
@@ -178,7 +177,7 @@ class QueryClient:
             except queue.Empty:
                 break
             if got is None or self._down.is_set():
-                raise _Silent("%s: the connection dropped during %s" % (self.url, op))
+                raise _Silent("the connection dropped during %s" % op)
             try:
                 aid, reason, detail, result, more = cq.parse_answer(got)
             except errors.TLError:
@@ -188,7 +187,7 @@ class QueryClient:
             if reason:
                 raise RemoteError(reason, detail)
             return result, more
-        raise _Silent("%s: no answer to %s within %.0f s" % (self.url, op, self.timeout))
+        raise _Silent("no answer to %s within %.0f s" % (op, self.timeout))
 
 
 class _Silent(Exception):
