@@ -16,7 +16,12 @@ relayed to B again and the acknowledgement relayed to A again; headers of B
 forged for A's client of B at A's replicated gateways (a key other than B's
 authority, no vote, another domain's id); each refused with its reason,
 nothing committed, nothing credited twice, A's client of B unchanged on all
-three gateways."""
+three gateways. Packet proofs forged at A's replicated gateways (an ack
+proven with another packet's receipt, a tampered ack value, altered packet
+bytes, a timeout whose absence B's state denies, a height A's client of B
+does not trust) and altered packet bytes relayed into B: each refused with
+its reason, nothing changed on all three. The relayer is given two NATS
+nodes of A: killed the first, it relays through the second."""
 
 from __future__ import annotations
 
