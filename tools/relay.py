@@ -2,7 +2,9 @@
 "Relayer"). It watches both domains' block topics over MQTT and, on every
 block (or every --interval seconds when no block comes), runs one pass of
 gateway/xdomain/relayer.py: header updates and packets with their proofs,
-submitted over MQTT to each domain's broker and answered by its gateway.
+submitted over MQTT to each domain's broker and answered by its gateway
+(several brokers of a domain may be given: each is tried in turn when the
+one in use is silent or down, tools/failover.py).
 Proofs are read from each domain's chain database, read-only (the relayer
 runs beside a full node of each domain, or on a copy of its data folder),
 or, without a data folder, asked of the domain's gateways over its broker
@@ -20,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +36,27 @@ from gateway.node.config import DB_FILE, GENESIS_FILE
 from gateway.xdomain import relayer
 from shared import cbor, errors, messages, topics
 from shared import tx as txm
+from tools.failover import Brokers, connect_first, submit_any
 from tools.keys import KeyPair
 from tools.remote_store import QueryClient, RemoteError, RemoteStore
-from tools.submit import SubmitError, login_for, next_seq, submit
+from tools.submit import SubmitError, login_for, next_seq
 
 
 @dataclass
 class Side:
     domain: str
     data_dir: Path | None  # None: read over the broker (chain queries)
-    broker: str
+    broker: str  # one URL, or several of the domain's brokers, comma-separated
     authority: bytes
     store: Store | RemoteStore
     quorum: bool = False  # a quorum domain: its receipts carry k votes of its set
+    # `broker` as a list, tried in turn (tools/failover.py); shared with the
+    # chain queries of a side read over its brokers
+    brokers: Brokers = field(init=False)
+
+    def __post_init__(self) -> None:
+        q = getattr(self.store, "q", None)
+        self.brokers = q.brokers if isinstance(q, QueryClient) else Brokers(self.broker)
 
 
 def receipt_set(side: Side) -> tuple | None:
@@ -77,7 +87,7 @@ def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0) -
     under the key's id (the login of an enforcing broker). The authority key
     and consensus are the genesis its gateway states: they only check the
     receipts the relayer reads back, never what the chains accept."""
-    store = RemoteStore(QueryClient(broker, domain, key.id.hex(),
+    store = RemoteStore(QueryClient(Brokers(broker), domain, key.id.hex(),
                                     login=login_for(key, domain), timeout=timeout))
     try:
         g = store.genesis()
@@ -107,8 +117,8 @@ def submitter(sides: dict[str, Side], timeout: float) -> relayer.Submit:
     def send(domain: str, message: bytes) -> tuple[bool, str]:
         s = sides[domain]
         try:
-            r = submit(s.broker, domain, message, s.authority, timeout=timeout,
-                       validators=receipt_set(s))
+            r = submit_any(s.brokers, domain, message, s.authority, timeout=timeout,
+                           validators=receipt_set(s))
         except SubmitError as e:
             return False, str(e)
         return r.ok and r.status == messages.STATUS_OK, r.reason
@@ -127,30 +137,32 @@ def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str
     msg = txm.make(key.private, key.id, txm.TYPE_REGISTER, side.domain, seq(), 0,
                    {1: key.public})
     try:
-        r = submit(side.broker, side.domain, msg, side.authority, timeout=timeout,
-                   validators=receipt_set(side))
+        r = submit_any(side.brokers, side.domain, msg, side.authority, timeout=timeout,
+                       validators=receipt_set(side))
     except SubmitError as e:
         return str(e)
     return "" if r.ok else r.reason
 
 
 class Watch:
-    """Wakes the relayer when a block of either domain is announced."""
+    """Wakes the relayer when a block of either domain is announced (on any
+    of each domain's brokers: one that is down leaves the others)."""
 
     def __init__(self, sides: list[Side]) -> None:
         self.event = threading.Event()
         self.clients = []
         for s in sides:
-            host, port = parse_url(s.broker)
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                            client_id="relayer-%d-%s" % (time.time_ns() % 10**9, s.domain),
-                            protocol=mqtt.MQTTv311)
-            c.on_message = lambda _c, _u, _m: self.event.set()
-            c.on_connect = (lambda topic: lambda cl, *_: cl.subscribe(topic, qos=0))(
-                topics.blocks(s.domain))
-            c.connect_async(host, port, keepalive=30)
-            c.loop_start()
-            self.clients.append(c)
+            for url in s.brokers.urls:
+                host, port = parse_url(url)
+                c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                client_id="relayer-%d-%s" % (time.time_ns() % 10**9, s.domain),
+                                protocol=mqtt.MQTTv311)
+                c.on_message = lambda _c, _u, _m: self.event.set()
+                c.on_connect = (lambda topic: lambda cl, *_: cl.subscribe(topic, qos=0))(
+                    topics.blocks(s.domain))
+                c.connect_async(host, port, keepalive=30)
+                c.loop_start()
+                self.clients.append(c)
 
     def wait(self, timeout: float) -> None:
         self.event.wait(timeout)
@@ -181,14 +193,19 @@ class Bridge:
 
     @staticmethod
     def _client(side: Side, key: KeyPair, subs: list[tuple[str, int]] | None) -> mqtt.Client:
-        host, port = parse_url(side.broker)
+        """A connection to the first of the side's brokers that accepts one
+        (kept, reconnected by paho, for the bridge's life); when none does
+        now, to the first, in the background."""
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                         client_id="%s-bridge-%d" % (key.id.hex()[:8], time.time_ns() % 10**9),
                         protocol=mqtt.MQTTv311)
         c.username_pw_set(*login_for(key, side.domain))
         if subs:
             c.on_connect = lambda cl, *_: cl.subscribe(subs)
-        c.connect_async(host, port, keepalive=30)
+        try:
+            connect_first(c, side.brokers)
+        except OSError:
+            c.connect_async(*parse_url(side.brokers.urls[0]), keepalive=30)
         c.loop_start()
         return c
 
@@ -235,6 +252,7 @@ def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = F
     skip: tuple[type[BaseException], ...] = (sqlite3.Error, RemoteError)
     if any(isinstance(s.store, RemoteStore) for s in (a, b)):
         skip += (errors.TLError, ValueError, TypeError, KeyError, IndexError)
+    passes = {s.domain: s.brokers.passes for s in (a, b)}
     try:
         while True:
             try:
@@ -242,6 +260,10 @@ def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = F
             except skip as e:
                 line("relay: pass skipped: %s" % (str(e) or type(e).__name__))
                 actions = []
+            for s in (a, b):  # brokers passed over for the next (tools/failover.py)
+                for why in s.brokers.since(passes[s.domain]):
+                    line("relay: %s broker passed over: %s" % (s.domain, why))
+                passes[s.domain] = s.brokers.passes
             for act in actions:
                 line("relay: %-7s in %s packet %d %s" % (act.what, act.domain, act.seq,
                                                          "ok" if act.ok else

@@ -9,6 +9,10 @@ or the buyer submits carries its proof against a header and certificate the
 receiving chain checks (a lying gateway can delay a relay, never forge
 one). Here a block's hash is checked to be its header's SHA-256 and a
 value's proof to be for the key asked; the rest is checked on chain.
+
+A requester may name several brokers of the domain (its NATS nodes, or the
+brokers of two of its gateways): a broker whose gateways are silent or whose
+connection drops is passed over for the next (tools/failover.py).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 import time
 import tomllib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,6 +38,7 @@ from gateway.ledger.genesis import Genesis
 from gateway.ledger.state import DeviceRecord
 from shared import cbor, errors
 from shared import chainquery as cq
+from tools.failover import Brokers, as_brokers
 
 MAX_ITEMS = 100_000  # items one paged read gathers at most (devices(), kv_range())
 CACHED = 64  # certificates kept from block answers
@@ -49,72 +54,150 @@ class RemoteError(RuntimeError):
 
 
 class QueryClient:
-    """One MQTT connection asking one domain's gateways; thread-safe
-    (one request at a time)."""
+    """One MQTT connection at a time asking one domain's gateways;
+    thread-safe (one request at a time).
 
-    def __init__(self, broker_url: str, domain: str, requester: str, *,
+    `brokers`: one URL, several (a comma-separated string, a sequence, or a
+    tools/failover.Brokers shared with a submitter): when the broker in use
+    gives no answer within `timeout`, or its connection drops, the request is
+    asked again through the next one, which is kept from then on
+    (RemoteError `no-answer` once every broker failed for one request)."""
+
+    def __init__(self, brokers: str | Sequence[str] | Brokers, domain: str, requester: str, *,
                  login: tuple[str, str] | None = None, timeout: float = 15.0) -> None:
         if not cq.is_requester(requester):
             raise ValueError("bad requester name %r" % requester)
         self.domain, self.requester, self.timeout = domain, requester, timeout
-        self.url = broker_url
-        self._answers: queue.Queue[bytes] = queue.Queue()
+        self.brokers = as_brokers(brokers)
+        self.login = login
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._salt = os.urandom(4)
-        host, port = parse_url(broker_url)
+        self.client: mqtt.Client | None = None
+        self.url = ""  # the broker in use
+        self._answers: queue.Queue[bytes | None] = queue.Queue()
+        self._down = threading.Event()
+        with self._lock:
+            self._connect([], [])
+
+    def _open(self, url: str) -> None:
+        """Connect to `url` and subscribe to the answers; RemoteError if not."""
+        answers: queue.Queue[bytes | None] = queue.Queue()
+        down = threading.Event()
+        host, port = parse_url(url)
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                        client_id="%s-q-%d" % (requester, time.time_ns() % 10**9),
+                        client_id="%s-q-%d" % (self.requester, time.time_ns() % 10**9),
                         clean_session=True, protocol=mqtt.MQTTv311)
-        if login:
-            c.username_pw_set(*login)
+        if self.login:
+            c.username_pw_set(*self.login)
         subscribed = threading.Event()
-        topic = cq.answer_topic(domain, requester)
+        topic = cq.answer_topic(self.domain, self.requester)
         c.on_connect = lambda cl, _u, _f, rc, _p: None if rc.is_failure else cl.subscribe(
             topic, qos=0)
         c.on_subscribe = lambda *_a: subscribed.set()
-        c.on_message = lambda _c, _u, m: self._answers.put(bytes(m.payload))
-        self.client = c
+        c.on_message = lambda _c, _u, m: answers.put(bytes(m.payload))
+
+        def dropped(*_a: Any) -> None:
+            down.set()
+            answers.put(None)  # wakes a request waiting on this connection
+        c.on_disconnect = dropped
         try:
             c.connect(host, port, keepalive=30)
         except OSError as e:
-            raise RemoteError("no-answer", "cannot reach %s: %s" % (broker_url, e)) from None
+            raise RemoteError("no-answer", "cannot reach it: %s" % e) from None
         c.loop_start()
-        if not subscribed.wait(timeout):
-            self.close()
-            raise RemoteError("no-answer", "%s did not confirm the subscription to %s"
-                              % (broker_url, topic))
+        if not subscribed.wait(self.timeout) or down.is_set():
+            _shut(c)
+            raise RemoteError("no-answer", "no subscription to %s confirmed" % topic)
+        self.client, self.url, self._answers, self._down = c, url, answers, down
+
+    def _connect(self, failed: list[str], why: list[str]) -> None:
+        """Connect to the first broker, in the list's order, not in `failed`
+        (each one that fails is added, with its reason to `why`);
+        RemoteError `no-answer` when none is left."""
+        for url in self.brokers.order():
+            if url in failed:
+                continue
+            try:
+                self._open(url)
+            except RemoteError as e:
+                failed.append(url)
+                why.append("%s: %s" % (url, e.detail))
+                self.brokers.pass_over(url, e.detail)
+                continue
+            return
+        raise RemoteError("no-answer", "; ".join(why))
+
+    def _drop(self) -> None:
+        if self.client is not None:
+            _shut(self.client)
+            self.client = None
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        with self._lock:
+            self._drop()
 
     def ask(self, op: str, arg: Any = None, limit: int | None = None,
             after: Any = None) -> tuple[Any, bool]:
-        """(result, more) of one request; RemoteError if refused or unanswered."""
+        """(result, more) of one request, asked through the next broker when
+        one does not answer in time or its connection drops; RemoteError if
+        refused (a gateway's answer: not asked again elsewhere) or if no
+        broker answered."""
         with self._lock:
-            rid = self._salt + next(self._ids).to_bytes(4, "big")
-            while not self._answers.empty():  # late copies of earlier answers
-                self._answers.get_nowait()
-            self.client.publish(cq.request_topic(self.domain, self.requester),
-                                cq.request(op, rid, arg, limit, after), qos=0)
-            deadline = time.monotonic() + self.timeout
-            while (left := deadline - time.monotonic()) > 0:
+            failed: list[str] = []
+            why: list[str] = []
+            while True:
+                if self.client is None:
+                    self._connect(failed, why)
+                url = self.url
                 try:
-                    got = self._answers.get(timeout=left)
-                except queue.Empty:
-                    break
-                try:
-                    aid, reason, detail, result, more = cq.parse_answer(got)
-                except errors.TLError:
-                    continue  # not an answer (anyone may write to an open broker)
-                if aid != rid:
-                    continue  # another gateway's copy of an earlier answer
-                if reason:
-                    raise RemoteError(reason, detail)
-                return result, more
-            raise RemoteError("no-answer", "%s: no answer to %s within %.0f s"
-                              % (self.url, op, self.timeout))
+                    got = self._ask_here(op, arg, limit, after)
+                except _Silent as e:
+                    failed.append(url)
+                    why.append("%s: %s" % (url, e))
+                    self.brokers.pass_over(url, str(e))
+                    self._drop()
+                    continue
+                self.brokers.answered(url)
+                return got
+
+    def _ask_here(self, op: str, arg: Any, limit: int | None, after: Any) -> tuple[Any, bool]:
+        assert self.client is not None
+        rid = self._salt + next(self._ids).to_bytes(4, "big")
+        while not self._answers.empty():  # late copies of earlier answers
+            self._answers.get_nowait()
+        if self._down.is_set():
+            raise _Silent("the connection dropped")
+        self.client.publish(cq.request_topic(self.domain, self.requester),
+                            cq.request(op, rid, arg, limit, after), qos=0)
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got = self._answers.get(timeout=left)
+            except queue.Empty:
+                break
+            if got is None or self._down.is_set():
+                raise _Silent("the connection dropped during %s" % op)
+            try:
+                aid, reason, detail, result, more = cq.parse_answer(got)
+            except errors.TLError:
+                continue  # not an answer (anyone may write to an open broker)
+            if aid != rid:
+                continue  # another gateway's copy of an earlier answer
+            if reason:
+                raise RemoteError(reason, detail)
+            return result, more
+        raise _Silent("no answer to %s within %.0f s" % (op, self.timeout))
+
+
+class _Silent(Exception):
+    """The broker in use gave no answer in time, or its connection dropped."""
+
+
+def _shut(c: mqtt.Client) -> None:
+    c.on_disconnect = None
+    c.disconnect()  # first: it wakes the network thread, which loop_stop joins
+    c.loop_stop()
 
 
 def _block(row: Any) -> BlockRecord:

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
-from gateway.broker.embedded import parse_url
 from gateway.ledger import keys
 from gateway.market.ledger import directory
 from gateway.market.ledger import rules as market
@@ -44,6 +43,7 @@ from gateway.xdomain import client as lc
 from gateway.xdomain import purchase, recorded, relayer
 from shared import errors, messages, stream, topics, txdecode
 from shared import tx as txm
+from tools.failover import connect_first
 from tools.keys import KeyPair
 from tools.relay import Seq, Side, ensure_registered, submitter
 from tools.submit import login_for
@@ -288,7 +288,7 @@ class CrossBuyer:
 
     # -- 4. readings ------------------------------------------------------------------
     def _client(self, side: Side, on: Callable[[mqtt.MQTTMessage], None]) -> mqtt.Client:
-        host, port = parse_url(side.broker)
+        """A connection to the first of the side's brokers that accepts one."""
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                         client_id="%s-xbuy-%d" % (self.key.id.hex()[:8], time.time_ns() % 10**9),
                         protocol=mqtt.MQTTv311)
@@ -297,7 +297,7 @@ class CrossBuyer:
         connected = queue.Queue()
         c.on_connect = lambda *_: connected.put(True)
         try:
-            c.connect(host, port, keepalive=30)
+            connect_first(c, side.brokers)
         except OSError as e:
             raise BuyError("cannot reach %s: %s" % (side.broker, e)) from None
         c.loop_start()

@@ -36,6 +36,7 @@ def test_default_config_is_the_run_layout(tmp_path):
     texts = [n.config_text() for n in c.nodes]
     for i, t in enumerate(texts):
         assert f'listen: "127.0.0.1:{1883 + i}"' in t.split("mqtt {")[1]
+        assert "stream_replicas: 3" in t.split("mqtt {")[1]  # MQTT logins outlive a node
         assert "sync_interval: always" in t and f'server_name: "nats{i + 1}"' in t
         others = [n.cluster_port for j, n in enumerate(c.nodes) if j != i]
         assert all(f"nats-route://127.0.0.1:{p}" in t for p in others)

@@ -28,13 +28,16 @@ from shared import cbor, header, reasons, stateproof, txdecode
 from shared import chainquery as cq
 from shared import tx as txm
 from shared import xpacket as xp
+from tests.support.brokers import free_port
 from tests.support.gwtest import Device
 from tests.support.waits import lines, wait_line
 from tests.xdomain.test_xdomain_e2e import A, B, Gateway
 from tools.build import tool
+from tools.failover import Brokers, submit_any
 from tools.relay import Seq, remote_side, submitter
 from tools.relay import run as relay_run
 from tools.remote_store import QueryClient, RemoteError, RemoteStore
+from tools.submit import SubmitError
 
 RELAYER = Device("relayer")
 
@@ -390,3 +393,67 @@ def test_pages_stay_under_the_answer_limit() -> None:
         after = page[-1][0]
     assert got == [b"c\x00", b"c\x01", b"c\x02"]
     assert (reason, detail) == (reasons.TOO_LARGE, "item over %d bytes" % cq.MAX_ANSWER)
+
+
+def test_a_silent_dropped_or_unreachable_broker_is_passed_over_for_the_next(
+        tmp_path: Path, mosquitto_broker: Any, amqtt_broker: Any) -> None:
+    """Several brokers of one domain (tools/failover.py): mosquitto, where
+    another reader of A's chain answers queries, and the broker of A's
+    gateway. Unreachable, dropped and silent brokers are passed over for
+    the next, for chain queries and for submissions."""
+    a = Gateway(tmp_path, A, {Device("alice", A).pub: 1000})
+    dead = "mqtt://127.0.0.1:%d" % free_port()
+    silent = amqtt_broker.url  # a broker where no gateway of A answers
+    other = QueryLink(QueryServer(A, lambda: Store(a.dir / DB_FILE, readonly=True), print,
+                                  genesis=(a.dir / "genesis.toml").read_bytes()),
+                      mosquitto_broker.url, "other")
+    other.start()
+    assert other.ready.wait(10)
+    q = None
+    try:
+        brokers = Brokers(",".join([dead, mosquitto_broker.url, a.url]))
+        q = QueryClient(brokers, A, "abc", timeout=30.0)
+        assert q.url == mosquitto_broker.url  # the first one refused the connection
+        assert brokers.passes == 1 and brokers.passed_over[0].startswith(dead + ": cannot reach")
+        rs = RemoteStore(q)
+        assert rs.genesis().domain == A and brokers.passes == 1
+        # mosquitto goes down: the request moves to A's gateway at once
+        mosquitto_broker.stop()
+        head = rs.head()
+        assert head is not None and head.hash == a.head()[1]
+        assert q.url == a.url and brokers.order()[0] == a.url
+        assert brokers.since(1) == [mosquitto_broker.url + ": the connection dropped"]
+        q.close()
+        # a silent broker first: no answer within the timeout, then the next
+        q = QueryClient(",".join([silent, a.url]), A, "abc", timeout=1.0)
+        assert q.url == silent
+        assert RemoteStore(q).get_block(0) is not None and q.url == a.url
+        assert q.brokers.since(0) == [silent + ": no answer to block within 1 s"]
+        assert RemoteStore(q).get_block(0) is not None and q.brokers.passes == 1  # kept
+        q.close()
+        # nobody answers: no-answer, naming each broker
+        q = QueryClient([dead, silent], A, "abc", timeout=1.0)
+        with pytest.raises(RemoteError) as e:
+            RemoteStore(q).head()
+        assert e.value.reason == "no-answer" and dead in e.value.detail \
+            and silent in e.value.detail, e.value
+        # submissions: the silent broker gives no answer, A's gateway commits
+        alice = Device("alice", A)
+        alice.seq = 1 << 30
+        subs = Brokers([silent, a.url])
+        r = submit_any(subs, A, alice.transfer(txm.device_id(a.auth_pub), 1), a.auth_pub,
+                       timeout=3.0)
+        assert r.ok and r.status == 0 and subs.order()[0] == a.url, r
+        assert subs.passes == 1 and subs.passed_over[0].startswith(silent + ": no answer")
+        assert a.balance(alice.id) == 999
+        with pytest.raises(SubmitError) as se:
+            submit_any(Brokers([dead]), A, alice.transfer(txm.device_id(a.auth_pub), 1),
+                       a.auth_pub, timeout=3.0)
+        assert dead in str(se.value)
+        with pytest.raises(ValueError):
+            Brokers("%s,,%s" % (a.url, silent))
+    finally:
+        if q is not None:
+            q.close()
+        other.stop()
+        a.stop()

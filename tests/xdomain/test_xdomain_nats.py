@@ -16,7 +16,13 @@ relayed to B again and the acknowledgement relayed to A again; headers of B
 forged for A's client of B at A's replicated gateways (a key other than B's
 authority, no vote, another domain's id); each refused with its reason,
 nothing committed, nothing credited twice, A's client of B unchanged on all
-three gateways."""
+three gateways. Packet proofs forged at A's replicated gateways (an ack
+proven with another packet's receipt, a tampered ack value, altered packet
+bytes, a timeout whose absence B's state denies, a height A's client of B
+does not trust) and altered packet bytes relayed into B: each refused with
+its reason, nothing changed on all three. The relayer is given two NATS
+nodes of A: when the first one's machine goes down (gw1 stopped, its node
+killed), it relays through the second."""
 
 from __future__ import annotations
 
@@ -25,9 +31,11 @@ import queue
 import re
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.cluster.log import retry
 from gateway.db.genesis_files import write_key
 from gateway.node.config import KEY_FILE
 from gateway.xdomain import client as lc
@@ -48,10 +56,10 @@ from tests.cluster.quorum import (
 )
 from tests.support.gwtest import Device, key
 from tests.support.nats import run
-from tests.support.waits import lines, wait_line
+from tests.support.waits import drain, lines, wait_line
 from tests.xdomain.test_xdomain_e2e import Gateway, cli
 from tools.build import tool
-from tools.submit import submit, validators_of
+from tools.submit import next_seq, submit, validators_of
 
 B = "dom-b"
 
@@ -95,13 +103,26 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_acknowledged_and_re
     write_key(tmp_path / "relayer.key", key("relayer")[0])
     b = Gateway(tmp_path, B, {bob.pub: 500})
     dirs = make_dirs(tmp_path / "a", [alice])
-    a_url = "mqtt://127.0.0.1:%d" % nats_cluster.nodes[1].mqtt_port
+    # the relayer reads and submits to A through two of its NATS nodes (node 1 first)
+    a_urls = ",".join("mqtt://127.0.0.1:%d" % n.mqtt_port for n in nats_cluster.nodes[1:])
 
     async def body() -> None:
         gws = [Running(config(d, i, nats_cluster)) for i, d in enumerate(dirs)]
         for r in gws:
             await r.start()
-        rel = None
+        rel: subprocess.Popen | None = None
+        down: set[int] = set()  # gateways stopped by the test
+
+        def relay(*extra: str) -> subprocess.Popen:
+            return subprocess.Popen(
+                # A read over NATS nodes' MQTT listeners (no data folder): each of
+                # the three replicated gateways answers its chain queries
+                [tool("thingledger"), "relay", "--from", DOMAIN, "--to", B,
+                 "--to-dir", str(b.dir), "--from-broker", a_urls,
+                 "--to-broker", b.url, "--key", str(tmp_path / "relayer.key"),
+                 "--interval", "0.5", *extra],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
         try:
             intake = gws[0].rep.intake
             # A's owner creates A's client of B at B's head (block 1 of A, final)
@@ -139,14 +160,7 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_acknowledged_and_re
             # B passes that height (bob pays 1 to B's authority)
             paid = await asyncio.to_thread(b.send, bob.transfer(txm.device_id(b.auth_pub), 1))
             assert paid.ok and b.head()[0] >= due, paid
-            rel = subprocess.Popen(
-                # A read over a NATS node's MQTT listener (no data folder): each of
-                # the three replicated gateways answers its chain queries
-                [tool("thingledger"), "relay", "--from", DOMAIN, "--to", B,
-                 "--to-dir", str(b.dir), "--from-broker", a_url,
-                 "--to-broker", b.url, "--key", str(tmp_path / "relayer.key"),
-                 "--interval", "0.5"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            rel = relay()
             q, seen = lines(rel), []
             await asyncio.to_thread(wait_all, q, [
                 r"relay: recv +in %s packet 1 ok" % B, r"relay: ack +in %s packet 1 ok" % DOMAIN,
@@ -176,13 +190,58 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_acknowledged_and_re
             assert got is not None and cbor.loads(got[1]) == [xp.ACK_OK, ""]
             rel.send_signal(signal.SIGINT)
             assert await asyncio.to_thread(rel.wait, 30) == 0, seen
-            await refusals(gws, b)
+            rel = None
+
+            async def failover() -> None:
+                """A relayer again, on two NATS nodes of A: the machine of the
+                one it uses goes down (gw1, then its node), the relayer goes on
+                through the other with the two gateways left (k = 2)."""
+                nonlocal rel
+                rel = relay()
+                q, seen = lines(rel), []
+                # packet 4, left open by forged_proofs, relayed through node 1 of A
+                await asyncio.to_thread(wait_all, q, [
+                    r"relay: recv +in %s packet 4 ok" % B,
+                    r"relay: ack +in %s packet 4 ok" % DOMAIN], 60, seen)
+                dead = nats_cluster.nodes[1]
+                await gws[1].stop()  # says it is offline: the others answer its senders
+                down.add(1)
+                dead.kill()
+                live = [gws[0], gws[2]]
+                bob_before = b.balance(bob.id)
+                alice.seq = (1 << 40) + 100  # past forged_proofs' seqs of alice
+                fifth = alice.make(txdecode.TYPE_SEND, {1: B, 2: bob.id, 3: 40, 4: 0,
+                                                        5: 2_000_000_000})
+                # (the intake's stream may be electing a leader: retried until stored)
+                await retry(lambda: intake.submit(fifth, timeout=2.0), 30, "submit packet 5")
+                await asyncio.to_thread(
+                    wait_line, q, r"relay: %s broker passed over: mqtt://127.0.0.1:%d: the "
+                    r"connection dropped" % (DOMAIN, dead.mqtt_port), 30, seen)
+                # packet 5 credited in B and settled in A, node 1 dead throughout: its
+                # proofs read and its ack submitted through node 2
+                try:
+                    await until(lambda: all(r.rep.head_final()
+                                            and kv(r, xp.packet_key(B, 5)) is None
+                                            and balance(r, rules.ESCROW) == 0 for r in live)
+                                and xp.ack(xp.ACK_OK) == b.kv(xp.receipt_key(DOMAIN, 5)),
+                                live, 60, "packet 5 relayed and settled on the two left")
+                except AssertionError as e:
+                    raise AssertionError("%s\nrelayer: %s" % (e, "\n".join(
+                        drain(q, seen, 1.0)[-30:]))) from None
+                assert b.balance(bob.id) == bob_before + 40
+                assert all(balance(r, alice.id) == 900 - 30 - 20 - 40 for r in live)
+                assert not [x for x in seen if "passed over" in x and str(dead.mqtt_port) not in x]
+                rel.send_signal(signal.SIGINT)
+                assert await asyncio.to_thread(rel.wait, 30) == 0, seen
+
+            await refusals(gws, b, failover)
         finally:
             if rel is not None and rel.poll() is None:
                 rel.send_signal(signal.SIGINT)
                 await asyncio.to_thread(rel.wait, 30)
-            for r in gws:
-                await r.stop()
+            for i, r in enumerate(gws):
+                if i not in down:
+                    await r.stop()
 
     try:
         run(body, 120)
@@ -190,7 +249,8 @@ def test_a_transfer_from_a_quorum_domain_on_nats_is_credited_acknowledged_and_re
         b.stop()
 
 
-async def refusals(gws: list[Running], b: Gateway) -> None:
+async def refusals(gws: list[Running], b: Gateway,
+                   before_freeze: Callable[[], Awaitable[None]]) -> None:
     """With the relayer stopped: forged headers of A at B, the packet relayed
     to B again and its acknowledgement relayed to A again, all refused; then
     two of A's validators equivocate and B's client of A freezes."""
@@ -205,7 +265,7 @@ async def refusals(gws: list[Running], b: Gateway) -> None:
     v0, v1 = sorted(VALIDATORS[:2], key=lambda kp: pubs.index(kp[1]))
     i0, i1 = pubs.index(v0[1]), pubs.index(v1[1])
     relayer = Device("relayer", B)
-    relayer.seq = 1 << 50
+    relayer.seq = next_seq()  # ms since the epoch: a relayer process later goes on from there
     client_before, head_before = b.kv(xp.client_key(DOMAIN)), b.head()
 
     async def update(cert: list[Any], hdr: bytes = hb) -> Any:
@@ -231,7 +291,7 @@ async def refusals(gws: list[Running], b: Gateway) -> None:
     # the acknowledgement relayed to A again: refused by the quorum, nothing moves
     ack = relayed(gws[0].store, "ack", 1)
     a_relayer = Device("relayer", DOMAIN)
-    a_relayer.seq = 1 << 50
+    a_relayer.seq = next_seq()
     a_url = gws[1].gw.cfg.broker_url
     msg = a_relayer.make(txdecode.TYPE_RELAY, ack.body)
     rep = await asyncio.to_thread(lambda: submit(
@@ -241,6 +301,9 @@ async def refusals(gws: list[Running], b: Gateway) -> None:
     alice = Device("alice", DOMAIN).id
     assert all((balance(r, rules.ESCROW), balance(r, alice)) == (0, 900) for r in gws)
     await forged_headers_of_b(gws, b, a_relayer, a_url)
+    await forged_proofs(gws, b, relayer, a_relayer, a_url)
+    await before_freeze()
+    relayer.seq = next_seq()  # past the relayer process's seqs
     # two of A's validators certify a twin of a header B trusts: B's client of A freezes
     latest = client_of_a(b).latest
     trusted = gws[0].store.get_block(latest)
@@ -294,3 +357,111 @@ async def forged_headers_of_b(gws: list[Running], b: Gateway, sender: Device, a_
             assert rep.detail == detail, rep
     await until(lambda: all(r.rep.head_final() for r in gws), gws, 30, "A's heads final")
     assert [state(r) for r in gws] == before
+
+
+async def forged_proofs(gws: list[Running], b: Gateway, relayer: Device, a_relayer: Device,
+                        a_url: str) -> None:
+    """Packet proofs forged against a quorum domain. Alice sends packet n (due
+    at a height of B) and m; B's client of A is brought to a header of A
+    committing n, whose bytes altered are refused by B (`packet-proof`) and
+    then received as they are. B passes n's timeout; A's client of B is
+    brought to B's head, which holds n's receipt. Sent to A's replicated
+    gateways through a NATS node: an ack of m with n's proof, n's ack with
+    its value tampered (a failed ack would refund what B credited), n's
+    bytes altered, a timeout of n (B holds its receipt) and n's ack against
+    a height A's client of B does not trust: each refused with its reason,
+    escrow, balances, packets and client unchanged on all three gateways, on
+    one head; n's genuine ack then settles it."""
+    alice, bob = Device("alice", DOMAIN), Device("bob", B)
+    alice.seq = bob.seq = 1 << 40
+    intake = gws[0].rep.intake
+    n = cbor.loads(kv(gws[0], xp.next_seq_key(B)) or b"") + 1
+    m = n + 1
+    due = b.head()[0] + 4
+    await intake.submit(alice.make(txdecode.TYPE_SEND, {1: B, 2: bob.id, 3: 30, 4: due, 5: 0}))
+    await intake.submit(alice.make(txdecode.TYPE_SEND, {1: B, 2: bob.id, 3: 20, 4: 0,
+                                                        5: 2_000_000_000}))
+    await until(lambda: all(r.rep.head_final() and kv(r, xp.packet_key(B, m)) is not None
+                            for r in gws), gws, 30, "packets n and m open on all three")
+    got = gws[0].store.prove_kv(xp.packet_key(B, n))
+    assert got is not None and got[1] is not None
+    blk, packet_n, proof_n = got
+    await until(lambda: gws[0].store.certificate(blk.height) is not None, gws, 30,
+                "A's header committing n final")
+    cert = gws[0].store.certificate(blk.height)
+    rep = await asyncio.to_thread(b.send, relayer.make(txdecode.TYPE_CLIENT_UPDATE, {
+        1: DOMAIN, 2: [[blk.header_bytes, cert, None]]}))
+    assert rep.ok and rep.status == 0, rep
+    # n's bytes altered (a larger amount, another recipient), n's genuine proof: B refuses
+    p = xp.decode(packet_n)
+    bob_before = b.balance(bob.id)
+    b_before = b.head()
+    for altered in (xp.encode(p[1], p[2], p[3], p[4], p[5], p[6] * 10, p[7], p[8]),
+                    xp.encode(p[1], p[2], p[3], p[4], Device("mallory", B).id, p[6], p[7],
+                              p[8])):
+        rep = await asyncio.to_thread(b.send, relayer.make(txdecode.TYPE_RELAY, {
+            1: "recv", 2: altered, 3: blk.height, 4: proof_n}))
+        assert (rep.ok, rep.reason, rep.detail) == (False, errors.BAD_PROOF, "packet-proof"), rep
+    assert b.head() == b_before and b.kv(xp.receipt_key(DOMAIN, n)) is None
+    assert b.balance(bob.id) == bob_before
+    rep = await asyncio.to_thread(b.send, relayer.make(txdecode.TYPE_RELAY, {
+        1: "recv", 2: packet_n, 3: blk.height, 4: proof_n}))
+    assert rep.ok and rep.status == 0, rep
+    assert b.balance(bob.id) == bob_before + 30
+    while b.head()[0] < due:  # B passes n's timeout height (bob pays 1 to B's authority)
+        paid = await asyncio.to_thread(b.send, bob.transfer(txm.device_id(b.auth_pub), 1))
+        assert paid.ok, paid
+    # A's client of B brought to B's head, which holds n's receipt
+    with b.store() as s:
+        bgot = s.prove_kv(xp.receipt_key(DOMAIN, n))
+        assert bgot is not None
+        bcert = s.certificate(bgot[0].height)
+    bblk, ack_n, proof_ack = bgot
+    assert ack_n == xp.ack(xp.ACK_OK) and bblk.height >= due and bcert is not None
+    validators = validators_of(gws[0].gw.led.genesis)
+
+    async def to_a(kind: int, body: dict[int, Any]) -> Any:
+        msg = a_relayer.make(kind, body)
+        return await asyncio.to_thread(lambda: submit(
+            a_url, DOMAIN, msg, AUTHORITY[1], timeout=20, validators=validators))
+
+    rep = await to_a(txdecode.TYPE_CLIENT_UPDATE, {1: B, 2: [[bblk.header_bytes, bcert, None]]})
+    assert rep.ok and rep.status == 0, rep
+    untrusted = bblk.height - 1  # a height of B never sent to A's client
+    assert kv(gws[0], xp.header_key(B, bblk.height)) is not None
+    assert kv(gws[0], xp.header_key(B, untrusted)) is None
+    packet_m = kv(gws[0], xp.packet_key(B, m))
+    assert packet_m is not None
+
+    def state(r: Running) -> tuple[Any, ...]:
+        return (balance(r, rules.ESCROW), balance(r, alice.id), balance(r, a_relayer.id),
+                kv(r, xp.packet_key(B, n)), kv(r, xp.packet_key(B, m)), kv(r, xp.client_key(B)),
+                r.store.kv_range(xp.headers_of(B)))
+
+    await until(lambda: all(r.rep.head_final() for r in gws)
+                and len({r.gw.led.head.hash for r in gws}) == 1, gws, 30, "one final head")
+    before = [state(r) for r in gws]
+    assert before[0][0] == 50 and before[0][3] == packet_n and all(x == before[0] for x in before)
+    altered_n = xp.encode(p[1], p[2], p[3], p[4], p[5], p[6] + 1, p[7], p[8])
+    cases = [
+        ({1: "ack", 2: packet_m, 3: bblk.height, 4: proof_ack, 5: ack_n}, "ack-proof"),
+        ({1: "ack", 2: packet_n, 3: bblk.height, 4: proof_ack,
+          5: xp.ack(xp.ACK_FAILED, "unknown-device")}, "ack-proof"),
+        ({1: "ack", 2: altered_n, 3: bblk.height, 4: proof_ack, 5: ack_n}, "packet-mismatch"),
+        ({1: "timeout", 2: packet_n, 3: bblk.height, 4: proof_ack}, "absence-proof"),
+        ({1: "ack", 2: packet_n, 3: untrusted, 4: proof_ack, 5: ack_n}, "untrusted-height"),
+    ]
+    for body, detail in cases:
+        rep = await to_a(txdecode.TYPE_RELAY, body)
+        assert (rep.ok, rep.reason, rep.detail) == (False, errors.BAD_PROOF, detail), (detail, rep)
+    await until(lambda: all(r.rep.head_final() for r in gws)
+                and len({r.gw.led.head.hash for r in gws}) == 1, gws, 30, "one final head")
+    assert [state(r) for r in gws] == before
+    # the genuine ack: n closed, its 30 burnt (it exists in B); m still open
+    rep = await to_a(txdecode.TYPE_RELAY, {1: "ack", 2: packet_n, 3: bblk.height, 4: proof_ack,
+                                           5: ack_n})
+    assert rep.ok and rep.status == 0, rep
+    await until(lambda: all(r.rep.head_final() and balance(r, rules.ESCROW) == 20
+                            and kv(r, xp.packet_key(B, n)) is None for r in gws),
+                gws, 30, "n settled on all three")
+    assert all(balance(r, alice.id) == before[0][1] for r in gws)

@@ -16,7 +16,8 @@
         here: --domain B and no genesis in --data-dir)
     thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
     thingledger relay (--from-dir DIR_A | --from A) (--to-dir DIR_B | --to B) --key FILE
-        [--from-broker URL] [--to-broker URL] [--once] [--interval S] [--seconds S]
+        [--from-broker URL[,URL...]] [--to-broker URL[,URL...]] [--once] [--interval S]
+        [--seconds S]
         [--bridge]   also republish A's offers and market streams in B
 
 Readers open the database read-only and work while the gateway writes.
@@ -196,8 +197,13 @@ def _side(key: Any, folder: str | None, domain: str | None, broker: str, timeout
           what: str) -> Any:
     """A domain read from its data folder, or over its broker (chain queries)."""
     from tools import relay
+    from tools.failover import Brokers
     from tools.remote_store import RemoteError
 
+    try:
+        Brokers(broker)
+    except ValueError as e:
+        raise UsageError("bad broker list %r: %s" % (broker, e)) from None
     if folder:
         side = relay.open_side(Path(folder), broker)
         if domain and domain != side.domain:
@@ -225,12 +231,13 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 def cmd_buy(args: argparse.Namespace) -> int:
     from gateway.node.config import GENESIS_FILE
-    from tools import relay, xbuy
+    from tools import xbuy
 
     key = load_key_file(args.key)
     here = data_dir(args)
-    home = relay.open_side(here, args.broker) if (here / GENESIS_FILE).exists() or \
-        not args.domain else _side(key, None, args.domain, args.broker, args.timeout, "--domain")
+    home = _side(key, str(here), None, args.broker, args.timeout, "--domain") \
+        if (here / GENESIS_FILE).exists() or not args.domain \
+        else _side(key, None, args.domain, args.broker, args.timeout, "--domain")
     there = _side(key, args.of_dir, args.of, args.of_broker, args.timeout, "--of")
     via = parse_id(args.via, "--via") if args.via else None
 
@@ -319,8 +326,9 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                         "without it, --of names the domain and its gateways are asked over "
                         "--of-broker")
     b.add_argument("--of", metavar="DOMAIN", help="the market's domain (checked)")
-    b.add_argument("--of-broker", default=DEFAULT_BROKER, metavar="URL",
-                   help="the market domain's broker (its transactions go there)")
+    b.add_argument("--of-broker", default=DEFAULT_BROKER, metavar="URL[,URL...]",
+                   help="the market domain's broker (its transactions go there); several, "
+                        "comma-separated: the next is asked when one is silent or down")
     b.add_argument("--service", required=True)
     b.add_argument("--quantity", required=True, type=non_negative_int)
     b.add_argument("--max-price", type=non_negative_int, default=None, metavar="P")
@@ -338,8 +346,12 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                    help="A's data folder (without it: A is read over --from-broker)")
     r.add_argument("--to-dir", metavar="DIR",
                    help="B's data folder (without it: B is read over --to-broker)")
-    r.add_argument("--from-broker", default=DEFAULT_BROKER, metavar="URL")
-    r.add_argument("--to-broker", default=DEFAULT_BROKER, metavar="URL")
+    r.add_argument("--from-broker", default=DEFAULT_BROKER, metavar="URL[,URL...]",
+                   help="A's broker; several of A's brokers (its NATS nodes, or two "
+                        "gateways' brokers), comma-separated: the next is asked when the one "
+                        "in use is silent or down")
+    r.add_argument("--to-broker", default=DEFAULT_BROKER, metavar="URL[,URL...]",
+                   help="B's broker, or several, as --from-broker")
     r.add_argument("--key", required=True, metavar="FILE", help="the relayer's key file")
     r.add_argument("--once", action="store_true", help="one pass, then exit")
     r.add_argument("--interval", type=positive_float, default=2.0, metavar="S",

@@ -1,0 +1,120 @@
+"""Several brokers of one domain, tried in turn (docs/CROSSDOMAIN.md,
+"Relayer"): a domain's NATS nodes, or the brokers of two gateways of the
+domain. Whoever reads a domain over its brokers (tools/remote_store.QueryClient)
+or submits to it (submit_any) keeps to the broker that answered last and
+moves to the next one when that broker's gateway does not answer in time,
+its connection drops or it cannot be reached; a broker that failed is tried
+again once the others have failed too.
+
+Trying another broker is safe for what is asked: a chain query reads, and a
+transaction sent again is the same transaction (same sender and seq), which
+a chain commits at most once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+
+import paho.mqtt.client as mqtt
+
+from gateway.broker.embedded import parse_url
+from tools.submit import Reply, SubmitError, submit
+
+MAX_BROKERS = 8
+
+
+class Brokers:
+    """An ordered list of broker URLs and the one to try first (thread-safe).
+    Built from one URL, a comma-separated list (the CLI's form) or a sequence;
+    ValueError names a URL that is not mqtt://host:port."""
+
+    def __init__(self, urls: str | Sequence[str]) -> None:
+        items = urls.split(",") if isinstance(urls, str) else list(urls)
+        out: list[str] = []
+        for u in (x.strip() for x in items):
+            if not u:
+                raise ValueError("an empty broker URL in %r" % (urls,))
+            parse_url(u)
+            if u not in out:
+                out.append(u)
+        if not out:
+            raise ValueError("no broker URL")
+        if len(out) > MAX_BROKERS:
+            raise ValueError("at most %d broker URLs" % MAX_BROKERS)
+        self.urls = out
+        self._first = 0
+        self._lock = threading.Lock()
+        # "url: why" of each broker passed over, latest last (bounded); `passes`
+        # counts them all
+        self.passed_over: deque[str] = deque(maxlen=16)
+        self.passes = 0
+
+    def __str__(self) -> str:
+        return ",".join(self.urls)
+
+    def order(self) -> list[str]:
+        """Every URL, starting with the one that answered last."""
+        with self._lock:
+            i = self._first
+        return self.urls[i:] + self.urls[:i]
+
+    def answered(self, url: str) -> None:
+        """`url` answered: try it first from now on."""
+        with self._lock:
+            self._first = self.urls.index(url)
+
+    def pass_over(self, url: str, why: str) -> None:
+        """`url` failed (unreachable, silent, dropped): say so."""
+        with self._lock:
+            self.passed_over.append("%s: %s" % (url, why))
+            self.passes += 1
+
+    def since(self, passes: int) -> list[str]:
+        """The passed-over entries after the first `passes` (those still kept)."""
+        with self._lock:
+            n = min(self.passes - passes, len(self.passed_over))
+            return list(self.passed_over)[len(self.passed_over) - n:] if n > 0 else []
+
+
+def as_brokers(urls: str | Sequence[str] | Brokers) -> Brokers:
+    return urls if isinstance(urls, Brokers) else Brokers(urls)
+
+
+def connect_first(client: mqtt.Client, brokers: Brokers, keepalive: int = 30) -> str:
+    """Connect `client` to the first broker of `brokers` that accepts the
+    connection; its URL. OSError naming each refusal when none does."""
+    failed = []
+    for url in brokers.order():
+        host, port = parse_url(url)
+        try:
+            client.connect(host, port, keepalive=keepalive)
+        except OSError as e:
+            failed.append("%s: %s" % (url, e))
+            brokers.pass_over(url, str(e))
+            continue
+        brokers.answered(url)
+        return url
+    raise OSError("no broker reachable (%s)" % "; ".join(failed))
+
+
+def submit_any(brokers: Brokers, domain: str, message: bytes, authority: bytes,
+               timeout: float = 15.0, login: tuple[str, str] | None = None,
+               validators: tuple | None = None) -> Reply:
+    """tools/submit.submit through the first broker whose gateway answers:
+    a broker that cannot be reached or whose gateway gives no answer within
+    `timeout` is passed over for the next. SubmitError naming each broker's
+    failure when none answers."""
+    failed = []
+    for url in brokers.order():
+        try:
+            r = submit(url, domain, message, authority, timeout=timeout, login=login,
+                       validators=validators)
+        except SubmitError as e:
+            failed.append("%s: %s" % (url, e))
+            brokers.pass_over(url, str(e))
+            continue
+        brokers.answered(url)
+        return r
+    raise SubmitError("; ".join(failed))
