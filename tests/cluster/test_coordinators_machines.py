@@ -14,10 +14,10 @@ by itself.
 Not checked here: the light node's next receipt. In about one run of four
 the gateway's answer to a transaction made just after the machine died was
 published (a subscriber on the third node saw it) but not delivered to the
-sender's new connection on the survivor's node, and a resend is dropped as
-a duplicate by the intake, so no second answer comes
-(tests/cluster/test_replica_coordination.py checks the receipt after a
-gateway alone is killed)."""
+sender's new connection on the survivor's node. A device's resend of that
+transaction is answered with the stored receipt by the gateway serving it
+(tests/cluster/test_replica.py), and tests/cluster/test_replica_coordination.py
+checks the receipt after a gateway alone is killed; this test sends none."""
 
 from __future__ import annotations
 
