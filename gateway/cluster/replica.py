@@ -170,6 +170,7 @@ class Replica:
         self.wake = asyncio.Event()
         self.final_event = asyncio.Event()
         self.lost_races = 0
+        self.final_at = 0.0  # monotonic time the head became final here (turn_wait)
         self.proposed = 0
         self.finalised = 0
         self.refused: list[tuple[int, str]] = []
@@ -313,7 +314,8 @@ class Replica:
                          password=password), connect_timeout)
         js = self.nc.jetstream()
         self.plog = ProposalLog(js, self.domain, replicas=replicas)
-        self.intake = TxIntake(js, self.domain, self.cfg.gateway_name, replicas=replicas)
+        self.intake = TxIntake(js, self.domain, self.cfg.gateway_name, replicas=replicas,
+                               nc=self.nc)
         await self.plog.ensure()
         await self.intake.ensure()
         head = self.gw.led.head
@@ -410,16 +412,43 @@ class Replica:
     async def _propose_loop(self) -> None:
         gw = self.gw
         interval = self.cfg.block_interval_s
+        wait = interval
         while True:
             try:
-                await asyncio.wait_for(self.wake.wait(), interval)
+                await asyncio.wait_for(self.wake.wait(), wait)
             except TimeoutError:
                 pass
             self.wake.clear()
+            wait = interval
             if not len(gw.pool) or not self.head_final() \
                     or not self.member_at(gw.led.head.height + 1):
                 continue
+            left = self.turn_wait(gw.led.head.height + 1)
+            if left > 0:  # another validator's turn: give it that long first
+                wait = left
+                continue
             await self._propose()
+
+    def proposers_at(self, height: int) -> list[bytes]:
+        """The validator ids in their order of precedence to propose `height`:
+        of the set of that height, the members not known offline (their last
+        will), sorted by id, rotated to start at height modulo their number.
+        An order of precedence only (it saves the others building blocks that
+        lose the compare-and-set race): any member may propose, and the first
+        valid proposal in the log still wins."""
+        ids = sorted(self.set_at(height).ids())
+        live = [i for i in ids if i == self.validator_id or self.online.get(i, True)]
+        first = height % len(live)
+        return live[first:] + live[:first]
+
+    def turn_wait(self, height: int) -> float:
+        """Seconds this validator still waits before proposing `height`: one
+        block interval per validator before it in proposers_at(height), from
+        the time its head became final (the first proposes at once)."""
+        rank = self.proposers_at(height).index(self.validator_id)
+        if rank == 0:
+            return 0.0
+        return self.final_at + rank * self.cfg.block_interval_s - time.monotonic()
 
     async def _propose(self) -> None:
         gw, led = self.gw, self.gw.led
@@ -488,10 +517,29 @@ class Replica:
         if b is not None and p.proposer == self.pub and b.signed_header == p.signed_header \
                 and [t.message for t in b.txs] == p.txs:
             return b, True
-        txs = [check_stateless(m, self.domain) for m in p.txs]
+        txs, verified = self._decode_txs(p.txs)
         return blocks.rebuild_block(head, txs, led.state, p.signed_header, self.authority_pub,
                                     self.authority_id, domain=self.domain,
-                                    rules=led.rules), False
+                                    rules=led.rules, verified=verified), False
+
+    def _decode_txs(self, messages: list[bytes]) -> tuple[list[txm.Tx], dict[bytes, bytes]]:
+        """A proposal's transactions, and those whose signature this gateway
+        verified already (tx id -> key): a message whose bytes are those of a
+        tx its mempool checked at intake is that Tx (decoded and verified
+        once); rebuild_block skips its signature only if that key is the one
+        it must be signed by in the block. Any other message is decoded here
+        and verified in rebuild_block."""
+        pool = self.gw.pool
+        txs: list[txm.Tx] = []
+        verified: dict[bytes, bytes] = {}
+        for m in messages:
+            got = pool.verified(txm.tx_id(m))
+            if got is not None and got[0].message == m:
+                txs.append(got[0])
+                verified[got[0].id] = got[1]
+            else:
+                txs.append(check_stateless(m, self.domain))
+        return txs, verified
 
     async def _apply(self, entry: Entry) -> None:
         gw, led = self.gw, self.gw.led
@@ -743,10 +791,13 @@ class Replica:
                          announce=u.mine)
             self._settle_ids([t.id for t in b.txs] + [t.id for t, _ in b.dropped])
         gw.on_event(f"final height={height} votes={len(cert)}/{len(vs.pubkeys)} "
-                    f"hash={u.hash.hex()[:16]}{' (proposed here)' if u.mine else ''}")
+                    f"hash={u.hash.hex()[:16]} txs={len(b.txs) if b is not None else '?'}"
+                    f"{f' (proposed here; races lost so far {self.lost_races})' if u.mine else ''}")
         if self.head_final() and self.settle_later:
             later, self.settle_later = self.settle_later, []
             await self._settle(later)
+        if height == gw.led.head.height:
+            self.final_at = time.monotonic()
         self.final_event.set()
         self.final_event.clear()
         self.wake.set()
