@@ -16,9 +16,12 @@ channel and transaction intake.
   transactions builds a block on its head and appends the proposal to the log
   after the last entry it has followed (compare-and-set). Rule: the first
   valid proposal for a height, in log order, wins; a gateway that lost the
-  race follows the winner and builds again on it;
+  race follows the winner and builds again on it. The validators take turns
+  (proposers_at, turn_wait): an order of precedence that spares the others a
+  block that would lose the race, not a validity rule;
 - follow: every gateway applies the log's entries in order: it re-executes
-  each proposal with the ledger code (blocks.rebuild_block); one that does not
+  each proposal with the ledger code (blocks.rebuild_block; a tx whose bytes
+  its mempool verified at intake is not verified again); one that does not
   validate (garbage, a proposer outside the validator set, a bad proposer
   vote, a wrong or unfinalised parent, a bad transaction or signature, a
   header the re-execution does not give) is skipped by every honest gateway
@@ -423,11 +426,25 @@ class Replica:
             if not len(gw.pool) or not self.head_final() \
                     or not self.member_at(gw.led.head.height + 1):
                 continue
-            left = self.turn_wait(gw.led.head.height + 1)
+            height = gw.led.head.height + 1
+            left = self.turn_wait(height)
             if left > 0:  # another validator's turn: give it that long first
                 wait = left
                 continue
+            if self.proposers_at(height)[0] != self.validator_id \
+                    and await self._log_moved():
+                continue  # the one whose turn it was proposed: follow it
             await self._propose()
+
+    async def _log_moved(self) -> bool:
+        """Whether the log holds an entry this gateway has not followed yet
+        (asked before building a block out of turn: one round trip, against
+        a block built and refused by the compare-and-set)."""
+        assert self.plog is not None and self.follower is not None
+        try:
+            return await self.plog.last_seq(timeout=2.0) > self.follower.applied
+        except ClusterError:
+            return False  # cannot tell: the append's compare-and-set decides
 
     def proposers_at(self, height: int) -> list[bytes]:
         """The validator ids in their order of precedence to propose `height`:

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.cluster.log import Entry
 from gateway.cluster.replica import Proposal
+from gateway.errors import ClusterError
 from gateway.ledger import blocks
 from gateway.ledger.validate import signing_key
 from gateway.node.service import Gateway
@@ -145,5 +146,31 @@ def test_proposer_turns_rotate_over_the_live_members(tmp_path):
         rep.online[away] = False
         live = [i for i in ids if i != away]
         assert all(rep.proposers_at(h)[0] == live[h % 2] for h in range(1, 7))
+    finally:
+        asyncio.run(gw.stop())
+
+
+def test_out_of_turn_a_validator_first_asks_whether_the_log_moved(tmp_path):
+    """Before building a block out of turn, a validator asks the log for its
+    last sequence: an entry it has not followed yet (the proposal of the one
+    whose turn it was) means no block to build; when the log cannot answer,
+    the compare-and-set of the append decides."""
+    gw = follower(tmp_path, [])
+
+    class Log:
+        def __init__(self, last: int | None) -> None:
+            self.last = last
+
+        async def last_seq(self, timeout: float) -> int:
+            if self.last is None:
+                raise ClusterError(ClusterError.UNAVAILABLE, "no answer")
+            return self.last
+    try:
+        rep = gw.replica
+        rep.follower = SimpleNamespace(applied=4)
+        for last, moved in ((5, True), (4, False), (None, False)):
+            rep.plog = Log(last)
+            assert asyncio.run(rep._log_moved()) is moved
+        rep.plog = rep.follower = None
     finally:
         asyncio.run(gw.stop())
