@@ -14,7 +14,17 @@ publish)) and receipt latency p50 / p99 with readings paced at --target
 tx/s. Then, for (b), under a paced load of --recovery-rate tx/s: the time
 from the SIGKILL of one gateway, then of the NATS node leading the proposal
 stream, to the next block final on the gateways left (from their console
-lines' arrival here). `--readme` writes the table into bench/README.md.
+lines' arrival here).
+
+The CPU budget (second table): the CPU time each process used during the
+burst and the paced phase (/proc/<pid>/stat deltas), per committed tx and
+in cores busy: each gateway, each nats-server, the load generator
+(publisher processes and this process, the receipt subscriber) and the rest
+of the machine's busy time (other work); (a)'s gateway and mosquitto beside
+them. Then the blocks of each phase: how many, their size, who proposed
+them and how many appends lost the compare-and-set race (from the console
+lines). `--profile FILE` runs gateway gw2 under cProfile; `--no-recovery`
+stops after the paced phase.
 """
 
 from __future__ import annotations

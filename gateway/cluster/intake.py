@@ -177,8 +177,8 @@ class TxIntake:
         """Acknowledge deliveries whose transactions are committed (or dropped as
         already committed, or finally refused): one ack message per delivery,
         all written at once, then one flush (a PING the server answers after
-        it has read them all; without `nc`, the client's flusher sends them
-        soon). Not one confirmed request per ack: a gateway then waited a
+        it has read them all, and its consumer applies them right after;
+        without `nc`, the client's flusher sends them soon). Not one confirmed request per ack: a gateway then waited a
         round trip per transaction (256 of them per fetched batch), which held
         its intake back behind the log. An ack lost on the way (a node dying)
         only means a redelivery after ack_wait, which the gateway drops as
