@@ -57,6 +57,7 @@ class Delivery:
     seq: int
     deliveries: int  # 1 on the first delivery, more when redelivered
     msg: Msg
+    tx: txdecode.Tx | None = None  # the decoded message (structure only, not signature)
 
     @property
     def key(self) -> tuple[bytes, int]:
@@ -163,14 +164,16 @@ class TxIntake:
             return []
         out: list[Delivery] = []
         for m in msgs:
+            data = bytes(m.data or b"")
             try:
-                sender, seq = tx_key(bytes(m.data or b""))
+                tx = txdecode.decode(data)
             except TLError as e:
                 self.refused[e.reason] += 1
                 log.info("intake: refused a message: %s", e)
                 await m.term()
                 continue
-            out.append(Delivery(bytes(m.data), sender, seq, int(m.metadata.num_delivered), m))
+            out.append(Delivery(data, bytes(tx.sender), int(tx.seq),
+                                int(m.metadata.num_delivered), m, tx))
         return out
 
     async def settle(self, deliveries: list[Delivery], timeout: float = 5.0) -> None:

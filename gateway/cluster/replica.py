@@ -67,7 +67,8 @@ from gateway.db.genesis_files import load_authority_key
 from gateway.db.store import LOG_SEQ, StoreError
 from gateway.errors import ClusterError, ConfigError
 from gateway.ledger import blocks, consensus
-from gateway.ledger.validate import check_stateless
+from gateway.ledger.validate import check_decoded, check_stateless
+from gateway.node.verifier import Checked
 from gateway.trust import evidence
 from gateway.trust.rules import VOTE_EQUIVOCATION
 from shared import cbor, commit_gateway, errors, header, p256, topics
@@ -369,7 +370,6 @@ class Replica:
 
     async def _intake_loop(self) -> None:
         assert self.intake is not None
-        gw = self.gw
         while True:
             got = await self.intake.fetch(256, timeout=0.5)
             if not got:
@@ -378,17 +378,33 @@ class Replica:
                     # yielding, and this loop would hold the event loop for ever
                     return
                 continue
-            fresh, already = split_committed(got, self._last_seq)
-            settle = list(already)
-            for d in fresh:
-                tid = gw.handle(d.data)
-                if tid is None:  # refused, or answered with its stored receipt
-                    settle.append(d)
-                else:
-                    self.waiting.setdefault(tid, []).append(d)
-            await self._settle(settle)
-            if len(gw.pool):
-                self.wake.set()
+            await self._take(got)
+
+    async def _take(self, got: list[Delivery]) -> None:
+        """A fetched batch: into the mempool through the node's validation, or
+        settled at once (already in the chain, refused, answered)."""
+        gw = self.gw
+        fresh, already = split_committed(got, self._last_seq)
+        settle = list(already)
+        for d in fresh:
+            tid = gw.handle(d.data, self._decoded(d))
+            if tid is None:  # refused, or answered with its stored receipt
+                settle.append(d)
+            else:
+                self.waiting.setdefault(tid, []).append(d)
+        await self._settle(settle)
+        if len(gw.pool):
+            self.wake.set()
+
+    def _decoded(self, d: Delivery) -> Checked | None:
+        """The stateless verdict on a delivery from the tx the intake decoded
+        (not decoded twice); its signature is checked by the mempool."""
+        if d.tx is None:
+            return None
+        try:
+            return Checked(check_decoded(d.tx, self.domain), None, None)
+        except errors.TLError as e:
+            return Checked(None, e, None)
 
     async def _settle(self, ds: list[Delivery]) -> None:
         """Acknowledge deliveries once the head is final (what the chain holds is final)."""

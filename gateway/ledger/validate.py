@@ -168,7 +168,13 @@ def check_stateless(message: bytes | bytearray | memoryview, domain: str,
     yet signature-checked) Tx."""
     if len(message) > MAX_MESSAGE:
         raise errors.TooLarge("too-large")
-    t = txm.decode(bytes(message))
+    return check_decoded(txm.decode(bytes(message)), domain, body)
+
+
+def check_decoded(t: txm.Tx, domain: str,
+                  body: Callable[[txm.Tx], None] = check_body) -> txm.Tx:
+    """check_stateless's checks after the decoding, for a tx decoded
+    already (a replica's intake decodes each message for its (sender, seq))."""
     if t.domain != domain:
         raise DomainError("wrong-domain")
     body(t)

@@ -6,7 +6,9 @@ replica's check directly, as its log follower does):
   bytes, under the key it must be signed by there; any other bytes (a
   forged copy of a pending transaction) are verified and refused;
 - the validators take turns to propose, so the others do not build blocks
-  that lose the log's compare-and-set race."""
+  that lose the log's compare-and-set race; out of turn, a validator first
+  asks the log whether it moved;
+- the intake's decoded tx is admitted without decoding the message again."""
 
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from gateway.cluster.intake import Delivery
 from gateway.cluster.log import Entry
 from gateway.cluster.replica import Proposal
 from gateway.errors import ClusterError
 from gateway.ledger import blocks
 from gateway.ledger.validate import signing_key
 from gateway.node.service import Gateway
-from shared import commit_gateway, errors, txdecode
+from shared import commit_gateway, cose, errors, txdecode
 from shared import tx as txm
 from tests.cluster.quorum import DOMAIN, VALIDATORS, config, make_dirs
 from tests.support.gwtest import Device
@@ -173,4 +176,39 @@ def test_out_of_turn_a_validator_first_asks_whether_the_log_moved(tmp_path):
             assert asyncio.run(rep._log_moved()) is moved
         rep.plog = rep.follower = None
     finally:
+        asyncio.run(gw.stop())
+
+
+def test_the_intake_decodes_each_transaction_once(tmp_path, monkeypatch):
+    """A delivery from the intake carries the tx it decoded for its (sender,
+    seq); the replica admits that tx (domain and body checked, signature
+    verified by the mempool) without decoding the message again. A tx of
+    another domain is still refused."""
+    alice = Device("reuse-f", DOMAIN)
+    gw = follower(tmp_path, [alice])
+    settled: list[Delivery] = []
+
+    class Intake:
+        async def settle(self, ds: list[Delivery]) -> None:
+            settled.extend(ds)
+    parsed: list[bytes] = []
+    real = cose.parse1
+
+    def counting(message):
+        parsed.append(bytes(message))
+        return real(message)
+    try:
+        rep = gw.replica
+        rep.intake = Intake()
+        a1 = alice.reading(1)
+        other = alice.make(txm.TYPE_READING, {1: 1, 2: 0}, domain="elsewhere")
+        ds = [Delivery(m, alice.id, t.seq, 1, None, t)
+              for m, t in ((a1, txdecode.decode(a1)), (other, txdecode.decode(other)))]
+        monkeypatch.setattr(cose, "parse1", counting)
+        asyncio.run(rep._take(ds))
+        assert a1 not in parsed  # admitted without decoding it again
+        assert txm.tx_id(a1) in gw.pool and txm.tx_id(other) not in gw.pool
+        assert settled == [ds[1]]  # refused (wrong-domain): settled at once
+    finally:
+        gw.replica.intake = None
         asyncio.run(gw.stop())
