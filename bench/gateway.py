@@ -278,7 +278,15 @@ def publisher_main(port: int, messages: list[bytes], rate: float, ready, go, out
         times.append(time.monotonic())
         info = c.publish(topic, m, qos=1)
     if info is not None:
-        info.wait_for_publish(120)
+        deadline = time.monotonic() + 120
+        while True:  # through a reconnect (a NATS node killed: bench.quorum's recovery)
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                break
+            except RuntimeError:  # not connected now: paho reconnects and sends it again
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     acked = time.monotonic()
     c.disconnect()
     c.loop_stop()

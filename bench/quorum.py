@@ -14,7 +14,17 @@ publish)) and receipt latency p50 / p99 with readings paced at --target
 tx/s. Then, for (b), under a paced load of --recovery-rate tx/s: the time
 from the SIGKILL of one gateway, then of the NATS node leading the proposal
 stream, to the next block final on the gateways left (from their console
-lines' arrival here). `--readme` writes the table into bench/README.md.
+lines' arrival here).
+
+The CPU budget (second table): the CPU time each process used during the
+burst and the paced phase (/proc/<pid>/stat deltas), per committed tx and
+in cores busy: each gateway, each nats-server, the load generator
+(publisher processes and this process, the receipt subscriber) and the rest
+of the machine's busy time (other work); (a)'s gateway and mosquitto beside
+them. Then the blocks of each phase: how many, their size, who proposed
+them and how many appends lost the compare-and-set race (from the console
+lines). `--profile FILE` runs gateway gw2 under cProfile; `--no-recovery`
+stops after the paced phase.
 """
 
 from __future__ import annotations
@@ -41,22 +51,26 @@ from bench.gateway import ROOT, Receipts, Signer, pct, publish_all, split
 
 DOMAIN = gwbench.DOMAIN
 FINAL = re.compile(r"final height=(\d+)")
+FINAL_TXS = re.compile(r"final height=\d+ .*txs=(\d+)")
+RACES = re.compile(r"races lost so far (\d+)")
 
 
 class GatewayProcess:
     """A gateway process whose console lines are read here, each with its arrival time."""
 
-    def __init__(self, toml: Path, name: str) -> None:
+    def __init__(self, toml: Path, name: str, profile: str | None = None) -> None:
         self.name = name
         self.toml = toml
+        self.profile = profile  # cProfile's output file (written when it stops)
         self.finals: list[tuple[float, int]] = []  # (arrival, height)
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
         self.cond = threading.Condition()
 
     def start(self) -> GatewayProcess:
+        prof = ["-m", "cProfile", "-o", self.profile] if self.profile else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "run", "--config", str(self.toml),
+            [sys.executable, *prof, "-m", "tools.cli", "run", "--config", str(self.toml),
              "--no-boards", "--no-http", "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -81,6 +95,17 @@ class GatewayProcess:
             if not self.cond.wait_for(pred, timeout):
                 raise SystemExit(f"{self.name}: no {what} in {timeout} s:\n"
                                  + "\n".join(self.lines[-20:]))
+
+    def stats(self) -> dict:
+        """Blocks final here so far, how many it proposed, their txs, the
+        proposals it lost to another gateway's (compare-and-set races)."""
+        with self.cond:
+            finals = [x for x in self.lines if FINAL.search(x)]
+        txs = [int(m.group(1)) for x in finals if (m := FINAL_TXS.search(x))]
+        mine = [x for x in finals if "proposed here" in x]
+        races = [int(m.group(1)) for x in mine if (m := RACES.search(x))]
+        return {"final": len(finals), "proposed": len(mine), "txs": sum(txs),
+                "lost_races": max(races, default=0)}
 
     def final_height(self) -> int:
         with self.cond:
@@ -118,15 +143,41 @@ class GatewayProcess:
                 self.proc.wait()
 
 
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process, of the load generator (the
+    publisher processes that finished, and this process: the receipt
+    subscriber and the console readers) and of the whole machine (busy, idle)."""
+    snap = {name: gwbench.cpu_seconds(pid) for name, pid in pids.items()}
+    snap["load generator"] = gwbench.PUBLISHER_CPU[0] + time.process_time()
+    snap["machine busy"], snap["machine idle"] = gwbench.machine_cpu()
+    return snap
+
+
+def budget(before: dict[str, float], after: dict[str, float], n: int, span: float) -> dict:
+    """CPU per committed tx (us) and cores busy over the phase, per process."""
+    out = {k: {"us": (after[k] - before[k]) / n * 1e6, "cores": (after[k] - before[k]) / span}
+           for k in before}
+    named = [k for k in before if k not in ("load generator", "machine busy", "machine idle")]
+    ours = sum(after[k] - before[k] for k in [*named, "load generator"])
+    rest = after["machine busy"] - before["machine busy"] - ours
+    out["other work on the machine"] = {"us": rest / n * 1e6, "cores": rest / span}
+    return out
+
+
 def measure(name: str, port: int, rx: Receipts, groups: list[list[bytes]], rate: float,
-            validators: tuple) -> dict:
+            validators: tuple, pids: dict[str, int] | None = None,
+            gws: list[GatewayProcess] | None = None) -> dict:
     from shared import messages
 
     flat = [m for g in groups for m in g]
     print(f"  {name}: {len(flat):,} readings"
           + (f" at {rate:,.0f} tx/s" if rate else " as fast as possible"), flush=True)
+    cpu0 = cpu_snapshot(pids or {})
+    st0 = [g.stats() for g in gws or ()]
     times, _ = publish_all(port, groups, rate)
     rx.wait(len(flat), 600)
+    cpu1 = cpu_snapshot(pids or {})
+    st1 = [g.stats() for g in gws or ()]
     got = rx.take()
     sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
     lat, last, other = [], 0.0, 0
@@ -144,7 +195,9 @@ def measure(name: str, port: int, rx: Receipts, groups: list[list[bytes]], rate:
         messages.check_receipt(messages.parse(payload), b"", validators)
     first = min(times)
     r = {"tps": len(flat) / (last - first), "p50": statistics.median(lat),
-         "p99": pct(lat, 0.99)}
+         "p99": pct(lat, 0.99), "cpu": budget(cpu0, cpu1, len(flat), last - first),
+         "blocks": {g.name: {k: b[k] - a[k] for k in b}
+                    for g, a, b in zip(gws or (), st0, st1, strict=True)}}
     print(f"    {r['tps']:,.0f} committed tx/s; p50 {r['p50'] * 1000:.0f} ms, "
           f"p99 {r['p99'] * 1000:.0f} ms", flush=True)
     return r
@@ -172,10 +225,13 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
     rx = None
     try:
         for i, d in enumerate(dirs):
-            gws.append(GatewayProcess(write_gateway_config(d, i, DOMAIN, nats,
-                                                           args.block_interval), f"gw{i + 1}"))
+            gws.append(GatewayProcess(
+                write_gateway_config(d, i, DOMAIN, nats, args.block_interval), f"gw{i + 1}",
+                args.profile if i == 1 else None))  # gw2: gw1 is SIGKILLed below
         for g in gws:
             g.start()
+        pids = {g.name: g.proc.pid for g in gws if g.proc is not None}
+        pids |= {n.name: n.proc.pid for n in nats.nodes if n.proc is not None}
         port = nats.nodes[0].mqtt_port
         rx = Receipts(port)
         validators = (vs.threshold, list(vs.pubkeys), vs.hash)
@@ -183,8 +239,10 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
         per_paced = max(1, int(args.target * args.paced_seconds) // len(devices))
         burst = split(devices, per_burst, args.publishers, txm.TYPE_READING)
         paced = split(devices, per_paced, args.publishers, txm.TYPE_READING)
-        res["burst"] = measure("burst", port, rx, burst, 0.0, validators)
-        res["paced"] = measure("paced", port, rx, paced, args.target, validators)
+        res["burst"] = measure("burst", port, rx, burst, 0.0, validators, pids, gws)
+        res["paced"] = measure("paced", port, rx, paced, args.target, validators, pids, gws)
+        if args.no_recovery:
+            return res
 
         # recovery: a paced load through a node that stays up, then the kills
         leader = asyncio.run(_leader(nats.urls, link.log_stream(DOMAIN)))
@@ -212,7 +270,14 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
         node = nats.node(leader)
         t_kill = time.monotonic()
         node.kill()
-        res["leader_gap_s"], res["leader_kill_s"] = rest[0].stall_after(t_kill, args.window)
+        try:
+            res["leader_gap_s"], res["leader_kill_s"] = rest[0].stall_after(t_kill,
+                                                                            args.window)
+        except SystemExit as e:  # no block: finality stalled, or no tx arrived
+            print(f"  SIGKILL NATS stream leader {leader}: {str(e).splitlines()[0]}",
+                  flush=True)
+            res["leader_gap_s"] = None
+            return res
         print(f"  SIGKILL NATS stream leader {leader}: longest gap "
               f"{res['leader_gap_s'] * 1000:.0f} ms, finalising again "
               f"{res['leader_kill_s'] * 1000:.0f} ms after the kill", flush=True)
@@ -280,17 +345,60 @@ def table(res: dict) -> str:
         (f"receipt p50 / p99, paced {target:,.0f} tx/s: (b)",
          f"{b['paced']['p50'] * 1000:,.0f} / {b['paced']['p99'] * 1000:,.0f} ms",
          f"p99 < {lim * 1000:.0f} ms", ok(b["paced"]["p99"] < lim)),
-        (f"(b) longest time without a final block, {res['args']['window']:g} s, no fault",
-         f"{b['normal_gap_s'] * 1000:,.0f} ms", "", ""),
-        ("SIGKILL of a gateway: longest time without a final block",
-         f"{b['gw_gap_s'] * 1000:,.0f} ms", "< 10 s", ok(b["gw_gap_s"] < 10)),
-        ("SIGKILL of the stream leader: longest time without one",
-         f"{b['leader_gap_s'] * 1000:,.0f} ms", "< 10 s", ok(b["leader_gap_s"] < 10)),
     ]
+    if "gw_gap_s" in b:  # the kills (not with --no-recovery)
+        rows += [
+            (f"(b) longest time without a final block, {res['args']['window']:g} s, no fault",
+             f"{b['normal_gap_s'] * 1000:,.0f} ms", "", ""),
+            ("SIGKILL of a gateway: longest time without a final block",
+             f"{b['gw_gap_s'] * 1000:,.0f} ms", "< 10 s", ok(b["gw_gap_s"] < 10)),
+            ("SIGKILL of the stream leader: longest time without one",
+             "none in window" if b["leader_gap_s"] is None
+             else f"{b['leader_gap_s'] * 1000:,.0f} ms", "< 10 s",
+             ok(b["leader_gap_s"] is not None and b["leader_gap_s"] < 10)),
+        ]
     w = max(len(r[0]) for r in rows)
     out = [f"{'metric':<{w}}  {'measured':>16}  {'target':<14}  verdict",
            f"{'-' * w}  {'-' * 16}  {'-' * 14}  -------"]
     out += [f"{r[0]:<{w}}  {r[1]:>16}  {r[2]:<14}  {r[3]}".rstrip() for r in rows]
+    return "\n".join(out)
+
+
+def budget_table(res: dict) -> str:
+    """Where the CPU goes: us of CPU per committed tx and cores busy, per
+    process, in (a)'s burst and (b)'s burst and paced phases; then the blocks."""
+    a, b = res["a"], res["b"]
+    ab = a["burst"]
+    rows: list[tuple[str, ...]] = []
+    order = [k for k in b["burst"]["cpu"] if k not in ("machine busy", "machine idle")]
+    order += ["machine busy", "machine idle"]
+    a_map = {"gateway": ab.get("gw_cpu_us"), "broker": ab.get("broker_cpu_us"),
+             "load generator": ab.get("loadgen_cpu_us"),
+             "machine busy": ab.get("machine_busy_us"),
+             "machine idle": ab.get("machine_idle_us")}
+    a_of = {"gw1": "gateway", "nats1": "broker", "load generator": "load generator",
+            "machine busy": "machine busy", "machine idle": "machine idle"}
+    for k in order:
+        bb, bp = b["burst"]["cpu"][k], b["paced"]["cpu"][k]
+        av = a_map.get(a_of.get(k, ""))
+        rows.append((k, "" if av is None else f"{av:,.0f}", f"{bb['us']:,.0f}",
+                     f"{bb['cores']:.2f}", f"{bp['us']:,.0f}", f"{bp['cores']:.2f}"))
+    head = ("process", "(a) burst us/tx", "(b) burst us/tx", "cores",
+            "(b) paced us/tx", "cores")
+    w = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    out = ["  ".join(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(head)),
+           "  ".join("-" * x for x in w)]
+    out += ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+            for r in rows]
+    out.append("((a): gw1 is the authority gateway, nats1 is mosquitto)")
+    for phase in ("burst", "paced"):
+        bl = b[phase].get("blocks", {})
+        if bl:
+            g = next(iter(bl.values()))
+            props = ", ".join(f"{n} {x['proposed']}" for n, x in bl.items())
+            races = ", ".join(f"{n} {x['lost_races']}" for n, x in bl.items())
+            out.append(f"(b) {phase}: {g['final']} blocks final, {g['txs'] / max(1, g['final']):.0f} "
+                       f"txs per block; proposed by {props}; races lost {races}")
     return "\n".join(out)
 
 
@@ -320,10 +428,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="length of the paced load under which the kills happen")
     p.add_argument("--window", type=float, default=15.0,
                    help="s watched after each kill (and before, for the comparison)")
+    p.add_argument("--no-recovery", action="store_true",
+                   help="burst and paced only: no kills (a quicker run)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="run gateway gw2 under cProfile, its output to FILE")
     p.add_argument("--keep", action="store_true")
     args = p.parse_args(argv)
     res = run(args)
-    text = table(res)
+    text = table(res) + "\n\n" + budget_table(res)
     print(text)
     print(context(res))
     return 0

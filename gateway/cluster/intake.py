@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
@@ -64,6 +65,7 @@ class Delivery:
     seq: int
     deliveries: int  # 1 on the first delivery, more when redelivered
     msg: Msg
+    tx: txdecode.Tx | None = None  # the decoded message (structure only, not signature)
 
     @property
     def key(self) -> tuple[bytes, int]:
@@ -100,9 +102,11 @@ class TxIntake:
 
     def __init__(self, js: JetStreamContext, domain: str, gateway: str,
                  replicas: int = REPLICAS, ack_wait: float = ACK_WAIT,
-                 max_age: float = MAX_AGE, operator: bytes | None = None) -> None:
+                 max_age: float = MAX_AGE, operator: bytes | None = None,
+                 nc: Client | None = None) -> None:
         self.js = js
         self.operator = operator  # the only sender allowed on the operator subject
+        self.nc = nc  # the connection of `js`: settle() flushes its acks on it
         self.domain = domain
         self.stream = link.intake_stream(domain)
         self.subject = link.intake_subject(domain)
@@ -175,32 +179,47 @@ class TxIntake:
             return []
         out: list[Delivery] = []
         for m in msgs:
+            data = bytes(m.data or b"")
             try:
-                sender, seq = tx_key(bytes(m.data or b""))
-                if m.subject == self.op_subject and sender != self.operator:
+                tx = txdecode.decode(data)
+                if m.subject == self.op_subject and bytes(tx.sender) != self.operator:
                     raise TLError("operator subject", NOT_AUTHORIZED)
             except TLError as e:
                 self.refused[e.reason] += 1
                 log.info("intake: refused a message: %s", e)
                 await m.term()
                 continue
-            out.append(Delivery(bytes(m.data), sender, seq, int(m.metadata.num_delivered), m))
+            out.append(Delivery(data, bytes(tx.sender), int(tx.seq),
+                                int(m.metadata.num_delivered), m, tx))
         return out
 
     async def settle(self, deliveries: list[Delivery], timeout: float = 5.0) -> list[Delivery]:
         """Acknowledge deliveries whose transactions are committed (or dropped as
-        already committed, or finally refused). Each ack is confirmed by the
-        server, so a settled transaction is not delivered to this gateway again.
-        Returns the deliveries not confirmed (the server did not answer in time,
-        or the connection failed), from the first that failed: the caller tries
-        them again; JetStream also delivers them again after `ack_wait`."""
+        already committed, or finally refused): one ack message per delivery,
+        all written at once, then one flush (a PING the server answers after
+        it has read them all, and its consumer applies them right after;
+        without `nc`, the client's flusher sends them soon). Not one confirmed
+        request per ack: a gateway then waited a round trip per transaction
+        (256 of them per fetched batch), which held its intake back behind the
+        log. Returns the deliveries whose acks could not be written (the
+        connection failed), from the first: the caller tries them again. An
+        ack written but lost on the way (a node dying) only means a
+        redelivery after ack_wait, which the gateway drops as already in the
+        chain (split_committed) and settles again."""
         for i, d in enumerate(deliveries):
             try:
-                await d.msg.ack_sync(timeout=timeout)
-            except (TimeoutError, nats.errors.Error) as e:
-                log.info("intake: %d acknowledgement(s) not confirmed (%r)",
+                await d.msg.ack()
+            except nats.errors.MsgAlreadyAckdError:
+                continue  # written before a failed flush: nothing more to do
+            except nats.errors.Error as e:
+                log.info("intake: %d acknowledgement(s) not written (%r)",
                          len(deliveries) - i, e)
                 return deliveries[i:]
+        if deliveries and self.nc is not None:
+            try:
+                await self.nc.flush(timeout)
+            except (TimeoutError, nats.errors.Error) as e:  # written: lost ones come again
+                log.info("intake: acknowledgements not confirmed (%r)", e)
         return []
 
     async def release(self, deliveries: list[Delivery]) -> None:

@@ -16,9 +16,12 @@ channel and transaction intake.
   transactions builds a block on its head and appends the proposal to the log
   after the last entry it has followed (compare-and-set). Rule: the first
   valid proposal for a height, in log order, wins; a gateway that lost the
-  race follows the winner and builds again on it;
+  race follows the winner and builds again on it. The validators take turns
+  (proposers_at, turn_wait): an order of precedence that spares the others a
+  block that would lose the race, not a validity rule;
 - follow: every gateway applies the log's entries in order: it re-executes
-  each proposal with the ledger code (blocks.rebuild_block); one that does not
+  each proposal with the ledger code (blocks.rebuild_block; a tx whose bytes
+  its mempool verified at intake is not verified again); one that does not
   validate (garbage, a proposer outside the validator set, a bad proposer
   vote, a wrong or unfinalised parent, a bad transaction or signature, a
   header the re-execution does not give) is skipped by every honest gateway
@@ -68,7 +71,8 @@ from gateway.db.genesis_files import load_authority_key
 from gateway.db.store import LOG_SEQ, StoreError
 from gateway.errors import ClusterError, ConfigError
 from gateway.ledger import blocks, consensus
-from gateway.ledger.validate import check_stateless
+from gateway.ledger.validate import check_decoded, check_stateless
+from gateway.node.verifier import Checked
 from gateway.trust import evidence
 from gateway.trust.rules import VOTE_EQUIVOCATION
 from shared import cbor, commit_gateway, errors, header, p256, topics
@@ -181,6 +185,7 @@ class Replica:
         self.wake = asyncio.Event()
         self.final_event = asyncio.Event()
         self.lost_races = 0
+        self.final_at = 0.0  # monotonic time the head became final here (turn_wait)
         self.proposed = 0
         self.finalised = 0
         self.refused: list[tuple[int, str]] = []
@@ -339,7 +344,7 @@ class Replica:
         js = self.nc.jetstream()
         self.plog = ProposalLog(js, self.domain, replicas=replicas)
         self.intake = TxIntake(js, self.domain, self.cfg.gateway_name, replicas=replicas,
-                               operator=self.authority_id)
+                               operator=self.authority_id, nc=self.nc)
         await self.plog.ensure()
         await self.intake.ensure()
         lease = IssuerLease(js, self.domain, self.validator_id.hex(), replicas=replicas,
@@ -405,7 +410,6 @@ class Replica:
 
     async def _intake_loop(self) -> None:
         assert self.intake is not None
-        gw = self.gw
         while True:
             got = await self.intake.fetch(256, timeout=0.5)
             if not got:
@@ -414,23 +418,39 @@ class Replica:
                     # yielding, and this loop would hold the event loop for ever
                     return
                 continue
-            fresh, already = split_committed(got, self._last_seq)
-            settle = list(already)
-            for d in already:
-                if d.seq <= self._last_seq(d.sender) and self.serves(d.sender):
-                    # a device sending again what the chain holds (its receipt was
-                    # lost): the gateway serving it answers with the stored receipt,
-                    # as a lone gateway does (Gateway.handle's replay path)
-                    gw.handle(d.data)
-            for d in fresh:
-                tid = gw.handle(d.data)
-                if tid is None:  # refused, or answered with its stored receipt
-                    settle.append(d)
-                else:
-                    self.waiting.setdefault(tid, []).append(d)
-            await self._settle(settle)
-            if len(gw.pool):
-                self.wake.set()
+            await self._take(got)
+
+    async def _take(self, got: list[Delivery]) -> None:
+        """A fetched batch: into the mempool through the node's validation, or
+        settled at once (already in the chain, refused, answered)."""
+        gw = self.gw
+        fresh, already = split_committed(got, self._last_seq)
+        settle = list(already)
+        for d in already:
+            if d.seq <= self._last_seq(d.sender) and self.serves(d.sender):
+                # a device sending again what the chain holds (its receipt was
+                # lost): the gateway serving it answers with the stored receipt,
+                # as a lone gateway does (Gateway.handle's replay path)
+                gw.handle(d.data, self._decoded(d))
+        for d in fresh:
+            tid = gw.handle(d.data, self._decoded(d))
+            if tid is None:  # refused, or answered with its stored receipt
+                settle.append(d)
+            else:
+                self.waiting.setdefault(tid, []).append(d)
+        await self._settle(settle)
+        if len(gw.pool):
+            self.wake.set()
+
+    def _decoded(self, d: Delivery) -> Checked | None:
+        """The stateless verdict on a delivery from the tx the intake decoded
+        (not decoded twice); its signature is checked by the mempool."""
+        if d.tx is None:
+            return None
+        try:
+            return Checked(check_decoded(d.tx, self.domain), None, None)
+        except errors.TLError as e:
+            return Checked(None, e, None)
 
     async def _settle(self, ds: list[Delivery]) -> None:
         """Acknowledge deliveries once the head is final (what the chain holds is final)."""
@@ -462,16 +482,57 @@ class Replica:
     async def _propose_loop(self) -> None:
         gw = self.gw
         interval = self.cfg.block_interval_s
+        wait = interval
         while True:
             try:
-                await asyncio.wait_for(self.wake.wait(), interval)
+                await asyncio.wait_for(self.wake.wait(), wait)
             except TimeoutError:
                 pass
             self.wake.clear()
+            wait = interval
             if not len(gw.pool) or not self.head_final() \
                     or not self.member_at(gw.led.head.height + 1):
                 continue
+            height = gw.led.head.height + 1
+            left = self.turn_wait(height)
+            if left > 0:  # another validator's turn: give it that long first
+                wait = left
+                continue
+            if self.proposers_at(height)[0] != self.validator_id \
+                    and await self._log_moved():
+                continue  # the one whose turn it was proposed: follow it
             await self._propose()
+
+    async def _log_moved(self) -> bool:
+        """Whether the log holds an entry this gateway has not followed yet
+        (asked before building a block out of turn: one round trip, against
+        a block built and refused by the compare-and-set)."""
+        assert self.plog is not None and self.follower is not None
+        try:
+            return await self.plog.last_seq(timeout=2.0) > self.follower.applied
+        except ClusterError:
+            return False  # cannot tell: the append's compare-and-set decides
+
+    def proposers_at(self, height: int) -> list[bytes]:
+        """The validator ids in their order of precedence to propose `height`:
+        of the set of that height, the members not known offline (their last
+        will), sorted by id, rotated to start at height modulo their number.
+        An order of precedence only (it saves the others building blocks that
+        lose the compare-and-set race): any member may propose, and the first
+        valid proposal in the log still wins."""
+        ids = sorted(self.set_at(height).ids())
+        live = [i for i in ids if i == self.validator_id or self.online.get(i, True)]
+        first = height % len(live)
+        return live[first:] + live[:first]
+
+    def turn_wait(self, height: int) -> float:
+        """Seconds this validator still waits before proposing `height`: one
+        block interval per validator before it in proposers_at(height), from
+        the time its head became final (the first proposes at once)."""
+        rank = self.proposers_at(height).index(self.validator_id)
+        if rank == 0:
+            return 0.0
+        return self.final_at + rank * self.cfg.block_interval_s - time.monotonic()
 
     async def _propose(self) -> None:
         gw, led = self.gw, self.gw.led
@@ -541,10 +602,29 @@ class Replica:
         if b is not None and p.proposer == self.pub and b.signed_header == p.signed_header \
                 and [t.message for t in b.txs] == p.txs:
             return b, True
-        txs = [check_stateless(m, self.domain) for m in p.txs]
+        txs, verified = self._decode_txs(p.txs)
         return blocks.rebuild_block(head, txs, led.state, p.signed_header, self.authority_pub,
                                     self.authority_id, domain=self.domain,
-                                    rules=led.rules), False
+                                    rules=led.rules, verified=verified), False
+
+    def _decode_txs(self, messages: list[bytes]) -> tuple[list[txm.Tx], dict[bytes, bytes]]:
+        """A proposal's transactions, and those whose signature this gateway
+        verified already (tx id -> key): a message whose bytes are those of a
+        tx its mempool checked at intake is that Tx (decoded and verified
+        once); rebuild_block skips its signature only if that key is the one
+        it must be signed by in the block. Any other message is decoded here
+        and verified in rebuild_block."""
+        pool = self.gw.pool
+        txs: list[txm.Tx] = []
+        verified: dict[bytes, bytes] = {}
+        for m in messages:
+            got = pool.verified(txm.tx_id(m))
+            if got is not None and got[0].message == m:
+                txs.append(got[0])
+                verified[got[0].id] = got[1]
+            else:
+                txs.append(check_stateless(m, self.domain))
+        return txs, verified
 
     async def _apply(self, entry: Entry) -> None:
         gw, led = self.gw, self.gw.led
@@ -796,8 +876,11 @@ class Replica:
                          announce=u.mine)
             self._settle_ids([t.id for t in b.txs] + [t.id for t, _ in b.dropped])
         gw.on_event(f"final height={height} votes={len(cert)}/{len(vs.pubkeys)} "
-                    f"hash={u.hash.hex()[:16]}{' (proposed here)' if u.mine else ''}")
+                    f"hash={u.hash.hex()[:16]} txs={len(b.txs) if b is not None else '?'}"
+                    f"{f' (proposed here; races lost so far {self.lost_races})' if u.mine else ''}")
         await self._settle_later()
+        if height == gw.led.head.height:
+            self.final_at = time.monotonic()
         self.final_event.set()
         self.final_event.clear()
         self.wake.set()

@@ -35,7 +35,7 @@ service's choice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
@@ -174,14 +174,17 @@ def receipts_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
 
 
 def execute(txs: Sequence[txm.Tx], state: State, rules: Rules,
-            block: BlockInfo | None = None, verify: bool = False
+            block: BlockInfo | None = None, verify: bool = False,
+            verified: Mapping[bytes, bytes] | None = None
             ) -> tuple[list[txm.Tx], list[Receipt], StateOverlay,
                        list[tuple[txm.Tx, errors.TLError]]]:
     """Run txs in order on an overlay: (included, receipts, overlay, dropped).
     `block` gives the height and time the txs execute at. `verify`: check each
     tx's signature with the key it must be signed by at its point of the block
     (validate.signing_key; a block proposed by another gateway); a bad one
-    raises its TLError."""
+    raises its TLError. `verified` (tx id -> key): txs whose very object this
+    node verified already (its mempool's); one is not verified again only if
+    that key is the key it must be signed by here."""
     view = StateOverlay(state)
     included: list[txm.Tx] = []
     receipts: list[Receipt] = []
@@ -191,7 +194,9 @@ def execute(txs: Sequence[txm.Tx], state: State, rules: Rules,
     for t in txs:
         info.index = len(included)
         if verify:
-            t.verify(signing_key(t, view))
+            key = signing_key(t, view)
+            if verified is None or verified.get(t.id) != key:
+                t.verify(key)
         try:
             out = apply(view, t, rules, info)
         except RuleError as e:
@@ -229,13 +234,14 @@ def build_block(prev: Tip, txs: Sequence[txm.Tx], state: State, time: int,
 
 def rebuild_block(prev: Tip, txs: Sequence[txm.Tx], state: State, signed_header: bytes,
                   authority_pub: bytes, authority_id: bytes, *, domain: str,
-                  rules: Rules) -> Block:
+                  rules: Rules, verified: Mapping[bytes, bytes] | None = None) -> Block:
     """Re-execute a block another gateway built (a proposal of a replicated
     domain, gateway/cluster/replica.py): its signed header must open with
     the authority key, extend `prev`, and equal the header this node computes
     from `txs` on `state` (every tx signed, none dropped: tx, receipts and
     state roots, validator sets). RuleError(bad-block, detail) otherwise;
-    the same verdict on every node with the same chain."""
+    the same verdict on every node with the same chain. `verified`: see
+    execute() (the Tx objects of this node's mempool it verified at intake)."""
     try:
         fields, hbytes = header.open_signed(authority_pub, signed_header)
     except errors.TLError as e:
@@ -247,7 +253,8 @@ def rebuild_block(prev: Tip, txs: Sequence[txm.Tx], state: State, signed_header:
         raise RuleError(BAD_BLOCK, "time")
     try:
         included, receipts, view, dropped = execute(txs, state, rules,
-                                                    BlockInfo(fields["height"], t), verify=True)
+                                                    BlockInfo(fields["height"], t), verify=True,
+                                                    verified=verified)
     except errors.TLError as e:
         raise RuleError(BAD_BLOCK, "tx-signature " + e.reason) from None
     if dropped:

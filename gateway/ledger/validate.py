@@ -42,7 +42,7 @@ check_stateless(message, domain) -> Tx        no state needed, cheap
     statements/certificates: bytes of a well-formed COSE_Sign1 (bad-statement)
     other types: bad-type; missing or extra body keys: bad-body
 
-check_stateful(tx, view, pending_seq, rules) -> None
+check_stateful(tx, view, pending_seq, rules) -> the key it verified under
     unknown-device      RuleError: sender unknown and the tx does not
                         introduce it (register, node-join with key 4)
     bad-signature       SignatureError: not signed by the sender's current key
@@ -168,7 +168,13 @@ def check_stateless(message: bytes | bytearray | memoryview, domain: str,
     yet signature-checked) Tx."""
     if len(message) > MAX_MESSAGE:
         raise errors.TooLarge("too-large")
-    t = txm.decode(bytes(message))
+    return check_decoded(txm.decode(bytes(message)), domain, body)
+
+
+def check_decoded(t: txm.Tx, domain: str,
+                  body: Callable[[txm.Tx], None] = check_body) -> txm.Tx:
+    """check_stateless's checks after the decoding, for a tx decoded
+    already (a replica's intake decodes each message for its (sender, seq))."""
     if t.domain != domain:
         raise DomainError("wrong-domain")
     body(t)
@@ -181,14 +187,14 @@ SigCheck = tuple[bytes, errors.TLError | None]
 
 
 def check_stateful(t: txm.Tx, view: StateView, pending_seq: int | None = None,
-                   rules: Rules | None = None, checked: SigCheck | None = None) -> None:
+                   rules: Rules | None = None, checked: SigCheck | None = None) -> bytes:
     """Known sender (or self-registration), signature, then state.precheck().
     `view` is committed state (plus pending registrations, see
     mempool.Mempool.view); `pending_seq` the sender's highest seq in the
     mempool. `checked`: the signature's verdict under a key, taken instead
     of verifying only when that key is the one `t` must be signed by now
-    (a key rotated since is checked here). Raises TLError subclasses with
-    reason codes."""
+    (a key rotated since is checked here). Returns the key the signature
+    verified under. Raises TLError subclasses with reason codes."""
     rules = rules or _OPEN
     key = signing_key(t, view)
     if checked is None or checked[0] != key:
@@ -196,6 +202,7 @@ def check_stateful(t: txm.Tx, view: StateView, pending_seq: int | None = None,
     elif checked[1] is not None:
         raise checked[1]
     precheck(view, t, rules, pending_seq)
+    return key
 
 
 def signing_key(t: txm.Tx, view: StateView) -> bytes:

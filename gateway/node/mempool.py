@@ -92,6 +92,9 @@ class Mempool:
         self._created: dict[bytes, tuple[DeviceRecord, bytes]] = {}
         # sender -> (refused seq, its reason, monotonic time the hold ends)
         self._held: dict[bytes, tuple[int, str, float]] = {}
+        # id -> the key admit() verified the tx's signature under (see verified())
+        self._keys: dict[bytes, bytes] = {}
+        self._txs: dict[bytes, txm.Tx] = {}
 
     def __len__(self) -> int:
         """Queued (not yet taken) transactions."""
@@ -135,6 +138,16 @@ class Mempool:
             return
         raise errors.TLError("held", reason=h[1])
 
+    def verified(self, tx_id: bytes) -> tuple[txm.Tx, bytes] | None:
+        """(the pending tx, the key its signature verified under at admit())
+        for a tx this mempool checked itself; None otherwise (not pending, or
+        queued by add() unchecked). A replica re-executing another gateway's
+        block skips the signature check of its txs only when the bytes are
+        these and the key is the one they must be signed by there
+        (blocks.execute's `verified`, gateway/cluster/replica.py)."""
+        key = self._keys.get(tx_id)
+        return None if key is None else (self._txs[tx_id], key)
+
     def queued(self) -> Iterable[txm.Tx]:
         """The pending txs in arrival order (not yet taken into a block)."""
         return iter(self._queue)
@@ -168,10 +181,14 @@ class Mempool:
         the key the sender holds now."""
         if t.id in self._ids:
             return False
-        check_stateful(t, self.view(state), self._seq.get(t.sender), rules, checked)
+        key = check_stateful(t, self.view(state), self._seq.get(t.sender), rules, checked)
         if rules is None or t.sender != rules.authority_id:
             self.check_held(t)
-        return self.add(t)
+        added = self.add(t)
+        if added:
+            self._keys[t.id] = key
+            self._txs[t.id] = t
+        return added
 
     def take(self, max_n: int) -> list[txm.Tx]:
         """Up to `max_n` queued txs in arrival order; they stay pending."""
@@ -193,6 +210,8 @@ class Mempool:
         """Forget txs whose block is committed (or that were dropped)."""
         for t in txs:
             self._ids.discard(t.id)
+            self._keys.pop(t.id, None)
+            self._txs.pop(t.id, None)
             s = self._seq.get(t.sender)
             if s is not None and s <= t.seq:
                 del self._seq[t.sender]
