@@ -385,13 +385,8 @@ class Gateway:
             return t.id  # admitted, or the same tx already pending
         except errors.TLError as e:
             if t is not None and e.reason == errors.REPLAY:
-                receipt = self.reader.get_receipt(t.id)
-                if receipt is not None:
+                if self.resend_receipt(t.id, t.sender):
                     self.limit.take(t.sender)  # signature verified: a resend counts too
-                    self.counters.resent_receipts += 1
-                    self.metrics.on_resent()
-                    if self._serves(t.sender):
-                        self._publish(topics.rx(self.cfg.domain, t.sender.hex()), receipt)
                     return None
                 self._file_equivocation(t)
             if t is not None:
@@ -401,6 +396,20 @@ class Gateway:
                     self.market.op.send(self.led.state, txm.TYPE_REPORT, fake)
             self.reject(payload, t, e)
             return None
+
+    def resend_receipt(self, tx_id: bytes, sender: bytes) -> bool:
+        """Answer a transaction sent again after the chain took it with its
+        stored receipt (to its sender, if this gateway answers it). False when
+        the chain holds no receipt of it (not in the chain, or in a block not
+        final here yet)."""
+        receipt = self.reader.get_receipt(tx_id)
+        if receipt is None:
+            return False
+        self.counters.resent_receipts += 1
+        self.metrics.on_resent()
+        if self._serves(sender):
+            self._publish(topics.rx(self.cfg.domain, sender.hex()), receipt)
+        return True
 
     def _check_session(self, dev: str, online: bool) -> None:
         """A device's status: warn of a possible second session under its id

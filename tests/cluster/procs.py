@@ -180,6 +180,7 @@ class Receipts:
         self.ok: dict[bytes, int] = {}
         self.by_device: dict[str, int] = {}
         self.bad = 0
+        self.why: list[str] = []  # the reason of each bad one
 
     async def listen(self, nc) -> None:
         await nc.subscribe(f"tl.{DOMAIN}.dev.*.rx", cb=self._on)
@@ -190,8 +191,9 @@ class Receipts:
             if m[messages.M_KIND] != messages.KIND_RECEIPT:
                 return
             messages.check_receipt(m, self.authority, self.validators)
-        except errors.TLError:
+        except errors.TLError as e:
             self.bad += 1
+            self.why.append(f"{msg.subject}: {e.reason} {e.detail}")
             return
         tid = bytes(m[messages.M_TX])
         self.ok[tid] = self.ok.get(tid, 0) + 1

@@ -19,7 +19,17 @@ from gateway.db import verify as replay
 from gateway.ledger import blocks, consensus
 from shared import commit_gateway
 from shared import tx as txm
-from tests.cluster.quorum import DOMAIN, OUTSIDER, VALIDATORS, Running, config, make_dirs, until
+from tests.cluster.procs import Receipts
+from tests.cluster.quorum import (
+    AUTHORITY,
+    DOMAIN,
+    OUTSIDER,
+    VALIDATORS,
+    Running,
+    config,
+    make_dirs,
+    until,
+)
 from tests.support.gwtest import Device
 from tests.support.nats import run
 
@@ -94,9 +104,17 @@ def test_three_gateways_commit_each_tx_once_with_quorum_certificates(tmp_path, n
             again = txs[0]
             sender = txm.decode(again).sender
             before = [r.gw.counters.resent_receipts for r in gws]
-            await intake.submit(again)
-            await until(lambda: sum(r.gw.counters.resent_receipts for r in gws) > sum(before),
-                        gws, 30, "the stored receipt sent again")
+            nc = await link.connect(nats_cluster.urls)
+            try:
+                heard = Receipts(AUTHORITY[1])  # checked as a board checks them
+                await heard.listen(nc)
+                await nc.flush()
+                await intake.submit(again)
+                await until(lambda: txm.decode(again).id in heard.ok, gws, 30,
+                            "the stored receipt sent again")
+                assert heard.bad == 0, heard.why
+            finally:
+                await nc.close()
             served = [r.rep.serves(sender) for r in gws]
             assert served.count(True) == 1
             assert [r.gw.counters.resent_receipts - b for r, b in zip(gws, before, strict=True)] \

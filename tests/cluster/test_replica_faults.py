@@ -83,7 +83,7 @@ def check_after(gws: list[GatewayProc], load: Load, receipts: Receipts) -> None:
         assert set(receipts.ok) <= set(ids), f"{g.name}: a receipted tx not in the chain"
         assert final
     assert len({(c[1], c[2]) for c in chains}) == 1, "gateways on different heads"
-    assert receipts.bad == 0
+    assert receipts.bad == 0, receipts.why[:5]
     for g in gws:
         v = subprocess.run([tool("thingledger"), "chain", "verify", "--data-dir",
                             str(g.data_dir)], capture_output=True, text=True, timeout=120)

@@ -17,8 +17,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from gateway.cluster.intake import Delivery
 from gateway.cluster.replica import Replica
 from gateway.db.genesis_files import write_key
+from shared import tx as txm
 from tests.support.gwtest import DOMAIN, Device, Node, key
 
 PRIV, PUB = key("settle-validator")
@@ -95,5 +97,41 @@ async def tried_again(tmp_path: Path) -> None:
         assert rep.unsettled == 1 and rep.settle_later == ["delivery-1"]
         await rep._settle_later()  # what a final block does
         assert rep.unsettled == 0 and intake.acked == ["delivery-1"]  # type: ignore[union-attr]
+    finally:
+        n.close()
+
+
+def test_a_committed_resend_is_answered_with_its_receipt_never_refused(tmp_path: Path) -> None:
+    """A delivery of a transaction the chain holds, from a device this gateway
+    serves, is answered only by the stored receipt (Gateway.resend_receipt:
+    nothing while its block is not final here), never through the ingress,
+    whose replay refusal would reach the device as a sealed rejection."""
+    asyncio.run(committed_resend(tmp_path))
+
+
+async def committed_resend(tmp_path: Path) -> None:
+    owner = Device("settle-owner")
+    alice = Device("settle-alice")
+    n = Node(tmp_path / "gw", {owner.pub: 10, alice.pub: 0}, owner=owner.pub,
+             consensus="quorum", validators=[PUB], threshold=1)
+    try:
+        m = alice.reading(1)
+        n.submit(m)
+        n.produce()
+        resent: list[tuple[bytes, bytes]] = []
+
+        def ingress(data: bytes, checked: object = None) -> None:
+            raise AssertionError("a committed resend went to the ingress")
+
+        rep = replica(n, tmp_path)
+        rep.gw = SimpleNamespace(led=n.ledger, reader=n.store, pool=[], on_event=print,
+                                 handle=ingress,
+                                 resend_receipt=lambda tid, who: resent.append((tid, who)))
+        rep.serves = lambda device: True  # type: ignore[method-assign]
+        t = txm.decode(m)
+        rep.intake.confirm.set()  # type: ignore[union-attr]
+        await rep._take([Delivery(m, t.sender, t.seq, 1, None)])  # type: ignore[arg-type]
+        assert resent == [(t.id, t.sender)]
+        assert rep.unsettled == 1  # acknowledged once the head is final here
     finally:
         n.close()
