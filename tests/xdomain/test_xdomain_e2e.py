@@ -12,12 +12,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from gateway.broker.embedded import parse_url
 from gateway.db.genesis_files import create_domain, write_key
@@ -97,18 +95,6 @@ class Gateway:
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([tool("thingledger"), *args], capture_output=True, text=True,
                           timeout=90)
-
-
-@pytest.fixture
-def two(tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
-    gws: list[Gateway] = []
-    try:
-        gws.append(Gateway(tmp_path, A, {Device("alice", A).pub: 1000}))
-        gws.append(Gateway(tmp_path, B, {Device("bob", B).pub: 500}))
-        yield gws[0], gws[1]
-    finally:
-        for g in gws:
-            g.stop()
 
 
 def _keyfile(path: Path, name: str) -> Path:

@@ -10,7 +10,6 @@ import dataclasses
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +41,6 @@ from tools.submit import SubmitError
 RELAYER = Device("relayer")
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
-    gws: list[Gateway] = []
-    try:
-        gws.append(Gateway(tmp_path, A, {Device("alice", A).pub: 1000}))
-        gws.append(Gateway(tmp_path, B, {Device("bob", B).pub: 500}))
-        yield gws[0], gws[1]
-    finally:
-        for g in gws:
-            g.stop()
-
-
 def _create_clients(a: Gateway, b: Gateway) -> None:
     """Each authority creates its client of the other domain (in-process:
     the set-up, not what is tested here)."""
@@ -81,8 +68,8 @@ def _send(a: Gateway, alice: Device, to: bytes, amount: int, t_height: int = 0,
 
 
 def test_relay_with_no_data_folders_credits_acks_and_refunds(
-        pair: tuple[Gateway, Gateway], tmp_path: Path) -> None:
-    a, b = pair
+        two: tuple[Gateway, Gateway], tmp_path: Path) -> None:
+    a, b = two
     alice, bob = Device("alice", A), Device("bob", B)
     alice.seq = bob.seq = 1 << 30
     _create_clients(a, b)
@@ -263,8 +250,8 @@ class LyingStore:
 
 
 def test_a_lying_answer_is_refused_by_the_receiving_chain(
-        pair: tuple[Gateway, Gateway], amqtt_broker: Any) -> None:
-    a, b = pair
+        two: tuple[Gateway, Gateway], amqtt_broker: Any) -> None:
+    a, b = two
     alice, bob = Device("alice", A), Device("bob", B)
     alice.seq = bob.seq = 1 << 30
     _create_clients(a, b)
