@@ -203,3 +203,14 @@ class Receipts:
 
 def log_stream() -> str:
     return link.log_stream(DOMAIN)
+
+
+async def cli(*argv: str, timeout: float = 60.0) -> str:
+    """`thingledger ARGV`, its output; AssertionError unless it exits 0."""
+    p = await asyncio.create_subprocess_exec(tool("thingledger"), *argv,
+                                             stdout=asyncio.subprocess.PIPE,
+                                             stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(p.communicate(), timeout)
+    text = out.decode()
+    assert p.returncode == 0, f"thingledger {' '.join(argv)}:\n{text}"
+    return text

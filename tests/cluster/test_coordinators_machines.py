@@ -30,7 +30,7 @@ from gateway.db.store import Store
 from gateway.node.config import DB_FILE
 from shared import topics
 from shared import tx as txm
-from tests.cluster.procs import GatewayProc
+from tests.cluster.procs import GatewayProc, cli
 from tests.cluster.quorum import DOMAIN, VALIDATORS, make_dirs
 from tests.support.nats import run
 from tests.support.waits import retained
@@ -39,16 +39,6 @@ from tools.keys import load_key
 
 IDS = [txm.device_id(pub).hex() for _, pub in VALIDATORS]
 STAGGER = "4"  # s per rank: the second coordinator acts 4 s after the first
-
-
-async def cli(*argv: str, timeout: float = 60.0) -> str:
-    p = await asyncio.create_subprocess_exec(tool("thingledger"), *argv,
-                                             stdout=asyncio.subprocess.PIPE,
-                                             stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(p.communicate(), timeout)
-    text = out.decode()
-    assert p.returncode == 0, f"thingledger {' '.join(argv)}:\n{text}"
-    return text
 
 
 def assigns(data: Path, light: bytes) -> list[tuple[bytes, bytes]]:
