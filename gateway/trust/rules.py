@@ -15,9 +15,12 @@ PROOF {1: kind, 2: message A, 3: message B}
     bytes, signature]) of one validator on two different headers of this
     domain at one height; the key must be in the validator set in force at
     that height (bad-proof not-a-validator). The offender is the validator's
-    id (an account or not); the same effect, and its key leaves the
-    validator set from the next height on (consensus.remove_member: as a
-    VALSET from height + 1 would, with the event ["valset", from, set hash]).
+    id (an account or not); the same effect.
+    Whatever the kind, a banned key that is in a validator set after the
+    proof's height leaves it from the next height on (consensus.remove_member:
+    as a VALSET from height + 1 would, with the event ["valset", from, set
+    hash]): a validator's double vote, or two txs with one seq of an account
+    that uses its validator key.
 REPORT {1: target id, 2: kind, 3?: evidence bytes}
     refused: about oneself (bad-tx self-report), about an unknown id
     (unknown-device), by a banned reporter (banned), the same reporter,
@@ -232,10 +235,11 @@ def apply(view: StateOverlay, t: txm.Tx, rules: Rules, block: BlockInfo
         rec = replace(rec, penalty=rec.penalty + st.PROOF_POINTS, banned_key=key)
         new = _change(view, who, rec, block, t.id, "proof:" + t.body[1], True)
         events: list[Any] = [["proof", t.body[1], who, new.level]]
-        if t.body[1] == VOTE_EQUIVOCATION:  # out of the validator set from the next height
-            removed = consensus.remove_member(view, key, block.height)
-            if removed is not None:
-                events.append(["valset", removed[0], removed[1].hash])
+        # a banned key that is a validator's (its double vote, or a double tx of an
+        # account under the same key) leaves the validator set from the next height
+        removed = consensus.remove_member(view, key, block.height)
+        if removed is not None:
+            events.append(["valset", removed[0], removed[1].hash])
         return STATUS_OK, "", events
     target, kind = t.body[1], t.body[2]
     refused = refused_report(view, t, now)

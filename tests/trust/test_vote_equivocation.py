@@ -229,3 +229,32 @@ def test_a_validator_alone_in_its_set_stays_when_proved(tmp_path: Path, alice: D
         assert b.fields["next_validators"] == b.fields["validators"]
     finally:
         n.close()
+
+
+def test_a_validator_account_proved_to_reuse_a_seq_leaves_the_set(tmp_path: Path, alice: Device,
+                                                                  bob: Device) -> None:
+    """A validator whose key also holds an account (as in `run --gateways`)
+    signs two transactions with one seq: the tx-equivocation proof bans that
+    key, and a banned validator key leaves the set from the next height, as
+    after a double vote."""
+    v = Device("vote-validator-1")  # VALIDATORS[1]'s key, as an account
+    assert v.pub == VALIDATORS[1][1]
+    n = Node(tmp_path / "gw", {alice.pub: 1000, bob.pub: 1000, v.pub: 0}, trust=True,
+             consensus="quorum", validators=[p for _, p in VALIDATORS], threshold=2)
+    try:
+        a = v.reading(100)
+        b = v.reading(200, seq=v.seq)
+        n.submit(a)
+        produce(n)  # height 1
+        n.submit(bob.make(txm.TYPE_PROOF, {1: "tx-equivocation", 2: a, 3: b}))
+        blk = produce(n)  # height 2
+        assert blk.receipts[0].status == messages.STATUS_OK
+        pubs = sorted(p for _, p in VALIDATORS)
+        left = consensus.ValidatorSet.of([p for p in pubs if p != v.pub], 2)
+        assert blk.receipts[0].events[-1] == ["valset", 3, left.hash]
+        assert st.level_of(n.state, v.id) == st.BANNED
+        sched = consensus.schedule(n.state)
+        assert sched is not None and consensus.set_at(sched, 3) == left
+        assert blk.fields["next_validators"] == left.hash
+    finally:
+        n.close()
