@@ -19,6 +19,7 @@ import nats.errors
 import nats.js.errors
 
 from gateway.cluster import link
+from gateway.cluster.log import retry
 from shared import tx as txm
 from tests.cluster.minigw import DOMAIN, MiniGateway
 from tests.support.brokers import ROOT, PahoClient
@@ -47,7 +48,16 @@ async def routed_to_the_stream(url: str, timeout: float = 30.0) -> None:
                     nats.js.errors.NoStreamResponseError):
                 assert time.monotonic() < deadline, "the stream never reachable from " + url
                 await asyncio.sleep(0.05)
-        await intake.js.delete_msg(intake.stream, seq)
+
+        async def delete_probe() -> None:
+            try:
+                await intake.js.delete_msg(intake.stream, seq)
+            except nats.js.errors.NotFoundError:
+                pass  # deleted by a try whose answer did not come in time
+
+        # a JetStream request can time out while the new stream settles (seen
+        # once in a fresh-clone run): asked again, as the gateways do
+        await retry(delete_probe, timeout, "delete the probe")
     finally:
         await nc.close()
 
