@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -499,11 +499,7 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                 'ORDER BY device, principal, "right"'):
             acl.setdefault(dev, {}).setdefault(p, []).append(right)
         cur = self._db.execute("SELECT %s FROM devices ORDER BY id" % _DEV_COLS)
-        out = []
-        for i, pub, seq, bal, kind, status, owner, claimant, node, assigned in cur:
-            a = tuple((p, tuple(rs)) for p, rs in acl.pop(i, {}).items())
-            out.append((i, DeviceRecord(pub, seq, bal, kind, status, owner, a, bool(claimant),
-                                        node, assigned)))
+        out = [(row[0], _device_record(row, acl.pop(row[0], {}))) for row in cur]
         if acl:  # rights on a device that has no row: keep them visible to verify
             out.append((min(acl), DeviceRecord(b"", -1, -1, "orphan-rights")))
             out.sort(key=lambda x: x[0])
@@ -523,10 +519,7 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                     acl.setdefault(dev, {}).setdefault(p, []).append(right)
         finally:
             db.execute("COMMIT")
-        return [(i, DeviceRecord(pub, seq, bal, kind, status, owner,
-                                 tuple((p, tuple(rs)) for p, rs in acl.get(i, {}).items()),
-                                 bool(claimant), node, assigned))
-                for i, pub, seq, bal, kind, status, owner, claimant, node, assigned in rows]
+        return [(row[0], _device_record(row, acl.get(row[0], {}))) for row in rows]
 
     def kv(self) -> dict[bytes, bytes]:
         """Every stored value of the state tree (State.kv)."""
@@ -572,11 +565,7 @@ class Store(ChainTables[BlockRecord], block_cols="height, hash, time, n_txs, hea
                                            'device = ? ORDER BY principal, "right"',
                                            (device_id,)):
                     acl.setdefault(p, []).append(right)
-                i, pub, seq, bal, kind, status, owner, claimant, node, assigned = row
-                rec = DeviceRecord(pub, seq, bal, kind, status, owner,
-                                   tuple((p, tuple(rs)) for p, rs in acl.items()),
-                                   bool(claimant), node, assigned)
-                leaf_bytes = leaf(i, rec)
+                leaf_bytes = leaf(row[0], _device_record(row, acl))
 
             return head, leaf_bytes, commitment.prove(self._tree_node,
                                                       stateproof.account_key(device_id))
@@ -716,6 +705,15 @@ def open_ledger(cfg: GatewayConfig, *, create: bool = True,
     except BaseException:
         store.close()
         raise
+
+
+def _device_record(row: tuple, acl: Mapping[bytes, list[str]]) -> DeviceRecord:
+    """A principal's record from its `_DEV_COLS` row and its rights
+    (principal -> rights, in order)."""
+    _, pub, seq, bal, kind, status, owner, claimant, node, assigned = row
+    return DeviceRecord(pub, seq, bal, kind, status, owner,
+                        tuple((p, tuple(rs)) for p, rs in acl.items()), bool(claimant),
+                        node, assigned)
 
 
 def _pos_bytes(pos: int) -> bytes:
