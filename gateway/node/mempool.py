@@ -92,9 +92,8 @@ class Mempool:
         self._created: dict[bytes, tuple[DeviceRecord, bytes]] = {}
         # sender -> (refused seq, its reason, monotonic time the hold ends)
         self._held: dict[bytes, tuple[int, str, float]] = {}
-        # id -> the key admit() verified the tx's signature under (see verified())
-        self._keys: dict[bytes, bytes] = {}
-        self._txs: dict[bytes, txm.Tx] = {}
+        # id -> (the tx, the key admit() verified its signature under) (see verified())
+        self._verified: dict[bytes, tuple[txm.Tx, bytes]] = {}
 
     def __len__(self) -> int:
         """Queued (not yet taken) transactions."""
@@ -145,8 +144,7 @@ class Mempool:
         block skips the signature check of its txs only when the bytes are
         these and the key is the one they must be signed by there
         (blocks.execute's `verified`, gateway/cluster/replica.py)."""
-        key = self._keys.get(tx_id)
-        return None if key is None else (self._txs[tx_id], key)
+        return self._verified.get(tx_id)
 
     def queued(self) -> Iterable[txm.Tx]:
         """The pending txs in arrival order (not yet taken into a block)."""
@@ -186,8 +184,7 @@ class Mempool:
             self.check_held(t)
         added = self.add(t)
         if added:
-            self._keys[t.id] = key
-            self._txs[t.id] = t
+            self._verified[t.id] = (t, key)
         return added
 
     def take(self, max_n: int) -> list[txm.Tx]:
@@ -210,8 +207,7 @@ class Mempool:
         """Forget txs whose block is committed (or that were dropped)."""
         for t in txs:
             self._ids.discard(t.id)
-            self._keys.pop(t.id, None)
-            self._txs.pop(t.id, None)
+            self._verified.pop(t.id, None)
             s = self._seq.get(t.sender)
             if s is not None and s <= t.seq:
                 del self._seq[t.sender]

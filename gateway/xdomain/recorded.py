@@ -34,7 +34,7 @@ known only at the block's time: the tx is then included as failed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.errors import RuleError
@@ -193,8 +193,7 @@ def apply(view: Any, t: txm.Tx, rules: Any, block: Any) -> tuple[int, str, list[
         view.kv_put(xp.delivery_key(a, p.id, c.batch),
                     cbor.dumps([c.first, c.count, c.root, c.height]))
         events.append(["xdelivery", a, p.id, c.batch, c.first, c.count, c.root])
-    done = Purchase(a, p.id, p.buyer, p.supplier, p.price, p.quantity, p.service, p.height,
-                    p.batches + len(cs), p.readings + sum(c.count for c in cs))
+    done = replace(p, batches=p.batches + len(cs), readings=p.readings + sum(c.count for c in cs))
     view.kv_put(xp.purchase_key(a, p.id), done.encode())
     return STATUS_OK, "", events
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +247,19 @@ def test_a_block_stored_and_not_folded_before_a_death_is_folded_at_restart(
     check_chain(tmp_path)
 
 
+@contextmanager
+def follower(data: Path) -> Iterator[Node]:
+    """A new domain's gateway started not issuing; closed, then its chain replayed."""
+    new_domain(data)
+    n = Node(data)
+    try:
+        n.start(issuing=False)
+        yield n
+    finally:
+        n.close()
+    check_chain(data)
+
+
 def follow_a_register(n: Node, dev: Device) -> None:
     """A gateway that does not issue applies the REGISTER's block: owed, nothing signed."""
     async def go() -> None:
@@ -263,34 +278,30 @@ def former_issuers_grant(n: Node, dev: Device) -> bytes:
                     {1: dev.id, 2: GRANT})
 
 
+def granted_once(n: Node, dev: Device) -> None:
+    """The grant pending lands: nothing more to send, the device paid once."""
+    asyncio.run(n.settle())
+    n.tick()
+    assert n.authority_txs() == []
+    assert n.balance(dev) == GRANT and n.grants_on_chain(dev) == 1
+
+
 def test_the_gateway_taking_the_operator_over_grants_what_the_former_issuer_did_not(
         tmp_path: Path) -> None:
     dev = Device("newcomer")
-    new_domain(tmp_path)
-    n = Node(tmp_path)
-    try:
-        n.start(issuing=False)
+    with follower(tmp_path) as n:
         follow_a_register(n, dev)  # the issuer saw it too and died before appending
         n.market.issuing = True
         n.market.take_over(n.gw.led.state, n.authority_txs(), n.now)
         n.tick()
         assert [t.body for t in n.authority_txs()] == [{1: dev.id, 2: GRANT}]
-        asyncio.run(n.settle())
-        n.tick()
-        assert n.authority_txs() == []
-        assert n.balance(dev) == GRANT and n.grants_on_chain(dev) == 1
-    finally:
-        n.close()
-    check_chain(tmp_path)
+        granted_once(n, dev)
 
 
 def test_a_grant_the_former_issuer_left_in_the_mempool_is_not_signed_again(
         tmp_path: Path) -> None:
     dev = Device("newcomer")
-    new_domain(tmp_path)
-    n = Node(tmp_path)
-    try:
-        n.start(issuing=False)
+    with follower(tmp_path) as n:
         follow_a_register(n, dev)
         theirs = former_issuers_grant(n, dev)
         assert n.gw.handle(theirs) is not None  # came through the intake
@@ -298,13 +309,7 @@ def test_a_grant_the_former_issuer_left_in_the_mempool_is_not_signed_again(
         n.market.take_over(n.gw.led.state, n.authority_txs(), n.now)
         n.tick()
         assert [t.message for t in n.authority_txs()] == [theirs]
-        asyncio.run(n.settle())
-        n.tick()
-        assert n.authority_txs() == []
-        assert n.balance(dev) == GRANT and n.grants_on_chain(dev) == 1
-    finally:
-        n.close()
-    check_chain(tmp_path)
+        granted_once(n, dev)
 
 
 def test_a_grant_in_the_intake_not_read_yet_is_not_signed_again(tmp_path: Path) -> None:
@@ -312,10 +317,7 @@ def test_a_grant_in_the_intake_not_read_yet_is_not_signed_again(tmp_path: Path) 
     read it yet when it takes over (the issuer hands it over from the
     operator subject, gateway/cluster/issuer.py `in_flight`)."""
     dev = Device("newcomer")
-    new_domain(tmp_path)
-    n = Node(tmp_path)
-    try:
-        n.start(issuing=False)
+    with follower(tmp_path) as n:
         follow_a_register(n, dev)
         theirs = former_issuers_grant(n, dev)
         n.market.issuing = True
@@ -326,23 +328,14 @@ def test_a_grant_in_the_intake_not_read_yet_is_not_signed_again(tmp_path: Path) 
         n.gw.handle(theirs)  # the intake delivers it
         n.tick()
         assert [t.message for t in n.authority_txs()] == [theirs]
-        asyncio.run(n.settle())
-        n.tick()
-        assert n.authority_txs() == []
-        assert n.balance(dev) == GRANT and n.grants_on_chain(dev) == 1
-    finally:
-        n.close()
-    check_chain(tmp_path)
+        granted_once(n, dev)
 
 
 def test_a_grant_that_cannot_land_any_more_is_made_afresh(tmp_path: Path) -> None:
     """The grant tx known in flight never lands: once the chain has passed
     its seq (another operator tx committed), a fresh grant is signed."""
     dev = Device("newcomer")
-    new_domain(tmp_path)
-    n = Node(tmp_path)
-    try:
-        n.start(issuing=False)
+    with follower(tmp_path) as n:
         follow_a_register(n, dev)
         lost = former_issuers_grant(n, dev)
         n.market.issuing = True
@@ -358,9 +351,6 @@ def test_a_grant_that_cannot_land_any_more_is_made_afresh(tmp_path: Path) -> Non
         assert n.authority_txs() == []
         assert n.balance(dev) == GRANT and n.grants_on_chain(dev) == 1
         assert all(r.message != lost for r in n.gw.reader.txs_of_type(txm.TYPE_TRANSFER))
-    finally:
-        n.close()
-    check_chain(tmp_path)
 
 
 def test_a_grant_in_flight_before_the_register_is_applied_here_is_kept(
@@ -370,10 +360,7 @@ def test_a_grant_in_flight_before_the_register_is_applied_here_is_kept(
     applied yet. Once it applies it, the device is owed, and that grant is
     still the one: no second is signed."""
     dev = Device("newcomer")
-    new_domain(tmp_path)
-    n = Node(tmp_path)
-    try:
-        n.start(issuing=False)
+    with follower(tmp_path) as n:
         theirs = former_issuers_grant(n, dev)
         n.market.issuing = True
         n.market.take_over(n.gw.led.state, [txm.decode(theirs)], n.now)
@@ -383,10 +370,4 @@ def test_a_grant_in_flight_before_the_register_is_applied_here_is_kept(
         assert n.authority_txs() == []  # no grant of its own
         n.tick()  # only that same tx again
         assert [t.message for t in n.authority_txs()] == [theirs]
-        asyncio.run(n.settle())
-        n.tick()
-        assert n.authority_txs() == []
-        assert n.balance(dev) == GRANT and n.grants_on_chain(dev) == 1
-    finally:
-        n.close()
-    check_chain(tmp_path)
+        granted_once(n, dev)
