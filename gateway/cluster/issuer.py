@@ -44,7 +44,6 @@ closes are kept until the chain shows them).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
@@ -189,7 +188,7 @@ class OperatorIssuer:
         """Queue an operator tx for the intake: its id while it is pending (queued,
         appended recently, or in the mempool), None when not taken (this gateway
         does not issue, or `msg` was signed before the last re-read)."""
-        tid = hashlib.sha256(msg).digest()
+        tid = txm.tx_id(msg)
         now = time.monotonic()
         if self.pending(tid) or now - self.recent.get(tid, -RECENT_S) < RECENT_S:
             return tid
@@ -283,7 +282,7 @@ class OperatorIssuer:
         while self.queue and self.holding and self.synced:
             msg = self.queue[0]
             headers = {"Nats-Expected-Last-Subject-Sequence": str(self.last),
-                       "Nats-Msg-Id": hashlib.sha256(msg).hexdigest()}
+                       "Nats-Msg-Id": txm.tx_id(msg).hex()}
             try:
                 ack = await self.js.publish(self.subject, msg, stream=self.stream,
                                             headers=headers, timeout=APPEND_TIMEOUT)
@@ -312,7 +311,7 @@ class OperatorIssuer:
     def _forget_queue(self) -> None:
         """Drop what was signed and not appended (never pending, never sent)."""
         for m in self.queue:
-            self.recent.pop(hashlib.sha256(m).digest(), None)
+            self.recent.pop(txm.tx_id(m), None)
         self.queue.clear()
 
     async def take(self) -> None:
