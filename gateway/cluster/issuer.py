@@ -69,6 +69,8 @@ LEASE_S = 4.0  # s another gateway waits on one unchanged revision before taking
 RECENT_S = 10.0  # s an appended tx counts as pending before the mempool shows it
 APPEND_TIMEOUT = 5.0  # s one append waits for its acknowledgement
 IN_FLIGHT_MAX = 4096  # operator txs read back from the subject at most
+# a cluster request that failed (nats.js.errors.APIError is a nats.errors.Error)
+FAILED = (*RETRYABLE, nats.errors.Error)
 
 
 class IssuerLease:
@@ -131,7 +133,7 @@ class IssuerLease:
                 self.holder, self.renewed, self.seen_at = self.me, sent, sent
         except nats.js.errors.KeyWrongLastSequenceError:
             self.renewed = -1e9  # another gateway wrote it first
-        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as ex:
+        except FAILED as ex:
             log.info("operator lease: %r", ex)  # holding runs out by itself
         return self.holding
 
@@ -143,7 +145,7 @@ class IssuerLease:
             return
         try:  # bounded: a stop does not wait for a cluster that is gone
             await asyncio.wait_for(self.kv.update(LEASE_KEY, b"", last=self.revision), 2.0)
-        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as ex:
+        except FAILED as ex:
             log.info("operator lease not released: %r", ex)
 
 
@@ -296,7 +298,7 @@ class OperatorIssuer:
                                        str(e.description)) from None
                 self._doubt(f"operator: append refused ({e.description})")
                 raise ClusterError(ClusterError.REFUSED, str(e.description)) from None
-            except RETRYABLE + (nats.errors.Error,) as e:
+            except FAILED as e:
                 self._doubt(f"operator: append not acknowledged ({e!r})")
                 raise ClusterError(ClusterError.UNAVAILABLE, repr(e)) from None
             self.queue.popleft()
@@ -368,7 +370,7 @@ class OperatorIssuer:
             await step
         except ClusterError:
             pass  # said in on_event; read again at the next round
-        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as e:
+        except FAILED as e:
             self.synced = False
             log.info("operator: %r", e)
             await asyncio.sleep(0.2)
