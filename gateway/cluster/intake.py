@@ -90,13 +90,6 @@ def split_committed(deliveries: list[Delivery], last_seq: Callable[[bytes], int]
     return fresh, already
 
 
-def tx_key(data: bytes) -> tuple[bytes, int]:
-    """(sender, seq) of a structurally valid transaction; TLError with its reason
-    code otherwise (the signature is the gateway's check, later)."""
-    tx = txdecode.decode(data)
-    return bytes(tx.sender), int(tx.seq)
-
-
 class TxIntake:
     """A gateway's reader of the domain's transaction stream."""
 

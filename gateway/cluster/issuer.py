@@ -44,7 +44,6 @@ closes are kept until the chain shows them).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
@@ -70,6 +69,8 @@ LEASE_S = 4.0  # s another gateway waits on one unchanged revision before taking
 RECENT_S = 10.0  # s an appended tx counts as pending before the mempool shows it
 APPEND_TIMEOUT = 5.0  # s one append waits for its acknowledgement
 IN_FLIGHT_MAX = 4096  # operator txs read back from the subject at most
+# a cluster request that failed (nats.js.errors.APIError is a nats.errors.Error)
+FAILED = (*RETRYABLE, nats.errors.Error)
 
 
 class IssuerLease:
@@ -132,7 +133,7 @@ class IssuerLease:
                 self.holder, self.renewed, self.seen_at = self.me, sent, sent
         except nats.js.errors.KeyWrongLastSequenceError:
             self.renewed = -1e9  # another gateway wrote it first
-        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as ex:
+        except FAILED as ex:
             log.info("operator lease: %r", ex)  # holding runs out by itself
         return self.holding
 
@@ -144,7 +145,7 @@ class IssuerLease:
             return
         try:  # bounded: a stop does not wait for a cluster that is gone
             await asyncio.wait_for(self.kv.update(LEASE_KEY, b"", last=self.revision), 2.0)
-        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as ex:
+        except FAILED as ex:
             log.info("operator lease not released: %r", ex)
 
 
@@ -189,7 +190,7 @@ class OperatorIssuer:
         """Queue an operator tx for the intake: its id while it is pending (queued,
         appended recently, or in the mempool), None when not taken (this gateway
         does not issue, or `msg` was signed before the last re-read)."""
-        tid = hashlib.sha256(msg).digest()
+        tid = txm.tx_id(msg)
         now = time.monotonic()
         if self.pending(tid) or now - self.recent.get(tid, -RECENT_S) < RECENT_S:
             return tid
@@ -283,7 +284,7 @@ class OperatorIssuer:
         while self.queue and self.holding and self.synced:
             msg = self.queue[0]
             headers = {"Nats-Expected-Last-Subject-Sequence": str(self.last),
-                       "Nats-Msg-Id": hashlib.sha256(msg).hexdigest()}
+                       "Nats-Msg-Id": txm.tx_id(msg).hex()}
             try:
                 ack = await self.js.publish(self.subject, msg, stream=self.stream,
                                             headers=headers, timeout=APPEND_TIMEOUT)
@@ -297,7 +298,7 @@ class OperatorIssuer:
                                        str(e.description)) from None
                 self._doubt(f"operator: append refused ({e.description})")
                 raise ClusterError(ClusterError.REFUSED, str(e.description)) from None
-            except RETRYABLE + (nats.errors.Error,) as e:
+            except FAILED as e:
                 self._doubt(f"operator: append not acknowledged ({e!r})")
                 raise ClusterError(ClusterError.UNAVAILABLE, repr(e)) from None
             self.queue.popleft()
@@ -312,7 +313,7 @@ class OperatorIssuer:
     def _forget_queue(self) -> None:
         """Drop what was signed and not appended (never pending, never sent)."""
         for m in self.queue:
-            self.recent.pop(hashlib.sha256(m).digest(), None)
+            self.recent.pop(txm.tx_id(m), None)
         self.queue.clear()
 
     async def take(self) -> None:
@@ -369,7 +370,7 @@ class OperatorIssuer:
             await step
         except ClusterError:
             pass  # said in on_event; read again at the next round
-        except (*RETRYABLE, nats.js.errors.APIError, nats.errors.Error) as e:
+        except FAILED as e:
             self.synced = False
             log.info("operator: %r", e)
             await asyncio.sleep(0.2)

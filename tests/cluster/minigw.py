@@ -7,10 +7,10 @@ the consensus core refuses an invalid proposal: every gateway skips it alike."""
 
 from __future__ import annotations
 
-from gateway.cluster.intake import Delivery, TxIntake, split_committed, tx_key
+from gateway.cluster.intake import Delivery, TxIntake, split_committed
 from gateway.cluster.log import Entry, ProposalLog
 from gateway.errors import ClusterError
-from shared import cbor
+from shared import cbor, txdecode
 from shared.errors import TLError
 
 DOMAIN = "intake-test"
@@ -43,7 +43,7 @@ class MiniGateway:
 
     async def apply(self, entry: Entry) -> None:
         txs = cbor.loads(entry.data)
-        keys = [tx_key(t) for t in txs]
+        keys = [(bytes(x.sender), int(x.seq)) for x in map(txdecode.decode, txs)]
         if any(seq <= self.last.get(s, 0) for s, seq in keys):
             raise TLError("a transaction already in the chain", "replay")
         for (s, seq), t in zip(keys, txs, strict=True):
