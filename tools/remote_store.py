@@ -267,17 +267,17 @@ class RemoteStore:
             self.get_block(height)
         return self._certs.get(height)
 
-    def prove_kv(self, key: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
-        got, _ = self.q.ask("prove_kv", key)
+    def _proof(self, op: str, arg: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        got, _ = self.q.ask(op, arg)
         if got is None:
             return None
         return self._with_cert([got[0], None]), got[1], got[2]
 
+    def prove_kv(self, key: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        return self._proof("prove_kv", key)
+
     def prove_account(self, device_id: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
-        got, _ = self.q.ask("prove_account", device_id)
-        if got is None:
-            return None
-        return self._with_cert([got[0], None]), got[1], got[2]
+        return self._proof("prove_account", device_id)
 
     def get_receipt(self, tx_id: bytes) -> bytes | None:
         return self.q.ask("receipt", tx_id)[0]
