@@ -35,9 +35,9 @@ A paged answer holds at most `limit` items (at most MAX_PAGE) and stays under
 MAX_ANSWER bytes; `more` says whether the cursor of its last item has more.
 """
 
-from shared import cbor, errors, reasons
+from shared import cbor, errors, reasons, topics
 
-PREFIX = "tl/"
+PREFIX = topics.PREFIX
 OPS = ("genesis", "head", "block", "kv_range", "prove_kv", "prove_account", "receipt", "txs",
        "devices", "valsets")
 PAGED = ("kv_range", "txs", "devices")
