@@ -39,6 +39,7 @@ from gateway.ledger.state import DeviceRecord
 from shared import cbor, errors
 from shared import chainquery as cq
 from tools.failover import Brokers, as_brokers
+from tools.submit import shut
 
 MAX_ITEMS = 100_000  # items one paged read gathers at most (devices(), kv_range())
 CACHED = 64  # certificates kept from block answers
@@ -107,7 +108,7 @@ class QueryClient:
             raise RemoteError("no-answer", "cannot reach it: %s" % e) from None
         c.loop_start()
         if not subscribed.wait(self.timeout) or down.is_set():
-            _shut(c)
+            shut(c)
             raise RemoteError("no-answer", "no subscription to %s confirmed" % topic)
         self.client, self.url, self._answers, self._down = c, url, answers, down
 
@@ -130,7 +131,7 @@ class QueryClient:
 
     def _drop(self) -> None:
         if self.client is not None:
-            _shut(self.client)
+            shut(self.client)
             self.client = None
 
     def close(self) -> None:
@@ -192,12 +193,6 @@ class QueryClient:
 
 class _Silent(Exception):
     """The broker in use gave no answer in time, or its connection dropped."""
-
-
-def _shut(c: mqtt.Client) -> None:
-    c.on_disconnect = None
-    c.disconnect()  # first: it wakes the network thread, which loop_stop joins
-    c.loop_stop()
 
 
 def _block(row: Any) -> BlockRecord:
