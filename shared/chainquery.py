@@ -35,9 +35,9 @@ A paged answer holds at most `limit` items (at most MAX_PAGE) and stays under
 MAX_ANSWER bytes; `more` says whether the cursor of its last item has more.
 """
 
-from shared import cbor, errors, reasons
+from shared import cbor, errors, reasons, topics
 
-PREFIX = "tl/"
+PREFIX = topics.PREFIX
 OPS = ("genesis", "head", "block", "kv_range", "prove_kv", "prove_account", "receipt", "txs",
        "devices", "valsets")
 PAGED = ("kv_range", "txs", "devices")
@@ -70,22 +70,27 @@ def is_requester(name):
     return True
 
 
+def subtree(domain):
+    """The prefix of every chain-query topic of `domain`."""
+    return PREFIX + domain + "/q/"
+
+
 def request_topic(domain, requester):
-    return PREFIX + domain + "/q/" + requester + "/req"
+    return subtree(domain) + requester + "/req"
 
 
 def answer_topic(domain, requester):
-    return PREFIX + domain + "/q/" + requester + "/res"
+    return subtree(domain) + requester + "/res"
 
 
 def requests_filter(domain):
     """What a gateway subscribes to: every requester's requests."""
-    return PREFIX + domain + "/q/+/req"
+    return subtree(domain) + "+/req"
 
 
 def requester_of(domain, topic):
     """The requester named by a request topic, or None."""
-    head = PREFIX + domain + "/q/"
+    head = subtree(domain)
     if not topic.startswith(head) or not topic.endswith("/req"):
         return None
     name = topic[len(head):-len("/req")]

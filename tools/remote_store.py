@@ -39,6 +39,7 @@ from gateway.ledger.state import DeviceRecord
 from shared import cbor, errors
 from shared import chainquery as cq
 from tools.failover import Brokers, as_brokers
+from tools.submit import shut
 
 MAX_ITEMS = 100_000  # items one paged read gathers at most (devices(), kv_range())
 CACHED = 64  # certificates kept from block answers
@@ -107,7 +108,7 @@ class QueryClient:
             raise RemoteError("no-answer", "cannot reach it: %s" % e) from None
         c.loop_start()
         if not subscribed.wait(self.timeout) or down.is_set():
-            _shut(c)
+            shut(c)
             raise RemoteError("no-answer", "no subscription to %s confirmed" % topic)
         self.client, self.url, self._answers, self._down = c, url, answers, down
 
@@ -130,7 +131,7 @@ class QueryClient:
 
     def _drop(self) -> None:
         if self.client is not None:
-            _shut(self.client)
+            shut(self.client)
             self.client = None
 
     def close(self) -> None:
@@ -192,12 +193,6 @@ class QueryClient:
 
 class _Silent(Exception):
     """The broker in use gave no answer in time, or its connection dropped."""
-
-
-def _shut(c: mqtt.Client) -> None:
-    c.on_disconnect = None
-    c.disconnect()  # first: it wakes the network thread, which loop_stop joins
-    c.loop_stop()
 
 
 def _block(row: Any) -> BlockRecord:
@@ -267,17 +262,17 @@ class RemoteStore:
             self.get_block(height)
         return self._certs.get(height)
 
-    def prove_kv(self, key: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
-        got, _ = self.q.ask("prove_kv", key)
+    def _proof(self, op: str, arg: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        got, _ = self.q.ask(op, arg)
         if got is None:
             return None
         return self._with_cert([got[0], None]), got[1], got[2]
 
+    def prove_kv(self, key: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
+        return self._proof("prove_kv", key)
+
     def prove_account(self, device_id: bytes) -> tuple[BlockRecord, bytes | None, list] | None:
-        got, _ = self.q.ask("prove_account", device_id)
-        if got is None:
-            return None
-        return self._with_cert([got[0], None]), got[1], got[2]
+        return self._proof("prove_account", device_id)
 
     def get_receipt(self, tx_id: bytes) -> bytes | None:
         return self.q.ask("receipt", tx_id)[0]

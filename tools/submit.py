@@ -126,5 +126,12 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
                               f"{failed.detail})")
         raise SubmitError(f"no answer from the gateway within {timeout:.0f} s")
     finally:
-        c.disconnect()  # first: it wakes the network thread, which loop_stop joins
-        c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)
+        shut(c)
+
+
+def shut(c: mqtt.Client) -> None:
+    """Close `c`'s connection (its on_disconnect not called) and stop its
+    network thread."""
+    c.on_disconnect = None
+    c.disconnect()  # first: it wakes the network thread, which loop_stop joins
+    c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)

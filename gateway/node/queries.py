@@ -151,7 +151,7 @@ class QueryServer:
         self.publish = publish
         self.genesis = genesis
         self.rate, self.burst = rate, burst
-        self.prefix = cq.PREFIX + domain + "/q/"
+        self.prefix = cq.subtree(domain)
         self.inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE)
         self.dropped = 0
         self.answered = 0
