@@ -26,6 +26,7 @@ from tools.cli.common import (
     Subparsers,
     UsageError,
     load_key_file,
+    non_negative_float,
     positive_float,
 )
 
@@ -71,16 +72,6 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     say(f"coordinator stopped ({len([r for r in c.assignments if r.ok])} assignment(s) "
         "committed)")
     return EXIT_OK
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return v
 
 
 def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
