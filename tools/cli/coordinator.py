@@ -51,9 +51,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
                if u.strip()]
     try:
         c = co.Coordinator(key, brokers, args.data_dir, args.domain, node_id=node,
-                           timeout=args.timeout, out=say,
-                           **({"max_age": args.max_age} if args.max_age else {}),
-                           **({"stagger_s": args.stagger} if args.stagger is not None else {}))
+                           timeout=args.timeout, out=say, max_age=args.max_age or co.MAX_AGE_S,
+                           stagger_s=co.STAGGER_S if args.stagger is None else args.stagger)
         c.start()
     except co.CoordinatorError as e:
         print(f"thingledger coordinator: {e}", file=sys.stderr)
