@@ -152,21 +152,21 @@ class Admission:
         with store:
             return store.load_state()
 
-    def head(self) -> bytes | None:
-        """The chain's head hash (None before the gateway made its chain)."""
+    def _head(self) -> Any:
+        """The chain's head block (None before the gateway made its chain)."""
         store = self._store()
         if store is None:
             return None
         with store:
-            h = store.head()
+            return store.head()
+
+    def head(self) -> bytes | None:
+        """The chain's head hash (None before the gateway made its chain)."""
+        h = self._head()
         return h.hash if h is not None else None
 
     def height(self) -> int:
-        store = self._store()
-        if store is None:
-            return 0
-        with store:
-            h = store.head()
+        h = self._head()
         return h.height if h is not None else 0
 
     def export(self) -> tuple[Any, int]:

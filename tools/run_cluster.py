@@ -128,15 +128,8 @@ async def _spawn(name: str, cmd: list[str], run_dir: Path, console: Console,
 
 async def _stop(procs: dict[str, asyncio.subprocess.Process], run_dir: Path,
                 timeout: float = 15.0) -> None:
-    for p in procs.values():
-        if p.returncode is None:
-            p.terminate()
-    for name, p in procs.items():
-        try:
-            await asyncio.wait_for(p.wait(), timeout)
-        except TimeoutError:
-            p.kill()
-            await p.wait()
+    await terminate_all(procs.values(), timeout)
+    for name in procs:
         (run_dir / f"{name}.pid").unlink(missing_ok=True)
 
 

@@ -103,8 +103,9 @@ async def run_board(vb: VirtualBoard, lock: FlashLock, build_dir: Path,
 
 async def terminate_all(procs: Iterable[asyncio.subprocess.Process],
                         grace: float = 5.0) -> None:
-    """SIGTERM every process still running, then SIGKILL those that have not
-    ended `grace` seconds later (boards and gateways of `thingledger run`)."""
+    """SIGTERM every process still running, then SIGKILL (and reap) those that
+    have not ended `grace` seconds later (boards, gateways and the
+    coordinator of `thingledger run`)."""
     procs = list(procs)
     for p in procs:
         if p.returncode is None:
@@ -114,6 +115,7 @@ async def terminate_all(procs: Iterable[asyncio.subprocess.Process],
             await asyncio.wait_for(p.wait(), grace)
         except TimeoutError:
             p.kill()
+            await p.wait()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:

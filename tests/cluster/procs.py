@@ -214,3 +214,16 @@ async def cli(*argv: str, timeout: float = 60.0) -> str:
     text = out.decode()
     assert p.returncode == 0, f"thingledger {' '.join(argv)}:\n{text}"
     return text
+
+
+async def join_full_nodes(dirs: list[Path], ids: list[str], owner_key: Path,
+                          net: list[str]) -> None:
+    """Every gateway of `dirs` (node id `ids[i]`, its validator.key) joins as a full
+    node certified by the domain owner (`owner_key`), introducing itself over `net`."""
+    for i, d in enumerate(dirs):
+        cert = (await cli("owner", "certify-node", "--key", str(owner_key),
+                          "--node", ids[i], "--data-dir", str(d))).strip()
+        out = await cli("node", "join", "--key", str(d / "validator.key"), "--power",
+                        "mains", "--ram-kib", str(4 << 20), "--lifetime", "long",
+                        "--certificate", cert, "--introduce", *net)
+        assert "(ok)" in out, out

@@ -30,7 +30,7 @@ from gateway.db.store import Store
 from gateway.node.config import DB_FILE
 from shared import topics
 from shared import tx as txm
-from tests.cluster.procs import GatewayProc, cli
+from tests.cluster.procs import GatewayProc, cli, join_full_nodes
 from tests.cluster.quorum import DOMAIN, VALIDATORS, make_dirs
 from tests.support.nats import run
 from tests.support.waits import retained
@@ -120,13 +120,7 @@ def test_survivor_reassigns_once_when_a_machine_dies(tmp_path, nats_cluster):
         try:
             await asyncio.gather(*(g.start() for g in gws))
             net = ["--broker", urls[other], "--data-dir", str(dirs[other])]
-            for i, d in enumerate(dirs):
-                cert = (await cli("owner", "certify-node", "--key", str(keys / "owner.key"),
-                                  "--node", IDS[i], "--data-dir", str(d))).strip()
-                out = await cli("node", "join", "--key", str(d / "validator.key"), "--power",
-                                "mains", "--ram-kib", str(4 << 20), "--lifetime", "long",
-                                "--certificate", cert, "--introduce", *net)
-                assert "(ok)" in out, out
+            await join_full_nodes(dirs, IDS, keys / "owner.key", net)
             for n, hw in (("c1", ["usb", "512", "long"]), ("c2", ["usb", "512", "long"]),
                           ("light", ["battery", "264", "short"])):
                 out = await cli("node", "join", "--key", str(keys / f"{n}.key"), "--power",

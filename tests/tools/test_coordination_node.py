@@ -27,7 +27,7 @@ from tests.support.waits import retained, wait_line
 from tools import cli
 from tools.build import tool
 from tools.coordinator import Assignment, Coordinator, plan
-from tools.keys import load_key
+from tools.keys import KeyPair, load_key
 
 DOMAIN = "demo"
 
@@ -91,16 +91,23 @@ def assigned(data: Path) -> dict[str, str]:
         return {i.hex(): r.assigned.hex() for i, r in s.devices() if r.node == "light"}
 
 
-def test_coordinator_assigns_and_reassigns(tmp_path: Path, amqtt_broker, capsys) -> None:
-    keys, data = tmp_path / "keys", tmp_path / "gw"
+def new_keys(capsys: pytest.CaptureFixture[str], keys: Path,
+             names: tuple[str, ...]) -> tuple[dict[str, str], dict[str, KeyPair]]:
+    """`thingledger key new` for every name into `keys` (created): (name -> id hex,
+    name -> loaded key)."""
     keys.mkdir()
-    names = ("owner", "coord", "full-a", "full-b", "light-1", "light-2", "light-3")
     ids: dict[str, str] = {}
     for n in names:
         rc, out = run(capsys, "key", "new", "--out", str(keys / f"{n}.key"))
         assert rc == 0, out
         ids[n] = re.search(r"id\s+([0-9a-f]{32})", out)[1]
-    k = {n: load_key(keys / f"{n}.key") for n in names}
+    return ids, {n: load_key(keys / f"{n}.key") for n in names}
+
+
+def test_coordinator_assigns_and_reassigns(tmp_path: Path, amqtt_broker, capsys) -> None:
+    keys, data = tmp_path / "keys", tmp_path / "gw"
+    ids, k = new_keys(capsys, keys, ("owner", "coord", "full-a", "full-b", "light-1",
+                                     "light-2", "light-3"))
     # an open domain with an owner (who certifies full nodes); the coordinator and
     # the light nodes are genesis accounts, the full nodes introduce themselves
     genesis.create_domain(data, DOMAIN, {k[n].public: 0 for n in

@@ -23,9 +23,8 @@ from gateway.node.config import DB_FILE
 from shared import tx as txm
 from tests.support.brokers import wait_until
 from tests.support.e2e_devices import GatewayThread
-from tests.tools.test_coordination_node import DOMAIN, StatusStandIn, run
+from tests.tools.test_coordination_node import DOMAIN, StatusStandIn, new_keys, run
 from tools.coordinator import Coordinator
-from tools.keys import load_key
 from tools.submit import submit
 
 
@@ -40,14 +39,7 @@ def assigns(data: Path, light: bytes) -> list[tuple[bytes, bytes]]:
 def test_two_coordinators_same_assignment_is_harmless(tmp_path: Path, amqtt_broker,
                                                       capsys) -> None:
     keys, data = tmp_path / "keys", tmp_path / "gw"
-    keys.mkdir()
-    names = ("owner", "c1", "c2", "full-a", "full-b", "light")
-    ids: dict[str, str] = {}
-    for n in names:
-        rc, out = run(capsys, "key", "new", "--out", str(keys / f"{n}.key"))
-        assert rc == 0, out
-        ids[n] = re.search(r"id\s+([0-9a-f]{32})", out)[1]
-    k = {n: load_key(keys / f"{n}.key") for n in names}
+    ids, k = new_keys(capsys, keys, ("owner", "c1", "c2", "full-a", "full-b", "light"))
     genesis.create_domain(data, DOMAIN, {k[n].public: 0 for n in ("c1", "c2", "light")},
                           admission="open", owner=k["owner"].public)
     gw = GatewayThread(data, amqtt_broker.url, DOMAIN, block_interval=0.1).start()

@@ -84,6 +84,16 @@ def positive_float(s: str) -> float:
     return v
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return v
+
+
 def parse_hex(value: str, what: str, length: int | None = None) -> bytes:
     try:
         b = bytes.fromhex(value.strip())

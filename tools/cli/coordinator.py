@@ -26,6 +26,7 @@ from tools.cli.common import (
     Subparsers,
     UsageError,
     load_key_file,
+    non_negative_float,
     positive_float,
 )
 
@@ -50,9 +51,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
                if u.strip()]
     try:
         c = co.Coordinator(key, brokers, args.data_dir, args.domain, node_id=node,
-                           timeout=args.timeout, out=say,
-                           **({"max_age": args.max_age} if args.max_age else {}),
-                           **({"stagger_s": args.stagger} if args.stagger is not None else {}))
+                           timeout=args.timeout, out=say, max_age=args.max_age or co.MAX_AGE_S,
+                           stagger_s=co.STAGGER_S if args.stagger is None else args.stagger)
         c.start()
     except co.CoordinatorError as e:
         print(f"thingledger coordinator: {e}", file=sys.stderr)
@@ -71,16 +71,6 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     say(f"coordinator stopped ({len([r for r in c.assignments if r.ok])} assignment(s) "
         "committed)")
     return EXIT_OK
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return v
 
 
 def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
