@@ -36,10 +36,10 @@ from gateway.node.config import DB_FILE, GENESIS_FILE
 from gateway.xdomain import relayer
 from shared import cbor, errors, messages, topics
 from shared import tx as txm
-from tools.failover import Brokers, connect_first, submit_any
+from tools.failover import Brokers, connect_first
 from tools.keys import KeyPair
 from tools.remote_store import QueryClient, RemoteError, RemoteStore
-from tools.submit import SubmitError, login_for, next_seq
+from tools.submit import SubmitError, login_for, next_seq, submit
 
 
 @dataclass
@@ -117,7 +117,7 @@ def submitter(sides: dict[str, Side], timeout: float) -> relayer.Submit:
     def send(domain: str, message: bytes) -> tuple[bool, str]:
         s = sides[domain]
         try:
-            r = submit_any(s.brokers, domain, message, s.authority, timeout=timeout,
+            r = submit(s.brokers, domain, message, s.authority, timeout=timeout,
                            validators=receipt_set(s))
         except SubmitError as e:
             return False, str(e)
@@ -137,7 +137,7 @@ def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str
     msg = txm.make(key.private, key.id, txm.TYPE_REGISTER, side.domain, seq(), 0,
                    {1: key.public})
     try:
-        r = submit_any(side.brokers, side.domain, msg, side.authority, timeout=timeout,
+        r = submit(side.brokers, side.domain, msg, side.authority, timeout=timeout,
                        validators=receipt_set(side))
     except SubmitError as e:
         return str(e)
