@@ -63,14 +63,16 @@ def receipt_set(side: Side) -> tuple | None:
     """What a receipt from `side`'s gateways is checked against
     (tools/submit.submit's `validators`): None for an authority domain; for a
     quorum domain the set that finalises the head of the relayer's copy of
-    its chain, so the relayer follows the domain's VALSET changes."""
+    its chain, so the relayer follows the domain's VALSET changes. One read:
+    the schedule with the head it is read at (prove_kv), one chain query
+    for a side read over its brokers."""
     if not side.quorum:
         return None
-    head = side.store.head()
-    rows = side.store.kv_range(keys.VALSETS, 1)
-    if head is None or not rows or rows[0][0] != keys.VALSETS:
+    got = side.store.prove_kv(keys.VALSETS)
+    if got is None or got[1] is None:
         return None
-    sched = [(h, consensus.ValidatorSet(k, tuple(p))) for h, k, p in cbor.loads(rows[0][1])]
+    head, raw, _ = got
+    sched = [(h, consensus.ValidatorSet(k, tuple(p))) for h, k, p in cbor.loads(raw)]
     vs = consensus.set_at(sched, head.height)
     return (vs.threshold, sorted(vs.pubkeys), None)
 
