@@ -32,13 +32,14 @@ from gateway.broker.embedded import parse_url
 from gateway.db import genesis_files
 from gateway.db.store import Store
 from gateway.ledger import consensus, keys
+from gateway.ledger.genesis import Genesis
 from gateway.node.config import DB_FILE, GENESIS_FILE
 from gateway.xdomain import relayer
 from shared import cbor, errors, messages, topics
 from shared import tx as txm
 from tools.failover import Brokers, connect_first
 from tools.keys import KeyPair
-from tools.remote_store import QueryClient, RemoteError, RemoteStore
+from tools.remote_store import QueryClient, RemoteError, RemoteStore, pin
 from tools.submit import SubmitError, login_for, next_seq, submit
 
 
@@ -77,22 +78,28 @@ def receipt_set(side: Side) -> tuple | None:
     return (vs.threshold, sorted(vs.pubkeys), None)
 
 
-def open_side(data_dir: Path, broker: str) -> Side:
-    g = genesis_files.load(Path(data_dir) / GENESIS_FILE)
+def open_side(data_dir: Path, broker: str, pinned: Genesis | None = None) -> Side:
+    """A side read from its data folder; `pinned`: a genesis the folder's
+    must be (RemoteError genesis-mismatch otherwise)."""
+    g = pin(genesis_files.load(Path(data_dir) / GENESIS_FILE), pinned, str(data_dir))
     return Side(g.domain, Path(data_dir), broker, g.authority,
                 Store(Path(data_dir) / DB_FILE, readonly=True),
                 quorum=getattr(g, "consensus", "") == "quorum")
 
 
-def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0) -> Side:
+def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0,
+                pinned: Genesis | None = None) -> Side:
     """A side read over `broker` alone: its gateways answer chain queries
     under the key's id (the login of an enforcing broker). The authority key
-    and consensus are the genesis its gateway states: they only check the
-    receipts the relayer reads back, never what the chains accept."""
+    and consensus are the genesis its gateway states, or `pinned`, the
+    domain's genesis file held by the caller, which the gateway must state
+    (RemoteError genesis-mismatch otherwise: a lying gateway cannot feed
+    another authority or validator set). They check the receipts the
+    relayer reads back, never what the chains accept."""
     store = RemoteStore(QueryClient(Brokers(broker), domain, key.id.hex(),
                                     login=login_for(key, domain), timeout=timeout))
     try:
-        g = store.genesis()
+        g = store.genesis(pinned)
     except RemoteError:
         store.close()
         raise

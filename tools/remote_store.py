@@ -30,7 +30,7 @@ from gateway.db.genesis_files import GenesisError, from_dict
 from gateway.db.store import BlockRecord
 from gateway.ledger.genesis import Genesis
 from gateway.ledger.state import DeviceRecord
-from shared import cbor, errors
+from shared import cbor, errors, reasons
 from shared import chainquery as cq
 from tools.failover import Brokers
 from tools.mqtt_ask import Asker, Unanswered
@@ -108,6 +108,21 @@ class QueryClient:
             raise RemoteError("no-answer", str(e)) from None
 
 
+PINNED = ("domain", "authority", "consensus", "validators", "threshold", "owner")
+
+
+def pin(stated: Genesis, pinned: Genesis | None, who: str) -> Genesis:
+    """`pinned` (a genesis file the caller holds) if `stated` (what `who`
+    states) is the same genesis, `stated` if nothing is pinned; RemoteError
+    genesis-mismatch naming what differs (the keys first: a gateway feeding
+    another authority or validator set would make its receipts check)."""
+    if pinned is None or stated == pinned:
+        return stated if pinned is None else pinned
+    differ = [f for f in PINNED if getattr(stated, f) != getattr(pinned, f)] or ["the genesis"]
+    raise RemoteError(reasons.GENESIS_MISMATCH, "%s states another %s than the pinned genesis"
+                      % (who, ", ".join(differ)))
+
+
 def _block(row: Any) -> BlockRecord:
     try:
         height, h, t, n, hb, signed = row
@@ -145,14 +160,16 @@ class RemoteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def genesis(self) -> Genesis:
-        """The domain's genesis as its gateway states it (the caller pins it
-        when it has its own copy)."""
+    def genesis(self, pinned: Genesis | None = None) -> Genesis:
+        """The domain's genesis as its gateway states it; with `pinned` (the
+        caller's own copy), that one, once the gateway states the same
+        (RemoteError genesis-mismatch otherwise: `pin`)."""
         raw, _ = self.q.ask("genesis")
         try:
-            return from_dict(tomllib.loads(raw.decode()))
+            stated = from_dict(tomllib.loads(raw.decode()))
         except (AttributeError, UnicodeDecodeError, tomllib.TOMLDecodeError, GenesisError) as e:
             raise RemoteError("bad-answer", "genesis: %s" % e) from None
+        return pin(stated, pinned, "the gateway")
 
     def _with_cert(self, got: Any) -> BlockRecord | None:
         if got is None:
