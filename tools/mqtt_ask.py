@@ -95,9 +95,12 @@ class Line:
             self._got.get_nowait()
         if self.down.is_set():
             raise Silent("the connection dropped")
-        info = self.client.publish(topic, payload, qos=qos)
-        if qos:
-            info.wait_for_publish(timeout)
+        try:
+            info = self.client.publish(topic, payload, qos=qos)
+            if qos:
+                info.wait_for_publish(timeout)
+        except RuntimeError as e:  # paho: not connected (any more), its queue full
+            raise Silent("cannot publish: %s" % e) from None
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
