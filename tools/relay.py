@@ -127,7 +127,7 @@ def submitter(sides: dict[str, Side], timeout: float) -> relayer.Submit:
         s = sides[domain]
         try:
             r = submit(s.brokers, domain, message, s.authority, timeout=timeout,
-                           validators=receipt_set(s))
+                       validators=receipt_set(s))
         except SubmitError as e:
             return False, str(e)
         return r.ok and r.status == messages.STATUS_OK, r.reason
@@ -147,7 +147,7 @@ def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str
                    {1: key.public})
     try:
         r = submit(side.brokers, side.domain, msg, side.authority, timeout=timeout,
-                       validators=receipt_set(side))
+                   validators=receipt_set(side))
     except SubmitError as e:
         return str(e)
     return "" if r.ok else r.reason
