@@ -54,5 +54,8 @@ RETRYABLE = (MEMPOOL_FULL, RATE_LIMITED)
 # gateways do not answer (shared/chainquery.py QueryError)
 BAD_QUERY = "bad-query"
 QUERY_FAILED = "query-failed"  # the gateway could not read its store: ask again
+# a requester that pinned a domain's genesis (its authority and validator
+# keys) refuses a gateway (or a data folder) stating another
+GENESIS_MISMATCH = "genesis-mismatch"
 # Firmware updates (docs/OTA.md): shared/ota.py FirmwareError's code
 BAD_FIRMWARE = "bad-firmware"

@@ -1,10 +1,12 @@
 """Several brokers of one domain, tried in turn (docs/CROSSDOMAIN.md,
 "Relayer"): a domain's NATS nodes, or the brokers of two gateways of the
 domain. Whoever reads a domain over its brokers (tools/remote_store.QueryClient)
-or submits to it (submit_any) keeps to the broker that answered last and
-moves to the next one when that broker's gateway does not answer in time,
-its connection drops or it cannot be reached; a broker that failed is tried
-again once the others have failed too.
+or submits to it (tools/submit.submit), both through tools/mqtt_ask.py, or
+connects a client to it (connect_first) keeps to the broker that answered
+last and moves to the next one when that broker's gateway does not answer in
+time, its connection drops or it cannot be reached; a broker that failed is
+tried again once the others have failed too. `first` is the one loop that
+does it.
 
 Trying another broker is safe for what is asked: a chain query reads, and a
 transaction sent again is the same transaction (same sender and seq), which
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
-from tools.submit import Reply, SubmitError, submit
+
+T = TypeVar("T")
 
 MAX_BROKERS = 8
 
@@ -82,39 +86,47 @@ def as_brokers(urls: str | Sequence[str] | Brokers) -> Brokers:
     return urls if isinstance(urls, Brokers) else Brokers(urls)
 
 
+class AllFailed(Exception):
+    """Every broker failed one attempt: `failed` holds "url: why" of each."""
+
+    def __init__(self, failed: list[str]) -> None:
+        self.failed = failed
+        super().__init__("; ".join(failed))
+
+
+def first(brokers: Brokers, attempt: Callable[[str], T],
+          failures: type[BaseException] | tuple[type[BaseException], ...],
+          start: str | None = None) -> T:
+    """attempt(url) for each broker, in `brokers.order()` (`start`, e.g. the
+    broker of a connection in use, first), until one returns: that broker is
+    tried first from then on. One that raises one of `failures` is passed
+    over (with the exception's text as the reason); any other exception
+    propagates (an answer, if a refusal: not asked elsewhere). AllFailed
+    when every broker failed."""
+    order = brokers.order()
+    if start in order:
+        order.remove(start)
+        order.insert(0, start)
+    failed = []
+    for url in order:
+        try:
+            got = attempt(url)
+        except failures as e:
+            failed.append("%s: %s" % (url, e))
+            brokers.pass_over(url, str(e))
+            continue
+        brokers.answered(url)
+        return got
+    raise AllFailed(failed)
+
+
 def connect_first(client: mqtt.Client, brokers: Brokers, keepalive: int = 30) -> str:
     """Connect `client` to the first broker of `brokers` that accepts the
     connection; its URL. OSError naming each refusal when none does."""
-    failed = []
-    for url in brokers.order():
-        host, port = parse_url(url)
-        try:
-            client.connect(host, port, keepalive=keepalive)
-        except OSError as e:
-            failed.append("%s: %s" % (url, e))
-            brokers.pass_over(url, str(e))
-            continue
-        brokers.answered(url)
+    def connect(url: str) -> str:
+        client.connect(*parse_url(url), keepalive=keepalive)
         return url
-    raise OSError("no broker reachable (%s)" % "; ".join(failed))
-
-
-def submit_any(brokers: Brokers, domain: str, message: bytes, authority: bytes,
-               timeout: float = 15.0, login: tuple[str, str] | None = None,
-               validators: tuple | None = None) -> Reply:
-    """tools/submit.submit through the first broker whose gateway answers:
-    a broker that cannot be reached or whose gateway gives no answer within
-    `timeout` is passed over for the next. SubmitError naming each broker's
-    failure when none answers."""
-    failed = []
-    for url in brokers.order():
-        try:
-            r = submit(url, domain, message, authority, timeout=timeout, login=login,
-                       validators=validators)
-        except SubmitError as e:
-            failed.append("%s: %s" % (url, e))
-            brokers.pass_over(url, str(e))
-            continue
-        brokers.answered(url)
-        return r
-    raise SubmitError("; ".join(failed))
+    try:
+        return first(brokers, connect, OSError)
+    except AllFailed as e:
+        raise OSError("no broker reachable (%s)" % e) from None

@@ -32,14 +32,15 @@ from gateway.broker.embedded import parse_url
 from gateway.db import genesis_files
 from gateway.db.store import Store
 from gateway.ledger import consensus, keys
+from gateway.ledger.genesis import Genesis
 from gateway.node.config import DB_FILE, GENESIS_FILE
 from gateway.xdomain import relayer
 from shared import cbor, errors, messages, topics
 from shared import tx as txm
-from tools.failover import Brokers, connect_first, submit_any
+from tools.failover import Brokers, connect_first
 from tools.keys import KeyPair
-from tools.remote_store import QueryClient, RemoteError, RemoteStore
-from tools.submit import SubmitError, login_for, next_seq
+from tools.remote_store import QueryClient, RemoteError, RemoteStore, pin
+from tools.submit import SubmitError, login_for, next_seq, submit
 
 
 @dataclass
@@ -63,34 +64,42 @@ def receipt_set(side: Side) -> tuple | None:
     """What a receipt from `side`'s gateways is checked against
     (tools/submit.submit's `validators`): None for an authority domain; for a
     quorum domain the set that finalises the head of the relayer's copy of
-    its chain, so the relayer follows the domain's VALSET changes."""
+    its chain, so the relayer follows the domain's VALSET changes. One read:
+    the schedule with the head it is read at (prove_kv), one chain query
+    for a side read over its brokers."""
     if not side.quorum:
         return None
-    head = side.store.head()
-    rows = side.store.kv_range(keys.VALSETS, 1)
-    if head is None or not rows or rows[0][0] != keys.VALSETS:
+    got = side.store.prove_kv(keys.VALSETS)
+    if got is None or got[1] is None:
         return None
-    sched = [(h, consensus.ValidatorSet(k, tuple(p))) for h, k, p in cbor.loads(rows[0][1])]
+    head, raw, _ = got
+    sched = [(h, consensus.ValidatorSet(k, tuple(p))) for h, k, p in cbor.loads(raw)]
     vs = consensus.set_at(sched, head.height)
     return (vs.threshold, sorted(vs.pubkeys), None)
 
 
-def open_side(data_dir: Path, broker: str) -> Side:
-    g = genesis_files.load(Path(data_dir) / GENESIS_FILE)
+def open_side(data_dir: Path, broker: str, pinned: Genesis | None = None) -> Side:
+    """A side read from its data folder; `pinned`: a genesis the folder's
+    must be (RemoteError genesis-mismatch otherwise)."""
+    g = pin(genesis_files.load(Path(data_dir) / GENESIS_FILE), pinned, str(data_dir))
     return Side(g.domain, Path(data_dir), broker, g.authority,
                 Store(Path(data_dir) / DB_FILE, readonly=True),
                 quorum=getattr(g, "consensus", "") == "quorum")
 
 
-def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0) -> Side:
+def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0,
+                pinned: Genesis | None = None) -> Side:
     """A side read over `broker` alone: its gateways answer chain queries
     under the key's id (the login of an enforcing broker). The authority key
-    and consensus are the genesis its gateway states: they only check the
-    receipts the relayer reads back, never what the chains accept."""
+    and consensus are the genesis its gateway states, or `pinned`, the
+    domain's genesis file held by the caller, which the gateway must state
+    (RemoteError genesis-mismatch otherwise: a lying gateway cannot feed
+    another authority or validator set). They check the receipts the
+    relayer reads back, never what the chains accept."""
     store = RemoteStore(QueryClient(Brokers(broker), domain, key.id.hex(),
                                     login=login_for(key, domain), timeout=timeout))
     try:
-        g = store.genesis()
+        g = store.genesis(pinned)
     except RemoteError:
         store.close()
         raise
@@ -117,8 +126,8 @@ def submitter(sides: dict[str, Side], timeout: float) -> relayer.Submit:
     def send(domain: str, message: bytes) -> tuple[bool, str]:
         s = sides[domain]
         try:
-            r = submit_any(s.brokers, domain, message, s.authority, timeout=timeout,
-                           validators=receipt_set(s))
+            r = submit(s.brokers, domain, message, s.authority, timeout=timeout,
+                       validators=receipt_set(s))
         except SubmitError as e:
             return False, str(e)
         return r.ok and r.status == messages.STATUS_OK, r.reason
@@ -137,8 +146,8 @@ def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str
     msg = txm.make(key.private, key.id, txm.TYPE_REGISTER, side.domain, seq(), 0,
                    {1: key.public})
     try:
-        r = submit_any(side.brokers, side.domain, msg, side.authority, timeout=timeout,
-                       validators=receipt_set(side))
+        r = submit(side.brokers, side.domain, msg, side.authority, timeout=timeout,
+                   validators=receipt_set(side))
     except SubmitError as e:
         return str(e)
     return "" if r.ok else r.reason

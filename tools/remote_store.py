@@ -20,26 +20,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import queue
-import threading
-import time
 import tomllib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
-from gateway.broker.embedded import parse_url
 from gateway.db.chain_tables import TxRecord
 from gateway.db.genesis_files import GenesisError, from_dict
 from gateway.db.store import BlockRecord
 from gateway.ledger.genesis import Genesis
 from gateway.ledger.state import DeviceRecord
-from shared import cbor, errors
+from shared import cbor, errors, reasons
 from shared import chainquery as cq
-from tools.failover import Brokers, as_brokers
-from tools.submit import shut
+from tools.failover import Brokers
+from tools.mqtt_ask import Asker, Unanswered
 
 MAX_ITEMS = 100_000  # items one paged read gathers at most (devices(), kv_range())
 CACHED = 64  # certificates kept from block answers
@@ -62,81 +56,32 @@ class QueryClient:
     tools/failover.Brokers shared with a submitter): when the broker in use
     gives no answer within `timeout`, or its connection drops, the request is
     asked again through the next one, which is kept from then on
-    (RemoteError `no-answer` once every broker failed for one request)."""
+    (RemoteError `no-answer` once every broker failed for one request). The
+    exchange is tools/mqtt_ask.Asker's, as a submission's."""
 
     def __init__(self, brokers: str | Sequence[str] | Brokers, domain: str, requester: str, *,
                  login: tuple[str, str] | None = None, timeout: float = 15.0) -> None:
         if not cq.is_requester(requester):
             raise ValueError("bad requester name %r" % requester)
         self.domain, self.requester, self.timeout = domain, requester, timeout
-        self.brokers = as_brokers(brokers)
+        self.asker = Asker(brokers, cq.answer_topic(domain, requester), "%s-q" % requester,
+                           qos=0, login=login, timeout=timeout, keep=True)
+        self.brokers = self.asker.brokers
         self.login = login
-        self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._salt = os.urandom(4)
-        self.client: mqtt.Client | None = None
-        self.url = ""  # the broker in use
-        self._answers: queue.Queue[bytes | None] = queue.Queue()
-        self._down = threading.Event()
-        with self._lock:
-            self._connect([], [])
-
-    def _open(self, url: str) -> None:
-        """Connect to `url` and subscribe to the answers; RemoteError if not."""
-        answers: queue.Queue[bytes | None] = queue.Queue()
-        down = threading.Event()
-        host, port = parse_url(url)
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                        client_id="%s-q-%d" % (self.requester, time.time_ns() % 10**9),
-                        clean_session=True, protocol=mqtt.MQTTv311)
-        if self.login:
-            c.username_pw_set(*self.login)
-        subscribed = threading.Event()
-        topic = cq.answer_topic(self.domain, self.requester)
-        c.on_connect = lambda cl, _u, _f, rc, _p: None if rc.is_failure else cl.subscribe(
-            topic, qos=0)
-        c.on_subscribe = lambda *_a: subscribed.set()
-        c.on_message = lambda _c, _u, m: answers.put(bytes(m.payload))
-
-        def dropped(*_a: Any) -> None:
-            down.set()
-            answers.put(None)  # wakes a request waiting on this connection
-        c.on_disconnect = dropped
         try:
-            c.connect(host, port, keepalive=30)
-        except OSError as e:
-            raise RemoteError("no-answer", "cannot reach it: %s" % e) from None
-        c.loop_start()
-        if not subscribed.wait(self.timeout) or down.is_set():
-            shut(c)
-            raise RemoteError("no-answer", "no subscription to %s confirmed" % topic)
-        self.client, self.url, self._answers, self._down = c, url, answers, down
+            self.asker.connect()
+        except Unanswered as e:
+            raise RemoteError("no-answer", str(e)) from None
 
-    def _connect(self, failed: list[str], why: list[str]) -> None:
-        """Connect to the first broker, in the list's order, not in `failed`
-        (each one that fails is added, with its reason to `why`);
-        RemoteError `no-answer` when none is left."""
-        for url in self.brokers.order():
-            if url in failed:
-                continue
-            try:
-                self._open(url)
-            except RemoteError as e:
-                failed.append(url)
-                why.append("%s: %s" % (url, e.detail))
-                self.brokers.pass_over(url, e.detail)
-                continue
-            return
-        raise RemoteError("no-answer", "; ".join(why))
-
-    def _drop(self) -> None:
-        if self.client is not None:
-            shut(self.client)
-            self.client = None
+    @property
+    def url(self) -> str:
+        """The broker in use."""
+        return self.asker.url
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
+        self.asker.close()
 
     def ask(self, op: str, arg: Any = None, limit: int | None = None,
             after: Any = None) -> tuple[Any, bool]:
@@ -144,55 +89,38 @@ class QueryClient:
         one does not answer in time or its connection drops; RemoteError if
         refused (a gateway's answer: not asked again elsewhere) or if no
         broker answered."""
-        with self._lock:
-            failed: list[str] = []
-            why: list[str] = []
-            while True:
-                if self.client is None:
-                    self._connect(failed, why)
-                url = self.url
-                try:
-                    got = self._ask_here(op, arg, limit, after)
-                except _Silent as e:
-                    failed.append(url)
-                    why.append("%s: %s" % (url, e))
-                    self.brokers.pass_over(url, str(e))
-                    self._drop()
-                    continue
-                self.brokers.answered(url)
-                return got
-
-    def _ask_here(self, op: str, arg: Any, limit: int | None, after: Any) -> tuple[Any, bool]:
-        assert self.client is not None
         rid = self._salt + next(self._ids).to_bytes(4, "big")
-        while not self._answers.empty():  # late copies of earlier answers
-            self._answers.get_nowait()
-        if self._down.is_set():
-            raise _Silent("the connection dropped")
-        self.client.publish(cq.request_topic(self.domain, self.requester),
-                            cq.request(op, rid, arg, limit, after), qos=0)
-        deadline = time.monotonic() + self.timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                got = self._answers.get(timeout=left)
-            except queue.Empty:
-                break
-            if got is None or self._down.is_set():
-                raise _Silent("the connection dropped during %s" % op)
+
+        def pick(got: bytes) -> tuple[Any, bool] | None:
             try:
                 aid, reason, detail, result, more = cq.parse_answer(got)
             except errors.TLError:
-                continue  # not an answer (anyone may write to an open broker)
+                return None  # not an answer (anyone may write to an open broker)
             if aid != rid:
-                continue  # another gateway's copy of an earlier answer
+                return None  # another gateway's copy of an earlier answer
             if reason:
                 raise RemoteError(reason, detail)
             return result, more
-        raise _Silent("no answer to %s within %.0f s" % (op, self.timeout))
+        try:
+            return self.asker.ask(cq.request_topic(self.domain, self.requester),
+                                  cq.request(op, rid, arg, limit, after), pick, what=op)
+        except Unanswered as e:
+            raise RemoteError("no-answer", str(e)) from None
 
 
-class _Silent(Exception):
-    """The broker in use gave no answer in time, or its connection dropped."""
+PINNED = ("domain", "authority", "consensus", "validators", "threshold", "owner")
+
+
+def pin(stated: Genesis, pinned: Genesis | None, who: str) -> Genesis:
+    """`pinned` (a genesis file the caller holds) if `stated` (what `who`
+    states) is the same genesis, `stated` if nothing is pinned; RemoteError
+    genesis-mismatch naming what differs (the keys first: a gateway feeding
+    another authority or validator set would make its receipts check)."""
+    if pinned is None or stated == pinned:
+        return stated if pinned is None else pinned
+    differ = [f for f in PINNED if getattr(stated, f) != getattr(pinned, f)] or ["the genesis"]
+    raise RemoteError(reasons.GENESIS_MISMATCH, "%s states another %s than the pinned genesis"
+                      % (who, ", ".join(differ)))
 
 
 def _block(row: Any) -> BlockRecord:
@@ -232,14 +160,16 @@ class RemoteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def genesis(self) -> Genesis:
-        """The domain's genesis as its gateway states it (the caller pins it
-        when it has its own copy)."""
+    def genesis(self, pinned: Genesis | None = None) -> Genesis:
+        """The domain's genesis as its gateway states it; with `pinned` (the
+        caller's own copy), that one, once the gateway states the same
+        (RemoteError genesis-mismatch otherwise: `pin`)."""
         raw, _ = self.q.ask("genesis")
         try:
-            return from_dict(tomllib.loads(raw.decode()))
+            stated = from_dict(tomllib.loads(raw.decode()))
         except (AttributeError, UnicodeDecodeError, tomllib.TOMLDecodeError, GenesisError) as e:
             raise RemoteError("bad-answer", "genesis: %s" % e) from None
+        return pin(stated, pinned, "the gateway")
 
     def _with_cert(self, got: Any) -> BlockRecord | None:
         if got is None:

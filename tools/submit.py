@@ -3,18 +3,19 @@ publish on tl/<domain>/tx (QoS 1), wait on the sender's rx topic for the
 receipt or the rejection of that transaction (matched by tx id), each
 checked against the authority key: a receipt by its signed header and
 Merkle proof, a rejection by the authority's seal (docs/PROTOCOL.md). Any
-other message on the rx topic is skipped."""
+other message on the rx topic is skipped. The exchange itself (connect,
+subscribe, publish, wait, the next broker of the domain when one is silent)
+is tools/mqtt_ask.py's."""
 
 from __future__ import annotations
 
-import queue
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
-
-from gateway.broker.embedded import parse_url
 from shared import errors, messages, replies_host, topics, tx
+from tools.failover import Brokers
+from tools.mqtt_ask import Asker, Unanswered
 
 
 @dataclass
@@ -66,72 +67,52 @@ def validators_of(g) -> tuple | None:
     return (g.threshold, sorted(g.validators), None)
 
 
-def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
-           timeout: float = 15.0, login: tuple[str, str] | None = None,
+def submit(brokers: str | Sequence[str] | Brokers, domain: str, message: bytes,
+           authority: bytes, timeout: float = 15.0, login: tuple[str, str] | None = None,
            validators: tuple | None = None) -> Reply:
     """Publish `message` and wait for its receipt or rejection on the sender's
     rx topic. `login` (login_for) authenticates on an enforcing broker: the
     sender itself, or the owner of the sending device. `validators`
-    (validators_of): a quorum domain's set, whose k votes a receipt carries."""
+    (validators_of): a quorum domain's set, whose k votes a receipt carries.
+
+    `brokers`: one URL, several (comma-separated, a sequence, or a
+    tools/failover.Brokers kept by the caller): a broker that cannot be
+    reached or whose gateway gives no answer within `timeout` is passed over
+    for the next, with the same signed message (one tx id: a chain commits
+    it once). SubmitError naming each broker's failure when none answers."""
     t = tx.decode(message)
-    host, port = parse_url(broker_url)
-    replies: queue.Queue[bytes] = queue.Queue()
-    subscribed = queue.Queue()
     user = login[0] if login else t.sender.hex()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                    client_id=f"{user}-cli-{time.time_ns() % 10**9}", protocol=mqtt.MQTTv311)
-    if login:
-        c.username_pw_set(*login)
-    c.on_message = lambda _c, _u, m: replies.put(m.payload)
-    c.on_subscribe = lambda *a: subscribed.put(True)
-    try:
-        c.connect(host, port, keepalive=30)
-    except OSError as e:
-        raise SubmitError(f"cannot reach the broker at {broker_url}: {e}") from None
-    c.loop_start()
-    try:
-        c.subscribe(topics.rx(domain, t.sender.hex()), qos=1)
+    failed: list[errors.TLError] = []  # receipts about it that did not check
+
+    def pick(raw: bytes) -> Reply | None:
         try:
-            subscribed.get(timeout=timeout)
-        except queue.Empty:
-            raise SubmitError(f"the broker at {broker_url} did not confirm the subscription "
-                              f"within {timeout:.0f} s") from None
-        c.publish(topics.tx(domain), message, qos=1).wait_for_publish(timeout)
-        deadline = time.monotonic() + timeout
-        failed: errors.TLError | None = None  # the last receipt about it that did not check
-        while (left := deadline - time.monotonic()) > 0:
+            m = replies_host.open_reply(raw, authority)
+        except errors.TLError:
+            return None  # unsigned or forged (anyone may write an rx topic): not an answer
+        if m[messages.M_KIND] > messages.KIND_REJECT:
+            return None  # a market notice (e.g. the retained balance), not an answer
+        if m[messages.M_TX] != t.id:
+            return None  # about another transaction, even one with the same seq
+        if m[messages.M_KIND] == messages.KIND_RECEIPT:
             try:
-                m = replies_host.open_reply(replies.get(timeout=left), authority)
-            except queue.Empty:
-                break
-            except errors.TLError:
-                continue  # unsigned or forged (anyone may write an rx topic): not an answer
-            if m[messages.M_KIND] > messages.KIND_REJECT:
-                continue  # a market notice (e.g. the retained balance), not an answer
-            if m[messages.M_TX] != t.id:
-                continue  # about another transaction, even one with the same seq
-            if m[messages.M_KIND] == messages.KIND_RECEIPT:
-                try:
-                    fields = messages.check_receipt(m, authority, validators)
-                except errors.TLError as e:  # a bad proof or certificate: not an answer
-                    failed = e
-                    continue
-                return Reply(True, m[messages.M_REASON], "", fields["height"],
-                             m[messages.M_STATUS])
-            return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None,
-                         m.get(messages.M_RETRY))
-        if failed is not None:
-            raise SubmitError(f"no answer from the gateway within {timeout:.0f} s that checks: "
-                              f"a receipt of it failed its check ({failed.reason}: "
-                              f"{failed.detail})")
-        raise SubmitError(f"no answer from the gateway within {timeout:.0f} s")
-    finally:
-        shut(c)
+                fields = messages.check_receipt(m, authority, validators)
+            except errors.TLError as e:  # a bad proof or certificate: not an answer
+                failed.append(e)
+                return None
+            return Reply(True, m[messages.M_REASON], "", fields["height"], m[messages.M_STATUS])
+        return Reply(False, m[messages.M_REASON], m.get(messages.M_DETAIL, ""), None, None,
+                     m.get(messages.M_RETRY))
 
+    def remark() -> str:
+        if not failed:
+            return ""
+        e = failed[-1]
+        return "a receipt of it failed its check (%s: %s)" % (e.reason, e.detail)
 
-def shut(c: mqtt.Client) -> None:
-    """Close `c`'s connection (its on_disconnect not called) and stop its
-    network thread."""
-    c.on_disconnect = None
-    c.disconnect()  # first: it wakes the network thread, which loop_stop joins
-    c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)
+    asker = Asker(brokers, topics.rx(domain, t.sender.hex()), "%s-cli" % user, qos=1,
+                  login=login, timeout=timeout, keep=False)
+    try:
+        return asker.ask(topics.tx(domain), message, pick, what="the transaction",
+                         remark=remark)
+    except Unanswered as e:
+        raise SubmitError(str(e)) from None

@@ -18,8 +18,9 @@ that B's light client of A trusts (kept in B's state, gateway/xdomain/client.py)
   signed by a key the supplier retired before the proven height fail.
 
 Pure functions over a state view of B (anything with `kv_get`; `StoreKv`
-adapts a read-only chain store); B's gateways run them on XPURCHASE
-(gateway/xdomain/recorded.py). Refusals are ProofError (bad-proof) with a
+adapts a read-only chain store): a Trust checks B's client of A once and
+proves against the headers it trusts; B's gateways run it on XPURCHASE
+(gateway/xdomain/recorded.py), the buyer through the module's functions. Refusals are ProofError (bad-proof) with a
 detail: untrusted-height, header-mismatch, receipt-proof, not-committed,
 not-matched, offer-proof, key-proof, wrong-supplier-key, stale-key,
 missing-reading, bad-reading, not-in-root; and the light client's own
@@ -84,39 +85,100 @@ class ProvenCommitment:
     height: int
 
 
-def _trusted(view: Any, domain: str, height: int, now: int | None) -> lc.Trusted:
-    try:
-        lc.usable(view, domain, now)
-    except RuleError as e:
-        raise errors.ProofError(e.reason) from None
-    t = lc.trusted(view, domain, height)
-    if t is None:
-        raise errors.ProofError("untrusted-height")
-    return t
+class Trust:
+    """What B's light client of `domain`, `client`, lets B believe: each
+    proof checked against a header it trusts. The client is checked once,
+    by whoever builds the Trust: `Trust.of` (lc.usable: RuleError
+    unknown-domain, client-frozen, or at `now`, client-expired); the
+    module's functions below build one per proof and refuse with
+    ProofError; XPURCHASE (gateway/xdomain/recorded.py) one per check of
+    a tx."""
 
+    def __init__(self, view: Any, domain: str, client: lc.Client) -> None:
+        self.view, self.domain, self.client = view, domain, client
 
-def proven_receipt(view: Any, domain: str, receipt: bytes, now: int | None = None
-                   ) -> tuple[int, dict[int, Any]]:
-    """A receipt reply of `domain` (shared/messages.receipt) proven against
-    the header B's client trusts at its height: (height, the parsed reply).
-    The header in the reply must BE that header (same hash), and the
-    receipt's leaf must be in its receipts_root."""
-    m = messages.parse(receipt)
-    if m.get(messages.M_KIND) != messages.KIND_RECEIPT:
-        raise errors.ProofError("not-receipt")
-    height = m.get(messages.M_HEIGHT)
-    if not isinstance(height, int) or isinstance(height, bool) or not 0 <= height < 1 << 63:
-        raise errors.ProofError("not-receipt")  # (a state key holds 8 bytes of height)
-    t = _trusted(view, domain, height, now)
-    hb = m.get(messages.M_HEADER)
-    if not isinstance(hb, bytes) or header.block_hash(hb) != t.hash:
-        raise errors.ProofError("header-mismatch")
-    leaf = messages.receipt_leaf(m[messages.M_TX], m.get(messages.M_STATUS),
-                                 m[messages.M_REASON], m.get(messages.M_EVENTS))
-    if not merkle.verify(leaf, m.get(messages.M_INDEX), m.get(messages.M_SIZE),
-                         m.get(messages.M_PROOF), t.receipts_root):
-        raise errors.ProofError("receipt-proof")
-    return height, m
+    @classmethod
+    def of(cls, view: Any, domain: str, now: int | None = None) -> Trust:
+        """B's client of `domain` if it may prove anything (at `now`;
+        None: no expiry check); RuleError with its reason otherwise."""
+        return cls(view, domain, lc.usable(view, domain, now))
+
+    def header(self, height: int) -> lc.Trusted:
+        t = lc.trusted(self.view, self.domain, height)
+        if t is None:
+            raise errors.ProofError("untrusted-height")
+        return t
+
+    def receipt(self, receipt: bytes) -> tuple[int, dict[int, Any]]:
+        """A receipt reply of the domain (shared/messages.receipt) proven
+        against the header B's client trusts at its height: (height, the
+        parsed reply). The header in the reply must BE that header (same
+        hash), and the receipt's leaf must be in its receipts_root."""
+        m = messages.parse(receipt)
+        if m.get(messages.M_KIND) != messages.KIND_RECEIPT:
+            raise errors.ProofError("not-receipt")
+        height = m.get(messages.M_HEIGHT)
+        if not isinstance(height, int) or isinstance(height, bool) or not 0 <= height < 1 << 63:
+            raise errors.ProofError("not-receipt")  # (a state key holds 8 bytes of height)
+        t = self.header(height)
+        hb = m.get(messages.M_HEADER)
+        if not isinstance(hb, bytes) or header.block_hash(hb) != t.hash:
+            raise errors.ProofError("header-mismatch")
+        leaf = messages.receipt_leaf(m[messages.M_TX], m.get(messages.M_STATUS),
+                                     m[messages.M_REASON], m.get(messages.M_EVENTS))
+        if not merkle.verify(leaf, m.get(messages.M_INDEX), m.get(messages.M_SIZE),
+                             m.get(messages.M_PROOF), t.receipts_root):
+            raise errors.ProofError("receipt-proof")
+        return height, m
+
+    def agreement(self, demand_receipt: bytes) -> ProvenAgreement:
+        """The agreement a DEMAND of the domain opened, from its proven receipt."""
+        height, m = self.receipt(demand_receipt)
+        for e in _ok_events(m):
+            if len(e) >= 8 and e[0] == "match":
+                return ProvenAgreement(e[1], e[2], e[3], e[4], e[5], e[7], height)
+        raise errors.ProofError("not-matched")
+
+    def commitments(self, commit_receipt: bytes, agreement_id: bytes
+                    ) -> list[ProvenCommitment]:
+        """The delivery commitments of `agreement_id` a proven receipt holds."""
+        height, m = self.receipt(commit_receipt)
+        out = [ProvenCommitment(e[3], e[4], e[5], e[6], height) for e in _ok_events(m)
+               if len(e) == 7 and e[0] == market.AGREEMENT and e[1] == COMMITTED
+               and e[2] == agreement_id]  # emitted by the agreement contract, no other
+        if not out:
+            raise errors.ProofError("not-committed")
+        return out
+
+    def offer(self, height: int, service: str, supplier: bytes, stored: bytes,
+              proof: list[Any]) -> market.Offer:
+        """An offer of the domain (its stored value) proven to be in its
+        state at the trusted header of `height`."""
+        t = self.header(height)
+        key = keys.offer(service, supplier)
+        vh = stateproof.value_hash(cbor.dumps([key, stored]))
+        if not stateproof.check(t.state_root, stateproof.kv_key(key), vh, proof):
+            raise errors.ProofError("offer-proof")
+        return market.offer_of(stored)
+
+    def supplier_key(self, height: int, supplier: bytes, leaf: bytes | None,
+                     proof: list[Any]) -> ProvenKey:
+        """The current key of principal `supplier` of the domain: its state
+        leaf (shared/stateproof account leaf, cbor([id, pubkey, ...]))
+        proven against the trusted header of `height`. The id is the hash of
+        the birth key; the leaf holds the key that signs now (after any
+        rotation)."""
+        t = self.header(height)
+        if leaf is None or not stateproof.check_account(t.state_root, supplier, leaf, proof):
+            raise errors.ProofError("key-proof")
+        try:
+            rec = cbor.loads(leaf)
+        except errors.TLError:
+            raise errors.ProofError("key-proof") from None
+        if not isinstance(rec, list) or len(rec) < 2 or rec[0] != supplier \
+                or not isinstance(rec[1], bytes):
+            raise errors.ProofError("key-proof")
+        return ProvenKey(supplier, rec[1], height)
 
 
 def _ok_events(m: dict[int, Any]) -> list[Any]:
@@ -126,57 +188,39 @@ def _ok_events(m: dict[int, Any]) -> list[Any]:
     return [e for e in ev if isinstance(e, list)]
 
 
+def trust(view: Any, domain: str, now: int | None = None) -> Trust:
+    """Trust.of(view, domain, now), its client's refusal as a ProofError whose
+    detail is the client's reason (unknown-domain, client-frozen,
+    client-expired)."""
+    try:
+        return Trust.of(view, domain, now)
+    except RuleError as e:
+        raise errors.ProofError(e.reason) from None
+
+
+def proven_receipt(view: Any, domain: str, receipt: bytes, now: int | None = None
+                   ) -> tuple[int, dict[int, Any]]:
+    return trust(view, domain, now).receipt(receipt)
+
+
 def agreement(view: Any, domain: str, demand_receipt: bytes, now: int | None = None
               ) -> ProvenAgreement:
-    """The agreement a DEMAND of `domain` opened, from its proven receipt."""
-    height, m = proven_receipt(view, domain, demand_receipt, now)
-    for e in _ok_events(m):
-        if len(e) >= 8 and e[0] == "match":
-            return ProvenAgreement(e[1], e[2], e[3], e[4], e[5], e[7], height)
-    raise errors.ProofError("not-matched")
+    return trust(view, domain, now).agreement(demand_receipt)
 
 
 def commitments(view: Any, domain: str, commit_receipt: bytes, agreement_id: bytes,
                 now: int | None = None) -> list[ProvenCommitment]:
-    """The delivery commitments of `agreement_id` a proven receipt holds."""
-    height, m = proven_receipt(view, domain, commit_receipt, now)
-    out = [ProvenCommitment(e[3], e[4], e[5], e[6], height) for e in _ok_events(m)
-           if len(e) == 7 and e[0] == market.AGREEMENT and e[1] == COMMITTED
-           and e[2] == agreement_id]  # emitted by the agreement contract, no other
-    if not out:
-        raise errors.ProofError("not-committed")
-    return out
+    return trust(view, domain, now).commitments(commit_receipt, agreement_id)
 
 
 def offer(view: Any, domain: str, height: int, service: str, supplier: bytes,
           stored: bytes, proof: list[Any], now: int | None = None) -> market.Offer:
-    """An offer of `domain` (its stored value) proven to be in A's state at
-    the trusted header of `height`."""
-    t = _trusted(view, domain, height, now)
-    key = keys.offer(service, supplier)
-    vh = stateproof.value_hash(cbor.dumps([key, stored]))
-    if not stateproof.check(t.state_root, stateproof.kv_key(key), vh, proof):
-        raise errors.ProofError("offer-proof")
-    return market.offer_of(stored)
+    return trust(view, domain, now).offer(height, service, supplier, stored, proof)
 
 
 def supplier_key(view: Any, domain: str, height: int, supplier: bytes, leaf: bytes | None,
                  proof: list[Any], now: int | None = None) -> ProvenKey:
-    """The current key of principal `supplier` of `domain`: its state leaf
-    (shared/stateproof account leaf, cbor([id, pubkey, ...])) proven
-    against the trusted header of `height`. The id is the hash of the birth
-    key; the leaf holds the key that signs now (after any rotation)."""
-    t = _trusted(view, domain, height, now)
-    if leaf is None or not stateproof.check_account(t.state_root, supplier, leaf, proof):
-        raise errors.ProofError("key-proof")
-    try:
-        rec = cbor.loads(leaf)
-    except errors.TLError:
-        raise errors.ProofError("key-proof") from None
-    if not isinstance(rec, list) or len(rec) < 2 or rec[0] != supplier \
-            or not isinstance(rec[1], bytes):
-        raise errors.ProofError("key-proof")
-    return ProvenKey(supplier, rec[1], height)
+    return trust(view, domain, now).supplier_key(height, supplier, leaf, proof)
 
 
 def check_batch(a: ProvenAgreement, c: ProvenCommitment, key: ProvenKey, readings: list[bytes]

@@ -142,17 +142,24 @@ def _proof(fn: Any, *args: Any) -> Any:
         raise RuleError(errors.BAD_PROOF, e.detail or e.reason) from None
 
 
-def _check(view: Any, t: txm.Tx, now: int | None
-           ) -> tuple[Purchase, list[purchase.ProvenCommitment]]:
-    """What the tx records: the purchase (new on agree, updated on deliver)
-    and the new batches; RuleError if refused."""
-    b = t.body
-    a = b[1]
+def _trust(view: Any, t: txm.Tx, now: int | None) -> purchase.Trust:
+    """B's client of the tx's domain, if usable (at `now`; None: no expiry
+    check); RuleError otherwise."""
+    a = t.body[1]
     if a == t.domain:
         raise RuleError(reasons.WRONG_DOMAIN, "own-domain")
-    lc.usable(view, a, now)
+    return purchase.Trust.of(view, a, now)
+
+
+def _check(view: Any, t: txm.Tx, trust: purchase.Trust
+           ) -> tuple[Purchase, list[purchase.ProvenCommitment]]:
+    """What the tx records: the purchase (new on agree, updated on deliver)
+    and the new batches, proven with `trust` (its client checked by the
+    caller); RuleError if refused."""
+    b = t.body
+    a = trust.domain
     if b[2] == AGREE:
-        ag = _proof(purchase.agreement, view, a, b[3], now)
+        ag = _proof(trust.agreement, b[3])
         if ag.buyer != t.sender:
             raise RuleError(errors.NOT_AUTHORIZED, "wrong-buyer")
         if get(view, a, ag.id) is not None:
@@ -164,7 +171,7 @@ def _check(view: Any, t: txm.Tx, now: int | None
         raise RuleError(reasons.UNKNOWN_AGREEMENT, "not-recorded")
     if p.buyer != t.sender:
         raise RuleError(errors.NOT_AUTHORIZED, "wrong-buyer")
-    cs = _proof(purchase.commitments, view, a, b[3], p.id, now)
+    cs = _proof(trust.commitments, b[3], p.id)
     seen: set[int] = set()
     for c in cs:
         if c.batch in seen or view.kv_get(xp.delivery_key(a, p.id, c.batch)) is not None:
@@ -174,17 +181,22 @@ def _check(view: Any, t: txm.Tx, now: int | None
 
 
 def precheck(view: Any, t: txm.Tx, rules: Any, rec: Any) -> None:
-    _check(view, t, None)
+    _check(view, t, _trust(view, t, None))
 
 
 def apply(view: Any, t: txm.Tx, rules: Any, block: Any) -> tuple[int, str, list[Any]]:
-    """The effects; a check that needs the block's time (an expired client)
-    and fails makes the tx included as failed with that reason."""
+    """The effects. The ledger runs `precheck` on this view just before
+    (gateway/ledger/state.execute): the client is known, not frozen, and
+    the proofs hold; what needs the block's time is checked here, once: an
+    expired client makes the tx included as failed with that reason."""
+    a = t.body[1]
+    c = lc.get(view, a)  # known and not frozen (precheck)
+    if c is None or lc.expired(view, c, block.time):
+        return STATUS_FAILED, reasons.CLIENT_EXPIRED, []
     try:
-        p, cs = _check(view, t, block.time)
+        p, cs = _check(view, t, purchase.Trust(view, a, c))
     except RuleError as e:
         return STATUS_FAILED, e.reason, []
-    a = p.domain
     if t.body[2] == AGREE:
         view.kv_put(xp.purchase_key(a, p.id), p.encode())
         return STATUS_OK, "", [["xpurchase", a, p.id, p.supplier, p.price, p.quantity]]

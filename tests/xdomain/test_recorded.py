@@ -259,3 +259,36 @@ def test_a_commitment_emitted_by_another_contract_is_not_recorded(w: World) -> N
                                                                           "not-committed")
     p = recorded.get(w.b.state, A, w.aid)
     assert p is not None and p.batches == 0 and recorded.batches(w.b.state, p) == []
+
+
+def test_the_client_is_checked_once_per_check_of_a_record(w: World,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """XPURCHASE checks B's client of A once at admission and once at
+    execution (known and not frozen: precheck, with no block time), and its
+    expiry once, at the block's time (apply), not again inside the proof of
+    the receipt nor in apply."""
+    from gateway.xdomain import client as lc
+
+    usable: list[int | None] = []
+    expired: list[int] = []
+    real_usable, real_expired = lc.usable, lc.expired
+
+    def count_usable(view: Any, domain: str, now: int | None) -> Any:
+        usable.append(now)
+        return real_usable(view, domain, now)
+
+    def count_expired(view: Any, c: Any, now: int) -> bool:
+        expired.append(now)
+        return real_expired(view, c, now)
+
+    monkeypatch.setattr(lc, "usable", count_usable)
+    monkeypatch.setattr(lc, "expired", count_expired)
+    w.trust_head()
+    r0 = w.commit(0, 0, 2)
+    w.trust_head()
+    for msg in (w.xpurchase("bob", "agree", w.demand), w.xpurchase("bob", "deliver", r0)):
+        usable.clear()
+        expired.clear()
+        assert w.b.run(msg)[0] == 0
+        assert usable == [None, None]  # admission, then execution's precheck
+        assert expired == [w.b.time]  # the block's time, once

@@ -32,11 +32,11 @@ from tests.support.gwtest import Device
 from tests.support.waits import lines, wait_line
 from tests.xdomain.test_xdomain_e2e import A, B, Gateway
 from tools.build import tool
-from tools.failover import Brokers, submit_any
+from tools.failover import Brokers
 from tools.relay import Seq, remote_side, submitter
 from tools.relay import run as relay_run
 from tools.remote_store import QueryClient, RemoteError, RemoteStore
-from tools.submit import SubmitError
+from tools.submit import SubmitError, submit
 
 RELAYER = Device("relayer")
 
@@ -428,13 +428,13 @@ def test_a_silent_dropped_or_unreachable_broker_is_passed_over_for_the_next(
         alice = Device("alice", A)
         alice.seq = 1 << 30
         subs = Brokers([silent, a.url])
-        r = submit_any(subs, A, alice.transfer(txm.device_id(a.auth_pub), 1), a.auth_pub,
+        r = submit(subs, A, alice.transfer(txm.device_id(a.auth_pub), 1), a.auth_pub,
                        timeout=3.0)
         assert r.ok and r.status == 0 and subs.order()[0] == a.url, r
         assert subs.passes == 1 and subs.passed_over[0].startswith(silent + ": no answer")
         assert a.balance(alice.id) == 999
         with pytest.raises(SubmitError) as se:
-            submit_any(Brokers([dead]), A, alice.transfer(txm.device_id(a.auth_pub), 1),
+            submit(Brokers([dead]), A, alice.transfer(txm.device_id(a.auth_pub), 1),
                        a.auth_pub, timeout=3.0)
         assert dead in str(se.value)
         with pytest.raises(ValueError):

@@ -10,14 +10,17 @@
     thingledger xdomain send --to DOMAIN --recipient ID --amount N
         [--timeout-height H] [--timeout-s S] [--memo TEXT] --key FILE [network options]
     thingledger xdomain buy (--of-dir DIR_A | --of A) --of-broker URL_A --service S --quantity N
-        [--max-price P] [--via RELAYER_ID] [--wait S] --key FILE [network options]
+        [--max-price P] [--via RELAYER_ID] [--wait S] [--genesis FILE] [--of-genesis FILE]
+        --key FILE [network options]
         buy readings in A's market, paid with a packet from here, checked and recorded here
         (without a data folder of a domain, its gateways are asked over its broker;
         here: --domain B and no genesis in --data-dir)
     thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
     thingledger relay (--from-dir DIR_A | --from A) (--to-dir DIR_B | --to B) --key FILE
         [--from-broker URL[,URL...]] [--to-broker URL[,URL...]] [--once] [--interval S]
-        [--seconds S]
+        [--seconds S] [--from-genesis FILE] [--to-genesis FILE]
+        (a genesis file pins that domain's authority and validator keys: a
+        gateway stating another genesis is refused, genesis-mismatch)
         [--bridge]   also republish A's offers and market streams in B
 
 Readers open the database read-only and work while the gateway writes.
@@ -193,9 +196,26 @@ def cmd_send(args: argparse.Namespace) -> int:
     return send_tx(args, "xdomain-send", txdecode.TYPE_SEND, body)
 
 
+def _pinned(path: str | None, domain: str | None, option: str) -> Any:
+    """The genesis file given with `option` (None without), of `domain` if named."""
+    if not path:
+        return None
+    from gateway.db import genesis_files
+
+    try:
+        g = genesis_files.load(path)
+    except (OSError, genesis_files.GenesisError) as e:
+        raise UsageError("%s %s: %s" % (option, path, e)) from None
+    if domain and g.domain != domain:
+        raise UsageError("%s %s is the genesis of %s, not %s" % (option, path, g.domain, domain))
+    return g
+
+
 def _side(key: Any, folder: str | None, domain: str | None, broker: str, timeout: float,
-          what: str) -> Any:
-    """A domain read from its data folder, or over its broker (chain queries)."""
+          what: str, genesis: str | None = None, genesis_option: str = "") -> Any:
+    """A domain read from its data folder, or over its broker (chain queries);
+    `genesis`: the domain's genesis file, pinned (its authority and
+    validator keys, not the ones a gateway states)."""
     from tools import relay
     from tools.failover import Brokers
     from tools.remote_store import RemoteError
@@ -204,26 +224,30 @@ def _side(key: Any, folder: str | None, domain: str | None, broker: str, timeout
         Brokers(broker)
     except ValueError as e:
         raise UsageError("bad broker list %r: %s" % (broker, e)) from None
-    if folder:
-        side = relay.open_side(Path(folder), broker)
-        if domain and domain != side.domain:
-            raise UsageError("%s holds domain %s, not %s" % (folder, side.domain, domain))
-        return side
-    if not domain:
-        raise UsageError("give %s-dir DIR, or %s DOMAIN to read the domain over its broker"
-                         % (what, what))
+    pinned = _pinned(genesis, domain, genesis_option)
+    domain = domain or (pinned.domain if pinned is not None else None)
     try:
-        return relay.remote_side(domain, broker, key, timeout)
+        if folder:
+            side = relay.open_side(Path(folder), broker, pinned)
+            if domain and domain != side.domain:
+                raise UsageError("%s holds domain %s, not %s" % (folder, side.domain, domain))
+            return side
+        if not domain:
+            raise UsageError("give %s-dir DIR, or %s DOMAIN to read the domain over its broker"
+                             % (what, what))
+        return relay.remote_side(domain, broker, key, timeout, pinned)
     except RemoteError as e:
-        raise UsageError("cannot read %s over %s: %s" % (domain, broker, e)) from None
+        raise UsageError("cannot read %s over %s: %s" % (domain or folder, broker, e)) from None
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
     from tools import relay
 
     key = load_key_file(args.key)
-    a = _side(key, args.from_dir, args.from_domain, args.from_broker, args.timeout, "--from")
-    b = _side(key, args.to_dir, args.to_domain, args.to_broker, args.timeout, "--to")
+    a = _side(key, args.from_dir, args.from_domain, args.from_broker, args.timeout, "--from",
+              args.from_genesis, "--from-genesis")
+    b = _side(key, args.to_dir, args.to_domain, args.to_broker, args.timeout, "--to",
+              args.to_genesis, "--to-genesis")
     return relay.run(a, b, key, interval=args.interval, once=args.once, timeout=args.timeout,
                      seconds=args.seconds, bridge=args.bridge,
                      line=lambda s: print(s, flush=True))
@@ -235,10 +259,13 @@ def cmd_buy(args: argparse.Namespace) -> int:
 
     key = load_key_file(args.key)
     here = data_dir(args)
-    home = _side(key, str(here), None, args.broker, args.timeout, "--domain") \
+    home = _side(key, str(here), None, args.broker, args.timeout, "--domain", args.genesis,
+                 "--genesis") \
         if (here / GENESIS_FILE).exists() or not args.domain \
-        else _side(key, None, args.domain, args.broker, args.timeout, "--domain")
-    there = _side(key, args.of_dir, args.of, args.of_broker, args.timeout, "--of")
+        else _side(key, None, args.domain, args.broker, args.timeout, "--domain", args.genesis,
+                   "--genesis")
+    there = _side(key, args.of_dir, args.of, args.of_broker, args.timeout, "--of",
+                  args.of_genesis, "--of-genesis")
     via = parse_id(args.via, "--via") if args.via else None
 
     def say(s: str) -> None:
@@ -337,6 +364,12 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                         "offers and streams on this domain's broker")
     b.add_argument("--wait", type=positive_float, default=300.0, metavar="S",
                    help="seconds to wait for every reading to be committed and checked")
+    b.add_argument("--genesis", metavar="FILE",
+                   help="this domain's genesis file: its authority and validator keys are "
+                        "pinned, a gateway stating another genesis is refused "
+                        "(genesis-mismatch)")
+    b.add_argument("--of-genesis", metavar="FILE",
+                   help="the market domain's genesis file, pinned as --genesis")
     b.set_defaults(func=cmd_buy)
     r = sub.add_parser("relay", parents=[data],
                        help="relay packets and headers between two domains (no rights needed)")
@@ -352,6 +385,11 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                         "in use is silent or down")
     r.add_argument("--to-broker", default=DEFAULT_BROKER, metavar="URL[,URL...]",
                    help="B's broker, or several, as --from-broker")
+    r.add_argument("--from-genesis", metavar="FILE",
+                   help="A's genesis file: A's authority and validator keys are taken from it, "
+                        "not from what A's gateways state, and a gateway (or --from-dir) "
+                        "stating another genesis is refused (genesis-mismatch)")
+    r.add_argument("--to-genesis", metavar="FILE", help="B's genesis file, as --from-genesis")
     r.add_argument("--key", required=True, metavar="FILE", help="the relayer's key file")
     r.add_argument("--once", action="store_true", help="one pass, then exit")
     r.add_argument("--interval", type=positive_float, default=2.0, metavar="S",
