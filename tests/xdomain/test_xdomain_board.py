@@ -193,9 +193,13 @@ def test_a_buyer_board_in_b_buys_readings_of_a_through_the_reseller(
         (p,) = recorded.purchases(s)
         got = recorded.batches(s, p)
         state = s.load_state()
+        committed_b = [e[3:6] for t in s.txs_of_type(txm.TYPE_CONTRACT_CALL) for e in t.events
+                       if e[:3] == [market.AGREEMENT, "delivery-committed", aid_b]]
     assert (p.domain, p.id, p.buyer, p.supplier, p.price, p.quantity, p.readings) == (
         A, aid_a, rex.id, sam_key.id, SAM_PRICE, QUANTITY, QUANTITY)
     assert [(x.batch, x.first, x.count) for x in got] == [(0, 0, 2), (1, 2, 2)]
+    # rex's batches in B are A's batches (same numbers, first indices and counts)
+    assert [tuple(c) for c in committed_b] == [(0, 0, 2), (1, 2, 2)]
     # B's agreement: judged in full by B's operator (4 readings paid), closed
     ag = market.agreement(state, aid_b)
     assert ag is not None and (ag["state"], ag["paid"], ag["failed"], ag["remaining"]) == (

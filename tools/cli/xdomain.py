@@ -281,6 +281,7 @@ def cmd_buy(args: argparse.Namespace) -> int:
 def cmd_resell(args: argparse.Namespace) -> int:
     from gateway.node.config import GENESIS_FILE
     from tools import resell
+    from tools.supplier import SupplyError
 
     key = load_key_file(args.key)
     here = data_dir(args)
@@ -297,7 +298,7 @@ def cmd_resell(args: argparse.Namespace) -> int:
                         line=lambda s: print(s, flush=True))
     try:
         return r.run(args.seconds)
-    except resell.SupplyError as e:
+    except SupplyError as e:
         print("resell: %s" % e, flush=True)
         return EXIT_FAILED
 
