@@ -29,6 +29,7 @@ Agreements are served one after the other, in the order of their MATCH.
 from __future__ import annotations
 
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -39,12 +40,13 @@ from shared import errors
 from shared import tx as txm
 from tools.keys import KeyPair
 from tools.relay import Seq, Side
-from tools.remote_store import RemoteError
 from tools.supplier import Match, Stream, Supplier, SupplyError
 from tools.xbuy import BuyError, CrossBuyer
 
 VERDICT_WAIT_S = 30.0  # for B's verdicts on the batches delivered before a failure
-FAILED = (BuyError, SupplyError, RemoteError, errors.TLError, OSError)
+# a purchase that fails (BuyError, SupplyError and paho's are RuntimeErrors; a
+# store read; a chain query's answer, RemoteError): the agreement in B is closed
+FAILED = (RuntimeError, errors.TLError, OSError, sqlite3.Error)
 
 
 @dataclass(frozen=True)
