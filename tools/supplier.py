@@ -170,12 +170,15 @@ class Supplier:
         time.sleep(m.interval_s + 1 if pace is None else pace)
         first = m.next_index or 0
         s.first = s.next = first
-        for i in range(first, m.quantity):
-            if m.id in self.ended:
-                return
-            s.reading(i, *values(i))
-            if i + 1 - s.first >= batch or i + 1 == m.quantity:
-                s.commit()
+        try:
+            for i in range(first, m.quantity):
+                if m.id in self.ended:
+                    return
+                s.reading(i, *values(i))
+                if i + 1 - s.first >= batch or i + 1 == m.quantity:
+                    s.commit()
+        finally:
+            s.close()
 
     def serve(self, values: Callable[[int], tuple[int, int]], stop: threading.Event,
               batch: int = 2, pace: float | None = None) -> None:
