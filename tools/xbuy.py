@@ -114,6 +114,31 @@ class Delivery:
         return None
 
 
+class Inbox:
+    """The messages of a stream subscribed to before its agreement is
+    proven: held (bounded) until a delivery takes them, then passed on."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: list[bytes] = []
+        self.to: Delivery | None = None
+
+    def put(self, payload: bytes) -> None:  # paho's thread
+        with self.lock:
+            to = self.to
+            if to is None:
+                if len(self.held) < MAX_STASH:
+                    self.held.append(payload)
+                return
+        to.receive(payload)
+
+    def deliver_to(self, d: Delivery) -> None:
+        with self.lock:
+            self.to, held, self.held = d, self.held, []
+        for p in held:
+            d.receive(p)
+
+
 def _wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -124,13 +149,16 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2
 
 class CrossBuyer:
     def __init__(self, key: KeyPair, home: Side, market_side: Side, *, timeout: float = 20.0,
-                 via: bytes | None = None, line: Callable[[str], None] = print) -> None:
+                 via: bytes | None = None, line: Callable[[str], None] = print,
+                 seq: Seq | None = None) -> None:
+        """`seq`: the key's seqs, when something else signs with it too (the
+        reseller's supplier side, tools/resell.py)."""
         self.key = key
         self.via = via
         self.b, self.a = home, market_side
         self.timeout = timeout
         self.line = line
-        self.seq = Seq()
+        self.seq = seq or Seq()
         self.view = purchase.StoreKv(home.store)
         self._send = submitter({home.domain: home, market_side.domain: market_side}, timeout)
         self._rel = relayer.Relayer(
@@ -225,10 +253,16 @@ class CrossBuyer:
               % (self.a.domain, self.b.domain, self.a.domain))
 
     # -- 3. purchase ------------------------------------------------------------------
-    def demand(self, service: str, max_price: int, quantity: int) -> Delivery:
+    def demand(self, service: str, max_price: int, quantity: int,
+               supplier: bytes | None = None) -> Delivery:
+        """DEMAND in A, the agreement proven in B and recorded there. With
+        `supplier` (the offer proven), its stream is listened to before the
+        DEMAND goes (the agreement id is the first 16 bytes of its tx id), so
+        a supplier that streams as soon as it is matched loses nothing."""
         msg = txm.make(self.key.private, self.key.id, txm.TYPE_DEMAND, self.a.domain,
                        self.seq(), 0, {1: service, 2: max_price, 3: quantity, 4: 120,
                                        5: "cheapest"})
+        early = None if supplier is None else self._subscribe(supplier, txm.tx_id(msg)[:16])
         ok, reason = self._send(self.a.domain, msg)
         if not ok:
             raise BuyError("demand refused in %s: %s" % (self.a.domain, reason))
@@ -240,7 +274,10 @@ class CrossBuyer:
             raise BuyError("agreement not proven: %s" % e) from None
         self.record(recorded.AGREE, rec)
         d = Delivery(ag, [self.prove_key(ag.supplier)])
-        self._listen(d)
+        if early is None or ag.supplier != supplier:  # matched with another supplier
+            self.close()
+            early = self._subscribe(ag.supplier, ag.id)
+        early.deliver_to(d)
         return d
 
     def record(self, kind: str, receipt: bytes, agreement: bytes | None = None) -> None:
@@ -308,59 +345,73 @@ class CrossBuyer:
             raise BuyError("no connection to %s" % side.broker) from None
         return c
 
-    def _listen(self, d: Delivery) -> None:
-        ag = d.agreement
-
-        def on(m: mqtt.MQTTMessage) -> None:
-            d.receive(bytes(m.payload))
+    def _subscribe(self, supplier: bytes, agreement: bytes) -> Inbox:
+        """Listen to the agreement's stream (one at a time): what comes is
+        held in the inbox until it is handed a delivery."""
+        inbox = Inbox()
         done: queue.Queue[bool] = queue.Queue()
-        side, topic = self._where("data/" + ag.supplier.hex() + "/" + ag.id.hex())
-        self._mq = self._client(side, on)
+        side, topic = self._where("data/" + supplier.hex() + "/" + agreement.hex())
+        self.close()
+        self._mq = self._client(side, lambda m: inbox.put(bytes(m.payload)))
         self._mq.on_subscribe = lambda *_: done.put(True)
         self._mq.subscribe(topic, qos=1)
         try:
             done.get(timeout=self.timeout)
         except queue.Empty:
             raise BuyError("the data topic subscription was not confirmed") from None
+        return inbox
 
     def stream_topic(self, d: Delivery) -> str:
         return self._where("data/" + d.agreement.supplier.hex() + "/" + d.agreement.id.hex())[1]
+
+    def check(self, d: Delivery) -> list[tuple[purchase.ProvenCommitment,
+                                                list[tuple[int, int, int]]]]:
+        """One look at A's chain: each batch of the agreement committed there
+        (final) and not checked yet is recorded in B (XPURCHASE), its commit
+        proven in B and, once its readings are all here, checked against its
+        root: those batches with their (index, value, scale), in the order
+        checked. BuyError if a delivery is refused."""
+        out = []
+        for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL):
+            if not any(len(e) == 7 and e[0] == market.AGREEMENT and e[1] == purchase.COMMITTED
+                       and e[2] == d.agreement.id and e[3] not in d.batches
+                       for e in t.events):  # (another contract's look-alike: not ours)
+                continue
+            rec = self.a.store.get_receipt(t.id)
+            if rec is None:
+                continue  # not final yet
+            self.trust(t.height)
+            if t.id not in d.recorded:
+                self.record(recorded.DELIVER, rec, d.agreement.id)
+                d.recorded.add(t.id)
+            try:
+                for c in purchase.commitments(self.view, self.a.domain, rec, d.agreement.id):
+                    if c.batch in d.batches:
+                        continue
+                    if d.keys[-1].height < c.height:
+                        d.add_key(self.prove_key(d.agreement.supplier))
+                    got = d.batch(c)
+                    if got is None:
+                        continue  # readings still on their way
+                    key, batch = got
+                    checked = purchase.check_batch(d.agreement, c, key, batch)
+                    d.verified += checked
+                    d.batches.add(c.batch)
+                    out.append((c, checked))
+                    self.line("batch %d: readings %d..%d in the root committed at %s "
+                              "height %d, proven in %s"
+                              % (c.batch, c.first, c.first + c.count - 1, self.a.domain,
+                                 c.height, self.b.domain))
+            except errors.TLError as e:
+                raise BuyError("delivery refused: %s" % e) from None
+        return out
 
     def verify(self, d: Delivery, timeout: float) -> list[tuple[int, int, int]]:
         """Wait until every reading bought is committed in A, proven in B and
         checked; returns (index, value, scale) of each."""
         deadline = time.monotonic() + timeout
         while len(d.verified) < d.agreement.quantity:
-            for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL):
-                if not any(len(e) == 7 and e[0] == market.AGREEMENT and e[1] == purchase.COMMITTED
-                           and e[2] == d.agreement.id and e[3] not in d.batches
-                           for e in t.events):  # (another contract's look-alike: not ours)
-                    continue
-                rec = self.a.store.get_receipt(t.id)
-                if rec is None:
-                    continue  # not final yet
-                self.trust(t.height)
-                if t.id not in d.recorded:
-                    self.record(recorded.DELIVER, rec, d.agreement.id)
-                    d.recorded.add(t.id)
-                try:
-                    for c in purchase.commitments(self.view, self.a.domain, rec, d.agreement.id):
-                        if c.batch in d.batches:
-                            continue
-                        if d.keys[-1].height < c.height:
-                            d.add_key(self.prove_key(d.agreement.supplier))
-                        got = d.batch(c)
-                        if got is None:
-                            continue  # readings still on their way
-                        key, batch = got
-                        d.verified += purchase.check_batch(d.agreement, c, key, batch)
-                        d.batches.add(c.batch)
-                        self.line("batch %d: readings %d..%d in the root committed at %s "
-                                  "height %d, proven in %s"
-                                  % (c.batch, c.first, c.first + c.count - 1, self.a.domain,
-                                     c.height, self.b.domain))
-                except errors.TLError as e:
-                    raise BuyError("delivery refused: %s" % e) from None
+            self.check(d)
             if len(d.verified) >= d.agreement.quantity:
                 break
             if time.monotonic() >= deadline:

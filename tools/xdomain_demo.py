@@ -25,28 +25,30 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
 from gateway.db.genesis_files import create_domain, write_key
 from gateway.db.store import Store
 from gateway.market.ledger import rules as market
 from gateway.node.config import DB_FILE, KEY_FILE
-from shared import merkle, p256, stream, topics
+from shared import p256
 from shared import tx as txm
-from tools.build import tool
+from tools.build import build, tool
 from tools.keys import KeyPair, load_key
 from tools.relay import open_side
-from tools.submit import login_for, next_seq, submit
+from tools.submit import next_seq, submit
+from tools.supplier import Supplier, SupplyError
+from tools.vboard import VirtualBoard
 from tools.xbuy import BuyError, CrossBuyer
 
 STEP_TIMEOUT_S = 90.0
 A, B = "dom-a", "dom-b"
 SERVICE, PRICE, QUANTITY, BATCH = "temperature", 3, 4, 2
+RESALE_PRICE, REX_FUNDS = 5, 100  # rex, the reseller in dom-b: its price, what it holds there
 
 
 def _free_port() -> int:
@@ -76,13 +78,13 @@ def run(folder: Path | None = None, say: Callable[[str], None] = print) -> int:
 
 def _run(root: Path, say: Callable[[str], None]) -> int:
     keys = {}
-    for name in ("alice", "bob", "relayer", "relayer-ba", "sam"):
+    for name in ("alice", "bob", "relayer", "relayer-ba", "sam", "rex"):
         priv, pub = p256.keygen()
         write_key(root / (name + ".key"), priv)
         keys[name] = pub
     dirs = {A: root / A, B: root / B}
     create_domain(dirs[A], A, {keys["alice"]: 1000, keys["sam"]: 0})
-    create_domain(dirs[B], B, {keys["bob"]: 500})
+    create_domain(dirs[B], B, {keys["bob"]: 500, keys["rex"]: REX_FUNDS})
     urls = {d: "mqtt://127.0.0.1:%d" % _free_port() for d in (A, B)}
     alice, bob = txm.device_id(keys["alice"]), txm.device_id(keys["bob"])
     bob_key = load_key(root / "bob.key")
@@ -147,6 +149,7 @@ def _run(root: Path, say: Callable[[str], None]) -> int:
         say("alice %d in %s (refunded), bob %d in %s" % (_balance(dirs[A], alice), A,
                                                           _balance(dirs[B], bob), B))
         _purchase(root, dirs, urls, authority, gws, say, thl)
+        thl("xdomain", "purchases", "--data-dir", str(dirs[B]))
         thl("xdomain", "client", A, "--data-dir", str(dirs[B]))
         return 0
     except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -196,8 +199,17 @@ def _purchase(root: Path, dirs: dict[str, Path], urls: dict[str, str],
                                           3: "agreement", 4: market.AGREEMENT_VERSION,
                                           5: {"operator": a_key.id, "fee_bps": 500}})
     say("%s's admin deployed the agreement contract (operator fee 5%%)" % A)
-    in_a(sam, txm.TYPE_OFFER, {1: SERVICE, 2: "cC", 3: PRICE, 4: 1, 5: "", 6: 600, 7: 1})
-    say("sam offers %s at %d a reading in %s" % (SERVICE, PRICE, A))
+    seller = Supplier(sam, open_side(dirs[A], urls[A]), timeout=STEP_TIMEOUT_S / 3,
+                      line=lambda s: say("sam: " + s))
+    seller.register()
+    seller.listen()
+    seller.offer(SERVICE, PRICE, 1)
+    say("sam offers %s at %d a reading in %s; on each MATCH he streams readings on %s's "
+        "data topic and commits them in batches of %d (a host-side supplier)"
+        % (SERVICE, PRICE, A, A, BATCH))
+    sam_stops = threading.Event()
+    threading.Thread(target=seller.serve, args=(_sam_reads, sam_stops, BATCH), daemon=True
+                     ).start()
     relayer = load_key(root / "relayer.key").id
     buyer = CrossBuyer(load_key(root / "bob.key"), open_side(dirs[B], urls[B]),
                        open_side(dirs[A], urls[A]), timeout=STEP_TIMEOUT_S / 3, via=relayer,
@@ -213,59 +225,120 @@ def _purchase(root: Path, dirs: dict[str, Path], urls: dict[str, str],
         buyer.pay(o.price * QUANTITY)
         say("bob paid %d from %s to his id in %s with a packet: %d there"
             % (o.price * QUANTITY, B, A, buyer.balance_in_market()))
-        d = buyer.demand(SERVICE, o.price, QUANTITY)
+        d = buyer.demand(SERVICE, o.price, QUANTITY, o.supplier)
         say("agreement %s proven in %s: supplier %s, %d readings at %d"
             % (d.agreement.id.hex()[:8], B, d.agreement.supplier.hex()[:8],
                d.agreement.quantity, d.agreement.price))
         say("bob listens on %s" % buyer.stream_topic(d))
-        _supply(urls[A], authority[A], sam, d.agreement.id, say)
         got = buyer.verify(d, STEP_TIMEOUT_S)
         say("bob verified %d readings: %s" % (len(got), ", ".join(
             "%d:%de%d" % r for r in got)))
         _wait_balance(dirs[A], sam.id, PRICE * QUANTITY * 95 // 100, say)
-    except BuyError as e:
+        buyer.close()
+        _board(root, dirs, urls, authority, procs, say)
+        _wait_balance(dirs[A], sam.id, 2 * PRICE * QUANTITY * 95 // 100, say)
+    except (BuyError, SupplyError) as e:
         raise RuntimeError("purchase: %s" % e) from None
     finally:
         buyer.close()
+        sam_stops.set()
+        seller.stop()
 
 
-def _supply(url: str, authority: bytes, sam: KeyPair, aid: bytes,
-            say: Callable[[str], None]) -> None:
-    """sam streams QUANTITY readings on dom-a's data topic and commits them
-    in batches of BATCH (what a supplier board does, host side here)."""
-    host, port = parse_url(url)
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sam-%d" % time.time_ns(),
-                    protocol=mqtt.MQTTv311)
-    c.username_pw_set(*login_for(sam, A))
-    up: queue.Queue[bool] = queue.Queue()
-    c.on_connect = lambda *_: up.put(True)
-    c.connect(host, port, keepalive=30)
-    c.loop_start()
-    try:
-        up.get(timeout=STEP_TIMEOUT_S)
-        topic = topics.data(A, sam.id.hex() + "/" + aid.hex())
-        for first in range(0, QUANTITY, BATCH):
-            batch = [stream.reading(sam.private, sam.id, aid, i, 2150 + 7 * i, -2)
-                     for i in range(first, first + BATCH)]
-            for r in batch:
-                c.publish(topic, r, qos=1).wait_for_publish(STEP_TIMEOUT_S)
-            r = submit(url, A, txm.make(sam.private, sam.id, txm.TYPE_CONTRACT_CALL, A,
-                                        next_seq(), 0,
-                                        {1: market.AGREEMENT, 2: "commit",
-                                         3: [aid, first // BATCH, first, BATCH,
-                                             merkle.root(batch)], 4: 0, 5: 50_000}),
-                       authority, timeout=STEP_TIMEOUT_S)
-            say("sam streams readings %d..%d on %s and commits their root: %s"
-                % (first, first + BATCH - 1, topic, r.describe()))
-    finally:
-        c.disconnect()
-        c.loop_stop()
+def _board(root: Path, dirs: dict[str, Path], urls: dict[str, str],
+           authority: dict[str, bytes], procs: list[subprocess.Popen],
+           say: Callable[[str], None]) -> None:
+    """A buyer board in dom-b (the market buyer firmware, unchanged) buys
+    sam's readings of dom-a through rex, a reseller in dom-b
+    (`thingledger xdomain resell`, tools/resell.py)."""
+    b_key = load_key(dirs[B] / KEY_FILE)
+    bob, rex = load_key(root / "bob.key"), load_key(root / "rex.key")
+    say("-- a buyer board in %s buys sam's readings of %s through a reseller --" % (B, A))
+    r = submit(urls[B], B, txm.make(b_key.private, b_key.id, txm.TYPE_CONTRACT_ADMIN, B,
+                                    next_seq(), 0,
+                                    {1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
+                                     4: market.AGREEMENT_VERSION,
+                                     5: {"operator": b_key.id, "fee_bps": 500}}),
+               authority[B], timeout=STEP_TIMEOUT_S)
+    if not (r.ok and r.status == 0):
+        raise RuntimeError("refused in %s: %s" % (B, r.describe()))
+    say("%s's admin deployed the agreement contract (operator fee 5%%)" % B)
+    relayer = load_key(root / "relayer.key").id
+    args = ["xdomain", "resell", "--data-dir", str(dirs[B]), "--broker", urls[B], "--of-dir",
+            str(dirs[A]), "--of-broker", urls[A], "--service", SERVICE, "--price",
+            str(RESALE_PRICE), "--max-price", str(PRICE + 1), "--via", relayer.hex(), "--key",
+            str(root / "rex.key")]
+    say("$ thingledger " + " ".join(args) + " (in the background)")
+    rp = subprocess.Popen([tool("thingledger"), *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1)
+    procs.append(rp)
+    out: queue.Queue[str] = queue.Queue()
+    _pump(rp, "rex", say, out)
+    _until(out, "resell: offers ", "rex's offer in %s" % B)
+    build_dir = root / "build" / "unix"
+    say("compiling the firmware with mpy-cross into %s" % build_dir)
+    build(build_dir, "unix")
+    vb = VirtualBoard("dora", root / "boards" / "dora")
+    host, port = parse_url(urls[B])
+    need = {"service": SERVICE, "max_price": RESALE_PRICE, "quantity": QUANTITY,
+            "policy": "cheapest", "wait_s": 600}
+    vb.configure(domain=B, authority_hex=authority[B].hex(), host=host, port=port, need=need)
+    say("dora, a virtual buyer board in %s (the market buyer firmware under MicroPython, "
+        "heap %s), needs %s" % (B, vb.default_heap(), need))
+    bp = vb.start(build_dir)
+    procs.append(bp)
+    board: queue.Queue[str] = queue.Queue()
+    _pump(bp, "dora", say, board)
+    dora = bytes.fromhex(_until(board, "online id=", "dora online").split("id=")[1][:32])
+    _until(board, "receipt-verified seq=1 ", "dora registered")
+    r = submit(urls[B], B, txm.make(bob.private, bob.id, txm.TYPE_TRANSFER, B, next_seq(), 0,
+                                    {1: dora, 2: RESALE_PRICE * QUANTITY}),
+               authority[B], timeout=STEP_TIMEOUT_S)
+    say("bob gives dora %d in %s: %s" % (RESALE_PRICE * QUANTITY, B, r.describe()))
+    _until(board, "demand service=%s" % SERVICE, "dora's DEMAND")
+    for i in range(QUANTITY):
+        _until(board, "bought agreement=", "dora's reading %d" % i)
+    _until(board, "done agreement=", "dora's agreement done")
+    bp.terminate()  # the board is done; the reseller stays till the end
+    bp.wait(timeout=10)
+    paid = 2 * (RESALE_PRICE * BATCH - RESALE_PRICE * BATCH * 500 // 10_000)
+    _wait_balance(dirs[B], rex.id, REX_FUNDS - PRICE * QUANTITY + paid, say, "rex")
 
 
-def _wait_balance(data_dir: Path, who: bytes, at_least: int, say: Callable[[str], None]
-                  ) -> None:
+def _pump(p: subprocess.Popen, name: str, say: Callable[[str], None],
+          out: queue.Queue[str]) -> None:
+    """Show each line `p` prints as `name`'s, and queue it."""
+    def run() -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            say("%s: %s" % (name, line.rstrip()))
+            out.put(line.rstrip())
+        out.put("")
+    threading.Thread(target=run, daemon=True).start()
+
+
+def _until(q: queue.Queue[str], text: str, what: str) -> str:
+    """The next line of `q` holding `text`; RuntimeError after STEP_TIMEOUT_S."""
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = q.get(timeout=left)
+        except queue.Empty:
+            break
+        if text in line:
+            return line
+    raise RuntimeError("no %s within %.0f s" % (what, STEP_TIMEOUT_S))
+
+
+def _sam_reads(index: int) -> tuple[int, int]:
+    """sam's sensor: centi-degrees, scale -2."""
+    return 2150 + 7 * index, -2
+
+
+def _wait_balance(data_dir: Path, who: bytes, at_least: int, say: Callable[[str], None],
+                  name: str = "sam") -> None:
     deadline = time.monotonic() + STEP_TIMEOUT_S
     while _balance(data_dir, who) < at_least and time.monotonic() < deadline:
         time.sleep(0.3)
-    say("%s's operator judged the batches: sam holds %d in %s"
-        % (A, _balance(data_dir, who), A))
+    say("%s's operator judged the batches: %s holds %d in %s"
+        % (data_dir.name, name, _balance(data_dir, who), data_dir.name))

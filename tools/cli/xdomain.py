@@ -15,6 +15,11 @@
         buy readings in A's market, paid with a packet from here, checked and recorded here
         (without a data folder of a domain, its gateways are asked over its broker;
         here: --domain B and no genesis in --data-dir)
+    thingledger xdomain resell (--of-dir DIR | --of A) --of-broker URL_A --service S
+        [--as S_HERE] --price P [--max-price P_A] [--interval S] [--via RELAYER_ID]
+        --key FILE [network options]
+        offer S here; for each agreement, buy as many readings in A, proven here,
+        and stream each one checked to the buyer here as its own (a buyer board)
     thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
     thingledger relay (--from-dir DIR_A | --from A) (--to-dir DIR_B | --to B) --key FILE
         [--from-broker URL[,URL...]] [--to-broker URL[,URL...]] [--once] [--interval S]
@@ -286,7 +291,7 @@ def cmd_buy(args: argparse.Namespace) -> int:
             buyer.pay(o.price * args.quantity - buyer.balance_in_market())
             say("paid with a packet %s -> %s: %d held in %s"
                 % (home.domain, there.domain, buyer.balance_in_market(), there.domain))
-        d = buyer.demand(args.service, o.price, args.quantity)
+        d = buyer.demand(args.service, o.price, args.quantity, o.supplier)
         say("agreement %s proven in %s: %d readings at %d"
             % (d.agreement.id.hex(), home.domain, d.agreement.quantity, d.agreement.price))
         say("listening on %s" % buyer.stream_topic(d))
@@ -298,6 +303,31 @@ def cmd_buy(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         buyer.close()
+
+
+def cmd_resell(args: argparse.Namespace) -> int:
+    from gateway.node.config import GENESIS_FILE
+    from tools import resell
+    from tools.supplier import SupplyError
+
+    key = load_key_file(args.key)
+    here = data_dir(args)
+    home = _side(key, str(here), None, args.broker, args.timeout, "--domain") \
+        if (here / GENESIS_FILE).exists() or not args.domain \
+        else _side(key, None, args.domain, args.broker, args.timeout, "--domain")
+    there = _side(key, args.of_dir, args.of, args.of_broker, args.timeout, "--of")
+    terms = resell.Terms(args.service, args.sell_as or args.service, args.price,
+                         args.price if args.max_price is None else args.max_price,
+                         args.interval, args.valid)
+    r = resell.Reseller(key, home, there, terms,
+                        via=parse_id(args.via, "--via") if args.via else None,
+                        timeout=args.timeout, wait=args.wait, retry=args.retry,
+                        line=lambda s: print(s, flush=True))
+    try:
+        return r.run(args.seconds)
+    except SupplyError as e:
+        print("resell: %s" % e, flush=True)
+        return EXIT_FAILED
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -371,6 +401,35 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     b.add_argument("--of-genesis", metavar="FILE",
                    help="the market domain's genesis file, pinned as --genesis")
     b.set_defaults(func=cmd_buy)
+    rs = xs.add_parser("resell", parents=[net, key],
+                       help="resell here a service of another domain's market: offer it here, "
+                            "buy it there for each agreement, stream the checked readings here")
+    rs.add_argument("--of-dir", metavar="DIR",
+                    help="data folder of the market's domain (read-only); without it, --of "
+                         "names the domain and its gateways are asked over --of-broker")
+    rs.add_argument("--of", metavar="DOMAIN", help="the market's domain (checked)")
+    rs.add_argument("--of-broker", default=DEFAULT_BROKER, metavar="URL[,URL...]",
+                    help="the market domain's broker(s)")
+    rs.add_argument("--service", required=True, help="the service bought there")
+    rs.add_argument("--as", dest="sell_as", default=None, metavar="SERVICE",
+                    help="the service offered here (default: the same name)")
+    rs.add_argument("--price", required=True, type=non_negative_int,
+                    help="price of a reading here")
+    rs.add_argument("--max-price", type=non_negative_int, default=None, metavar="P",
+                    help="price of a reading there at most (default: --price)")
+    rs.add_argument("--interval", type=non_negative_int, default=5, metavar="S",
+                    help="the offer's interval here, seconds (default 5)")
+    rs.add_argument("--valid", type=non_negative_int, default=600, metavar="S",
+                    help="the offer's validity here, seconds (offered again every S/2)")
+    rs.add_argument("--via", metavar="ID", default=None,
+                    help="a relayer bridging the market here (relay --bridge)")
+    rs.add_argument("--wait", type=positive_float, default=300.0, metavar="S",
+                    help="seconds for a purchase there to be delivered, checked and streamed")
+    rs.add_argument("--retry", type=positive_float, default=60.0, metavar="S",
+                    help="after a failed purchase, the offer here is withdrawn this long")
+    rs.add_argument("--seconds", type=positive_float, default=None, metavar="S",
+                    help="stop after S seconds")
+    rs.set_defaults(func=cmd_resell)
     r = sub.add_parser("relay", parents=[data],
                        help="relay packets and headers between two domains (no rights needed)")
     r.add_argument("--from", dest="from_domain", metavar="A", help="source domain (checked)")
