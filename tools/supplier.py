@@ -31,8 +31,9 @@ from shared import messages_gateway as mg
 from shared import tx as txm
 from tools.failover import connect_first
 from tools.keys import KeyPair
+from tools.mqtt_ask import shut
 from tools.relay import Seq, Side, ensure_registered, submitter
-from tools.submit import login_for, shut
+from tools.submit import login_for
 
 FUEL = 50_000  # of a commit call
 
