@@ -83,3 +83,9 @@ def operator_subject(domain: str) -> str:
 def operator_bucket(domain: str) -> str:
     """The key-value bucket of the operator's lease (bucket names: no dots)."""
     return "TL_OP_" + check_domain(domain)
+
+
+def logins_bucket(domain: str) -> str:
+    """The key-value bucket of the devices' broker logins, shared by every
+    machine's admission watch (gateway/cluster/login_bucket.py)."""
+    return "TL_LOGINS_" + check_domain(domain)
