@@ -8,7 +8,9 @@ exports again whenever the chain's head changes and, when what mosquitto
 would enforce changed (broker_auth.Export.digest), sends SIGHUP to the pid
 in mosquitto's pid_file. It reads the chain read-only, next to the running
 gateway: polling the store's head once per `poll` seconds costs one SQLite
-read."""
+read. Whatever else an export reads (`changes`: the NATS export's login
+bucket and the credential store) is compared at each look too, and a
+`wake` event set on such a change cuts the wait short."""
 
 from __future__ import annotations
 

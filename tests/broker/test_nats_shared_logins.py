@@ -96,13 +96,12 @@ async def put_entries(urls: list[str], login: tuple[str, str], entries: dict[str
         await nc.close()
 
 
-async def device_reads_bucket(url: str, user: str, pw: str) -> bool:
-    """Can a device's own NATS login read the bucket? (False: refused.)"""
-    nc = await link.connect([url], name="device", user=user, password=pw)
+async def reads_bucket(url: str, user: str, pw: str, key: str) -> bool:
+    """Can this NATS login read the bucket's entry `key`? (False: refused.)"""
+    nc = await link.connect([url], name="reader", user=user, password=pw)
     try:
         kv = await nc.jetstream(timeout=1.0).key_value(link.logins_bucket(D))
-        await kv.get(user)
-        return True
+        return bool((await kv.get(key)).value)
     except Exception:  # noqa: BLE001 - a permissions violation: the request gets no answer
         return False
     finally:
@@ -148,8 +147,9 @@ def test_logins_shared_through_the_cluster(tmp_path):
             assert sensor.id.hex() in m.auth.read_text()
             connack_until(m.node.mqtt_port, sensor.id.hex(), pw[sensor.id], 0)
         # the device's own user reaches nothing of the bucket (no right under $JS. / $KV.)
-        assert not asyncio.run(device_reads_bucket(cluster.urls[1], sensor.id.hex(),
-                                                   pw[sensor.id]))
+        me = sensor.id.hex()
+        assert asyncio.run(reads_bucket(cluster.urls[1], *gw_login, me))
+        assert not asyncio.run(reads_bucket(cluster.urls[1], me, pw[sensor.id], me))
 
         # forged entries: another principal's signature; a signature by the wrong key
         wrong = p256.sign(plug.priv, credential_message(D, cam.id)).hex()

@@ -4,6 +4,7 @@
                               [--authority-key FILE] [--key FILE ...]
                               [--group G] [--owner U]
                               [--watch [--reload-pid-file FILE] [--poll S]]
+                              [--cluster URLS]
 
 writes DIR/passwd (mosquitto 2 `$7$` PBKDF2-SHA512 hashes) and DIR/acl from the
 chain (the domain's identities in the stored state) and the owner's local
@@ -22,6 +23,13 @@ itself (tools/broker_sync.py).
 publish/subscribe allow lists of the MQTT-derived subjects: topic a/b is subject
 a.b) for a NATS cluster's MQTT listeners (gateway/broker/nats_export.py); each
 node's config includes it, and SIGHUP (or `--watch --reload-pid-file`) reloads it.
+With `--cluster URLS` (the NATS cluster's client URLs) the logins of this
+machine's credential store are shared with the other machines through the
+cluster's login bucket (gateway/cluster/login_bucket.py), and the export is
+the union of local and bucket logins, each verified against its principal's
+current key on this chain (gateway/broker/shared_logins.py); `--watch` then
+exports again when the bucket or the credential store changes, not only on
+a new head (docs/CONSENSUS.md, "Admission on several machines").
 """
 
 from __future__ import annotations
