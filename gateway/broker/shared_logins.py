@@ -49,12 +49,28 @@ def _text(value: bytes | str) -> str:
     return value.decode("ascii", errors="replace")
 
 
+Verdicts = dict[tuple[bytes, bytes, str], bool]  # (id, key, password) -> verifies
+
+
 def choose_logins(domain: str, access: AccessView, local: Mapping[bytes, str],
                   bucket: Mapping[str, bytes | str], remembered: dict[bytes, str],
-                  gateway_id: str | None = None) -> LoginChoice:
+                  gateway_id: str | None = None, verdicts: Verdicts | None = None
+                  ) -> LoginChoice:
     """See the module's text. `bucket`: key -> value as stored (unchecked);
-    `remembered` is updated in place (the logins that verified now)."""
+    `remembered` is updated in place (the logins that verified now).
+    `verdicts`: the signature checks of the previous call, reused and replaced
+    in place by this call's (a watch exports on every block: each login is
+    verified once per key, not once per export)."""
     out = LoginChoice()
+    before = dict(verdicts or {})
+    now: Verdicts = {}
+
+    def verifies(pid: bytes, pk: bytes, pw: str) -> bool:
+        k = (pid, pk, pw)
+        if k not in now:
+            now[k] = before[k] if k in before else verify_password(pk, domain, pid, pw)
+        return now[k]
+
     shared: dict[bytes, str] = {}
     for key, raw in sorted(bucket.items()):
         value = _text(raw)
@@ -67,7 +83,7 @@ def choose_logins(domain: str, access: AccessView, local: Mapping[bytes, str],
         pk = access.key_of(pid)
 
         def ok(pw: str | None, pid: bytes = pid, pk: bytes | None = pk) -> bool:
-            return pw is not None and pk is not None and verify_password(pk, domain, pid, pw)
+            return pw is not None and pk is not None and verifies(pid, pk, pw)
 
         mine, theirs = local.get(pid), shared.get(pid)
         chosen = next((pw for pw in (mine, theirs, remembered.get(pid)) if ok(pw)), None)
@@ -82,4 +98,7 @@ def choose_logins(domain: str, access: AccessView, local: Mapping[bytes, str],
             out.left_out[(pid.hex(), theirs)] = NOT_A_PRINCIPAL if pk is None else WRONG_KEY
         if mine is not None and mine == chosen and not ok(theirs) and pid.hex() != gateway_id:
             out.publish[pid] = mine
+    if verdicts is not None:
+        verdicts.clear()
+        verdicts.update(now)
     return out

@@ -129,3 +129,26 @@ def test_no_mqtt_user_has_a_subject_of_the_bucket(tmp_path):
             for subject in subjects:
                 assert not _matches(pattern, subject), (pattern, subject)
     assert allows > 20  # every MQTT user's allow lists were read
+
+
+def test_each_login_is_verified_once_per_key(monkeypatch):
+    from gateway.broker import shared_logins
+
+    calls: list[bytes] = []
+    real = shared_logins.verify_password
+
+    def counting(pk, domain, pid, pw):
+        calls.append(pid)
+        return real(pk, domain, pid, pw)
+
+    monkeypatch.setattr(shared_logins, "verify_password", counting)
+    acc, remembered, verdicts = access(), {}, {}
+    bucket = {B.hex: B.password(), C.hex: A.password()}
+    first = choose_logins(DOMAIN, acc, {A.id: A.password()}, bucket, remembered, None, verdicts)
+    n = len(calls)
+    assert n >= 3
+    again = choose_logins(DOMAIN, acc, {A.id: A.password()}, bucket, remembered, None, verdicts)
+    assert len(calls) == n and again == first  # the next block's export: no new check
+    acc.keys[A.id] = Principal("a-next").pub  # a rotation: checked again under the new key
+    c = choose_logins(DOMAIN, acc, {A.id: A.password()}, bucket, remembered, None, verdicts)
+    assert calls[n:] == [A.id] and A.id not in remembered and B.id in c.logins

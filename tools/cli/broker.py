@@ -71,6 +71,7 @@ class Exporter:
     bucket: Any = None  # gateway.cluster.login_bucket.SharedLogins, once started
     remembered: dict[bytes, str] = field(default_factory=dict)  # logins that verified here
     reported: set[tuple[str, str]] = field(default_factory=set)  # bucket entries left out
+    verdicts: dict = field(default_factory=dict)  # signature checks of the last export
     say: Callable[[str], None] = field(default=lambda t: print(t, file=sys.stderr))
 
     @classmethod
@@ -148,7 +149,7 @@ class Exporter:
         from gateway.broker.shared_logins import choose_logins
 
         c = choose_logins(self.domain, access, creds, self.bucket.entries(), self.remembered,
-                          self.gateway[0])
+                          self.gateway[0], self.verdicts)
         for (key, value), why in sorted(c.left_out.items()):
             if (key, value) not in self.reported:
                 self.say(f"login bucket: {key} left out ({why}): {value[:16]}...")
