@@ -42,7 +42,7 @@ log = logging.getLogger("thingledger.cluster")
 
 MAX_VALUE = 256  # bytes of one value (a password is 128)
 MAX_BYTES = 64 << 20  # the bucket's bound: ~200,000 logins
-CONNECT_RETRY_S = 1.0  # s between attempts while no node of the cluster answers
+CONNECT_RETRY_S = 1.0  # s before the bucket is opened again after a failure
 PUT_RETRY_S = 1.0  # s before a failed write is tried again
 FAILED = (*RETRYABLE, nats.errors.Error, OSError)
 
@@ -67,6 +67,8 @@ class SharedLogins:
         self.say = say or log.info
         self.wake = wake or threading.Event()
         self.loaded = threading.Event()  # the bucket's content has been read once
+        self.settled = threading.Event()  # loaded, or every server has failed once
+        self.failures = 0  # failed connection attempts
         self.version = 0
         self._lock = threading.Lock()
         self._entries: dict[str, bytes] = {}
@@ -89,6 +91,13 @@ class SharedLogins:
         self._call(lambda: self._halt)
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def wait_loaded(self, timeout: float) -> bool:
+        """Wait (bounded) for the bucket's content; False at once when every
+        server has refused or failed a connection (e.g. a first start, before
+        any node has this machine's export with the gateways' user)."""
+        self.settled.wait(timeout)
+        return self.loaded.is_set()
 
     def entries(self) -> dict[str, bytes]:
         with self._lock:
@@ -154,15 +163,30 @@ class SharedLogins:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._halt.wait(), seconds)
 
+    def _failed(self, e: Exception) -> None:
+        self.failures += 1
+        if self.failures == len(self.servers):
+            self.say(f"login bucket: no node of the cluster lets this machine in yet ({e!r}); "
+                     "trying on")
+            self.settled.set()
+
     async def _connect(self):  # -> nats Client | None (stopped)
-        while not self._stop.is_set():
-            try:
-                return await link.connect(self.servers, name="thingledger-admission",
-                                          user=self.login[0], password=self.login[1])
-            except Exception as e:  # noqa: BLE001 - no node answers yet: say it, try again
-                self.say(f"login bucket: cluster not reachable ({e!r}); "
-                         f"trying again in {CONNECT_RETRY_S:g} s")
-                await self._pause(CONNECT_RETRY_S)
+        """Connected (the client tries the servers for ever), or None at stop()."""
+        assert self._halt is not None
+        job = asyncio.ensure_future(link.connect(
+            self.servers, name="thingledger-admission", user=self.login[0],
+            password=self.login[1], errors=self._failed))
+        halt = asyncio.ensure_future(self._halt.wait())
+        try:
+            await asyncio.wait([job, halt], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halt.cancel()
+        if job.done() and job.exception() is None:
+            return job.result()
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        if job.done() and not job.cancelled() and job.exception() is not None:
+            self.say(f"login bucket: {job.exception()!r}")
         return None
 
     async def _ensure(self, js):  # -> KeyValue | None (stopped)
@@ -187,7 +211,12 @@ class SharedLogins:
         while True:
             e = await watcher.updates(timeout=None)
             if e is None:  # what the bucket held at the start has been delivered
+                if not self.loaded.is_set():
+                    with self._lock:
+                        n = len(self._entries)
+                    self.say(f"login bucket {self.bucket}: {n} logins read, following it")
                 self.loaded.set()
+                self.settled.set()
                 self._changed()
                 continue
             if not hasattr(e, "key"):  # the watcher stopped

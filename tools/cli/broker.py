@@ -204,7 +204,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if job.cluster:
         bucket = job.start_bucket(job.say)
         try:
-            if not bucket.loaded.wait(BUCKET_WAIT_S):
+            if not bucket.wait_loaded(BUCKET_WAIT_S):
                 print(f"the login bucket on {','.join(job.cluster)} did not answer in "
                       f"{BUCKET_WAIT_S:g} s: nothing exported", file=sys.stderr)
                 return EXIT_FAILED
@@ -262,7 +262,7 @@ def watch(job: Exporter, args: argparse.Namespace) -> int:
         if job.cluster:
             wake = job.start_bucket(log).wake
             # a restarted watch does not drop the other machines' logins for a moment
-            if not job.bucket.loaded.wait(BUCKET_WAIT_S):
+            if not job.bucket.wait_loaded(BUCKET_WAIT_S):
                 log("login bucket not read yet: exporting this machine's logins; the "
                     "bucket's follow when it answers")
         name = "the NATS node" if job.nats is not None else "mosquitto"
