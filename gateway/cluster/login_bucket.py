@@ -131,8 +131,17 @@ class SharedLogins:
     async def _main(self) -> None:
         self._kick, self._halt = asyncio.Event(), asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        if self._stop.is_set():
-            return
+        while not self._stop.is_set():
+            try:
+                await self._session()
+            except Exception as e:  # noqa: BLE001 - a daemon's helper: say it, start again
+                self.say(f"login bucket: {e!r}; connecting again in {CONNECT_RETRY_S:g} s")
+            await self._pause(CONNECT_RETRY_S)
+
+    async def _session(self) -> None:
+        """Connect, open the bucket, follow it and write into it until stop()
+        (or until the follower or the writer fails: raised)."""
+        assert self._halt is not None
         nc = await self._connect()
         if nc is None:
             return
@@ -140,13 +149,17 @@ class SharedLogins:
         watcher = None
         try:
             kv = await self._ensure(nc.jetstream())
-            if kv is not None:
-                watcher = await kv.watchall()
-                tasks = [asyncio.create_task(self._follow(watcher)),
-                         asyncio.create_task(self._write(kv))]
-                await self._halt.wait()
-        except FAILED as e:
-            self.say(f"login bucket: {e!r}")
+            if kv is None:
+                return
+            watcher = await kv.watchall()
+            tasks = [asyncio.create_task(self._follow(watcher)),
+                     asyncio.create_task(self._write(kv))]
+            halt = asyncio.create_task(self._halt.wait())
+            done, _ = await asyncio.wait([halt, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            halt.cancel()
+            for t in tasks:
+                if t in done and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
         finally:
             for t in tasks:
                 t.cancel()
@@ -208,11 +221,16 @@ class SharedLogins:
         return None
 
     async def _follow(self, watcher) -> None:
+        """The bucket's content into `_entries`: the first read into a fresh
+        dictionary (a session started again replaces the last one's view whole,
+        keys deleted meanwhile included), then every change as it comes."""
+        fresh: dict[str, bytes] | None = {}
         while True:
             e = await watcher.updates(timeout=None)
             if e is None:  # what the bucket held at the start has been delivered
-                if not self.loaded.is_set():
+                if fresh is not None:
                     with self._lock:
+                        self._entries, fresh = fresh, None
                         n = len(self._entries)
                     self.say(f"login bucket {self.bucket}: {n} logins read, following it")
                 self.loaded.set()
@@ -222,11 +240,12 @@ class SharedLogins:
             if not hasattr(e, "key"):  # the watcher stopped
                 return
             with self._lock:
+                into = fresh if fresh is not None else self._entries
                 if e.operation in (KV_DEL, KV_PURGE):
-                    self._entries.pop(e.key, None)
+                    into.pop(e.key, None)
                 else:
-                    self._entries[e.key] = bytes(e.value or b"")
-            if self.loaded.is_set():
+                    into[e.key] = bytes(e.value or b"")
+            if fresh is None:
                 self._changed()
 
     def _changed(self) -> None:
@@ -236,6 +255,8 @@ class SharedLogins:
 
     async def _write(self, kv) -> None:
         assert self._kick is not None
+        while not self.loaded.is_set():  # compare with what the bucket holds, not less
+            await asyncio.sleep(0.02)  # (a session started again: loaded already)
         while True:
             with self._lock:
                 todo = {k: v for k, v in self._wanted.items()
