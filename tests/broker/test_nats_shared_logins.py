@@ -183,6 +183,12 @@ def test_logins_shared_through_the_cluster(tmp_path):
             assert connack(HOST, m.node.mqtt_port, f"{sensor.id.hex()}-3", sensor.id.hex(),
                            pw[sensor.id]) == 5
             assert m.node.running(), m.node.log_text()
+        # a one-off export with --cluster reads the bucket once: machine 3's own
+        # store is empty, the sensor's new login comes from machine 1
+        once = tmp_path / "once.conf"
+        assert cli.main(["broker", "export", "--nats", str(once), "--data-dir",
+                         str(worlds[2].node.data_dir), "--cluster", ",".join(cluster.urls)]) == 0
+        assert sensor.id.hex() in once.read_text() and plug.id.hex() not in once.read_text()
         for m in ms:  # each forged entry reported once, however many exports since
             assert sum(f"{plug.id.hex()} left out" in x for x in m.seen) == 1, m.seen
     finally:

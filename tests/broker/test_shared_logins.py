@@ -152,3 +152,14 @@ def test_each_login_is_verified_once_per_key(monkeypatch):
     acc.keys[A.id] = Principal("a-next").pub  # a rotation: checked again under the new key
     c = choose_logins(DOMAIN, acc, {A.id: A.password()}, bucket, remembered, None, verdicts)
     assert calls[n:] == [A.id] and A.id not in remembered and B.id in c.logins
+
+
+def test_cluster_option_needs_nats_and_nats_urls(chain, tmp_path):
+    from tools import cli
+
+    base = ["broker", "export", "--data-dir", str(chain)]
+    assert cli.main(base + ["--out", str(tmp_path / "m"), "--cluster",
+                            "nats://127.0.0.1:4222"]) == cli.EXIT_USAGE
+    assert cli.main(base + ["--nats", str(tmp_path / "a.conf"), "--cluster",
+                            "mqtt://127.0.0.1:1883"]) == cli.EXIT_USAGE
+    assert not (tmp_path / "a.conf").exists() and not (tmp_path / "m").exists()
