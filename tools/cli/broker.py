@@ -205,8 +205,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         bucket = job.start_bucket(job.say)
         try:
             if not bucket.wait_loaded(BUCKET_WAIT_S):
-                print(f"the login bucket on {','.join(job.cluster)} did not answer in "
-                      f"{BUCKET_WAIT_S:g} s: nothing exported", file=sys.stderr)
+                print(f"the login bucket on {','.join(job.cluster)} was not read in "
+                      f"{BUCKET_WAIT_S:g} s (no node reachable, or none admits the gateways' "
+                      "user yet: a first export goes without --cluster, or use --watch): "
+                      "nothing exported", file=sys.stderr)
                 return EXIT_FAILED
             code = _export_once(job, broker_auth)
             if not bucket.flush(BUCKET_WAIT_S):
