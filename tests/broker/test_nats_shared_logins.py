@@ -204,3 +204,43 @@ def test_logins_shared_through_the_cluster(tmp_path):
         cluster.stop()
         for w in worlds:
             w.close()
+
+
+def test_first_start_before_any_node_admits_the_gateways(tmp_path, nats_factory):
+    """The node's file does not have the gateways' user yet: the watch's client
+    is refused, the watch exports this machine's logins, reloads its node,
+    then opens the bucket (one replica on one node) and publishes them."""
+    w = World(tmp_path / "gw", authority_key=AUTHORITY[0])
+    proc = None
+    try:
+        w.commit(w.claim(w.sensor))
+        pw = mqtt_password(w.sensor.priv, D, w.sensor.id)
+        add_credential(w.node.data_dir / "credentials.json", w.sensor.id, pw)
+        auth = tmp_path / "auth.conf"
+        auth.write_text('authorization { users = [ {user: "nobody-yet", password: "x"} ] }\n')
+        node = nats_factory(1, include=auth, pid_dir=tmp_path / "run").nodes[0]
+        m = Machine(w, node, auth, base=node.reloads())
+        assert node.pid_file is not None
+        proc = subprocess.Popen(
+            [tool("thingledger"), "broker", "export", "--nats", str(auth), "--data-dir",
+             str(w.node.data_dir), "--watch", "--poll", "0.2", "--cluster", node.url,
+             "--reload-pid-file", str(node.pid_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        m.proc, m.out = proc, lines(proc)
+        m.wait_said("no node of the cluster lets this machine in yet")
+        m.wait_export(2)
+        m.wait_said(f"login bucket {link.logins_bucket(D)}: ")
+        connack_until(node.mqtt_port, w.sensor.id.hex(), pw, 0)
+        gw_login = gateway_credentials(AUTHORITY[0], D)
+        deadline = time.monotonic() + 30
+        while not asyncio.run(reads_bucket(node.url, *gw_login, w.sensor.id.hex())):
+            assert time.monotonic() < deadline, m.seen
+            time.sleep(0.1)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        w.close()
