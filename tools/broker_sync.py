@@ -8,7 +8,9 @@ exports again whenever the chain's head changes and, when what mosquitto
 would enforce changed (broker_auth.Export.digest), sends SIGHUP to the pid
 in mosquitto's pid_file. It reads the chain read-only, next to the running
 gateway: polling the store's head once per `poll` seconds costs one SQLite
-read."""
+read. Whatever else an export reads (`changes`: the NATS export's login
+bucket and the credential store) is compared at each look too, and a
+`wake` event set on such a change cuts the wait short."""
 
 from __future__ import annotations
 
@@ -44,24 +46,33 @@ class Watch:
     reload: Callable[[], str | None]
     log: Callable[[str], None]
     digest: str | None = None  # of an export the broker has already loaded (no reload for it)
+    # what else the export reads, compared between looks (e.g. the login bucket's
+    # version and the credential store's mtime); None: the head alone
+    changes: Callable[[], object] | None = None
+    wake: threading.Event | None = None  # set on such a change: look at once, not after `poll`
 
     def run(self, stop: threading.Event, poll: float = 1.0) -> None:
-        """Until `stop` is set: export on every new head, reload on a change."""
+        """Until `stop` is set: export on every new head (or other change),
+        reload on a change of what the broker enforces."""
         head: bytes | None = None
+        seen: object = None
         digest = self.digest
         first = True
         while not stop.is_set():
             try:
+                if self.wake is not None:
+                    self.wake.clear()  # before the look: a change after it wakes the next
                 h = self.head()
-                if first or h != head:
+                c = self.changes() if self.changes is not None else None
+                if first or h != head or c != seen:
                     ex, height = self.export()
                     if ex.digest != digest:
                         done = self.reload()
                         self.log(f"height {height}: {len(ex.users)} users exported"
                                  + (f"; {done}" if done else ""))
-                    head, digest, first = h, ex.digest, False
+                    head, seen, digest, first = h, c, ex.digest, False
             except Exception as e:  # noqa: BLE001 - a daemon: say it, try again next poll
                 # (a credential store being rewritten, a chain database being
                 # replaced); mosquitto keeps the files of the last export
                 self.log(f"export failed: {e!r}; trying again in {poll:g} s")
-            stop.wait(poll)
+            (self.wake or stop).wait(poll)

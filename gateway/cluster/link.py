@@ -8,7 +8,7 @@ right there); the transaction intake captures the MQTT-derived subject of
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import nats
 from nats.aio.client import Client
@@ -59,11 +59,15 @@ def intake_consumer(gateway: str) -> str:
 
 async def connect(servers: Sequence[str], name: str = "thingledger-gateway",
                   user: str | None = None, password: str | None = None,
-                  connect_timeout: float = 2.0) -> Client:
+                  connect_timeout: float = 2.0,
+                  errors: Callable[[Exception], None] | None = None) -> Client:
     """A client of the cluster that fails over to any node in `servers` and
-    keeps trying to reconnect for ever (a node may be down for minutes)."""
+    keeps trying to reconnect for ever (a node may be down for minutes; so
+    does the first connect). `errors`: told of each failed attempt too."""
     async def on_error(e: Exception) -> None:  # a node going away: the client fails over
         log.info("nats: %r", e)
+        if errors is not None:
+            errors(e)
 
     kw = {}
     if user is not None:
@@ -83,3 +87,9 @@ def operator_subject(domain: str) -> str:
 def operator_bucket(domain: str) -> str:
     """The key-value bucket of the operator's lease (bucket names: no dots)."""
     return "TL_OP_" + check_domain(domain)
+
+
+def logins_bucket(domain: str) -> str:
+    """The key-value bucket of the devices' broker logins, shared by every
+    machine's admission watch (gateway/cluster/login_bucket.py)."""
+    return "TL_LOGINS_" + check_domain(domain)

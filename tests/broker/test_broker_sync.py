@@ -136,3 +136,28 @@ def test_the_command_watches_until_stopped(tmp_path, how):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_other_changes_wake_an_export_with_the_head_unchanged():
+    """`changes` (the NATS export's login bucket, the credential store): an
+    export when it changes, at once when `wake` is set (the poll here is 60 s)."""
+    chain = FakeChain()
+    stop, wake = threading.Event(), threading.Event()
+    version = [0]
+    w = Watch(chain.export, chain.head, chain.reload, chain.log,
+              changes=lambda: version[0], wake=wake)
+    t = threading.Thread(target=w.run, args=(stop, 60.0), daemon=True)
+    t.start()
+    try:
+        chain.wait_exports(1)
+        chain.set(b"h0", "d1")  # the bucket brought a login: same head, new digest
+        version[0] += 1
+        wake.set()
+        chain.wait_exports(2)
+        with chain.cond:
+            assert chain.reloads == 2
+    finally:
+        stop.set()
+        wake.set()
+        t.join(10)
+    assert not t.is_alive()

@@ -66,7 +66,8 @@ LIGHT_HW = {"power": "battery", "ram_kib": 264, "lifetime": "short", "board": "e
 
 class World:
     def __init__(self, data_dir: Path, *, registry: Any = "fake",
-                 admission: str = ADMISSION_CLAIMED, trust: bool = False) -> None:
+                 admission: str = ADMISSION_CLAIMED, trust: bool = False,
+                 authority_key: bytes | None = None) -> None:
         self.owner = Person("owner")
         self.bob = Person("bob")
         self.carol = Person("carol")
@@ -77,7 +78,7 @@ class World:
         self.registry = FakeRegistry(self.sensor, self.plug, self.cam) if registry == "fake" \
             else registry
         self.node = Node(data_dir, admission=admission, owner=self.owner.pub,
-                         registry=self.registry, trust=trust)
+                         registry=self.registry, trust=trust, authority_key=authority_key)
 
     def close(self) -> None:
         self.node.close()

@@ -4,6 +4,7 @@
                               [--authority-key FILE] [--key FILE ...]
                               [--group G] [--owner U]
                               [--watch [--reload-pid-file FILE] [--poll S]]
+                              [--cluster URLS]
 
 writes DIR/passwd (mosquitto 2 `$7$` PBKDF2-SHA512 hashes) and DIR/acl from the
 chain (the domain's identities in the stored state) and the owner's local
@@ -22,6 +23,13 @@ itself (tools/broker_sync.py).
 publish/subscribe allow lists of the MQTT-derived subjects: topic a/b is subject
 a.b) for a NATS cluster's MQTT listeners (gateway/broker/nats_export.py); each
 node's config includes it, and SIGHUP (or `--watch --reload-pid-file`) reloads it.
+With `--cluster URLS` (the NATS cluster's client URLs) the logins of this
+machine's credential store are shared with the other machines through the
+cluster's login bucket (gateway/cluster/login_bucket.py), and the export is
+the union of local and bucket logins, each verified against its principal's
+current key on this chain (gateway/broker/shared_logins.py); `--watch` then
+exports again when the bucket or the credential store changes, not only on
+a new head (docs/CONSENSUS.md, "Admission on several machines").
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ import argparse
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.cli.common import EXIT_OK, Subparsers, UsageError, load_key_file
+from tools.cli.common import EXIT_FAILED, EXIT_OK, Subparsers, UsageError, load_key_file
 
 
 def access_from_state(state: Any, domain: str) -> Any:
@@ -58,6 +67,12 @@ class Exporter:
     files: Any = None  # broker_auth.FileAccess from --owner / --group (None: 0600, mine)
     nats: Path | None = None  # --nats FILE: the NATS authorization block instead
     digest: str | None = None  # of the NATS file as last written (kept if unchanged)
+    cluster: list[str] = field(default_factory=list)  # --cluster: the login bucket's NATS
+    bucket: Any = None  # gateway.cluster.login_bucket.SharedLogins, once started
+    remembered: dict[bytes, str] = field(default_factory=dict)  # logins that verified here
+    reported: set[tuple[str, str]] = field(default_factory=set)  # bucket entries left out
+    verdicts: dict = field(default_factory=dict)  # signature checks of the last export
+    say: Callable[[str], None] = field(default=lambda t: print(t, file=sys.stderr))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Exporter:
@@ -87,8 +102,15 @@ class Exporter:
         except broker_auth.FileAccessError as e:
             raise UsageError(str(e)) from None
         nats = Path(args.nats) if getattr(args, "nats", None) else None
+        cluster = [u.strip() for u in (getattr(args, "cluster", None) or "").split(",")
+                   if u.strip()]
+        if cluster and nats is None:
+            raise UsageError("--cluster shares logins through a NATS cluster: use it with --nats")
+        if any(not u.startswith(("nats://", "tls://")) for u in cluster):
+            raise UsageError("--cluster: comma-separated nats:// (or tls://) URLs")
         ex = cls(data, Path(args.out) if args.out else None, g.domain,
-                 broker_auth.gateway_credentials(priv, g.domain), creds, persons, files, nats)
+                 broker_auth.gateway_credentials(priv, g.domain), creds, persons, files, nats,
+                 cluster=cluster)
         ex.credentials()  # a broken store is a usage error now, not in the watch
         return ex
 
@@ -100,6 +122,40 @@ class Exporter:
         except ValueError as e:
             raise UsageError(str(e)) from None
         return {**creds, **self.persons}
+
+    def start_bucket(self, say: Callable[[str], None]) -> Any:
+        """Follow the cluster's login bucket (gateway/cluster/login_bucket.py)."""
+        from gateway.cluster.login_bucket import SharedLogins
+
+        self.bucket = SharedLogins(self.cluster, self.domain, self.gateway, say=say).start()
+        return self.bucket
+
+    def changes(self) -> object:
+        """What an export reads besides the chain: the bucket's version and the
+        credential store's (mtime, size), so that --watch exports again when
+        either changes, not only on a new head."""
+        try:
+            st = self.creds_path.stat()
+            local: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            local = None
+        return (self.bucket.version if self.bucket is not None else None, local)
+
+    def shared(self, access: Any, creds: dict[bytes, str]) -> dict[bytes, str]:
+        """The logins to export: this machine's and the bucket's, each verified
+        against its principal's current key on this chain
+        (gateway/broker/shared_logins.py); the bucket entries left out are
+        reported once, this machine's verified logins the bucket lacks published."""
+        from gateway.broker.shared_logins import choose_logins
+
+        c = choose_logins(self.domain, access, creds, self.bucket.entries(), self.remembered,
+                          self.gateway[0], self.verdicts)
+        for (key, value), why in sorted(c.left_out.items()):
+            if (key, value) not in self.reported:
+                self.say(f"login bucket: {key} left out ({why}): {value[:16]}...")
+        self.reported = set(c.left_out)
+        self.bucket.publish(c.publish)
+        return c.logins
 
     def head(self) -> bytes | None:
         from gateway.db.store import Store
@@ -120,6 +176,8 @@ class Exporter:
             state = store.load_state()
             head = store.head()
         access = access_from_state(state, self.domain)
+        if self.bucket is not None:
+            creds = self.shared(access, creds)
         if self.nats is not None:
             from gateway.broker.nats_export import export_nats
 
@@ -134,12 +192,35 @@ class Exporter:
         return ex, head.height if head is not None else 0
 
 
+BUCKET_WAIT_S = 15.0  # s an export waits for the login bucket's content
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from gateway import broker as broker_auth
 
     job = Exporter.from_args(args)
     if args.watch:
         return watch(job, args)
+    if job.cluster:
+        bucket = job.start_bucket(job.say)
+        try:
+            if not bucket.wait_loaded(BUCKET_WAIT_S):
+                print(f"the login bucket on {','.join(job.cluster)} was not read in "
+                      f"{BUCKET_WAIT_S:g} s (no node reachable, or none admits the gateways' "
+                      "user yet: a first export goes without --cluster, or use --watch): "
+                      "nothing exported", file=sys.stderr)
+                return EXIT_FAILED
+            code = _export_once(job, broker_auth)
+            if not bucket.flush(BUCKET_WAIT_S):
+                print("some of this machine's logins were not written to the login bucket",
+                      file=sys.stderr)
+            return code
+        finally:
+            bucket.stop()
+    return _export_once(job, broker_auth)
+
+
+def _export_once(job: Exporter, broker_auth: Any) -> int:
     try:
         ex, height = job()
     except broker_auth.FileAccessError as e:
@@ -174,13 +255,26 @@ def watch(job: Exporter, args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log(f"watching the chain of {job.domain} in {job.data}: exports to {job.nats or job.out}"
-        + (f", reloads the pid in {pid_file}" if pid_file else " (no --reload-pid-file)"))
+        + (f", reloads the pid in {pid_file}" if pid_file else " (no --reload-pid-file)")
+        + (f"; logins shared through the bucket on {','.join(job.cluster)}"
+           if job.cluster else ""))
+    job.say = log
+    wake = None
     try:
+        if job.cluster:
+            wake = job.start_bucket(log).wake
+            # a restarted watch does not drop the other machines' logins for a moment
+            if not job.bucket.wait_loaded(BUCKET_WAIT_S):
+                log("login bucket not read yet: exporting this machine's logins; the "
+                    "bucket's follow when it answers")
         name = "the NATS node" if job.nats is not None else "mosquitto"
         Watch(job, job.head, (lambda: reload_by_pid_file(pid_file, name)) if pid_file else
-              (lambda: None), log).run(stop, args.poll)
+              (lambda: None), log, changes=job.changes, wake=wake).run(stop, args.poll)
     except KeyboardInterrupt:
         pass
+    finally:
+        if job.bucket is not None:
+            job.bucket.stop()
     log("stopped")
     return EXIT_OK
 
@@ -209,6 +303,10 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     e.add_argument("--watch", action="store_true",
                    help="keep running: export again on every new block and reload mosquitto "
                         "when its rules changed (Ctrl-C stops)")
+    e.add_argument("--cluster", metavar="URLS",
+                   help="with --nats: the NATS cluster's client URLs, comma-separated; "
+                        "logins are shared with the other machines through its login "
+                        "bucket, each verified against this chain before it is exported")
     e.add_argument("--reload-pid-file", metavar="FILE",
                    help="with --watch: mosquitto's pid_file, to send it SIGHUP")
     e.add_argument("--poll", type=float, default=1.0, metavar="S",
