@@ -153,6 +153,7 @@ class Gateway:
                                  self.on_event, grant=cfg.market_grant,
                                  fee_bps=cfg.market_fee_bps, derived=cfg.derived)
         self.market.issuing = self.replica is None  # replicated: while it holds the lease
+        self.market.claims = self.replica is not None  # derived readings: gateway/cluster/derived.py
         self.ha: HomeAssistant | None = None
         if cfg.ha_discovery:
             self.ha = HomeAssistant(d, self.led.genesis.authority_id, self._publish,

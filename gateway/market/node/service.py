@@ -98,6 +98,9 @@ class _Supply:
     batch_no: int = 0
     batch: stream.Batch = field(default_factory=stream.Batch)
     first: int = 0
+    # replicated (MarketNode.claims): taken over from the chain and the cluster's
+    # claimed tail (adopt) since this gateway began issuing
+    adopted: bool = False
 
 
 @dataclass
@@ -183,6 +186,10 @@ class MarketNode:
         # this node makes the operator's txs: always on a lone gateway; in a
         # replicated domain only on the issuer (gateway/cluster/issuer.py)
         self.issuing = True
+        # replicated: a derived reading is published only once the cluster holds
+        # it for its index (gateway/cluster/derived.py); the issuer drives the
+        # supply (supplies, next_derived, tail, emit, adopt), not tick
+        self.claims = False
         self._status = topics.status(domain, "+")
         # told of each stream reading kept (verified under the supplier's key):
         # (supplier, service, unit, value, scale, state); gateway/node/homeassistant.py
@@ -251,9 +258,13 @@ class MarketNode:
         for p in self._pending.values():
             p.tries, p.next_try = 0, 0.0
         self.grants_pending(pending, now)
+        for s in self._supplies.values():
+            s.adopted = False  # continued from the chain and the cluster's tail (adopt)
         for t in pending:
             if t.type == txm.TYPE_CLOSE:
                 self._closing[t.body[1]] = now
+            elif t.type == txm.TYPE_DEMAND:  # the former issuer's purchase of a source
+                self._buying.setdefault(t.body[1], b"")
             elif t.type == txm.TYPE_CONTRACT_CALL and t.body[2] == "verdict":
                 args = t.body[3]
                 p = self._pending.get((args[0], args[1]))
@@ -378,11 +389,13 @@ class MarketNode:
             supplier, aid = (bytes.fromhex(x) for x in topic[len(self.data_prefix):].split("/"))
         except ValueError:
             return
-        if supplier == self.op.id:
+        if supplier == self.op.id and not self.claims:
             return  # a derived stream of ours, stored as it was made (_supply)
         a = ledger.agreement(state, aid)
         if a is None or a["supplier"] != supplier:
             return
+        # replicated: every gateway keeps the issuer's derived readings too (the
+        # one that takes the lease over judges the batches committed before)
         s = state.get(a["supplier"])
         if s is None:
             return
@@ -391,6 +404,8 @@ class MarketNode:
         except errors.TLError as e:
             self.log(f"market reading refused agreement={aid.hex()[:8]} reason={e.reason} "
                      f"detail={e.detail}")
+            return
+        if supplier == self.op.id:
             return
         if self.on_reading is not None:
             o = state.kv_get(keys.offer(a["service"], supplier))
@@ -534,6 +549,8 @@ class MarketNode:
         self._verdicts(state, now)
         for d in self.derived:
             self._derive(d, state, now)
+        if self.claims:
+            return  # the derived readings: the issuer's supply step (cluster/issuer.py)
         for s in list(self._supplies.values()):
             if now >= s.next_at and s.index < s.quantity:
                 self._supply(s, state, now)
@@ -635,18 +652,95 @@ class MarketNode:
                                                  4: d.interval_s, 5: "", 6: 3600, 7: 1})
 
     def _supply(self, s: _Supply, state: State, now: float) -> None:
+        msg = self.next_derived(s, now)
+        if msg is not None:
+            self.emit(s, msg, state, now)
+
+    # -- derived readings in a replicated domain (driven by gateway/cluster/issuer.py) --
+    def supplies(self) -> list[_Supply]:
+        """The derived streams this operator supplies (open agreements)."""
+        return list(self._supplies.values())
+
+    def next_derived(self, s: _Supply, now: float) -> bytes | None:
+        """The reading of index `s.index`, signed, from the rolling mean of the
+        purchased source (None: no source reading yet); the next is due one
+        interval later."""
         r = self._rolling.get(s.service.source)
         mean = r.mean() if r is not None else None
         s.next_at = now + s.interval_s
         if mean is None or r is None or r.scale is None:
+            return None
+        return stream.reading(self.op.priv, self.op.id, s.aid, s.index, mean, r.scale)
+
+    def tail(self, s: _Supply, state: State) -> tuple[int, int, list[bytes]]:
+        """(first index, its batch, the readings) made for `s` and not yet
+        committed on the chain as this gateway holds it: what another issuer
+        must send again with the same bytes, never derive anew."""
+        a = ledger.agreement(state, s.aid)
+        first, batch = (a["next_index"], a["next_batch"]) if a is not None else (s.first,
+                                                                                  s.batch_no)
+        first, batch = min(first, s.first), min(batch, s.batch_no)
+        return first, batch, self.streams.messages(s.aid, first, s.index - first) \
+            if s.index > first else []
+
+    def emit(self, s: _Supply, msg: bytes, state: State, now: float) -> None:
+        """Keep, publish and batch the reading of index `s.index` (`msg`);
+        commit the batch once full. Not sent if the stream store holds another
+        reading at that index (a former issuer's): adopted again first."""
+        try:
+            self.streams.add(s.aid, self.op.pub, msg, now)  # kept here: on_data skips our own
+        except errors.TLError as e:
+            s.adopted = False
+            self.log(f"market derived reading not sent agreement={s.aid.hex()[:8]} "
+                     f"index={s.index} reason={e.reason}")
             return
-        msg = stream.reading(self.op.priv, self.op.id, s.aid, s.index, mean, r.scale)
-        self.streams.add(s.aid, self.op.pub, msg, now)  # kept here: on_data skips our own
         self.publish(topics.data(self.domain, self.op.id.hex() + "/" + s.aid.hex()), msg, False)
         s.batch.add(msg)
         s.index += 1
         if s.batch.count == BATCH or s.index == s.quantity:
             self._commit(s, state)
+
+    def adopt(self, aid: bytes, state: State, first: int, batch: int, held: list[bytes],
+              pending: list[txm.Tx], now: float) -> None:
+        """This gateway issues (again): the derived stream `aid` continues from
+        the chain, the commits `pending` (the operator's txs in the mempool or
+        the intake) and the tail the cluster holds (`held`, readings `first`..
+        of batch `batch`, claimed by an issuer before: gateway/cluster/derived.py).
+        A held reading past the committed ones is published again with its
+        bytes (the same value for its index), never derived anew."""
+        s = self._supplies.get(aid)
+        a = ledger.agreement(state, aid)
+        if s is None or a is None or a["state"] != "open":
+            return
+        start, nb = a["next_index"], a["next_batch"]
+        for t in pending:  # a commit on its way: its readings are committed
+            if t.type == txm.TYPE_CONTRACT_CALL and t.body[2] == "commit" \
+                    and t.body[3][0] == aid and t.body[3][2] + t.body[3][3] > start:
+                start, nb = t.body[3][2] + t.body[3][3], t.body[3][1] + 1
+        if held and first > start:  # its chain is ahead of this one's
+            start, nb = first, batch
+        s.first = s.index = start
+        s.batch_no, s.batch, s.adopted = nb, stream.Batch(), True
+        topic = topics.data(self.domain, self.op.id.hex() + "/" + aid.hex())
+        again = 0
+        for i, msg in enumerate(held):
+            if first + i != s.index or s.index >= s.quantity:
+                continue
+            try:
+                self.streams.add(aid, self.op.pub, msg, now)
+            except errors.TLError as e:  # not ours, or another value held: not sent
+                self.log(f"market held reading refused agreement={aid.hex()[:8]} "
+                         f"index={s.index} reason={e.reason}")
+                break
+            self.publish(topic, msg, False)
+            again += 1
+            s.batch.add(msg)
+            s.index += 1
+            if s.batch.count == BATCH or s.index == s.quantity:
+                self._commit(s, state)
+        s.next_at = min(s.next_at, now + s.interval_s)
+        self.log(f"market supply agreement={aid.hex()[:8]} continued at index={s.index} "
+                 f"batch={s.batch_no} (sent again {again})")
 
     def _commit(self, s: _Supply, state: State) -> None:
         self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count, s.batch.root())
