@@ -156,8 +156,11 @@ class MarketNode:
     def __init__(self, domain: str, data_dir: Path, authority_priv: bytes,
                  publish: Publish, submit: Callable[[bytes], Any],
                  log: Callable[[str], None], *, grant: int = 0, fee_bps: int | None = None,
-                 derived: tuple[DerivedService, ...] = ()) -> None:
+                 derived: tuple[DerivedService, ...] = (), admin: bytes | None = None) -> None:
         self.domain = domain
+        # the domain's contract admin (its owner, else the authority): the
+        # operator deploys the agreement contract only if that is itself
+        self.admin = admin
         self.publish = publish
         self.log = log
         self.op = Operator(authority_priv, domain, submit)
@@ -237,7 +240,11 @@ class MarketNode:
 
     def _set_up(self, state: State) -> None:
         """The agreement contract deployed (with `fee_bps`) or upgraded."""
-        if self.fee_bps is not None and not ledger.agreement_active(state):
+        if self.fee_bps is not None and not ledger.agreement_active(state) \
+                and self.admin not in (None, self.op.id):
+            self.log(f"market the agreement contract is not deployed: its admin "
+                     f"{self.admin.hex()[:8]} deploys it (thingledger contract deploy)")
+        elif self.fee_bps is not None and not ledger.agreement_active(state):
             self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {
                 1: "deploy", 2: ledger.AGREEMENT_LABEL, 3: "agreement",
                 4: ledger.AGREEMENT_VERSION,
