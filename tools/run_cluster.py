@@ -17,7 +17,8 @@ JetStream on one machine (docs/CONSENSUS.md):
                (gateway/cluster/replica.py), gateway i on NATS node i, logged
                in (NATS and MQTT) as the domain's authority
   5. set-up    what the chain does not show yet: the gateways join as full
-               nodes (the owner's certificates), the coordinator and the
+               nodes (the owner's certificates), the owner deploys the
+               market's agreement contract, the coordinator and the
                boards register and join (coordination, light); then the file
                is exported again and every node reloaded (SIGHUP)
   6. watch     a thread re-exports on every new head and SIGHUPs every node
@@ -26,7 +27,11 @@ JetStream on one machine (docs/CONSENSUS.md):
                reading gw1's chain: light nodes to the live full node serving
                the fewest, again when a gateway's last will says offline
   8. boards    the real firmware under micropython, configured with the
-               validator set, the threshold and every node's MQTT listener
+               validator set, the threshold and every node's MQTT listener;
+               with the market (unless --no-market), the first boards take
+               its roles: a temperature supplier, a buyer of the operator's
+               derived mean, a temperature buyer (market_roles), and every
+               gateway.toml has the operator's fee, grant and derived mean
   9. show      every process's lines (finalised blocks: `final height=..
                votes=k/n`; boards: `receipt-verified`; the coordinator's
                `assign light node ..`) until Ctrl-C or --seconds

@@ -181,6 +181,8 @@ class MarketNode:
         self._buying: dict[str, bytes] = {}  # source service -> agreement id (or demand)
         self._supplies: dict[bytes, _Supply] = {}
         self._offered: dict[str, float] = {}
+        # the derived services' last DEMAND (id) and OFFER made: (id, seq)
+        self._made: dict[tuple[str, str], tuple[bytes, int]] = {}
         self._started = False
         self._height = 0  # the block whose notices are being sealed
         self._order = 0  # MATCHes sealed at that height so far
@@ -271,7 +273,8 @@ class MarketNode:
             if t.type == txm.TYPE_CLOSE:
                 self._closing[t.body[1]] = now
             elif t.type == txm.TYPE_DEMAND:  # the former issuer's purchase of a source
-                self._buying.setdefault(t.body[1], b"")
+                if self._buying.setdefault(t.body[1], b"") == b"":
+                    self._made[("demand", t.body[1])] = (t.id[:16], t.seq)
             elif t.type == txm.TYPE_CONTRACT_CALL and t.body[2] == "verdict":
                 args = t.body[3]
                 p = self._pending.get((args[0], args[1]))
@@ -649,14 +652,30 @@ class MarketNode:
         if me is None or not ledger.agreement_active(state):
             return
         qty = d.window
+        # a DEMAND or OFFER the chain passed by without taking it (refused by the
+        # gateways that validated it on an older head, dropped) is made again
+        sent = self._made.get(("demand", d.source))
+        if sent is not None and self._buying.get(d.source) == b"" and me.last_seq >= sent[1] \
+                and ledger.agreement(state, sent[0]) is None \
+                and state.kv_get(keys.demand_index(sent[0])) is None:
+            del self._buying[d.source]
+        sent = self._made.get(("offer", d.name))
+        if sent is not None and me.last_seq >= sent[1] \
+                and state.kv_get(keys.offer(d.name, self.op.id)) is None:
+            self._offered.pop(d.name, None)
+            del self._made[("offer", d.name)]
         if d.source not in self._buying and me.balance >= d.price * qty:
-            self.op.send(state, txm.TYPE_DEMAND, {1: d.source, 2: d.price, 3: qty,
-                                                  4: 600, 5: "cheapest"})
-            self._buying[d.source] = b""  # until its match or wait event
+            msg = self.op.send(state, txm.TYPE_DEMAND, {1: d.source, 2: d.price, 3: qty,
+                                                        4: 600, 5: "cheapest"})
+            if self.op.taken:  # (not taken: a replica re-reading its seqs; next tick)
+                self._buying[d.source] = b""  # until its match or wait event
+                self._made[("demand", d.source)] = (txm.tx_id(msg)[:16], self.op.seq)
         if now - self._offered.get(d.name, -1e9) >= 1800:
-            self._offered[d.name] = now
             self.op.send(state, txm.TYPE_OFFER, {1: d.name, 2: d.unit, 3: d.price,
                                                  4: d.interval_s, 5: "", 6: 3600, 7: 1})
+            if self.op.taken:
+                self._offered[d.name] = now
+                self._made[("offer", d.name)] = (b"", self.op.seq)
 
     def _supply(self, s: _Supply, state: State, now: float) -> None:
         msg = self.next_derived(s, now)
