@@ -39,7 +39,11 @@ closes are kept until the chain shows them).
   be in this gateway's mempool yet (its intake consumer behind, or a restart:
   its unacknowledged deliveries come again only after the ack wait). The
   market counts the grants among them as made (`MarketNode.grants_pending`), so
-  a grant the former issuer appended is never signed a second time."""
+  a grant the former issuer appended is never signed a second time.
+- Derived readings (the operator's derived services): made by the issuer's
+  loop (`supply`), each claimed in the cluster before it is kept and
+  published (gateway/cluster/derived.py); on taking the lease, every open
+  derived stream is first continued from its claimed tail."""
 
 from __future__ import annotations
 

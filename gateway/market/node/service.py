@@ -23,7 +23,11 @@ the service economy beyond executing transactions (docs/MARKET.md).
   optional deployment of the agreement contract at start;
 - edge analytics: each configured DerivedService buys its source stream,
   keeps a rolling mean of it, offers the derived service and, once matched,
-  streams and commits the derived readings like any supplier.
+  streams and commits the derived readings like any supplier. In a
+  replicated domain (`claims`) every gateway folds the source and keeps the
+  derived readings, and the issuer makes each reading only through the
+  cluster's claim (gateway/cluster/derived.py: next_derived, tail, emit),
+  continuing a stream another issuer began from its claimed tail (adopt).
 The pure rules live in ledger.py / matching.py; this module only reacts to
 committed blocks, devices' statuses and the clock, so a restart rebuilds it
 from the state: open agreements and waiting demands, the verdicts owed on
