@@ -342,6 +342,8 @@ class OperatorIssuer:
             if not self._issuing():
                 return
             now = time.time()
+            if s.adopted:
+                m.stalled(s, self.state())
             if not s.adopted or s.aid not in self.revisions:
                 t = await self.tails.read(s.aid)
                 if not self._issuing():

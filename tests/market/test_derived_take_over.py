@@ -26,14 +26,15 @@ class Out:
     def __init__(self) -> None:
         self.data: list[bytes] = []  # derived readings published
         self.txs: list[bytes] = []  # operator txs submitted
+        self.drop = False  # not taken (an issuer re-reading its seqs)
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
         if topic.startswith(topics.data(DOMAIN, "")):
             self.data.append(payload)
 
-    def submit(self, msg: bytes) -> bytes:
+    def submit(self, msg: bytes) -> bytes | None:
         self.txs.append(msg)
-        return txm.tx_id(msg)
+        return None if self.drop else txm.tx_id(msg)
 
 
 def sold(tmp_path) -> tuple[Market, bytes]:
@@ -132,3 +133,32 @@ def test_a_demand_the_chain_passed_by_is_made_again(tmp_path):
     n.tick(m.node.state, 102.0)
     again = [t for t in out.txs if txm.decode(t).type == txm.TYPE_DEMAND]
     assert len(again) == 2 and txm.decode(again[1]).seq > later
+
+
+def test_a_commit_that_did_not_land_is_made_again(tmp_path):
+    m, aid = sold(tmp_path)
+    out = Out()
+    n = node_of(m, tmp_path, out)
+    n.take_over(m.node.state, [])
+    n.adopt(aid, m.node.state, 0, 0, [], [], now=1.0)
+    (s,) = n.supplies()
+    rs = readings(m, aid, 0, 4)
+    for r in rs[:3]:
+        n.emit(s, r, m.node.state, now=1.0)
+    out.drop = True  # the issuer doubts (a failed append): its commit not taken
+    n.emit(s, rs[3], m.node.state, now=1.0)
+    assert not s.adopted and s.first == 4
+    out.drop = False
+    n.adopt(aid, m.node.state, 0, 0, rs, [], now=2.0)  # the claimed tail, as written
+    commits = [txm.decode(t).body[3] for t in out.txs
+               if txm.decode(t).type == txm.TYPE_CONTRACT_CALL]
+    assert commits == [[aid, 0, 0, 4, merkle.root(rs)]] * 2  # the same batch again
+    m.run(out.txs[-1])
+    assert m.agreement(aid)["next_index"] == 4 and not n.stalled(s, m.node.state)
+    # a commit taken and then dropped (the chain passes its seq without it)
+    rs2 = readings(m, aid, 4, 4)
+    for r in rs2:
+        n.emit(s, r, m.node.state, now=3.0)
+    assert s.first == 8 and s.adopted and not n.stalled(s, m.node.state)  # still pending
+    m.run(m.op.make(txm.TYPE_TRANSFER, {1: m["buyer"].id, 2: 1}, seq=s.commit_seq))
+    assert n.stalled(s, m.node.state) and not s.adopted

@@ -105,6 +105,7 @@ class _Supply:
     # replicated (MarketNode.claims): taken over from the chain and the cluster's
     # claimed tail (adopt) since this gateway began issuing
     adopted: bool = False
+    commit_seq: int = 0  # the operator's seq of the last commit made
 
 
 @dataclass
@@ -713,6 +714,19 @@ class MarketNode:
         return first, batch, self.streams.messages(s.aid, first, s.index - first) \
             if s.index > first else []
 
+    def stalled(self, s: _Supply, state: State) -> bool:
+        """A commit of `s` the chain passed by without taking it (dropped with
+        the issuer's queue after a failed append, refused): `s` is adopted
+        again, which batches and commits the claimed readings once more."""
+        a = ledger.agreement(state, s.aid)
+        me = state.get(self.op.id)
+        if a is None or me is None or a["next_index"] >= s.first or me.last_seq < s.commit_seq:
+            return False
+        s.adopted = False
+        self.log(f"market commit of agreement={s.aid.hex()[:8]} batch={a['next_batch']} "
+                 "did not land: made again")
+        return True
+
     def emit(self, s: _Supply, msg: bytes, state: State, now: float) -> None:
         """Keep, publish and batch the reading of index `s.index` (`msg`);
         commit the batch once full. Not sent if the stream store holds another
@@ -774,6 +788,9 @@ class MarketNode:
 
     def _commit(self, s: _Supply, state: State) -> None:
         self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count, s.batch.root())
+        s.commit_seq = self.op.seq
+        if self.claims and not self.op.taken:
+            s.adopted = False  # not taken (the issuer re-reads its seqs): adopted again
         s.batch_no += 1
         s.first = s.index
         s.batch = stream.Batch()
