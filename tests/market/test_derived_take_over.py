@@ -104,6 +104,9 @@ def test_a_pending_commit_and_a_chain_behind_the_tail(tmp_path):
     n.adopt(aid, m.node.state, 4, 1, former[4:9], pending, now=1.0)
     (s,) = n.supplies()
     assert (s.index, s.first, s.batch_no) == (9, 8, 2) and out.data == [former[8]]
+    # this gateway holds no reading of the batch in flight: its next claim is
+    # the tail from its own batch on (contiguous), not one with a gap
+    assert n.tail(s, m.node.state) == (8, 2, [former[8]])
     # a tail whose writer's chain was ahead of this one's (it held batch 1 committed)
     out.data.clear()
     n.take_over(m.node.state, [])

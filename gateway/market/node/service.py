@@ -711,8 +711,13 @@ class MarketNode:
         first, batch = (a["next_index"], a["next_batch"]) if a is not None else (s.first,
                                                                                   s.batch_no)
         first, batch = min(first, s.first), min(batch, s.batch_no)
-        return first, batch, self.streams.messages(s.aid, first, s.index - first) \
-            if s.index > first else []
+        held = self.streams.messages(s.aid, first, s.index - first) if s.index > first else []
+        if len(held) != s.index - first:  # a gap before this batch (a commit in flight
+            # that this gateway took over): the tail from this batch on, contiguous
+            first, batch = s.first, s.batch_no
+            held = self.streams.messages(s.aid, first, s.index - first) \
+                if s.index > first else []
+        return first, batch, held
 
     def stalled(self, s: _Supply, state: State) -> bool:
         """A commit of `s` the chain passed by without taking it (dropped with
