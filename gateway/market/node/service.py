@@ -776,8 +776,9 @@ class MarketNode:
             if first + i != s.index or s.index >= s.quantity:
                 continue
             try:
-                self.streams.add(aid, self.op.pub, msg, now)
-            except errors.TLError as e:  # not ours, or another value held: not sent
+                if self.streams.add(aid, self.op.pub, msg, now) != s.index:
+                    raise errors.TLError("index", "bad-tx")
+            except errors.TLError as e:  # not ours, another index or value held: not sent
                 self.log(f"market held reading refused agreement={aid.hex()[:8]} "
                          f"index={s.index} reason={e.reason}")
                 break
