@@ -20,7 +20,9 @@ agreement as buyer, once that balance covers max_price x quantity + the
 fee, it submits a DEMAND (whose first 16 bytes of tx id are the demand and
 agreement id) and counts the amount as spent until the next ACCOUNT. On a
 MATCH as buyer it subscribes to the data topic (in step(), outside the MQTT
-callback) and checks each reading: signed by the supplier key of the MATCH,
+callback; a refused subscription is tried again every 2 s: a broker whose
+rights come from the chain, a NATS node's reloaded file, may admit the
+purchase a moment after the MATCH) and checks each reading: signed by the supplier key of the MATCH,
 for this agreement, index not below the next expected one (a lost reading
 leaves a gap; a replayed or repeated one is refused) and below quantity.
 After `quantity` readings, on ENDED, or once the agreement's expiry has
@@ -106,6 +108,7 @@ class Market:
         self.hgt = -1  # height of the last ACCOUNT: an older one is a replay
         self.rp = None  # the agreement last reported (one REPORT per agreement)
         self.dem = None  # the open DEMAND: (id, seq)
+        self.rs = 0  # second of the next try of a refused subscription
 
     def _log(self, ev, *kv):
         # "ev k=v k=v ..."
@@ -214,10 +217,13 @@ class Market:
                     s[_BN] += 1
                     continue
             elif n < s[_Q] and self.t < s[_IV]:
-                if s[_R] == _BUY:
+                if s[_R] == _BUY and self.t >= self.rs:
                     s[_R] = _BUYING  # restored by the client after a reconnect
-                    self._log("listen", "agreement", s[_H], "granted",
-                              nd.client.subscribe(s[_T], 1))
+                    g = nd.client.subscribe(s[_T], 1)
+                    self._log("listen", "agreement", s[_H], "granted", g)
+                    if g == 0x80:  # refused: the broker may not admit the purchase yet
+                        s[_R] = _BUY  # (a NATS node reloads its rights after the block)
+                        self.rs = self.t + 2
                 continue
             else:  # bought, ended, or expired by the local clock (its ENDED went missing)
                 nd.client.unsubscribe(s[_T])

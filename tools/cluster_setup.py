@@ -17,7 +17,8 @@ thingledger run --gateways 3"):
   from their keys here), so `thingledger broker export --nats` by hand writes
   the same file;
 - the set-up transactions, submitted under the gateways' own login (the
-  only user a NATS node admits before the chain knows anyone else): each
+  only user a NATS node admits before the chain knows anyone else): with
+  the market, the owner's deployment of the agreement contract; each
   gateway's NODE_JOIN as a full node (introducing its validator key, with
   the owner's certificate); the coordinator's REGISTER and NODE_JOIN as a
   coordination node; each board's REGISTER and NODE_JOIN as a light node,
@@ -211,6 +212,23 @@ def full_node_joins(state: Any, domain: str, owner: KeyPair | None,
                            itx.build_node_join(v, domain, roles.FULL, FULL_HARDWARE, seq, cert,
                                                introduce=state.get(v.id) is None)))
     return out, []
+
+
+def agreement_deploy(state: Any, domain: str, owner: KeyPair, operator: bytes,
+                     fee_bps: int) -> list[SetupTx]:
+    """The market's agreement contract deployed by the domain owner (in a domain
+    with an owner the owner is the contract admin, docs/MARKET.md), naming the
+    operator (the domain's authority) and its fee; nothing if one is deployed."""
+    from gateway.contracts.binding import deployment
+    from gateway.market.ledger import rules as market
+
+    if deployment(state, market.AGREEMENT) is not None:
+        return []
+    body = {1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
+            4: market.AGREEMENT_VERSION, 5: {"operator": operator, "fee_bps": fee_bps}}
+    return [SetupTx("the owner deploys the agreement contract", txm.make(
+        owner.private, owner.id, txm.TYPE_CONTRACT_ADMIN, domain, _seq(state, owner.id), 0,
+        body))]
 
 
 def register_and_join(state: Any, domain: str, who: str, key: KeyPair, principal: bytes,

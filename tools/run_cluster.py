@@ -17,7 +17,8 @@ JetStream on one machine (docs/CONSENSUS.md):
                (gateway/cluster/replica.py), gateway i on NATS node i, logged
                in (NATS and MQTT) as the domain's authority
   5. set-up    what the chain does not show yet: the gateways join as full
-               nodes (the owner's certificates), the coordinator and the
+               nodes (the owner's certificates), the owner deploys the
+               market's agreement contract, the coordinator and the
                boards register and join (coordination, light); then the file
                is exported again and every node reloaded (SIGHUP)
   6. watch     a thread re-exports on every new head and SIGHUPs every node
@@ -26,7 +27,11 @@ JetStream on one machine (docs/CONSENSUS.md):
                reading gw1's chain: light nodes to the live full node serving
                the fewest, again when a gateway's last will says offline
   8. boards    the real firmware under micropython, configured with the
-               validator set, the threshold and every node's MQTT listener
+               validator set, the threshold and every node's MQTT listener;
+               with the market (unless --no-market), the first boards take
+               its roles: a temperature supplier, a buyer of the operator's
+               derived mean, a temperature buyer (market_roles), and every
+               gateway.toml has the operator's fee, grant and derived mean
   9. show      every process's lines (finalised blocks: `final height=..
                votes=k/n`; boards: `receipt-verified`; the coordinator's
                `assign light node ..`) until Ctrl-C or --seconds
@@ -42,10 +47,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import signal
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 from gateway.db.genesis_files import create_replicated_domain, load_authority_key
@@ -59,6 +66,7 @@ from tools.cluster_setup import COORDINATOR_KEY, OWNER_KEY, ensure_key
 from tools.console import Console
 from tools.keys import KeyPair, load_key
 from tools.nats_cluster import NatsCluster, NatsError
+from tools.run import DERIVED, GENESIS_SUPPLY, MARKET_FEE_BPS, MARKET_GRANT, MARKET_ROLES
 from tools.submit import validators_of
 from tools.vboard import (
     FlashInUse,
@@ -82,9 +90,20 @@ def gateway_dirs(base: Path, n: int) -> list[Path]:
     return [base / f"gw{i}" for i in range(1, n + 1)]
 
 
-def prepare_domain(base: Path, domain: str, n: int, log) -> list[Path]:
+def market_roles(n_boards: int, market: bool) -> list[dict]:
+    """The market roles of the first boards (vboard.configure offer= / need=):
+    a temperature supplier (the operator buys its stream for the derived
+    mean), a buyer of the operator's derived mean, and a buyer of temperature."""
+    if not market:
+        return []
+    return [MARKET_ROLES[0], MARKET_ROLES[3], MARKET_ROLES[2]][:n_boards]
+
+
+def prepare_domain(base: Path, domain: str, n: int, log,
+                   supply: int = GENESIS_SUPPLY) -> list[Path]:
     """The gateways' folders of a quorum domain of `n` validators (made on
-    the first run, kept after)."""
+    the first run, kept after); the operator (the domain's authority) holds
+    `supply` in the genesis, to grant the boards and buy what it derives."""
     dirs = gateway_dirs(base, n)
     if all((d / "genesis.toml").exists() and (d / "validator.key").exists() for d in dirs):
         return dirs
@@ -97,19 +116,26 @@ def prepare_domain(base: Path, domain: str, n: int, log) -> list[Path]:
     # validator's double vote files the PROOF signed with its own validator key
     create_replicated_domain(dirs, domain, [k for k, _ in keys], {p: 0 for _, p in keys},
                              validators=[p for _, p in keys], threshold=majority(n),
-                             owner=owner.public, trust=True)
+                             owner=owner.public, trust=True, authority_balance=supply)
     log(f"quorum domain {domain}: {n} validators, threshold {majority(n)}, trust on, "
         f"in {base}/gw1..gw{n}")
     return dirs
 
 
 def write_gateway_config(d: Path, i: int, domain: str, nats: NatsCluster,
-                         interval: float) -> Path:
+                         interval: float, market: bool = False) -> Path:
+    """Gateway i's gateway.toml; with `market`, the demo market's settings
+    (tools/run.py): the operator's fee, the grant to new devices and the
+    derived mean, the same on every gateway (one of them issues at a time)."""
     node = nats.nodes[i % len(nats.nodes)]
     text = (f'domain = "{domain}"\ndata_dir = "."\n'
             f'broker_url = "mqtt://{node.host}:{node.mqtt_port}"\n'
             f'cluster = "{",".join(nats.urls)}"\ngateway_name = "gw{i + 1}"\n'
             f'block_interval_s = {interval}\nhttp = ""\nrate_limit_tps = 0\n')
+    if market:
+        text += (f"market_fee_bps = {MARKET_FEE_BPS}\nmarket_grant = {MARKET_GRANT}\n"
+                 "[[derived]]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                            for k, v in asdict(DERIVED).items()))
     p = d / "gateway.toml"
     p.write_text(text)
     return p
@@ -172,10 +198,16 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
                halt: asyncio.Event) -> int:
     n = args.gateways
     loop = asyncio.get_running_loop()
+    roles = market_roles(len(boards), not getattr(args, "no_market", False))
     dirs = prepare_domain(base, args.domain, n, say)
     g = load_genesis(dirs[0] / "genesis.toml")
     coord = ensure_key(base / COORDINATOR_KEY)
     owner = _owner(base, g)
+    op = g.accounts.get(g.authority_id)
+    if roles and (op.balance if op is not None else 0) < MARKET_GRANT * len(roles):
+        say(f"warning: the operator's genesis balance is too small to grant the market "
+            f"boards {MARKET_GRANT} each (a domain made by an older version): buyers "
+            f"cannot buy. For a fresh demo domain, stop and remove {base}/gw*")
     wallets = [setup.board_wallet(vb.name, vb.flash) for vb in boards]
     build_dir = base / "build" / "unix"
     if boards:
@@ -211,12 +243,13 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
     url1 = f"mqtt://{nats.nodes[0].host}:{nats.nodes[0].mqtt_port}"
     try:
         for i, d in enumerate(dirs):
-            toml = write_gateway_config(d, i, args.domain, nats, args.block_interval)
+            toml = write_gateway_config(d, i, args.domain, nats, args.block_interval,
+                                        market=bool(roles))
             await _spawn(f"gw{i + 1}", [*me, "run", "--config", str(toml), "--no-boards",
                                         "--no-http"] + (["--quiet"] if args.quiet else []),
                          run_dir, console, procs, pumps)
         can_assign = await _set_up_chain(say, dirs, g, owner, coord, wallets, admission, nats,
-                                         url1, stop)
+                                         url1, stop, market=bool(roles))
         if stop.is_set():
             console.line("run", "stopping")
             return 0
@@ -249,11 +282,12 @@ async def _run(args: argparse.Namespace, console: Console, say, base: Path, run_
             others = [e for e in endpoints if e != [host, port]]
             vb.configure(domain=args.domain, authority_hex=g.authority.hex(), host=host,
                          port=port, interval_ms=args.interval_ms, sim_start=2000 + 75 * i,
-                         validators=vs, threshold=g.threshold, brokers=others)
+                         validators=vs, threshold=g.threshold, brokers=others,
+                         **(roles[i - 1] if i <= len(roles) else {}))
             pumps.append(asyncio.create_task(run_board(vb, lock, build_dir, boards_procs,
                                                     console, halt, args.board_heap)))
         console.line("run", f"{n} gateways (k={g.threshold}), a coordinator and {len(boards)} "
-                     "virtual boards started (Ctrl-C to stop)")
+                     f"virtual boards started, {len(roles)} in the market (Ctrl-C to stop)")
         # a gateway that dies leaves the others running: the domain goes on with k of n
         try:
             await asyncio.wait_for(stop.wait(), args.seconds)
@@ -286,7 +320,8 @@ def _owner(base: Path, g) -> KeyPair | None:
 
 async def _set_up_chain(say, dirs: list[Path], g, owner, coord: KeyPair,
                         wallets: list[setup.BoardKey], admission: setup.Admission,
-                        nats: NatsCluster, url: str, stop: asyncio.Event) -> bool:
+                        nats: NatsCluster, url: str, stop: asyncio.Event,
+                        market: bool = False) -> bool:
     """The set-up transactions the chain still needs (tools/cluster_setup.py),
     then the admission file exported with them and every node reloaded.
     False if the gateways cannot be full nodes (nothing for the coordinator to
@@ -298,6 +333,8 @@ async def _set_up_chain(say, dirs: list[Path], g, owner, coord: KeyPair,
                                          [load_key(d / "validator.key") for d in dirs])
     for note in notes:
         say(note)
+    if market and owner is not None:  # the owner is the contract admin
+        first += setup.agreement_deploy(state, domain, owner, g.authority_id, MARKET_FEE_BPS)
     second: list[setup.SetupTx] = []
     a, b, _ = setup.register_and_join(state, domain, "the coordinator", coord, coord.id,
                                       setup.COORDINATOR_HARDWARE)

@@ -39,7 +39,11 @@ closes are kept until the chain shows them).
   be in this gateway's mempool yet (its intake consumer behind, or a restart:
   its unacknowledged deliveries come again only after the ack wait). The
   market counts the grants among them as made (`MarketNode.grants_pending`), so
-  a grant the former issuer appended is never signed a second time."""
+  a grant the former issuer appended is never signed a second time.
+- Derived readings (the operator's derived services): made by the issuer's
+  loop (`supply`), each claimed in the cluster before it is kept and
+  published (gateway/cluster/derived.py); on taking the lease, every open
+  derived stream is first continued from its claimed tail."""
 
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 
 from gateway.cluster import link
+from gateway.cluster.derived import DerivedTails
 from gateway.cluster.log import ERR_WRONG_LAST_SEQ, RETRYABLE, retry
 from gateway.errors import ClusterError
 from shared import errors
@@ -162,8 +167,11 @@ class OperatorIssuer:
     def __init__(self, js: JetStreamContext, domain: str, lease: IssuerLease | None,
                  market: Any, state: Callable[[], Any],
                  pending_seq: Callable[[bytes], int | None], pending: Callable[[bytes], bool],
-                 queued: Callable[[], Any], on_event: Callable[[str], None]) -> None:
+                 queued: Callable[[], Any], on_event: Callable[[str], None],
+                 tails: DerivedTails | None = None) -> None:
         self.js = js
+        self.tails = tails  # the derived readings claimed (gateway/cluster/derived.py)
+        self.revisions: dict[bytes, int] = {}  # agreement -> its tail's revision known here
         self.stream = link.intake_stream(domain)
         self.subject = link.operator_subject(domain)
         self.lease = lease
@@ -305,6 +313,68 @@ class OperatorIssuer:
             self.last = int(ack.seq)
             self.appended += 1
 
+    def _pending_ops(self) -> list[txm.Tx]:
+        """The operator's txs that may still land: in the mempool, read on the
+        subject, queued here."""
+        out = [t for t in self.queued() if t.sender == self.op.id] + list(self.in_flight)
+        for m in self.queue:
+            try:
+                out.append(txm.decode(m))
+            except errors.TLError:
+                pass
+        return out
+
+    def _issuing(self) -> bool:
+        return self.holding and self.synced and self.market.issuing \
+            and (self.lease is None or self.lease.holding)
+
+    async def supply(self) -> None:
+        """The derived readings due (MarketNode.claims): each one claimed in the
+        cluster (gateway/cluster/derived.py) before it is kept and published;
+        a stream not continued since this gateway began issuing is first
+        adopted from the chain, the pending commits and the claimed tail.
+        Nothing is published once the lease is lost, even mid-way."""
+        assert self.tails is not None
+        m = self.market
+        live = set()
+        for s in m.supplies():
+            live.add(s.aid)
+            if not self._issuing():
+                return
+            now = time.time()
+            if s.adopted:
+                m.stalled(s, self.state())
+            if not s.adopted or s.aid not in self.revisions:
+                t = await self.tails.read(s.aid)
+                if not self._issuing():
+                    return
+                self.revisions[s.aid] = t.revision
+                m.adopt(s.aid, self.state(), t.first, t.batch, t.readings, self._pending_ops(),
+                        now)
+                continue
+            if s.index >= s.quantity or now < s.next_at:
+                continue
+            msg = m.next_derived(s, now)
+            if msg is None:
+                continue
+            first, batch, held = m.tail(s, self.state())
+            try:
+                rev = await self.tails.write(s.aid, first, batch, [*held, msg],
+                                             self.revisions[s.aid])
+            except (ClusterError, *FAILED) as e:  # another wrote, or maybe written: read again
+                self.revisions.pop(s.aid, None)
+                self.on_event(f"operator: derived reading {s.aid.hex()[:8]} index {s.index} "
+                              f"not claimed ({getattr(e, 'reason', '') or repr(e)}): "
+                              "reading the tail again")
+                continue
+            if not self._issuing():
+                return  # the lease was lost meanwhile: the next issuer sends it
+            self.revisions[s.aid] = rev
+            m.emit(s, msg, self.state(), now)
+        for aid in [a for a in self.revisions if a not in live]:  # closed
+            del self.revisions[aid]
+            await self.tails.forget(aid)
+
     def _doubt(self, why: str) -> None:
         self._forget_queue()
         self.synced = False
@@ -321,6 +391,7 @@ class OperatorIssuer:
         sends what is due (what the former issuer had pending is in the mempool)."""
         await self.sync()  # (a failure: taken again at the next round)
         self.holding = True
+        self.revisions.clear()  # every derived stream adopted again (supply)
         self.market.issuing = True
         pending = {t.id: t for t in self.queued() if t.sender == self.op.id}
         for t in self.in_flight:  # appended, maybe not read into the mempool yet
@@ -333,6 +404,7 @@ class OperatorIssuer:
         self.holding = False
         self.synced = False
         self.market.issuing = False
+        self.revisions.clear()
         self._forget_queue()
         self.on_event("operator: another gateway issues the market operator's transactions")
 
@@ -357,6 +429,8 @@ class OperatorIssuer:
                 await self._try(self.sync())
             if self.holding and self.synced and self.queue:
                 await self._try(self.flush())
+            if self.tails is not None and self.market.claims and self._issuing():
+                await self._try(self.supply())
             self.wake.clear()
             if not self.queue or not self.synced:
                 try:

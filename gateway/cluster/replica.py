@@ -38,7 +38,8 @@ channel and transaction intake.
   its transaction, or it was refused.
 - operator: the market operator's transactions are made by one gateway at a
   time, the holder of a lease, and appended to the intake by compare-and-set
-  (gateway/cluster/issuer.py).
+  (gateway/cluster/issuer.py); its derived readings are claimed in the
+  cluster before they are published (gateway/cluster/derived.py).
 
 Proposal (a log entry), canonical CBOR: {1: the header signed with the
 domain's authority key (as every header of the chain, which `chain verify`
@@ -62,6 +63,7 @@ from prometheus_client import Counter
 
 from gateway.broker.credentials import gateway_credentials
 from gateway.cluster import link
+from gateway.cluster.derived import DerivedTails
 from gateway.cluster.intake import Delivery, TxIntake, split_committed
 from gateway.cluster.issuer import IssuerLease, OperatorIssuer
 from gateway.cluster.log import Entry, ProposalLog
@@ -162,9 +164,6 @@ class Replica:
         if g.consensus != consensus.QUORUM:
             raise ConfigError("cluster", "a replicated domain needs a quorum consensus section "
                               "in its genesis (docs/CONSENSUS.md)")
-        if cfg.derived:
-            raise ConfigError("derived", "derived services run on a lone gateway only: "
-                              "a replicated gateway's issuer changes (docs/CONSENSUS.md)")
         self.priv = load_authority_key(cfg.validator_key_file)
         self.pub = p256.public_key(self.priv)
         self.validator_id = txm.device_id(self.pub)
@@ -353,7 +352,8 @@ class Replica:
         gw = self.gw
         self.issuer = OperatorIssuer(js, self.domain, lease, gw.market, lambda: gw.led.state,
                                      gw.pool.pending_seq, gw.pool.__contains__,
-                                     gw.pool.queued, gw.on_event)
+                                     gw.pool.queued, gw.on_event,
+                                     tails=DerivedTails(lambda: lease.kv))
         head = self.gw.led.head
         final = head.height - (1 if head.height in self.unfinal else 0)
         self.collector = Collector(self.threshold_at, self._verify,

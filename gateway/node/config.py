@@ -15,7 +15,8 @@ A config file is flat TOML; every key is optional except `domain`:
     authority_key_path = "authority.key" # default <data_dir>/authority.key
     genesis_supply = 0                   # the authority's balance in a domain this node creates
     market_fee_bps = 200                 # deploy the agreement contract at start with this
-                                         # operator fee (absent: the admin deploys it)
+                                         # operator fee (absent, or a domain with an
+                                         # owner: the admin, its owner, deploys it)
     market_grant = 0                     # the operator gives each newly registered device this
     ha_discovery = false                 # Home Assistant MQTT discovery of verified values
                                          # (gateway/node/homeassistant.py, docs/API.md)

@@ -151,8 +151,10 @@ class Gateway:
                                  self.handle if self.replica is None
                                  else self.replica.operator_submit,
                                  self.on_event, grant=cfg.market_grant,
-                                 fee_bps=cfg.market_fee_bps, derived=cfg.derived)
+                                 fee_bps=cfg.market_fee_bps, derived=cfg.derived,
+                                 admin=self.led.rules.owner_id or self.led.rules.authority_id)
         self.market.issuing = self.replica is None  # replicated: while it holds the lease
+        self.market.claims = self.replica is not None  # derived readings: gateway/cluster/derived.py
         self.ha: HomeAssistant | None = None
         if cfg.ha_discovery:
             self.ha = HomeAssistant(d, self.led.genesis.authority_id, self._publish,

@@ -22,7 +22,7 @@ from typing import Any
 from gateway.cluster import link
 from gateway.cluster.intake import TxIntake
 from gateway.cluster.issuer import IssuerLease, OperatorIssuer
-from gateway.errors import ClusterError, ConfigError
+from gateway.errors import ClusterError
 from gateway.market.node.analytics import DerivedService
 from gateway.market.node.service import Operator
 from gateway.node.service import Gateway
@@ -274,20 +274,19 @@ def test_an_intake_made_before_the_operator_subject_is_widened(nats_server):
     run(body, 60)
 
 
-def test_a_replicated_gateway_refuses_derived_services(tmp_path):
-    """Derived services keep their buying and streaming state in one process:
-    a replicated gateway, whose issuer changes, refuses them at start."""
+def test_a_replicated_gateway_takes_derived_services(tmp_path):
+    """Derived services on a replicated gateway: taken, their readings claimed
+    in the cluster before they are published (gateway/cluster/derived.py; the
+    whole flow across a take-over: tests/cluster/test_replica_derived.py),
+    while a lone gateway's market publishes them at once."""
     d = make_dirs(tmp_path, [])[0]
     nodes = SimpleNamespace(nodes=[SimpleNamespace(mqtt_port=1)], urls=["nats://127.0.0.1:1"])
-    cfg = replace(config(d, 0, nodes),
-                  derived=(DerivedService("avg-temp", "temperature", 4, "cC", 2, 10),))
+    svc = DerivedService("avg-temp", "temperature", 4, "cC", 2, 10)
+    g = Gateway(replace(config(d, 0, nodes), derived=(svc,)))  # made (not started)
     try:
-        Gateway(cfg)
-    except ConfigError as e:
-        assert e.key == "derived"
-    else:
-        raise AssertionError("a replicated gateway took derived services")
-    g = Gateway(config(d, 0, nodes))  # without them: made (not started)
-    g.market.close()
-    g.reader.close()
-    g.led.store.close()
+        assert g.replica is not None and g.market.derived == (svc,)
+        assert g.market.claims and not g.market.issuing  # until it holds the lease
+    finally:
+        g.market.close()
+        g.reader.close()
+        g.led.store.close()

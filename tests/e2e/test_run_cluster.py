@@ -10,7 +10,11 @@ quorum-signed receipts, the coordinator (joined on chain at set-up) assigns
 each board, a light node, to a gateway; every process has its pid file while
 it runs, Ctrl-C stops them all, and each gateway's chain verifies and ends on
 the same head. (The coordinator moving a light node off a dead gateway:
-tests/cluster/test_replica_coordination.py.)"""
+tests/cluster/test_replica_coordination.py.) The market runs too: the
+first board supplies temperature, the operator (the gateway holding the
+issuer lease) buys it and sells its rolling mean to the second board, which
+verifies the derived readings; offers, matches and both trades' verdicts
+(paid) show on every gateway."""
 
 from __future__ import annotations
 
@@ -94,6 +98,20 @@ def test_run_three_gateways_quorum_and_boards(tmp_path):
             expect(q, rf"{board} +receipt-verified seq=\d+ height=\d+ status=0", 60, seen)
         for gw in ("gw1", "gw2", "gw3"):
             wait_line(q, rf"{gw} +final height=\d+ votes=2/3", 30, seen)
+        # the market: board-1 supplies temperature, the operator (one gateway at a
+        # time) buys it and sells its rolling mean to board-2; both trades judged
+        op = re.search(r"market offer temperature-mean price=\d+ from=(\w+)", "\n".join(
+            expect(q, r"gw\d +market offer temperature-mean price=\d+ from=\w+", 60, seen)[:1]
+        )).group(1)
+        expect(q, rf"gw\d +market match temperature agreement=\w+ buyer={op} ", 60, seen)
+        expect(q, rf"gw\d +market match temperature-mean agreement=\w+ buyer=\w+ "
+               rf"supplier={op} ", 60, seen)
+        expect(q, r"board-1 +stream agreement=\w+ index=0 ", 60, seen)
+        expect(q, r"board-2 +bought agreement=\w+ index=\d+ value=\d+ scale=-2", 60, seen)
+        for gw in ("gw1", "gw2", "gw3"):  # the verdicts: each batch paid, on every chain
+            expect(q, rf"{gw} +market paid agreement=\w+ batch=0 supplier=(?!{op})\w+ ",
+                   60, seen)
+            expect(q, rf"{gw} +market paid agreement=\w+ batch=0 supplier={op} ", 60, seen)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         rc = proc.wait(60)
         out = "\n".join(seen + drain(q, seen))

@@ -71,12 +71,16 @@ class Client:
         self.up = True
         self.subs = []
         self.unsubs = []
+        self.refuse = 0  # subscriptions to refuse (SUBACK 0x80) before granting
 
     def is_connected(self):
         return self.up
 
     def subscribe(self, topic, qos):
         self.subs.append(topic)
+        if self.refuse:
+            self.refuse -= 1
+            return 0x80
         return qos
 
     def unsubscribe(self, topic):

@@ -90,6 +90,26 @@ def test_buys_verified_readings_and_refuses_the_rest():
     assert n.lines[-1].startswith("done agreement=11111111 readings=3 free=")
 
 
+def test_a_refused_subscription_is_tried_again():
+    """A broker whose rights follow the chain (a NATS node reloading its file
+    after the block) may refuse the bought stream's topic at first."""
+    _, pub = key("supplier")
+    n = buyer()
+    n.client.refuse = 2
+    n.notice(match(A1, 3, role="buyer", supplier_key=pub))
+    topic = ("tl/demo/data/" + "aa" * 16 + "/" + A1.hex()).encode()
+    n.at(0)
+    assert n.client.subs == [topic] and n.logged("listen agreement=11111111 granted=128")
+    n.at(1)
+    assert len(n.client.subs) == 1  # not before 2 s
+    n.at(2)
+    assert n.client.subs == [topic] * 2
+    n.at(4)
+    assert n.client.subs == [topic] * 3 and n.logged("listen agreement=11111111 granted=1")
+    n.at(9)
+    assert len(n.client.subs) == 3  # subscribed: not again
+
+
 def test_ended_agreement_unsubscribes():
     _, pub = key("supplier")
     n = buyer()

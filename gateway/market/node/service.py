@@ -23,7 +23,11 @@ the service economy beyond executing transactions (docs/MARKET.md).
   optional deployment of the agreement contract at start;
 - edge analytics: each configured DerivedService buys its source stream,
   keeps a rolling mean of it, offers the derived service and, once matched,
-  streams and commits the derived readings like any supplier.
+  streams and commits the derived readings like any supplier. In a
+  replicated domain (`claims`) every gateway folds the source and keeps the
+  derived readings, and the issuer makes each reading only through the
+  cluster's claim (gateway/cluster/derived.py: next_derived, tail, emit),
+  continuing a stream another issuer began from its claimed tail (adopt).
 The pure rules live in ledger.py / matching.py; this module only reacts to
 committed blocks, devices' statuses and the clock, so a restart rebuilds it
 from the state: open agreements and waiting demands, the verdicts owed on
@@ -98,6 +102,10 @@ class _Supply:
     batch_no: int = 0
     batch: stream.Batch = field(default_factory=stream.Batch)
     first: int = 0
+    # replicated (MarketNode.claims): taken over from the chain and the cluster's
+    # claimed tail (adopt) since this gateway began issuing
+    adopted: bool = False
+    commit_seq: int = 0  # the operator's seq of the last commit made
 
 
 @dataclass
@@ -153,8 +161,11 @@ class MarketNode:
     def __init__(self, domain: str, data_dir: Path, authority_priv: bytes,
                  publish: Publish, submit: Callable[[bytes], Any],
                  log: Callable[[str], None], *, grant: int = 0, fee_bps: int | None = None,
-                 derived: tuple[DerivedService, ...] = ()) -> None:
+                 derived: tuple[DerivedService, ...] = (), admin: bytes | None = None) -> None:
         self.domain = domain
+        # the domain's contract admin (its owner, else the authority): the
+        # operator deploys the agreement contract only if that is itself
+        self.admin = admin
         self.publish = publish
         self.log = log
         self.op = Operator(authority_priv, domain, submit)
@@ -175,6 +186,8 @@ class MarketNode:
         self._buying: dict[str, bytes] = {}  # source service -> agreement id (or demand)
         self._supplies: dict[bytes, _Supply] = {}
         self._offered: dict[str, float] = {}
+        # the derived services' last DEMAND (id) and OFFER made: (id, seq)
+        self._made: dict[tuple[str, str], tuple[bytes, int]] = {}
         self._started = False
         self._height = 0  # the block whose notices are being sealed
         self._order = 0  # MATCHes sealed at that height so far
@@ -183,6 +196,10 @@ class MarketNode:
         # this node makes the operator's txs: always on a lone gateway; in a
         # replicated domain only on the issuer (gateway/cluster/issuer.py)
         self.issuing = True
+        # replicated: a derived reading is published only once the cluster holds
+        # it for its index (gateway/cluster/derived.py); the issuer drives the
+        # supply (supplies, next_derived, tail, emit, adopt), not tick
+        self.claims = False
         self._status = topics.status(domain, "+")
         # told of each stream reading kept (verified under the supplier's key):
         # (supplier, service, unit, value, scale, state); gateway/node/homeassistant.py
@@ -230,7 +247,11 @@ class MarketNode:
 
     def _set_up(self, state: State) -> None:
         """The agreement contract deployed (with `fee_bps`) or upgraded."""
-        if self.fee_bps is not None and not ledger.agreement_active(state):
+        if self.fee_bps is not None and not ledger.agreement_active(state) \
+                and self.admin not in (None, self.op.id):
+            self.log(f"market the agreement contract is not deployed: its admin "
+                     f"{self.admin.hex()[:8]} deploys it (thingledger contract deploy)")
+        elif self.fee_bps is not None and not ledger.agreement_active(state):
             self.op.send(state, txm.TYPE_CONTRACT_ADMIN, {
                 1: "deploy", 2: ledger.AGREEMENT_LABEL, 3: "agreement",
                 4: ledger.AGREEMENT_VERSION,
@@ -251,9 +272,14 @@ class MarketNode:
         for p in self._pending.values():
             p.tries, p.next_try = 0, 0.0
         self.grants_pending(pending, now)
+        for s in self._supplies.values():
+            s.adopted = False  # continued from the chain and the cluster's tail (adopt)
         for t in pending:
             if t.type == txm.TYPE_CLOSE:
                 self._closing[t.body[1]] = now
+            elif t.type == txm.TYPE_DEMAND:  # the former issuer's purchase of a source
+                if self._buying.setdefault(t.body[1], b"") == b"":
+                    self._made[("demand", t.body[1])] = (t.id[:16], t.seq)
             elif t.type == txm.TYPE_CONTRACT_CALL and t.body[2] == "verdict":
                 args = t.body[3]
                 p = self._pending.get((args[0], args[1]))
@@ -378,11 +404,13 @@ class MarketNode:
             supplier, aid = (bytes.fromhex(x) for x in topic[len(self.data_prefix):].split("/"))
         except ValueError:
             return
-        if supplier == self.op.id:
+        if supplier == self.op.id and not self.claims:
             return  # a derived stream of ours, stored as it was made (_supply)
         a = ledger.agreement(state, aid)
         if a is None or a["supplier"] != supplier:
             return
+        # replicated: every gateway keeps the issuer's derived readings too (the
+        # one that takes the lease over judges the batches committed before)
         s = state.get(a["supplier"])
         if s is None:
             return
@@ -391,6 +419,8 @@ class MarketNode:
         except errors.TLError as e:
             self.log(f"market reading refused agreement={aid.hex()[:8]} reason={e.reason} "
                      f"detail={e.detail}")
+            return
+        if supplier == self.op.id:
             return
         if self.on_reading is not None:
             o = state.kv_get(keys.offer(a["service"], supplier))
@@ -534,6 +564,8 @@ class MarketNode:
         self._verdicts(state, now)
         for d in self.derived:
             self._derive(d, state, now)
+        if self.claims:
+            return  # the derived readings: the issuer's supply step (cluster/issuer.py)
         for s in list(self._supplies.values()):
             if now >= s.next_at and s.index < s.quantity:
                 self._supply(s, state, now)
@@ -625,31 +657,146 @@ class MarketNode:
         if me is None or not ledger.agreement_active(state):
             return
         qty = d.window
+        # a DEMAND or OFFER the chain passed by without taking it (refused by the
+        # gateways that validated it on an older head, dropped) is made again
+        sent = self._made.get(("demand", d.source))
+        if sent is not None and self._buying.get(d.source) == b"" and me.last_seq >= sent[1] \
+                and ledger.agreement(state, sent[0]) is None \
+                and state.kv_get(keys.demand_index(sent[0])) is None:
+            del self._buying[d.source]
+        sent = self._made.get(("offer", d.name))
+        if sent is not None and me.last_seq >= sent[1] \
+                and state.kv_get(keys.offer(d.name, self.op.id)) is None:
+            self._offered.pop(d.name, None)
+            del self._made[("offer", d.name)]
         if d.source not in self._buying and me.balance >= d.price * qty:
-            self.op.send(state, txm.TYPE_DEMAND, {1: d.source, 2: d.price, 3: qty,
-                                                  4: 600, 5: "cheapest"})
-            self._buying[d.source] = b""  # until its match or wait event
+            msg = self.op.send(state, txm.TYPE_DEMAND, {1: d.source, 2: d.price, 3: qty,
+                                                        4: 600, 5: "cheapest"})
+            if self.op.taken:  # (not taken: a replica re-reading its seqs; next tick)
+                self._buying[d.source] = b""  # until its match or wait event
+                self._made[("demand", d.source)] = (txm.tx_id(msg)[:16], self.op.seq)
         if now - self._offered.get(d.name, -1e9) >= 1800:
-            self._offered[d.name] = now
             self.op.send(state, txm.TYPE_OFFER, {1: d.name, 2: d.unit, 3: d.price,
                                                  4: d.interval_s, 5: "", 6: 3600, 7: 1})
+            if self.op.taken:
+                self._offered[d.name] = now
+                self._made[("offer", d.name)] = (b"", self.op.seq)
 
     def _supply(self, s: _Supply, state: State, now: float) -> None:
+        msg = self.next_derived(s, now)
+        if msg is not None:
+            self.emit(s, msg, state, now)
+
+    # -- derived readings in a replicated domain (driven by gateway/cluster/issuer.py) --
+    def supplies(self) -> list[_Supply]:
+        """The derived streams this operator supplies (open agreements)."""
+        return list(self._supplies.values())
+
+    def next_derived(self, s: _Supply, now: float) -> bytes | None:
+        """The reading of index `s.index`, signed, from the rolling mean of the
+        purchased source (None: no source reading yet); the next is due one
+        interval later."""
         r = self._rolling.get(s.service.source)
         mean = r.mean() if r is not None else None
         s.next_at = now + s.interval_s
         if mean is None or r is None or r.scale is None:
+            return None
+        return stream.reading(self.op.priv, self.op.id, s.aid, s.index, mean, r.scale)
+
+    def tail(self, s: _Supply, state: State) -> tuple[int, int, list[bytes]]:
+        """(first index, its batch, the readings) made for `s` and not yet
+        committed on the chain as this gateway holds it: what another issuer
+        must send again with the same bytes, never derive anew."""
+        a = ledger.agreement(state, s.aid)
+        first, batch = (a["next_index"], a["next_batch"]) if a is not None else (s.first,
+                                                                                  s.batch_no)
+        first, batch = min(first, s.first), min(batch, s.batch_no)
+        held = self.streams.messages(s.aid, first, s.index - first) if s.index > first else []
+        if len(held) != s.index - first:  # a gap before this batch (a commit in flight
+            # that this gateway took over): the tail from this batch on, contiguous
+            first, batch = s.first, s.batch_no
+            held = self.streams.messages(s.aid, first, s.index - first) \
+                if s.index > first else []
+        return first, batch, held
+
+    def stalled(self, s: _Supply, state: State) -> bool:
+        """A commit of `s` the chain passed by without taking it (dropped with
+        the issuer's queue after a failed append, refused): `s` is adopted
+        again, which batches and commits the claimed readings once more."""
+        a = ledger.agreement(state, s.aid)
+        me = state.get(self.op.id)
+        if a is None or me is None or a["next_index"] >= s.first or me.last_seq < s.commit_seq:
+            return False
+        s.adopted = False
+        self.log(f"market commit of agreement={s.aid.hex()[:8]} batch={a['next_batch']} "
+                 "did not land: made again")
+        return True
+
+    def emit(self, s: _Supply, msg: bytes, state: State, now: float) -> None:
+        """Keep, publish and batch the reading of index `s.index` (`msg`);
+        commit the batch once full. Not sent if the stream store holds another
+        reading at that index (a former issuer's): adopted again first."""
+        try:
+            self.streams.add(s.aid, self.op.pub, msg, now)  # kept here: on_data skips our own
+        except errors.TLError as e:
+            s.adopted = False
+            self.log(f"market derived reading not sent agreement={s.aid.hex()[:8]} "
+                     f"index={s.index} reason={e.reason}")
             return
-        msg = stream.reading(self.op.priv, self.op.id, s.aid, s.index, mean, r.scale)
-        self.streams.add(s.aid, self.op.pub, msg, now)  # kept here: on_data skips our own
         self.publish(topics.data(self.domain, self.op.id.hex() + "/" + s.aid.hex()), msg, False)
         s.batch.add(msg)
         s.index += 1
         if s.batch.count == BATCH or s.index == s.quantity:
             self._commit(s, state)
 
+    def adopt(self, aid: bytes, state: State, first: int, batch: int, held: list[bytes],
+              pending: list[txm.Tx], now: float) -> None:
+        """This gateway issues (again): the derived stream `aid` continues from
+        the chain, the commits `pending` (the operator's txs in the mempool or
+        the intake) and the tail the cluster holds (`held`, readings `first`..
+        of batch `batch`, claimed by an issuer before: gateway/cluster/derived.py).
+        A held reading past the committed ones is published again with its
+        bytes (the same value for its index), never derived anew."""
+        s = self._supplies.get(aid)
+        a = ledger.agreement(state, aid)
+        if s is None or a is None or a["state"] != "open":
+            return
+        start, nb = a["next_index"], a["next_batch"]
+        for t in pending:  # a commit on its way: its readings are committed
+            if t.type == txm.TYPE_CONTRACT_CALL and t.body[2] == "commit" \
+                    and t.body[3][0] == aid and t.body[3][2] + t.body[3][3] > start:
+                start, nb = t.body[3][2] + t.body[3][3], t.body[3][1] + 1
+        if held and first > start:  # its chain is ahead of this one's
+            start, nb = first, batch
+        s.first = s.index = start
+        s.batch_no, s.batch, s.adopted = nb, stream.Batch(), True
+        topic = topics.data(self.domain, self.op.id.hex() + "/" + aid.hex())
+        again = 0
+        for i, msg in enumerate(held):
+            if first + i != s.index or s.index >= s.quantity:
+                continue
+            try:
+                if self.streams.add(aid, self.op.pub, msg, now) != s.index:
+                    raise errors.TLError("index", "bad-tx")
+            except errors.TLError as e:  # not ours, another index or value held: not sent
+                self.log(f"market held reading refused agreement={aid.hex()[:8]} "
+                         f"index={s.index} reason={e.reason}")
+                break
+            self.publish(topic, msg, False)
+            again += 1
+            s.batch.add(msg)
+            s.index += 1
+            if s.batch.count == BATCH or s.index == s.quantity:
+                self._commit(s, state)
+        s.next_at = min(s.next_at, now + s.interval_s)
+        self.log(f"market supply agreement={aid.hex()[:8]} continued at index={s.index} "
+                 f"batch={s.batch_no} (sent again {again})")
+
     def _commit(self, s: _Supply, state: State) -> None:
         self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count, s.batch.root())
+        s.commit_seq = self.op.seq
+        if self.claims and not self.op.taken:
+            s.adopted = False  # not taken (the issuer re-reads its seqs): adopted again
         s.batch_no += 1
         s.first = s.index
         s.batch = stream.Batch()
