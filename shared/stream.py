@@ -7,9 +7,10 @@ is the canonical CBOR map {1: agreement id, 2: index, 3: value, 4: scale}.
 A batch commitment is the RFC 6962 root over the batch's readings, each
 leaf being the whole COSE bytes of one reading.
 
-`Batch` folds leaves into the root as they are produced, keeping only the
+`fold` folds leaves into the root as they are produced, keeping only the
 stack of perfect subtrees (at most log2(n) hashes): a board never holds the
-readings of a batch to commit them. Its root equals merkle.root(readings).
+readings of a batch to commit them, only that list (`Batch` wraps it for the
+host). `stack_root` of it equals merkle.root(readings).
 """
 from shared import cbor, cose, merkle
 
@@ -25,30 +26,40 @@ def reading(private_key, supplier, agreement, index, value, scale):
         {K_AGREEMENT: agreement, K_INDEX: index, K_VALUE: value, K_SCALE: scale}), supplier)
 
 
+def fold(stack, leaf):
+    """Fold `leaf` into a batch kept as its stack of perfect subtrees, a list
+    [(hash, size)] with sizes strictly decreasing powers of two (at most
+    log2(n) hashes; a board keeps only this list between readings)."""
+    h, size = merkle.leaf_hash(leaf), 1
+    while stack and stack[-1][1] == size:
+        h = merkle.node_hash(stack.pop()[0], h)
+        size += size
+    stack.append((h, size))
+
+
+def stack_root(stack):
+    """The RFC 6962 root of the leaves folded into `stack`."""
+    if not stack:
+        return merkle.EMPTY_ROOT
+    h = stack[-1][0]
+    for i in range(len(stack) - 2, -1, -1):
+        h = merkle.node_hash(stack[i][0], h)
+    return h
+
+
 class Batch:
     """Incremental RFC 6962 root of a sequence of leaves."""
 
     def __init__(self):
-        self._stack = []  # [(hash, size)], sizes strictly decreasing powers of two
+        self._stack = []  # fold()'s stack
         self.count = 0
 
     def add(self, leaf):
-        h, size = merkle.leaf_hash(leaf), 1
-        s = self._stack
-        while s and s[-1][1] == size:
-            h = merkle.node_hash(s.pop()[0], h)
-            size += size
-        s.append((h, size))
+        fold(self._stack, leaf)
         self.count += 1
 
     def root(self):
-        s = self._stack
-        if not s:
-            return merkle.EMPTY_ROOT
-        h = s[-1][0]
-        for i in range(len(s) - 2, -1, -1):
-            h = merkle.node_hash(s[i][0], h)
-        return h
+        return stack_root(self._stack)
 
 
 def open_reading(message, public_key):

@@ -1,0 +1,81 @@
+# What a market board holds after start-up that a plain board does not (run by
+# bench/market_heap.py under `micropython -X heapsize=...`, compiled by
+# mpy-cross and found on sys.path as the boot file, firmware/otaboot.py, left it):
+#   node = firmware.main.start(); import mp_market_heap; mp_market_heap.probe(node)
+# (the board's start-up as firmware/main.py runs it: the real Node and MQTT
+# client object, never connected; the flash folder's config.json says which
+# kind of board; this module loads after it). probe prints:
+#   FREE <free heap after start-up, collected>
+#   qstr pool: ... (micropython.qstr_info: interned names and their bytes)
+#   MOD <module> <heap freed when dropped>   (market boards: each market item
+#   dropped in turn, collected: the Market object with its bodies and slots,
+#   then each market module's code and globals)
+#   SIGN <lowest free heap during the first signature: the most heap a ballast
+#   of small objects took with node.submit still signing; -1: fails unburdened>
+import gc
+import sys
+
+import micropython
+
+
+def forget(name):  # as firmware/main.py drops a module: sys.modules and its package
+    pkg, _, attr = name.rpartition(".")
+    if sys.modules.pop(name, None) is not None and pkg in sys.modules:
+        sys.modules[pkg].__dict__.pop(attr, None)
+
+
+MARKET = ("firmware.market", "firmware.supply", "firmware.buy", "shared.stream",
+          "shared.streambatch")
+
+
+def probe(node):
+    gc.collect()
+    print("FREE %d" % gc.mem_free())
+    micropython.qstr_info()  # "qstr pool: n_pool=.., n_qstr=.., n_str_data_bytes=.., ..."
+    print("SIGN %d" % lowest(node))
+    print("MODULES " + " ".join(sorted(sys.modules)))
+    if node.market is not None:
+        gc.collect()
+        f0 = gc.mem_free()
+        node.market = None
+        gc.collect()
+        f1 = gc.mem_free()
+        print("MOD market-object %d" % (f1 - f0))
+        for name in [m for m in MARKET if m in sys.modules]:
+            forget(name)
+            gc.collect()
+            f0, f1 = f1, gc.mem_free()
+            print("MOD %s %d" % (name, f1 - f0))
+
+
+def attempt(node, n_items):
+    gc.collect()
+    before = gc.mem_free()
+    ok = None
+    try:
+        ballast = [None] * n_items
+        for i in range(n_items):
+            ballast[i] = bytes(16)
+        taken = before - gc.mem_free()
+        node.wallet.sign_tx(1, node.domain, 1, 0, {1: node.wallet.public_key})
+        ok = taken
+    except MemoryError:
+        pass
+    ballast = None  # noqa: F841
+    gc.collect()
+    return ok
+
+
+def lowest(node):
+    if attempt(node, 0) is None:
+        return -1
+    gc.collect()
+    lo, hi, low = 0, gc.mem_free() // 32, 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        t = attempt(node, mid)
+        if t is None:
+            hi = mid
+        else:
+            lo, low = mid, t
+    return low

@@ -1,0 +1,87 @@
+"""The buyer's part of the market (docs/MARKET.md, firmware/market.py):
+loaded by Market.run for one call and dropped after it, so a board keeps no
+heap for this code between calls and a supplier never loads it.
+
+step: for each agreement as buyer, subscribe to its data topic once (here,
+outside the MQTT callback), and unsubscribe and free the slot once bought,
+ended or expired by the local clock (its ENDED may have gone missing); then
+a DEMAND once the balance of the last ACCOUNT covers max_price x quantity +
+the fee. reading: check one reading received on an agreement's data topic.
+"""
+import gc
+
+from micropython import const
+
+from shared import errors, stream, tx
+
+_DEMAND = const(15)  # transaction types (shared/txdecode.py)
+_REPORT = const(24)  # REPORT (docs/TRUST.md)
+_SLOTS = const(2)  # firmware/market.py: agreements at a time, and a slot's indices
+_A = const(0)
+_T = const(1)
+_H = const(2)
+_Q = const(3)
+_N = const(4)
+_K = const(5)
+_R = const(6)
+_IV = const(7)
+_SUPPLY = const(0)
+_BUY = const(1)
+_BUYING = const(2)
+
+
+def step(mk):
+    """One pass for Market `mk`; True if the DEMAND due could not be
+    queued (outbox full): again at the next pass."""
+    nd = mk.node
+    for i in range(_SLOTS):
+        s = mk.slots[i]
+        if s is None or s[_R] == _SUPPLY:
+            continue
+        n = s[_N]
+        if n < s[_Q] and mk.t < s[_IV]:
+            if s[_R] == _BUY:
+                s[_R] = _BUYING  # restored by the client after a reconnect
+                mk._log("listen", "agreement", s[_H], "granted", nd.client.subscribe(s[_T], 1))
+            continue
+        # bought, ended, or expired by the local clock (its ENDED went missing)
+        nd.client.unsubscribe(s[_T])
+        mk.slots[i] = None
+        gc.collect()
+        mk._log("done", "agreement", s[_H], "readings", n, "free", gc.mem_free())
+    o = mk.need
+    if not nd.registered or not o or mk.dem or mk.bal is None or mk.bal < o[2] * o[3] + nd.fee:
+        return False
+    for s in mk.slots:
+        if s and s[_R] != _SUPPLY:
+            return False  # buying already
+    i = nd.submit(_DEMAND, o)
+    if i is None:
+        return True
+    a = tx.tx_id(nd.outbox.get(i))[:16]
+    mk.dem = (a, i)
+    mk.bal -= o[2] * o[3] + nd.fee  # spent until the next ACCOUNT says otherwise
+    mk._log("demand", "service", o[1], "agreement", a.hex()[:8], "quantity", o[3], "seq", i)
+    return False
+
+
+def reading(mk, s, topic, msg):
+    """A reading on the data topic of agreement slot `s`: checked under the
+    supplier's key of the MATCH, for this agreement, at an index not below
+    the next expected one and below quantity; a forged one is reported once
+    per agreement (REPORT forged-message)."""
+    gc.collect()  # the signature check's big ints fill the small holes first
+    try:
+        a, i, v, sc = stream.open_reading(msg, s[_K])
+        r = "agreement" if a != s[_A] else "index" if i < s[_N] or i >= s[_Q] else None
+    except errors.TLError as e:
+        r = e.reason
+    if r:
+        mk._log("bad-reading", "agreement", s[_H], "reason", r)
+        if r == "bad-signature" and mk.rp != s[_A]:  # a forged reading: told once
+            mk.rp = s[_A]
+            sup = bytes.fromhex(topic.split(b"/")[3])  # tl/<d>/data/<supplier>/<agreement>
+            mk.node.submit(_REPORT, {1: sup, 2: "forged-message", 3: bytes(msg[:1024])})
+    else:
+        s[_N] = i + 1
+        mk._log("bought", "agreement", s[_H], "index", i, "value", v, "scale", sc)
