@@ -42,7 +42,15 @@ KINDS = {"plain": {}, "supplier": {"offer": OFFER}, "buyer": {"need": NEED}}
 
 
 def run(build_dir: Path, flash: Path, kind: str) -> dict:
-    """The probe's figures for one board of `kind` in a fresh flash folder."""
+    """The probe's figures for one board of `kind` in a fresh flash folder
+    (the first signature and the items in two processes)."""
+    out = probe(build_dir, flash, kind, True)
+    if out["free"] is not None:
+        out.update(probe(build_dir, flash.with_name(flash.name + "-items"), kind, False))
+    return out
+
+
+def probe(build_dir: Path, flash: Path, kind: str, sign: bool) -> dict:
     flash.mkdir()
     (flash / "wallet.key").write_bytes(tx.device_id(p256.public_key(BOARD)) + BOARD)
     cfg = {"domain": "demo", "authority": p256.public_key(AUTH).hex(),
@@ -52,7 +60,7 @@ def run(build_dir: Path, flash: Path, kind: str) -> dict:
     boot = (f"import sys\nsys.path.append({ROM_LINK!r})\n"
             "import otaboot\notaboot.boot()\ndel otaboot\n"
             "from firmware import main\nnode = main.start()\ndel main\n"
-            "import mp_market_heap\nmp_market_heap.probe(node)\n")
+            f"import mp_market_heap\nmp_market_heap.probe(node, {sign})\n")
     out = run_micropython(["-c", boot], heap=HEAP, cwd=flash, timeout=300)
     text = out.stdout + out.stderr
     if os.environ.get("BENCH_VERBOSE"):
@@ -61,9 +69,10 @@ def run(build_dir: Path, flash: Path, kind: str) -> dict:
     if not free:
         return {"free": None, "error": text.strip().splitlines()[-1:]}
     q = re.search(r"n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)", text)
+    if not sign:
+        return {"items": re.findall(r"^MOD (\S+) (-?\d+)", text, re.M)}
     return {"free": int(free[1]), "qstr": int(q[1]), "qstr_bytes": int(q[3]),
             "sign": int(re.search(r"^SIGN (-?\d+)", text, re.M)[1]),
-            "items": re.findall(r"^MOD (\S+) (-?\d+)", text, re.M),
             "modules": re.search(r"^MODULES (.*)$", text, re.M)[1].split()}
 
 

@@ -1,15 +1,16 @@
 # What a market board holds after start-up that a plain board does not (run by
 # bench/market_heap.py under `micropython -X heapsize=...`, compiled by
 # mpy-cross and found on sys.path as the boot file, firmware/otaboot.py, left it):
-#   node = firmware.main.start(); import mp_market_heap; mp_market_heap.probe(node)
+#   node = firmware.main.start(); import mp_market_heap; mp_market_heap.probe(node, SIGN)
 # (the board's start-up as firmware/main.py runs it: the real Node and MQTT
 # client object, never connected; the flash folder's config.json says which
 # kind of board; this module loads after it). probe prints:
 #   FREE <free heap after start-up, collected>
 #   qstr pool: ... (micropython.qstr_info: interned names and their bytes)
-#   MOD <module> <heap freed when dropped>   (market boards: each market item
-#   dropped in turn, collected: the Market object with its bodies and slots,
-#   then each market module's code and globals)
+#   MOD <item> <heap freed when dropped>   (market boards: each market item
+#   dropped in turn, collected: the OFFER body, the DEMAND body, the Market
+#   object (slots, clock, state), then each market module's code and globals)
+#   and with SIGN true, instead of the items:
 #   SIGN <lowest free heap during the first signature: the most heap a ballast
 #   of small objects took with node.submit still signing; -1: fails unburdened>
 import gc
@@ -28,19 +29,24 @@ MARKET = ("firmware.market", "firmware.supply", "firmware.buy", "shared.stream",
           "shared.streambatch")
 
 
-def probe(node):
+def probe(node, sign):
     gc.collect()
     print("FREE %d" % gc.mem_free())
     micropython.qstr_info()  # "qstr pool: n_pool=.., n_qstr=.., n_str_data_bytes=.., ..."
-    print("SIGN %d" % lowest(node))
-    print("MODULES " + " ".join(sorted(sys.modules)))
-    if node.market is not None:
-        gc.collect()
-        f0 = gc.mem_free()
-        node.market = None
+    if sign:  # in a process of its own: its garbage would blur the account below
+        print("SIGN %d" % lowest(node))
+        print("MODULES " + " ".join(sorted(sys.modules)))
+    elif node.market is not None:
         gc.collect()
         f1 = gc.mem_free()
-        print("MOD market-object %d" % (f1 - f0))
+        for k in ("offer", "need", None):  # the bodies, then the object (slots, clock)
+            if k:
+                setattr(node.market, k, None)
+            else:
+                node.market = None
+            gc.collect()
+            f0, f1 = f1, gc.mem_free()
+            print("MOD %s %d" % (("Market." + k) if k else "Market-object", f1 - f0))
         for name in [m for m in MARKET if m in sys.modules]:
             forget(name)
             gc.collect()

@@ -65,8 +65,9 @@ if KIND == "liar":
     equivocate(n)
 elif KIND == "market":
     from firmware.market import Market
+    from shared import cbor
 
-    n.market = Market(n, {1: "temperature", 2: "cC", 3: 5, 4: 1}, None)
+    n.market = Market(n, cbor.dumps({1: "temperature", 2: "cC", 3: 5, 4: 1}), None)
 cfg = None
 # as firmware/main.py after start-up: shared/topics.py forgotten (the node
 # keeps its topics as strings)

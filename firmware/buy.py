@@ -12,7 +12,7 @@ import gc
 
 from micropython import const
 
-from shared import errors, stream, tx
+from shared import cbor, errors, stream, tx
 
 _DEMAND = const(15)  # transaction types (shared/txdecode.py)
 _REPORT = const(24)  # REPORT (docs/TRUST.md)
@@ -50,7 +50,10 @@ def step(mk):
         gc.collect()
         mk._log("done", "agreement", s[_H], "readings", n, "free", gc.mem_free())
     o = mk.need
-    if not nd.registered or not o or mk.dem or mk.bal is None or mk.bal < o[2] * o[3] + nd.fee:
+    if not nd.registered or not o or mk.dem or mk.bal is None:
+        return False
+    o = cbor.loads(o)
+    if mk.bal < o[2] * o[3] + nd.fee:
         return False
     for s in mk.slots:
         if s and s[_R] != _SUPPLY:
@@ -65,11 +68,16 @@ def step(mk):
     return False
 
 
-def reading(mk, s, topic, msg):
-    """A reading on the data topic of agreement slot `s`: checked under the
-    supplier's key of the MATCH, for this agreement, at an index not below
-    the next expected one and below quantity; a forged one is reported once
-    per agreement (REPORT forged-message)."""
+def reading(mk, topic, msg):
+    """A message on a data topic: for a current agreement, a reading checked
+    under the supplier's key of the MATCH, for this agreement, at an index
+    not below the next expected one and below quantity (a forged one is
+    reported once per agreement: REPORT forged-message); else dropped."""
+    for s in mk.slots:
+        if s and s[_R] == _BUYING and s[_T] == topic and s[_N] < s[_Q]:
+            break
+    else:
+        return
     gc.collect()  # the signature check's big ints fill the small holes first
     try:
         a, i, v, sc = stream.open_reading(msg, s[_K])

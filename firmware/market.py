@@ -91,6 +91,7 @@ _DUE = const(8)  # supplier only: second of the next reading
 _B = const(9)  # supplier only: the batch being filled (shared/stream.py fold()'s stack)
 _BN = const(10)  # supplier only: its batch number
 _SUPPLY = const(0)
+_BUY = const(1)
 _BUYING = const(2)
 
 
@@ -100,8 +101,8 @@ class Market:
 
     def __init__(self, node, offer, need):
         self.node = node
-        self.offer = offer  # the OFFER body, or None
-        self.need = need  # the DEMAND body, or None
+        self.offer = offer  # the OFFER body (its CBOR bytes, decoded on use), or None
+        self.need = need  # the DEMAND body (its CBOR bytes), or None
         self.slots = [None] * _SLOTS
         self.t = 0  # local clock, whole seconds
         self.tk = time.ticks_ms()  # ticks of second self.t
@@ -165,14 +166,11 @@ class Market:
     def data(self, topic, msg):
         """Every message this device receives: False for one on its rx
         topic (the node's); on a data topic, a reading bought from a
-        supplier, checked by firmware/buy.py (one for no current agreement
-        is dropped)."""
+        supplier, firmware/buy.py's (only a buyer subscribes to one)."""
         if topic.endswith(b"/rx"):
             return False
-        for s in self.slots:
-            if s and s[_R] == _BUYING and s[_T] == topic and s[_N] < s[_Q]:
-                self.run("firmware.buy", "reading", s, topic, msg)
-                break
+        if self.need:
+            self.run("firmware.buy", "reading", topic, msg)
         return True
 
     # -- every pass of the node loop -------------------------------------

@@ -13,7 +13,7 @@ import gc
 
 from micropython import const
 
-from shared import stream
+from shared import cbor, stream
 
 _OFFER = const(13)  # transaction types (shared/txdecode.py)
 _CALL = const(17)  # CONTRACT_CALL
@@ -76,8 +76,8 @@ def step(mk):
             mk.slots[i] = None
             gc.collect()
             mk._log("done", "agreement", s[_H], "readings", n, "free", gc.mem_free())
-    o = mk.offer
-    if o and nd.registered and mk.t >= mk.due:
+    if mk.offer and nd.registered and mk.t >= mk.due:
+        o = cbor.loads(mk.offer)
         if nd.submit(_OFFER, o) is None:
             again = True
         else:

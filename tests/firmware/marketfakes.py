@@ -121,9 +121,9 @@ class Node:
         self.link_ok = True
         self.outbox = self
         self.full = False
-        # the bodies firmware/startup.py builds from config.json (checked by
-        # tests/e2e/test_firmware_market.py)
-        self.market = Market(self, offer, need)
+        # the bodies firmware/startup.py builds from config.json, encoded as it
+        # hands them over (checked by tests/e2e/test_firmware_market.py)
+        self.market = Market(self, offer and cbor.dumps(offer), need and cbor.dumps(need))
         self.t0 = self.market.tk
 
     # Node
