@@ -70,7 +70,8 @@ def probe(build_dir: Path, flash: Path, kind: str, sign: bool) -> dict:
         return {"free": None, "error": text.strip().splitlines()[-1:]}
     q = re.search(r"n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)", text)
     if not sign:
-        return {"items": re.findall(r"^MOD (\S+) (-?\d+)", text, re.M)}
+        return {"items": re.findall(r"^MOD (\S+) (-?\d+)", text, re.M),
+                "use": re.findall(r"^USE (\S+) (-?\d+)", text, re.M)}
     return {"free": int(free[1]), "qstr": int(q[1]), "qstr_bytes": int(q[3]),
             "sign": int(re.search(r"^SIGN (-?\d+)", text, re.M)[1]),
             "modules": re.search(r"^MODULES (.*)$", text, re.M)[1].split()}
@@ -112,6 +113,8 @@ def main() -> int:
               f"{r['qstr_bytes'] - plain['qstr_bytes']:>6} B")
         print(f"  {'rest (layout, config)':<24} "
               f"{plain['free'] - r['free'] - named - (r['qstr_bytes'] - plain['qstr_bytes']):>6} B")
+        for name, b in r.get("use", ()):
+            print(f"  while a pass runs: {name:<17} {int(b):>6} B")
         print(f"  modules beyond a plain board's: "
               f"{' '.join(sorted(set(r['modules']) - set(plain['modules'])))}")
     return 0

@@ -10,6 +10,7 @@
 #   MOD <item> <heap freed when dropped>   (market boards: each market item
 #   dropped in turn, collected: the OFFER body, the DEMAND body, the Market
 #   object (slots, clock, state), then each market module's code and globals)
+#   USE <module> <heap it takes while loaded for a call, with what it imports>
 #   and with SIGN true, instead of the items:
 #   SIGN <lowest free heap during the first signature: the most heap a ballast
 #   of small objects took with node.submit still signing; -1: fails unburdened>
@@ -25,8 +26,9 @@ def forget(name):  # as firmware/main.py drops a module: sys.modules and its pac
         sys.modules[pkg].__dict__.pop(attr, None)
 
 
+USE = ("firmware.supply", "firmware.buy", "firmware.bought", "firmware.notices")
 MARKET = ("firmware.market", "firmware.supply", "firmware.buy", "shared.stream",
-          "shared.streambatch")
+          "shared.streamroot")
 
 
 def probe(node, sign):
@@ -37,6 +39,14 @@ def probe(node, sign):
         print("SIGN %d" % lowest(node))
         print("MODULES " + " ".join(sorted(sys.modules)))
     elif node.market is not None:
+        for name in USE:  # the heap a pass's code takes while it runs (with shared/stream.py)
+            gc.collect()
+            f0 = gc.mem_free()
+            __import__(name)
+            gc.collect()
+            print("USE %s %d" % (name, f0 - gc.mem_free()))
+            for m in (name, "shared.stream"):
+                forget(m)
         gc.collect()
         f1 = gc.mem_free()
         for k in ("offer", "need", None):  # the bodies, then the object (slots, clock)

@@ -1,21 +1,21 @@
-"""The buyer's part of the market (docs/MARKET.md, firmware/market.py):
-loaded by Market.run for one call and dropped after it, so a board keeps no
-heap for this code between calls and a supplier never loads it.
+"""The buyer's pass of the market (docs/MARKET.md, firmware/market.py):
+loaded by Market.run for one pass and dropped after it, so a board keeps no
+heap for this code between passes and a supplier never loads it (a bought
+reading is checked by firmware/bought.py).
 
-step: for each agreement as buyer, subscribe to its data topic once (here,
+For each agreement as buyer: subscribe to its data topic once (here,
 outside the MQTT callback), and unsubscribe and free the slot once bought,
 ended or expired by the local clock (its ENDED may have gone missing); then
 a DEMAND once the balance of the last ACCOUNT covers max_price x quantity +
-the fee. reading: check one reading received on an agreement's data topic.
+the fee.
 """
 import gc
 
 from micropython import const
 
-from shared import cbor, errors, stream, tx
+from shared import cbor, tx
 
 _DEMAND = const(15)  # transaction types (shared/txdecode.py)
-_REPORT = const(24)  # REPORT (docs/TRUST.md)
 _SLOTS = const(2)  # firmware/market.py: agreements at a time, and a slot's indices
 _A = const(0)
 _T = const(1)
@@ -66,30 +66,3 @@ def step(mk):
     mk.bal -= o[2] * o[3] + nd.fee  # spent until the next ACCOUNT says otherwise
     mk._log("demand", "service", o[1], "agreement", a.hex()[:8], "quantity", o[3], "seq", i)
     return False
-
-
-def reading(mk, topic, msg):
-    """A message on a data topic: for a current agreement, a reading checked
-    under the supplier's key of the MATCH, for this agreement, at an index
-    not below the next expected one and below quantity (a forged one is
-    reported once per agreement: REPORT forged-message); else dropped."""
-    for s in mk.slots:
-        if s and s[_R] == _BUYING and s[_T] == topic and s[_N] < s[_Q]:
-            break
-    else:
-        return
-    gc.collect()  # the signature check's big ints fill the small holes first
-    try:
-        a, i, v, sc = stream.open_reading(msg, s[_K])
-        r = "agreement" if a != s[_A] else "index" if i < s[_N] or i >= s[_Q] else None
-    except errors.TLError as e:
-        r = e.reason
-    if r:
-        mk._log("bad-reading", "agreement", s[_H], "reason", r)
-        if r == "bad-signature" and mk.rp != s[_A]:  # a forged reading: told once
-            mk.rp = s[_A]
-            sup = bytes.fromhex(topic.split(b"/")[3])  # tl/<d>/data/<supplier>/<agreement>
-            mk.node.submit(_REPORT, {1: sup, 2: "forged-message", 3: bytes(msg[:1024])})
-    else:
-        s[_N] = i + 1
-        mk._log("bought", "agreement", s[_H], "index", i, "value", v, "scale", sc)

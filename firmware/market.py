@@ -52,8 +52,8 @@ Frugal (64 KiB heap): this module keeps only the market's state and the
 entry points the node calls; the code that acts is loaded for one call and
 dropped after it (Market.run), with shared/stream.py: firmware/supply.py
 (the supplier's pass: readings, commits, OFFERs), firmware/buy.py (the
-buyer's pass: listen, unsubscribe, DEMANDs; and a bought reading's check)
-and firmware/notices.py (a notice). A supplier never loads the buyer's code
+buyer's pass: listen, unsubscribe, DEMANDs), firmware/bought.py (a bought
+reading's check) and firmware/notices.py (a notice). A supplier never loads the buyer's code
 and the other way round. The passes run when the local clock reaches a new
 second, after a notice or a reading, and again at the next pass of the node
 while something due could not go out (offline, outbox full). A supplier's
@@ -88,7 +88,7 @@ _K = const(5)  # supplier: the contract address; buyer: the supplier's key
 _R = const(6)  # role: _SUPPLY, _BUY (not subscribed yet) or _BUYING
 _IV = const(7)  # supplier: interval_s; buyer: the second it expires (ENDED may go missing)
 _DUE = const(8)  # supplier only: second of the next reading
-_B = const(9)  # supplier only: the batch being filled (shared/stream.py fold()'s stack)
+_B = const(9)  # supplier only: the batch being filled (shared/streamroot.py fold()'s stack)
 _BN = const(10)  # supplier only: its batch number
 _SUPPLY = const(0)
 _BUY = const(1)
@@ -123,15 +123,16 @@ class Market:
     def run(self, name, fn, *args):
         """`fn`(self, *args) of module `name` (firmware.supply, firmware.buy,
         firmware.notices), loaded for this call and dropped after it with
-        shared/stream.py: the loop keeps no heap for their code. The passes
+        shared/stream.py and shared/streamroot.py: the loop keeps no heap for
+        their code. The passes
         run again at the next step."""
         gc.collect()  # its code lands low, in the holes the last one left
         try:
             return getattr(__import__(name, None, None, (fn,)), fn)(self, *args)
         finally:
             self.go = True
-            forget(name)
-            forget("shared.stream")
+            for m in (name, "shared.stream", "shared.streamroot"):
+                forget(m)
 
     # -- from the node's MQTT callback -----------------------------------
     def sealed(self, msg):
@@ -166,11 +167,11 @@ class Market:
     def data(self, topic, msg):
         """Every message this device receives: False for one on its rx
         topic (the node's); on a data topic, a reading bought from a
-        supplier, firmware/buy.py's (only a buyer subscribes to one)."""
+        supplier, firmware/bought.py's (only a buyer subscribes to one)."""
         if topic.endswith(b"/rx"):
             return False
         if self.need:
-            self.run("firmware.buy", "reading", topic, msg)
+            self.run("firmware.bought", "check", topic, msg)
         return True
 
     # -- every pass of the node loop -------------------------------------

@@ -123,7 +123,7 @@ def handle(mk, m, k):
              h[:8], q, n0, key, _BUY]
         if r == "supplier":
             s[_R] = _SUPPLY
-            s += (iv, mk.t + iv + 1, [], 0)  # [] : shared/stream.py fold()'s stack
+            s += (iv, mk.t + iv + 1, [], 0)  # []: shared/streamroot.py fold()'s stack
         else:
             s.append(mk.t + m[_LEFT])
         mk.slots[free] = s

@@ -13,7 +13,7 @@ import gc
 
 from micropython import const
 
-from shared import cbor, stream
+from shared import cbor
 
 _OFFER = const(13)  # transaction types (shared/txdecode.py)
 _CALL = const(17)  # CONTRACT_CALL
@@ -51,7 +51,9 @@ def step(mk):
             v, sc, _ = nd.board.read_sensor()
             r = nd.wallet.sign_reading(s[_A], n, v, sc)
             if nd._send(s[_T], r, False):  # counted only once it went out
-                stream.fold(b, r)
+                from shared import streamroot  # here: not loaded while the reading is signed
+
+                streamroot.fold(b, r)
                 c += 1
                 mk._log("stream", "agreement", s[_H], "index", n, "value", v)
                 n = s[_N] = n + 1
@@ -60,8 +62,10 @@ def step(mk):
                 again = True
             r = None
         if c and (c >= _BATCH or n >= s[_Q]):
+            from shared import streamroot
+
             r = nd.submit(_CALL, {1: s[_K], 2: "commit",
-                                  3: [s[_A], s[_BN], n - c, c, stream.stack_root(b)],
+                                  3: [s[_A], s[_BN], n - c, c, streamroot.stack_root(b)],
                                   4: 0, 5: _FUEL})
             if r is None:
                 again = True  # outbox full: the stream waits

@@ -49,7 +49,7 @@ from gateway.market.node.analytics import DerivedService, RollingMean
 from gateway.market.node.grants import GRANTS_FILE, ChainTxs, GrantBook
 from gateway.market.node.streams import StreamStore
 from gateway.node.config import STREAMS_FILE
-from shared import cbor, errors, messages, p256, stream, topics, txnames
+from shared import cbor, errors, messages, p256, stream, streamroot, topics, txnames
 from shared import tx as txm
 from shared.notice import seal as seal_notice
 
@@ -96,7 +96,7 @@ class _Supply:
     next_at: float
     index: int = 0
     batch_no: int = 0
-    batch: stream.Batch = field(default_factory=stream.Batch)
+    batch: streamroot.Batch = field(default_factory=streamroot.Batch)
     first: int = 0
 
 
@@ -652,4 +652,4 @@ class MarketNode:
         self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count, s.batch.root())
         s.batch_no += 1
         s.first = s.index
-        s.batch = stream.Batch()
+        s.batch = streamroot.Batch()
