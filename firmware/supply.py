@@ -7,7 +7,9 @@ signed, published on the data topic at QoS 1, counted only once the publish
 went out, folded into the batch's stack), every _BATCH readings and for the
 last partial batch a CONTRACT_CALL commit(agreement, batch, first, count,
 root), and the slot freed once `quantity` readings are committed. Then the
-OFFER, again every valid_s/2.
+OFFER, again every valid_s/2. One signature per pass: a supplier at 68 KiB
+ran out of heap signing a commit in the pass that had just signed a reading
+(bench/README.md, "Round 4").
 """
 import gc
 
@@ -35,10 +37,11 @@ _SUPPLY = const(0)
 
 
 def step(mk):
-    """One pass for Market `mk`; True if something due could not go out
-    (the link refused a reading, the outbox is full): again at the next pass."""
+    """One pass for Market `mk`, at most one signature in it (a reading, a
+    commit or an OFFER: each with only this pass's code loaded, collected
+    just before); True to run again at the next pass (more may be due, or
+    the link or the outbox refused it)."""
     nd = mk.node
-    again = False
     for i in range(_SLOTS):
         s = mk.slots[i]
         if s is None or s[_R] != _SUPPLY:
@@ -49,42 +52,37 @@ def step(mk):
             c += e[1]  # the readings folded into the batch
         if c < _BATCH and n < s[_Q] and mk.t >= s[_DUE] and nd.client.is_connected():
             v, sc, _ = nd.board.read_sensor()
+            gc.collect()  # the signature's big ints fill the small holes first
             r = nd.wallet.sign_reading(s[_A], n, v, sc)
             if nd._send(s[_T], r, False):  # counted only once it went out
                 from shared import streamroot  # here: not loaded while the reading is signed
 
                 streamroot.fold(b, r)
-                c += 1
                 mk._log("stream", "agreement", s[_H], "index", n, "value", v)
-                n = s[_N] = n + 1
+                s[_N] = n + 1
                 s[_DUE] = mk.t + s[_IV]
-            else:
-                again = True
-            r = None
+            return True
         if c and (c >= _BATCH or n >= s[_Q]):
             from shared import streamroot
 
-            r = nd.submit(_CALL, {1: s[_K], 2: "commit",
-                                  3: [s[_A], s[_BN], n - c, c, streamroot.stack_root(b)],
-                                  4: 0, 5: _FUEL})
-            if r is None:
-                again = True  # outbox full: the stream waits
-                continue
-            mk._log("commit", "agreement", s[_H], "batch", s[_BN], "first", n - c,
-                    "count", c, "seq", r)
-            s[_B] = []
-            s[_BN] += 1
-            again = True  # the slot is freed at the next pass once all is committed
-            continue
+            r = [s[_A], s[_BN], n - c, c, streamroot.stack_root(b)]
+            gc.collect()
+            r = nd.submit(_CALL, {1: s[_K], 2: "commit", 3: r, 4: 0, 5: _FUEL})
+            if r is not None:  # else the outbox is full: the stream waits
+                mk._log("commit", "agreement", s[_H], "batch", s[_BN], "first", n - c,
+                        "count", c, "seq", r)
+                s[_B] = []
+                s[_BN] += 1
+            return True
         if n >= s[_Q]:  # delivered (or ended)
             mk.slots[i] = None
             gc.collect()
             mk._log("done", "agreement", s[_H], "readings", n, "free", gc.mem_free())
     if mk.offer and nd.registered and mk.t >= mk.due:
         o = cbor.loads(mk.offer)
+        gc.collect()
         if nd.submit(_OFFER, o) is None:
-            again = True
-        else:
-            mk.due = mk.t + (o[6] // 2 or 1)
-            mk._log("offer", "service", o[1], "price", o[3], "valid_s", o[6])
-    return again
+            return True
+        mk.due = mk.t + (o[6] // 2 or 1)
+        mk._log("offer", "service", o[1], "price", o[3], "valid_s", o[6])
+    return False
