@@ -59,8 +59,7 @@ def probe(build_dir: Path, flash: Path, kind: str, sign: bool) -> dict:
     (flash / ROM_LINK).symlink_to(build_dir.resolve())
     boot = (f"import sys\nsys.path.append({ROM_LINK!r})\n"
             "import otaboot\notaboot.boot()\ndel otaboot\n"
-            "from firmware import main\nnode = main.start()\ndel main\n"
-            f"import mp_market_heap\nmp_market_heap.probe(node, {sign})\n")
+            f"import mp_market_heap\nmp_market_heap.probe(mp_market_heap.start(), {sign})\n")
     out = run_micropython(["-c", boot], heap=HEAP, cwd=flash, timeout=300)
     text = out.stdout + out.stderr
     if os.environ.get("BENCH_VERBOSE"):

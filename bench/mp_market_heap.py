@@ -1,10 +1,11 @@
 # What a market board holds after start-up that a plain board does not (run by
 # bench/market_heap.py under `micropython -X heapsize=...`, compiled by
 # mpy-cross and found on sys.path as the boot file, firmware/otaboot.py, left it):
-#   node = firmware.main.start(); import mp_market_heap; mp_market_heap.probe(node, SIGN)
-# (the board's start-up as firmware/main.py runs it: the real Node and MQTT
-# client object, never connected; the flash folder's config.json says which
-# kind of board; this module loads after it). probe prints:
+#   import mp_market_heap; mp_market_heap.probe(mp_market_heap.start(), SIGN)
+# start() is the board's start-up as firmware/main.py runs it before its
+# loop (firmware/startup.py, the real Node and MQTT client object, never
+# connected; the flash folder's config.json says which kind of board; this
+# module's own code is loaded first, the same for every kind). probe prints:
 #   FREE <free heap after start-up, collected>
 #   qstr pool: ... (micropython.qstr_info: interned names and their bytes)
 #   MOD <item> <heap freed when dropped>   (market boards: each market item
@@ -29,6 +30,25 @@ def forget(name):  # as firmware/main.py drops a module: sys.modules and its pac
 USE = ("firmware.supply", "firmware.buy", "firmware.bought", "firmware.notices")
 MARKET = ("firmware.market", "firmware.supply", "firmware.buy", "shared.stream",
           "shared.streamroot")
+
+
+def start():
+    # firmware/main.py's main() up to node.run
+    gc.threshold(2048)
+    from firmware import startup
+
+    node, market = startup.make_node(print)
+    startup = None
+    for m in ("firmware.startup", "boards.profile", "shared.topics"):
+        forget(m)
+    if market:
+        from firmware.market import Market
+
+        node.market = Market(node, *market)
+    market = None
+    gc.threshold(-1)
+    gc.collect()
+    return node
 
 
 def probe(node, sign):

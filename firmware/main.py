@@ -14,7 +14,7 @@ the free heap cut into holes too small for a 340-byte message (seen: 10 KB
 free, no 250-byte run). So start-up runs with gc.threshold (a collection
 every 2 KiB allocated), which keeps what it allocates packed low;
 the loop then runs without it. The wiring itself is firmware/startup.py,
-used once and then forgotten (see forget): its code, the board profile,
+used once and then forgotten (see _forget): its code, the board profile,
 shared/topics.py (the node keeps its topics as strings) and the parsed
 config.json are worth more as free heap for the receipt checks. A market
 board's part (firmware/market.py, with the OFFER and DEMAND bodies start-up
@@ -28,7 +28,7 @@ from micropython import const
 _START_GC_BYTES = const(2048)  # collect every 2 KiB allocated during start-up
 
 
-def forget(name):
+def _forget(name):
     # Drop a module used only at start-up: out of sys.modules and off its
     # package, so nothing refers to it and the GC frees its code.
     pkg, _, attr = name.rpartition(".")
@@ -46,13 +46,12 @@ def _start():
     return startup.make_node(print)
 
 
-def start():
-    """Start-up, up to the loop: the node with its market part, if any."""
+def main(steps=None):
     gc.threshold(_START_GC_BYTES)
     node, market = _start()
-    forget("firmware.startup")
-    forget("boards.profile")
-    forget("shared.topics")  # the node keeps its topics as strings
+    _forget("firmware.startup")
+    _forget("boards.profile")
+    _forget("shared.topics")  # the node keeps its topics as strings
     if market:  # an offer or a need: the market part loads in the room start-up left
         from firmware.market import Market
 
@@ -60,8 +59,4 @@ def start():
     market = None
     gc.threshold(-1)
     gc.collect()
-    return node
-
-
-def main(steps=None):
-    start().run(steps)
+    node.run(steps)
