@@ -59,14 +59,6 @@ def probe(node, sign):
         print("SIGN %d" % lowest(node))
         print("MODULES " + " ".join(sorted(sys.modules)))
     elif node.market is not None:
-        for name in USE:  # the heap a pass's code takes while it runs (with shared/stream.py)
-            gc.collect()
-            f0 = gc.mem_free()
-            __import__(name)
-            gc.collect()
-            print("USE %s %d" % (name, f0 - gc.mem_free()))
-            for m in (name, "shared.stream"):
-                forget(m)
         gc.collect()
         f1 = gc.mem_free()
         for k in ("offer", "need", None):  # the bodies, then the object (slots, clock)
@@ -82,6 +74,17 @@ def probe(node, sign):
             gc.collect()
             f0, f1 = f1, gc.mem_free()
             print("MOD %s %d" % (name, f1 - f0))
+        for name in USE:  # the heap a pass's code takes while it runs (with shared/stream.py)
+            gc.collect()
+            f0 = gc.mem_free()
+            try:
+                __import__(name)
+            except (ImportError, MemoryError):  # a tree without it; no room at this heap
+                continue
+            gc.collect()
+            print("USE %s %d" % (name, f0 - gc.mem_free()))
+            for m in (name, "shared.stream"):
+                forget(m)
 
 
 def attempt(node, n_items):
