@@ -31,8 +31,8 @@ _BUYING = const(2)
 
 
 def step(mk):
-    """One pass for Market `mk`; True if the DEMAND due could not be
-    queued (outbox full): again at the next pass."""
+    """One pass for Market `mk`; False (nothing more to do before the next
+    second: a DEMAND the full outbox refused waits for it)."""
     nd = mk.node
     for i in range(_SLOTS):
         s = mk.slots[i]
@@ -60,7 +60,7 @@ def step(mk):
             return False  # buying already
     i = nd.submit(_DEMAND, o)
     if i is None:
-        return True
+        return False
     a = tx.tx_id(nd.outbox.get(i))[:16]
     mk.dem = (a, i)
     mk.bal -= o[2] * o[3] + nd.fee  # spent until the next ACCOUNT says otherwise

@@ -56,7 +56,9 @@ buyer's pass: listen, unsubscribe, DEMANDs), firmware/bought.py (a bought
 reading's check) and firmware/notices.py (a notice). A supplier never loads the buyer's code
 and the other way round. The passes run when the local clock reaches a new
 second, after a notice or a reading, and again at the next pass of the node
-while something due could not go out (offline, outbox full). A supplier's
+after a supplier's pass signed something (one signature per pass); what
+the link or a full outbox refused waits for the next second, so a
+refusal does not load the code at every pass of the node. A supplier's
 batch is kept as shared/stream.py's fold() stack (a list), so no stream
 code stays loaded between readings. Const literals instead of the names of
 shared/messages_gateway.py (which a board never imports); the OFFER and

@@ -39,8 +39,8 @@ _SUPPLY = const(0)
 def step(mk):
     """One pass for Market `mk`, at most one signature in it (a reading, a
     commit or an OFFER: each with only this pass's code loaded, collected
-    just before); True to run again at the next pass (more may be due, or
-    the link or the outbox refused it)."""
+    just before); True if one went out (more may be due: again at the next
+    pass). What the link or a full outbox refused waits for the next second."""
     nd = mk.node
     for i in range(_SLOTS):
         s = mk.slots[i]
@@ -54,13 +54,14 @@ def step(mk):
             v, sc, _ = nd.board.read_sensor()
             gc.collect()  # the signature's big ints fill the small holes first
             r = nd.wallet.sign_reading(s[_A], n, v, sc)
-            if nd._send(s[_T], r, False):  # counted only once it went out
-                from shared import streamroot  # here: not loaded while the reading is signed
+            if not nd._send(s[_T], r, False):  # counted only once it went out
+                return False
+            from shared import streamroot  # here: not loaded while the reading is signed
 
-                streamroot.fold(b, r)
-                mk._log("stream", "agreement", s[_H], "index", n, "value", v)
-                s[_N] = n + 1
-                s[_DUE] = mk.t + s[_IV]
+            streamroot.fold(b, r)
+            mk._log("stream", "agreement", s[_H], "index", n, "value", v)
+            s[_N] = n + 1
+            s[_DUE] = mk.t + s[_IV]
             return True
         if c and (c >= _BATCH or n >= s[_Q]):
             from shared import streamroot
@@ -68,11 +69,12 @@ def step(mk):
             r = [s[_A], s[_BN], n - c, c, streamroot.stack_root(b)]
             gc.collect()
             r = nd.submit(_CALL, {1: s[_K], 2: "commit", 3: r, 4: 0, 5: _FUEL})
-            if r is not None:  # else the outbox is full: the stream waits
-                mk._log("commit", "agreement", s[_H], "batch", s[_BN], "first", n - c,
-                        "count", c, "seq", r)
-                s[_B] = []
-                s[_BN] += 1
+            if r is None:  # the outbox is full: the stream waits
+                return False
+            mk._log("commit", "agreement", s[_H], "batch", s[_BN], "first", n - c,
+                    "count", c, "seq", r)
+            s[_B] = []
+            s[_BN] += 1
             return True
         if n >= s[_Q]:  # delivered (or ended)
             mk.slots[i] = None
@@ -82,7 +84,7 @@ def step(mk):
         o = cbor.loads(mk.offer)
         gc.collect()
         if nd.submit(_OFFER, o) is None:
-            return True
+            return False
         mk.due = mk.t + (o[6] // 2 or 1)
         mk._log("offer", "service", o[1], "price", o[3], "valid_s", o[6])
     return False
