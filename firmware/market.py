@@ -50,16 +50,17 @@ dropped after it.
 
 Frugal (64 KiB heap): this module keeps only the market's state and the
 entry points the node calls; the code that acts is loaded for one call and
-dropped after it (Market.run), with shared/stream.py: firmware/supply.py
-(the supplier's pass: readings, commits, OFFERs), firmware/buy.py (the
-buyer's pass: listen, unsubscribe, DEMANDs), firmware/bought.py (a bought
-reading's check) and firmware/notices.py (a notice). A supplier never loads the buyer's code
-and the other way round. The passes run when the local clock reaches a new
+dropped after it (Market.run), with shared/stream.py and
+shared/streamroot.py: firmware/supply.py (the supplier's pass: readings,
+commits, OFFERs), firmware/buy.py (the buyer's pass: listen, unsubscribe,
+DEMANDs), firmware/bought.py (a bought reading's check) and
+firmware/notices.py (a notice). A supplier never loads the buyer's code and
+the other way round. The passes run when the local clock reaches a new
 second, after a notice or a reading, and again at the next pass of the node
 after a supplier's pass signed something (one signature per pass); what
 the link or a full outbox refused waits for the next second, so a
 refusal does not load the code at every pass of the node. A supplier's
-batch is kept as shared/stream.py's fold() stack (a list), so no stream
+batch is kept as shared/streamroot.py's fold() stack (a list), so no stream
 code stays loaded between readings. Const literals instead of the names of
 shared/messages_gateway.py (which a board never imports); the OFFER and
 DEMAND bodies come ready-made from firmware/startup.py (code freed after
@@ -124,10 +125,9 @@ class Market:
 
     def run(self, name, fn, *args):
         """`fn`(self, *args) of module `name` (firmware.supply, firmware.buy,
-        firmware.notices), loaded for this call and dropped after it with
-        shared/stream.py and shared/streamroot.py: the loop keeps no heap for
-        their code. The passes
-        run again at the next step."""
+        firmware.bought, firmware.notices), loaded for this call and dropped
+        after it with shared/stream.py and shared/streamroot.py: the loop
+        keeps no heap for their code. The passes run at the next step."""
         gc.collect()  # its code lands low, in the holes the last one left
         try:
             return getattr(__import__(name, None, None, (fn,)), fn)(self, *args)
@@ -182,8 +182,8 @@ class Market:
 
     # -- every pass of the node loop -------------------------------------
     def step(self, now):
-        """The clock; the role passes when due (a new second, something
-        new, or something left to go out)."""
+        """The clock; the role passes when due (a new second, a change: a
+        notice, a reading, the registration; or a supplier's pass that signed)."""
         while time.ticks_diff(now, self.tk) >= 1000:
             self.tk = time.ticks_add(self.tk, 1000)
             self.t += 1

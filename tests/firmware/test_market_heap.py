@@ -9,8 +9,8 @@ shared/streamroot.py. Between calls the loop holds no other market module,
 a supplier never loads the buyer's code nor a buyer the supplier's, and the
 part's code costs less than the heap a P-256 signature needs: before this
 (one module with all the roles' code, and shared/stream.py, loaded for
-good) it kept ~4 KB, as much as a signature needs, and the market roles ran
-out of heap at 64-68 KiB (bench/README.md, "Round 4")."""
+good) it kept ~4.6 KB, more than a signature needs, and the market roles
+ran out of heap at 64-68 KiB (bench/README.md, "Round 4")."""
 import gc
 import sys
 
@@ -30,7 +30,7 @@ from marketfakes import teardown_module  # noqa: E402, F401 (the runner calls it
 
 # the heap a P-256 signature needs on this 64-bit port is ~3.9 KB
 # (bench/market_heap.py: free after start-up minus the lowest free while
-# signing); the market part keeps 2.1 KB, 4.0 KB before
+# signing); here the market part's import keeps ~2.3 KB, 4.6 KB before
 BUDGET = 3072
 ON_USE = ("firmware.supply", "firmware.buy", "firmware.bought", "firmware.notices",
           "shared.stream", "shared.streamroot")
