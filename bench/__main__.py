@@ -9,6 +9,7 @@ from bench import (
     firmware,
     gateway,
     market,
+    market_heap,
     nats_log,
     ota,
     receipt_heap,
@@ -32,9 +33,10 @@ def main() -> int:
                       ("state_tree", state_tree.main),
                       ("registry_net", registry_net.main), ("ota", ota.main),
                       ("verifier", verifier.main), ("receipt_heap", receipt_heap.main),
-                      ("chain_queries", chain_queries.main)):
+                      ("chain_queries", chain_queries.main),
+                      ("market_heap", market_heap.main)):
         print(f"== bench.{name}")
-        rc = run() if name in ("firmware", "ota", "receipt_heap") else run([])
+        rc = run() if name in ("firmware", "ota", "receipt_heap", "market_heap") else run([])
         failed += bool(rc)
         print()
     return 1 if failed else 0

@@ -14,7 +14,7 @@ MODULES = ("shared.errors", "shared.cbor", "shared.p256", "shared.cose", "shared
            "firmware.wallet", "firmware.mqtt", "firmware.node", "boards", "boards.unix",
            "firmware.main")
 STARTUP = ("shared.topics", "boards.profile", "firmware.startup")
-MARKET = ("shared.stream", "firmware.market")
+MARKET = ("firmware.market",)  # the rest is loaded per call (bench/market_heap.py)
 
 
 def main(build):

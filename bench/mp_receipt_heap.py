@@ -66,6 +66,8 @@ if KIND == "liar":
 elif KIND == "market":
     from firmware.market import Market
 
+    # an OFFER body, as a dict: firmware/startup.py hands the market its CBOR
+    # bytes (~250 B less), but bytes built here would cost every kind's row
     n.market = Market(n, {1: "temperature", 2: "cC", 3: 5, 4: 1}, None)
 cfg = None
 # as firmware/main.py after start-up: shared/topics.py forgotten (the node

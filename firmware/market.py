@@ -20,9 +20,8 @@ agreement as buyer, once that balance covers max_price x quantity + the
 fee, it submits a DEMAND (whose first 16 bytes of tx id are the demand and
 agreement id) and counts the amount as spent until the next ACCOUNT. On a
 MATCH as buyer it subscribes to the data topic (in step(), outside the MQTT
-callback; a refused subscription is tried again every 2 s: a broker whose
-rights come from the chain, a NATS node's reloaded file, may admit the
-purchase a moment after the MATCH) and checks each reading: signed by the supplier key of the MATCH,
+callback; a refused subscription is asked again each second: a NATS node
+admits the purchase once it has reloaded its rights) and checks each reading: signed by the supplier key of the MATCH,
 for this agreement, index not below the next expected one (a lost reading
 leaves a gap; a replayed or repeated one is refused) and below quantity.
 After `quantity` readings, on ENDED, or once the agreement's expiry has
@@ -50,32 +49,40 @@ the node has loaded anyway), and read defensively: a malformed or unsealed one i
 (ACCOUNT, ENDED, MATCH) is firmware/notices.py, loaded for the notice and
 dropped after it.
 
-Frugal (64 KiB heap; the qstr pool is nearly full): one class, the code
-run per notice in its own module (above), const
-literals instead of the names of shared/messages_gateway.py (which a board
-never imports); the OFFER and DEMAND bodies come ready-made from
-firmware/startup.py (code freed after boot); every log line is put together
-by _log from short words (interned names) rather than from format strings
-(each one a str object of the module's).
+Frugal (64 KiB heap): this module keeps only the market's state and the
+entry points the node calls; the code that acts is loaded for one call and
+dropped after it (Market.run), with shared/stream.py and
+shared/streamroot.py: firmware/supply.py (the supplier's pass: readings,
+commits, OFFERs), firmware/buy.py (the buyer's pass: listen, unsubscribe,
+DEMANDs), firmware/bought.py (a bought reading's check) and
+firmware/notices.py (a notice). A supplier never loads the buyer's code and
+the other way round. The passes run when the local clock reaches a new
+second, after a notice or a reading, and again at the next pass of the node
+after a supplier's pass signed something (one signature per pass); what
+the link or a full outbox refused waits for the next second, so a
+refusal does not load the code at every pass of the node. A supplier's
+batch is kept as shared/streamroot.py's fold() stack (a list), so no stream
+code stays loaded between readings. Const literals instead of the names of
+shared/messages_gateway.py (which a board never imports); the OFFER and
+DEMAND bodies come ready-made from firmware/startup.py (code freed after
+boot); every log line is put together by _log from short words (interned
+names) rather than from format strings (each one a str object of the
+module's). Its heap, before and after: bench/README.md, "Round 4".
 """
 import gc
+import sys
 import time
 
 from micropython import const
 
-from shared import cose, errors, messages, stream, tx
+from shared import cose, errors, messages
 
-_OFFER = const(13)  # transaction types (shared/txdecode.py)
-_DEMAND = const(15)
-_CALL = const(17)  # CONTRACT_CALL
-_REPORT = const(24)  # REPORT (docs/TRUST.md)
-_BATCH = const(4)  # readings per commitment
-_FUEL = const(20000)
 _SLOTS = const(2)  # agreements at a time
 # reply kind and key (shared/messages.py)
 _REJECT = const(2)
 _SEQ = const(2)
-# an agreement: a list indexed by these (firmware/notices.py builds it)
+# an agreement: a list indexed by these (firmware/notices.py builds it;
+# firmware/supply.py and firmware/buy.py use it)
 _A = const(0)  # agreement id (16 bytes)
 _T = const(1)  # data topic (bytes, as the MQTT callback gives it)
 _H = const(2)  # the id's first 8 hex digits (log lines)
@@ -85,7 +92,7 @@ _K = const(5)  # supplier: the contract address; buyer: the supplier's key
 _R = const(6)  # role: _SUPPLY, _BUY (not subscribed yet) or _BUYING
 _IV = const(7)  # supplier: interval_s; buyer: the second it expires (ENDED may go missing)
 _DUE = const(8)  # supplier only: second of the next reading
-_B = const(9)  # supplier only: the stream.Batch being filled
+_B = const(9)  # supplier only: the batch being filled (shared/streamroot.py fold()'s stack)
 _BN = const(10)  # supplier only: its batch number
 _SUPPLY = const(0)
 _BUY = const(1)
@@ -98,8 +105,8 @@ class Market:
 
     def __init__(self, node, offer, need):
         self.node = node
-        self.offer = offer  # the OFFER body, or None
-        self.need = need  # the DEMAND body, or None
+        self.offer = offer  # the OFFER body (its CBOR bytes, decoded on use), or None
+        self.need = need  # the DEMAND body (its CBOR bytes), or None
         self.slots = [None] * _SLOTS
         self.t = 0  # local clock, whole seconds
         self.tk = time.ticks_ms()  # ticks of second self.t
@@ -108,7 +115,8 @@ class Market:
         self.hgt = -1  # height of the last ACCOUNT: an older one is a replay
         self.rp = None  # the agreement last reported (one REPORT per agreement)
         self.dem = None  # the open DEMAND: (id, seq)
-        self.rs = 0  # second of the next try of a refused subscription
+        self.go = True  # run the passes at the next step (see the module's notes)
+        self.reg = False  # the node's registered as the passes last saw it
 
     def _log(self, ev, *kv):
         # "ev k=v k=v ..."
@@ -116,11 +124,28 @@ class Market:
             ev += " %s=%s" % (kv[i], kv[i + 1])
         self.node.log(ev)
 
+    def run(self, name, fn, *args):
+        """`fn`(self, *args) of module `name` (firmware.supply, firmware.buy,
+        firmware.bought, firmware.notices), loaded for this call and dropped
+        after it with shared/stream.py and shared/streamroot.py: the loop
+        keeps no heap for their code. The passes run at the next step."""
+        gc.collect()  # its code lands low, in the holes the last one left
+        try:
+            return getattr(__import__(name, None, None, (fn,)), fn)(self, *args)
+        finally:
+            self.go = True
+            for m in (name, "shared.stream", "shared.streamroot"):
+                # out of sys.modules and off its package (firmware/main.py's
+                # _forget, which a plain board keeps without this caller)
+                if sys.modules.pop(m, None):
+                    p, _, a = m.partition(".")
+                    sys.modules[p].__dict__.pop(a, None)
+
     # -- from the node's MQTT callback -----------------------------------
     def sealed(self, msg):
         """A market notice as received: handled (notice) only if the domain
         authority sealed it, checked as shared/notice.py's open_notice checks
-        it (that module, with the gateway's seal, stays off the board);
+        it (that module, with the gateway's `seal`, stays off the board);
         else logged as bad-notice."""
         try:
             s1 = cose.parse1(msg, False)  # views into msg
@@ -135,119 +160,50 @@ class Market:
 
     def notice(self, m):
         """Every reply the gateway sends this device: True for a market
-        notice (MATCH, ACCOUNT, ENDED), handled by firmware/notices.py (loaded
-        for it and dropped after it: the loop keeps no heap for that code); a
+        notice (MATCH, ACCOUNT, ENDED), handled by firmware/notices.py; a
         rejection of the open DEMAND frees the buyer; the rest is the node's."""
         k = m[0]
         if k <= _REJECT:
             if k == _REJECT and self.dem and self.dem[1] == m.get(_SEQ):
                 self.dem = None  # refused: demand again once the balance covers it
+                self.go = True
             return False
-        import firmware
-
-        gc.collect()  # its code lands low, in the holes the seal check left
-        from firmware import notices
-
-        try:
-            notices.handle(self, m, k)
-        finally:
-            __import__("sys").modules.pop("firmware.notices", None)
-            firmware.__dict__.pop("notices", None)
+        self.run("firmware.notices", "handle", m, k)
         return True
 
     def data(self, topic, msg):
         """Every message this device receives: False for one on its rx
         topic (the node's); on a data topic, a reading bought from a
-        supplier (one for no current agreement is dropped)."""
+        supplier, firmware/bought.py's (only a buyer subscribes to one)."""
         if topic.endswith(b"/rx"):
             return False
-        for s in self.slots:
-            if s and s[_R] == _BUYING and s[_T] == topic and s[_N] < s[_Q]:
-                break
-        else:
-            return True
-        gc.collect()  # the signature check's big ints fill the small holes first
-        try:
-            a, i, v, sc = stream.open_reading(msg, s[_K])
-            r = "agreement" if a != s[_A] else "index" if i < s[_N] or i >= s[_Q] else None
-        except errors.TLError as e:
-            r = e.reason
-        if r:
-            self._log("bad-reading", "agreement", s[_H], "reason", r)
-            if r == "bad-signature" and self.rp != s[_A]:  # a forged reading: told once
-                self.rp = s[_A]
-                sup = bytes.fromhex(topic.split(b"/")[3])  # tl/<d>/data/<supplier>/<agreement>
-                self.node.submit(_REPORT, {1: sup, 2: "forged-message", 3: bytes(msg[:1024])})
-        else:
-            s[_N] = i + 1
-            self._log("bought", "agreement", s[_H], "index", i, "value", v, "scale", sc)
+        if self.need:
+            self.run("firmware.bought", "check", topic, msg)
         return True
 
     # -- every pass of the node loop -------------------------------------
     def step(self, now):
-        nd = self.node
+        """The clock; the role passes when due (a new second, a change: a
+        notice, a reading, the registration; or a supplier's pass that signed)."""
         while time.ticks_diff(now, self.tk) >= 1000:
             self.tk = time.ticks_add(self.tk, 1000)
             self.t += 1
-        for i in range(_SLOTS):
-            s = self.slots[i]
-            if s is None:
-                continue
-            n = s[_N]
-            if s[_R] == _SUPPLY:
-                b = s[_B]
-                if b.count < _BATCH and n < s[_Q] and self.t >= s[_DUE] and nd.client.is_connected():
-                    v, sc, _ = nd.board.read_sensor()
-                    r = nd.wallet.sign_reading(s[_A], n, v, sc)
-                    if nd._send(s[_T], r, False):  # counted only once it went out
-                        b.add(r)
-                        self._log("stream", "agreement", s[_H], "index", n, "value", v)
-                        n = s[_N] = n + 1
-                        s[_DUE] = self.t + s[_IV]
-                    r = None
-                c = b.count
-                if c and (c >= _BATCH or n >= s[_Q]):
-                    r = nd.submit(_CALL, {1: s[_K], 2: "commit",
-                                          3: [s[_A], s[_BN], n - c, c, b.root()], 4: 0, 5: _FUEL})
-                    if r is None:
-                        continue  # outbox full: again next pass, the stream waits
-                    self._log("commit", "agreement", s[_H], "batch", s[_BN], "first", n - c,
-                              "count", c, "seq", r)
-                    s[_B] = stream.Batch()
-                    s[_BN] += 1
-                    continue
-            elif n < s[_Q] and self.t < s[_IV]:
-                if s[_R] == _BUY and self.t >= self.rs:
-                    s[_R] = _BUYING  # restored by the client after a reconnect
-                    g = nd.client.subscribe(s[_T], 1)
-                    self._log("listen", "agreement", s[_H], "granted", g)
-                    if g == 0x80:  # refused: the broker may not admit the purchase yet
-                        s[_R] = _BUY  # (a NATS node reloads its rights after the block)
-                        self.rs = self.t + 2
-                continue
-            else:  # bought, ended, or expired by the local clock (its ENDED went missing)
-                nd.client.unsubscribe(s[_T])
-                s[_Q] = n
-            if n >= s[_Q]:  # delivered, bought, or ended
-                self.slots[i] = None
-                gc.collect()
-                self._log("done", "agreement", s[_H], "readings", n, "free", gc.mem_free())
-        if not nd.registered:
+            self.go = True
+        r = self.node.registered
+        if r != self.reg:
+            self.reg = r
+            self.go = True
+        if not self.go:
             return
-        o = self.offer
-        if o and self.t >= self.due and nd.submit(_OFFER, o) is not None:
-            self.due = self.t + (o[6] // 2 or 1)
-            self._log("offer", "service", o[1], "price", o[3], "valid_s", o[6])
-        o = self.need
-        if not o or self.dem or self.bal is None or self.bal < o[2] * o[3] + nd.fee:
-            return
+        self.go = again = False
+        sup = self.offer is not None
+        buy = self.need is not None
         for s in self.slots:
-            if s and s[_R] != _SUPPLY:
-                return  # buying already
-        i = nd.submit(_DEMAND, o)
-        if i is not None:
-            a = tx.tx_id(nd.outbox.get(i))[:16]
-            self.dem = (a, i)
-            self.bal -= o[2] * o[3] + nd.fee  # spent until the next ACCOUNT says otherwise
-            self._log("demand", "service", o[1], "agreement", a.hex()[:8], "quantity", o[3],
-                      "seq", i)
+            if s:
+                sup = sup or s[_R] == _SUPPLY
+                buy = buy or s[_R] != _SUPPLY
+        if sup:
+            again = self.run("firmware.supply", "step")
+        if buy:
+            again = self.run("firmware.buy", "step") or again
+        self.go = again

@@ -16,7 +16,6 @@ malformed notice is logged (`bad-notice`), never raised into the MQTT loop.
 from micropython import const
 
 from firmware import flash
-from shared import stream
 
 _CLOSE = const(16)  # transaction type (shared/txdecode.py)
 # notice kinds and keys (shared/messages.py, shared/messages_gateway.py)
@@ -124,7 +123,7 @@ def handle(mk, m, k):
              h[:8], q, n0, key, _BUY]
         if r == "supplier":
             s[_R] = _SUPPLY
-            s += (iv, mk.t + iv + 1, stream.Batch(), 0)
+            s += (iv, mk.t + iv + 1, [], 0)  # []: shared/streamroot.py fold()'s stack
         else:
             s.append(mk.t + m[_LEFT])
         mk.slots[free] = s

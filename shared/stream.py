@@ -7,48 +7,17 @@ is the canonical CBOR map {1: agreement id, 2: index, 3: value, 4: scale}.
 A batch commitment is the RFC 6962 root over the batch's readings, each
 leaf being the whole COSE bytes of one reading.
 
-`Batch` folds leaves into the root as they are produced, keeping only the
-stack of perfect subtrees (at most log2(n) hashes): a board never holds the
-readings of a batch to commit them. Its root equals merkle.root(readings).
+The batch's root is computed as the readings are produced, by
+shared/streamroot.py (a module of its own: a buyer board never loads it).
+The map keys are literals here: each module-level name costs a board heap.
 """
-from shared import cbor, cose, merkle
-
-K_AGREEMENT = 1
-K_INDEX = 2
-K_VALUE = 3
-K_SCALE = 4
+from shared import cbor, cose
 
 
 def reading(private_key, supplier, agreement, index, value, scale):
     """Signed reading bytes."""
     return cose.sign1(private_key, cbor.dumps(
-        {K_AGREEMENT: agreement, K_INDEX: index, K_VALUE: value, K_SCALE: scale}), supplier)
-
-
-class Batch:
-    """Incremental RFC 6962 root of a sequence of leaves."""
-
-    def __init__(self):
-        self._stack = []  # [(hash, size)], sizes strictly decreasing powers of two
-        self.count = 0
-
-    def add(self, leaf):
-        h, size = merkle.leaf_hash(leaf), 1
-        s = self._stack
-        while s and s[-1][1] == size:
-            h = merkle.node_hash(s.pop()[0], h)
-            size += size
-        s.append((h, size))
-        self.count += 1
-
-    def root(self):
-        s = self._stack
-        if not s:
-            return merkle.EMPTY_ROOT
-        h = s[-1][0]
-        for i in range(len(s) - 2, -1, -1):
-            h = merkle.node_hash(s[i][0], h)
-        return h
+        {1: agreement, 2: index, 3: value, 4: scale}), supplier)
 
 
 def open_reading(message, public_key):
@@ -62,7 +31,7 @@ def open_reading(message, public_key):
     m = cbor.loads(s1.payload)
     if not isinstance(m, dict) or len(m) != 4:
         raise errors.TxError("bad-reading")
-    a, i, v, sc = m.get(K_AGREEMENT), m.get(K_INDEX), m.get(K_VALUE), m.get(K_SCALE)
+    a, i, v, sc = m.get(1), m.get(2), m.get(3), m.get(4)
     if not isinstance(a, bytes) or len(a) != 16:
         raise errors.TxError("bad-reading")
     for x in (i, v, sc):

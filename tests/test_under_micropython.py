@@ -3,9 +3,9 @@
 
 The market's modules (tests/firmware/test_market_*.py) run with the heap a
 virtual market board gets, tools/vboard.py's MARKET_HEAP: on the 64-bit Unix
-port the market roles do not fit in 64 KiB with room to spare
-(bench/README.md, "Market boards"). At 64 KiB these tests passed with 1 to
-3 KiB left, too little to be sure of on another machine."""
+port the market roles do not fit in 64 KiB (bench/README.md, "Market
+boards"). These tests pass from 59-68 KiB (bench.dual_heap), at least 4 KiB
+under MARKET_HEAP."""
 
 import pytest
 

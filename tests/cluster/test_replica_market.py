@@ -26,7 +26,7 @@ from gateway.db.store import Store
 from gateway.market.ledger import rules as ledger
 from gateway.market.node.streams import StreamStore
 from gateway.node.config import DB_FILE, STREAMS_FILE
-from shared import messages, stream
+from shared import messages, stream, streamroot
 from shared import tx as txm
 from tests.cluster.procs import GatewayProc, until
 from tests.cluster.quorum import AUTHORITY, DOMAIN, make_dirs
@@ -123,7 +123,7 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
 
             async def deliver(batch: int, among: list[GatewayProc]) -> None:
                 """The supplier's readings of one batch on its data topic, then its commit."""
-                b = stream.Batch()
+                b = streamroot.Batch()
                 for i in range(batch * BATCH, (batch + 1) * BATCH):
                     r = stream.reading(sup.priv, sup.id, aid, i, 2100 + i, -2)
                     b.add(r)

@@ -125,9 +125,9 @@ class Node:
         self.link_ok = True
         self.outbox = self
         self.full = False
-        # the bodies firmware/startup.py builds from config.json (checked by
-        # tests/e2e/test_firmware_market.py)
-        self.market = Market(self, offer, need)
+        # the bodies firmware/startup.py builds from config.json, encoded as it
+        # hands them over (checked by tests/e2e/test_firmware_market.py)
+        self.market = Market(self, offer and cbor.dumps(offer), need and cbor.dumps(need))
         self.t0 = self.market.tk
 
     # Node
@@ -153,8 +153,16 @@ class Node:
 
     # test helpers
     def at(self, second):
-        """One market step at `second` seconds after the market was built."""
-        self.market.step(time.ticks_add(self.t0, second * 1000))
+        """The node's passes at `second` seconds after the market was built:
+        the market's step, again while it asks for another pass (it signs
+        at most once per pass) and the last one did something (logged,
+        submitted or published); at most 8."""
+        now = time.ticks_add(self.t0, second * 1000)
+        for _ in range(8):
+            done = len(self.lines) + len(self.txs) + len(self.published)
+            self.market.step(now)
+            if not self.market.go or done == len(self.lines) + len(self.txs) + len(self.published):
+                break
 
     def notice(self, raw):
         """A notice as the node hands it over: parsed with views into the bytes."""

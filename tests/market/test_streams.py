@@ -11,7 +11,7 @@ import pytest
 
 from gateway.market.node.streams import StreamError, StreamStore
 from gateway.market.node.streams import StreamVerdict as Verdict
-from shared import cbor, cose, errors, merkle, p256, stream
+from shared import cbor, cose, errors, merkle, p256, stream, streamroot
 from shared import tx as txm
 
 A = bytes(range(16))  # an agreement id
@@ -134,7 +134,7 @@ def test_duplicate_is_idempotent(store: StreamStore, sup: Supplier) -> None:
 
 def test_check_batch_ok(store: StreamStore, sup: Supplier) -> None:
     msgs = fill(store, sup, [2150, 2160, 2171, 2100, 9, 10])
-    batch = stream.Batch()  # the root as a board computes it, incrementally
+    batch = streamroot.Batch()  # the root as a board computes it, incrementally
     for m in msgs[:4]:
         batch.add(m)
     assert batch.root() == merkle.root(msgs[:4])

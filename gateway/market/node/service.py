@@ -53,7 +53,7 @@ from gateway.market.node.analytics import DerivedService, RollingMean
 from gateway.market.node.grants import GRANTS_FILE, ChainTxs, GrantBook
 from gateway.market.node.streams import StreamStore
 from gateway.node.config import STREAMS_FILE
-from shared import cbor, errors, messages, p256, stream, topics, txnames
+from shared import cbor, errors, messages, p256, stream, streamroot, topics, txnames
 from shared import tx as txm
 from shared.notice import seal as seal_notice
 
@@ -100,7 +100,7 @@ class _Supply:
     next_at: float
     index: int = 0
     batch_no: int = 0
-    batch: stream.Batch = field(default_factory=stream.Batch)
+    batch: streamroot.Batch = field(default_factory=streamroot.Batch)
     first: int = 0
     # replicated (MarketNode.claims): taken over from the chain and the cluster's
     # claimed tail (adopt) since this gateway began issuing
@@ -799,4 +799,4 @@ class MarketNode:
             s.adopted = False  # not taken (the issuer re-reads its seqs): adopted again
         s.batch_no += 1
         s.first = s.index
-        s.batch = stream.Batch()
+        s.batch = streamroot.Batch()

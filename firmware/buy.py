@@ -1,0 +1,73 @@
+"""The buyer's pass of the market (docs/MARKET.md, firmware/market.py):
+loaded by Market.run for one pass and dropped after it, so a board keeps no
+heap for this code between passes and a supplier never loads it (a bought
+reading is checked by firmware/bought.py).
+
+For each agreement as buyer: subscribe to its data topic once (here,
+outside the MQTT callback; a refused subscription is asked again at the
+next second's pass), and unsubscribe and free the slot once bought,
+ended or expired by the local clock (its ENDED may have gone missing); then
+a DEMAND once the balance of the last ACCOUNT covers max_price x quantity +
+the fee.
+"""
+import gc
+
+from micropython import const
+
+from shared import cbor, tx
+
+_DEMAND = const(15)  # transaction types (shared/txdecode.py)
+_SLOTS = const(2)  # firmware/market.py: agreements at a time, and a slot's indices
+_A = const(0)
+_T = const(1)
+_H = const(2)
+_Q = const(3)
+_N = const(4)
+_K = const(5)
+_R = const(6)
+_IV = const(7)
+_SUPPLY = const(0)
+_BUY = const(1)
+_BUYING = const(2)
+
+
+def step(mk):
+    """One pass for Market `mk`; False (nothing more to do before the next
+    second: a DEMAND the full outbox refused waits for it)."""
+    nd = mk.node
+    for i in range(_SLOTS):
+        s = mk.slots[i]
+        if s is None or s[_R] == _SUPPLY:
+            continue
+        n = s[_N]
+        if n < s[_Q] and mk.t < s[_IV]:
+            if s[_R] == _BUY:
+                g = nd.client.subscribe(s[_T], 1)
+                mk._log("listen", "agreement", s[_H], "granted", g)
+                if g != 0x80:  # refused: a broker whose rights follow the chain (a NATS
+                    s[_R] = _BUYING  # node reloads its file after the block) may admit it
+                    # a moment after the MATCH, so the next second's pass asks again;
+                    # _BUY is restored by the client after a reconnect
+            continue
+        # bought, ended, or expired by the local clock (its ENDED went missing)
+        nd.client.unsubscribe(s[_T])
+        mk.slots[i] = None
+        gc.collect()
+        mk._log("done", "agreement", s[_H], "readings", n, "free", gc.mem_free())
+    o = mk.need
+    if not nd.registered or not o or mk.dem or mk.bal is None:
+        return False
+    o = cbor.loads(o)
+    if mk.bal < o[2] * o[3] + nd.fee:
+        return False
+    for s in mk.slots:
+        if s and s[_R] != _SUPPLY:
+            return False  # buying already
+    i = nd.submit(_DEMAND, o)
+    if i is None:
+        return False
+    a = tx.tx_id(nd.outbox.get(i))[:16]
+    mk.dem = (a, i)
+    mk.bal -= o[2] * o[3] + nd.fee  # spent until the next ACCOUNT says otherwise
+    mk._log("demand", "service", o[1], "agreement", a.hex()[:8], "quantity", o[3], "seq", i)
+    return False
