@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from gateway.market.ledger import rules as market
-from shared import errors, messages, notice, stream, topics, txnames
+from shared import errors, messages, notice, stream, streamroot, topics, txnames
 from shared import messages_gateway as mg
 from shared import tx as txm
 from tools.failover import connect_first
@@ -208,7 +208,7 @@ class Stream:
         self.batch_no = 0
         self.first = 0  # the index of the batch's first reading
         self.next = 0  # the next index to stream
-        self._batch = stream.Batch()
+        self._batch = streamroot.Batch()
         self._pub: mqtt.Client | None = None
 
     def _client(self) -> mqtt.Client:
@@ -266,7 +266,7 @@ class Stream:
         done = self.batch_no
         self.batch_no += 1
         self.first += count
-        self._batch = stream.Batch()
+        self._batch = streamroot.Batch()
         return done
 
     def close(self) -> None:

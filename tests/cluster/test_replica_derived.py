@@ -21,7 +21,7 @@ import subprocess
 
 from gateway.cluster import link
 from gateway.cluster.intake import TxIntake
-from shared import stream
+from shared import stream, streamroot
 from shared import tx as txm
 from tests.cluster.procs import GatewayProc, until
 from tests.cluster.quorum import AUTHORITY, DOMAIN, make_dirs
@@ -170,7 +170,7 @@ def test_derived_service_across_a_take_over(tmp_path, nats_cluster):
 
 
 def stream_root(got: dict[int, set[bytes]], first: int, count: int) -> bytes:
-    b = stream.Batch()
+    b = streamroot.Batch()
     for i in range(first, first + count):
         b.add(next(iter(got[i])))
     return b.root()

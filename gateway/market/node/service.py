@@ -769,7 +769,7 @@ class MarketNode:
         if held and first > start:  # its chain is ahead of this one's
             start, nb = first, batch
         s.first = s.index = start
-        s.batch_no, s.batch, s.adopted = nb, stream.Batch(), True
+        s.batch_no, s.batch, s.adopted = nb, streamroot.Batch(), True
         topic = topics.data(self.domain, self.op.id.hex() + "/" + aid.hex())
         again = 0
         for i, msg in enumerate(held):
