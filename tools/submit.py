@@ -3,7 +3,8 @@ publish on tl/<domain>/tx (QoS 1), wait on the sender's rx topic for the
 receipt or the rejection of that transaction (matched by tx id), each
 checked against the authority key: a receipt by its signed header and
 Merkle proof, a rejection by the authority's seal (docs/PROTOCOL.md). Any
-other message on the rx topic is skipped."""
+other message on the rx topic is skipped. The transaction goes out only once
+the broker granted the subscription (a refused SUBACK: subscribe again)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
 from shared import errors, messages, replies_host, topics, tx
+
+SUBSCRIBE_RETRY_S = 0.2  # s before subscribing again after a refused SUBACK
 
 
 @dataclass
@@ -83,19 +86,16 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
     if login:
         c.username_pw_set(*login)
     c.on_message = lambda _c, _u, m: replies.put(m.payload)
-    c.on_subscribe = lambda *a: subscribed.put(True)
+    # granted or refused (SUBACK 0x80)
+    c.on_subscribe = lambda _c, _u, _mid, codes, _p: subscribed.put(
+        not any(rc.is_failure for rc in codes))
     try:
         c.connect(host, port, keepalive=30)
     except OSError as e:
         raise SubmitError(f"cannot reach the broker at {broker_url}: {e}") from None
     c.loop_start()
     try:
-        c.subscribe(topics.rx(domain, t.sender.hex()), qos=1)
-        try:
-            subscribed.get(timeout=timeout)
-        except queue.Empty:
-            raise SubmitError(f"the broker at {broker_url} did not confirm the subscription "
-                              f"within {timeout:.0f} s") from None
+        subscribe(c, subscribed, topics.rx(domain, t.sender.hex()), timeout, broker_url)
         c.publish(topics.tx(domain), message, qos=1).wait_for_publish(timeout)
         deadline = time.monotonic() + timeout
         failed: errors.TLError | None = None  # the last receipt about it that did not check
@@ -127,6 +127,37 @@ def submit(broker_url: str, domain: str, message: bytes, authority: bytes,
         raise SubmitError(f"no answer from the gateway within {timeout:.0f} s")
     finally:
         shut(c)
+
+
+def subscribe(c: mqtt.Client, subscribed: queue.Queue, topic: str, timeout: float,
+              broker_url: str) -> None:
+    """Subscribe `c` to `topic` (QoS 1) and wait until the broker grants it,
+    subscribing again while it refuses (bounded by `timeout`). NATS's MQTT
+    listener refuses a QoS 1 SUBSCRIBE (SUBACK 0x80, after ~5 s) when it cannot
+    make the subscription's JetStream consumer in time, as for a minute or so
+    after a node of the cluster died: a client that took that SUBACK for a
+    subscription sent its transaction and never got the answer (docs/CONSENSUS.md,
+    "A light node after a machine died"). `subscribed` gets on_subscribe's
+    verdicts (True: granted)."""
+    deadline = time.monotonic() + timeout
+    refused = 0
+    while True:
+        c.subscribe(topic, qos=1)
+        try:
+            granted = subscribed.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            granted = None
+        if granted:
+            return
+        if granted is False:
+            refused += 1
+        if time.monotonic() >= deadline:
+            if refused:
+                raise SubmitError(f"the broker at {broker_url} refused the subscription to "
+                                  f"{topic} {refused} time(s) within {timeout:.0f} s")
+            raise SubmitError(f"the broker at {broker_url} did not confirm the subscription "
+                              f"within {timeout:.0f} s")
+        time.sleep(min(SUBSCRIBE_RETRY_S, max(0.0, deadline - time.monotonic())))
 
 
 def shut(c: mqtt.Client) -> None:
