@@ -25,8 +25,11 @@ and every distinct name costs heap once the module is loaded).
   id first, with the same packet id and the DUP flag. Offline, QoS 1 publishes
   wait in the table; QoS 0 publishes are dropped.
 - subscribe() remembers the filter, and when online sends it and waits (bounded)
-  for its SUBACK: it returns the SUBACK code (granted QoS, or 0x80: refused, then
-  forgotten), None when offline. unsubscribe() forgets the filter at once (a
+  for its SUBACK: it returns the SUBACK code (granted QoS, or 0x80: refused), None
+  when offline. A refused filter is kept: 3 s after a refusal check_msg()
+  subscribes every filter again (until granted or unsubscribed): NATS's MQTT
+  listener refuses QoS 1 SUBSCRIBEs for a while after a node of its cluster died,
+  also those a reconnect restores. unsubscribe() forgets the filter at once (a
   reconnect no longer restores it) and when online sends UNSUBSCRIBE and waits
   (bounded) for its UNSUBACK. SUBSCRIBE and UNSUBSCRIBE always use packet id
   0xFFFF (one at a time); PUBLISH uses 1..0xFFFE.
@@ -66,6 +69,7 @@ _ENOTCONN = const(107)
 _ETIMEDOUT = const(110)
 _ERR_PROTOCOL = const(0x101)
 _ERR_FULL = const(0x102)
+_AGAIN_MS = const(3000)  # the filters are subscribed again this long after a refusal
 
 
 class MQTTError(OSError):
@@ -80,6 +84,8 @@ def _s(x):
 
 
 class MQTTClient:
+    _again = None  # ticks of the last refused SUBSCRIBE (None: none since); class-level
+    # until one: an instance attribute more would grow every client's attribute table
     def __init__(self, client_id, server, port=1883, user=None, password=None,
                  keepalive=60, timeout=5, max_packet=4096, max_unacked=16,
                  backoff_base_ms=500, backoff_max_ms=30000):
@@ -259,13 +265,13 @@ class MQTTClient:
             if w <= 0:
                 raise OSError(_ETIMEDOUT)
             self._wait(w)
-        if self._suback > 2:  # refused: forget it
-            self._subs.pop(t, None)
+        if self._suback > 2 and qos is not None:  # refused: kept, all sent again later
+            self._again = ticks_ms()
         return self._suback
 
     def subscribe(self, topic, qos=1):
         # Kept and restored on every reconnect; sent now if online. Returns the
-        # SUBACK code (granted QoS, or 0x80: refused and forgotten), None offline.
+        # SUBACK code (granted QoS, or 0x80: refused, asked again later), None offline.
         if qos not in (0, 1):
             raise ValueError("qos")
         t = _s(topic)
@@ -367,6 +373,11 @@ class MQTTClient:
                     return 0
                 sleep_ms(min(d, w))
         try:
+            a = self._again
+            if a is not None and ticks_diff(ticks_ms(), a) >= _AGAIN_MS:
+                self._again = None
+                for s, q in list(self._subs.items()):
+                    self._sub(s, q)
             return self._wait(ticks_diff(t, ticks_ms()))
         except (OSError, MemoryError) as e:  # out of heap mid-packet: the stream is cut too
             self._lost(e)

@@ -36,11 +36,12 @@ MQTT listener (`--broker` repeated); all of them decide the same.
   are in.
 - A node on a machine that dies with its broker leaves no last will (the
   broker holding its connection is gone; nats-server 2.15 publishes none),
-  so its retained status stays "online". The gateways of a quorum domain
-  (the genesis validators) announce "online" again every 5 s
-  (gateway/cluster/replica.py STATUS_S): one of them silent for `max_age`
-  seconds (25: after the gateways themselves decide it) counts as offline.
-  Other nodes are judged by their last will.
+  so its retained status stays "online". Liveness is the gateways' one rule
+  (gateway/cluster/liveness.py): the gateways of a quorum domain (the
+  genesis validators) announce "online" again every STATUS_S, and one of
+  them silent for `max_age` seconds (COORDINATOR_SILENCE_S, 25: after the
+  gateways themselves decide it) counts as offline. Other nodes are judged
+  by their last will.
 - Two coordinators: each waits `stagger_s` times its rank among the active
   coordination nodes (by id) after it first sees a light node to move, then
   reads the chain again and submits only what is still to do, so the
@@ -71,6 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.cluster.liveness import COORDINATOR_SILENCE_S, Liveness
 from gateway.identity import roles
 from gateway.identity.access import Access
 from gateway.ledger.state import ACTIVE
@@ -83,10 +85,9 @@ RETRY_S = 5.0
 POLL_S = 0.5
 FAILOVER_S = 3.0  # s without its broker before moving to the next one
 # a quorum gateway silent this long is offline: later than the gateways decide it
-# (gateway/cluster/replica.py STATUS_MAX_AGE_S, 16 s, from statuses they get over
-# QoS 1, which a NATS node's death can hold back ~8 s), so that when the move is
-# committed they no longer count the dead one among those answering devices
-MAX_AGE_S = 25.0
+# (gateway/cluster/liveness.py), so that when the move is committed they no longer
+# count the dead one among those answering devices
+MAX_AGE_S = COORDINATOR_SILENCE_S
 STAGGER_S = 2.0  # s per rank among the coordination nodes before acting
 
 Out = Callable[[str], None]
@@ -211,8 +212,8 @@ class Coordinator:
             from tools.submit import submit as submit_fn
         self._submit = submit_fn
         self._lock = threading.Lock()
-        self._status: dict[bytes, bool] = {}
-        self._heard: dict[bytes, float] = {}  # node -> monotonic time of its last "online"
+        # statuses seen (a node never seen: offline), the quorum gateways' silence
+        self._live = Liveness(max_age or MAX_AGE_S, unknown_live=False)
         self._lost_at: float | None = None  # when the broker connection went away
         self._noticed: dict[bytes, float] = {}  # light -> when it was first seen to move
         self._unanswered: dict[bytes, bytes] = {}  # light -> full: submitted, no answer
@@ -271,21 +272,16 @@ class Coordinator:
         if node == self.id:
             return
         with self._lock:
-            changed = self._status.get(node) != (state == ONLINE)
-            self._status[node] = state == ONLINE
-            if state == ONLINE:
-                self._heard[node] = time.monotonic()
+            changed = self._live.status(node, state == ONLINE)
         if changed:
             self._wake.set()
 
     def online(self) -> set[bytes]:
         """Nodes whose status is "online", less the quorum's gateways silent
         for more than max_age (gone with their broker, no last will)."""
-        now = time.monotonic()
         with self._lock:
-            return {n for n, up in self._status.items() if up and not (
-                self.max_age is not None and n in self._beats
-                and now - self._heard.get(n, now) > self.max_age)}
+            return {n for n in self._live.known() if self._live.live(
+                n, beats=self.max_age is not None and n in self._beats)}
 
     @property
     def broker_url(self) -> str:

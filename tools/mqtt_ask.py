@@ -1,9 +1,10 @@
 """One MQTT request and its answer from a domain's gateways, over the first
 of the domain's brokers that answers (tools/failover.py): connect, subscribe
 to the answer topic, publish the request, wait for the answer with a
-timeout. A broker that cannot be reached, does not confirm the
-subscription, drops the connection or stays silent is passed over for the
-next. Used by tools/submit.py (a transaction and its receipt on the
+timeout. A subscription the broker refuses (SUBACK 0x80) is asked for
+again, and the request goes out only once it is granted. A broker that
+cannot be reached, does not grant the subscription, drops the connection or
+stays silent is passed over for the next. Used by tools/submit.py (a transaction and its receipt on the
 sender's rx topic, one connection per submission) and by
 tools/remote_store.QueryClient (chain queries, one connection kept for the
 next request).
@@ -28,6 +29,7 @@ from gateway.broker.embedded import parse_url
 from tools.failover import AllFailed, Brokers, as_brokers, first
 
 T = TypeVar("T")
+SUBSCRIBE_AGAIN_S = 0.2  # s before asking again for a subscription the broker refused
 
 
 class Silent(Exception):
@@ -60,14 +62,15 @@ class Line:
         self.url = url
         self._got: queue.Queue[bytes | None] = queue.Queue()
         self.down = threading.Event()
-        subscribed = threading.Event()
+        verdicts: queue.Queue[bool] = queue.Queue()  # each SUBACK: granted?
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                         clean_session=True, protocol=mqtt.MQTTv311)
         if login:
             c.username_pw_set(*login)
         c.on_connect = lambda cl, _u, _f, rc, _p: None if rc.is_failure else cl.subscribe(
             answers, qos=qos)
-        c.on_subscribe = lambda *_a: subscribed.set()
+        c.on_subscribe = lambda _c, _u, _mid, codes, _p: verdicts.put(
+            not any(rc.is_failure for rc in codes))
         c.on_message = lambda _c, _u, m: self._got.put(bytes(m.payload))
 
         def dropped(*_a: Any) -> None:
@@ -79,10 +82,45 @@ class Line:
         except OSError as e:
             raise Silent("cannot reach it: %s" % e) from None
         c.loop_start()
-        if not subscribed.wait(timeout) or self.down.is_set():
+        try:
+            self._subscribed(c, verdicts, answers, qos, timeout)
+        except Silent:
             shut(c)
-            raise Silent("no subscription to %s confirmed within %.0f s" % (answers, timeout))
+            raise
         self.client = c
+
+    def _subscribed(self, c: mqtt.Client, verdicts: queue.Queue[bool], answers: str,
+                    qos: int, timeout: float) -> None:
+        """Wait until the broker grants the subscription on_connect asked
+        for, asking again while it refuses (SUBACK 0x80). NATS's MQTT listener
+        refuses a QoS 1 SUBSCRIBE when it cannot make the subscription's
+        JetStream consumer in time, as for a minute or so after a node of its
+        cluster died: a request sent under a refused subscription gets its
+        answer nowhere (docs/CONSENSUS.md, "A light node after a machine
+        died"). Silent when not granted within `timeout`."""
+        deadline = time.monotonic() + timeout
+        refused = 0
+        while True:
+            try:
+                granted: bool | None = verdicts.get(
+                    timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                granted = None
+            if self.down.is_set():
+                raise Silent("the connection dropped before the subscription to %s" % answers)
+            if granted:
+                return
+            left = deadline - time.monotonic()
+            if granted is False:
+                refused += 1
+                if left > 0:
+                    time.sleep(min(SUBSCRIBE_AGAIN_S, left))
+                    c.subscribe(answers, qos=qos)
+                    continue
+            if refused:
+                raise Silent("refused the subscription to %s %d time(s) within %.0f s"
+                             % (answers, refused, timeout))
+            raise Silent("no subscription to %s confirmed within %.0f s" % (answers, timeout))
 
     def ask(self, topic: str, payload: bytes, pick: Callable[[bytes], T | None], *,
             qos: int, what: str, timeout: float,

@@ -60,7 +60,7 @@ from nats.js import JetStreamContext, api
 
 from gateway.cluster import link
 from gateway.cluster.derived import DerivedTails
-from gateway.cluster.log import ERR_WRONG_LAST_SEQ, RETRYABLE, retry
+from gateway.cluster.log import RETRYABLE, append_cas, retry
 from gateway.errors import ClusterError
 from shared import errors
 from shared import tx as txm
@@ -291,26 +291,26 @@ class OperatorIssuer:
         (no acknowledgement) drop the rest and read the subject again."""
         while self.queue and self.holding and self.synced:
             msg = self.queue[0]
-            headers = {"Nats-Expected-Last-Subject-Sequence": str(self.last),
-                       "Nats-Msg-Id": txm.tx_id(msg).hex()}
-            try:
-                ack = await self.js.publish(self.subject, msg, stream=self.stream,
-                                            headers=headers, timeout=APPEND_TIMEOUT)
-            except nats.js.errors.APIError as e:
-                if e.err_code == ERR_WRONG_LAST_SEQ:
+            try:  # one try: a doubt is settled by reading the subject again
+                a = await append_cas(self.js, self.stream, self.subject, msg, self.last,
+                                     msg_id=txm.tx_id(msg).hex(), per_subject=True,
+                                     timeout=APPEND_TIMEOUT, attempt_timeout=APPEND_TIMEOUT)
+            except ClusterError as e:
+                if e.reason == ClusterError.WRONG_LAST_SEQ:
                     self.conflicts += 1
                     self._doubt(f"operator: another gateway appended operator transactions "
                                 f"after {self.last}: dropped {len(self.queue)} unsent, "
                                 "reading them again")
-                    raise ClusterError(ClusterError.WRONG_LAST_SEQ,
-                                       str(e.description)) from None
-                self._doubt(f"operator: append refused ({e.description})")
-                raise ClusterError(ClusterError.REFUSED, str(e.description)) from None
-            except FAILED as e:
+                elif e.reason == ClusterError.UNAVAILABLE:
+                    self._doubt(f"operator: append not acknowledged ({e.detail})")
+                else:
+                    self._doubt(f"operator: append refused ({e.detail})")
+                raise
+            except FAILED as e:  # (a connection error append_cas does not retry)
                 self._doubt(f"operator: append not acknowledged ({e!r})")
                 raise ClusterError(ClusterError.UNAVAILABLE, repr(e)) from None
             self.queue.popleft()
-            self.last = int(ack.seq)
+            self.last = a.seq
             self.appended += 1
 
     def _pending_ops(self) -> list[txm.Tx]:

@@ -50,6 +50,12 @@ def intake_subject(domain: str) -> str:
     return f"tl.{check_domain(domain)}.tx"
 
 
+def status_subject(domain: str) -> str:
+    """Every tl/<domain>/dev/+/status as NATS's MQTT listener publishes it
+    (the gateways' statuses and last wills among them)."""
+    return f"tl.{check_domain(domain)}.dev.*.status"
+
+
 def intake_consumer(gateway: str) -> str:
     """A gateway's durable consumer of the intake stream (consumer names: no dots)."""
     if not topics.is_domain_name(gateway):

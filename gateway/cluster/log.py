@@ -118,40 +118,8 @@ class ProposalLog:
         ClusterError: wrong-last-seq (lost the race), too-large, garbage,
         unavailable, refused."""
         check_entry(data, self.max_entry)
-        if after < 0:
-            raise ValueError("after: a stream sequence, 0 for an empty stream")
-        msg_id = msg_id or hashlib.sha256(data).hexdigest()
-        headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Last-Sequence": str(after)}
-        start = time.monotonic()
-        deadline = start + timeout
-        attempts = 0
-        delay = 0.02
-        while True:
-            attempts += 1
-            left = deadline - time.monotonic()
-            try:
-                ack = await self.js.publish(self.subject, bytes(data), stream=self.stream,
-                                            headers=headers,
-                                            timeout=max(0.05, min(ATTEMPT_TIMEOUT, left)))
-                return Appended(int(ack.seq), bool(ack.duplicate), attempts,
-                                time.monotonic() - start)
-            except nats.js.errors.APIError as e:
-                if e.err_code == ERR_WRONG_LAST_SEQ:
-                    raise ClusterError(ClusterError.WRONG_LAST_SEQ,
-                                       f"not after {after}: {e.description}") from None
-                if e.err_code == ERR_MSG_TOO_LARGE:
-                    raise ClusterError(ClusterError.TOO_LARGE, str(e.description)) from None
-                if not isinstance(e, nats.js.errors.ServiceUnavailableError):
-                    raise ClusterError(ClusterError.REFUSED, str(e)) from None
-                err: Exception = e
-            except RETRYABLE as e:
-                err = e
-            if time.monotonic() + delay >= deadline:
-                raise ClusterError(ClusterError.UNAVAILABLE,
-                                   f"no acknowledgement in {timeout} s ({attempts} tries, "
-                                   f"last: {err!r})")
-            await asyncio.sleep(delay)  # back-off between tries, bounded
-            delay = min(delay * 2, 0.25)
+        return await append_cas(self.js, self.stream, self.subject, data, after,
+                                msg_id=msg_id, timeout=timeout)
 
     def follow(self, from_seq: int, handler: Callable[[Entry], Awaitable[None]],
                on_refused: Callable[[Entry, TLError], None] | None = None) -> Follower:
@@ -159,6 +127,61 @@ class ProposalLog:
         f = Follower(self, from_seq, handler, on_refused)
         f.start()
         return f
+
+
+async def append_cas(js: JetStreamContext, stream: str, subject: str, data: bytes,
+                     after: int, *, msg_id: str | None = None, per_subject: bool = False,
+                     timeout: float = APPEND_TIMEOUT,
+                     attempt_timeout: float = ATTEMPT_TIMEOUT) -> Appended:
+    """The JetStream compare-and-set append, the one both the proposal log
+    and the market operator's issuer (gateway/cluster/issuer.py) use:
+    publish `data` on `subject` of `stream` only if the last sequence is
+    still `after`: the stream's (Nats-Expected-Last-Sequence), or with
+    `per_subject` that subject's own (Nats-Expected-Last-Subject-Sequence).
+    Nats-Msg-Id (default: the SHA-256 of the data) makes a retry written at
+    most once: a try after one that was written is answered as a duplicate
+    with that write's sequence (a replicated stream; a single server checks
+    the expected sequence first and refuses it as wrong-last-seq). Retried through RETRYABLE errors and
+    unavailable streams (an election), each try waiting `attempt_timeout`
+    for its acknowledgement, until `timeout`. ClusterError: wrong-last-seq
+    (another append came first), too-large, unavailable (no acknowledgement
+    in time: it may or may not have been written), refused (any other
+    refusal of the server)."""
+    if after < 0:
+        raise ValueError("after: a stream sequence, 0 for an empty stream")
+    expect = "Nats-Expected-Last-Subject-Sequence" if per_subject \
+        else "Nats-Expected-Last-Sequence"
+    headers = {"Nats-Msg-Id": msg_id or hashlib.sha256(data).hexdigest(),
+               expect: str(after)}
+    start = time.monotonic()
+    deadline = start + timeout
+    attempts = 0
+    delay = 0.02
+    while True:
+        attempts += 1
+        left = deadline - time.monotonic()
+        try:
+            ack = await js.publish(subject, bytes(data), stream=stream, headers=headers,
+                                   timeout=max(0.05, min(attempt_timeout, left)))
+            return Appended(int(ack.seq), bool(ack.duplicate), attempts,
+                            time.monotonic() - start)
+        except nats.js.errors.APIError as e:
+            if e.err_code == ERR_WRONG_LAST_SEQ:
+                raise ClusterError(ClusterError.WRONG_LAST_SEQ,
+                                   f"not after {after}: {e.description}") from None
+            if e.err_code == ERR_MSG_TOO_LARGE:
+                raise ClusterError(ClusterError.TOO_LARGE, str(e.description)) from None
+            if not isinstance(e, nats.js.errors.ServiceUnavailableError):
+                raise ClusterError(ClusterError.REFUSED, str(e)) from None
+            err: Exception = e
+        except RETRYABLE as e:
+            err = e
+        if time.monotonic() + delay >= deadline:
+            raise ClusterError(ClusterError.UNAVAILABLE,
+                               f"no acknowledgement in {timeout} s ({attempts} tries, "
+                               f"last: {err!r})")
+        await asyncio.sleep(delay)  # back-off between tries, bounded
+        delay = min(delay * 2, 0.25)
 
 
 class Follower:

@@ -66,6 +66,7 @@ from gateway.cluster import link
 from gateway.cluster.derived import DerivedTails
 from gateway.cluster.intake import Delivery, TxIntake, split_committed
 from gateway.cluster.issuer import IssuerLease, OperatorIssuer
+from gateway.cluster.liveness import STATUS_S, Liveness
 from gateway.cluster.log import Entry, ProposalLog
 from gateway.cluster.sigs import Certificate, Collector, HeaderSig, SigChannel
 from gateway.cluster.votebook import UNKNOWN_HEADER, VoteBook
@@ -86,10 +87,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("thingledger.cluster")
 
 RESEND_S = 0.5  # s between resends of this gateway's votes on blocks not yet final
-STATUS_S = 5.0  # s between this gateway's retained "online" statuses (_resend_loop)
-# a gateway silent this long is offline: one whose machine died with its NATS node
-# leaves no last will (the node holding its connection is gone), only silence
-STATUS_MAX_AGE_S = 3 * STATUS_S + 1
 KNOWN_HASHES = 4096  # recent block hashes kept to spot replayed votes
 APPLY_TIMEOUT = 30.0  # s a proposer waits for its own appended entry to be followed
 K_HEADER, K_TXS, K_PROPOSER, K_VOTE, K_PARENT = 1, 2, 3, 4, 5
@@ -178,8 +175,9 @@ class Replica:
         self._settling = 0
         self._ids: tuple[int, list[bytes]] | None = None
         self._schedule: tuple[int, consensus.Schedule] | None = None  # (head height, schedule)
-        self.online: dict[bytes, bool] = {}  # other gateways' last status (unknown: online)
-        self.heard: dict[bytes, float] = {}  # other gateways' last "online" (monotonic s)
+        # the other gateways: live or offline, one rule (gateway/cluster/liveness.py)
+        self.liveness = Liveness()
+        self._status_sub: Any = None  # the statuses on the cluster (core NATS)
         self.built: blocks.Block | None = None
         self.wake = asyncio.Event()
         self.final_event = asyncio.Event()
@@ -223,26 +221,36 @@ class Replica:
             self._ids = (h, sorted(self.set_at(h + 1).ids()))
         return self._ids[1]
 
-    def on_status(self, status_topic: str, payload: bytes) -> bool:
-        """A status message: True (and the gateway's liveness noted) if it is
-        one of this domain's gateways (their status topic is their validator id)."""
+    def on_status(self, status_topic: str, payload: bytes, cluster: bool = False) -> bool:
+        """A status message: True if it is one of this domain's gateways (their
+        status topic is their validator id), its liveness noted. Once this
+        gateway follows the statuses on the cluster (`cluster`: from the core
+        NATS subject, at once), those its MQTT session gets are not noted: a
+        QoS 1 delivery can be held back for seconds by a JetStream election
+        and would count a dead gateway's old "online" as new."""
         for i in self.validator_ids():
             if status_topic == topics.status(self.domain, i.hex()):
-                if i != self.validator_id:
-                    was = self.online.get(i, True)
-                    self.online[i] = payload == b"online"
-                    if self.online[i]:
-                        self.heard[i] = time.monotonic()
-                    if was != self.online[i]:
-                        self.gw.on_event(f"gateway {i.hex()[:8]} "
-                                         f"{'online' if self.online[i] else 'offline'}")
+                if i != self.validator_id and (cluster or self._status_sub is None):
+                    self.liveness.status(i, payload == b"online")
+                    self._say_liveness()
                 return True
         return False
 
+    def _say_liveness(self) -> None:
+        """A console line for each other gateway whose liveness changed."""
+        ids = [i for i in self.validator_ids() if i != self.validator_id]
+        for i, _, why in self.liveness.changes(ids):
+            self.gw.on_event(f"gateway {i.hex()[:8]} {why}")
+
+    async def _on_cluster_status(self, msg: Any) -> None:
+        """tl.<d>.dev.<id>.status on core NATS: every status an MQTT client of
+        any node publishes (and every last will), as it is published."""
+        self.on_status(msg.subject.replace(".", "/"), bytes(msg.data), cluster=True)
+
     def _offline(self, validator_hex: str) -> bool:
-        """Another gateway's last will (or status) said it went offline."""
+        """Another gateway is not live (its last will, or silence: liveness.py)."""
         try:
-            return not self.online.get(bytes.fromhex(validator_hex), True)
+            return not self.liveness.live(bytes.fromhex(validator_hex))
         except ValueError:
             return False
 
@@ -250,20 +258,16 @@ class Replica:
         """Whether this gateway answers `device` (receipts, rejections, its
         state when it comes online): the full node the coordinator assigned
         it (its last committed NODE_ASSIGN, tools/coordinator.py) while that
-        gateway is not known offline (its last will); otherwise, of the
-        domain's gateways not known offline, the one at the device id modulo
-        their number. Every gateway with the same view picks the same one, and
-        a device whose gateway goes offline is answered by a live one at once
-        (a gateway silent for STATUS_MAX_AGE_S counts as offline: its machine
-        may have died with its NATS node, which then sends no last will).
-        The domain's gateways are the set of the next height: a gateway outside
+        gateway is live; otherwise, of the domain's live gateways, the one at
+        the device id modulo their number (live: gateway/cluster/liveness.py,
+        not offline by its last will nor silent for SILENCE_S). Every gateway
+        with the same view picks the same one, and a device whose gateway goes
+        offline is answered by a live one at once. The domain's gateways are the set of the next height: a gateway outside
         it (not added yet, or removed by a VALSET) answers no device."""
         ids = self.validator_ids()
         if self.validator_id not in ids:
             return False
-        now = time.monotonic()
-        live = [i for i in ids if i == self.validator_id or (
-            self.online.get(i, True) and now - self.heard.get(i, now) <= STATUS_MAX_AGE_S)]
+        live = self.liveness.live_of(ids, self.validator_id)
         rec = self.gw.led.state.get(device)
         if rec is not None and rec.assigned in live:
             return rec.assigned == self.validator_id
@@ -308,6 +312,7 @@ class Replica:
             return False
         if not self._vote_ok(block_hash, signer, signature):
             return False
+        self.liveness.heard(txm.device_id(signer))  # a vote: a sign of life
         self._seen_vote(HeaderSig(height, block_hash, signer, signature))
         return True
 
@@ -368,6 +373,8 @@ class Replica:
         self.sigchan = SigChannel(self.nc, self.domain, self.collector,
                                   on_stale=self._on_late_vote)
         await self.sigchan.start()
+        self._status_sub = await self.nc.subscribe(link.status_subject(self.domain),
+                                                   cb=self._on_cluster_status)
         self.follower = self.plog.follow(self.log_seq + 1, self._apply)
         outside = "" if self.member_at(head.height + 1) else " (not in the set: follows only)"
         self.gw.on_event(f"replica {self.cfg.gateway_name} validator "
@@ -517,13 +524,13 @@ class Replica:
 
     def proposers_at(self, height: int) -> list[bytes]:
         """The validator ids in their order of precedence to propose `height`:
-        of the set of that height, the members not known offline (their last
-        will), sorted by id, rotated to start at height modulo their number.
+        of the set of that height, the live members (liveness.py: not offline
+        by their last will nor silent for SILENCE_S), sorted by id, rotated to start at height modulo their number.
         An order of precedence only (it saves the others building blocks that
         lose the compare-and-set race): any member may propose, and the first
         valid proposal in the log still wins."""
         ids = sorted(self.set_at(height).ids())
-        live = [i for i in ids if i == self.validator_id or self.online.get(i, True)]
+        live = self.liveness.live_of(ids, self.validator_id)
         first = height % len(live)
         return live[first:] + live[:first]
 
@@ -703,6 +710,7 @@ class Replica:
             await asyncio.sleep(RESEND_S)
             for u in list(self.unfinal.values()):
                 await self._vote(u)
+            self._say_liveness()  # (a gateway gone silent)
             ticks += 1
             link = self.gw.link
             if ticks * RESEND_S >= STATUS_S and link is not None and link.status_topic:
@@ -733,6 +741,7 @@ class Replica:
         if not self._is_member(s.height, s.signer) \
                 or not self._vote_ok(s.hash, s.signer, s.signature):
             return
+        self.liveness.heard(txm.device_id(s.signer))
         if not seen:
             self._seen_vote(s)
         if answer:

@@ -30,6 +30,8 @@ import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
 
+RESUBSCRIBE_S = 0.5  # s before subscribing again to filters the broker refused
+
 
 class Incoming:
     """One message from the broker; hand it back to MqttLink.ack() when done."""
@@ -62,6 +64,8 @@ class MqttLink:
         self.connected = asyncio.Event()
         self._lock = threading.Lock()
         self._epoch = 0  # connection number: packet ids are per connection
+        self._asked: dict[int, list[str]] = {}  # SUBSCRIBE packet id -> its filters
+        self.refused = 0  # filters the broker refused (SUBACK 0x80), subscribed again
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                         clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         if username is not None:
@@ -91,10 +95,31 @@ class MqttLink:
         if self.status_topic:
             client.publish(self.status_topic, b"online", qos=1, retain=True)
         # again on every reconnect; `connected` is set once the broker SUBACKs
-        client.subscribe([(topic, 1) for topic in self.subscriptions])
+        self._subscribe(client, self.subscriptions)
+
+    def _subscribe(self, client: mqtt.Client, filters: list[str]) -> None:
+        with self._lock:  # (the SUBACK's callback looks the packet id up)
+            _, mid = client.subscribe([(topic, 1) for topic in filters])
+            self._asked[mid] = filters
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._lock:
+            filters = self._asked.pop(mid, [])
+        refused = [f for f, rc in zip(filters, reason_codes, strict=False) if rc.is_failure]
+        if refused:
+            # NATS's MQTT listener refuses a QoS 1 SUBSCRIBE whose JetStream consumer
+            # it cannot make in time (for a while after a node of the cluster died):
+            # not a subscription. Subscribe to those again, after a pause.
+            self.refused += len(refused)
+            t = threading.Timer(RESUBSCRIBE_S, self._again, (client, self._epoch, refused))
+            t.daemon = True
+            t.start()
         self._loop.call_soon_threadsafe(self.connected.set)
+
+    def _again(self, client: mqtt.Client, epoch: int, filters: list[str]) -> None:
+        """Subscribe again to refused filters (a reconnect meanwhile did already)."""
+        if epoch == self._epoch and client.is_connected():
+            self._subscribe(client, filters)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._loop.call_soon_threadsafe(self.connected.clear)

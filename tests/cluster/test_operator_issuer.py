@@ -290,3 +290,62 @@ def test_a_replicated_gateway_takes_derived_services(tmp_path):
         g.market.close()
         g.reader.close()
         g.led.store.close()
+
+
+def test_one_compare_and_set_append_for_the_log_and_the_operator(nats_server, monkeypatch):
+    """gateway/cluster/log.append_cas is the one JetStream compare-and-set
+    append: on a stream's last sequence (the proposal log) or on one subject's
+    (the operator subject, other subjects of the stream moving meanwhile);
+    ProposalLog.append and
+    OperatorIssuer.flush both go through it."""
+    from gateway.cluster import issuer as issuer_mod
+    from gateway.cluster import log as log_mod
+    from gateway.cluster.log import ProposalLog, append_cas
+
+    async def body():
+        nc = await link.connect(nats_server.urls)
+        try:
+            js = nc.jetstream()
+            intake = TxIntake(js, DOMAIN, "cas", replicas=1, operator=OP_ID)
+            await intake.ensure()
+            stream, op = intake.stream, intake.op_subject
+            first = await append_cas(js, stream, op, b"op-1", 0, per_subject=True)
+            assert not first.duplicate
+            try:
+                await append_cas(js, stream, op, b"op-other", 0, per_subject=True)
+            except ClusterError as e:
+                assert e.reason == ClusterError.WRONG_LAST_SEQ
+            else:
+                raise AssertionError("a second append after the same subject entry")
+            # another subject of the stream moves its last sequence, not the subject's
+            await js.publish(intake.subject, b"a device's tx", stream=stream)
+            second = await append_cas(js, stream, op, b"op-2", first.seq, per_subject=True)
+            assert second.seq == first.seq + 2
+            # the stream's own last sequence: the same refusal once it moved on
+            plog = ProposalLog(js, DOMAIN, replicas=1)
+            await plog.ensure()
+            a = await plog.append(b"block-1", 0)
+            try:
+                await append_cas(js, plog.stream, plog.subject, b"block-x", 0)
+            except ClusterError as e:
+                assert e.reason == ClusterError.WRONG_LAST_SEQ
+            else:
+                raise AssertionError("a second block after the same entry")
+            # both callers use it
+            calls: list[tuple[str, bool]] = []
+
+            async def spy(js_, stream_, subject, data, after, **kw):
+                calls.append((subject, kw.get("per_subject", False)))
+                return await append_cas(js_, stream_, subject, data, after, **kw)
+            monkeypatch.setattr(log_mod, "append_cas", spy)
+            monkeypatch.setattr(issuer_mod, "append_cas", spy)
+            await plog.append(b"block-2", a.seq)
+            chain = Chain()
+            i = issuer(js, chain, [])
+            await i.take()
+            i.op.send(chain, txm.TYPE_TRANSFER, {1: Device("payee", DOMAIN).id, 2: 1})
+            await i.flush()
+            assert calls == [(plog.subject, False), (op, True)]
+        finally:
+            await nc.close()
+    run(body, 60)

@@ -146,7 +146,7 @@ def test_proposer_turns_rotate_over_the_live_members(tmp_path):
         rep.final_at = time.monotonic() - 2 * interval
         assert rep.turn_wait(rank[2]) <= 0  # the turns before it passed unused
         away = rep.proposers_at(rank[1])[0]
-        rep.online[away] = False
+        rep.liveness.status(away, False)  # its last will
         live = [i for i in ids if i != away]
         assert all(rep.proposers_at(h)[0] == live[h % 2] for h in range(1, 7))
     finally:

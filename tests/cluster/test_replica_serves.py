@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from types import SimpleNamespace
 
+from gateway.cluster.liveness import SILENCE_S
 from gateway.ledger import consensus, keys
-from shared import topics
+from shared import commit_gateway, topics
 from shared import tx as txm
 from tests.cluster.quorum import DOMAIN, SPARE, VALIDATORS, Running, config, make_dirs
 from tests.support.gwtest import Device
@@ -82,6 +83,52 @@ def test_the_set_of_the_next_height_answers_after_a_change(tmp_path):
         owner = {d.id: servers(gws, d.id) for d in devices}
         assert all(len(s) == 1 for s in owner.values()), owner
         assert {s[0] for s in owner.values()} == {0, 1, 3}
+    finally:
+        for r in gws:
+            r.gw.led.store.close()
+
+
+def test_silence_is_offline_for_turns_serving_and_the_lease(tmp_path):
+    """The one rule (gateway/cluster/liveness.py), on a clock of the test's: a
+    gateway heard of last SILENCE_S ago is still live; past it, with no last
+    will, it is offline for the turns to propose (proposers_at), for serving
+    devices (serves) and for the issuer's lease (the `offline` callback the
+    lease is given); a valid vote of it is a sign of life again."""
+    devices = [Device(f"quiet-{i}", DOMAIN) for i in range(12)]
+    gws = [Running(config(d, i, NATS)) for i, d in enumerate(make_dirs(tmp_path, devices))]
+    try:
+        now = [100.0]
+        for r in gws:
+            r.rep.liveness.clock = lambda: now[0]
+            r.rep.liveness.since = now[0]
+        for who in range(3):
+            mark(gws, who, b"online")
+        r1 = gws[1].rep
+        h = next(h for h in range(1, 10) if r1.proposers_at(h)[0] == IDS[0])
+        now[0] += SILENCE_S
+        assert r1.proposers_at(h)[0] == IDS[0] and not r1._offline(IDS[0].hex())
+        # gw1 and gw2 go on announcing themselves; gw0 is silent, no will
+        now[0] += 1.0
+        mark(gws, 1, b"online")
+        mark(gws, 2, b"online")
+        for r in gws[1:]:
+            assert IDS[0] not in r.rep.proposers_at(h)
+            assert r.rep.proposers_at(h) == sorted(IDS[1:])[h % 2:] + sorted(IDS[1:])[:h % 2]
+            assert r.rep._offline(IDS[0].hex())  # the lease's callback: take it over
+        for d in devices:
+            assert len(servers(gws[1:], d.id)) == 1, d.name
+        assert any("offline (silent for 17 s)" in x for x in gws[1].lines), gws[1].lines
+        # a vote of gw0 (checked) is a sign of life: live again, its turn back
+        vh = bytes(32)
+        vote = commit_gateway.vote(VALIDATORS[0][0], VALIDATORS[0][1], vh)
+        assert r1._verify(1, vh, VALIDATORS[0][1], vote)
+        assert r1.proposers_at(h)[0] == IDS[0] and not r1._offline(IDS[0].hex())
+        # a forged vote is not
+        now[0] += SILENCE_S + 1
+        mark(gws, 1, b"online")
+        mark(gws, 2, b"online")
+        assert not r1._verify(1, vh, VALIDATORS[0][1], bytes(64))
+        assert r1._offline(IDS[0].hex())
     finally:
         for r in gws:
             r.gw.led.store.close()

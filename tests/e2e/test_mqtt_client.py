@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.brokers import ROOT, free_port, unique, wait_until
+from tests.support.brokers import ROOT, free_port, refusing_amqtt, unique, wait_until
 
 SCRIPTS = Path(__file__).resolve().parent / "firmware_scripts"
 
@@ -83,6 +83,28 @@ def test_subscribe_receives_qos1_and_pubacks(broker, fw, paho_client):
     p.expect(r"^DONE got=3$")
     assert p.wait_exit() == 0, p.output()
 
+
+
+def test_a_refused_subscribe_is_asked_again(fw, paho_client):
+    """A SUBSCRIBE the broker refuses (SUBACK 0x80, as NATS's MQTT listener
+    does for a while after a node of its cluster died) is kept: 3 s later the
+    client subscribes again (firmware/mqtt.py), and once granted the filter's
+    messages arrive (here the retained one). amqtt refuses the first SUBSCRIBE
+    of the filter; before, the client forgot a refused filter for good."""
+    broker, state = refusing_amqtt("/down")
+    broker.start()
+    try:
+        prefix, cid = unique("tl"), unique("dev")
+        p = fw("mqtt_sub.py", broker, prefix, cid, 1)
+        p.expect(r"^READY granted=128$")
+        pub = paho_client(broker)
+        pub.publish(f"{prefix}/down", "kept", qos=1, retain=True)
+        p.expect(rf"^GOT {prefix}/down kept 1$")
+        p.expect(r"^DONE got=1$")
+        assert state["asked"] == 2
+        assert p.wait_exit() == 0, p.output()
+    finally:
+        broker.close()
 
 def test_out_of_heap_on_an_inbound_message_reconnects(broker, fw, paho_client):
     """A MemoryError while an inbound message is handled (on a board: reading

@@ -35,8 +35,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseTopicPlugin
 
 from tests.support.waits import wait_on
 
@@ -210,6 +213,40 @@ class AmqttBroker:
         entry = broker and broker._sessions.get(client_id)
         return None if not entry else len(entry[0].inflight_out)
 
+
+
+class RefuseSubscribe(BaseTopicPlugin):
+    """An amqtt topic plugin that refuses (SUBACK 0x80) the first `refuse`
+    SUBSCRIBEs of filters ending in `suffix`, as NATS's MQTT listener refuses
+    a QoS 1 SUBSCRIBE it cannot back with a JetStream consumer in time (after
+    a node of the cluster died). `state` (a dict) counts `asked` and the
+    PUBLISHes to `count_topic` (`sent`). Install it with refusing_amqtt()."""
+
+    @dataclass
+    class Config:
+        state: Any = None
+
+    async def topic_filtering(self, *, session: Any = None, topic: str | None = None,
+                              action: Action | None = None) -> bool:
+        st = self.config.state
+        if action == Action.SUBSCRIBE and topic is not None and topic.endswith(st["suffix"]):
+            st["asked"] += 1
+            return st["asked"] > st["refuse"]
+        if action == Action.PUBLISH and topic == st.get("count_topic"):
+            st["sent"] += 1
+        return True
+
+
+def refusing_amqtt(suffix: str, refuse: int = 1, count_topic: str | None = None
+                   ) -> tuple[AmqttBroker, dict[str, Any]]:
+    """An amqtt broker (not started) whose RefuseSubscribe plugin refuses the
+    first `refuse` SUBSCRIBEs of filters ending in `suffix`, and its state."""
+    state: dict[str, Any] = {"suffix": suffix, "refuse": refuse, "asked": 0, "sent": 0,
+                             "count_topic": count_topic}
+    b = AmqttBroker()
+    b.config["plugins"][f"{__name__}.RefuseSubscribe"] = {"state": state}
+    b.config["topic-check"] = {"enabled": True}
+    return b, state
 
 @pytest.fixture
 def amqtt_broker():

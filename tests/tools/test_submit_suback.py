@@ -1,0 +1,79 @@
+"""A refused SUBSCRIBE is not a subscription (tools/mqtt_ask.py, `Line`):
+NATS's MQTT listener refuses a QoS 1 SUBSCRIBE (SUBACK 0x80) when it cannot
+make the subscription's JetStream consumer in time, as happens for a minute
+or so after a node of the cluster died (docs/CONSENSUS.md, "A light node
+after a machine died"). `submit` took that SUBACK for a subscription,
+published its transaction and never got the answer. Here a real broker
+(amqtt, in this process) refuses the first SUBSCRIBE of the rx topic, like
+NATS does: submit subscribes again, sends the transaction once the broker
+granted it, and gets the gateway's answer (a responder answers like the
+gateway: a sealed rejection on the sender's rx topic). A broker that refuses
+for good gets a SubmitError saying so, and no transaction is sent."""
+
+from __future__ import annotations
+
+import queue
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from shared import messages, notice, topics
+from shared import tx as txm
+from tests.support.brokers import AmqttBroker, refusing_amqtt
+from tests.support.gwtest import Device, key
+from tools.mqtt_ask import shut
+from tools.submit import SubmitError, submit
+
+DOMAIN = "suback-test"
+AUTHORITY = key("suback-authority")
+
+
+@pytest.fixture
+def refusing():
+    b, state = refusing_amqtt("/rx", count_topic=topics.tx(DOMAIN))
+    try:
+        yield b.start(), state
+    finally:
+        b.close()
+
+
+def responder(broker: AmqttBroker) -> mqtt.Client:
+    """Answers every transaction on tl/<d>/tx with a sealed rejection, as a gateway does."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="responder",
+                    protocol=mqtt.MQTTv311)
+    ready: queue.Queue[bool] = queue.Queue()
+
+    def on_message(cl, _u, m) -> None:
+        t = txm.decode(m.payload)
+        msg = messages.rejection(t.id, t.seq, "bad-seq", "answered", None)
+        cl.publish(topics.rx(DOMAIN, t.sender.hex()),
+                   notice.seal(AUTHORITY[0], txm.device_id(AUTHORITY[1]), msg), qos=1)
+
+    c.on_message = on_message
+    c.on_subscribe = lambda *a: ready.put(True)
+    c.connect(broker.host, broker.port, 30)
+    c.loop_start()
+    c.subscribe(topics.tx(DOMAIN), qos=1)
+    ready.get(timeout=10)
+    return c
+
+
+def test_submit_subscribes_again_after_a_refused_suback(refusing):
+    broker, state = refusing
+    gw = responder(broker)
+    try:
+        d = Device("suback-device", DOMAIN)
+        reply = submit(broker.url, DOMAIN, d.reading(2150), AUTHORITY[1], timeout=10)
+        assert (reply.ok, reply.reason, reply.detail) == (False, "bad-seq", "answered")
+        assert state["asked"] == 2 and state["sent"] == 1  # refused once, then granted
+    finally:
+        shut(gw)
+
+
+def test_submit_sends_nothing_while_the_broker_refuses(refusing):
+    broker, state = refusing
+    state["refuse"] = 10 ** 6
+    d = Device("suback-refused", DOMAIN)
+    with pytest.raises(SubmitError, match="refused the subscription"):
+        submit(broker.url, DOMAIN, d.reading(2150), AUTHORITY[1], timeout=2)
+    assert state["asked"] >= 2 and state["sent"] == 0
