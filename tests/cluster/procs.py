@@ -201,6 +201,20 @@ class Receipts:
         self.by_device[dev] = self.by_device.get(dev, 0) + 1
 
 
+ISSUES = "operator: this gateway issues"  # gateway/cluster/issuer.py's line on taking the lease
+
+
+def issuers(among: list[GatewayProc]) -> list[GatewayProc]:
+    """Those of `among` whose last operator line says they issue the
+    operator's transactions (hold the lease)."""
+    out = []
+    for g in among:
+        said = [x for x in g.lines if "operator: " in x and "issues" in x]
+        if said and ISSUES in said[-1]:
+            out.append(g)
+    return out
+
+
 def log_stream() -> str:
     return link.log_stream(DOMAIN)
 

@@ -23,7 +23,7 @@ from gateway.cluster import link
 from gateway.cluster.intake import TxIntake
 from shared import stream, streamroot
 from shared import tx as txm
-from tests.cluster.procs import GatewayProc, until
+from tests.cluster.procs import GatewayProc, issuers, until
 from tests.cluster.quorum import AUTHORITY, DOMAIN, make_dirs
 from tests.cluster.test_replica_market import chain_txs, events, paid_batches
 from tests.support.gwtest import Device
@@ -35,7 +35,6 @@ WINDOW = 24  # source readings the operator buys (its DEMAND's quantity)
 QTY = 12  # derived readings the buyer buys: 3 batches of 4
 DERIVED = ('\n[[derived]]\nname = "temperature-mean"\nsource = "temperature"\n'
            f'window = {WINDOW}\nunit = "cC"\nprice = 2\ninterval_s = 1\n')
-ISSUES = "operator: this gateway issues"
 
 
 def test_derived_service_across_a_take_over(tmp_path, nats_cluster):
@@ -44,14 +43,6 @@ def test_derived_service_across_a_take_over(tmp_path, nats_cluster):
     gws = [GatewayProc(d, i, nats_cluster) for i, d in enumerate(dirs)]
     for g in gws:  # market_fee_bps before the [[derived]] table
         g.toml.write_text(g.toml.read_text() + "market_fee_bps = 500\n" + DERIVED)
-
-    def issuer(among: list[GatewayProc]) -> list[GatewayProc]:
-        out = []
-        for g in among:
-            said = [x for x in g.lines if "operator: " in x and " issues " in x]
-            if said and ISSUES in said[-1]:
-                out.append(g)
-        return out
 
     def on_all(among, pred) -> bool:
         return all(pred(g.data_dir) for g in among)
@@ -124,7 +115,7 @@ def test_derived_service_across_a_take_over(tmp_path, nats_cluster):
                              90, "the first derived batch paid on every chain")
             # mid-batch: readings of the next batch out, not yet committed
             await feed_until(lambda: max(got) >= 5, gws, 30, "two readings of batch 1")
-            first = issuer(gws)
+            first = issuers(gws)
             assert len(first) == 1, [g.tail() for g in gws]
             victim = first[0]
             victim.kill()
@@ -133,8 +124,8 @@ def test_derived_service_across_a_take_over(tmp_path, nats_cluster):
             await feed_until(lambda: on_all(rest, lambda d: sorted(paid_batches(d, aid))
                                             == [0, 1, 2]), rest, 90,
                              "every derived batch paid on the survivors")
-            assert len(issuer(rest)) == 1
-            heir = issuer(rest)[0]
+            assert len(issuers(rest)) == 1
+            heir = issuers(rest)[0]
             # the readings 4.. the former issuer claimed and published, sent again
             # by the heir with their bytes, not derived anew
             assert any(re.search(r"continued at index=\d+ batch=1 \(sent again [1-9]", x)

@@ -28,7 +28,7 @@ from gateway.market.node.streams import StreamStore
 from gateway.node.config import DB_FILE, STREAMS_FILE
 from shared import messages, stream, streamroot
 from shared import tx as txm
-from tests.cluster.procs import GatewayProc, until
+from tests.cluster.procs import GatewayProc, issuers, until
 from tests.cluster.quorum import AUTHORITY, DOMAIN, make_dirs
 from tests.support.gwtest import Device
 from tests.support.nats import run
@@ -37,7 +37,6 @@ from tools.build import tool
 OP_ID = txm.device_id(AUTHORITY[1])
 PRICE, QTY, BATCH, FEE_BPS = 5, 8, 4, 500
 GRANT = 100  # more than the operator earns in fees here: owed until it is funded
-ISSUES = "operator: this gateway issues"
 
 
 def chain_txs(data_dir: Path) -> list[Any]:
@@ -86,15 +85,6 @@ def test_one_operator_at_a_time_with_fail_over(tmp_path, nats_cluster):
     for g in gws:
         g.toml.write_text(g.toml.read_text() + f"market_fee_bps = {FEE_BPS}\n"
                           f"market_grant = {GRANT}\n")
-
-    def issuers(among: list[GatewayProc]) -> list[GatewayProc]:
-        """Those whose last operator line says they issue."""
-        out = []
-        for g in among:
-            said = [x for x in g.lines if "operator: " in x and "issues" in x]
-            if said and ISSUES in said[-1]:
-                out.append(g)
-        return out
 
     def on_all(among: list[GatewayProc], pred) -> bool:
         return all(pred(g.data_dir) for g in among)

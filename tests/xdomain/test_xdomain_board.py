@@ -110,6 +110,19 @@ def start_board(tmp: Path, b: Gateway) -> tuple[subprocess.Popen, object, list[s
     return proc, q, seen, board
 
 
+def board_demands(tmp: Path, b: Gateway, rq, rseen: list[str], procs: list
+                  ) -> tuple[subprocess.Popen, object, list[str], bytes, str]:
+    """Once the reseller offers in B, a buyer board starts and demands; the
+    reseller's line about the agreement in B (its id is the line's third word)."""
+    wait_line(rq, r"^resell: offers temperature in dom-b at 5", 60, rseen)
+    board, bq, bseen, board_id = start_board(tmp, b)
+    procs.append(board)
+    h = wait_line(bq, r"^demand service=temperature agreement=", 60, bseen).split(
+        "agreement=")[1][:8]
+    line = wait_line(rq, r"^resell: agreement %s\w{24} in dom-b: " % h, 30, rseen)
+    return board, bq, bseen, board_id, line
+
+
 def balance(g: Gateway, who: bytes) -> int:
     with g.store() as s:
         rec = dict(s.devices()).get(who)
@@ -155,14 +168,11 @@ def test_a_buyer_board_in_b_buys_readings_of_a_through_the_reseller(
     rq = lines(rp)
     board = None
     try:
-        wait_line(rq, r"^resell: offers temperature in dom-b at 5", 60, rseen)
-        board, bq, bseen, board_id = start_board(tmp_path, b)
-        procs.append(board)
-        h = wait_line(bq, r"^demand service=temperature agreement=", 60, bseen).split(
-            "agreement=")[1][:8]
-        line = wait_line(rq, r"^resell: agreement %s\w{24} in dom-b: %s buys 4 readings of "
-                         r"temperature at 5$" % (h, board_id.hex()), 30, rseen)
+        board, bq, bseen, board_id, line = board_demands(tmp_path, b, rq, rseen, procs)
+        assert re.search(r" in dom-b: %s buys 4 readings of temperature at 5$" % board_id.hex(),
+                         line), line
         aid_b = bytes.fromhex(line.split()[2])
+        h = aid_b.hex()[:8]
         for i in range(QUANTITY):
             wait_line(bq, r"^bought agreement=%s index=%d value=%d scale=-2$"
                       % (h, i, 2150 + 7 * i), 60, bseen)
@@ -227,13 +237,9 @@ def test_no_offer_in_a_at_its_price_the_reseller_closes_and_the_board_is_refunde
     rq = lines(rp)
     board = None
     try:
-        wait_line(rq, r"^resell: offers temperature in dom-b at 5", 60, rseen)
-        board, bq, bseen, board_id = start_board(tmp_path, b)
-        procs.append(board)
-        h = wait_line(bq, r"^demand service=temperature agreement=", 60, bseen).split(
-            "agreement=")[1][:8]
-        aid_b = bytes.fromhex(wait_line(rq, r"^resell: agreement %s\w{24} in dom-b: " % h, 30,
-                                        rseen).split()[2])
+        board, bq, bseen, board_id, line = board_demands(tmp_path, b, rq, rseen, procs)
+        aid_b = bytes.fromhex(line.split()[2])
+        h = aid_b.hex()[:8]
         wait_line(rq, r"^resell: agreement %s in dom-b: the purchase in dom-a failed: no offer "
                   r"of temperature in dom-a at most 4$" % aid_b.hex(), 60, rseen)
         wait_line(rq, r"^resell: closed agreement %s in dom-b" % aid_b.hex(), 30, rseen)
