@@ -345,7 +345,12 @@ class OperatorIssuer:
             if s.adopted:
                 m.stalled(s, self.state())
             if not s.adopted or s.aid not in self.revisions:
-                t = await self.tails.read(s.aid)
+                try:
+                    t = await self.tails.read(s.aid)
+                except ClusterError as e:  # (garbage) this stream waits; the others go on
+                    self.on_event(f"operator: derived tail {s.aid.hex()[:8]} unreadable "
+                                  f"({e.reason}: {e.detail}): its readings wait")
+                    continue
                 if not self._issuing():
                     return
                 self.revisions[s.aid] = t.revision

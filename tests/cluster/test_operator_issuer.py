@@ -349,3 +349,43 @@ def test_one_compare_and_set_append_for_the_log_and_the_operator(nats_server, mo
         finally:
             await nc.close()
     run(body, 60)
+
+
+def test_an_unreadable_derived_tail_is_said_and_holds_back_its_stream_only():
+    """A derived tail that does not decode (gateway/cluster/derived.py: garbage)
+    stops its own stream, said on the console; the other streams are adopted
+    and go on."""
+    from gateway.cluster.derived import Tail
+
+    bad, good = b"\x01" * 16, b"\x02" * 16
+
+    class Tails:
+        async def read(self, aid: bytes) -> Tail:
+            if aid == bad:
+                raise ClusterError(ClusterError.GARBAGE, "derived tail: want {...}")
+            return Tail(0, 0, [], 3)
+
+    class Supplier(MarketStub):
+        claims = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.issuing = True
+            self.streams = [SimpleNamespace(aid=bad, adopted=False),
+                            SimpleNamespace(aid=good, adopted=False)]
+            self.adopted: list[bytes] = []
+
+        def supplies(self) -> list[Any]:
+            return self.streams
+
+        def adopt(self, aid: bytes, *args: Any) -> None:
+            self.adopted.append(aid)
+
+    lines: list[str] = []
+    m = Supplier()
+    i = OperatorIssuer(None, DOMAIN, None, m, lambda: Chain(), lambda pid: None,
+                       lambda tid: False, lambda: [], lines.append, tails=Tails())
+    i.holding = i.synced = True
+    asyncio.run(i._try(i.supply()))
+    assert m.adopted == [good] and i.revisions == {good: 3}
+    assert [ln for ln in lines if bad.hex()[:8] in ln and "garbage" in ln]
