@@ -366,11 +366,18 @@ class OperatorIssuer:
             try:
                 rev = await self.tails.write(s.aid, first, batch, [*held, msg],
                                              self.revisions[s.aid])
-            except (ClusterError, *FAILED) as e:  # another wrote, or maybe written: read again
+            except ClusterError as e:
+                if e.reason != ClusterError.TOO_LARGE:  # another wrote: read again
+                    self.revisions.pop(s.aid, None)
+                self.on_event(f"operator: derived reading {s.aid.hex()[:8]} index {s.index} "
+                              f"not claimed ({e.reason}): " + (
+                                  "waiting for its commits" if e.reason == ClusterError.TOO_LARGE
+                                  else "reading the tail again"))
+                continue
+            except FAILED as e:  # maybe written: read again
                 self.revisions.pop(s.aid, None)
                 self.on_event(f"operator: derived reading {s.aid.hex()[:8]} index {s.index} "
-                              f"not claimed ({getattr(e, 'reason', '') or repr(e)}): "
-                              "reading the tail again")
+                              f"not claimed ({e!r}): reading the tail again")
                 continue
             if not self._issuing():
                 return  # the lease was lost meanwhile: the next issuer sends it
