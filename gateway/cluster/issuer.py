@@ -9,8 +9,8 @@ seq, and no two different ones ever share a seq.
   The holder renews it every RENEW_S by compare-and-set on the entry's
   revision; it counts itself the issuer only while its last renewal is less
   than HOLD_S old. Another gateway that has seen the same revision for
-  LEASE_S (> HOLD_S), or whose holder's last will said it went offline
-  (its status topic), takes the lease by the same compare-and-set: of
+  LEASE_S (> HOLD_S), or whose holder is not live (its last will, or
+  silence: gateway/cluster/liveness.py), takes the lease by the same compare-and-set: of
   several trying, one wins. A gateway that stops cleanly hands the lease
   back (an empty value, taken at once by the next).
 - How its transactions enter: into the domain's intake stream like every
@@ -85,7 +85,7 @@ class IssuerLease:
                  lease_s: float = LEASE_S, hold_s: float = HOLD_S,
                  offline: Callable[[str], bool] | None = None) -> None:
         self.js = js
-        self.offline = offline  # holder -> its last will said offline
+        self.offline = offline  # holder -> not live (last will or silence: liveness.py)
         self.bucket = link.operator_bucket(domain)
         self.me = me.encode()
         self.replicas = replicas
