@@ -49,7 +49,9 @@ class Watch:
     # what else the export reads, compared between looks (e.g. the login bucket's
     # version and the credential store's mtime); None: the head alone
     changes: Callable[[], object] | None = None
-    wake: threading.Event | None = None  # set on such a change: look at once, not after `poll`
+    # set on such a change: look at once, not after `poll` (waited on instead of
+    # `stop`: whoever sets `stop` sets it too)
+    wake: threading.Event | None = None
 
     def run(self, stop: threading.Event, poll: float = 1.0) -> None:
         """Until `stop` is set: export on every new head (or other change),
@@ -58,10 +60,12 @@ class Watch:
         seen: object = None
         digest = self.digest
         first = True
-        while not stop.is_set():
+        while True:
+            if self.wake is not None:
+                self.wake.clear()  # before the look: a change after it wakes the next
+            if stop.is_set():  # (after the clear: a stop that sets `wake` too is seen)
+                break
             try:
-                if self.wake is not None:
-                    self.wake.clear()  # before the look: a change after it wakes the next
                 h = self.head()
                 c = self.changes() if self.changes is not None else None
                 if first or h != head or c != seen:

@@ -9,8 +9,8 @@ seq, and no two different ones ever share a seq.
   The holder renews it every RENEW_S by compare-and-set on the entry's
   revision; it counts itself the issuer only while its last renewal is less
   than HOLD_S old. Another gateway that has seen the same revision for
-  LEASE_S (> HOLD_S), or whose holder's last will said it went offline
-  (its status topic), takes the lease by the same compare-and-set: of
+  LEASE_S (> HOLD_S), or whose holder is not live (its last will, or
+  silence: gateway/cluster/liveness.py), takes the lease by the same compare-and-set: of
   several trying, one wins. A gateway that stops cleanly hands the lease
   back (an empty value, taken at once by the next).
 - How its transactions enter: into the domain's intake stream like every
@@ -85,7 +85,7 @@ class IssuerLease:
                  lease_s: float = LEASE_S, hold_s: float = HOLD_S,
                  offline: Callable[[str], bool] | None = None) -> None:
         self.js = js
-        self.offline = offline  # holder -> its last will said offline
+        self.offline = offline  # holder -> not live (last will or silence: liveness.py)
         self.bucket = link.operator_bucket(domain)
         self.me = me.encode()
         self.replicas = replicas
@@ -345,7 +345,12 @@ class OperatorIssuer:
             if s.adopted:
                 m.stalled(s, self.state())
             if not s.adopted or s.aid not in self.revisions:
-                t = await self.tails.read(s.aid)
+                try:
+                    t = await self.tails.read(s.aid)
+                except ClusterError as e:  # (garbage) this stream waits; the others go on
+                    self.on_event(f"operator: derived tail {s.aid.hex()[:8]} unreadable "
+                                  f"({e.reason}: {e.detail}): its readings wait")
+                    continue
                 if not self._issuing():
                     return
                 self.revisions[s.aid] = t.revision
@@ -361,11 +366,18 @@ class OperatorIssuer:
             try:
                 rev = await self.tails.write(s.aid, first, batch, [*held, msg],
                                              self.revisions[s.aid])
-            except (ClusterError, *FAILED) as e:  # another wrote, or maybe written: read again
+            except ClusterError as e:
+                if e.reason != ClusterError.TOO_LARGE:  # another wrote: read again
+                    self.revisions.pop(s.aid, None)
+                self.on_event(f"operator: derived reading {s.aid.hex()[:8]} index {s.index} "
+                              f"not claimed ({e.reason}): " + (
+                                  "waiting for its commits" if e.reason == ClusterError.TOO_LARGE
+                                  else "reading the tail again"))
+                continue
+            except FAILED as e:  # maybe written: read again
                 self.revisions.pop(s.aid, None)
                 self.on_event(f"operator: derived reading {s.aid.hex()[:8]} index {s.index} "
-                              f"not claimed ({getattr(e, 'reason', '') or repr(e)}): "
-                              "reading the tail again")
+                              f"not claimed ({e!r}): reading the tail again")
                 continue
             if not self._issuing():
                 return  # the lease was lost meanwhile: the next issuer sends it

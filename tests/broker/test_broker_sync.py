@@ -161,3 +161,27 @@ def test_other_changes_wake_an_export_with_the_head_unchanged():
         wake.set()
         t.join(10)
     assert not t.is_alive()
+
+
+def test_sigterm_stops_a_watch_that_waits_on_the_login_bucket(tmp_path):
+    """With `--cluster` the watch waits on the login bucket's changes as well
+    as the poll; SIGTERM still stops it at once, not after `--poll` (600 s
+    here). No NATS node listens on the cluster's URL: the bucket is never read."""
+    from tests.support.brokers import free_port
+
+    data, auth = tmp_path / "gw", tmp_path / "auth.conf"
+    open_ledger(GatewayConfig(domain=DOMAIN, data_dir=data)).store.close()
+    proc = subprocess.Popen([tool("thingledger"), "broker", "export", "--watch", "--nats",
+                             str(auth), "--data-dir", str(data), "--poll", "600",
+                             "--cluster", f"nats://127.0.0.1:{free_port()}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    q, seen = lines(proc), []
+    try:
+        wait_line(q, r"^height 0: 1 users exported$", 30, seen)
+        proc.send_signal(signal.SIGTERM)
+        wait_line(q, r"^stopped$", 20, seen)
+        assert proc.wait(10) == 0, "\n".join(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

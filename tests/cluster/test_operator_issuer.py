@@ -349,3 +349,100 @@ def test_one_compare_and_set_append_for_the_log_and_the_operator(nats_server, mo
         finally:
             await nc.close()
     run(body, 60)
+
+
+def test_an_unreadable_derived_tail_is_said_and_holds_back_its_stream_only():
+    """A derived tail that does not decode (gateway/cluster/derived.py: garbage)
+    stops its own stream, said on the console; the other streams are adopted
+    and go on."""
+    from gateway.cluster.derived import Tail
+
+    bad, good = b"\x01" * 16, b"\x02" * 16
+
+    class Tails:
+        async def read(self, aid: bytes) -> Tail:
+            if aid == bad:
+                raise ClusterError(ClusterError.GARBAGE, "derived tail: want {...}")
+            return Tail(0, 0, [], 3)
+
+    class Supplier(MarketStub):
+        claims = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.issuing = True
+            self.streams = [SimpleNamespace(aid=bad, adopted=False),
+                            SimpleNamespace(aid=good, adopted=False)]
+            self.adopted: list[bytes] = []
+
+        def supplies(self) -> list[Any]:
+            return self.streams
+
+        def adopt(self, aid: bytes, *args: Any) -> None:
+            self.adopted.append(aid)
+
+    lines: list[str] = []
+    m = Supplier()
+    i = OperatorIssuer(None, DOMAIN, None, m, lambda: Chain(), lambda pid: None,
+                       lambda tid: False, lambda: [], lines.append, tails=Tails())
+    i.holding = i.synced = True
+    asyncio.run(i._try(i.supply()))
+    assert m.adopted == [good] and i.revisions == {good: 3}
+    assert [ln for ln in lines if bad.hex()[:8] in ln and "garbage" in ln]
+
+
+def test_a_tail_at_its_bound_holds_the_stream_back_without_sending_it_again():
+    """A claim refused before it is sent (the tail at MAX_TAIL: the chain lags
+    that far behind) leaves the tail as it was: the stream waits for its
+    commits, said, and is not adopted again (which would send every held
+    reading to the buyer again at every other round)."""
+    from gateway.cluster.derived import Tail
+
+    aid = b"\x03" * 16
+
+    class Tails:
+        def __init__(self) -> None:
+            self.reads = 0
+
+        async def read(self, aid: bytes) -> Tail:
+            self.reads += 1
+            return Tail(0, 0, [], 5)
+
+        async def write(self, *args: Any) -> int:
+            raise ClusterError(ClusterError.TOO_LARGE, "derived tail of 65 readings")
+
+    class Supplier(MarketStub):
+        claims = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.issuing = True
+            self.stream = SimpleNamespace(aid=aid, adopted=True, index=64, quantity=100,
+                                          next_at=0.0)
+            self.adopted = 0
+
+        def supplies(self) -> list[Any]:
+            return [self.stream]
+
+        def stalled(self, s: Any, state: Any) -> bool:
+            return False
+
+        def adopt(self, *args: Any) -> None:
+            self.adopted += 1
+
+        def next_derived(self, s: Any, now: float) -> bytes:
+            return b"reading"
+
+        def tail(self, s: Any, state: Any) -> tuple[int, int, list[bytes]]:
+            return 0, 0, [b"held"] * 64
+
+    lines: list[str] = []
+    m, tails = Supplier(), Tails()
+    i = OperatorIssuer(None, DOMAIN, None, m, lambda: Chain(), lambda pid: None,
+                       lambda tid: False, lambda: [], lines.append, tails=tails)
+    i.holding = i.synced = True
+    i.revisions[aid] = 5
+    for _ in range(3):
+        asyncio.run(i._try(i.supply()))
+    assert (m.adopted, tails.reads, i.revisions) == (0, 0, {aid: 5})
+    assert len([ln for ln in lines if "too-large" in ln]) == 3

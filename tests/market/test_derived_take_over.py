@@ -165,3 +165,23 @@ def test_a_commit_that_did_not_land_is_made_again(tmp_path):
     assert s.first == 8 and s.adopted and not n.stalled(s, m.node.state)  # still pending
     m.run(m.op.make(txm.TYPE_TRANSFER, {1: m["buyer"].id, 2: 1}, seq=s.commit_seq))
     assert n.stalled(s, m.node.state) and not s.adopted
+
+
+def test_a_commit_still_pending_at_adoption_is_not_taken_for_stalled(tmp_path):
+    """Adopted over the former issuer's commit still in the intake: the stream
+    waits for that commit's block, it is not adopted again (and its held
+    readings sent again) at every round meanwhile; once the chain passes the
+    commit's seq without taking it, it is."""
+    m, aid = sold(tmp_path)
+    former = readings(m, aid, 0, 9)
+    m.run(commit(m, aid, 0, 0, former[:4]))
+    out = Out()
+    n = node_of(m, tmp_path, out)
+    n.take_over(m.node.state, [])
+    ctx = txm.decode(commit(m, aid, 1, 4, former[4:8]))  # in flight, not in a block
+    n.adopt(aid, m.node.state, 4, 1, former[4:9], [ctx], now=1.0)
+    (s,) = n.supplies()
+    assert (s.first, s.adopted) == (8, True)
+    assert not n.stalled(s, m.node.state) and s.adopted
+    m.run(m.op.make(txm.TYPE_TRANSFER, {1: m["buyer"].id, 2: 1}, seq=ctx.seq))  # passed by
+    assert n.stalled(s, m.node.state) and not s.adopted

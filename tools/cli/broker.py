@@ -123,11 +123,14 @@ class Exporter:
             raise UsageError(str(e)) from None
         return {**creds, **self.persons}
 
-    def start_bucket(self, say: Callable[[str], None]) -> Any:
-        """Follow the cluster's login bucket (gateway/cluster/login_bucket.py)."""
+    def start_bucket(self, say: Callable[[str], None],
+                     wake: threading.Event | None = None) -> Any:
+        """Follow the cluster's login bucket (gateway/cluster/login_bucket.py);
+        `wake` is set on each change of it."""
         from gateway.cluster.login_bucket import SharedLogins
 
-        self.bucket = SharedLogins(self.cluster, self.domain, self.gateway, say=say).start()
+        self.bucket = SharedLogins(self.cluster, self.domain, self.gateway, say=say,
+                                   wake=wake).start()
         return self.bucket
 
     def changes(self) -> object:
@@ -252,24 +255,29 @@ def watch(job: Exporter, args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop, wake = threading.Event(), threading.Event()
+
+    def halt(*_: Any) -> None:
+        stop.set()
+        wake.set()  # (a watch waiting on the login bucket's changes: it sees `stop` now)
+
+    signal.signal(signal.SIGTERM, halt)
     log(f"watching the chain of {job.domain} in {job.data}: exports to {job.nats or job.out}"
         + (f", reloads the pid in {pid_file}" if pid_file else " (no --reload-pid-file)")
         + (f"; logins shared through the bucket on {','.join(job.cluster)}"
            if job.cluster else ""))
     job.say = log
-    wake = None
     try:
         if job.cluster:
-            wake = job.start_bucket(log).wake
+            job.start_bucket(log, wake)
             # a restarted watch does not drop the other machines' logins for a moment
             if not job.bucket.wait_loaded(BUCKET_WAIT_S):
                 log("login bucket not read yet: exporting this machine's logins; the "
                     "bucket's follow when it answers")
         name = "the NATS node" if job.nats is not None else "mosquitto"
         Watch(job, job.head, (lambda: reload_by_pid_file(pid_file, name)) if pid_file else
-              (lambda: None), log, changes=job.changes, wake=wake).run(stop, args.poll)
+              (lambda: None), log, changes=job.changes,
+              wake=wake if job.cluster else None).run(stop, args.poll)
     except KeyboardInterrupt:
         pass
     finally:

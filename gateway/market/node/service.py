@@ -766,6 +766,7 @@ class MarketNode:
             if t.type == txm.TYPE_CONTRACT_CALL and t.body[2] == "commit" \
                     and t.body[3][0] == aid and t.body[3][2] + t.body[3][3] > start:
                 start, nb = t.body[3][2] + t.body[3][3], t.body[3][1] + 1
+                s.commit_seq = max(s.commit_seq, t.seq)  # stalled() waits for its block
         if held and first > start:  # its chain is ahead of this one's
             start, nb = first, batch
         s.first = s.index = start
