@@ -20,13 +20,14 @@ import pytest
 from shared import messages, notice, topics
 from shared import messages_gateway as mg
 from shared import tx as txm
-from tests.support.brokers import AmqttBroker, refusing_amqtt
+from tests.support.brokers import AmqttBroker, refusing_amqtt, wait_until
 from tests.support.gwtest import Device, key
 from tools.keys import KeyPair
 from tools.mqtt_ask import shut
 from tools.relay import Side
 from tools.submit import SubmitError, submit
 from tools.supplier import Supplier
+from tools.xbuy import CrossBuyer
 
 DOMAIN = "suback-test"
 AUTHORITY = key("suback-authority")
@@ -112,3 +113,30 @@ def test_supplier_listens_again_after_a_refused_suback(refusing):
         assert state["asked"] == 2  # refused once, then granted
     finally:
         sup.stop()
+
+
+def test_cross_buyer_listens_again_after_a_refused_suback():
+    """tools/xbuy.CrossBuyer (the reseller's purchase in A) waits for a granted
+    subscription of the agreement's data topic: a refused one was taken for a
+    subscription and the supplier's readings were lost."""
+    agreement, supplier = bytes(range(16)), b"\x02" * 32
+    b, state = refusing_amqtt(agreement.hex())
+    broker = b.start()
+    priv, pub = key("suback-buyer")
+    buyer = CrossBuyer(KeyPair(priv, pub), Side("suback-b", None, broker.url, AUTHORITY[1], None),
+                       Side(DOMAIN, None, broker.url, AUTHORITY[1], None), timeout=10,
+                       line=lambda s: None)
+    pubc = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="a-supplier",
+                       protocol=mqtt.MQTTv311)
+    try:
+        inbox = buyer._subscribe(supplier, agreement)
+        pubc.connect(broker.host, broker.port, 30)
+        pubc.loop_start()
+        pubc.publish(topics.data(DOMAIN, supplier.hex() + "/" + agreement.hex()), b"reading",
+                     qos=1).wait_for_publish(5)
+        wait_until(lambda: inbox.held == [b"reading"], 5, what="the reading held")
+        assert state["asked"] == 2  # refused once, then granted
+    finally:
+        shut(pubc)
+        buyer.close()
+        b.close()
