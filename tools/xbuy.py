@@ -373,7 +373,8 @@ class CrossBuyer:
         root: those batches with their (index, value, scale), in the order
         checked. BuyError if a delivery is refused."""
         out = []
-        for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL):
+        # from the DEMAND's height: no commitment of the agreement is older
+        for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL, d.agreement.height):
             if not any(len(e) == 7 and e[0] == market.AGREEMENT and e[1] == purchase.COMMITTED
                        and e[2] == d.agreement.id and e[3] not in d.batches
                        for e in t.events):  # (another contract's look-alike: not ours)
