@@ -59,7 +59,8 @@ def verdicts_to(verdicts: queue.Queue[bool]) -> Callable[..., None]:
     return lambda _c, _u, _mid, codes, _p: verdicts.put(not any(rc.is_failure for rc in codes))
 
 
-def subscribed(c: mqtt.Client, verdicts: queue.Queue[bool], topic: str, qos: int,
+def subscribed(c: mqtt.Client, verdicts: queue.Queue[bool] | queue.Queue[bool | None],
+               topic: str, qos: int,
                timeout: float, down: threading.Event | None = None) -> None:
     """Wait until the broker grants the subscription to `topic` that `c`
     asked for (its on_subscribe `verdicts_to(verdicts)`), asking again while
@@ -102,19 +103,26 @@ class Line:
         self.url = url
         self._got: queue.Queue[bytes | None] = queue.Queue()
         self.down = threading.Event()
-        verdicts: queue.Queue[bool] = queue.Queue()  # each SUBACK: granted?
+        verdicts: queue.Queue[bool | None] = queue.Queue()  # each SUBACK: granted?
+        refusal: list[str] = []  # the broker's CONNACK refusing the connection
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                         clean_session=True, protocol=mqtt.MQTTv311)
         if login:
             c.username_pw_set(*login)
-        c.on_connect = lambda cl, _u, _f, rc, _p: None if rc.is_failure else cl.subscribe(
-            answers, qos=qos)
+
+        def connected(cl: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+            if rc.is_failure:
+                refusal.append(str(rc))  # (paho drops the connection next: dropped)
+            else:
+                cl.subscribe(answers, qos=qos)
+        c.on_connect = connected
         c.on_subscribe = verdicts_to(verdicts)
         c.on_message = lambda _c, _u, m: self._got.put(bytes(m.payload))
 
         def dropped(*_a: Any) -> None:
             self.down.set()
             self._got.put(None)  # wakes a request waiting on this connection
+            verdicts.put(None)  # and the wait for the subscription
         c.on_disconnect = dropped
         try:
             c.connect(*parse_url(url), keepalive=30)
@@ -125,6 +133,8 @@ class Line:
             subscribed(c, verdicts, answers, qos, timeout, self.down)
         except Silent:
             shut(c)
+            if refusal:  # said at once (e.g. a login it does not admit): no waiting it out
+                raise Silent("refused the connection: %s" % refusal[0]) from None
             raise
         self.client = c
 

@@ -140,3 +140,15 @@ def test_cross_buyer_listens_again_after_a_refused_suback():
         shut(pubc)
         buyer.close()
         b.close()
+
+
+@pytest.mark.mosquitto
+def test_a_refused_login_is_said_at_once(mosquitto_factory):
+    """A broker that refuses the connection (CONNACK: not authorized) is
+    passed over as soon as it says so, the refusal named (it was waited out
+    for the whole timeout and said to have dropped the connection)."""
+    broker = mosquitto_factory(allow_anonymous="false")
+    d = Device("login-refused", DOMAIN)
+    with pytest.raises(SubmitError, match="refused the connection: Not authorized"):
+        submit(broker.url, DOMAIN, d.reading(2150), AUTHORITY[1], timeout=30,
+               login=("nobody", "wrong"))
