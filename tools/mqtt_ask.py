@@ -53,6 +53,47 @@ def shut(c: mqtt.Client) -> None:
     c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)
 
 
+def verdicts_to(verdicts: queue.Queue[bool]) -> Callable[..., None]:
+    """An on_subscribe callback that puts each SUBACK's verdict (granted?)
+    in `verdicts`, for `subscribed`."""
+    return lambda _c, _u, _mid, codes, _p: verdicts.put(not any(rc.is_failure for rc in codes))
+
+
+def subscribed(c: mqtt.Client, verdicts: queue.Queue[bool] | queue.Queue[bool | None],
+               topic: str, qos: int,
+               timeout: float, down: threading.Event | None = None) -> None:
+    """Wait until the broker grants the subscription to `topic` that `c`
+    asked for (its on_subscribe `verdicts_to(verdicts)`), asking again while
+    it refuses (SUBACK 0x80). NATS's MQTT listener refuses a QoS 1 SUBSCRIBE
+    when it cannot make the subscription's JetStream consumer in time, as
+    for a minute or so after a node of its cluster died: a request sent
+    under a refused subscription gets its answer nowhere (docs/CONSENSUS.md,
+    "A light node after a machine died"). Silent when not granted within
+    `timeout`, or when `down` (the connection dropped) is set."""
+    deadline = time.monotonic() + timeout
+    refused = 0
+    while True:
+        try:
+            granted: bool | None = verdicts.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            granted = None
+        if down is not None and down.is_set():
+            raise Silent("the connection dropped before the subscription to %s" % topic)
+        if granted:
+            return
+        left = deadline - time.monotonic()
+        if granted is False:
+            refused += 1
+            if left > 0:
+                time.sleep(min(SUBSCRIBE_AGAIN_S, left))
+                c.subscribe(topic, qos=qos)
+                continue
+        if refused:
+            raise Silent("refused the subscription to %s %d time(s) within %.0f s"
+                         % (topic, refused, timeout))
+        raise Silent("no subscription to %s confirmed within %.0f s" % (topic, timeout))
+
+
 class Line:
     """One connection to one broker, subscribed to one answer topic (Silent
     if that fails within `timeout`)."""
@@ -62,20 +103,26 @@ class Line:
         self.url = url
         self._got: queue.Queue[bytes | None] = queue.Queue()
         self.down = threading.Event()
-        verdicts: queue.Queue[bool] = queue.Queue()  # each SUBACK: granted?
+        verdicts: queue.Queue[bool | None] = queue.Queue()  # each SUBACK: granted?
+        refusal: list[str] = []  # the broker's CONNACK refusing the connection
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                         clean_session=True, protocol=mqtt.MQTTv311)
         if login:
             c.username_pw_set(*login)
-        c.on_connect = lambda cl, _u, _f, rc, _p: None if rc.is_failure else cl.subscribe(
-            answers, qos=qos)
-        c.on_subscribe = lambda _c, _u, _mid, codes, _p: verdicts.put(
-            not any(rc.is_failure for rc in codes))
+
+        def connected(cl: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+            if rc.is_failure:
+                refusal.append(str(rc))  # (paho drops the connection next: dropped)
+            else:
+                cl.subscribe(answers, qos=qos)
+        c.on_connect = connected
+        c.on_subscribe = verdicts_to(verdicts)
         c.on_message = lambda _c, _u, m: self._got.put(bytes(m.payload))
 
         def dropped(*_a: Any) -> None:
             self.down.set()
             self._got.put(None)  # wakes a request waiting on this connection
+            verdicts.put(None)  # and the wait for the subscription
         c.on_disconnect = dropped
         try:
             c.connect(*parse_url(url), keepalive=30)
@@ -83,44 +130,13 @@ class Line:
             raise Silent("cannot reach it: %s" % e) from None
         c.loop_start()
         try:
-            self._subscribed(c, verdicts, answers, qos, timeout)
+            subscribed(c, verdicts, answers, qos, timeout, self.down)
         except Silent:
             shut(c)
+            if refusal:  # said at once (e.g. a login it does not admit): no waiting it out
+                raise Silent("refused the connection: %s" % refusal[0]) from None
             raise
         self.client = c
-
-    def _subscribed(self, c: mqtt.Client, verdicts: queue.Queue[bool], answers: str,
-                    qos: int, timeout: float) -> None:
-        """Wait until the broker grants the subscription on_connect asked
-        for, asking again while it refuses (SUBACK 0x80). NATS's MQTT listener
-        refuses a QoS 1 SUBSCRIBE when it cannot make the subscription's
-        JetStream consumer in time, as for a minute or so after a node of its
-        cluster died: a request sent under a refused subscription gets its
-        answer nowhere (docs/CONSENSUS.md, "A light node after a machine
-        died"). Silent when not granted within `timeout`."""
-        deadline = time.monotonic() + timeout
-        refused = 0
-        while True:
-            try:
-                granted: bool | None = verdicts.get(
-                    timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                granted = None
-            if self.down.is_set():
-                raise Silent("the connection dropped before the subscription to %s" % answers)
-            if granted:
-                return
-            left = deadline - time.monotonic()
-            if granted is False:
-                refused += 1
-                if left > 0:
-                    time.sleep(min(SUBSCRIBE_AGAIN_S, left))
-                    c.subscribe(answers, qos=qos)
-                    continue
-            if refused:
-                raise Silent("refused the subscription to %s %d time(s) within %.0f s"
-                             % (answers, refused, timeout))
-            raise Silent("no subscription to %s confirmed within %.0f s" % (answers, timeout))
 
     def ask(self, topic: str, payload: bytes, pick: Callable[[bytes], T | None], *,
             qos: int, what: str, timeout: float,

@@ -74,7 +74,6 @@ class Reseller:
         self.seq = Seq()  # one key signs in B as supplier and as buyer: one seq
         self.sup = Supplier(key, home, seq=self.seq, timeout=timeout, line=self._say)
         self.offer_due = 0.0
-        self.served: list[tuple[bytes, bool]] = []  # (agreement in B, delivered in full)
 
     def _say(self, text: str) -> None:
         self.line("resell: " + text)
@@ -103,7 +102,7 @@ class Reseller:
                     m = self.sup.matches.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                self.served.append((m.id, self.serve(m)))
+                self.serve(m)
         except KeyboardInterrupt:
             pass
         finally:

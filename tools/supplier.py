@@ -31,7 +31,7 @@ from shared import messages_gateway as mg
 from shared import tx as txm
 from tools.failover import connect_first
 from tools.keys import KeyPair
-from tools.mqtt_ask import shut
+from tools.mqtt_ask import Silent, shut, subscribed, verdicts_to
 from tools.relay import Seq, Side, ensure_registered, submitter
 from tools.submit import login_for
 
@@ -117,10 +117,10 @@ class Supplier:
                                                       time.time_ns() % 10**9),
                         protocol=mqtt.MQTTv311)
         c.username_pw_set(*login_for(self.key, self.domain))
-        done: queue.Queue[bool] = queue.Queue()
+        verdicts: queue.Queue[bool] = queue.Queue()
         rx = topics.rx(self.domain, self.key.id.hex())
         c.on_connect = lambda cl, *_: cl.subscribe(rx, qos=1)  # again after a reconnect
-        c.on_subscribe = lambda *_: done.put(True)
+        c.on_subscribe = verdicts_to(verdicts)
         c.on_message = lambda _c, _u, m: self._notice(bytes(m.payload))
         try:
             connect_first(c, self.side.brokers)
@@ -128,11 +128,10 @@ class Supplier:
             raise SupplyError("cannot reach %s: %s" % (self.side.broker, e)) from None
         c.loop_start()
         self._mq = c
-        try:
-            done.get(timeout=self.timeout)
-        except queue.Empty:
-            raise SupplyError("the rx subscription in %s was not confirmed"
-                              % self.domain) from None
+        try:  # a refused SUBSCRIBE (NATS after a node died) is asked again
+            subscribed(c, verdicts, rx, 1, self.timeout)
+        except Silent as e:
+            raise SupplyError("the rx subscription in %s: %s" % (self.domain, e)) from None
 
     def _notice(self, payload: bytes) -> None:  # paho's thread
         if payload[:1] != bytes([notice.NOTICE_BYTE]):

@@ -45,6 +45,7 @@ from shared import errors, messages, stream, topics, txdecode
 from shared import tx as txm
 from tools.failover import connect_first
 from tools.keys import KeyPair
+from tools.mqtt_ask import Silent, subscribed, verdicts_to
 from tools.relay import Seq, Side, ensure_registered, submitter
 from tools.submit import login_for
 
@@ -349,16 +350,16 @@ class CrossBuyer:
         """Listen to the agreement's stream (one at a time): what comes is
         held in the inbox until it is handed a delivery."""
         inbox = Inbox()
-        done: queue.Queue[bool] = queue.Queue()
+        verdicts: queue.Queue[bool] = queue.Queue()
         side, topic = self._where("data/" + supplier.hex() + "/" + agreement.hex())
         self.close()
         self._mq = self._client(side, lambda m: inbox.put(bytes(m.payload)))
-        self._mq.on_subscribe = lambda *_: done.put(True)
+        self._mq.on_subscribe = verdicts_to(verdicts)
         self._mq.subscribe(topic, qos=1)
-        try:
-            done.get(timeout=self.timeout)
-        except queue.Empty:
-            raise BuyError("the data topic subscription was not confirmed") from None
+        try:  # a refused SUBSCRIBE (NATS after a node died) is asked again
+            subscribed(self._mq, verdicts, topic, 1, self.timeout)
+        except Silent as e:
+            raise BuyError("the data topic subscription: %s" % e) from None
         return inbox
 
     def stream_topic(self, d: Delivery) -> str:
@@ -372,7 +373,8 @@ class CrossBuyer:
         root: those batches with their (index, value, scale), in the order
         checked. BuyError if a delivery is refused."""
         out = []
-        for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL):
+        # from the DEMAND's height: no commitment of the agreement is older
+        for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL, d.agreement.height):
             if not any(len(e) == 7 and e[0] == market.AGREEMENT and e[1] == purchase.COMMITTED
                        and e[2] == d.agreement.id and e[3] not in d.batches
                        for e in t.events):  # (another contract's look-alike: not ours)

@@ -2,8 +2,8 @@
 (docs/CROSSDOMAIN.md, "Relayer"): chain-query answers are not signed, so a
 gateway could state a genesis with another authority key, whose receipts
 the relayer or the buyer would then believe. With the domain's genesis file
-given (`relay --from-genesis/--to-genesis`, `xdomain buy
---genesis/--of-genesis`), its keys are the file's, and a gateway (or a data
+given (`relay --from-genesis/--to-genesis`, `xdomain buy` and `xdomain
+resell --genesis/--of-genesis`), its keys are the file's, and a gateway (or a data
 folder) stating another genesis is refused: genesis-mismatch."""
 
 from __future__ import annotations
@@ -74,6 +74,12 @@ def test_a_genesis_answer_with_another_key_is_refused_when_the_genesis_is_pinned
                        "--of", A, "--of-broker", url, "--of-genesis",
                        str(tmp_path / "a" / "genesis.toml"), "--service", "temperature",
                        "--quantity", "1", "--key", str(tmp_path / "bob.key"), "--timeout", "5"])
+        err = capsys.readouterr().err
+        assert rc == EXIT_USAGE and "genesis-mismatch" in err, err
+        rc = cli.main(["xdomain", "resell", "--data-dir", str(tmp_path / "a"), "--broker", url,
+                       "--of", A, "--of-broker", url, "--of-genesis",
+                       str(tmp_path / "a" / "genesis.toml"), "--service", "temperature",
+                       "--price", "5", "--key", str(tmp_path / "bob.key"), "--timeout", "5"])
         err = capsys.readouterr().err
         assert rc == EXIT_USAGE and "genesis-mismatch" in err, err
     finally:

@@ -6,10 +6,14 @@ first key proven at or after its commit that signed all its readings."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.xdomain import purchase
 from shared import merkle, stream
+from shared import tx as txm
 from tests.support.gwtest import Device
-from tools import xbuy
+from tools import relay, xbuy
+from tools.keys import KeyPair
 
 AID = bytes(range(16))
 
@@ -45,3 +49,24 @@ def test_readings_under_a_rotated_key_are_stashed_until_it_is_proven() -> None:
     for i in range(xbuy.MAX_STASH + 10):
         d.receive(reading(mallory, i % 4))
     assert len(d.stash) == xbuy.MAX_STASH
+
+
+def test_a_look_for_commitments_reads_a_from_the_agreements_height() -> None:
+    """CrossBuyer.check runs every 0.2 s while a purchase is delivered (xdomain
+    buy, the reseller): it reads A's contract calls from the height of the
+    agreement's DEMAND (no commitment of it is older), not the whole chain
+    at each look (chain queries, for A read over its broker)."""
+    asked: list[tuple[int, int]] = []
+
+    class AStore:
+        def txs_of_type(self, type_: int, since_height: int = 0) -> list[Any]:
+            asked.append((type_, since_height))
+            return []
+
+    a = relay.Side("dom-a", None, "mqtt://127.0.0.1:1", b"", AStore())
+    b = relay.Side("dom-b", None, "mqtt://127.0.0.1:2", b"", None)
+    bob = Device("bob")
+    buyer = xbuy.CrossBuyer(KeyPair(bob.priv, bob.pub), b, a, line=lambda s: None)
+    ag = purchase.ProvenAgreement(AID, bytes(16), Device("sam").id, 5, 4, "temperature", 41)
+    assert buyer.check(xbuy.Delivery(ag, [])) == []
+    assert asked == [(txm.TYPE_CONTRACT_CALL, 41)]

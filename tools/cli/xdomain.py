@@ -17,7 +17,7 @@
         here: --domain B and no genesis in --data-dir)
     thingledger xdomain resell (--of-dir DIR | --of A) --of-broker URL_A --service S
         [--as S_HERE] --price P [--max-price P_A] [--interval S] [--via RELAYER_ID]
-        --key FILE [network options]
+        [--genesis FILE] [--of-genesis FILE] --key FILE [network options]
         offer S here; for each agreement, buy as many readings in A, proven here,
         and stream each one checked to the buyer here as its own (a buyer board)
     thingledger xdomain demo [--dir DIR]                two live domains and transfers (make run-xdomain)
@@ -258,11 +258,13 @@ def cmd_relay(args: argparse.Namespace) -> int:
                      line=lambda s: print(s, flush=True))
 
 
-def cmd_buy(args: argparse.Namespace) -> int:
+def _sides(args: argparse.Namespace, key: Any) -> tuple[Any, Any]:
+    """This domain (B: --data-dir, or --domain over --broker) and the market's
+    (A: --of-dir or --of over --of-broker) of `xdomain buy` and `xdomain
+    resell`, each with its genesis file pinned if given (--genesis,
+    --of-genesis)."""
     from gateway.node.config import GENESIS_FILE
-    from tools import xbuy
 
-    key = load_key_file(args.key)
     here = data_dir(args)
     home = _side(key, str(here), None, args.broker, args.timeout, "--domain", args.genesis,
                  "--genesis") \
@@ -271,6 +273,14 @@ def cmd_buy(args: argparse.Namespace) -> int:
                    "--genesis")
     there = _side(key, args.of_dir, args.of, args.of_broker, args.timeout, "--of",
                   args.of_genesis, "--of-genesis")
+    return home, there
+
+
+def cmd_buy(args: argparse.Namespace) -> int:
+    from tools import xbuy
+
+    key = load_key_file(args.key)
+    home, there = _sides(args, key)
     via = parse_id(args.via, "--via") if args.via else None
 
     def say(s: str) -> None:
@@ -306,16 +316,11 @@ def cmd_buy(args: argparse.Namespace) -> int:
 
 
 def cmd_resell(args: argparse.Namespace) -> int:
-    from gateway.node.config import GENESIS_FILE
     from tools import resell
     from tools.supplier import SupplyError
 
     key = load_key_file(args.key)
-    here = data_dir(args)
-    home = _side(key, str(here), None, args.broker, args.timeout, "--domain") \
-        if (here / GENESIS_FILE).exists() or not args.domain \
-        else _side(key, None, args.domain, args.broker, args.timeout, "--domain")
-    there = _side(key, args.of_dir, args.of, args.of_broker, args.timeout, "--of")
+    home, there = _sides(args, key)
     terms = resell.Terms(args.service, args.sell_as or args.service, args.price,
                          args.price if args.max_price is None else args.max_price,
                          args.interval, args.valid)
@@ -335,6 +340,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return xdomain_demo.run(Path(args.dir) if args.dir else None,
                             lambda s: print(s, flush=True))
+
+
+def pinning(p: argparse.ArgumentParser) -> None:
+    """--genesis and --of-genesis (xdomain buy, xdomain resell)."""
+    p.add_argument("--genesis", metavar="FILE",
+                   help="this domain's genesis file: its authority and validator keys are "
+                        "pinned, a gateway stating another genesis is refused "
+                        "(genesis-mismatch)")
+    p.add_argument("--of-genesis", metavar="FILE",
+                   help="the market domain's genesis file, pinned as --genesis")
 
 
 def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
@@ -394,12 +409,7 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                         "offers and streams on this domain's broker")
     b.add_argument("--wait", type=positive_float, default=300.0, metavar="S",
                    help="seconds to wait for every reading to be committed and checked")
-    b.add_argument("--genesis", metavar="FILE",
-                   help="this domain's genesis file: its authority and validator keys are "
-                        "pinned, a gateway stating another genesis is refused "
-                        "(genesis-mismatch)")
-    b.add_argument("--of-genesis", metavar="FILE",
-                   help="the market domain's genesis file, pinned as --genesis")
+    pinning(b)
     b.set_defaults(func=cmd_buy)
     rs = xs.add_parser("resell", parents=[net, key],
                        help="resell here a service of another domain's market: offer it here, "
@@ -429,6 +439,7 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                     help="after a failed purchase, the offer here is withdrawn this long")
     rs.add_argument("--seconds", type=positive_float, default=None, metavar="S",
                     help="stop after S seconds")
+    pinning(rs)
     rs.set_defaults(func=cmd_resell)
     r = sub.add_parser("relay", parents=[data],
                        help="relay packets and headers between two domains (no rights needed)")
