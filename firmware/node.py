@@ -227,9 +227,9 @@ class Node:
                     return
             else:
                 m = messages.parse(msg, False)  # views into msg: no copy of the header
-                k = m[messages.M_KIND]
-                if k != messages.KIND_RECEIPT:  # not the authority's: ignored
-                    raise errors.ProofError("unsealed-notice" if k > messages.KIND_REJECT
+                seq = m[messages.M_KIND]  # (the callback's frame: few locals, heap)
+                if seq != messages.KIND_RECEIPT:  # not the authority's: ignored
+                    raise errors.ProofError("unsealed-notice" if seq > messages.KIND_REJECT
                                             else "unsigned-rejection")
             seq = m.get(messages.M_SEQ)
             stored = self.outbox.get(seq) if isinstance(seq, int) else None
@@ -238,7 +238,7 @@ class Node:
             stored = None  # the check below needs the heap more
             gc.collect()  # the check's big ints fill the small holes first
             if s1 is None:
-                fields = messages.check_receipt(m, self.authority, self.validators)
+                stored = messages.check_receipt(m, self.authority, self.validators)["height"]
                 self.receipts += 1
                 self._backoff = 0
                 self._confirmed(seq)
@@ -248,7 +248,7 @@ class Node:
                     self.unconfirmed = _OTA_VERIFIED
                 gc.collect()
                 self.log("receipt-verified seq=%d height=%d status=%d free=%d" % (
-                    seq, fields["height"], m[messages.M_STATUS], gc.mem_free()))
+                    seq, stored, m[messages.M_STATUS], gc.mem_free()))
             else:
                 cose.check1(self.authority, s1)  # a forged rejection stops here
                 s1 = None

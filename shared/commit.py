@@ -63,8 +63,9 @@ def check(cert, block_hash, named_hash, pubkeys, threshold, set_hash=None):
             raise errors.ProofError("duplicate-signer")
         if i >= len(pubkeys):
             raise errors.ProofError("signer-outside-set")
-        kid = sha256(pubkeys[i]).digest()[:16]
-        cose.check1(pubkeys[i], cose.Sign1(cose.protected_header(kid), kid, st, sig))
+        # the kid only inside the protected header: garbage before the check's collection
+        cose.check1(pubkeys[i], cose.Sign1(cose.protected_header(
+            sha256(pubkeys[i]).digest()[:16]), None, st, sig))
         last = i
 
 

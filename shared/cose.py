@@ -151,9 +151,8 @@ def check1(public_key, parsed):
         from shared import p256
 
         d = sig_digest(parsed.protected, parsed.payload)
-        s = bytes(parsed.signature)
         gc.collect()
-        ok = p256.verify_digest(public_key, d, s)
+        ok = p256.verify_digest(public_key, d, parsed.signature)
     if not ok:
         raise errors.SignatureError("bad-signature")
     return parsed.payload

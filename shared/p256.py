@@ -134,18 +134,21 @@ def _comb(kb, tbl, w, d):
     # Column j (d - 1 down to 0): double, then add entry i made of the bits
     # j + t * d, t = w - 1 .. 0. Doubling (a = -3) and mixed addition are inline:
     # no call frames (MicroPython puts large ones on the heap), no tuple per step,
-    # about ten big ints alive at once.
+    # about ten big ints alive at once. `% _P + 0`: MicroPython's remainder keeps
+    # the digit array of the dividend (a 512-bit product: 3 heap blocks), the sum
+    # one of its own size (2 blocks): the walk's live ints take a quarter less heap
+    # (a board's peak during a receipt check).
     x = y = z = 0
     top = len(kb) - 1
     for j in range(d - 1, -1, -1):
         if z:
-            t = z * z % _P
-            a = y * y % _P
-            c = x * a % _P
-            t = 3 * (x - t) * (x + t) % _P
-            z = 2 * y * z % _P
-            x = (t * t - 8 * c) % _P
-            y = (t * (4 * c - x) - 8 * a * a) % _P
+            t = z * z % _P + 0
+            a = y * y % _P + 0
+            c = x * a % _P + 0
+            t = 3 * (x - t) * (x + t) % _P + 0
+            z = 2 * y * z % _P + 0
+            x = (t * t - 8 * c) % _P + 0
+            y = (t * (4 * c - x) - 8 * a * a) % _P + 0
         i = 0
         b = j + (w - 1) * d
         while b >= 0:
@@ -157,18 +160,18 @@ def _comb(kb, tbl, w, d):
         if not z:
             x, y, z = a, c, 1
             continue
-        t = z * z % _P
-        a = (a * t - x) % _P  # h
-        c = (c * t % _P * z - y) % _P  # r
+        t = z * z % _P + 0
+        a = (a * t - x) % _P + 0  # h
+        c = (c * t % _P * z - y) % _P + 0  # r
         if not a:  # the entry is +-(x, y, z): a doubling or infinity (only by adversarial input)
             x, y, z = _dbl(x, y, z) if not c else (0, 0, 0)
             continue
-        t = a * a % _P  # h^2
-        x = x * t % _P  # v = x1 * h^2
-        t = a * t % _P  # h^3
-        z = z * a % _P
-        a = (c * c - t - 2 * x) % _P  # x3
-        y = (c * (x - a) - y * t) % _P
+        t = a * a % _P + 0  # h^2
+        x = x * t % _P + 0  # v = x1 * h^2
+        t = a * t % _P + 0  # h^3
+        z = z * a % _P + 0
+        a = (c * c - t - 2 * x) % _P + 0  # x3
+        y = (c * (x - a) - y * t) % _P + 0
         x = a
     return x, y, z
 
@@ -298,8 +301,9 @@ def sign(private_key, message):
 
 
 def verify_digest(public_key, digest, signature):
-    """True iff signature (64-byte r||s) is valid for the 32-byte digest."""
-    if not (isinstance(signature, _BYTES) and len(signature) == 64
+    """True iff signature (64-byte r||s; also a memoryview, as shared/cose.check1
+    passes a view into the received message: no copy) is valid for the 32-byte digest."""
+    if not (isinstance(signature, (bytes, bytearray, memoryview)) and len(signature) == 64
             and isinstance(digest, _BYTES) and len(digest) == 32):
         return False
     r = int.from_bytes(signature[:32], "big")
