@@ -4,8 +4,8 @@ heap for this code between passes and a supplier never loads it (a bought
 reading is checked by firmware/bought.py).
 
 For each agreement as buyer: subscribe to its data topic once (here,
-outside the MQTT callback; a refused subscription is asked again at the
-next second's pass), and unsubscribe and free the slot once bought,
+outside the MQTT callback; a refused one is asked again by the MQTT
+client), and unsubscribe and free the slot once bought,
 ended or expired by the local clock (its ENDED may have gone missing); then
 a DEMAND once the balance of the last ACCOUNT covers max_price x quantity +
 the fee.
@@ -42,12 +42,11 @@ def step(mk):
         n = s[_N]
         if n < s[_Q] and mk.t < s[_IV]:
             if s[_R] == _BUY:
-                g = nd.client.subscribe(s[_T], 1)
-                mk._log("listen", "agreement", s[_H], "granted", g)
-                if g != 0x80:  # refused: a broker whose rights follow the chain (a NATS
-                    s[_R] = _BUYING  # node reloads its file after the block) may admit it
-                    # a moment after the MATCH, so the next second's pass asks again;
-                    # _BUY is restored by the client after a reconnect
+                s[_R] = _BUYING  # restored by the client after a reconnect
+                # a refused filter (0x80: a NATS node admits the purchase once it has
+                # reloaded its rights after the block) is kept and asked again by the
+                # client itself (firmware/mqtt.py): the readings count once it is granted
+                mk._log("listen", "agreement", s[_H], "granted", nd.client.subscribe(s[_T], 1))
             continue
         # bought, ended, or expired by the local clock (its ENDED went missing)
         nd.client.unsubscribe(s[_T])

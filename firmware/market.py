@@ -20,8 +20,9 @@ agreement as buyer, once that balance covers max_price x quantity + the
 fee, it submits a DEMAND (whose first 16 bytes of tx id are the demand and
 agreement id) and counts the amount as spent until the next ACCOUNT. On a
 MATCH as buyer it subscribes to the data topic (in step(), outside the MQTT
-callback; a refused subscription is asked again each second: a NATS node
-admits the purchase once it has reloaded its rights) and checks each reading: signed by the supplier key of the MATCH,
+callback; a refused subscription is asked again by the MQTT client,
+firmware/mqtt.py: a NATS node admits the purchase once it has reloaded its
+rights) and checks each reading: signed by the supplier key of the MATCH,
 for this agreement, index not below the next expected one (a lost reading
 leaves a gap; a replayed or repeated one is refused) and below quantity.
 After `quantity` readings, on ENDED, or once the agreement's expiry has
