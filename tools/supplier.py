@@ -234,12 +234,18 @@ class Stream:
 
     def reading(self, index: int, value: int, scale: int) -> bytes:
         """Sign reading `index` and publish it (QoS 1, waited for); it joins
-        the batch being filled. Indices go up by one."""
+        the batch being filled once the broker acknowledged it (SupplyError
+        otherwise: a commit never covers a reading the buyer may not get).
+        Indices go up by one."""
         if index != self.next:
             raise SupplyError("reading %d out of order (next %d)" % (index, self.next))
         k = self.s.key
         r = stream.reading(k.private, k.id, self.agreement, index, value, scale)
-        self._client().publish(self.topic, r, qos=1).wait_for_publish(self.s.timeout)
+        info = self._client().publish(self.topic, r, qos=1)
+        info.wait_for_publish(self.s.timeout)  # returns on its timeout too
+        if not info.is_published():  # a batch root never covers what the broker did not take
+            raise SupplyError("reading %d not acknowledged by %s within %.0f s"
+                              % (index, self.s.side.broker, self.s.timeout))
         self._batch.add(r)
         self.next = index + 1
         return r
