@@ -149,13 +149,13 @@ class Line:
             self._got.get_nowait()
         if self.down.is_set():
             raise Silent("the connection dropped")
+        deadline = time.monotonic() + timeout  # one bound for the publish and the answer
         try:
             info = self.client.publish(topic, payload, qos=qos)
             if qos:
-                info.wait_for_publish(timeout)
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
         except RuntimeError as e:  # paho: not connected (any more), its queue full
             raise Silent("cannot publish: %s" % e) from None
-        deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
                 got = self._got.get(timeout=left)
