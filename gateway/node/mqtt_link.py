@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 
@@ -49,7 +49,8 @@ class Incoming:
 class MqttLink:
     def __init__(self, url: str, client_id: str, subscriptions: Iterable[str],
                  loop: asyncio.AbstractEventLoop, username: str | None = None,
-                 password: str | None = None, status_topic: str | None = None) -> None:
+                 password: str | None = None, status_topic: str | None = None,
+                 on_event: Callable[[str], None] | None = None) -> None:
         """username/password: the gateway's broker login on an enforcing broker
         (gateway.broker.credentials.gateway_credentials: the authority's credential).
         status_topic: where the node says it is up (retained "online" on every
@@ -66,6 +67,8 @@ class MqttLink:
         self._epoch = 0  # connection number: packet ids are per connection
         self._asked: dict[int, list[str]] = {}  # SUBSCRIBE packet id -> its filters
         self.refused = 0  # filters the broker refused (SUBACK 0x80), subscribed again
+        self._said: set[str] = set()  # refused filters said on the console, until granted
+        self.on_event = on_event or (lambda line: None)
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                         clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         if username is not None:
@@ -106,6 +109,16 @@ class MqttLink:
         with self._lock:
             filters = self._asked.pop(mid, [])
         refused = [f for f, rc in zip(filters, reason_codes, strict=False) if rc.is_failure]
+        granted = [f for f in filters if f not in refused and f in self._said]
+        for f in granted:
+            self._said.discard(f)
+            self._loop.call_soon_threadsafe(self.on_event, f"broker granted {f} at last")
+        for f in refused:  # said once until granted: a filter refused for good (an ACL)
+            if f not in self._said:  # shows on the console, not only in the counter
+                self._said.add(f)
+                self._loop.call_soon_threadsafe(
+                    self.on_event, f"broker refused the subscription to {f}: asking again "
+                                   f"every {RESUBSCRIBE_S} s")
         if refused:
             # NATS's MQTT listener refuses a QoS 1 SUBSCRIBE whose JetStream consumer
             # it cannot make in time (for a while after a node of the cluster died):

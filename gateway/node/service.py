@@ -196,7 +196,8 @@ class Gateway:
         me = self._client_name()
         self.link = MqttLink(self.cfg.broker_url, f"{me}-gateway", subs,
                              loop, username=user, password=password,
-                             status_topic=topics.status(self.cfg.domain, me))
+                             status_topic=topics.status(self.cfg.domain, me),
+                             on_event=self.on_event)
         if self.verifier is not None:
             await self.verifier.start()
             n = self.verifier.workers

@@ -21,8 +21,9 @@ def test_link_subscribes_again_to_a_refused_filter():
     broker.start()
 
     async def body():
+        said: list[str] = []
         link = MqttLink(broker.url, "link-suback", ["t/d/dev/+/status", "t/d/blocks"],
-                        asyncio.get_running_loop())
+                        asyncio.get_running_loop(), on_event=said.append)
         link.start()
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="link-pub",
                           protocol=mqtt.MQTTv311)
@@ -44,6 +45,9 @@ def test_link_subscribes_again_to_a_refused_filter():
             await asyncio.wait_for(until_received(), 10)
             assert got[0].topic == "t/d/dev/ab/status" and got[0].payload == b"online"
             assert link.refused == 1 and state["asked"] == 2  # refused once, then granted
+            # said on the console once, and once more when granted
+            assert said == ["broker refused the subscription to t/d/dev/+/status: asking "
+                            "again every 0.5 s", "broker granted t/d/dev/+/status at last"]
         finally:
             pub.disconnect()
             pub.loop_stop()
