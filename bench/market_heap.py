@@ -113,7 +113,8 @@ def main() -> int:
         print(f"  {'rest (layout, config)':<24} "
               f"{plain['free'] - r['free'] - named - (r['qstr_bytes'] - plain['qstr_bytes']):>6} B")
         for name, b in r.get("use", ()):
-            print(f"  while a pass runs: {name:<17} {int(b):>6} B")
+            b = f"{b} B" if int(b) >= 0 else "fails (MemoryError)"
+            print(f"  while a pass runs: {name:<17} {b:>8}")
         print(f"  modules beyond a plain board's: "
               f"{' '.join(sorted(set(r['modules']) - set(plain['modules'])))}")
     return 0

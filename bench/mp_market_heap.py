@@ -11,7 +11,8 @@
 #   MOD <item> <heap freed when dropped>   (market boards: each market item
 #   dropped in turn, collected: the OFFER body, the DEMAND body, the Market
 #   object (slots, clock, state), then each market module's code and globals)
-#   USE <module> <heap it takes while loaded for a call, with what it imports>
+#   USE <module> <heap it takes while loaded for a call, with what it imports;
+#   -1: it could not be loaded at this heap>
 #   and with SIGN true, instead of the items:
 #   SIGN <lowest free heap during the first signature: the most heap a ballast
 #   of small objects took with node.submit still signing; -1: fails unburdened>
@@ -79,7 +80,11 @@ def probe(node, sign):
             f0 = gc.mem_free()
             try:
                 __import__(name)
-            except (ImportError, MemoryError):  # a tree without it; no room at this heap
+            except ImportError:  # a tree without it
+                continue
+            except MemoryError:  # no room at this heap: said, not left out of the table
+                print("USE %s -1" % name)
+                forget(name)
                 continue
             gc.collect()
             print("USE %s %d" % (name, f0 - gc.mem_free()))

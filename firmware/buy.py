@@ -18,12 +18,10 @@ from shared import cbor, tx
 
 _DEMAND = const(15)  # transaction types (shared/txdecode.py)
 _SLOTS = const(2)  # firmware/market.py: agreements at a time, and a slot's indices
-_A = const(0)
 _T = const(1)
 _H = const(2)
 _Q = const(3)
 _N = const(4)
-_K = const(5)
 _R = const(6)
 _IV = const(7)
 _SUPPLY = const(0)
