@@ -110,6 +110,7 @@ def test_a_refused_subscription_counts_the_readings_once_the_client_has_it():
     n.at(3)
     assert n.client.subs == [topic]  # the client asks again, not the market
 
+
 def test_ended_agreement_unsubscribes():
     _, pub = key("supplier")
     n = buyer()
