@@ -708,13 +708,17 @@ class MarketNode:
         first, batch = (a["next_index"], a["next_batch"]) if a is not None else (s.first,
                                                                                   s.batch_no)
         first, batch = min(first, s.first), min(batch, s.batch_no)
-        held = self.streams.messages(s.aid, first, s.index - first) if s.index > first else []
-        if len(held) != s.index - first:  # a gap before this batch (a commit in flight
+
+        def held(first: int) -> list[bytes]:  # the readings first .. s.index-1 held
+            return self.streams.messages(s.aid, first, s.index - first) \
+                if s.index > first else []
+
+        readings = held(first)
+        if len(readings) != s.index - first:  # a gap before this batch (a commit in flight
             # that this gateway took over): the tail from this batch on, contiguous
             first, batch = s.first, s.batch_no
-            held = self.streams.messages(s.aid, first, s.index - first) \
-                if s.index > first else []
-        return first, batch, held
+            readings = held(first)
+        return first, batch, readings
 
     def stalled(self, s: _Supply, state: State) -> bool:
         """A commit of `s` the chain passed by without taking it (dropped with
