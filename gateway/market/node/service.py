@@ -341,10 +341,7 @@ class MarketNode:
             s = _Supply(aid, d, a["quantity"], d.interval_s, now + d.interval_s,
                         index=first, batch_no=a["next_batch"], first=first)
             for msg in self.streams.messages(aid, first, a["quantity"] - first):
-                s.batch.add(msg)  # ours, made in index order: no gaps
-                s.index += 1
-                if s.batch.count == BATCH or s.index == s.quantity:
-                    self._commit(s, state)
+                self._batched(s, msg, state)  # ours, made in index order: no gaps
             self._supplies[aid] = s
             self.log(f"market resumed supply agreement={aid.hex()[:8]} index={s.index}")
 
@@ -711,13 +708,17 @@ class MarketNode:
         first, batch = (a["next_index"], a["next_batch"]) if a is not None else (s.first,
                                                                                   s.batch_no)
         first, batch = min(first, s.first), min(batch, s.batch_no)
-        held = self.streams.messages(s.aid, first, s.index - first) if s.index > first else []
-        if len(held) != s.index - first:  # a gap before this batch (a commit in flight
+
+        def held(first: int) -> list[bytes]:  # the readings first .. s.index-1 held
+            return self.streams.messages(s.aid, first, s.index - first) \
+                if s.index > first else []
+
+        readings = held(first)
+        if len(readings) != s.index - first:  # a gap before this batch (a commit in flight
             # that this gateway took over): the tail from this batch on, contiguous
             first, batch = s.first, s.batch_no
-            held = self.streams.messages(s.aid, first, s.index - first) \
-                if s.index > first else []
-        return first, batch, held
+            readings = held(first)
+        return first, batch, readings
 
     def stalled(self, s: _Supply, state: State) -> bool:
         """A commit of `s` the chain passed by without taking it (dropped with
@@ -744,10 +745,7 @@ class MarketNode:
                      f"index={s.index} reason={e.reason}")
             return
         self.publish(topics.data(self.domain, self.op.id.hex() + "/" + s.aid.hex()), msg, False)
-        s.batch.add(msg)
-        s.index += 1
-        if s.batch.count == BATCH or s.index == s.quantity:
-            self._commit(s, state)
+        self._batched(s, msg, state)
 
     def adopt(self, aid: bytes, state: State, first: int, batch: int, held: list[bytes],
               pending: list[txm.Tx], now: float) -> None:
@@ -785,13 +783,18 @@ class MarketNode:
                 break
             self.publish(topic, msg, False)
             again += 1
-            s.batch.add(msg)
-            s.index += 1
-            if s.batch.count == BATCH or s.index == s.quantity:
-                self._commit(s, state)
+            self._batched(s, msg, state)
         s.next_at = min(s.next_at, now + s.interval_s)
         self.log(f"market supply agreement={aid.hex()[:8]} continued at index={s.index} "
                  f"batch={s.batch_no} (sent again {again})")
+
+    def _batched(self, s: _Supply, msg: bytes, state: State) -> None:
+        """The reading of index `s.index` (`msg`) joins the batch in progress,
+        which is committed once full or at the agreement's last reading."""
+        s.batch.add(msg)
+        s.index += 1
+        if s.batch.count == BATCH or s.index == s.quantity:
+            self._commit(s, state)
 
     def _commit(self, s: _Supply, state: State) -> None:
         self.op.call(state, "commit", s.aid, s.batch_no, s.first, s.batch.count, s.batch.root())
