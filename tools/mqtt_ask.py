@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
-from tools.failover import AllFailed, Brokers, as_brokers, first
+from tools.failover import AllFailed, Brokers, as_brokers, connect_first, first
 
 T = TypeVar("T")
 SUBSCRIBE_AGAIN_S = 0.2  # s before asking again for a subscription the broker refused
@@ -92,6 +92,28 @@ def subscribed(c: mqtt.Client, verdicts: queue.Queue[bool] | queue.Queue[bool | 
             raise Silent("refused the subscription to %s %d time(s) within %.0f s"
                          % (topic, refused, timeout))
         raise Silent("no subscription to %s confirmed within %.0f s" % (topic, timeout))
+
+
+def open_client(brokers: Brokers, client_id: str, login: tuple[str, str],
+                timeout: float) -> mqtt.Client:
+    """A client connected to the first of `brokers` that accepts a
+    connection, its CONNACK received and its network thread running (for a
+    publisher, or a subscriber that then subscribes). OSError when no broker
+    can be reached (connect_first); Silent when no CONNACK comes within
+    `timeout`."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv311)
+    c.username_pw_set(*login)
+    up: queue.Queue[bool] = queue.Queue()
+    c.on_connect = lambda *_: up.put(True)
+    connect_first(c, brokers)
+    c.loop_start()
+    try:
+        up.get(timeout=timeout)
+    except queue.Empty:
+        c.loop_stop()
+        raise Silent("no connection within %.0f s" % timeout) from None
+    return c
 
 
 class Line:

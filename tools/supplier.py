@@ -31,7 +31,7 @@ from shared import messages_gateway as mg
 from shared import tx as txm
 from tools.failover import connect_first
 from tools.keys import KeyPair
-from tools.mqtt_ask import Silent, shut, subscribed, verdicts_to
+from tools.mqtt_ask import Silent, open_client, shut, subscribed, verdicts_to
 from tools.relay import Seq, Side, ensure_registered, submitter
 from tools.submit import login_for
 
@@ -212,24 +212,15 @@ class Stream:
 
     def _client(self) -> mqtt.Client:
         if self._pub is None:
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                            client_id="%s-stream-%d" % (self.s.key.id.hex()[:8],
-                                                        time.time_ns() % 10**9),
-                            protocol=mqtt.MQTTv311)
-            c.username_pw_set(*login_for(self.s.key, self.s.domain))
-            up: queue.Queue[bool] = queue.Queue()
-            c.on_connect = lambda *_: up.put(True)
+            k, side = self.s.key, self.s.side
             try:
-                connect_first(c, self.s.side.brokers)
+                self._pub = open_client(side.brokers, "%s-stream-%d" % (
+                    k.id.hex()[:8], time.time_ns() % 10**9), login_for(k, side.domain),
+                    self.s.timeout)
             except OSError as e:
-                raise SupplyError("cannot reach %s: %s" % (self.s.side.broker, e)) from None
-            c.loop_start()
-            try:
-                up.get(timeout=self.s.timeout)
-            except queue.Empty:
-                c.loop_stop()
-                raise SupplyError("no connection to %s" % self.s.side.broker) from None
-            self._pub = c
+                raise SupplyError("cannot reach %s: %s" % (side.broker, e)) from None
+            except Silent:
+                raise SupplyError("no connection to %s" % side.broker) from None
         return self._pub
 
     def reading(self, index: int, value: int, scale: int) -> bytes:

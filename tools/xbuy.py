@@ -43,9 +43,8 @@ from gateway.xdomain import client as lc
 from gateway.xdomain import purchase, recorded, relayer
 from shared import errors, messages, stream, topics, txdecode
 from shared import tx as txm
-from tools.failover import connect_first
 from tools.keys import KeyPair
-from tools.mqtt_ask import Silent, subscribed, verdicts_to
+from tools.mqtt_ask import Silent, open_client, subscribed, verdicts_to
 from tools.relay import Seq, Side, ensure_registered, submitter
 from tools.submit import login_for
 
@@ -327,23 +326,15 @@ class CrossBuyer:
     # -- 4. readings ------------------------------------------------------------------
     def _client(self, side: Side, on: Callable[[mqtt.MQTTMessage], None]) -> mqtt.Client:
         """A connection to the first of the side's brokers that accepts one."""
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                        client_id="%s-xbuy-%d" % (self.key.id.hex()[:8], time.time_ns() % 10**9),
-                        protocol=mqtt.MQTTv311)
-        c.username_pw_set(*login_for(self.key, side.domain))
-        c.on_message = lambda _c, _u, m: on(m)
-        connected = queue.Queue()
-        c.on_connect = lambda *_: connected.put(True)
         try:
-            connect_first(c, side.brokers)
+            c = open_client(side.brokers, "%s-xbuy-%d" % (self.key.id.hex()[:8],
+                                                           time.time_ns() % 10**9),
+                            login_for(self.key, side.domain), self.timeout)
         except OSError as e:
             raise BuyError("cannot reach %s: %s" % (side.broker, e)) from None
-        c.loop_start()
-        try:
-            connected.get(timeout=self.timeout)
-        except queue.Empty:
-            c.loop_stop()
+        except Silent:
             raise BuyError("no connection to %s" % side.broker) from None
+        c.on_message = lambda _c, _u, m: on(m)
         return c
 
     def _subscribe(self, supplier: bytes, agreement: bytes) -> Inbox:

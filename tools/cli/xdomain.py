@@ -342,8 +342,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             lambda s: print(s, flush=True))
 
 
-def pinning(p: argparse.ArgumentParser) -> None:
-    """--genesis and --of-genesis (xdomain buy, xdomain resell)."""
+def market_options(p: argparse.ArgumentParser) -> None:
+    """The market domain A (--of-dir or --of over --of-broker), its relayer
+    (--via) and the genesis files pinned (--genesis, --of-genesis) of
+    `xdomain buy` and `xdomain resell` (read by _sides)."""
+    p.add_argument("--of-dir", metavar="DIR",
+                   help="data folder of the market's domain (read-only: proofs, receipts); "
+                        "without it, --of names the domain and its gateways are asked over "
+                        "--of-broker")
+    p.add_argument("--of", metavar="DOMAIN", help="the market's domain (checked)")
+    p.add_argument("--of-broker", default=DEFAULT_BROKER, metavar="URL[,URL...]",
+                   help="the market domain's broker (its transactions go there); several, "
+                        "comma-separated: the next is asked when one is silent or down")
+    p.add_argument("--via", metavar="ID", default=None,
+                   help="a relayer bridging the market here (relay --bridge): read its "
+                        "offers and streams on this domain's broker")
     p.add_argument("--genesis", metavar="FILE",
                    help="this domain's genesis file: its authority and validator keys are "
                         "pinned, a gateway stating another genesis is refused "
@@ -393,33 +406,17 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
     b = xs.add_parser("buy", parents=[net, key],
                       help="buy readings in another domain's market, paid from this domain, "
                            "checked against that domain's roots proven here")
-    b.add_argument("--of-dir", metavar="DIR",
-                   help="data folder of the market's domain (read-only: proofs, receipts); "
-                        "without it, --of names the domain and its gateways are asked over "
-                        "--of-broker")
-    b.add_argument("--of", metavar="DOMAIN", help="the market's domain (checked)")
-    b.add_argument("--of-broker", default=DEFAULT_BROKER, metavar="URL[,URL...]",
-                   help="the market domain's broker (its transactions go there); several, "
-                        "comma-separated: the next is asked when one is silent or down")
+    market_options(b)
     b.add_argument("--service", required=True)
     b.add_argument("--quantity", required=True, type=non_negative_int)
     b.add_argument("--max-price", type=non_negative_int, default=None, metavar="P")
-    b.add_argument("--via", metavar="ID", default=None,
-                   help="a relayer bridging the market here (relay --bridge): read its "
-                        "offers and streams on this domain's broker")
     b.add_argument("--wait", type=positive_float, default=300.0, metavar="S",
                    help="seconds to wait for every reading to be committed and checked")
-    pinning(b)
     b.set_defaults(func=cmd_buy)
     rs = xs.add_parser("resell", parents=[net, key],
                        help="resell here a service of another domain's market: offer it here, "
                             "buy it there for each agreement, stream the checked readings here")
-    rs.add_argument("--of-dir", metavar="DIR",
-                    help="data folder of the market's domain (read-only); without it, --of "
-                         "names the domain and its gateways are asked over --of-broker")
-    rs.add_argument("--of", metavar="DOMAIN", help="the market's domain (checked)")
-    rs.add_argument("--of-broker", default=DEFAULT_BROKER, metavar="URL[,URL...]",
-                    help="the market domain's broker(s)")
+    market_options(rs)
     rs.add_argument("--service", required=True, help="the service bought there")
     rs.add_argument("--as", dest="sell_as", default=None, metavar="SERVICE",
                     help="the service offered here (default: the same name)")
@@ -431,15 +428,12 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                     help="the offer's interval here, seconds (default 5)")
     rs.add_argument("--valid", type=non_negative_int, default=600, metavar="S",
                     help="the offer's validity here, seconds (offered again every S/2)")
-    rs.add_argument("--via", metavar="ID", default=None,
-                    help="a relayer bridging the market here (relay --bridge)")
     rs.add_argument("--wait", type=positive_float, default=300.0, metavar="S",
                     help="seconds for a purchase there to be delivered, checked and streamed")
     rs.add_argument("--retry", type=positive_float, default=60.0, metavar="S",
                     help="after a failed purchase, the offer here is withdrawn this long")
     rs.add_argument("--seconds", type=positive_float, default=None, metavar="S",
                     help="stop after S seconds")
-    pinning(rs)
     rs.set_defaults(func=cmd_resell)
     r = sub.add_parser("relay", parents=[data],
                        help="relay packets and headers between two domains (no rights needed)")
