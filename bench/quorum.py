@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import datetime
 import os
 import platform
@@ -180,7 +181,7 @@ def measure(name: str, port: int, rx: Receipts, groups: list[list[bytes]], rate:
     st1 = [g.stats() for g in gws or ()]
     got = rx.take()
     sent = {sha256(m).digest(): t for m, t in zip(flat, times, strict=True)}
-    lat, last, other = [], 0.0, 0
+    lat, last, other = [], 0.0, collections.Counter()
     for payload, t in got:
         m = messages.parse(payload)
         tx = m[messages.M_TX]
@@ -188,9 +189,10 @@ def measure(name: str, port: int, rx: Receipts, groups: list[list[bytes]], rate:
             lat.append(t - sent.pop(tx))
             last = max(last, t)
         else:
-            other += 1
+            other[(m[messages.M_KIND], m.get(messages.M_REASON))] += 1
     if sent or other:
-        raise SystemExit(f"{name}: {len(sent)} txs without a receipt, {other} other replies")
+        raise SystemExit(f"{name}: {len(sent)} txs without a receipt, other replies"
+                         f" (kind, reason): {dict(other)}")
     for payload, _ in got[:: max(1, len(got) // 100)]:
         messages.check_receipt(messages.parse(payload), b"", validators)
     first = min(times)
