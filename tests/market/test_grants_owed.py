@@ -19,11 +19,15 @@ market's clock is ticked by hand."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway.db import genesis_files as genesis
 from gateway.db import verify as replay
@@ -162,6 +166,26 @@ def check_chain(data: Path) -> None:
             assert replay.verify_chain(st, genesis.load(n.gw.cfg.genesis_file)).ok
     finally:
         n.close()
+
+
+def test_a_book_it_cannot_write_says_so_and_keeps_what_it_folded(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    book = GrantBook(tmp_path / GRANTS_FILE, OP)
+    book._db.execute("PRAGMA busy_timeout = 0")  # fail at once on the lock below
+    other = sqlite3.connect(tmp_path / GRANTS_FILE)
+    other.execute("BEGIN EXCLUSIVE")  # another writer holds the file
+    with caplog.at_level(logging.WARNING, logger="thingledger.market"):
+        book.fold_block(1, [(A, txm.TYPE_REGISTER, OK, [])])
+    assert book.owed == {A: 1} and book.height == 1  # kept in memory
+    assert [r.getMessage() for r in caplog.records if "not saved" in r.getMessage()], \
+        caplog.text
+    other.rollback()
+    other.close()
+    book.fold_block(2, [])  # the next write takes the owed device along
+    book.close()
+    again = GrantBook(tmp_path / GRANTS_FILE, OP)
+    assert again.owed == {A: 1} and again.height == 2
+    again.close()
 
 
 def test_a_lone_gateway_dead_before_the_grant_landed_grants_once_after_restart(

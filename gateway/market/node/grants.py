@@ -25,6 +25,7 @@ chain); the amount is the issuing gateway's `market_grant`."""
 from __future__ import annotations
 
 import heapq
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,6 +35,8 @@ from gateway.db import sqlite_db
 from gateway.db.chain_tables import TxRecord
 from shared import messages
 from shared import tx as txm
+
+log = logging.getLogger("thingledger.market")
 
 GRANTS_FILE = "grants.db"
 SAVE_EVERY = 64  # blocks folded between writes of the cursor alone
@@ -131,8 +134,8 @@ class GrantBook:
 
     def save(self) -> None:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")  # may fail too: another writer holds the file
             for d in self._dirty:
                 h = self.owed.get(d)
                 if h is None:
@@ -146,8 +149,10 @@ class GrantBook:
             db.execute("COMMIT")
         except BaseException as e:
             sqlite_db.rollback(db, e)
-            if isinstance(e, sqlite3.Error):
-                return  # kept in memory; the next start folds it again from the chain
+            if isinstance(e, sqlite3.Error):  # kept in memory; the next start folds it again
+                log.warning("grants owed not saved (%s): kept in memory, folded again from"
+                            " the chain at the next start", e)
+                return
             raise
         self._dirty.clear()
         self._saved = self.height
