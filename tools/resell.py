@@ -162,11 +162,12 @@ class Reseller:
         if short > 0:
             buyer.pay(short)
             self._say("paid %d with a packet %s -> %s" % (short, self.b.domain, self.a.domain))
-        d = buyer.demand(t.service, o.price, m.quantity, o.supplier)
+        d = buyer.demand(t.service, o.price, m.quantity, o.supplier, serves=m.id)
         ag = d.agreement
         self._say("bought in %s: agreement %s of %s, %d readings at %d, proven and recorded "
-                  "in %s" % (self.a.domain, ag.id.hex(), ag.supplier.hex(), ag.quantity,
-                             ag.price, self.b.domain))
+                  "in %s, linked to agreement %s" % (self.a.domain, ag.id.hex(),
+                                                     ag.supplier.hex(), ag.quantity, ag.price,
+                                                     self.b.domain, m.id.hex()))
         checked: dict[int, list[tuple[int, int, int]]] = {}  # A's batches, by first index
         deadline = time.monotonic() + self.wait
         while s.next < m.quantity:

@@ -8,7 +8,8 @@ firmware under the MicroPython Unix port (tools/vboard.MARKET_HEAP).
 
 Delivered: the board accepts `quantity` readings carrying sam's values
 (its log), B's chain holds the reseller's XPURCHASE agree and deliver
-records of the agreement in A, B's operator judged the agreement in B
+records of the agreement in A, the agree linked to the board's agreement
+in B (stored both ways), B's operator judged the agreement in B
 (the reseller paid, the board's escrow spent) and A's operator paid sam.
 Refused: with no offer in A at the reseller's price, the reseller CLOSEs
 the agreement in B and says why; the board is refunded in full."""
@@ -208,6 +209,8 @@ def test_a_buyer_board_in_b_buys_readings_of_a_through_the_reseller(
     assert (p.domain, p.id, p.buyer, p.supplier, p.price, p.quantity, p.readings) == (
         A, aid_a, rex.id, sam_key.id, SAM_PRICE, QUANTITY, QUANTITY)
     assert [(x.batch, x.first, x.count) for x in got] == [(0, 0, 2), (1, 2, 2)]
+    # the link, on chain both ways: the purchase in A serves the board's agreement in B
+    assert p.serves == aid_b and recorded.link(state, aid_b) == (A, aid_a)
     # rex's batches in B are A's batches (same numbers, first indices and counts)
     assert [tuple(c) for c in committed_b] == [(0, 0, 2), (1, 2, 2)]
     # B's agreement: judged in full by B's operator (4 readings paid), closed

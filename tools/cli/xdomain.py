@@ -154,6 +154,8 @@ def cmd_purchases(args: argparse.Namespace) -> int:
         print("  in %s agreement %s buyer %s supplier %s %s: %d at %d, committed %d of %d "
               "(height %d)" % (p.domain, p.id.hex(), p.buyer.hex(), p.supplier.hex(), p.service,
                                p.quantity, p.price, p.readings, p.quantity, p.height))
+        if p.serves is not None:
+            print("    serves agreement %s here (linked)" % p.serves.hex())
         for x in bs:
             print("    batch %-4d readings %d..%d root %s (%s height %d)"
                   % (x.batch, x.first, x.first + x.count - 1, x.root.hex()[:16], p.domain,
