@@ -358,6 +358,11 @@ class CrossBuyer:
             raise BuyError("the data topic subscription: %s" % e) from None
         return inbox
 
+    def listen(self, d: Delivery) -> None:
+        """Listen to `d`'s stream (a purchase taken up again: a restarted
+        reseller, tools/resell.py)."""
+        self._subscribe(d.agreement.supplier, d.agreement.id).deliver_to(d)
+
     def stream_topic(self, d: Delivery) -> str:
         return self._where("data/" + d.agreement.supplier.hex() + "/" + d.agreement.id.hex())[1]
 
