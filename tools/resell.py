@@ -290,7 +290,7 @@ class Reseller:
         ag = purchase.ProvenAgreement(p.id, p.buyer, p.supplier, p.price, p.quantity,
                                       p.service, p.height)
         d = Delivery(ag, [buyer.prove_key(ag.supplier)])
-        done = {x.batch: x for x in recorded.batches(view, p)}
+        done = {x.batch: x for x in recorded.batches(self.b.store, p)}
         for t in self.a.store.txs_of_type(txm.TYPE_CONTRACT_CALL, ag.height):
             bs = [e[3] for e in t.events if len(e) == 7 and e[0] == market.AGREEMENT
                   and e[1] == purchase.COMMITTED and e[2] == aid]
@@ -308,6 +308,9 @@ class Reseller:
             if x.first >= s.next:  # checked, not committed in B yet: streamed again
                 checked[x.first] = readings
         buyer.listen(d)
+        self._say("agreement %s in %s: listening again to agreement %s in %s (%d readings "
+                  "checked before)" % (m.id.hex(), self.b.domain, aid.hex(), domain,
+                                       len(d.verified)))
         return d, checked
 
     def _deliver(self, m: Match, s: Stream, buyer: CrossBuyer, d: Delivery,
