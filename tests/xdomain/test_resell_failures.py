@@ -165,3 +165,19 @@ def test_the_verdicts_are_read_from_the_agreements_height() -> None:
     assert resell.judged(store, aid, 10, seen) == {0, 1} and store.asked == [10]
     assert seen == {0, 1}  # added to what was seen
     assert resell.judged(store, aid) == {0, 1, 7}  # from 0: the older call too
+
+
+def test_the_state_file_is_read_back_and_a_bad_one_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "resell.json"
+    book = resell.ResaleBook(path)
+    a1, a2 = b"\x01" * 16, b"\x02" * 16
+    book.put(a1, {"since": 7, "checked": {"0": [2150, -2]}, "batches": [0]})
+    book.put(a2, {"since": 9, "checked": {}, "batches": []})
+    again = resell.ResaleBook(path)  # a restarted reseller reads what was written
+    assert again.get(a1) == {"since": 7, "checked": {"0": [2150, -2]}, "batches": [0]}
+    again.keep_only([a2])  # a1 no longer open in B
+    assert resell.ResaleBook(path).get(a1) is None and resell.ResaleBook(path).get(a2)
+    assert not (tmp_path / "resell.json.tmp").exists()  # written whole, then renamed
+    path.write_text("{not json")
+    assert resell.ResaleBook(path).entries == {}  # B's chain alone is taken up
+    assert resell.ResaleBook(None).get(a1) is None  # no file: kept in memory only
