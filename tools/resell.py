@@ -56,6 +56,7 @@ from tools.supplier import Match, Stream, Supplier, SupplyError
 from tools.xbuy import BuyError, CrossBuyer, Delivery
 
 VERDICT_WAIT_S = 30.0  # for B's verdicts on the batches delivered before a failure
+SCAN_AGREEMENTS = 100_000  # agreement records of B read at start (a restart's take-up)
 # a purchase that fails (BuyError, SupplyError and paho's are RuntimeErrors; a
 # store read; a chain query's answer, RemoteError): the agreement in B is closed
 FAILED = (RuntimeError, errors.TLError, OSError, sqlite3.Error)
@@ -161,9 +162,9 @@ class Reseller:
         self._say("%s as %s: buys %s in %s at most %d a reading, sells it as %s in %s at %d"
                   % (self.b.domain, self.key.id.hex(), t.service, self.a.domain, t.max_price,
                      t.sell_as, self.b.domain, t.price))
-        self.resume_open()
         end = None if seconds is None else time.monotonic() + seconds
         try:
+            self.resume_open()
             while not (stop is not None and stop.is_set()):
                 now = time.monotonic()
                 if end is not None and now >= end:
@@ -325,8 +326,9 @@ class Reseller:
                 raise BuyError("the agreement ended in %s" % self.b.domain)
             for c, readings in buyer.check(d):
                 checked[c.first] = sorted(readings)
-                entry["checked"].update({str(i): [v, sc] for i, v, sc in readings})
-                entry["batches"].append(c.batch)
+                entry.setdefault("checked", {}).update(
+                    {str(i): [v, sc] for i, v, sc in readings})
+                entry.setdefault("batches", []).append(c.batch)
                 self.book.put(m.id, entry)
             while s.next in checked:  # in index order: a board refuses one behind
                 for index, value, scale in checked.pop(s.next):
@@ -345,11 +347,21 @@ class Reseller:
         is served on (linked: from where it stands) or bought afresh (no
         purchase linked yet, nothing committed); the book keeps only those."""
         view = purchase.StoreKv(self.b.store)
-        mine = []
-        for k, v in self.b.store.kv_range(market.AGREEMENTS, 1000):
-            g = cbor.loads(v)
-            if g["state"] == "open" and g["supplier"] == self.key.id:
-                mine.append((k[-16:], g))
+        found: dict[bytes, dict] = {}
+        for hexid in list(self.book.entries):  # those it was serving: read one by one
+            try:
+                aid = bytes.fromhex(hexid)
+            except ValueError:
+                continue  # not an id: dropped below
+            g = market.agreement(view, aid)
+            if g is not None:
+                found[aid] = g
+        # and every agreement record of B (open and closed; paged by the store),
+        # for one it was matched in and never wrote down
+        for k, v in self.b.store.kv_range(market.AGREEMENTS, SCAN_AGREEMENTS):
+            found.setdefault(k[-16:], cbor.loads(v))
+        mine = [(aid, g) for aid, g in found.items()
+                if g["state"] == "open" and g["supplier"] == self.key.id]
         self.book.keep_only(aid for aid, _ in mine)
         for aid, g in mine:
             m = Match(aid, g["buyer"], g["service"], g["price"], g["quantity"],
