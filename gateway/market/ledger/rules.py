@@ -42,11 +42,12 @@ and returns (status, reason, events) for its receipt.
   result for the round exists and the mean lies within its tolerance (the
   contract's verdict; no result: the batch fails with `no-attestation`).
 - Holds on payment: a feature may hold a committed batch from being paid
-  (guard_payment: gateway/plugins.py registers the cross-domain purchase
-  link's). A verdict call that would pay a held batch (ok = true) is refused
-  (RuleError with the hold's reason); the operator's judge waits for it, or,
-  when the hold is final, fails the batch (gateway/market/node/service.py).
-  The market names no feature: it only asks the registered guards.
+  (guard_payment; gateway/plugins.py registers the features' guards). A
+  verdict call that would pay a held batch (ok = true) is refused
+  (RuleError with the hold's reason); the operator's judge waits for it,
+  or, when the hold is final, fails the batch
+  (gateway/market/node/service.py). The market names no feature: it only
+  asks the registered guards.
 - CONTRACT_CALL / CONTRACT_ADMIN: gateway/contracts/binding.py. A failed call
   is included with status failed and reason the contract error; its events
   then are [["revert", detail, fuel used]].

@@ -615,10 +615,11 @@ class MarketNode:
 
     def _verdicts(self, state: State, now: float) -> None:
         """Judge each committed batch once its readings are in (or its grace
-        ran out) and no feature holds its payment (ledger.payment_hold: a
-        batch of an agreement a cross-domain purchase serves waits until B
-        holds A's batch; a final hold fails it), then keep that verdict pending until the chain shows the
-        batch judged or the agreement gone: a verdict refused at ingress
+        ran out) and no guard a feature registered holds its payment
+        (ledger.payment_hold: while a hold lasts the batch waits, and its
+        readings' grace starts again when it ends; a final hold fails it),
+        then keep that verdict pending until the chain shows the batch
+        judged or the agreement gone: a verdict refused at ingress
         (mempool-full, rate-limited) or dropped from a block is sent again,
         with backoff. The contract judges a batch once (a second verdict
         fails with unknown-batch), so a resend can never pay twice."""
@@ -627,7 +628,7 @@ class MarketNode:
                 del self._pending[key]  # judged on chain, or the agreement is gone
             elif p.verdict is None:
                 hold = ledger.payment_hold(state, p.aid, p.batch)
-                if hold is not None and not hold.final:  # e.g. a delivery not proven yet
+                if hold is not None and not hold.final:  # not payable yet: judged later
                     if p.held != hold.detail:
                         p.held = hold.detail
                         self.log(f"market verdict waits agreement={p.aid.hex()[:8]} "
