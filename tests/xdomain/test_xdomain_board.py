@@ -212,6 +212,9 @@ def test_a_buyer_board_in_b_buys_readings_of_a_through_the_reseller(
     assert [(x.batch, x.first, x.count) for x in got] == [(0, 0, 2), (1, 2, 2)]
     # the link, on chain both ways: the purchase in A serves the board's agreement in B
     assert p.serves == aid_b and recorded.link(state, aid_b) == (A, aid_a)
+    shown = cli("xdomain", "purchases", "--data-dir", str(b.dir))
+    assert shown.returncode == 0 and ("in dom-a agreement %s " % aid_a.hex()) in shown.stdout
+    assert "serves agreement %s here (linked)" % aid_b.hex() in shown.stdout, shown.stdout
     # rex's batches in B are A's batches (same numbers, first indices and counts)
     assert [tuple(c) for c in committed_b] == [(0, 0, 2), (1, 2, 2)]
     # B's agreement: judged in full by B's operator (4 readings paid), closed
