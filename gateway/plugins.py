@@ -1,8 +1,9 @@
 """Plugs the feature packages into the ledger core: identity, market,
 contracts, trust, firmware and xdomain register their tx types (schema, precheck,
-apply) with the ledger's registry (gateway/ledger/txtypes.py). Imported by gateway/__init__.py, so any
-import of a gateway module finds every tx type registered; the ledger itself
-never imports a feature package."""
+apply) with the ledger's registry (gateway/ledger/txtypes.py), and xdomain its
+hold on payments with the market's (market/ledger/rules.guard_payment).
+Imported by gateway/__init__.py, so any import of a gateway module finds
+every tx type registered; the ledger itself never imports a feature package."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from gateway.ledger import validate as _core  # noqa: F401 - registers register/
 from gateway.market.ledger import rules as market_rules
 from gateway.market.ledger import schema as market_schema
 from gateway.trust import rules as trust_rules
+from gateway.xdomain import recorded as xdomain_recorded
 from gateway.xdomain import rules as xdomain_rules
 from shared import tx as txm
 
@@ -35,3 +37,5 @@ txtypes.register(*(_feature(c, "contracts") for c in CONTRACT_TYPES))
 txtypes.register(*trust_rules.TX_TYPES)
 txtypes.observe(trust_rules.observe)
 txtypes.register(*xdomain_rules.TX_TYPES)
+# a batch of an agreement a cross-domain purchase serves is paid once A's batch is proven
+market_rules.guard_payment(xdomain_recorded.payment_hold)

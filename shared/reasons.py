@@ -44,6 +44,10 @@ CLIENT_EXPIRED = "client-expired"
 UNKNOWN_PACKET = "unknown-packet"
 TIMED_OUT = "timed-out"
 NOT_TIMED_OUT = "not-timed-out"
+# a purchase linked to an agreement of this domain (XPURCHASE agree naming it):
+# the link refused, and a batch of the linked agreement not payable (yet)
+BAD_LINK = "bad-link"
+UNPROVEN = "unproven"
 # Retryable refusals (docs/PROTOCOL.md): the gateway is busy, the message is
 # good. The device keeps the same signed message and sends it again later;
 # every other code is final for that message.

@@ -32,6 +32,9 @@ shared/stateproof.py, so a counterparty proves membership AND absence):
     xd <counterparty> 00 <agreement:16> <batch:8>
                                   a delivery commitment of that purchase
                                   (XPURCHASE, deliver)
+    xl <agreement:16>             the purchase recorded here that serves this
+                                  domain's own agreement (XPURCHASE agree
+                                  naming it): cbor([counterparty, agreement])
 Domain names have no zero byte, so `<name> 00` prefixes one domain's entries.
 """
 from shared import cbor, errors, stateproof
@@ -53,6 +56,7 @@ HEADER = b"xh"
 FROZEN = b"xf"
 PURCHASE = b"xq"
 DELIVERY = b"xd"
+LINK = b"xl"
 
 
 def _name(domain):
@@ -97,6 +101,10 @@ def delivery_key(counterparty, agreement, batch):
 
 def deliveries_of(counterparty, agreement):
     return DELIVERY + _name(counterparty) + agreement
+
+
+def link_key(agreement):
+    return LINK + agreement
 
 
 def ack(status, reason=""):

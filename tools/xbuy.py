@@ -254,8 +254,9 @@ class CrossBuyer:
 
     # -- 3. purchase ------------------------------------------------------------------
     def demand(self, service: str, max_price: int, quantity: int,
-               supplier: bytes | None = None) -> Delivery:
-        """DEMAND in A, the agreement proven in B and recorded there. With
+               supplier: bytes | None = None, serves: bytes | None = None) -> Delivery:
+        """DEMAND in A, the agreement proven in B and recorded there (linked
+        to B's agreement `serves`, if given: a reseller's). With
         `supplier` (the offer proven), its stream is listened to before the
         DEMAND goes (the agreement id is the first 16 bytes of its tx id), so
         a supplier that streams as soon as it is matched loses nothing."""
@@ -272,7 +273,7 @@ class CrossBuyer:
             ag = purchase.agreement(self.view, self.a.domain, rec)
         except errors.TLError as e:
             raise BuyError("agreement not proven: %s" % e) from None
-        self.record(recorded.AGREE, rec)
+        self.record(recorded.AGREE, rec, serves=serves)
         d = Delivery(ag, [self.prove_key(ag.supplier)])
         if early is None or ag.supplier != supplier:  # matched with another supplier
             self.close()
@@ -280,13 +281,17 @@ class CrossBuyer:
         early.deliver_to(d)
         return d
 
-    def record(self, kind: str, receipt: bytes, agreement: bytes | None = None) -> None:
-        """Record in B's state (XPURCHASE) the agreement or a delivery
-        commitment, by A's receipt: B's gateways check its proof against
-        the header of A that B's client trusts (trusted before: `trust`)."""
+    def record(self, kind: str, receipt: bytes, agreement: bytes | None = None,
+               serves: bytes | None = None) -> None:
+        """Record in B's state (XPURCHASE) the agreement (linked to B's
+        agreement `serves`, if given) or a delivery commitment, by A's
+        receipt: B's gateways check its proof against the header of A that
+        B's client trusts (trusted before: `trust`)."""
         body: dict[int, object] = {1: self.a.domain, 2: kind, 3: receipt}
         if agreement is not None:
             body[4] = agreement
+        if serves is not None:
+            body[5] = serves
         msg = txm.make(self.key.private, self.key.id, txdecode.TYPE_XPURCHASE, self.b.domain,
                        self.seq(), 0, body)
         ok, reason = self._send(self.b.domain, msg)
@@ -352,6 +357,11 @@ class CrossBuyer:
         except Silent as e:
             raise BuyError("the data topic subscription: %s" % e) from None
         return inbox
+
+    def listen(self, d: Delivery) -> None:
+        """Listen to `d`'s stream (a purchase taken up again: a restarted
+        reseller, tools/resell.py)."""
+        self._subscribe(d.agreement.supplier, d.agreement.id).deliver_to(d)
 
     def stream_topic(self, d: Delivery) -> str:
         return self._where("data/" + d.agreement.supplier.hex() + "/" + d.agreement.id.hex())[1]

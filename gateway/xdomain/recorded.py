@@ -9,12 +9,15 @@ proofs) can rely on it.
 
 XPURCHASE (30) {1: A (the market's domain), 2: "agree" | "deliver",
     3: A's receipt reply (shared/messages.receipt: the receipt, its header,
-    its RFC 6962 path), 4: agreement id (deliver only)}, by the buyer:
+    its RFC 6962 path), 4: agreement id (deliver only), 5?: an agreement id
+    of this domain the purchase serves (agree only: the link, below)}, by
+    the buyer:
   agree    the receipt of the buyer's DEMAND in A, its `match` event naming
            the agreement. Stored under xq<A> 00 <agreement id> as
            cbor([buyer, supplier, price, quantity, service, height of A,
            batches recorded, readings committed]); event
-           ["xpurchase", A, agreement id, supplier, price, quantity].
+           ["xpurchase", A, agreement id, supplier, price, quantity(, the
+           agreement of this domain it serves, if linked)].
   deliver  the receipt of the supplier's `commit` call in A, its
            `delivery-committed` events of this agreement. Each batch is
            stored under xd<A> 00 <agreement id> <batch:8> as
@@ -30,6 +33,23 @@ buyer is another id; ids are the same in both domains); duplicate
 receipt); unknown-agreement (deliver before agree). An expired client is
 known only at the block's time: the tx is then included as failed
 (client-expired), its fee and seq taken.
+
+The link (agree with 5: an agreement id of THIS domain, B): the purchase
+serves that agreement, in which the buyer in A is the supplier (a reseller,
+tools/resell.py). B's gateways check that the agreement exists
+(unknown-agreement, link-unknown), is open (bad-link, closed), the sender is
+its supplier (not-authorized, not-supplier), the quantities are equal
+(bad-link, quantity), it has no batch committed yet (bad-link, delivering:
+B's batch k must be A's batch k), and no purchase is linked to it yet
+(duplicate, linked). Stored both ways: the purchase record's 9th field,
+and xl<agreement> -> cbor([A, agreement in A]). Then B's market pays batch k
+of the linked agreement only once B holds the deliver record of A's batch k
+with the same first index and count (`payment_hold`, registered with the
+market by gateway/plugins.py): until then a paying verdict is refused
+(unproven, delivery-not-recorded) and the operator waits; a record with
+another first index or count never lets it be paid (unproven,
+delivery-mismatch: the operator fails the batch). An unproven batch at the
+agreement's end is not paid: its escrow goes back to the buyer.
 """
 
 from __future__ import annotations
@@ -40,6 +60,7 @@ from typing import Any
 from gateway.errors import RuleError
 from gateway.ledger import txtypes
 from gateway.ledger.validate import body_keys, need_id
+from gateway.market.ledger import rules as market
 from gateway.xdomain import client as lc
 from gateway.xdomain import purchase
 from shared import cbor, errors, reasons, txdecode
@@ -66,10 +87,14 @@ class Purchase:
     height: int  # A's height of the agreement's receipt
     batches: int = 0
     readings: int = 0
+    serves: bytes | None = None  # the agreement of this domain it serves (the link)
 
     def encode(self) -> bytes:
-        return cbor.dumps([self.buyer, self.supplier, self.price, self.quantity, self.service,
-                           self.height, self.batches, self.readings])
+        fields = [self.buyer, self.supplier, self.price, self.quantity, self.service,
+                  self.height, self.batches, self.readings]
+        if self.serves is not None:  # an unlinked record keeps its 8 fields
+            fields.append(self.serves)
+        return cbor.dumps(fields)
 
     @classmethod
     def decode(cls, domain: str, agreement: bytes, raw: bytes) -> Purchase:
@@ -106,6 +131,38 @@ def purchases(view: Any) -> list[Purchase]:
     return out
 
 
+def link(view: Any, agreement: bytes) -> tuple[str, bytes] | None:
+    """The purchase (A, agreement id in A) linked to this domain's
+    `agreement`, if one is."""
+    raw = view.kv_get(xp.link_key(agreement))
+    if raw is None:
+        return None
+    domain, aid = cbor.loads(raw)
+    return domain, aid
+
+
+def delivery(view: Any, domain: str, agreement: bytes, batch: int) -> Batch | None:
+    raw = view.kv_get(xp.delivery_key(domain, agreement, batch))
+    return None if raw is None else Batch.decode(batch, raw)
+
+
+def payment_hold(view: Any, agreement: bytes, batch: int, first: int, count: int
+                 ) -> market.Hold | None:
+    """The market's guard (gateway/plugins.py): batch `batch` (`first`,
+    `count`) of this domain's `agreement` may be paid only once the purchase
+    linked to it has A's batch `batch` recorded with the same first index
+    and count. None for an agreement no purchase is linked to."""
+    linked = link(view, agreement)
+    if linked is None:
+        return None
+    d = delivery(view, linked[0], linked[1], batch)
+    if d is None:
+        return market.Hold(reasons.UNPROVEN, "delivery-not-recorded")
+    if (d.first, d.count) != (first, count):
+        return market.Hold(reasons.UNPROVEN, "delivery-mismatch", final=True)
+    return None
+
+
 def batches(view: Any, p: Purchase) -> list[Batch]:
     prefix = xp.deliveries_of(p.domain, p.id)
     return [Batch.decode(int.from_bytes(k[len(prefix):], "big"), v)
@@ -116,7 +173,7 @@ def batches(view: Any, p: Purchase) -> list[Batch]:
 
 def check_body(t: txm.Tx) -> None:
     b = t.body
-    body_keys(b, (1, 2, 3), (4,))
+    body_keys(b, (1, 2, 3), (4, 5))
     if not is_domain_name(b[1]):
         raise errors.TxError("bad-domain")
     if b[2] not in (AGREE, DELIVER):
@@ -129,6 +186,10 @@ def check_body(t: txm.Tx) -> None:
         raise errors.TxError("bad-agreement")
     if 4 in b:
         need_id(b[4], "bad-agreement")
+    if 5 in b:
+        if b[2] != AGREE:
+            raise errors.TxError("bad-link")
+        need_id(b[5], "bad-link")
 
 
 # ---- checks and effects -------------------------------------------------------------
@@ -164,8 +225,11 @@ def _check(view: Any, t: txm.Tx, trust: purchase.Trust
             raise RuleError(errors.NOT_AUTHORIZED, "wrong-buyer")
         if get(view, a, ag.id) is not None:
             raise RuleError(reasons.DUPLICATE, "purchase")
+        serves = b.get(5)
+        if serves is not None:
+            _check_link(view, t.sender, serves, ag.quantity)
         return Purchase(a, ag.id, ag.buyer, ag.supplier, ag.price, ag.quantity, ag.service,
-                        ag.height), []
+                        ag.height, serves=serves), []
     p = get(view, a, b[4])
     if p is None:
         raise RuleError(reasons.UNKNOWN_AGREEMENT, "not-recorded")
@@ -178,6 +242,25 @@ def _check(view: Any, t: txm.Tx, trust: purchase.Trust
             raise RuleError(reasons.DUPLICATE, "batch")
         seen.add(c.batch)
     return p, cs
+
+
+def _check_link(view: Any, sender: bytes, serves: bytes, quantity: int) -> None:
+    """The agreement of this domain a purchase of `quantity` readings is to
+    serve: open, supplied by the sender, of that quantity, nothing committed
+    yet, no purchase linked to it; RuleError otherwise."""
+    g = market.agreement(view, serves)
+    if g is None:
+        raise RuleError(reasons.UNKNOWN_AGREEMENT, "link-unknown")
+    if g["state"] != "open":
+        raise RuleError(reasons.BAD_LINK, "closed")
+    if g["supplier"] != sender:
+        raise RuleError(errors.NOT_AUTHORIZED, "not-supplier")
+    if g["quantity"] != quantity:
+        raise RuleError(reasons.BAD_LINK, "quantity")
+    if g["next_batch"] != 0:
+        raise RuleError(reasons.BAD_LINK, "delivering")
+    if link(view, serves) is not None:
+        raise RuleError(reasons.DUPLICATE, "linked")
 
 
 def precheck(view: Any, t: txm.Tx, rules: Any, rec: Any) -> None:
@@ -199,7 +282,11 @@ def apply(view: Any, t: txm.Tx, rules: Any, block: Any) -> tuple[int, str, list[
         return STATUS_FAILED, e.reason, []
     if t.body[2] == AGREE:
         view.kv_put(xp.purchase_key(a, p.id), p.encode())
-        return STATUS_OK, "", [["xpurchase", a, p.id, p.supplier, p.price, p.quantity]]
+        event = ["xpurchase", a, p.id, p.supplier, p.price, p.quantity]
+        if p.serves is not None:
+            view.kv_put(xp.link_key(p.serves), cbor.dumps([a, p.id]))
+            event.append(p.serves)
+        return STATUS_OK, "", [event]
     events = []
     for c in cs:
         view.kv_put(xp.delivery_key(a, p.id, c.batch),

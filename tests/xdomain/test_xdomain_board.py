@@ -8,7 +8,8 @@ firmware under the MicroPython Unix port (tools/vboard.MARKET_HEAP).
 
 Delivered: the board accepts `quantity` readings carrying sam's values
 (its log), B's chain holds the reseller's XPURCHASE agree and deliver
-records of the agreement in A, B's operator judged the agreement in B
+records of the agreement in A, the agree linked to the board's agreement
+in B (stored both ways), B's operator judged the agreement in B
 (the reseller paid, the board's escrow spent) and A's operator paid sam.
 Refused: with no offer in A at the reseller's price, the reseller CLOSEs
 the agreement in B and says why; the board is refunded in full."""
@@ -72,7 +73,8 @@ def domains(tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
 
 def keyfile(tmp: Path, name: str) -> Path:
     path = tmp / (name + ".key")
-    write_key(path, key(name)[0])
+    if not path.exists():  # a process started again finds it
+        write_key(path, key(name)[0])
     return path
 
 
@@ -208,6 +210,11 @@ def test_a_buyer_board_in_b_buys_readings_of_a_through_the_reseller(
     assert (p.domain, p.id, p.buyer, p.supplier, p.price, p.quantity, p.readings) == (
         A, aid_a, rex.id, sam_key.id, SAM_PRICE, QUANTITY, QUANTITY)
     assert [(x.batch, x.first, x.count) for x in got] == [(0, 0, 2), (1, 2, 2)]
+    # the link, on chain both ways: the purchase in A serves the board's agreement in B
+    assert p.serves == aid_b and recorded.link(state, aid_b) == (A, aid_a)
+    shown = cli("xdomain", "purchases", "--data-dir", str(b.dir))
+    assert shown.returncode == 0 and ("in dom-a agreement %s " % aid_a.hex()) in shown.stdout
+    assert "serves agreement %s here (linked)" % aid_b.hex() in shown.stdout, shown.stdout
     # rex's batches in B are A's batches (same numbers, first indices and counts)
     assert [tuple(c) for c in committed_b] == [(0, 0, 2), (1, 2, 2)]
     # B's agreement: judged in full by B's operator (4 readings paid), closed
@@ -217,6 +224,90 @@ def test_a_buyer_board_in_b_buys_readings_of_a_through_the_reseller(
     for g in (a, b):
         v = cli("chain", "verify", "--data-dir", str(g.dir))
         assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_a_reseller_killed_mid_delivery_takes_the_agreement_up_again(
+        domains: tuple[Gateway, Gateway], tmp_path: Path) -> None:
+    """rex is SIGKILLed once the board has bought readings 0 and 1 (batch 0
+    committed in B) while sam holds back readings 2 and 3; started again, it
+    takes the open agreement in B up from B's state (the link) and its state
+    file, listens to A's stream again, and delivers readings 2 and 3: the
+    board buys all 4, B's operator pays each batch once."""
+    a, b = domains
+    for at, of in ((b, a), (a, b)):
+        r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
+                "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
+        assert r.returncode == 0, r.stdout + r.stderr
+    sam_key = KeyPair(*key("sam"))
+    sam = Supplier(sam_key, open_side(a.dir, a.url), timeout=20, line=lambda s: None)
+    sam.register()
+    sam.listen()
+    sam.offer("temperature", SAM_PRICE, 1)
+    stop, go_on = threading.Event(), threading.Event()
+
+    def value(i: int) -> tuple[int, int]:
+        if i >= 2:  # the second batch once rex runs again
+            go_on.wait(120)
+        return 2150 + 7 * i, -2
+    threading.Thread(target=sam.serve, args=(value, stop, 2), daemon=True).start()
+    rex = Device("rex", B)
+    procs = [start_relay(tmp_path, a, b, "relayer", "--bridge"),
+             start_relay(tmp_path, b, a, "relayer-ba")]
+    via = Device("relayer").id.hex()
+    rp = start_reseller(tmp_path, a, b, "--via", via)
+    procs.append(rp)
+    rseen: list[str] = []
+    rq = lines(rp)
+    board = None
+    try:
+        board, bq, bseen, board_id, line = board_demands(tmp_path, b, rq, rseen, procs)
+        aid_b = bytes.fromhex(line.split()[2])
+        h = aid_b.hex()[:8]
+        for i in range(2):
+            wait_line(bq, r"^bought agreement=%s index=%d value=%d scale=-2$"
+                      % (h, i, 2150 + 7 * i), 60, bseen)
+        wait_line(rq, r"^resell: %s commits readings 0..1 of %s in dom-b \(batch 0\)"
+                  % (rex.id.hex()[:8], h), 30, rseen)
+        rp.kill()
+        rp.wait(10)
+        assert (b.dir / ("resell-%s.json" % rex.id.hex()[:16])).exists()
+        rp = start_reseller(tmp_path, a, b, "--via", via)
+        procs.append(rp)
+        rq = lines(rp)
+        wait_line(rq, r"^resell: agreement %s in dom-b: taken up again, served by agreement "
+                  r"\w{32} in dom-a, 2 of 4 readings committed$" % aid_b.hex(), 60, rseen)
+        wait_line(rq, r"^resell: agreement %s in dom-b: listening again to agreement \w{32} "
+                  r"in dom-a \(2 readings checked before\)$" % aid_b.hex(), 60, rseen)
+        go_on.set()
+        for i in range(2, QUANTITY):
+            wait_line(bq, r"^bought agreement=%s index=%d value=%d scale=-2$"
+                      % (h, i, 2150 + 7 * i), 60, bseen)
+        wait_line(bq, r"^done agreement=%s readings=%d " % (h, QUANTITY), 30, bseen)
+        wait_line(rq, r"^resell: agreement %s in dom-b: 4 of 4 readings delivered" % aid_b.hex(),
+                  30, rseen)
+        assert not [x for x in bseen if x.startswith("bad-")], bseen
+        wait_for(lambda: agreement_in(b, aid_b)["state"] == "closed", 60,
+                 "the agreement in dom-b judged in full")
+    finally:
+        go_on.set()
+        stop.set()
+        sam.stop()
+        if board is not None:
+            board.terminate()
+            board.wait(10)
+        interrupt(procs)
+    ag = agreement_in(b, aid_b)
+    assert (ag["paid"], ag["failed"], ag["remaining"]) == (QUANTITY, 0, 0), ag
+    with b.store() as s:
+        paid = [e[3] for t in s.txs_of_type(txm.TYPE_CONTRACT_CALL) for e in t.events
+                if e[:3] == [market.AGREEMENT, "delivery-paid", aid_b]]
+        (p,) = recorded.purchases(s)
+        got = [(x.batch, x.first, x.count) for x in recorded.batches(s, p)]
+    assert sorted(paid) == [0, 1]  # each batch paid once
+    assert p.serves == aid_b and got == [(0, 0, 2), (1, 2, 2)]
+    # rex: paid its purchase in A once (a packet of 12), paid in B for 4 readings once
+    assert balance(b, rex.id) == REX_FUNDS - SAM_PRICE * QUANTITY + PRICE * QUANTITY
+    assert balance(b, board_id) == 0
 
 
 def test_no_offer_in_a_at_its_price_the_reseller_closes_and_the_board_is_refunded(

@@ -154,6 +154,8 @@ def cmd_purchases(args: argparse.Namespace) -> int:
         print("  in %s agreement %s buyer %s supplier %s %s: %d at %d, committed %d of %d "
               "(height %d)" % (p.domain, p.id.hex(), p.buyer.hex(), p.supplier.hex(), p.service,
                                p.quantity, p.price, p.readings, p.quantity, p.height))
+        if p.serves is not None:
+            print("    serves agreement %s here (linked)" % p.serves.hex())
         for x in bs:
             print("    batch %-4d readings %d..%d root %s (%s height %d)"
                   % (x.batch, x.first, x.first + x.count - 1, x.root.hex()[:16], p.domain,
@@ -324,10 +326,12 @@ def cmd_resell(args: argparse.Namespace) -> int:
     terms = resell.Terms(args.service, args.sell_as or args.service, args.price,
                          args.price if args.max_price is None else args.max_price,
                          args.interval, args.valid)
+    state = Path(args.state) if args.state else \
+        data_dir(args) / ("resell-%s.json" % key.id.hex()[:16]) if home.data_dir else None
     r = resell.Reseller(key, home, there, terms,
                         via=parse_id(args.via, "--via") if args.via else None,
                         timeout=args.timeout, wait=args.wait, retry=args.retry,
-                        line=lambda s: print(s, flush=True))
+                        line=lambda s: print(s, flush=True), state=state)
     try:
         return r.run(args.seconds)
     except SupplyError as e:
@@ -434,6 +438,10 @@ def register(sub: Subparsers, data: argparse.ArgumentParser) -> None:
                     help="after a failed purchase, the offer here is withdrawn this long")
     rs.add_argument("--seconds", type=positive_float, default=None, metavar="S",
                     help="stop after S seconds")
+    rs.add_argument("--state", metavar="FILE", default=None,
+                    help="the reseller's state file, from which a restart takes up its open "
+                         "agreements (default: resell-<its id>.json in --data-dir; none when "
+                         "this domain is read over its broker)")
     rs.set_defaults(func=cmd_resell)
     r = sub.add_parser("relay", parents=[data],
                        help="relay packets and headers between two domains (no rights needed)")

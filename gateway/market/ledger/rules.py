@@ -41,6 +41,13 @@ and returns (status, reason, events) for its receipt.
   (attested_only), so each of its batches is paid only if the oracle's
   result for the round exists and the mean lies within its tolerance (the
   contract's verdict; no result: the batch fails with `no-attestation`).
+- Holds on payment: a feature may hold a committed batch from being paid
+  (guard_payment; gateway/plugins.py registers the features' guards). A
+  verdict call that would pay a held batch (ok = true) is refused
+  (RuleError with the hold's reason); the operator's judge waits for it,
+  or, when the hold is final, fails the batch
+  (gateway/market/node/service.py). The market names no feature: it only
+  asks the registered guards.
 - CONTRACT_CALL / CONTRACT_ADMIN: gateway/contracts/binding.py. A failed call
   is included with status failed and reason the contract error; its events
   then are [["revert", detail, fuel used]].
@@ -55,6 +62,8 @@ method, result, fuel], then the contract's own events ([address, name, ...]).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 from typing import Any
@@ -143,6 +152,56 @@ def waiting_demand(view: StateView, did: bytes) -> tuple[bytes, dict] | None:
     return k, _load(view, k)
 
 
+# ---- holds on payment --------------------------------------------------------------
+@dataclass(frozen=True)
+class Hold:
+    """Why a committed batch may not be paid now: `final` if it never may
+    (the operator then fails it), else it waits (judged once the hold is gone)."""
+
+    reason: str
+    detail: str
+    final: bool = False
+
+
+# (view, agreement id, batch, first index, count) -> a Hold, or None: payable
+PayGuard = Callable[[StateView, bytes, int, int, int], "Hold | None"]
+_GUARDS: list[PayGuard] = []
+
+
+def guard_payment(fn: PayGuard) -> None:
+    """Add a guard asked before a committed batch is paid (once per function)."""
+    if fn not in _GUARDS:
+        _GUARDS.append(fn)
+
+
+def payment_hold(view: StateView, aid: bytes, batch: int) -> Hold | None:
+    """The first guard's hold on paying `batch` of agreement `aid` (None:
+    nothing holds it, or it is no committed batch of an agreement)."""
+    if not _GUARDS:
+        return None
+    a = agreement(view, aid)
+    p = None if a is None else a["pending"].get(batch)
+    if p is None:
+        return None
+    for g in _GUARDS:
+        h = g(view, aid, batch, p[0], p[1])
+        if h is not None:
+            return h
+    return None
+
+
+def _paying_verdict(b: dict) -> tuple[bytes, int] | None:
+    """(agreement, batch) of a CONTRACT_CALL body that would pay a batch:
+    verdict(aid, batch, true, ...) on the agreement contract."""
+    args = b[3]
+    if b[1] != AGREEMENT or b[2] != "verdict" or not isinstance(args, list) or len(args) < 3:
+        return None
+    aid, batch, ok = args[0], args[1], args[2]
+    if ok is not True or not isinstance(aid, bytes) or type(batch) is not int:
+        return None
+    return aid, batch
+
+
 # ---- admission --------------------------------------------------------------------
 PROBATION_ESCROW_CAP = 500  # docs/TRUST.md
 PROBATION_OFFER_CAP = 100
@@ -176,6 +235,10 @@ def precheck(view: StateView, t: txm.Tx, rules: Rules, rec: DeviceRecord) -> Non
     elif t.type == txm.TYPE_CONTRACT_CALL:
         if spendable < b[4]:
             raise RuleError(errors.INSUFFICIENT_FUNDS, "value")
+        paying = _paying_verdict(b)
+        hold = None if paying is None else payment_hold(view, *paying)
+        if hold is not None:
+            raise RuleError(hold.reason, hold.detail)
     elif t.type == txm.TYPE_CONTRACT_ADMIN:
         if t.sender != chain.admin_of(rules):
             raise RuleError(errors.NOT_AUTHORIZED, "not-admin")

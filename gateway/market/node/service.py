@@ -16,7 +16,8 @@ the service economy beyond executing transactions (docs/MARKET.md).
   under the agreement's supplier key and kept in the StreamStore;
 - the operator (the authority key) acts through ordinary signed txs:
   verdicts on committed batches (checked against the stream store, after a
-  grace period for readings still in flight; each kept pending and sent
+  grace period for readings still in flight, once no feature holds the
+  batch's payment: ledger.payment_hold; each kept pending and sent
   again with backoff until the chain shows the batch judged), CLOSE of expired agreements
   and demands, an optional grant to newly registered devices (owed from the
   block of the REGISTER until the chain shows it: grants.py), and the
@@ -87,6 +88,7 @@ class _Pending:
     tx: bytes = b""  # the last verdict tx signed for it
     tries: int = 0
     next_try: float = 0.0
+    held: str = ""  # the detail of the hold it waits on (ledger.payment_hold), said once
 
 
 @dataclass
@@ -613,8 +615,11 @@ class MarketNode:
 
     def _verdicts(self, state: State, now: float) -> None:
         """Judge each committed batch once its readings are in (or its grace
-        ran out), then keep that verdict pending until the chain shows the
-        batch judged or the agreement gone: a verdict refused at ingress
+        ran out) and no guard a feature registered holds its payment
+        (ledger.payment_hold: while a hold lasts the batch waits, and its
+        readings' grace starts again when it ends; a final hold fails it),
+        then keep that verdict pending until the chain shows the batch
+        judged or the agreement gone: a verdict refused at ingress
         (mempool-full, rate-limited) or dropped from a block is sent again,
         with backoff. The contract judges a batch once (a second verdict
         fails with unknown-batch), so a resend can never pay twice."""
@@ -622,9 +627,17 @@ class MarketNode:
             if not _awaits_verdict(state, p):
                 del self._pending[key]  # judged on chain, or the agreement is gone
             elif p.verdict is None:
+                hold = ledger.payment_hold(state, p.aid, p.batch)
+                if hold is not None and not hold.final:  # not payable yet: judged later
+                    if p.held != hold.detail:
+                        p.held = hold.detail
+                        self.log(f"market verdict waits agreement={p.aid.hex()[:8]} "
+                                 f"batch={p.batch} reason={hold.reason} detail={hold.detail}")
+                    p.deadline = now + VERDICT_GRACE_S  # readings' grace from the hold's end
+                    continue
                 v = self.streams.check_batch(p.aid, p.first, p.count, p.root)
-                if v.ok or now >= p.deadline:
-                    p.verdict = (v.ok, v.mean, int(now) // PLAUSIBILITY_ROUND_S)
+                if hold is not None or v.ok or now >= p.deadline:  # a final hold: never paid
+                    p.verdict = (v.ok and hold is None, v.mean, int(now) // PLAUSIBILITY_ROUND_S)
                     self._send_verdict(p, state, now)
             elif now >= p.next_try:
                 self.log(f"market verdict again agreement={p.aid.hex()[:8]} batch={p.batch} "
