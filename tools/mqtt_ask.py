@@ -556,6 +556,23 @@ class Line:
 
 
 _ids = itertools.count(1)
+_lines: dict[tuple[str, str], Line] = {}  # (username, broker list) -> its open connection
+_lines_lock = threading.Lock()
+
+
+def connection(brokers: Brokers, login: tuple[str, str], timeout: float = 15.0) -> Line:
+    """The process's one connection of `login` to `brokers`, held for the
+    caller (`release` it): made on first use, shared by every user of the
+    login in the process, closed once its last user released it (the next
+    use makes a new one)."""
+    k = (login[0], str(brokers))
+    with _lines_lock:
+        got = _lines.get(k)
+        if got is not None and not got.closed:
+            return got.hold()
+        got = _lines[k] = Line(brokers, client_id(login[0], "tool"), login=login,
+                               timeout=timeout)
+        return got
 
 
 def client_id(user: str, role: str) -> str:

@@ -41,11 +41,9 @@ from shared import cbor, errors, messages, topics
 from shared import tx as txm
 from tools.failover import Brokers
 from tools.keys import KeyPair
-from tools.mqtt_ask import Line, Silent, client_id
+from tools.mqtt_ask import Line, Silent, connection
 from tools.remote_store import QueryClient, RemoteError, RemoteStore, pin
 from tools.submit import Reply, SubmitError, login_for, next_seq, submit
-
-LINES = threading.Lock()  # Side.connections of every side
 
 
 @dataclass
@@ -59,29 +57,17 @@ class Side:
     # `broker` as a list, tried in turn (tools/failover.py); shared with the
     # chain queries of a side read over its brokers
     brokers: Brokers = field(init=False)
-    # the one connection of each login (username) to this domain's brokers
-    connections: dict[str, Line] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         q = getattr(self.store, "q", None)
         self.brokers = q.brokers if isinstance(q, QueryClient) else Brokers(self.broker)
-        if isinstance(q, QueryClient) and q.login:
-            self.connections[q.login[0]] = q.line
 
     def connection(self, key: KeyPair, timeout: float = 15.0) -> Line:
         """The connection of `key`'s login to this domain's brokers, held for
-        the caller (`release` it): one per login, shared by whatever the
-        process does here under that login (docs/CROSSDOMAIN.md, "One
-        connection per login"); made on first use, closed once its last user
-        released it."""
-        login = login_for(key, self.domain)
-        with LINES:
-            got = self.connections.get(login[0])
-            if got is not None and not got.closed:
-                return got.hold()
-            got = self.connections[login[0]] = Line(self.brokers, client_id(login[0], "tool"),
-                                              login=login, timeout=timeout)
-            return got
+        the caller (`release` it): the process's one connection of that login
+        (tools/mqtt_ask.connection; docs/CROSSDOMAIN.md, "One connection per
+        login")."""
+        return connection(self.brokers, login_for(key, self.domain), timeout)
 
 
 def receipt_set(side: Side) -> tuple | None:
@@ -121,7 +107,7 @@ def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0,
     another authority or validator set). They check the receipts the
     relayer reads back, never what the chains accept."""
     login = login_for(key, domain)
-    line = Line(Brokers(broker), client_id(login[0], "tool"), login=login, timeout=timeout)
+    line = connection(Brokers(broker), login, timeout)
     try:  # the side's one connection of the key's login: its queries, and the rest
         store = RemoteStore(QueryClient(line, domain, key.id.hex(), timeout=timeout))
     finally:
