@@ -67,6 +67,10 @@ class Silent(Exception):
     confirmed, the connection dropped, or nothing within the timeout."""
 
 
+class Closed(Exception):
+    """The connection was closed (by its last user)."""
+
+
 class Unanswered(Exception):
     """No broker answered: `failed` holds "url: why" of each."""
 
@@ -135,8 +139,10 @@ class Line:
 
     # -- users -------------------------------------------------------------------
     def hold(self) -> Line:
-        """One more user (released with `release`)."""
+        """One more user (released with `release`); Closed if it is closed."""
         with self._cond:
+            if self.closed:
+                raise Closed("the connection is closed")
             self._users += 1
         return self
 
@@ -144,11 +150,12 @@ class Line:
         """One user less: the connection closes when none is left."""
         with self._cond:
             self._users -= 1
-            last = self._users <= 0
-        if last:
-            self.close()
+            if self._users > 0:
+                return
+        self.close()
 
     def close(self) -> None:
+        """Disconnect and stop (whoever still holds it)."""
         with self._cond:
             if self.closed:
                 return
@@ -167,6 +174,8 @@ class Line:
         while not self.closed:
             try:
                 url = first(self.brokers, self._connect, Silent, start=start)
+            except Closed:
+                break
             except AllFailed:
                 if self.closed:
                     break
@@ -221,8 +230,7 @@ class Line:
         if kind != "connack" or rc.is_failure:
             self._end()
             if kind == "close":
-                self._events.put((kind, None))  # for _supervise
-                return self._refused(url, "closed")
+                raise Closed("closed while connecting")
             if kind == "connack":  # said at once (e.g. a login it does not admit)
                 return self._refused(url, "refused the connection: %s" % rc)
             if kind == "down":
@@ -568,8 +576,11 @@ def connection(brokers: Brokers, login: tuple[str, str], timeout: float = 15.0) 
     k = (login[0], str(brokers))
     with _lines_lock:
         got = _lines.get(k)
-        if got is not None and not got.closed:
-            return got.hold()
+        if got is not None:
+            try:
+                return got.hold()
+            except Closed:
+                pass  # its last user released it: a new one
         got = _lines[k] = Line(brokers, client_id(login[0], "tool"), login=login,
                                timeout=timeout)
         return got
