@@ -376,18 +376,17 @@ class Line:
         once the broker granted the subscription (asked again while it
         refuses). Silent, the handler removed, when it is not granted
         within `timeout`; `timeout` 0: returns at once (granted when the
-        broker grants it). Returns the call that removes the handler (and
-        the subscription with the last one: subscribing again gets the
-        topic's retained message again)."""
+        broker grants it). The topic's retained message comes again (to
+        every handler of the filter). Returns the call that removes the
+        handler (and the subscription with the last one)."""
         timeout = self.timeout if timeout is None else timeout
         with self._cond:
             s = self._subs.get(topic)
-            new = s is None
             if s is None:
                 s = self._subs[topic] = Sub(topic, qos)
             s.handlers.append(handler)
-        if new:
-            self._subscribe_now(s)
+        # (again if another user has it: the broker sends its retained message again)
+        self._subscribe_now(s)
 
         def remove() -> None:  # the last handler gone: unsubscribed
             with self._cond:

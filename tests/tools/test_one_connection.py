@@ -37,7 +37,8 @@ from tests.support.waits import lines, wait_line
 from tools import cli
 from tools.build import tool
 from tools.keys import KeyPair
-from tools.relay import Side, open_side
+from tools.relay import Side, open_side, remote_side
+from tools.remote_store import RemoteStore
 from tools.supplier import Supplier
 from tools.xbuy import CrossBuyer
 
@@ -130,12 +131,14 @@ def test_a_host_supplier_keeps_its_one_connection_on_an_exported_mosquitto(
 def test_the_resellers_supplier_and_buyer_share_its_one_connection(
         tmp_path: Path, mosquitto_factory) -> None:
     """The reseller's shape (tools/resell.py): one key, a Supplier and a
-    CrossBuyer on the same side: its MATCH listener, its offer, the offer
-    directory read by the buyer, a data stream it subscribes to and one it
-    publishes, over one connection of its login."""
+    CrossBuyer on the same side, read over the broker (chain queries): its
+    MATCH listener, its offer, the offer directory read by the buyer, a data
+    stream it subscribes to and one it publishes, and chain queries, over
+    one connection of its login."""
     rex = keypair("onelogin-rex")
     d = Served(tmp_path, mosquitto_factory, [rex])
-    side = open_side(d.dir, d.url)
+    side = remote_side(DOMAIN, d.url, rex, 20)
+    assert isinstance(side.store, RemoteStore)
     sup = Supplier(rex, side, timeout=20, line=lambda s: None)
     buyer = CrossBuyer(rex, side, side, timeout=20, seq=sup.seq, line=lambda s: None)
     try:
@@ -151,7 +154,8 @@ def test_the_resellers_supplier_and_buyer_share_its_one_connection(
         wait_until(lambda: inbox.held, 10, what="the reading on the buyer's subscription")
         assert len(inbox.held) == 1
         sup.withdraw("temperature")
-        assert sup.connection is buyer.connection(side)
+        assert buyer.balance_in_market() == 100  # a chain query: its device record
+        assert sup.connection is buyer.connection(side) is side.store.q.line
         assert sup.connection.connects == 1
         log = d.log_text()
         assert "already connected" not in log, log
@@ -159,6 +163,7 @@ def test_the_resellers_supplier_and_buyer_share_its_one_connection(
     finally:
         buyer.close()
         sup.stop()
+        side.store.close()
         d.stop()
 
 
