@@ -150,19 +150,29 @@ class Line:
         """One user less: the connection closes when none is left."""
         with self._cond:
             self._users -= 1
-            if self._users > 0:
+            if self._users > 0 or not self._closing():
                 return
-        self.close()
+        self._stop()
 
     def close(self) -> None:
         """Disconnect and stop (whoever still holds it)."""
         with self._cond:
-            if self.closed:
+            if not self._closing():
                 return
-            self.closed = True
-            self._cond.notify_all()
-            for q in self._waiting:
-                q.put(None)
+        self._stop()
+
+    def _closing(self) -> bool:
+        """Mark it closed (under the lock, so no `hold` comes after); False
+        if it was already."""
+        if self.closed:
+            return False
+        self.closed = True
+        self._cond.notify_all()
+        for q in self._waiting:
+            q.put(None)
+        return True
+
+    def _stop(self) -> None:
         self._events.put(("close", None))
         if threading.current_thread() is not self._thread:
             self._thread.join(10)

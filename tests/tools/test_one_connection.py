@@ -194,3 +194,27 @@ def test_the_rx_listener_moves_to_the_next_broker_when_its_broker_stops(
     finally:
         pub.close()
         sup.stop()
+
+
+def test_one_login_one_connection_in_the_process(amqtt_broker) -> None:
+    """Two sides of one domain and broker list (as two tools of one process
+    build them) give one key's login the same connection; another key its
+    own; the last release closes it, and the next use opens a new one."""
+    rex, sam = keypair("onelogin-rex"), keypair("onelogin-sam")
+    one = Side(DOMAIN, None, amqtt_broker.url, AUTHORITY[1], None)
+    two = Side(DOMAIN, None, amqtt_broker.url, AUTHORITY[1], None)
+    a, b, other = one.connection(rex), two.connection(rex), one.connection(sam)
+    try:
+        assert a is b and other is not a
+        a.up()
+        b.release()
+        assert not a.closed  # still held
+    finally:
+        a.release()
+        other.release()
+    assert a.closed and other.closed
+    again = two.connection(rex)
+    try:
+        assert again is not a and again.up()[0] == amqtt_broker.url
+    finally:
+        again.release()
