@@ -37,7 +37,16 @@ from tests.support.waits import lines, wait_line
 from tools import cli
 from tools.build import tool
 from tools.keys import KeyPair
-from tools.relay import Side, open_side, remote_side
+from tools.relay import (
+    Bridge,
+    Seq,
+    Side,
+    Watch,
+    ensure_registered,
+    open_side,
+    remote_side,
+    submitter,
+)
 from tools.remote_store import RemoteStore
 from tools.supplier import Supplier
 from tools.xbuy import CrossBuyer
@@ -58,11 +67,15 @@ class Served:
     export (passwd, acl, `use_username_as_clientid true`), its gateway a
     `thingledger run` process connected to that mosquitto."""
 
-    def __init__(self, tmp: Path, factory, people: list[KeyPair]) -> None:
-        self.dir = tmp / DOMAIN
-        create_domain(self.dir, DOMAIN, {p.public: 100 for p in people},
-                      authority_key=AUTHORITY[0])
-        open_ledger(GatewayConfig(domain=DOMAIN, data_dir=self.dir)).store.close()
+    def __init__(self, root: Path, factory, people: list[KeyPair], domain: str = DOMAIN) -> None:
+        tmp = root / ("served-" + domain)
+        tmp.mkdir()
+        self.domain = domain
+        self.dir = tmp / domain
+        self.authority = key(domain + "-authority")
+        create_domain(self.dir, domain, {p.public: 100 for p in people},
+                      authority_key=self.authority[0])
+        open_ledger(GatewayConfig(domain=domain, data_dir=self.dir)).store.close()
         keys = []
         for i, p in enumerate(people):
             write_key(tmp / ("p%d.key" % i), p.private)
@@ -78,10 +91,10 @@ class Served:
         self.url = self.mq.url
         self.proc = subprocess.Popen(
             [tool("thingledger"), "run", "--no-boards", "--no-http", "--data-dir", str(self.dir),
-             "--domain", DOMAIN, "--broker", self.url, "--block-interval", "0.2"],
+             "--domain", domain, "--broker", self.url, "--block-interval", "0.2"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.seen: list[str] = []
-        wait_line(lines(self.proc), r"chain %s at height" % DOMAIN, 60, self.seen)
+        wait_line(lines(self.proc), r"chain %s at height" % domain, 60, self.seen)
 
     def connections_of(self, who: KeyPair) -> int:
         """Connections mosquitto accepted under `who`'s login (its log)."""
@@ -165,6 +178,48 @@ def test_the_resellers_supplier_and_buyer_share_its_one_connection(
         sup.stop()
         side.store.close()
         d.stop()
+
+
+def test_the_relayer_keeps_one_connection_per_domain_on_exported_mosquittos(
+        tmp_path: Path, mosquitto_factory) -> None:
+    """The relayer's block watch, its bridge (A's retained offer directory
+    republished in B) and its transactions, on one connection per domain
+    under its login there (tools/relay.run holds them so)."""
+    rel, sam = keypair("onelogin-relayer"), keypair("onelogin-sam")
+    a = Served(tmp_path, mosquitto_factory, [rel, sam], "onelogin-a")
+    b = Served(tmp_path, mosquitto_factory, [rel], "onelogin-b")
+    sa, sb = open_side(a.dir, a.url), open_side(b.dir, b.url)
+    sup = Supplier(sam, sa, timeout=20, line=lambda s: None)
+    la, lb = sa.connection(rel, 20), sb.connection(rel, 20)
+    watch = Watch([(sa, la), (sb, lb)])
+    bridge = Bridge(sa, sb, rel, la, lb)
+    try:
+        sup.offer("temperature", 3, 1)  # A's directory, retained: the bridge republishes it
+        got: list[bytes] = []
+        bridged = topics.bridged(sb.domain, rel.id.hex(), sa.domain, "offers")
+        stop = lb.subscribe(bridged, lambda _t, p: got.append(p))  # its own data subtree
+        wait_until(lambda: got, 15, what="A's directory bridged into B")
+        stop()
+        assert bridge.forwarded >= 1
+        assert ensure_registered(sb, rel, Seq(), 20) == ""  # known: a chain read
+        watch.event.clear()
+        ok, reason = submitter({sb.domain: sb}, 20, rel)(sb.domain, txm.make(
+            rel.private, rel.id, txm.TYPE_TRANSFER, sb.domain, Seq()(), 0,
+            {1: txm.device_id(b.authority[1]), 2: 1}))
+        assert ok, reason
+        assert watch.event.wait(15)  # a block of B announced, on the same connection
+        assert (la.connects, lb.connects) == (1, 1)
+        for d in (a, b):
+            assert "already connected" not in d.log_text(), d.log_text()
+            assert d.connections_of(rel) == 1, d.log_text()
+    finally:
+        watch.close()
+        bridge.close()
+        la.release()
+        lb.release()
+        sup.stop()
+        a.stop()
+        b.stop()
 
 
 def test_the_rx_listener_moves_to_the_next_broker_when_its_broker_stops(
