@@ -1,12 +1,12 @@
 """Several brokers of one domain, tried in turn (docs/CROSSDOMAIN.md,
 "Relayer"): a domain's NATS nodes, or the brokers of two gateways of the
-domain. Whoever reads a domain over its brokers (tools/remote_store.QueryClient)
-or submits to it (tools/submit.submit), both through tools/mqtt_ask.py, or
-connects a client to it (connect_first) keeps to the broker that answered
-last and moves to the next one when that broker's gateway does not answer in
-time, its connection drops or it cannot be reached; a broker that failed is
-tried again once the others have failed too. `first` is the one loop that
-does it.
+domain. A tool's connection to a domain (tools/mqtt_ask.Line: its chain
+queries, tools/remote_store.QueryClient, its submissions, tools/submit.submit,
+and its subscriptions) keeps to the broker that answered last and moves to
+the next one when that broker's gateway does not answer in time, its
+connection drops or it cannot be reached; a broker that failed is tried
+again once the others have failed too. `first` tries each broker in turn
+for one attempt.
 
 Trying another broker is safe for what is asked: a chain query reads, and a
 transaction sent again is the same transaction (same sender and seq), which
@@ -19,8 +19,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
-
-import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
 
@@ -118,15 +116,3 @@ def first(brokers: Brokers, attempt: Callable[[str], T],
         brokers.answered(url)
         return got
     raise AllFailed(failed)
-
-
-def connect_first(client: mqtt.Client, brokers: Brokers, keepalive: int = 30) -> str:
-    """Connect `client` to the first broker of `brokers` that accepts the
-    connection; its URL. OSError naming each refusal when none does."""
-    def connect(url: str) -> str:
-        client.connect(*parse_url(url), keepalive=keepalive)
-        return url
-    try:
-        return first(brokers, connect, OSError)
-    except AllFailed as e:
-        raise OSError("no broker reachable (%s)" % e) from None

@@ -1,40 +1,74 @@
-"""One MQTT request and its answer from a domain's gateways, over the first
-of the domain's brokers that answers (tools/failover.py): connect, subscribe
-to the answer topic, publish the request, wait for the answer with a
-timeout. A subscription the broker refuses (SUBACK 0x80) is asked for
-again, and the request goes out only once it is granted. A broker that
-cannot be reached, does not grant the subscription, drops the connection or
-stays silent is passed over for the next. Used by tools/submit.py (a transaction and its receipt on the
-sender's rx topic, one connection per submission) and by
-tools/remote_store.QueryClient (chain queries, one connection kept for the
-next request).
+"""One MQTT connection per login: `Line`, the connection a host tool holds
+to one domain's brokers under one login, shared by everything the tool
+does there (docs/CROSSDOMAIN.md, "One connection per login"): its
+subscriptions, each with its handlers (the supplier's rx listener, the
+buyer's stream), its publishes with their acknowledgement (a supplier's
+readings), and request / answer exchanges over it (tools/submit.py: a
+transaction and its receipt on the sender's rx topic;
+tools/remote_store.QueryClient: chain queries).
+
+Why one: an exported mosquitto sets `use_username_as_clientid` (the client
+id is the login's username), so a second connection under a login takes
+the first one's session over (the broker drops the older). The embedded
+broker lets a person hold several; one is enough for all of it.
+
+The connection moves along the tool's list of the domain's brokers
+(tools/failover.Brokers): when its broker cannot be reached, refuses the
+connection (said at once, e.g. a login it does not admit), or drops it, the
+next one is connected, and every subscription is asked for again there
+with its handlers kept. A request whose answer does not come within the
+timeout (a broker where no gateway answers), or whose answer topic the
+broker does not grant, passes the broker over too: the connection moves on
+and the same request is asked through the next, until each broker failed
+once for it (Unanswered). A subscription the broker refuses (SUBACK 0x80:
+NATS's MQTT listener for a minute or so after a node of its cluster died,
+docs/CONSENSUS.md, "A light node after a machine died") is asked for again,
+and a request goes out only once its answer topic is granted.
 
 What an answer is, is the caller's: `pick` turns a message on the answer
 topic into the answer, None for a message that is not one (anyone may
 write to an open broker's topics: skipped), or raises for a refusal, which
 is final (not asked elsewhere).
+
+paho-mqtt does the protocol; its own reconnection (to the same broker) is
+off: a supervisor thread per connection chooses the broker, connects with
+paho and starts paho's network thread for each session.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 
 from gateway.broker.embedded import parse_url
-from tools.failover import AllFailed, Brokers, as_brokers, connect_first, first
+from tools.failover import AllFailed, Brokers, as_brokers, first
 
 T = TypeVar("T")
 SUBSCRIBE_AGAIN_S = 0.2  # s before asking again for a subscription the broker refused
+PAUSE_S = 0.5  # s between two rounds of the broker list when none could be connected
+MAX_PAUSE_S = 5.0
+KEEPALIVE_S = 30
+
+log = logging.getLogger("thingledger.mqtt")
+
+Handler = Callable[[str, bytes], None]  # (topic, payload), called in paho's thread
 
 
 class Silent(Exception):
     """No answer through this broker: unreachable, no subscription
     confirmed, the connection dropped, or nothing within the timeout."""
+
+
+class Closed(Exception):
+    """The connection was closed (by its last user)."""
 
 
 class Unanswered(Exception):
@@ -53,214 +87,515 @@ def shut(c: mqtt.Client) -> None:
     c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)
 
 
-def verdicts_to(verdicts: queue.Queue[bool]) -> Callable[..., None]:
-    """An on_subscribe callback that puts each SUBACK's verdict (granted?)
-    in `verdicts`, for `subscribed`."""
-    return lambda _c, _u, _mid, codes, _p: verdicts.put(not any(rc.is_failure for rc in codes))
+@dataclass
+class Sub:
+    """One topic filter subscribed on a Line and its handlers."""
 
-
-def subscribed(c: mqtt.Client, verdicts: queue.Queue[bool] | queue.Queue[bool | None],
-               topic: str, qos: int,
-               timeout: float, down: threading.Event | None = None) -> None:
-    """Wait until the broker grants the subscription to `topic` that `c`
-    asked for (its on_subscribe `verdicts_to(verdicts)`), asking again while
-    it refuses (SUBACK 0x80). NATS's MQTT listener refuses a QoS 1 SUBSCRIBE
-    when it cannot make the subscription's JetStream consumer in time, as
-    for a minute or so after a node of its cluster died: a request sent
-    under a refused subscription gets its answer nowhere (docs/CONSENSUS.md,
-    "A light node after a machine died"). Silent when not granted within
-    `timeout`, or when `down` (the connection dropped) is set."""
-    deadline = time.monotonic() + timeout
-    refused = 0
-    while True:
-        try:
-            granted: bool | None = verdicts.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            granted = None
-        if down is not None and down.is_set():
-            raise Silent("the connection dropped before the subscription to %s" % topic)
-        if granted:
-            return
-        left = deadline - time.monotonic()
-        if granted is False:
-            refused += 1
-            if left > 0:
-                time.sleep(min(SUBSCRIBE_AGAIN_S, left))
-                c.subscribe(topic, qos=qos)
-                continue
-        if refused:
-            raise Silent("refused the subscription to %s %d time(s) within %.0f s"
-                         % (topic, refused, timeout))
-        raise Silent("no subscription to %s confirmed within %.0f s" % (topic, timeout))
-
-
-def open_client(brokers: Brokers, client_id: str, login: tuple[str, str],
-                timeout: float) -> mqtt.Client:
-    """A client connected to the first of `brokers` that accepts a
-    connection, its CONNACK received and its network thread running (for a
-    publisher, or a subscriber that then subscribes). OSError when no broker
-    can be reached (connect_first); Silent when no CONNACK comes within
-    `timeout`."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                    protocol=mqtt.MQTTv311)
-    c.username_pw_set(*login)
-    up: queue.Queue[bool] = queue.Queue()
-    c.on_connect = lambda *_: up.put(True)
-    connect_first(c, brokers)
-    c.loop_start()
-    try:
-        up.get(timeout=timeout)
-    except queue.Empty:
-        c.loop_stop()
-        raise Silent("no connection within %.0f s" % timeout) from None
-    return c
+    filter: str
+    qos: int
+    handlers: list[Handler] = field(default_factory=list)
+    granted: bool = False  # on the connection of now
+    refused: int = 0  # SUBACK 0x80s since it was last granted
 
 
 class Line:
-    """One connection to one broker, subscribed to one answer topic (Silent
-    if that fails within `timeout`)."""
+    """One login's one connection to one domain's brokers (see the module);
+    thread-safe. `login`: (username, password), None for an anonymous
+    broker. Starts connecting at once, in the background; `hold` / `release`
+    count its users (it closes when the last one releases it)."""
 
-    def __init__(self, url: str, client_id: str, answers: str, *, qos: int,
-                 login: tuple[str, str] | None, timeout: float) -> None:
-        self.url = url
-        self._got: queue.Queue[bytes | None] = queue.Queue()
-        self.down = threading.Event()
-        verdicts: queue.Queue[bool | None] = queue.Queue()  # each SUBACK: granted?
-        refusal: list[str] = []  # the broker's CONNACK refusing the connection
+    def __init__(self, brokers: str | Sequence[str] | Brokers, client_id: str, *,
+                 login: tuple[str, str] | None = None, timeout: float = 15.0) -> None:
+        self.brokers = as_brokers(brokers)
+        self.timeout = timeout
+        self.login = login
+        self.url = ""  # the broker connected now ("" while there is none)
+        self.connects = 0  # connections made (CONNACK accepted), for tests and logs
+        self.closed = False
+        self._gen = 0  # counts the connections: a request knows the one it used
+        self._users = 1
+        self._cond = threading.Condition()
+        self._subs: dict[str, Sub] = {}
+        self._mids: dict[int, str] = {}  # SUBSCRIBE packet id -> its filter
+        self._early: dict[int, bool] = {}  # SUBACKs that came before their mid was noted
+        self._waiting: set[queue.Queue[bytes | None]] = set()  # requests' answer queues
+        self._failed: list[tuple[int, str]] = []  # (number, "url: why"), the latest 64
+        self._fails = 0
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()  # for the supervisor
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                        clean_session=True, protocol=mqtt.MQTTv311)
+                        clean_session=True, protocol=mqtt.MQTTv311,
+                        reconnect_on_failure=False)
         if login:
             c.username_pw_set(*login)
+        c.connect_timeout = min(5.0, timeout)
+        c.on_connect = lambda _c, _u, _f, rc, _p: self._events.put(("connack", rc))
+        c.on_disconnect = lambda *_a: self._events.put(("down", None))
+        c.on_subscribe = self._suback
+        c.on_message = self._message
+        self._c = c
+        self._thread = threading.Thread(target=self._supervise, daemon=True,
+                                        name="mqtt-line-%s" % client_id)
+        self._thread.start()
 
-        def connected(cl: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-            if rc.is_failure:
-                refusal.append(str(rc))  # (paho drops the connection next: dropped)
-            else:
-                cl.subscribe(answers, qos=qos)
-        c.on_connect = connected
-        c.on_subscribe = verdicts_to(verdicts)
-        c.on_message = lambda _c, _u, m: self._got.put(bytes(m.payload))
+    # -- users -------------------------------------------------------------------
+    def hold(self) -> Line:
+        """One more user (released with `release`); Closed if it is closed."""
+        with self._cond:
+            if self.closed:
+                raise Closed("the connection is closed")
+            self._users += 1
+        return self
 
-        def dropped(*_a: Any) -> None:
-            self.down.set()
-            self._got.put(None)  # wakes a request waiting on this connection
-            verdicts.put(None)  # and the wait for the subscription
-        c.on_disconnect = dropped
+    def release(self) -> None:
+        """One user less: the connection closes when none is left."""
+        with self._cond:
+            self._users -= 1
+            if self._users > 0 or not self._closing():
+                return
+        self._stop()
+
+    def close(self) -> None:
+        """Disconnect and stop (whoever still holds it)."""
+        with self._cond:
+            if not self._closing():
+                return
+        self._stop()
+
+    def _closing(self) -> bool:
+        """Mark it closed (under the lock, so no `hold` comes after); False
+        if it was already."""
+        if self.closed:
+            return False
+        self.closed = True
+        self._cond.notify_all()
+        for q in self._waiting:
+            q.put(None)
+        return True
+
+    def _stop(self) -> None:
+        self._events.put(("close", None))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(10)
+
+    # -- the connection (the supervisor's thread) -----------------------------------
+    def _supervise(self) -> None:
+        start: str | None = None  # the broker to try first: the one after the last used
+        pause = PAUSE_S
+        while not self.closed:
+            try:
+                url = first(self.brokers, self._connect, Silent, start=start)
+            except Closed:
+                break
+            except AllFailed:
+                if self.closed:
+                    break
+                try:  # none could be connected: a pause, then the list again
+                    if self._events.get(timeout=pause)[0] == "close":
+                        break
+                except queue.Empty:
+                    pass
+                pause = min(pause * 2, MAX_PAUSE_S)
+                start = None
+                continue
+            pause = PAUSE_S
+            why = self._stay()
+            if self.closed:
+                break
+            if why:
+                self._fail(url, why)
+            i = self.brokers.urls.index(url)
+            start = self.brokers.urls[(i + 1) % len(self.brokers.urls)]
+
+    def _note(self, url: str, why: str) -> None:
+        with self._cond:
+            self._fails += 1
+            self._failed.append((self._fails, "%s: %s" % (url, why)))
+            del self._failed[:-64]
+            self._cond.notify_all()
+
+    def _fail(self, url: str, why: str) -> None:
+        """`url` failed: passed over (tools/failover.Brokers) and noted."""
+        self.brokers.pass_over(url, why)
+        self._note(url, why)
+
+    def _connect(self, url: str) -> str:
+        """Connect to `url`: its CONNACK received, the subscriptions asked
+        for again. Silent (noted; `first` passes it over) if it fails."""
+        c = self._c
         try:
-            c.connect(*parse_url(url), keepalive=30)
+            c.connect(*parse_url(url), keepalive=KEEPALIVE_S)
         except OSError as e:
-            raise Silent("cannot reach it: %s" % e) from None
+            return self._refused(url, "cannot reach it: %s" % e)
         c.loop_start()
-        try:
-            subscribed(c, verdicts, answers, qos, timeout, self.down)
-        except Silent:
-            shut(c)
-            if refusal:  # said at once (e.g. a login it does not admit): no waiting it out
-                raise Silent("refused the connection: %s" % refusal[0]) from None
-            raise
-        self.client = c
-
-    def ask(self, topic: str, payload: bytes, pick: Callable[[bytes], T | None], *,
-            qos: int, what: str, timeout: float,
-            remark: Callable[[], str] | None = None) -> T:
-        """Publish `payload` on `topic` and wait for the first message `pick`
-        takes; Silent if the connection drops or none comes within
-        `timeout` (`remark`: what to add then, e.g. answers that did not
-        check)."""
-        while not self._got.empty():  # late copies of earlier answers
-            self._got.get_nowait()
-        if self.down.is_set():
-            raise Silent("the connection dropped")
-        deadline = time.monotonic() + timeout  # one bound for the publish and the answer
-        try:
-            info = self.client.publish(topic, payload, qos=qos)
-            if qos:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        except RuntimeError as e:  # paho: not connected (any more), its queue full
-            raise Silent("cannot publish: %s" % e) from None
+        deadline = time.monotonic() + self.timeout
+        kind, rc = "timeout", None
         while (left := deadline - time.monotonic()) > 0:
             try:
-                got = self._got.get(timeout=left)
+                kind, rc = self._events.get(timeout=left)
+            except queue.Empty:
+                kind, rc = "timeout", None
+                break
+            if kind != "move":  # (a request's, about a connection before this one)
+                break
+        if kind != "connack" or rc.is_failure:
+            self._end()
+            if kind == "close":
+                raise Closed("closed while connecting")
+            if kind == "connack":  # said at once (e.g. a login it does not admit)
+                return self._refused(url, "refused the connection: %s" % rc)
+            if kind == "down":
+                return self._refused(url, "the connection dropped before its CONNACK")
+            return self._refused(url, "no connection within %.0f s" % self.timeout)
+        with self._cond:
+            self._gen += 1
+            self.url = url
+            self.connects += 1
+            self._mids.clear()
+            self._early.clear()
+            subs = list(self._subs.values())
+            for s in subs:
+                s.granted, s.refused = False, 0
+            self._cond.notify_all()
+        for s in subs:  # asked again on each connection, handlers kept
+            self._subscribe_now(s)
+        return url
+
+    def _refused(self, url: str, why: str) -> str:
+        self._note(url, why)
+        raise Silent(why)
+
+    def _stay(self) -> str:
+        """Stay on the connection until it drops, a request moves it on or
+        the line closes: why it failed ("" if it did not)."""
+        while True:
+            kind, arg = self._events.get()
+            if kind in ("down", "close") or (kind == "move" and arg == self._gen):
+                break  # (a move about an earlier connection, a second CONNACK: skipped)
+        self._end()
+        if kind == "down":
+            return "the connection dropped"
+        if kind == "close":
+            self._events.put((kind, None))
+        return ""  # moved on by a request (which said why) or closed
+
+    def _end(self) -> None:
+        """Leave the session: down for every user, paho's thread stopped."""
+        with self._cond:
+            self.url = ""
+            for s in self._subs.values():
+                s.granted = False
+            for q in self._waiting:
+                q.put(None)  # wakes the requests waiting on this connection
+            self._cond.notify_all()
+        self._c.disconnect()
+        self._c.loop_stop()
+        keep = []
+        while True:  # callbacks of the session just ended: done with
+            try:
+                ev = self._events.get_nowait()
             except queue.Empty:
                 break
-            if got is None or self.down.is_set():
-                raise Silent("the connection dropped during %s" % what)
-            answer = pick(got)
+            if ev[0] == "close":
+                keep.append(ev)
+        for ev in keep:
+            self._events.put(ev)
+
+    def move_on(self, gen: int) -> None:
+        """Leave connection number `gen` (if it is still the one in use) for
+        the next broker: a request passed its broker over."""
+        self._events.put(("move", gen))
+
+    def up(self, timeout: float | None = None, since: int | None = None) -> tuple[str, int]:
+        """Wait until connected: (url, connection number). Unanswered when
+        each broker failed once since failure number `since` (default: now)
+        or none was connected within `timeout`."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            start = self._fails if since is None else since
+            while True:
+                if self.closed:
+                    raise Unanswered(self.failures(start) or ["the connection is closed"])
+                if self.url:
+                    return self.url, self._gen
+                failed = {f.split(": ", 1)[0] for f in self.failures(start)}
+                left = deadline - time.monotonic()
+                if failed >= set(self.brokers.urls) or left <= 0:
+                    raise Unanswered(self.failures(start) or
+                                     ["no connection within %.0f s" % timeout])
+                self._cond.wait(left)
+
+    def failures(self, since: int) -> list[str]:
+        """The "url: why" of each failure after number `since` (the latest 64)."""
+        with self._cond:
+            return [f for n, f in self._failed if n > since]
+
+    @property
+    def fails(self) -> int:
+        with self._cond:
+            return self._fails
+
+    # -- subscriptions ------------------------------------------------------------------
+    def _subscribe_now(self, s: Sub) -> None:
+        """Send a SUBSCRIBE for `s` (its SUBACK: _suback)."""
+        with self._cond:
+            if self.closed or not self.url or self._subs.get(s.filter) is not s:
+                return
+        rc, mid = self._c.subscribe(s.filter, qos=s.qos)
+        if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            return  # not connected any more: asked again on the next connection
+        with self._cond:
+            verdict = self._early.pop(mid, None)
+            if verdict is None:
+                self._mids[mid] = s.filter
+        if verdict is not None:
+            self._verdict(s.filter, verdict)
+
+    def _suback(self, _c: Any, _u: Any, mid: int, codes: Any, _p: Any) -> None:  # paho's thread
+        granted = not any(rc.is_failure for rc in codes)
+        with self._cond:
+            f = self._mids.pop(mid, None)
+            if f is None:
+                self._early[mid] = granted
+                return
+        self._verdict(f, granted)
+
+    def _verdict(self, f: str, granted: bool) -> None:
+        with self._cond:
+            s = self._subs.get(f)
+            if s is None:
+                return
+            if granted:
+                s.granted, s.refused = True, 0
+                self._cond.notify_all()
+                return
+            s.refused += 1
+            if not s.handlers:  # nobody waits for it: not asked again
+                del self._subs[f]
+                self._cond.notify_all()
+                return
+            self._cond.notify_all()
+        t = threading.Timer(SUBSCRIBE_AGAIN_S, self._subscribe_now, (s,))
+        t.daemon = True
+        t.start()
+
+    def subscribe(self, topic: str, handler: Handler, *, qos: int = 1,
+                  timeout: float | None = None) -> Callable[[], None]:
+        """Call `handler(topic, payload)` (in paho's thread) for each message
+        on the filter `topic`, on this connection and each next one; returns
+        once the broker granted the subscription (asked again while it
+        refuses). Silent, the handler removed, when it is not granted
+        within `timeout`; `timeout` 0: returns at once (granted when the
+        broker grants it). The topic's retained message comes again (to
+        every handler of the filter). Returns the call that removes the
+        handler (and the subscription with the last one)."""
+        timeout = self.timeout if timeout is None else timeout
+        with self._cond:
+            s = self._subs.get(topic)
+            if s is None:
+                s = self._subs[topic] = Sub(topic, qos)
+            s.handlers.append(handler)
+        # (again if another user has it: the broker sends its retained message again)
+        self._subscribe_now(s)
+
+        def remove() -> None:  # the last handler gone: unsubscribed
+            with self._cond:
+                if handler in s.handlers:
+                    s.handlers.remove(handler)
+                if s.handlers or self._subs.get(topic) is not s:
+                    return
+                del self._subs[topic]
+                if self.url:
+                    self._c.unsubscribe(topic)
+        if timeout <= 0:
+            return remove
+        try:
+            self.granted(topic, timeout)
+        except Silent:
+            remove()
+            raise
+        return remove
+
+    def granted(self, topic: str, timeout: float, gen: int | None = None) -> None:
+        """Wait until the subscription to `topic` is granted (on connection
+        number `gen`, if given: Silent once that one dropped)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                s = self._subs.get(topic)
+                if s is not None and s.granted and (gen is None or gen == self._gen):
+                    return
+                if self.closed or (gen is not None and (gen != self._gen or not self.url)):
+                    raise Silent("the connection dropped before the subscription to %s" % topic)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if s is not None and s.refused:
+                        raise Silent("refused the subscription to %s %d time(s) within %.0f s"
+                                     % (topic, s.refused, timeout))
+                    raise Silent("no subscription to %s confirmed within %.0f s"
+                                 % (topic, timeout))
+                self._cond.wait(left)
+
+    def _message(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:  # paho's thread
+        with self._cond:
+            handlers = [h for f, s in self._subs.items()
+                        if mqtt.topic_matches_sub(f, m.topic) for h in s.handlers]
+        payload = bytes(m.payload)
+        for h in handlers:
+            try:
+                h(m.topic, payload)
+            except Exception:  # noqa: BLE001 - one handler's bug must not stop the others
+                log.exception("handler of %s", m.topic)
+
+    # -- publishing ---------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                timeout: float | None = None) -> None:
+        """Publish once connected and, at QoS 1, wait for the broker's
+        acknowledgement: Silent when there is no connection or no
+        acknowledgement within `timeout`. `timeout` 0: sent if connected
+        now (Silent if not), not waited for."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            now = bool(self.url)
+        if not now:
+            if timeout <= 0:
+                raise Silent("no connection")
+            try:
+                self.up(timeout)
+            except Unanswered as e:
+                raise Silent("no connection: %s" % e) from None
+        self._publish(topic, payload, qos, retain, deadline, wait=timeout > 0)
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool,
+                 deadline: float, wait: bool = True) -> None:
+        try:
+            info = self._c.publish(topic, payload, qos=qos, retain=retain)
+            if qos and wait:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        except (RuntimeError, ValueError) as e:  # paho: not connected (any more), queue full
+            raise Silent("cannot publish: %s" % e) from None
+        if qos and wait and not info.is_published():
+            raise Silent("not acknowledged within the timeout")
+
+    # -- request and answer -------------------------------------------------------------
+    def ask(self, topic: str, payload: bytes, answers: str, pick: Callable[[bytes], T | None],
+            *, qos: int = 0, what: str, timeout: float | None = None,
+            remark: Callable[[], str] | None = None, since: int | None = None) -> T:
+        """Publish `payload` on `topic` once `answers` is subscribed and
+        return the first message on it that `pick` takes, asked again through
+        the next broker when this one is silent (nothing `pick` takes within
+        `timeout`: it is passed over, the connection moves on) or its
+        connection drops; what `pick` raises propagates. Unanswered when each
+        broker failed once for it. `remark`: what to add to a silence (e.g.
+        answers that did not check); `since`: the failure number from which
+        brokers count as failed for it (0 for a line made for it)."""
+        timeout = self.timeout if timeout is None else timeout
+        since = self.fails if since is None else since
+        got: queue.Queue[bytes | None] = queue.Queue()
+        tried: set[str] = set()
+        with self._cond:
+            self._waiting.add(got)
+        remove: Callable[[], None] | None = None
+        try:
+            while True:
+                url, gen = self.up(timeout, since)
+                if url in tried:
+                    raise Unanswered(self.failures(since))
+                tried.add(url)
+                try:
+                    if remove is None:
+                        remove = self._keep_answers(answers, qos, got)
+                    return self._attempt(topic, payload, pick, qos, what, timeout, remark,
+                                         answers, gen, got)
+                except Silent as e:
+                    with self._cond:
+                        dropped = gen != self._gen or not self.url
+                    if not dropped:  # (a dropped connection: the line said so)
+                        self._fail(url, str(e))
+                        self.move_on(gen)
+                    with self._cond:  # until that connection is left
+                        end = time.monotonic() + timeout
+                        while (gen == self._gen and self.url and not self.closed
+                               and (left := end - time.monotonic()) > 0):
+                            self._cond.wait(left)
+        finally:
+            with self._cond:
+                self._waiting.discard(got)
+            if remove is not None:
+                remove()
+
+    def _keep_answers(self, answers: str, qos: int, got: queue.Queue[bytes | None]
+                      ) -> Callable[[], None]:
+        """Put each message on `answers` in `got` (the subscription stays for
+        the next request once this one is done)."""
+        h: Handler = lambda _t, p: got.put(p)  # noqa: E731
+        with self._cond:
+            s = self._subs.get(answers)
+            new = s is None
+            if s is None:
+                s = self._subs[answers] = Sub(answers, qos)
+            s.handlers.append(h)
+        if new:
+            self._subscribe_now(s)
+
+        def remove() -> None:
+            with self._cond:
+                if h in s.handlers:
+                    s.handlers.remove(h)
+        return remove
+
+    def _attempt(self, topic: str, payload: bytes, pick: Callable[[bytes], T | None],
+                 qos: int, what: str, timeout: float, remark: Callable[[], str] | None,
+                 answers: str, gen: int, got: queue.Queue[bytes | None]) -> T:
+        deadline = time.monotonic() + timeout  # one bound for the subscription, publish, answer
+        self.granted(answers, timeout, gen)
+        while not got.empty():  # late copies of earlier answers
+            got.get_nowait()
+        self._publish(topic, payload, qos, False, deadline)
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                m = got.get(timeout=left)
+            except queue.Empty:
+                break
+            with self._cond:
+                down = gen != self._gen or not self.url
+            if m is None or down:
+                if down:
+                    raise Silent("the connection dropped during %s" % what)
+                continue
+            answer = pick(m)
             if answer is not None:
                 return answer
         extra = remark() if remark is not None else ""
         raise Silent("no answer to %s within %.0f s%s" % (what, timeout,
                                                           ": " + extra if extra else ""))
 
-    def close(self) -> None:
-        shut(self.client)
+
+_ids = itertools.count(1)
+_lines: dict[tuple[str, str], Line] = {}  # (username, broker list) -> its open connection
+_lines_lock = threading.Lock()
 
 
-class Asker:
-    """Requests to one domain's gateways with their answers on one topic,
-    through the first of `brokers` that answers (one request at a time;
-    thread-safe). `keep`: the connection to the broker that answered stays
-    open for the next request, else each request has its own."""
-
-    def __init__(self, brokers: str | Sequence[str] | Brokers, answers: str, client_id: str, *,
-                 qos: int = 0, login: tuple[str, str] | None = None, timeout: float = 15.0,
-                 keep: bool = True) -> None:
-        self.brokers = as_brokers(brokers)
-        self.answers, self.client_id = answers, client_id
-        self.qos, self.login, self.timeout, self.keep = qos, login, timeout, keep
-        self.line: Line | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        """The broker of the connection in use ("" if none)."""
-        line = self.line
-        return "" if line is None else line.url
-
-    def _line_to(self, url: str) -> Line:
-        if self.line is not None and self.line.url == url:
-            return self.line  # (if it dropped, asking says so: then the next broker)
-        self._drop()
-        self.line = Line(url, "%s-%d" % (self.client_id, time.time_ns() % 10**9), self.answers,
-                         qos=self.qos, login=self.login, timeout=self.timeout)
-        return self.line
-
-    def _drop(self) -> None:
-        if self.line is not None:
-            self.line.close()
-            self.line = None
-
-    def connect(self) -> None:
-        """Connect now to the first broker that takes the subscription
-        (Unanswered if none does)."""
-        with self._lock:
+def connection(brokers: Brokers, login: tuple[str, str], timeout: float = 15.0) -> Line:
+    """The process's one connection of `login` to `brokers`, held for the
+    caller (`release` it): made on first use, shared by every user of the
+    login in the process, closed once its last user released it (the next
+    use makes a new one)."""
+    k = (login[0], str(brokers))
+    with _lines_lock:
+        got = _lines.get(k)
+        if got is not None:
             try:
-                first(self.brokers, self._line_to, Silent)
-            except AllFailed as e:
-                raise Unanswered(e.failed) from None
+                return got.hold()
+            except Closed:
+                pass  # its last user released it: a new one
+        got = _lines[k] = Line(brokers, client_id(login[0], "tool"), login=login,
+                               timeout=timeout)
+        return got
 
-    def ask(self, topic: str, payload: bytes, pick: Callable[[bytes], T | None], *,
-            what: str, remark: Callable[[], str] | None = None) -> T:
-        """The answer to `payload` (Line.ask), asked through the broker in
-        use and, when it is silent or down, through the next; what `pick`
-        raises propagates. Unanswered when no broker answered."""
-        def attempt(url: str) -> T:
-            line = self._line_to(url)
-            try:
-                return line.ask(topic, payload, pick, qos=self.qos, what=what,
-                                timeout=self.timeout, remark=remark)
-            except Silent:
-                self._drop()
-                raise
-        with self._lock:
-            try:
-                return first(self.brokers, attempt, Silent, start=self.url or None)
-            except AllFailed as e:
-                raise Unanswered(e.failed) from None
-            finally:
-                if not self.keep:
-                    self._drop()
 
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
+def client_id(user: str, role: str) -> str:
+    """A client id `<user>-<role>-<n>`: unique in the process, and of the
+    login's form for the embedded broker (`<id>` or `<id>-...`)."""
+    return "%s-%s-%d-%d" % (user, role, time.time_ns() % 10**6, next(_ids))

@@ -14,6 +14,12 @@ is not trusted, since every proof submitted is checked by the receiving chain.
 The relayer holds no rights: its key is an ordinary principal of both
 domains (registered here when it is not known yet) and every tx it sends is
 checked by the receiving gateways like anybody's.
+
+It holds one MQTT connection per domain, under its key's login there
+(Side.connection, tools/mqtt_ask.Line): the block watch, the bridge, its
+submissions and its chain queries share it, so a broker that takes a
+login's older session over (mosquitto's `use_username_as_clientid`) keeps
+it.
 """
 
 from __future__ import annotations
@@ -24,11 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
-
-from gateway.broker.embedded import parse_url
 from gateway.db import genesis_files
 from gateway.db.store import Store
 from gateway.ledger import consensus, keys
@@ -37,10 +39,11 @@ from gateway.node.config import DB_FILE, GENESIS_FILE
 from gateway.xdomain import relayer
 from shared import cbor, errors, messages, topics
 from shared import tx as txm
-from tools.failover import Brokers, connect_first
+from tools.failover import Brokers
 from tools.keys import KeyPair
+from tools.mqtt_ask import Line, Silent, connection
 from tools.remote_store import QueryClient, RemoteError, RemoteStore, pin
-from tools.submit import SubmitError, login_for, next_seq, submit
+from tools.submit import Reply, SubmitError, login_for, next_seq, submit
 
 
 @dataclass
@@ -58,6 +61,13 @@ class Side:
     def __post_init__(self) -> None:
         q = getattr(self.store, "q", None)
         self.brokers = q.brokers if isinstance(q, QueryClient) else Brokers(self.broker)
+
+    def connection(self, key: KeyPair, timeout: float = 15.0) -> Line:
+        """The connection of `key`'s login to this domain's brokers, held for
+        the caller (`release` it): the process's one connection of that login
+        (tools/mqtt_ask.connection; docs/CROSSDOMAIN.md, "One connection per
+        login")."""
+        return connection(self.brokers, login_for(key, self.domain), timeout)
 
 
 def receipt_set(side: Side) -> tuple | None:
@@ -96,8 +106,12 @@ def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0,
     (RemoteError genesis-mismatch otherwise: a lying gateway cannot feed
     another authority or validator set). They check the receipts the
     relayer reads back, never what the chains accept."""
-    store = RemoteStore(QueryClient(Brokers(broker), domain, key.id.hex(),
-                                    login=login_for(key, domain), timeout=timeout))
+    login = login_for(key, domain)
+    line = connection(Brokers(broker), login, timeout)
+    try:  # the side's one connection of the key's login: its queries, and the rest
+        store = RemoteStore(QueryClient(line, domain, key.id.hex(), timeout=timeout))
+    finally:
+        line.release()  # held by the store now (closed if that failed)
     try:
         g = store.genesis(pinned)
     except RemoteError:
@@ -122,16 +136,34 @@ class Seq:
         return self.last
 
 
-def submitter(sides: dict[str, Side], timeout: float) -> relayer.Submit:
+def submitter(sides: dict[str, Side], timeout: float, key: KeyPair | None = None
+              ) -> relayer.Submit:
+    """Submit to the sides' domains: with `key`, under its login over the
+    side's connection of that login (Side.connection); without, anonymously, a
+    connection per submission."""
     def send(domain: str, message: bytes) -> tuple[bool, str]:
         s = sides[domain]
         try:
-            r = submit(s.brokers, domain, message, s.authority, timeout=timeout,
-                       validators=receipt_set(s))
+            r = submit_on(s, key, message, timeout)
         except SubmitError as e:
             return False, str(e)
         return r.ok and r.status == messages.STATUS_OK, r.reason
     return send
+
+
+def submit_on(side: Side, key: KeyPair | None, message: bytes, timeout: float) -> Reply:
+    """tools/submit.submit to `side`'s domain (its receipt checked against
+    the side's authority or set), over the side's connection of `key`'s
+    login (anonymously, on a connection of its own, without a key)."""
+    if key is None:
+        return submit(side.brokers, side.domain, message, side.authority, timeout=timeout,
+                      validators=receipt_set(side))
+    line = side.connection(key, timeout)
+    try:
+        return submit(side.brokers, side.domain, message, side.authority, timeout=timeout,
+                      validators=receipt_set(side), line=line)
+    finally:
+        line.release()
 
 
 def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str:
@@ -146,41 +178,29 @@ def ensure_registered(side: Side, key: KeyPair, seq: Seq, timeout: float) -> str
     msg = txm.make(key.private, key.id, txm.TYPE_REGISTER, side.domain, seq(), 0,
                    {1: key.public})
     try:
-        r = submit(side.brokers, side.domain, msg, side.authority, timeout=timeout,
-                   validators=receipt_set(side))
+        r = submit_on(side, key, msg, timeout)
     except SubmitError as e:
         return str(e)
     return "" if r.ok else r.reason
 
 
 class Watch:
-    """Wakes the relayer when a block of either domain is announced (on any
-    of each domain's brokers: one that is down leaves the others)."""
+    """Wakes the relayer when a block of either domain is announced, on the
+    relayer's connection to each domain (Side.connection: it moves to the next of
+    the domain's brokers when its broker dies, the subscription with it)."""
 
-    def __init__(self, sides: list[Side]) -> None:
+    def __init__(self, lines: list[tuple[Side, Line]]) -> None:
         self.event = threading.Event()
-        self.clients = []
-        for s in sides:
-            for url in s.brokers.urls:
-                host, port = parse_url(url)
-                c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                client_id="relayer-%d-%s" % (time.time_ns() % 10**9, s.domain),
-                                protocol=mqtt.MQTTv311)
-                c.on_message = lambda _c, _u, _m: self.event.set()
-                c.on_connect = (lambda topic: lambda cl, *_: cl.subscribe(topic, qos=0))(
-                    topics.blocks(s.domain))
-                c.connect_async(host, port, keepalive=30)
-                c.loop_start()
-                self.clients.append(c)
+        self.stops = [line.subscribe(topics.blocks(s.domain), lambda _t, _p: self.event.set(),
+                                     qos=0, timeout=0) for s, line in lines]
 
     def wait(self, timeout: float) -> None:
         self.event.wait(timeout)
         self.event.clear()
 
     def close(self) -> None:
-        for c in self.clients:
-            c.disconnect()
-            c.loop_stop()
+        for stop in self.stops:
+            stop()
 
 
 class Bridge:
@@ -189,56 +209,55 @@ class Bridge:
     reads them on B's broker. Forwarded as they are: readings are signed by
     their supplier and checked against roots proven in B
     (gateway/xdomain/purchase.py), so the relayer can drop them, never forge
-    them."""
+    them. Read and published over the relayer's connections to A and B
+    (Side.connection), which move along each domain's brokers."""
 
-    def __init__(self, a: Side, b: Side, key: KeyPair) -> None:
+    def __init__(self, a: Side, b: Side, key: KeyPair, into: Line, out: Line) -> None:
         self.a, self.b = a, b
         self.me = key.id.hex()
         self.forwarded = 0
-        self.out = self._client(b, key, None)
-        self.into = self._client(a, key, [(topics.offers(a.domain), 1),
-                                          (topics.data(a.domain, "+/+"), 1)])
-        self.into.on_message = self._forward
+        self.out = out
+        self.stops = [into.subscribe(t, self._forward, qos=1, timeout=0)
+                      for t in (topics.offers(a.domain), topics.data(a.domain, "+/+"))]
 
-    @staticmethod
-    def _client(side: Side, key: KeyPair, subs: list[tuple[str, int]] | None) -> mqtt.Client:
-        """A connection to the first of the side's brokers that accepts one
-        (kept, reconnected by paho, for the bridge's life); when none does
-        now, to the first, in the background."""
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                        client_id="%s-bridge-%d" % (key.id.hex()[:8], time.time_ns() % 10**9),
-                        protocol=mqtt.MQTTv311)
-        c.username_pw_set(*login_for(key, side.domain))
-        if subs:
-            c.on_connect = lambda cl, *_: cl.subscribe(subs)
-        try:
-            connect_first(c, side.brokers)
-        except OSError:
-            c.connect_async(*parse_url(side.brokers.urls[0]), keepalive=30)
-        c.loop_start()
-        return c
-
-    def _forward(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
+    def _forward(self, topic: str, payload: bytes) -> None:  # A's network thread
         a = self.a.domain
-        if m.topic == topics.offers(a):
+        if topic == topics.offers(a):
             rest, retain = "offers", True
         else:
-            rest, retain = "data/" + m.topic[len(topics.data(a, "")):], False
+            rest, retain = "data/" + topic[len(topics.data(a, "")):], False
             if rest.startswith("data/" + self.me + "/"):
                 return  # never what a relayer itself republished
-        self.out.publish(topics.bridged(self.b.domain, self.me, a, rest), m.payload, qos=1,
-                         retain=retain)
+        try:  # not waited for (A's network thread): dropped while B's connection is down
+            self.out.publish(topics.bridged(self.b.domain, self.me, a, rest), payload, qos=1,
+                             retain=retain, timeout=0)
+        except Silent:
+            return
         self.forwarded += 1
 
     def close(self) -> None:
-        for c in (self.into, self.out):
-            c.disconnect()
-            c.loop_stop()
+        for stop in self.stops:
+            stop()
 
 
 def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = False,
         timeout: float = 15.0, seconds: float | None = None, bridge: bool = False,
         line: Callable[[str], None] = print) -> int:
+    # one connection per domain (the key's login): the registration, the
+    # watch, the bridge, the submissions and the chain queries share it
+    la, lb = a.connection(key, timeout), b.connection(key, timeout)
+    try:
+        return relay(a, b, key, la, lb, interval=interval, once=once, timeout=timeout,
+                     seconds=seconds, bridge=bridge, line=line)
+    finally:
+        la.release()
+        lb.release()
+
+
+def relay(a: Side, b: Side, key: KeyPair, la: Line, lb: Line, *, interval: float,
+          once: bool, timeout: float, seconds: float | None, bridge: bool,
+          line: Callable[[str], None]) -> int:
+    """`run` over the key's connections to A and B."""
     seq = Seq()
     for s in (a, b):
         problem = ensure_registered(s, key, seq, timeout)
@@ -247,12 +266,12 @@ def run(a: Side, b: Side, key: KeyPair, *, interval: float = 2.0, once: bool = F
             return 1
     rel = relayer.Relayer(relayer.Chain(a.domain, a.store), relayer.Chain(b.domain, b.store),
                           relayer.RelayKey(key.private, key.id, seq),
-                          submitter({a.domain: a, b.domain: b}, timeout))
+                          submitter({a.domain: a, b.domain: b}, timeout, key))
     line("relay: %s -> %s as %s" % (a.domain, b.domain, key.id.hex()))
-    watch = None if once else Watch([a, b])
+    watch = None if once else Watch([(a, la), (b, lb)])
     bridged = None
     if bridge and not once:
-        bridged = Bridge(a, b, key)
+        bridged = Bridge(a, b, key, la, lb)
         line("relay: bridging %s's offers and market streams into %s under %s"
              % (a.domain, b.domain, topics.bridged(b.domain, key.id.hex(), a.domain, "#")))
     end = None if seconds is None else time.monotonic() + seconds

@@ -33,7 +33,7 @@ from gateway.ledger.state import DeviceRecord
 from shared import cbor, errors, reasons
 from shared import chainquery as cq
 from tools.failover import Brokers
-from tools.mqtt_ask import Asker, Unanswered
+from tools.mqtt_ask import Line, Unanswered, client_id
 
 MAX_ITEMS = 100_000  # items one paged read gathers at most (devices(), kv_range())
 CACHED = 64  # certificates kept from block answers
@@ -49,39 +49,46 @@ class RemoteError(RuntimeError):
 
 
 class QueryClient:
-    """One MQTT connection at a time asking one domain's gateways;
-    thread-safe (one request at a time).
+    """Asks one domain's gateways over one MQTT connection; thread-safe.
 
     `brokers`: one URL, several (a comma-separated string, a sequence, or a
-    tools/failover.Brokers shared with a submitter): when the broker in use
-    gives no answer within `timeout`, or its connection drops, the request is
-    asked again through the next one, which is kept from then on
-    (RemoteError `no-answer` once every broker failed for one request). The
-    exchange is tools/mqtt_ask.Asker's, as a submission's."""
+    tools/failover.Brokers shared with a submitter), or a connection of the
+    caller's (tools/mqtt_ask.Line: the one its login holds to the domain,
+    shared with its submissions and subscriptions; held until `close`):
+    when the broker in use gives no answer within `timeout`, or its
+    connection drops, the request is asked again through the next one,
+    which is kept from then on (RemoteError `no-answer` once every broker
+    failed for one request). The exchange is the Line's, as a submission's."""
 
-    def __init__(self, brokers: str | Sequence[str] | Brokers, domain: str, requester: str, *,
-                 login: tuple[str, str] | None = None, timeout: float = 15.0) -> None:
+    def __init__(self, brokers: str | Sequence[str] | Brokers | Line, domain: str,
+                 requester: str, *, login: tuple[str, str] | None = None,
+                 timeout: float = 15.0) -> None:
         if not cq.is_requester(requester):
             raise ValueError("bad requester name %r" % requester)
         self.domain, self.requester, self.timeout = domain, requester, timeout
-        self.asker = Asker(brokers, cq.answer_topic(domain, requester), "%s-q" % requester,
-                           qos=0, login=login, timeout=timeout, keep=True)
-        self.brokers = self.asker.brokers
-        self.login = login
+        own = not isinstance(brokers, Line)
+        self.line = Line(brokers, client_id(requester, "q"), login=login, timeout=timeout) \
+            if not isinstance(brokers, Line) else brokers.hold()
+        self.brokers = self.line.brokers
+        self.login = self.line.login
         self._ids = itertools.count(1)
         self._salt = os.urandom(4)
+        self.closed = False
         try:
-            self.asker.connect()
+            self.line.up(timeout, since=0 if own else None)
         except Unanswered as e:
+            self.line.release()
             raise RemoteError("no-answer", str(e)) from None
 
     @property
     def url(self) -> str:
         """The broker in use."""
-        return self.asker.url
+        return self.line.url
 
     def close(self) -> None:
-        self.asker.close()
+        if not self.closed:
+            self.closed = True
+            self.line.release()
 
     def ask(self, op: str, arg: Any = None, limit: int | None = None,
             after: Any = None) -> tuple[Any, bool]:
@@ -102,8 +109,10 @@ class QueryClient:
                 raise RemoteError(reason, detail)
             return result, more
         try:
-            return self.asker.ask(cq.request_topic(self.domain, self.requester),
-                                  cq.request(op, rid, arg, limit, after), pick, what=op)
+            return self.line.ask(cq.request_topic(self.domain, self.requester),
+                                 cq.request(op, rid, arg, limit, after),
+                                 cq.answer_topic(self.domain, self.requester), pick, qos=0,
+                                 what=op, timeout=self.timeout)
         except Unanswered as e:
             raise RemoteError("no-answer", str(e)) from None
 

@@ -5,7 +5,8 @@ checked against the authority key: a receipt by its signed header and
 Merkle proof, a rejection by the authority's seal (docs/PROTOCOL.md). Any
 other message on the rx topic is skipped. The exchange itself (connect,
 subscribe, publish, wait, the next broker of the domain when one is silent)
-is tools/mqtt_ask.py's."""
+is tools/mqtt_ask.Line's: the caller's connection (a tool's one connection
+per login), or one made for the submission."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from shared import errors, messages, replies_host, topics, tx
 from tools.failover import Brokers
-from tools.mqtt_ask import Asker, Unanswered
+from tools.mqtt_ask import Line, Unanswered, client_id
 
 
 @dataclass
@@ -69,7 +70,7 @@ def validators_of(g) -> tuple | None:
 
 def submit(brokers: str | Sequence[str] | Brokers, domain: str, message: bytes,
            authority: bytes, timeout: float = 15.0, login: tuple[str, str] | None = None,
-           validators: tuple | None = None) -> Reply:
+           validators: tuple | None = None, line: Line | None = None) -> Reply:
     """Publish `message` and wait for its receipt or rejection on the sender's
     rx topic. `login` (login_for) authenticates on an enforcing broker: the
     sender itself, or the owner of the sending device. `validators`
@@ -79,7 +80,12 @@ def submit(brokers: str | Sequence[str] | Brokers, domain: str, message: bytes,
     tools/failover.Brokers kept by the caller): a broker that cannot be
     reached or whose gateway gives no answer within `timeout` is passed over
     for the next, with the same signed message (one tx id: a chain commits
-    it once). SubmitError naming each broker's failure when none answers."""
+    it once). SubmitError naming each broker's failure when none answers.
+
+    `line`: a connection of the caller's (tools/mqtt_ask.Line, under the
+    login it was made with) to go over, shared with what else the caller
+    does (its brokers then, not `brokers`); else one is made for this
+    submission and closed after."""
     t = tx.decode(message)
     user = login[0] if login else t.sender.hex()
     failed: list[errors.TLError] = []  # receipts about it that did not check
@@ -109,10 +115,15 @@ def submit(brokers: str | Sequence[str] | Brokers, domain: str, message: bytes,
         e = failed[-1]
         return "a receipt of it failed its check (%s: %s)" % (e.reason, e.detail)
 
-    asker = Asker(brokers, topics.rx(domain, t.sender.hex()), "%s-cli" % user, qos=1,
-                  login=login, timeout=timeout, keep=False)
+    own = line is None
+    if line is None:
+        line = Line(brokers, client_id(user, "cli"), login=login, timeout=timeout)
     try:
-        return asker.ask(topics.tx(domain), message, pick, what="the transaction",
-                         remark=remark)
+        return line.ask(topics.tx(domain), message, topics.rx(domain, t.sender.hex()), pick,
+                        qos=1, what="the transaction", timeout=timeout, remark=remark,
+                        since=0 if own else None)
     except Unanswered as e:
         raise SubmitError(str(e)) from None
+    finally:
+        if own:
+            line.close()

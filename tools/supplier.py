@@ -13,6 +13,10 @@ serves, with readings it bought in another domain.
 
 Transactions go through tools/relay.submitter (the domain's brokers in
 turn, each receipt checked against the authority or the domain's set).
+The rx listener, the streams' readings and the transactions share the
+supplier's one MQTT connection to its domain (Side.connection: one per login; it
+moves to the next of the domain's brokers when its broker dies, the rx
+subscription with it).
 """
 
 from __future__ import annotations
@@ -23,17 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
-
 from gateway.market.ledger import rules as market
 from shared import errors, messages, notice, stream, streamroot, topics, txnames
 from shared import messages_gateway as mg
 from shared import tx as txm
-from tools.failover import connect_first
 from tools.keys import KeyPair
-from tools.mqtt_ask import Silent, open_client, shut, subscribed, verdicts_to
+from tools.mqtt_ask import Line, Silent
 from tools.relay import Seq, Side, ensure_registered, submitter
-from tools.submit import login_for
 
 FUEL = 50_000  # of a commit call
 
@@ -72,15 +72,29 @@ class Supplier:
         self.seq = seq or Seq()
         self.timeout = timeout
         self.line = line
-        self._send = submitter({side.domain: side}, timeout)
+        self._submit = submitter({side.domain: side}, timeout, key)
         self.matches: queue.Queue[Match] = queue.Queue()
         self.ended: set[bytes] = set()  # agreements an ENDED notice closed
         self._seen: set[bytes] = set()
-        self._mq: mqtt.Client | None = None
+        self._line: Line | None = None
+        self._unlisten: Callable[[], None] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def connection(self) -> Line:
+        """The supplier's connection to its domain (held until `stop`)."""
+        with self._lock:
+            if self._line is None:
+                self._line = self.side.connection(self.key, self.timeout)
+            return self._line
+
+    def _send(self, domain: str, msg: bytes) -> tuple[bool, str]:
+        _ = self.connection  # held: the submissions go over it
+        return self._submit(domain, msg)
 
     # -- transactions ---------------------------------------------------------------
     def register(self) -> None:
+        _ = self.connection
         problem = ensure_registered(self.side, self.key, self.seq, self.timeout)
         if problem:
             raise SupplyError("cannot register in %s: %s" % (self.domain, problem))
@@ -111,25 +125,14 @@ class Supplier:
     # -- notices ----------------------------------------------------------------------
     def listen(self) -> None:
         """Subscribe to the rx topic: each MATCH as supplier (sealed by the
-        authority) goes to `matches`, once per agreement."""
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                        client_id="%s-supplier-%d" % (self.key.id.hex()[:8],
-                                                      time.time_ns() % 10**9),
-                        protocol=mqtt.MQTTv311)
-        c.username_pw_set(*login_for(self.key, self.domain))
-        verdicts: queue.Queue[bool] = queue.Queue()
+        authority) goes to `matches`, once per agreement. The subscription
+        is the supplier's connection's (asked again while the broker refuses
+        it, and on each next connection)."""
+        if self._unlisten is not None:
+            return
         rx = topics.rx(self.domain, self.key.id.hex())
-        c.on_connect = lambda cl, *_: cl.subscribe(rx, qos=1)  # again after a reconnect
-        c.on_subscribe = verdicts_to(verdicts)
-        c.on_message = lambda _c, _u, m: self._notice(bytes(m.payload))
         try:
-            connect_first(c, self.side.brokers)
-        except OSError as e:
-            raise SupplyError("cannot reach %s: %s" % (self.side.broker, e)) from None
-        c.loop_start()
-        self._mq = c
-        try:  # a refused SUBSCRIBE (NATS after a node died) is asked again
-            subscribed(c, verdicts, rx, 1, self.timeout)
+            self._unlisten = self.connection.subscribe(rx, lambda _t, p: self._notice(p), qos=1)
         except Silent as e:
             raise SupplyError("the rx subscription in %s: %s" % (self.domain, e)) from None
 
@@ -152,9 +155,13 @@ class Supplier:
             self.ended.add(bytes(m[mg.M_AGREEMENT]))
 
     def stop(self) -> None:
-        if self._mq is not None:
-            shut(self._mq)
-            self._mq = None
+        """No more listening; the connection released."""
+        with self._lock:
+            unlisten, line, self._unlisten, self._line = self._unlisten, self._line, None, None
+        if unlisten is not None:
+            unlisten()
+        if line is not None:
+            line.release()
 
     # -- readings -------------------------------------------------------------------
     def stream(self, agreement: bytes) -> Stream:
@@ -208,20 +215,7 @@ class Stream:
         self.first = 0  # the index of the batch's first reading
         self.next = 0  # the next index to stream
         self._batch = streamroot.Batch()
-        self._pub: mqtt.Client | None = None
-
-    def _client(self) -> mqtt.Client:
-        if self._pub is None:
-            k, side = self.s.key, self.s.side
-            try:
-                self._pub = open_client(side.brokers, "%s-stream-%d" % (
-                    k.id.hex()[:8], time.time_ns() % 10**9), login_for(k, side.domain),
-                    self.s.timeout)
-            except OSError as e:
-                raise SupplyError("cannot reach %s: %s" % (side.broker, e)) from None
-            except Silent:
-                raise SupplyError("no connection to %s" % side.broker) from None
-        return self._pub
+        self._line: Line | None = None  # the supplier's connection, held until `close`
 
     def reading(self, index: int, value: int, scale: int) -> bytes:
         """Sign reading `index` and publish it (QoS 1, waited for); it joins
@@ -232,11 +226,14 @@ class Stream:
             raise SupplyError("reading %d out of order (next %d)" % (index, self.next))
         k = self.s.key
         r = stream.reading(k.private, k.id, self.agreement, index, value, scale)
-        info = self._client().publish(self.topic, r, qos=1)
-        info.wait_for_publish(self.s.timeout)  # returns on its timeout too
-        if not info.is_published():  # a batch root never covers what the broker did not take
-            raise SupplyError("reading %d not acknowledged by %s within %.0f s"
-                              % (index, self.s.side.broker, self.s.timeout))
+        if self._line is None:
+            self._line = self.s.side.connection(k, self.s.timeout)
+        try:
+            self._line.publish(self.topic, r, qos=1, timeout=self.s.timeout)
+        except Silent as e:  # a batch root never covers what the broker did not take
+            raise SupplyError("reading %d not acknowledged by %s within %.0f s (%s)"
+                              % (index, self._line.url or self.s.side.broker, self.s.timeout,
+                                 e)) from None
         self._batch.add(r)
         self.next = index + 1
         return r
@@ -266,6 +263,6 @@ class Stream:
         return done
 
     def close(self) -> None:
-        if self._pub is not None:
-            shut(self._pub)
-            self._pub = None
+        line, self._line = self._line, None
+        if line is not None:
+            line.release()

@@ -20,6 +20,11 @@
    state (XPURCHASE, gateway/xdomain/recorded.py), B's gateways checking
    the same proofs, so anyone in B can rely on them.
 
+The buyer's subscriptions (the offer directory, the agreement's stream)
+and its transactions go over its one MQTT connection to each domain, under
+its login there (Side.connection, shared with whatever else the process does
+under that login: the reseller's supplier side).
+
 Proofs and receipts of A are read from A's chain database read-only, as
 the relayer reads them (tools/relay.py): the buyer runs where it can read a
 full node's data folder of each domain. What it believes of A is only what
@@ -34,8 +39,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-
 from gateway.ledger import keys
 from gateway.market.ledger import directory
 from gateway.market.ledger import rules as market
@@ -44,9 +47,8 @@ from gateway.xdomain import purchase, recorded, relayer
 from shared import errors, messages, stream, topics, txdecode
 from shared import tx as txm
 from tools.keys import KeyPair
-from tools.mqtt_ask import Silent, open_client, subscribed, verdicts_to
+from tools.mqtt_ask import Line, Silent
 from tools.relay import Seq, Side, ensure_registered, submitter
-from tools.submit import login_for
 
 
 class BuyError(RuntimeError):
@@ -160,12 +162,27 @@ class CrossBuyer:
         self.line = line
         self.seq = seq or Seq()
         self.view = purchase.StoreKv(home.store)
-        self._send = submitter({home.domain: home, market_side.domain: market_side}, timeout)
+        self._submit = submitter({home.domain: home, market_side.domain: market_side},
+                                 timeout, key)
         self._rel = relayer.Relayer(
             relayer.Chain(market_side.domain, market_side.store),
             relayer.Chain(home.domain, home.store),
             relayer.RelayKey(key.private, key.id, self.seq), self._send)
-        self._mq: mqtt.Client | None = None
+        self._lines: dict[str, Line] = {}  # held until `close`, by domain
+        self._lock = threading.Lock()
+        self._unsubscribe: Callable[[], None] | None = None  # the stream's
+
+    def connection(self, side: Side) -> Line:
+        """The buyer's connection to `side`'s domain (held until `close`)."""
+        with self._lock:
+            got = self._lines.get(side.domain)
+            if got is None:
+                got = self._lines[side.domain] = side.connection(self.key, self.timeout)
+            return got
+
+    def _send(self, domain: str, msg: bytes) -> tuple[bool, str]:
+        self.connection(self.b if domain == self.b.domain else self.a)  # held: sent over it
+        return self._submit(domain, msg)
 
     # -- B's light client of A ------------------------------------------------------
     def trust(self, height: int) -> None:
@@ -187,10 +204,12 @@ class CrossBuyer:
         """The live offers for `service` in A's retained directory."""
         got: queue.Queue[bytes] = queue.Queue()
         side, topic = self._where("offers")
-        c = self._client(side, lambda m: got.put(bytes(m.payload)))
         deadline = time.monotonic() + self.timeout
+        try:  # (the retained directory comes with each new subscription)
+            stop = self.connection(side).subscribe(topic, lambda _t, p: got.put(p), qos=1)
+        except Silent as e:
+            raise BuyError("the offer directory's subscription: %s" % e) from None
         try:
-            c.subscribe(topic, qos=1)
             while (left := deadline - time.monotonic()) > 0:
                 try:
                     listed = [o for o in directory.decode(got.get(timeout=left))
@@ -204,8 +223,7 @@ class CrossBuyer:
             raise BuyError("no offer of %s in %s's directory on %s"
                            % (service, self.a.domain, topic))
         finally:
-            c.disconnect()
-            c.loop_stop()
+            stop()
 
     def _where(self, rest: str) -> tuple[Side, str]:
         """Where A's topic `rest` ("offers" or "data/...") is read: on A's
@@ -276,7 +294,6 @@ class CrossBuyer:
         self.record(recorded.AGREE, rec, serves=serves)
         d = Delivery(ag, [self.prove_key(ag.supplier)])
         if early is None or ag.supplier != supplier:  # matched with another supplier
-            self.close()
             early = self._subscribe(ag.supplier, ag.id)
         early.deliver_to(d)
         return d
@@ -329,31 +346,15 @@ class CrossBuyer:
         return out[0]
 
     # -- 4. readings ------------------------------------------------------------------
-    def _client(self, side: Side, on: Callable[[mqtt.MQTTMessage], None]) -> mqtt.Client:
-        """A connection to the first of the side's brokers that accepts one."""
-        try:
-            c = open_client(side.brokers, "%s-xbuy-%d" % (self.key.id.hex()[:8],
-                                                           time.time_ns() % 10**9),
-                            login_for(self.key, side.domain), self.timeout)
-        except OSError as e:
-            raise BuyError("cannot reach %s: %s" % (side.broker, e)) from None
-        except Silent:
-            raise BuyError("no connection to %s" % side.broker) from None
-        c.on_message = lambda _c, _u, m: on(m)
-        return c
-
     def _subscribe(self, supplier: bytes, agreement: bytes) -> Inbox:
         """Listen to the agreement's stream (one at a time): what comes is
         held in the inbox until it is handed a delivery."""
         inbox = Inbox()
-        verdicts: queue.Queue[bool] = queue.Queue()
         side, topic = self._where("data/" + supplier.hex() + "/" + agreement.hex())
-        self.close()
-        self._mq = self._client(side, lambda m: inbox.put(bytes(m.payload)))
-        self._mq.on_subscribe = verdicts_to(verdicts)
-        self._mq.subscribe(topic, qos=1)
+        self.unsubscribe()
         try:  # a refused SUBSCRIBE (NATS after a node died) is asked again
-            subscribed(self._mq, verdicts, topic, 1, self.timeout)
+            self._unsubscribe = self.connection(side).subscribe(
+                topic, lambda _t, p: inbox.put(p), qos=1)
         except Silent as e:
             raise BuyError("the data topic subscription: %s" % e) from None
         return inbox
@@ -362,6 +363,12 @@ class CrossBuyer:
         """Listen to `d`'s stream (a purchase taken up again: a restarted
         reseller, tools/resell.py)."""
         self._subscribe(d.agreement.supplier, d.agreement.id).deliver_to(d)
+
+    def unsubscribe(self) -> None:
+        """Stop listening to the stream."""
+        stop, self._unsubscribe = self._unsubscribe, None
+        if stop is not None:
+            stop()
 
     def stream_topic(self, d: Delivery) -> str:
         return self._where("data/" + d.agreement.supplier.hex() + "/" + d.agreement.id.hex())[1]
@@ -424,8 +431,10 @@ class CrossBuyer:
         return sorted(d.verified)
 
     def close(self) -> None:
-        if self._mq is not None:
-            self._mq.disconnect()
-            self._mq.loop_stop()
-            self._mq = None
+        """Stop listening; the connections released."""
+        self.unsubscribe()
+        with self._lock:
+            lines, self._lines = list(self._lines.values()), {}
+        for line in lines:
+            line.release()
 

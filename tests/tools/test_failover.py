@@ -1,5 +1,5 @@
 """tools/failover.first, the one loop that tries a domain's brokers in turn
-(connect_first, tools/mqtt_ask.Asker for submissions and chain queries):
+(the brokers of a tool's connection, tools/mqtt_ask.Line):
 order, the broker kept, what is passed over and what is not."""
 
 from __future__ import annotations
