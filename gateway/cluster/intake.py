@@ -45,6 +45,7 @@ from nats.js import JetStreamContext, api
 from gateway.cluster import link
 from gateway.cluster.log import RETRYABLE, retry
 from shared import cbor, txdecode
+from shared import tx as txm
 from shared.errors import TLError
 from shared.reasons import NOT_AUTHORIZED
 
@@ -56,6 +57,7 @@ MAX_AGE = 24 * 3600.0  # s a transaction stays in the stream: a gateway down lon
                        # than this misses it, its device's resend brings it back
 MAX_ACK_PENDING = 10_000
 MAX_TX = cbor.MAX_SIZE  # one message is at most 4 KiB (docs/PROTOCOL.md)
+COPIES = 4 * MAX_ACK_PENDING  # tx ids IntakeCopies remembers each way (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,67 @@ class Delivery:
     def key(self) -> tuple[bytes, int]:
         """What the chain deduplicates by: the sender's id and its seq."""
         return self.sender, self.seq
+
+    @property
+    def tx_id(self) -> bytes:
+        return self.tx.id if self.tx is not None else txm.tx_id(self.data)
+
+
+class IntakeCopies:
+    """Which delivery of a transaction the chain holds is a device's resend,
+    to be answered with the stored receipt, and which is only the first copy
+    this gateway reads of it, answered already by its block's finality (by
+    the gateway serving the device: docs/CONSENSUS.md, "answering devices").
+
+    Every gateway reads the whole stream in order, at its own pace, and
+    follows the proposal log at another: a gateway whose intake is behind
+    the log (a burst; a proposer faster than it) applies, finalises and
+    answers blocks whose transactions its intake has not brought yet. When
+    the intake brings them, the chain holds them, yet nobody sent them
+    again. So: a transaction committed before this gateway's intake brought
+    any copy of it is noted `ahead`; the first copy the intake then brings
+    is settled silently, and so is a redelivery of any stream entry (the
+    same entry again after ack_wait or a restart: not a resend); every other
+    copy of a committed transaction is a later entry in the stream, which a
+    device published again: answered.
+
+    Both sides are bounded (oldest forgotten first): a gateway whose intake
+    is more than `bound` transactions behind the log answers the first
+    copies beyond that once more, as it does after a restart for the
+    transactions committed before it and not read by then (a second receipt
+    of a committed transaction: harmless to a device, never a second
+    commit)."""
+
+    def __init__(self, bound: int = COPIES) -> None:
+        self.bound = bound
+        self._read: dict[bytes, None] = {}  # brought by the intake, not committed yet
+        self._ahead: dict[bytes, None] = {}  # committed before the intake brought them
+
+    def read(self, tx_id: bytes) -> None:
+        """The intake brought a copy of a transaction not committed (yet)."""
+        self._read[tx_id] = None
+        if len(self._read) > self.bound:  # refused ones no block will take
+            del self._read[next(iter(self._read))]
+
+    def committed(self, tx_ids: list[bytes]) -> None:
+        """A block applied here holds these transactions."""
+        for t in tx_ids:
+            if t in self._read:
+                del self._read[t]
+            else:  # its intake has not brought it yet
+                self._ahead[t] = None
+        while len(self._ahead) > self.bound:
+            del self._ahead[next(iter(self._ahead))]
+
+    def is_resend(self, d: Delivery) -> bool:
+        """A delivery of a transaction the chain holds: whether a device sent
+        it again (True), or it is this gateway's first copy of it or a
+        redelivery (False)."""
+        t = d.tx_id
+        if t in self._ahead:
+            del self._ahead[t]
+            return False
+        return d.deliveries == 1
 
 
 def split_committed(deliveries: list[Delivery], last_seq: Callable[[bytes], int]
