@@ -285,12 +285,14 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
         res["normal_gap_s"] = rest[0].stall_after(time.monotonic(), args.window)[0]
         t_kill = time.monotonic()
         victim.stop(signal.SIGKILL)
+        print(f"  SIGKILL gw1 at {datetime.datetime.now():%H:%M:%S.%f}", flush=True)
         res["gw_gap_s"], res["gw_kill_s"] = rest[0].stall_after(t_kill, args.window)
         print(f"  SIGKILL gw1: longest gap {res['gw_gap_s'] * 1000:.0f} ms, finalising again "
               f"{res['gw_kill_s'] * 1000:.0f} ms after the kill", flush=True)
         node = nats.node(leader)
         t_kill = time.monotonic()
         node.kill()
+        print(f"  SIGKILL {leader} at {datetime.datetime.now():%H:%M:%S.%f}", flush=True)
         try:
             res["leader_gap_s"], res["leader_kill_s"] = rest[0].stall_after(t_kill,
                                                                             args.window)
@@ -308,6 +310,8 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
             rx.close()
         for g in gws:
             g.stop()
+            with g.cond:  # --keep: each gateway's console beside its data
+                (tmp / f"{g.name}.console").write_text("\n".join(g.lines) + "\n")
         nats.stop()
     return res
 
@@ -343,6 +347,8 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"(b) kept in {tmp}", flush=True)
     return res
 
 
@@ -456,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="burst and paced only: no kills (a quicker run)")
     p.add_argument("--profile", metavar="FILE",
                    help="run gateway gw2 under cProfile, its output to FILE")
-    p.add_argument("--keep", action="store_true")
+    p.add_argument("--keep", action="store_true",
+                   help="keep (b)'s folder: data dirs, NATS stores, gw<i>.console")
     args = p.parse_args(argv)
     res = run(args)
     text = table(res) + "\n\n" + budget_table(res)
