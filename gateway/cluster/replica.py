@@ -419,7 +419,7 @@ class Replica:
     async def _intake_loop(self) -> None:
         assert self.intake is not None
         while True:
-            got = await self.intake.fetch(256, timeout=0.5)
+            got = await self.intake.fetch(256, timeout=0.5, known=self.copies.first_copy)
             if not got:
                 if self.nc is not None and self.nc.is_closed:
                     # stopping: a fetch on a closed connection fails at once, without
@@ -432,8 +432,11 @@ class Replica:
         """A fetched batch: into the mempool through the node's validation, or
         settled at once (already in the chain, refused, answered)."""
         gw = self.gw
+        settle = [d for d in got if d.committed]  # first copies of committed txs: answered
+        if settle:
+            got = [d for d in got if not d.committed]
         fresh, already = split_committed(got, self._last_seq)
-        settle = list(already)
+        settle += already
         for d in already:
             if d.seq > self._last_seq(d.sender):  # a repeat within the batch
                 self.copies.read(d.tx_id)

@@ -5,7 +5,8 @@ its own intake, and finalise (and answer) a block before its intake brings
 that block's transactions. Those first copies are settled without a word: a
 receipt goes out again only for a later copy in the stream, a device's
 resend. (They used to be answered again with the stored receipt: in a
-burst, hundreds of transactions got two receipts.)
+burst, hundreds of transactions got two receipts.) Those first copies are
+not even decoded: the intake knows them by their hash.
 
 Three gateways on a real 3-node NATS cluster; the intake of gw0, which
 serves the devices, is held back until gw1 and gw2 have committed and gw0
@@ -26,22 +27,26 @@ from tests.support.gwtest import Device
 from tests.support.nats import run
 
 
-def hold_intake(r: Running, release: asyncio.Event) -> asyncio.Event:
-    """Make r's intake loop fetch nothing until `release`; the returned event
-    is set once a fetch has gone through the hold (none started before it
-    can still be in flight)."""
+def hold_intake(r: Running, release: asyncio.Event,
+                fetched: list[Delivery]) -> asyncio.Event:
+    """Make r's intake loop fetch nothing until `release` (what it fetches
+    after goes into `fetched` too); the returned event is set once a fetch
+    has gone through the hold (none started before it can still be in
+    flight)."""
     intake = r.rep.intake
     fetch = intake.fetch
     held = asyncio.Event()
 
-    async def slow(batch: int = 256, timeout: float = 1.0):
+    async def slow(batch: int = 256, timeout: float = 1.0, **kw):
         if not release.is_set():
             held.set()
             try:
                 await asyncio.wait_for(release.wait(), timeout)
             except TimeoutError:
                 return []
-        return await fetch(batch, timeout)
+        got = await fetch(batch, timeout, **kw)
+        fetched.extend(got)
+        return got
 
     intake.fetch = slow  # type: ignore[method-assign]
     return held
@@ -62,7 +67,8 @@ def test_a_gateway_whose_intake_lags_the_log_answers_each_tx_once(tmp_path, nats
         release = asyncio.Event()
         nc = await link.connect(nats_cluster.urls)
         try:
-            await asyncio.wait_for(hold_intake(gws[0], release).wait(), 10)
+            fetched: list[Delivery] = []
+            await asyncio.wait_for(hold_intake(gws[0], release, fetched).wait(), 10)
             heard = Receipts(AUTHORITY[1])
             await heard.listen(nc)
             await nc.flush()
@@ -77,6 +83,9 @@ def test_a_gateway_whose_intake_lags_the_log_answers_each_tx_once(tmp_path, nats
             await until_settled(gws[0], 30)
             await until(lambda: gws[0].rep.unsettled == 0, gws, 30, "gw0 settled")
             assert gws[0].gw.counters.resent_receipts == 0, "first copies answered again"
+            # and settled undecoded: the intake knew they were committed
+            assert sorted(d.tx_id for d in fetched) == sorted(ids)
+            assert all(d.committed and d.tx is None for d in fetched)
             # a device's resend of a committed tx: answered with the stored receipt
             await gws[1].rep.intake.submit(txs[0])
             await until(lambda: heard.ok.get(ids[0]) == 2, gws, 30, "the resend answered")
