@@ -64,7 +64,7 @@ from prometheus_client import Counter
 from gateway.broker.credentials import gateway_credentials
 from gateway.cluster import link
 from gateway.cluster.derived import DerivedTails
-from gateway.cluster.intake import Delivery, TxIntake, split_committed
+from gateway.cluster.intake import Delivery, IntakeCopies, TxIntake, split_committed
 from gateway.cluster.issuer import IssuerLease, OperatorIssuer
 from gateway.cluster.liveness import STATUS_S, Liveness
 from gateway.cluster.log import Entry, ProposalLog
@@ -173,6 +173,7 @@ class Replica:
         self.waiting: dict[bytes, list[Delivery]] = {}  # tx id -> deliveries to settle
         self.settle_later: list[Delivery] = []
         self._settling = 0
+        self.copies = IntakeCopies()  # which delivery of a committed tx is a resend
         self._ids: tuple[int, list[bytes]] | None = None
         self._schedule: tuple[int, consensus.Schedule] | None = None  # (head height, schedule)
         # the other gateways: live or offline, one rule (gateway/cluster/liveness.py)
@@ -418,7 +419,7 @@ class Replica:
     async def _intake_loop(self) -> None:
         assert self.intake is not None
         while True:
-            got = await self.intake.fetch(256, timeout=0.5)
+            got = await self.intake.fetch(256, timeout=0.5, known=self.copies.first_copy)
             if not got:
                 if self.nc is not None and self.nc.is_closed:
                     # stopping: a fetch on a closed connection fails at once, without
@@ -431,17 +432,25 @@ class Replica:
         """A fetched batch: into the mempool through the node's validation, or
         settled at once (already in the chain, refused, answered)."""
         gw = self.gw
+        settle = [d for d in got if d.committed]  # first copies of committed txs: answered
+        if settle:
+            got = [d for d in got if not d.committed]
         fresh, already = split_committed(got, self._last_seq)
-        settle = list(already)
+        settle += already
         for d in already:
-            if d.seq <= self._last_seq(d.sender) and self.serves(d.sender):
+            if d.seq > self._last_seq(d.sender):  # a repeat within the batch
+                self.copies.read(d.tx_id)
+            elif self.copies.is_resend(d) and self.serves(d.sender):
                 # a device sending again what the chain holds (its receipt was
                 # lost): the gateway serving it answers with the stored receipt,
                 # as a lone gateway does; nothing while that block is not final
                 # here (its receipts go out when it is). The same bytes are in the
                 # chain (the receipt is found by their hash): no signature to check.
-                gw.resend_receipt(txm.tx_id(d.data), d.sender)
+                # Not the first copy this gateway's intake brings of a tx the log
+                # brought first: its receipt went out when its block was final.
+                gw.resend_receipt(d.tx_id, d.sender)
         for d in fresh:
+            self.copies.read(d.tx_id)
             tid = gw.handle(d.data, self._decoded(d))
             if tid is None:  # refused, or answered with its stored receipt
                 settle.append(d)
@@ -670,6 +679,7 @@ class Replica:
             gw._commit_failed(b, e)
             raise RuntimeError(f"block {b.height} not committed") from e
         accounts = gw._advance(b)
+        self.copies.committed([t.id for t in b.txs])
         self._known(b.height, b.hash)
         pair = self.book.unblocked(b.hash)
         if pair is not None:  # a double vote on this header came before it
