@@ -299,6 +299,12 @@ class Line:
         if url:
             fn(url)
 
+    @property
+    def held(self) -> int:
+        """Messages of a kept session held for a handler to come."""
+        with self._cond:
+            return len(self._unclaimed)
+
     def granted_now(self, topic: str) -> bool:
         """Is the subscription to `topic` granted on the connection of now?"""
         with self._cond:
