@@ -89,7 +89,7 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 RETRY_S = 5.0
 POLL_S = 0.5
-FAILOVER_S = 3.0  # s without its broker before moving to the next one
+FAILOVER_S = 3.0  # s without a broker before it says so (the Line moves on at once)
 # a quorum gateway silent this long is offline: later than the gateways decide it
 # (gateway/cluster/liveness.py), so that when the move is committed they no longer
 # count the dead one among those answering devices
