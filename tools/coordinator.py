@@ -30,10 +30,11 @@ What it does (`Coordinator.step`, also the unit the tests drive):
 Several machines (docs/CONSENSUS.md, "Three machines"): one coordinator per
 machine, each reading its own gateway's data dir and given every NATS node's
 MQTT listener (`--broker` repeated); all of them decide the same.
-- Brokers: it talks to the first broker that answers; when that one is gone
-  for `failover_s` it moves to the next (round robin, as a board does),
-  subscribes again and decides only once the new broker's retained statuses
-  are in.
+- Brokers: it holds one connection (tools/mqtt_ask.Line) to the first
+  broker that answers; when that one is lost it moves to the next (round
+  robin, as a board does), subscribes again, says "online" again there and
+  decides only once the new broker's retained statuses are in. A submission
+  whose broker gives no answer within the timeout moves it on too.
 - A node on a machine that dies with its broker leaves no last will (the
   broker holding its connection is gone; nats-server 2.15 publishes none),
   so its retained status stays "online". Liveness is the gateways' one rule
@@ -54,11 +55,16 @@ The coordinator itself announces `tl/<d>/dev/<its id>/status` retained
 "online", with the last will "offline", and publishes "offline" on a clean
 stop.
 
+One connection under its login: its status (retained "online", last will
+"offline"), the status subscriptions and its NODE_ASSIGN submissions (each
+answered on its rx topic) all go over it. A mosquitto loaded with the
+`thingledger broker export` files sets `use_username_as_clientid`, so a
+second connection under the login would take the first one's session over.
 On an enforcing broker (claimed domains, docs/IDENTITY.md §3) coordination
-nodes may read every `tl/<d>/dev/+/status` and, unlike devices, hold more
-than one connection (its status subscription and tools.submit's), each under
-its own `<id>-...` client id. Gateways announce their own status under their
-authority id, so a gateway that joined as a full node is followed too.
+nodes may read every `tl/<d>/dev/+/status`. Gateways announce their own
+status under their authority id, so a gateway that joined as a full node is
+followed too. The chain itself it reads from its gateway's data dir (no
+chain queries over the broker).
 """
 
 from __future__ import annotations
@@ -83,7 +89,7 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 RETRY_S = 5.0
 POLL_S = 0.5
-FAILOVER_S = 3.0  # s without its broker before moving to the next one
+FAILOVER_S = 3.0  # s without a broker before it says so (the Line moves on at once)
 # a quorum gateway silent this long is offline: later than the gateways decide it
 # (gateway/cluster/liveness.py), so that when the move is committed they no longer
 # count the dead one among those answering devices
@@ -179,7 +185,6 @@ class Coordinator:
         self.brokers = [broker_url] if isinstance(broker_url, str) else list(broker_url)
         if not self.brokers:
             raise CoordinatorError("no broker URL")
-        self._at = 0  # index of the broker in use
         self.failover_s = failover_s
         self.max_age = max_age
         self.stagger_s = stagger_s
@@ -219,10 +224,8 @@ class Coordinator:
         self._unanswered: dict[bytes, bytes] = {}  # light -> full: submitted, no answer
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._client = None
-        self._connected = threading.Event()
-        self._synced = threading.Event()
-        self._sync_mid = -1
+        self.line: Any = None  # its one connection (tools/mqtt_ask.Line), once started
+        self._was = ""  # the broker of the connection before
         self._store = None
         self._head = -1
         self._access: Access | None = None
@@ -234,39 +237,15 @@ class Coordinator:
         self.assignments: list[AssignmentResult] = []
 
     # ---- status (paho's thread) ---------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            return
-        me = topics.status(self.domain, self.id.hex())
-        # QoS 0: a status is a state, the next one replaces it; on NATS a QoS 1
-        # subscription is served through JetStream and stalls while a killed
-        # node's streams elect a leader, which would make live gateways look silent
-        client.subscribe(topics.status(self.domain, "+"), qos=0)
-        client.publish(me, ONLINE, qos=1, retain=True)
-        # A broker answers SUBSCRIBEs in order and sends a subscription's retained
-        # messages before it handles the next one (mosquitto; amqtt awaits them):
-        # the SUBACK of this second SUBSCRIBE says every retained status is in.
-        self._sync_mid = client.subscribe(me, qos=1)[1]
-        self._connected.set()
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        if mid == self._sync_mid:
-            self._synced.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if client is self._client:
-            self._synced.clear()
-            self._connected.clear()
-
-    def _on_message(self, client, userdata, m) -> None:
-        parts = m.topic.split("/")  # tl/<d>/dev/<id>/status
+    def _on_status(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")  # tl/<d>/dev/<id>/status
         if len(parts) != 5 or parts[2] != "dev" or parts[4] != "status":
             return
         try:
             node = bytes.fromhex(parts[3])
         except ValueError:
             return
-        state = bytes(m.payload).strip().lower()
+        state = payload.strip().lower()
         if len(node) != txm.ID_LEN or state not in (ONLINE, OFFLINE, b""):
             return  # b"": the retained status was cleared (unknown: offline)
         if node == self.id:
@@ -285,13 +264,15 @@ class Coordinator:
 
     @property
     def broker_url(self) -> str:
-        """The broker in use."""
-        return self.brokers[self._at]
+        """The broker in use (the first of the list while there is none)."""
+        line = self.line
+        return (line.url if line is not None else "") or self.brokers[0]
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self, connect_timeout: float = 10.0) -> Coordinator:
         from gateway.broker.embedded import parse_url
         from gateway.db.store import Store
+        from tools.mqtt_ask import Line, Silent, Unanswered, client_id
 
         if not self.db.exists():
             raise CoordinatorError(f"no chain database at {self.db} (use --data-dir)")
@@ -301,99 +282,81 @@ class Coordinator:
             except ValueError as e:
                 raise CoordinatorError(str(e)) from None
         self._store = Store(self.db, readonly=True)
-        why = []
-        for i in range(len(self.brokers)):
-            self._at = i
-            try:
-                self._connect()
-            except OSError as e:
-                why.append(f"cannot reach the broker at {self.broker_url}: {e}")
-                continue
-            if self._connected.wait(connect_timeout):
-                break
-            why.append(f"the broker at {self.broker_url} did not accept the coordinator "
-                       f"{self.id.hex()} within {connect_timeout:.0f} s")
-            self._drop()
-        else:
+        me = self._me
+        login = _login(self.key, self.domain, self.id)
+        # one connection (tools/mqtt_ask.Line) for all it does: its status, the
+        # statuses it follows, its NODE_ASSIGN submissions; on the next broker of
+        # its list when this one is lost. Its last will says it is offline.
+        self.line = line = Line(self.brokers, client_id(login[0], "coordinator"), login=login,
+                                timeout=self.timeout, will=(me, OFFLINE))
+        # QoS 0: a status is a state, the next one replaces it; on NATS a QoS 1
+        # subscription is served through JetStream and stalls while a killed
+        # node's streams elect a leader, which would make live gateways look silent
+        line.subscribe(topics.status(self.domain, "+"), self._on_status, qos=0, timeout=0)
+        # A broker answers SUBSCRIBEs in order and sends a subscription's retained
+        # messages before it handles the next one (mosquitto; amqtt awaits them): once
+        # this second subscription (asked for after the first on each connection) is
+        # granted, every retained status is in.
+        line.subscribe(me, lambda _t, _p: None, qos=1, timeout=0)
+        line.when_up(self._announce)
+        try:
+            line.up(connect_timeout)
+        except Unanswered as e:
             self.close()
-            raise CoordinatorError("; ".join(why))
+            raise CoordinatorError("no broker accepted the coordinator %s: %s"
+                                   % (self.id.hex(), e)) from None
         # Decide only once the retained statuses are in: a partial view would put
         # every light node on the first full node heard of (step() waits for it too).
-        self._synced.wait(connect_timeout)
+        try:
+            line.granted(me, connect_timeout)
+        except Silent:
+            pass
         self.refresh()
         return self
 
-    def _connect(self) -> None:
-        """A client of the broker in use (connecting; paho reconnects it)."""
-        import paho.mqtt.client as mqtt
+    @property
+    def _me(self) -> str:
+        return topics.status(self.domain, self.id.hex())
 
-        from gateway.broker.embedded import parse_url
-        from tools.submit import login_for
+    def _announce(self, url: str) -> None:
+        """On each new connection: "online", retained (a last will may have
+        said "offline" meanwhile). In the Line's thread: not waited for."""
+        from tools.mqtt_ask import Silent
 
-        host, port = parse_url(self.broker_url)
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                        client_id=f"{self.id.hex()}-coordinator", protocol=mqtt.MQTTv311)
-        c.username_pw_set(*login_for(self.key, self.domain, self.id))
-        c.will_set(topics.status(self.domain, self.id.hex()), OFFLINE, qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=0.2, max_delay=2)
-        c.on_connect = self._on_connect
-        c.on_message = self._on_message
-        c.on_subscribe = self._on_subscribe
-        c.on_disconnect = self._on_disconnect
-        self._connected.clear()
-        self._synced.clear()
-        self._client = c
-        c.connect(host, port, keepalive=30)
-        c.loop_start()
-        self._lost_at = None
-
-    def _drop(self) -> None:
-        """Let the client go without a word (its broker is gone or refuses)."""
-        c, self._client = self._client, None
-        self._connected.clear()
-        self._synced.clear()
-        if c is not None:
-            c.loop_stop()
-            try:
-                c.disconnect()
-            except (OSError, ValueError):
-                pass
+        assert self.line is not None
+        try:
+            self.line.publish(self._me, ONLINE, qos=1, retain=True, timeout=0)
+        except Silent:
+            pass  # dropped already: said again on the next connection
+        if self._was and self._was != url:
+            self.out(f"broker {self._was} gone: now on {url}")
+        self._was = url
 
     def check_broker(self) -> bool:
-        """Move to the next broker when this one has been gone for failover_s;
-        True once connected with the retained statuses read."""
-        if self._synced.is_set():
+        """True once connected with the retained statuses read (the Line
+        moves along the broker list by itself when its broker is lost)."""
+        line = self.line
+        if line is not None and line.granted_now(self._me):
             self._lost_at = None
             return True
         now = time.monotonic()
         if self._lost_at is None:
             self._lost_at = now
-        if len(self.brokers) < 2 or now - self._lost_at < self.failover_s:
-            return False
-        old = self.broker_url
-        self._drop()
-        self._at = (self._at + 1) % len(self.brokers)
-        self._said = ""
-        try:
-            self._connect()
-        except OSError as e:
-            self._say_once(f"broker {old} gone; cannot reach {self.broker_url}: {e}")
-            self._lost_at = now  # the next one after failover_s
-            return False
-        self.out(f"broker {old} gone: now on {self.broker_url}")
+        elif now - self._lost_at >= self.failover_s:
+            self._say_once("no broker: waiting for one of %s" % ", ".join(self.brokers))
         return False
 
     def close(self) -> None:
-        c, self._client = self._client, None
-        if c is not None:
-            if self._connected.is_set():  # a clean DISCONNECT sends no will: say it
+        from tools.mqtt_ask import Silent
+
+        line, self.line = self.line, None
+        if line is not None:
+            if line.url:  # a clean DISCONNECT sends no will: say it
                 try:
-                    c.publish(topics.status(self.domain, self.id.hex()), OFFLINE, qos=1,
-                              retain=True).wait_for_publish(2)
-                except (RuntimeError, ValueError):  # not connected right now
+                    line.publish(self._me, OFFLINE, qos=1, retain=True, timeout=2)
+                except Silent:
                     pass
-            c.disconnect()
-            c.loop_stop()
+            line.close()
         s, self._store = self._store, None
         if s is not None:
             s.close()
@@ -496,8 +459,8 @@ class Coordinator:
                                       sender=self.id)
             login = _login(self.key, self.domain, self.id)
             try:
-                reply = self._submit(self.broker_url, self.domain, m, self.authority,
-                                     timeout=self.timeout, login=login,
+                reply = self._submit(self.brokers, self.domain, m, self.authority,
+                                     timeout=self.timeout, login=login, line=self.line,
                                      **({"validators": self.validators}
                                         if self.validators else {}))
             except (SubmitError, OSError, RuntimeError, queue.Empty) as e:

@@ -30,6 +30,19 @@ topic into the answer, None for a message that is not one (anyone may
 write to an open broker's topics: skipped), or raises for a refusal, which
 is final (not asked elsewhere).
 
+A kept session (`keep`, docs/CROSSDOMAIN.md, "A restarted reseller"): the
+connection is made with clean_session False and the login's username as its
+client id (what an exported mosquitto forces anyway), so the broker keeps
+its subscriptions while the tool is down and queues what comes on them at
+QoS 1, delivered when the tool connects again, before the tool has asked
+for anything: those messages are held (the latest UNCLAIMED) until a
+handler subscribes to a filter they match. Two processes of one login with
+kept sessions take that one session from each other: one at a time.
+
+Hooks: `will` (a retained status the broker publishes when the connection
+is lost), `when_up` (called on each new connection: e.g. a retained
+"online" said again).
+
 paho-mqtt does the protocol; its own reconnection (to the same broker) is
 off: a supervisor thread per connection chooses the broker, connects with
 paho and starts paho's network thread for each session.
@@ -42,6 +55,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -56,6 +70,7 @@ SUBSCRIBE_AGAIN_S = 0.2  # s before asking again for a subscription the broker r
 PAUSE_S = 0.5  # s between two rounds of the broker list when none could be connected
 MAX_PAUSE_S = 5.0
 KEEPALIVE_S = 30
+UNCLAIMED = 1024  # a kept session's messages held until a handler of theirs comes
 
 log = logging.getLogger("thingledger.mqtt")
 
@@ -105,8 +120,10 @@ class Line:
     count its users (it closes when the last one releases it)."""
 
     def __init__(self, brokers: str | Sequence[str] | Brokers, client_id: str, *,
-                 login: tuple[str, str] | None = None, timeout: float = 15.0) -> None:
+                 login: tuple[str, str] | None = None, timeout: float = 15.0,
+                 will: tuple[str, bytes] | None = None, keep: bool = False) -> None:
         self.brokers = as_brokers(brokers)
+        self.keep = keep  # a persistent session (clean_session False): see the module
         self.timeout = timeout
         self.login = login
         self.url = ""  # the broker connected now ("" while there is none)
@@ -122,11 +139,17 @@ class Line:
         self._failed: list[tuple[int, str]] = []  # (number, "url: why"), the latest 64
         self._fails = 0
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()  # for the supervisor
+        self._on_up: list[Callable[[str], None]] = []
+        # a kept session's messages that came before a handler of theirs (queued
+        # by the broker while the tool was down, delivered at its CONNACK)
+        self._unclaimed: deque[tuple[str, bytes]] = deque(maxlen=UNCLAIMED)
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                        clean_session=True, protocol=mqtt.MQTTv311,
+                        clean_session=not keep, protocol=mqtt.MQTTv311,
                         reconnect_on_failure=False)
         if login:
             c.username_pw_set(*login)
+        if will is not None:  # retained, QoS 1: a status the broker says for it
+            c.will_set(will[0], will[1], qos=1, retain=True)
         c.connect_timeout = min(5.0, timeout)
         c.on_connect = lambda _c, _u, _f, rc, _p: self._events.put(("connack", rc))
         c.on_disconnect = lambda *_a: self._events.put(("down", None))
@@ -258,7 +281,35 @@ class Line:
             self._cond.notify_all()
         for s in subs:  # asked again on each connection, handlers kept
             self._subscribe_now(s)
+        for fn in list(self._on_up):
+            try:
+                fn(url)
+            except Exception:  # noqa: BLE001 - a user's bug must not stop the connection
+                log.exception("on a connection to %s", url)
         return url
+
+    def when_up(self, fn: Callable[[str], None]) -> None:
+        """Call `fn(url)` (in the supervisor's thread, so without waiting on
+        the broker: e.g. `publish(..., timeout=0)`) each time a connection is
+        made, once its subscriptions are asked for again; at once if it is
+        connected now."""
+        with self._cond:
+            self._on_up.append(fn)
+            url = self.url
+        if url:
+            fn(url)
+
+    @property
+    def held(self) -> int:
+        """Messages of a kept session held for a handler to come."""
+        with self._cond:
+            return len(self._unclaimed)
+
+    def granted_now(self, topic: str) -> bool:
+        """Is the subscription to `topic` granted on the connection of now?"""
+        with self._cond:
+            s = self._subs.get(topic)
+            return bool(self.url) and s is not None and s.granted
 
     def _refused(self, url: str, why: str) -> str:
         self._note(url, why)
@@ -395,6 +446,14 @@ class Line:
             if s is None:
                 s = self._subs[topic] = Sub(topic, qos)
             s.handlers.append(handler)
+            early = [m for m in self._unclaimed if mqtt.topic_matches_sub(topic, m[0])]
+            for m in early:
+                self._unclaimed.remove(m)
+        for t, p in early:  # a kept session's, queued while the tool was down
+            try:
+                handler(t, p)
+            except Exception:  # noqa: BLE001 - as in _message
+                log.exception("handler of %s", t)
         # (again if another user has it: the broker sends its retained message again)
         self._subscribe_now(s)
 
@@ -437,10 +496,12 @@ class Line:
                 self._cond.wait(left)
 
     def _message(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:  # paho's thread
+        payload = bytes(m.payload)
         with self._cond:
             handlers = [h for f, s in self._subs.items()
                         if mqtt.topic_matches_sub(f, m.topic) for h in s.handlers]
-        payload = bytes(m.payload)
+            if not handlers and self.keep:
+                self._unclaimed.append((m.topic, payload))
         for h in handlers:
             try:
                 h(m.topic, payload)
@@ -577,11 +638,14 @@ _lines: dict[tuple[str, str], Line] = {}  # (username, broker list) -> its open 
 _lines_lock = threading.Lock()
 
 
-def connection(brokers: Brokers, login: tuple[str, str], timeout: float = 15.0) -> Line:
+def connection(brokers: Brokers, login: tuple[str, str], timeout: float = 15.0,
+               keep: bool = False) -> Line:
     """The process's one connection of `login` to `brokers`, held for the
     caller (`release` it): made on first use, shared by every user of the
     login in the process, closed once its last user released it (the next
-    use makes a new one)."""
+    use makes a new one). `keep`: made with a persistent session whose
+    client id is the login's username (see the module); a connection made
+    already stays as it was made."""
     k = (login[0], str(brokers))
     with _lines_lock:
         got = _lines.get(k)
@@ -590,8 +654,8 @@ def connection(brokers: Brokers, login: tuple[str, str], timeout: float = 15.0) 
                 return got.hold()
             except Closed:
                 pass  # its last user released it: a new one
-        got = _lines[k] = Line(brokers, client_id(login[0], "tool"), login=login,
-                               timeout=timeout)
+        got = _lines[k] = Line(brokers, login[0] if keep else client_id(login[0], "tool"),
+                               login=login, timeout=timeout, keep=keep)
         return got
 
 

@@ -62,12 +62,13 @@ class Side:
         q = getattr(self.store, "q", None)
         self.brokers = q.brokers if isinstance(q, QueryClient) else Brokers(self.broker)
 
-    def connection(self, key: KeyPair, timeout: float = 15.0) -> Line:
+    def connection(self, key: KeyPair, timeout: float = 15.0, keep: bool = False) -> Line:
         """The connection of `key`'s login to this domain's brokers, held for
         the caller (`release` it): the process's one connection of that login
         (tools/mqtt_ask.connection; docs/CROSSDOMAIN.md, "One connection per
-        login")."""
-        return connection(self.brokers, login_for(key, self.domain), timeout)
+        login"). `keep`: a persistent session, if the connection is made now
+        (docs/CROSSDOMAIN.md, "A restarted reseller")."""
+        return connection(self.brokers, login_for(key, self.domain), timeout, keep)
 
 
 def receipt_set(side: Side) -> tuple | None:
@@ -98,16 +99,17 @@ def open_side(data_dir: Path, broker: str, pinned: Genesis | None = None) -> Sid
 
 
 def remote_side(domain: str, broker: str, key: KeyPair, timeout: float = 15.0,
-                pinned: Genesis | None = None) -> Side:
+                pinned: Genesis | None = None, keep: bool = False) -> Side:
     """A side read over `broker` alone: its gateways answer chain queries
     under the key's id (the login of an enforcing broker). The authority key
     and consensus are the genesis its gateway states, or `pinned`, the
     domain's genesis file held by the caller, which the gateway must state
     (RemoteError genesis-mismatch otherwise: a lying gateway cannot feed
     another authority or validator set). They check the receipts the
-    relayer reads back, never what the chains accept."""
+    relayer reads back, never what the chains accept. `keep`: the side's
+    connection keeps its session (Side.connection)."""
     login = login_for(key, domain)
-    line = connection(Brokers(broker), login, timeout)
+    line = connection(Brokers(broker), login, timeout, keep)
     try:  # the side's one connection of the key's login: its queries, and the rest
         store = RemoteStore(QueryClient(line, domain, key.id.hex(), timeout=timeout))
     finally:

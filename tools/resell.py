@@ -152,7 +152,7 @@ class Reseller:
 
     def _buyer(self) -> CrossBuyer:
         return CrossBuyer(self.key, self.b, self.a, timeout=self.timeout, via=self.via,
-                          line=self._say, seq=self.seq)
+                          line=self._say, seq=self.seq, keep=True)
 
     # -- the process -----------------------------------------------------------------
     def run(self, seconds: float | None = None, stop: threading.Event | None = None) -> int:

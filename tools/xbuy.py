@@ -152,10 +152,15 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2
 class CrossBuyer:
     def __init__(self, key: KeyPair, home: Side, market_side: Side, *, timeout: float = 20.0,
                  via: bytes | None = None, line: Callable[[str], None] = print,
-                 seq: Seq | None = None) -> None:
+                 seq: Seq | None = None, keep: bool = False) -> None:
         """`seq`: the key's seqs, when something else signs with it too (the
-        reseller's supplier side, tools/resell.py)."""
+        reseller's supplier side, tools/resell.py). `keep`: its connection
+        to A keeps its session (an MQTT persistent session: the broker
+        queues the stream's readings while the process is down, delivered
+        when it connects again; docs/CROSSDOMAIN.md, "A restarted
+        reseller")."""
         self.key = key
+        self.keep = keep
         self.via = via
         self.b, self.a = home, market_side
         self.timeout = timeout
@@ -177,7 +182,8 @@ class CrossBuyer:
         with self._lock:
             got = self._lines.get(side.domain)
             if got is None:
-                got = self._lines[side.domain] = side.connection(self.key, self.timeout)
+                got = self._lines[side.domain] = side.connection(
+                    self.key, self.timeout, keep=self.keep and side is self.a)
             return got
 
     def _send(self, domain: str, msg: bytes) -> tuple[bool, str]:

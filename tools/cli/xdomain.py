@@ -219,7 +219,8 @@ def _pinned(path: str | None, domain: str | None, option: str) -> Any:
 
 
 def _side(key: Any, folder: str | None, domain: str | None, broker: str, timeout: float,
-          what: str, genesis: str | None = None, genesis_option: str = "") -> Any:
+          what: str, genesis: str | None = None, genesis_option: str = "",
+          keep: bool = False) -> Any:
     """A domain read from its data folder, or over its broker (chain queries);
     `genesis`: the domain's genesis file, pinned (its authority and
     validator keys, not the ones a gateway states)."""
@@ -242,7 +243,7 @@ def _side(key: Any, folder: str | None, domain: str | None, broker: str, timeout
         if not domain:
             raise UsageError("give %s-dir DIR, or %s DOMAIN to read the domain over its broker"
                              % (what, what))
-        return relay.remote_side(domain, broker, key, timeout, pinned)
+        return relay.remote_side(domain, broker, key, timeout, pinned, keep)
     except RemoteError as e:
         raise UsageError("cannot read %s over %s: %s" % (domain or folder, broker, e)) from None
 
@@ -260,11 +261,12 @@ def cmd_relay(args: argparse.Namespace) -> int:
                      line=lambda s: print(s, flush=True))
 
 
-def _sides(args: argparse.Namespace, key: Any) -> tuple[Any, Any]:
+def _sides(args: argparse.Namespace, key: Any, keep: bool = False) -> tuple[Any, Any]:
     """This domain (B: --data-dir, or --domain over --broker) and the market's
     (A: --of-dir or --of over --of-broker) of `xdomain buy` and `xdomain
     resell`, each with its genesis file pinned if given (--genesis,
-    --of-genesis)."""
+    --of-genesis); `keep`: the connection to A keeps its session (the
+    reseller's, docs/CROSSDOMAIN.md, "A restarted reseller")."""
     from gateway.node.config import GENESIS_FILE
 
     here = data_dir(args)
@@ -274,7 +276,7 @@ def _sides(args: argparse.Namespace, key: Any) -> tuple[Any, Any]:
         else _side(key, None, args.domain, args.broker, args.timeout, "--domain", args.genesis,
                    "--genesis")
     there = _side(key, args.of_dir, args.of, args.of_broker, args.timeout, "--of",
-                  args.of_genesis, "--of-genesis")
+                  args.of_genesis, "--of-genesis", keep)
     return home, there
 
 
@@ -322,7 +324,7 @@ def cmd_resell(args: argparse.Namespace) -> int:
     from tools.supplier import SupplyError
 
     key = load_key_file(args.key)
-    home, there = _sides(args, key)
+    home, there = _sides(args, key, keep=True)
     terms = resell.Terms(args.service, args.sell_as or args.service, args.price,
                          args.price if args.max_price is None else args.max_price,
                          args.interval, args.valid)

@@ -1,0 +1,172 @@
+"""A reseller SIGKILLed mid-delivery loses nothing A's supplier streamed while
+it was down (docs/CROSSDOMAIN.md, "A restarted reseller"): its connection to
+A keeps its MQTT session (clean_session False, its login as client id,
+tools/mqtt_ask.Line `keep`), so A's broker, a mosquitto, holds its
+subscription to the agreement's stream and queues the readings (QoS 1) until
+it connects again.
+
+The shape of tests/xdomain/test_xdomain_board.py's kill test, with dom-a's
+gateway on a mosquitto and A's stream read on A's broker (no bridge): rex
+is SIGKILLed once batch 0 is committed in B; sam then streams readings 2
+and 3 and commits batch 1 in A while rex is down; started again, rex takes
+the agreement up and gets readings 2 and 3 from its kept session: the board
+buys all 4. (Without the kept session they are gone and rex waits for them
+in vain.)"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.db.genesis_files import create_domain
+from gateway.market.ledger import rules as market
+from gateway.node.config import KEY_FILE
+from gateway.xdomain import purchase
+from shared import tx as txm
+from tests.support.gwtest import Device, key
+from tests.support.waits import lines, wait_line
+from tests.xdomain.test_xdomain_board import (
+    QUANTITY,
+    REX_FUNDS,
+    SAM_PRICE,
+    agreement_in,
+    board_demands,
+    start_relay,
+    start_reseller,
+    wait_for,
+)
+from tests.xdomain.test_xdomain_e2e import A, B, Gateway, cli
+from tools.build import tool
+from tools.keys import KeyPair
+from tools.relay import open_side
+from tools.supplier import Supplier
+from tools.xdomain_demo import interrupt
+
+pytestmark = pytest.mark.mosquitto
+
+
+class OnMosquitto(Gateway):
+    """A `thingledger run` gateway of `domain` on a mosquitto (anonymous:
+    Debian's defaults, which keep a persistent session's queue)."""
+
+    def __init__(self, root: Path, domain: str, accounts: dict[bytes, int], mq) -> None:
+        self.domain = domain
+        self.dir = root / domain
+        self.url = mq.url
+        self.auth_priv, self.auth_pub = key("authority-" + domain)
+        create_domain(self.dir, domain, accounts, authority_key=self.auth_priv)
+        self.proc = subprocess.Popen(
+            [tool("thingledger"), "run", "--no-boards", "--no-http", "--data-dir", str(self.dir),
+             "--domain", domain, "--broker", self.url, "--block-interval", "0.2"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.out = lines(self.proc)
+        self.seen: list[str] = []
+        wait_line(self.out, r"chain %s at height" % domain, 60, self.seen)
+
+
+@pytest.fixture
+def domains(tmp_path: Path, mosquitto_factory) -> Iterator[tuple[Gateway, Gateway]]:
+    """dom-a on a mosquitto, dom-b on its embedded broker (bob holds 500,
+    rex the reseller 100), each with its agreement contract."""
+    gws: list[Gateway] = []
+    try:
+        gws.append(OnMosquitto(tmp_path, A, {}, mosquitto_factory()))
+        gws.append(Gateway(tmp_path, B, {Device("bob", B).pub: 500,
+                                         Device("rex", B).pub: REX_FUNDS}))
+        for g in gws:
+            op = txm.device_id(g.auth_pub)
+            rep = g.send(txm.make(g.auth_priv, op, txm.TYPE_CONTRACT_ADMIN, g.domain,
+                                  int(time.time() * 1000), 0, {
+                                      1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
+                                      4: market.AGREEMENT_VERSION,
+                                      5: {"operator": op, "fee_bps": 500}}))
+            assert rep.ok and rep.status == 0, rep
+        yield gws[0], gws[1]
+    finally:
+        for g in gws:
+            g.stop()
+
+
+def committed_in_a(a: Gateway, aid: bytes) -> set[int]:
+    """The batches of agreement `aid` its supplier committed in A."""
+    with a.store() as s:
+        return {e[3] for t in s.txs_of_type(txm.TYPE_CONTRACT_CALL) for e in t.events
+                if len(e) == 7 and e[:3] == [market.AGREEMENT, purchase.COMMITTED, aid]}
+
+
+def test_readings_streamed_while_the_reseller_is_down_reach_it_at_its_restart(
+        domains: tuple[Gateway, Gateway], tmp_path: Path) -> None:
+    a, b = domains
+    for at, of in ((b, a), (a, b)):
+        r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
+                "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
+        assert r.returncode == 0, r.stdout + r.stderr
+    sam_key = KeyPair(*key("sam"))
+    sam = Supplier(sam_key, open_side(a.dir, a.url), timeout=20, line=lambda s: None)
+    sam.register()
+    sam.listen()
+    sam.offer("temperature", SAM_PRICE, 1)
+    stop, go_on = threading.Event(), threading.Event()
+
+    def value(i: int) -> tuple[int, int]:
+        if i >= 2:  # the second batch once rex is down
+            go_on.wait(120)
+        return 2150 + 7 * i, -2
+    threading.Thread(target=sam.serve, args=(value, stop, 2), daemon=True).start()
+    rex = Device("rex", B)
+    procs = [start_relay(tmp_path, a, b, "relayer"), start_relay(tmp_path, b, a, "relayer-ba")]
+    rp = start_reseller(tmp_path, a, b)  # A's directory and stream read on A's mosquitto
+    procs.append(rp)
+    rseen: list[str] = []
+    rq = lines(rp)
+    board = None
+    try:
+        board, bq, bseen, board_id, line = board_demands(tmp_path, b, rq, rseen, procs)
+        aid_b = bytes.fromhex(line.split()[2])
+        h = aid_b.hex()[:8]
+        got = wait_line(rq, r"^resell: bought in dom-a: agreement \w{32} of %s"
+                        % sam_key.id.hex(), 60, rseen)
+        aid_a = bytes.fromhex(got.split("agreement ")[1][:32])
+        for i in range(2):
+            wait_line(bq, r"^bought agreement=%s index=%d value=%d scale=-2$"
+                      % (h, i, 2150 + 7 * i), 60, bseen)
+        wait_line(rq, r"^resell: %s commits readings 0..1 of %s in dom-b \(batch 0\)"
+                  % (rex.id.hex()[:8], h), 30, rseen)
+        rp.send_signal(signal.SIGKILL)
+        rp.wait(10)
+        # rex is down: sam streams readings 2 and 3 (each acknowledged by A's
+        # mosquitto) and commits batch 1 in A
+        go_on.set()
+        wait_for(lambda: committed_in_a(a, aid_a) == {0, 1}, 60,
+                 "sam's batch 1 committed in dom-a while rex is down")
+        rp = start_reseller(tmp_path, a, b)
+        procs.append(rp)
+        rq = lines(rp)
+        wait_line(rq, r"^resell: agreement %s in dom-b: taken up again, served by agreement "
+                  r"%s in dom-a, 2 of 4 readings committed$" % (aid_b.hex(), aid_a.hex()),
+                  60, rseen)
+        for i in range(2, QUANTITY):
+            wait_line(bq, r"^bought agreement=%s index=%d value=%d scale=-2$"
+                      % (h, i, 2150 + 7 * i), 60, bseen)
+        wait_line(bq, r"^done agreement=%s readings=%d " % (h, QUANTITY), 30, bseen)
+        wait_line(rq, r"^resell: agreement %s in dom-b: 4 of 4 readings delivered" % aid_b.hex(),
+                  30, rseen)
+        assert not [x for x in bseen if x.startswith("bad-")], bseen
+        wait_for(lambda: agreement_in(b, aid_b)["state"] == "closed", 60,
+                 "the agreement in dom-b judged in full")
+    finally:
+        go_on.set()
+        stop.set()
+        sam.stop()
+        if board is not None:
+            board.terminate()
+            board.wait(10)
+        interrupt(procs)
+    ag = agreement_in(b, aid_b)
+    assert (ag["paid"], ag["failed"], ag["remaining"]) == (QUANTITY, 0, 0), ag
