@@ -85,6 +85,8 @@ import time
 
 from micropython import const
 
+from shared import errors
+
 _SLOTS = const(2)  # agreements at a time
 _MATCH = const(3)  # notice kind (shared/messages.py KIND_MATCH)
 # an agreement: a list indexed by these (firmware/notices.py builds it;
@@ -120,14 +122,15 @@ hgt = -1  # height of the last ACCOUNT: an older one is a replay
 rp = None  # (agreement, REPORT body or None once submitted): one REPORT per agreement
 dem = None  # the open DEMAND: (id, seq)
 go = True  # run the passes at the next step (see the module's notes)
+out = None  # (what, result) of the signature the last pass asked for (run)
 reg = False  # the node's registered as the passes last saw it
 
 
 def Market(nd, of, nee):
     """The market part of node `nd`: this module, its state (re)set. `of`:
     the OFFER body, or None; `nee`: the DEMAND body, or None."""
-    global node, offer, need, slots, t, tk, due, bal, hgt, rp, dem, go, reg
-    node, offer, need, slots = nd, of, nee, [None] * _SLOTS
+    global node, offer, need, slots, t, tk, due, bal, hgt, rp, dem, go, reg, out
+    node, offer, need, slots, out = nd, of, nee, [None] * _SLOTS, None
     t, tk, due, bal, hgt, rp, dem, go, reg = 0, time.ticks_ms(), 0, None, -1, None, None, True, False
     return sys.modules[__name__]
 
@@ -137,11 +140,17 @@ def run(name, fn, *args):
     bought, sealed, matched, notices), loaded for this call and dropped after it with
     shared/stream.py and shared/streamroot.py: the loop keeps no heap for
     their code (nor for shared/streamsign.py's). The passes run at the next
-    step."""
-    global go
+    step. A call that has a signature to make or check returns it as (what,
+    function, args): it is made here, once the call's code is dropped, so no
+    market code but this module is in the heap during it; (what, its result
+    or the TLError it raised) is
+    kept in `out` and the pass called again at once to finish the work
+    (a pass's, before the node sends its outbox: a DEMAND's receipt may come
+    back at the next pass, and its id is read from the outbox)."""
+    global go, out
     gc.collect()  # its code lands low, in the holes the last one left
     try:
-        return getattr(__import__("firmware." + name, None, None, (fn,)), fn)(
+        j = getattr(__import__("firmware." + name, None, None, (fn,)), fn)(
             sys.modules[__name__], *args)
     finally:
         go = True
@@ -151,6 +160,16 @@ def run(name, fn, *args):
             # _forget, which a plain board keeps without this caller)
             if sys.modules.pop(p + "." + m, None):
                 sys.modules[p].__dict__.pop(m, None)
+    if type(j) is tuple:  # a signature to make or check, then the call again to finish it
+        gc.collect()  # its big ints fill the small holes first
+        try:
+            r = j[1](*j[2])
+        except errors.TLError as e:  # a check's refusal: the caller's to tell
+            r = e
+        out = (j[0], r)
+        j = r = None
+        return run(name, fn, *args)
+    return j
 
 
 # -- from the node's MQTT callback ---------------------------------------

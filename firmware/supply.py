@@ -6,13 +6,12 @@ between passes and a buyer never loads it.
 For each agreement as supplier: every _BATCH readings and for the last
 partial batch a CONTRACT_CALL commit(agreement, batch, first, count, root),
 and the slot freed once `quantity` readings are committed. Then the OFFER,
-again every valid_s/2. One signature per pass: a supplier at 68 KiB ran
-out of heap signing a commit in the pass that had just signed a reading
-(bench/README.md, "Round 4"); and shared/streamroot.py, which gives the
-batch's root, is dropped before the commit is signed.
+again every valid_s/2. One signature per pass (a supplier at 68 KiB ran
+out of heap signing a commit in the pass that had just signed a reading,
+bench/README.md, "Round 4"), made by the market's run once this code is
+dropped (a job, firmware/market.py); the next pass logs it.
 """
 import gc
-import sys
 
 from micropython import const
 
@@ -32,24 +31,36 @@ _R = const(6)
 _B = const(9)
 _BN = const(10)
 _SUPPLY = const(0)
-
-
-def _root(b):
-    # the batch's root, with shared/streamroot.py loaded for this call only
-    from shared import streamroot
-
-    try:
-        return streamroot.stack_root(b)
-    finally:
-        sys.modules.pop("shared.streamroot", None)
-        sys.modules["shared"].__dict__.pop("streamroot", None)
+_COMMITTED = const(2)  # a job's kind (firmware/reading.py: 1)
+_OFFERED = const(3)
 
 
 def step(mk):
-    """One pass for Market `mk`, at most one signature in it (a commit or an
-    OFFER, collected just before); True if one went out (more may be due:
-    again at the next pass). A full outbox waits for the next second."""
+    """One pass for Market `mk`: a commit or an OFFER to sign as a job (what,
+    function, args) for the market's run, which signs it once this code is
+    dropped; at the next call, what it gave (True: more may be due, again at
+    the next pass; False: the outbox was full, at the next second). False
+    while a buyer's job waits (firmware/buy.py)."""
     nd = mk.node
+    o = mk.out
+    if o:
+        w, r = o
+        if w[0] != _COMMITTED and w[0] != _OFFERED:
+            return False  # firmware/buy.py's
+        mk.out = None
+        if r is None:  # the outbox is full: the stream waits
+            return False
+        if w[0] == _OFFERED:
+            mk.due = mk.t + (w[3] // 2 or 1)
+            nd.log("offer service=%s price=%s valid_s=%s" % w[1:])
+            return False
+        _, i, a, h, bn, first, c = w
+        nd.log("commit agreement=%s batch=%s first=%s count=%s seq=%s" % (h, bn, first, c, r))
+        s = mk.slots[i]
+        if s and s[_A] == a:
+            s[_B] = []
+            s[_BN] = bn + 1
+        return True
     for i in range(_SLOTS):
         s = mk.slots[i]
         if s is None or s[_R] != _SUPPLY:
@@ -59,25 +70,16 @@ def step(mk):
         for e in b:
             c += e[1]  # the readings folded into the batch
         if c and (c >= _BATCH or n >= s[_Q]):
-            r = [s[_A], s[_BN], n - c, c, _root(b)]
-            gc.collect()
-            r = nd.submit(_CALL, {1: s[_K], 2: "commit", 3: r, 4: 0, 5: _FUEL})
-            if r is None:  # the outbox is full: the stream waits
-                return False
-            nd.log("commit agreement=%s batch=%s first=%s count=%s seq=%s" % (
-                s[_H], s[_BN], n - c, c, r))
-            s[_B] = []
-            s[_BN] += 1
-            return True
+            from shared import streamroot  # dropped with this code, before the signature
+
+            r = [s[_A], s[_BN], n - c, c, streamroot.stack_root(b)]
+            return ((_COMMITTED, i, s[_A], s[_H], s[_BN], n - c, c), nd.submit,
+                    (_CALL, {1: s[_K], 2: "commit", 3: r, 4: 0, 5: _FUEL}))
         if n >= s[_Q]:  # delivered (or ended)
             mk.slots[i] = None
             gc.collect()
             nd.log("done agreement=%s readings=%s free=%s" % (s[_H], n, gc.mem_free()))
     if mk.offer and nd.registered and mk.t >= mk.due:
         o = cbor.loads(mk.offer)
-        gc.collect()
-        if nd.submit(_OFFER, o) is None:
-            return False
-        mk.due = mk.t + (o[6] // 2 or 1)
-        nd.log("offer service=%s price=%s valid_s=%s" % (o[1], o[3], o[6]))
+        return (_OFFERED, o[1], o[3], o[6]), nd.submit, (_OFFER, o)
     return False
