@@ -158,14 +158,12 @@ class Node:
         """The node's passes at `second` seconds after the market was built:
         the market's step, again while it asks for another pass (it signs
         at most once per pass) and the last one did something (logged,
-        submitted or published, or signed what its next pass finishes: a
-        job, firmware/market.py's run); at most 8."""
+        submitted or published); at most 8."""
         now = time.ticks_add(self.t0, second * 1000)
         for _ in range(8):
             done = len(self.lines) + len(self.txs) + len(self.published)
             self.market.step(now)
-            if not self.market.go or (self.market.out is None and done == len(self.lines)
-                                      + len(self.txs) + len(self.published)):
+            if not self.market.go or done == len(self.lines) + len(self.txs) + len(self.published):
                 break
 
     def notice(self, raw):
