@@ -54,18 +54,20 @@ Frugal (64 KiB heap): a board keeps only this module between calls: the
 market's state and the entry points the node calls. A board has one
 market, so the part is this module itself (Market() sets its state as the
 module's globals and returns the module: a class and its instance cost
-~0.4 KB more). The code that acts, even the seal check of a notice, is
-loaded for one call and dropped after it (run), with shared/stream.py,
-shared/streamroot.py and shared/streamsign.py: firmware/reading.py (a supplier's reading, the first
+~0.4 KB more). The code that acts is loaded for one call and dropped after
+it (run), with shared/stream.py, shared/streamroot.py and
+shared/streamsign.py: firmware/reading.py (a supplier's reading, the first
 part of its pass), firmware/supply.py (the rest of it: commits, OFFERs),
-firmware/buy.py (the buyer's pass: listen, unsubscribe,
-DEMANDs), firmware/bought.py (a message on another topic than the rx one:
-a bought reading's check), firmware/sealed.py (a notice's seal) and
-firmware/notices.py (what a notice or a rejection does). So a receipt's or
-a notice's signature check runs with no market code in the heap but this
-module. A supplier never loads the buyer's code and the other way round.
-The passes run when the local clock reaches a new second, after a notice
-or a reading, and again at the next pass of the node after a supplier's
+firmware/buy.py (the buyer's pass: REPORTs, listen, unsubscribe, DEMANDs),
+firmware/bought.py (a message on another topic than the rx one: a bought
+reading's check), firmware/sealed.py (a notice's seal), firmware/matched.py
+(a MATCH) and firmware/notices.py (the other notices, a rejection). Every
+signature such a call makes or checks is a job: the call returns it, run
+makes it once the call's code is dropped and calls again to finish (see
+run), so a signature, like a receipt's check, runs with no market code in
+the heap but this module. A supplier never loads the buyer's code and the
+other way round. The passes run when the local clock reaches a new second,
+after a notice or a reading, and again at the next pass of the node after a
 pass signed something (one signature per pass); what the link or a full
 outbox refused waits for the next second, so a refusal does not load the
 code at every pass of the node. A supplier's batch is kept as
@@ -107,9 +109,9 @@ _BUY = const(1)
 _BUYING = const(2)
 
 MARK = "match"  # flash file: authority, height and order of the newest MATCH acted on
-# (firmware/notices.py)
-# the state (the passes and firmware/notices.py read and set these as the
-# part's attributes), set by Market()
+# (firmware/matched.py)
+# the state (the per-call modules read and set these as the part's
+# attributes), set by Market()
 node = None
 offer = None  # the OFFER body (its CBOR bytes, decoded on use), or None
 need = None  # the DEMAND body (its CBOR bytes), or None
@@ -137,16 +139,16 @@ def Market(nd, of, nee):
 
 def run(name, fn, *args):
     """`fn`(this module, *args) of firmware/<name>.py (reading, supply, buy,
-    bought, sealed, matched, notices), loaded for this call and dropped after it with
-    shared/stream.py and shared/streamroot.py: the loop keeps no heap for
-    their code (nor for shared/streamsign.py's). The passes run at the next
-    step. A call that has a signature to make or check returns it as (what,
-    function, args): it is made here, once the call's code is dropped, so no
-    market code but this module is in the heap during it; (what, its result
-    or the TLError it raised) is
-    kept in `out` and the pass called again at once to finish the work
-    (a pass's, before the node sends its outbox: a DEMAND's receipt may come
-    back at the next pass, and its id is read from the outbox)."""
+    bought, sealed, matched, notices), loaded for this call and dropped
+    after it with shared/stream.py, shared/streamroot.py and
+    shared/streamsign.py: the loop keeps no heap for their code. The passes
+    run at the next step. A call that has a signature to make or check
+    returns it as a job (what, function, args): made here once the call's
+    code is dropped, so no market code but this module is in the heap
+    during it; (what, its result or the TLError it raised) is kept in `out`
+    and the call made again at once to finish the work (a pass's before the
+    node sends its outbox: a DEMAND's receipt may come back at its next
+    pass, and the DEMAND's id is read from the outbox)."""
     global go, out
     gc.collect()  # its code lands low, in the holes the last one left
     try:
