@@ -62,7 +62,8 @@ firmware/buy.py (the buyer's pass: REPORTs, listen, unsubscribe, DEMANDs),
 firmware/bought.py (a message on another topic than the rx one: a bought
 reading's check), firmware/sealed.py (a notice's seal), firmware/matched.py
 (a MATCH) and firmware/notices.py (the other notices, a rejection). Every
-signature such a call makes or checks is a job: the call returns it, run
+signature such a call makes or checks (but the CLOSE of a MATCH it has no
+room for, signed by firmware/matched.py) is a job: the call returns it, run
 makes it once the call's code is dropped and calls again to finish (see
 run), so a signature, like a receipt's check, runs with no market code in
 the heap but this module. A supplier never loads the buyer's code and the
