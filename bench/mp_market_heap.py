@@ -10,7 +10,9 @@
 #   qstr pool: ... (micropython.qstr_info: interned names and their bytes)
 #   MOD <item> <heap freed when dropped>   (market boards: each market item
 #   dropped in turn, collected: the OFFER body, the DEMAND body, the Market
-#   object (slots, clock, state), then each market module's code and globals)
+#   object (slots, clock, state: a tree whose market part is an instance),
+#   then each market module's code and globals: firmware.market with the
+#   market's state where the part is the module itself)
 #   USE <module> <heap it takes while loaded for a call, with what it imports;
 #   -1: it could not be loaded at this heap>
 #   and with SIGN true, instead of the items:
@@ -28,9 +30,10 @@ def forget(name):  # as firmware/main.py drops a module: sys.modules and its pac
         sys.modules[pkg].__dict__.pop(attr, None)
 
 
-USE = ("firmware.supply", "firmware.buy", "firmware.bought", "firmware.notices")
+USE = ("firmware.reading", "firmware.supply", "firmware.buy", "firmware.bought",
+       "firmware.sealed", "firmware.matched", "firmware.notices")
 MARKET = ("firmware.market", "firmware.supply", "firmware.buy", "shared.stream",
-          "shared.streamroot")
+          "shared.streamroot", "shared.streamsign")
 
 
 def start():
@@ -62,14 +65,18 @@ def probe(node, sign):
     elif node.market is not None:
         gc.collect()
         f1 = gc.mem_free()
+        part = node.market
         for k in ("offer", "need", None):  # the bodies, then the object (slots, clock)
             if k:
-                setattr(node.market, k, None)
+                setattr(part, k, None)
+            elif part is sys.modules.get("firmware.market"):
+                continue  # the module itself: its state goes with it below
             else:
-                node.market = None
+                node.market = part = None
             gc.collect()
             f0, f1 = f1, gc.mem_free()
             print("MOD %s %d" % (("Market." + k) if k else "Market-object", f1 - f0))
+        node.market = part = None
         for name in [m for m in MARKET if m in sys.modules]:
             forget(name)
             gc.collect()
@@ -88,7 +95,7 @@ def probe(node, sign):
                 continue
             gc.collect()
             print("USE %s %d" % (name, f0 - gc.mem_free()))
-            for m in (name, "shared.stream"):
+            for m in (name, "shared.stream", "shared.streamsign"):
                 forget(m)
 
 

@@ -44,31 +44,43 @@ authority it belongs to), so a reboot does not reopen the door. Times are whole
 seconds of a local clock kept from ticks_ms (a ticks delay cannot hold a
 15-day re-offer).
 Notices are acted on only once sealed by the domain authority
-(shared/notice.py's format; sealed() checks it with shared/cose.py, which
-the node has loaded anyway), and read defensively: a malformed or unsealed one is logged
+(shared/notice.py's format; firmware/sealed.py checks it with shared/cose.py,
+which the node has loaded anyway), and read defensively: a malformed or unsealed one is logged
 (`bad-notice`), never raised into the MQTT loop. What a notice does
 (ACCOUNT, ENDED, MATCH) is firmware/notices.py, loaded for the notice and
 dropped after it.
 
-Frugal (64 KiB heap): this module keeps only the market's state and the
-entry points the node calls; the code that acts is loaded for one call and
-dropped after it (Market.run), with shared/stream.py and
-shared/streamroot.py: firmware/supply.py (the supplier's pass: readings,
-commits, OFFERs), firmware/buy.py (the buyer's pass: listen, unsubscribe,
-DEMANDs), firmware/bought.py (a bought reading's check) and
-firmware/notices.py (a notice). A supplier never loads the buyer's code and
-the other way round. The passes run when the local clock reaches a new
-second, after a notice or a reading, and again at the next pass of the node
-after a supplier's pass signed something (one signature per pass); what
-the link or a full outbox refused waits for the next second, so a
-refusal does not load the code at every pass of the node. A supplier's
-batch is kept as shared/streamroot.py's fold() stack (a list), so no stream
-code stays loaded between readings. Const literals instead of the names of
+Frugal (64 KiB heap): a board keeps only this module between calls: the
+market's state and the entry points the node calls. A board has one
+market, so the part is this module itself (Market() sets its state as the
+module's globals and returns the module: a class and its instance cost
+~0.4 KB more). The code that acts is loaded for one call and dropped after
+it (run), with shared/stream.py, shared/streamroot.py and
+shared/streamsign.py: firmware/reading.py (a supplier's reading, the first
+part of its pass), firmware/supply.py (the rest of it: commits, OFFERs),
+firmware/buy.py (the buyer's pass: REPORTs, listen, unsubscribe, DEMANDs),
+firmware/bought.py (a message on another topic than the rx one: a bought
+reading's check), firmware/sealed.py (a notice's seal), firmware/matched.py
+(a MATCH) and firmware/notices.py (the other notices, a rejection). Every
+signature such a call makes or checks (but the CLOSE of a MATCH it has no
+room for, signed by firmware/matched.py) is a job: the call returns it, run
+makes it once the call's code is dropped and calls again to finish (see
+run), so a signature, like a receipt's check, runs with no market code in
+the heap but this module. A supplier never loads the buyer's code and the
+other way round. The passes run when the local clock reaches a new second,
+after a notice or a reading, and again at the next pass of the node after a
+pass signed something (one signature per pass); what the link or a full
+outbox refused waits for the next second, so a refusal does not load the
+code at every pass of the node. A supplier's batch is kept as
+shared/streamroot.py's fold() stack (a list), so no stream code stays
+loaded between readings. Const literals instead of the names of
 shared/messages_gateway.py (which a board never imports); the OFFER and
 DEMAND bodies come ready-made from firmware/startup.py (code freed after
-boot); every log line is put together by _log from short words (interned
-names) rather than from format strings (each one a str object of the
-module's). Its heap, before and after: bench/README.md, "Round 4".
+boot). No string here is longer than 10 characters: a longer literal is a
+str object of the module (~50 B each), a shorter one an interned name, so
+the modules are named without their package ("supply" for
+firmware/supply.py). Its heap, before and after: bench/README.md,
+"Round 4" and "Round 6".
 """
 import gc
 import sys
@@ -76,12 +88,10 @@ import time
 
 from micropython import const
 
-from shared import cose, errors, messages
+from shared import errors
 
 _SLOTS = const(2)  # agreements at a time
-# reply kind and key (shared/messages.py)
-_REJECT = const(2)
-_SEQ = const(2)
+_MATCH = const(3)  # notice kind (shared/messages.py KIND_MATCH)
 # an agreement: a list indexed by these (firmware/notices.py builds it;
 # firmware/supply.py and firmware/buy.py use it)
 _A = const(0)  # agreement id (16 bytes)
@@ -99,112 +109,124 @@ _SUPPLY = const(0)
 _BUY = const(1)
 _BUYING = const(2)
 
+MARK = "match"  # flash file: authority, height and order of the newest MATCH acted on
+# (firmware/matched.py)
+# the state (the per-call modules read and set these as the part's
+# attributes), set by Market()
+node = None
+offer = None  # the OFFER body (its CBOR bytes, decoded on use), or None
+need = None  # the DEMAND body (its CBOR bytes), or None
+slots = None  # [None] * _SLOTS: the agreements
+t = 0  # local clock, whole seconds
+tk = 0  # ticks of second t
+due = 0  # second of the next OFFER
+bal = None  # balance of the last ACCOUNT (None: none seen yet)
+hgt = -1  # height of the last ACCOUNT: an older one is a replay
+rp = None  # (agreement, REPORT body or None once submitted): one REPORT per agreement
+dem = None  # the open DEMAND: (id, seq)
+go = True  # run the passes at the next step (see the module's notes)
+out = None  # (what, result) of the signature the last pass asked for (run)
+reg = False  # the node's registered as the passes last saw it
 
-class Market:
-    MARK = "match"  # flash file: authority, height and order of the newest MATCH acted on
-    # (firmware/notices.py)
 
-    def __init__(self, node, offer, need):
-        self.node = node
-        self.offer = offer  # the OFFER body (its CBOR bytes, decoded on use), or None
-        self.need = need  # the DEMAND body (its CBOR bytes), or None
-        self.slots = [None] * _SLOTS
-        self.t = 0  # local clock, whole seconds
-        self.tk = time.ticks_ms()  # ticks of second self.t
-        self.due = 0  # second of the next OFFER
-        self.bal = None  # balance of the last ACCOUNT (None: none seen yet)
-        self.hgt = -1  # height of the last ACCOUNT: an older one is a replay
-        self.rp = None  # the agreement last reported (one REPORT per agreement)
-        self.dem = None  # the open DEMAND: (id, seq)
-        self.go = True  # run the passes at the next step (see the module's notes)
-        self.reg = False  # the node's registered as the passes last saw it
+def Market(nd, of, nee):
+    """The market part of node `nd`: this module, its state (re)set. `of`:
+    the OFFER body, or None; `nee`: the DEMAND body, or None."""
+    global node, offer, need, slots, t, tk, due, bal, hgt, rp, dem, go, reg, out
+    node, offer, need, slots, out = nd, of, nee, [None] * _SLOTS, None
+    t, tk, due, bal, hgt, rp, dem, go, reg = 0, time.ticks_ms(), 0, None, -1, None, None, True, False
+    return sys.modules[__name__]
 
-    def _log(self, ev, *kv):
-        # "ev k=v k=v ..."
-        for i in range(0, len(kv), 2):
-            ev += " %s=%s" % (kv[i], kv[i + 1])
-        self.node.log(ev)
 
-    def run(self, name, fn, *args):
-        """`fn`(self, *args) of module `name` (firmware.supply, firmware.buy,
-        firmware.bought, firmware.notices), loaded for this call and dropped
-        after it with shared/stream.py and shared/streamroot.py: the loop
-        keeps no heap for their code. The passes run at the next step."""
-        gc.collect()  # its code lands low, in the holes the last one left
+def run(name, fn, *args):
+    """`fn`(this module, *args) of firmware/<name>.py (reading, supply, buy,
+    bought, sealed, matched, notices), loaded for this call and dropped
+    after it with shared/stream.py, shared/streamroot.py and
+    shared/streamsign.py: the loop keeps no heap for their code. The passes
+    run at the next step. A call that has a signature to make or check
+    returns it as a job (what, function, args): made here once the call's
+    code is dropped, so no market code but this module is in the heap
+    during it; (what, its result or the TLError it raised) is kept in `out`
+    and the call made again at once to finish the work (a pass's before the
+    node sends its outbox: a DEMAND's receipt may come back at its next
+    pass, and the DEMAND's id is read from the outbox)."""
+    global go, out
+    gc.collect()  # its code lands low, in the holes the last one left
+    try:
+        j = getattr(__import__("firmware." + name, None, None, (fn,)), fn)(
+            sys.modules[__name__], *args)
+    finally:
+        go = True
+        for p, m in (("firmware", name), ("shared", "stream"), ("shared", "streamroot"),
+                     ("shared", "streamsign")):
+            # out of sys.modules and off its package (firmware/main.py's
+            # _forget, which a plain board keeps without this caller)
+            if sys.modules.pop(p + "." + m, None):
+                sys.modules[p].__dict__.pop(m, None)
+    if type(j) is tuple:  # a signature to make or check, then the call again to finish it
+        gc.collect()  # its big ints fill the small holes first
         try:
-            return getattr(__import__(name, None, None, (fn,)), fn)(self, *args)
-        finally:
-            self.go = True
-            for m in (name, "shared.stream", "shared.streamroot"):
-                # out of sys.modules and off its package (firmware/main.py's
-                # _forget, which a plain board keeps without this caller)
-                if sys.modules.pop(m, None):
-                    p, _, a = m.partition(".")
-                    sys.modules[p].__dict__.pop(a, None)
+            r = j[1](*j[2])
+        except errors.TLError as e:  # a check's refusal: the caller's to tell
+            r = e
+        out = (j[0], r)
+        j = r = None
+        return run(name, fn, *args)
+    return j
 
-    # -- from the node's MQTT callback -----------------------------------
-    def sealed(self, msg):
-        """A market notice as received: handled (notice) only if the domain
-        authority sealed it, checked as shared/notice.py's open_notice checks
-        it (that module, with the gateway's `seal`, stays off the board);
-        else logged as bad-notice."""
-        try:
-            s1 = cose.parse1(msg, False)  # views into msg
-            m = messages.parse(s1.payload, False)
-            gc.collect()  # the check's big ints fill the small holes first
-            cose.check1(self.node.authority, s1)
-        except errors.TLError as e:
-            self._log("bad-notice", "reason", e.reason)
-            return
-        s1 = None
-        self.notice(m)
 
-    def notice(self, m):
-        """Every reply the gateway sends this device: True for a market
-        notice (MATCH, ACCOUNT, ENDED), handled by firmware/notices.py; a
-        rejection of the open DEMAND frees the buyer; the rest is the node's."""
-        k = m[0]
-        if k <= _REJECT:
-            if k == _REJECT and self.dem and self.dem[1] == m.get(_SEQ):
-                self.dem = None  # refused: demand again once the balance covers it
-                self.go = True
-            return False
-        self.run("firmware.notices", "handle", m, k)
-        return True
+# -- from the node's MQTT callback ---------------------------------------
+def sealed(msg):
+    """A market notice as received: handled (notice) only if the domain
+    authority sealed it, checked by firmware/sealed.py (no other market code
+    in the heap during the check, nor the notice's parsed fields); else
+    logged as bad-notice."""
+    m = run("sealed", "check", msg)
+    if m:
+        notice(m)
 
-    def data(self, topic, msg):
-        """Every message this device receives: False for one on its rx
-        topic (the node's); on a data topic, a reading bought from a
-        supplier, firmware/bought.py's (only a buyer subscribes to one)."""
-        if topic.endswith(b"/rx"):
-            return False
-        if self.need:
-            self.run("firmware.bought", "check", topic, msg)
-        return True
 
-    # -- every pass of the node loop -------------------------------------
-    def step(self, now):
-        """The clock; the role passes when due (a new second, a change: a
-        notice, a reading, the registration; or a supplier's pass that signed)."""
-        while time.ticks_diff(now, self.tk) >= 1000:
-            self.tk = time.ticks_add(self.tk, 1000)
-            self.t += 1
-            self.go = True
-        r = self.node.registered
-        if r != self.reg:
-            self.reg = r
-            self.go = True
-        if not self.go:
-            return
-        self.go = again = False
-        sup = self.offer is not None
-        buy = self.need is not None
-        for s in self.slots:
-            if s:
-                sup = sup or s[_R] == _SUPPLY
-                buy = buy or s[_R] != _SUPPLY
-        if sup:
-            again = self.run("firmware.supply", "step")
-        if buy:
-            again = self.run("firmware.buy", "step") or again
-        self.go = again
+def notice(m):
+    """Every reply the gateway sends this device, parsed: True for a market
+    notice (MATCH, ACCOUNT, ENDED); a rejection of the open DEMAND frees the
+    buyer; the rest is the node's (firmware/matched.py for a MATCH,
+    firmware/notices.py for the rest)."""
+    return run("matched" if m[0] == _MATCH else "notices", "handle", m)
+
+
+def data(topic, msg):
+    """Every message this device receives: False for one on its rx topic
+    (the node's); on a data topic, a reading bought from a supplier
+    (firmware/bought.py; only a buyer subscribes to one)."""
+    return run("bought", "check", topic, msg)
+
+
+# -- every pass of the node loop -----------------------------------------
+def step(now):
+    """The clock; the role passes when due (a new second, a change: a
+    notice, a reading, the registration; or a supplier's pass that signed)."""
+    global tk, t, go, reg
+    while time.ticks_diff(now, tk) >= 1000:
+        tk = time.ticks_add(tk, 1000)
+        t += 1
+        go = True
+    r = node.registered
+    if r != reg:
+        reg = r
+        go = True
+    if not go:
+        return
+    go = again = False
+    sup = offer is not None
+    buy = need is not None
+    for s in slots:
+        if s:
+            sup = sup or s[_R] == _SUPPLY
+            buy = buy or s[_R] != _SUPPLY
+    if sup:  # a reading (firmware/reading.py), else the rest (firmware/supply.py)
+        again = run("reading", "step")
+        if again is None:
+            again = run("supply", "step")
+    if buy:
+        again = run("buy", "step") or again
+    go = again

@@ -33,9 +33,9 @@ class Wallet:
     def sign_reading(self, agreement, index, value, scale):
         """A reading sold under an agreement (docs/MARKET.md, shared/stream.py),
         signed by this device; only market boards call it."""
-        from shared import stream
+        from shared import streamsign  # dropped after the market's call (firmware/market.py)
 
-        return stream.reading(self._priv, self.device_id, agreement, index, value, scale)
+        return streamsign.reading(self._priv, self.device_id, agreement, index, value, scale)
 
     def mqtt_password(self, domain):
         """Broker password (docs/IDENTITY.md §3): hex of the deterministic ES256

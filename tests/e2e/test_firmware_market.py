@@ -14,8 +14,8 @@ demands only once its balance covers max_price x quantity + fee,
 buys readings signed by the MATCH's supplier key in order, refuses a
 tampered one and one signed by another key, and demands again when free.
 
-The boards run with tools/vboard.py's MARKET_HEAP (64 KiB is not enough on
-the 64-bit Unix port: bench/README.md, "Market boards"); the environment
+The boards run with tools/vboard.py's MARKET_HEAP (64 KiB is not enough yet
+on the 64-bit Unix port: bench/README.md, "Market boards"); the environment
 variable MARKET_HEAP=64k (say) overrides it. Each test prints the lowest
 free heap the board logged (after each verified receipt and each finished
 agreement)."""

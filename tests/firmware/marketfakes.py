@@ -11,7 +11,7 @@ from hashlib import sha256
 
 gc.threshold(2048)
 from firmware import wallet  # noqa: E402
-from firmware.market import Market  # noqa: E402
+from firmware import market  # noqa: E402
 from shared import cbor, cose, merkle, messages, p256, stream, topics, tx  # noqa: E402, F401
 
 gc.threshold(-1)
@@ -107,10 +107,10 @@ class Node:
         fresh, or as it was left (reboot=True: a new Market over the same flash)."""
         self.domain = DOMAIN
         self.authority = authority
-        Market.MARK = FLASH + "/" + name
+        market.MARK = FLASH + "/" + name
         if not reboot:
             try:
-                os.remove(Market.MARK)
+                os.remove(market.MARK)
             except OSError:
                 pass
         self.tx_topic = "tl/" + DOMAIN + "/tx"  # as firmware/node.py builds it
@@ -127,7 +127,9 @@ class Node:
         self.full = False
         # the bodies firmware/startup.py builds from config.json, encoded as it
         # hands them over (checked by tests/e2e/test_firmware_market.py)
-        self.market = Market(self, offer and cbor.dumps(offer), need and cbor.dumps(need))
+        # (the part is the module itself, its state set again: one board at a time)
+        self.market = market.Market(self, offer and cbor.dumps(offer),
+                                    need and cbor.dumps(need))
         self.t0 = self.market.tk
 
     # Node

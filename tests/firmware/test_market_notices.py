@@ -32,7 +32,8 @@ def test_a_sealed_notice_is_acted_on_and_its_code_dropped():
     assert n.lines[-1] == "balance=7 height=3" and n.market.bal == 7, n.lines
     n.market.sealed(seal(AUTH_PRIV, match(A1, 5)))
     assert [s[0] for s in n.market.slots if s] == [A1], n.lines
-    assert "firmware.notices" not in sys.modules and not hasattr(firmware, "notices")
+    for m in ("notices", "matched", "sealed"):  # each dropped after its call
+        assert "firmware." + m not in sys.modules and not hasattr(firmware, m), m
     assert "shared.notice" not in sys.modules
 
 

@@ -7,7 +7,8 @@ gives it, or the passes read another slot field than the notice wrote
 (MicroPython only; the sources are read from the tree's root)."""
 
 SPELLER = "firmware/market.py"
-COPIES = ("firmware/supply.py", "firmware/buy.py", "firmware/bought.py", "firmware/notices.py")
+COPIES = ("firmware/supply.py", "firmware/buy.py", "firmware/bought.py", "firmware/notices.py",
+          "firmware/matched.py", "firmware/reading.py")
 
 
 def consts(path):
