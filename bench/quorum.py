@@ -66,6 +66,7 @@ class GatewayProcess:
         self.profile = profile  # cProfile's output file (written when it stops)
         self.finals: list[tuple[float, int]] = []  # (arrival, height)
         self.lines: list[str] = []
+        self.stamped: list[str] = []  # the lines with their arrival's wall-clock time
         self.proc: subprocess.Popen | None = None
         self.cond = threading.Condition()
 
@@ -87,6 +88,7 @@ class GatewayProcess:
             t = time.monotonic()
             with self.cond:
                 self.lines.append(line.rstrip())
+                self.stamped.append(f"{datetime.datetime.now():%H:%M:%S.%f} {line.rstrip()}")
                 m = FINAL.search(line)
                 if m:
                     self.finals.append((t, int(m.group(1))))
@@ -259,9 +261,11 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
         burst = split(devices, per_burst, args.publishers, txm.TYPE_READING)
         paced = split(devices, per_paced, args.publishers, txm.TYPE_READING)
         answered: set[bytes] = set()
-        res["burst"] = measure("burst", port, rx, burst, 0.0, validators, pids, gws, answered)
-        res["paced"] = measure("paced", port, rx, paced, args.target, validators, pids, gws,
-                               answered)
+        if not args.only_recovery:
+            res["burst"] = measure("burst", port, rx, burst, 0.0, validators, pids, gws,
+                                   answered)
+            res["paced"] = measure("paced", port, rx, paced, args.target, validators, pids,
+                                   gws, answered)
         if args.no_recovery:
             return res
 
@@ -289,6 +293,8 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
         res["gw_gap_s"], res["gw_kill_s"] = rest[0].stall_after(t_kill, args.window)
         print(f"  SIGKILL gw1: longest gap {res['gw_gap_s'] * 1000:.0f} ms, finalising again "
               f"{res['gw_kill_s'] * 1000:.0f} ms after the kill", flush=True)
+        res["leader"] = leader
+        res["leader_held"] = [g.name for g in rest if g.name[2:] == leader[4:]]
         node = nats.node(leader)
         t_kill = time.monotonic()
         node.kill()
@@ -311,7 +317,7 @@ def run_quorum(args: argparse.Namespace, tmp: Path) -> dict:
         for g in gws:
             g.stop()
             with g.cond:  # --keep: each gateway's console beside its data
-                (tmp / f"{g.name}.console").write_text("\n".join(g.lines) + "\n")
+                (tmp / f"{g.name}.console").write_text("\n".join(g.stamped) + "\n")
         nats.stop()
     return res
 
@@ -333,6 +339,16 @@ async def _leader(urls: list[str], stream: str) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     res: dict = {"load_before": os.getloadavg()[0], "args": vars(args)}
+    if args.only_recovery:
+        tmp = Path(tempfile.mkdtemp(prefix="tl-bench-quorum-"))
+        try:
+            res["b"] = run_quorum(args, tmp)
+        finally:
+            if not args.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                print(f"(b) kept in {tmp}", flush=True)
+        return res
     print("(a) authority gateway on mosquitto", flush=True)
     a = gwbench.run(argparse.Namespace(
         n_devices=args.senders, senders=args.senders, txs=args.txs, target=args.target,
@@ -392,6 +408,16 @@ def table(res: dict) -> str:
            f"{'-' * w}  {'-' * 16}  {'-' * 14}  -------"]
     out += [f"{r[0]:<{w}}  {r[1]:>16}  {r[2]:<14}  {r[3]}".rstrip() for r in rows]
     return "\n".join(out)
+
+
+def recovery_line(res: dict) -> str:
+    """--only-recovery: one line of figures (a row of bench/README.md's table)."""
+    b = res["b"]
+    leader = "none in window" if b.get("leader_gap_s") is None \
+        else f"{b['leader_gap_s'] * 1000:,.0f} ms"
+    return (f"load {res['load_before']:.2f}: no fault {b['normal_gap_s'] * 1000:,.0f} ms, "
+            f"gw1 kill {b['gw_gap_s'] * 1000:,.0f} ms, leader {b.get('leader', '?')} kill "
+            f"{leader} (its node held {', '.join(b.get('leader_held') or ['no gateway'])})")
 
 
 def budget_table(res: dict) -> str:
@@ -460,12 +486,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="s watched after each kill (and before, for the comparison)")
     p.add_argument("--no-recovery", action="store_true",
                    help="burst and paced only: no kills (a quicker run)")
+    p.add_argument("--only-recovery", action="store_true",
+                   help="(b)'s kills only: no (a), no burst, no paced phase (a quick "
+                        "reproduction of the recovery figures)")
     p.add_argument("--profile", metavar="FILE",
                    help="run gateway gw2 under cProfile, its output to FILE")
     p.add_argument("--keep", action="store_true",
                    help="keep (b)'s folder: data dirs, NATS stores, gw<i>.console")
     args = p.parse_args(argv)
     res = run(args)
+    if args.only_recovery:
+        print(recovery_line(res))
+        return 0
     text = table(res) + "\n\n" + budget_table(res)
     print(text)
     print(context(res))

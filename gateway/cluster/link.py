@@ -66,23 +66,40 @@ def intake_consumer(gateway: str) -> str:
 async def connect(servers: Sequence[str], name: str = "thingledger-gateway",
                   user: str | None = None, password: str | None = None,
                   connect_timeout: float = 2.0,
-                  errors: Callable[[Exception], None] | None = None) -> Client:
+                  errors: Callable[[Exception], None] | None = None,
+                  notes: Callable[[str], None] | None = None) -> Client:
     """A client of the cluster that fails over to any node in `servers` and
     keeps trying to reconnect for ever (a node may be down for minutes; so
-    does the first connect). `errors`: told of each failed attempt too."""
+    does the first connect). `errors`: told of each failed attempt too;
+    `notes`: a line when the connection drops and when it is back (to which
+    node)."""
     async def on_error(e: Exception) -> None:  # a node going away: the client fails over
         log.info("nats: %r", e)
         if errors is not None:
             errors(e)
 
-    kw = {}
+    nc: Client | None = None
+
+    async def on_down() -> None:
+        if notes is not None:
+            notes("cluster connection lost")
+
+    async def on_back() -> None:
+        if notes is not None and nc is not None:
+            url = nc.connected_url
+            notes(f"cluster connection back, to {url.netloc if url else '?'}")
+
+    kw: dict = {}
     if user is not None:
         kw = {"user": user, "password": password}
-    return await nats.connect(servers=list(servers), name=name,
-                              connect_timeout=connect_timeout,
-                              reconnect_time_wait=RECONNECT_WAIT,
-                              max_reconnect_attempts=-1, allow_reconnect=True,
-                              dont_randomize=False, error_cb=on_error, **kw)
+    if notes is not None:
+        kw |= {"disconnected_cb": on_down, "reconnected_cb": on_back}
+    nc = await nats.connect(servers=list(servers), name=name,
+                            connect_timeout=connect_timeout,
+                            reconnect_time_wait=RECONNECT_WAIT,
+                            max_reconnect_attempts=-1, allow_reconnect=True,
+                            dont_randomize=False, error_cb=on_error, **kw)
+    return nc
 
 
 def operator_subject(domain: str) -> str:

@@ -37,6 +37,13 @@ MAX_ENTRY = 1 << 20  # bytes of one proposal (the servers' max_payload is 1 MiB)
 DUPLICATE_WINDOW = 120.0  # s during which a retried Nats-Msg-Id is recognised
 APPEND_TIMEOUT = 30.0  # s an append keeps retrying through a leader election
 ATTEMPT_TIMEOUT = 1.0  # s one publish waits for its acknowledgement (then the same again)
+# s one JetStream API request of the follower and of last_seq/get waits for its
+# answer before it is sent again: a request that reaches a node while the
+# cluster elects a stream or meta leader is dropped, never answered, and the
+# client's own timeout (nats-py: 5 s) would then add up to 5 s after the
+# election for each such request (a 6-12 s stall after a leader's SIGKILL,
+# bench/README.md "The stream leader's SIGKILL")
+API_TIMEOUT = 1.0
 ERR_WRONG_LAST_SEQ = 10071  # JetStream's JSStreamWrongLastSequenceErrF
 ERR_MSG_TOO_LARGE = 10054  # JSStreamMessageExceedsMaximumErr
 
@@ -101,13 +108,14 @@ class ProposalLog:
 
     async def last_seq(self, timeout: float = APPEND_TIMEOUT) -> int:
         """The sequence of the stream's last entry (0: empty)."""
-        info = await retry(lambda: self.js.stream_info(self.stream), timeout, "read the log")
+        info = await retry(lambda: self.js.stream_info(self.stream), timeout, "read the log",
+                           attempt=API_TIMEOUT)
         return int(info.state.last_seq)
 
     async def get(self, seq: int, timeout: float = APPEND_TIMEOUT) -> Entry:
         """One entry by its sequence."""
         m = await retry(lambda: self.js.get_msg(self.stream, seq, direct=True), timeout,
-                         f"read entry {seq}")
+                         f"read entry {seq}", attempt=API_TIMEOUT)
         hdr = m.headers or {}
         return Entry(seq, bytes(m.data or b""), hdr.get("Nats-Msg-Id"))
 
@@ -204,6 +212,9 @@ class Follower:
         self.on_refused = on_refused
         self.refused: list[tuple[int, str]] = []  # (seq, reason)
         self.resubscribes = 0
+        self.on_note: Callable[[str], None] | None = None  # a console line per resubscribe
+        self._lost_at: float | None = None  # monotonic time the consumer was found gone
+        self._tries = 0  # subscribe attempts since then
         self.changed = asyncio.Event()  # set after each entry handed over
         self._task: asyncio.Task | None = None
         self.error: BaseException | None = None
@@ -235,23 +246,30 @@ class Follower:
         await asyncio.wait_for(until(), timeout)
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        """A new ephemeral consumer from `next`; asyncio.TimeoutError after
+        API_TIMEOUT (the request lost in an election: the caller sends it
+        again; a consumer made whose answer was lost goes away unused after
+        its inactive_threshold)."""
         cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                                  opt_start_seq=self.next, ack_policy=api.AckPolicy.NONE,
                                  inactive_threshold=10.0, mem_storage=True, num_replicas=1)
-        return await self.log.js.pull_subscribe(self.log.subject, durable=None,
-                                                stream=self.log.stream, config=cfg)
+        return await asyncio.wait_for(
+            self.log.js.pull_subscribe(self.log.subject, durable=None, stream=self.log.stream,
+                                       config=cfg), API_TIMEOUT)
 
     async def _run(self) -> None:
         sub = None
         try:
             while True:
                 if sub is None:
+                    self._tries += 1
                     try:
                         sub = await self._subscribe()
                     except (RETRYABLE + (nats.js.errors.APIError,)) as e:
                         log.debug("log follower: subscribe failed (%r), again", e)
                         await asyncio.sleep(0.1)
                         continue
+                    self._resubscribed()
                 try:
                     msgs = await sub.fetch(self.BATCH, timeout=self.FETCH_WAIT)
                 except RETRYABLE + (nats.js.errors.APIError,):
@@ -295,13 +313,23 @@ class Follower:
 
     async def _behind(self) -> bool:
         try:
-            info = await self.log.js.stream_info(self.log.stream)
+            info = await asyncio.wait_for(self.log.js.stream_info(self.log.stream), API_TIMEOUT)
         except RETRYABLE + (nats.js.errors.APIError,):
-            return True  # cannot tell: a fresh consumer costs little
+            return True  # cannot tell (an election: no answer): a fresh consumer costs little
         return int(info.state.last_seq) >= self.next
+
+    def _resubscribed(self) -> None:
+        """A new consumer after one was lost: a console line (how long, how many tries)."""
+        if self._lost_at is not None and self.on_note is not None:
+            self.on_note(f"log follower: following again from {self.next}, "
+                         f"{time.monotonic() - self._lost_at:.1f} s after its consumer "
+                         f"was found gone, {self._tries} subscribe tries")
+        self._lost_at = None
+        self._tries = 0
 
     async def _resubscribe(self, sub: JetStreamContext.PullSubscription) -> None:
         self.resubscribes += 1
+        self._lost_at = time.monotonic() if self._lost_at is None else self._lost_at
         try:
             await sub.unsubscribe()
         except Exception:  # noqa: BLE001 - the old consumer may be gone with its node
@@ -312,16 +340,22 @@ class Follower:
 NO_SUITABLE_PEERS = 10005  # JetStream's API error code while a replica's node is not current
 
 
-async def retry(op: Callable[[], Awaitable], timeout: float, what: str):
+async def retry(op: Callable[[], Awaitable], timeout: float, what: str,
+                attempt: float | None = None):
     """op() until it answers, through the errors of a cluster electing or a
     node starting: RETRYABLE, and a stream that cannot be placed yet ("no
     suitable peers for placement", seen when a gateway creates its streams
-    just after the nodes started); ClusterError(unavailable) at the timeout."""
+    just after the nodes started); ClusterError(unavailable) at the timeout.
+    `attempt`: s one op() may take before it is abandoned and tried again
+    (None: the op's own request timeout, nats-py's 5 s by default)."""
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
-            return await op()
+            if attempt is None:
+                return await op()
+            return await asyncio.wait_for(op(), max(0.05, min(attempt,
+                                                              deadline - time.monotonic())))
         except (*RETRYABLE, nats.js.errors.BadRequestError) as e:
             if isinstance(e, nats.js.errors.BadRequestError) \
                     and e.err_code != NO_SUITABLE_PEERS:

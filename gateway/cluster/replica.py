@@ -345,7 +345,7 @@ class Replica:
         user, password = gateway_credentials(self.gw.led.authority_priv, self.domain)
         self.nc = await asyncio.wait_for(
             link.connect(urls, name=f"thingledger-{self.cfg.gateway_name}", user=user,
-                         password=password), connect_timeout)
+                         password=password, notes=self.gw.on_event), connect_timeout)
         js = self.nc.jetstream()
         self.plog = ProposalLog(js, self.domain, replicas=replicas)
         self.intake = TxIntake(js, self.domain, self.cfg.gateway_name, replicas=replicas,
@@ -377,6 +377,7 @@ class Replica:
         self._status_sub = await self.nc.subscribe(link.status_subject(self.domain),
                                                    cb=self._on_cluster_status)
         self.follower = self.plog.follow(self.log_seq + 1, self._apply)
+        self.follower.on_note = self.gw.on_event
         outside = "" if self.member_at(head.height + 1) else " (not in the set: follows only)"
         self.gw.on_event(f"replica {self.cfg.gateway_name} validator "
                          f"{self.validator_id.hex()[:8]}{outside}"
@@ -586,6 +587,8 @@ class Replica:
                 return
             raise
         self.proposed += 1
+        if a.attempts > 1:
+            gw.on_event(f"proposal {a.seq} appended after {a.attempts} tries, {a.seconds:.1f} s")
         await self.follower.wait_applied(a.seq, APPLY_TIMEOUT)
 
     def _settle_ids(self, ids: list[bytes]) -> None:
