@@ -36,7 +36,23 @@ def check(mk, topic, msg):
     o = mk.out
     if o and o[0][0] == _CHECKED:  # checked: the payload, or the check's refusal
         mk.out = None
-        _count(mk, mk.slots[o[0][1]], o[1], topic, msg)
+        s, r = mk.slots[o[0][1]], o[1]
+        if isinstance(r, errors.TLError):
+            _bad(mk, s, r.reason, topic, msg)
+            return True
+        from shared import stream  # only now: not loaded during the check
+
+        try:
+            a, i, v, sc = stream.fields(r)
+        except errors.TLError as e:
+            _bad(mk, s, e.reason, topic, msg)
+            return True
+        r = "agreement" if a != s[_A] else "index" if i < s[_N] or i >= s[_Q] else None
+        if r:
+            _bad(mk, s, r, topic, msg)
+        else:
+            s[_N] = i + 1
+            mk.node.log("bought agreement=%s index=%s value=%s scale=%s" % (s[_H], i, v, sc))
         return True
     for i in range(_SLOTS):
         s = mk.slots[i]
@@ -50,29 +66,6 @@ def check(mk, topic, msg):
         _bad(mk, s, e.reason, topic, msg)
         return True
     return (_CHECKED, i), cose.check1, (s[_K], o)
-
-
-def _count(mk, s, r, topic, msg):
-    # a reading checked (r: its payload, or the check's refusal), counted or
-    # refused; a function of its own: each function's code is a block of its
-    # own, found more easily in a fragmented heap (at 64 KiB the whole check
-    # in one function asked for a 333-byte block)
-    if isinstance(r, errors.TLError):
-        _bad(mk, s, r.reason, topic, msg)
-        return
-    from shared import stream  # only now: not loaded during the check
-
-    try:
-        a, i, v, sc = stream.fields(r)
-    except errors.TLError as e:
-        _bad(mk, s, e.reason, topic, msg)
-        return
-    r = "agreement" if a != s[_A] else "index" if i < s[_N] or i >= s[_Q] else None
-    if r:
-        _bad(mk, s, r, topic, msg)
-    else:
-        s[_N] = i + 1
-        mk.node.log("bought agreement=%s index=%s value=%s scale=%s" % (s[_H], i, v, sc))
 
 
 def _bad(mk, s, r, topic, msg):

@@ -32,14 +32,8 @@ _ORDER = const(33)
 _NEXT = const(34)
 _LEFT = const(35)
 _SLOTS = const(2)  # firmware/market.py: agreements at a time, and a slot's indices
-_A = const(0)  # a slot's fields (firmware/market.py)
-_T = const(1)
-_H = const(2)
-_K = const(5)
+_A = const(0)
 _R = const(6)
-_IV = const(7)
-_DUE = const(8)
-_B = const(9)
 _SUPPLY = const(0)
 _BUY = const(1)
 
@@ -115,23 +109,18 @@ def _match(mk, m, a, lg):
 
 
 def _slot(mk, m, a):
-    # a MATCH's agreement: its list made at its full length first, then the
-    # fields that stay with it, the transient hex strings last (no list grown
-    # in place, no long-lived field pinning a hole they leave). Its data topic:
-    # tl/<domain>/data/<supplier hex>/<agreement hex> (shared/topics.py, dropped
-    # after start-up: tl/<domain>/ from the node's tl/<domain>/tx); a device
-    # publishes data only under its own id
+    # a MATCH's agreement. Its data topic: tl/<domain>/data/<supplier hex>/<agreement
+    # hex> (shared/topics.py, dropped after start-up: tl/<domain>/ from the
+    # node's tl/<domain>/tx); a device publishes data only under its own id
+    h = a.hex()
     sup = m[_ROLE] == "supplier"
-    s = [a, None, None, m[_QUANTITY] + 0, m.get(_NEXT, 0) + 0, None,
-         _SUPPLY, None, None, None, 0] if sup else [
-        a, None, None, m[_QUANTITY] + 0, m.get(_NEXT, 0) + 0, None, _BUY, mk.t + m[_LEFT]]
-    s[_K] = _b(m[_CONTRACT], 16) if sup else _b(m[_SUPPLIER_KEY], 33)
+    s = [a, (mk.node.tx_topic[:-2] + "data/" + (mk.node.wallet.hex if sup else _b(
+        m[_SUPPLIER], 16).hex()) + "/" + h).encode(), h[:8], m[_QUANTITY],
+        m.get(_NEXT, 0) + 0, _b(m[_CONTRACT], 16) if sup else _b(m[_SUPPLIER_KEY], 33), _BUY]
     if sup:
-        s[_IV] = iv = m[_INTERVAL] + 0
-        s[_DUE] = mk.t + iv + 1
-        s[_B] = []  # shared/streamroot.py fold()'s stack
-    s[_H] = a[:4].hex()
-    nd = mk.node
-    s[_T] = ("%sdata/%s/%s" % (nd.tx_topic[:-2], nd.wallet.hex if sup else _b(
-        m[_SUPPLIER], 16).hex(), a.hex())).encode()
+        s[_R] = _SUPPLY
+        iv = m[_INTERVAL]
+        s += (iv, mk.t + iv + 1, [], 0)  # []: shared/streamroot.py fold()'s stack
+    else:
+        s.append(mk.t + m[_LEFT])
     return s

@@ -9,23 +9,12 @@ leaf being the whole COSE bytes of one reading.
 
 The batch's root is computed as the readings are produced, by
 shared/streamroot.py (a module of its own: a buyer board never loads it).
-A reading is signed by shared/streamsign.py (`reading`, re-exported here
-on first use, by the module's __getattr__), a module of its own too: a
-supplier board signs with only that code loaded, and a buyer board decodes
-a reading (`fields`) without loading it (~0.5 KB of heap on the 64-bit Unix
-port).
+A reading is signed by shared/streamsign.py (`reading`, re-exported here),
+a module of its own too: a supplier board signs with only that code loaded.
 The map keys are literals here: each module-level name costs a board heap.
 """
 from shared import cbor, cose
-
-
-def __getattr__(name):
-    # `reading`, the format's signing half (shared/streamsign.py), loaded on use
-    if name == "reading":
-        from shared.streamsign import reading
-
-        return reading
-    raise AttributeError(name)
+from shared.streamsign import reading  # noqa: F401 (the format's signing half)
 
 
 def open_reading(message, public_key):

@@ -105,20 +105,3 @@ def test_a_buyer_loads_its_code_per_call_and_never_the_suppliers():
         market.run = run
     assert n.logged("done agreement=%s readings=2" % a.hex()[:8]), n.lines
     assert set(loads) == {"buy", "bought", "matched", "notices"}, loads
-
-
-def test_a_buyer_decodes_a_reading_without_the_signing_code():
-    # shared/stream.py re-exports `reading` (shared/streamsign.py) on first
-    # use only: firmware/bought.py's decoding of a checked reading loads
-    # shared/stream.py without the signing half (~0.5 KB less heap then)
-    for m in ("shared.stream", "shared.streamsign"):
-        sys.modules.pop(m, None)
-    from shared import stream as s
-
-    assert "shared.streamsign" not in sys.modules
-    priv, _ = key("seller")
-    r = s.reading(priv, b"\x01" * 16, A1, 3, 2150, -2)  # loaded now
-    assert "shared.streamsign" in sys.modules
-    from shared import cose
-
-    assert s.fields(cose.parse1(r).payload) == (A1, 3, 2150, -2)
