@@ -37,6 +37,7 @@ from tests.xdomain.test_xdomain_board import (
     SAM_PRICE,
     agreement_in,
     board_demands,
+    delivered_after_restart,
     start_relay,
     start_reseller,
     wait_for,
@@ -151,15 +152,7 @@ def test_readings_streamed_while_the_reseller_is_down_reach_it_at_its_restart(
         wait_line(rq, r"^resell: agreement %s in dom-b: taken up again, served by agreement "
                   r"%s in dom-a, 2 of 4 readings committed$" % (aid_b.hex(), aid_a.hex()),
                   60, rseen)
-        for i in range(2, QUANTITY):
-            wait_line(bq, r"^bought agreement=%s index=%d value=%d scale=-2$"
-                      % (h, i, 2150 + 7 * i), 60, bseen)
-        wait_line(bq, r"^done agreement=%s readings=%d " % (h, QUANTITY), 30, bseen)
-        wait_line(rq, r"^resell: agreement %s in dom-b: 4 of 4 readings delivered" % aid_b.hex(),
-                  30, rseen)
-        assert not [x for x in bseen if x.startswith("bad-")], bseen
-        wait_for(lambda: agreement_in(b, aid_b)["state"] == "closed", 60,
-                 "the agreement in dom-b judged in full")
+        delivered_after_restart(b, aid_b, bq, bseen, rq, rseen)
     finally:
         go_on.set()
         stop.set()

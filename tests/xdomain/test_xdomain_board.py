@@ -112,6 +112,22 @@ def start_board(tmp: Path, b: Gateway) -> tuple[subprocess.Popen, object, list[s
     return proc, q, seen, board
 
 
+def delivered_after_restart(b: Gateway, aid_b: bytes, bq, bseen: list[str], rq,
+                            rseen: list[str]) -> None:
+    """After a reseller's restart: the board buys readings 2.. of the
+    agreement, the reseller delivers them all, B judges the agreement in full."""
+    h = aid_b.hex()[:8]
+    for i in range(2, QUANTITY):
+        wait_line(bq, r"^bought agreement=%s index=%d value=%d scale=-2$"
+                  % (h, i, 2150 + 7 * i), 60, bseen)
+    wait_line(bq, r"^done agreement=%s readings=%d " % (h, QUANTITY), 30, bseen)
+    wait_line(rq, r"^resell: agreement %s in dom-b: %d of %d readings delivered"
+              % (aid_b.hex(), QUANTITY, QUANTITY), 30, rseen)
+    assert not [x for x in bseen if x.startswith("bad-")], bseen
+    wait_for(lambda: agreement_in(b, aid_b)["state"] == "closed", 60,
+             "the agreement in dom-b judged in full")
+
+
 def board_demands(tmp: Path, b: Gateway, rq, rseen: list[str], procs: list
                   ) -> tuple[subprocess.Popen, object, list[str], bytes, str]:
     """Once the reseller offers in B, a buyer board starts and demands; the
@@ -279,15 +295,7 @@ def test_a_reseller_killed_mid_delivery_takes_the_agreement_up_again(
         wait_line(rq, r"^resell: agreement %s in dom-b: listening again to agreement \w{32} "
                   r"in dom-a \(2 readings checked before\)$" % aid_b.hex(), 60, rseen)
         go_on.set()
-        for i in range(2, QUANTITY):
-            wait_line(bq, r"^bought agreement=%s index=%d value=%d scale=-2$"
-                      % (h, i, 2150 + 7 * i), 60, bseen)
-        wait_line(bq, r"^done agreement=%s readings=%d " % (h, QUANTITY), 30, bseen)
-        wait_line(rq, r"^resell: agreement %s in dom-b: 4 of 4 readings delivered" % aid_b.hex(),
-                  30, rseen)
-        assert not [x for x in bseen if x.startswith("bad-")], bseen
-        wait_for(lambda: agreement_in(b, aid_b)["state"] == "closed", 60,
-                 "the agreement in dom-b judged in full")
+        delivered_after_restart(b, aid_b, bq, bseen, rq, rseen)
     finally:
         go_on.set()
         stop.set()
