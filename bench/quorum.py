@@ -340,14 +340,7 @@ async def _leader(urls: list[str], stream: str) -> str:
 def run(args: argparse.Namespace) -> dict:
     res: dict = {"load_before": os.getloadavg()[0], "args": vars(args)}
     if args.only_recovery:
-        tmp = Path(tempfile.mkdtemp(prefix="tl-bench-quorum-"))
-        try:
-            res["b"] = run_quorum(args, tmp)
-        finally:
-            if not args.keep:
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                print(f"(b) kept in {tmp}", flush=True)
+        res["b"] = quorum_in_temp_dir(args)
         return res
     print("(a) authority gateway on mosquitto", flush=True)
     a = gwbench.run(argparse.Namespace(
@@ -357,15 +350,20 @@ def run(args: argparse.Namespace) -> dict:
     res["a"] = {"burst": a["phases"]["burst"], "paced": a["phases"]["paced"],
                 "verify_ok": a["verify_ok"]}
     print("(b) quorum domain: 3 gateways on a 3-node NATS cluster", flush=True)
+    res["b"] = quorum_in_temp_dir(args)
+    return res
+
+
+def quorum_in_temp_dir(args: argparse.Namespace) -> dict:
+    """(b) in a temporary folder, removed after unless --keep."""
     tmp = Path(tempfile.mkdtemp(prefix="tl-bench-quorum-"))
     try:
-        res["b"] = run_quorum(args, tmp)
+        return run_quorum(args, tmp)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"(b) kept in {tmp}", flush=True)
-    return res
 
 
 def table(res: dict) -> str:
