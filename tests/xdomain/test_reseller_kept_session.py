@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,6 @@ import pytest
 
 from gateway.db.genesis_files import create_domain
 from gateway.market.ledger import rules as market
-from gateway.node.config import KEY_FILE
 from gateway.xdomain import purchase
 from shared import tx as txm
 from tests.support.gwtest import Device, key
@@ -34,19 +32,16 @@ from tests.support.waits import lines, wait_line
 from tests.xdomain.test_xdomain_board import (
     QUANTITY,
     REX_FUNDS,
-    SAM_PRICE,
     agreement_in,
     board_demands,
+    clients_and_held_back_sam,
     delivered_after_restart,
     start_relay,
     start_reseller,
     wait_for,
 )
-from tests.xdomain.test_xdomain_e2e import A, B, Gateway, cli
+from tests.xdomain.test_xdomain_e2e import A, B, Gateway
 from tools.build import tool
-from tools.keys import KeyPair
-from tools.relay import open_side
-from tools.supplier import Supplier
 from tools.xdomain_demo import interrupt
 
 pytestmark = pytest.mark.mosquitto
@@ -104,22 +99,7 @@ def committed_in_a(a: Gateway, aid: bytes) -> set[int]:
 def test_readings_streamed_while_the_reseller_is_down_reach_it_at_its_restart(
         domains: tuple[Gateway, Gateway], tmp_path: Path) -> None:
     a, b = domains
-    for at, of in ((b, a), (a, b)):
-        r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
-                "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
-        assert r.returncode == 0, r.stdout + r.stderr
-    sam_key = KeyPair(*key("sam"))
-    sam = Supplier(sam_key, open_side(a.dir, a.url), timeout=20, line=lambda s: None)
-    sam.register()
-    sam.listen()
-    sam.offer("temperature", SAM_PRICE, 1)
-    stop, go_on = threading.Event(), threading.Event()
-
-    def value(i: int) -> tuple[int, int]:
-        if i >= 2:  # the second batch once rex is down
-            go_on.wait(120)
-        return 2150 + 7 * i, -2
-    threading.Thread(target=sam.serve, args=(value, stop, 2), daemon=True).start()
+    sam_key, sam, stop, go_on = clients_and_held_back_sam(a, b)
     rex = Device("rex", B)
     procs = [start_relay(tmp_path, a, b, "relayer"), start_relay(tmp_path, b, a, "relayer-ba")]
     rp = start_reseller(tmp_path, a, b)  # A's directory and stream read on A's mosquitto

@@ -112,6 +112,30 @@ def start_board(tmp: Path, b: Gateway) -> tuple[subprocess.Popen, object, list[s
     return proc, q, seen, board
 
 
+def clients_and_held_back_sam(a: Gateway, b: Gateway
+                              ) -> tuple[KeyPair, Supplier, threading.Event, threading.Event]:
+    """Each domain's client of the other, and sam offering in A and streaming
+    its readings in batches of 2, readings 2.. only once `go_on` is set;
+    (sam's key, sam, stop, go_on)."""
+    for at, of in ((b, a), (a, b)):
+        r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
+                "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
+        assert r.returncode == 0, r.stdout + r.stderr
+    sam_key = KeyPair(*key("sam"))
+    sam = Supplier(sam_key, open_side(a.dir, a.url), timeout=20, line=lambda s: None)
+    sam.register()
+    sam.listen()
+    sam.offer("temperature", SAM_PRICE, 1)
+    stop, go_on = threading.Event(), threading.Event()
+
+    def value(i: int) -> tuple[int, int]:
+        if i >= 2:  # the second batch once rex may go on
+            go_on.wait(120)
+        return 2150 + 7 * i, -2
+    threading.Thread(target=sam.serve, args=(value, stop, 2), daemon=True).start()
+    return sam_key, sam, stop, go_on
+
+
 def delivered_after_restart(b: Gateway, aid_b: bytes, bq, bseen: list[str], rq,
                             rseen: list[str]) -> None:
     """After a reseller's restart: the board buys readings 2.. of the
@@ -250,22 +274,7 @@ def test_a_reseller_killed_mid_delivery_takes_the_agreement_up_again(
     file, listens to A's stream again, and delivers readings 2 and 3: the
     board buys all 4, B's operator pays each batch once."""
     a, b = domains
-    for at, of in ((b, a), (a, b)):
-        r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
-                "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
-        assert r.returncode == 0, r.stdout + r.stderr
-    sam_key = KeyPair(*key("sam"))
-    sam = Supplier(sam_key, open_side(a.dir, a.url), timeout=20, line=lambda s: None)
-    sam.register()
-    sam.listen()
-    sam.offer("temperature", SAM_PRICE, 1)
-    stop, go_on = threading.Event(), threading.Event()
-
-    def value(i: int) -> tuple[int, int]:
-        if i >= 2:  # the second batch once rex runs again
-            go_on.wait(120)
-        return 2150 + 7 * i, -2
-    threading.Thread(target=sam.serve, args=(value, stop, 2), daemon=True).start()
+    sam_key, sam, stop, go_on = clients_and_held_back_sam(a, b)
     rex = Device("rex", B)
     procs = [start_relay(tmp_path, a, b, "relayer", "--bridge"),
              start_relay(tmp_path, b, a, "relayer-ba")]
