@@ -31,3 +31,20 @@ def test_every_copy_of_a_slot_index_agrees_with_the_market_module():
         assert "_R" in shared, (path, copy)  # every copy reads a slot's role
         for n in shared:
             assert copy[n] == market[n], (path, n, copy[n], market[n])
+
+
+# the kinds of the jobs each per-call module hands firmware/market.py's run():
+# the result comes back in one `out` that each module tells its own by kind
+JOBS = {"firmware/reading.py": ("_JOB",), "firmware/supply.py": ("_COMMITTED", "_OFFERED"),
+        "firmware/buy.py": ("_REPORTED", "_DEMANDED"), "firmware/bought.py": ("_CHECKED",),
+        "firmware/sealed.py": ("_SEALED",)}
+
+
+def test_no_two_market_modules_share_a_job_kind():
+    kinds = []
+    for path, names in JOBS.items():
+        c = consts(path)
+        for n in names:
+            assert n in c, (path, n)  # the module still names that kind
+            kinds.append(c[n])
+    assert len(set(kinds)) == len(kinds), kinds
