@@ -94,14 +94,6 @@ class Unanswered(Exception):
         super().__init__("; ".join(failed))
 
 
-def shut(c: mqtt.Client) -> None:
-    """Close `c`'s connection (its on_disconnect not called) and stop its
-    network thread."""
-    c.on_disconnect = None
-    c.disconnect()  # first: it wakes the network thread, which loop_stop joins
-    c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)
-
-
 @dataclass
 class Sub:
     """One topic filter subscribed on a Line and its handlers."""
