@@ -94,14 +94,6 @@ class Unanswered(Exception):
         super().__init__("; ".join(failed))
 
 
-def shut(c: mqtt.Client) -> None:
-    """Close `c`'s connection (its on_disconnect not called) and stop its
-    network thread."""
-    c.on_disconnect = None
-    c.disconnect()  # first: it wakes the network thread, which loop_stop joins
-    c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)
-
-
 @dataclass
 class Sub:
     """One topic filter subscribed on a Line and its handlers."""
@@ -430,6 +422,17 @@ class Line:
         t.daemon = True
         t.start()
 
+    def _add(self, topic: str, qos: int, handler: Handler) -> tuple[Sub, bool]:
+        """`handler` added to the subscription of `topic` (made if there is
+        none: then True, it is not asked for yet)."""
+        with self._cond:  # (an RLock: also called under it)
+            s = self._subs.get(topic)
+            new = s is None
+            if s is None:
+                s = self._subs[topic] = Sub(topic, qos)
+            s.handlers.append(handler)
+        return s, new
+
     def subscribe(self, topic: str, handler: Handler, *, qos: int = 1,
                   timeout: float | None = None) -> Callable[[], None]:
         """Call `handler(topic, payload)` (in paho's thread) for each message
@@ -442,10 +445,7 @@ class Line:
         handler (and the subscription with the last one)."""
         timeout = self.timeout if timeout is None else timeout
         with self._cond:
-            s = self._subs.get(topic)
-            if s is None:
-                s = self._subs[topic] = Sub(topic, qos)
-            s.handlers.append(handler)
+            s, _ = self._add(topic, qos, handler)
             early = [m for m in self._unclaimed if mqtt.topic_matches_sub(topic, m[0])]
             for m in early:
                 self._unclaimed.remove(m)
@@ -591,12 +591,7 @@ class Line:
         """Put each message on `answers` in `got` (the subscription stays for
         the next request once this one is done)."""
         h: Handler = lambda _t, p: got.put(p)  # noqa: E731
-        with self._cond:
-            s = self._subs.get(answers)
-            new = s is None
-            if s is None:
-                s = self._subs[answers] = Sub(answers, qos)
-            s.handlers.append(h)
+        s, new = self._add(answers, qos, h)
         if new:
             self._subscribe_now(s)
 

@@ -68,7 +68,7 @@ class QueryClient:
         self.domain, self.requester, self.timeout = domain, requester, timeout
         own = not isinstance(brokers, Line)
         self.line = Line(brokers, client_id(requester, "q"), login=login, timeout=timeout) \
-            if not isinstance(brokers, Line) else brokers.hold()
+            if own else brokers.hold()
         self.brokers = self.line.brokers
         self.login = self.line.login
         self._ids = itertools.count(1)

@@ -23,7 +23,6 @@ from shared import tx as txm
 from tests.support.brokers import AmqttBroker, refusing_amqtt, wait_until
 from tests.support.gwtest import Device, key
 from tools.keys import KeyPair
-from tools.mqtt_ask import shut
 from tools.relay import Side
 from tools.submit import SubmitError, submit
 from tools.supplier import Supplier
@@ -31,6 +30,14 @@ from tools.xbuy import CrossBuyer
 
 DOMAIN = "suback-test"
 AUTHORITY = key("suback-authority")
+
+
+def shut(c: mqtt.Client) -> None:
+    """Close `c`'s connection (its on_disconnect not called) and stop its
+    network thread."""
+    c.on_disconnect = None
+    c.disconnect()  # first: it wakes the network thread, which loop_stop joins
+    c.loop_stop()   # (the other way round, loop_stop waits out a ~1 s select)
 
 
 @pytest.fixture
