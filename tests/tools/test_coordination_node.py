@@ -64,12 +64,16 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 class StatusStandIn:
     """A full node's presence: a paho client with the last will "offline"
-    (retained) that publishes "online" (retained) once connected."""
+    (retained) that publishes "online" (retained) once connected; with a
+    `login` (user, password) it logs in, its client id the node's id."""
 
-    def __init__(self, broker, node_id: str) -> None:
+    def __init__(self, broker, node_id: str, login: tuple[str, str] | None = None) -> None:
         self.topic = topics.status(DOMAIN, node_id)
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique(node_id[:8]),
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=node_id if login else unique(node_id[:8]),
                              protocol=mqtt.MQTTv311)
+        if login:
+            self.c.username_pw_set(*login)
         self.c.will_set(self.topic, b"offline", qos=1, retain=True)
         self.c.connect(broker.host, broker.port, keepalive=30)
         self.c.loop_start()

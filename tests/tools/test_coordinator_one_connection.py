@@ -16,7 +16,6 @@ import subprocess
 import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from gateway import broker as broker_auth
@@ -24,10 +23,10 @@ from gateway.db.genesis_files import write_key
 from gateway.db.store import Store
 from gateway.identity import statements as itx
 from gateway.node.config import DB_FILE
-from shared import topics
 from tests.support.brokers import wait_until
 from tests.support.gwtest import DOMAIN, Node, key
 from tests.support.waits import lines, wait_line
+from tests.tools.test_coordination_node import StatusStandIn
 from tools import cli
 from tools.build import tool
 from tools.coordinator import Coordinator
@@ -45,28 +44,10 @@ def keypair(name: str) -> KeyPair:
     return KeyPair(*key(name))
 
 
-class Presence:
+def presence(broker, who: KeyPair) -> StatusStandIn:
     """A full node's status under its own login: retained "online", last
     will "offline"."""
-
-    def __init__(self, broker, who: KeyPair) -> None:
-        self.topic = topics.status(DOMAIN, who.id.hex())
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=who.id.hex(),
-                             protocol=mqtt.MQTTv311)
-        self.c.username_pw_set(*login_for(who, DOMAIN))
-        self.c.will_set(self.topic, b"offline", qos=1, retain=True)
-        self.c.connect(broker.host, broker.port, keepalive=30)
-        self.c.loop_start()
-        self.c.publish(self.topic, b"online", qos=1, retain=True).wait_for_publish(5)
-
-    def crash(self) -> None:
-        """The TCP connection dropped without DISCONNECT: mosquitto says the will."""
-        self.c.loop_stop()
-        self.c.socket().close()
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
+    return StatusStandIn(broker, who.id.hex(), login_for(who, DOMAIN))
 
 
 def assigned(data: Path, light: bytes) -> bytes:
@@ -108,11 +89,11 @@ def test_the_coordinator_keeps_one_connection_on_an_exported_mosquitto(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
     said: list[str] = []
-    present: list[Presence] = []
+    present: list[StatusStandIn] = []
     co: Coordinator | None = None
     try:
         wait_line(lines(gw), r"chain %s at height" % DOMAIN, 60, seen)
-        present = [Presence(mq, full_a), Presence(mq, full_b)]
+        present = [presence(mq, full_a), presence(mq, full_b)]
         co = Coordinator(coord, mq.url, data, out=said.append, timeout=10).start()
         t = threading.Thread(target=co.run, kwargs={"poll_s": 0.1}, daemon=True)
         t.start()
