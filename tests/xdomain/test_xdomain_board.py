@@ -58,17 +58,22 @@ def domains(tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
         gws.append(Gateway(tmp_path, B, {Device("bob", B).pub: 500,
                                          Device("rex", B).pub: REX_FUNDS}))
         for g in gws:
-            op = txm.device_id(g.auth_pub)
-            rep = g.send(txm.make(g.auth_priv, op, txm.TYPE_CONTRACT_ADMIN, g.domain,
-                                  int(time.time() * 1000), 0, {
-                                      1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
-                                      4: market.AGREEMENT_VERSION,
-                                      5: {"operator": op, "fee_bps": 500}}))
-            assert rep.ok and rep.status == 0, rep
+            deploy_agreement(g)
         yield gws[0], gws[1]
     finally:
         for g in gws:
             g.stop()
+
+
+def deploy_agreement(g: Gateway) -> None:
+    """The agreement contract deployed in `g`'s domain (the operator's fee 5 %)."""
+    op = txm.device_id(g.auth_pub)
+    rep = g.send(txm.make(g.auth_priv, op, txm.TYPE_CONTRACT_ADMIN, g.domain,
+                          int(time.time() * 1000), 0, {
+                              1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
+                              4: market.AGREEMENT_VERSION,
+                              5: {"operator": op, "fee_bps": 500}}))
+    assert rep.ok and rep.status == 0, rep
 
 
 def keyfile(tmp: Path, name: str) -> Path:
