@@ -117,11 +117,9 @@ def start_board(tmp: Path, b: Gateway) -> tuple[subprocess.Popen, object, list[s
     return proc, q, seen, board
 
 
-def clients_and_held_back_sam(a: Gateway, b: Gateway
-                              ) -> tuple[KeyPair, Supplier, threading.Event, threading.Event]:
-    """Each domain's client of the other, and sam offering in A and streaming
-    its readings in batches of 2, readings 2.. only once `go_on` is set;
-    (sam's key, sam, stop, go_on)."""
+def clients_and_sam(a: Gateway, b: Gateway) -> tuple[KeyPair, Supplier]:
+    """Each domain's client of the other, and sam registered and offering
+    temperature in A at SAM_PRICE; (sam's key, sam)."""
     for at, of in ((b, a), (a, b)):
         r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
                 "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
@@ -131,6 +129,15 @@ def clients_and_held_back_sam(a: Gateway, b: Gateway
     sam.register()
     sam.listen()
     sam.offer("temperature", SAM_PRICE, 1)
+    return sam_key, sam
+
+
+def clients_and_held_back_sam(a: Gateway, b: Gateway
+                              ) -> tuple[KeyPair, Supplier, threading.Event, threading.Event]:
+    """Each domain's client of the other, and sam offering in A and streaming
+    its readings in batches of 2, readings 2.. only once `go_on` is set;
+    (sam's key, sam, stop, go_on)."""
+    sam_key, sam = clients_and_sam(a, b)
     stop, go_on = threading.Event(), threading.Event()
 
     def value(i: int) -> tuple[int, int]:
@@ -193,15 +200,7 @@ def wait_for(cond, timeout: float, what: str) -> None:
 def test_a_buyer_board_in_b_buys_readings_of_a_through_the_reseller(
         domains: tuple[Gateway, Gateway], tmp_path: Path) -> None:
     a, b = domains
-    for at, of in ((b, a), (a, b)):
-        r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
-                "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
-        assert r.returncode == 0, r.stdout + r.stderr
-    sam_key = KeyPair(*key("sam"))
-    sam = Supplier(sam_key, open_side(a.dir, a.url), timeout=20, line=lambda s: None)
-    sam.register()
-    sam.listen()
-    sam.offer("temperature", SAM_PRICE, 1)
+    sam_key, sam = clients_and_sam(a, b)
     stop = threading.Event()
     threading.Thread(target=sam.serve, args=(lambda i: (2150 + 7 * i, -2), stop, 2),
                      daemon=True).start()
