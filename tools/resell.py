@@ -205,14 +205,13 @@ class Reseller:
         True once all is delivered, False if the agreement was closed (and
         why said)."""
         h = m.id.hex()
-        entry = self.book.get(m.id)
         if linked is None:
             self._say("agreement %s in %s: %s buys %d readings of %s at %d"
                       % (h, self.b.domain, m.buyer.hex(), m.quantity, m.service, m.price))
-            entry = {"since": self._height_b(), "checked": {}, "batches": []}
+            entry: dict[str, Any] = {"since": self._height_b(), "checked": {}, "batches": []}
             self.book.put(m.id, entry)
         else:
-            entry = entry or {"since": 0, "checked": {}, "batches": []}
+            entry = self.book.get(m.id) or {"since": 0, "checked": {}, "batches": []}
             self._say("agreement %s in %s: taken up again, served by agreement %s in %s, "
                       "%d of %d readings committed"
                       % (h, self.b.domain, linked[1].hex(), linked[0], m.next_index or 0,

@@ -15,7 +15,6 @@ agreement's height on (`resell.judged`), not from height 0."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +29,13 @@ from shared import commit_gateway, header, txdecode
 from shared import tx as txm
 from tests.support.gwtest import Device
 from tests.support.waits import lines, wait_line
-from tests.xdomain.test_xdomain_board import PRICE, QUANTITY, agreement_in, start_reseller
+from tests.xdomain.test_xdomain_board import (
+    PRICE,
+    QUANTITY,
+    agreement_in,
+    deploy_agreement,
+    start_reseller,
+)
 from tests.xdomain.test_xdomain_e2e import A, B, Gateway, cli
 from tools import resell
 from tools.xdomain_demo import interrupt
@@ -48,13 +53,7 @@ def domains(tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
         gws.append(Gateway(tmp_path, B, {Device("bob", B).pub: BOB,
                                          Device("rex", B).pub: 100}))
         for g in gws:
-            op = txm.device_id(g.auth_pub)
-            rep = g.send(txm.make(g.auth_priv, op, txm.TYPE_CONTRACT_ADMIN, g.domain,
-                                  int(time.time() * 1000), 0, {
-                                      1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
-                                      4: market.AGREEMENT_VERSION,
-                                      5: {"operator": op, "fee_bps": 500}}))
-            assert rep.ok and rep.status == 0, rep
+            deploy_agreement(g)
         a = gws[0]
         sam = Device("sam", A)
         assert a.send(sam.register()).status == 0

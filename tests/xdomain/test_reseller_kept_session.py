@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from tests.xdomain.test_xdomain_board import (
     board_demands,
     clients_and_held_back_sam,
     delivered_after_restart,
+    deploy_agreement,
     start_relay,
     start_reseller,
     wait_for,
@@ -76,13 +76,7 @@ def domains(tmp_path: Path, mosquitto_factory) -> Iterator[tuple[Gateway, Gatewa
         gws.append(Gateway(tmp_path, B, {Device("bob", B).pub: 500,
                                          Device("rex", B).pub: REX_FUNDS}))
         for g in gws:
-            op = txm.device_id(g.auth_pub)
-            rep = g.send(txm.make(g.auth_priv, op, txm.TYPE_CONTRACT_ADMIN, g.domain,
-                                  int(time.time() * 1000), 0, {
-                                      1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
-                                      4: market.AGREEMENT_VERSION,
-                                      5: {"operator": op, "fee_bps": 500}}))
-            assert rep.ok and rep.status == 0, rep
+            deploy_agreement(g)
         yield gws[0], gws[1]
     finally:
         for g in gws:

@@ -58,17 +58,22 @@ def domains(tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
         gws.append(Gateway(tmp_path, B, {Device("bob", B).pub: 500,
                                          Device("rex", B).pub: REX_FUNDS}))
         for g in gws:
-            op = txm.device_id(g.auth_pub)
-            rep = g.send(txm.make(g.auth_priv, op, txm.TYPE_CONTRACT_ADMIN, g.domain,
-                                  int(time.time() * 1000), 0, {
-                                      1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
-                                      4: market.AGREEMENT_VERSION,
-                                      5: {"operator": op, "fee_bps": 500}}))
-            assert rep.ok and rep.status == 0, rep
+            deploy_agreement(g)
         yield gws[0], gws[1]
     finally:
         for g in gws:
             g.stop()
+
+
+def deploy_agreement(g: Gateway) -> None:
+    """The agreement contract deployed in `g`'s domain (the operator's fee 5 %)."""
+    op = txm.device_id(g.auth_pub)
+    rep = g.send(txm.make(g.auth_priv, op, txm.TYPE_CONTRACT_ADMIN, g.domain,
+                          int(time.time() * 1000), 0, {
+                              1: "deploy", 2: market.AGREEMENT_LABEL, 3: "agreement",
+                              4: market.AGREEMENT_VERSION,
+                              5: {"operator": op, "fee_bps": 500}}))
+    assert rep.ok and rep.status == 0, rep
 
 
 def keyfile(tmp: Path, name: str) -> Path:
@@ -112,11 +117,9 @@ def start_board(tmp: Path, b: Gateway) -> tuple[subprocess.Popen, object, list[s
     return proc, q, seen, board
 
 
-def clients_and_held_back_sam(a: Gateway, b: Gateway
-                              ) -> tuple[KeyPair, Supplier, threading.Event, threading.Event]:
-    """Each domain's client of the other, and sam offering in A and streaming
-    its readings in batches of 2, readings 2.. only once `go_on` is set;
-    (sam's key, sam, stop, go_on)."""
+def clients_and_sam(a: Gateway, b: Gateway) -> tuple[KeyPair, Supplier]:
+    """Each domain's client of the other, and sam registered and offering
+    temperature in A at SAM_PRICE; (sam's key, sam)."""
     for at, of in ((b, a), (a, b)):
         r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
                 "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
@@ -126,6 +129,15 @@ def clients_and_held_back_sam(a: Gateway, b: Gateway
     sam.register()
     sam.listen()
     sam.offer("temperature", SAM_PRICE, 1)
+    return sam_key, sam
+
+
+def clients_and_held_back_sam(a: Gateway, b: Gateway
+                              ) -> tuple[KeyPair, Supplier, threading.Event, threading.Event]:
+    """Each domain's client of the other, and sam offering in A and streaming
+    its readings in batches of 2, readings 2.. only once `go_on` is set;
+    (sam's key, sam, stop, go_on)."""
+    sam_key, sam = clients_and_sam(a, b)
     stop, go_on = threading.Event(), threading.Event()
 
     def value(i: int) -> tuple[int, int]:
@@ -188,15 +200,7 @@ def wait_for(cond, timeout: float, what: str) -> None:
 def test_a_buyer_board_in_b_buys_readings_of_a_through_the_reseller(
         domains: tuple[Gateway, Gateway], tmp_path: Path) -> None:
     a, b = domains
-    for at, of in ((b, a), (a, b)):
-        r = cli("xdomain", "create", "--data-dir", str(at.dir), "--broker", at.url,
-                "--of-dir", str(of.dir), "--key", str(at.dir / KEY_FILE))
-        assert r.returncode == 0, r.stdout + r.stderr
-    sam_key = KeyPair(*key("sam"))
-    sam = Supplier(sam_key, open_side(a.dir, a.url), timeout=20, line=lambda s: None)
-    sam.register()
-    sam.listen()
-    sam.offer("temperature", SAM_PRICE, 1)
+    sam_key, sam = clients_and_sam(a, b)
     stop = threading.Event()
     threading.Thread(target=sam.serve, args=(lambda i: (2150 + 7 * i, -2), stop, 2),
                      daemon=True).start()
